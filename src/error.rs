@@ -1,0 +1,152 @@
+//! The crate's error type. Every variant says whose fault it is: bytes that do not parse, a peer
+//! that broke the protocol, a limit reached, or a local caller's mistake. Network-facing errors
+//! close the link they came on, with the error as the logged reason; local misuse does not.
+//!
+//! Errors are small `Copy` values: building one never allocates, so a hot path may return them.
+
+use crate::ids::{MsgId, TxnId};
+
+/// Anything that can go wrong in ringspan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Bytes from the peer do not parse. The link is closed.
+    #[error("malformed input: {0}")]
+    Malformed(#[from] Malformed),
+    /// The bytes parse but break the protocol. The link is closed.
+    #[error("peer misbehaved: {0}")]
+    PeerMisbehaved(#[from] Violation),
+    /// A bound from `src/limits.rs` would be exceeded.
+    #[error("limit reached: {0}")]
+    LimitReached(#[from] Limit),
+    /// The local caller asked for something the protocol does not allow. Nothing was sent.
+    #[error("local misuse: {0}")]
+    Misuse(#[from] Misuse),
+}
+
+impl Error {
+    /// Whether this error means the link it came from must be closed.
+    pub fn closes_link(&self) -> bool {
+        match self {
+            Error::Malformed(_) | Error::PeerMisbehaved(_) => true,
+            Error::LimitReached(limit) => limit.caused_by_peer(),
+            Error::Misuse(_) => false,
+        }
+    }
+}
+
+/// Which part of the input failed to parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Fewer bytes than a record header.
+    #[error("record shorter than its {0}-byte header")]
+    RecordHeaderTruncated(usize),
+    /// The record length field is outside the allowed range or not aligned.
+    #[error("record length {0} is not a sealed length between the tag plus one message header and the maximum, in whole 8-byte units")]
+    RecordLength(u32),
+    /// A reserved record header bit or byte is not zero.
+    #[error("record header reserved bits set (flags {0:#04x})")]
+    RecordReserved(u8),
+    /// Fewer bytes than the record's length field announced.
+    #[error("record of {expected} bytes truncated to {actual}")]
+    RecordTruncated {
+        /// Bytes the header announced (header, body and tag).
+        expected: usize,
+        /// Bytes present.
+        actual: usize,
+    },
+    /// Fewer bytes than a message header where a message should start.
+    #[error("message header truncated: {0} bytes left in the record")]
+    MessageHeaderTruncated(usize),
+    /// The payload (with its padding) runs past the end of the record.
+    #[error("message payload of {length} bytes runs past the record ({available} bytes left)")]
+    MessagePayloadTruncated {
+        /// Payload length from the header.
+        length: u32,
+        /// Bytes left in the record after the header.
+        available: usize,
+    },
+    /// Unknown flag bits are set.
+    #[error("message flags {0:#04x} use reserved bits")]
+    MessageFlags(u8),
+    /// The reserved header word is not zero.
+    #[error("message reserved word is {0:#x}, not zero")]
+    MessageReserved(u32),
+    /// Padding after the payload is not all zero bytes.
+    #[error("message padding is not zero")]
+    MessagePadding,
+    /// The flags and ids do not form a valid message (see `docs/PROTOCOL.md`, "Message rules").
+    #[error("message header inconsistent: {0}")]
+    MessageInconsistent(&'static str),
+}
+
+/// A protocol rule the peer broke. One variant per rule, so the logged reason is precise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// CREATE for a transaction id the peer already has open.
+    #[error("duplicate CREATE for peer transaction {0}")]
+    DuplicateCreate(MsgId),
+    /// A second reply CREATE on one of our transactions.
+    #[error("duplicate reply CREATE for our transaction {0}")]
+    DuplicateReplyCreate(MsgId),
+    /// A message names a transaction that is not open on this link.
+    #[error("message for unknown transaction {0}")]
+    UnknownTransaction(MsgId),
+    /// A reply to one of our transactions came before the reply CREATE.
+    #[error("reply on our transaction {0} before its reply CREATE")]
+    ReplyBeforeCreate(MsgId),
+    /// A message on a transaction after the peer's DELETE on it.
+    #[error("message on transaction {0} after the peer's DELETE")]
+    MessageAfterDelete(MsgId),
+    /// CREATE names a parent that is not open on this link.
+    #[error("CREATE under unknown parent transaction {0}")]
+    UnknownParent(MsgId),
+    /// CREATE under a parent on which the peer has already sent DELETE.
+    #[error("CREATE under parent {0} after the peer's DELETE on it")]
+    CreateUnderClosedParent(MsgId),
+}
+
+/// A bound from `src/limits.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Limit {
+    /// Transactions open on one link ([`crate::limits::TXNS_PER_LINK_MAX`]); the peer opened one
+    /// too many.
+    #[error("peer opened more than {0} transactions on one link")]
+    PeerTransactions(usize),
+    /// Transactions open on one link; a local open was refused.
+    #[error("link already has {0} transactions open")]
+    LocalTransactions(usize),
+    /// Stacking depth ([`crate::limits::TXN_DEPTH_MAX`]) by the peer.
+    #[error("peer stacked transactions deeper than {0}")]
+    PeerDepth(u32),
+    /// Stacking depth by the local caller.
+    #[error("transactions stacked deeper than {0}")]
+    LocalDepth(u32),
+    /// A payload larger than [`crate::limits::MESSAGE_PAYLOAD_MAX`] was to be sent.
+    #[error("payload of {0} bytes exceeds the {max}-byte message maximum", max = crate::limits::MESSAGE_PAYLOAD_MAX)]
+    PayloadTooLarge(usize),
+}
+
+impl Limit {
+    /// Whether the peer hit the limit (so the link is closed) rather than the local caller.
+    pub fn caused_by_peer(&self) -> bool {
+        matches!(self, Limit::PeerTransactions(_) | Limit::PeerDepth(_))
+    }
+}
+
+/// Something the local caller asked for that the protocol does not allow. Nothing was sent and
+/// no state changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Misuse {
+    /// The handle names no live transaction (it ended, or belongs to another link).
+    #[error("{0} is not open")]
+    UnknownTransaction(TxnId),
+    /// Our direction of the transaction is already closed by our DELETE.
+    #[error("{0} is already closed in our direction")]
+    AlreadyClosed(TxnId),
+    /// The link is down: every transaction on it has ended.
+    #[error("the link is down")]
+    LinkDown,
+    /// A new transaction under a parent whose our direction is closed.
+    #[error("cannot open a transaction under {0}: our direction of it is closed")]
+    ParentClosed(TxnId),
+}

@@ -1,0 +1,60 @@
+//! Identifier newtypes. Each kind of id is its own type so that one can never be passed where
+//! another is expected.
+
+use core::fmt;
+
+/// A message id as it appears on the wire: chosen by the side that opened a transaction, opaque
+/// to the other side, never reused while that transaction is live. Zero means "no transaction"
+/// (a one-way message, or the link itself as a parent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgId(pub u64);
+
+impl MsgId {
+    /// The id of the link itself: the parent of top-level transactions, the id of one-way
+    /// messages.
+    pub const ROOT: MsgId = MsgId(0);
+
+    /// Whether this is [`MsgId::ROOT`].
+    pub fn is_root(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A handle on a live transaction in one [`crate::txn::Link`]'s table.
+///
+/// It names a table slot and the generation of that slot, so a handle kept past the end of its
+/// transaction is refused instead of reaching whichever transaction reuses the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl TxnId {
+    /// The table slot. Stable for the transaction's life; reused after it ends.
+    pub fn slot(self) -> u32 {
+        self.slot
+    }
+}
+
+impl fmt::Display for TxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "txn {}.{}", self.slot, self.generation)
+    }
+}
+
+/// Identifies a link (one peer connection) within a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u32);
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link {}", self.0)
+    }
+}

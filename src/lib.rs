@@ -1,0 +1,29 @@
+//! ringspan: a relay engine for cluster messaging on Linux io_uring.
+//!
+//! Nodes hold encrypted links; a transactional message protocol runs over them; a spanning-tree
+//! protocol says which mounts are reachable where; transactions are relayed hop by hop along
+//! those routes. This crate is layered, one module per layer:
+//!
+//! - [`wire`]: bytes to typed views of records and messages, and back. No state, no allocation.
+//! - [`txn`]: the per-link transaction state machine. No I/O, no clock.
+//! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
+//!   virtual time: [`Pair`](sim::pair::Pair) joins two transaction endpoints.
+//!
+//! The protocol layers are *sans-IO*: they never touch a socket or read the clock. They are fed
+//! input with `handle_*` methods and drained with `poll_*` methods; the caller owns buffers and
+//! time. See `docs/PROTOCOL.md` for the bytes and `docs/DESIGN.md` for the reasons.
+
+// Only the io_uring engine (src/ring, a later layer) shares memory with the kernel; everything
+// else is safe Rust.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod ids;
+pub mod limits;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod txn;
+pub mod wire;
+
+pub use error::Error;

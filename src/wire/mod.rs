@@ -1,0 +1,43 @@
+//! The wire format: typed views over byte buffers, and the values they hold.
+//!
+//! A link's byte stream is a sequence of [`record`]s; a record's plaintext is a sequence of
+//! [`message`]s. Views (`Record<T>`, `Message<T>`) wrap a caller's buffer and read or write fields
+//! in place; `new_checked` validates untrusted input once, after which accessors cannot fail.
+//! `Repr` values hold only valid field combinations and emit them. Nothing here allocates or
+//! keeps state. `docs/PROTOCOL.md` describes every byte.
+
+#![forbid(unsafe_code)]
+
+pub mod message;
+pub mod record;
+
+pub use message::{Command, ErrorCode, Flags, Message, Messages, Repr, Sink};
+pub use record::{Record, RecordHeader};
+
+/// Reads a little-endian `u16` at `at`. The caller has checked the length.
+#[inline]
+fn get_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// Reads a little-endian `u32` at `at`. The caller has checked the length.
+#[inline]
+fn get_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+/// Reads a little-endian `u64` at `at`. The caller has checked the length.
+#[inline]
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Rounds `len` up to the message alignment.
+#[inline]
+pub const fn align_up(len: usize) -> usize {
+    (len + crate::limits::MESSAGE_ALIGN - 1) & !(crate::limits::MESSAGE_ALIGN - 1)
+}
