@@ -41,7 +41,9 @@ pub enum Malformed {
     #[error("record shorter than its {0}-byte header")]
     RecordHeaderTruncated(usize),
     /// The record length field is outside the allowed range or not aligned.
-    #[error("record length {0} is not a sealed length between the tag plus one message header and the maximum, in whole 8-byte units")]
+    #[error(
+        "record length {0} is not a sealed length between the tag plus one message header and the maximum, in whole 8-byte units"
+    )]
     RecordLength(u32),
     /// A reserved record header bit or byte is not zero.
     #[error("record header reserved bits set (flags {0:#04x})")]

@@ -152,6 +152,7 @@ impl Pair {
         let arrival = self.now + self.latency;
         let [a_to_b, b_to_a] = &mut self.wires;
         for (peer, wire) in [(&mut self.a, a_to_b), (&mut self.b, b_to_a)] {
+            let before = wire.bytes.len();
             let mut start = 0;
             while start < peer.out.len() {
                 // Take whole messages up to the record maximum.
@@ -163,7 +164,10 @@ impl Pair {
                     }
                     end += len;
                 }
-                let header = RecordHeader { plaintext_len: end - start, key_phase: false };
+                let header = RecordHeader {
+                    plaintext_len: end - start,
+                    key_phase: false,
+                };
                 let at = wire.bytes.len();
                 wire.bytes.resize(at + header.wire_len(), 0);
                 header.emit(&mut wire.bytes[at..]);
@@ -173,7 +177,7 @@ impl Pair {
                 start = end;
             }
             peer.out.clear();
-            if wire.arrivals.back().map(|&(_, end)| end) != Some(wire.bytes.len()) {
+            if wire.bytes.len() > before {
                 wire.arrivals.push_back((arrival, wire.bytes.len()));
             }
         }
@@ -302,6 +306,9 @@ impl Pair {
     }
 
     fn next_arrival(&self) -> Option<Instant> {
-        self.wires.iter().filter_map(|wire| wire.arrivals.front().map(|&(time, _)| time)).min()
+        self.wires
+            .iter()
+            .filter_map(|wire| wire.arrivals.front().map(|&(time, _)| time))
+            .min()
     }
 }

@@ -194,7 +194,9 @@ impl Link {
 
     /// The wire id of `txn` (the msgid its messages carry).
     pub fn msgid(&self, txn: TxnId) -> Option<MsgId> {
-        self.slot(txn).ok().map(|slot| self.states[slot as usize].msgid)
+        self.slot(txn)
+            .ok()
+            .map(|slot| self.states[slot as usize].msgid)
     }
 
     /// Next lifecycle output. Drain it after every call that handles input or sends.
@@ -246,8 +248,20 @@ impl Link {
             payload_len: payload.len() as u32,
         };
         out.put(&repr, payload);
-        let sent = Half { created: true, deleted: header.contains(Flags::DELETE), forced: false };
-        let slot = self.insert(msgid, true, command, parent_slot, depth, sent, Half::default());
+        let sent = Half {
+            created: true,
+            deleted: header.contains(Flags::DELETE),
+            forced: false,
+        };
+        let slot = self.insert(
+            msgid,
+            true,
+            command,
+            parent_slot,
+            depth,
+            sent,
+            Half::default(),
+        );
         Ok(self.txn_id(slot))
     }
 
@@ -284,14 +298,24 @@ impl Link {
     }
 
     /// Closes our direction of `txn` with an empty DELETE.
-    pub fn close(&mut self, out: &mut impl Sink, txn: TxnId, error: ErrorCode) -> Result<(), Error> {
+    pub fn close(
+        &mut self,
+        out: &mut impl Sink,
+        txn: TxnId,
+        error: ErrorCode,
+    ) -> Result<(), Error> {
         let command = self.states[self.slot(txn)? as usize].command;
         self.send(out, txn, command, &[], Flags::DELETE, error)
     }
 
     /// Force-closes `txn` and everything stacked inside it (ABORT|DELETE, children first). Also
     /// allowed after our own DELETE, once.
-    pub fn abort(&mut self, out: &mut impl Sink, txn: TxnId, error: ErrorCode) -> Result<(), Error> {
+    pub fn abort(
+        &mut self,
+        out: &mut impl Sink,
+        txn: TxnId,
+        error: ErrorCode,
+    ) -> Result<(), Error> {
         let command = self.states[self.slot(txn)? as usize].command;
         self.send(out, txn, command, &[], Flags::ABORT | Flags::DELETE, error)
     }
@@ -305,7 +329,11 @@ impl Link {
     ) -> Result<(), Error> {
         self.check_up()?;
         check_payload(payload)?;
-        let repr = Repr { command, payload_len: payload.len() as u32, ..Repr::default() };
+        let repr = Repr {
+            command,
+            payload_len: payload.len() as u32,
+            ..Repr::default()
+        };
         out.put(&repr, payload);
         Ok(())
     }
@@ -335,7 +363,10 @@ impl Link {
         let slot = if flags.contains(Flags::CREATE) && !flags.contains(Flags::REPLY) {
             self.accept_create(message)?
         } else {
-            let key = Key { ours: flags.contains(Flags::REPLY), msgid: msgid.0 };
+            let key = Key {
+                ours: flags.contains(Flags::REPLY),
+                msgid: msgid.0,
+            };
             let Some(&slot) = self.index.get(&key) else {
                 if forced {
                     // A forced close racing the end of the transaction: already over here.
@@ -369,7 +400,10 @@ impl Link {
             state.error = message.error();
         }
         let delivery = Delivery {
-            txn: TxnId { slot, generation: state.generation },
+            txn: TxnId {
+                slot,
+                generation: state.generation,
+            },
             parent: self.parent_id(slot),
             flags,
             command: message.command(),
@@ -380,15 +414,18 @@ impl Link {
         let state = &self.states[slot as usize];
         let parent_forced = state.parent != NIL && self.states[state.parent as usize].sent.forced;
         if parent_forced && !state.sent.deleted {
-            // Opened under a transaction we are forcing closed: force it too.
-            let command = state.command;
-            self.force_subtree(out, slot, command, &[], self.states[state.parent as usize].error, false);
-        } else if forced && !state.sent.deleted {
-            // A forced close is answered at once, without the application.
-            let (command, error) = (state.command, message.error());
-            self.emit(out, slot, command, &[], Flags::DELETE, error);
+            // Opened under a transaction we are forcing closed: force it too (which also ends
+            // it, if the peer's DELETE came with its CREATE).
+            let (command, error) = (state.command, self.states[state.parent as usize].error);
+            self.force_subtree(out, slot, command, &[], error, false);
+        } else {
+            if forced && !state.sent.deleted {
+                // A forced close is answered at once, without the application.
+                let (command, error) = (state.command, message.error());
+                self.emit(out, slot, command, &[], Flags::DELETE, error);
+            }
+            self.try_end(slot);
         }
-        self.try_end(slot);
         Ok(Some(Received::Txn(delivery)))
     }
 
@@ -407,7 +444,10 @@ impl Link {
                 if state.depth != depth {
                     continue;
                 }
-                let txn = TxnId { slot: slot as u32, generation: state.generation };
+                let txn = TxnId {
+                    slot: slot as u32,
+                    generation: state.generation,
+                };
                 let mut flags = Flags::ABORT | Flags::DELETE;
                 if !state.received.created {
                     flags |= Flags::CREATE;
@@ -427,7 +467,11 @@ impl Link {
                     error,
                     payload: &[],
                 }));
-                let error = if state.error.is_none() { error } else { state.error };
+                let error = if state.error.is_none() {
+                    error
+                } else {
+                    state.error
+                };
                 self.events.push_back(Event::Ended { txn, error });
             }
         }
@@ -436,7 +480,11 @@ impl Link {
     }
 
     fn check_up(&self) -> Result<(), Error> {
-        if self.down { Err(Misuse::LinkDown.into()) } else { Ok(()) }
+        if self.down {
+            Err(Misuse::LinkDown.into())
+        } else {
+            Ok(())
+        }
     }
 
     fn slot(&self, txn: TxnId) -> Result<u32, Error> {
@@ -447,7 +495,10 @@ impl Link {
     }
 
     fn txn_id(&self, slot: u32) -> TxnId {
-        TxnId { slot, generation: self.states[slot as usize].generation }
+        TxnId {
+            slot,
+            generation: self.states[slot as usize].generation,
+        }
     }
 
     fn parent_id(&self, slot: u32) -> Option<TxnId> {
@@ -458,7 +509,10 @@ impl Link {
     /// Validates a peer's CREATE and makes its state.
     fn accept_create(&mut self, message: &Message<&[u8]>) -> Result<u32, Error> {
         let msgid = message.msgid();
-        let key = Key { ours: false, msgid: msgid.0 };
+        let key = Key {
+            ours: false,
+            msgid: msgid.0,
+        };
         if self.index.contains_key(&key) {
             return Err(Violation::DuplicateCreate(msgid).into());
         }
@@ -466,7 +520,10 @@ impl Link {
             (NIL, 1)
         } else {
             let ours = message.flags().contains(Flags::REV_PARENT);
-            let parent_key = Key { ours, msgid: message.parent().0 };
+            let parent_key = Key {
+                ours,
+                msgid: message.parent().0,
+            };
             let Some(&parent) = self.index.get(&parent_key) else {
                 return Err(Violation::UnknownParent(message.parent()).into());
             };
@@ -483,7 +540,15 @@ impl Link {
             return Err(Limit::PeerTransactions(TXNS_PER_LINK_MAX).into());
         }
         let received = Half::default();
-        Ok(self.insert(msgid, false, message.command(), parent, depth, Half::default(), received))
+        Ok(self.insert(
+            msgid,
+            false,
+            message.command(),
+            parent,
+            depth,
+            Half::default(),
+            received,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -499,7 +564,11 @@ impl Link {
     ) -> u32 {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let next_sibling = if parent == NIL { NIL } else { self.states[parent as usize].first_child };
+        let next_sibling = if parent == NIL {
+            NIL
+        } else {
+            self.states[parent as usize].first_child
+        };
         let slot = self.states.insert(State {
             generation,
             msgid,
@@ -520,7 +589,13 @@ impl Link {
             }
             self.states[parent as usize].first_child = slot;
         }
-        self.index.insert(Key { ours, msgid: msgid.0 }, slot);
+        self.index.insert(
+            Key {
+                ours,
+                msgid: msgid.0,
+            },
+            slot,
+        );
         slot
     }
 
@@ -592,7 +667,14 @@ impl Link {
                     !state.sent.deleted
                 };
                 if needed {
-                    self.emit(out, slot, command, payload, Flags::ABORT | Flags::DELETE, error);
+                    self.emit(
+                        out,
+                        slot,
+                        command,
+                        payload,
+                        Flags::ABORT | Flags::DELETE,
+                        error,
+                    );
                 }
                 if self.states[slot as usize].error.is_none() {
                     self.states[slot as usize].error = error;
@@ -612,7 +694,10 @@ impl Link {
                 return;
             }
             let state = self.states.remove(slot as usize);
-            self.index.remove(&Key { ours: state.ours, msgid: state.msgid.0 });
+            self.index.remove(&Key {
+                ours: state.ours,
+                msgid: state.msgid.0,
+            });
             if state.prev_sibling != NIL {
                 self.states[state.prev_sibling as usize].next_sibling = state.next_sibling;
             } else if state.parent != NIL {
@@ -621,8 +706,14 @@ impl Link {
             if state.next_sibling != NIL {
                 self.states[state.next_sibling as usize].prev_sibling = state.prev_sibling;
             }
-            let txn = TxnId { slot, generation: state.generation };
-            self.events.push_back(Event::Ended { txn, error: state.error });
+            let txn = TxnId {
+                slot,
+                generation: state.generation,
+            };
+            self.events.push_back(Event::Ended {
+                txn,
+                error: state.error,
+            });
             if state.parent == NIL {
                 return;
             }

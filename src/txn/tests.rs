@@ -1,0 +1,785 @@
+//! Scripted lifecycles: each test drives two links through a [`Pair`] and checks exactly what
+//! each side saw, in order.
+
+use super::*;
+use crate::error::Malformed;
+use crate::sim::pair::{Output, Pair, Peer, Side};
+use crate::wire::{Messages, Record};
+use std::time::Duration;
+
+const REQUEST: Command = Command::new(7, 1);
+const DATA: Command = Command::new(7, 2);
+
+/// What one side saw, owned so tests can compare it after the fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    OneWay(Vec<u8>),
+    Msg {
+        txn: TxnId,
+        flags: Flags,
+        error: ErrorCode,
+        payload: Vec<u8>,
+        synthesized: bool,
+    },
+    Ended {
+        txn: TxnId,
+        error: ErrorCode,
+    },
+    Closed(Error),
+}
+
+#[derive(Default)]
+struct Log {
+    a: Vec<Seen>,
+    b: Vec<Seen>,
+}
+
+impl Log {
+    fn side(&mut self, side: Side) -> &mut Vec<Seen> {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    fn record(&mut self) -> impl FnMut(Side, &mut Peer, Output<'_>) + '_ {
+        move |side, _peer, output| {
+            let seen = match output {
+                Output::Received(Received::OneWay { payload, .. }) => {
+                    Seen::OneWay(payload.to_vec())
+                }
+                Output::Received(Received::Txn(d)) => Seen::Msg {
+                    txn: d.txn,
+                    flags: d.flags,
+                    error: d.error,
+                    payload: d.payload.to_vec(),
+                    synthesized: false,
+                },
+                Output::Event(Event::Delivery(d)) => Seen::Msg {
+                    txn: d.txn,
+                    flags: d.flags,
+                    error: d.error,
+                    payload: d.payload.to_vec(),
+                    synthesized: true,
+                },
+                Output::Event(Event::Ended { txn, error }) => Seen::Ended { txn, error },
+                Output::Closed(error) => Seen::Closed(error),
+            };
+            self.side(side).push(seen);
+        }
+    }
+
+    /// The flags of each message seen on one side, in order.
+    fn flags(&self, side: Side) -> Vec<Flags> {
+        let seen = match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        };
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::Msg { flags, .. } => Some(*flags),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ended(&self, side: Side) -> Vec<(TxnId, ErrorCode)> {
+        let seen = match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        };
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::Ended { txn, error } => Some((*txn, *error)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The transaction handle of the first message seen on a side.
+    fn first_txn(&self, side: Side) -> TxnId {
+        let seen = match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        };
+        seen.iter()
+            .find_map(|s| match s {
+                Seen::Msg { txn, .. } => Some(*txn),
+                _ => None,
+            })
+            .expect("a message was seen")
+    }
+
+    fn clear(&mut self) {
+        self.a.clear();
+        self.b.clear();
+    }
+}
+
+fn pair() -> Pair {
+    Pair::new(Duration::from_micros(50))
+}
+
+fn drive(pair: &mut Pair, log: &mut Log) {
+    pair.drive(&mut log.record());
+}
+
+const C: Flags = Flags::CREATE;
+const D: Flags = Flags::DELETE;
+const R: Flags = Flags::REPLY;
+const X: Flags = Flags::ABORT;
+
+#[test]
+fn request_reply() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"get k", D).unwrap();
+    drive(&mut pair, &mut log);
+    assert_eq!(log.flags(Side::B), [C | D]);
+    assert!(log.ended(Side::B).is_empty(), "B has not replied yet");
+
+    let peer_txn = log.first_txn(Side::B);
+    let b = &mut pair.b;
+    b.link
+        .send(&mut b.out, peer_txn, REQUEST, b"v", D, ErrorCode::NONE)
+        .unwrap();
+    assert_eq!(
+        log.ended(Side::B).len(),
+        0,
+        "events wait in the queue until drained"
+    );
+    drive(&mut pair, &mut log);
+    // B's reply CREATE was added by the link; its send ended the transaction at B.
+    assert_eq!(log.flags(Side::A), [C | D | R]);
+    assert!(matches!(&log.a[0], Seen::Msg { payload, .. } if payload == b"v"));
+    assert_eq!(log.ended(Side::A), [(txn, ErrorCode::NONE)]);
+    assert!(pair.a.link.is_empty());
+    // B's Ended sits in its queue (it came from a send): drain it as the contract says.
+    assert_eq!(
+        pair.b.link.poll_event(),
+        Some(Event::Ended {
+            txn: peer_txn,
+            error: ErrorCode::NONE
+        })
+    );
+    assert!(pair.b.link.is_empty());
+}
+
+#[test]
+fn streams_both_ways_then_half_closes() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    for i in 0..3u8 {
+        a.link
+            .send(&mut a.out, txn, DATA, &[i], Flags::NONE, ErrorCode::NONE)
+            .unwrap();
+    }
+    drive(&mut pair, &mut log);
+    let peer_txn = log.first_txn(Side::B);
+    assert_eq!(
+        log.flags(Side::B),
+        [C, Flags::NONE, Flags::NONE, Flags::NONE]
+    );
+
+    let b = &mut pair.b;
+    b.link
+        .send(
+            &mut b.out,
+            peer_txn,
+            DATA,
+            b"r0",
+            Flags::NONE,
+            ErrorCode::NONE,
+        )
+        .unwrap();
+    b.link
+        .send(
+            &mut b.out,
+            peer_txn,
+            DATA,
+            b"r1",
+            Flags::NONE,
+            ErrorCode::NONE,
+        )
+        .unwrap();
+    // A closes its direction while B keeps streaming.
+    let a = &mut pair.a;
+    a.link.close(&mut a.out, txn, ErrorCode::NONE).unwrap();
+    drive(&mut pair, &mut log);
+    assert_eq!(log.flags(Side::A), [C | R, R]);
+    assert_eq!(log.flags(Side::B)[4], D);
+    assert!(log.ended(Side::A).is_empty() && log.ended(Side::B).is_empty());
+
+    // After the peer's DELETE, B can still send; its DELETE ends the transaction both sides.
+    let b = &mut pair.b;
+    b.link
+        .send(
+            &mut b.out,
+            peer_txn,
+            DATA,
+            b"r2",
+            Flags::NONE,
+            ErrorCode::NONE,
+        )
+        .unwrap();
+    b.link.close(&mut b.out, peer_txn, ErrorCode::NONE).unwrap();
+    drain(&mut pair, &mut log, Side::B);
+    drive(&mut pair, &mut log);
+    assert_eq!(log.flags(Side::A), [C | R, R, R, D | R]);
+    assert_eq!(log.ended(Side::A), [(txn, ErrorCode::NONE)]);
+    assert_eq!(log.ended(Side::B), [(peer_txn, ErrorCode::NONE)]);
+    // Neither side may send again.
+    let a = &mut pair.a;
+    assert_eq!(
+        a.link
+            .send(&mut a.out, txn, DATA, b"", Flags::NONE, ErrorCode::NONE),
+        Err(Misuse::UnknownTransaction(txn).into())
+    );
+}
+
+/// Drains a side's event queue into the log (for events caused by a local send).
+fn drain(pair: &mut Pair, log: &mut Log, side: Side) {
+    let mut record = log.record();
+    let peer = pair.peer(side);
+    while let Some(event) = peer.link.poll_event() {
+        record(side, &mut Peer::default(), Output::Event(event));
+    }
+}
+
+#[test]
+fn sending_after_our_delete_is_refused() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", D).unwrap();
+    let out_len = a.out.len();
+    assert_eq!(
+        a.link
+            .send(&mut a.out, txn, DATA, b"x", Flags::NONE, ErrorCode::NONE),
+        Err(Misuse::AlreadyClosed(txn).into())
+    );
+    assert_eq!(a.out.len(), out_len, "nothing emitted on error");
+    drive(&mut pair, &mut log);
+}
+
+#[test]
+fn one_way_messages() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    a.link
+        .send_oneway(&mut a.out, Command::LINK_PING, b"ping")
+        .unwrap();
+    drive(&mut pair, &mut log);
+    assert_eq!(log.b, [Seen::OneWay(b"ping".to_vec())]);
+    assert!(pair.b.link.is_empty());
+}
+
+#[test]
+fn advisory_abort_is_only_delivered() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    a.link
+        .send(&mut a.out, txn, DATA, b"", X, ErrorCode::ABORTED)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    assert_eq!(log.flags(Side::B), [C, X]);
+    assert!(log.ended(Side::B).is_empty());
+    assert_eq!(pair.b.link.len(), 1);
+}
+
+#[test]
+fn forced_close_is_answered_without_the_application() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    let a = &mut pair.a;
+    a.link.abort(&mut a.out, txn, ErrorCode::REFUSED).unwrap();
+    drive(&mut pair, &mut log);
+    // B got the forced close and its link answered with DELETE on its own.
+    assert_eq!(log.flags(Side::B), [C, X | D]);
+    assert_eq!(log.ended(Side::B).len(), 1);
+    assert_eq!(log.flags(Side::A), [C | D | R]);
+    assert_eq!(log.ended(Side::A), [(txn, ErrorCode::REFUSED)]);
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+}
+
+#[test]
+fn forced_close_after_our_half_close() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", D).unwrap();
+    drive(&mut pair, &mut log);
+    // B keeps the transaction open (it never replies); A forces it.
+    let a = &mut pair.a;
+    a.link.abort(&mut a.out, txn, ErrorCode::ABORTED).unwrap();
+    assert_eq!(
+        a.link.abort(&mut a.out, txn, ErrorCode::ABORTED),
+        Err(Misuse::AlreadyClosed(txn).into()),
+        "one forced close only"
+    );
+    drive(&mut pair, &mut log);
+    assert_eq!(log.flags(Side::B), [C | D, X | D]);
+    assert_eq!(log.ended(Side::A), [(txn, ErrorCode::ABORTED)]);
+    assert_eq!(log.ended(Side::B).len(), 1);
+}
+
+#[test]
+fn forced_close_racing_a_normal_close_is_dropped() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", D).unwrap();
+    drive(&mut pair, &mut log);
+    let peer_txn = log.first_txn(Side::B);
+    // B closes; before B's DELETE arrives, A forces. B's state is gone when A's force arrives.
+    let b = &mut pair.b;
+    b.link.close(&mut b.out, peer_txn, ErrorCode::NONE).unwrap();
+    let a = &mut pair.a;
+    a.link.abort(&mut a.out, txn, ErrorCode::ABORTED).unwrap();
+    drive(&mut pair, &mut log);
+    assert!(
+        !log.a
+            .iter()
+            .chain(&log.b)
+            .any(|s| matches!(s, Seen::Closed(_)))
+    );
+    assert_eq!(log.ended(Side::A).len(), 1);
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+}
+
+#[test]
+fn stacked_transactions_and_deferred_parent_end() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let span = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"span", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    let peer_span = log.first_txn(Side::B);
+    // B opens a circuit inside A's span: its CREATE names A's id with REV_PARENT.
+    let b = &mut pair.b;
+    let circuit = b
+        .link
+        .open(&mut b.out, Some(peer_span), DATA, b"circ", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    let a_circuit = match &log.a[0] {
+        Seen::Msg { txn, flags, .. } => {
+            assert_eq!(*flags, C | Flags::REV_PARENT);
+            *txn
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    // Both close the span; it lingers while the circuit lives.
+    let a = &mut pair.a;
+    a.link.close(&mut a.out, span, ErrorCode::NONE).unwrap();
+    drive(&mut pair, &mut log);
+    let b = &mut pair.b;
+    b.link
+        .close(&mut b.out, peer_span, ErrorCode::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    assert!(log.ended(Side::A).is_empty() && log.ended(Side::B).is_empty());
+    assert_eq!((pair.a.link.len(), pair.b.link.len()), (2, 2));
+    // Closing the circuit both ways ends the circuit, then the span, at each end.
+    let b = &mut pair.b;
+    b.link.close(&mut b.out, circuit, ErrorCode::NONE).unwrap();
+    let a = &mut pair.a;
+    a.link
+        .close(&mut a.out, a_circuit, ErrorCode::NONE)
+        .unwrap();
+    drain(&mut pair, &mut log, Side::A);
+    drain(&mut pair, &mut log, Side::B);
+    drive(&mut pair, &mut log);
+    let ended_a: Vec<TxnId> = log.ended(Side::A).into_iter().map(|(t, _)| t).collect();
+    let ended_b: Vec<TxnId> = log.ended(Side::B).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(ended_a, [a_circuit, span]);
+    assert_eq!(ended_b, [circuit, peer_span]);
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+}
+
+#[test]
+fn forced_close_takes_the_subtree_children_first() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let span = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    let c1 = a
+        .link
+        .open(&mut a.out, Some(span), DATA, b"", Flags::NONE)
+        .unwrap();
+    let c2 = a
+        .link
+        .open(&mut a.out, Some(c1), DATA, b"", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    log.clear();
+    let a = &mut pair.a;
+    a.link.abort(&mut a.out, span, ErrorCode::NO_ROUTE).unwrap();
+    drive(&mut pair, &mut log);
+    assert_eq!(log.flags(Side::B), [X | D, X | D, X | D]);
+    let ended: Vec<TxnId> = log.ended(Side::A).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(ended, [c2, c1, span]);
+    assert!(
+        log.ended(Side::A)
+            .iter()
+            .all(|&(_, e)| e == ErrorCode::NO_ROUTE)
+    );
+    assert_eq!(log.ended(Side::B).len(), 3);
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+}
+
+#[test]
+fn child_opened_across_a_forced_close_is_forced_too() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let span = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    let peer_span = log.first_txn(Side::B);
+    // B opens a child while A's forced close of the parent is in flight.
+    let b = &mut pair.b;
+    b.link
+        .open(&mut b.out, Some(peer_span), DATA, b"", Flags::NONE)
+        .unwrap();
+    let a = &mut pair.a;
+    a.link.abort(&mut a.out, span, ErrorCode::ABORTED).unwrap();
+    drain(&mut pair, &mut log, Side::B);
+    drive(&mut pair, &mut log);
+    assert!(
+        !log.a
+            .iter()
+            .chain(&log.b)
+            .any(|s| matches!(s, Seen::Closed(_)))
+    );
+    assert_eq!(log.ended(Side::A).len(), 2);
+    assert_eq!(log.ended(Side::B).len(), 2);
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+}
+
+#[test]
+fn link_down_ends_everything_children_first() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let span = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    let other = a.link.open(&mut a.out, None, REQUEST, b"", D).unwrap();
+    drive(&mut pair, &mut log);
+    let peer_span = log.first_txn(Side::B);
+    let b = &mut pair.b;
+    let circuit = b
+        .link
+        .open(&mut b.out, Some(peer_span), DATA, b"", Flags::NONE)
+        .unwrap();
+    let a = &mut pair.a;
+    let inner = a
+        .link
+        .open(&mut a.out, Some(span), DATA, b"", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    log.clear();
+
+    pair.cut(&mut log.record());
+    // A: every transaction gets a synthesized ABORT|DELETE, then its end, children first.
+    let order: Vec<TxnId> = log.ended(Side::A).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(order.len(), 4);
+    let pos = |t: TxnId| order.iter().position(|&x| x == t).unwrap();
+    assert!(pos(inner) < pos(span));
+    assert!(
+        log.ended(Side::A)
+            .iter()
+            .all(|&(_, e)| e == ErrorCode::LOST_LINK)
+    );
+    let synthesized: Vec<_> = log
+        .a
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Msg {
+                txn,
+                flags,
+                error,
+                synthesized: true,
+                ..
+            } => Some((*txn, *flags, *error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(synthesized.len(), 4);
+    assert!(
+        synthesized
+            .iter()
+            .all(|&(_, f, e)| f.contains(X | D) && e == ErrorCode::LOST_LINK)
+    );
+    // Our own request that B never answered looks like B's reply CREATE|ABORT|DELETE.
+    assert!(synthesized.contains(&(other, C | D | R | X, ErrorCode::LOST_LINK)));
+    // B's circuit, opened by B, ends at B too; B's view of A's span ends after it.
+    let order_b: Vec<TxnId> = log.ended(Side::B).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(order_b.len(), 4);
+    let pos_b = |t: TxnId| order_b.iter().position(|&x| x == t).unwrap();
+    assert!(pos_b(circuit) < pos_b(peer_span));
+    // The links are empty and refuse further use.
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+    let a = &mut pair.a;
+    assert_eq!(
+        a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE),
+        Err(Misuse::LinkDown.into())
+    );
+}
+
+/// Feeds raw messages to a fresh link B and returns the result of the last one.
+fn feed(messages: &[Repr]) -> Result<Option<()>, Error> {
+    let mut link = Link::new();
+    let mut out = Vec::new();
+    let mut result = Ok(None);
+    for repr in messages {
+        let mut bytes = Vec::new();
+        bytes.put(repr, &vec![0; repr.payload_len as usize]);
+        let message = Message::new_checked(&bytes[..])?;
+        result = link
+            .handle_message(&mut out, &message)
+            .map(|r| r.map(|_| ()));
+        while link.poll_event().is_some() {}
+        if result.is_err() {
+            break;
+        }
+    }
+    result
+}
+
+fn msg(flags: Flags, msgid: u64, parent: u64) -> Repr {
+    Repr {
+        flags,
+        command: REQUEST,
+        msgid: MsgId(msgid),
+        parent: MsgId(parent),
+        ..Repr::default()
+    }
+}
+
+#[test]
+fn violations_are_precise_errors() {
+    use Violation::*;
+    let rev = Flags::REV_PARENT;
+    let cases: &[(&[Repr], Error)] = &[
+        (
+            &[msg(C, 1, 0), msg(C, 1, 0)],
+            DuplicateCreate(MsgId(1)).into(),
+        ),
+        (
+            &[msg(Flags::NONE, 5, 0)],
+            UnknownTransaction(MsgId(5)).into(),
+        ),
+        (&[msg(D, 5, 0)], UnknownTransaction(MsgId(5)).into()),
+        (&[msg(R, 5, 0)], UnknownTransaction(MsgId(5)).into()),
+        (
+            &[msg(C, 1, 0), msg(D, 1, 0), msg(Flags::NONE, 1, 0)],
+            MessageAfterDelete(MsgId(1)).into(),
+        ),
+        (
+            &[msg(C | D, 1, 0), msg(D, 1, 0)],
+            MessageAfterDelete(MsgId(1)).into(),
+        ),
+        (&[msg(C, 2, 9)], UnknownParent(MsgId(9)).into()),
+        (&[msg(C | rev, 2, 1)], UnknownParent(MsgId(1)).into()),
+        (
+            &[msg(C, 1, 0), msg(D, 1, 0), msg(C, 2, 1)],
+            CreateUnderClosedParent(MsgId(1)).into(),
+        ),
+    ];
+    for (messages, expected) in cases {
+        assert_eq!(feed(messages), Err(*expected), "{messages:?}");
+        assert!(expected.closes_link());
+    }
+    // A forced close after the peer's DELETE is accepted once, then refused.
+    assert_eq!(
+        feed(&[msg(C, 1, 0), msg(D, 1, 0), msg(X | D, 1, 0)]),
+        Ok(Some(()))
+    );
+    assert_eq!(
+        feed(&[
+            msg(C, 1, 0),
+            msg(D, 1, 0),
+            msg(X | D, 1, 0),
+            msg(X | D, 1, 0)
+        ]),
+        Ok(None),
+        "the first forced close ended it here; a second one is for a transaction already over"
+    );
+    // A forced close for an unknown transaction is dropped, not a violation.
+    assert_eq!(feed(&[msg(X | D, 7, 0)]), Ok(None));
+}
+
+#[test]
+fn reply_violations_on_our_transactions() {
+    let mut link = Link::new();
+    let mut out = Vec::new();
+    let txn = link
+        .open(&mut out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    let id = link.msgid(txn).unwrap().0;
+    let mut handle = |repr: Repr| {
+        let mut bytes = Vec::new();
+        bytes.put(&repr, &[]);
+        let message = Message::new_checked(&bytes[..]).unwrap();
+        link.handle_message(&mut out, &message).map(|r| r.is_some())
+    };
+    assert_eq!(
+        handle(msg(R, id, 0)),
+        Err(Violation::ReplyBeforeCreate(MsgId(id)).into())
+    );
+    assert_eq!(handle(msg(C | R, id, 0)), Ok(true));
+    assert_eq!(
+        handle(msg(C | R, id, 0)),
+        Err(Violation::DuplicateReplyCreate(MsgId(id)).into())
+    );
+}
+
+#[test]
+fn peer_cannot_exceed_limits() {
+    // Depth: a chain of stacked CREATEs deeper than the maximum is refused.
+    let mut chain = vec![msg(C, 1, 0)];
+    for id in 2..=u64::from(TXN_DEPTH_MAX) {
+        chain.push(msg(C, id, id - 1));
+    }
+    assert!(feed(&chain).is_ok());
+    chain.push(msg(C, 100, u64::from(TXN_DEPTH_MAX)));
+    assert_eq!(feed(&chain), Err(Limit::PeerDepth(TXN_DEPTH_MAX).into()));
+
+    // Count: one CREATE past the maximum is refused.
+    let mut link = Link::new();
+    let mut out = Vec::new();
+    let mut bytes = Vec::new();
+    for id in 1..=TXNS_PER_LINK_MAX as u64 + 1 {
+        bytes.clear();
+        bytes.put(&msg(C, id, 0), &[]);
+        let message = Message::new_checked(&bytes[..]).unwrap();
+        let result = link.handle_message(&mut out, &message);
+        if id as usize <= TXNS_PER_LINK_MAX {
+            assert!(result.is_ok());
+        } else {
+            assert_eq!(
+                result,
+                Err(Limit::PeerTransactions(TXNS_PER_LINK_MAX).into())
+            );
+            assert!(result.unwrap_err().closes_link());
+        }
+    }
+}
+
+#[test]
+fn local_misuse_changes_nothing() {
+    let mut link = Link::new();
+    let mut out = Vec::new();
+    let txn = link.open(&mut out, None, REQUEST, b"", D).unwrap();
+    let before = out.len();
+    assert_eq!(
+        link.open(&mut out, Some(txn), REQUEST, b"", Flags::NONE),
+        Err(Misuse::ParentClosed(txn).into())
+    );
+    let big = vec![0; crate::limits::MESSAGE_PAYLOAD_MAX + 1];
+    assert_eq!(
+        link.open(&mut out, None, REQUEST, &big, Flags::NONE),
+        Err(Limit::PayloadTooLarge(big.len()).into())
+    );
+    let stale = TxnId {
+        slot: 9,
+        generation: 9,
+    };
+    assert_eq!(
+        link.close(&mut out, stale, ErrorCode::NONE),
+        Err(Misuse::UnknownTransaction(stale).into())
+    );
+    assert_eq!(out.len(), before);
+    assert!(!Error::from(Misuse::ParentClosed(txn)).closes_link());
+}
+
+#[test]
+fn garbage_on_the_wire_closes_the_link_with_a_reason() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    drive(&mut pair, &mut log);
+    // A message with a reserved flag bit, hand-written into A's outgoing bytes.
+    let a = &mut pair.a;
+    let start = a.out.len();
+    a.out.put(&msg(Flags::NONE, 0, 0), &[]);
+    a.out[start] = 0x80;
+    drive(&mut pair, &mut log);
+    assert!(
+        log.b
+            .contains(&Seen::Closed(Malformed::MessageFlags(0x80).into()))
+    );
+    assert!(!pair.is_connected());
+    assert_eq!(log.ended(Side::A), [(txn, ErrorCode::LOST_LINK)]);
+    assert_eq!(log.ended(Side::B).len(), 1);
+}
+
+#[test]
+fn messages_are_batched_into_records() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a
+        .link
+        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
+        .unwrap();
+    let payload = [7u8; 1000];
+    for _ in 0..200 {
+        a.link
+            .send(
+                &mut a.out,
+                txn,
+                DATA,
+                &payload,
+                Flags::NONE,
+                ErrorCode::NONE,
+            )
+            .unwrap();
+    }
+    drive(&mut pair, &mut log);
+    // 200 messages of 1,032 bytes need four 64 KiB records, not 201 records.
+    assert_eq!(pair.stats().records, 4);
+    assert_eq!(pair.stats().messages, 201);
+    let bytes_seen: usize = log
+        .b
+        .iter()
+        .map(|s| match s {
+            Seen::Msg { payload, .. } => payload.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bytes_seen, 200_000);
+    // Records really are parsed by the record deframer: a record holds whole messages.
+    let mut plaintext = Vec::new();
+    for _ in 0..3 {
+        plaintext.put(&msg(Flags::NONE, 0, 0), &[]);
+    }
+    let mut record = vec![0; 8 + plaintext.len() + 16];
+    crate::wire::RecordHeader {
+        plaintext_len: plaintext.len(),
+        key_phase: false,
+    }
+    .emit(&mut record);
+    record[8..8 + plaintext.len()].copy_from_slice(&plaintext);
+    let record = Record::new_checked(&record[..]).unwrap();
+    assert_eq!(Messages::new(record.body()).count(), 3);
+}
