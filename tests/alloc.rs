@@ -1,0 +1,167 @@
+//! Steady state allocates nothing: once a link is warm, transactions opened, streamed both ways
+//! and closed (stacked ones too) cost zero heap allocations per message.
+//!
+//! A counting global allocator counts the allocations made on the test's own thread while the
+//! measurement is on.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use ringspan::sim::pair::{Output, Pair, Peer, Side};
+use ringspan::txn::{Event, Received};
+use ringspan::wire::{Command, ErrorCode, Flags};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
+// const-initialised thread-local `Cell`, which itself never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn count() {
+    // `try_with`: the thread-locals may already be gone while a thread shuts down.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Counts the allocations `f` makes on this thread.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
+
+const OPEN: Command = Command::new(9, 1);
+const DATA: Command = Command::new(9, 2);
+const SIZES: [usize; 6] = [0, 16, 64, 200, 1_000, 4_000];
+
+/// B's application: answers each message with one of the same size, opens a child inside each
+/// transaction A opens, and closes its direction when A closes. A's application closes the
+/// children B opens.
+fn app(side: Side, peer: &mut Peer, output: Output<'_>) {
+    let Output::Received(Received::Txn(d)) = output else {
+        if let Output::Closed(error) = output {
+            panic!("link closed: {error}");
+        }
+        return;
+    };
+    let Peer { link, out } = peer;
+    match side {
+        Side::B if d.opens() && d.parent.is_none() => {
+            link.send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE)
+                .unwrap();
+            link.open(out, Some(d.txn), OPEN, b"child", Flags::NONE)
+                .unwrap();
+        }
+        Side::B if d.closes() => link.close(out, d.txn, ErrorCode::NONE).unwrap(),
+        Side::B if !d.opens() => link
+            .send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE)
+            .unwrap(),
+        Side::A if d.opens() => link.close(out, d.txn, ErrorCode::NONE).unwrap(),
+        _ => {}
+    }
+}
+
+/// One transaction: A opens it, streams every size, closes; B echoes and stacks a child that
+/// A closes. Returns after both tables are empty again.
+fn cycle(pair: &mut Pair, payload: &[u8]) {
+    let a = &mut pair.a;
+    let txn = a
+        .link
+        .open(&mut a.out, None, OPEN, &payload[..64], Flags::NONE)
+        .unwrap();
+    for &size in &SIZES {
+        a.link
+            .send(
+                &mut a.out,
+                txn,
+                DATA,
+                &payload[..size],
+                Flags::NONE,
+                ErrorCode::NONE,
+            )
+            .unwrap();
+    }
+    pair.drive(&mut app);
+    let a = &mut pair.a;
+    a.link.close(&mut a.out, txn, ErrorCode::NONE).unwrap();
+    pair.drive(&mut app);
+    for peer in [&mut pair.a, &mut pair.b] {
+        while let Some(event) = peer.link.poll_event() {
+            assert!(matches!(
+                event,
+                Event::Ended {
+                    error: ErrorCode::NONE,
+                    ..
+                }
+            ));
+        }
+    }
+    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+}
+
+#[test]
+fn zero_allocations_per_message_once_warm() {
+    let payload = vec![0x3c; 4_096];
+    let mut pair = Pair::new(Duration::from_micros(20));
+    for _ in 0..200 {
+        cycle(&mut pair, &payload);
+    }
+    let warm = pair.stats().messages;
+    let allocations = allocations_in(|| {
+        while pair.stats().messages - warm < 10_000 {
+            cycle(&mut pair, &payload);
+        }
+    });
+    let messages = pair.stats().messages - warm;
+    println!(
+        "{messages} messages in {} records after warm-up: {allocations} allocations",
+        pair.stats().records
+    );
+    assert!(messages >= 10_000);
+    assert_eq!(
+        allocations, 0,
+        "allocations in steady state over {messages} messages"
+    );
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Guards the test above: the allocator really counts on this thread.
+    let n = allocations_in(|| drop(std::hint::black_box(vec![1u8; 100])));
+    assert_eq!(n, 1);
+}
