@@ -39,10 +39,10 @@ pub const TXNS_PER_LINK_MAX: usize = 65_536;
 /// transaction inside that circuit is depth 3). Bounds every walk over a transaction's ancestors.
 pub const TXN_DEPTH_MAX: u32 = 8;
 
-const _: () = assert!(MESSAGE_HEADER_LEN % MESSAGE_ALIGN == 0);
-const _: () = assert!(RECORD_HEADER_LEN % MESSAGE_ALIGN == 0);
-const _: () = assert!(RECORD_PLAINTEXT_MAX % MESSAGE_ALIGN == 0);
-const _: () = assert!(MESSAGE_PAYLOAD_MAX % MESSAGE_ALIGN == 0);
+const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
+const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
+const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));
+const _: () = assert!(MESSAGE_PAYLOAD_MAX.is_multiple_of(MESSAGE_ALIGN));
 // A record length must fit its u32 field.
 const _: () = assert!(RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN <= u32::MAX as usize);
 // Slot numbers are u32 in `TxnId`.

@@ -382,7 +382,9 @@ impl Link {
             } else if !received.created {
                 return Err(Violation::ReplyBeforeCreate(msgid).into());
             }
-            if received.deleted && !(forced && !received.forced) {
+            // After the peer's DELETE, only its one forced close may follow.
+            let late_force = forced && !received.forced;
+            if received.deleted && !late_force {
                 return Err(Violation::MessageAfterDelete(msgid).into());
             }
             slot
@@ -662,7 +664,8 @@ impl Link {
         match self.states.get(slot as usize) {
             Some(state) if state.generation == generation => {
                 let needed = if after_delete {
-                    !state.sent.forced && !(state.sent.deleted && state.received.deleted)
+                    let both_closed = state.sent.deleted && state.received.deleted;
+                    !state.sent.forced && !both_closed
                 } else {
                     !state.sent.deleted
                 };

@@ -52,7 +52,7 @@ impl RecordHeader {
         let plaintext_len = (sealed_len as usize).wrapping_sub(RECORD_TAG_LEN);
         if (sealed_len as usize) < RECORD_TAG_LEN + MESSAGE_HEADER_LEN
             || plaintext_len > RECORD_PLAINTEXT_MAX
-            || plaintext_len % MESSAGE_ALIGN != 0
+            || !plaintext_len.is_multiple_of(MESSAGE_ALIGN)
         {
             return Err(Malformed::RecordLength(sealed_len).into());
         }
