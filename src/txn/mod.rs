@@ -293,7 +293,9 @@ impl Link {
             return Err(Misuse::AlreadyClosed(txn).into());
         }
         self.emit(out, slot, command, payload, flags, error);
-        self.try_end(slot);
+        if flags.contains(Flags::DELETE) {
+            self.try_end(slot);
+        }
         Ok(())
     }
 
@@ -426,7 +428,10 @@ impl Link {
                 let (command, error) = (state.command, message.error());
                 self.emit(out, slot, command, &[], Flags::DELETE, error);
             }
-            self.try_end(slot);
+            // Only a DELETE can end a transaction (a child's end is handled by `try_end`).
+            if flags.contains(Flags::DELETE) {
+                self.try_end(slot);
+            }
         }
         Ok(Some(Received::Txn(delivery)))
     }
