@@ -21,6 +21,22 @@ pub enum Error {
     /// The local caller asked for something the protocol does not allow. Nothing was sent.
     #[error("local misuse: {0}")]
     Misuse(#[from] Misuse),
+    /// A record from the peer failed authentication: tampered with, replayed, reordered, or
+    /// after a dropped record (the nonce is an implicit counter), or sealed with another key.
+    /// The peer (or whoever is between us) is at fault. The link is closed; the record's body
+    /// is garbage.
+    #[error("record failed authentication (tampered, replayed, reordered, dropped or wrong key)")]
+    Decrypt,
+    /// The handshake failed. The link is closed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] Handshake),
+    /// A key file was refused. Local configuration, not a link.
+    #[error("key file refused: {0}")]
+    KeyFile(#[from] KeyFile),
+    /// The local crypto library failed (random source, key setup). Not the peer's fault; the
+    /// link it happened on cannot go on.
+    #[error("local crypto failure: {0}")]
+    Crypto(&'static str),
 }
 
 impl Error {
@@ -29,7 +45,8 @@ impl Error {
         match self {
             Error::Malformed(_) | Error::PeerMisbehaved(_) => true,
             Error::LimitReached(limit) => limit.caused_by_peer(),
-            Error::Misuse(_) => false,
+            Error::Misuse(_) | Error::KeyFile(_) => false,
+            Error::Decrypt | Error::Handshake(_) | Error::Crypto(_) => true,
         }
     }
 }
@@ -126,12 +143,24 @@ pub enum Limit {
     /// A payload larger than [`crate::limits::MESSAGE_PAYLOAD_MAX`] was to be sent.
     #[error("payload of {0} bytes exceeds the {max}-byte message maximum", max = crate::limits::MESSAGE_PAYLOAD_MAX)]
     PayloadTooLarge(usize),
+    /// Our send counter would wrap: no more records can be sealed under this session. The link
+    /// must be re-established (rekeying makes this unreachable unless it is disabled).
+    #[error("send record counter exhausted: refusing to wrap the nonce")]
+    SendCounter,
+    /// The peer's records reached the counter or key-use bound of one key without switching
+    /// keys ([`crate::limits::RECORDS_PER_KEY_REJECT`]); opening another would wrap or overuse
+    /// the key.
+    #[error("peer sent {0} records under one key without rekeying")]
+    PeerKeyUse(u64),
 }
 
 impl Limit {
     /// Whether the peer hit the limit (so the link is closed) rather than the local caller.
     pub fn caused_by_peer(&self) -> bool {
-        matches!(self, Limit::PeerTransactions(_) | Limit::PeerDepth(_))
+        matches!(
+            self,
+            Limit::PeerTransactions(_) | Limit::PeerDepth(_) | Limit::PeerKeyUse(_)
+        )
     }
 }
 
@@ -151,4 +180,87 @@ pub enum Misuse {
     /// A new transaction under a parent whose our direction is closed.
     #[error("cannot open a transaction under {0}: our direction of it is closed")]
     ParentClosed(TxnId),
+    /// Records were sealed or opened before the handshake finished.
+    #[error("the handshake has not finished")]
+    HandshakeNotDone,
+    /// The buffer given for a record or a handshake frame is too small for it.
+    #[error("buffer of {actual} bytes too small: {needed} needed")]
+    BufferTooSmall {
+        /// Bytes the operation needs.
+        needed: usize,
+        /// Bytes the buffer has.
+        actual: usize,
+    },
+    /// A record plaintext length outside what a record may carry (see
+    /// [`crate::wire::record::RecordHeader::parse`]).
+    #[error("record plaintext of {0} bytes is not a valid record length")]
+    RecordLength(usize),
+}
+
+/// Why a handshake failed. Each variant is a distinct cause, so that the logged reason (and the
+/// tests) can tell a misconfigured peer from an attacker from a slow network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Handshake {
+    /// The peer speaks another protocol version (the frame's version byte).
+    #[error("peer speaks protocol version {0}, we speak {ours}", ours = crate::limits::PROTOCOL_VERSION)]
+    Version(u8),
+    /// A frame for another step of the handshake than the one expected.
+    #[error("expected handshake message {expected}, got {got}")]
+    UnexpectedStep {
+        /// The step (1, 2 or 3) we wait for.
+        expected: u8,
+        /// The step the frame announced.
+        got: u8,
+    },
+    /// A handshake message shorter than its step requires.
+    #[error("handshake message {step} truncated to {len} bytes")]
+    Truncated {
+        /// Which message (1, 2 or 3).
+        step: u8,
+        /// Its length.
+        len: u16,
+    },
+    /// A handshake message longer than its step allows.
+    #[error("handshake message {step} of {len} bytes is too long")]
+    TooLong {
+        /// Which message (1, 2 or 3).
+        step: u8,
+        /// Its length.
+        len: u16,
+    },
+    /// A handshake message failed to authenticate or carried an invalid key: garbage, a
+    /// tampered message, or a peer bound to another prologue.
+    #[error("handshake message {0} failed authentication")]
+    Garbage(u8),
+    /// The peer proved a static key that is not in our allowlist.
+    #[error("peer's static key is not in the allowlist")]
+    UnknownKey,
+    /// The peer proved a static key other than the one we dialled.
+    #[error("peer's static key is not the one expected for this peer")]
+    WrongKey,
+    /// The handshake did not finish before its deadline.
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+/// Why a key file (or key text) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFile {
+    /// The text is not base64 (standard alphabet, padded) followed by at most one newline.
+    #[error("not base64 text (expected 44 base64 characters and a newline)")]
+    Encoding,
+    /// The decoded key does not have 32 bytes.
+    #[error("key of {0} bytes, expected 32")]
+    Length(usize),
+    /// The file can be read or written by its group or others (mode shown, octal).
+    #[error(
+        "permissions {0:#o} are too open: the key must not be accessible by group or others (chmod 600)"
+    )]
+    Permissions(u32),
+    /// The file exists: keys are never overwritten.
+    #[error("file exists; refusing to overwrite a key")]
+    Exists,
+    /// Reading or writing the file failed.
+    #[error("I/O error: {0}")]
+    Io(std::io::ErrorKind),
 }

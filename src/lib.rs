@@ -5,6 +5,8 @@
 //! those routes. This crate is layered, one module per layer:
 //!
 //! - [`wire`]: bytes to typed views of records and messages, and back. No state, no allocation.
+//! - [`cipher`]: node identities, the Noise handshake and in-place record encryption. No I/O,
+//!   no clock.
 //! - [`txn`]: the per-link transaction state machine. No I/O, no clock.
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
 //!   virtual time: [`Pair`](sim::pair::Pair) joins two transaction endpoints.
@@ -18,6 +20,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cipher;
 pub mod error;
 pub mod ids;
 pub mod limits;

@@ -39,11 +39,51 @@ pub const TXNS_PER_LINK_MAX: usize = 65_536;
 /// transaction inside that circuit is depth 3). Bounds every walk over a transaction's ancestors.
 pub const TXN_DEPTH_MAX: u32 = 8;
 
+/// The link protocol version: the first byte after the length of every handshake frame, and
+/// bound into the Noise prologue (`b"ringspan/1"`), so two versions never derive the same keys.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Bytes of a handshake frame's header: length (u16 LE), version (u8), step (u8).
+pub const HANDSHAKE_FRAME_HEADER_LEN: usize = 4;
+
+/// Largest Noise message in a handshake frame. Version 1 carries no handshake payloads, so every
+/// message has one exact length (32, 96 and 64 bytes for the three XX messages); anything
+/// longer is refused before Noise sees it. 96 is the longest; a version with payloads raises it.
+pub const HANDSHAKE_MESSAGE_MAX: usize = 96;
+
+/// Largest handshake frame: what a session buffers at most while a frame arrives.
+pub const HANDSHAKE_FRAME_MAX: usize = HANDSHAKE_FRAME_HEADER_LEN + HANDSHAKE_MESSAGE_MAX;
+
+/// Default time from the start of a handshake to its end, after which it fails with
+/// `Handshake::Timeout`. 10 s: three messages over a slow intercontinental path take well under
+/// a second; WireGuard retries after 5 s (REKEY_TIMEOUT) but we do not retry within a
+/// connection, so allow two such periods before giving a slot back under a reconnect storm.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Default records sealed under one key before the sender switches to the next key. RFC 8446
+/// §5.5 allows 2^24.5 (about 23.7 M) full-size records per AES-GCM key; 2^23 (8.4 M) keeps us
+/// at a third of that. At 16 KiB records that is a key per 128 GiB sent.
+pub const RECORDS_PER_KEY: u64 = 1 << 23;
+
+/// Records a receiver accepts under one key before refusing the peer (`Limit::PeerKeyUse`):
+/// a peer that does not rekey by then would push the key past the RFC 8446 §5.5 bound. 2^24
+/// leaves room for a sender configured with twice our default.
+pub const RECORDS_PER_KEY_REJECT: u64 = 1 << 24;
+
+/// Default age of a sending key after which the sender switches to the next key, in
+/// milliseconds: WireGuard's REKEY_AFTER_TIME, 120 s. Bounds how much traffic a key
+/// compromised later can reveal.
+pub const REKEY_AFTER_MS: u64 = 120_000;
+
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(MESSAGE_PAYLOAD_MAX.is_multiple_of(MESSAGE_ALIGN));
 // A record length must fit its u32 field.
 const _: () = assert!(RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN <= u32::MAX as usize);
+// A handshake frame's length field is a u16.
+const _: () = assert!(HANDSHAKE_MESSAGE_MAX <= u16::MAX as usize);
+// The receiver's bound must not be stricter than the sender's default.
+const _: () = assert!(RECORDS_PER_KEY < RECORDS_PER_KEY_REJECT);
 // Slot numbers are u32 in `TxnId`.
 const _: () = assert!(TXNS_PER_LINK_MAX <= u32::MAX as usize);

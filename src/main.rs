@@ -1,8 +1,12 @@
 //! The `ringspan` binary.
 
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ringspan::cipher::PrivateKey;
+use ringspan::cipher::identity::{read_key_file, write_new_key_file};
 
 /// A relay engine for cluster messaging on Linux io_uring.
 #[derive(Parser)]
@@ -16,6 +20,20 @@ struct Cli {
 enum Command {
     /// Runs a local cluster that shows relaying, rerouting and figures.
     Demo,
+    /// Generates a node's private key (base64 and a newline, like `wg genkey`).
+    Keygen {
+        /// Writes the key to this new file, mode 0600, instead of standard output. Refuses to
+        /// overwrite an existing file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Prints the public key (base64) of a private key read from standard input or a file.
+    Pubkey {
+        /// Reads the private key from this file, which must not be accessible by group or
+        /// others, instead of standard input.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -27,5 +45,47 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Command::Keygen { out } => report(keygen(out)),
+        Command::Pubkey { key } => report(pubkey(key)),
     }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ringspan: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(out: Option<PathBuf>) -> Result<(), String> {
+    let key = PrivateKey::generate().map_err(|e| e.to_string())?;
+    match out {
+        Some(path) => {
+            write_new_key_file(&path, &key).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => std::io::stdout()
+            .write_all(key.to_key_text().as_bytes())
+            .map_err(|e| format!("writing the key: {e}")),
+    }
+}
+
+fn pubkey(path: Option<PathBuf>) -> Result<(), String> {
+    let private = match path {
+        Some(path) => read_key_file(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => {
+            let mut text = Vec::new();
+            // A key is 45 bytes; a bounded read refuses anything much larger as malformed.
+            std::io::stdin()
+                .take(4096)
+                .read_to_end(&mut text)
+                .map_err(|e| format!("reading standard input: {e}"))?;
+            PrivateKey::from_key_text(&text).map_err(|e| format!("standard input: {e}"))?
+        }
+    };
+    let public = private.public_key().map_err(|e| e.to_string())?;
+    println!("{public}");
+    Ok(())
 }
