@@ -49,12 +49,27 @@ impl fmt::Display for TxnId {
     }
 }
 
-/// Identifies a link (one peer connection) within a node.
+/// Identifies a link (one peer connection) within a node: which worker holds it, its table slot
+/// there, and the slot's generation (so an id kept past the link's end never names its
+/// successor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LinkId(pub u32);
+pub struct LinkId(pub u64);
+
+impl LinkId {
+    /// The worker holding the link.
+    pub fn worker(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+}
 
 impl fmt::Display for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "link {}", self.0)
+        write!(
+            f,
+            "link {}:{}.{}",
+            self.0 >> 56,
+            self.0 as u32,
+            (self.0 >> 32) & 0xff_ffff
+        )
     }
 }

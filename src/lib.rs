@@ -24,6 +24,8 @@ pub mod cipher;
 pub mod error;
 pub mod ids;
 pub mod limits;
+#[allow(unsafe_code)]
+pub mod ring;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod txn;

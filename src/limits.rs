@@ -79,11 +79,55 @@ const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(MESSAGE_PAYLOAD_MAX.is_multiple_of(MESSAGE_ALIGN));
+/// Submission queue entries per worker ring. Each link has at most three operations in flight
+/// (receive, send, connect or cancel); 4,096 entries let a turn queue that many without an
+/// intermediate submit, and the queue is flushed whenever it fills anyway.
+pub const RING_ENTRIES: u32 = 4096;
+
+/// Provided receive buffers per worker. Shared by every link of the worker: an idle link holds
+/// none. 256 × 64 KiB = 16 MiB per worker keeps 256 links receiving a full record at once.
+pub const RECV_BUFFERS: u16 = 256;
+
+/// Bytes per provided receive buffer: one maximum record plaintext, so a bulk record is cut by
+/// at most one buffer boundary.
+pub const RECV_BUFFER_SIZE: u32 = 64 * 1024;
+
+/// Record buffers pooled per worker, for records being built or sent and for records that
+/// arrived split across receive buffers. A miss allocates and is counted, never fails.
+pub const POOL_RECORDS: usize = 256;
+
+/// A link whose send has not completed for this long is closed: the peer does not read.
+pub const SEND_STALL_TIMEOUT_MS: u64 = 30_000;
+
+/// A link with more sealed bytes than this waiting to be sent is closed: its peer does not read
+/// fast enough and the node will not buffer without bound. 8 MiB is 128 full records.
+pub const SEND_QUEUE_MAX_BYTES: usize = 8 << 20;
+
+/// A link that sent nothing for this long sends a keepalive. With [`IDLE_TIMEOUT_MS`] this finds
+/// a silent dead link within 5 s (NATS takes up to 60–90 s by default).
+pub const KEEPALIVE_INTERVAL_MS: u64 = 1_000;
+
+/// A link that received nothing (not even a keepalive) for this long is closed.
+pub const IDLE_TIMEOUT_MS: u64 = 5_000;
+
+/// On shutdown, links get this long to send their close notice before they are cut.
+pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
+
+/// Commands queued to one worker from other threads before senders wait.
+pub const MAILBOX_COMMANDS: usize = 1024;
+
+/// Pending connections the kernel queues per listening socket.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
 // A record length must fit its u32 field.
 const _: () = assert!(RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN <= u32::MAX as usize);
 // A handshake frame's length field is a u16.
 const _: () = assert!(HANDSHAKE_MESSAGE_MAX <= u16::MAX as usize);
 // The receiver's bound must not be stricter than the sender's default.
 const _: () = assert!(RECORDS_PER_KEY < RECORDS_PER_KEY_REJECT);
+// A link that keeps sending keepalives is never idle.
+const _: () = assert!(KEEPALIVE_INTERVAL_MS * 2 < IDLE_TIMEOUT_MS);
+// A receive buffer holds a whole maximum record's plaintext.
+const _: () = assert!(RECV_BUFFER_SIZE as usize >= RECORD_PLAINTEXT_MAX);
 // Slot numbers are u32 in `TxnId`.
 const _: () = assert!(TXNS_PER_LINK_MAX <= u32::MAX as usize);

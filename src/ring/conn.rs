@@ -1,0 +1,140 @@
+//! One link on a worker: its socket, its session, its transactions, its byte streams, its
+//! timers and counters.
+
+use std::fmt;
+use std::time::Instant;
+
+use socket2::{SockAddr, Socket};
+
+use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
+use crate::error::Error;
+use crate::txn;
+use crate::wire::ErrorCode;
+
+use super::stream::{Rx, Tx};
+
+/// Why a link closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the connection (end of stream) without saying why.
+    PeerClosed,
+    /// The peer said why it closed the link.
+    PeerSaid(ErrorCode),
+    /// A socket error (errno).
+    Io(i32),
+    /// The peer's bytes broke the protocol, failed to authenticate, or a limit was hit.
+    Protocol(Error),
+    /// Nothing was received for longer than the idle timeout.
+    IdleTimeout,
+    /// A send made no progress for longer than the send-stall timeout: the peer does not read.
+    SendStall,
+    /// More bytes were queued than the send-queue limit: the peer does not read.
+    SendQueueFull,
+    /// The local node closed the link (a service request, or shutdown).
+    Local(ErrorCode),
+}
+
+impl From<Error> for CloseReason {
+    fn from(error: Error) -> CloseReason {
+        CloseReason::Protocol(error)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::PeerSaid(code) => write!(f, "peer closed the link: {code}"),
+            CloseReason::Io(errno) => {
+                write!(
+                    f,
+                    "socket error: {}",
+                    std::io::Error::from_raw_os_error(*errno)
+                )
+            }
+            CloseReason::Protocol(error) => write!(f, "{error}"),
+            CloseReason::IdleTimeout => f.write_str("nothing received within the idle timeout"),
+            CloseReason::SendStall => {
+                f.write_str("peer not reading: a send made no progress within the stall timeout")
+            }
+            CloseReason::SendQueueFull => f.write_str("peer not reading: send queue full"),
+            CloseReason::Local(code) => write!(f, "closed locally: {code}"),
+        }
+    }
+}
+
+/// Counters of one link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Records opened.
+    pub records_in: u64,
+    /// Records sealed.
+    pub records_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+}
+
+/// Where a link is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Dialling.
+    Connecting,
+    /// Exchanging handshake frames.
+    Handshake,
+    /// Records flow.
+    Established,
+    /// Sending its last records (a close notice) before closing.
+    Draining,
+    /// Closed; waiting for the kernel to finish with its operations before it is freed.
+    Closing,
+}
+
+/// The link's cryptographic state.
+// The established variant is the common case and is read on every record: it stays inline,
+// and the rare, larger-in-code handshake state is boxed instead.
+#[allow(clippy::large_enum_variant)]
+pub enum Crypto {
+    /// The handshake is in progress.
+    Handshake(Box<Session>),
+    /// Records flow.
+    Established {
+        /// The sending half.
+        sealer: RecordSealer,
+        /// The receiving half.
+        opener: RecordOpener,
+    },
+    /// Closed.
+    None,
+}
+
+/// A link's state on its worker.
+pub struct Conn {
+    pub generation: u32,
+    pub socket: Socket,
+    pub phase: Phase,
+    pub crypto: Crypto,
+    pub txn: txn::Link,
+    pub rx: Rx,
+    pub tx: Tx,
+    pub peer: Option<PublicKey>,
+    /// For an outgoing link: the address being dialled (boxed: the kernel reads it until the
+    /// connect completes, wherever this struct moves).
+    pub addr: Option<Box<SockAddr>>,
+    pub expected_peer: Option<PublicKey>,
+    /// Operations in flight on the ring; the link is freed only when this reaches zero.
+    pub ops: u32,
+    pub recv_armed: bool,
+    pub recv_rearm: bool,
+    /// When the send in flight started, if one is.
+    pub send_started: Option<Instant>,
+    pub last_rx: Instant,
+    pub last_tx: Instant,
+    /// In the worker's list of links to flush this turn.
+    pub touched: bool,
+    pub close_reason: Option<CloseReason>,
+    pub stats: LinkStats,
+}

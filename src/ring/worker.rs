@@ -1,0 +1,1017 @@
+//! A worker: one thread, one io_uring, its links. See the module doc of [`super`] for a turn.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use slab::Slab;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::cipher::{self, PublicKey, Session};
+use crate::error::Error;
+use crate::ids::LinkId;
+use crate::limits::{HANDSHAKE_FRAME_MAX, SHUTDOWN_GRACE_MS};
+use crate::txn::{self, Received};
+use crate::wire::{Command as WireCommand, ErrorCode, Messages};
+
+use super::bufring::BufRing;
+use super::conn::{CloseReason, Conn, Crypto, Phase};
+use super::mailbox::{Command, Mailbox};
+use super::pool::Pool;
+use super::stream::{Rx, Tx};
+use super::timer::{Timer, TimerKind, Timers};
+use super::{Config, LinkCtx, Service};
+
+/// The link protocol's one-way close notice: payload is the reason, an [`ErrorCode`] (u32 LE).
+pub const LINK_CLOSE: WireCommand = WireCommand::new(0, 2);
+
+/// Counters of one worker over its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Links accepted.
+    pub accepted: u64,
+    /// Links dialled.
+    pub dialled: u64,
+    /// Links that completed the handshake.
+    pub established: u64,
+    /// Links that failed before completing the handshake.
+    pub handshake_failures: u64,
+    /// Links closed (for any reason).
+    pub closed: u64,
+    /// Bytes received and sent.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Records sealed.
+    pub records_out: u64,
+    /// Record buffers allocated because the pool was empty.
+    pub pool_misses: u64,
+    /// Receives re-armed because the provided buffers ran out.
+    pub recv_buffer_shortages: u64,
+}
+
+/// Creates a ring with the flags the engine uses.
+pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_submit_all()
+        .build(entries)
+}
+
+/// Binds `workers` listening sockets to one address with SO_REUSEPORT (the kernel spreads
+/// connections over them). Returns them and the bound address (with the real port).
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(Vec<Socket>, SocketAddr)> {
+    let mut sockets = Vec::with_capacity(workers);
+    let mut bound = addr;
+    for _ in 0..workers {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&SockAddr::from(bound))?;
+        socket.listen(crate::limits::LISTEN_BACKLOG)?;
+        if let Some(local) = socket.local_addr()?.as_socket() {
+            bound = local;
+        }
+        sockets.push(socket);
+    }
+    Ok((sockets, bound))
+}
+
+/// What an operation is, in the top byte of its `user_data`.
+mod op {
+    pub const ACCEPT: u64 = 1;
+    pub const CONNECT: u64 = 2;
+    pub const RECV: u64 = 3;
+    pub const SEND: u64 = 4;
+    pub const WAKE: u64 = 5;
+    /// Cancellations and shutdowns: their completions need nothing.
+    pub const IGNORE: u64 = 6;
+
+    pub fn encode(kind: u64, slot: u32, generation: u32) -> u64 {
+        kind << 56 | u64::from(generation & 0xff_ffff) << 32 | u64::from(slot)
+    }
+
+    pub fn decode(user_data: u64) -> (u64, u32, u32) {
+        (
+            user_data >> 56,
+            user_data as u32,
+            (user_data >> 32) as u32 & 0xff_ffff,
+        )
+    }
+}
+
+/// A worker's state. Fields drop in order: the ring first, which ends the registration of the
+/// provided buffers before their memory is freed.
+pub(crate) struct Worker {
+    ring: IoUring,
+    bufring: BufRing,
+    index: usize,
+    config: Arc<Config>,
+    cipher: Arc<cipher::Config>,
+    mailbox: Arc<Mailbox>,
+    /// The eventfd read lands here (boxed: the kernel writes it while the worker moves).
+    wake_buf: Box<u64>,
+    listener: Option<Socket>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    timers: Timers,
+    pool: Pool,
+    completions: Vec<(u64, i32, u32)>,
+    touched: Vec<u32>,
+    /// Links whose receive must be armed again, with their generations.
+    rearm: Vec<(u32, u32)>,
+    /// Closes asked for during [`Service::tick`], done after it.
+    deferred_closes: Vec<(LinkId, ErrorCode)>,
+    now: Instant,
+    shutdown_deadline: Option<Instant>,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        config: Arc<Config>,
+        cipher: Arc<cipher::Config>,
+        mailbox: Arc<Mailbox>,
+        listener: Option<Socket>,
+    ) -> io::Result<Worker> {
+        let ring = new_ring(config.ring_entries)?;
+        let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
+        Ok(Worker {
+            bufring,
+            ring,
+            index,
+            pool: Pool::new(config.pool_records),
+            config,
+            cipher,
+            mailbox,
+            wake_buf: Box::new(0),
+            listener,
+            conns: Slab::new(),
+            next_generation: 0,
+            timers: Timers::with_capacity(1024),
+            completions: Vec::with_capacity(1024),
+            touched: Vec::with_capacity(1024),
+            rearm: Vec::with_capacity(64),
+            deferred_closes: Vec::new(),
+            now: now(),
+            shutdown_deadline: None,
+            stats: WorkerStats::default(),
+        })
+    }
+
+    /// Runs until shut down; returns the worker's counters.
+    pub(crate) fn run(&mut self, service: &mut impl Service) -> WorkerStats {
+        self.arm_wake();
+        if let Some(listener) = &self.listener {
+            let fd = listener.as_raw_fd();
+            self.push(
+                opcode::AcceptMulti::new(Fd(fd))
+                    .build()
+                    .user_data(op::encode(op::ACCEPT, 0, 0)),
+            );
+        }
+        loop {
+            if let Err(error) = self.submit_and_wait() {
+                tracing::error!(worker = self.index, %error, "io_uring_enter failed");
+                break;
+            }
+            self.now = now();
+            self.completions.clear();
+            for cqe in self.ring.completion() {
+                self.completions
+                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+            for i in 0..self.completions.len() {
+                let (user_data, result, flags) = self.completions[i];
+                self.dispatch(service, user_data, result, flags);
+            }
+            self.fire_timers(service);
+            service.tick(&mut WorkerCtx { worker: self });
+            while let Some((id, code)) = self.deferred_closes.pop() {
+                if let Some(slot) = self.slot_of(id) {
+                    self.close(service, slot, CloseReason::Local(code));
+                }
+            }
+            self.flush_touched(service);
+            self.rearm_receives();
+            self.bufring.publish();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() && self.listener.is_none() {
+                    break;
+                }
+                if self.now >= deadline {
+                    let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
+                    for slot in slots {
+                        self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
+                    }
+                }
+            }
+        }
+        self.stats.pool_misses = self.pool.misses();
+        self.stats
+    }
+
+    fn submit_and_wait(&mut self) -> io::Result<()> {
+        let next = [self.timers.next(), self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        let result = match next {
+            Some(at) => {
+                let wait = at.saturating_duration_since(now());
+                let ts = Timespec::from(wait.max(Duration::from_micros(1)));
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Queues one operation, submitting first if the queue is full.
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every buffer and address an entry points to is owned by the worker (boxed,
+            // so it does not move) or by a link that is not freed until all of its operations
+            // have completed (`Conn::ops`).
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            if let Err(error) = self.ring.submit() {
+                tracing::error!(worker = self.index, %error, "submit failed");
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(Fd(self.mailbox.fd()), buf.cast(), 8)
+            .build()
+            .user_data(op::encode(op::WAKE, 0, 0));
+        self.push(entry);
+    }
+
+    fn dispatch(&mut self, service: &mut impl Service, user_data: u64, result: i32, flags: u32) {
+        let (kind, slot, generation) = op::decode(user_data);
+        match kind {
+            op::WAKE => {
+                while let Some(command) = self.mailbox.recv() {
+                    self.command(service, command);
+                }
+                self.arm_wake();
+            }
+            op::ACCEPT => self.accepted(result, flags),
+            op::CONNECT | op::RECV | op::SEND => {
+                // A receive's buffer is ours whatever happened to its link.
+                let buffer = cqueue::buffer_select(flags)
+                    .filter(|&bid| result > 0 && self.bufring.take(bid, result as usize).is_some());
+                let live = self
+                    .conns
+                    .get(slot as usize)
+                    .is_some_and(|conn| conn.generation & 0xff_ffff == generation);
+                if live {
+                    match kind {
+                        op::CONNECT => self.connected(service, slot, result),
+                        op::RECV => self.received(service, slot, result, flags, buffer),
+                        _ => self.sent(service, slot, result),
+                    }
+                }
+                if let Some(bid) = buffer {
+                    self.bufring.recycle(bid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn command(&mut self, service: &mut impl Service, command: Command) {
+        match command {
+            Command::Connect { addr, peer } => self.connect(addr, peer),
+            Command::Shutdown => self.begin_shutdown(service),
+            Command::Service(payload) => service.command(&mut WorkerCtx { worker: self }, payload),
+        }
+    }
+
+    fn new_conn(&mut self, socket: Socket, phase: Phase, crypto: Crypto) -> u32 {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let now = self.now;
+        self.conns.insert(Conn {
+            generation,
+            socket,
+            phase,
+            crypto,
+            txn: txn::Link::new(),
+            rx: Rx::default(),
+            tx: Tx::default(),
+            peer: None,
+            addr: None,
+            expected_peer: None,
+            ops: 0,
+            recv_armed: false,
+            recv_rearm: false,
+            send_started: None,
+            last_rx: now,
+            last_tx: now,
+            touched: false,
+            close_reason: None,
+            stats: Default::default(),
+        }) as u32
+    }
+
+    fn link_id(&self, slot: u32) -> LinkId {
+        let generation = self.conns[slot as usize].generation & 0xff_ffff;
+        LinkId((self.index as u64) << 56 | u64::from(generation) << 32 | u64::from(slot))
+    }
+
+    fn slot_of(&self, id: LinkId) -> Option<u32> {
+        let (worker, slot, generation) = (id.0 >> 56, id.0 as u32, (id.0 >> 32) as u32 & 0xff_ffff);
+        let conn = self.conns.get(slot as usize)?;
+        (worker == self.index as u64 && conn.generation & 0xff_ffff == generation).then_some(slot)
+    }
+
+    fn accepted(&mut self, result: i32, flags: u32) {
+        if result >= 0 {
+            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
+            let socket = unsafe { Socket::from_raw_fd(result) };
+            let _ = socket.set_tcp_nodelay(true);
+            match Session::responder(self.cipher.clone(), self.now) {
+                Ok(session) => {
+                    self.stats.accepted += 1;
+                    let slot = self.new_conn(
+                        socket,
+                        Phase::Handshake,
+                        Crypto::Handshake(Box::new(session)),
+                    );
+                    self.arm_recv(slot);
+                    self.arm_timer(
+                        slot,
+                        TimerKind::Handshake,
+                        self.now + self.config.handshake_timeout,
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "cannot start a handshake"),
+            }
+        } else if result != -libc::ECANCELED && result != -libc::EINVAL {
+            tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
+        }
+        if !cqueue::more(flags)
+            && let Some(listener) = &self.listener
+        {
+            if self.shutdown_deadline.is_none() {
+                let fd = listener.as_raw_fd();
+                self.push(
+                    opcode::AcceptMulti::new(Fd(fd))
+                        .build()
+                        .user_data(op::encode(op::ACCEPT, 0, 0)),
+                );
+            } else {
+                self.listener = None;
+            }
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
+        let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%addr, %error, "cannot create a socket");
+                return;
+            }
+        };
+        let _ = socket.set_tcp_nodelay(true);
+        self.stats.dialled += 1;
+        let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
+        let conn = &mut self.conns[slot as usize];
+        let sockaddr = conn.addr.insert(Box::new(SockAddr::from(addr)));
+        let entry = opcode::Connect::new(
+            Fd(conn.socket.as_raw_fd()),
+            sockaddr.as_ptr().cast(),
+            sockaddr.len(),
+        )
+        .build()
+        .user_data(op::encode(op::CONNECT, slot, conn.generation));
+        conn.expected_peer = peer;
+        conn.ops += 1;
+        self.push(entry);
+        self.arm_timer(
+            slot,
+            TimerKind::Handshake,
+            self.now + self.config.handshake_timeout,
+        );
+    }
+
+    fn connected(&mut self, service: &mut impl Service, slot: u32, result: i32) {
+        let conn = &mut self.conns[slot as usize];
+        conn.ops -= 1;
+        if conn.phase == Phase::Closing {
+            self.maybe_free(slot);
+            return;
+        }
+        if result < 0 {
+            return self.close(service, slot, CloseReason::Io(-result));
+        }
+        match Session::initiator(self.cipher.clone(), conn.expected_peer, self.now) {
+            Ok(session) => {
+                conn.crypto = Crypto::Handshake(Box::new(session));
+                conn.phase = Phase::Handshake;
+                self.pump_handshake(slot);
+                self.arm_recv(slot);
+            }
+            Err(error) => self.close(service, slot, CloseReason::Protocol(error)),
+        }
+    }
+
+    /// Queues whatever handshake frames the session has to send.
+    fn pump_handshake(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        let Crypto::Handshake(session) = &mut conn.crypto else {
+            return;
+        };
+        let mut frame = [0u8; HANDSHAKE_FRAME_MAX];
+        while let Ok(len @ 1..) = session.poll_transmit(&mut frame) {
+            conn.tx.queue_raw(&frame[..len], &mut self.pool);
+        }
+        self.touch(slot);
+    }
+
+    fn arm_recv(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        let entry = opcode::RecvMulti::new(Fd(conn.socket.as_raw_fd()), self.bufring.group())
+            .build()
+            .user_data(op::encode(op::RECV, slot, conn.generation));
+        conn.ops += 1;
+        conn.recv_armed = true;
+        conn.recv_rearm = false;
+        self.push(entry);
+    }
+
+    fn received(
+        &mut self,
+        service: &mut impl Service,
+        slot: u32,
+        result: i32,
+        flags: u32,
+        buffer: Option<u16>,
+    ) {
+        let more = cqueue::more(flags);
+        let conn = &mut self.conns[slot as usize];
+        if !more {
+            conn.ops -= 1;
+            conn.recv_armed = false;
+        }
+        if conn.phase == Phase::Closing {
+            self.maybe_free(slot);
+            return;
+        }
+        let outcome = match (result, buffer) {
+            (1.., Some(bid)) => {
+                let len = result as usize;
+                conn.last_rx = self.now;
+                conn.stats.bytes_in += len as u64;
+                self.stats.bytes_in += len as u64;
+                self.on_bytes(service, slot, bid, len)
+            }
+            (0, _) => Err(CloseReason::PeerClosed),
+            (error, _) if error == -libc::ENOBUFS => {
+                // Every provided buffer is in use: receive again once some come back.
+                self.stats.recv_buffer_shortages += 1;
+                Ok(())
+            }
+            (error, _) if error < 0 => Err(CloseReason::Io(-error)),
+            _ => Err(CloseReason::Io(libc::EIO)),
+        };
+        match outcome {
+            Err(reason) => self.close(service, slot, reason),
+            Ok(()) => {
+                let conn = &mut self.conns[slot as usize];
+                if !more && !conn.recv_rearm && conn.phase != Phase::Closing {
+                    conn.recv_rearm = true;
+                    self.rearm.push((slot, conn.generation));
+                }
+            }
+        }
+    }
+
+    /// Handles `len` received bytes in provided buffer `bid`.
+    fn on_bytes(
+        &mut self,
+        service: &mut impl Service,
+        slot: u32,
+        bid: u16,
+        len: usize,
+    ) -> Result<(), CloseReason> {
+        let mut start = 0;
+        if self.conns[slot as usize].phase == Phase::Handshake {
+            let conn = &mut self.conns[slot as usize];
+            let Crypto::Handshake(session) = &mut conn.crypto else {
+                return Err(CloseReason::Io(libc::EIO));
+            };
+            let bytes = &self.bufring.bytes_mut(bid)[..len];
+            start = session
+                .handle_handshake_bytes(bytes, self.now)
+                .map_err(CloseReason::Protocol)?;
+            let established = session.is_established();
+            self.pump_handshake(slot);
+            if !established {
+                return Ok(());
+            }
+            self.establish(service, slot)?;
+        }
+        if start == len {
+            return Ok(());
+        }
+        let id = self.link_id(slot);
+        let now = self.now;
+        let conn = &mut self.conns[slot as usize];
+        let Conn {
+            rx,
+            tx,
+            txn,
+            crypto,
+            stats,
+            peer,
+            ..
+        } = conn;
+        let (Crypto::Established { sealer, opener }, Some(peer)) = (crypto, *peer) else {
+            return Err(CloseReason::Io(libc::EIO));
+        };
+        let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
+        let messages_before = stats.messages_in;
+        let result = rx.feed(
+            bytes,
+            &mut self.pool,
+            |record, pool| -> Result<(), CloseReason> {
+                let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
+                stats.records_in += 1;
+                for message in Messages::new(plaintext) {
+                    let message = message.map_err(CloseReason::Protocol)?;
+                    stats.messages_in += 1;
+                    let received = txn
+                        .handle_message(&mut tx.sink(sealer, pool), &message)
+                        .map_err(CloseReason::Protocol)?;
+                    match received {
+                        Some(Received::OneWay {
+                            command: WireCommand::LINK_PING,
+                            ..
+                        })
+                        | None => {}
+                        Some(Received::OneWay {
+                            command: LINK_CLOSE,
+                            payload,
+                        }) => {
+                            let code = payload
+                                .get(..4)
+                                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                            return Err(CloseReason::PeerSaid(ErrorCode(code)));
+                        }
+                        Some(received) => {
+                            let mut ctx = LinkCtx {
+                                id,
+                                peer,
+                                txn,
+                                out: tx.sink(sealer, pool),
+                                now,
+                            };
+                            service.received(&mut ctx, received);
+                        }
+                    }
+                    while let Some(event) = txn.poll_event() {
+                        let mut ctx = LinkCtx {
+                            id,
+                            peer,
+                            txn,
+                            out: tx.sink(sealer, pool),
+                            now,
+                        };
+                        service.event(&mut ctx, event);
+                    }
+                }
+                Ok(())
+            },
+        );
+        self.stats.messages_in += stats.messages_in - messages_before;
+        self.touch(slot);
+        result
+    }
+
+    /// The handshake finished: switch to records and tell the service.
+    fn establish(&mut self, service: &mut impl Service, slot: u32) -> Result<(), CloseReason> {
+        let id = self.link_id(slot);
+        let now = self.now;
+        let conn = &mut self.conns[slot as usize];
+        let Crypto::Handshake(session) = std::mem::replace(&mut conn.crypto, Crypto::None) else {
+            return Err(CloseReason::Io(libc::EIO));
+        };
+        let peer = session.peer();
+        let Some((sealer, opener)) = session.into_record_layer() else {
+            return Err(CloseReason::Io(libc::EIO));
+        };
+        let rekey_at = sealer.poll_timeout();
+        conn.crypto = Crypto::Established { sealer, opener };
+        conn.phase = Phase::Established;
+        conn.peer = peer;
+        self.stats.established += 1;
+        let Some(peer) = peer else {
+            return Err(CloseReason::Io(libc::EIO));
+        };
+        self.arm_timer(
+            slot,
+            TimerKind::Keepalive,
+            now + self.config.keepalive_interval,
+        );
+        self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
+        self.arm_timer(slot, TimerKind::Rekey, rekey_at);
+        let conn = &mut self.conns[slot as usize];
+        let Crypto::Established { sealer, .. } = &mut conn.crypto else {
+            unreachable!()
+        };
+        let mut ctx = LinkCtx {
+            id,
+            peer,
+            txn: &mut conn.txn,
+            out: conn.tx.sink(sealer, &mut self.pool),
+            now,
+        };
+        service.link_up(&mut ctx);
+        self.touch(slot);
+        Ok(())
+    }
+
+    fn sent(&mut self, service: &mut impl Service, slot: u32, result: i32) {
+        let conn = &mut self.conns[slot as usize];
+        conn.ops -= 1;
+        conn.send_started = None;
+        if conn.phase == Phase::Closing {
+            self.maybe_free(slot);
+            return;
+        }
+        if result < 0 {
+            return self.close(service, slot, CloseReason::Io(-result));
+        }
+        conn.stats.bytes_out += result as u64;
+        self.stats.bytes_out += result as u64;
+        conn.tx.advance(result as usize, &mut self.pool);
+        if conn.phase == Phase::Draining && conn.tx.next_chunk().is_none() && !conn.tx.has_pending()
+        {
+            return self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
+        }
+        self.start_send(slot);
+    }
+
+    fn start_send(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.send_started.is_some() || conn.phase == Phase::Closing {
+            return;
+        }
+        let Some(chunk) = conn.tx.next_chunk() else {
+            return;
+        };
+        let entry = opcode::Send::new(
+            Fd(conn.socket.as_raw_fd()),
+            chunk.as_ptr(),
+            chunk.len() as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(op::encode(op::SEND, slot, conn.generation));
+        conn.ops += 1;
+        conn.send_started = Some(self.now);
+        self.push(entry);
+        self.arm_timer(
+            slot,
+            TimerKind::SendStall,
+            self.now + self.config.send_stall_timeout,
+        );
+    }
+
+    fn touch(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if !conn.touched {
+            conn.touched = true;
+            self.touched.push(slot);
+        }
+    }
+
+    /// Seals what each touched link wrote this turn into one record and starts its send.
+    fn flush_touched(&mut self, service: &mut impl Service) {
+        let mut i = 0;
+        while i < self.touched.len() {
+            let slot = self.touched[i];
+            i += 1;
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                continue;
+            };
+            conn.touched = false;
+            if let Crypto::Established { sealer, .. } = &mut conn.crypto
+                && conn.tx.has_pending()
+            {
+                conn.tx.flush(sealer, &mut self.pool);
+                conn.stats.records_out += 1;
+                self.stats.records_out += 1;
+                conn.last_tx = self.now;
+            }
+            if let Some(error) = conn.tx.take_failure() {
+                self.close(service, slot, CloseReason::Protocol(error));
+                continue;
+            }
+            if conn.tx.queued_bytes() > self.config.send_queue_max_bytes {
+                self.close(service, slot, CloseReason::SendQueueFull);
+                continue;
+            }
+            self.start_send(slot);
+        }
+        self.touched.clear();
+    }
+
+    /// Re-arms the receives that ended (out of buffers, or the kernel ended the multishot).
+    fn rearm_receives(&mut self) {
+        while let Some((slot, generation)) = self.rearm.pop() {
+            let Some(conn) = self.conns.get(slot as usize) else {
+                continue;
+            };
+            if conn.generation == generation
+                && conn.recv_rearm
+                && !conn.recv_armed
+                && conn.phase != Phase::Closing
+            {
+                self.arm_recv(slot);
+            }
+        }
+    }
+
+    fn arm_timer(&mut self, slot: u32, kind: TimerKind, at: Instant) {
+        let generation = self.conns[slot as usize].generation;
+        self.timers.arm(Timer {
+            at,
+            slot,
+            generation,
+            kind,
+        });
+    }
+
+    fn fire_timers(&mut self, service: &mut impl Service) {
+        while let Some(timer) = self.timers.pop_due(self.now) {
+            let Some(conn) = self.conns.get_mut(timer.slot as usize) else {
+                continue;
+            };
+            if conn.generation != timer.generation || conn.phase == Phase::Closing {
+                continue;
+            }
+            let slot = timer.slot;
+            match timer.kind {
+                TimerKind::Handshake => {
+                    if matches!(conn.phase, Phase::Connecting | Phase::Handshake) {
+                        let error = Error::from(crate::error::Handshake::Timeout);
+                        self.close(service, slot, CloseReason::Protocol(error));
+                    }
+                }
+                TimerKind::Idle => {
+                    let due = conn.last_rx + self.config.idle_timeout;
+                    if self.now >= due {
+                        self.close(service, slot, CloseReason::IdleTimeout);
+                    } else {
+                        self.arm_timer(slot, TimerKind::Idle, due);
+                    }
+                }
+                TimerKind::Keepalive => {
+                    let due = conn.last_tx + self.config.keepalive_interval;
+                    if self.now >= due {
+                        if let Crypto::Established { sealer, .. } = &mut conn.crypto {
+                            let mut sink = conn.tx.sink(sealer, &mut self.pool);
+                            let _ = conn.txn.send_oneway(&mut sink, WireCommand::LINK_PING, &[]);
+                        }
+                        self.touch(slot);
+                        self.arm_timer(
+                            slot,
+                            TimerKind::Keepalive,
+                            self.now + self.config.keepalive_interval,
+                        );
+                    } else {
+                        self.arm_timer(slot, TimerKind::Keepalive, due);
+                    }
+                }
+                TimerKind::Rekey => {
+                    if let Crypto::Established { sealer, .. } = &mut conn.crypto {
+                        match sealer.handle_timeout(self.now) {
+                            Ok(()) => {
+                                let at = sealer.poll_timeout();
+                                self.arm_timer(slot, TimerKind::Rekey, at);
+                            }
+                            Err(error) => self.close(service, slot, CloseReason::Protocol(error)),
+                        }
+                    }
+                }
+                TimerKind::SendStall => {
+                    if let Some(started) = conn.send_started {
+                        let due = started + self.config.send_stall_timeout;
+                        if self.now >= due {
+                            self.close(service, slot, CloseReason::SendStall);
+                        } else {
+                            self.arm_timer(slot, TimerKind::SendStall, due);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes a link: ends its transactions (the service sees each end), stops its operations,
+    /// and frees it once the kernel is done with them.
+    fn close(&mut self, service: &mut impl Service, slot: u32, reason: CloseReason) {
+        let id = self.link_id(slot);
+        let now = self.now;
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
+        conn.phase = Phase::Closing;
+        conn.close_reason = Some(reason);
+        if was_up {
+            let code = match reason {
+                CloseReason::Local(code) => code,
+                _ => ErrorCode::LOST_LINK,
+            };
+            conn.txn.handle_link_down(code);
+            if let (Crypto::Established { sealer, .. }, Some(peer)) = (&mut conn.crypto, conn.peer)
+            {
+                while let Some(event) = conn.txn.poll_event() {
+                    let mut ctx = LinkCtx {
+                        id,
+                        peer,
+                        txn: &mut conn.txn,
+                        out: conn.tx.sink(sealer, &mut self.pool),
+                        now,
+                    };
+                    service.event(&mut ctx, event);
+                }
+            }
+            service.link_down(id, reason);
+            tracing::debug!(link = id.0, %reason, "link closed");
+        } else {
+            self.stats.handshake_failures += 1;
+            tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
+        }
+        self.stats.closed += 1;
+        let conn = &mut self.conns[slot as usize];
+        conn.crypto = Crypto::None;
+        let fd = conn.socket.as_raw_fd();
+        if conn.ops > 0 {
+            let _ = conn.socket.shutdown(std::net::Shutdown::Both);
+            let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+                .build()
+                .user_data(op::encode(op::IGNORE, slot, 0));
+            self.push(cancel);
+        }
+        self.maybe_free(slot);
+    }
+
+    /// Frees a closed link once no operation of it is in flight.
+    fn maybe_free(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase != Phase::Closing || conn.ops > 0 {
+            return;
+        }
+        let mut conn = self.conns.remove(slot as usize);
+        conn.rx.release(&mut self.pool);
+        conn.tx.release(&mut self.pool);
+        // Dropping the socket closes it.
+    }
+
+    fn begin_shutdown(&mut self, service: &mut impl Service) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(self.now + Duration::from_millis(SHUTDOWN_GRACE_MS));
+        if let Some(listener) = &self.listener {
+            // Ends the multishot accept; its last completion drops the listener.
+            let _ = listener.shutdown(std::net::Shutdown::Both);
+            let cancel =
+                opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
+                    .build()
+                    .user_data(op::encode(op::IGNORE, 0, 0));
+            self.push(cancel);
+        }
+        let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot as usize];
+            match (&mut conn.crypto, conn.phase) {
+                (Crypto::Established { sealer, .. }, Phase::Established) => {
+                    // Say why, then close once the notice is out.
+                    let mut sink = conn.tx.sink(sealer, &mut self.pool);
+                    let _ = conn.txn.send_oneway(
+                        &mut sink,
+                        LINK_CLOSE,
+                        &ErrorCode::SHUTDOWN.0.to_le_bytes(),
+                    );
+                    conn.phase = Phase::Draining;
+                    self.touch(slot);
+                }
+                (_, Phase::Closing | Phase::Draining) => {}
+                _ => self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN)),
+            }
+        }
+    }
+}
+
+/// A worker, as its service sees it during [`Service::tick`] and [`Service::command`].
+pub struct WorkerCtx<'a> {
+    worker: &'a mut Worker,
+}
+
+impl WorkerCtx<'_> {
+    /// The worker's index.
+    pub fn index(&self) -> usize {
+        self.worker.index
+    }
+
+    /// The time of the current turn.
+    pub fn now(&self) -> Instant {
+        self.worker.now
+    }
+
+    /// The established links of this worker, written into `out` (cleared first).
+    pub fn links(&self, out: &mut Vec<LinkId>) {
+        out.clear();
+        for (slot, conn) in self.worker.conns.iter() {
+            if conn.phase == Phase::Established {
+                out.push(self.worker.link_id(slot as u32));
+            }
+        }
+    }
+
+    /// An established link of this worker, to send on.
+    pub fn link(&mut self, id: LinkId) -> Option<LinkCtx<'_>> {
+        let slot = self.worker.slot_of(id)?;
+        self.worker.touch(slot);
+        let now = self.worker.now;
+        let conn = &mut self.worker.conns[slot as usize];
+        if conn.phase != Phase::Established {
+            return None;
+        }
+        let Crypto::Established { sealer, .. } = &mut conn.crypto else {
+            return None;
+        };
+        Some(LinkCtx {
+            id,
+            peer: conn.peer?,
+            txn: &mut conn.txn,
+            out: conn.tx.sink(sealer, &mut self.worker.pool),
+            now,
+        })
+    }
+
+    /// Counters of a link.
+    pub fn link_stats(&self, id: LinkId) -> Option<super::LinkStats> {
+        let slot = self.worker.slot_of(id)?;
+        Some(self.worker.conns[slot as usize].stats)
+    }
+
+    /// Dials `addr` from this worker.
+    pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
+        self.worker.connect(addr, peer);
+    }
+
+    /// Closes a link with a reason the peer is not told (after this turn's callbacks).
+    pub fn close(&mut self, id: LinkId, code: ErrorCode) {
+        self.worker.deferred_closes.push((id, code));
+    }
+
+    /// The worker's counters so far.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            pool_misses: self.worker.pool.misses(),
+            ..self.worker.stats
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the engine owns the clock
+fn now() -> Instant {
+    Instant::now()
+}

@@ -1,0 +1,252 @@
+//! Two io_uring engines in one process, joined by a real encrypted TCP link on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use ringspan::cipher::{self, Identity, PublicKey};
+use ringspan::ids::{LinkId, TxnId};
+use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
+use ringspan::txn::{Event, Received};
+use ringspan::wire::{Command, ErrorCode, Flags};
+
+const REQUEST: Command = Command::new(16, 1);
+
+/// Answers every request with its payload and closes; counts ends.
+struct Echo {
+    report: Sender<Report>,
+}
+
+/// What services tell the test.
+#[derive(Debug)]
+#[allow(dead_code)] // fields are read through Debug when a test fails
+enum Report {
+    Up(LinkId, PublicKey),
+    Reply(TxnId, usize),
+    Ended(TxnId, ErrorCode),
+    Down(LinkId, CloseReason),
+}
+
+impl Service for Echo {
+    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
+        let _ = self.report.send(Report::Up(link.id(), link.peer()));
+    }
+
+    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
+        if let Received::Txn(d) = received {
+            if d.opens() {
+                let flags = if d.closes() {
+                    Flags::DELETE
+                } else {
+                    Flags::NONE
+                };
+                link.txn
+                    .send(
+                        &mut link.out,
+                        d.txn,
+                        REQUEST,
+                        d.payload,
+                        flags,
+                        ErrorCode::NONE,
+                    )
+                    .unwrap();
+            } else if d.closes() && !d.is_forced_close() {
+                let _ = link.txn.close(&mut link.out, d.txn, ErrorCode::NONE);
+            }
+        }
+    }
+
+    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+        let _ = self.report.send(Report::Down(link, reason));
+    }
+}
+
+/// Opens transactions when told to, and reports replies and ends.
+struct Client {
+    report: Sender<Report>,
+}
+
+/// A command to the client's service: open `count` one-shot requests of `size` bytes on every
+/// link, plus `held` transactions that stay open.
+struct Open {
+    count: usize,
+    size: usize,
+    held: usize,
+}
+
+impl Service for Client {
+    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
+        let _ = self.report.send(Report::Up(link.id(), link.peer()));
+    }
+
+    fn received(&mut self, _link: &mut LinkCtx<'_>, received: Received<'_>) {
+        if let Received::Txn(d) = received {
+            let _ = self.report.send(Report::Reply(d.txn, d.payload.len()));
+        }
+    }
+
+    fn event(&mut self, _link: &mut LinkCtx<'_>, event: Event) {
+        if let Event::Ended { txn, error } = event {
+            let _ = self.report.send(Report::Ended(txn, error));
+        }
+    }
+
+    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+        let _ = self.report.send(Report::Down(link, reason));
+    }
+
+    fn command(&mut self, worker: &mut WorkerCtx<'_>, command: Box<dyn std::any::Any + Send>) {
+        let Ok(open) = command.downcast::<Open>() else {
+            return;
+        };
+        let mut links = Vec::new();
+        worker.links(&mut links);
+        let payload = vec![0xab; open.size];
+        for id in links {
+            let Some(mut link) = worker.link(id) else {
+                continue;
+            };
+            for _ in 0..open.count {
+                link.txn
+                    .open(&mut link.out, None, REQUEST, &payload, Flags::DELETE)
+                    .unwrap();
+            }
+            for _ in 0..open.held {
+                link.txn
+                    .open(&mut link.out, None, REQUEST, &payload, Flags::NONE)
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn config(listen: Option<SocketAddr>) -> ring::Config {
+    ring::Config {
+        workers: 1,
+        pin_workers: false,
+        listen,
+        ..ring::Config::default()
+    }
+}
+
+fn identities() -> (
+    Arc<cipher::Config>,
+    Arc<cipher::Config>,
+    PublicKey,
+    PublicKey,
+) {
+    let server = Identity::generate().unwrap();
+    let client = Identity::generate().unwrap();
+    let (server_key, client_key) = (server.public_key(), client.public_key());
+    let mut server_config = cipher::Config::new(server).unwrap();
+    server_config.allowlist.insert(client_key);
+    let client_config = cipher::Config::new(client).unwrap();
+    (
+        Arc::new(server_config),
+        Arc::new(client_config),
+        server_key,
+        client_key,
+    )
+}
+
+fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
+    match reports
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a report")
+    {
+        Report::Up(link, peer) => (link, peer),
+        other => panic!("expected a link up, got {other:?}"),
+    }
+}
+
+#[test]
+fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
+    let (server_cipher, client_cipher, server_key, client_key) = identities();
+    let (server_tx, server_rx) = channel();
+    let server = Engine::start(
+        config(Some("127.0.0.1:0".parse().unwrap())),
+        server_cipher,
+        move |_| Echo {
+            report: server_tx.clone(),
+        },
+    )
+    .unwrap();
+    let (client_tx, client_rx) = channel();
+    let client = Engine::start(config(None), client_cipher, move |_| Client {
+        report: client_tx.clone(),
+    })
+    .unwrap();
+    client.connect(server.local_addr().unwrap(), Some(server_key));
+
+    // Both ends authenticated each other.
+    assert_eq!(expect_up(&client_rx).1, server_key);
+    assert_eq!(expect_up(&server_rx).1, client_key);
+
+    // 1,000 one-shot requests of assorted sizes, plus 10 held open.
+    for size in [0, 64, 1_000, 20_000] {
+        client.send(
+            0,
+            ring::Command::Service(Box::new(Open {
+                count: 250,
+                size,
+                held: 0,
+            })),
+        );
+        let (mut replies, mut ended) = (0, 0);
+        while replies < 250 || ended < 250 {
+            match client_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("replies")
+            {
+                Report::Reply(_, len) => {
+                    assert_eq!(len, size);
+                    replies += 1;
+                }
+                Report::Ended(_, error) => {
+                    assert_eq!(error, ErrorCode::NONE);
+                    ended += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    client.send(
+        0,
+        ring::Command::Service(Box::new(Open {
+            count: 0,
+            size: 8,
+            held: 10,
+        })),
+    );
+    let mut replies = 0;
+    while replies < 10 {
+        if let Report::Reply(..) = client_rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            replies += 1;
+        }
+    }
+
+    // The server goes away: every held transaction ends with LOST_LINK, then the link.
+    server.shutdown();
+    server.join();
+    let (mut lost, mut down) = (0, None);
+    while down.is_none() {
+        match client_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("ends")
+        {
+            Report::Ended(_, error) => {
+                // The peer closed the link: its transactions are lost with it.
+                assert_eq!(error, ErrorCode::LOST_LINK);
+                lost += 1;
+            }
+            Report::Down(_, reason) => down = Some(reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(lost, 10);
+    assert_eq!(down, Some(CloseReason::PeerSaid(ErrorCode::SHUTDOWN)));
+    client.shutdown();
+    let stats = client.join();
+    assert_eq!(stats[0].established, 1);
+}
