@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod cli;
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::{read_key_file, write_new_key_file};
 
@@ -20,6 +22,9 @@ struct Cli {
 enum Command {
     /// Runs a local cluster that shows relaying, rerouting and figures.
     Demo,
+    /// Benchmarks: `bench link` measures one encrypted engine link against plain TCP.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
     /// Generates a node's private key (base64 and a newline, like `wg genkey`).
     Keygen {
         /// Writes the key to this new file, mode 0600, instead of standard output. Refuses to
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Command::Bench(command) => report(cli::bench::run(command)),
         Command::Keygen { out } => report(keygen(out)),
         Command::Pubkey { key } => report(pubkey(key)),
     }

@@ -131,6 +131,8 @@ pub struct Conn {
     pub recv_rearm: bool,
     /// When the send in flight started, if one is.
     pub send_started: Option<Instant>,
+    /// A send-stall timer is armed (at most one per link).
+    pub stall_timer: bool,
     pub last_rx: Instant,
     pub last_tx: Instant,
     /// In the worker's list of links to flush this turn.

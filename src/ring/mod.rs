@@ -61,6 +61,8 @@ pub struct Config {
     pub workers: usize,
     /// Pin each worker to its own core.
     pub pin_workers: bool,
+    /// Worker `i` is pinned to core `first_core + i` (modulo the cores there are).
+    pub first_core: usize,
     /// Where to accept links, if anywhere.
     pub listen: Option<SocketAddr>,
     /// Submission queue entries per worker.
@@ -88,6 +90,7 @@ impl Default for Config {
         Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin_workers: true,
+            first_core: 0,
             listen: None,
             ring_entries: limits::RING_ENTRIES,
             recv_buffers: limits::RECV_BUFFERS,
@@ -155,7 +158,8 @@ impl LinkCtx<'_> {
         self.now
     }
 
-    /// Bytes sealed and not yet sent: a service should stop producing while this is high.
+    /// Bytes written and not yet sent (sealed, or in the record being built): a service should
+    /// stop producing while this is high.
     pub fn queued_bytes(&self) -> usize {
         self.out.queued_bytes()
     }

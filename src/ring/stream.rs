@@ -212,9 +212,9 @@ pub struct TxSink<'a> {
 }
 
 impl TxSink<'_> {
-    /// Bytes queued on the link so far (sealed and not yet sent).
+    /// Bytes queued on the link: sealed and not yet sent, plus the record being built.
     pub fn queued_bytes(&self) -> usize {
-        self.tx.queued_bytes
+        self.tx.queued_bytes + self.tx.building_len
     }
 }
 

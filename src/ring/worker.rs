@@ -334,6 +334,7 @@ impl Worker {
             recv_armed: false,
             recv_rearm: false,
             send_started: None,
+            stall_timer: false,
             last_rx: now,
             last_tx: now,
             touched: false,
@@ -701,12 +702,12 @@ impl Worker {
         .user_data(op::encode(op::SEND, slot, conn.generation));
         conn.ops += 1;
         conn.send_started = Some(self.now);
+        let arm = !std::mem::replace(&mut conn.stall_timer, true);
         self.push(entry);
-        self.arm_timer(
-            slot,
-            TimerKind::SendStall,
-            self.now + self.config.send_stall_timeout,
-        );
+        if arm {
+            let at = self.now + self.config.send_stall_timeout;
+            self.arm_timer(slot, TimerKind::SendStall, at);
+        }
     }
 
     fn touch(&mut self, slot: u32) {
@@ -827,11 +828,14 @@ impl Worker {
                     }
                 }
                 TimerKind::SendStall => {
+                    // One stall timer per link at most: it re-arms itself while sends go on.
+                    conn.stall_timer = false;
                     if let Some(started) = conn.send_started {
                         let due = started + self.config.send_stall_timeout;
                         if self.now >= due {
                             self.close(service, slot, CloseReason::SendStall);
                         } else {
+                            conn.stall_timer = true;
                             self.arm_timer(slot, TimerKind::SendStall, due);
                         }
                     }

@@ -1,0 +1,3 @@
+//! The `ringspan` binary's subcommands beyond key handling.
+
+pub mod bench;
