@@ -127,11 +127,12 @@ pub enum Violation {
 /// A bound from `src/limits.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Limit {
-    /// Transactions open on one link ([`crate::limits::TXNS_PER_LINK_MAX`]); the peer opened one
-    /// too many.
+    /// Transactions the peer opened on one link
+    /// ([`crate::limits::PEER_TXNS_PER_LINK_MAX`]); it opened one too many.
     #[error("peer opened more than {0} transactions on one link")]
     PeerTransactions(usize),
-    /// Transactions open on one link; a local open was refused.
+    /// Transactions we opened on one link ([`crate::limits::LOCAL_TXNS_PER_LINK_MAX`]); a local
+    /// open was refused.
     #[error("link already has {0} transactions open")]
     LocalTransactions(usize),
     /// Stacking depth ([`crate::limits::TXN_DEPTH_MAX`]) by the peer.
@@ -157,10 +158,7 @@ pub enum Limit {
 impl Limit {
     /// Whether the peer hit the limit (so the link is closed) rather than the local caller.
     pub fn caused_by_peer(&self) -> bool {
-        matches!(
-            self,
-            Limit::PeerTransactions(_) | Limit::PeerDepth(_) | Limit::PeerKeyUse(_)
-        )
+        matches!(self, Limit::PeerTransactions(_) | Limit::PeerDepth(_) | Limit::PeerKeyUse(_))
     }
 }
 

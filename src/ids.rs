@@ -4,8 +4,9 @@
 use core::fmt;
 
 /// A message id as it appears on the wire: chosen by the side that opened a transaction, opaque
-/// to the other side, never reused while that transaction is live. Zero means "no transaction"
-/// (a one-way message, or the link itself as a parent).
+/// to the other side, and never reused on a link (a late forced close may name a transaction
+/// after it ended; it must not reach a newer one). Zero means "no transaction" (a one-way
+/// message, or the link itself as a parent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MsgId(pub u64);
 
@@ -64,12 +65,6 @@ impl LinkId {
 
 impl fmt::Display for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "link {}:{}.{}",
-            self.0 >> 56,
-            self.0 as u32,
-            (self.0 >> 32) & 0xff_ffff
-        )
+        write!(f, "link {}:{}.{}", self.0 >> 56, self.0 as u32, (self.0 >> 32) & 0xff_ffff)
     }
 }

@@ -29,11 +29,17 @@ pub const MESSAGE_ALIGN: usize = 8;
 /// streamed as several messages of one transaction.
 pub const MESSAGE_PAYLOAD_MAX: usize = RECORD_PLAINTEXT_MAX - MESSAGE_HEADER_LEN;
 
-/// Transactions open at once on one link, counting both sides' and stacked ones. A peer that
-/// opens more is refused with `LimitReached`. 65,536 covers a core link carrying thousands of
+/// Transactions the *peer* may have opened on one link at once (stacked ones included). One more
+/// CREATE closes the link with `LimitReached`. 65,536 covers a core link carrying thousands of
 /// spans plus the circuits stacked in them; the table grows to what is used, so an idle link
 /// costs nothing for this bound.
-pub const TXNS_PER_LINK_MAX: usize = 65_536;
+pub const PEER_TXNS_PER_LINK_MAX: usize = 65_536;
+
+/// Transactions *we* may have opened on one link at once; one more local open is refused. Kept
+/// at half the peer bound: each end frees a transaction at a different moment (whichever DELETE
+/// comes last), so the peer may still hold transactions we have already freed. The difference
+/// is the room for those, and a correct node never reaches its peer's bound.
+pub const LOCAL_TXNS_PER_LINK_MAX: usize = PEER_TXNS_PER_LINK_MAX / 2;
 
 /// How deep transactions may be stacked (a circuit inside a span is depth 2; an application
 /// transaction inside that circuit is depth 3). Bounds every walk over a transaction's ancestors.
@@ -75,10 +81,6 @@ pub const RECORDS_PER_KEY_REJECT: u64 = 1 << 24;
 /// compromised later can reveal.
 pub const REKEY_AFTER_MS: u64 = 120_000;
 
-const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
-const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
-const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));
-const _: () = assert!(MESSAGE_PAYLOAD_MAX.is_multiple_of(MESSAGE_ALIGN));
 /// Submission queue entries per worker ring. Each link has at most three operations in flight
 /// (receive, send, connect or cancel); 4,096 entries let a turn queue that many without an
 /// intermediate submit, and the queue is flushed whenever it fills anyway.
@@ -119,6 +121,10 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
+const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
+const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));
+const _: () = assert!(MESSAGE_PAYLOAD_MAX.is_multiple_of(MESSAGE_ALIGN));
 // A record length must fit its u32 field.
 const _: () = assert!(RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN <= u32::MAX as usize);
 // A handshake frame's length field is a u16.
@@ -130,4 +136,4 @@ const _: () = assert!(KEEPALIVE_INTERVAL_MS * 2 < IDLE_TIMEOUT_MS);
 // A receive buffer holds a whole maximum record's plaintext.
 const _: () = assert!(RECV_BUFFER_SIZE as usize >= RECORD_PLAINTEXT_MAX);
 // Slot numbers are u32 in `TxnId`.
-const _: () = assert!(TXNS_PER_LINK_MAX <= u32::MAX as usize);
+const _: () = assert!(PEER_TXNS_PER_LINK_MAX + LOCAL_TXNS_PER_LINK_MAX <= u32::MAX as usize);

@@ -57,10 +57,7 @@ pub struct Counters {
 impl Counters {
     /// Messages and payload bytes so far.
     pub fn snapshot(&self) -> (u64, u64) {
-        (
-            self.messages.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+        (self.messages.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
     }
 }
 
@@ -84,9 +81,7 @@ impl Service for Sink {
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let Received::Txn(d) = received else { return };
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes
-            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
         if d.opens() && d.closes() {
             // A one-shot request: answer it with its payload.
             let _ = link.txn.send(
@@ -158,24 +153,14 @@ impl Source {
     fn fill(&mut self, link: &mut LinkCtx<'_>, stream: Option<TxnId>) -> Option<TxnId> {
         let txn = match stream {
             Some(txn) => txn,
-            None => link
-                .txn
-                .open(&mut link.out, None, BENCH, &[], Flags::NONE)
-                .ok()?,
+            None => link.txn.open(&mut link.out, None, BENCH, &[], Flags::NONE).ok()?,
         };
         while link.queued_bytes() < self.queue_target {
             // Up to one record's worth per call; the worker seals it at the end of the turn.
             for _ in 0..64 {
                 if link
                     .txn
-                    .send(
-                        &mut link.out,
-                        txn,
-                        BENCH,
-                        &self.payload,
-                        Flags::NONE,
-                        ErrorCode::NONE,
-                    )
+                    .send(&mut link.out, txn, BENCH, &self.payload, Flags::NONE, ErrorCode::NONE)
                     .is_err()
                 {
                     return None;
@@ -186,11 +171,7 @@ impl Source {
     }
 
     fn request(&mut self, link: &mut LinkCtx<'_>) {
-        if link
-            .txn
-            .open(&mut link.out, None, BENCH, &self.payload, Flags::DELETE)
-            .is_ok()
-        {
+        if link.txn.open(&mut link.out, None, BENCH, &self.payload, Flags::DELETE).is_ok() {
             self.sent_at = Some(link.now());
         }
     }
@@ -215,9 +196,7 @@ impl Service for Source {
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let Received::Txn(d) = received else { return };
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes
-            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
         if self.mode == Mode::RoundTrip && d.closes() {
             if let Some(sent) = self.sent_at.take() {
                 let nanos = link.now().saturating_duration_since(sent).as_nanos() as u64;

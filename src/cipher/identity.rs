@@ -157,11 +157,7 @@ impl Identity {
             agreement::PrivateKey::from_private_key(&agreement::X25519, private.as_bytes())
                 .map_err(|_| Error::Crypto("x25519 private key refused"))?;
         let public = public_of(&parsed)?;
-        Ok(Identity {
-            private,
-            public,
-            parsed: std::sync::Arc::new(parsed),
-        })
+        Ok(Identity { private, public, parsed: std::sync::Arc::new(parsed) })
     }
 
     /// A new random identity.
@@ -192,9 +188,7 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -211,10 +205,7 @@ pub fn read_key_file(path: &Path) -> Result<PrivateKey, Error> {
     // A key file is 45 bytes; read a little more so that an oversized file is refused by the
     // parser rather than silently truncated, but never an unbounded amount.
     let mut text = Vec::with_capacity(128);
-    file.by_ref()
-        .take(4096)
-        .read_to_end(&mut text)
-        .map_err(io)?;
+    file.by_ref().take(4096).read_to_end(&mut text).map_err(io)?;
     PrivateKey::from_key_text(&text)
 }
 
@@ -247,22 +238,15 @@ pub fn check_mode(mode: u32) -> Result<(), Error> {
 }
 
 fn decode_key_text(text: &[u8]) -> Result<[u8; KEY_LEN], Error> {
-    let body = text
-        .strip_suffix(b"\r\n")
-        .or_else(|| text.strip_suffix(b"\n"))
-        .unwrap_or(text);
+    let body = text.strip_suffix(b"\r\n").or_else(|| text.strip_suffix(b"\n")).unwrap_or(text);
     // Any whitespace left (spaces, a second newline) is not part of the format.
-    let decoded = BASE64
-        .decode(body)
-        .map_err(|_| Error::KeyFile(KeyFile::Encoding))?;
+    let decoded = BASE64.decode(body).map_err(|_| Error::KeyFile(KeyFile::Encoding))?;
     <[u8; KEY_LEN]>::try_from(decoded.as_slice())
         .map_err(|_| Error::KeyFile(KeyFile::Length(decoded.len())))
 }
 
 fn public_of(key: &agreement::PrivateKey) -> Result<PublicKey, Error> {
-    let public = key
-        .compute_public_key()
-        .map_err(|_| Error::Crypto("x25519 public key"))?;
+    let public = key.compute_public_key().map_err(|_| Error::Crypto("x25519 public key"))?;
     <[u8; KEY_LEN]>::try_from(public.as_ref())
         .map(PublicKey)
         .map_err(|_| Error::Crypto("x25519 public key length"))
@@ -278,27 +262,12 @@ pub(crate) mod tests {
         let text = key.to_key_text();
         assert_eq!(text.len(), 45);
         assert!(text.ends_with('\n'));
-        assert_eq!(
-            PrivateKey::from_key_text(text.as_bytes())
-                .unwrap()
-                .as_bytes(),
-            key.as_bytes()
-        );
+        assert_eq!(PrivateKey::from_key_text(text.as_bytes()).unwrap().as_bytes(), key.as_bytes());
         // Without the newline, and with a CRLF, it is the same key.
         let bare = text.trim_end();
-        assert_eq!(
-            PrivateKey::from_key_text(bare.as_bytes())
-                .unwrap()
-                .as_bytes(),
-            key.as_bytes()
-        );
+        assert_eq!(PrivateKey::from_key_text(bare.as_bytes()).unwrap().as_bytes(), key.as_bytes());
         let crlf = format!("{bare}\r\n");
-        assert_eq!(
-            PrivateKey::from_key_text(crlf.as_bytes())
-                .unwrap()
-                .as_bytes(),
-            key.as_bytes()
-        );
+        assert_eq!(PrivateKey::from_key_text(crlf.as_bytes()).unwrap().as_bytes(), key.as_bytes());
     }
 
     #[test]
@@ -312,13 +281,7 @@ pub(crate) mod tests {
 
     #[test]
     fn wrong_encoding_refused() {
-        for text in [
-            &b"not base64 at all!\n"[..],
-            b"",
-            b"\n",
-            b" AAAA\n",
-            b"AAAA\n\n",
-        ] {
+        for text in [&b"not base64 at all!\n"[..], b"", b"\n", b" AAAA\n", b"AAAA\n\n"] {
             let err = PrivateKey::from_key_text(text).unwrap_err();
             let ok = matches!(err, Error::KeyFile(KeyFile::Encoding | KeyFile::Length(0)));
             assert!(ok, "{text:?}: {err:?}");
@@ -326,10 +289,7 @@ pub(crate) mod tests {
         // 44 characters but with a character outside the alphabet.
         let mut text = PrivateKey::generate().unwrap().to_key_text().into_bytes();
         text[3] = b'*';
-        assert_eq!(
-            PrivateKey::from_key_text(&text).unwrap_err(),
-            KeyFile::Encoding.into()
-        );
+        assert_eq!(PrivateKey::from_key_text(&text).unwrap_err(), KeyFile::Encoding.into());
     }
 
     #[test]
@@ -350,18 +310,9 @@ pub(crate) mod tests {
     fn loose_modes_refused() {
         assert_eq!(check_mode(0o100600), Ok(()));
         assert_eq!(check_mode(0o100400), Ok(()));
-        assert_eq!(
-            check_mode(0o100640),
-            Err(KeyFile::Permissions(0o640).into())
-        );
-        assert_eq!(
-            check_mode(0o100604),
-            Err(KeyFile::Permissions(0o604).into())
-        );
-        assert_eq!(
-            check_mode(0o100601),
-            Err(KeyFile::Permissions(0o601).into())
-        );
+        assert_eq!(check_mode(0o100640), Err(KeyFile::Permissions(0o640).into()));
+        assert_eq!(check_mode(0o100604), Err(KeyFile::Permissions(0o604).into()));
+        assert_eq!(check_mode(0o100601), Err(KeyFile::Permissions(0o601).into()));
     }
 
     /// RFC 7748 §6.1: Alice's key pair, through the code that derives our public keys.
@@ -381,10 +332,7 @@ pub(crate) mod tests {
     fn node_id_is_sha256_prefix() {
         let key = PublicKey([0u8; 32]);
         // SHA-256 of 32 zero bytes starts 66687aadf862bd776c8fc18b8e9f8e20.
-        assert_eq!(
-            key.node_id().to_string(),
-            "66687aadf862bd776c8fc18b8e9f8e20"
-        );
+        assert_eq!(key.node_id().to_string(), "66687aadf862bd776c8fc18b8e9f8e20");
     }
 
     pub(crate) fn hex32(hex: &str) -> [u8; 32] {

@@ -89,13 +89,7 @@ impl Chain {
         let next = key_of(&s1)?;
         let mut secret_after_next = [0u8; 32];
         expand(&s1, LABEL_NEXT, &mut secret_after_next)?;
-        Ok(Chain {
-            current,
-            next,
-            secret_after_next,
-            phase: false,
-            counter: 0,
-        })
+        Ok(Chain { current, next, secret_after_next, phase: false, counter: 0 })
     }
 
     /// Moves from `K_n` to `K_{n+1}` and precomputes `K_{n+2}`.
@@ -183,11 +177,7 @@ impl RecordSealer {
         now: Instant,
     ) -> Result<RecordSealer, Error> {
         let chain = Chain::new(split_key, handshake_hash)?;
-        Ok(RecordSealer {
-            chain,
-            limits,
-            rekey_at: now + limits.rekey_after,
-        })
+        Ok(RecordSealer { chain, limits, rekey_at: now + limits.rekey_after })
     }
 
     /// Seals one record in place. `buf` holds, from its start, room for the 8-byte header, the
@@ -203,17 +193,10 @@ impl RecordSealer {
         {
             return Err(Misuse::RecordLength(plaintext_len).into());
         }
-        let header = RecordHeader {
-            plaintext_len,
-            key_phase: self.chain.phase,
-        };
+        let header = RecordHeader { plaintext_len, key_phase: self.chain.phase };
         let wire_len = header.wire_len();
         if buf.len() < wire_len {
-            return Err(Misuse::BufferTooSmall {
-                needed: wire_len,
-                actual: buf.len(),
-            }
-            .into());
+            return Err(Misuse::BufferTooSmall { needed: wire_len, actual: buf.len() }.into());
         }
         // The hard stop comes first: with volume rekeying disabled (`records_per_key` at
         // u64::MAX) the last nonce is never used and sealing stops rather than wrapping.
@@ -224,10 +207,7 @@ impl RecordSealer {
             self.chain.advance()?;
         }
         let counter = self.chain.counter;
-        let header = RecordHeader {
-            plaintext_len,
-            key_phase: self.chain.phase,
-        };
+        let header = RecordHeader { plaintext_len, key_phase: self.chain.phase };
         header.emit(buf);
         let (aad, rest) = buf[..wire_len].split_at_mut(RECORD_HEADER_LEN);
         let (body, tag) = rest.split_at_mut(plaintext_len);
@@ -277,10 +257,7 @@ impl RecordOpener {
         handshake_hash: &[u8],
         limits: RekeyLimits,
     ) -> Result<RecordOpener, Error> {
-        Ok(RecordOpener {
-            chain: Chain::new(split_key, handshake_hash)?,
-            limits,
-        })
+        Ok(RecordOpener { chain: Chain::new(split_key, handshake_hash)?, limits })
     }
 
     /// Opens the record at the start of `record` in place and returns its plaintext (a slice of
@@ -299,11 +276,7 @@ impl RecordOpener {
         if counter >= self.limits.reject_after_records || counter == u64::MAX {
             return Err(Limit::PeerKeyUse(counter).into());
         }
-        let key = if switching {
-            &self.chain.next
-        } else {
-            &self.chain.current
-        };
+        let key = if switching { &self.chain.next } else { &self.chain.current };
         let (aad, rest) = record[..header.wire_len()].split_at_mut(RECORD_HEADER_LEN);
         let (body, tag) = rest.split_at_mut(header.plaintext_len);
         open_in_place(key, record_nonce(counter), aad, tag, body)?;
@@ -372,14 +345,7 @@ mod tests {
         let k16 = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
         let iv16 = hex("cafebabefacedbaddecaf888");
         let cases: [(&[u8], &[u8], &str, &str, &str, &str); 3] = [
-            (
-                &zero_key,
-                &zero_iv,
-                "",
-                "",
-                "",
-                "530f8afbc74536b9a963b4f1c4cb738b",
-            ),
+            (&zero_key, &zero_iv, "", "", "", "530f8afbc74536b9a963b4f1c4cb738b"),
             (
                 &zero_key,
                 &zero_iv,
@@ -467,24 +433,14 @@ mod tests {
         let mut buf = [0u8; 56];
         assert_eq!(sealer.seal(&mut buf, 32), Err(Limit::SendCounter.into()));
         assert_eq!(sealer.seal(&mut buf, 32), Err(Limit::SendCounter.into()));
-        RecordHeader {
-            plaintext_len: 32,
-            key_phase: false,
-        }
-        .emit(&mut buf);
-        assert_eq!(
-            opener.open(&mut buf),
-            Err(Limit::PeerKeyUse(u64::MAX).into())
-        );
+        RecordHeader { plaintext_len: 32, key_phase: false }.emit(&mut buf);
+        assert_eq!(opener.open(&mut buf), Err(Limit::PeerKeyUse(u64::MAX).into()));
     }
 
     #[test]
     fn peer_overusing_a_key_refused() {
-        let limits = RekeyLimits {
-            records_per_key: 10,
-            reject_after_records: 5,
-            ..RekeyLimits::default()
-        };
+        let limits =
+            RekeyLimits { records_per_key: 10, reject_after_records: 5, ..RekeyLimits::default() };
         let (mut sealer, mut opener, _) = pair(limits);
         for _ in 0..5 {
             let mut rec = record(&mut sealer, 0);
@@ -496,20 +452,14 @@ mod tests {
 
     #[test]
     fn rekey_by_time_switches_phase_without_a_pause() {
-        let limits = RekeyLimits {
-            rekey_after: Duration::from_secs(120),
-            ..RekeyLimits::default()
-        };
+        let limits =
+            RekeyLimits { rekey_after: Duration::from_secs(120), ..RekeyLimits::default() };
         let (mut sealer, mut opener, start) = pair(limits);
         assert_eq!(sealer.poll_timeout(), start + Duration::from_secs(120));
         let mut first = record(&mut sealer, 1);
-        sealer
-            .handle_timeout(start + Duration::from_secs(119))
-            .unwrap();
+        sealer.handle_timeout(start + Duration::from_secs(119)).unwrap();
         assert!(!sealer.key_phase());
-        sealer
-            .handle_timeout(start + Duration::from_secs(120))
-            .unwrap();
+        sealer.handle_timeout(start + Duration::from_secs(120)).unwrap();
         assert!(sealer.key_phase());
         assert_eq!(sealer.poll_timeout(), start + Duration::from_secs(240));
         let mut second = record(&mut sealer, 2);
@@ -524,23 +474,13 @@ mod tests {
         let (mut sealer, _, _) = pair(RekeyLimits::default());
         let mut buf = vec![0u8; RECORD_HEADER_LEN + RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN + 8];
         for len in [0, 8, 24, 33, RECORD_PLAINTEXT_MAX + 8] {
-            assert_eq!(
-                sealer.seal(&mut buf, len),
-                Err(Misuse::RecordLength(len).into())
-            );
+            assert_eq!(sealer.seal(&mut buf, len), Err(Misuse::RecordLength(len).into()));
         }
         assert_eq!(
             sealer.seal(&mut buf[..55], 32),
-            Err(Misuse::BufferTooSmall {
-                needed: 56,
-                actual: 55
-            }
-            .into())
+            Err(Misuse::BufferTooSmall { needed: 56, actual: 55 }.into())
         );
-        assert_eq!(
-            sealer.seal(&mut buf, RECORD_PLAINTEXT_MAX),
-            Ok(RECORD_PLAINTEXT_MAX + 24)
-        );
+        assert_eq!(sealer.seal(&mut buf, RECORD_PLAINTEXT_MAX), Ok(RECORD_PLAINTEXT_MAX + 24));
     }
 
     #[test]
@@ -559,11 +499,7 @@ mod tests {
         let mut rec = record(&mut sealer, 3);
         assert_eq!(
             opener.open(&mut rec[..50]),
-            Err(Malformed::RecordTruncated {
-                expected: 56,
-                actual: 50
-            }
-            .into())
+            Err(Malformed::RecordTruncated { expected: 56, actual: 50 }.into())
         );
         // The counter did not move: the intact record still opens.
         assert_eq!(opener.open(&mut rec).unwrap(), &[3; 32][..]);

@@ -249,9 +249,7 @@ impl Cipher for AesGcm {
     }
 
     fn set(&mut self, key: &[u8; 32]) {
-        self.0 = UnboundKey::new(&aead::AES_256_GCM, key)
-            .ok()
-            .map(LessSafeKey::new);
+        self.0 = UnboundKey::new(&aead::AES_256_GCM, key).ok().map(LessSafeKey::new);
     }
 
     fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
@@ -278,10 +276,7 @@ impl Cipher for AesGcm {
         out: &mut [u8],
     ) -> Result<usize, snow::Error> {
         let key = self.0.as_ref().ok_or(snow::Error::Decrypt)?;
-        let len = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(snow::Error::Decrypt)?;
+        let len = ciphertext.len().checked_sub(TAG_LEN).ok_or(snow::Error::Decrypt)?;
         let (body, tag) = ciphertext.split_at(len);
         let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
         key.open_separate_gather(noise_nonce(nonce), Aad::from(authtext), body, tag, out)
@@ -303,9 +298,7 @@ mod tests {
     use crate::cipher::identity::tests::hex32;
 
     fn dh_from(private: [u8; 32]) -> Box<dyn Dh> {
-        let mut dh = AwsLcResolver::new()
-            .resolve_dh(&DHChoice::Curve25519)
-            .unwrap();
+        let mut dh = AwsLcResolver::new().resolve_dh(&DHChoice::Curve25519).unwrap();
         dh.set(&private);
         dh
     }
@@ -313,16 +306,11 @@ mod tests {
     /// RFC 7748 §5.2, the first X25519 test vector, through the resolver's `dh`.
     #[test]
     fn x25519_rfc7748_5_2() {
-        let dh = dh_from(hex32(
-            "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
-        ));
+        let dh = dh_from(hex32("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"));
         let u = hex32("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
         let mut out = [0u8; 32];
         dh.dh(&u, &mut out).unwrap();
-        assert_eq!(
-            out,
-            hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552")
-        );
+        assert_eq!(out, hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"));
     }
 
     /// RFC 7748 §6.1: both key pairs and the shared secret, through `set`, `pubkey` and `dh`,
@@ -337,9 +325,8 @@ mod tests {
 
         let a = dh_from(alice);
         let identity = Identity::new(PrivateKey::from_bytes(bob)).unwrap();
-        let mut b = AwsLcResolver::with_identity(&identity)
-            .resolve_dh(&DHChoice::Curve25519)
-            .unwrap();
+        let mut b =
+            AwsLcResolver::with_identity(&identity).resolve_dh(&DHChoice::Curve25519).unwrap();
         b.set(&bob);
         assert_eq!(a.pubkey(), alice_pub);
         assert_eq!(b.pubkey(), bob_pub);
@@ -353,9 +340,7 @@ mod tests {
 
     #[test]
     fn x25519_refuses_low_order_and_short_points() {
-        let dh = dh_from(hex32(
-            "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
-        ));
+        let dh = dh_from(hex32("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"));
         let mut out = [0u8; 32];
         assert_eq!(dh.dh(&[0u8; 32], &mut out), Err(snow::Error::Dh));
         let mut one = [0u8; 32];
@@ -368,10 +353,7 @@ mod tests {
             "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
         ));
         dh.dh(&padded, &mut out).unwrap();
-        assert_eq!(
-            out,
-            hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552")
-        );
+        assert_eq!(out, hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"));
     }
 
     #[test]
@@ -394,36 +376,23 @@ mod tests {
     /// RFC 4231 test case 2 (HMAC-SHA-256), through the resolver's `hmac`.
     #[test]
     fn hmac_sha256_rfc4231() {
-        let mut hash = AwsLcResolver::new()
-            .resolve_hash(&HashChoice::SHA256)
-            .unwrap();
+        let mut hash = AwsLcResolver::new().resolve_hash(&HashChoice::SHA256).unwrap();
         let mut out = [0u8; 32];
         hash.hmac(b"Jefe", b"what do ya want for nothing?", &mut out);
-        assert_eq!(
-            out,
-            hex32("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
-        );
+        assert_eq!(out, hex32("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
     }
 
     #[test]
     fn cipher_round_trip_and_refusal() {
-        let mut cipher = AwsLcResolver::new()
-            .resolve_cipher(&CipherChoice::AESGCM)
-            .unwrap();
+        let mut cipher = AwsLcResolver::new().resolve_cipher(&CipherChoice::AESGCM).unwrap();
         cipher.set(&[3u8; 32]);
         let mut sealed = [0u8; 21];
         assert_eq!(cipher.encrypt(7, b"ad", b"hello", &mut sealed), 21);
         let mut plain = [0u8; 5];
         assert_eq!(cipher.decrypt(7, b"ad", &sealed, &mut plain), Ok(5));
         assert_eq!(&plain, b"hello");
-        assert_eq!(
-            cipher.decrypt(8, b"ad", &sealed, &mut plain),
-            Err(snow::Error::Decrypt)
-        );
-        assert_eq!(
-            cipher.decrypt(7, b"ad", &sealed[..15], &mut plain),
-            Err(snow::Error::Decrypt)
-        );
+        assert_eq!(cipher.decrypt(8, b"ad", &sealed, &mut plain), Err(snow::Error::Decrypt));
+        assert_eq!(cipher.decrypt(7, b"ad", &sealed[..15], &mut plain), Err(snow::Error::Decrypt));
     }
 
     /// Our resolver against snow's own pure-Rust one, each side once: the handshake completes
@@ -445,23 +414,13 @@ mod tests {
                     .local_private_key(&theirs_key)
                     .unwrap();
             let (mut i, mut r) = if ours_initiates {
-                (
-                    ours.build_initiator().unwrap(),
-                    theirs.build_responder().unwrap(),
-                )
+                (ours.build_initiator().unwrap(), theirs.build_responder().unwrap())
             } else {
-                (
-                    theirs.build_initiator().unwrap(),
-                    ours.build_responder().unwrap(),
-                )
+                (theirs.build_initiator().unwrap(), ours.build_responder().unwrap())
             };
             let (mut msg, mut payload) = ([0u8; 128], [0u8; 128]);
             for turn in 0..3 {
-                let (from, to) = if turn % 2 == 0 {
-                    (&mut i, &mut r)
-                } else {
-                    (&mut r, &mut i)
-                };
+                let (from, to) = if turn % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
                 let len = from.write_message(b"", &mut msg).unwrap();
                 to.read_message(&msg[..len], &mut payload).unwrap();
             }

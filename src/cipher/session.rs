@@ -48,9 +48,7 @@ impl Config {
     /// A configuration for `identity` with an empty allowlist, unknown keys refused, and the
     /// default timeout and rekey limits from `src/limits.rs`.
     pub fn new(identity: Identity) -> Result<Config, Error> {
-        let params = NOISE_PATTERN
-            .parse()
-            .map_err(|_| Error::Crypto("noise protocol name"))?;
+        let params = NOISE_PATTERN.parse().map_err(|_| Error::Crypto("noise protocol name"))?;
         Ok(Config {
             identity,
             params,
@@ -116,10 +114,7 @@ enum State {
     /// Responder: sent message 2, waits for the initiator's message 3 (its identity).
     ExpectInitiatorIdentity(Box<snow::HandshakeState>),
     /// Handshake done; records flow.
-    Established {
-        sealer: RecordSealer,
-        opener: RecordOpener,
-    },
+    Established { sealer: RecordSealer, opener: RecordOpener },
     /// Failed for good.
     Failed(Error),
 }
@@ -134,12 +129,8 @@ impl Session {
         now: Instant,
     ) -> Result<Session, Error> {
         let mut hs = build(&config, true)?;
-        let mut session = Session::new(
-            config,
-            expected_peer,
-            now,
-            State::Failed(Handshake::Timeout.into()),
-        );
+        let mut session =
+            Session::new(config, expected_peer, now, State::Failed(Handshake::Timeout.into()));
         session.write_frame(&mut hs, 1)?;
         session.state = State::ExpectResponderHello(hs);
         Ok(session)
@@ -148,12 +139,7 @@ impl Session {
     /// Starts a handshake as the accepting side, at `now`.
     pub fn responder(config: Arc<Config>, now: Instant) -> Result<Session, Error> {
         let hs = build(&config, false)?;
-        Ok(Session::new(
-            config,
-            None,
-            now,
-            State::ExpectInitiatorHello(hs),
-        ))
+        Ok(Session::new(config, None, now, State::ExpectInitiatorHello(hs)))
     }
 
     fn new(
@@ -224,10 +210,7 @@ impl Session {
         let actual = out.len();
         let dest = out
             .get_mut(..len)
-            .ok_or(Error::Misuse(Misuse::BufferTooSmall {
-                needed: len,
-                actual,
-            }))?;
+            .ok_or(Error::Misuse(Misuse::BufferTooSmall { needed: len, actual }))?;
         dest.copy_from_slice(&self.outgoing[..len]);
         self.outgoing_len = 0;
         Ok(len)
@@ -329,18 +312,10 @@ impl Session {
         let len = self.frame_len();
         let exact = MESSAGE_LEN[usize::from(expected - 1)];
         if usize::from(len) < exact {
-            return Err(Handshake::Truncated {
-                step: expected,
-                len,
-            }
-            .into());
+            return Err(Handshake::Truncated { step: expected, len }.into());
         }
         if usize::from(len) > exact {
-            return Err(Handshake::TooLong {
-                step: expected,
-                len,
-            }
-            .into());
+            return Err(Handshake::TooLong { step: expected, len }.into());
         }
         Ok(())
     }
@@ -354,22 +329,19 @@ impl Session {
         let state = core::mem::replace(&mut self.state, State::Failed(Handshake::Timeout.into()));
         match state {
             State::ExpectInitiatorHello(mut hs) => {
-                hs.read_message(message, &mut payload)
-                    .map_err(|_| Handshake::Garbage(step))?;
+                hs.read_message(message, &mut payload).map_err(|_| Handshake::Garbage(step))?;
                 self.write_frame(&mut hs, 2)?;
                 self.state = State::ExpectInitiatorIdentity(hs);
             }
             State::ExpectResponderHello(mut hs) => {
-                hs.read_message(message, &mut payload)
-                    .map_err(|_| Handshake::Garbage(step))?;
+                hs.read_message(message, &mut payload).map_err(|_| Handshake::Garbage(step))?;
                 let peer = remote_static(&hs)?;
                 self.config.authorize(&peer, self.expected_peer.as_ref())?;
                 self.write_frame(&mut hs, 3)?;
                 self.establish(hs, peer, now)?;
             }
             State::ExpectInitiatorIdentity(mut hs) => {
-                hs.read_message(message, &mut payload)
-                    .map_err(|_| Handshake::Garbage(step))?;
+                hs.read_message(message, &mut payload).map_err(|_| Handshake::Garbage(step))?;
                 let peer = remote_static(&hs)?;
                 self.config.authorize(&peer, None)?;
                 self.establish(hs, peer, now)?;
@@ -383,14 +355,14 @@ impl Session {
     }
 
     fn write_frame(&mut self, hs: &mut snow::HandshakeState, step: u8) -> Result<(), Error> {
-        let len = hs
-            .write_message(&[], &mut self.outgoing[HANDSHAKE_FRAME_HEADER_LEN..])
-            .map_err(|error| match error {
+        let len = hs.write_message(&[], &mut self.outgoing[HANDSHAKE_FRAME_HEADER_LEN..]).map_err(
+            |error| match error {
                 // A DH refused while writing is a DH with the peer's ephemeral key from the
                 // previous message (a low-order point): that message was garbage.
                 snow::Error::Dh => Handshake::Garbage(step.saturating_sub(1)).into(),
                 _ => Error::Crypto("noise write_message"),
-            })?;
+            },
+        )?;
         debug_assert_eq!(len, MESSAGE_LEN[usize::from(step - 1)]);
         let len16 = u16::try_from(len).map_err(|_| Error::Crypto("noise message length"))?;
         self.outgoing[..2].copy_from_slice(&len16.to_le_bytes());
@@ -407,20 +379,14 @@ impl Session {
         now: Instant,
     ) -> Result<(), Error> {
         if !hs.is_handshake_finished() {
-            return Err(Error::Crypto(
-                "noise handshake not finished after its last message",
-            ));
+            return Err(Error::Crypto("noise handshake not finished after its last message"));
         }
         let mut hash = [0u8; 32];
         let h = hs.get_handshake_hash();
         hash.copy_from_slice(h.get(..32).ok_or(Error::Crypto("handshake hash length"))?);
         // Noise's Split: the first key is for initiator-to-responder traffic.
         let (i2r, r2i) = hs.dangerously_get_raw_split();
-        let (send, receive) = if hs.is_initiator() {
-            (i2r, r2i)
-        } else {
-            (r2i, i2r)
-        };
+        let (send, receive) = if hs.is_initiator() { (i2r, r2i) } else { (r2i, i2r) };
         let limits = self.config.rekey;
         self.state = State::Established {
             sealer: RecordSealer::new(&send, &hash, limits, now)?,
@@ -437,11 +403,7 @@ fn build(config: &Config, initiator: bool) -> Result<Box<snow::HandshakeState>, 
         .local_private_key(config.identity.private_key().as_bytes())
         .and_then(|b| b.prologue(PROLOGUE))
         .map_err(|_| Error::Crypto("noise builder"))?;
-    let hs = if initiator {
-        builder.build_initiator()
-    } else {
-        builder.build_responder()
-    };
+    let hs = if initiator { builder.build_initiator() } else { builder.build_responder() };
     hs.map(Box::new).map_err(|_| Error::Crypto("noise build"))
 }
 

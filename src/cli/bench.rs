@@ -77,12 +77,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let engine = Engine::start(config, Arc::new(cipher), move |_| Sink::new(shared.clone()))
         .map_err(|e| e.to_string())?;
     // The port line tells a parent process where to connect.
-    println!(
-        "listening {}",
-        engine
-            .local_addr()
-            .map_or_else(String::new, |a| a.to_string())
-    );
+    println!("listening {}", engine.local_addr().map_or_else(String::new, |a| a.to_string()));
     let stats = engine.run_until_signal().map_err(|e| e.to_string())?;
     let (messages, bytes) = counters.snapshot();
     eprintln!("served {messages} messages, {bytes} payload bytes; workers: {stats:?}");
@@ -102,10 +97,7 @@ fn link(args: LinkArgs) -> Result<(), String> {
     let seconds = if args.quick { 0.5 } else { args.seconds };
     let duration = Duration::from_secs_f64(seconds);
     let mut rows = Vec::new();
-    eprintln!(
-        "ringspan bench link: {} s per measurement, sizes {:?}",
-        seconds, args.sizes
-    );
+    eprintln!("ringspan bench link: {} s per measurement, sizes {:?}", seconds, args.sizes);
     for &size in &args.sizes {
         if size > ringspan::limits::MESSAGE_PAYLOAD_MAX {
             return Err(format!(
@@ -136,11 +128,7 @@ fn link(args: LinkArgs) -> Result<(), String> {
         let ours = engine_round_trips(size, duration)?;
         progress(&format!("round trips {size} B: plain TCP"));
         let theirs = direct::round_trips(size, duration, (0, 1)).map_err(|e| e.to_string())?;
-        for (name, q) in [
-            ("RTT p50 µs", 0.5),
-            ("RTT p99 µs", 0.99),
-            ("RTT p99.9 µs", 0.999),
-        ] {
+        for (name, q) in [("RTT p50 µs", 0.5), ("RTT p99 µs", 0.99), ("RTT p99.9 µs", 0.999)] {
             rows.push(Row {
                 scenario: name,
                 size,
@@ -229,19 +217,12 @@ fn engine_pair(mode: Mode, size: usize) -> Result<EnginePair, String> {
     let (client_counters, client_rtt) = (Arc::new(Counters::default()), rtt.clone());
     let up = client_counters.clone();
     let client = Engine::start(
-        ring::Config {
-            workers: 1,
-            first_core: 1,
-            ..ring::Config::default()
-        },
+        ring::Config { workers: 1, first_core: 1, ..ring::Config::default() },
         Arc::new(client_cipher),
         move |_| Source::new(mode, size, client_counters.clone(), client_rtt.clone()),
     )
     .map_err(|e| e.to_string())?;
-    client.connect(
-        server.local_addr().ok_or("no listening address")?,
-        Some(server_key),
-    );
+    client.connect(server.local_addr().ok_or("no listening address")?, Some(server_key));
     let deadline = clock() + Duration::from_secs(10);
     while up.links_up.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         if clock() > deadline {
@@ -249,12 +230,7 @@ fn engine_pair(mode: Mode, size: usize) -> Result<EnginePair, String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(EnginePair {
-        server,
-        client,
-        received,
-        rtt,
-    })
+    Ok(EnginePair { server, client, received, rtt })
 }
 
 impl EnginePair {

@@ -38,11 +38,9 @@ impl BufRing {
         if !entries.is_power_of_two() || entries > 32_768 || buf_size == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        let ring_layout = Layout::from_size_align(
-            (entries as usize * size_of::<BufRingEntry>()).max(PAGE),
-            PAGE,
-        )
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let ring_layout =
+            Layout::from_size_align((entries as usize * size_of::<BufRingEntry>()).max(PAGE), PAGE)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let bufs_layout = Layout::from_size_align(entries as usize * buf_size as usize, PAGE)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: both layouts have non-zero sizes.
@@ -75,8 +73,7 @@ impl BufRing {
         // SAFETY: `ring_mem` is page aligned, zeroed, holds `entries` entries, and lives until
         // `Drop`, which the caller orders after the ring's destruction (see above).
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(ring_mem as u64, entries, group, 0)?;
+            ring.submitter().register_buf_ring_with_flags(ring_mem as u64, entries, group, 0)?;
         }
         for bid in 0..entries {
             this.push(bid);
@@ -117,10 +114,7 @@ impl BufRing {
     /// # Panics
     /// If the buffer is the kernel's: a local bug (only [`BufRing::take`]n buffers are read).
     pub fn bytes_mut(&mut self, bid: u16) -> &mut [u8] {
-        assert!(
-            self.ours[bid as usize],
-            "buffer {bid} belongs to the kernel"
-        );
+        assert!(self.ours[bid as usize], "buffer {bid} belongs to the kernel");
         let start = bid as usize * self.buf_size as usize;
         // SAFETY: the range lies inside the `bufs` allocation; the buffer is ours (not in the
         // ring, so the kernel does not write it) and `&mut self` makes this borrow exclusive.

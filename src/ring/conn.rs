@@ -46,11 +46,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("peer closed the connection"),
             CloseReason::PeerSaid(code) => write!(f, "peer closed the link: {code}"),
             CloseReason::Io(errno) => {
-                write!(
-                    f,
-                    "socket error: {}",
-                    std::io::Error::from_raw_os_error(*errno)
-                )
+                write!(f, "socket error: {}", std::io::Error::from_raw_os_error(*errno))
             }
             CloseReason::Protocol(error) => write!(f, "{error}"),
             CloseReason::IdleTimeout => f.write_str("nothing received within the idle timeout"),

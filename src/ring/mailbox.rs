@@ -45,10 +45,7 @@ impl Mailbox {
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Mailbox {
-            queue: ArrayQueue::new(MAILBOX_COMMANDS),
-            eventfd,
-        })
+        Ok(Mailbox { queue: ArrayQueue::new(MAILBOX_COMMANDS), eventfd })
     }
 
     /// Queues a command and wakes the worker; hands the command back if the queue is full.

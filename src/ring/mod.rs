@@ -255,12 +255,7 @@ impl Engine {
             threads.push(thread);
         }
         drop(ready_tx);
-        let engine = Engine {
-            threads,
-            mailboxes,
-            local_addr,
-            next_worker: AtomicUsize::new(0),
-        };
+        let engine = Engine { threads, mailboxes, local_addr, next_worker: AtomicUsize::new(0) };
         for _ in 0..workers {
             if let Ok(Err((index, error))) = ready_rx.recv() {
                 engine.shutdown();
@@ -302,10 +297,7 @@ impl Engine {
 
     /// Waits for every worker to exit, returning their counters.
     pub fn join(self) -> Vec<WorkerStats> {
-        self.threads
-            .into_iter()
-            .map(|thread| thread.join().unwrap_or_default())
-            .collect()
+        self.threads.into_iter().map(|thread| thread.join().unwrap_or_default()).collect()
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully and returns the counters.

@@ -40,11 +40,7 @@ pub struct Pool {
 impl Pool {
     /// A pool holding `capacity` buffers.
     pub fn new(capacity: usize) -> Pool {
-        Pool {
-            free: (0..capacity).map(|_| RecordBuf::new()).collect(),
-            capacity,
-            misses: 0,
-        }
+        Pool { free: (0..capacity).map(|_| RecordBuf::new()).collect(), capacity, misses: 0 }
     }
 
     /// A buffer: from the pool, or newly allocated (a counted miss) if it is empty.

@@ -38,11 +38,7 @@ pub struct Unavailable {
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "io_uring is unavailable: {}. {}",
-            self.cause, self.remedy
-        )
+        write!(f, "io_uring is unavailable: {}. {}", self.cause, self.remedy)
     }
 }
 
@@ -65,10 +61,7 @@ pub fn probe() -> Facts {
             .map(|text| text.trim().to_string())
             .unwrap_or_else(|_| "unknown".into()),
     };
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the valid, exclusively borrowed `limit`.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
         && limit.rlim_cur != libc::RLIM_INFINITY
@@ -102,12 +95,8 @@ const ENOSYS: i32 = 38;
 /// Judges the facts: `Ok` if the engine can run with `locked_bytes` of registered memory per
 /// process, otherwise the first reason it cannot.
 pub fn diagnose(facts: &Facts, locked_bytes: u64) -> Result<(), Unavailable> {
-    let unavailable = |cause: String, remedy: &str| {
-        Err(Unavailable {
-            cause,
-            remedy: remedy.to_string(),
-        })
-    };
+    let unavailable =
+        |cause: String, remedy: &str| Err(Unavailable { cause, remedy: remedy.to_string() });
     if facts.setup_errno != 0 {
         let errno = facts.setup_errno;
         return match (errno, facts.io_uring_disabled) {
@@ -215,44 +204,22 @@ mod tests {
         };
         assert!(cause(old).contains("kernel (4.19) has no io_uring"));
 
-        let disabled = Facts {
-            setup_errno: EPERM,
-            io_uring_disabled: Some(2),
-            ..healthy()
-        };
+        let disabled = Facts { setup_errno: EPERM, io_uring_disabled: Some(2), ..healthy() };
         assert!(cause(disabled).contains("kernel.io_uring_disabled = 2"));
 
-        let restricted = Facts {
-            setup_errno: EPERM,
-            io_uring_disabled: Some(1),
-            ..healthy()
-        };
+        let restricted = Facts { setup_errno: EPERM, io_uring_disabled: Some(1), ..healthy() };
         assert!(cause(restricted).contains("io_uring_group"));
 
-        let seccomp = Facts {
-            setup_errno: EPERM,
-            ..healthy()
-        };
+        let seccomp = Facts { setup_errno: EPERM, ..healthy() };
         assert!(cause(seccomp).contains("seccomp"));
 
-        let no_defer = Facts {
-            setup_errno: EINVAL,
-            kernel: "5.15".into(),
-            ..healthy()
-        };
+        let no_defer = Facts { setup_errno: EINVAL, kernel: "5.15".into(), ..healthy() };
         assert!(cause(no_defer).contains("not SINGLE_ISSUER/DEFER_TASKRUN"));
 
-        let no_buf_ring = Facts {
-            buf_ring_errno: EINVAL,
-            kernel: "5.10".into(),
-            ..healthy()
-        };
+        let no_buf_ring = Facts { buf_ring_errno: EINVAL, kernel: "5.10".into(), ..healthy() };
         assert!(cause(no_buf_ring).contains("older than 5.19"));
 
-        let memlock = Facts {
-            memlock_limit: Some(64 << 10),
-            ..healthy()
-        };
+        let memlock = Facts { memlock_limit: Some(64 << 10), ..healthy() };
         let message = cause(memlock);
         assert!(message.contains("4096 KiB of locked memory but RLIMIT_MEMLOCK is 64 KiB"));
         assert!(message.contains("ulimit -l"));
@@ -260,16 +227,9 @@ mod tests {
 
     #[test]
     fn root_may_exceed_the_memlock_limit() {
-        let root = Facts {
-            memlock_limit: Some(64 << 10),
-            can_exceed_memlock: true,
-            ..healthy()
-        };
+        let root = Facts { memlock_limit: Some(64 << 10), can_exceed_memlock: true, ..healthy() };
         assert_eq!(diagnose(&root, 4 << 20), Ok(()));
-        let unlimited = Facts {
-            memlock_limit: None,
-            ..healthy()
-        };
+        let unlimited = Facts { memlock_limit: None, ..healthy() };
         assert_eq!(diagnose(&unlimited, u64::MAX), Ok(()));
     }
 }

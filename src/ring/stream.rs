@@ -116,11 +116,7 @@ pub struct Tx {
 impl Tx {
     /// A sink writing into this link's pending record, sealing full records with `sealer`.
     pub fn sink<'a>(&'a mut self, sealer: &'a mut RecordSealer, pool: &'a mut Pool) -> TxSink<'a> {
-        TxSink {
-            tx: self,
-            sealer,
-            pool,
-        }
+        TxSink { tx: self, sealer, pool }
     }
 
     /// Queues raw bytes to send as they are (handshake frames, before records flow).
@@ -326,10 +322,7 @@ mod tests {
         let mut pool = Pool::new(4);
         let mut tx = Tx::default();
         let payload = [0u8; 1000];
-        let repr = Repr {
-            payload_len: 1000,
-            ..Repr::default()
-        };
+        let repr = Repr { payload_len: 1000, ..Repr::default() };
         for _ in 0..200 {
             tx.sink(&mut sealer, &mut pool).put(&repr, &payload);
         }
@@ -346,23 +339,13 @@ mod tests {
         let mut pool = Pool::new(1);
         let mut rx = Rx::default();
         let mut bytes = [0xffu8; 20];
-        let error = rx
-            .feed(&mut bytes, &mut pool, |_, _| Ok::<_, Error>(()))
-            .unwrap_err();
+        let error = rx.feed(&mut bytes, &mut pool, |_, _| Ok::<_, Error>(())).unwrap_err();
         assert!(error.closes_link());
         // A partial header, then garbage completing it.
         let mut rx = Rx::default();
-        rx.feed(&mut [0x30, 0, 0], &mut pool, |_, _| Ok::<_, Error>(()))
-            .unwrap();
+        rx.feed(&mut [0x30, 0, 0], &mut pool, |_, _| Ok::<_, Error>(())).unwrap();
         assert!(rx.holds_buffer());
-        assert!(
-            rx.feed(
-                &mut [0, 0xff, 0, 0, 0, 0],
-                &mut pool,
-                |_, _| Ok::<_, Error>(())
-            )
-            .is_err()
-        );
+        assert!(rx.feed(&mut [0, 0xff, 0, 0, 0, 0], &mut pool, |_, _| Ok::<_, Error>(())).is_err());
         assert!(!rx.holds_buffer());
         assert_eq!(pool.available(), 1);
     }

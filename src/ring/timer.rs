@@ -47,9 +47,7 @@ pub struct Timers {
 impl Timers {
     /// An empty heap with room for `capacity` entries before it grows.
     pub fn with_capacity(capacity: usize) -> Timers {
-        Timers {
-            heap: BinaryHeap::with_capacity(capacity),
-        }
+        Timers { heap: BinaryHeap::with_capacity(capacity) }
     }
 
     /// Arms a deadline.

@@ -26,9 +26,6 @@ use super::stream::{Rx, Tx};
 use super::timer::{Timer, TimerKind, Timers};
 use super::{Config, LinkCtx, Service};
 
-/// The link protocol's one-way close notice: payload is the reason, an [`ErrorCode`] (u32 LE).
-pub const LINK_CLOSE: WireCommand = WireCommand::new(0, 2);
-
 /// Counters of one worker over its life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
@@ -103,11 +100,7 @@ mod op {
     }
 
     pub fn decode(user_data: u64) -> (u64, u32, u32) {
-        (
-            user_data >> 56,
-            user_data as u32,
-            (user_data >> 32) as u32 & 0xff_ffff,
-        )
+        (user_data >> 56, user_data as u32, (user_data >> 32) as u32 & 0xff_ffff)
     }
 }
 
@@ -176,11 +169,11 @@ impl Worker {
         self.arm_wake();
         if let Some(listener) = &self.listener {
             let fd = listener.as_raw_fd();
-            self.push(
-                opcode::AcceptMulti::new(Fd(fd))
-                    .build()
-                    .user_data(op::encode(op::ACCEPT, 0, 0)),
-            );
+            self.push(opcode::AcceptMulti::new(Fd(fd)).build().user_data(op::encode(
+                op::ACCEPT,
+                0,
+                0,
+            )));
         }
         loop {
             if let Err(error) = self.submit_and_wait() {
@@ -190,8 +183,7 @@ impl Worker {
             self.now = now();
             self.completions.clear();
             for cqe in self.ring.completion() {
-                self.completions
-                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
+                self.completions.push((cqe.user_data(), cqe.result(), cqe.flags()));
             }
             for i in 0..self.completions.len() {
                 let (user_data, result, flags) = self.completions[i];
@@ -224,10 +216,7 @@ impl Worker {
     }
 
     fn submit_and_wait(&mut self) -> io::Result<()> {
-        let next = [self.timers.next(), self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [self.timers.next(), self.shutdown_deadline].into_iter().flatten().min();
         let result = match next {
             Some(at) => {
                 let wait = at.saturating_duration_since(now());
@@ -384,11 +373,11 @@ impl Worker {
         {
             if self.shutdown_deadline.is_none() {
                 let fd = listener.as_raw_fd();
-                self.push(
-                    opcode::AcceptMulti::new(Fd(fd))
-                        .build()
-                        .user_data(op::encode(op::ACCEPT, 0, 0)),
-                );
+                self.push(opcode::AcceptMulti::new(Fd(fd)).build().user_data(op::encode(
+                    op::ACCEPT,
+                    0,
+                    0,
+                )));
             } else {
                 self.listener = None;
             }
@@ -419,11 +408,7 @@ impl Worker {
         conn.expected_peer = peer;
         conn.ops += 1;
         self.push(entry);
-        self.arm_timer(
-            slot,
-            TimerKind::Handshake,
-            self.now + self.config.handshake_timeout,
-        );
+        self.arm_timer(slot, TimerKind::Handshake, self.now + self.config.handshake_timeout);
     }
 
     fn connected(&mut self, service: &mut impl Service, slot: u32, result: i32) {
@@ -533,9 +518,8 @@ impl Worker {
                 return Err(CloseReason::Io(libc::EIO));
             };
             let bytes = &self.bufring.bytes_mut(bid)[..len];
-            start = session
-                .handle_handshake_bytes(bytes, self.now)
-                .map_err(CloseReason::Protocol)?;
+            start =
+                session.handle_handshake_bytes(bytes, self.now).map_err(CloseReason::Protocol)?;
             let established = session.is_established();
             self.pump_handshake(slot);
             if !established {
@@ -549,72 +533,38 @@ impl Worker {
         let id = self.link_id(slot);
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
-        let Conn {
-            rx,
-            tx,
-            txn,
-            crypto,
-            stats,
-            peer,
-            ..
-        } = conn;
+        let Conn { rx, tx, txn, crypto, stats, peer, .. } = conn;
         let (Crypto::Established { sealer, opener }, Some(peer)) = (crypto, *peer) else {
             return Err(CloseReason::Io(libc::EIO));
         };
         let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
         let messages_before = stats.messages_in;
-        let result = rx.feed(
-            bytes,
-            &mut self.pool,
-            |record, pool| -> Result<(), CloseReason> {
-                let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
-                stats.records_in += 1;
-                for message in Messages::new(plaintext) {
-                    let message = message.map_err(CloseReason::Protocol)?;
-                    stats.messages_in += 1;
-                    let received = txn
-                        .handle_message(&mut tx.sink(sealer, pool), &message)
-                        .map_err(CloseReason::Protocol)?;
-                    match received {
-                        Some(Received::OneWay {
-                            command: WireCommand::LINK_PING,
-                            ..
-                        })
-                        | None => {}
-                        Some(Received::OneWay {
-                            command: LINK_CLOSE,
-                            payload,
-                        }) => {
-                            let code = payload
-                                .get(..4)
-                                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                            return Err(CloseReason::PeerSaid(ErrorCode(code)));
-                        }
-                        Some(received) => {
-                            let mut ctx = LinkCtx {
-                                id,
-                                peer,
-                                txn,
-                                out: tx.sink(sealer, pool),
-                                now,
-                            };
-                            service.received(&mut ctx, received);
-                        }
+        let result = rx.feed(bytes, &mut self.pool, |record, pool| -> Result<(), CloseReason> {
+            let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
+            stats.records_in += 1;
+            for message in Messages::new(plaintext) {
+                let message = message.map_err(CloseReason::Protocol)?;
+                stats.messages_in += 1;
+                let received = txn
+                    .handle_message(&mut tx.sink(sealer, pool), &message)
+                    .map_err(CloseReason::Protocol)?;
+                match received {
+                    Some(Received::OneWay { command: WireCommand::LINK_PING, .. }) | None => {}
+                    Some(Received::OneWay { command: WireCommand::LINK_CLOSE, error, .. }) => {
+                        return Err(CloseReason::PeerSaid(error));
                     }
-                    while let Some(event) = txn.poll_event() {
-                        let mut ctx = LinkCtx {
-                            id,
-                            peer,
-                            txn,
-                            out: tx.sink(sealer, pool),
-                            now,
-                        };
-                        service.event(&mut ctx, event);
+                    Some(received) => {
+                        let mut ctx = LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now };
+                        service.received(&mut ctx, received);
                     }
                 }
-                Ok(())
-            },
-        );
+                while let Some(event) = txn.poll_event() {
+                    let mut ctx = LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now };
+                    service.event(&mut ctx, event);
+                }
+            }
+            Ok(())
+        });
         self.stats.messages_in += stats.messages_in - messages_before;
         self.touch(slot);
         result
@@ -640,17 +590,11 @@ impl Worker {
         let Some(peer) = peer else {
             return Err(CloseReason::Io(libc::EIO));
         };
-        self.arm_timer(
-            slot,
-            TimerKind::Keepalive,
-            now + self.config.keepalive_interval,
-        );
+        self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
         self.arm_timer(slot, TimerKind::Rekey, rekey_at);
         let conn = &mut self.conns[slot as usize];
-        let Crypto::Established { sealer, .. } = &mut conn.crypto else {
-            unreachable!()
-        };
+        let Crypto::Established { sealer, .. } = &mut conn.crypto else { unreachable!() };
         let mut ctx = LinkCtx {
             id,
             peer,
@@ -692,14 +636,11 @@ impl Worker {
         let Some(chunk) = conn.tx.next_chunk() else {
             return;
         };
-        let entry = opcode::Send::new(
-            Fd(conn.socket.as_raw_fd()),
-            chunk.as_ptr(),
-            chunk.len() as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(op::encode(op::SEND, slot, conn.generation));
+        let entry =
+            opcode::Send::new(Fd(conn.socket.as_raw_fd()), chunk.as_ptr(), chunk.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(op::encode(op::SEND, slot, conn.generation));
         conn.ops += 1;
         conn.send_started = Some(self.now);
         let arm = !std::mem::replace(&mut conn.stall_timer, true);
@@ -767,12 +708,7 @@ impl Worker {
 
     fn arm_timer(&mut self, slot: u32, kind: TimerKind, at: Instant) {
         let generation = self.conns[slot as usize].generation;
-        self.timers.arm(Timer {
-            at,
-            slot,
-            generation,
-            kind,
-        });
+        self.timers.arm(Timer { at, slot, generation, kind });
     }
 
     fn fire_timers(&mut self, service: &mut impl Service) {
@@ -804,7 +740,12 @@ impl Worker {
                     if self.now >= due {
                         if let Crypto::Established { sealer, .. } = &mut conn.crypto {
                             let mut sink = conn.tx.sink(sealer, &mut self.pool);
-                            let _ = conn.txn.send_oneway(&mut sink, WireCommand::LINK_PING, &[]);
+                            let _ = conn.txn.send_oneway(
+                                &mut sink,
+                                WireCommand::LINK_PING,
+                                ErrorCode::NONE,
+                                &[],
+                            );
                         }
                         self.touch(slot);
                         self.arm_timer(
@@ -928,11 +869,8 @@ impl Worker {
                 (Crypto::Established { sealer, .. }, Phase::Established) => {
                     // Say why, then close once the notice is out.
                     let mut sink = conn.tx.sink(sealer, &mut self.pool);
-                    let _ = conn.txn.send_oneway(
-                        &mut sink,
-                        LINK_CLOSE,
-                        &ErrorCode::SHUTDOWN.0.to_le_bytes(),
-                    );
+                    let close = WireCommand::LINK_CLOSE;
+                    let _ = conn.txn.send_oneway(&mut sink, close, ErrorCode::SHUTDOWN, &[]);
                     conn.phase = Phase::Draining;
                     self.touch(slot);
                 }
@@ -1008,10 +946,7 @@ impl WorkerCtx<'_> {
 
     /// The worker's counters so far.
     pub fn stats(&self) -> WorkerStats {
-        WorkerStats {
-            pool_misses: self.worker.pool.misses(),
-            ..self.worker.stats
-        }
+        WorkerStats { pool_misses: self.worker.pool.misses(), ..self.worker.stats }
     }
 }
 

@@ -164,10 +164,7 @@ impl Pair {
                     }
                     end += len;
                 }
-                let header = RecordHeader {
-                    plaintext_len: end - start,
-                    key_phase: false,
-                };
+                let header = RecordHeader { plaintext_len: end - start, key_phase: false };
                 let at = wire.bytes.len();
                 wire.bytes.resize(at + header.wire_len(), 0);
                 header.emit(&mut wire.bytes[at..]);
@@ -306,9 +303,6 @@ impl Pair {
     }
 
     fn next_arrival(&self) -> Option<Instant> {
-        self.wires
-            .iter()
-            .filter_map(|wire| wire.arrivals.front().map(|&(time, _)| time))
-            .min()
+        self.wires.iter().filter_map(|wire| wire.arrivals.front().map(|&(time, _)| time)).min()
     }
 }

@@ -36,7 +36,9 @@ use slab::Slab;
 
 use crate::error::{Error, Limit, Misuse, Violation};
 use crate::ids::{MsgId, TxnId};
-use crate::limits::{MESSAGE_PAYLOAD_MAX, TXN_DEPTH_MAX, TXNS_PER_LINK_MAX};
+use crate::limits::{
+    LOCAL_TXNS_PER_LINK_MAX, MESSAGE_PAYLOAD_MAX, PEER_TXNS_PER_LINK_MAX, TXN_DEPTH_MAX,
+};
 use crate::wire::{Command, ErrorCode, Flags, Message, Repr, Sink};
 
 /// Something received on a link, for the application.
@@ -46,6 +48,8 @@ pub enum Received<'a> {
     OneWay {
         /// Its command.
         command: Command,
+        /// Its error code.
+        error: ErrorCode,
         /// Its payload, borrowed from the record.
         payload: &'a [u8],
     },
@@ -115,6 +119,8 @@ pub struct Link {
     next_generation: u32,
     events: VecDeque<Event>,
     down: bool,
+    /// Live transactions we opened (the rest of `states` the peer opened).
+    opened_locally: usize,
 }
 
 /// Who opened a transaction and its msgid: what a message's (REPLY, msgid) names.
@@ -169,6 +175,7 @@ impl Link {
             next_generation: 0,
             events: VecDeque::new(),
             down: false,
+            opened_locally: 0,
         }
     }
 
@@ -194,9 +201,7 @@ impl Link {
 
     /// The wire id of `txn` (the msgid its messages carry).
     pub fn msgid(&self, txn: TxnId) -> Option<MsgId> {
-        self.slot(txn)
-            .ok()
-            .map(|slot| self.states[slot as usize].msgid)
+        self.slot(txn).ok().map(|slot| self.states[slot as usize].msgid)
     }
 
     /// Next lifecycle output. Drain it after every call that handles input or sends.
@@ -230,8 +235,8 @@ impl Link {
                 (slot, state.msgid, !state.ours, state.depth + 1)
             }
         };
-        if self.states.len() >= TXNS_PER_LINK_MAX {
-            return Err(Limit::LocalTransactions(TXNS_PER_LINK_MAX).into());
+        if self.opened_locally >= LOCAL_TXNS_PER_LINK_MAX {
+            return Err(Limit::LocalTransactions(LOCAL_TXNS_PER_LINK_MAX).into());
         }
         let msgid = MsgId(self.next_msgid);
         self.next_msgid += 1;
@@ -248,20 +253,8 @@ impl Link {
             payload_len: payload.len() as u32,
         };
         out.put(&repr, payload);
-        let sent = Half {
-            created: true,
-            deleted: header.contains(Flags::DELETE),
-            forced: false,
-        };
-        let slot = self.insert(
-            msgid,
-            true,
-            command,
-            parent_slot,
-            depth,
-            sent,
-            Half::default(),
-        );
+        let sent = Half { created: true, deleted: header.contains(Flags::DELETE), forced: false };
+        let slot = self.insert(msgid, true, command, parent_slot, depth, sent, Half::default());
         Ok(self.txn_id(slot))
     }
 
@@ -306,6 +299,7 @@ impl Link {
         txn: TxnId,
         error: ErrorCode,
     ) -> Result<(), Error> {
+        self.check_up()?;
         let command = self.states[self.slot(txn)? as usize].command;
         self.send(out, txn, command, &[], Flags::DELETE, error)
     }
@@ -318,24 +312,22 @@ impl Link {
         txn: TxnId,
         error: ErrorCode,
     ) -> Result<(), Error> {
+        self.check_up()?;
         let command = self.states[self.slot(txn)? as usize].command;
         self.send(out, txn, command, &[], Flags::ABORT | Flags::DELETE, error)
     }
 
-    /// Sends a one-way message outside any transaction.
+    /// Sends a one-way message outside any transaction, with an error code (zero for none).
     pub fn send_oneway(
         &mut self,
         out: &mut impl Sink,
         command: Command,
+        error: ErrorCode,
         payload: &[u8],
     ) -> Result<(), Error> {
         self.check_up()?;
         check_payload(payload)?;
-        let repr = Repr {
-            command,
-            payload_len: payload.len() as u32,
-            ..Repr::default()
-        };
+        let repr = Repr { command, error, payload_len: payload.len() as u32, ..Repr::default() };
         out.put(&repr, payload);
         Ok(())
     }
@@ -358,6 +350,7 @@ impl Link {
         if msgid.is_root() {
             return Ok(Some(Received::OneWay {
                 command: message.command(),
+                error: message.error(),
                 payload: message.payload(),
             }));
         }
@@ -365,10 +358,7 @@ impl Link {
         let slot = if flags.contains(Flags::CREATE) && !flags.contains(Flags::REPLY) {
             self.accept_create(message)?
         } else {
-            let key = Key {
-                ours: flags.contains(Flags::REPLY),
-                msgid: msgid.0,
-            };
+            let key = Key { ours: flags.contains(Flags::REPLY), msgid: msgid.0 };
             let Some(&slot) = self.index.get(&key) else {
                 if forced {
                     // A forced close racing the end of the transaction: already over here.
@@ -404,10 +394,7 @@ impl Link {
             state.error = message.error();
         }
         let delivery = Delivery {
-            txn: TxnId {
-                slot,
-                generation: state.generation,
-            },
+            txn: TxnId { slot, generation: state.generation },
             parent: self.parent_id(slot),
             flags,
             command: message.command(),
@@ -451,10 +438,7 @@ impl Link {
                 if state.depth != depth {
                     continue;
                 }
-                let txn = TxnId {
-                    slot: slot as u32,
-                    generation: state.generation,
-                };
+                let txn = TxnId { slot: slot as u32, generation: state.generation };
                 let mut flags = Flags::ABORT | Flags::DELETE;
                 if !state.received.created {
                     flags |= Flags::CREATE;
@@ -466,32 +450,29 @@ impl Link {
                     slot: state.parent,
                     generation: self.states[state.parent as usize].generation,
                 });
-                self.events.push_back(Event::Delivery(Delivery {
-                    txn,
-                    parent,
-                    flags,
-                    command: state.command,
-                    error,
-                    payload: &[],
-                }));
-                let error = if state.error.is_none() {
-                    error
-                } else {
-                    state.error
-                };
+                // After the peer's own forced close it could have sent nothing more: only the
+                // end remains to report.
+                if !state.received.forced {
+                    self.events.push_back(Event::Delivery(Delivery {
+                        txn,
+                        parent,
+                        flags,
+                        command: state.command,
+                        error,
+                        payload: &[],
+                    }));
+                }
+                let error = if state.error.is_none() { error } else { state.error };
                 self.events.push_back(Event::Ended { txn, error });
             }
         }
         self.states.clear();
         self.index.clear();
+        self.opened_locally = 0;
     }
 
     fn check_up(&self) -> Result<(), Error> {
-        if self.down {
-            Err(Misuse::LinkDown.into())
-        } else {
-            Ok(())
-        }
+        if self.down { Err(Misuse::LinkDown.into()) } else { Ok(()) }
     }
 
     fn slot(&self, txn: TxnId) -> Result<u32, Error> {
@@ -502,10 +483,7 @@ impl Link {
     }
 
     fn txn_id(&self, slot: u32) -> TxnId {
-        TxnId {
-            slot,
-            generation: self.states[slot as usize].generation,
-        }
+        TxnId { slot, generation: self.states[slot as usize].generation }
     }
 
     fn parent_id(&self, slot: u32) -> Option<TxnId> {
@@ -516,10 +494,7 @@ impl Link {
     /// Validates a peer's CREATE and makes its state.
     fn accept_create(&mut self, message: &Message<&[u8]>) -> Result<u32, Error> {
         let msgid = message.msgid();
-        let key = Key {
-            ours: false,
-            msgid: msgid.0,
-        };
+        let key = Key { ours: false, msgid: msgid.0 };
         if self.index.contains_key(&key) {
             return Err(Violation::DuplicateCreate(msgid).into());
         }
@@ -527,10 +502,7 @@ impl Link {
             (NIL, 1)
         } else {
             let ours = message.flags().contains(Flags::REV_PARENT);
-            let parent_key = Key {
-                ours,
-                msgid: message.parent().0,
-            };
+            let parent_key = Key { ours, msgid: message.parent().0 };
             let Some(&parent) = self.index.get(&parent_key) else {
                 return Err(Violation::UnknownParent(message.parent()).into());
             };
@@ -543,19 +515,11 @@ impl Link {
             }
             (parent, state.depth + 1)
         };
-        if self.states.len() >= TXNS_PER_LINK_MAX {
-            return Err(Limit::PeerTransactions(TXNS_PER_LINK_MAX).into());
+        if self.states.len() - self.opened_locally >= PEER_TXNS_PER_LINK_MAX {
+            return Err(Limit::PeerTransactions(PEER_TXNS_PER_LINK_MAX).into());
         }
         let received = Half::default();
-        Ok(self.insert(
-            msgid,
-            false,
-            message.command(),
-            parent,
-            depth,
-            Half::default(),
-            received,
-        ))
+        Ok(self.insert(msgid, false, message.command(), parent, depth, Half::default(), received))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -571,11 +535,8 @@ impl Link {
     ) -> u32 {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let next_sibling = if parent == NIL {
-            NIL
-        } else {
-            self.states[parent as usize].first_child
-        };
+        let next_sibling =
+            if parent == NIL { NIL } else { self.states[parent as usize].first_child };
         let slot = self.states.insert(State {
             generation,
             msgid,
@@ -596,13 +557,8 @@ impl Link {
             }
             self.states[parent as usize].first_child = slot;
         }
-        self.index.insert(
-            Key {
-                ours,
-                msgid: msgid.0,
-            },
-            slot,
-        );
+        self.index.insert(Key { ours, msgid: msgid.0 }, slot);
+        self.opened_locally += usize::from(ours);
         slot
     }
 
@@ -675,14 +631,7 @@ impl Link {
                     !state.sent.deleted
                 };
                 if needed {
-                    self.emit(
-                        out,
-                        slot,
-                        command,
-                        payload,
-                        Flags::ABORT | Flags::DELETE,
-                        error,
-                    );
+                    self.emit(out, slot, command, payload, Flags::ABORT | Flags::DELETE, error);
                 }
                 if self.states[slot as usize].error.is_none() {
                     self.states[slot as usize].error = error;
@@ -702,10 +651,8 @@ impl Link {
                 return;
             }
             let state = self.states.remove(slot as usize);
-            self.index.remove(&Key {
-                ours: state.ours,
-                msgid: state.msgid.0,
-            });
+            self.index.remove(&Key { ours: state.ours, msgid: state.msgid.0 });
+            self.opened_locally -= usize::from(state.ours);
             if state.prev_sibling != NIL {
                 self.states[state.prev_sibling as usize].next_sibling = state.next_sibling;
             } else if state.parent != NIL {
@@ -714,14 +661,8 @@ impl Link {
             if state.next_sibling != NIL {
                 self.states[state.next_sibling as usize].prev_sibling = state.prev_sibling;
             }
-            let txn = TxnId {
-                slot,
-                generation: state.generation,
-            };
-            self.events.push_back(Event::Ended {
-                txn,
-                error: state.error,
-            });
+            let txn = TxnId { slot, generation: state.generation };
+            self.events.push_back(Event::Ended { txn, error: state.error });
             if state.parent == NIL {
                 return;
             }

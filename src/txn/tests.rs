@@ -14,17 +14,8 @@ const DATA: Command = Command::new(7, 2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
     OneWay(Vec<u8>),
-    Msg {
-        txn: TxnId,
-        flags: Flags,
-        error: ErrorCode,
-        payload: Vec<u8>,
-        synthesized: bool,
-    },
-    Ended {
-        txn: TxnId,
-        error: ErrorCode,
-    },
+    Msg { txn: TxnId, flags: Flags, error: ErrorCode, payload: Vec<u8>, synthesized: bool },
+    Ended { txn: TxnId, error: ErrorCode },
     Closed(Error),
 }
 
@@ -140,14 +131,8 @@ fn request_reply() {
 
     let peer_txn = log.first_txn(Side::B);
     let b = &mut pair.b;
-    b.link
-        .send(&mut b.out, peer_txn, REQUEST, b"v", D, ErrorCode::NONE)
-        .unwrap();
-    assert_eq!(
-        log.ended(Side::B).len(),
-        0,
-        "events wait in the queue until drained"
-    );
+    b.link.send(&mut b.out, peer_txn, REQUEST, b"v", D, ErrorCode::NONE).unwrap();
+    assert_eq!(log.ended(Side::B).len(), 0, "events wait in the queue until drained");
     drive(&mut pair, &mut log);
     // B's reply CREATE was added by the link; its send ended the transaction at B.
     assert_eq!(log.flags(Side::A), [C | D | R]);
@@ -157,10 +142,7 @@ fn request_reply() {
     // B's Ended sits in its queue (it came from a send): drain it as the contract says.
     assert_eq!(
         pair.b.link.poll_event(),
-        Some(Event::Ended {
-            txn: peer_txn,
-            error: ErrorCode::NONE
-        })
+        Some(Event::Ended { txn: peer_txn, error: ErrorCode::NONE })
     );
     assert!(pair.b.link.is_empty());
 }
@@ -169,43 +151,17 @@ fn request_reply() {
 fn streams_both_ways_then_half_closes() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let txn = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
     for i in 0..3u8 {
-        a.link
-            .send(&mut a.out, txn, DATA, &[i], Flags::NONE, ErrorCode::NONE)
-            .unwrap();
+        a.link.send(&mut a.out, txn, DATA, &[i], Flags::NONE, ErrorCode::NONE).unwrap();
     }
     drive(&mut pair, &mut log);
     let peer_txn = log.first_txn(Side::B);
-    assert_eq!(
-        log.flags(Side::B),
-        [C, Flags::NONE, Flags::NONE, Flags::NONE]
-    );
+    assert_eq!(log.flags(Side::B), [C, Flags::NONE, Flags::NONE, Flags::NONE]);
 
     let b = &mut pair.b;
-    b.link
-        .send(
-            &mut b.out,
-            peer_txn,
-            DATA,
-            b"r0",
-            Flags::NONE,
-            ErrorCode::NONE,
-        )
-        .unwrap();
-    b.link
-        .send(
-            &mut b.out,
-            peer_txn,
-            DATA,
-            b"r1",
-            Flags::NONE,
-            ErrorCode::NONE,
-        )
-        .unwrap();
+    b.link.send(&mut b.out, peer_txn, DATA, b"r0", Flags::NONE, ErrorCode::NONE).unwrap();
+    b.link.send(&mut b.out, peer_txn, DATA, b"r1", Flags::NONE, ErrorCode::NONE).unwrap();
     // A closes its direction while B keeps streaming.
     let a = &mut pair.a;
     a.link.close(&mut a.out, txn, ErrorCode::NONE).unwrap();
@@ -216,16 +172,7 @@ fn streams_both_ways_then_half_closes() {
 
     // After the peer's DELETE, B can still send; its DELETE ends the transaction both sides.
     let b = &mut pair.b;
-    b.link
-        .send(
-            &mut b.out,
-            peer_txn,
-            DATA,
-            b"r2",
-            Flags::NONE,
-            ErrorCode::NONE,
-        )
-        .unwrap();
+    b.link.send(&mut b.out, peer_txn, DATA, b"r2", Flags::NONE, ErrorCode::NONE).unwrap();
     b.link.close(&mut b.out, peer_txn, ErrorCode::NONE).unwrap();
     drain(&mut pair, &mut log, Side::B);
     drive(&mut pair, &mut log);
@@ -235,8 +182,7 @@ fn streams_both_ways_then_half_closes() {
     // Neither side may send again.
     let a = &mut pair.a;
     assert_eq!(
-        a.link
-            .send(&mut a.out, txn, DATA, b"", Flags::NONE, ErrorCode::NONE),
+        a.link.send(&mut a.out, txn, DATA, b"", Flags::NONE, ErrorCode::NONE),
         Err(Misuse::UnknownTransaction(txn).into())
     );
 }
@@ -257,8 +203,7 @@ fn sending_after_our_delete_is_refused() {
     let txn = a.link.open(&mut a.out, None, REQUEST, b"", D).unwrap();
     let out_len = a.out.len();
     assert_eq!(
-        a.link
-            .send(&mut a.out, txn, DATA, b"x", Flags::NONE, ErrorCode::NONE),
+        a.link.send(&mut a.out, txn, DATA, b"x", Flags::NONE, ErrorCode::NONE),
         Err(Misuse::AlreadyClosed(txn).into())
     );
     assert_eq!(a.out.len(), out_len, "nothing emitted on error");
@@ -269,9 +214,7 @@ fn sending_after_our_delete_is_refused() {
 fn one_way_messages() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    a.link
-        .send_oneway(&mut a.out, Command::LINK_PING, b"ping")
-        .unwrap();
+    a.link.send_oneway(&mut a.out, Command::LINK_PING, ErrorCode::NONE, b"ping").unwrap();
     drive(&mut pair, &mut log);
     assert_eq!(log.b, [Seen::OneWay(b"ping".to_vec())]);
     assert!(pair.b.link.is_empty());
@@ -281,13 +224,8 @@ fn one_way_messages() {
 fn advisory_abort_is_only_delivered() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let txn = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
-    a.link
-        .send(&mut a.out, txn, DATA, b"", X, ErrorCode::ABORTED)
-        .unwrap();
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
+    a.link.send(&mut a.out, txn, DATA, b"", X, ErrorCode::ABORTED).unwrap();
     drive(&mut pair, &mut log);
     assert_eq!(log.flags(Side::B), [C, X]);
     assert!(log.ended(Side::B).is_empty());
@@ -298,10 +236,7 @@ fn advisory_abort_is_only_delivered() {
 fn forced_close_is_answered_without_the_application() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let txn = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     let a = &mut pair.a;
     a.link.abort(&mut a.out, txn, ErrorCode::REFUSED).unwrap();
@@ -347,12 +282,7 @@ fn forced_close_racing_a_normal_close_is_dropped() {
     let a = &mut pair.a;
     a.link.abort(&mut a.out, txn, ErrorCode::ABORTED).unwrap();
     drive(&mut pair, &mut log);
-    assert!(
-        !log.a
-            .iter()
-            .chain(&log.b)
-            .any(|s| matches!(s, Seen::Closed(_)))
-    );
+    assert!(!log.a.iter().chain(&log.b).any(|s| matches!(s, Seen::Closed(_))));
     assert_eq!(log.ended(Side::A).len(), 1);
     assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
 }
@@ -361,18 +291,12 @@ fn forced_close_racing_a_normal_close_is_dropped() {
 fn stacked_transactions_and_deferred_parent_end() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let span = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"span", Flags::NONE)
-        .unwrap();
+    let span = a.link.open(&mut a.out, None, REQUEST, b"span", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     let peer_span = log.first_txn(Side::B);
     // B opens a circuit inside A's span: its CREATE names A's id with REV_PARENT.
     let b = &mut pair.b;
-    let circuit = b
-        .link
-        .open(&mut b.out, Some(peer_span), DATA, b"circ", Flags::NONE)
-        .unwrap();
+    let circuit = b.link.open(&mut b.out, Some(peer_span), DATA, b"circ", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     let a_circuit = match &log.a[0] {
         Seen::Msg { txn, flags, .. } => {
@@ -386,9 +310,7 @@ fn stacked_transactions_and_deferred_parent_end() {
     a.link.close(&mut a.out, span, ErrorCode::NONE).unwrap();
     drive(&mut pair, &mut log);
     let b = &mut pair.b;
-    b.link
-        .close(&mut b.out, peer_span, ErrorCode::NONE)
-        .unwrap();
+    b.link.close(&mut b.out, peer_span, ErrorCode::NONE).unwrap();
     drive(&mut pair, &mut log);
     assert!(log.ended(Side::A).is_empty() && log.ended(Side::B).is_empty());
     assert_eq!((pair.a.link.len(), pair.b.link.len()), (2, 2));
@@ -396,9 +318,7 @@ fn stacked_transactions_and_deferred_parent_end() {
     let b = &mut pair.b;
     b.link.close(&mut b.out, circuit, ErrorCode::NONE).unwrap();
     let a = &mut pair.a;
-    a.link
-        .close(&mut a.out, a_circuit, ErrorCode::NONE)
-        .unwrap();
+    a.link.close(&mut a.out, a_circuit, ErrorCode::NONE).unwrap();
     drain(&mut pair, &mut log, Side::A);
     drain(&mut pair, &mut log, Side::B);
     drive(&mut pair, &mut log);
@@ -413,18 +333,9 @@ fn stacked_transactions_and_deferred_parent_end() {
 fn forced_close_takes_the_subtree_children_first() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let span = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
-    let c1 = a
-        .link
-        .open(&mut a.out, Some(span), DATA, b"", Flags::NONE)
-        .unwrap();
-    let c2 = a
-        .link
-        .open(&mut a.out, Some(c1), DATA, b"", Flags::NONE)
-        .unwrap();
+    let span = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
+    let c1 = a.link.open(&mut a.out, Some(span), DATA, b"", Flags::NONE).unwrap();
+    let c2 = a.link.open(&mut a.out, Some(c1), DATA, b"", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     log.clear();
     let a = &mut pair.a;
@@ -433,11 +344,7 @@ fn forced_close_takes_the_subtree_children_first() {
     assert_eq!(log.flags(Side::B), [X | D, X | D, X | D]);
     let ended: Vec<TxnId> = log.ended(Side::A).into_iter().map(|(t, _)| t).collect();
     assert_eq!(ended, [c2, c1, span]);
-    assert!(
-        log.ended(Side::A)
-            .iter()
-            .all(|&(_, e)| e == ErrorCode::NO_ROUTE)
-    );
+    assert!(log.ended(Side::A).iter().all(|&(_, e)| e == ErrorCode::NO_ROUTE));
     assert_eq!(log.ended(Side::B).len(), 3);
     assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
 }
@@ -446,27 +353,17 @@ fn forced_close_takes_the_subtree_children_first() {
 fn child_opened_across_a_forced_close_is_forced_too() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let span = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let span = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     let peer_span = log.first_txn(Side::B);
     // B opens a child while A's forced close of the parent is in flight.
     let b = &mut pair.b;
-    b.link
-        .open(&mut b.out, Some(peer_span), DATA, b"", Flags::NONE)
-        .unwrap();
+    b.link.open(&mut b.out, Some(peer_span), DATA, b"", Flags::NONE).unwrap();
     let a = &mut pair.a;
     a.link.abort(&mut a.out, span, ErrorCode::ABORTED).unwrap();
     drain(&mut pair, &mut log, Side::B);
     drive(&mut pair, &mut log);
-    assert!(
-        !log.a
-            .iter()
-            .chain(&log.b)
-            .any(|s| matches!(s, Seen::Closed(_)))
-    );
+    assert!(!log.a.iter().chain(&log.b).any(|s| matches!(s, Seen::Closed(_))));
     assert_eq!(log.ended(Side::A).len(), 2);
     assert_eq!(log.ended(Side::B).len(), 2);
     assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
@@ -476,23 +373,14 @@ fn child_opened_across_a_forced_close_is_forced_too() {
 fn link_down_ends_everything_children_first() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let span = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let span = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
     let other = a.link.open(&mut a.out, None, REQUEST, b"", D).unwrap();
     drive(&mut pair, &mut log);
     let peer_span = log.first_txn(Side::B);
     let b = &mut pair.b;
-    let circuit = b
-        .link
-        .open(&mut b.out, Some(peer_span), DATA, b"", Flags::NONE)
-        .unwrap();
+    let circuit = b.link.open(&mut b.out, Some(peer_span), DATA, b"", Flags::NONE).unwrap();
     let a = &mut pair.a;
-    let inner = a
-        .link
-        .open(&mut a.out, Some(span), DATA, b"", Flags::NONE)
-        .unwrap();
+    let inner = a.link.open(&mut a.out, Some(span), DATA, b"", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     log.clear();
 
@@ -502,31 +390,17 @@ fn link_down_ends_everything_children_first() {
     assert_eq!(order.len(), 4);
     let pos = |t: TxnId| order.iter().position(|&x| x == t).unwrap();
     assert!(pos(inner) < pos(span));
-    assert!(
-        log.ended(Side::A)
-            .iter()
-            .all(|&(_, e)| e == ErrorCode::LOST_LINK)
-    );
+    assert!(log.ended(Side::A).iter().all(|&(_, e)| e == ErrorCode::LOST_LINK));
     let synthesized: Vec<_> = log
         .a
         .iter()
         .filter_map(|s| match s {
-            Seen::Msg {
-                txn,
-                flags,
-                error,
-                synthesized: true,
-                ..
-            } => Some((*txn, *flags, *error)),
+            Seen::Msg { txn, flags, error, synthesized: true, .. } => Some((*txn, *flags, *error)),
             _ => None,
         })
         .collect();
     assert_eq!(synthesized.len(), 4);
-    assert!(
-        synthesized
-            .iter()
-            .all(|&(_, f, e)| f.contains(X | D) && e == ErrorCode::LOST_LINK)
-    );
+    assert!(synthesized.iter().all(|&(_, f, e)| f.contains(X | D) && e == ErrorCode::LOST_LINK));
     // Our own request that B never answered looks like B's reply CREATE|ABORT|DELETE.
     assert!(synthesized.contains(&(other, C | D | R | X, ErrorCode::LOST_LINK)));
     // B's circuit, opened by B, ends at B too; B's view of A's span ends after it.
@@ -552,9 +426,7 @@ fn feed(messages: &[Repr]) -> Result<Option<()>, Error> {
         let mut bytes = Vec::new();
         bytes.put(repr, &vec![0; repr.payload_len as usize]);
         let message = Message::new_checked(&bytes[..])?;
-        result = link
-            .handle_message(&mut out, &message)
-            .map(|r| r.map(|_| ()));
+        result = link.handle_message(&mut out, &message).map(|r| r.map(|_| ()));
         while link.poll_event().is_some() {}
         if result.is_err() {
             break;
@@ -564,13 +436,7 @@ fn feed(messages: &[Repr]) -> Result<Option<()>, Error> {
 }
 
 fn msg(flags: Flags, msgid: u64, parent: u64) -> Repr {
-    Repr {
-        flags,
-        command: REQUEST,
-        msgid: MsgId(msgid),
-        parent: MsgId(parent),
-        ..Repr::default()
-    }
+    Repr { flags, command: REQUEST, msgid: MsgId(msgid), parent: MsgId(parent), ..Repr::default() }
 }
 
 #[test]
@@ -578,47 +444,27 @@ fn violations_are_precise_errors() {
     use Violation::*;
     let rev = Flags::REV_PARENT;
     let cases: &[(&[Repr], Error)] = &[
-        (
-            &[msg(C, 1, 0), msg(C, 1, 0)],
-            DuplicateCreate(MsgId(1)).into(),
-        ),
-        (
-            &[msg(Flags::NONE, 5, 0)],
-            UnknownTransaction(MsgId(5)).into(),
-        ),
+        (&[msg(C, 1, 0), msg(C, 1, 0)], DuplicateCreate(MsgId(1)).into()),
+        (&[msg(Flags::NONE, 5, 0)], UnknownTransaction(MsgId(5)).into()),
         (&[msg(D, 5, 0)], UnknownTransaction(MsgId(5)).into()),
         (&[msg(R, 5, 0)], UnknownTransaction(MsgId(5)).into()),
         (
             &[msg(C, 1, 0), msg(D, 1, 0), msg(Flags::NONE, 1, 0)],
             MessageAfterDelete(MsgId(1)).into(),
         ),
-        (
-            &[msg(C | D, 1, 0), msg(D, 1, 0)],
-            MessageAfterDelete(MsgId(1)).into(),
-        ),
+        (&[msg(C | D, 1, 0), msg(D, 1, 0)], MessageAfterDelete(MsgId(1)).into()),
         (&[msg(C, 2, 9)], UnknownParent(MsgId(9)).into()),
         (&[msg(C | rev, 2, 1)], UnknownParent(MsgId(1)).into()),
-        (
-            &[msg(C, 1, 0), msg(D, 1, 0), msg(C, 2, 1)],
-            CreateUnderClosedParent(MsgId(1)).into(),
-        ),
+        (&[msg(C, 1, 0), msg(D, 1, 0), msg(C, 2, 1)], CreateUnderClosedParent(MsgId(1)).into()),
     ];
     for (messages, expected) in cases {
         assert_eq!(feed(messages), Err(*expected), "{messages:?}");
         assert!(expected.closes_link());
     }
     // A forced close after the peer's DELETE is accepted once, then refused.
+    assert_eq!(feed(&[msg(C, 1, 0), msg(D, 1, 0), msg(X | D, 1, 0)]), Ok(Some(())));
     assert_eq!(
-        feed(&[msg(C, 1, 0), msg(D, 1, 0), msg(X | D, 1, 0)]),
-        Ok(Some(()))
-    );
-    assert_eq!(
-        feed(&[
-            msg(C, 1, 0),
-            msg(D, 1, 0),
-            msg(X | D, 1, 0),
-            msg(X | D, 1, 0)
-        ]),
+        feed(&[msg(C, 1, 0), msg(D, 1, 0), msg(X | D, 1, 0), msg(X | D, 1, 0)]),
         Ok(None),
         "the first forced close ended it here; a second one is for a transaction already over"
     );
@@ -630,9 +476,7 @@ fn violations_are_precise_errors() {
 fn reply_violations_on_our_transactions() {
     let mut link = Link::new();
     let mut out = Vec::new();
-    let txn = link
-        .open(&mut out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let txn = link.open(&mut out, None, REQUEST, b"", Flags::NONE).unwrap();
     let id = link.msgid(txn).unwrap().0;
     let mut handle = |repr: Repr| {
         let mut bytes = Vec::new();
@@ -640,15 +484,9 @@ fn reply_violations_on_our_transactions() {
         let message = Message::new_checked(&bytes[..]).unwrap();
         link.handle_message(&mut out, &message).map(|r| r.is_some())
     };
-    assert_eq!(
-        handle(msg(R, id, 0)),
-        Err(Violation::ReplyBeforeCreate(MsgId(id)).into())
-    );
+    assert_eq!(handle(msg(R, id, 0)), Err(Violation::ReplyBeforeCreate(MsgId(id)).into()));
     assert_eq!(handle(msg(C | R, id, 0)), Ok(true));
-    assert_eq!(
-        handle(msg(C | R, id, 0)),
-        Err(Violation::DuplicateReplyCreate(MsgId(id)).into())
-    );
+    assert_eq!(handle(msg(C | R, id, 0)), Err(Violation::DuplicateReplyCreate(MsgId(id)).into()));
 }
 
 #[test]
@@ -666,18 +504,15 @@ fn peer_cannot_exceed_limits() {
     let mut link = Link::new();
     let mut out = Vec::new();
     let mut bytes = Vec::new();
-    for id in 1..=TXNS_PER_LINK_MAX as u64 + 1 {
+    for id in 1..=PEER_TXNS_PER_LINK_MAX as u64 + 1 {
         bytes.clear();
         bytes.put(&msg(C, id, 0), &[]);
         let message = Message::new_checked(&bytes[..]).unwrap();
         let result = link.handle_message(&mut out, &message);
-        if id as usize <= TXNS_PER_LINK_MAX {
+        if id as usize <= PEER_TXNS_PER_LINK_MAX {
             assert!(result.is_ok());
         } else {
-            assert_eq!(
-                result,
-                Err(Limit::PeerTransactions(TXNS_PER_LINK_MAX).into())
-            );
+            assert_eq!(result, Err(Limit::PeerTransactions(PEER_TXNS_PER_LINK_MAX).into()));
             assert!(result.unwrap_err().closes_link());
         }
     }
@@ -698,10 +533,7 @@ fn local_misuse_changes_nothing() {
         link.open(&mut out, None, REQUEST, &big, Flags::NONE),
         Err(Limit::PayloadTooLarge(big.len()).into())
     );
-    let stale = TxnId {
-        slot: 9,
-        generation: 9,
-    };
+    let stale = TxnId { slot: 9, generation: 9 };
     assert_eq!(
         link.close(&mut out, stale, ErrorCode::NONE),
         Err(Misuse::UnknownTransaction(stale).into())
@@ -714,10 +546,7 @@ fn local_misuse_changes_nothing() {
 fn garbage_on_the_wire_closes_the_link_with_a_reason() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let txn = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
     drive(&mut pair, &mut log);
     // A message with a reserved flag bit, hand-written into A's outgoing bytes.
     let a = &mut pair.a;
@@ -725,10 +554,7 @@ fn garbage_on_the_wire_closes_the_link_with_a_reason() {
     a.out.put(&msg(Flags::NONE, 0, 0), &[]);
     a.out[start] = 0x80;
     drive(&mut pair, &mut log);
-    assert!(
-        log.b
-            .contains(&Seen::Closed(Malformed::MessageFlags(0x80).into()))
-    );
+    assert!(log.b.contains(&Seen::Closed(Malformed::MessageFlags(0x80).into())));
     assert!(!pair.is_connected());
     assert_eq!(log.ended(Side::A), [(txn, ErrorCode::LOST_LINK)]);
     assert_eq!(log.ended(Side::B).len(), 1);
@@ -738,22 +564,10 @@ fn garbage_on_the_wire_closes_the_link_with_a_reason() {
 fn messages_are_batched_into_records() {
     let (mut pair, mut log) = (pair(), Log::default());
     let a = &mut pair.a;
-    let txn = a
-        .link
-        .open(&mut a.out, None, REQUEST, b"", Flags::NONE)
-        .unwrap();
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
     let payload = [7u8; 1000];
     for _ in 0..200 {
-        a.link
-            .send(
-                &mut a.out,
-                txn,
-                DATA,
-                &payload,
-                Flags::NONE,
-                ErrorCode::NONE,
-            )
-            .unwrap();
+        a.link.send(&mut a.out, txn, DATA, &payload, Flags::NONE, ErrorCode::NONE).unwrap();
     }
     drive(&mut pair, &mut log);
     // 200 messages of 1,032 bytes need four 64 KiB records, not 201 records.
@@ -774,12 +588,56 @@ fn messages_are_batched_into_records() {
         plaintext.put(&msg(Flags::NONE, 0, 0), &[]);
     }
     let mut record = vec![0; 8 + plaintext.len() + 16];
-    crate::wire::RecordHeader {
-        plaintext_len: plaintext.len(),
-        key_phase: false,
-    }
-    .emit(&mut record);
+    crate::wire::RecordHeader { plaintext_len: plaintext.len(), key_phase: false }
+        .emit(&mut record);
     record[8..8 + plaintext.len()].copy_from_slice(&plaintext);
     let record = Record::new_checked(&record[..]).unwrap();
     assert_eq!(Messages::new(record.body()).count(), 3);
+}
+
+#[test]
+fn link_loss_after_a_forced_close_reports_only_the_end() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let span = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
+    drive(&mut pair, &mut log);
+    let peer_span = log.first_txn(Side::B);
+    // A stacks a child while B forces the span: at A the span has received B's forced close
+    // but lingers for the child, whose forced close from B is still in flight when the link dies.
+    let a = &mut pair.a;
+    let child = a.link.open(&mut a.out, Some(span), DATA, b"", Flags::NONE).unwrap();
+    let b = &mut pair.b;
+    b.link.abort(&mut b.out, peer_span, ErrorCode::ABORTED).unwrap();
+    pair.transmit();
+    pair.advance(Duration::from_millis(1));
+    pair.deliver(&mut log.record());
+    assert!(pair.a.link.contains(span) && pair.a.link.contains(child));
+    log.clear();
+    pair.cut(&mut log.record());
+    let synthesized: Vec<TxnId> = log
+        .a
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Msg { txn, synthesized: true, .. } => Some(*txn),
+            _ => None,
+        })
+        .collect();
+    // The span got B's real forced close: a peer sends nothing after that, so only its end.
+    assert_eq!(synthesized, [child]);
+    let ended: Vec<TxnId> = log.ended(Side::A).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(ended, [child, span]);
+}
+
+#[test]
+fn every_call_after_link_loss_says_the_link_is_down() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let a = &mut pair.a;
+    let txn = a.link.open(&mut a.out, None, REQUEST, b"", Flags::NONE).unwrap();
+    pair.cut(&mut log.record());
+    let a = &mut pair.a;
+    let down = Err(Misuse::LinkDown.into());
+    assert_eq!(a.link.close(&mut a.out, txn, ErrorCode::NONE), down);
+    assert_eq!(a.link.abort(&mut a.out, txn, ErrorCode::NONE), down);
+    assert_eq!(a.link.send(&mut a.out, txn, DATA, b"", Flags::NONE, ErrorCode::NONE), down);
+    assert_eq!(a.link.send_oneway(&mut a.out, DATA, ErrorCode::NONE, b""), down);
 }

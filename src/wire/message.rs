@@ -62,11 +62,7 @@ impl Flags {
 
     /// Flags from a byte, or `None` if it uses reserved bits.
     pub const fn from_bits(bits: u8) -> Option<Flags> {
-        if bits & !Flags::ALL.0 == 0 {
-            Some(Flags(bits))
-        } else {
-            None
-        }
+        if bits & !Flags::ALL.0 == 0 { Some(Flags(bits)) } else { None }
     }
 
     /// Whether every flag of `other` is set.
@@ -149,6 +145,9 @@ impl Command {
 
     /// Link protocol: keepalive, a one-way message answered by nothing.
     pub const LINK_PING: Command = Command::new(0, 1);
+    /// Link protocol: a one-way close notice; its error code says why the sender closes the
+    /// link. Nothing follows it on the link.
+    pub const LINK_CLOSE: Command = Command::new(0, 2);
 }
 
 /// An error code carried in a message header: why a transaction ended or was refused.
@@ -235,10 +234,7 @@ impl<T: AsRef<[u8]>> Message<T> {
             return Err(Malformed::MessageReserved(reserved).into());
         }
         let end = field::PAYLOAD + length as usize;
-        if bytes[end..field::PAYLOAD + align_up(length as usize)]
-            .iter()
-            .any(|&b| b != 0)
-        {
+        if bytes[end..field::PAYLOAD + align_up(length as usize)].iter().any(|&b| b != 0) {
             return Err(Malformed::MessagePadding.into());
         }
         let msgid = get_u64(bytes, field::MSGID.start);
@@ -383,11 +379,7 @@ impl Repr {
     /// If `payload.len()` differs from `payload_len` or `out` is too short: local bugs.
     pub fn emit(&self, payload: &[u8], out: &mut [u8]) {
         debug_assert_eq!(check_rules(self.flags, self.msgid.0, self.parent.0), Ok(()));
-        assert_eq!(
-            payload.len(),
-            self.payload_len as usize,
-            "payload length mismatch"
-        );
+        assert_eq!(payload.len(), self.payload_len as usize, "payload length mismatch");
         let out = &mut out[..self.wire_len()];
         out[field::FLAGS] = self.flags.0;
         out[field::PROTO] = self.command.proto;
@@ -494,10 +486,7 @@ mod tests {
     #[test]
     fn deconstruct() {
         let message = Message::new_checked(&GOLDEN[..]).unwrap();
-        assert_eq!(
-            message.flags(),
-            Flags::CREATE | Flags::DELETE | Flags::REPLY | Flags::ABORT
-        );
+        assert_eq!(message.flags(), Flags::CREATE | Flags::DELETE | Flags::REPLY | Flags::ABORT);
         assert_eq!(message.command(), Command::new(2, 0x0304));
         assert_eq!(message.payload_len(), 5);
         assert_eq!(message.msgid(), MsgId(0x0102_0304_0506_0708));
@@ -523,7 +512,7 @@ mod tests {
         let mut bytes = [0xa5u8; 32];
         let stacked = Repr {
             flags: Flags::CREATE | Flags::REV_PARENT,
-            command: Command::LINK_PING,
+            command: Command::new(0, 1),
             msgid: MsgId(9),
             parent: MsgId(7),
             ..Repr::default()
@@ -540,10 +529,7 @@ mod tests {
         message.set_parent(MsgId(0x66));
         message.set_flags(Flags::CREATE);
         let message = Message::new_checked(&bytes[..]).unwrap();
-        assert_eq!(
-            (message.msgid(), message.parent()),
-            (MsgId(0x55), MsgId(0x66))
-        );
+        assert_eq!((message.msgid(), message.parent()), (MsgId(0x55), MsgId(0x66)));
         assert_eq!(message.flags(), Flags::CREATE);
     }
 
@@ -558,11 +544,7 @@ mod tests {
         for len in MESSAGE_HEADER_LEN..GOLDEN.len() {
             assert_eq!(
                 Message::new_checked(&GOLDEN[..len]).unwrap_err(),
-                Malformed::MessagePayloadTruncated {
-                    length: 5,
-                    available: len - 32
-                }
-                .into(),
+                Malformed::MessagePayloadTruncated { length: 5, available: len - 32 }.into(),
                 "{len} bytes"
             );
         }
@@ -575,11 +557,7 @@ mod tests {
         bytes[4..8].copy_from_slice(&len.to_le_bytes());
         assert_eq!(
             Message::new_checked(&bytes[..]).unwrap_err(),
-            Malformed::MessagePayloadTruncated {
-                length: len,
-                available: bytes.len() - 32
-            }
-            .into()
+            Malformed::MessagePayloadTruncated { length: len, available: bytes.len() - 32 }.into()
         );
     }
 
@@ -601,21 +579,14 @@ mod tests {
 
         let mut bytes = GOLDEN;
         bytes[39] = 1;
-        assert_eq!(
-            Message::new_checked(&bytes[..]).unwrap_err(),
-            Malformed::MessagePadding.into()
-        );
+        assert_eq!(Message::new_checked(&bytes[..]).unwrap_err(), Malformed::MessagePadding.into());
     }
 
     #[test]
     fn inconsistent_headers_refused() {
         let refused = |flags: Flags, msgid: u64, parent: u64| {
-            let repr = Repr {
-                flags,
-                msgid: MsgId(msgid),
-                parent: MsgId(parent),
-                ..Repr::default()
-            };
+            let repr =
+                Repr { flags, msgid: MsgId(msgid), parent: MsgId(parent), ..Repr::default() };
             let mut bytes = [0u8; 32];
             // Bypass emit's debug assertion: write the fields by hand.
             bytes[0] = repr.flags.bits();
@@ -648,16 +619,8 @@ mod tests {
         let mut plaintext = Vec::new();
         plaintext.put(&golden_repr(), b"hello");
         plaintext.extend_from_slice(&GOLDEN_STACKED);
-        plaintext.put(
-            &Repr {
-                payload_len: 3,
-                ..Repr::default()
-            },
-            b"abc",
-        );
-        let found: Vec<_> = Messages::new(&plaintext)
-            .map(|m| m.unwrap().payload())
-            .collect();
+        plaintext.put(&Repr { payload_len: 3, ..Repr::default() }, b"abc");
+        let found: Vec<_> = Messages::new(&plaintext).map(|m| m.unwrap().payload()).collect();
         assert_eq!(found, [&b"hello"[..], b"", b"abc"]);
 
         plaintext.extend_from_slice(&[0xff; 8]);
@@ -668,14 +631,7 @@ mod tests {
 
     fn any_repr() -> impl Strategy<Value = Repr> {
         let flags = (0u8..0x20).prop_map(|bits| Flags::from_bits(bits).unwrap());
-        (
-            flags,
-            any::<u8>(),
-            any::<u16>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u32>(),
-        )
+        (flags, any::<u8>(), any::<u16>(), any::<u64>(), any::<u64>(), any::<u32>())
             .prop_filter_map(
                 "valid flag/id combination",
                 |(flags, proto, code, msgid, parent, error)| {

@@ -60,10 +60,7 @@ impl RecordHeader {
         if flags & !FLAG_KEY_PHASE != 0 || bytes[field::RESERVED].iter().any(|&b| b != 0) {
             return Err(Malformed::RecordReserved(flags).into());
         }
-        Ok(RecordHeader {
-            plaintext_len,
-            key_phase: flags & FLAG_KEY_PHASE != 0,
-        })
+        Ok(RecordHeader { plaintext_len, key_phase: flags & FLAG_KEY_PHASE != 0 })
     }
 
     /// Bytes the whole record takes on the wire.
@@ -77,10 +74,7 @@ impl RecordHeader {
     /// If `bytes` is shorter than a header or the plaintext length is out of range: both are
     /// local bugs, never peer input.
     pub fn emit(&self, bytes: &mut [u8]) {
-        assert!(
-            self.plaintext_len <= RECORD_PLAINTEXT_MAX,
-            "record plaintext too long"
-        );
+        assert!(self.plaintext_len <= RECORD_PLAINTEXT_MAX, "record plaintext too long");
         let sealed_len = (self.plaintext_len + RECORD_TAG_LEN) as u32;
         bytes[field::LENGTH].copy_from_slice(&sealed_len.to_le_bytes());
         bytes[field::FLAGS] = if self.key_phase { FLAG_KEY_PHASE } else { 0 };
@@ -113,11 +107,7 @@ impl<T: AsRef<[u8]>> Record<T> {
         let header = RecordHeader::parse(buffer.as_ref())?;
         let actual = buffer.as_ref().len();
         if actual < header.wire_len() {
-            return Err(Malformed::RecordTruncated {
-                expected: header.wire_len(),
-                actual,
-            }
-            .into());
+            return Err(Malformed::RecordTruncated { expected: header.wire_len(), actual }.into());
         }
         Ok(Record { buffer, header })
     }
@@ -188,13 +178,7 @@ mod tests {
     #[test]
     fn deconstruct() {
         let record = Record::new_checked(&GOLDEN[..]).unwrap();
-        assert_eq!(
-            record.header(),
-            RecordHeader {
-                plaintext_len: 32,
-                key_phase: true
-            }
-        );
+        assert_eq!(record.header(), RecordHeader { plaintext_len: 32, key_phase: true });
         assert_eq!(record.wire_len(), 56);
         assert_eq!(record.aad(), &GOLDEN[..8]);
         assert_eq!(record.body()[0], 0xaa);
@@ -205,11 +189,7 @@ mod tests {
     #[test]
     fn construct() {
         let mut bytes = [0xa5u8; 56];
-        RecordHeader {
-            plaintext_len: 32,
-            key_phase: true,
-        }
-        .emit(&mut bytes);
+        RecordHeader { plaintext_len: 32, key_phase: true }.emit(&mut bytes);
         let mut record = Record::new_checked(&mut bytes[..]).unwrap();
         let (_, body, tag) = record.parts_mut();
         body.fill(0);
@@ -239,11 +219,7 @@ mod tests {
     fn truncated_body_refused() {
         assert_eq!(
             Record::new_checked(&GOLDEN[..55]).unwrap_err(),
-            Malformed::RecordTruncated {
-                expected: 56,
-                actual: 55
-            }
-            .into()
+            Malformed::RecordTruncated { expected: 56, actual: 55 }.into()
         );
     }
 
@@ -256,21 +232,14 @@ mod tests {
         };
         // Too short to hold a tag and one message header.
         for len in [0, 15, 16, 47] {
-            assert_eq!(
-                with_len(len),
-                Err(Malformed::RecordLength(len).into()),
-                "len {len}"
-            );
+            assert_eq!(with_len(len), Err(Malformed::RecordLength(len).into()), "len {len}");
         }
         // Not a whole number of 8-byte units.
         assert_eq!(with_len(49), Err(Malformed::RecordLength(49).into()));
         // Larger than the maximum.
         let over = (RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN + 8) as u32;
         assert_eq!(with_len(over), Err(Malformed::RecordLength(over).into()));
-        assert_eq!(
-            with_len(u32::MAX),
-            Err(Malformed::RecordLength(u32::MAX).into())
-        );
+        assert_eq!(with_len(u32::MAX), Err(Malformed::RecordLength(u32::MAX).into()));
         // The maximum itself is fine.
         let max = (RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN) as u32;
         assert_eq!(with_len(max), Ok(Some(RECORD_WIRE_MAX)));
