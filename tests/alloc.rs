@@ -82,15 +82,13 @@ fn app(side: Side, peer: &mut Peer, output: Output<'_>) {
     let Peer { link, out } = peer;
     match side {
         Side::B if d.opens() && d.parent.is_none() => {
-            link.send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE)
-                .unwrap();
-            link.open(out, Some(d.txn), OPEN, b"child", Flags::NONE)
-                .unwrap();
+            link.send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE).unwrap();
+            link.open(out, Some(d.txn), OPEN, b"child", Flags::NONE).unwrap();
         }
         Side::B if d.closes() => link.close(out, d.txn, ErrorCode::NONE).unwrap(),
-        Side::B if !d.opens() => link
-            .send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE)
-            .unwrap(),
+        Side::B if !d.opens() => {
+            link.send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE).unwrap()
+        }
         Side::A if d.opens() => link.close(out, d.txn, ErrorCode::NONE).unwrap(),
         _ => {}
     }
@@ -100,21 +98,9 @@ fn app(side: Side, peer: &mut Peer, output: Output<'_>) {
 /// A closes. Returns after both tables are empty again.
 fn cycle(pair: &mut Pair, payload: &[u8]) {
     let a = &mut pair.a;
-    let txn = a
-        .link
-        .open(&mut a.out, None, OPEN, &payload[..64], Flags::NONE)
-        .unwrap();
+    let txn = a.link.open(&mut a.out, None, OPEN, &payload[..64], Flags::NONE).unwrap();
     for &size in &SIZES {
-        a.link
-            .send(
-                &mut a.out,
-                txn,
-                DATA,
-                &payload[..size],
-                Flags::NONE,
-                ErrorCode::NONE,
-            )
-            .unwrap();
+        a.link.send(&mut a.out, txn, DATA, &payload[..size], Flags::NONE, ErrorCode::NONE).unwrap();
     }
     pair.drive(&mut app);
     let a = &mut pair.a;
@@ -122,13 +108,7 @@ fn cycle(pair: &mut Pair, payload: &[u8]) {
     pair.drive(&mut app);
     for peer in [&mut pair.a, &mut pair.b] {
         while let Some(event) = peer.link.poll_event() {
-            assert!(matches!(
-                event,
-                Event::Ended {
-                    error: ErrorCode::NONE,
-                    ..
-                }
-            ));
+            assert!(matches!(event, Event::Ended { error: ErrorCode::NONE, .. }));
         }
     }
     assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
@@ -153,10 +133,7 @@ fn zero_allocations_per_message_once_warm() {
         pair.stats().records
     );
     assert!(messages >= 10_000);
-    assert_eq!(
-        allocations, 0,
-        "allocations in steady state over {messages} messages"
-    );
+    assert_eq!(allocations, 0, "allocations in steady state over {messages} messages");
 }
 
 #[test]

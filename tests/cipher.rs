@@ -21,9 +21,7 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        Node {
-            config: Arc::new(Config::new(Identity::generate().unwrap()).unwrap()),
-        }
+        Node { config: Arc::new(Config::new(Identity::generate().unwrap()).unwrap()) }
     }
 
     fn key(&self) -> PublicKey {
@@ -34,9 +32,7 @@ impl Node {
         let mut config = Config::new(identity).unwrap();
         config.allowlist.extend(allow.iter().copied());
         edit(&mut config);
-        Node {
-            config: Arc::new(config),
-        }
+        Node { config: Arc::new(config) }
     }
 }
 
@@ -68,15 +64,13 @@ fn drive(
             return Ok(());
         }
         if !to_responder.is_empty() {
-            let used = responder
-                .handle_handshake_bytes(&to_responder, now)
-                .map_err(|e| (false, e))?;
+            let used =
+                responder.handle_handshake_bytes(&to_responder, now).map_err(|e| (false, e))?;
             assert_eq!(used, to_responder.len());
         }
         if !to_initiator.is_empty() {
-            let used = initiator
-                .handle_handshake_bytes(&to_initiator, now)
-                .map_err(|e| (true, e))?;
+            let used =
+                initiator.handle_handshake_bytes(&to_initiator, now).map_err(|e| (true, e))?;
             assert_eq!(used, to_initiator.len());
         }
     }
@@ -158,16 +152,10 @@ fn wrong_key_refused_by_the_initiator() {
     let impostor = Node::with(Identity::generate().unwrap(), &[a.key()], |_| {});
     let mut i = Session::initiator(Arc::clone(&a.config), Some(b.key()), now).unwrap();
     let mut r = Session::responder(Arc::clone(&impostor.config), now).unwrap();
-    assert_eq!(
-        drive(&mut i, &mut r, now),
-        Err((true, Handshake::WrongKey.into()))
-    );
+    assert_eq!(drive(&mut i, &mut r, now), Err((true, Handshake::WrongKey.into())));
     // The initiator sent nothing more (its identity stays hidden); the failure is final.
     assert_eq!(frame(&mut i), Vec::<u8>::new());
-    assert_eq!(
-        i.handle_handshake_bytes(&[0], now),
-        Err(Handshake::WrongKey.into())
-    );
+    assert_eq!(i.handle_handshake_bytes(&[0], now), Err(Handshake::WrongKey.into()));
     assert_eq!(i.seal(&mut [0; 64], 32), Err(Handshake::WrongKey.into()));
     assert!(Error::from(Handshake::WrongKey).closes_link());
 }
@@ -179,10 +167,7 @@ fn unknown_key_refused_by_the_responder() {
     let stranger = Node::new();
     let mut i = Session::initiator(Arc::clone(&stranger.config), Some(a.key()), now).unwrap();
     let mut r = Session::responder(Arc::clone(&a.config), now).unwrap();
-    assert_eq!(
-        drive(&mut i, &mut r, now),
-        Err((false, Handshake::UnknownKey.into()))
-    );
+    assert_eq!(drive(&mut i, &mut r, now), Err((false, Handshake::UnknownKey.into())));
     assert!(!r.is_established());
     assert_eq!(r.peer(), None);
 }
@@ -191,23 +176,17 @@ fn unknown_key_refused_by_the_responder() {
 fn unknown_key_refused_by_the_initiator() {
     let now = t0();
     let (a, _) = friends();
-    let stranger = Node::with(Identity::generate().unwrap(), &[], |c| {
-        c.accept_unknown_keys = true
-    });
+    let stranger = Node::with(Identity::generate().unwrap(), &[], |c| c.accept_unknown_keys = true);
     let mut i = Session::initiator(Arc::clone(&a.config), None, now).unwrap();
     let mut r = Session::responder(Arc::clone(&stranger.config), now).unwrap();
-    assert_eq!(
-        drive(&mut i, &mut r, now),
-        Err((true, Handshake::UnknownKey.into()))
-    );
+    assert_eq!(drive(&mut i, &mut r, now), Err((true, Handshake::UnknownKey.into())));
 }
 
 #[test]
 fn listener_may_accept_unknown_keys() {
     let now = t0();
-    let satellite = Node::with(Identity::generate().unwrap(), &[], |c| {
-        c.accept_unknown_keys = true
-    });
+    let satellite =
+        Node::with(Identity::generate().unwrap(), &[], |c| c.accept_unknown_keys = true);
     let client = Node::new();
     let (_, r) = established(&client, &satellite, now);
     assert_eq!(r.peer(), Some(client.key()));
@@ -251,18 +230,9 @@ fn truncate(frame: &mut Vec<u8>) {
 
 #[test]
 fn truncated_handshakes_refused() {
-    assert_eq!(
-        tampered(1, truncate),
-        Err(Handshake::Truncated { step: 1, len: 31 }.into())
-    );
-    assert_eq!(
-        tampered(2, truncate),
-        Err(Handshake::Truncated { step: 2, len: 95 }.into())
-    );
-    assert_eq!(
-        tampered(3, truncate),
-        Err(Handshake::Truncated { step: 3, len: 63 }.into())
-    );
+    assert_eq!(tampered(1, truncate), Err(Handshake::Truncated { step: 1, len: 31 }.into()));
+    assert_eq!(tampered(2, truncate), Err(Handshake::Truncated { step: 2, len: 95 }.into()));
+    assert_eq!(tampered(3, truncate), Err(Handshake::Truncated { step: 3, len: 63 }.into()));
     // An empty frame.
     assert_eq!(
         tampered(2, |f| *f = vec![0, 0, 1, 2]),
@@ -273,32 +243,19 @@ fn truncated_handshakes_refused() {
 #[test]
 fn garbage_handshakes_refused() {
     let scramble = |f: &mut Vec<u8>| {
-        f[4..]
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b ^= 0x5a ^ i as u8);
+        f[4..].iter_mut().enumerate().for_each(|(i, b)| *b ^= 0x5a ^ i as u8);
     };
     assert_eq!(tampered(2, scramble), Err(Handshake::Garbage(2).into()));
     assert_eq!(tampered(3, scramble), Err(Handshake::Garbage(3).into()));
     // A low-order ephemeral key in message 1 is caught when the responder computes ee.
-    assert_eq!(
-        tampered(1, |f| f[4..].fill(0)),
-        Err(Handshake::Garbage(1).into())
-    );
+    assert_eq!(tampered(1, |f| f[4..].fill(0)), Err(Handshake::Garbage(1).into()));
     // Another ephemeral key than the one sent: the initiator cannot authenticate message 2.
-    assert_eq!(
-        tampered(1, |f| f[10] ^= 0x01),
-        Err(Handshake::Garbage(2).into())
-    );
+    assert_eq!(tampered(1, |f| f[10] ^= 0x01), Err(Handshake::Garbage(2).into()));
     // One flipped bit anywhere in messages 2 and 3 fails authentication.
     for (step, len) in [(2u8, 96), (3, 64)] {
         for at in 4..4 + len {
             let verdict = tampered(step, |f| f[at] ^= 0x01);
-            assert_eq!(
-                verdict,
-                Err(Handshake::Garbage(step).into()),
-                "step {step} byte {at}"
-            );
+            assert_eq!(verdict, Err(Handshake::Garbage(step).into()), "step {step} byte {at}");
         }
     }
 }
@@ -309,28 +266,16 @@ fn framing_errors_refused() {
     assert_eq!(tampered(2, |f| f[2] = 0), Err(Handshake::Version(0).into()));
     assert_eq!(
         tampered(1, |f| f[3] = 3),
-        Err(Handshake::UnexpectedStep {
-            expected: 1,
-            got: 3
-        }
-        .into())
+        Err(Handshake::UnexpectedStep { expected: 1, got: 3 }.into())
     );
     assert_eq!(
         tampered(3, |f| f[3] = 2),
-        Err(Handshake::UnexpectedStep {
-            expected: 3,
-            got: 2
-        }
-        .into())
+        Err(Handshake::UnexpectedStep { expected: 3, got: 2 }.into())
     );
     // A frame announcing more than the step allows is refused on its header, before its body.
     assert_eq!(
         tampered(1, |f| *f = vec![0xff, 0xff, 1, 1]),
-        Err(Handshake::TooLong {
-            step: 1,
-            len: 0xffff
-        }
-        .into())
+        Err(Handshake::TooLong { step: 1, len: 0xffff }.into())
     );
     assert_eq!(
         tampered(3, |f| {
@@ -348,10 +293,7 @@ fn handshake_times_out() {
     let mut i = Session::initiator(Arc::clone(&a.config), Some(b.key()), now).unwrap();
     let deadline = now + Duration::from_millis(ringspan::limits::HANDSHAKE_TIMEOUT_MS);
     assert_eq!(i.poll_timeout(), Some(deadline));
-    assert_eq!(
-        i.handle_timeout(deadline - Duration::from_millis(1)),
-        Ok(())
-    );
+    assert_eq!(i.handle_timeout(deadline - Duration::from_millis(1)), Ok(()));
     assert_eq!(i.handle_timeout(deadline), Err(Handshake::Timeout.into()));
     assert_eq!(i.poll_timeout(), None);
     // A responder whose peer sent half a frame and went quiet times out too, and bytes that
@@ -360,10 +302,7 @@ fn handshake_times_out() {
     let mut i = Session::initiator(Arc::clone(&a.config), Some(b.key()), now).unwrap();
     let m1 = frame(&mut i);
     assert_eq!(r.handle_handshake_bytes(&m1[..10], now), Ok(10));
-    assert_eq!(
-        r.handle_handshake_bytes(&m1[10..], deadline),
-        Err(Handshake::Timeout.into())
-    );
+    assert_eq!(r.handle_handshake_bytes(&m1[10..], deadline), Err(Handshake::Timeout.into()));
     // The deadline is a configuration field.
     let quick = Node::with(Identity::generate().unwrap(), &[], |c| {
         c.handshake_timeout = Duration::from_millis(5)
@@ -379,10 +318,7 @@ fn records_before_the_handshake_refused() {
     let mut i = Session::initiator(Arc::clone(&a.config), Some(b.key()), now).unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(i.seal(&mut buf, 32), Err(Misuse::HandshakeNotDone.into()));
-    assert_eq!(
-        i.open(&mut buf).err(),
-        Some(Misuse::HandshakeNotDone.into())
-    );
+    assert_eq!(i.open(&mut buf).err(), Some(Misuse::HandshakeNotDone.into()));
 }
 
 #[test]
@@ -400,11 +336,8 @@ fn every_tampered_byte_of_a_record_refused() {
                 assert_eq!(error, Error::Decrypt, "byte {at} bit {bit:#x}");
             } else if at == 4 {
                 // Bit 0 is the key phase (authenticated); the other flag bits are reserved.
-                let expected = if bit == 1 {
-                    Error::Decrypt
-                } else {
-                    Malformed::RecordReserved(0x80).into()
-                };
+                let expected =
+                    if bit == 1 { Error::Decrypt } else { Malformed::RecordReserved(0x80).into() };
                 assert_eq!(error, expected, "byte {at} bit {bit:#x}");
             } else {
                 // Length and reserved bytes: refused by the parser or by authentication.
@@ -431,11 +364,7 @@ fn replayed_reordered_dropped_and_truncated_records_refused() {
     let mut first = seal(&mut i, 32, 1);
     let mut second = seal(&mut i, 32, 2);
     assert_eq!(r.open(&mut second).err(), Some(Error::Decrypt));
-    assert_eq!(
-        r.open(&mut first).err(),
-        Some(Error::Decrypt),
-        "failure is final"
-    );
+    assert_eq!(r.open(&mut first).err(), Some(Error::Decrypt), "failure is final");
     // Dropped: the third record after a lost second one.
     let (mut i, mut r) = established(&a, &b, now);
     let mut first = seal(&mut i, 32, 1);
@@ -450,13 +379,7 @@ fn replayed_reordered_dropped_and_truncated_records_refused() {
     let full = rec.len();
     assert_eq!(
         r.open(&mut rec[..full - 1]).err(),
-        Some(
-            Malformed::RecordTruncated {
-                expected: full,
-                actual: full - 1
-            }
-            .into()
-        )
+        Some(Malformed::RecordTruncated { expected: full, actual: full - 1 }.into())
     );
     let (mut i, mut r) = established(&a, &b, now);
     let rec = seal(&mut i, 64, 4);
@@ -473,11 +396,8 @@ fn replayed_reordered_dropped_and_truncated_records_refused() {
 #[test]
 fn rekeying_every_1024_records_carries_100k_records() {
     let now = t0();
-    let limits = RekeyLimits {
-        records_per_key: 1024,
-        reject_after_records: 1024,
-        ..RekeyLimits::default()
-    };
+    let limits =
+        RekeyLimits { records_per_key: 1024, reject_after_records: 1024, ..RekeyLimits::default() };
     let (ia, ib) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let (ka, kb) = (ia.public_key(), ib.public_key());
     let a = Node::with(ia, &[kb], |c| c.rekey = limits);
@@ -508,14 +428,8 @@ fn rekeying_every_1024_records_carries_100k_records() {
 #[test]
 fn a_peer_that_does_not_rekey_is_refused() {
     let now = t0();
-    let lax = RekeyLimits {
-        records_per_key: 2048,
-        ..RekeyLimits::default()
-    };
-    let strict = RekeyLimits {
-        reject_after_records: 1024,
-        ..RekeyLimits::default()
-    };
+    let lax = RekeyLimits { records_per_key: 2048, ..RekeyLimits::default() };
+    let strict = RekeyLimits { reject_after_records: 1024, ..RekeyLimits::default() };
     let (ia, ib) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let (ka, kb) = (ia.public_key(), ib.public_key());
     let a = Node::with(ia, &[kb], |c| c.rekey = lax);
@@ -537,10 +451,7 @@ fn rekeying_by_time_keeps_the_stream_going() {
     let (a, b) = friends();
     let (mut i, mut r) = established(&a, &b, now);
     let due = i.poll_timeout().unwrap();
-    assert_eq!(
-        due,
-        now + Duration::from_millis(ringspan::limits::REKEY_AFTER_MS)
-    );
+    assert_eq!(due, now + Duration::from_millis(ringspan::limits::REKEY_AFTER_MS));
     let mut before = seal(&mut i, 32, 1);
     i.handle_timeout(due).unwrap();
     let mut after = seal(&mut i, 32, 2);

@@ -45,11 +45,7 @@ fn keygen_writes_mode_0600_and_refuses_to_overwrite() {
 
     let again = ringspan(&["keygen", "--out", path_str], b"");
     assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("refusing to overwrite"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert!(text(&again.stderr).contains("refusing to overwrite"), "{}", text(&again.stderr));
     assert_eq!(std::fs::read(&path).unwrap(), key, "the key is untouched");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -87,18 +83,11 @@ fn pubkey_prints_the_right_key_from_stdin_and_from_a_file() {
 fn keygen_then_pubkey_agree_with_the_library() {
     let dir = scratch("roundtrip");
     let path = dir.join("node.key");
-    assert!(
-        ringspan(&["keygen", "--out", path.to_str().unwrap()], b"")
-            .status
-            .success()
-    );
+    assert!(ringspan(&["keygen", "--out", path.to_str().unwrap()], b"").status.success());
     let out = ringspan(&["pubkey", "--key", path.to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let private = ringspan::cipher::identity::read_key_file(&path).unwrap();
-    assert_eq!(
-        text(&out.stdout).trim_end(),
-        private.public_key().unwrap().to_base64()
-    );
+    assert_eq!(text(&out.stdout).trim_end(), private.public_key().unwrap().to_base64());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -113,10 +102,7 @@ fn loose_permissions_refused() {
         assert!(!out.status.success(), "mode {mode:o}");
         assert!(out.stdout.is_empty());
         let err = text(&out.stderr);
-        assert!(
-            err.contains("permissions") && err.contains(&format!("{mode:o}")),
-            "{err}"
-        );
+        assert!(err.contains("permissions") && err.contains(&format!("{mode:o}")), "{err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -127,25 +113,13 @@ fn wrong_length_and_wrong_encoding_refused_with_distinct_errors() {
     let short = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==\n";
     let out = ringspan(&["pubkey"], short.as_bytes());
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("key of 31 bytes, expected 32"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("key of 31 bytes, expected 32"), "{}", text(&out.stderr));
 
     let out = ringspan(&["pubkey"], b"this is not a key\n");
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("not base64"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("not base64"), "{}", text(&out.stderr));
 
     let out = ringspan(&["pubkey", "--key", "/nonexistent/ringspan.key"], b"");
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("I/O error"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("I/O error"), "{}", text(&out.stderr));
 }

@@ -36,20 +36,9 @@ impl Service for Echo {
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         if let Received::Txn(d) = received {
             if d.opens() {
-                let flags = if d.closes() {
-                    Flags::DELETE
-                } else {
-                    Flags::NONE
-                };
+                let flags = if d.closes() { Flags::DELETE } else { Flags::NONE };
                 link.txn
-                    .send(
-                        &mut link.out,
-                        d.txn,
-                        REQUEST,
-                        d.payload,
-                        flags,
-                        ErrorCode::NONE,
-                    )
+                    .send(&mut link.out, d.txn, REQUEST, d.payload, flags, ErrorCode::NONE)
                     .unwrap();
             } else if d.closes() && !d.is_forced_close() {
                 let _ = link.txn.close(&mut link.out, d.txn, ErrorCode::NONE);
@@ -108,53 +97,31 @@ impl Service for Client {
                 continue;
             };
             for _ in 0..open.count {
-                link.txn
-                    .open(&mut link.out, None, REQUEST, &payload, Flags::DELETE)
-                    .unwrap();
+                link.txn.open(&mut link.out, None, REQUEST, &payload, Flags::DELETE).unwrap();
             }
             for _ in 0..open.held {
-                link.txn
-                    .open(&mut link.out, None, REQUEST, &payload, Flags::NONE)
-                    .unwrap();
+                link.txn.open(&mut link.out, None, REQUEST, &payload, Flags::NONE).unwrap();
             }
         }
     }
 }
 
 fn config(listen: Option<SocketAddr>) -> ring::Config {
-    ring::Config {
-        workers: 1,
-        pin_workers: false,
-        listen,
-        ..ring::Config::default()
-    }
+    ring::Config { workers: 1, pin_workers: false, listen, ..ring::Config::default() }
 }
 
-fn identities() -> (
-    Arc<cipher::Config>,
-    Arc<cipher::Config>,
-    PublicKey,
-    PublicKey,
-) {
+fn identities() -> (Arc<cipher::Config>, Arc<cipher::Config>, PublicKey, PublicKey) {
     let server = Identity::generate().unwrap();
     let client = Identity::generate().unwrap();
     let (server_key, client_key) = (server.public_key(), client.public_key());
     let mut server_config = cipher::Config::new(server).unwrap();
     server_config.allowlist.insert(client_key);
     let client_config = cipher::Config::new(client).unwrap();
-    (
-        Arc::new(server_config),
-        Arc::new(client_config),
-        server_key,
-        client_key,
-    )
+    (Arc::new(server_config), Arc::new(client_config), server_key, client_key)
 }
 
 fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
-    match reports
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a report")
-    {
+    match reports.recv_timeout(Duration::from_secs(10)).expect("a report") {
         Report::Up(link, peer) => (link, peer),
         other => panic!("expected a link up, got {other:?}"),
     }
@@ -164,19 +131,15 @@ fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
 fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
     let (server_cipher, client_cipher, server_key, client_key) = identities();
     let (server_tx, server_rx) = channel();
-    let server = Engine::start(
-        config(Some("127.0.0.1:0".parse().unwrap())),
-        server_cipher,
-        move |_| Echo {
+    let server =
+        Engine::start(config(Some("127.0.0.1:0".parse().unwrap())), server_cipher, move |_| Echo {
             report: server_tx.clone(),
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let (client_tx, client_rx) = channel();
-    let client = Engine::start(config(None), client_cipher, move |_| Client {
-        report: client_tx.clone(),
-    })
-    .unwrap();
+    let client =
+        Engine::start(config(None), client_cipher, move |_| Client { report: client_tx.clone() })
+            .unwrap();
     client.connect(server.local_addr().unwrap(), Some(server_key));
 
     // Both ends authenticated each other.
@@ -185,20 +148,10 @@ fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
 
     // 1,000 one-shot requests of assorted sizes, plus 10 held open.
     for size in [0, 64, 1_000, 20_000] {
-        client.send(
-            0,
-            ring::Command::Service(Box::new(Open {
-                count: 250,
-                size,
-                held: 0,
-            })),
-        );
+        client.send(0, ring::Command::Service(Box::new(Open { count: 250, size, held: 0 })));
         let (mut replies, mut ended) = (0, 0);
         while replies < 250 || ended < 250 {
-            match client_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("replies")
-            {
+            match client_rx.recv_timeout(Duration::from_secs(10)).expect("replies") {
                 Report::Reply(_, len) => {
                     assert_eq!(len, size);
                     replies += 1;
@@ -211,14 +164,7 @@ fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
             }
         }
     }
-    client.send(
-        0,
-        ring::Command::Service(Box::new(Open {
-            count: 0,
-            size: 8,
-            held: 10,
-        })),
-    );
+    client.send(0, ring::Command::Service(Box::new(Open { count: 0, size: 8, held: 10 })));
     let mut replies = 0;
     while replies < 10 {
         if let Report::Reply(..) = client_rx.recv_timeout(Duration::from_secs(10)).unwrap() {
@@ -231,10 +177,7 @@ fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
     server.join();
     let (mut lost, mut down) = (0, None);
     while down.is_none() {
-        match client_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("ends")
-        {
+        match client_rx.recv_timeout(Duration::from_secs(10)).expect("ends") {
             Report::Ended(_, error) => {
                 // The peer closed the link: its transactions are lost with it.
                 assert_eq!(error, ErrorCode::LOST_LINK);

@@ -131,11 +131,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     let budget = Arc::new(AtomicU64::new(0));
     let client_budget = budget.clone();
     let client = Engine::start(
-        ring::Config {
-            workers: 1,
-            pin_workers: false,
-            ..Default::default()
-        },
+        ring::Config { workers: 1, pin_workers: false, ..Default::default() },
         Arc::new(client_cipher),
         move |_| Mixed {
             budget: client_budget.clone(),
@@ -154,10 +150,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!(
-            "only {} of {messages} messages arrived",
-            counters.snapshot().0
-        );
+        panic!("only {} of {messages} messages arrived", counters.snapshot().0);
     };
 
     // Warm up: tables, queues and pools grow to their working size.
@@ -179,13 +172,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     client.join();
     server.shutdown();
     let stats = server.join();
-    assert!(
-        bytes > 1_000_000_000,
-        "the stream really carried large records ({bytes} bytes)"
-    );
+    assert!(bytes > 1_000_000_000, "the stream really carried large records ({bytes} bytes)");
     assert_eq!(stats[0].pool_misses, 0, "the record pool was large enough");
-    assert_eq!(
-        allocations, 0,
-        "allocations while 100k messages crossed a warm link"
-    );
+    assert_eq!(allocations, 0, "allocations while 100k messages crossed a warm link");
 }

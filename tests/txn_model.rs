@@ -16,19 +16,9 @@ const CMD: Command = Command::new(9, 1);
 #[derive(Debug, Clone)]
 enum Op {
     /// Open a transaction, top-level or inside one of the side's live transactions.
-    Open {
-        side: Side,
-        parent: Option<usize>,
-        one_shot: bool,
-        len: usize,
-    },
+    Open { side: Side, parent: Option<usize>, one_shot: bool, len: usize },
     /// Send a message (or an advisory abort) on a live transaction.
-    Send {
-        side: Side,
-        txn: usize,
-        len: usize,
-        advisory_abort: bool,
-    },
+    Send { side: Side, txn: usize, len: usize, advisory_abort: bool },
     /// Close our direction of a live transaction.
     Close { side: Side, txn: usize },
     /// Force-close a live transaction and its subtree.
@@ -103,17 +93,13 @@ impl Model {
                 Output::Received(_) | Output::Event(Event::Delivery(_)) => {}
                 Output::Event(Event::Ended { txn, .. }) => {
                     if !books.known.contains_key(&txn) {
-                        books
-                            .failures
-                            .push(format!("{side:?}: end of unknown {txn}"));
+                        books.failures.push(format!("{side:?}: end of unknown {txn}"));
                     }
                     *books.ended.entry(txn).or_default() += 1;
                     books.live.retain(|&t| t != txn);
                 }
                 Output::Closed(error) => {
-                    books
-                        .failures
-                        .push(format!("{side:?}: link closed: {error}"));
+                    books.failures.push(format!("{side:?}: link closed: {error}"));
                 }
             }
         }
@@ -172,19 +158,11 @@ fn drain_events(pair: &mut Pair, model: &mut Model) {
 fn apply(pair: &mut Pair, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     let payload = [0x5a; 64];
     match *op {
-        Op::Open {
-            side,
-            parent,
-            one_shot,
-            len,
-        } => {
+        Op::Open { side, parent, one_shot, len } => {
             let parent = parent.and_then(|i| pick(&model.books(side).live, i));
             let flags = if one_shot { Flags::DELETE } else { Flags::NONE };
             let peer = pair.peer(side);
-            match peer
-                .link
-                .open(&mut peer.out, parent, CMD, &payload[..len], flags)
-            {
+            match peer.link.open(&mut peer.out, parent, CMD, &payload[..len], flags) {
                 Ok(txn) => {
                     let books = model.books(side);
                     if parent.is_some() {
@@ -197,18 +175,9 @@ fn apply(pair: &mut Pair, model: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 Err(error) => expected(Err(error))?,
             }
         }
-        Op::Send {
-            side,
-            txn,
-            len,
-            advisory_abort,
-        } => {
+        Op::Send { side, txn, len, advisory_abort } => {
             if let Some(txn) = pick(&model.books(side).live, txn) {
-                let flags = if advisory_abort {
-                    Flags::ABORT
-                } else {
-                    Flags::NONE
-                };
+                let flags = if advisory_abort { Flags::ABORT } else { Flags::NONE };
                 let peer = pair.peer(side);
                 let result = peer.link.send(
                     &mut peer.out,
@@ -266,9 +235,7 @@ fn close_everything(pair: &mut Pair, model: &mut Model) -> Result<(), TestCaseEr
             return Ok(());
         }
     }
-    Err(TestCaseError::fail(
-        "links did not empty after everything was closed",
-    ))
+    Err(TestCaseError::fail("links did not empty after everything was closed"))
 }
 
 /// Only side A acts: it forces every *top-level* transaction it knows, twice (the second round
@@ -278,10 +245,7 @@ fn close_everything(pair: &mut Pair, model: &mut Model) -> Result<(), TestCaseEr
 fn force_everything_from_a(pair: &mut Pair, model: &mut Model) -> Result<(), TestCaseError> {
     for _ in 0..2 {
         let live = model.a.live.clone();
-        for txn in live
-            .into_iter()
-            .filter(|txn| !model.a.stacked.contains_key(txn))
-        {
+        for txn in live.into_iter().filter(|txn| !model.a.stacked.contains_key(txn)) {
             let peer = &mut pair.a;
             match peer.link.abort(&mut peer.out, txn, ErrorCode::ABORTED) {
                 // Already forced, or ended meanwhile by a cascade from its parent.
@@ -294,16 +258,8 @@ fn force_everything_from_a(pair: &mut Pair, model: &mut Model) -> Result<(), Tes
             .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         drain_events(pair, model);
     }
-    prop_assert!(
-        pair.a.link.is_empty(),
-        "A still holds {}",
-        pair.a.link.len()
-    );
-    prop_assert!(
-        pair.b.link.is_empty(),
-        "B still holds {}",
-        pair.b.link.len()
-    );
+    prop_assert!(pair.a.link.is_empty(), "A still holds {}", pair.a.link.len());
+    prop_assert!(pair.b.link.is_empty(), "B still holds {}", pair.b.link.len());
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::ids::{LinkId, TxnId};
-use crate::ring::{LinkCtx, Service, WorkerCtx};
+use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
 use crate::txn::Received;
 use crate::wire::{Command, ErrorCode, Flags};
 
@@ -52,9 +52,18 @@ pub struct Counters {
     pub links_up: AtomicU64,
     /// Links that went down.
     pub links_down: AtomicU64,
+    /// Why each link went down, in order.
+    pub close_reasons: Mutex<Vec<CloseReason>>,
 }
 
 impl Counters {
+    fn down(&self, reason: CloseReason) {
+        if let Ok(mut reasons) = self.close_reasons.lock() {
+            reasons.push(reason);
+        }
+        self.links_down.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Messages and payload bytes so far.
     pub fn snapshot(&self) -> (u64, u64) {
         (self.messages.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
@@ -106,8 +115,8 @@ impl Service for Sink {
         }
     }
 
-    fn link_down(&mut self, _link: LinkId, _reason: crate::ring::CloseReason) {
-        self.counters.links_down.fetch_add(1, Ordering::Relaxed);
+    fn link_down(&mut self, _link: LinkId, reason: CloseReason) {
+        self.counters.down(reason);
     }
 }
 
@@ -224,9 +233,9 @@ impl Service for Source {
         }
     }
 
-    fn link_down(&mut self, link: LinkId, _reason: crate::ring::CloseReason) {
+    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
         self.links.retain(|(id, _)| *id != link);
-        self.counters.links_down.fetch_add(1, Ordering::Relaxed);
+        self.counters.down(reason);
     }
 
     fn command(&mut self, _worker: &mut WorkerCtx<'_>, command: Box<dyn std::any::Any + Send>) {
