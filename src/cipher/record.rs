@@ -339,6 +339,7 @@ mod tests {
     /// NIST SP 800-38D / the GCM specification's AES-256 test cases 13, 14 and 16 (the last
     /// with associated data), through the seal and open functions the record layer uses.
     #[test]
+    #[allow(clippy::type_complexity)] // One table row per test case.
     fn aes_256_gcm_known_answers() {
         let zero_key = [0u8; 32];
         let zero_iv = [0u8; 12];
