@@ -39,9 +39,8 @@ fn raw_key() -> LessSafeKey {
 fn raw_seal(key: &LessSafeKey, counter: u64, buf: &mut [u8], len: usize) {
     let (aad, rest) = buf.split_at_mut(RECORD_HEADER_LEN);
     let (body, tag) = rest.split_at_mut(len);
-    let sealed = key
-        .seal_in_place_separate_tag(record_nonce(counter), Aad::from(&*aad), body)
-        .unwrap();
+    let sealed =
+        key.seal_in_place_separate_tag(record_nonce(counter), Aad::from(&*aad), body).unwrap();
     tag[..RECORD_TAG_LEN].copy_from_slice(sealed.as_ref());
 }
 
@@ -112,9 +111,8 @@ fn open(c: &mut Criterion) {
                     let (body, tag) = rest.split_at_mut(size);
                     let nonce = record_nonce(opened);
                     opened += 1;
-                    let plain = key
-                        .open_in_place_separate_tag(nonce, Aad::from(&*aad), tag, body)
-                        .unwrap();
+                    let plain =
+                        key.open_in_place_separate_tag(nonce, Aad::from(&*aad), tag, body).unwrap();
                     black_box(plain.len())
                 },
                 BATCH,
@@ -128,10 +126,7 @@ fn handshake(c: &mut Criterion) {
     let mut group = c.benchmark_group("handshake");
     group.throughput(Throughput::Elements(1));
     let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-    let (mut ca, mut cb) = (
-        Config::new(a.clone()).unwrap(),
-        Config::new(b.clone()).unwrap(),
-    );
+    let (mut ca, mut cb) = (Config::new(a.clone()).unwrap(), Config::new(b.clone()).unwrap());
     ca.allowlist.insert(b.public_key());
     cb.allowlist.insert(a.public_key());
     let (ca, cb) = (Arc::new(ca), Arc::new(cb));
@@ -178,11 +173,7 @@ fn handshake(c: &mut Criterion) {
             let (mut i, mut r) = (make(true), make(false));
             let (mut msg, mut payload) = ([0u8; 128], [0u8; 128]);
             for turn in 0..3 {
-                let (from, to) = if turn % 2 == 0 {
-                    (&mut i, &mut r)
-                } else {
-                    (&mut r, &mut i)
-                };
+                let (from, to) = if turn % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
                 let len = from.write_message(b"", &mut msg).unwrap();
                 to.read_message(&msg[..len], &mut payload).unwrap();
             }
@@ -200,12 +191,7 @@ fn handshake(c: &mut Criterion) {
             .unwrap()
             .prologue(PROLOGUE)
             .unwrap();
-            if initiator {
-                builder.build_initiator()
-            } else {
-                builder.build_responder()
-            }
-            .unwrap()
+            if initiator { builder.build_initiator() } else { builder.build_responder() }.unwrap()
         })
     });
     group.bench_function("snow+default-resolver", |bench| {
@@ -219,12 +205,7 @@ fn handshake(c: &mut Criterion) {
             .unwrap()
             .prologue(PROLOGUE)
             .unwrap();
-            if initiator {
-                builder.build_initiator()
-            } else {
-                builder.build_responder()
-            }
-            .unwrap()
+            if initiator { builder.build_initiator() } else { builder.build_responder() }.unwrap()
         })
     });
     group.finish();

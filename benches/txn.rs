@@ -96,9 +96,7 @@ fn drain(link: &mut Link) -> usize {
 
 /// Bytes that are not all zero.
 fn payload(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(1))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(1)).collect()
 }
 
 /// Two links joined directly: each side's messages are parsed by the other with `Messages`.
@@ -128,10 +126,7 @@ impl Direct {
         let mut txn = None;
         for message in Messages::new(&self.a_out) {
             let message = message.expect("valid message");
-            let received = self
-                .b
-                .handle_message(&mut self.b_out, &message)
-                .expect("accepted");
+            let received = self.b.handle_message(&mut self.b_out, &message).expect("accepted");
             if let Some(Received::Txn(delivery)) = received {
                 txn = Some(delivery.txn);
             }
@@ -145,10 +140,7 @@ impl Direct {
         self.a_out.clear();
         for message in Messages::new(&self.b_out) {
             let message = message.expect("valid message");
-            let received = self
-                .a
-                .handle_message(&mut self.a_out, &message)
-                .expect("accepted");
+            let received = self.a.handle_message(&mut self.a_out, &message).expect("accepted");
             black_box(received);
         }
     }
@@ -159,31 +151,20 @@ impl Direct {
     fn cycle(&mut self, request: &[u8], reply: &[u8]) -> usize {
         let mut ended = 0;
         self.a_out.clear();
-        let txn_a = self
-            .a
-            .open(&mut self.a_out, None, COMMAND, request, Flags::NONE)
-            .expect("open");
+        let txn_a =
+            self.a.open(&mut self.a_out, None, COMMAND, request, Flags::NONE).expect("open");
         ended += drain(&mut self.a);
 
         let txn_b = self.b_receives().expect("B sees the CREATE");
         ended += drain(&mut self.b);
         self.b
-            .send(
-                &mut self.b_out,
-                txn_b,
-                COMMAND,
-                reply,
-                Flags::DELETE,
-                ErrorCode::NONE,
-            )
+            .send(&mut self.b_out, txn_b, COMMAND, reply, Flags::DELETE, ErrorCode::NONE)
             .expect("reply");
         ended += drain(&mut self.b);
 
         self.a_receives();
         ended += drain(&mut self.a);
-        self.a
-            .close(&mut self.a_out, txn_a, ErrorCode::NONE)
-            .expect("close");
+        self.a.close(&mut self.a_out, txn_a, ErrorCode::NONE).expect("close");
         ended += drain(&mut self.a);
 
         self.b_receives();
@@ -194,10 +175,7 @@ impl Direct {
     /// Opens the long-lived transaction for streaming: A's CREATE, handled by B.
     fn open_stream(&mut self) -> TxnId {
         self.a_out.clear();
-        let txn = self
-            .a
-            .open(&mut self.a_out, None, COMMAND, &[], Flags::NONE)
-            .expect("open");
+        let txn = self.a.open(&mut self.a_out, None, COMMAND, &[], Flags::NONE).expect("open");
         self.b_receives().expect("B sees the CREATE");
         drain(&mut self.a);
         drain(&mut self.b);
@@ -209,14 +187,7 @@ impl Direct {
         self.a_out.clear();
         for _ in 0..STREAM_BATCH {
             self.a
-                .send(
-                    &mut self.a_out,
-                    txn,
-                    COMMAND,
-                    payload,
-                    Flags::NONE,
-                    ErrorCode::NONE,
-                )
+                .send(&mut self.a_out, txn, COMMAND, payload, Flags::NONE, ErrorCode::NONE)
                 .expect("send");
         }
     }
@@ -233,11 +204,7 @@ fn cycle(c: &mut Criterion) {
     let request = payload(CYCLE_PAYLOAD);
     let reply = payload(CYCLE_PAYLOAD);
     let mut direct = Direct::new();
-    assert_eq!(
-        direct.cycle(&request, &reply),
-        2,
-        "each end ends the transaction once"
-    );
+    assert_eq!(direct.cycle(&request, &reply), 2, "each end ends the transaction once");
     assert!(direct.a.is_empty() && direct.b.is_empty());
     let allocations = allocations_after_warm_up(|| {
         black_box(direct.cycle(&request, &reply));
@@ -282,10 +249,7 @@ fn stream(c: &mut Criterion) {
         });
     });
     group.finish();
-    assert!(
-        direct.a.contains(txn) && direct.b.len() == 1,
-        "the stream stayed open"
-    );
+    assert!(direct.a.contains(txn) && direct.b.len() == 1, "the stream stayed open");
 }
 
 /// The same cycle as `txn/cycle/direct`, through `Pair` (records framed and deframed, virtual
@@ -298,14 +262,10 @@ fn pair_cycle(c: &mut Criterion) {
         (Side::B, Output::Received(Received::Txn(delivery))) if delivery.opens() => {
             let flags = Flags::DELETE;
             let txn = delivery.txn;
-            peer.link
-                .send(&mut peer.out, txn, COMMAND, &reply, flags, ErrorCode::NONE)
-                .unwrap();
+            peer.link.send(&mut peer.out, txn, COMMAND, &reply, flags, ErrorCode::NONE).unwrap();
         }
         (Side::A, Output::Received(Received::Txn(delivery))) if delivery.closes() => {
-            peer.link
-                .close(&mut peer.out, delivery.txn, ErrorCode::NONE)
-                .unwrap();
+            peer.link.close(&mut peer.out, delivery.txn, ErrorCode::NONE).unwrap();
         }
         (_, Output::Event(event)) => {
             ended.set(ended.get() + u64::from(matches!(event, Event::Ended { .. })));
@@ -318,10 +278,7 @@ fn pair_cycle(c: &mut Criterion) {
     };
     let mut pair = Pair::new(Duration::ZERO);
     let mut run = |pair: &mut Pair| {
-        pair.a
-            .link
-            .open(&mut pair.a.out, None, COMMAND, &request, Flags::NONE)
-            .unwrap();
+        pair.a.link.open(&mut pair.a.out, None, COMMAND, &request, Flags::NONE).unwrap();
         pair.drive(&mut app);
     };
     run(&mut pair);

@@ -32,9 +32,7 @@ fn repr(payload_len: usize) -> Repr {
 
 /// A payload whose bytes are not all zero, so a check that only looks for zeros cannot shortcut.
 fn payload(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(1))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(1)).collect()
 }
 
 /// `Repr::emit` of one message into a buffer allocated once.
@@ -85,39 +83,29 @@ fn iterate(c: &mut Criterion) {
     }
     assert!(plaintext.len() <= RECORD_PLAINTEXT_MAX);
     assert!(RECORD_PLAINTEXT_MAX - plaintext.len() < MESSAGE_HEADER_LEN);
-    assert_eq!(
-        Messages::new(&plaintext).filter(Result::is_ok).count(),
-        count
-    );
+    assert_eq!(Messages::new(&plaintext).filter(Result::is_ok).count(), count);
 
     let mut group = c.benchmark_group("wire/iterate");
     group.throughput(Throughput::Elements(count as u64));
-    group.bench_function(
-        BenchmarkId::new("record_64k", format!("{PACKED_PAYLOAD}B")),
-        |b| {
-            b.iter(|| {
-                let mut seen = 0usize;
-                for message in Messages::new(black_box(&plaintext[..])) {
-                    let message = message.expect("valid message");
-                    black_box(message.payload());
-                    seen += 1;
-                }
-                assert_eq!(seen, count);
-                seen
-            });
-        },
-    );
+    group.bench_function(BenchmarkId::new("record_64k", format!("{PACKED_PAYLOAD}B")), |b| {
+        b.iter(|| {
+            let mut seen = 0usize;
+            for message in Messages::new(black_box(&plaintext[..])) {
+                let message = message.expect("valid message");
+                black_box(message.payload());
+                seen += 1;
+            }
+            assert_eq!(seen, count);
+            seen
+        });
+    });
     group.finish();
 }
 
 /// `RecordHeader::parse` of a full-size record's header.
 fn record_header(c: &mut Criterion) {
     let mut header = [0u8; RECORD_HEADER_LEN];
-    RecordHeader {
-        plaintext_len: RECORD_PLAINTEXT_MAX,
-        key_phase: true,
-    }
-    .emit(&mut header);
+    RecordHeader { plaintext_len: RECORD_PLAINTEXT_MAX, key_phase: true }.emit(&mut header);
     let mut group = c.benchmark_group("wire/record_header");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse", |b| {
