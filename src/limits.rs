@@ -87,12 +87,14 @@ pub const REKEY_AFTER_MS: u64 = 120_000;
 pub const RING_ENTRIES: u32 = 4096;
 
 /// Provided receive buffers per worker. Shared by every link of the worker: an idle link holds
-/// none. 256 × 64 KiB = 16 MiB per worker keeps 256 links receiving a full record at once.
-pub const RECV_BUFFERS: u16 = 256;
+/// none, and a buffer goes back to the kernel in the turn it was filled. 64 × 256 KiB = 16 MiB
+/// per worker.
+pub const RECV_BUFFERS: u16 = 64;
 
-/// Bytes per provided receive buffer: one maximum record plaintext, so a bulk record is cut by
-/// at most one buffer boundary.
-pub const RECV_BUFFER_SIZE: u32 = 64 * 1024;
+/// Bytes per provided receive buffer. Four maximum records: a receive takes whatever the
+/// socket holds up to this, most records land whole and are opened where they landed, and only
+/// the one cut by the buffer's end is copied to be reassembled.
+pub const RECV_BUFFER_SIZE: u32 = 256 * 1024;
 
 /// Record buffers pooled per worker, for records being built or sent and for records that
 /// arrived split across receive buffers. A miss allocates and is counted, never fails.

@@ -193,3 +193,84 @@ fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
     let stats = client.join();
     assert_eq!(stats[0].established, 1);
 }
+
+/// Opens `count` requests on every link of the worker that receives it, then hands the same
+/// work to the next worker (one hand-off per worker, not per message).
+struct Fanout {
+    count: usize,
+    hops_left: usize,
+}
+
+struct FanoutClient {
+    report: Sender<Report>,
+}
+
+impl Service for FanoutClient {
+    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
+        let _ = self.report.send(Report::Up(link.id(), link.peer()));
+    }
+
+    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
+        if let Received::Txn(d) = received {
+            let _ = self.report.send(Report::Reply(d.txn, link.id().worker()));
+        }
+    }
+
+    fn command(&mut self, worker: &mut WorkerCtx<'_>, command: Box<dyn std::any::Any + Send>) {
+        let Ok(fanout) = command.downcast::<Fanout>() else { return };
+        let mut links = Vec::new();
+        worker.links(&mut links);
+        for id in links {
+            let Some(mut link) = worker.link(id) else { continue };
+            for _ in 0..fanout.count {
+                link.txn.open(&mut link.out, None, REQUEST, b"x", Flags::DELETE).unwrap();
+            }
+        }
+        if fanout.hops_left > 0 {
+            let next = (worker.index() + 1) % worker.workers();
+            let more = Fanout { count: fanout.count, hops_left: fanout.hops_left - 1 };
+            assert!(worker.send_to(next, ring::Command::Service(Box::new(more))).is_ok());
+        }
+    }
+}
+
+#[test]
+fn links_spread_over_workers_and_work_crosses_by_mailbox() {
+    let (server_cipher, client_cipher, server_key, _) = identities();
+    let (server_tx, _server_rx) = channel();
+    let two =
+        |listen| ring::Config { workers: 2, pin_workers: false, listen, ..ring::Config::default() };
+    let server =
+        Engine::start(two(Some("127.0.0.1:0".parse().unwrap())), server_cipher, move |_| Echo {
+            report: server_tx.clone(),
+        })
+        .unwrap();
+    let (client_tx, client_rx) = channel();
+    let client = Engine::start(two(None), client_cipher, move |_| FanoutClient {
+        report: client_tx.clone(),
+    })
+    .unwrap();
+    for _ in 0..4 {
+        client.connect(server.local_addr().unwrap(), Some(server_key));
+    }
+    let mut workers = std::collections::HashSet::new();
+    for _ in 0..4 {
+        workers.insert(expect_up(&client_rx).0.worker());
+    }
+    assert_eq!(workers.len(), 2, "dialled links are dealt to both workers");
+
+    // Worker 0 opens 100 requests per link, then hands the job to worker 1, which does the same.
+    client.send(0, ring::Command::Service(Box::new(Fanout { count: 100, hops_left: 1 })));
+    let mut replies_by_worker = [0; 2];
+    for _ in 0..400 {
+        match client_rx.recv_timeout(Duration::from_secs(10)).expect("replies") {
+            Report::Reply(_, worker) => replies_by_worker[worker] += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(replies_by_worker, [200, 200]);
+    client.shutdown();
+    client.join();
+    server.shutdown();
+    server.join();
+}

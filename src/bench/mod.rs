@@ -70,15 +70,18 @@ impl Counters {
     }
 }
 
-/// Counts what arrives and answers requests.
+/// Counts what arrives and answers requests. Counts are kept locally and published to the
+/// shared counters once per turn of the worker, not once per message.
 pub struct Sink {
     counters: Arc<Counters>,
+    messages: u64,
+    bytes: u64,
 }
 
 impl Sink {
     /// A sink reporting into `counters`.
     pub fn new(counters: Arc<Counters>) -> Sink {
-        Sink { counters }
+        Sink { counters, messages: 0, bytes: 0 }
     }
 }
 
@@ -89,8 +92,8 @@ impl Service for Sink {
 
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let Received::Txn(d) = received else { return };
-        self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
+        self.messages += 1;
+        self.bytes += d.payload.len() as u64;
         if d.opens() && d.closes() {
             // A one-shot request: answer it with its payload.
             let _ = link.txn.send(
@@ -117,6 +120,13 @@ impl Service for Sink {
 
     fn link_down(&mut self, _link: LinkId, reason: CloseReason) {
         self.counters.down(reason);
+    }
+
+    fn tick(&mut self, _worker: &mut WorkerCtx<'_>) {
+        if self.messages > 0 {
+            self.counters.messages.fetch_add(std::mem::take(&mut self.messages), Ordering::Relaxed);
+            self.counters.bytes.fetch_add(std::mem::take(&mut self.bytes), Ordering::Relaxed);
+        }
     }
 }
 

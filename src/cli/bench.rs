@@ -37,6 +37,9 @@ pub struct LinkArgs {
     /// Writes the results as CSV to this file.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Measures only one-way throughput (no round trips), e.g. under a profiler.
+    #[arg(long)]
+    one_way_only: bool,
 }
 
 /// Options of `bench serve`.
@@ -124,6 +127,9 @@ fn link(args: LinkArgs) -> Result<(), String> {
             direct: d_bytes as f64 / d_elapsed.as_secs_f64() / 1e6,
             unit: "MB/s",
         });
+        if args.one_way_only {
+            continue;
+        }
         progress(&format!("round trips {size} B: ringspan"));
         let ours = engine_round_trips(size, duration)?;
         progress(&format!("round trips {size} B: plain TCP"));

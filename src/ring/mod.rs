@@ -192,7 +192,7 @@ pub enum StartError {
 /// A running engine: its workers, and the way to reach them.
 pub struct Engine {
     threads: Vec<JoinHandle<WorkerStats>>,
-    mailboxes: Vec<Arc<Mailbox>>,
+    mailboxes: Arc<[Arc<Mailbox>]>,
     local_addr: Option<SocketAddr>,
     next_worker: AtomicUsize,
 }
@@ -223,15 +223,17 @@ impl Engine {
         let factory = Arc::new(factory);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut threads = Vec::with_capacity(workers);
-        let mut mailboxes = Vec::with_capacity(workers);
+        let mailboxes: Arc<[Arc<Mailbox>]> = (0..workers)
+            .map(|index| {
+                Mailbox::new().map(Arc::new).map_err(|error| StartError::Worker { index, error })
+            })
+            .collect::<Result<_, _>>()?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let mailbox =
-                Arc::new(Mailbox::new().map_err(|error| StartError::Worker { index, error })?);
-            mailboxes.push(mailbox.clone());
             let (config, cipher, factory) = (config.clone(), cipher.clone(), factory.clone());
-            let core =
-                (config.pin_workers && !cores.is_empty()).then(|| cores[index % cores.len()]);
+            let mailboxes = mailboxes.clone();
+            let core = (config.pin_workers && !cores.is_empty())
+                .then(|| cores[(config.first_core + index) % cores.len()]);
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringspan-w{index}"))
@@ -239,7 +241,7 @@ impl Engine {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    match worker::Worker::new(index, config, cipher, mailbox, listener) {
+                    match worker::Worker::new(index, config, cipher, mailboxes, listener) {
                         Ok(mut worker) => {
                             let _ = ready.send(Ok(()));
                             let mut service = factory(index);
@@ -290,7 +292,7 @@ impl Engine {
 
     /// Asks every worker to stop: stop accepting, close links with a reason, and exit.
     pub fn shutdown(&self) {
-        for mailbox in &self.mailboxes {
+        for mailbox in self.mailboxes.iter() {
             mailbox.send_blocking(Command::Shutdown);
         }
     }

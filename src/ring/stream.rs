@@ -150,24 +150,37 @@ impl Tx {
         self.building.is_some()
     }
 
-    /// The bytes to send next (the unsent part of the front chunk), if any.
-    pub fn next_chunk(&self) -> Option<&[u8]> {
-        self.queue.front().map(|(buf, len)| &buf[self.sent..*len])
+    /// The bytes to send next, in order: the unsent part of the front chunk, then the chunks
+    /// after it.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.queue.iter().enumerate().map(|(i, (buf, len))| {
+            let start = if i == 0 { self.sent } else { 0 };
+            &buf[start..*len]
+        })
     }
 
-    /// `n` bytes of the front chunk were sent. Returns whether the chunk is done.
-    pub fn advance(&mut self, n: usize, pool: &mut Pool) -> bool {
-        self.sent += n;
+    /// Whether anything sealed waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// `n` bytes from the front of [`Tx::chunks`] were sent: finished chunks go back to the
+    /// pool.
+    pub fn advance(&mut self, n: usize, pool: &mut Pool) {
         self.queued_bytes -= n;
-        match self.queue.front() {
-            Some(&(_, len)) if self.sent >= len => {
-                if let Some((buf, _)) = self.queue.pop_front() {
-                    pool.give(buf);
-                }
-                self.sent = 0;
-                true
+        let mut n = n;
+        while n > 0 {
+            let Some(&(_, len)) = self.queue.front() else { return };
+            let rest = len - self.sent;
+            if n < rest {
+                self.sent += n;
+                return;
             }
-            _ => false,
+            n -= rest;
+            self.sent = 0;
+            if let Some((buf, _)) = self.queue.pop_front() {
+                pool.give(buf);
+            }
         }
     }
 
@@ -265,10 +278,12 @@ mod tests {
         }
         tx.flush(&mut sealer, &mut pool);
         let mut bytes = Vec::new();
-        while let Some(chunk) = tx.next_chunk() {
-            bytes.extend_from_slice(chunk);
-            let n = chunk.len();
-            assert!(tx.advance(n, &mut pool));
+        // Send in odd-sized pieces that cut across chunks, as partial sends do.
+        while !tx.is_empty() {
+            let all: Vec<u8> = tx.chunks().flatten().copied().collect();
+            let n = all.len().min(bytes.len() % 9_999 + 1_234);
+            bytes.extend_from_slice(&all[..n]);
+            tx.advance(n, &mut pool);
         }
         assert_eq!(tx.queued_bytes(), 0);
         (bytes, payloads)

@@ -104,6 +104,26 @@ mod op {
     }
 }
 
+/// Chunks one `sendmsg` takes at most.
+pub const SEND_IOVECS: usize = 16;
+
+/// The `msghdr` and iovecs of one send in flight. Boxed, so the kernel's view of it stays put;
+/// a worker keeps the free ones for reuse.
+pub(crate) struct SendVec {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; SEND_IOVECS],
+}
+
+impl SendVec {
+    fn new() -> Box<SendVec> {
+        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; SEND_IOVECS];
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid empty header
+        // (no name, no control data); its iovec fields are set before each use.
+        let hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
+        Box::new(SendVec { hdr, iov })
+    }
+}
+
 /// A worker's state. Fields drop in order: the ring first, which ends the registration of the
 /// provided buffers before their memory is freed.
 pub(crate) struct Worker {
@@ -112,7 +132,8 @@ pub(crate) struct Worker {
     index: usize,
     config: Arc<Config>,
     cipher: Arc<cipher::Config>,
-    mailbox: Arc<Mailbox>,
+    /// Every worker's mailbox, this one's at `index`.
+    mailboxes: Arc<[Arc<Mailbox>]>,
     /// The eventfd read lands here (boxed: the kernel writes it while the worker moves).
     wake_buf: Box<u64>,
     listener: Option<Socket>,
@@ -122,6 +143,8 @@ pub(crate) struct Worker {
     pool: Pool,
     completions: Vec<(u64, i32, u32)>,
     touched: Vec<u32>,
+    /// Free send descriptors.
+    send_vecs: Vec<Box<SendVec>>,
     /// Links whose receive must be armed again, with their generations.
     rearm: Vec<(u32, u32)>,
     /// Closes asked for during [`Service::tick`], done after it.
@@ -136,7 +159,7 @@ impl Worker {
         index: usize,
         config: Arc<Config>,
         cipher: Arc<cipher::Config>,
-        mailbox: Arc<Mailbox>,
+        mailboxes: Arc<[Arc<Mailbox>]>,
         listener: Option<Socket>,
     ) -> io::Result<Worker> {
         let ring = new_ring(config.ring_entries)?;
@@ -148,7 +171,7 @@ impl Worker {
             pool: Pool::new(config.pool_records),
             config,
             cipher,
-            mailbox,
+            mailboxes,
             wake_buf: Box::new(0),
             listener,
             conns: Slab::new(),
@@ -157,6 +180,7 @@ impl Worker {
             completions: Vec::with_capacity(1024),
             touched: Vec::with_capacity(1024),
             rearm: Vec::with_capacity(64),
+            send_vecs: Vec::new(),
             deferred_closes: Vec::new(),
             now: now(),
             shutdown_deadline: None,
@@ -257,7 +281,7 @@ impl Worker {
 
     fn arm_wake(&mut self) {
         let buf: *mut u64 = &mut *self.wake_buf;
-        let entry = opcode::Read::new(Fd(self.mailbox.fd()), buf.cast(), 8)
+        let entry = opcode::Read::new(Fd(self.mailboxes[self.index].fd()), buf.cast(), 8)
             .build()
             .user_data(op::encode(op::WAKE, 0, 0));
         self.push(entry);
@@ -267,7 +291,7 @@ impl Worker {
         let (kind, slot, generation) = op::decode(user_data);
         match kind {
             op::WAKE => {
-                while let Some(command) = self.mailbox.recv() {
+                while let Some(command) = self.mailboxes[self.index].recv() {
                     self.command(service, command);
                 }
                 self.arm_wake();
@@ -323,6 +347,7 @@ impl Worker {
             recv_armed: false,
             recv_rearm: false,
             send_started: None,
+            send_vec: None,
             stall_timer: false,
             last_rx: now,
             last_tx: now,
@@ -611,6 +636,9 @@ impl Worker {
         let conn = &mut self.conns[slot as usize];
         conn.ops -= 1;
         conn.send_started = None;
+        if let Some(vec) = conn.send_vec.take() {
+            self.send_vecs.push(vec);
+        }
         if conn.phase == Phase::Closing {
             self.maybe_free(slot);
             return;
@@ -621,26 +649,33 @@ impl Worker {
         conn.stats.bytes_out += result as u64;
         self.stats.bytes_out += result as u64;
         conn.tx.advance(result as usize, &mut self.pool);
-        if conn.phase == Phase::Draining && conn.tx.next_chunk().is_none() && !conn.tx.has_pending()
-        {
+        if conn.phase == Phase::Draining && conn.tx.is_empty() && !conn.tx.has_pending() {
             return self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
         }
         self.start_send(slot);
     }
 
+    /// Sends everything queued on a link (up to [`SEND_IOVECS`] chunks in one `sendmsg`), unless
+    /// a send is already in flight: one at a time keeps the byte stream in order.
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        if conn.send_started.is_some() || conn.phase == Phase::Closing {
+        if conn.send_started.is_some() || conn.phase == Phase::Closing || conn.tx.is_empty() {
             return;
         }
-        let Some(chunk) = conn.tx.next_chunk() else {
-            return;
-        };
-        let entry =
-            opcode::Send::new(Fd(conn.socket.as_raw_fd()), chunk.as_ptr(), chunk.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(op::encode(op::SEND, slot, conn.generation));
+        let mut vec = self.send_vecs.pop().unwrap_or_else(SendVec::new);
+        let mut count = 0;
+        for (iov, chunk) in vec.iov.iter_mut().zip(conn.tx.chunks()) {
+            *iov =
+                libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: chunk.len() };
+            count += 1;
+        }
+        vec.hdr.msg_iov = vec.iov.as_mut_ptr();
+        vec.hdr.msg_iovlen = count;
+        let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), &vec.hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(op::encode(op::SEND, slot, conn.generation));
+        conn.send_vec = Some(vec);
         conn.ops += 1;
         conn.send_started = Some(self.now);
         let arm = !std::mem::replace(&mut conn.stall_timer, true);
@@ -932,6 +967,21 @@ impl WorkerCtx<'_> {
     pub fn link_stats(&self, id: LinkId) -> Option<super::LinkStats> {
         let slot = self.worker.slot_of(id)?;
         Some(self.worker.conns[slot as usize].stats)
+    }
+
+    /// Workers of the engine.
+    pub fn workers(&self) -> usize {
+        self.worker.mailboxes.len()
+    }
+
+    /// Sends a command to worker `index` (which may be this one). Never waits: a full mailbox
+    /// hands the command back. Batch work into few commands: each wakes a thread, which costs
+    /// ~20 µs when it sleeps on another core.
+    pub fn send_to(&self, index: usize, command: Command) -> Result<(), Command> {
+        match self.worker.mailboxes.get(index) {
+            Some(mailbox) => mailbox.send(command),
+            None => Err(command),
+        }
     }
 
     /// Dials `addr` from this worker.
