@@ -143,7 +143,9 @@ pub(crate) struct Worker {
     pool: Pool,
     completions: Vec<(u64, i32, u32)>,
     touched: Vec<u32>,
-    /// Free send descriptors.
+    /// Free send descriptors. Boxed on purpose: a descriptor moves between this list and a
+    /// link without its address changing, and the kernel holds that address during a send.
+    #[allow(clippy::vec_box)]
     send_vecs: Vec<Box<SendVec>>,
     /// Links whose receive must be armed again, with their generations.
     rearm: Vec<(u32, u32)>,
