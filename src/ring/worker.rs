@@ -104,6 +104,9 @@ mod op {
     }
 }
 
+/// How long accepting pauses after it fails (e.g. out of descriptors), instead of spinning.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Chunks one `sendmsg` takes at most.
 pub const SEND_IOVECS: usize = 16;
 
@@ -153,6 +156,8 @@ pub(crate) struct Worker {
     deferred_closes: Vec<(LinkId, ErrorCode)>,
     now: Instant,
     shutdown_deadline: Option<Instant>,
+    /// Accepting resumes then, after a failure such as running out of descriptors.
+    accept_paused_until: Option<Instant>,
     stats: WorkerStats,
 }
 
@@ -186,6 +191,7 @@ impl Worker {
             deferred_closes: Vec::new(),
             now: now(),
             shutdown_deadline: None,
+            accept_paused_until: None,
             stats: WorkerStats::default(),
         })
     }
@@ -193,14 +199,7 @@ impl Worker {
     /// Runs until shut down; returns the worker's counters.
     pub(crate) fn run(&mut self, service: &mut impl Service) -> WorkerStats {
         self.arm_wake();
-        if let Some(listener) = &self.listener {
-            let fd = listener.as_raw_fd();
-            self.push(opcode::AcceptMulti::new(Fd(fd)).build().user_data(op::encode(
-                op::ACCEPT,
-                0,
-                0,
-            )));
-        }
+        self.arm_accept();
         loop {
             if let Err(error) = self.submit_and_wait() {
                 tracing::error!(worker = self.index, %error, "io_uring_enter failed");
@@ -216,6 +215,12 @@ impl Worker {
                 self.dispatch(service, user_data, result, flags);
             }
             self.fire_timers(service);
+            if self.accept_paused_until.is_some_and(|until| self.now >= until) {
+                self.accept_paused_until = None;
+                if self.shutdown_deadline.is_none() {
+                    self.arm_accept();
+                }
+            }
             service.tick(&mut WorkerCtx { worker: self });
             while let Some((id, code)) = self.deferred_closes.pop() {
                 if let Some(slot) = self.slot_of(id) {
@@ -242,7 +247,10 @@ impl Worker {
     }
 
     fn submit_and_wait(&mut self) -> io::Result<()> {
-        let next = [self.timers.next(), self.shutdown_deadline].into_iter().flatten().min();
+        let next = [self.timers.next(), self.shutdown_deadline, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min();
         let result = match next {
             Some(at) => {
                 let wait = at.saturating_duration_since(now());
@@ -375,39 +383,52 @@ impl Worker {
             // SAFETY: a successful accept returns a new descriptor that nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(result) };
             let _ = socket.set_tcp_nodelay(true);
-            match Session::responder(self.cipher.clone(), self.now) {
-                Ok(session) => {
-                    self.stats.accepted += 1;
-                    let slot = self.new_conn(
-                        socket,
-                        Phase::Handshake,
-                        Crypto::Handshake(Box::new(session)),
-                    );
-                    self.arm_recv(slot);
-                    self.arm_timer(
-                        slot,
-                        TimerKind::Handshake,
-                        self.now + self.config.handshake_timeout,
-                    );
-                }
-                Err(error) => tracing::warn!(%error, "cannot start a handshake"),
+            if self.shutdown_deadline.is_some() {
+                // Shutting down: a connection that raced the end of accepting is dropped.
+                drop(socket);
+            } else {
+                self.adopt(socket);
             }
         } else if result != -libc::ECANCELED && result != -libc::EINVAL {
+            // Out of descriptors or memory: pause accepting briefly instead of spinning.
             tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
-        }
-        if !cqueue::more(flags)
-            && let Some(listener) = &self.listener
-        {
-            if self.shutdown_deadline.is_none() {
-                let fd = listener.as_raw_fd();
-                self.push(opcode::AcceptMulti::new(Fd(fd)).build().user_data(op::encode(
-                    op::ACCEPT,
-                    0,
-                    0,
-                )));
-            } else {
-                self.listener = None;
+            if !cqueue::more(flags) {
+                self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
             }
+        }
+        if !cqueue::more(flags) && self.listener.is_some() {
+            if self.shutdown_deadline.is_some() {
+                self.listener = None;
+            } else if self.accept_paused_until.is_none() {
+                self.arm_accept();
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        if let Some(listener) = &self.listener {
+            let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+                .build()
+                .user_data(op::encode(op::ACCEPT, 0, 0));
+            self.push(entry);
+        }
+    }
+
+    /// Starts the responder's handshake on an accepted connection.
+    fn adopt(&mut self, socket: Socket) {
+        match Session::responder(self.cipher.clone(), self.now) {
+            Ok(session) => {
+                self.stats.accepted += 1;
+                let slot =
+                    self.new_conn(socket, Phase::Handshake, Crypto::Handshake(Box::new(session)));
+                self.arm_recv(slot);
+                self.arm_timer(
+                    slot,
+                    TimerKind::Handshake,
+                    self.now + self.config.handshake_timeout,
+                );
+            }
+            Err(error) => tracing::warn!(%error, "cannot start a handshake"),
         }
     }
 
