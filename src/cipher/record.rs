@@ -172,7 +172,8 @@ pub fn open_in_place(
 pub struct RecordSealer {
     chain: Chain,
     limits: RekeyLimits,
-    rekey_at: Instant,
+    /// `None` when `rekey_after` reaches past what an `Instant` can hold: never.
+    rekey_at: Option<Instant>,
 }
 
 impl RecordSealer {
@@ -186,7 +187,7 @@ impl RecordSealer {
         Ok(RecordSealer {
             chain,
             limits,
-            rekey_at: now + limits.rekey_after,
+            rekey_at: now.checked_add(limits.rekey_after),
         })
     }
 
@@ -239,15 +240,15 @@ impl RecordSealer {
 
     /// Switches to the next key if the current one is older than [`RekeyLimits::rekey_after`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        if now >= self.rekey_at {
+        if self.rekey_at.is_some_and(|at| now >= at) {
             self.chain.advance()?;
-            self.rekey_at = now + self.limits.rekey_after;
+            self.rekey_at = now.checked_add(self.limits.rekey_after);
         }
         Ok(())
     }
 
-    /// When the current key reaches its age limit.
-    pub fn poll_timeout(&self) -> Instant {
+    /// When the current key reaches its age limit (`None`: never).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.rekey_at
     }
 
@@ -454,10 +455,15 @@ mod tests {
     fn counter_wrap_refused() {
         let limits = RekeyLimits {
             records_per_key: u64::MAX,
-            rekey_after: Duration::from_secs(1 << 40),
+            rekey_after: Duration::MAX,
             reject_after_records: u64::MAX,
         };
-        let (mut sealer, mut opener, _) = pair(limits);
+        let (mut sealer, mut opener, start) = pair(limits);
+        // Time-based rekeying is off too: its deadline is past what an Instant can hold.
+        assert_eq!(sealer.poll_timeout(), None);
+        sealer
+            .handle_timeout(start + Duration::from_secs(1 << 40))
+            .unwrap();
         sealer.set_counter_for_test(u64::MAX - 2);
         opener.set_counter_for_test(u64::MAX - 2);
         for fill in [1, 2] {
@@ -502,7 +508,10 @@ mod tests {
             ..RekeyLimits::default()
         };
         let (mut sealer, mut opener, start) = pair(limits);
-        assert_eq!(sealer.poll_timeout(), start + Duration::from_secs(120));
+        assert_eq!(
+            sealer.poll_timeout(),
+            Some(start + Duration::from_secs(120))
+        );
         let mut first = record(&mut sealer, 1);
         sealer
             .handle_timeout(start + Duration::from_secs(119))
@@ -512,7 +521,10 @@ mod tests {
             .handle_timeout(start + Duration::from_secs(120))
             .unwrap();
         assert!(sealer.key_phase());
-        assert_eq!(sealer.poll_timeout(), start + Duration::from_secs(240));
+        assert_eq!(
+            sealer.poll_timeout(),
+            Some(start + Duration::from_secs(240))
+        );
         let mut second = record(&mut sealer, 2);
         assert_eq!(second[4], 1, "key phase bit set");
         assert_eq!(opener.open(&mut first).unwrap(), &[1; 32][..]);
