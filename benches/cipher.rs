@@ -156,6 +156,58 @@ fn handshake(c: &mut Criterion) {
         })
     });
 
+    // One side's share of a full handshake: both sides run, only the responder's (then the
+    // initiator's) calls are timed. A satellite under a reconnect storm pays the responder's.
+    for responder_side in [true, false] {
+        let name = if responder_side {
+            "session-responder-side"
+        } else {
+            "session-initiator-side"
+        };
+        group.bench_function(name, |bench| {
+            bench.iter_custom(|iters| {
+                let mut spent = std::time::Duration::ZERO;
+                let mut timed = |is_responder: bool, f: &mut dyn FnMut()| {
+                    if is_responder == responder_side {
+                        let t = start();
+                        f();
+                        spent += t.elapsed();
+                    } else {
+                        f();
+                    }
+                };
+                for _ in 0..iters {
+                    let (mut i, mut r) = (None, None);
+                    let key = cb.identity().public_key();
+                    timed(false, &mut || {
+                        i = Some(Session::initiator(Arc::clone(&ca), Some(key), now).unwrap())
+                    });
+                    timed(true, &mut || {
+                        r = Some(Session::responder(Arc::clone(&cb), now).unwrap())
+                    });
+                    let (mut i, mut r) = (i.unwrap(), r.unwrap());
+                    let mut buf = [0u8; HANDSHAKE_FRAME_MAX];
+                    let mut n = 0;
+                    for _ in 0..2 {
+                        timed(false, &mut || n = i.poll_transmit(&mut buf).unwrap());
+                        timed(true, &mut || {
+                            r.handle_handshake_bytes(&buf[..n], now).unwrap();
+                            n = r.poll_transmit(&mut buf).unwrap();
+                        });
+                        if n > 0 {
+                            timed(false, &mut || {
+                                i.handle_handshake_bytes(&buf[..n], now).unwrap();
+                            });
+                        }
+                    }
+                    assert!(i.is_established() && r.is_established());
+                    black_box((i, r));
+                }
+                spent
+            })
+        });
+    }
+
     // For scale: the X25519 operations a handshake is made of (each side does one key
     // generation and three agreements).
     group.bench_function("x25519-generate", |bench| {
