@@ -15,7 +15,9 @@
 //! Record *i* sealed under key *n* uses nonce `0u32 ‖ i as u64 big-endian` (the counter
 //! restarts at 0 with each key) and carries key phase `n mod 2` in its header. The sender moves
 //! from `K_n` to `K_{n+1}` after [`RekeyLimits::records_per_key`] records or
-//! [`RekeyLimits::rekey_after`] of time, whichever comes first. The receiver keeps `K_{n+1}`
+//! [`RekeyLimits::rekey_after`] of time, whichever comes first; a time switch is skipped while
+//! the current key has sealed nothing, so there is always a record between two switches and the
+//! one phase bit is enough for the receiver to follow. The receiver keeps `K_{n+1}`
 //! precomputed: a record whose phase differs from the current one is opened with the next key at
 //! counter 0 and, only if it authenticates, the receiver moves on. So a key switch costs no
 //! round trip and no pause, and an attacker flipping the phase bit only makes the record fail.
@@ -221,7 +223,9 @@ impl RecordSealer {
         if self.chain.counter == u64::MAX {
             return Err(Limit::SendCounter.into());
         }
-        if self.chain.counter >= self.limits.records_per_key {
+        // At least one record per key, so that two switches never happen without a record
+        // between them (see `handle_timeout`).
+        if self.chain.counter >= self.limits.records_per_key.max(1) {
             self.chain.advance()?;
         }
         let counter = self.chain.counter;
@@ -241,7 +245,12 @@ impl RecordSealer {
     /// Switches to the next key if the current one is older than [`RekeyLimits::rekey_after`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         if self.rekey_at.is_some_and(|at| now >= at) {
-            self.chain.advance()?;
+            // A key that sealed nothing has protected nothing: keep it. Switching again would
+            // move the sender two keys ahead of the receiver, which would see the same phase
+            // bit and open with the wrong key. So there is always a record between switches.
+            if self.chain.counter > 0 {
+                self.chain.advance()?;
+            }
             self.rekey_at = now.checked_add(self.limits.rekey_after);
         }
         Ok(())
@@ -530,6 +539,40 @@ mod tests {
         assert_eq!(opener.open(&mut first).unwrap(), &[1; 32][..]);
         assert_eq!(opener.open(&mut second).unwrap(), &[2; 32][..]);
         assert!(opener.key_phase());
+    }
+
+    #[test]
+    fn an_idle_sender_never_gets_two_keys_ahead() {
+        let limits = RekeyLimits {
+            rekey_after: Duration::from_secs(120),
+            ..RekeyLimits::default()
+        };
+        let (mut sealer, mut opener, start) = pair(limits);
+        let mut first = record(&mut sealer, 1);
+        assert_eq!(opener.open(&mut first).unwrap(), &[1; 32][..]);
+        // Three deadlines pass with no record: one switch (the used key), then none.
+        for minutes in [2, 4, 6] {
+            sealer
+                .handle_timeout(start + Duration::from_secs(60 * minutes))
+                .unwrap();
+            assert!(sealer.key_phase(), "after {minutes} min");
+        }
+        let mut second = record(&mut sealer, 2);
+        assert_eq!(opener.open(&mut second).unwrap(), &[2; 32][..]);
+        // With a volume limit of 0 (treated as 1), every record has its own key.
+        let limits = RekeyLimits {
+            records_per_key: 0,
+            ..RekeyLimits::default()
+        };
+        let (mut sealer, mut opener, start) = pair(limits);
+        for n in 0..6u8 {
+            sealer
+                .handle_timeout(start + limits.rekey_after * u32::from(n))
+                .unwrap();
+            let mut rec = record(&mut sealer, n);
+            assert_eq!(rec[4], n % 2, "record {n}");
+            assert_eq!(opener.open(&mut rec).unwrap(), &[n; 32][..]);
+        }
     }
 
     #[test]
