@@ -1,6 +1,7 @@
 //! The record layer against raw aws-lc-rs, and handshakes per second.
 //!
-//! `cargo bench --bench cipher -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench --bench cipher -- --warm-up-time 1 --measurement-time 3`, or, for a paired
+//! comparison that resists a noisy machine, `RINGSPAN_BENCH_PAIRED=1 cargo bench --bench cipher`.
 //!
 //! - `seal/{ours,raw}/N`: seal N plaintext bytes in place (ours: through `RecordSealer`, which
 //!   also writes the header and checks limits; raw: `LessSafeKey::seal_in_place_separate_tag`
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, UnboundKey};
 use aws_lc_rs::agreement;
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use ringspan::cipher::record::{dangerous_record_layer_from_secrets, record_nonce};
 use ringspan::cipher::resolver::AwsLcResolver;
 use ringspan::cipher::session::{NOISE_PATTERN, PROLOGUE};
@@ -150,6 +151,54 @@ fn handshake(c: &mut Criterion) {
         })
     });
 
+    // One side's share of a full handshake: both sides run, only the responder's (then the
+    // initiator's) calls are timed. A satellite under a reconnect storm pays the responder's.
+    for responder_side in [true, false] {
+        let name = if responder_side { "session-responder-side" } else { "session-initiator-side" };
+        group.bench_function(name, |bench| {
+            bench.iter_custom(|iters| {
+                let mut spent = std::time::Duration::ZERO;
+                let mut timed = |is_responder: bool, f: &mut dyn FnMut()| {
+                    if is_responder == responder_side {
+                        let t = start();
+                        f();
+                        spent += t.elapsed();
+                    } else {
+                        f();
+                    }
+                };
+                for _ in 0..iters {
+                    let (mut i, mut r) = (None, None);
+                    let key = cb.identity().public_key();
+                    timed(false, &mut || {
+                        i = Some(Session::initiator(Arc::clone(&ca), Some(key), now).unwrap())
+                    });
+                    timed(true, &mut || {
+                        r = Some(Session::responder(Arc::clone(&cb), now).unwrap())
+                    });
+                    let (mut i, mut r) = (i.unwrap(), r.unwrap());
+                    let mut buf = [0u8; HANDSHAKE_FRAME_MAX];
+                    let mut n = 0;
+                    for _ in 0..2 {
+                        timed(false, &mut || n = i.poll_transmit(&mut buf).unwrap());
+                        timed(true, &mut || {
+                            r.handle_handshake_bytes(&buf[..n], now).unwrap();
+                            n = r.poll_transmit(&mut buf).unwrap();
+                        });
+                        if n > 0 {
+                            timed(false, &mut || {
+                                i.handle_handshake_bytes(&buf[..n], now).unwrap();
+                            });
+                        }
+                    }
+                    assert!(i.is_established() && r.is_established());
+                    black_box((i, r));
+                }
+                spent
+            })
+        });
+    }
+
     // For scale: the X25519 operations a handshake is made of (each side does one key
     // generation and three agreements).
     group.bench_function("x25519-generate", |bench| {
@@ -211,5 +260,97 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
+/// Ours against raw aws-lc-rs, interleaved: alternating timed blocks in one process so that
+/// machine-wide noise (a shared VM, a neighbour's build) hits both sides alike. Prints the
+/// median ns per operation of each side and the median of the per-round ratios ours/raw.
+fn paired() {
+    const ROUNDS: usize = 201;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let limits = RekeyLimits::default();
+    for size in SIZES {
+        let ops = (4_000_000 / (size + 200)).max(50);
+        let wire = RECORD_HEADER_LEN + size + RECORD_TAG_LEN;
+        let (mut sealer, _) =
+            dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], limits, start()).unwrap();
+        let (mut s2, mut o2) =
+            dangerous_record_layer_from_secrets(&[3; 32], &[3; 32], limits, start()).unwrap();
+        let key = raw_key();
+        let mut raw_sealed = 0u64;
+        let mut buf = vec![0u8; wire];
+        let mut batch: Vec<Vec<u8>> = (0..ops.min(256)).map(|_| vec![0u8; wire]).collect();
+        let per_op = |t: Instant, n: usize| t.elapsed().as_nanos() as f64 / n as f64;
+        let mut v: [Vec<f64>; 6] = Default::default();
+        for _ in 0..ROUNDS {
+            let t = start();
+            for _ in 0..ops {
+                black_box(sealer.seal(black_box(&mut buf), size).unwrap());
+            }
+            let ours = per_op(t, ops);
+            let t = start();
+            for _ in 0..ops {
+                raw_seal(&key, raw_sealed, black_box(&mut buf), size);
+                raw_sealed += 1;
+            }
+            let raw = per_op(t, ops);
+            v[0].push(ours);
+            v[1].push(raw);
+            v[2].push(ours / raw);
+
+            for record in batch.iter_mut() {
+                s2.seal(record, size).unwrap();
+            }
+            let t = start();
+            for record in batch.iter_mut() {
+                black_box(o2.open(record).unwrap().len());
+            }
+            let ours = per_op(t, batch.len());
+            // The raw opener starts at the counter of the first record of this batch.
+            let mut raw_opened = raw_sealed;
+            for record in batch.iter_mut() {
+                raw_seal(&key, raw_sealed, record, size);
+                raw_sealed += 1;
+            }
+            let t = start();
+            for record in batch.iter_mut() {
+                let (aad, rest) = record.split_at_mut(RECORD_HEADER_LEN);
+                let (body, tag) = rest.split_at_mut(size);
+                let nonce = record_nonce(raw_opened);
+                raw_opened += 1;
+                let plain =
+                    key.open_in_place_separate_tag(nonce, Aad::from(&*aad), tag, body).unwrap();
+                black_box(plain.len());
+            }
+            let raw = per_op(t, batch.len());
+            v[3].push(ours);
+            v[4].push(raw);
+            v[5].push(ours / raw);
+        }
+        let [a, b, c, d, e, f] = &mut v;
+        println!(
+            "{size:>6} B  seal ours {:>9.1} ns  raw {:>9.1} ns  ratio {:.3} | \
+             open ours {:>9.1} ns  raw {:>9.1} ns  ratio {:.3}",
+            median(a),
+            median(b),
+            median(c),
+            median(d),
+            median(e),
+            median(f)
+        );
+    }
+}
+
 criterion_group!(benches, seal, open, handshake);
-criterion_main!(benches);
+
+/// `RINGSPAN_BENCH_PAIRED=1 cargo bench --bench cipher` runs the interleaved comparison
+/// instead of criterion.
+fn main() {
+    if std::env::var_os("RINGSPAN_BENCH_PAIRED").is_some() {
+        paired();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -472,3 +472,14 @@ fn split_halves_keep_working() {
     sealer.seal(&mut buf, 32).unwrap();
     assert_eq!(opener.open(&mut buf).unwrap(), &[9; 32][..]);
 }
+
+#[test]
+fn sessions_and_halves_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Session>();
+    send::<ringspan::cipher::RecordSealer>();
+    send::<ringspan::cipher::RecordOpener>();
+    send::<Config>();
+    sync::<Config>();
+}

@@ -15,7 +15,9 @@
 //! Record *i* sealed under key *n* uses nonce `0u32 ‖ i as u64 big-endian` (the counter
 //! restarts at 0 with each key) and carries key phase `n mod 2` in its header. The sender moves
 //! from `K_n` to `K_{n+1}` after [`RekeyLimits::records_per_key`] records or
-//! [`RekeyLimits::rekey_after`] of time, whichever comes first. The receiver keeps `K_{n+1}`
+//! [`RekeyLimits::rekey_after`] of time, whichever comes first; a time switch is skipped while
+//! the current key has sealed nothing, so there is always a record between two switches and the
+//! one phase bit is enough for the receiver to follow. The receiver keeps `K_{n+1}`
 //! precomputed: a record whose phase differs from the current one is opened with the next key at
 //! counter 0 and, only if it authenticates, the receiver moves on. So a key switch costs no
 //! round trip and no pause, and an attacker flipping the phase bit only makes the record fail.
@@ -166,7 +168,8 @@ pub fn open_in_place(
 pub struct RecordSealer {
     chain: Chain,
     limits: RekeyLimits,
-    rekey_at: Instant,
+    /// `None` when `rekey_after` reaches past what an `Instant` can hold: never.
+    rekey_at: Option<Instant>,
 }
 
 impl RecordSealer {
@@ -177,7 +180,7 @@ impl RecordSealer {
         now: Instant,
     ) -> Result<RecordSealer, Error> {
         let chain = Chain::new(split_key, handshake_hash)?;
-        Ok(RecordSealer { chain, limits, rekey_at: now + limits.rekey_after })
+        Ok(RecordSealer { chain, limits, rekey_at: now.checked_add(limits.rekey_after) })
     }
 
     /// Seals one record in place. `buf` holds, from its start, room for the 8-byte header, the
@@ -203,7 +206,9 @@ impl RecordSealer {
         if self.chain.counter == u64::MAX {
             return Err(Limit::SendCounter.into());
         }
-        if self.chain.counter >= self.limits.records_per_key {
+        // At least one record per key, so that two switches never happen without a record
+        // between them (see `handle_timeout`).
+        if self.chain.counter >= self.limits.records_per_key.max(1) {
             self.chain.advance()?;
         }
         let counter = self.chain.counter;
@@ -219,15 +224,20 @@ impl RecordSealer {
 
     /// Switches to the next key if the current one is older than [`RekeyLimits::rekey_after`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        if now >= self.rekey_at {
-            self.chain.advance()?;
-            self.rekey_at = now + self.limits.rekey_after;
+        if self.rekey_at.is_some_and(|at| now >= at) {
+            // A key that sealed nothing has protected nothing: keep it. Switching again would
+            // move the sender two keys ahead of the receiver, which would see the same phase
+            // bit and open with the wrong key. So there is always a record between switches.
+            if self.chain.counter > 0 {
+                self.chain.advance()?;
+            }
+            self.rekey_at = now.checked_add(self.limits.rekey_after);
         }
         Ok(())
     }
 
-    /// When the current key reaches its age limit.
-    pub fn poll_timeout(&self) -> Instant {
+    /// When the current key reaches its age limit (`None`: never).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.rekey_at
     }
 
@@ -420,10 +430,13 @@ mod tests {
     fn counter_wrap_refused() {
         let limits = RekeyLimits {
             records_per_key: u64::MAX,
-            rekey_after: Duration::from_secs(1 << 40),
+            rekey_after: Duration::MAX,
             reject_after_records: u64::MAX,
         };
-        let (mut sealer, mut opener, _) = pair(limits);
+        let (mut sealer, mut opener, start) = pair(limits);
+        // Time-based rekeying is off too: its deadline is past what an Instant can hold.
+        assert_eq!(sealer.poll_timeout(), None);
+        sealer.handle_timeout(start + Duration::from_secs(1 << 40)).unwrap();
         sealer.set_counter_for_test(u64::MAX - 2);
         opener.set_counter_for_test(u64::MAX - 2);
         for fill in [1, 2] {
@@ -456,18 +469,43 @@ mod tests {
         let limits =
             RekeyLimits { rekey_after: Duration::from_secs(120), ..RekeyLimits::default() };
         let (mut sealer, mut opener, start) = pair(limits);
-        assert_eq!(sealer.poll_timeout(), start + Duration::from_secs(120));
+        assert_eq!(sealer.poll_timeout(), Some(start + Duration::from_secs(120)));
         let mut first = record(&mut sealer, 1);
         sealer.handle_timeout(start + Duration::from_secs(119)).unwrap();
         assert!(!sealer.key_phase());
         sealer.handle_timeout(start + Duration::from_secs(120)).unwrap();
         assert!(sealer.key_phase());
-        assert_eq!(sealer.poll_timeout(), start + Duration::from_secs(240));
+        assert_eq!(sealer.poll_timeout(), Some(start + Duration::from_secs(240)));
         let mut second = record(&mut sealer, 2);
         assert_eq!(second[4], 1, "key phase bit set");
         assert_eq!(opener.open(&mut first).unwrap(), &[1; 32][..]);
         assert_eq!(opener.open(&mut second).unwrap(), &[2; 32][..]);
         assert!(opener.key_phase());
+    }
+
+    #[test]
+    fn an_idle_sender_never_gets_two_keys_ahead() {
+        let limits =
+            RekeyLimits { rekey_after: Duration::from_secs(120), ..RekeyLimits::default() };
+        let (mut sealer, mut opener, start) = pair(limits);
+        let mut first = record(&mut sealer, 1);
+        assert_eq!(opener.open(&mut first).unwrap(), &[1; 32][..]);
+        // Three deadlines pass with no record: one switch (the used key), then none.
+        for minutes in [2, 4, 6] {
+            sealer.handle_timeout(start + Duration::from_secs(60 * minutes)).unwrap();
+            assert!(sealer.key_phase(), "after {minutes} min");
+        }
+        let mut second = record(&mut sealer, 2);
+        assert_eq!(opener.open(&mut second).unwrap(), &[2; 32][..]);
+        // With a volume limit of 0 (treated as 1), every record has its own key.
+        let limits = RekeyLimits { records_per_key: 0, ..RekeyLimits::default() };
+        let (mut sealer, mut opener, start) = pair(limits);
+        for n in 0..6u8 {
+            sealer.handle_timeout(start + limits.rekey_after * u32::from(n)).unwrap();
+            let mut rec = record(&mut sealer, n);
+            assert_eq!(rec[4], n % 2, "record {n}");
+            assert_eq!(opener.open(&mut rec).unwrap(), &[n; 32][..]);
+        }
     }
 
     #[test]

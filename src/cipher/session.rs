@@ -93,7 +93,8 @@ impl Config {
 pub struct Session {
     config: Arc<Config>,
     state: State,
-    deadline: Instant,
+    /// The handshake deadline; `None` if the timeout reaches past what an `Instant` holds.
+    deadline: Option<Instant>,
     expected_peer: Option<PublicKey>,
     peer: Option<PublicKey>,
     incoming: [u8; HANDSHAKE_FRAME_MAX],
@@ -149,7 +150,7 @@ impl Session {
         state: State,
     ) -> Session {
         Session {
-            deadline: now + config.handshake_timeout,
+            deadline: now.checked_add(config.handshake_timeout),
             config,
             state,
             expected_peer,
@@ -170,7 +171,7 @@ impl Session {
             State::Established { .. } => return Ok(0),
             _ => {}
         }
-        if now >= self.deadline {
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
             return Err(self.fail(Handshake::Timeout.into()));
         }
         let mut consumed = 0;
@@ -222,19 +223,22 @@ impl Session {
         let result = match &mut self.state {
             State::Failed(error) => return Err(*error),
             State::Established { sealer, .. } => sealer.handle_timeout(now),
-            _ if now >= self.deadline => Err(Handshake::Timeout.into()),
+            _ if self.deadline.is_some_and(|deadline| now >= deadline) => {
+                Err(Handshake::Timeout.into())
+            }
             _ => Ok(()),
         };
         result.map_err(|error| self.fail(error))
     }
 
     /// The next time [`Session::handle_timeout`] must be called: the handshake deadline, then
-    /// the sending key's age limit. `None` once failed.
+    /// the sending key's age limit. `None` once failed (or for a limit configured past what an
+    /// `Instant` can hold).
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Failed(_) => None,
-            State::Established { sealer, .. } => Some(sealer.poll_timeout()),
-            _ => Some(self.deadline),
+            State::Established { sealer, .. } => sealer.poll_timeout(),
+            _ => self.deadline,
         }
     }
 

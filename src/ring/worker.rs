@@ -640,7 +640,9 @@ impl Worker {
         };
         self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
-        self.arm_timer(slot, TimerKind::Rekey, rekey_at);
+        if let Some(at) = rekey_at {
+            self.arm_timer(slot, TimerKind::Rekey, at);
+        }
         let conn = &mut self.conns[slot as usize];
         let Crypto::Established { sealer, .. } = &mut conn.crypto else { unreachable!() };
         let mut ctx = LinkCtx {
@@ -819,8 +821,9 @@ impl Worker {
                     if let Crypto::Established { sealer, .. } = &mut conn.crypto {
                         match sealer.handle_timeout(self.now) {
                             Ok(()) => {
-                                let at = sealer.poll_timeout();
-                                self.arm_timer(slot, TimerKind::Rekey, at);
+                                if let Some(at) = sealer.poll_timeout() {
+                                    self.arm_timer(slot, TimerKind::Rekey, at);
+                                }
                             }
                             Err(error) => self.close(service, slot, CloseReason::Protocol(error)),
                         }
