@@ -1,11 +1,13 @@
-//! The record layer against raw aws-lc-rs, and handshakes per second.
+//! The record layer against the bare AEAD call, the two AES-GCM backends against each other,
+//! and handshakes per second.
 //!
 //! `cargo bench --bench cipher -- --warm-up-time 1 --measurement-time 3`, or, for a paired
 //! comparison that resists a noisy machine, `RINGSPAN_BENCH_PAIRED=1 cargo bench --bench cipher`.
 //!
 //! - `seal/{ours,raw}/N`: seal N plaintext bytes in place (ours: through `RecordSealer`, which
-//!   also writes the header and checks limits; raw: `LessSafeKey::seal_in_place_separate_tag`
-//!   with the same nonce and AAD shapes, tag copied after the body).
+//!   also writes the header and checks limits; raw: the backend's `seal_in_place_separate_tag`
+//!   alone, on the backend `Backend::fastest` picks here, same nonce and AAD shapes).
+//! - `backend/{aws-lc,ring}/N`: the bare seal on each backend, to see which CPU favours which.
 //! - `open/{ours,raw}/N`: open one sealed record in place; sealing happens in untimed setup.
 //! - `handshake/*`: one full XX handshake, both sides in this thread: our `Session`s; raw snow
 //!   with our aws-lc-rs resolver; raw snow with its default pure-Rust resolver. Plus, for
@@ -15,9 +17,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, UnboundKey};
 use aws_lc_rs::agreement;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
+use ringspan::cipher::aead::{Backend, Key};
 use ringspan::cipher::record::{dangerous_record_layer_from_secrets, record_nonce};
 use ringspan::cipher::resolver::AwsLcResolver;
 use ringspan::cipher::session::{NOISE_PATTERN, PROLOGUE};
@@ -33,16 +35,38 @@ fn start() -> Instant {
     Instant::now()
 }
 
-fn raw_key() -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap())
+fn raw_key() -> Key {
+    Key::new(Backend::fastest(), &[7u8; 32]).unwrap()
 }
 
-fn raw_seal(key: &LessSafeKey, counter: u64, buf: &mut [u8], len: usize) {
+fn raw_seal(key: &Key, counter: u64, buf: &mut [u8], len: usize) {
     let (aad, rest) = buf.split_at_mut(RECORD_HEADER_LEN);
     let (body, tag) = rest.split_at_mut(len);
-    let sealed =
-        key.seal_in_place_separate_tag(record_nonce(counter), Aad::from(&*aad), body).unwrap();
-    tag[..RECORD_TAG_LEN].copy_from_slice(sealed.as_ref());
+    let sealed = key.seal_in_place(record_nonce(counter), aad, body).unwrap();
+    tag[..RECORD_TAG_LEN].copy_from_slice(&sealed);
+}
+
+fn backend(c: &mut Criterion) {
+    let mut group = c.benchmark_group("backend");
+    for size in [16 * 1024, 64 * 1024] {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0u8; RECORD_HEADER_LEN + size + RECORD_TAG_LEN];
+        for backend in Backend::ALL {
+            let key = Key::new(backend, &[7u8; 32]).unwrap();
+            let name = match backend {
+                Backend::AwsLc => "aws-lc",
+                Backend::Ring => "ring",
+            };
+            let mut counter = 0u64;
+            group.bench_with_input(BenchmarkId::new(name, size), &size, |b, &size| {
+                b.iter(|| {
+                    raw_seal(&key, counter, black_box(&mut buf), size);
+                    counter += 1;
+                })
+            });
+        }
+    }
+    group.finish();
 }
 
 fn seal(c: &mut Criterion) {
@@ -112,9 +136,8 @@ fn open(c: &mut Criterion) {
                     let (body, tag) = rest.split_at_mut(size);
                     let nonce = record_nonce(opened);
                     opened += 1;
-                    let plain =
-                        key.open_in_place_separate_tag(nonce, Aad::from(&*aad), tag, body).unwrap();
-                    black_box(plain.len())
+                    key.open_in_place(nonce, aad, tag, body).unwrap();
+                    black_box(body.len())
                 },
                 BATCH,
             )
@@ -319,9 +342,8 @@ fn paired() {
                 let (body, tag) = rest.split_at_mut(size);
                 let nonce = record_nonce(raw_opened);
                 raw_opened += 1;
-                let plain =
-                    key.open_in_place_separate_tag(nonce, Aad::from(&*aad), tag, body).unwrap();
-                black_box(plain.len());
+                key.open_in_place(nonce, aad, tag, body).unwrap();
+                black_box(body.len());
             }
             let raw = per_op(t, batch.len());
             v[3].push(ours);
@@ -342,7 +364,7 @@ fn paired() {
     }
 }
 
-criterion_group!(benches, seal, open, handshake);
+criterion_group!(benches, seal, open, backend, handshake);
 
 /// `RINGSPAN_BENCH_PAIRED=1 cargo bench --bench cipher` runs the interleaved comparison
 /// instead of criterion.

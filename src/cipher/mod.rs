@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aead;
 pub mod identity;
 pub mod record;
 pub mod resolver;

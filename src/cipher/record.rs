@@ -30,9 +30,9 @@
 use core::time::Duration;
 use std::time::Instant;
 
-use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 
+use super::aead::{Backend, Key, NonceBytes};
 use crate::error::{Error, Limit, Misuse};
 use crate::limits::{
     MESSAGE_ALIGN, MESSAGE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORDS_PER_KEY,
@@ -66,8 +66,8 @@ const LABEL_NEXT: &[u8] = b"ringspan/1 next secret";
 
 /// One direction's keys: the current one, the next one precomputed, and the secret after that.
 struct Chain {
-    current: LessSafeKey,
-    next: LessSafeKey,
+    current: Key,
+    next: Key,
     /// `S_{n+2}` while `current` is `K_n`.
     secret_after_next: [u8; 32],
     /// `n mod 2`.
@@ -122,46 +122,43 @@ fn expand(prk: &hkdf::Prk, label: &[u8], out: &mut [u8; 32]) -> Result<(), Error
         .map_err(|_| Error::Crypto("hkdf expand"))
 }
 
-fn key_of(secret: &hkdf::Prk) -> Result<LessSafeKey, Error> {
+fn key_of(secret: &hkdf::Prk) -> Result<Key, Error> {
     let mut bytes = [0u8; 32];
     expand(secret, LABEL_KEY, &mut bytes)?;
-    let key = UnboundKey::new(&aead::AES_256_GCM, &bytes).map_err(|_| Error::Crypto("aes key"));
+    let key = Key::new(Backend::fastest(), &bytes);
     bytes.fill(0);
-    Ok(LessSafeKey::new(key?))
+    key
 }
 
 /// The record nonce: four zero bytes and the 64-bit counter, big-endian (Noise's AESGCM
 /// convention).
-pub fn record_nonce(counter: u64) -> Nonce {
+pub fn record_nonce(counter: u64) -> NonceBytes {
     let mut bytes = [0u8; 12];
     bytes[4..].copy_from_slice(&counter.to_be_bytes());
-    Nonce::assume_unique_for_key(bytes)
+    bytes
 }
 
 /// Seals `body` in place under `key`, authenticating `aad`, and returns the tag. The one AEAD
 /// call of the sending path (the known-answer tests go through it).
 pub fn seal_in_place(
-    key: &LessSafeKey,
-    nonce: Nonce,
+    key: &Key,
+    nonce: NonceBytes,
     aad: &[u8],
     body: &mut [u8],
-) -> Result<aead::Tag, Error> {
-    key.seal_in_place_separate_tag(nonce, Aad::from(aad), body)
-        .map_err(|_| Error::Crypto("aes-gcm seal"))
+) -> Result<[u8; 16], Error> {
+    key.seal_in_place(nonce, aad, body)
 }
 
 /// Opens `body` in place under `key`. The one AEAD call of the receiving path. On failure the
 /// body holds garbage.
 pub fn open_in_place(
-    key: &LessSafeKey,
-    nonce: Nonce,
+    key: &Key,
+    nonce: NonceBytes,
     aad: &[u8],
     tag: &[u8],
     body: &mut [u8],
 ) -> Result<(), Error> {
-    key.open_in_place_separate_tag(nonce, Aad::from(aad), tag, body)
-        .map(|_| ())
-        .map_err(|_| Error::Decrypt)
+    key.open_in_place(nonce, aad, tag, body)
 }
 
 /// The sending half of a session's record layer.
@@ -217,7 +214,7 @@ impl RecordSealer {
         let (aad, rest) = buf[..wire_len].split_at_mut(RECORD_HEADER_LEN);
         let (body, tag) = rest.split_at_mut(plaintext_len);
         let sealed = seal_in_place(&self.chain.current, record_nonce(counter), aad, body)?;
-        tag.copy_from_slice(sealed.as_ref());
+        tag.copy_from_slice(&sealed);
         self.chain.counter = counter + 1;
         Ok(wire_len)
     }
@@ -338,12 +335,8 @@ mod tests {
             .collect()
     }
 
-    fn key(bytes: &[u8]) -> LessSafeKey {
-        LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, bytes).unwrap())
-    }
-
-    fn nonce(bytes: &[u8]) -> Nonce {
-        Nonce::try_assume_unique_for_key(bytes).unwrap()
+    fn nonce(bytes: &[u8]) -> NonceBytes {
+        bytes.try_into().unwrap()
     }
 
     /// NIST SP 800-38D / the GCM specification's AES-256 test cases 13, 14 and 16 (the last
@@ -376,20 +369,28 @@ mod tests {
                 "76fc6ece0f4e1768cddf8853bb2d551b",
             ),
         ];
-        for (k, iv, aad, plain, cipher, tag) in cases {
+        for (backend, (k, iv, aad, plain, cipher, tag)) in
+            Backend::ALL.into_iter().flat_map(|b| cases.map(|case| (b, case)))
+        {
+            let key = Key::new(backend, k.try_into().unwrap()).unwrap();
+            assert_eq!(key.backend(), backend);
             let (aad, plain, cipher, tag) = (hex(aad), hex(plain), hex(cipher), hex(tag));
             let mut body = plain.clone();
-            let sealed = seal_in_place(&key(k), nonce(iv), &aad, &mut body).unwrap();
-            assert_eq!(body, cipher);
-            assert_eq!(sealed.as_ref(), &tag[..]);
-            open_in_place(&key(k), nonce(iv), &aad, &tag, &mut body).unwrap();
+            let sealed = seal_in_place(&key, nonce(iv), &aad, &mut body).unwrap();
+            assert_eq!(body, cipher, "{backend:?}");
+            assert_eq!(&sealed[..], &tag[..], "{backend:?}");
+            open_in_place(&key, nonce(iv), &aad, &tag, &mut body).unwrap();
             assert_eq!(body, plain);
-            // One flipped tag bit is refused.
+            // One flipped tag bit is refused, and so is a short tag.
             let mut bad_tag = tag.clone();
             bad_tag[0] ^= 1;
             let mut body = cipher.clone();
             assert_eq!(
-                open_in_place(&key(k), nonce(iv), &aad, &bad_tag, &mut body),
+                open_in_place(&key, nonce(iv), &aad, &bad_tag, &mut body),
+                Err(Error::Decrypt)
+            );
+            assert_eq!(
+                open_in_place(&key, nonce(iv), &aad, &tag[..15], &mut body),
                 Err(Error::Decrypt)
             );
         }
@@ -397,14 +398,14 @@ mod tests {
 
     #[test]
     fn nonce_is_zero_then_big_endian_counter() {
-        let key = key(&[9u8; 32]);
+        let key = Key::new(Backend::fastest(), &[9u8; 32]).unwrap();
         let mut a = [0u8; 16];
         let mut b = [0u8; 16];
         let ta = seal_in_place(&key, record_nonce(0x0102_0304_0506_0708), b"", &mut a).unwrap();
         let explicit = nonce(&[0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
         let tb = seal_in_place(&key, explicit, b"", &mut b).unwrap();
         assert_eq!(a, b);
-        assert_eq!(ta.as_ref(), tb.as_ref());
+        assert_eq!(ta, tb);
     }
 
     fn pair(limits: RekeyLimits) -> (RecordSealer, RecordOpener, Instant) {
