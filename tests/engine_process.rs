@@ -88,27 +88,7 @@ impl Drop for Reaper {
 
 #[test]
 fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
-    let dir = std::env::temp_dir().join(format!("ringspan-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_path = dir.join("server.key");
-    let _ = std::fs::remove_file(&key_path);
-    let server_key = PrivateKey::generate().unwrap();
-    write_new_key_file(&key_path, &server_key).unwrap();
-    let server_public = server_key.public_key().unwrap();
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringspan"))
-        .args(["bench", "serve", "--listen", "127.0.0.1:0", "--key"])
-        .arg(&key_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ringspan runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut reaper = Reaper(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr =
-        line.trim().strip_prefix("listening ").expect("the server says where").parse().unwrap();
+    let (mut reaper, addr, server_public, dir) = serve("kill");
 
     let (report, reports) = channel();
     let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());

@@ -8,9 +8,12 @@ use socket2::{SockAddr, Socket};
 
 use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::Error;
+use crate::ids::LinkId;
 use crate::txn;
 use crate::wire::ErrorCode;
 
+use super::LinkCtx;
+use super::pool::Pool;
 use super::stream::{Rx, Tx};
 
 /// Why a link closed.
@@ -32,6 +35,8 @@ pub enum CloseReason {
     SendQueueFull,
     /// The local node closed the link (a service request, or shutdown).
     Local(ErrorCode),
+    /// A broken invariant of the engine itself (a bug): only this link is closed.
+    Internal(&'static str),
 }
 
 impl From<Error> for CloseReason {
@@ -55,6 +60,7 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::SendQueueFull => f.write_str("peer not reading: send queue full"),
             CloseReason::Local(code) => write!(f, "closed locally: {code}"),
+            CloseReason::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
 }
@@ -137,4 +143,19 @@ pub struct Conn {
     pub touched: bool,
     pub close_reason: Option<CloseReason>,
     pub stats: LinkStats,
+}
+
+impl Conn {
+    /// The link as a service sees it, once records flow on it.
+    pub fn ctx<'a>(
+        &'a mut self,
+        id: LinkId,
+        pool: &'a mut Pool,
+        now: Instant,
+    ) -> Option<LinkCtx<'a>> {
+        let (Crypto::Established { sealer, .. }, Some(peer)) = (&mut self.crypto, self.peer) else {
+            return None;
+        };
+        Some(LinkCtx { id, peer, txn: &mut self.txn, out: self.tx.sink(sealer, pool), now })
+    }
 }

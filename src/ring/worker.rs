@@ -537,7 +537,7 @@ impl Worker {
                 Ok(())
             }
             (error, _) if error < 0 => Err(CloseReason::Io(-error)),
-            _ => Err(CloseReason::Io(libc::EIO)),
+            _ => Err(CloseReason::Internal("a receive reported data without a buffer")),
         };
         match outcome {
             Err(reason) => self.close(service, slot, reason),
@@ -563,7 +563,7 @@ impl Worker {
         if self.conns[slot as usize].phase == Phase::Handshake {
             let conn = &mut self.conns[slot as usize];
             let Crypto::Handshake(session) = &mut conn.crypto else {
-                return Err(CloseReason::Io(libc::EIO));
+                return Err(CloseReason::Internal("a handshaking link without a session"));
             };
             let bytes = &self.bufring.bytes_mut(bid)[..len];
             start =
@@ -583,7 +583,7 @@ impl Worker {
         let conn = &mut self.conns[slot as usize];
         let Conn { rx, tx, txn, crypto, stats, peer, .. } = conn;
         let (Crypto::Established { sealer, opener }, Some(peer)) = (crypto, *peer) else {
-            return Err(CloseReason::Io(libc::EIO));
+            return Err(CloseReason::Internal("records on a link without record keys"));
         };
         let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
         let messages_before = stats.messages_in;
@@ -624,35 +624,27 @@ impl Worker {
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
         let Crypto::Handshake(session) = std::mem::replace(&mut conn.crypto, Crypto::None) else {
-            return Err(CloseReason::Io(libc::EIO));
+            return Err(CloseReason::Internal("establishing a link that is not handshaking"));
         };
-        let peer = session.peer();
+        let Some(peer) = session.peer() else {
+            return Err(CloseReason::Internal("handshake finished without the peer's key"));
+        };
         let Some((sealer, opener)) = session.into_record_layer() else {
-            return Err(CloseReason::Io(libc::EIO));
+            return Err(CloseReason::Internal("handshake finished without record keys"));
         };
         let rekey_at = sealer.poll_timeout();
         conn.crypto = Crypto::Established { sealer, opener };
         conn.phase = Phase::Established;
-        conn.peer = peer;
+        conn.peer = Some(peer);
         self.stats.established += 1;
-        let Some(peer) = peer else {
-            return Err(CloseReason::Io(libc::EIO));
-        };
         self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
         if let Some(at) = rekey_at {
             self.arm_timer(slot, TimerKind::Rekey, at);
         }
-        let conn = &mut self.conns[slot as usize];
-        let Crypto::Established { sealer, .. } = &mut conn.crypto else { unreachable!() };
-        let mut ctx = LinkCtx {
-            id,
-            peer,
-            txn: &mut conn.txn,
-            out: conn.tx.sink(sealer, &mut self.pool),
-            now,
-        };
-        service.link_up(&mut ctx);
+        if let Some(mut ctx) = self.conns[slot as usize].ctx(id, &mut self.pool, now) {
+            service.link_up(&mut ctx);
+        }
         self.touch(slot);
         Ok(())
     }
@@ -864,16 +856,8 @@ impl Worker {
                 _ => ErrorCode::LOST_LINK,
             };
             conn.txn.handle_link_down(code);
-            if let (Crypto::Established { sealer, .. }, Some(peer)) = (&mut conn.crypto, conn.peer)
-            {
-                while let Some(event) = conn.txn.poll_event() {
-                    let mut ctx = LinkCtx {
-                        id,
-                        peer,
-                        txn: &mut conn.txn,
-                        out: conn.tx.sink(sealer, &mut self.pool),
-                        now,
-                    };
+            while let Some(event) = conn.txn.poll_event() {
+                if let Some(mut ctx) = conn.ctx(id, &mut self.pool, now) {
                     service.event(&mut ctx, event);
                 }
             }
@@ -977,16 +961,7 @@ impl WorkerCtx<'_> {
         if conn.phase != Phase::Established {
             return None;
         }
-        let Crypto::Established { sealer, .. } = &mut conn.crypto else {
-            return None;
-        };
-        Some(LinkCtx {
-            id,
-            peer: conn.peer?,
-            txn: &mut conn.txn,
-            out: conn.tx.sink(sealer, &mut self.worker.pool),
-            now,
-        })
+        conn.ctx(id, &mut self.worker.pool, now)
     }
 
     /// Counters of a link.
