@@ -45,8 +45,9 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo => {
             eprintln!(
-                "ringspan demo: not yet. The demo lands with the relay daemon (issue 5/7); \
-                 today ringspan has its wire format and transaction layer (run `cargo test`)."
+                "ringspan demo: not yet. The cluster demo lands with the relay daemon (issue 5/7). \
+                 Today ringspan has encrypted transactional links on its io_uring engine: \
+                 `ringspan bench link --quick` runs one against plain TCP."
             );
             ExitCode::from(2)
         }
