@@ -269,3 +269,40 @@ fn wait(mut condition: impl FnMut() -> bool, limit: Duration) -> bool {
     }
     false
 }
+
+#[test]
+fn sigterm_closes_links_with_a_reason_and_exits_zero() {
+    let (mut reaper, addr, key, dir) = serve("sigterm");
+    let (report, reports) = channel();
+    let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
+    let client = Engine::start(
+        ring::Config { workers: 1, pin_workers: false, ..Default::default() },
+        client_cipher,
+        move |_| Client { report: report.clone() },
+    )
+    .unwrap();
+    client.connect(addr, Some(key));
+    let next = || reports.recv_timeout(Duration::from_secs(10)).expect("a report");
+    assert!(matches!(next(), Report::Up));
+    client.send(0, ring::Command::Service(Box::new(Open { requests: 0, held: 3 })));
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&reaper.0, libc::SIGTERM);
+    let (mut ended, mut down) = (0, None);
+    while down.is_none() {
+        match next() {
+            Report::Ended(error) => {
+                assert_eq!(error, ErrorCode::LOST_LINK);
+                ended += 1;
+            }
+            Report::Down(reason) => down = Some(reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ended, 3);
+    assert_eq!(down, Some(CloseReason::PeerSaid(ErrorCode::SHUTDOWN)), "the peer said why");
+    let status = reaper.0.wait().unwrap();
+    assert!(status.success(), "ringspan exits 0 after SIGTERM: {status:?}");
+    client.shutdown();
+    client.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
