@@ -274,3 +274,39 @@ fn links_spread_over_workers_and_work_crosses_by_mailbox() {
     server.shutdown();
     server.join();
 }
+
+#[test]
+fn a_connection_that_never_completes_its_handshake_is_closed() {
+    use std::io::Read;
+    let (server_cipher, _, _, _) = identities();
+    let mut server_cipher = Arc::unwrap_or_clone(server_cipher);
+    // The handshake deadline is the session's, enforced by the engine's timer on the socket.
+    server_cipher.handshake_timeout = Duration::from_millis(300);
+    let (server_tx, _server_rx) = channel();
+    let config = config(Some("127.0.0.1:0".parse().unwrap()));
+    let server =
+        Engine::start(config, Arc::new(server_cipher), move |_| Echo { report: server_tx.clone() })
+            .unwrap();
+    // A peer that connects and says nothing, and one that says garbage.
+    let mut silent = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let mut garbage = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    std::io::Write::write_all(&mut garbage, &[0xff; 64]).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    garbage.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    // The server closes both: end of stream (or a reset) instead of the 10 s read timeout.
+    for stream in [&mut garbage, &mut silent] {
+        let closed = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(error) => break error.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        };
+        assert!(closed);
+    }
+    server.shutdown();
+    let stats = server.join();
+    assert_eq!(stats[0].handshake_failures, 2);
+    assert_eq!(stats[0].established, 0);
+}

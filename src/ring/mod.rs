@@ -73,8 +73,6 @@ pub struct Config {
     pub recv_buffer_size: u32,
     /// Record buffers pooled per worker.
     pub pool_records: usize,
-    /// A link whose handshake takes longer is closed.
-    pub handshake_timeout: Duration,
     /// A link that sent nothing for this long sends a keepalive.
     pub keepalive_interval: Duration,
     /// A link that received nothing for this long is closed.
@@ -96,7 +94,6 @@ impl Default for Config {
             recv_buffers: limits::RECV_BUFFERS,
             recv_buffer_size: limits::RECV_BUFFER_SIZE,
             pool_records: limits::POOL_RECORDS,
-            handshake_timeout: Duration::from_millis(limits::HANDSHAKE_TIMEOUT_MS),
             keepalive_interval: Duration::from_millis(limits::KEEPALIVE_INTERVAL_MS),
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
             send_stall_timeout: Duration::from_millis(limits::SEND_STALL_TIMEOUT_MS),

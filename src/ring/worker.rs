@@ -425,7 +425,7 @@ impl Worker {
                 self.arm_timer(
                     slot,
                     TimerKind::Handshake,
-                    self.now + self.config.handshake_timeout,
+                    self.now + self.cipher.handshake_timeout,
                 );
             }
             Err(error) => tracing::warn!(%error, "cannot start a handshake"),
@@ -456,7 +456,7 @@ impl Worker {
         conn.expected_peer = peer;
         conn.ops += 1;
         self.push(entry);
-        self.arm_timer(slot, TimerKind::Handshake, self.now + self.config.handshake_timeout);
+        self.arm_timer(slot, TimerKind::Handshake, self.now + self.cipher.handshake_timeout);
     }
 
     fn connected(&mut self, service: &mut impl Service, slot: u32, result: i32) {
