@@ -8,6 +8,9 @@
 //! - [`cipher`]: node identities, the Noise handshake and in-place record encryption. No I/O,
 //!   no clock.
 //! - [`txn`]: the per-link transaction state machine. No I/O, no clock.
+//! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
+//!   above: a pinned worker per core.
+//! - [`bench`]: link benchmark services and the plain-TCP reference (`ringspan bench link`).
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
 //!   virtual time: [`Pair`](sim::pair::Pair) joins two transaction endpoints.
 //!
@@ -15,8 +18,8 @@
 //! input with `handle_*` methods and drained with `poll_*` methods; the caller owns buffers and
 //! time. See `docs/PROTOCOL.md` for the bytes and `docs/DESIGN.md` for the reasons.
 
-// Only the io_uring engine (src/ring, a later layer) shares memory with the kernel; everything
-// else is safe Rust.
+// Only the io_uring engine (src/ring) shares memory with the kernel; everything else is safe
+// Rust, and the protocol layers forbid unsafe outright.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

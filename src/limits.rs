@@ -67,14 +67,15 @@ pub const HANDSHAKE_FRAME_MAX: usize = HANDSHAKE_FRAME_HEADER_LEN + HANDSHAKE_ME
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 /// Default records sealed under one key before the sender switches to the next key. RFC 8446
-/// §5.5 allows 2^24.5 (about 23.7 M) full-size records per AES-GCM key; 2^23 (8.4 M) keeps us
-/// at a third of that. At 16 KiB records that is a key per 128 GiB sent.
-pub const RECORDS_PER_KEY: u64 = 1 << 23;
+/// §5.5 allows 2^24.5 full-size TLS records (16 KiB, 2^10 AES blocks each) per AES-GCM key: a
+/// bound of 2^34.5 blocks. Our records hold up to 64 KiB (2^12 blocks), so the same bound is
+/// 2^22.5 (5.9 M) of ours; 2^21 (2.1 M, 128 GiB at full size) keeps us at about a third of it.
+pub const RECORDS_PER_KEY: u64 = 1 << 21;
 
 /// Records a receiver accepts under one key before refusing the peer (`Limit::PeerKeyUse`):
-/// a peer that does not rekey by then would push the key past the RFC 8446 §5.5 bound. 2^24
-/// leaves room for a sender configured with twice our default.
-pub const RECORDS_PER_KEY_REJECT: u64 = 1 << 24;
+/// 2^22 (4.2 M) is under the 2^22.5 full-size records that RFC 8446 §5.5's bound allows
+/// (see [`RECORDS_PER_KEY`]) and leaves room for a sender configured with twice our default.
+pub const RECORDS_PER_KEY_REJECT: u64 = 1 << 22;
 
 /// Default age of a sending key after which the sender switches to the next key, in
 /// milliseconds: WireGuard's REKEY_AFTER_TIME, 120 s. Bounds how much traffic a key

@@ -103,9 +103,17 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Bytes of receive buffers each worker registers.
+    /// Bytes of receive buffers each worker provides to the kernel.
     pub fn recv_bytes(&self) -> u64 {
         u64::from(self.recv_buffers) * u64::from(self.recv_buffer_size)
+    }
+
+    /// Bytes the engine pins (counted against RLIMIT_MEMLOCK): each worker's buffer-ring
+    /// entries, a page at least. The buffers themselves are ordinary memory: the kernel copies
+    /// into them and does not pin them.
+    pub fn locked_bytes(&self) -> u64 {
+        let ring = (u64::from(self.recv_buffers) * 16).next_multiple_of(4096);
+        ring * self.workers.max(1) as u64
     }
 }
 
@@ -206,7 +214,7 @@ impl Engine {
         S: Service,
         F: Fn(usize) -> S + Send + Sync + 'static,
     {
-        probe::diagnose(&probe::probe(), config.recv_bytes())?;
+        probe::diagnose(&probe::probe(), config.locked_bytes())?;
         let workers = config.workers.max(1);
         let (listeners, local_addr) = match config.listen {
             Some(addr) => {

@@ -92,7 +92,7 @@ const ENOMEM: i32 = 12;
 const EINVAL: i32 = 22;
 const ENOSYS: i32 = 38;
 
-/// Judges the facts: `Ok` if the engine can run with `locked_bytes` of registered memory per
+/// Judges the facts: `Ok` if the engine can run with `locked_bytes` of pinned memory in the
 /// process, otherwise the first reason it cannot.
 pub fn diagnose(facts: &Facts, locked_bytes: u64) -> Result<(), Unavailable> {
     let unavailable =
@@ -156,7 +156,7 @@ pub fn diagnose(facts: &Facts, locked_bytes: u64) -> Result<(), Unavailable> {
         {
             return unavailable(
                 format!(
-                    "the configured buffers need {} KiB of locked memory but RLIMIT_MEMLOCK is \
+                    "the configured rings need {} KiB of locked memory but RLIMIT_MEMLOCK is \
                      {} KiB",
                     locked_bytes / 1024,
                     limit / 1024

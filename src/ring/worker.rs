@@ -422,11 +422,7 @@ impl Worker {
                 let slot =
                     self.new_conn(socket, Phase::Handshake, Crypto::Handshake(Box::new(session)));
                 self.arm_recv(slot);
-                self.arm_timer(
-                    slot,
-                    TimerKind::Handshake,
-                    self.now + self.cipher.handshake_timeout,
-                );
+                self.arm_handshake_timer(slot);
             }
             Err(error) => tracing::warn!(%error, "cannot start a handshake"),
         }
@@ -456,7 +452,7 @@ impl Worker {
         conn.expected_peer = peer;
         conn.ops += 1;
         self.push(entry);
-        self.arm_timer(slot, TimerKind::Handshake, self.now + self.cipher.handshake_timeout);
+        self.arm_handshake_timer(slot);
     }
 
     fn connected(&mut self, service: &mut impl Service, slot: u32, result: i32) {
@@ -520,6 +516,15 @@ impl Worker {
         }
         if conn.phase == Phase::Closing {
             self.maybe_free(slot);
+            return;
+        }
+        if conn.phase == Phase::Draining && result > 0 {
+            // We said we are closing and ended every transaction: what still arrives is moot.
+            conn.last_rx = self.now;
+            if !more {
+                conn.recv_rearm = true;
+                self.rearm.push((slot, conn.generation));
+            }
             return;
         }
         let outcome = match (result, buffer) {
@@ -758,6 +763,13 @@ impl Worker {
         }
     }
 
+    /// Arms the handshake deadline (the session's timeout, unless it is "never").
+    fn arm_handshake_timer(&mut self, slot: u32) {
+        if let Some(at) = self.now.checked_add(self.cipher.handshake_timeout) {
+            self.arm_timer(slot, TimerKind::Handshake, at);
+        }
+    }
+
     fn arm_timer(&mut self, slot: u32, kind: TimerKind, at: Instant) {
         let generation = self.conns[slot as usize].generation;
         self.timers.arm(Timer { at, slot, generation, kind });
@@ -912,10 +924,19 @@ impl Worker {
             let conn = &mut self.conns[slot as usize];
             match (&mut conn.crypto, conn.phase) {
                 (Crypto::Established { sealer, .. }, Phase::Established) => {
-                    // Say why, then close once the notice is out.
+                    // Say why, end every transaction here (nothing may follow the notice), and
+                    // close once the notice is out.
                     let mut sink = conn.tx.sink(sealer, &mut self.pool);
                     let close = WireCommand::LINK_CLOSE;
                     let _ = conn.txn.send_oneway(&mut sink, close, ErrorCode::SHUTDOWN, &[]);
+                    conn.txn.handle_link_down(ErrorCode::SHUTDOWN);
+                    let (id, now) = (self.link_id(slot), self.now);
+                    let conn = &mut self.conns[slot as usize];
+                    while let Some(event) = conn.txn.poll_event() {
+                        if let Some(mut ctx) = conn.ctx(id, &mut self.pool, now) {
+                            service.event(&mut ctx, event);
+                        }
+                    }
                     conn.phase = Phase::Draining;
                     self.touch(slot);
                 }

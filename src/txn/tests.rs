@@ -641,3 +641,23 @@ fn every_call_after_link_loss_says_the_link_is_down() {
     assert_eq!(a.link.send(&mut a.out, txn, DATA, b"", Flags::NONE, ErrorCode::NONE), down);
     assert_eq!(a.link.send_oneway(&mut a.out, DATA, ErrorCode::NONE, b""), down);
 }
+
+#[test]
+fn local_opens_stop_at_the_local_bound() {
+    use crate::limits::LOCAL_TXNS_PER_LINK_MAX;
+    let mut link = Link::new();
+    let mut out = Vec::new();
+    for _ in 0..LOCAL_TXNS_PER_LINK_MAX {
+        link.open(&mut out, None, REQUEST, b"", Flags::NONE).unwrap();
+    }
+    let before = out.len();
+    let refused = link.open(&mut out, None, REQUEST, b"", Flags::NONE);
+    assert_eq!(refused, Err(Limit::LocalTransactions(LOCAL_TXNS_PER_LINK_MAX).into()));
+    assert!(!refused.unwrap_err().closes_link(), "our own limit does not close the link");
+    assert_eq!(out.len(), before);
+    // The peer may still open its own transactions.
+    let mut bytes = Vec::new();
+    bytes.put(&msg(C, 1, 0), &[]);
+    let message = Message::new_checked(&bytes[..]).unwrap();
+    assert!(link.handle_message(&mut out, &message).is_ok());
+}
