@@ -10,9 +10,9 @@
 //! - [`txn`]: the per-link transaction state machine. No I/O, no clock.
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
-//! - [`bench`]: link benchmark services and the plain-TCP reference (`ringspan bench link`).
+//! - [`bench`](mod@bench): link benchmark services and the plain-TCP reference (`ringspan bench link`).
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
-//!   virtual time: [`Pair`](sim::pair::Pair) joins two transaction endpoints.
+//!   virtual time: `sim::pair::Pair` joins two transaction endpoints.
 //!
 //! The protocol layers are *sans-IO*: they never touch a socket or read the clock. They are fed
 //! input with `handle_*` methods and drained with `poll_*` methods; the caller owns buffers and

@@ -134,7 +134,7 @@ pub struct Conn {
     /// When the send in flight started, if one is.
     pub send_started: Option<Instant>,
     /// The descriptor of the send in flight (the kernel reads it until the send completes).
-    pub send_vec: Option<Box<super::worker::SendVec>>,
+    pub send_vec: Option<Box<super::uring::SendVec>>,
     /// A send-stall timer is armed (at most one per link).
     pub stall_timer: bool,
     pub last_rx: Instant,

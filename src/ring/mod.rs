@@ -36,6 +36,7 @@ pub mod pool;
 pub mod probe;
 pub mod stream;
 pub mod timer;
+mod uring;
 mod worker;
 
 use std::net::SocketAddr;

@@ -24,6 +24,8 @@ use super::mailbox::{Command, Mailbox};
 use super::pool::Pool;
 use super::stream::{Rx, Tx};
 use super::timer::{Timer, TimerKind, Timers};
+use super::uring::{SendVec, op};
+pub(crate) use super::uring::{bind_listeners, new_ring};
 use super::{Config, LinkCtx, Service};
 
 /// Counters of one worker over its life.
@@ -53,79 +55,8 @@ pub struct WorkerStats {
     pub recv_buffer_shortages: u64,
 }
 
-/// Creates a ring with the flags the engine uses.
-pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
-    IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_coop_taskrun()
-        .setup_submit_all()
-        .build(entries)
-}
-
-/// Binds `workers` listening sockets to one address with SO_REUSEPORT (the kernel spreads
-/// connections over them). Returns them and the bound address (with the real port).
-pub(crate) fn bind_listeners(
-    addr: SocketAddr,
-    workers: usize,
-) -> io::Result<(Vec<Socket>, SocketAddr)> {
-    let mut sockets = Vec::with_capacity(workers);
-    let mut bound = addr;
-    for _ in 0..workers {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&SockAddr::from(bound))?;
-        socket.listen(crate::limits::LISTEN_BACKLOG)?;
-        if let Some(local) = socket.local_addr()?.as_socket() {
-            bound = local;
-        }
-        sockets.push(socket);
-    }
-    Ok((sockets, bound))
-}
-
-/// What an operation is, in the top byte of its `user_data`.
-mod op {
-    pub const ACCEPT: u64 = 1;
-    pub const CONNECT: u64 = 2;
-    pub const RECV: u64 = 3;
-    pub const SEND: u64 = 4;
-    pub const WAKE: u64 = 5;
-    /// Cancellations and shutdowns: their completions need nothing.
-    pub const IGNORE: u64 = 6;
-
-    pub fn encode(kind: u64, slot: u32, generation: u32) -> u64 {
-        kind << 56 | u64::from(generation & 0xff_ffff) << 32 | u64::from(slot)
-    }
-
-    pub fn decode(user_data: u64) -> (u64, u32, u32) {
-        (user_data >> 56, user_data as u32, (user_data >> 32) as u32 & 0xff_ffff)
-    }
-}
-
 /// How long accepting pauses after it fails (e.g. out of descriptors), instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// Chunks one `sendmsg` takes at most.
-pub const SEND_IOVECS: usize = 16;
-
-/// The `msghdr` and iovecs of one send in flight. Boxed, so the kernel's view of it stays put;
-/// a worker keeps the free ones for reuse.
-pub(crate) struct SendVec {
-    hdr: libc::msghdr,
-    iov: [libc::iovec; SEND_IOVECS],
-}
-
-impl SendVec {
-    fn new() -> Box<SendVec> {
-        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; SEND_IOVECS];
-        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid empty header
-        // (no name, no control data); its iovec fields are set before each use.
-        let hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
-        Box::new(SendVec { hdr, iov })
-    }
-}
 
 /// A worker's state. Fields drop in order: the ring first, which ends the registration of the
 /// provided buffers before their memory is freed.
@@ -677,7 +608,7 @@ impl Worker {
         self.start_send(slot);
     }
 
-    /// Sends everything queued on a link (up to [`SEND_IOVECS`] chunks in one `sendmsg`), unless
+    /// Sends everything queued on a link (up to `SEND_IOVECS` chunks in one `sendmsg`), unless
     /// a send is already in flight: one at a time keeps the byte stream in order.
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
@@ -685,15 +616,8 @@ impl Worker {
             return;
         }
         let mut vec = self.send_vecs.pop().unwrap_or_else(SendVec::new);
-        let mut count = 0;
-        for (iov, chunk) in vec.iov.iter_mut().zip(conn.tx.chunks()) {
-            *iov =
-                libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: chunk.len() };
-            count += 1;
-        }
-        vec.hdr.msg_iov = vec.iov.as_mut_ptr();
-        vec.hdr.msg_iovlen = count;
-        let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), &vec.hdr)
+        let msg = vec.prepare(conn.tx.chunks());
+        let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(op::encode(op::SEND, slot, conn.generation));

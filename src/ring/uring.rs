@@ -1,0 +1,96 @@
+//! The kernel-facing primitives of a worker: creating its ring and listening sockets, the
+//! encoding of `user_data`, and the `sendmsg` descriptor the kernel reads during a send.
+
+use std::io;
+use std::net::SocketAddr;
+
+use io_uring::IoUring;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Creates a ring with the flags the engine uses.
+pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_submit_all()
+        .build(entries)
+}
+
+/// Binds `workers` listening sockets to one address with SO_REUSEPORT (the kernel spreads
+/// connections over them). Returns them and the bound address (with the real port).
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(Vec<Socket>, SocketAddr)> {
+    let mut sockets = Vec::with_capacity(workers);
+    let mut bound = addr;
+    for _ in 0..workers {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&SockAddr::from(bound))?;
+        socket.listen(crate::limits::LISTEN_BACKLOG)?;
+        if let Some(local) = socket.local_addr()?.as_socket() {
+            bound = local;
+        }
+        sockets.push(socket);
+    }
+    Ok((sockets, bound))
+}
+
+/// What an operation is, in the top byte of its `user_data`.
+pub(crate) mod op {
+    pub const ACCEPT: u64 = 1;
+    pub const CONNECT: u64 = 2;
+    pub const RECV: u64 = 3;
+    pub const SEND: u64 = 4;
+    pub const WAKE: u64 = 5;
+    /// Cancellations and shutdowns: their completions need nothing.
+    pub const IGNORE: u64 = 6;
+
+    pub fn encode(kind: u64, slot: u32, generation: u32) -> u64 {
+        kind << 56 | u64::from(generation & 0xff_ffff) << 32 | u64::from(slot)
+    }
+
+    pub fn decode(user_data: u64) -> (u64, u32, u32) {
+        (user_data >> 56, user_data as u32, (user_data >> 32) as u32 & 0xff_ffff)
+    }
+}
+
+/// Chunks one `sendmsg` takes at most.
+pub const SEND_IOVECS: usize = 16;
+
+/// The `msghdr` and iovecs of one send in flight. Boxed, so the kernel's view of it stays put;
+/// a worker keeps the free ones for reuse.
+pub(crate) struct SendVec {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; SEND_IOVECS],
+}
+
+impl SendVec {
+    pub(crate) fn new() -> Box<SendVec> {
+        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; SEND_IOVECS];
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid empty header
+        // (no name, no control data); its iovec fields are set before each use.
+        let hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
+        Box::new(SendVec { hdr, iov })
+    }
+
+    /// Points the descriptor at up to [`SEND_IOVECS`] chunks (the kernel sends them in order)
+    /// and returns the `msghdr` to hand to `sendmsg`.
+    pub(crate) fn prepare<'a>(
+        &mut self,
+        chunks: impl Iterator<Item = &'a [u8]>,
+    ) -> *const libc::msghdr {
+        let mut count = 0;
+        for (iov, chunk) in self.iov.iter_mut().zip(chunks) {
+            *iov =
+                libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: chunk.len() };
+            count += 1;
+        }
+        self.hdr.msg_iov = self.iov.as_mut_ptr();
+        self.hdr.msg_iovlen = count;
+        &self.hdr
+    }
+}
