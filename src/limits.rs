@@ -145,11 +145,6 @@ pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
 /// Bytes of a mount's label (HAMMER2's `pfs_label`, a human-readable name).
 pub const SPAN_LABEL_MAX: usize = 64;
 
-/// Hops a seqno request travels before it is dropped. Not loop control for routes (feasibility
-/// is): it only ends a request caught in a cycle of stale, unfeasible routes. 1,024 exceeds the
-/// diameter of any cluster we run (a 1,000-node ring has diameter 500).
-pub const SEQNO_REQUEST_HOPS_MAX: u16 = 1_024;
-
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));

@@ -61,9 +61,7 @@ pub use types::{
 
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{NeighbourId, NodeId};
-use crate::limits::{
-    SEQNO_REQUEST_HOPS_MAX, SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX,
-};
+use crate::limits::{SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = HashSet<K, foldhash::fast::RandomState>;
@@ -88,6 +86,8 @@ struct Neighbour {
     routes: Set<MountKey>,
     /// What we last advertised to it, per mount (absent: nothing, or retracted).
     sent: Map<MountKey, Advert>,
+    /// Mounts whose pending seqno request we passed to it.
+    requests: Set<MountKey>,
 }
 
 /// One mount. With no local attachment and no route it is a *tombstone*: invisible to queries,
@@ -104,6 +104,15 @@ struct Entry {
     fd: Option<Fd>,
     best: Option<NeighbourId>,
     standby: Option<NeighbourId>,
+    /// A seqno asked for (by us, starving, or by a neighbour) and not yet seen, and the
+    /// neighbour it was last passed to (`None`: not passed on yet, no route to pass it along).
+    request: Option<Pending>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pending {
+    seqno: Seqno,
+    via: Option<NeighbourId>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -184,7 +193,13 @@ impl Table {
         if self.neighbours.len() >= SPAN_NEIGHBOURS_MAX {
             return Err(Limit::SpanNeighbours(SPAN_NEIGHBOURS_MAX).into());
         }
-        let neighbour = Neighbour { role, wants, routes: Set::default(), sent: Map::default() };
+        let neighbour = Neighbour {
+            role,
+            wants,
+            routes: Set::default(),
+            sent: Map::default(),
+            requests: Set::default(),
+        };
         self.neighbours.insert(id, neighbour);
         let mut keys: Vec<MountKey> =
             self.mounts.iter().filter(|(_, e)| !e.is_tombstone()).map(|(k, _)| *k).collect();
@@ -200,12 +215,20 @@ impl Table {
     pub fn handle_neighbour_down(&mut self, id: NeighbourId) -> Result<(), Error> {
         let neighbour = self.neighbours.remove(&id).ok_or(Misuse::UnknownNeighbour(id))?;
         let mut keys: Vec<MountKey> = neighbour.routes.into_iter().collect();
+        // A request passed to it may have been lost with the link: pass it on again.
+        keys.extend(neighbour.requests);
         keys.sort_unstable();
+        keys.dedup();
         for key in keys {
             if let Some(entry) = self.mounts.get_mut(&key) {
                 entry.routes.retain(|r| r.from != id);
+                if let Some(p) = &mut entry.request
+                    && p.via == Some(id)
+                {
+                    p.via = None;
+                }
             }
-            self.recompute(key, true);
+            self.recompute(key);
         }
         Ok(())
     }
@@ -241,7 +264,7 @@ impl Table {
         if !known && let Some(n) = self.neighbours.get_mut(&from) {
             n.routes.insert(key);
         }
-        self.recompute(key, true);
+        self.recompute(key);
         Ok(())
     }
 
@@ -255,20 +278,21 @@ impl Table {
         if let Some(entry) = self.mounts.get_mut(&mount) {
             entry.routes.retain(|r| r.from != from);
         }
-        self.recompute(mount, true);
+        self.recompute(mount);
         Ok(())
     }
 
     /// A neighbour asks for an advertisement of `mount` with a seqno at least `seqno`. The
     /// originator bumps its seqno and re-advertises; a node whose selected route is already
-    /// that new does nothing (its advertisement is on its way); anyone else forwards the
-    /// request one hop toward the originator while `hops_left` allows.
+    /// that new does nothing (its advertisement is on its way); anyone else remembers the
+    /// request and passes it one hop toward the originator (along its selected route, or its
+    /// shortest unfeasible one), once per seqno and next hop. A remembered request is passed on
+    /// again when its next hop changes, until a route that new is selected.
     pub fn handle_seqno_request(
         &mut self,
         from: NeighbourId,
         mount: MountKey,
         seqno: Seqno,
-        hops_left: u16,
     ) -> Result<(), Error> {
         if !self.neighbours.contains_key(&from) {
             return Err(Misuse::UnknownNeighbour(from).into());
@@ -282,30 +306,14 @@ impl Table {
             }
             return Ok(());
         }
-        let best = entry.best.and_then(|b| entry.learned(b));
-        if let Some(best) = best
-            && !seqno.is_newer_than(best.advert.seqno)
-        {
+        if satisfied(entry, seqno) {
             return Ok(());
         }
-        if hops_left <= 1 {
-            return Ok(());
+        match entry.request {
+            Some(p) if !seqno.is_newer_than(p.seqno) => {}
+            _ => entry.request = Some(Pending { seqno, via: None }),
         }
-        let next = match best {
-            Some(best) if best.from != from => Some(best.from),
-            _ => entry
-                .routes
-                .iter()
-                .filter(|r| r.from != from)
-                .min_by_key(|r| (r.advert.metric, r.from))
-                .map(|r| r.from),
-        };
-        if let Some(next) = next {
-            self.out.push_back((
-                next,
-                Outbound::SeqnoRequest { mount, seqno, hops_left: hops_left - 1 },
-            ));
-        }
+        self.pass_request(mount);
         Ok(())
     }
 
@@ -346,7 +354,7 @@ impl Table {
         if entry.local.take().is_none() {
             return Err(Misuse::NotAttached.into());
         }
-        self.recompute(mount, false);
+        self.recompute(mount);
         Ok(())
     }
 
@@ -416,30 +424,52 @@ impl Table {
         Some(())
     }
 
-    /// Reselects a mount's best and standby routes after its routes changed, then tells the
-    /// neighbours whatever changed for them. `starve_request`: whether to ask the originator for
-    /// a new seqno if no route is feasible (only when the routes themselves changed, so
-    /// requests are bounded by the updates received).
-    fn recompute(&mut self, key: MountKey, starve_request: bool) {
+    /// Reselects a mount's best and standby routes after its routes changed, tells the
+    /// neighbours whatever changed for them, and, if routes remain but none is feasible, asks
+    /// the originator for a newer seqno.
+    fn recompute(&mut self, key: MountKey) {
         let Some(entry) = self.mounts.get_mut(&key) else { return };
         if entry.local.is_none() {
             select(entry);
-            if starve_request
-                && entry.best.is_none()
+            if entry.best.is_none()
+                && !entry.routes.is_empty()
                 && let Some(fd) = entry.fd
-                && let Some(r) = entry.routes.iter().min_by_key(|r| (r.advert.metric, r.from))
             {
-                let request = Outbound::SeqnoRequest {
-                    mount: key,
-                    seqno: fd.seqno.next(),
-                    hops_left: SEQNO_REQUEST_HOPS_MAX,
-                };
-                self.out.push_back((r.from, request));
+                let want = fd.seqno.next();
+                match entry.request {
+                    Some(p) if !want.is_newer_than(p.seqno) => {}
+                    _ => entry.request = Some(Pending { seqno: want, via: None }),
+                }
             }
         }
         self.advertise(key, None);
+        self.pass_request(key);
         if self.mounts.get(&key).is_some_and(Entry::is_tombstone) {
             self.tombstones.push_back(key);
+        }
+    }
+
+    /// Passes a mount's pending seqno request to its next hop toward the originator, unless it
+    /// was already passed there, or forgets it once a route that new is selected.
+    fn pass_request(&mut self, key: MountKey) {
+        let Some(entry) = self.mounts.get_mut(&key) else { return };
+        let Some(pending) = entry.request else { return };
+        if entry.local.is_some() || satisfied(entry, pending.seqno) {
+            entry.request = None;
+            return;
+        }
+        let next = entry.best.or_else(|| {
+            entry.routes.iter().min_by_key(|r| (r.advert.metric, r.from)).map(|r| r.from)
+        });
+        if next == pending.via {
+            return;
+        }
+        entry.request = Some(Pending { seqno: pending.seqno, via: next });
+        if let Some(next) = next {
+            if let Some(n) = self.neighbours.get_mut(&next) {
+                n.requests.insert(key);
+            }
+            self.out.push_back((next, Outbound::SeqnoRequest { mount: key, seqno: pending.seqno }));
         }
     }
 
@@ -473,6 +503,11 @@ impl Table {
         }
         entry.fd = fd;
     }
+}
+
+/// Whether the selected route is at least as new as `seqno`.
+fn satisfied(entry: &Entry, seqno: Seqno) -> bool {
+    entry.best.and_then(|b| entry.learned(b)).is_some_and(|b| !seqno.is_newer_than(b.advert.seqno))
 }
 
 fn to_route(r: &Learned) -> Route {

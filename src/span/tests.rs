@@ -81,14 +81,10 @@ fn unfeasible_advert_is_refused_and_starvation_asks_for_a_new_seqno() {
     assert!(t.route(key(1)).is_none());
     let out = drain(&mut t);
     assert!(out.contains(&(B, Outbound::Retract(key(1)))));
-    assert!(out.contains(&(
-        B,
-        Outbound::SeqnoRequest {
-            mount: key(1),
-            seqno: Seqno(6),
-            hops_left: SEQNO_REQUEST_HOPS_MAX
-        }
-    )));
+    assert!(out.contains(&(B, Outbound::SeqnoRequest { mount: key(1), seqno: Seqno(6) })));
+    // Asked once: hearing the same request back does not ask again.
+    t.handle_seqno_request(B, key(1), Seqno(6)).unwrap();
+    assert!(drain(&mut t).is_empty());
     // A newer seqno is feasible whatever its metric.
     t.handle_advert(B, &advert(key(1), 6, 40)).unwrap();
     assert_eq!(hop(&t, key(1)), Some(B));
@@ -173,9 +169,9 @@ fn local_mount_is_advertised_retracted_and_bumped_on_request() {
     assert_eq!(t.route(key(1)).unwrap().next_hop, NextHop::Local);
     assert_eq!(t.spans_from(A), 0);
     // A request for an older or equal seqno changes nothing; a newer one is honoured.
-    t.handle_seqno_request(A, key(1), Seqno(1), 5).unwrap();
+    t.handle_seqno_request(A, key(1), Seqno(1)).unwrap();
     assert!(drain(&mut t).is_empty());
-    t.handle_seqno_request(A, key(1), Seqno(7), 5).unwrap();
+    t.handle_seqno_request(A, key(1), Seqno(7)).unwrap();
     let out = drain(&mut t);
     assert!(matches!(out[..], [(A, Outbound::Advert(Advert { seqno: Seqno(7), .. }))]));
     // New neighbours hear it.
@@ -194,23 +190,30 @@ fn local_mount_is_advertised_retracted_and_bumped_on_request() {
 fn seqno_requests_are_forwarded_toward_the_originator() {
     let mut t = table_with(&[A, B, C]);
     t.handle_advert(A, &advert(key(1), 3, 1)).unwrap();
+    t.handle_advert(C, &advert(key(1), 3, 1)).unwrap();
     drain(&mut t);
-    // Our route is older than asked: forward along it, one hop used.
-    t.handle_seqno_request(B, key(1), Seqno(4), 10).unwrap();
-    assert_eq!(
-        drain(&mut t),
-        vec![(A, Outbound::SeqnoRequest { mount: key(1), seqno: Seqno(4), hops_left: 9 })]
-    );
     // Our route is new enough: nothing to do.
-    t.handle_seqno_request(B, key(1), Seqno(3), 10).unwrap();
+    t.handle_seqno_request(B, key(1), Seqno(3)).unwrap();
     assert!(drain(&mut t).is_empty());
-    // Out of hops: dropped.
-    t.handle_seqno_request(B, key(1), Seqno(4), 1).unwrap();
+    // Our route is older than asked: forward along it, once.
+    t.handle_seqno_request(B, key(1), Seqno(4)).unwrap();
+    assert_eq!(drain(&mut t), vec![(A, Outbound::SeqnoRequest { mount: key(1), seqno: Seqno(4) })]);
+    t.handle_seqno_request(C, key(1), Seqno(4)).unwrap();
     assert!(drain(&mut t).is_empty());
-    // Never back to where it came from; unknown mounts are dropped.
-    t.handle_seqno_request(A, key(1), Seqno(4), 10).unwrap();
-    assert!(drain(&mut t).is_empty());
-    t.handle_seqno_request(A, key(2), Seqno(4), 10).unwrap();
+    // The link it went over dies: it may be lost, so it goes again along the new route.
+    t.handle_neighbour_down(A).unwrap();
+    let out = drain(&mut t);
+    assert!(
+        out.contains(&(C, Outbound::SeqnoRequest { mount: key(1), seqno: Seqno(4) })),
+        "{out:?}"
+    );
+    // The newer seqno arrives: the request is satisfied and forgotten.
+    t.handle_advert(C, &advert(key(1), 4, 1)).unwrap();
+    drain(&mut t);
+    t.handle_neighbour_down(C).unwrap();
+    assert!(!drain(&mut t).iter().any(|(_, o)| matches!(o, Outbound::SeqnoRequest { .. })));
+    // Unknown mounts are dropped.
+    t.handle_seqno_request(B, key(2), Seqno(4)).unwrap();
     assert!(drain(&mut t).is_empty());
 }
 

@@ -238,8 +238,6 @@ pub enum Outbound {
         mount: MountKey,
         /// The seqno wanted.
         seqno: Seqno,
-        /// Hops the request may still travel (including this one).
-        hops_left: u16,
     },
 }
 
