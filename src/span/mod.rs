@@ -525,9 +525,11 @@ fn to_route(r: &Learned) -> Route {
 /// both have been advertised.
 fn select(entry: &mut Entry) {
     let fd = entry.fd;
+    // A route one hop past the largest finite metric is unreachable, not selectable.
     let best = entry
         .routes
         .iter()
+        .filter(|r| r.advert.metric.plus_hop().is_finite())
         .filter(|r| feasible(fd, r.advert.seqno, r.advert.metric))
         .min_by_key(|r| (r.advert.metric, r.from))
         .copied();
@@ -539,7 +541,7 @@ fn select(entry: &mut Entry) {
         entry
             .routes
             .iter()
-            .filter(|r| r.from != b.from)
+            .filter(|r| r.from != b.from && r.advert.metric.plus_hop().is_finite())
             .filter(|r| !r.advert.seqno.is_newer_than(b.advert.seqno))
             .filter(|r| feasible(after, r.advert.seqno, r.advert.metric))
             .min_by_key(|r| (r.advert.metric, r.from))

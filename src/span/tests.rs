@@ -293,3 +293,18 @@ fn misuse_is_reported() {
     );
     assert_eq!(Label::new(&[0; 65]), Err(Violation::SpanLabel(65).into()));
 }
+
+#[test]
+fn a_route_at_the_largest_metric_is_unreachable() {
+    let mut t = table_with(&[A, B]);
+    t.handle_advert(A, &advert(key(1), 1, Metric::INFINITY.0 - 1)).unwrap();
+    assert!(t.route(key(1)).is_none());
+    assert!(!drain(&mut t).iter().any(|(_, o)| matches!(o, Outbound::Advert(_))));
+    t.handle_advert(A, &advert(key(1), 1, Metric::INFINITY.0 - 2)).unwrap();
+    assert_eq!(t.route(key(1)).unwrap().metric, Metric(Metric::INFINITY.0 - 1));
+    // Advertised on at that metric, which B (like us above) cannot use.
+    assert_eq!(
+        drain(&mut t),
+        vec![(B, Outbound::Advert(advert(key(1), 1, Metric::INFINITY.0 - 1)))]
+    );
+}
