@@ -59,7 +59,7 @@ fn topology_over_seeds(name: &str, first: u64, size: impl Fn(u64) -> Topology) {
         };
         for seed in seeds {
             let scenario =
-                Scenario { topology: size(seed), mounts: 4, faults: 12, max_latency_ms: 10 };
+                Scenario { topology: size(seed), mounts: 5, faults: 20, max_latency_ms: 20 };
             all.extend(run_seeds(name, seed, 1, scenario));
         }
         all
@@ -152,4 +152,27 @@ fn standby_takes_over_without_repropagation() {
         takeovers += 1;
     }
     assert_eq!(takeovers, 50);
+}
+
+/// More mounts, more faults and wider latency spread on small meshes. With these seeds the
+/// simulator found a loop through an originator that had detached its mount (it had no
+/// feasibility distance and took a neighbour's stale route back through itself): 5 of these
+/// 200 seeds failed before the fix.
+#[test]
+fn mesh_with_churn() {
+    let (reports, wall) = timed(|| {
+        let seeds: Vec<u64> = match std::env::var("RINGSPAN_SEED").ok().and_then(|s| s.parse().ok())
+        {
+            Some(seed) => vec![seed],
+            None => (100_000..100_000 + SEEDS).collect(),
+        };
+        let mut all = Vec::new();
+        for seed in seeds {
+            let topology = Topology::Mesh(4 + (seed % 9) as usize);
+            let scenario = Scenario { topology, mounts: 6, faults: 30, max_latency_ms: 20 };
+            all.extend(run_seeds("mesh_with_churn", seed, 1, scenario));
+        }
+        all
+    });
+    summary("mesh_with_churn", &reports, wall);
 }

@@ -488,9 +488,9 @@ impl Table {
             match (wanted, sent) {
                 (Some(w), Some(s)) if w == *s => {}
                 (Some(w), _) => {
-                    if entry.local.is_none() {
-                        fd = fd_after(fd, w.seqno, w.metric);
-                    }
+                    // The originator too: after a detach, its FD (own seqno, 0) keeps it from
+                    // taking a neighbour's stale route back through itself.
+                    fd = fd_after(fd, w.seqno, w.metric);
                     neighbour.sent.insert(key, w);
                     self.out.push_back((id, Outbound::Advert(w)));
                 }

@@ -308,3 +308,18 @@ fn a_route_at_the_largest_metric_is_unreachable() {
         vec![(B, Outbound::Advert(advert(key(1), 1, Metric::INFINITY.0 - 1)))]
     );
 }
+
+#[test]
+fn a_detached_mount_is_not_routed_back_through_a_neighbour() {
+    let mut t = table_with(&[A]);
+    t.attach(key(1), MountKind::Master, Label::EMPTY).unwrap();
+    drain(&mut t);
+    t.detach(key(1)).unwrap();
+    drain(&mut t);
+    // A has not yet seen the retraction: it still offers its path, which goes through us.
+    t.handle_advert(A, &Advert { origin: ME, ..advert(key(1), 1, 1) }).unwrap();
+    assert!(t.route(key(1)).is_none());
+    // Only a newer seqno (from a real originator) is feasible.
+    t.handle_advert(A, &Advert { origin: NodeId(5), ..advert(key(1), 2, 1) }).unwrap();
+    assert_eq!(hop(&t, key(1)), Some(A));
+}
