@@ -176,3 +176,28 @@ fn mesh_with_churn() {
     });
     summary("mesh_with_churn", &reports, wall);
 }
+
+/// Cutting a ring next to the originator starves the nodes behind the cut: their remaining
+/// routes, around the other side, are longer than their feasibility distance. They ask for a
+/// new seqno, the originator bumps it, and the whole ring converges on the new seqno.
+#[test]
+fn ring_cut_recovers_through_a_seqno_request() {
+    let mut rng = Rng::new(1);
+    let edges = Topology::Ring(6).edges(&mut rng);
+    let mut cluster = Cluster::new(6, &edges, &vec![1; edges.len()]).unwrap();
+    let mount = mount_key(1);
+    cluster.attach(0, mount, MountKind::Master).unwrap();
+    cluster.run_until_quiet(10_000).unwrap();
+    cluster.check_converged().unwrap();
+    assert_eq!(cluster.table(3).route(mount).unwrap().seqno.0, 1);
+    let link = cluster.link_between(0, 1).unwrap();
+    cluster.set_link(link, false).unwrap();
+    cluster.run_until_quiet(10_000).unwrap();
+    cluster.check_converged().unwrap();
+    assert!(cluster.stats().requests > 0);
+    assert_eq!(cluster.table(0).route(mount).unwrap().seqno.0, 2);
+    for node in 1..6 {
+        let route = cluster.table(node).route(mount).unwrap();
+        assert_eq!((route.seqno.0, route.metric.0), (2, 6 - node as u16), "node {node}");
+    }
+}
