@@ -122,6 +122,12 @@ pub enum Violation {
     /// CREATE under a parent on which the peer has already sent DELETE.
     #[error("CREATE under parent {0} after the peer's DELETE on it")]
     CreateUnderClosedParent(MsgId),
+    /// A span label longer than [`crate::limits::SPAN_LABEL_MAX`] bytes.
+    #[error("span label of {0} bytes is too long")]
+    SpanLabel(usize),
+    /// Wants that list more clusters than [`crate::limits::SPAN_WANTED_CLUSTERS_MAX`].
+    #[error("wants list {0} clusters, too many")]
+    SpanWants(usize),
 }
 
 /// A bound from `src/limits.rs`.
@@ -153,12 +159,32 @@ pub enum Limit {
     /// the key.
     #[error("peer sent {0} records under one key without rekeying")]
     PeerKeyUse(u64),
+    /// A neighbour advertised more spans than [`crate::limits::SPANS_PER_NEIGHBOUR_MAX`].
+    #[error("neighbour advertised more than {0} spans")]
+    NeighbourSpans(usize),
+    /// A neighbour's advertisement would grow the span table past
+    /// [`crate::limits::SPAN_MOUNTS_MAX`] mounts.
+    #[error("span table full: {0} mounts")]
+    SpanMounts(usize),
+    /// A local attach would grow the span table past [`crate::limits::SPAN_MOUNTS_MAX`] mounts.
+    #[error("span table full: cannot attach beyond {0} mounts")]
+    LocalMounts(usize),
+    /// More neighbours than [`crate::limits::SPAN_NEIGHBOURS_MAX`] in one span table.
+    #[error("span table already has {0} neighbours")]
+    SpanNeighbours(usize),
 }
 
 impl Limit {
     /// Whether the peer hit the limit (so the link is closed) rather than the local caller.
     pub fn caused_by_peer(&self) -> bool {
-        matches!(self, Limit::PeerTransactions(_) | Limit::PeerDepth(_) | Limit::PeerKeyUse(_))
+        matches!(
+            self,
+            Limit::PeerTransactions(_)
+                | Limit::PeerDepth(_)
+                | Limit::PeerKeyUse(_)
+                | Limit::NeighbourSpans(_)
+                | Limit::SpanMounts(_)
+        )
     }
 }
 
@@ -193,6 +219,15 @@ pub enum Misuse {
     /// [`crate::wire::record::RecordHeader::parse`]).
     #[error("record plaintext of {0} bytes is not a valid record length")]
     RecordLength(usize),
+    /// A span table was given a neighbour it does not have (never up, or already down).
+    #[error("{0} is not up in this span table")]
+    UnknownNeighbour(crate::ids::NeighbourId),
+    /// A span table was told a neighbour came up twice.
+    #[error("{0} is already up in this span table")]
+    DuplicateNeighbour(crate::ids::NeighbourId),
+    /// Detach of a mount that is not attached here.
+    #[error("mount is not attached here")]
+    NotAttached,
 }
 
 /// Why a handshake failed. Each variant is a distinct cause, so that the logged reason (and the

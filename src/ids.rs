@@ -68,3 +68,32 @@ impl fmt::Display for LinkId {
         write!(f, "link {}:{}.{}", self.0 >> 56, self.0 as u32, (self.0 >> 32) & 0xff_ffff)
     }
 }
+
+/// A node's identity in the cluster: stamped on the advertisements of the mounts it originates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {:#x}", self.0)
+    }
+}
+
+/// A cluster (HAMMER2's `pfs_clid`): the mounts of one replicated file system share it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterId(pub u128);
+
+/// One mount of a cluster (HAMMER2's `pfs_fsid`): unique across the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MountId(pub u128);
+
+/// A neighbour of one node's span table: an opaque number chosen by the caller (the relay maps
+/// each link to one). Only meaningful within the table it was given to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NeighbourId(pub u64);
+
+impl fmt::Display for NeighbourId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "neighbour {}", self.0)
+    }
+}

@@ -8,11 +8,15 @@
 //! - [`cipher`]: node identities, the Noise handshake and in-place record encryption. No I/O,
 //!   no clock.
 //! - [`txn`]: the per-link transaction state machine. No I/O, no clock.
+//! - [`span`]: one node's routing table of mounts (Babel-style feasibility, best two routes
+//!   per mount, per-neighbour filters). No I/O, no clock.
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
-//! - [`bench`](mod@bench): link benchmark services and the plain-TCP reference (`ringspan bench link`).
+//! - [`bench`](mod@bench): link benchmark services and the plain-TCP reference
+//!   (`ringspan bench link`).
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
-//!   virtual time: `sim::pair::Pair` joins two transaction endpoints.
+//!   virtual time: `sim::pair::Pair` joins two transaction endpoints, and
+//!   `sim::cluster::Cluster` runs many span tables with link and node faults.
 //!
 //! The protocol layers are *sans-IO*: they never touch a socket or read the clock. They are fed
 //! input with `handle_*` methods and drained with `poll_*` methods; the caller owns buffers and
@@ -32,6 +36,7 @@ pub mod limits;
 pub mod ring;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod span;
 pub mod txn;
 pub mod wire;
 

@@ -124,6 +124,28 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+/// Mounts one span table holds (reachable ones, local ones, and the feasibility memory of mounts
+/// that went away). Each is advertised to every neighbour as one span, i.e. one transaction we
+/// open on the link: 16,384 keeps all of them within half of [`LOCAL_TXNS_PER_LINK_MAX`], the
+/// other half left for circuits. A HAMMER2 cluster has a handful of PFSs per node; this is room
+/// for thousands of nodes' worth.
+pub const SPAN_MOUNTS_MAX: usize = 16_384;
+
+/// Spans (routes) one neighbour may advertise to us at once; one more is refused with
+/// `Limit::NeighbourSpans` and the link is closed. A neighbour can advertise at most every mount
+/// once, so the table's own bound is the natural one.
+pub const SPANS_PER_NEIGHBOUR_MAX: usize = SPAN_MOUNTS_MAX;
+
+/// Neighbours of one span table. Each recomputation of a mount looks at every neighbour, so this
+/// bounds the work per received update. 4,096 is more links than one relay node serves.
+pub const SPAN_NEIGHBOURS_MAX: usize = 4_096;
+
+/// Clusters a neighbour may list in its wants (beyond "all"). Bounds the filter check per span.
+pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
+
+/// Bytes of a mount's label (HAMMER2's `pfs_label`, a human-readable name).
+pub const SPAN_LABEL_MAX: usize = 64;
+
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));
@@ -140,3 +162,7 @@ const _: () = assert!(KEEPALIVE_INTERVAL_MS * 2 < IDLE_TIMEOUT_MS);
 const _: () = assert!(RECV_BUFFER_SIZE as usize >= RECORD_PLAINTEXT_MAX);
 // Slot numbers are u32 in `TxnId`.
 const _: () = assert!(PEER_TXNS_PER_LINK_MAX + LOCAL_TXNS_PER_LINK_MAX <= u32::MAX as usize);
+// Every span we advertise on a link is a transaction we opened: they fit in half of our bound.
+const _: () = assert!(SPAN_MOUNTS_MAX <= LOCAL_TXNS_PER_LINK_MAX / 2);
+// Every span a neighbour advertises is a transaction it opened on the link.
+const _: () = assert!(SPANS_PER_NEIGHBOUR_MAX < PEER_TXNS_PER_LINK_MAX);

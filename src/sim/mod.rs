@@ -4,4 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chaos;
+pub mod cluster;
 pub mod pair;
+pub mod rng;
+pub mod topology;

@@ -1,0 +1,591 @@
+//! The span table of one node: which mounts are reachable, through which neighbour, and what to
+//! tell each neighbour about them. Sans-IO: no socket, no clock.
+//!
+//! # Loop freedom
+//!
+//! Babel's feasibility condition (RFC 8966 §3.5). Each originator numbers its advertisements of
+//! a mount with a [`Seqno`]. For every mount the table keeps a *feasibility distance* FD =
+//! (seqno, metric): the best of everything it has advertised for the mount (a newer seqno is
+//! better; within one seqno, a smaller metric). An advertisement (s, m) from a neighbour is
+//! *feasible* when s is newer than FD's seqno, or equal with m strictly below FD's metric. Only
+//! feasible routes are selected. Because every node's FD only improves, and a selected route's
+//! advertised distance is strictly better than the selecting node's FD, following selected next
+//! hops strictly improves the distance at every hop: it can never come back to where it started.
+//! This holds at every instant, transients included. It needs no hop cap.
+//!
+//! # Best two, and what each neighbour hears
+//!
+//! Per mount the table selects the best feasible route (lowest metric, ties to the lower
+//! neighbour id) and a *standby* from another neighbour, also feasible, ready to take over at
+//! once when the best one's neighbour goes down. Each neighbour is told the best route not
+//! learned from it: the best one, or the standby for the best one's own neighbour, or an
+//! explicit retraction. Advertising updates FD, which could make a selected route unfeasible;
+//! the standby is therefore chosen feasible against the FD that advertising *both* would leave,
+//! so both stay selectable whatever is sent. With hop counts this makes the standby an
+//! equal-cost loop-free alternate: a longer path could lead back through this node, and taking
+//! it is exactly what the condition forbids.
+//!
+//! A node left with routes but none feasible retracts and sends a seqno request toward the
+//! originator, which bumps its seqno so that fresh, feasible advertisements flow back.
+//!
+//! # Filters
+//!
+//! A neighbour receives only the kinds and clusters it wants ([`Wants`]). A [`Role::Client`]
+//! neighbour never receives client spans (mounts of kind [`MountKind::Client`] or routes learned
+//! from another client), and routes learned from a client are used here but never advertised.
+//!
+//! # Calling contract
+//!
+//! Tell the table about neighbours with [`Table::handle_neighbour_up`] /
+//! [`Table::handle_neighbour_down`], feed it what they send with [`Table::handle_advert`],
+//! [`Table::handle_retract`] and [`Table::handle_seqno_request`], and attach local mounts with
+//! [`Table::attach`] / [`Table::detach`]. After each call drain [`Table::poll_transmit`] until it
+//! returns `None` and deliver each message, in order, to its neighbour. Every change recomputes
+//! only the mounts it touches. An error from a neighbour's input means that neighbour broke the
+//! protocol or a bound ([`Error::closes_link`]): the caller closes the link and calls
+//! `handle_neighbour_down`; nothing was changed by the refused input.
+
+#![forbid(unsafe_code)]
+
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+pub use types::{
+    Advert, Clusters, KindSet, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, Route,
+    Seqno, Wants,
+};
+
+use crate::error::{Error, Limit, Misuse};
+use crate::ids::{NeighbourId, NodeId};
+use crate::limits::{SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX};
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// The span table of one node. See the module documentation for the calling contract.
+#[derive(Debug)]
+pub struct Table {
+    node: NodeId,
+    mounts: Map<MountKey, Entry>,
+    /// Ordered, so that every walk over neighbours (and so the output) is deterministic.
+    neighbours: BTreeMap<NeighbourId, Neighbour>,
+    /// Mounts that may have become tombstones, oldest first (see [`Entry::is_tombstone`]).
+    tombstones: VecDeque<MountKey>,
+    out: VecDeque<(NeighbourId, Outbound)>,
+}
+
+#[derive(Debug)]
+struct Neighbour {
+    role: Role,
+    wants: Wants,
+    /// Mounts it advertises to us (each has a [`Learned`] in its entry).
+    routes: Set<MountKey>,
+    /// What we last advertised to it, per mount (absent: nothing, or retracted).
+    sent: Map<MountKey, Advert>,
+    /// Mounts whose pending seqno request we passed to it.
+    requests: Set<MountKey>,
+}
+
+/// One mount. With no local attachment and no route it is a *tombstone*: invisible to queries,
+/// kept only for its feasibility distance (forgetting FD while a stale advertisement may still
+/// arrive could admit a loop) and the seqno we last originated it with. Tombstones are evicted
+/// oldest first when the table is full.
+#[derive(Debug, Default)]
+struct Entry {
+    local: Option<Local>,
+    /// The seqno we originate with; kept after detach so a re-attach goes on from it.
+    own_seqno: Option<Seqno>,
+    /// Advertisements heard, one per neighbour, finite metrics only.
+    routes: Vec<Learned>,
+    fd: Option<Fd>,
+    best: Option<NeighbourId>,
+    standby: Option<NeighbourId>,
+    /// A seqno asked for (by us, starving, or by a neighbour) and not yet seen, and the
+    /// neighbour it was last passed to (`None`: not passed on yet, no route to pass it along).
+    request: Option<Pending>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pending {
+    seqno: Seqno,
+    via: Option<NeighbourId>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Local {
+    kind: MountKind,
+    label: Label,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Learned {
+    from: NeighbourId,
+    /// Whether `from` is a client: usable here, never advertised.
+    from_client: bool,
+    advert: Advert,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fd {
+    seqno: Seqno,
+    metric: Metric,
+}
+
+impl Entry {
+    fn is_tombstone(&self) -> bool {
+        self.local.is_none() && self.routes.is_empty()
+    }
+
+    fn learned(&self, from: NeighbourId) -> Option<&Learned> {
+        self.routes.iter().find(|r| r.from == from)
+    }
+}
+
+/// Whether an advertisement (seqno, metric) is feasible against `fd` (RFC 8966 §3.5.1).
+fn feasible(fd: Option<Fd>, seqno: Seqno, metric: Metric) -> bool {
+    match fd {
+        None => true,
+        Some(fd) => seqno.is_newer_than(fd.seqno) || (seqno == fd.seqno && metric < fd.metric),
+    }
+}
+
+/// The feasibility distance after advertising (seqno, metric).
+fn fd_after(fd: Option<Fd>, seqno: Seqno, metric: Metric) -> Option<Fd> {
+    match fd {
+        Some(fd) if fd.seqno.is_newer_than(seqno) => Some(fd),
+        Some(fd) if fd.seqno == seqno && fd.metric <= metric => Some(fd),
+        _ => Some(Fd { seqno, metric }),
+    }
+}
+
+impl Table {
+    /// An empty table for the node `node` (stamped on the mounts it originates).
+    pub fn new(node: NodeId) -> Table {
+        Table {
+            node,
+            mounts: Map::default(),
+            neighbours: BTreeMap::new(),
+            tombstones: VecDeque::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The node this table belongs to.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// A neighbour's link is up and it said what it is and wants. Everything it wants is
+    /// advertised to it.
+    pub fn handle_neighbour_up(
+        &mut self,
+        id: NeighbourId,
+        role: Role,
+        wants: Wants,
+    ) -> Result<(), Error> {
+        if self.neighbours.contains_key(&id) {
+            return Err(Misuse::DuplicateNeighbour(id).into());
+        }
+        if self.neighbours.len() >= SPAN_NEIGHBOURS_MAX {
+            return Err(Limit::SpanNeighbours(SPAN_NEIGHBOURS_MAX).into());
+        }
+        let neighbour = Neighbour {
+            role,
+            wants,
+            routes: Set::default(),
+            sent: Map::default(),
+            requests: Set::default(),
+        };
+        self.neighbours.insert(id, neighbour);
+        let mut keys: Vec<MountKey> =
+            self.mounts.iter().filter(|(_, e)| !e.is_tombstone()).map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        for key in keys {
+            self.advertise(key, Some(id));
+        }
+        Ok(())
+    }
+
+    /// A neighbour's link is gone: its routes are dropped, and each mount it served fails over
+    /// to its standby (or to whatever else is feasible) at once.
+    pub fn handle_neighbour_down(&mut self, id: NeighbourId) -> Result<(), Error> {
+        let neighbour = self.neighbours.remove(&id).ok_or(Misuse::UnknownNeighbour(id))?;
+        let mut keys: Vec<MountKey> = neighbour.routes.into_iter().collect();
+        // A request passed to it may have been lost with the link: pass it on again.
+        keys.extend(neighbour.requests);
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            if let Some(entry) = self.mounts.get_mut(&key) {
+                entry.routes.retain(|r| r.from != id);
+                if let Some(p) = &mut entry.request
+                    && p.via == Some(id)
+                {
+                    p.via = None;
+                }
+            }
+            self.recompute(key);
+        }
+        Ok(())
+    }
+
+    /// A neighbour advertised a route to a mount. A metric of [`Metric::INFINITY`] is a
+    /// retraction. Refused (nothing changed) past [`SPANS_PER_NEIGHBOUR_MAX`] spans from that
+    /// neighbour or [`SPAN_MOUNTS_MAX`] mounts in the table.
+    pub fn handle_advert(&mut self, from: NeighbourId, advert: &Advert) -> Result<(), Error> {
+        if !advert.metric.is_finite() {
+            return self.handle_retract(from, advert.mount);
+        }
+        let key = advert.mount;
+        let neighbour = self.neighbours.get(&from).ok_or(Misuse::UnknownNeighbour(from))?;
+        let from_client = neighbour.role == Role::Client;
+        let known = neighbour.routes.contains(&key);
+        if !known && neighbour.routes.len() >= SPANS_PER_NEIGHBOUR_MAX {
+            return Err(Limit::NeighbourSpans(SPANS_PER_NEIGHBOUR_MAX).into());
+        }
+        if !self.mounts.contains_key(&key) {
+            self.make_room().ok_or(Limit::SpanMounts(SPAN_MOUNTS_MAX))?;
+        }
+        let entry = self.mounts.entry(key).or_default();
+        if entry.local.is_some() {
+            // Our own mount coming back around (or another node claiming it): we originate it.
+            return Ok(());
+        }
+        let learned = Learned { from, from_client, advert: *advert };
+        match entry.routes.iter_mut().find(|r| r.from == from) {
+            Some(r) if r.advert == *advert => return Ok(()),
+            Some(r) => *r = learned,
+            None => entry.routes.push(learned),
+        }
+        if !known && let Some(n) = self.neighbours.get_mut(&from) {
+            n.routes.insert(key);
+        }
+        self.recompute(key);
+        Ok(())
+    }
+
+    /// A neighbour withdrew its route to a mount. Unknown mounts are ignored (a retraction may
+    /// cross our own).
+    pub fn handle_retract(&mut self, from: NeighbourId, mount: MountKey) -> Result<(), Error> {
+        let neighbour = self.neighbours.get_mut(&from).ok_or(Misuse::UnknownNeighbour(from))?;
+        if !neighbour.routes.remove(&mount) {
+            return Ok(());
+        }
+        if let Some(entry) = self.mounts.get_mut(&mount) {
+            entry.routes.retain(|r| r.from != from);
+        }
+        self.recompute(mount);
+        Ok(())
+    }
+
+    /// A neighbour asks for an advertisement of `mount` with a seqno at least `seqno`. The
+    /// originator bumps its seqno and re-advertises; a node whose selected route is already
+    /// that new does nothing (its advertisement is on its way); anyone else remembers the
+    /// request and passes it one hop toward the originator (along its selected route, or its
+    /// shortest unfeasible one), once per seqno and next hop. A remembered request is passed on
+    /// again when its next hop changes, until a route that new is selected.
+    pub fn handle_seqno_request(
+        &mut self,
+        from: NeighbourId,
+        mount: MountKey,
+        seqno: Seqno,
+    ) -> Result<(), Error> {
+        if !self.neighbours.contains_key(&from) {
+            return Err(Misuse::UnknownNeighbour(from).into());
+        }
+        let Some(entry) = self.mounts.get_mut(&mount) else { return Ok(()) };
+        if entry.local.is_some() {
+            let own = entry.own_seqno.unwrap_or(Seqno(0));
+            if seqno.is_newer_than(own) {
+                entry.own_seqno = Some(seqno);
+                self.advertise(mount, None);
+            }
+            return Ok(());
+        }
+        if satisfied(entry, seqno) {
+            return Ok(());
+        }
+        match entry.request {
+            Some(p) if !seqno.is_newer_than(p.seqno) => {}
+            _ => entry.request = Some(Pending { seqno, via: None }),
+        }
+        self.pass_request(mount);
+        Ok(())
+    }
+
+    /// Attach a local mount (or change the kind or label of one attached here), and advertise
+    /// it. Its seqno goes on from anything this table remembers of the mount.
+    pub fn attach(&mut self, mount: MountKey, kind: MountKind, label: Label) -> Result<(), Error> {
+        if !self.mounts.contains_key(&mount) {
+            self.make_room().ok_or(Limit::LocalMounts(SPAN_MOUNTS_MAX))?;
+        }
+        let entry = self.mounts.entry(mount).or_default();
+        if entry.local.is_none() {
+            let seen = [entry.own_seqno, entry.fd.map(|fd| fd.seqno)].into_iter().flatten().fold(
+                None,
+                |acc: Option<Seqno>, s| match acc {
+                    Some(a) if !s.is_newer_than(a) => Some(a),
+                    _ => Some(s),
+                },
+            );
+            entry.own_seqno = Some(seen.map_or(Seqno(1), Seqno::next));
+            let stale: Vec<NeighbourId> = entry.routes.drain(..).map(|r| r.from).collect();
+            entry.best = None;
+            entry.standby = None;
+            for id in stale {
+                if let Some(n) = self.neighbours.get_mut(&id) {
+                    n.routes.remove(&mount);
+                }
+            }
+        }
+        let Some(entry) = self.mounts.get_mut(&mount) else { return Ok(()) };
+        entry.local = Some(Local { kind, label });
+        self.advertise(mount, None);
+        Ok(())
+    }
+
+    /// Detach a local mount: it is retracted from every neighbour.
+    pub fn detach(&mut self, mount: MountKey) -> Result<(), Error> {
+        let entry = self.mounts.get_mut(&mount).ok_or(Misuse::NotAttached)?;
+        if entry.local.take().is_none() {
+            return Err(Misuse::NotAttached.into());
+        }
+        self.recompute(mount);
+        Ok(())
+    }
+
+    /// The next message to send, and to which neighbour. Drain until `None` after every call.
+    pub fn poll_transmit(&mut self) -> Option<(NeighbourId, Outbound)> {
+        self.out.pop_front()
+    }
+
+    /// The selected route to a mount, if any.
+    pub fn route(&self, mount: MountKey) -> Option<Route> {
+        let entry = self.mounts.get(&mount)?;
+        if let Some(local) = entry.local {
+            return Some(Route {
+                next_hop: NextHop::Local,
+                metric: Metric::ZERO,
+                seqno: entry.own_seqno.unwrap_or(Seqno(0)),
+                origin: self.node,
+                kind: local.kind,
+                label: local.label,
+            });
+        }
+        entry.best.and_then(|b| entry.learned(b)).map(to_route)
+    }
+
+    /// The standby route to a mount: feasible, through another neighbour than the best route,
+    /// and taken at once if the best one's neighbour goes down.
+    pub fn standby(&self, mount: MountKey) -> Option<Route> {
+        let entry = self.mounts.get(&mount)?;
+        entry.standby.and_then(|s| entry.learned(s)).map(to_route)
+    }
+
+    /// The feasibility distance of a mount (seqno, metric), if this node ever advertised it.
+    pub fn feasibility_distance(&self, mount: MountKey) -> Option<(Seqno, Metric)> {
+        self.mounts.get(&mount)?.fd.map(|fd| (fd.seqno, fd.metric))
+    }
+
+    /// Every mount this table knows of (attached here or heard from a neighbour), with its
+    /// selected route if it has one. In no particular order.
+    pub fn mounts(&self) -> impl Iterator<Item = (MountKey, Option<Route>)> + '_ {
+        self.mounts.iter().filter(|(_, e)| !e.is_tombstone()).map(|(k, _)| (*k, self.route(*k)))
+    }
+
+    /// Whether a mount is known here (attached, or heard of from a neighbour).
+    pub fn knows(&self, mount: MountKey) -> bool {
+        self.mounts.get(&mount).is_some_and(|e| !e.is_tombstone())
+    }
+
+    /// Whether a neighbour is up in this table.
+    pub fn has_neighbour(&self, id: NeighbourId) -> bool {
+        self.neighbours.contains_key(&id)
+    }
+
+    /// Spans a neighbour currently advertises to us.
+    pub fn spans_from(&self, id: NeighbourId) -> usize {
+        self.neighbours.get(&id).map_or(0, |n| n.routes.len())
+    }
+
+    /// Makes room for one more mount: `Some` if there is (evicting the oldest tombstone if the
+    /// table is full), `None` if every mount is live.
+    fn make_room(&mut self) -> Option<()> {
+        while self.mounts.len() >= SPAN_MOUNTS_MAX {
+            let key = self.tombstones.pop_front()?;
+            if self.mounts.get(&key).is_some_and(Entry::is_tombstone) {
+                self.mounts.remove(&key);
+            }
+        }
+        Some(())
+    }
+
+    /// Reselects a mount's best and standby routes after its routes changed, tells the
+    /// neighbours whatever changed for them, and, if routes remain but none is feasible, asks
+    /// the originator for a newer seqno.
+    fn recompute(&mut self, key: MountKey) {
+        let Some(entry) = self.mounts.get_mut(&key) else { return };
+        if entry.local.is_none() {
+            select(entry);
+            if entry.best.is_none()
+                && !entry.routes.is_empty()
+                && let Some(fd) = entry.fd
+            {
+                let want = fd.seqno.next();
+                match entry.request {
+                    Some(p) if !want.is_newer_than(p.seqno) => {}
+                    _ => entry.request = Some(Pending { seqno: want, via: None }),
+                }
+            }
+        }
+        self.advertise(key, None);
+        self.pass_request(key);
+        if self.mounts.get(&key).is_some_and(Entry::is_tombstone) {
+            self.tombstones.push_back(key);
+        }
+    }
+
+    /// Passes a mount's pending seqno request to its next hop toward the originator, unless it
+    /// was already passed there, or forgets it once a route that new is selected.
+    fn pass_request(&mut self, key: MountKey) {
+        let Some(entry) = self.mounts.get_mut(&key) else { return };
+        let Some(pending) = entry.request else { return };
+        if entry.local.is_some() || satisfied(entry, pending.seqno) {
+            entry.request = None;
+            return;
+        }
+        let next = entry.best.or_else(|| {
+            entry.routes.iter().min_by_key(|r| (r.advert.metric, r.from)).map(|r| r.from)
+        });
+        if next == pending.via {
+            return;
+        }
+        entry.request = Some(Pending { seqno: pending.seqno, via: next });
+        if let Some(next) = next {
+            if let Some(n) = self.neighbours.get_mut(&next) {
+                n.requests.insert(key);
+            }
+            self.out.push_back((next, Outbound::SeqnoRequest { mount: key, seqno: pending.seqno }));
+        }
+    }
+
+    /// Sends each neighbour (or only `only`) what it should now hear about `key`, if that
+    /// differs from what it last heard, and updates FD with what is advertised.
+    fn advertise(&mut self, key: MountKey, only: Option<NeighbourId>) {
+        let Some(entry) = self.mounts.get_mut(&key) else { return };
+        let node = self.node;
+        let mut fd = entry.fd;
+        for (&id, neighbour) in self.neighbours.iter_mut() {
+            if only.is_some_and(|o| o != id) {
+                continue;
+            }
+            let wanted = desired(node, key, entry, id, neighbour);
+            let sent = neighbour.sent.get(&key);
+            match (wanted, sent) {
+                (Some(w), Some(s)) if w == *s => {}
+                (Some(w), _) => {
+                    // The originator too: after a detach, its FD (own seqno, 0) keeps it from
+                    // taking a neighbour's stale route back through itself.
+                    fd = fd_after(fd, w.seqno, w.metric);
+                    neighbour.sent.insert(key, w);
+                    self.out.push_back((id, Outbound::Advert(w)));
+                }
+                (None, Some(_)) => {
+                    neighbour.sent.remove(&key);
+                    self.out.push_back((id, Outbound::Retract(key)));
+                }
+                (None, None) => {}
+            }
+        }
+        entry.fd = fd;
+    }
+}
+
+/// Whether the selected route is at least as new as `seqno`.
+fn satisfied(entry: &Entry, seqno: Seqno) -> bool {
+    entry.best.and_then(|b| entry.learned(b)).is_some_and(|b| !seqno.is_newer_than(b.advert.seqno))
+}
+
+fn to_route(r: &Learned) -> Route {
+    Route {
+        next_hop: NextHop::Neighbour(r.from),
+        metric: r.advert.metric.plus_hop(),
+        seqno: r.advert.seqno,
+        origin: r.advert.origin,
+        kind: r.advert.kind,
+        label: r.advert.label,
+    }
+}
+
+/// Picks the best feasible route and a standby from another neighbour that stays feasible once
+/// both have been advertised.
+fn select(entry: &mut Entry) {
+    let fd = entry.fd;
+    // A route one hop past the largest finite metric is unreachable, not selectable.
+    let best = entry
+        .routes
+        .iter()
+        .filter(|r| r.advert.metric.plus_hop().is_finite())
+        .filter(|r| feasible(fd, r.advert.seqno, r.advert.metric))
+        .min_by_key(|r| (r.advert.metric, r.from))
+        .copied();
+    entry.best = best.map(|b| b.from);
+    entry.standby = best.and_then(|b| {
+        // FD once the best route is advertised (metric one hop further). A standby feasible
+        // against it, and not newer than the best one, leaves both feasible whatever is sent.
+        let after = fd_after(fd, b.advert.seqno, b.advert.metric.plus_hop());
+        entry
+            .routes
+            .iter()
+            .filter(|r| r.from != b.from && r.advert.metric.plus_hop().is_finite())
+            .filter(|r| !r.advert.seqno.is_newer_than(b.advert.seqno))
+            .filter(|r| feasible(after, r.advert.seqno, r.advert.metric))
+            .min_by_key(|r| (r.advert.metric, r.from))
+            .map(|r| r.from)
+    });
+}
+
+/// What `id` should hear about a mount: the local mount, or the best route not learned from it
+/// and not learned from a client, if its filters admit the mount.
+fn desired(
+    node: NodeId,
+    key: MountKey,
+    entry: &Entry,
+    id: NeighbourId,
+    neighbour: &Neighbour,
+) -> Option<Advert> {
+    if let Some(local) = entry.local {
+        let advert = Advert {
+            mount: key,
+            kind: local.kind,
+            label: local.label,
+            origin: node,
+            seqno: entry.own_seqno.unwrap_or(Seqno(0)),
+            metric: Metric::ZERO,
+        };
+        return admit(neighbour, advert, false);
+    }
+    let route = [entry.best, entry.standby]
+        .into_iter()
+        .flatten()
+        .filter_map(|from| entry.learned(from))
+        .find(|r| r.from != id && !r.from_client)?;
+    let metric = route.advert.metric.plus_hop();
+    if !metric.is_finite() {
+        return None;
+    }
+    admit(neighbour, Advert { metric, ..route.advert }, false)
+}
+
+/// The advertisement if the neighbour's filters let it through.
+fn admit(neighbour: &Neighbour, advert: Advert, from_client: bool) -> Option<Advert> {
+    let client_span = advert.kind == MountKind::Client || from_client;
+    if neighbour.role == Role::Client && client_span {
+        return None;
+    }
+    neighbour.wants.admits(advert.kind, advert.mount.cluster).then_some(advert)
+}
