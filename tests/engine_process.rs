@@ -86,21 +86,45 @@ impl Drop for Reaper {
     }
 }
 
+/// Starts a one-worker client engine with `config`, dials `addr` expecting `key`, and waits
+/// until the link is up.
+fn client(
+    config: ring::Config,
+    addr: std::net::SocketAddr,
+    key: cipher::PublicKey,
+) -> (Engine, std::sync::mpsc::Receiver<Report>) {
+    let (report, reports) = channel();
+    let config = ring::Config { workers: 1, pin_workers: false, ..config };
+    let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
+    let engine =
+        Engine::start(config, client_cipher, move |_| Client { report: report.clone() }).unwrap();
+    engine.connect(addr, Some(key));
+    let up = reports.recv_timeout(Duration::from_secs(10)).expect("a report");
+    assert!(matches!(up, Report::Up), "{up:?}");
+    (engine, reports)
+}
+
+/// Counts transaction ends until the link goes down; every end must be a LOST_LINK.
+fn lost_until_down(reports: &std::sync::mpsc::Receiver<Report>) -> (usize, Option<CloseReason>) {
+    let mut lost = 0;
+    loop {
+        match reports.recv_timeout(Duration::from_secs(10)).expect("a report") {
+            Report::Ended(error) => {
+                assert_eq!(error, ErrorCode::LOST_LINK);
+                lost += 1;
+            }
+            Report::Down(reason) => return (lost, Some(reason)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
     let (mut reaper, addr, server_public, dir) = serve("kill");
 
-    let (report, reports) = channel();
-    let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
-    let client = Engine::start(
-        ring::Config { workers: 1, pin_workers: false, ..Default::default() },
-        client_cipher,
-        move |_| Client { report: report.clone() },
-    )
-    .unwrap();
-    client.connect(addr, Some(server_public));
+    let (client, reports) = client(ring::Config::default(), addr, server_public);
     let next = || reports.recv_timeout(Duration::from_secs(10)).expect("a report");
-    assert!(matches!(next(), Report::Up));
 
     // Requests are answered and end cleanly across the process boundary.
     client.send(0, ring::Command::Service(Box::new(Open { requests: 1_000, held: 0 })));
@@ -121,17 +145,7 @@ fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
     reaper.0.kill().unwrap();
     let _ = reaper.0.wait();
 
-    let (mut lost, mut down) = (0, None);
-    while down.is_none() {
-        match next() {
-            Report::Ended(error) => {
-                assert_eq!(error, ErrorCode::LOST_LINK);
-                lost += 1;
-            }
-            Report::Down(reason) => down = Some(reason),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (lost, down) = lost_until_down(&reports);
     assert_eq!(lost, 100, "every open transaction ended with LOST_LINK");
     assert!(
         matches!(down, Some(CloseReason::PeerClosed | CloseReason::Io(_))),
@@ -177,37 +191,19 @@ fn signal(child: &Child, signal: i32) {
 #[test]
 fn a_silent_peer_is_found_by_keepalive() {
     let (reaper, addr, key, dir) = serve("silent");
-    let (report, reports) = channel();
     let config = ring::Config {
-        workers: 1,
-        pin_workers: false,
         keepalive_interval: Duration::from_millis(200),
         idle_timeout: Duration::from_millis(3_000),
         ..Default::default()
     };
-    let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
-    let client =
-        Engine::start(config, client_cipher, move |_| Client { report: report.clone() }).unwrap();
-    client.connect(addr, Some(key));
-    let next = || reports.recv_timeout(Duration::from_secs(10)).expect("a report");
-    assert!(matches!(next(), Report::Up));
+    let (client, reports) = client(config, addr, key);
     client.send(0, ring::Command::Service(Box::new(Open { requests: 0, held: 10 })));
     // The link stays up across several idle periods while the peer answers keepalives...
     std::thread::sleep(Duration::from_millis(3_500));
     assert!(reports.try_recv().is_err(), "nothing happened to a healthy idle link");
     // ...and is found dead once the peer stops (its socket stays open: no error, just silence).
     signal(&reaper.0, libc::SIGSTOP);
-    let (mut lost, mut down) = (0, None);
-    while down.is_none() {
-        match next() {
-            Report::Ended(error) => {
-                assert_eq!(error, ErrorCode::LOST_LINK);
-                lost += 1;
-            }
-            Report::Down(reason) => down = Some(reason),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (lost, down) = lost_until_down(&reports);
     assert_eq!((lost, down), (10, Some(CloseReason::IdleTimeout)));
     signal(&reaper.0, libc::SIGCONT);
     client.shutdown();
@@ -273,31 +269,11 @@ fn wait(mut condition: impl FnMut() -> bool, limit: Duration) -> bool {
 #[test]
 fn sigterm_closes_links_with_a_reason_and_exits_zero() {
     let (mut reaper, addr, key, dir) = serve("sigterm");
-    let (report, reports) = channel();
-    let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
-    let client = Engine::start(
-        ring::Config { workers: 1, pin_workers: false, ..Default::default() },
-        client_cipher,
-        move |_| Client { report: report.clone() },
-    )
-    .unwrap();
-    client.connect(addr, Some(key));
-    let next = || reports.recv_timeout(Duration::from_secs(10)).expect("a report");
-    assert!(matches!(next(), Report::Up));
+    let (client, reports) = client(ring::Config::default(), addr, key);
     client.send(0, ring::Command::Service(Box::new(Open { requests: 0, held: 3 })));
     std::thread::sleep(Duration::from_millis(100));
     signal(&reaper.0, libc::SIGTERM);
-    let (mut ended, mut down) = (0, None);
-    while down.is_none() {
-        match next() {
-            Report::Ended(error) => {
-                assert_eq!(error, ErrorCode::LOST_LINK);
-                ended += 1;
-            }
-            Report::Down(reason) => down = Some(reason),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (ended, down) = lost_until_down(&reports);
     assert_eq!(ended, 3);
     assert_eq!(down, Some(CloseReason::PeerSaid(ErrorCode::SHUTDOWN)), "the peer said why");
     let status = reaper.0.wait().unwrap();
