@@ -3,10 +3,11 @@
 //! Two well-kept implementations, one interface. Which is faster depends on the CPU:
 //!
 //! - **aws-lc-rs** has an AVX-512 VAES/VPCLMULQDQ path: ~20 GB/s at 16 KiB on a Zen 5 core that
-//!   exposes AVX-512, about twice ring there (the reference figures of our task statement).
+//!   exposes AVX-512, about twice ring there (the project's reference measurements, see
+//!   `../shared/reference/peers.md` §3.2).
 //! - **ring** has a VAES/AVX2 path that aws-lc-rs 1.19 lacks: on a core with VAES but without
-//!   AVX-512 (our 2-vCPU EPYC VM), ring seals 64 KiB at ~5.6 GB/s and aws-lc-rs at ~2.9 GB/s
-//!   (`cargo bench --bench cipher -- backend`).
+//!   AVX-512 (our 2-vCPU EPYC VM), ring sealed 64 KiB at 6.0 GiB/s and aws-lc-rs at 2.95 GiB/s
+//!   in one quiet run of `cargo bench --bench cipher -- backend` (under load, 4.6 vs 3.2).
 //!
 //! [`Backend::fastest`] picks aws-lc-rs where AVX-512 with VAES is available and ring
 //! elsewhere, once per process. Both produce the same bytes (the known-answer tests run through

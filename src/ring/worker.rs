@@ -922,7 +922,7 @@ impl WorkerCtx<'_> {
 
     /// Sends a command to worker `index` (which may be this one). Never waits: a full mailbox
     /// hands the command back. Batch work into few commands: each wakes a thread, which costs
-    /// ~20 µs when it sleeps on another core.
+    /// ~20 µs when it sleeps on another core (the task's machine notes).
     pub fn send_to(&self, index: usize, command: Command) -> Result<(), Command> {
         match self.worker.mailboxes.get(index) {
             Some(mailbox) => mailbox.send(command),
