@@ -1,8 +1,8 @@
 //! How other threads reach a worker: a bounded queue of owned commands and an eventfd.
 //!
 //! The worker keeps a read of the eventfd in flight on its ring, so a command wakes it from its
-//! wait. Each wake-up of a thread on another core costs ~20 µs on our development VM (the task's machine notes): commands are
-//! for control and for batches of work, never one per message.
+//! wait. Each wake-up of a thread on another core costs ~20 µs on our development VM (the task's
+//! machine notes): commands are for control and for batches of work, never one per message.
 
 use std::any::Any;
 use std::io;

@@ -12,7 +12,8 @@
 //! Other threads reach a worker only through its [`mailbox`]: a bounded queue of commands and an
 //! eventfd that wakes the worker. A command carries owned values (addresses, buffers), never a
 //! reference into another worker's state. A wake-up of a thread on the other core costs ~20 µs
-//! on our development VM (the task's machine notes), so hand-offs are for control and batches, never for single messages.
+//! on our development VM (the task's machine notes), so hand-offs are for control and batches,
+//! never for single messages.
 //!
 //! # One turn of a worker
 //!
