@@ -4,66 +4,17 @@
 //! A counting global allocator counts the allocations made on the test's own thread while the
 //! measurement is on.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use ringspan::sim::pair::{Output, Pair, Peer, Side};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-// const-initialised thread-local `Cell`, which itself never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-fn count() {
-    // `try_with`: the thread-locals may already be gone while a thread shuts down.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Counts the allocations `f` makes on this thread.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(Cell::get)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 const OPEN: Command = Command::new(9, 1);
 const DATA: Command = Command::new(9, 2);
@@ -122,7 +73,7 @@ fn zero_allocations_per_message_once_warm() {
         cycle(&mut pair, &payload);
     }
     let warm = pair.stats().messages;
-    let allocations = allocations_in(|| {
+    let allocations = counting::on_this_thread(|| {
         while pair.stats().messages - warm < 10_000 {
             cycle(&mut pair, &payload);
         }
@@ -139,6 +90,6 @@ fn zero_allocations_per_message_once_warm() {
 #[test]
 fn the_counter_sees_allocations() {
     // Guards the test above: the allocator really counts on this thread.
-    let n = allocations_in(|| drop(std::hint::black_box(vec![1u8; 100])));
+    let n = counting::on_this_thread(|| drop(std::hint::black_box(vec![1u8; 100])));
     assert_eq!(n, 1);
 }

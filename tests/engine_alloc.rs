@@ -2,9 +2,8 @@
 //! carries 100k messages of mixed sizes (many records cut across receive buffers, some larger
 //! than a buffer) while a counting allocator watches every thread of the process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringspan::bench::{Counters, Sink};
@@ -14,45 +13,11 @@ use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, ErrorCode, Flags};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting uses atomics only.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-fn count() {
-    if COUNTING.load(Ordering::Relaxed) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Payload sizes, cycled: small ones batch many to a record; 30,000 and 65,504 cross the
 /// 64 KiB receive buffers (the largest record is longer than a buffer).
@@ -158,11 +123,10 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     wait_for(30_000);
     std::thread::sleep(Duration::from_millis(100));
 
-    COUNTING.store(true, Ordering::Relaxed);
-    budget.store(130_000, Ordering::Relaxed);
-    wait_for(130_000);
-    COUNTING.store(false, Ordering::Relaxed);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    let allocations = counting::on_every_thread(|| {
+        budget.store(130_000, Ordering::Relaxed);
+        wait_for(130_000);
+    });
 
     let (messages, bytes) = counters.snapshot();
     println!(
@@ -175,4 +139,15 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     assert!(bytes > 1_000_000_000, "the stream really carried large records ({bytes} bytes)");
     assert_eq!(stats[0].pool_misses, 0, "the record pool was large enough");
     assert_eq!(allocations, 0, "allocations while 100k messages crossed a warm link");
+}
+
+#[test]
+fn the_counter_sees_other_threads() {
+    // Guards the test above: allocations on another thread are counted.
+    let n = counting::on_every_thread(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| drop(std::hint::black_box(vec![1u8; 100])));
+        });
+    });
+    assert!(n >= 1);
 }
