@@ -69,13 +69,20 @@ impl fmt::Display for LinkId {
     }
 }
 
-/// A node's identity in the cluster: stamped on the advertisements of the mounts it originates.
+/// A node's identity in the cluster, stamped on the advertisements of the mounts it originates:
+/// the first 16 bytes of SHA-256 of its static public key, read big-endian
+/// ([`crate::cipher::PublicKey::node_id`]), shown as 32 hex digits.
+///
+/// 128 bits make an accidental collision among even billions of nodes negligible (birthday bound
+/// 2^64); a deliberate one would need a second SHA-256 preimage on 128 bits *and* the matching
+/// private key, and the handshake authenticates the full public key anyway, so the id is a name,
+/// never a credential.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u64);
+pub struct NodeId(pub u128);
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node {:#x}", self.0)
+        write!(f, "{:032x}", self.0)
     }
 }
 

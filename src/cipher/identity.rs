@@ -16,6 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::error::{Error, KeyFile};
+pub use crate::ids::NodeId;
 
 /// Bytes of an x25519 key, private or public.
 pub const KEY_LEN: usize = 32;
@@ -115,16 +116,6 @@ impl fmt::Display for PublicKey {
     }
 }
 
-/// A node's id: the first 16 bytes of SHA-256 of its static public key, read as a big-endian
-/// u128 and shown as 32 hex digits.
-///
-/// 128 bits make an accidental collision among even billions of nodes negligible (birthday bound
-/// 2^64); a deliberate one would need a second SHA-256 preimage on 128 bits *and* the matching
-/// private key, and the handshake authenticates the full public key anyway, so the id is a name,
-/// never a credential.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u128);
-
 impl NodeId {
     /// The id of the node holding `key`.
     pub fn of(key: &PublicKey) -> NodeId {
@@ -132,12 +123,6 @@ impl NodeId {
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest.as_ref()[..16]);
         NodeId(u128::from_be_bytes(first))
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
     }
 }
 

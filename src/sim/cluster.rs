@@ -538,7 +538,7 @@ impl Cluster {
 }
 
 fn node_id(node: u32) -> NodeId {
-    NodeId(u64::from(node))
+    NodeId(u128::from(node))
 }
 
 fn label(mount: MountKey) -> Label {
