@@ -96,6 +96,14 @@ pub enum Malformed {
     /// The flags and ids do not form a valid message (see `docs/PROTOCOL.md`, "Message rules").
     #[error("message header inconsistent: {0}")]
     MessageInconsistent(&'static str),
+    /// A link-protocol payload (a hello, an advertisement, a seqno request) does not parse.
+    #[error("{what} payload: {reason}")]
+    LinkPayload {
+        /// Which payload.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// A protocol rule the peer broke. One variant per rule, so the logged reason is precise.
@@ -128,6 +136,10 @@ pub enum Violation {
     /// Wants that list more clusters than [`crate::limits::SPAN_WANTED_CLUSTERS_MAX`].
     #[error("wants list {0} clusters, too many")]
     SpanWants(usize),
+    /// A link-protocol message out of order: a span before the hello, a second hello, a span
+    /// update naming another mount, a seqno request outside a span we opened, and so on.
+    #[error("link protocol: {0}")]
+    LinkProtocol(&'static str),
 }
 
 /// A bound from `src/limits.rs`.

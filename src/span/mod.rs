@@ -47,13 +47,19 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
+mod link;
 mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+pub use codec::Hello;
+pub use link::SpanLink;
 pub use types::{
     Advert, Clusters, KindSet, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, Route,
     Seqno, Wants,

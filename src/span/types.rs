@@ -34,6 +34,16 @@ pub enum MountKind {
 }
 
 impl MountKind {
+    /// The kind from its wire number (its index in [`MountKind::ALL`]).
+    pub fn from_index(index: u8) -> Option<MountKind> {
+        MountKind::ALL.get(usize::from(index)).copied()
+    }
+
+    /// Its wire number (its index in [`MountKind::ALL`]).
+    pub const fn index(self) -> u8 {
+        self as u8
+    }
+
     /// Every kind, in declaration order.
     pub const ALL: [MountKind; 6] = [
         MountKind::Master,
@@ -67,6 +77,16 @@ impl KindSet {
     /// Whether `kind` is in the set.
     pub fn contains(self, kind: MountKind) -> bool {
         self.0 & kind.bit() != 0
+    }
+
+    /// The set as its wire byte: bit `i` is the `i`-th kind of [`MountKind::ALL`].
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set from its wire byte; `None` if a bit beyond the known kinds is set.
+    pub const fn from_bits(bits: u8) -> Option<KindSet> {
+        if bits & !KindSet::ALL.0 != 0 { None } else { Some(KindSet(bits)) }
     }
 }
 
@@ -196,6 +216,16 @@ impl Wants {
             return Err(Violation::SpanWants(list.len()).into());
         }
         Ok(Wants { kinds, clusters })
+    }
+
+    /// The kinds wanted.
+    pub fn kinds(&self) -> KindSet {
+        self.kinds
+    }
+
+    /// The clusters wanted.
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
     }
 
     /// Whether a span of `kind` in `cluster` is wanted.

@@ -148,6 +148,15 @@ impl Command {
     /// Link protocol: a one-way close notice; its error code says why the sender closes the
     /// link. Nothing follows it on the link.
     pub const LINK_CLOSE: Command = Command::new(0, 2);
+    /// Link protocol: the transaction each side opens right after the handshake, saying what it
+    /// is and which spans it wants; it stays open for the link's life.
+    pub const LINK_CONN: Command = Command::new(0, 3);
+    /// Link protocol: a span, the transaction that advertises one mount (CREATE), streams its
+    /// updates, and retracts it (DELETE). Circuits to the mount open inside it.
+    pub const LINK_SPAN: Command = Command::new(0, 4);
+    /// Link protocol: a seqno request, sent inside a span in the reply direction (toward the
+    /// mount's originator).
+    pub const LINK_SPAN_REQUEST: Command = Command::new(0, 5);
 }
 
 /// An error code carried in a message header: why a transaction ended or was refused.

@@ -1,0 +1,522 @@
+//! The span protocol over real transaction links: tables joined by [`txn::Link`] pairs that
+//! exchange encoded messages, checked against what the tables alone would decide.
+
+use std::collections::BTreeMap;
+
+use super::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
+use super::*;
+use crate::error::{Malformed, Violation};
+use crate::ids::{ClusterId, MountId, NeighbourId, NodeId, TxnId};
+use crate::txn::{self, Event, Received};
+use crate::wire::{Command, ErrorCode, Flags, Messages};
+
+struct End {
+    txn: txn::Link,
+    span: SpanLink,
+    out: Vec<u8>,
+}
+
+struct Node {
+    table: Table,
+    /// By link index; the link's neighbour id is its index.
+    ends: BTreeMap<usize, End>,
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    links: Vec<(usize, usize)>,
+}
+
+fn hello(role: Role) -> Hello {
+    Hello { role, wants: Wants::all() }
+}
+
+fn key(n: u128) -> MountKey {
+    MountKey { cluster: ClusterId(1), mount: MountId(n) }
+}
+
+impl Net {
+    fn new(nodes: usize) -> Net {
+        let nodes = (0..nodes)
+            .map(|i| Node { table: Table::new(NodeId(i as u128 + 1)), ends: BTreeMap::new() })
+            .collect();
+        Net { nodes, links: Vec::new() }
+    }
+
+    /// Joins `a` and `b` (with the roles each says it has) and starts both ends.
+    fn link(&mut self, a: usize, b: usize, roles: (Role, Role)) -> usize {
+        let l = self.links.len();
+        self.links.push((a, b));
+        for (node, role) in [(a, roles.0), (b, roles.1)] {
+            let mut end = End {
+                txn: txn::Link::new(),
+                span: SpanLink::new(NeighbourId(l as u64)),
+                out: vec![],
+            };
+            end.span.start(&mut end.txn, &mut end.out, &hello(role)).unwrap();
+            self.nodes[node].ends.insert(l, end);
+        }
+        l
+    }
+
+    fn cut(&mut self, l: usize) {
+        let (a, b) = self.links[l];
+        for node in [a, b] {
+            let Node { table, ends } = &mut self.nodes[node];
+            let mut end = ends.remove(&l).unwrap();
+            end.span.link_down(table).unwrap();
+            end.txn.handle_link_down(ErrorCode::LOST_LINK);
+            drain_events(table, &mut end).unwrap();
+            assert!(end.txn.is_empty());
+        }
+    }
+
+    /// Moves everything until nothing is left to send. Returns messages delivered.
+    fn pump(&mut self) -> usize {
+        let mut delivered = 0;
+        loop {
+            for node in &mut self.nodes {
+                while let Some((to, ob)) = node.table.poll_transmit() {
+                    let end = node.ends.get_mut(&(to.0 as usize)).unwrap();
+                    end.span.transmit(&mut end.txn, &mut end.out, &ob).unwrap();
+                }
+            }
+            let mut moved = false;
+            for l in 0..self.links.len() {
+                let (a, b) = self.links[l];
+                for (from, to) in [(a, b), (b, a)] {
+                    let Some(end) = self.nodes[from].ends.get_mut(&l) else { continue };
+                    let bytes = std::mem::take(&mut end.out);
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    moved = true;
+                    delivered += deliver(&mut self.nodes[to], l, &bytes).unwrap();
+                }
+            }
+            if !moved {
+                return delivered;
+            }
+        }
+    }
+}
+
+fn drain_events(table: &mut Table, end: &mut End) -> Result<(), crate::Error> {
+    while let Some(event) = end.txn.poll_event() {
+        match event {
+            Event::Delivery(d) => {
+                assert!(end.span.handle(&mut end.txn, &mut end.out, table, &d)?);
+            }
+            Event::Ended { txn, .. } => end.span.ended(txn),
+        }
+    }
+    Ok(())
+}
+
+fn deliver(node: &mut Node, l: usize, bytes: &[u8]) -> Result<usize, crate::Error> {
+    let Node { table, ends } = node;
+    let end = ends.get_mut(&l).unwrap();
+    let mut n = 0;
+    for message in Messages::new(bytes) {
+        let message = message?;
+        n += 1;
+        match end.txn.handle_message(&mut end.out, &message)? {
+            Some(Received::Txn(d)) => {
+                assert!(end.span.handle(&mut end.txn, &mut end.out, table, &d)?);
+            }
+            Some(Received::OneWay { .. }) => panic!("no one-way messages here"),
+            None => {}
+        }
+        drain_events(table, end)?;
+    }
+    Ok(n)
+}
+
+#[test]
+fn hello_then_spans_then_retraction_over_transactions() {
+    let mut net = Net::new(3);
+    let ab = net.link(0, 1, (Role::Router, Role::Router));
+    net.link(1, 2, (Role::Router, Role::Router));
+    net.pump();
+    assert_eq!(net.nodes[1].ends[&ab].span.peer_role(), Some(Role::Router));
+
+    net.nodes[0].table.attach(key(7), MountKind::Master, Label::new(b"m").unwrap()).unwrap();
+    net.pump();
+    let route = net.nodes[2].table.route(key(7)).unwrap();
+    assert_eq!(route.metric, Metric(2));
+    assert_eq!(route.origin, NodeId(1));
+    assert_eq!(route.label.as_bytes(), b"m");
+    // One span each way along the line, each a transaction open at both ends (plus LINK_CONNs).
+    assert_eq!(net.nodes[1].ends[&ab].span.spans_received(), 1);
+    assert_eq!(net.nodes[1].ends[&ab].txn.len(), 3);
+    let span = net.nodes[1].ends[&ab].span.their_span(key(7)).unwrap();
+    assert_eq!(net.nodes[1].ends[&ab].span.their_span_mount(span), Some(key(7)));
+
+    net.nodes[0].table.detach(key(7)).unwrap();
+    net.pump();
+    for node in &net.nodes {
+        assert!(node.table.route(key(7)).is_none());
+        for end in node.ends.values() {
+            // Only the two LINK_CONNs are left on every link: each span ended at both ends.
+            assert_eq!(end.txn.len(), 2);
+            assert_eq!(end.span.spans_received() + end.span.spans_sent(), 0);
+        }
+    }
+}
+
+#[test]
+fn updates_stream_inside_the_open_span() {
+    // A line 0–1–2–3 with the mount at 0; then a shortcut 0–2. Node 2's metric drops from 2 to
+    // 1, and node 3 hears it as an update inside the span it already has, not a new span.
+    let mut net = Net::new(4);
+    net.link(0, 1, (Role::Router, Role::Router));
+    net.link(1, 2, (Role::Router, Role::Router));
+    let l23 = net.link(2, 3, (Role::Router, Role::Router));
+    net.pump();
+    net.nodes[0].table.attach(key(1), MountKind::Slave, Label::EMPTY).unwrap();
+    net.pump();
+    assert_eq!(net.nodes[3].table.route(key(1)).unwrap().metric, Metric(3));
+    let before = net.nodes[3].ends[&l23].span.their_span(key(1)).unwrap();
+    let txns = net.nodes[3].ends[&l23].txn.len();
+    net.link(0, 2, (Role::Router, Role::Router));
+    net.pump();
+    assert_eq!(net.nodes[3].table.route(key(1)).unwrap().metric, Metric(2));
+    assert_eq!(net.nodes[3].ends[&l23].span.their_span(key(1)), Some(before));
+    assert_eq!(net.nodes[3].ends[&l23].txn.len(), txns);
+}
+
+#[test]
+fn a_client_link_hears_no_other_clients_and_its_spans_stop_at_its_node() {
+    // 0 (router) — 1 (satellite) — 2 and 3 (clients of 1).
+    let mut net = Net::new(4);
+    net.link(0, 1, (Role::Router, Role::Satellite));
+    net.link(1, 2, (Role::Satellite, Role::Client));
+    net.link(1, 3, (Role::Satellite, Role::Client));
+    net.pump();
+    net.nodes[2].table.attach(key(20), MountKind::Client, Label::EMPTY).unwrap();
+    net.nodes[0].table.attach(key(1), MountKind::Master, Label::EMPTY).unwrap();
+    net.pump();
+    // The satellite reaches the client's mount; the core and the other client never hear of it.
+    assert!(net.nodes[1].table.route(key(20)).is_some());
+    assert!(net.nodes[0].table.route(key(20)).is_none());
+    assert!(net.nodes[3].table.route(key(20)).is_none());
+    // Both clients reach the master through the satellite.
+    assert_eq!(net.nodes[2].table.route(key(1)).unwrap().metric, Metric(2));
+    assert_eq!(net.nodes[3].table.route(key(1)).unwrap().metric, Metric(2));
+}
+
+#[test]
+fn a_cut_link_fails_over_and_everything_on_it_ends() {
+    let mut net = Net::new(3);
+    let l01 = net.link(0, 1, (Role::Router, Role::Router));
+    net.link(0, 2, (Role::Router, Role::Router));
+    net.link(1, 2, (Role::Router, Role::Router));
+    net.pump();
+    net.nodes[0].table.attach(key(3), MountKind::Master, Label::EMPTY).unwrap();
+    net.pump();
+    assert_eq!(net.nodes[1].table.route(key(3)).unwrap().metric, Metric(1));
+    net.cut(l01);
+    net.pump();
+    assert_eq!(net.nodes[1].table.route(key(3)).unwrap().metric, Metric(2));
+}
+
+#[test]
+fn a_starved_node_asks_inside_the_span_and_the_originator_bumps() {
+    // A ring of 4 with the mount at 0. Cut 0–1: node 1's only other route (through 2, 3) is
+    // not feasible against its distance 1 until the originator bumps its seqno, which the
+    // request carried inside the spans brings about.
+    let mut net = Net::new(4);
+    let l01 = net.link(0, 1, (Role::Router, Role::Router));
+    net.link(1, 2, (Role::Router, Role::Router));
+    net.link(2, 3, (Role::Router, Role::Router));
+    net.link(3, 0, (Role::Router, Role::Router));
+    net.pump();
+    net.nodes[0].table.attach(key(9), MountKind::Master, Label::EMPTY).unwrap();
+    net.pump();
+    let seqno = net.nodes[1].table.route(key(9)).unwrap().seqno;
+    net.cut(l01);
+    net.pump();
+    let route = net.nodes[1].table.route(key(9)).expect("node 1 recovers a route");
+    assert_eq!(route.metric, Metric(3));
+    assert!(route.seqno.is_newer_than(seqno));
+}
+
+/// One link end with its peer's side scripted by hand, to feed it bad input.
+fn scripted() -> (Table, End, txn::Link, Vec<u8>) {
+    let table = Table::new(NodeId(1));
+    let mut end = End { txn: txn::Link::new(), span: SpanLink::new(NeighbourId(0)), out: vec![] };
+    end.span.start(&mut end.txn, &mut end.out, &hello(Role::Router)).unwrap();
+    (table, end, txn::Link::new(), Vec::new())
+}
+
+fn feed(table: &mut Table, end: &mut End, bytes: &mut Vec<u8>) -> Result<usize, crate::Error> {
+    let mut node =
+        Node { table: std::mem::replace(table, Table::new(NodeId(0))), ends: BTreeMap::new() };
+    node.ends.insert(
+        0,
+        std::mem::replace(
+            end,
+            End { txn: txn::Link::new(), span: SpanLink::new(NeighbourId(0)), out: vec![] },
+        ),
+    );
+    let result = deliver(&mut node, 0, bytes);
+    *table = node.table;
+    *end = node.ends.remove(&0).unwrap();
+    bytes.clear();
+    result
+}
+
+fn advert_bytes(mount: MountKey) -> Vec<u8> {
+    let advert = Advert {
+        mount,
+        kind: MountKind::Master,
+        label: Label::EMPTY,
+        origin: NodeId(5),
+        seqno: Seqno(1),
+        metric: Metric(0),
+    };
+    let mut buf = [0u8; ADVERT_LEN_MAX];
+    let n = codec::encode_advert(&advert, &mut buf);
+    buf[..n].to_vec()
+}
+
+fn hello_bytes() -> Vec<u8> {
+    let mut buf = [0u8; HELLO_LEN_MAX];
+    let n = hello(Role::Router).encode(&mut buf);
+    buf[..n].to_vec()
+}
+
+#[test]
+fn a_span_before_the_hello_is_refused() {
+    let (mut table, mut end, mut peer, mut wire) = scripted();
+    peer.open(&mut wire, None, Command::LINK_SPAN, &advert_bytes(key(1)), Flags::NONE).unwrap();
+    let err = feed(&mut table, &mut end, &mut wire).unwrap_err();
+    assert_eq!(err, Violation::LinkProtocol("a LINK_SPAN before the LINK_CONN").into());
+    assert!(err.closes_link());
+}
+
+/// What a scripted peer does after a well-behaved start.
+type Script = fn(&mut txn::Link, &mut Vec<u8>);
+
+#[test]
+fn protocol_breaks_are_refused_with_their_reason() {
+    let cases: [(&str, Script, crate::Error); 6] = [
+        (
+            "second hello",
+            |p, w| {
+                p.open(w, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+            },
+            Violation::LinkProtocol("a second LINK_CONN").into(),
+        ),
+        (
+            "second span for one mount",
+            |p, w| {
+                p.open(w, None, Command::LINK_SPAN, &advert_bytes(key(1)), Flags::NONE).unwrap();
+            },
+            Violation::LinkProtocol("a second open LINK_SPAN for one mount").into(),
+        ),
+        (
+            "update naming another mount",
+            |p, w| {
+                let span = first_span(p);
+                p.send(
+                    w,
+                    span,
+                    Command::LINK_SPAN,
+                    &advert_bytes(key(2)),
+                    Flags::NONE,
+                    ErrorCode::NONE,
+                )
+                .unwrap();
+            },
+            Violation::LinkProtocol("a span update naming another mount").into(),
+        ),
+        (
+            "garbage advertisement",
+            |p, w| {
+                p.open(w, None, Command::LINK_SPAN, &[0; 10], Flags::NONE).unwrap();
+            },
+            Malformed::LinkPayload {
+                what: "LINK_SPAN advertisement",
+                reason: "shorter than its 56-byte header",
+            }
+            .into(),
+        ),
+        (
+            "span opened and closed at once",
+            |p, w| {
+                p.open(w, None, Command::LINK_SPAN, &advert_bytes(key(3)), Flags::DELETE).unwrap();
+            },
+            Violation::LinkProtocol("a LINK_CONN or LINK_SPAN opened and closed at once").into(),
+        ),
+        (
+            "LINK_CONN closed while the link is up",
+            |p, w| {
+                let conn = first_conn(p);
+                p.close(w, conn, ErrorCode::NONE).unwrap();
+            },
+            Violation::LinkProtocol("LINK_CONN is not closed or updated while the link is up")
+                .into(),
+        ),
+    ];
+    for (name, script, want) in cases {
+        let (mut table, mut end, mut peer, mut wire) = scripted();
+        // A well-behaved start: the peer's hello and one span.
+        peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+        peer.open(&mut wire, None, Command::LINK_SPAN, &advert_bytes(key(1)), Flags::NONE).unwrap();
+        feed(&mut table, &mut end, &mut wire).unwrap();
+        assert!(table.route(key(1)).is_some(), "{name}");
+        script(&mut peer, &mut wire);
+        assert_eq!(feed(&mut table, &mut end, &mut wire), Err(want), "{name}");
+    }
+}
+
+/// The transactions a scripted peer opened, in order: its LINK_CONN is msgid 1, its first span 2.
+fn first_conn(peer: &txn::Link) -> TxnId {
+    nth_open(peer, 1)
+}
+
+fn first_span(peer: &txn::Link) -> TxnId {
+    nth_open(peer, 2)
+}
+
+fn nth_open(peer: &txn::Link, msgid: u64) -> TxnId {
+    (0..8u32)
+        .flat_map(|slot| (0..4u32).map(move |generation| TxnId { slot, generation }))
+        .find(|&t| peer.msgid(t).map(|m| m.0) == Some(msgid))
+        .expect("the scripted peer opened it")
+}
+
+#[test]
+fn a_seqno_request_on_our_span_reaches_the_table() {
+    let (mut table, mut end, mut peer, mut wire) = scripted();
+    peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+    feed(&mut table, &mut end, &mut wire).unwrap();
+    table.attach(key(4), MountKind::Master, Label::EMPTY).unwrap();
+    while let Some((_, ob)) = table.poll_transmit() {
+        end.span.transmit(&mut end.txn, &mut end.out, &ob).unwrap();
+    }
+    // The peer receives our hello and span, then asks for a newer seqno inside the span.
+    let bytes = std::mem::take(&mut end.out);
+    let mut span = None;
+    for m in Messages::new(&bytes) {
+        if let Some(Received::Txn(d)) = peer.handle_message(&mut wire, &m.unwrap()).unwrap()
+            && d.command == Command::LINK_SPAN
+        {
+            span = Some(d.txn);
+        }
+    }
+    let before = table.route(key(4)).unwrap().seqno;
+    let want = before.next();
+    peer.send(
+        &mut wire,
+        span.unwrap(),
+        Command::LINK_SPAN_REQUEST,
+        &codec::encode_seqno_request(want),
+        Flags::NONE,
+        ErrorCode::NONE,
+    )
+    .unwrap();
+    feed(&mut table, &mut end, &mut wire).unwrap();
+    assert_eq!(table.route(key(4)).unwrap().seqno, want);
+    // And the bump goes out as an update inside the same span, not a new one.
+    let mut updates = 0;
+    while let Some((_, ob)) = table.poll_transmit() {
+        end.span.transmit(&mut end.txn, &mut end.out, &ob).unwrap();
+        updates += 1;
+    }
+    assert_eq!(updates, 1);
+    assert_eq!(end.span.spans_sent(), 1);
+    for m in Messages::new(&end.out) {
+        let m = m.unwrap();
+        assert!(!m.flags().contains(Flags::CREATE));
+        assert_eq!(m.command(), Command::LINK_SPAN);
+    }
+}
+
+/// Hop distances from `from` over the links still up.
+fn bfs(net: &Net, from: usize) -> Vec<Option<u16>> {
+    let mut dist = vec![None; net.nodes.len()];
+    dist[from] = Some(0);
+    let mut queue = std::collections::VecDeque::from([from]);
+    while let Some(n) = queue.pop_front() {
+        for (l, &(a, b)) in net.links.iter().enumerate() {
+            if !net.nodes[a].ends.contains_key(&l) {
+                continue;
+            }
+            let other = if a == n {
+                b
+            } else if b == n {
+                a
+            } else {
+                continue;
+            };
+            if dist[other].is_none() {
+                dist[other] = dist[n].map(|d| d + 1);
+                queue.push_back(other);
+            }
+        }
+    }
+    dist
+}
+
+#[test]
+fn random_graphs_converge_to_shortest_paths_over_the_wire() {
+    for seed in 0..40 {
+        let mut rng = crate::sim::rng::Rng::new(seed);
+        let n = 8;
+        let mut net = Net::new(n);
+        for a in 0..n {
+            for b in a + 1..n {
+                if rng.below(10) < 4 {
+                    net.link(a, b, (Role::Router, Role::Router));
+                }
+            }
+        }
+        let homes = [0usize, 3, 5];
+        for (i, &home) in homes.iter().enumerate() {
+            net.nodes[home].table.attach(key(i as u128), MountKind::Master, Label::EMPTY).unwrap();
+        }
+        for step in 0..12 {
+            match rng.below(3) {
+                0 => {
+                    let up: Vec<usize> = (0..net.links.len())
+                        .filter(|&l| net.nodes[net.links[l].0].ends.contains_key(&l))
+                        .collect();
+                    if !up.is_empty() {
+                        net.cut(up[rng.below(up.len() as u64) as usize]);
+                    }
+                }
+                _ => {
+                    let a = rng.below(n as u64) as usize;
+                    let b = rng.below(n as u64) as usize;
+                    if a != b {
+                        net.link(a, b, (Role::Router, Role::Router));
+                    }
+                }
+            }
+            net.pump();
+            for (i, &home) in homes.iter().enumerate() {
+                let dist = bfs(&net, home);
+                for (node, d) in dist.iter().enumerate() {
+                    let route = net.nodes[node].table.route(key(i as u128));
+                    assert_eq!(
+                        route.map(|r| r.metric.0),
+                        *d,
+                        "seed {seed} step {step}: node {node}, mount at {home}"
+                    );
+                }
+            }
+            // Nothing leaks: every transaction left on a link is a LINK_CONN or an open span.
+            for node in &net.nodes {
+                for end in node.ends.values() {
+                    assert_eq!(
+                        end.txn.len(),
+                        2 + end.span.spans_sent() + end.span.spans_received(),
+                        "seed {seed} step {step}"
+                    );
+                }
+            }
+        }
+    }
+}
