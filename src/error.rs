@@ -181,6 +181,9 @@ pub enum Limit {
     /// A local attach would grow the span table past [`crate::limits::SPAN_MOUNTS_MAX`] mounts.
     #[error("span table full: cannot attach beyond {0} mounts")]
     LocalMounts(usize),
+    /// Circuits and calls open in one node ([`crate::limits::CIRCUITS_MAX`]).
+    #[error("{0} circuits already open")]
+    Circuits(usize),
     /// More neighbours than [`crate::limits::SPAN_NEIGHBOURS_MAX`] in one span table.
     #[error("span table already has {0} neighbours")]
     SpanNeighbours(usize),
@@ -240,6 +243,18 @@ pub enum Misuse {
     /// Detach of a mount that is not attached here.
     #[error("mount is not attached here")]
     NotAttached,
+    /// The relay was given a link it does not know (never up, or already down).
+    #[error("{0} is not up in this node")]
+    UnknownLink(crate::ids::LinkId),
+    /// No route to the mount a call was opened to.
+    #[error("no route to the mount")]
+    NoRoute,
+    /// The call handle names no live call.
+    #[error("the call is not open")]
+    UnknownCall,
+    /// Our direction of the call is already closed.
+    #[error("the call is already closed in our direction")]
+    CallClosed,
 }
 
 /// Why a handshake failed. Each variant is a distinct cause, so that the logged reason (and the

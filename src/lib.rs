@@ -32,6 +32,7 @@ pub mod cipher;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod relay;
 #[allow(unsafe_code)]
 pub mod ring;
 #[cfg(any(test, feature = "sim"))]

@@ -146,6 +146,18 @@ pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
 /// Bytes of a mount's label (HAMMER2's `pfs_label`, a human-readable name).
 pub const SPAN_LABEL_MAX: usize = 64;
 
+/// Circuits (relayed transaction pairs) and local calls open in one node at once. Each costs a
+/// slab entry and two index entries (~100 bytes), so a full table is ~100 MiB; past it, new
+/// circuits are refused with `LIMIT_REACHED` and open ones carry on. Per link the transaction
+/// layer's own bounds apply first.
+pub const CIRCUITS_MAX: usize = 1 << 20;
+
+/// Bytes the relay may queue for one link within one turn of the loop (forwarded payloads waiting
+/// for the link to be written). A circuit whose message would pass it is aborted with
+/// `LIMIT_REACHED`: a turn normally moves far less, and the engine's own send queue bound
+/// (`SEND_QUEUE_MAX_BYTES`) follows.
+pub const RELAY_QUEUE_MAX_BYTES: usize = 16 << 20;
+
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));

@@ -20,9 +20,9 @@
 //! the span protocol's own messages and returns `false` for everything else (circuits, the
 //! application's transactions). Give it every [`txn::Event::Ended`] through
 //! [`SpanLink::ended`]. Send what the table asks for this neighbour with
-//! [`SpanLink::transmit`]. When the link goes down, call [`SpanLink::link_down`] *before*
-//! [`txn::Link::handle_link_down`]: the table forgets the neighbour at once and the synthesized
-//! closes that follow are absorbed. An error from `handle` means the peer broke the protocol or a
+//! [`SpanLink::transmit`]. When the link goes down the table forgets the neighbour at once (at
+//! the first synthesized close handed to `handle`, or at [`SpanLink::link_down`], whichever
+//! comes first), and the other synthesized closes are absorbed. An error from `handle` means the peer broke the protocol or a
 //! bound: close the link with it as the reason.
 
 use std::collections::HashMap;
@@ -198,8 +198,12 @@ impl SpanLink {
         if !(ours || theirs || (delivery.opens() && link_protocol)) {
             return Ok(false);
         }
+        if link.is_down() {
+            // The synthesized closes of a lost link: the table forgets the neighbour once, at
+            // the first of them, and the rest are absorbed.
+            self.link_down(table)?;
+        }
         if self.down {
-            // The synthesized closes of a lost link: the table already forgot the neighbour.
             return Ok(true);
         }
         if ours {
@@ -334,7 +338,7 @@ impl SpanLink {
     }
 
     /// The link is gone: the table forgets the neighbour (failing its mounts over at once).
-    /// Call before [`txn::Link::handle_link_down`].
+    /// Idempotent.
     pub fn link_down(&mut self, table: &mut Table) -> Result<(), Error> {
         if self.down {
             return Ok(());

@@ -1,0 +1,954 @@
+//! A node's logic: its links' span protocol, its span table, its local mounts, and the circuits
+//! it relays. Sans-IO: the caller owns the links' transaction state ([`txn::Link`]) and their
+//! output, and drives the node with what arrives.
+//!
+//! # Circuits
+//!
+//! To reach a mount, a transaction is opened *inside* the span that advertises it. A node that
+//! receives one (a CREATE whose parent is one of its own spans) looks the mount up in its table:
+//! attached here, the transaction is the application's ([`AppEvent::Opened`]); reachable through
+//! a neighbour, the node opens a transaction inside that neighbour's span and pairs the two, and
+//! from then on forwards every message of one to the other, both ways, flags, command and error
+//! as they came (ids are per link). That chain of paired transactions is a circuit.
+//!
+//! - **No route**: the incoming transaction is force-closed at once with
+//!   [`ErrorCode::NO_ROUTE`].
+//! - **Make-before-break**: a route change only affects circuits opened after it; a circuit stays
+//!   on its path while the path lives (a retracted span stays open while circuits are inside it).
+//! - **Hop-by-hop abort**: when a link dies, the transaction layer ends each of its transactions
+//!   with a synthesized ABORT|DELETE carrying [`ErrorCode::LOST_LINK`]; the node forwards that
+//!   forced close along the circuit, so both ends of every circuit end exactly once.
+//!
+//! # Calling contract
+//!
+//! - [`Node::link_up`] when a link's handshake is done; [`Node::received`] for each message the
+//!   link's transaction layer returns and [`Node::event`] for each of its events;
+//!   [`Node::link_down`] when the link is gone (after its synthesized events).
+//! - Output for other links is queued, not written at once (the caller holds one link at a
+//!   time): after handling input, call [`Node::flush`] for each link [`Node::poll_dirty`]
+//!   returns, with that link's transaction state and sink (or `None` if it is gone).
+//! - The application: [`Node::attach`] / [`Node::detach`] mounts; [`Node::open`] calls to a
+//!   mount, [`Node::send`] on calls; drain [`Node::poll_app`] after each input.
+//!
+//! An error returned by `received` or `event` means the peer broke the protocol or a bound:
+//! close that link with it as the reason. Nothing here allocates per relayed message once its
+//! queues have grown to their working size.
+
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use slab::Slab;
+
+use crate::error::{Error, Misuse};
+use crate::ids::{LinkId, NeighbourId, NodeId, TxnId};
+use crate::limits::{CIRCUITS_MAX, RELAY_QUEUE_MAX_BYTES};
+use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Outbound, Route, SpanLink, Table};
+use crate::txn::{self, Delivery, Event, Received};
+use crate::wire::{Command, ErrorCode, Flags, Sink};
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A call of the local application: a transaction it opened ([`Node::open`]) or one opened to
+/// one of its mounts ([`AppEvent::Opened`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallId {
+    slot: u32,
+    generation: u32,
+}
+
+/// Something for the local application, drained with [`Node::poll_app`]. Payloads borrow from
+/// the node until the next call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AppEvent<'a> {
+    /// A transaction to one of our mounts arrived.
+    Opened {
+        /// The call, to answer on.
+        call: CallId,
+        /// The mount it is for.
+        mount: MountKey,
+        /// Its command.
+        command: Command,
+        /// Its flags (DELETE: a one-shot request).
+        flags: Flags,
+        /// Its first payload.
+        payload: &'a [u8],
+    },
+    /// A message on a call.
+    Message {
+        /// The call.
+        call: CallId,
+        /// Its flags (DELETE: the other end's last; ABORT).
+        flags: Flags,
+        /// Its command.
+        command: Command,
+        /// Its error code.
+        error: ErrorCode,
+        /// Its payload.
+        payload: &'a [u8],
+    },
+    /// The call is over at this end; its handle is dead. Exactly once per call.
+    Ended {
+        /// The call.
+        call: CallId,
+        /// The first error carried by a close either way (e.g. [`ErrorCode::LOST_LINK`],
+        /// [`ErrorCode::NO_ROUTE`]), or [`ErrorCode::NONE`].
+        error: ErrorCode,
+    },
+}
+
+/// Counters of one link, as the relay sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Circuits the peer opened through this link.
+    pub circuits_in: u64,
+    /// Circuits we opened on this link.
+    pub circuits_out: u64,
+    /// Messages forwarded onto this link.
+    pub forwarded: u64,
+    /// Forced closes received on this link (ABORT|DELETE, real or synthesized).
+    pub aborts_in: u64,
+    /// Forced closes sent on this link.
+    pub aborts_out: u64,
+}
+
+/// What a node knows of one link, for `show`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The link.
+    pub link: LinkId,
+    /// The peer's node id.
+    pub peer: NodeId,
+    /// What the peer said it is (once its hello arrived).
+    pub role: Option<crate::span::Role>,
+    /// Spans it has open to us.
+    pub spans_in: usize,
+    /// Spans we have open to it.
+    pub spans_out: usize,
+    /// Counters.
+    pub counters: LinkCounters,
+}
+
+/// Node-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Circuits relayed through this node (paired link to link).
+    pub relayed: u64,
+    /// Calls delivered to local mounts.
+    pub served: u64,
+    /// Calls the application opened.
+    pub opened: u64,
+    /// Transactions refused for lack of a route.
+    pub no_route: u64,
+    /// Circuits that lost a link.
+    pub lost: u64,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    peer: NodeId,
+    span: SpanLink,
+    counters: LinkCounters,
+    /// Output waiting for [`Node::flush`].
+    ops: VecDeque<Op>,
+    bytes: Vec<u8>,
+    dirty: bool,
+}
+
+/// One queued action on a link.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Span(Outbound),
+    /// Open the circuit's `side` end inside `parent`.
+    Open {
+        circuit: u32,
+        generation: u32,
+        side: Side,
+        parent: TxnId,
+        command: Command,
+        flags: Flags,
+        at: usize,
+        len: usize,
+    },
+    /// Send on the circuit's `side` end.
+    Send {
+        circuit: u32,
+        generation: u32,
+        side: Side,
+        command: Command,
+        flags: Flags,
+        error: ErrorCode,
+        at: usize,
+        len: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// A transaction on a link. `txn` is `None` while its open waits in the link's queue.
+    Link { link: LinkId, txn: Option<TxnId>, closed: bool, ended: bool },
+    /// The local application.
+    Local { closed: bool },
+}
+
+#[derive(Debug)]
+struct Circuit {
+    generation: u32,
+    /// The end that opened it (a link, or the application).
+    a: End,
+    /// The end it goes to (a link, or a local mount).
+    b: End,
+    command: Command,
+    error: ErrorCode,
+}
+
+impl Circuit {
+    fn end(&mut self, side: Side) -> &mut End {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+}
+
+/// An owned copy of an application event, kept until [`Node::poll_app`] hands it out.
+#[derive(Debug)]
+enum Pending {
+    Opened {
+        call: CallId,
+        mount: MountKey,
+        command: Command,
+        flags: Flags,
+        at: usize,
+        len: usize,
+    },
+    Message {
+        call: CallId,
+        flags: Flags,
+        command: Command,
+        error: ErrorCode,
+        at: usize,
+        len: usize,
+    },
+    Ended {
+        call: CallId,
+        error: ErrorCode,
+    },
+}
+
+/// One node. See the module documentation.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    hello: Hello,
+    table: Table,
+    links: Map<LinkId, LinkState>,
+    dirty: Vec<LinkId>,
+    circuits: Slab<Circuit>,
+    /// A link's transaction to the circuit it belongs to and which end it is.
+    by_txn: Map<(LinkId, TxnId), (u32, Side)>,
+    next_generation: u32,
+    app: VecDeque<Pending>,
+    app_bytes: Vec<u8>,
+    /// Bytes of the event last handed out, dropped at the next poll.
+    app_consumed: bool,
+    counters: NodeCounters,
+}
+
+impl Node {
+    /// A node with id `id` that greets each neighbour with `hello`.
+    pub fn new(id: NodeId, hello: Hello) -> Node {
+        Node {
+            id,
+            hello,
+            table: Table::new(id),
+            links: Map::default(),
+            dirty: Vec::new(),
+            circuits: Slab::new(),
+            by_txn: Map::default(),
+            next_generation: 0,
+            app: VecDeque::new(),
+            app_bytes: Vec::new(),
+            app_consumed: false,
+            counters: NodeCounters::default(),
+        }
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The span table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Node-wide counters.
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
+    }
+
+    /// Circuits and calls open.
+    pub fn circuits(&self) -> usize {
+        self.circuits.len()
+    }
+
+    /// The links, for `show`.
+    pub fn link_info(&self) -> impl Iterator<Item = LinkInfo> + '_ {
+        self.links.iter().map(|(&link, state)| LinkInfo {
+            link,
+            peer: state.peer,
+            role: state.span.peer_role(),
+            spans_in: state.span.spans_received(),
+            spans_out: state.span.spans_sent(),
+            counters: state.counters,
+        })
+    }
+
+    /// The link a table neighbour stands for.
+    pub fn link_of(neighbour: NeighbourId) -> LinkId {
+        LinkId(neighbour.0)
+    }
+
+    fn neighbour_of(link: LinkId) -> NeighbourId {
+        NeighbourId(link.0)
+    }
+
+    /// The route to a mount.
+    pub fn route(&self, mount: MountKey) -> Option<Route> {
+        self.table.route(mount)
+    }
+
+    /// A link to the node `peer` finished its handshake: our hello goes out on it.
+    pub fn link_up<S: Sink>(
+        &mut self,
+        link: LinkId,
+        peer: NodeId,
+        txn: &mut txn::Link,
+        out: &mut S,
+    ) -> Result<(), Error> {
+        let mut span = SpanLink::new(Self::neighbour_of(link));
+        span.start(txn, out, &self.hello)?;
+        let state = LinkState {
+            peer,
+            span,
+            counters: LinkCounters::default(),
+            ops: VecDeque::new(),
+            bytes: Vec::new(),
+            dirty: false,
+        };
+        self.links.insert(link, state);
+        Ok(())
+    }
+
+    /// Attaches a local mount (advertised to every neighbour that wants it).
+    pub fn attach(&mut self, mount: MountKey, kind: MountKind, label: Label) -> Result<(), Error> {
+        self.table.attach(mount, kind, label)?;
+        self.route_table_output();
+        Ok(())
+    }
+
+    /// Detaches a local mount (retracted everywhere). Calls already open to it go on.
+    pub fn detach(&mut self, mount: MountKey) -> Result<(), Error> {
+        self.table.detach(mount)?;
+        self.route_table_output();
+        Ok(())
+    }
+
+    /// A message arrived on `link`.
+    pub fn received<S: Sink>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        received: Received<'_>,
+    ) -> Result<(), Error> {
+        match received {
+            // One-way messages of other protocols are not ours to interpret.
+            Received::OneWay { .. } => Ok(()),
+            Received::Txn(delivery) => self.delivery(link, txn, out, &delivery),
+        }
+    }
+
+    /// A lifecycle event of `link`'s transactions.
+    pub fn event<S: Sink>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        event: Event,
+    ) -> Result<(), Error> {
+        match event {
+            Event::Delivery(delivery) => self.delivery(link, txn, out, &delivery),
+            Event::Ended { txn: id, .. } => {
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.span.ended(id);
+                }
+                if let Some((slot, side)) = self.by_txn.remove(&(link, id)) {
+                    if let Some(circuit) = self.circuits.get_mut(slot as usize)
+                        && let End::Link { ended, .. } = circuit.end(side)
+                    {
+                        *ended = true;
+                    }
+                    self.maybe_free(slot);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn delivery<S: Sink>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), Error> {
+        let Some(state) = self.links.get_mut(&link) else {
+            return Err(Misuse::UnknownLink(link).into());
+        };
+        if delivery.is_forced_close() {
+            state.counters.aborts_in += 1;
+        }
+        let handled = state.span.handle(txn, out, &mut self.table, delivery);
+        self.route_table_output();
+        if handled? {
+            return Ok(());
+        }
+        if let Some(&(slot, side)) = self.by_txn.get(&(link, delivery.txn)) {
+            self.forward(slot, side, delivery);
+            return Ok(());
+        }
+        if delivery.opens() {
+            self.incoming(link, txn, out, delivery)?;
+        }
+        // Anything else on a transaction that is no circuit (a close answering our refusal) is
+        // left to the transaction layer.
+        Ok(())
+    }
+
+    /// A transaction the peer opened that is not the span protocol's: a circuit if it opened
+    /// inside one of our spans, refused otherwise.
+    fn incoming<S: Sink>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), Error> {
+        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
+        let mount = delivery.parent.and_then(|parent| state.span.our_span_mount(parent));
+        let Some(mount) = mount else {
+            // Not inside a span of ours: nothing to route it by.
+            refuse(txn, out, delivery, ErrorCode::REFUSED)?;
+            return Ok(());
+        };
+        state.counters.circuits_in += 1;
+        if self.circuits.len() >= CIRCUITS_MAX {
+            refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED)?;
+            return Ok(());
+        }
+        let a = End::Link { link, txn: Some(delivery.txn), closed: false, ended: false };
+        let next = self.table.route(mount).map(|route| route.next_hop);
+        let hop = match next {
+            Some(NextHop::Local) => None,
+            Some(NextHop::Neighbour(n)) => {
+                let next_link = Self::link_of(n);
+                match self.links.get(&next_link).and_then(|s| s.span.their_span(mount)) {
+                    Some(span) if next_link != link => Some((next_link, span)),
+                    _ => {
+                        self.counters.no_route += 1;
+                        refuse(txn, out, delivery, ErrorCode::NO_ROUTE)?;
+                        return Ok(());
+                    }
+                }
+            }
+            None => {
+                self.counters.no_route += 1;
+                refuse(txn, out, delivery, ErrorCode::NO_ROUTE)?;
+                return Ok(());
+            }
+        };
+        let generation = self.generation();
+        let b = match hop {
+            None => End::Local { closed: false },
+            Some((next_link, _)) => {
+                End::Link { link: next_link, txn: None, closed: false, ended: false }
+            }
+        };
+        let slot = self.circuits.insert(Circuit {
+            generation,
+            a,
+            b,
+            command: delivery.command,
+            error: ErrorCode::NONE,
+        }) as u32;
+        self.by_txn.insert((link, delivery.txn), (slot, Side::A));
+        match hop {
+            None => {
+                self.counters.served += 1;
+                let call = CallId { slot, generation };
+                let at = self.app_bytes.len();
+                self.app_bytes.extend_from_slice(delivery.payload);
+                self.app.push_back(Pending::Opened {
+                    call,
+                    mount,
+                    command: delivery.command,
+                    flags: delivery.flags,
+                    at,
+                    len: delivery.payload.len(),
+                });
+                if delivery.closes() {
+                    self.circuits[slot as usize].error = delivery.error;
+                }
+            }
+            Some((next_link, span)) => {
+                self.counters.relayed += 1;
+                let state = self.links.get_mut(&next_link).ok_or(Misuse::UnknownLink(next_link))?;
+                state.counters.circuits_out += 1;
+                let at = state.bytes.len();
+                state.bytes.extend_from_slice(delivery.payload);
+                state.ops.push_back(Op::Open {
+                    circuit: slot,
+                    generation,
+                    side: Side::B,
+                    parent: span,
+                    command: delivery.command,
+                    flags: delivery.flags & Flags::DELETE,
+                    at,
+                    len: delivery.payload.len(),
+                });
+                mark_dirty(&mut self.dirty, next_link, state);
+            }
+        }
+        Ok(())
+    }
+
+    fn generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    /// Forwards a message that arrived on the circuit's `from` end to its other end.
+    fn forward(&mut self, slot: u32, from: Side, delivery: &Delivery<'_>) {
+        let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
+        if delivery.closes() && circuit.error == ErrorCode::NONE {
+            circuit.error = delivery.error;
+        }
+        let generation = circuit.generation;
+        let to = from.other();
+        let flags = delivery.flags & (Flags::DELETE | Flags::ABORT);
+        match *circuit.end(to) {
+            End::Local { closed: _ } => {
+                let call = CallId { slot, generation };
+                let at = self.app_bytes.len();
+                self.app_bytes.extend_from_slice(delivery.payload);
+                self.app.push_back(Pending::Message {
+                    call,
+                    flags,
+                    command: delivery.command,
+                    error: delivery.error,
+                    at,
+                    len: delivery.payload.len(),
+                });
+            }
+            End::Link { link, closed, ended, .. } => {
+                if closed || ended {
+                    return;
+                }
+                if flags.contains(Flags::DELETE)
+                    && let End::Link { closed, .. } = circuit.end(to)
+                {
+                    *closed = true;
+                }
+                if flags.contains(Flags::DELETE) && delivery.error == ErrorCode::LOST_LINK {
+                    self.counters.lost += 1;
+                }
+                let Some(state) = self.links.get_mut(&link) else { return };
+                if state.bytes.len() + delivery.payload.len() > RELAY_QUEUE_MAX_BYTES
+                    && !flags.contains(Flags::DELETE)
+                {
+                    // More than a turn's worth for one link: abort the circuit rather than queue
+                    // without bound. (Closes are always queued, so every end still ends.)
+                    self.abort_both(slot, ErrorCode::LIMIT_REACHED);
+                    return;
+                }
+                state.counters.forwarded += 1;
+                if flags.contains(Flags::ABORT | Flags::DELETE) {
+                    state.counters.aborts_out += 1;
+                }
+                let at = state.bytes.len();
+                state.bytes.extend_from_slice(delivery.payload);
+                state.ops.push_back(Op::Send {
+                    circuit: slot,
+                    generation,
+                    side: to,
+                    command: delivery.command,
+                    flags,
+                    error: delivery.error,
+                    at,
+                    len: delivery.payload.len(),
+                });
+                mark_dirty(&mut self.dirty, link, state);
+            }
+        }
+    }
+
+    /// Force-closes both link ends of a circuit (queued), and tells a local end it ended.
+    fn abort_both(&mut self, slot: u32, error: ErrorCode) {
+        let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
+        let generation = circuit.generation;
+        if circuit.error == ErrorCode::NONE {
+            circuit.error = error;
+        }
+        for side in [Side::A, Side::B] {
+            let End::Link { link, closed, ended, .. } = circuit.end(side) else { continue };
+            if *closed || *ended {
+                continue;
+            }
+            *closed = true;
+            let link = *link;
+            if let Some(state) = self.links.get_mut(&link) {
+                state.counters.aborts_out += 1;
+                let at = state.bytes.len();
+                state.ops.push_back(Op::Send {
+                    circuit: slot,
+                    generation,
+                    side,
+                    command: circuit.command,
+                    flags: Flags::ABORT | Flags::DELETE,
+                    error,
+                    at,
+                    len: 0,
+                });
+                mark_dirty(&mut self.dirty, link, state);
+            }
+        }
+    }
+
+    /// The link is gone (its transactions' synthesized closes have been handled). Queued output
+    /// for it is dropped; circuits waiting to open on it are aborted back.
+    pub fn link_down(&mut self, link: LinkId) {
+        let Some(mut state) = self.links.remove(&link) else { return };
+        // Nothing queued for it will be sent; opens it held fail below with their circuits.
+        let _ = state.span.link_down(&mut self.table);
+        self.route_table_output();
+        state.ops.clear();
+        state.bytes.clear();
+        // Circuits whose open on this link was still queued, or whose transaction here is gone.
+        let stale: Vec<u32> = self
+            .circuits
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.a, End::Link { link: l, .. } if l == link)
+                    || matches!(c.b, End::Link { link: l, .. } if l == link)
+            })
+            .map(|(slot, _)| slot as u32)
+            .collect();
+        for slot in stale {
+            let circuit = &mut self.circuits[slot as usize];
+            for side in [Side::A, Side::B] {
+                if let End::Link { link: l, txn, ended, closed } = circuit.end(side)
+                    && *l == link
+                {
+                    if let Some(txn) = txn.take() {
+                        self.by_txn.remove(&(link, txn));
+                    }
+                    *ended = true;
+                    *closed = true;
+                }
+            }
+            self.abort_both(slot, ErrorCode::LOST_LINK);
+            self.maybe_free(slot);
+        }
+    }
+
+    /// The next link with queued output.
+    pub fn poll_dirty(&mut self) -> Option<LinkId> {
+        self.dirty.pop()
+    }
+
+    /// Writes `link`'s queued output with its transaction state and sink; `None` if the link is
+    /// gone (the output is dropped and circuits waiting on it aborted).
+    pub fn flush<S: Sink>(&mut self, link: LinkId, io: Option<(&mut txn::Link, &mut S)>) {
+        let Some(state) = self.links.get_mut(&link) else { return };
+        state.dirty = false;
+        let Some((txn, out)) = io else {
+            self.link_down(link);
+            return;
+        };
+        let mut ops = std::mem::take(&mut state.ops);
+        let bytes = std::mem::take(&mut state.bytes);
+        let mut span_errors = None;
+        for op in ops.drain(..) {
+            match op {
+                Op::Span(outbound) => {
+                    let state = self.links.get_mut(&link).expect("present above");
+                    if let Err(e) = state.span.transmit(txn, out, &outbound) {
+                        span_errors.get_or_insert(e);
+                    }
+                }
+                Op::Open { circuit, generation, side, parent, command, flags, at, len } => {
+                    if !self.live(circuit, generation) {
+                        continue;
+                    }
+                    match txn.open(out, Some(parent), command, &bytes[at..at + len], flags) {
+                        Ok(id) => {
+                            let c = &mut self.circuits[circuit as usize];
+                            if let End::Link { txn: t, closed, .. } = c.end(side) {
+                                *t = Some(id);
+                                *closed = flags.contains(Flags::DELETE);
+                            }
+                            self.by_txn.insert((link, id), (circuit, side));
+                        }
+                        Err(error) => {
+                            // The span closed meanwhile, or a limit: the circuit cannot go on.
+                            let code = match error {
+                                Error::LimitReached(_) => ErrorCode::LIMIT_REACHED,
+                                _ => ErrorCode::NO_ROUTE,
+                            };
+                            let c = &mut self.circuits[circuit as usize];
+                            if let End::Link { ended, closed, .. } = c.end(side) {
+                                *ended = true;
+                                *closed = true;
+                            }
+                            self.abort_both(circuit, code);
+                            self.maybe_free(circuit);
+                        }
+                    }
+                }
+                Op::Send { circuit, generation, side, command, flags, error, at, len } => {
+                    if !self.live(circuit, generation) {
+                        continue;
+                    }
+                    let End::Link { txn: Some(id), .. } =
+                        *self.circuits[circuit as usize].end(side)
+                    else {
+                        continue;
+                    };
+                    // The transaction may have been closed by the peer's forced close
+                    // meanwhile; a refused send changes nothing.
+                    let _ = txn.send(out, id, command, &bytes[at..at + len], flags, error);
+                }
+            }
+        }
+        if let Some(state) = self.links.get_mut(&link) {
+            // Keep the capacity: steady state allocates nothing.
+            let mut bytes = bytes;
+            bytes.clear();
+            if state.ops.is_empty() {
+                state.ops = ops;
+            }
+            if state.bytes.is_empty() {
+                state.bytes = bytes;
+            }
+        }
+        if let Some(error) = span_errors {
+            tracing::debug!(%link, %error, "span output refused");
+        }
+        // Sends end transactions (a DELETE completing a pair): their events are ours to handle.
+        while let Some(event) = txn.poll_event() {
+            if let Err(error) = self.event(link, txn, out, event) {
+                tracing::debug!(%link, %error, "event after flush refused");
+            }
+        }
+    }
+
+    fn live(&self, slot: u32, generation: u32) -> bool {
+        self.circuits.get(slot as usize).is_some_and(|c| c.generation == generation)
+    }
+
+    /// Frees a circuit once both ends are over.
+    fn maybe_free(&mut self, slot: u32) {
+        let Some(circuit) = self.circuits.get(slot as usize) else { return };
+        let over = |end: &End| match *end {
+            End::Link { ended, .. } => ended,
+            End::Local { .. } => true,
+        };
+        if !(over(&circuit.a) && over(&circuit.b)) {
+            return;
+        }
+        let error = circuit.error;
+        let has_local =
+            matches!(circuit.a, End::Local { .. }) || matches!(circuit.b, End::Local { .. });
+        let generation = circuit.generation;
+        self.circuits.remove(slot as usize);
+        if has_local {
+            self.app.push_back(Pending::Ended { call: CallId { slot, generation }, error });
+        }
+    }
+
+    /// Sends what the table asked for on each link's queue.
+    fn route_table_output(&mut self) {
+        while let Some((to, outbound)) = self.table.poll_transmit() {
+            let link = Self::link_of(to);
+            if let Some(state) = self.links.get_mut(&link) {
+                state.ops.push_back(Op::Span(outbound));
+                mark_dirty(&mut self.dirty, link, state);
+            }
+        }
+    }
+
+    /// Opens a call to `mount` along its route. `flags` may hold DELETE (a one-shot request).
+    /// No route: [`Misuse::NoRoute`] and nothing is opened.
+    pub fn open(
+        &mut self,
+        mount: MountKey,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+    ) -> Result<CallId, Error> {
+        let route = self.table.route(mount).ok_or(Misuse::NoRoute)?;
+        let NextHop::Neighbour(n) = route.next_hop else { return Err(Misuse::NoRoute.into()) };
+        let link = Self::link_of(n);
+        let span =
+            self.links.get(&link).and_then(|s| s.span.their_span(mount)).ok_or(Misuse::NoRoute)?;
+        if self.circuits.len() >= CIRCUITS_MAX {
+            return Err(crate::error::Limit::Circuits(CIRCUITS_MAX).into());
+        }
+        let generation = self.generation();
+        let slot = self.circuits.insert(Circuit {
+            generation,
+            a: End::Local { closed: flags.contains(Flags::DELETE) },
+            b: End::Link { link, txn: None, closed: false, ended: false },
+            command,
+            error: ErrorCode::NONE,
+        }) as u32;
+        self.counters.opened += 1;
+        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
+        state.counters.circuits_out += 1;
+        let at = state.bytes.len();
+        state.bytes.extend_from_slice(payload);
+        state.ops.push_back(Op::Open {
+            circuit: slot,
+            generation,
+            side: Side::B,
+            parent: span,
+            command,
+            flags: flags & Flags::DELETE,
+            at,
+            len: payload.len(),
+        });
+        mark_dirty(&mut self.dirty, link, state);
+        Ok(CallId { slot, generation })
+    }
+
+    /// Sends on a call. `flags` may hold DELETE (our last), ABORT, or both (force-close).
+    pub fn send(
+        &mut self,
+        call: CallId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+        error: ErrorCode,
+    ) -> Result<(), Error> {
+        if !self.live(call.slot, call.generation) {
+            return Err(Misuse::UnknownCall.into());
+        }
+        let circuit = &mut self.circuits[call.slot as usize];
+        let (local_side, link_side) = if matches!(circuit.a, End::Local { .. }) {
+            (Side::A, Side::B)
+        } else {
+            (Side::B, Side::A)
+        };
+        let End::Local { closed } = circuit.end(local_side) else {
+            return Err(Misuse::UnknownCall.into());
+        };
+        let forced = flags.contains(Flags::ABORT | Flags::DELETE);
+        if *closed && !forced {
+            return Err(Misuse::CallClosed.into());
+        }
+        if flags.contains(Flags::DELETE) {
+            *closed = true;
+        }
+        let generation = circuit.generation;
+        let End::Link { link, closed: link_closed, ended, .. } = *circuit.end(link_side) else {
+            return Err(Misuse::UnknownCall.into());
+        };
+        if ended || link_closed {
+            return Ok(());
+        }
+        if flags.contains(Flags::DELETE)
+            && let End::Link { closed, .. } = circuit.end(link_side)
+        {
+            *closed = true;
+        }
+        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownCall)?;
+        if forced {
+            state.counters.aborts_out += 1;
+        }
+        let at = state.bytes.len();
+        state.bytes.extend_from_slice(payload);
+        state.ops.push_back(Op::Send {
+            circuit: call.slot,
+            generation,
+            side: link_side,
+            command,
+            flags: flags & (Flags::DELETE | Flags::ABORT),
+            error,
+            at,
+            len: payload.len(),
+        });
+        mark_dirty(&mut self.dirty, link, state);
+        Ok(())
+    }
+
+    /// The next event for the local application.
+    pub fn poll_app(&mut self) -> Option<AppEvent<'_>> {
+        if self.app_consumed {
+            self.app.pop_front();
+            self.app_consumed = false;
+        }
+        if self.app.is_empty() {
+            self.app_bytes.clear();
+            return None;
+        }
+        self.app_consumed = true;
+        let bytes = &self.app_bytes;
+        Some(match *self.app.front()? {
+            Pending::Opened { call, mount, command, flags, at, len } => {
+                AppEvent::Opened { call, mount, command, flags, payload: &bytes[at..at + len] }
+            }
+            Pending::Message { call, flags, command, error, at, len } => {
+                AppEvent::Message { call, flags, command, error, payload: &bytes[at..at + len] }
+            }
+            Pending::Ended { call, error } => AppEvent::Ended { call, error },
+        })
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<LinkId>, link: LinkId, state: &mut LinkState) {
+    if !state.dirty {
+        state.dirty = true;
+        dirty.push(link);
+    }
+}
+
+/// Force-closes a transaction the peer opened that we will not carry.
+fn refuse<S: Sink>(
+    txn: &mut txn::Link,
+    out: &mut S,
+    delivery: &Delivery<'_>,
+    error: ErrorCode,
+) -> Result<(), Error> {
+    txn.send(out, delivery.txn, delivery.command, &[], Flags::ABORT | Flags::DELETE, error)
+}

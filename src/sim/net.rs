@@ -1,0 +1,426 @@
+//! `Net`: full relay nodes ([`relay::Node`]) joined by in-memory links that carry encoded
+//! messages through real transaction state ([`txn::Link`]), with link cuts and node crashes,
+//! and the application on every node played by the harness: mounts that answer every call with
+//! an echo, and clients that open calls. Deterministic: every choice comes from a seeded RNG.
+//!
+//! After every step it checks that no call ends twice or ends without having been opened, and
+//! [`Net::check_quiet`] checks, once nothing is in flight, that every call opened on a live node
+//! has ended at both ends, no node holds a circuit, and every link holds only its span protocol.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::ids::{ClusterId, LinkId, MountId, NodeId};
+use crate::relay::{AppEvent, CallId, Node};
+use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use crate::txn::{self, Received};
+use crate::wire::{Command, ErrorCode, Flags, Messages};
+
+use super::cluster::Failure;
+use super::rng::Rng;
+
+/// The command the harness's calls use.
+pub const ECHO: Command = Command::new(1, 1);
+
+/// How one call ended, at the end that opened it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Calls answered (ended with no error).
+    pub completed: u64,
+    /// Calls ended by a lost link.
+    pub lost_link: u64,
+    /// Calls refused for lack of a route.
+    pub no_route: u64,
+    /// Calls ended with another error.
+    pub other: u64,
+}
+
+struct SimNode {
+    node: Node,
+    alive: bool,
+    mounts: Vec<MountKey>,
+    /// Calls this node's application opened and that have not ended: call → payload.
+    open_calls: BTreeMap<CallIdKey, Vec<u8>>,
+    /// Calls to this node's mounts not yet ended.
+    served: BTreeSet<CallIdKey>,
+}
+
+/// `CallId` is opaque; the harness keys its books by its Debug form.
+type CallIdKey = String;
+
+fn key_of(call: CallId) -> CallIdKey {
+    format!("{call:?}")
+}
+
+struct SimLink {
+    ends: [usize; 2],
+    up: bool,
+    txn: [txn::Link; 2],
+    /// Bytes written by each end, not yet moved.
+    out: [Vec<u8>; 2],
+    /// Batches in flight toward each end.
+    inflight: [VecDeque<Vec<u8>>; 2],
+}
+
+/// A network of relay nodes. See the module documentation.
+pub struct Net {
+    nodes: Vec<SimNode>,
+    links: Vec<SimLink>,
+    rng: Rng,
+    /// Outcomes of the calls opened so far.
+    pub outcomes: Outcomes,
+    /// Calls opened.
+    pub opened: u64,
+    /// Steps taken.
+    pub steps: u64,
+    /// Calls open on nodes when they crashed (they end nowhere).
+    pub crashed_calls: u64,
+}
+
+/// A mount key for the harness: cluster 1, mount `n`.
+pub fn mount(n: u128) -> MountKey {
+    MountKey { cluster: ClusterId(1), mount: MountId(n) }
+}
+
+fn fail(msg: String) -> Failure {
+    Failure(msg)
+}
+
+impl Net {
+    /// `n` nodes, no links, RNG seeded with `seed`.
+    pub fn new(n: usize, seed: u64) -> Net {
+        let nodes = (0..n).map(SimNode::new).collect();
+        Net {
+            nodes,
+            links: Vec::new(),
+            rng: Rng::new(seed),
+            outcomes: Outcomes::default(),
+            opened: 0,
+            steps: 0,
+            crashed_calls: 0,
+        }
+    }
+
+    /// The node `i`.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i].node
+    }
+
+    /// Calls node `i`'s application has open.
+    pub fn open_calls(&self, i: usize) -> usize {
+        self.nodes[i].open_calls.len()
+    }
+
+    /// Joins `a` and `b` with a new link; returns its index.
+    pub fn connect(&mut self, a: usize, b: usize) -> Result<usize, Failure> {
+        let l = self.links.len();
+        self.links.push(SimLink {
+            ends: [a, b],
+            up: true,
+            txn: [txn::Link::new(), txn::Link::new()],
+            out: [Vec::new(), Vec::new()],
+            inflight: [VecDeque::new(), VecDeque::new()],
+        });
+        for side in 0..2 {
+            let node = self.links[l].ends[side];
+            let peer = NodeId(self.links[l].ends[1 - side] as u128 + 1);
+            let link = &mut self.links[l];
+            self.nodes[node]
+                .node
+                .link_up(LinkId(l as u64), peer, &mut link.txn[side], &mut link.out[side])
+                .map_err(|e| fail(format!("link_up on node {node}: {e}")))?;
+            self.settle(node)?;
+        }
+        Ok(l)
+    }
+
+    /// Attaches mount `n` (a master) at node `i`.
+    pub fn attach(&mut self, i: usize, n: u128) -> Result<(), Failure> {
+        self.nodes[i].mounts.push(mount(n));
+        self.nodes[i]
+            .node
+            .attach(mount(n), MountKind::Master, Label::EMPTY)
+            .map_err(|e| fail(format!("attach at {i}: {e}")))?;
+        self.settle(i)
+    }
+
+    /// Node `i`'s application opens a call to mount `n` and closes its side at once (a
+    /// one-shot request). No route is counted as such.
+    pub fn call(&mut self, i: usize, n: u128, payload: &[u8]) -> Result<(), Failure> {
+        if !self.nodes[i].alive {
+            return Ok(());
+        }
+        self.opened += 1;
+        match self.nodes[i].node.open(mount(n), ECHO, payload, Flags::DELETE) {
+            Ok(call) => {
+                self.nodes[i].open_calls.insert(key_of(call), payload.to_vec());
+            }
+            Err(_) => self.outcomes.no_route += 1,
+        }
+        self.settle(i)
+    }
+
+    /// Whether link `l` is up.
+    pub fn is_up(&self, l: usize) -> bool {
+        self.links[l].up
+    }
+
+    /// Links, up or not.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The nodes at the ends of link `l`.
+    pub fn ends(&self, l: usize) -> [usize; 2] {
+        self.links[l].ends
+    }
+
+    /// Cuts link `l`: what is in flight is lost, both ends' transactions end.
+    pub fn cut(&mut self, l: usize) -> Result<(), Failure> {
+        if !self.links[l].up {
+            return Ok(());
+        }
+        self.links[l].up = false;
+        for side in 0..2 {
+            let node = self.links[l].ends[side];
+            self.links[l].inflight[side].clear();
+            self.links[l].out[side].clear();
+            if !self.nodes[node].alive {
+                continue;
+            }
+            let link = &mut self.links[l];
+            let txn = &mut link.txn[side];
+            txn.handle_link_down(ErrorCode::LOST_LINK);
+            let mut sink = Vec::new();
+            while let Some(event) = txn.poll_event() {
+                self.nodes[node]
+                    .node
+                    .event(LinkId(l as u64), txn, &mut sink, event)
+                    .map_err(|e| fail(format!("synthesized close refused at {node}: {e}")))?;
+            }
+            self.nodes[node].node.link_down(LinkId(l as u64));
+            self.settle(node)?;
+        }
+        Ok(())
+    }
+
+    /// Crashes node `i`: its links are cut and everything it held is forgotten, its calls with it
+    /// (a dead process's calls end nowhere).
+    pub fn crash(&mut self, i: usize) -> Result<(), Failure> {
+        self.nodes[i].alive = false;
+        self.crashed_calls += self.nodes[i].open_calls.len() as u64;
+        for l in 0..self.links.len() {
+            if self.links[l].up && self.links[l].ends.contains(&i) {
+                self.cut(l)?;
+            }
+        }
+        let mounts = std::mem::take(&mut self.nodes[i].mounts);
+        self.nodes[i] = SimNode::new(i);
+        self.nodes[i].alive = false;
+        self.nodes[i].mounts = mounts;
+        Ok(())
+    }
+
+    /// Restarts crashed node `i` with its mounts (not its links).
+    pub fn restart(&mut self, i: usize) -> Result<(), Failure> {
+        let mounts = std::mem::take(&mut self.nodes[i].mounts);
+        self.nodes[i] = SimNode::new(i);
+        for m in mounts {
+            self.attach(i, m.mount.0)?;
+        }
+        Ok(())
+    }
+
+    /// Whether node `i` is alive.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.nodes[i].alive
+    }
+
+    /// Whether anything is in flight.
+    pub fn is_quiet(&self) -> bool {
+        self.links.iter().all(|l| l.inflight.iter().all(VecDeque::is_empty))
+    }
+
+    /// Delivers one batch of bytes on one link direction chosen at random. `false` when nothing
+    /// was in flight.
+    pub fn step(&mut self) -> Result<bool, Failure> {
+        let busy: Vec<(usize, usize)> = (0..self.links.len())
+            .flat_map(|l| (0..2).map(move |side| (l, side)))
+            .filter(|&(l, side)| !self.links[l].inflight[side].is_empty())
+            .collect();
+        if busy.is_empty() {
+            return Ok(false);
+        }
+        let (l, side) = busy[self.rng.index(busy.len())];
+        let bytes = self.links[l].inflight[side].pop_front().unwrap_or_default();
+        self.steps += 1;
+        let node = self.links[l].ends[side];
+        let id = LinkId(l as u64);
+        for message in Messages::new(&bytes) {
+            let message = message.map_err(|e| fail(format!("bad message on link {l}: {e}")))?;
+            let link = &mut self.links[l];
+            let (txn, out) = (&mut link.txn[side], &mut link.out[side]);
+            let received = txn
+                .handle_message(out, &message)
+                .map_err(|e| fail(format!("node {node} refused a message on link {l}: {e}")))?;
+            let sim = &mut self.nodes[node].node;
+            if let Some(received) = received {
+                let copy: Received<'_> = received;
+                sim.received(id, txn, out, copy)
+                    .map_err(|e| fail(format!("node {node} relay refused on link {l}: {e}")))?;
+            }
+            while let Some(event) = txn.poll_event() {
+                sim.event(id, txn, out, event)
+                    .map_err(|e| fail(format!("node {node} relay refused an event on {l}: {e}")))?;
+            }
+        }
+        self.settle(node)?;
+        Ok(true)
+    }
+
+    /// Runs until nothing is in flight (at most `max` steps).
+    pub fn run(&mut self, max: u64) -> Result<(), Failure> {
+        for _ in 0..max {
+            if !self.step()? {
+                return Ok(());
+            }
+        }
+        Err(fail(format!("not quiet after {max} steps")))
+    }
+
+    /// After input at node `i`: its application answers what arrived, its queued output is
+    /// written, and what its links wrote is put in flight.
+    fn settle(&mut self, i: usize) -> Result<(), Failure> {
+        loop {
+            self.app(i)?;
+            let mut wrote = false;
+            while let Some(link) = self.nodes[i].node.poll_dirty() {
+                wrote = true;
+                let l = link.0 as usize;
+                let Some(sim) = self.links.get_mut(l) else { continue };
+                let side = if sim.ends[0] == i { 0 } else { 1 };
+                if sim.up {
+                    let (txn, out) = (&mut sim.txn[side], &mut sim.out[side]);
+                    self.nodes[i].node.flush(link, Some((txn, out)));
+                } else {
+                    self.nodes[i].node.flush::<Vec<u8>>(link, None);
+                }
+            }
+            if !wrote {
+                break;
+            }
+        }
+        for sim in &mut self.links {
+            if !sim.up {
+                continue;
+            }
+            for side in 0..2 {
+                if !sim.out[side].is_empty() {
+                    let bytes = std::mem::take(&mut sim.out[side]);
+                    sim.inflight[1 - side].push_back(bytes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s application: echo every call to its mounts, book every end.
+    fn app(&mut self, i: usize) -> Result<(), Failure> {
+        let sim = &mut self.nodes[i];
+        let mut answers: Vec<(CallId, Vec<u8>, bool)> = Vec::new();
+        while let Some(event) = sim.node.poll_app() {
+            match event {
+                AppEvent::Opened { call, payload, flags, .. } => {
+                    if !sim.served.insert(key_of(call)) {
+                        return Err(fail(format!("node {i}: call {call:?} opened twice")));
+                    }
+                    answers.push((call, payload.to_vec(), flags.contains(Flags::DELETE)));
+                }
+                AppEvent::Message { call, flags, payload, .. } => {
+                    let key = key_of(call);
+                    if let Some(sent) = sim.open_calls.get(&key)
+                        && !flags.contains(Flags::ABORT)
+                        && payload != &sent[..]
+                    {
+                        return Err(fail(format!("node {i}: call {call:?} answered wrongly")));
+                    }
+                }
+                AppEvent::Ended { call, error } => {
+                    let key = key_of(call);
+                    if sim.open_calls.remove(&key).is_some() {
+                        match error {
+                            ErrorCode::NONE => self.outcomes.completed += 1,
+                            ErrorCode::LOST_LINK => self.outcomes.lost_link += 1,
+                            ErrorCode::NO_ROUTE => self.outcomes.no_route += 1,
+                            _ => self.outcomes.other += 1,
+                        }
+                    } else if !sim.served.remove(&key) {
+                        return Err(fail(format!(
+                            "node {i}: call {call:?} ended twice or never opened"
+                        )));
+                    }
+                }
+            }
+        }
+        for (call, payload, _) in answers {
+            // The echo: the payload back, and our close.
+            let _ = sim.node.send(call, ECHO, &payload, Flags::DELETE, ErrorCode::NONE);
+        }
+        Ok(())
+    }
+
+    /// Once quiet: every call of a live node has ended at both ends, no circuit is left, and
+    /// every link holds only its span protocol.
+    pub fn check_quiet(&self) -> Result<(), Failure> {
+        for (i, sim) in self.nodes.iter().enumerate() {
+            if !sim.alive {
+                continue;
+            }
+            if !sim.open_calls.is_empty() || !sim.served.is_empty() {
+                return Err(fail(format!(
+                    "node {i}: {} calls and {} served calls never ended",
+                    sim.open_calls.len(),
+                    sim.served.len()
+                )));
+            }
+            if sim.node.circuits() != 0 {
+                return Err(fail(format!("node {i}: {} circuits left", sim.node.circuits())));
+            }
+        }
+        for (l, link) in self.links.iter().enumerate() {
+            if !link.up {
+                continue;
+            }
+            for side in 0..2 {
+                let node = link.ends[side];
+                let info = self.nodes[node]
+                    .node
+                    .link_info()
+                    .find(|info| info.link == LinkId(l as u64))
+                    .ok_or_else(|| fail(format!("node {node} lost track of link {l}")))?;
+                let expected = 2 + info.spans_in + info.spans_out;
+                if link.txn[side].len() != expected {
+                    return Err(fail(format!(
+                        "link {l} at node {node}: {} transactions, {expected} expected",
+                        link.txn[side].len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SimNode {
+    fn new(i: usize) -> SimNode {
+        SimNode {
+            node: Node::new(
+                NodeId(i as u128 + 1),
+                Hello { role: Role::Router, wants: Wants::all() },
+            ),
+            alive: true,
+            mounts: Vec::new(),
+            open_calls: BTreeMap::new(),
+            served: BTreeSet::new(),
+        }
+    }
+}
