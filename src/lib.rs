@@ -29,6 +29,7 @@
 
 pub mod bench;
 pub mod cipher;
+pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod limits;

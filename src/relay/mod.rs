@@ -39,6 +39,8 @@
 #[cfg(test)]
 mod tests;
 
+pub mod redial;
+
 use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;

@@ -132,6 +132,9 @@ pub trait Service: 'static {
     fn event(&mut self, _link: &mut LinkCtx<'_>, _event: Event) {}
     /// A link is gone (after its transactions' events).
     fn link_down(&mut self, _link: LinkId, _reason: CloseReason) {}
+    /// A link we dialled to `addr` failed before its handshake completed (refused, timed out,
+    /// wrong key...). No `link_up` or `link_down` is called for it.
+    fn dial_failed(&mut self, _addr: SocketAddr, _reason: CloseReason) {}
     /// Once per turn of the worker's loop, after completions and timers.
     fn tick(&mut self, _worker: &mut WorkerCtx<'_>) {}
     /// A command for the service from another thread ([`Command::Service`]).

@@ -89,6 +89,8 @@ pub(crate) struct Worker {
     shutdown_deadline: Option<Instant>,
     /// Accepting resumes then, after a failure such as running out of descriptors.
     accept_paused_until: Option<Instant>,
+    /// When the service asked to be ticked ([`WorkerCtx::wake_at`]).
+    service_wake: Option<Instant>,
     stats: WorkerStats,
 }
 
@@ -123,6 +125,7 @@ impl Worker {
             now: now(),
             shutdown_deadline: None,
             accept_paused_until: None,
+            service_wake: None,
             stats: WorkerStats::default(),
         })
     }
@@ -152,6 +155,9 @@ impl Worker {
                     self.arm_accept();
                 }
             }
+            if self.service_wake.is_some_and(|at| self.now >= at) {
+                self.service_wake = None;
+            }
             service.tick(&mut WorkerCtx { worker: self });
             while let Some((id, code)) = self.deferred_closes.pop() {
                 if let Some(slot) = self.slot_of(id) {
@@ -178,7 +184,12 @@ impl Worker {
     }
 
     fn submit_and_wait(&mut self) -> io::Result<()> {
-        let next = [self.timers.next(), self.shutdown_deadline, self.accept_paused_until]
+        let next = [
+            self.timers.next(),
+            self.shutdown_deadline,
+            self.accept_paused_until,
+            self.service_wake,
+        ]
             .into_iter()
             .flatten()
             .min();
@@ -802,6 +813,9 @@ impl Worker {
         } else {
             self.stats.handshake_failures += 1;
             tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
+            if let Some(addr) = conn.addr.as_ref().and_then(|a| a.as_socket()) {
+                service.dial_failed(addr, reason);
+            }
         }
         self.stats.closed += 1;
         let conn = &mut self.conns[slot as usize];
@@ -933,6 +947,13 @@ impl WorkerCtx<'_> {
     /// Dials `addr` from this worker.
     pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
         self.worker.connect(addr, peer);
+    }
+
+    /// Asks for a [`Service::tick`] at `at` at the latest (the earliest of several asks wins),
+    /// even if nothing else happens by then.
+    pub fn wake_at(&mut self, at: Instant) {
+        let wake = &mut self.worker.service_wake;
+        *wake = Some(wake.map_or(at, |w| w.min(at)));
     }
 
     /// Closes a link with a reason the peer is not told (after this turn's callbacks).

@@ -1,0 +1,306 @@
+//! `ringspan run`, `ringspan show` and `ringspan call`: a node from its configuration file, a
+//! look into a running one, and a client that sends calls through the cluster.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use ringspan::cipher::identity::read_key_file;
+use ringspan::cipher::{self, Identity};
+use ringspan::daemon::control::{self, View};
+use ringspan::daemon::{LoadReport, MountSpec, NodeService, Options, Request, Shared};
+use ringspan::ids::{ClusterId, MountId};
+use ringspan::ring::{self, Engine};
+use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+
+use super::config::{MountKindName, NodeConfig, NodeRole, Service};
+
+/// What `ringspan show` prints.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ShowWhat {
+    /// Links and configured peers.
+    Links,
+    /// Routes: each mount's best and standby first hop.
+    Routes,
+    /// Circuits and relay counters.
+    Circuits,
+    /// Mounts, grouped by the node they are attached to.
+    Mounts,
+    /// All of it.
+    All,
+}
+
+/// `ringspan show`.
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// What to show.
+    #[arg(value_enum, default_value = "all")]
+    pub what: ShowWhat,
+    /// The node's configuration file (its control socket is found from it).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The node's control socket, instead of --config.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Print the raw snapshot as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the topology around the node as Graphviz (active and standby paths).
+    #[arg(long)]
+    pub dot: bool,
+}
+
+/// `ringspan call`.
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// The client node's configuration file (usually role = "client" with its local node as
+    /// its one peer).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The mount to call: `CLUSTER:MOUNT`, each hex (0x…) or decimal.
+    #[arg(long)]
+    pub mount: String,
+    /// Calls to make.
+    #[arg(long, default_value_t = 1000)]
+    pub calls: u64,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: u32,
+    /// Payload bytes per call.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How long to wait for a route to the mount before giving up, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub wait: u64,
+}
+
+fn kind(name: MountKindName) -> MountKind {
+    match name {
+        MountKindName::Master => MountKind::Master,
+        MountKindName::Slave => MountKind::Slave,
+        MountKindName::SoftMaster => MountKind::SoftMaster,
+        MountKindName::SoftSlave => MountKind::SoftSlave,
+        MountKindName::Cache => MountKind::Cache,
+        MountKindName::Client => MountKind::Client,
+    }
+}
+
+fn role(role: NodeRole) -> Role {
+    match role {
+        NodeRole::Router => Role::Router,
+        NodeRole::Satellite => Role::Satellite,
+        NodeRole::Client => Role::Client,
+    }
+}
+
+/// A started node: its engine, its snapshot, and its control socket path.
+pub struct Started {
+    /// The engine running the node.
+    pub engine: Engine,
+    /// Where its snapshot is published.
+    pub shared: Arc<Shared>,
+    /// Its control socket.
+    pub socket: PathBuf,
+}
+
+/// Starts the node a configuration describes.
+pub fn start(config: &NodeConfig) -> Result<Started, String> {
+    let key = read_key_file(&config.key).map_err(|e| format!("{}: {e}", config.key.display()))?;
+    let identity = Identity::new(key).map_err(|e| e.to_string())?;
+    let id = identity.public_key().node_id();
+    let mut cipher = cipher::Config::new(identity).map_err(|e| e.to_string())?;
+    cipher.allowlist.extend(config.peers.iter().map(|p| p.key));
+    cipher.allowlist.extend(config.allow.iter().copied());
+    cipher.accept_unknown_keys = config.accept_unknown_keys;
+    cipher.handshake_timeout = Duration::from_millis(config.limits.handshake_timeout_ms);
+    if config.listen.len() > 1 {
+        return Err(format!(
+            "{}: listen: one address for now ({} given)",
+            config.path.display(),
+            config.listen.len()
+        ));
+    }
+    if config.workers.is_some_and(|w| w > 1) {
+        tracing::warn!("a node runs on one worker for now; `workers` above 1 is ignored");
+    }
+    let mounts = config
+        .mounts
+        .iter()
+        .map(|m| {
+            Ok(MountSpec {
+                key: MountKey { cluster: ClusterId(m.cluster), mount: MountId(m.id) },
+                kind: kind(m.kind),
+                label: Label::new(m.label.as_bytes()).map_err(|e| e.to_string())?,
+                echo: m.service == Service::Echo,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let options = Options {
+        id,
+        hello: Hello { role: role(config.role), wants: Wants::all() },
+        mounts,
+        peers: config.peers.iter().filter_map(|p| Some((p.address?, p.key))).collect(),
+        redial_min: Duration::from_millis(config.limits.redial_min_ms),
+        redial_max: Duration::from_millis(config.limits.redial_max_ms),
+    };
+    let engine_config = ring::Config {
+        workers: 1,
+        // Several nodes may share a host: let the scheduler place them.
+        pin_workers: false,
+        listen: config.listen.first().copied(),
+        keepalive_interval: Duration::from_millis(config.limits.keepalive_ms),
+        idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
+        send_queue_max_bytes: config.limits.send_queue_max_bytes,
+        ..ring::Config::default()
+    };
+    let shared = Arc::new(Shared::default());
+    let socket = config.control.clone().unwrap_or_else(|| control::default_socket(&config.path));
+    control::serve_control(&socket, shared.clone())
+        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+    if let Some(addr) = config.metrics {
+        let bound = control::serve_metrics(addr, shared.clone())
+            .map_err(|e| format!("metrics address {addr}: {e}"))?;
+        tracing::info!(%bound, "metrics served");
+    }
+    let service_shared = shared.clone();
+    let engine = Engine::start(engine_config, Arc::new(cipher), move |_| {
+        NodeService::new(options.clone(), service_shared.clone(), now())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(Started { engine, shared, socket })
+}
+
+#[allow(clippy::disallowed_methods)] // the binary owns the clock
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// `ringspan run --config FILE`.
+pub fn run(path: &Path) -> Result<(), String> {
+    let config = NodeConfig::load(path).map_err(|e| e.to_string())?;
+    let started = start(&config)?;
+    let listen = started.engine.local_addr().map_or("nothing".into(), |a| a.to_string());
+    eprintln!(
+        "ringspan: node {} up, listening on {listen}, control socket {}",
+        started.shared.snapshot().node,
+        started.socket.display()
+    );
+    started.engine.run_until_signal().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&started.socket);
+    Ok(())
+}
+
+/// `ringspan show`.
+pub fn show(args: &ShowArgs) -> Result<(), String> {
+    let socket = match (&args.socket, &args.config) {
+        (Some(socket), _) => socket.clone(),
+        (None, Some(config)) => {
+            let config = NodeConfig::load(config).map_err(|e| e.to_string())?;
+            config.control.unwrap_or_else(|| control::default_socket(&config.path))
+        }
+        (None, None) => return Err("show needs --config FILE or --socket PATH".into()),
+    };
+    let text = control::fetch(&socket)?;
+    if args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let snapshot = serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| format!("the node answered something else than a snapshot: {e}"))?;
+    if let Some(error) = snapshot.get("error") {
+        return Err(format!("the node refused: {error}"));
+    }
+    let snapshot: ringspan::daemon::Snapshot =
+        serde_json::from_value(snapshot).map_err(|e| format!("unreadable snapshot: {e}"))?;
+    if args.dot {
+        print!("{}", control::dot(&snapshot));
+        return Ok(());
+    }
+    let view = match args.what {
+        ShowWhat::Links => View::Links,
+        ShowWhat::Routes => View::Routes,
+        ShowWhat::Circuits => View::Circuits,
+        ShowWhat::Mounts => View::Mounts,
+        ShowWhat::All => View::All,
+    };
+    print!("{}", control::render(&snapshot, view));
+    Ok(())
+}
+
+fn parse_id(text: &str) -> Option<u128> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u128::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Parses `CLUSTER:MOUNT`.
+pub fn parse_mount(text: &str) -> Result<MountKey, String> {
+    let (cluster, mount) =
+        text.split_once(':').ok_or_else(|| format!("mount {text:?}: expected CLUSTER:MOUNT"))?;
+    match (parse_id(cluster), parse_id(mount)) {
+        (Some(c), Some(m)) => Ok(MountKey { cluster: ClusterId(c), mount: MountId(m) }),
+        _ => Err(format!("mount {text:?}: ids are hex (0x…) or decimal u128")),
+    }
+}
+
+/// `ringspan call`: starts a node from the config, waits for a route to the mount, makes the
+/// calls, prints the outcome as JSON (and p50/p99 round trips), and exits.
+pub fn call(args: &CallArgs) -> Result<(), String> {
+    let mount = parse_mount(&args.mount)?;
+    let mut config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
+    if config.control.is_none() {
+        config.control = Some(control::default_socket(&config.path));
+    }
+    let started = start(&config)?;
+    let deadline = now() + Duration::from_secs(args.wait);
+    let want = (format!("{:x}", mount.cluster.0), format!("{:x}", mount.mount.0));
+    loop {
+        let snapshot = started.shared.snapshot();
+        if snapshot.routes.iter().any(|r| (r.cluster.clone(), r.mount.clone()) == want) {
+            break;
+        }
+        if now() >= deadline {
+            started.engine.shutdown();
+            let _ = started.engine.join();
+            return Err(format!("no route to {} after {} s", args.mount, args.wait));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (reply, report) = mpsc::channel::<LoadReport>();
+    let request = Request::Load {
+        mount,
+        calls: args.calls,
+        concurrency: args.concurrency,
+        size: args.size,
+        reply,
+    };
+    let t0 = now();
+    started.engine.send(0, ring::Command::Service(Box::new(request)));
+    let report = report.recv().map_err(|_| "the node stopped before the calls ended".to_string());
+    let elapsed = t0.elapsed();
+    started.engine.shutdown();
+    let _ = started.engine.join();
+    let _ = std::fs::remove_file(&started.socket);
+    let mut report = report?;
+    report.rtt_us.sort_unstable();
+    let pct = |p: f64| {
+        let n = report.rtt_us.len();
+        if n == 0 { 0 } else { report.rtt_us[((n as f64 * p) as usize).min(n - 1)] }
+    };
+    let json = serde_json::json!({
+        "completed": report.completed,
+        "lost_link": report.lost_link,
+        "no_route": report.no_route,
+        "other": report.other,
+        "corrupted": report.corrupted,
+        "seconds": elapsed.as_secs_f64(),
+        "calls_per_second": report.completed as f64 / elapsed.as_secs_f64().max(1e-9),
+        "rtt_p50_us": pct(0.50),
+        "rtt_p99_us": pct(0.99),
+    });
+    println!("{json}");
+    Ok(())
+}

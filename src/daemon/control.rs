@@ -1,0 +1,243 @@
+//! The control socket (`ringspan show`) and the metrics endpoint (Prometheus text format).
+//!
+//! Control protocol: a client connects to the node's Unix socket and writes one line, `snapshot`;
+//! the node answers with its [`Snapshot`] as one JSON document and closes. The socket file is
+//! created mode 0600: only the node's user may ask.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Shared, Snapshot};
+
+/// Serves the control socket at `path` on a thread of its own. A stale socket file is replaced.
+pub fn serve_control(path: &Path, shared: Arc<Shared>) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new().name("ringspan-control".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            if BufReader::new(&mut stream).read_line(&mut line).is_err() {
+                continue;
+            }
+            let answer = match line.trim() {
+                "snapshot" => serde_json::to_string(&shared.snapshot())
+                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+                other => format!("{{\"error\":\"unknown request {other:?}\"}}"),
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    })?;
+    Ok(())
+}
+
+/// Asks the node at `path` for its snapshot, as JSON text.
+pub fn fetch(path: &Path) -> Result<String, String> {
+    let mut stream = UnixStream::connect(path).map_err(|e| {
+        format!("cannot reach the node's control socket {}: {e} (is `ringspan run` up?)", path.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    stream.write_all(b"snapshot\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// Serves `/metrics` in Prometheus text format at `addr` on a thread of its own.
+pub fn serve_metrics(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new().name("ringspan-metrics".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let body = prometheus(&shared.snapshot());
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    })?;
+    Ok(local)
+}
+
+/// The snapshot in Prometheus text exposition format.
+pub fn prometheus(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let node = &s.node;
+    let mut gauge = |name: &str, help: &str, kind: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP ringspan_{name} {help}\n# TYPE ringspan_{name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "ringspan_{name}{{node=\"{node}\"{labels}}} {value}");
+        }
+    };
+    gauge("circuits", "Circuits and calls open.", "gauge", &[(String::new(), s.circuits as u64)]);
+    gauge("links", "Established links.", "gauge", &[(String::new(), s.links.len() as u64)]);
+    gauge("routes", "Mounts with a route.", "gauge", &[(String::new(), s.routes.len() as u64)]);
+    let c = &s.counters;
+    for (name, help, value) in [
+        ("relayed_total", "Circuits relayed through this node.", c.relayed),
+        ("served_total", "Calls served by local mounts.", c.served),
+        ("opened_total", "Calls opened by local clients.", c.opened),
+        ("no_route_total", "Transactions refused for lack of a route.", c.no_route),
+        ("lost_total", "Circuit ends that lost a link.", c.lost),
+        ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
+    ] {
+        gauge(name, help, "counter", &[(String::new(), value)]);
+    }
+    type Field = fn(&super::LinkRow) -> u64;
+    let per_link: [(&str, &str, Field); 8] = [
+        ("link_bytes_in_total", "Bytes received on a link.", |l| l.bytes_in),
+        ("link_bytes_out_total", "Bytes sent on a link.", |l| l.bytes_out),
+        ("link_records_in_total", "Records opened on a link.", |l| l.records_in),
+        ("link_records_out_total", "Records sealed on a link.", |l| l.records_out),
+        ("link_circuits_in_total", "Circuits the peer opened through a link.", |l| l.circuits_in),
+        ("link_circuits_out_total", "Circuits opened on a link.", |l| l.circuits_out),
+        ("link_aborts_in_total", "Forced closes received on a link.", |l| l.aborts_in),
+        ("link_aborts_out_total", "Forced closes sent on a link.", |l| l.aborts_out),
+    ];
+    for (name, help, field) in per_link {
+        let rows: Vec<(String, u64)> = s
+            .links
+            .iter()
+            .map(|l| (format!(",link=\"{}\",peer=\"{}\"", l.link, l.peer), field(l)))
+            .collect();
+        gauge(name, help, "counter", &rows);
+    }
+    out
+}
+
+/// What `ringspan show` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Links.
+    Links,
+    /// Routes.
+    Routes,
+    /// Circuits and counters.
+    Circuits,
+    /// Mounts (routes grouped by origin).
+    Mounts,
+    /// Everything.
+    All,
+}
+
+/// The snapshot as text tables.
+pub fn render(s: &Snapshot, view: View) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "node {}", s.node);
+    if matches!(view, View::Links | View::All) {
+        let _ = writeln!(
+            out,
+            "\nLINKS\n{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+            "link", "peer", "role", "spans in", "out", "bytes in", "bytes out", "circ in", "out", "abort in", "out"
+        );
+        for l in &s.links {
+            let _ = writeln!(
+                out,
+                "{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+                l.link, l.peer, l.role, l.spans_in, l.spans_out, l.bytes_in, l.bytes_out,
+                l.circuits_in, l.circuits_out, l.aborts_in, l.aborts_out
+            );
+        }
+        if !s.peers.is_empty() {
+            let _ = writeln!(out, "\nPEERS");
+            for p in &s.peers {
+                let _ = writeln!(out, "  {:<22} {}  {}", p.address, p.peer, p.state);
+            }
+        }
+    }
+    if matches!(view, View::Routes | View::Mounts | View::All) {
+        let _ = writeln!(
+            out,
+            "\nROUTES\n{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  standby",
+            "cluster", "mount", "kind", "label", "metric", "via"
+        );
+        let mut routes: Vec<_> = s.routes.iter().collect();
+        if view == View::Mounts {
+            routes.sort_by(|a, b| (&a.origin, &a.mount).cmp(&(&b.origin, &b.mount)));
+        }
+        for r in routes {
+            let _ = writeln!(
+                out,
+                "{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  {}",
+                r.cluster,
+                r.mount,
+                r.kind,
+                r.label,
+                r.metric,
+                r.via,
+                r.standby.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if matches!(view, View::Circuits | View::All) {
+        let c = &s.counters;
+        let _ = writeln!(
+            out,
+            "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}",
+            s.circuits, c.relayed, c.served, c.opened, c.no_route, c.lost, s.handshake_failures
+        );
+    }
+    out
+}
+
+/// The topology around a node as Graphviz: the node, its links to peers, and for each mount the
+/// active path (solid) and standby (dashed) first hops.
+pub fn dot(s: &Snapshot) -> String {
+    let mut out = String::from("digraph ringspan {\n  rankdir=LR;\n");
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    let _ = writeln!(out, "  \"{}\" [shape=box, style=bold];", short(&s.node));
+    for l in &s.links {
+        let _ = writeln!(
+            out,
+            "  \"{}\" -> \"{}\" [dir=none, label=\"link {}\"];",
+            short(&s.node),
+            short(&l.peer),
+            l.link
+        );
+    }
+    for r in &s.routes {
+        let mount = format!("{}:{} ({})", r.cluster, r.mount, r.kind);
+        let _ = writeln!(out, "  \"{mount}\" [shape=ellipse];");
+        let via_peer = |via: &str| {
+            via.split_once('(')
+                .map(|(_, p)| short(p.trim_end_matches(')')))
+                .unwrap_or_else(|| short(&s.node))
+        };
+        let _ = writeln!(
+            out,
+            "  \"{}\" -> \"{mount}\" [label=\"active, {} hops\"];",
+            via_peer(&r.via),
+            r.metric
+        );
+        if let Some(standby) = &r.standby {
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{mount}\" [style=dashed, label=\"standby\"];",
+                via_peer(standby)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// The default control socket path for a config file: beside it, `<stem>.sock`.
+pub fn default_socket(config: &Path) -> PathBuf {
+    config.with_extension("sock")
+}

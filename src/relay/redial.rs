@@ -1,0 +1,162 @@
+//! Redialling configured peers: exponential backoff with jitter, reset once a link is up.
+//! Sans-IO: time is a parameter and the jitter comes from a seeded generator.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::cipher::PublicKey;
+use crate::ids::LinkId;
+
+/// One configured peer's dialling state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Waiting until the instant to dial.
+    Waiting(Instant),
+    /// A dial is under way.
+    Dialling,
+    /// A link to it is up.
+    Up(LinkId),
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    addr: SocketAddr,
+    key: PublicKey,
+    state: PeerState,
+    failures: u32,
+}
+
+/// The peers a node keeps links to. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Redial {
+    peers: Vec<Peer>,
+    min: Duration,
+    max: Duration,
+    rng: u64,
+}
+
+impl Redial {
+    /// Peers `(address, key)`, all due at `now`; backoff from `min` doubling to `max`, each wait
+    /// jittered down by up to half (so peers that failed together do not retry together).
+    pub fn new(
+        peers: impl IntoIterator<Item = (SocketAddr, PublicKey)>,
+        min: Duration,
+        max: Duration,
+        seed: u64,
+        now: Instant,
+    ) -> Redial {
+        let peers = peers
+            .into_iter()
+            .map(|(addr, key)| Peer { addr, key, state: PeerState::Waiting(now), failures: 0 })
+            .collect();
+        Redial { peers, min, max: max.max(min), rng: seed | 1 }
+    }
+
+    /// The next peer due for a dial at `now` (marked as dialling).
+    pub fn poll_dial(&mut self, now: Instant) -> Option<(SocketAddr, PublicKey)> {
+        let peer = self
+            .peers
+            .iter_mut()
+            .find(|p| matches!(p.state, PeerState::Waiting(at) if at <= now))?;
+        peer.state = PeerState::Dialling;
+        Some((peer.addr, peer.key))
+    }
+
+    /// When the next dial is due, if one is waiting.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter_map(|p| match p.state {
+                PeerState::Waiting(at) => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A link to the peer with `key` is up (dialled by us or by it).
+    pub fn up(&mut self, key: &PublicKey, link: LinkId) {
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.key == *key) {
+            peer.state = PeerState::Up(link);
+            peer.failures = 0;
+        }
+    }
+
+    /// A link went down: if it was a peer's, redial after the first backoff step.
+    pub fn down(&mut self, link: LinkId, now: Instant) {
+        let Some(i) = self.peers.iter().position(|p| p.state == PeerState::Up(link)) else {
+            return;
+        };
+        self.peers[i].failures = 0;
+        self.schedule(i, now);
+    }
+
+    /// A dial to `addr` failed before its handshake completed: back off.
+    pub fn failed(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(i) =
+            self.peers.iter().position(|p| p.addr == addr && p.state == PeerState::Dialling)
+        else {
+            return;
+        };
+        self.peers[i].failures = self.peers[i].failures.saturating_add(1);
+        self.schedule(i, now);
+    }
+
+    fn schedule(&mut self, i: usize, now: Instant) {
+        let doubling = self.peers[i].failures.min(16);
+        let wait = self.min.saturating_mul(1 << doubling).min(self.max);
+        // xorshift64: jitter in [wait/2, wait].
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = wait / 2;
+        let jitter = Duration::from_nanos(self.rng % (half.as_nanos() as u64).max(1));
+        self.peers[i].state = PeerState::Waiting(now + half + jitter);
+    }
+
+    /// Each peer's address, key and state.
+    pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, PublicKey, PeerState)> + '_ {
+        self.peers.iter().map(|p| (p.addr, p.key, p.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+
+    #[test]
+    fn backs_off_doubling_with_jitter_and_resets_when_up() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let min = Duration::from_millis(100);
+        let max = Duration::from_millis(1600);
+        let mut r = Redial::new([(addr, key(1))], min, max, 7, t0);
+        assert_eq!(r.poll_dial(t0), Some((addr, key(1))));
+        assert_eq!(r.poll_dial(t0), None, "one dial at a time");
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            r.failed(addr, now);
+            let at = r.next_deadline().unwrap();
+            waits.push(at - now);
+            assert_eq!(r.poll_dial(at - Duration::from_millis(1)), None);
+            assert!(r.poll_dial(at).is_some());
+            now = at;
+        }
+        // 200, 400, 800, 1600, 1600, 1600 ms, each jittered into [half, full].
+        let full = [200, 400, 800, 1600, 1600, 1600];
+        for (wait, full) in waits.iter().zip(full) {
+            let full = Duration::from_millis(full);
+            assert!(*wait >= full / 2 && *wait <= full, "{wait:?} vs {full:?}");
+        }
+        r.up(&key(1), LinkId(5));
+        assert_eq!(r.next_deadline(), None);
+        r.down(LinkId(5), now);
+        let wait = r.next_deadline().unwrap() - now;
+        assert!(wait >= min / 2 && wait <= min, "first step again after a link was up: {wait:?}");
+    }
+}
