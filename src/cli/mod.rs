@@ -1,3 +1,4 @@
 //! The `ringspan` binary's subcommands beyond key handling.
 
 pub mod bench;
+pub mod config;
