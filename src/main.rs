@@ -22,6 +22,16 @@ struct Cli {
 enum Command {
     /// Runs a local cluster that shows relaying, rerouting and figures.
     Demo,
+    /// Runs a node from its configuration file until SIGINT or SIGTERM.
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Shows a running node's links, routes, circuits or mounts (over its control socket).
+    Show(cli::run::ShowArgs),
+    /// Sends calls to a mount through the cluster from a client node, and reports how they ended.
+    Call(cli::run::CallArgs),
     /// Benchmarks: `bench link` measures one encrypted engine link against plain TCP.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -54,6 +64,9 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Command::Run { config } => report(cli::run::run(&config)),
+        Command::Show(args) => report(cli::run::show(&args)),
+        Command::Call(args) => report(cli::run::call(&args)),
         Command::Bench(command) => report(cli::bench::run(command)),
         Command::Keygen { out } => report(keygen(out)),
         Command::Pubkey { key } => report(pubkey(key)),

@@ -74,13 +74,20 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Starts a node; its log goes beside its config (`<name>.log`, appended across restarts).
 fn run(node: &Node) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.config.with_extension("log"))
+        .unwrap();
     Proc(
         Command::new(BIN)
             .args(["run", "--config"])
             .arg(&node.config)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap(),
     )
@@ -158,7 +165,10 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
             };
             if let Some((other, dial)) = other {
                 let peer = &nodes[idx(other)];
-                text.push_str(&format!("\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n", other, peer.public));
+                text.push_str(&format!(
+                    "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n",
+                    other, peer.public
+                ));
                 if dial {
                     text.push_str(&format!("address = \"127.0.0.1:{}\"\n", peer.port));
                 }
@@ -195,7 +205,8 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     let victim = if through.contains(&snapshot(&nodes[1]).unwrap().node) { "b" } else { "d" };
     let other = if victim == "b" { "d" } else { "b" };
     let calls = 40_000;
-    let mut running = call(&client, calls).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut running =
+        call(&client, calls).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let killed_at = now();
     drop(procs[idx(victim)].take());
@@ -212,11 +223,13 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
         stderr: std::io::Read::bytes(running.stderr.take().unwrap()).map(Result::unwrap).collect(),
     };
     let second = outcome(&output);
+    eprintln!("10k calls: {first}\nkill mid-run: {second}");
     let ended = count(&second, "completed")
         + count(&second, "lost_link")
         + count(&second, "no_route")
         + count(&second, "other");
     assert_eq!(ended, calls, "every call ends exactly once: {second}");
+    assert!(count(&second, "lost_link") > 0, "calls in flight through the killed relay: {second}");
     assert_eq!(count(&second, "corrupted"), 0);
 
     // New calls take the other path.
@@ -240,8 +253,10 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     });
     let fourth = outcome(&call(&client, 2_000).output().unwrap());
     assert_eq!(count(&fourth, "completed"), 2_000, "{fourth}");
-    let relayed = snapshot(&nodes[idx(victim)]).unwrap().counters.relayed;
-    assert!(relayed >= 2_000, "the restarted relay carried the calls: {relayed}");
+    // Snapshots are refreshed every 200 ms.
+    wait_for("the restarted relay's counters to show the calls", Duration::from_secs(5), || {
+        snapshot(&nodes[idx(victim)]).is_some_and(|s| s.counters.relayed >= 2_000)
+    });
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }

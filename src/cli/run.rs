@@ -103,6 +103,8 @@ pub struct Started {
     pub shared: Arc<Shared>,
     /// Its control socket.
     pub socket: PathBuf,
+    /// Its node id.
+    pub id: ringspan::ids::NodeId,
 }
 
 /// Starts the node a configuration describes.
@@ -169,7 +171,7 @@ pub fn start(config: &NodeConfig) -> Result<Started, String> {
         NodeService::new(options.clone(), service_shared.clone(), now())
     })
     .map_err(|e| e.to_string())?;
-    Ok(Started { engine, shared, socket })
+    Ok(Started { engine, shared, socket, id })
 }
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock
@@ -184,7 +186,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let listen = started.engine.local_addr().map_or("nothing".into(), |a| a.to_string());
     eprintln!(
         "ringspan: node {} up, listening on {listen}, control socket {}",
-        started.shared.snapshot().node,
+        started.id,
         started.socket.display()
     );
     started.engine.run_until_signal().map_err(|e| e.to_string())?;

@@ -44,7 +44,10 @@ pub fn serve_control(path: &Path, shared: Arc<Shared>) -> std::io::Result<()> {
 /// Asks the node at `path` for its snapshot, as JSON text.
 pub fn fetch(path: &Path) -> Result<String, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
-        format!("cannot reach the node's control socket {}: {e} (is `ringspan run` up?)", path.display())
+        format!(
+            "cannot reach the node's control socket {}: {e} (is `ringspan run` up?)",
+            path.display()
+        )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
     stream.write_all(b"snapshot\n").map_err(|e| e.to_string())?;
@@ -144,14 +147,33 @@ pub fn render(s: &Snapshot, view: View) -> String {
         let _ = writeln!(
             out,
             "\nLINKS\n{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
-            "link", "peer", "role", "spans in", "out", "bytes in", "bytes out", "circ in", "out", "abort in", "out"
+            "link",
+            "peer",
+            "role",
+            "spans in",
+            "out",
+            "bytes in",
+            "bytes out",
+            "circ in",
+            "out",
+            "abort in",
+            "out"
         );
         for l in &s.links {
             let _ = writeln!(
                 out,
                 "{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
-                l.link, l.peer, l.role, l.spans_in, l.spans_out, l.bytes_in, l.bytes_out,
-                l.circuits_in, l.circuits_out, l.aborts_in, l.aborts_out
+                l.link,
+                l.peer,
+                l.role,
+                l.spans_in,
+                l.spans_out,
+                l.bytes_in,
+                l.bytes_out,
+                l.circuits_in,
+                l.circuits_out,
+                l.aborts_in,
+                l.aborts_out
             );
         }
         if !s.peers.is_empty() {

@@ -313,9 +313,13 @@ impl NodeService {
                 Some(payload) => {
                     self.node.send(call, CALL, &payload, Flags::DELETE, ErrorCode::NONE)
                 }
-                None => {
-                    self.node.send(call, CALL, &[], Flags::ABORT | Flags::DELETE, ErrorCode::REFUSED)
-                }
+                None => self.node.send(
+                    call,
+                    CALL,
+                    &[],
+                    Flags::ABORT | Flags::DELETE,
+                    ErrorCode::REFUSED,
+                ),
             };
         }
     }

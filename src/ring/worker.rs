@@ -134,6 +134,9 @@ impl Worker {
     pub(crate) fn run(&mut self, service: &mut impl Service) -> WorkerStats {
         self.arm_wake();
         self.arm_accept();
+        // One turn before waiting, so a service can start work (dial, attach) on its own.
+        service.tick(&mut WorkerCtx { worker: self });
+        self.flush_touched(service);
         loop {
             if let Err(error) = self.submit_and_wait() {
                 tracing::error!(worker = self.index, %error, "io_uring_enter failed");
@@ -190,9 +193,9 @@ impl Worker {
             self.accept_paused_until,
             self.service_wake,
         ]
-            .into_iter()
-            .flatten()
-            .min();
+        .into_iter()
+        .flatten()
+        .min();
         let result = match next {
             Some(at) => {
                 let wait = at.saturating_duration_since(now());
