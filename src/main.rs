@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a local cluster that shows relaying, rerouting and figures.
-    Demo,
+    Demo(cli::demo::DemoArgs),
     /// Runs a node from its configuration file until SIGINT or SIGTERM.
     Run {
         /// The node's TOML configuration.
@@ -56,14 +56,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match Cli::parse().command {
-        Command::Demo => {
-            eprintln!(
-                "ringspan demo: not yet. The cluster demo lands with the relay daemon (issue 5/7). \
-                 Today ringspan has encrypted transactional links on its io_uring engine: \
-                 `ringspan bench link --quick` runs one against plain TCP."
-            );
-            ExitCode::from(2)
-        }
+        Command::Demo(args) => report(cli::demo::run(&args)),
         Command::Run { config } => report(cli::run::run(&config)),
         Command::Show(args) => report(cli::run::show(&args)),
         Command::Call(args) => report(cli::run::call(&args)),

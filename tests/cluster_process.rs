@@ -260,3 +260,19 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_demo_relays_reroutes_and_exits_zero() {
+    let output = Command::new(BIN).args(["demo", "--seconds", "2"]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("active path from n0"), "{text}");
+    assert!(text.contains("reroute: n0 now reaches the master in 3 hops"), "{text}");
+    assert!(text.contains("SUMMARY"), "{text}");
+    let completed: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("calls completed"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(completed > 0, "{text}");
+}

@@ -263,3 +263,104 @@ pub fn dot(s: &Snapshot) -> String {
 pub fn default_socket(config: &Path) -> PathBuf {
     config.with_extension("sock")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Counters, LinkRow, PeerRow, RouteRow};
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            node: "aaaa0000".into(),
+            links: vec![LinkRow {
+                link: 3,
+                peer: "bbbb1111".into(),
+                role: "router".into(),
+                spans_in: 1,
+                spans_out: 2,
+                bytes_in: 100,
+                bytes_out: 200,
+                records_in: 4,
+                records_out: 5,
+                circuits_in: 6,
+                circuits_out: 7,
+                aborts_in: 8,
+                aborts_out: 9,
+            }],
+            routes: vec![RouteRow {
+                cluster: "1".into(),
+                mount: "10".into(),
+                kind: "master".into(),
+                label: "e/master".into(),
+                origin: "cccc".into(),
+                metric: 2,
+                via: "link 3 (bbbb1111)".into(),
+                standby: Some("link 4 (dddd2222)".into()),
+            }],
+            peers: vec![PeerRow {
+                address: "127.0.0.1:1".into(),
+                peer: "bbbb1111".into(),
+                state: "up (link 3)".into(),
+            }],
+            circuits: 11,
+            counters: Counters { relayed: 12, served: 13, opened: 14, no_route: 15, lost: 16 },
+            handshake_failures: 17,
+        }
+    }
+
+    #[test]
+    fn text_views_show_what_they_name() {
+        let s = snapshot();
+        let links = render(&s, View::Links);
+        assert!(links.contains("bbbb1111") && links.contains("up (link 3)"));
+        assert!(!links.contains("ROUTES"));
+        let routes = render(&s, View::Routes);
+        assert!(routes.contains("e/master") && routes.contains("link 4 (dddd2222)"));
+        let circuits = render(&s, View::Circuits);
+        assert!(circuits.contains("open 11") && circuits.contains("relayed 12"));
+        let all = render(&s, View::All);
+        assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
+    }
+
+    #[test]
+    fn dot_draws_active_and_standby_first_hops() {
+        let dot = dot(&snapshot());
+        assert!(dot.starts_with("digraph ringspan {"));
+        assert!(dot.contains("\"aaaa0000\" -> \"bbbb1111\" [dir=none, label=\"link 3\"]"));
+        assert!(dot.contains("\"bbbb1111\" -> \"1:10 (master)\" [label=\"active, 2 hops\"]"));
+        assert!(dot.contains("\"dddd2222\" -> \"1:10 (master)\" [style=dashed"));
+    }
+
+    #[test]
+    fn prometheus_text_has_counters_per_node_and_link() {
+        let text = prometheus(&snapshot());
+        assert!(text.contains("# TYPE ringspan_relayed_total counter"));
+        assert!(text.contains("ringspan_relayed_total{node=\"aaaa0000\"} 12"));
+        assert!(text.contains("ringspan_circuits{node=\"aaaa0000\"} 11"));
+        assert!(text.contains(
+            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\"} 9"
+        ));
+        assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
+    }
+
+    #[test]
+    fn the_control_socket_answers_a_snapshot_and_refuses_the_rest() {
+        let dir = std::env::temp_dir().join(format!("ringspan-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.sock");
+        let shared = Arc::new(Shared::default());
+        *shared.snapshot.lock().unwrap() = snapshot();
+        serve_control(&path, shared).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = fetch(&path).unwrap();
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.counters.relayed, 12);
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream.write_all(b"bogus\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("unknown request"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

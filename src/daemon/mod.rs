@@ -393,7 +393,7 @@ impl NodeService {
             NextHop::Local => "local".to_string(),
             NextHop::Neighbour(n) => {
                 let link = Node::link_of(n);
-                format!("link {} ({})", link.0, peer_of(link))
+                format!("{link} ({})", peer_of(link))
             }
         };
         let table = self.node.table();
@@ -421,7 +421,7 @@ impl NodeService {
                 address: addr.to_string(),
                 peer: key.node_id().to_string(),
                 state: match state {
-                    PeerState::Up(link) => format!("up (link {})", link.0),
+                    PeerState::Up(link) => format!("up ({link})"),
                     PeerState::Dialling => "dialling".into(),
                     PeerState::Waiting(_) => "waiting".into(),
                 },
