@@ -18,11 +18,11 @@ use clap::Args;
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
 use ringspan::daemon::control::{self, View};
-use ringspan::daemon::{LoadReport, Request, Snapshot};
+use ringspan::daemon::{Handle, LoadReport, Request, Snapshot};
 use ringspan::ring;
 
 use super::config::NodeConfig;
-use super::run::{Started, parse_mount, start};
+use super::run::{parse_mount, start};
 
 /// `ringspan demo`.
 #[derive(Args, Debug)]
@@ -51,7 +51,7 @@ struct Member {
     name: String,
     port: u16,
     public: String,
-    node: Option<Started>,
+    node: Option<Handle>,
 }
 
 /// The links: two chains from node 0 to the last node, through the odd and the even nodes.
@@ -106,7 +106,7 @@ fn key(dir: &Path, name: &str) -> Result<String, String> {
     Ok(key.public_key().map_err(|e| e.to_string())?.to_base64())
 }
 
-fn start_from(dir: &Path, name: &str, text: &str) -> Result<Started, String> {
+fn start_from(dir: &Path, name: &str, text: &str) -> Result<Handle, String> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     let config = NodeConfig::parse(&path, text).map_err(|e| e.to_string())?;
@@ -178,9 +178,9 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
     );
     let client = start_from(dir, "client", &client_text)?;
     let t0 = now();
-    let entry = |m: &[Member]| m[0].node.as_ref().map(|s| s.shared.snapshot());
+    let entry = |m: &[Member]| m[0].node.as_ref().map(Handle::snapshot);
     wait_for("routes to converge", Duration::from_secs(20), || {
-        client.shared.snapshot().routes.iter().any(|r| r.mount == "10")
+        client.snapshot().routes.iter().any(|r| r.mount == "10")
             && entry(&members).is_some_and(|s| route_via(&s).is_some())
     })?;
     println!("  cluster up and routes converged in {} ms\n", t0.elapsed().as_millis());
@@ -189,7 +189,7 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
     let (metric, via) = route_via(&before).ok_or("no route at n0")?;
     // The relay on the active path: the peer n0's route goes through.
     let victim = (1..n - 1)
-        .find(|&i| members[i].node.as_ref().is_some_and(|s| via.contains(&s.id.to_string())))
+        .find(|&i| members[i].node.as_ref().is_some_and(|s| via.contains(&s.id().to_string())))
         .ok_or("the active path has no relay")?;
     println!("\nactive path from n0: {metric} hops via n{victim}\n");
 
@@ -203,13 +203,15 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
     while now() < deadline {
         let (reply, rx) = mpsc::channel::<LoadReport>();
         let request = Request::Load { mount, calls: 2_000, concurrency: 64, size: 64, reply };
-        client.engine.send(0, ring::Command::Service(Box::new(request)));
+        client
+            .remote()
+            .send(ring::Command::Service(Box::new(request)))
+            .map_err(|_| "the client node does not take requests".to_string())?;
         if cut_at.is_none() && now() >= start + Duration::from_secs(seconds) / 2 {
             // Midway: stop the relay on the active path while calls cross it.
             std::thread::sleep(Duration::from_millis(5));
             if let Some(node) = members[victim].node.take() {
-                node.engine.shutdown();
-                let _ = node.engine.join();
+                node.shutdown();
             }
             cut_at = Some(now());
         }
@@ -268,12 +270,10 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
         "  (each call: client → n0 → relays → n{} and back, encrypted on every link, 64 calls in flight)",
         n - 1
     );
-    client.engine.shutdown();
-    let _ = client.engine.join();
+    client.shutdown();
     for member in &mut members {
         if let Some(node) = member.node.take() {
-            node.engine.shutdown();
-            let _ = node.engine.join();
+            node.shutdown();
         }
     }
     Ok(())

@@ -2,18 +2,17 @@
 //! look into a running one, and a client that sends calls through the cluster.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use ringspan::cipher::Identity;
 use ringspan::cipher::identity::read_key_file;
-use ringspan::cipher::{self, Identity};
 use ringspan::daemon::control::{self, View};
-use ringspan::daemon::{LoadReport, MountSpec, NodeService, Options, Request, Shared};
+use ringspan::daemon::{Handle, LoadReport, MountSpec, PeerSpec, Request, Settings};
 use ringspan::ids::{ClusterId, MountId};
-use ringspan::ring::{self, Engine};
-use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use ringspan::ring;
+use ringspan::span::{Label, MountKey, MountKind, Role};
 
 use super::config::{MountKindName, NodeConfig, NodeRole, Service};
 
@@ -95,28 +94,10 @@ fn role(role: NodeRole) -> Role {
     }
 }
 
-/// A started node: its engine, its snapshot, and its control socket path.
-pub struct Started {
-    /// The engine running the node.
-    pub engine: Engine,
-    /// Where its snapshot is published.
-    pub shared: Arc<Shared>,
-    /// Its control socket.
-    pub socket: PathBuf,
-    /// Its node id.
-    pub id: ringspan::ids::NodeId,
-}
-
 /// Starts the node a configuration describes.
-pub fn start(config: &NodeConfig) -> Result<Started, String> {
+pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     let key = read_key_file(&config.key).map_err(|e| format!("{}: {e}", config.key.display()))?;
     let identity = Identity::new(key).map_err(|e| e.to_string())?;
-    let id = identity.public_key().node_id();
-    let mut cipher = cipher::Config::new(identity).map_err(|e| e.to_string())?;
-    cipher.allowlist.extend(config.peers.iter().map(|p| p.key));
-    cipher.allowlist.extend(config.allow.iter().copied());
-    cipher.accept_unknown_keys = config.accept_unknown_keys;
-    cipher.handshake_timeout = Duration::from_millis(config.limits.handshake_timeout_ms);
     if config.listen.len() > 1 {
         return Err(format!(
             "{}: listen: one address for now ({} given)",
@@ -139,39 +120,24 @@ pub fn start(config: &NodeConfig) -> Result<Started, String> {
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let options = Options {
-        id,
-        hello: Hello { role: role(config.role), wants: Wants::all() },
-        mounts,
-        peers: config.peers.iter().filter_map(|p| Some((p.address?, p.key))).collect(),
-        redial_min: Duration::from_millis(config.limits.redial_min_ms),
-        redial_max: Duration::from_millis(config.limits.redial_max_ms),
-    };
-    let engine_config = ring::Config {
-        workers: 1,
-        // Several nodes may share a host: let the scheduler place them.
-        pin_workers: false,
-        listen: config.listen.first().copied(),
-        keepalive_interval: Duration::from_millis(config.limits.keepalive_ms),
-        idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
-        send_queue_max_bytes: config.limits.send_queue_max_bytes,
-        ..ring::Config::default()
-    };
-    let shared = Arc::new(Shared::default());
-    let socket = config.control.clone().unwrap_or_else(|| control::default_socket(&config.path));
-    control::serve_control(&socket, shared.clone())
-        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
-    if let Some(addr) = config.metrics {
-        let bound = control::serve_metrics(addr, shared.clone())
-            .map_err(|e| format!("metrics address {addr}: {e}"))?;
-        tracing::info!(%bound, "metrics served");
-    }
-    let service_shared = shared.clone();
-    let engine = Engine::start(engine_config, Arc::new(cipher), move |_| {
-        NodeService::new(options.clone(), service_shared.clone(), now())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(Started { engine, shared, socket, id })
+    let mut settings = Settings::new(identity);
+    settings.role = role(config.role);
+    settings.listen = config.listen.first().copied();
+    settings.peers =
+        config.peers.iter().map(|p| PeerSpec { address: p.address, key: p.key }).collect();
+    settings.allow = config.allow.clone();
+    settings.accept_unknown_keys = config.accept_unknown_keys;
+    settings.mounts = mounts;
+    settings.keepalive = Duration::from_millis(config.limits.keepalive_ms);
+    settings.idle_timeout = Duration::from_millis(config.limits.idle_timeout_ms);
+    settings.handshake_timeout = Duration::from_millis(config.limits.handshake_timeout_ms);
+    settings.send_queue_max_bytes = config.limits.send_queue_max_bytes;
+    settings.redial_min = Duration::from_millis(config.limits.redial_min_ms);
+    settings.redial_max = Duration::from_millis(config.limits.redial_max_ms);
+    settings.control =
+        Some(config.control.clone().unwrap_or_else(|| control::default_socket(&config.path)));
+    settings.metrics = config.metrics;
+    Handle::start(settings)
 }
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock
@@ -182,16 +148,15 @@ fn now() -> Instant {
 /// `ringspan run --config FILE`.
 pub fn run(path: &Path) -> Result<(), String> {
     let config = NodeConfig::load(path).map_err(|e| e.to_string())?;
-    let started = start(&config)?;
-    let listen = started.engine.local_addr().map_or("nothing".into(), |a| a.to_string());
+    let node = start(&config)?;
+    let listen = node.local_addr().map_or("nothing".into(), |a| a.to_string());
+    let socket = config.control.clone().unwrap_or_else(|| control::default_socket(&config.path));
     eprintln!(
         "ringspan: node {} up, listening on {listen}, control socket {}",
-        started.id,
-        started.socket.display()
+        node.id(),
+        socket.display()
     );
-    started.engine.run_until_signal().map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&started.socket);
-    Ok(())
+    node.run_until_signal().map_err(|e| e.to_string())
 }
 
 /// `ringspan show`.
@@ -256,20 +221,10 @@ pub fn call(args: &CallArgs) -> Result<(), String> {
     if config.control.is_none() {
         config.control = Some(control::default_socket(&config.path));
     }
-    let started = start(&config)?;
-    let deadline = now() + Duration::from_secs(args.wait);
-    let want = (format!("{:x}", mount.cluster.0), format!("{:x}", mount.mount.0));
-    loop {
-        let snapshot = started.shared.snapshot();
-        if snapshot.routes.iter().any(|r| (r.cluster.clone(), r.mount.clone()) == want) {
-            break;
-        }
-        if now() >= deadline {
-            started.engine.shutdown();
-            let _ = started.engine.join();
-            return Err(format!("no route to {} after {} s", args.mount, args.wait));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let node = start(&config)?;
+    if !node.wait_for_route(mount, Duration::from_secs(args.wait)) {
+        node.shutdown();
+        return Err(format!("no route to {} after {} s", args.mount, args.wait));
     }
     let (reply, report) = mpsc::channel::<LoadReport>();
     let request = Request::Load {
@@ -280,12 +235,13 @@ pub fn call(args: &CallArgs) -> Result<(), String> {
         reply,
     };
     let t0 = now();
-    started.engine.send(0, ring::Command::Service(Box::new(request)));
-    let report = report.recv().map_err(|_| "the node stopped before the calls ended".to_string());
+    let sent = node.remote().send(ring::Command::Service(Box::new(request)));
+    let report = match sent {
+        Ok(()) => report.recv().map_err(|_| "the node stopped before the calls ended".to_string()),
+        Err(_) => Err("the node does not take requests".to_string()),
+    };
     let elapsed = t0.elapsed();
-    started.engine.shutdown();
-    let _ = started.engine.join();
-    let _ = std::fs::remove_file(&started.socket);
+    node.shutdown();
     let mut report = report?;
     report.rtt_us.sort_unstable();
     let pct = |p: f64| {

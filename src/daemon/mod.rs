@@ -6,6 +6,9 @@
 //! never hands a message across cores (a hand-off costs ~20 µs on this machine).
 
 pub mod control;
+mod handle;
+
+pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -75,6 +78,52 @@ pub enum Request {
         size: usize,
         /// Where the report goes.
         reply: Sender<LoadReport>,
+    },
+    /// Attach a mount served by the application (its calls arrive as [`Incoming`]).
+    Attach {
+        /// The mount.
+        mount: MountKey,
+        /// Its kind.
+        kind: MountKind,
+        /// Its label.
+        label: Label,
+        /// The outcome.
+        reply: Sender<Result<(), crate::Error>>,
+    },
+    /// Detach a mount attached by the application.
+    Detach {
+        /// The mount.
+        mount: MountKey,
+        /// The outcome.
+        reply: Sender<Result<(), crate::Error>>,
+    },
+    /// Open a call to a mount for the application.
+    Open {
+        /// The mount.
+        mount: MountKey,
+        /// The command.
+        command: Command,
+        /// The first payload.
+        payload: Vec<u8>,
+        /// Close our direction at once (a one-shot request).
+        last: bool,
+        /// Where the call's events go.
+        events: Sender<CallEvent>,
+        /// The call, or why it could not be opened.
+        reply: Sender<Result<CallId, crate::Error>>,
+    },
+    /// Send on an application's call.
+    Send {
+        /// The call.
+        call: CallId,
+        /// The command.
+        command: Command,
+        /// The payload.
+        payload: Vec<u8>,
+        /// DELETE (our last), ABORT, or both (force-close).
+        flags: Flags,
+        /// The error code.
+        error: ErrorCode,
     },
 }
 
@@ -221,6 +270,11 @@ impl Shared {
 pub struct NodeService {
     node: Node,
     echo: HashSet<MountKey>,
+    /// Mounts the application serves, and where their calls go.
+    app_mounts: HashSet<MountKey>,
+    incoming: Option<Sender<Incoming>>,
+    /// The application's calls (opened by it, or to its mounts) and where their events go.
+    calls: std::collections::HashMap<CallId, Sender<CallEvent>>,
     redial: Redial,
     shared: Arc<Shared>,
     /// Links to close at the next tick, with why.
@@ -235,8 +289,14 @@ pub struct NodeService {
 }
 
 impl NodeService {
-    /// A service for `options`, publishing into `shared`.
-    pub fn new(options: Options, shared: Arc<Shared>, now: Instant) -> NodeService {
+    /// A service for `options`, publishing into `shared`; calls to mounts the application
+    /// attaches go to `incoming`.
+    pub fn new(
+        options: Options,
+        shared: Arc<Shared>,
+        incoming: Option<Sender<Incoming>>,
+        now: Instant,
+    ) -> NodeService {
         let redial = Redial::new(
             options.peers.iter().copied(),
             options.redial_min,
@@ -247,6 +307,9 @@ impl NodeService {
         NodeService {
             node: Node::new(options.id, options.hello.clone()),
             echo: HashSet::new(),
+            app_mounts: HashSet::new(),
+            incoming,
+            calls: Default::default(),
             redial,
             shared,
             to_close: Vec::new(),
@@ -271,9 +334,44 @@ impl NodeService {
         let mut answers: Vec<(CallId, Option<Vec<u8>>)> = Vec::new();
         while let Some(event) = self.node.poll_app() {
             match event {
-                AppEvent::Opened { call, mount, payload, .. } => {
+                AppEvent::Opened { call, mount, command, flags, payload } => {
+                    if self.app_mounts.contains(&mount)
+                        && let Some(incoming) = &self.incoming
+                    {
+                        let (events, rx) = std::sync::mpsc::channel();
+                        let handed = incoming.send(Incoming {
+                            mount,
+                            command,
+                            payload: payload.to_vec(),
+                            last: flags.contains(Flags::DELETE),
+                            call,
+                            events: rx,
+                        });
+                        if handed.is_ok() {
+                            self.calls.insert(call, events);
+                            continue;
+                        }
+                    }
                     let echo = self.echo.contains(&mount).then(|| payload.to_vec());
                     answers.push((call, echo));
+                }
+                AppEvent::Message { call, flags, payload, command, error }
+                    if self.calls.contains_key(&call) =>
+                {
+                    if let Some(events) = self.calls.get(&call) {
+                        let _ = events.send(CallEvent::Message {
+                            command,
+                            payload: payload.to_vec(),
+                            last: flags.contains(Flags::DELETE),
+                            abort: flags.contains(Flags::ABORT),
+                            error,
+                        });
+                    }
+                }
+                AppEvent::Ended { call, error } if self.calls.contains_key(&call) => {
+                    if let Some(events) = self.calls.remove(&call) {
+                        let _ = events.send(CallEvent::Ended(error));
+                    }
                 }
                 AppEvent::Message { call, flags, payload, .. } => {
                     for load in &mut self.loads {
@@ -537,6 +635,31 @@ impl Service for NodeService {
                     reply,
                     started: Default::default(),
                 });
+            }
+            Request::Attach { mount, kind, label, reply } => {
+                let result = self.node.attach(mount, kind, label);
+                if result.is_ok() {
+                    self.app_mounts.insert(mount);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Detach { mount, reply } => {
+                let result = self.node.detach(mount);
+                self.app_mounts.remove(&mount);
+                let _ = reply.send(result);
+            }
+            Request::Open { mount, command, payload, last, events, reply } => {
+                let flags = if last { Flags::DELETE } else { Flags::NONE };
+                let result = self.node.open(mount, command, &payload, flags);
+                if let Ok(call) = result {
+                    self.calls.insert(call, events);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Send { call, command, payload, flags, error } => {
+                if let Err(e) = self.node.send(call, command, &payload, flags, error) {
+                    tracing::debug!(%e, "application send refused");
+                }
             }
         }
         self.tick(worker);

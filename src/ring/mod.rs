@@ -199,6 +199,33 @@ pub enum StartError {
     },
 }
 
+/// A way to reach one worker from any thread, kept apart from the [`Engine`] (which is joined by
+/// value).
+#[derive(Clone)]
+pub struct Remote {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Remote {
+    /// Sends a command, waiting up to 2 s while the worker's mailbox is full; hands it back if it
+    /// stays full (the worker is stuck or gone). A command queued after the worker exited is
+    /// never run.
+    pub fn send(&self, mut command: Command) -> Result<(), Command> {
+        for attempt in 0..2_000 {
+            match self.mailbox.send(command) {
+                Ok(()) => return Ok(()),
+                Err(back) => command = back,
+            }
+            if attempt < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Err(command)
+    }
+}
+
 /// A running engine: its workers, and the way to reach them.
 pub struct Engine {
     threads: Vec<JoinHandle<WorkerStats>>,
@@ -298,6 +325,12 @@ impl Engine {
     /// Sends a command to worker `index`. Blocks briefly if its mailbox is full.
     pub fn send(&self, index: usize, command: Command) {
         self.mailboxes[index].send_blocking(command);
+    }
+
+    /// A handle other threads can keep to send commands to worker `index` (`None` if there is
+    /// no such worker).
+    pub fn remote(&self, index: usize) -> Option<Remote> {
+        self.mailboxes.get(index).map(|mailbox| Remote { mailbox: mailbox.clone() })
     }
 
     /// Asks every worker to stop: stop accepting, close links with a reason, and exit.

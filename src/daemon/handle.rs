@@ -1,0 +1,347 @@
+//! The node as a library: [`Handle::start`] runs a node on its own engine thread, and its
+//! methods are the mount API — attach mounts and serve their calls ([`Handle::accept`]), list
+//! what is reachable ([`Handle::routes`]), and open calls to any mount of the cluster
+//! ([`Handle::open`]), streaming both ways.
+//!
+//! An application usually runs a small node of its own linked to its host's node over loopback
+//! (its key in that node's `allow` list): with role [`Role::Router`] its mounts are advertised to
+//! the whole cluster; with [`Role::Client`] it can call every mount and its own are seen only by
+//! its host node. `ringspan run` is this same handle, configured from a file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use super::{MountSpec, NodeService, Options, Request, RouteRow, Shared, Snapshot, control};
+use crate::cipher::{self, Identity, PublicKey};
+use crate::error::Misuse;
+use crate::ids::NodeId;
+use crate::limits;
+use crate::relay::CallId;
+use crate::ring::{self, Engine, Remote};
+use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use crate::wire::{Command, ErrorCode, Flags};
+
+/// A neighbour to link to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Where to dial it; `None`: only accept it.
+    pub address: Option<SocketAddr>,
+    /// Its public key.
+    pub key: PublicKey,
+}
+
+/// How to run a node.
+#[derive(Clone)]
+pub struct Settings {
+    /// The node's key pair.
+    pub identity: Identity,
+    /// What it tells its neighbours it is.
+    pub role: Role,
+    /// Where to accept links (`None`: dial only).
+    pub listen: Option<SocketAddr>,
+    /// Its neighbours.
+    pub peers: Vec<PeerSpec>,
+    /// Other keys allowed to connect.
+    pub allow: Vec<PublicKey>,
+    /// Let any key connect (still authenticated).
+    pub accept_unknown_keys: bool,
+    /// Mounts attached at start (echo mounts, or mounts the application serves).
+    pub mounts: Vec<MountSpec>,
+    /// Keepalive interval.
+    pub keepalive: Duration,
+    /// A link silent this long is closed.
+    pub idle_timeout: Duration,
+    /// A handshake not done after this long is abandoned.
+    pub handshake_timeout: Duration,
+    /// A link with more queued bytes than this is closed.
+    pub send_queue_max_bytes: usize,
+    /// First redial wait.
+    pub redial_min: Duration,
+    /// Longest redial wait.
+    pub redial_max: Duration,
+    /// Serve `ringspan show` on this Unix socket.
+    pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+    /// Receive buffers the engine gives the kernel (each 256 KiB; 64 by default).
+    pub recv_buffers: u16,
+}
+
+impl Settings {
+    /// A router with no links, mounts or listener, and the default timers.
+    pub fn new(identity: Identity) -> Settings {
+        Settings {
+            identity,
+            role: Role::Router,
+            listen: None,
+            peers: Vec::new(),
+            allow: Vec::new(),
+            accept_unknown_keys: false,
+            mounts: Vec::new(),
+            keepalive: Duration::from_millis(limits::KEEPALIVE_INTERVAL_MS),
+            idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
+            handshake_timeout: Duration::from_millis(limits::HANDSHAKE_TIMEOUT_MS),
+            send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
+            redial_min: Duration::from_millis(100),
+            redial_max: Duration::from_millis(5_000),
+            control: None,
+            metrics: None,
+            recv_buffers: limits::RECV_BUFFERS,
+        }
+    }
+}
+
+/// Something on a call, for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A message from the other end.
+    Message {
+        /// Its command.
+        command: Command,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// The other end's last message (DELETE).
+        last: bool,
+        /// An abort (with `last`: a forced close).
+        abort: bool,
+        /// Its error code.
+        error: ErrorCode,
+    },
+    /// The call is over; nothing more will come. The error says why, if it did not end cleanly.
+    Ended(ErrorCode),
+}
+
+/// A call to one of the application's mounts, from [`Handle::accept`].
+pub struct Incoming {
+    /// The mount called.
+    pub mount: MountKey,
+    /// The first message's command.
+    pub command: Command,
+    /// The first message's payload.
+    pub payload: Vec<u8>,
+    /// Whether the caller already closed its direction (a one-shot request).
+    pub last: bool,
+    pub(super) call: CallId,
+    pub(super) events: Receiver<CallEvent>,
+}
+
+impl Incoming {
+    /// The call, to answer on.
+    pub fn into_call(self, handle: &Handle) -> Call {
+        Call { id: self.call, remote: handle.remote.clone(), events: self.events }
+    }
+}
+
+/// One call, opened by the application or to one of its mounts: send on it, receive what the
+/// other end sends, until [`CallEvent::Ended`].
+pub struct Call {
+    id: CallId,
+    remote: Remote,
+    events: Receiver<CallEvent>,
+}
+
+impl Call {
+    fn request(&self, command: Command, payload: &[u8], flags: Flags, error: ErrorCode) {
+        let request =
+            Request::Send { call: self.id, command, payload: payload.to_vec(), flags, error };
+        // A node that is gone cannot take it; the call's events say so (it ended).
+        let _ = self.remote.send(ring::Command::Service(Box::new(request)));
+    }
+
+    /// Sends a message.
+    pub fn send(&self, command: Command, payload: &[u8]) {
+        self.request(command, payload, Flags::NONE, ErrorCode::NONE);
+    }
+
+    /// Sends our last message (DELETE).
+    pub fn finish(&self, command: Command, payload: &[u8]) {
+        self.request(command, payload, Flags::DELETE, ErrorCode::NONE);
+    }
+
+    /// Force-closes the call with `error`.
+    pub fn abort(&self, command: Command, error: ErrorCode) {
+        self.request(command, &[], Flags::ABORT | Flags::DELETE, error);
+    }
+
+    /// The next event, waiting up to `timeout`; `None` on timeout or if the node is gone.
+    pub fn recv(&self, timeout: Duration) -> Option<CallEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+}
+
+/// A running node. See the module documentation.
+pub struct Handle {
+    engine: Engine,
+    remote: Remote,
+    shared: Arc<Shared>,
+    id: NodeId,
+    incoming: Receiver<Incoming>,
+    control: Option<PathBuf>,
+}
+
+#[allow(clippy::disallowed_methods)] // the handle runs outside the protocol layers
+fn now() -> Instant {
+    Instant::now()
+}
+
+impl Handle {
+    /// Starts the node on an engine thread of its own.
+    pub fn start(settings: Settings) -> Result<Handle, String> {
+        let id = settings.identity.public_key().node_id();
+        let mut cipher =
+            cipher::Config::new(settings.identity.clone()).map_err(|e| e.to_string())?;
+        cipher.allowlist.extend(settings.peers.iter().map(|p| p.key));
+        cipher.allowlist.extend(settings.allow.iter().copied());
+        cipher.accept_unknown_keys = settings.accept_unknown_keys;
+        cipher.handshake_timeout = settings.handshake_timeout;
+        let options = Options {
+            id,
+            hello: Hello { role: settings.role, wants: Wants::all() },
+            mounts: settings.mounts.clone(),
+            peers: settings.peers.iter().filter_map(|p| Some((p.address?, p.key))).collect(),
+            redial_min: settings.redial_min,
+            redial_max: settings.redial_max,
+        };
+        let engine_config = ring::Config {
+            workers: 1,
+            // Several nodes may share a host: let the scheduler place them.
+            pin_workers: false,
+            listen: settings.listen,
+            keepalive_interval: settings.keepalive,
+            idle_timeout: settings.idle_timeout,
+            send_queue_max_bytes: settings.send_queue_max_bytes,
+            recv_buffers: settings.recv_buffers,
+            ..ring::Config::default()
+        };
+        let shared = Arc::new(Shared::default());
+        if let Some(path) = &settings.control {
+            control::serve_control(path, shared.clone())
+                .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+        }
+        if let Some(addr) = settings.metrics {
+            control::serve_metrics(addr, shared.clone())
+                .map_err(|e| format!("metrics address {addr}: {e}"))?;
+        }
+        let (incoming_tx, incoming) = mpsc::channel();
+        let service_shared = shared.clone();
+        let engine = Engine::start(engine_config, Arc::new(cipher), move |_| {
+            NodeService::new(
+                options.clone(),
+                service_shared.clone(),
+                Some(incoming_tx.clone()),
+                now(),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+        let remote = engine.remote(0).ok_or("the engine has no worker")?;
+        Ok(Handle { engine, remote, shared, id, incoming, control: settings.control })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Where it accepts links (with the real port if 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.engine.local_addr()
+    }
+
+    /// Its latest snapshot (refreshed every 200 ms).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+
+    /// The mounts it can reach, with their routes (refreshed every 200 ms).
+    pub fn routes(&self) -> Vec<RouteRow> {
+        self.shared.snapshot().routes
+    }
+
+    /// Waits up to `timeout` until `mount` is reachable.
+    pub fn wait_for_route(&self, mount: MountKey, timeout: Duration) -> bool {
+        let want = (format!("{:x}", mount.cluster.0), format!("{:x}", mount.mount.0));
+        let deadline = now() + timeout;
+        loop {
+            if self.routes().iter().any(|r| (r.cluster.clone(), r.mount.clone()) == want) {
+                return true;
+            }
+            if now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Request) -> Result<T, crate::Error> {
+        let (reply, rx) = mpsc::channel();
+        self.remote
+            .send(ring::Command::Service(Box::new(make(reply))))
+            .map_err(|_| crate::Error::from(Misuse::LinkDown))?;
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| Misuse::LinkDown.into())
+    }
+
+    /// Attaches a mount this application serves: calls to it arrive through
+    /// [`Handle::accept`].
+    pub fn attach(
+        &self,
+        mount: MountKey,
+        kind: MountKind,
+        label: &str,
+    ) -> Result<(), crate::Error> {
+        let label = Label::new(label.as_bytes())?;
+        self.ask(|reply| Request::Attach { mount, kind, label, reply })?
+    }
+
+    /// Detaches a mount. Calls already open to it go on.
+    pub fn detach(&self, mount: MountKey) -> Result<(), crate::Error> {
+        self.ask(|reply| Request::Detach { mount, reply })?
+    }
+
+    /// Opens a call to `mount` (anywhere in the cluster) with a first message; with `last`, our
+    /// direction is closed at once (a one-shot request).
+    pub fn open(
+        &self,
+        mount: MountKey,
+        command: Command,
+        payload: &[u8],
+        last: bool,
+    ) -> Result<Call, crate::Error> {
+        let (events, events_rx) = mpsc::channel();
+        let payload = payload.to_vec();
+        let id =
+            self.ask(|reply| Request::Open { mount, command, payload, last, events, reply })??;
+        Ok(Call { id, remote: self.remote.clone(), events: events_rx })
+    }
+
+    /// The next call to one of the application's mounts, waiting up to `timeout`.
+    pub fn accept(&self, timeout: Duration) -> Option<Incoming> {
+        self.incoming.recv_timeout(timeout).ok()
+    }
+
+    /// The engine, for requests not covered here (`Request::Load`).
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Stops the node (links closed with a notice) and waits for it.
+    pub fn shutdown(self) {
+        self.engine.shutdown();
+        let _ = self.engine.join();
+        if let Some(path) = &self.control {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops.
+    pub fn run_until_signal(self) -> std::io::Result<()> {
+        let control = self.control.clone();
+        self.engine.run_until_signal()?;
+        if let Some(path) = control {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
