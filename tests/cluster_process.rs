@@ -276,3 +276,23 @@ fn the_demo_relays_reroutes_and_exits_zero() {
         .unwrap();
     assert!(completed > 0, "{text}");
 }
+
+#[test]
+fn run_refuses_a_bad_config_with_file_line_and_reason() {
+    let dir = std::env::temp_dir().join(format!("ringspan-badconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[node]\nkey = \"n.key\"\nlisten = [\"127.0.0.1:notaport\"]\n").unwrap();
+    let output = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("{}:3:", path.display())), "{stderr}");
+    assert!(stderr.contains("listen"), "{stderr}");
+    // A good config whose key file is missing is refused naming the key file.
+    std::fs::write(&path, "[node]\nkey = \"missing.key\"\n").unwrap();
+    let output = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("missing.key"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
