@@ -4,8 +4,8 @@
 //! encrypted links on 127.0.0.1, its own key), wired as two parallel chains between an entry
 //! node and a node holding an echo master mount, so there is a loop and two paths. A client
 //! node attaches at the entry and sends calls through the cluster with a live progress line.
-//! Midway the relay on the active path is stopped: its links are cut, the calls crossing it
-//! are aborted with LOST_LINK, and the next calls take the other path. Then it prints the
+//! Midway the link from the entry node to the relay on the active path is cut: the calls
+//! crossing it are aborted with LOST_LINK, and the next calls take the other path. Then it prints the
 //! routes and a summary, and exits 0.
 
 use std::fmt::Write as _;
@@ -191,12 +191,14 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
     let victim = (1..n - 1)
         .find(|&i| members[i].node.as_ref().is_some_and(|s| via.contains(&s.id().to_string())))
         .ok_or("the active path has no relay")?;
+    let victim_id = members[victim].node.as_ref().map(Handle::id).ok_or("no relay")?;
     println!("\nactive path from n0: {metric} hops via n{victim}\n");
 
     let mount = parse_mount(MOUNT)?;
     let mut totals = Totals::default();
     let mut cut_at = None;
     let mut cut_report = None;
+    let mut flowing_again: Option<Duration> = None;
     let start = now();
     let deadline = start + Duration::from_secs(seconds);
     let mut window = (now(), 0u64, Vec::<u32>::new());
@@ -208,16 +210,36 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
             .send(ring::Command::Service(Box::new(request)))
             .map_err(|_| "the client node does not take requests".to_string())?;
         if cut_at.is_none() && now() >= start + Duration::from_secs(seconds) / 2 {
-            // Midway: stop the relay on the active path while calls cross it.
+            // Midway, while calls cross it: cut the link from n0 to the relay on the active
+            // path, as a failure would (no notice), and keep it cut until the end.
             std::thread::sleep(Duration::from_millis(5));
-            if let Some(node) = members[victim].node.take() {
-                node.shutdown();
-            }
+            let cut = Request::Cut { peer: victim_id, hold: Duration::from_secs(seconds) };
+            members[0]
+                .node
+                .as_ref()
+                .ok_or("n0 is gone")?
+                .remote()
+                .send(ring::Command::Service(Box::new(cut)))
+                .map_err(|_| "n0 does not take requests".to_string())?;
             cut_at = Some(now());
         }
         let report = rx.recv().map_err(|_| "the client node stopped".to_string())?;
-        if cut_at.is_some() && cut_report.is_none() {
-            cut_report = Some((report.lost_link, report.no_route));
+        if report.not_sent > 0 {
+            // No route at this instant (the cut is being routed around): wait a little.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(at) = cut_at
+            && flowing_again.is_none()
+            && report.completed > 0
+            && report.no_route == 0
+            && report.lost_link == 0
+        {
+            flowing_again = Some(at.elapsed());
+        }
+        if cut_at.is_some() {
+            let since_cut = cut_report.get_or_insert((0, 0));
+            since_cut.0 += report.lost_link;
+            since_cut.1 += report.no_route;
         }
         totals.completed += report.completed;
         totals.lost_link += report.lost_link;
@@ -246,9 +268,12 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
     let wall = start.elapsed();
     if let Some((lost, no_route)) = cut_report {
         println!(
-            "\ncut: n{victim} stopped at t={:.1}s; its links went down, {lost} calls in flight across it were aborted with LOST_LINK, {no_route} refused with NO_ROUTE while the route moved",
+            "\ncut: link n0–n{victim} cut at t={:.1}s; {lost} calls in flight across it were aborted with LOST_LINK (hop by hop, at both ends), {no_route} refused with NO_ROUTE while the route moved",
             cut_at.map_or(0.0, |at| (at - start).as_secs_f64()),
         );
+    }
+    if let Some(gap) = flowing_again {
+        println!("calls flowed again on the new path {} ms after the cut", gap.as_millis());
     }
     let after = entry(&members).ok_or("n0 is gone")?;
     if let Some((metric, via)) = route_via(&after) {

@@ -254,6 +254,7 @@ pub fn call(args: &CallArgs) -> Result<(), String> {
         "no_route": report.no_route,
         "other": report.other,
         "corrupted": report.corrupted,
+        "not_sent": report.not_sent,
         "seconds": elapsed.as_secs_f64(),
         "calls_per_second": report.completed as f64 / elapsed.as_secs_f64().max(1e-9),
         "rtt_p50_us": pct(0.50),

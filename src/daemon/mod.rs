@@ -112,6 +112,14 @@ pub enum Request {
         /// The call, or why it could not be opened.
         reply: Sender<Result<CallId, crate::Error>>,
     },
+    /// Cut the links to the peer with node id `peer` (no notice: as a failure looks) and do not
+    /// redial it for `hold`.
+    Cut {
+        /// The peer.
+        peer: NodeId,
+        /// How long to leave it cut.
+        hold: Duration,
+    },
     /// Send on an application's call.
     Send {
         /// The call.
@@ -140,6 +148,9 @@ pub struct LoadReport {
     pub other: u64,
     /// Answers whose payload differed from the request.
     pub corrupted: u64,
+    /// Calls not attempted: the load stops at the first call refused at open for lack of a
+    /// route (that one is counted in `no_route`).
+    pub not_sent: u64,
     /// Round-trip times of answered calls, microseconds.
     #[serde(skip)]
     pub rtt_us: Vec<u32>,
@@ -433,7 +444,11 @@ impl NodeService {
                         load.in_flight += 1;
                         load.started.insert(call, (now, false));
                     }
-                    Err(_) => load.report.no_route += 1,
+                    Err(_) => {
+                        load.report.no_route += 1;
+                        load.report.not_sent += load.left;
+                        load.left = 0;
+                    }
                 }
             }
         }
@@ -655,6 +670,24 @@ impl Service for NodeService {
                     self.calls.insert(call, events);
                 }
                 let _ = reply.send(result);
+            }
+            Request::Cut { peer, hold } => {
+                let until = worker.now() + hold;
+                let keys: Vec<PublicKey> = self
+                    .redial
+                    .peers()
+                    .filter(|(_, key, _)| key.node_id() == peer)
+                    .map(|(_, key, _)| key)
+                    .collect();
+                for key in keys {
+                    self.redial.hold(&key, until);
+                }
+                let links: Vec<LinkId> =
+                    self.node.link_info().filter(|l| l.peer == peer).map(|l| l.link).collect();
+                for link in links {
+                    tracing::info!(%link, %peer, "cutting the link on request");
+                    worker.close(link, ErrorCode::LOST_LINK);
+                }
             }
             Request::Send { call, command, payload, flags, error } => {
                 if let Err(e) = self.node.send(call, command, &payload, flags, error) {

@@ -24,6 +24,8 @@ struct Peer {
     key: PublicKey,
     state: PeerState,
     failures: u32,
+    /// No dial before this (an operator's cut).
+    held_until: Option<Instant>,
 }
 
 /// The peers a node keeps links to. See the module documentation.
@@ -47,7 +49,13 @@ impl Redial {
     ) -> Redial {
         let peers = peers
             .into_iter()
-            .map(|(addr, key)| Peer { addr, key, state: PeerState::Waiting(now), failures: 0 })
+            .map(|(addr, key)| Peer {
+                addr,
+                key,
+                state: PeerState::Waiting(now),
+                failures: 0,
+                held_until: None,
+            })
             .collect();
         Redial { peers, min, max: max.max(min), rng: seed | 1 }
     }
@@ -101,6 +109,16 @@ impl Redial {
         self.schedule(i, now);
     }
 
+    /// Holds off dialling the peer with `key` until `until` (its link is being cut on purpose).
+    pub fn hold(&mut self, key: &PublicKey, until: Instant) {
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.key == *key) {
+            peer.held_until = Some(until);
+            if let PeerState::Waiting(at) = &mut peer.state {
+                *at = (*at).max(until);
+            }
+        }
+    }
+
     fn schedule(&mut self, i: usize, now: Instant) {
         let doubling = self.peers[i].failures.min(16);
         let wait = self.min.saturating_mul(1 << doubling).min(self.max);
@@ -110,7 +128,9 @@ impl Redial {
         self.rng ^= self.rng << 17;
         let half = wait / 2;
         let jitter = Duration::from_nanos(self.rng % (half.as_nanos() as u64).max(1));
-        self.peers[i].state = PeerState::Waiting(now + half + jitter);
+        let at = now + half + jitter;
+        self.peers[i].state =
+            PeerState::Waiting(self.peers[i].held_until.map_or(at, |h| at.max(h)));
     }
 
     /// Each peer's address, key and state.
@@ -155,6 +175,13 @@ mod tests {
         }
         r.up(&key(1), LinkId(5));
         assert_eq!(r.next_deadline(), None);
+        // A hold outlives the link it cuts.
+        r.hold(&key(1), now + Duration::from_secs(60));
+        r.down(LinkId(5), now);
+        assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(60)));
+        r.poll_dial(now + Duration::from_secs(60)).unwrap();
+        r.up(&key(1), LinkId(5));
+        r.hold(&key(1), now);
         r.down(LinkId(5), now);
         let wait = r.next_deadline().unwrap() - now;
         assert!(wait >= min / 2 && wait <= min, "first step again after a link was up: {wait:?}");
