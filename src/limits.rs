@@ -152,6 +152,12 @@ pub const SPAN_LABEL_MAX: usize = 64;
 /// layer's own bounds apply first.
 pub const CIRCUITS_MAX: usize = 1 << 20;
 
+/// Calls one client link may have open through its node at once; one more is refused with
+/// `LIMIT_REACHED` (the others carry on). A client is one application's node: 1,024 in flight is
+/// far above what one needs, and keeps a misbehaving client to about 1,024 × 100 bytes of
+/// circuit state in its satellite.
+pub const CLIENT_CALLS_MAX: usize = 1_024;
+
 /// Bytes the relay may queue for one link within one turn of the loop (forwarded payloads waiting
 /// for the link to be written). A circuit whose message would pass it is aborted with
 /// `LIMIT_REACHED`: a turn normally moves far less, and the engine's own send queue bound

@@ -80,6 +80,9 @@ fn run(seed: u64, topology: Topology) -> Result<Net, String> {
         }
         net.run(1_000_000).map_err(fail)?;
         net.check_quiet().map_err(fail)?;
+        if !net.refusals.is_empty() {
+            return Err(format!("seed {seed}: links refused: {:?}", net.refusals));
+        }
     }
     Ok(net)
 }

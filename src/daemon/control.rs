@@ -98,6 +98,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("opened_total", "Calls opened by local clients.", c.opened),
         ("no_route_total", "Transactions refused for lack of a route.", c.no_route),
         ("lost_total", "Circuit ends that lost a link.", c.lost),
+        ("refused_total", "Transactions refused by policy.", c.refused),
         ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
     ] {
         gauge(name, help, "counter", &[(String::new(), value)]);
@@ -303,7 +304,14 @@ mod tests {
                 state: "up (link 3)".into(),
             }],
             circuits: 11,
-            counters: Counters { relayed: 12, served: 13, opened: 14, no_route: 15, lost: 16 },
+            counters: Counters {
+                relayed: 12,
+                served: 13,
+                opened: 14,
+                no_route: 15,
+                lost: 16,
+                refused: 18,
+            },
             handshake_failures: 17,
         }
     }

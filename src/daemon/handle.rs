@@ -309,10 +309,42 @@ impl Handle {
         payload: &[u8],
         last: bool,
     ) -> Result<Call, crate::Error> {
+        self.open_call(mount, None, command, payload, last)
+    }
+
+    /// Opens a call to the client mount `client` attached behind the satellite whose aggregate
+    /// for the client's cluster is `aggregate` (a route of kind "aggregate"; its mount id is the
+    /// satellite's node id). The satellite passes the call to its client.
+    pub fn open_client(
+        &self,
+        aggregate: MountKey,
+        client: crate::ids::MountId,
+        command: Command,
+        payload: &[u8],
+        last: bool,
+    ) -> Result<Call, crate::Error> {
+        self.open_call(aggregate, Some(client), command, payload, last)
+    }
+
+    fn open_call(
+        &self,
+        mount: MountKey,
+        client: Option<crate::ids::MountId>,
+        command: Command,
+        payload: &[u8],
+        last: bool,
+    ) -> Result<Call, crate::Error> {
         let (events, events_rx) = mpsc::channel();
         let payload = payload.to_vec();
-        let id =
-            self.ask(|reply| Request::Open { mount, command, payload, last, events, reply })??;
+        let id = self.ask(|reply| Request::Open {
+            mount,
+            command,
+            payload,
+            last,
+            client,
+            events,
+            reply,
+        })??;
         Ok(Call { id, remote: self.remote.clone(), events: events_rx })
     }
 

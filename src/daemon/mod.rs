@@ -107,6 +107,9 @@ pub enum Request {
         payload: Vec<u8>,
         /// Close our direction at once (a one-shot request).
         last: bool,
+        /// With `Some(client)`, `mount` is a satellite's aggregate and the call is for its client
+        /// mount `client`.
+        client: Option<crate::ids::MountId>,
         /// Where the call's events go.
         events: Sender<CallEvent>,
         /// The call, or why it could not be opened.
@@ -199,6 +202,9 @@ pub struct Counters {
     pub no_route: u64,
     /// Circuit ends that lost a link.
     pub lost: u64,
+    /// Transactions refused by policy (a client calling another client, not inside a span).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// One link, as shown.
@@ -540,14 +546,15 @@ impl NodeService {
                 },
             })
             .collect();
-        let NodeCounters { relayed, served, opened, no_route, lost } = self.node.counters();
+        let NodeCounters { relayed, served, opened, no_route, lost, refused } =
+            self.node.counters();
         let snapshot = Snapshot {
             node: self.node.id().to_string(),
             links,
             routes,
             peers,
             circuits: self.node.circuits(),
-            counters: Counters { relayed, served, opened, no_route, lost },
+            counters: Counters { relayed, served, opened, no_route, lost, refused },
             handshake_failures: worker.stats().handshake_failures,
         };
         if let Ok(mut shared) = self.shared.snapshot.lock() {
@@ -663,9 +670,12 @@ impl Service for NodeService {
                 self.app_mounts.remove(&mount);
                 let _ = reply.send(result);
             }
-            Request::Open { mount, command, payload, last, events, reply } => {
+            Request::Open { mount, command, payload, last, client, events, reply } => {
                 let flags = if last { Flags::DELETE } else { Flags::NONE };
-                let result = self.node.open(mount, command, &payload, flags);
+                let result = match client {
+                    None => self.node.open(mount, command, &payload, flags),
+                    Some(client) => self.node.open_client(mount, client, command, &payload, flags),
+                };
                 if let Ok(call) = result {
                     self.calls.insert(call, events);
                 }

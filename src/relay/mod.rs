@@ -46,9 +46,14 @@ use std::collections::{HashMap, VecDeque};
 use slab::Slab;
 
 use crate::error::{Error, Misuse};
-use crate::ids::{LinkId, NeighbourId, NodeId, TxnId};
-use crate::limits::{CIRCUITS_MAX, RELAY_QUEUE_MAX_BYTES};
-use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Outbound, Route, SpanLink, Table};
+use crate::ids::{ClusterId, LinkId, MountId, NeighbourId, NodeId, TxnId};
+use crate::limits::{CIRCUITS_MAX, CLIENT_CALLS_MAX, RELAY_QUEUE_MAX_BYTES};
+use crate::span::{
+    Hello, Label, MountKey, MountKind, NextHop, Outbound, Role, Route, SpanLink, Table,
+};
+
+/// Bytes that name the client at the start of a call to a satellite's aggregate.
+pub const CLIENT_ADDRESS_LEN: usize = 16;
 use crate::txn::{self, Delivery, Event, Received};
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
@@ -147,6 +152,8 @@ pub struct NodeCounters {
     pub no_route: u64,
     /// Circuits that lost a link.
     pub lost: u64,
+    /// Transactions refused by policy (client to client, not inside a span).
+    pub refused: u64,
 }
 
 #[derive(Debug)]
@@ -154,6 +161,8 @@ struct LinkState {
     peer: NodeId,
     span: SpanLink,
     counters: LinkCounters,
+    /// Circuits the peer opened through this link that are still open at its end.
+    open_in: u32,
     /// Output waiting for [`Node::flush`].
     ops: VecDeque<Op>,
     bytes: Vec<u8>,
@@ -273,6 +282,18 @@ pub struct Node {
     /// Bytes of the event last handed out, dropped at the next poll.
     app_consumed: bool,
     counters: NodeCounters,
+    /// Client mounts attached through client links, per cluster (the cluster's aggregate is
+    /// attached while the count is above zero).
+    aggregates: Map<ClusterId, usize>,
+    client_changes: Vec<(MountKey, bool)>,
+    /// Whether a client may call another client's mount through this node.
+    client_to_client: bool,
+}
+
+/// Where a circuit goes next.
+enum Hop {
+    Local,
+    Link { link: LinkId, span: TxnId, strip: usize },
 }
 
 impl Node {
@@ -291,7 +312,40 @@ impl Node {
             app_bytes: Vec::new(),
             app_consumed: false,
             counters: NodeCounters::default(),
+            aggregates: Map::default(),
+            client_changes: Vec::new(),
+            client_to_client: false,
         }
+    }
+
+    /// Lets clients call other clients' mounts through this node (off by default).
+    pub fn set_client_to_client(&mut self, allowed: bool) {
+        self.client_to_client = allowed;
+    }
+
+    /// Opens a call to the client mount `client` behind the node whose aggregate is
+    /// `aggregate` (a satellite): the call goes to the aggregate, and the satellite passes it to
+    /// its client. Otherwise as [`Node::open`].
+    pub fn open_client(
+        &mut self,
+        aggregate: MountKey,
+        client: MountId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+    ) -> Result<CallId, Error> {
+        if self.is_our_aggregate(aggregate) {
+            return self.open(
+                MountKey { cluster: aggregate.cluster, mount: client },
+                command,
+                payload,
+                flags,
+            );
+        }
+        let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
+        addressed.extend_from_slice(&client.0.to_le_bytes());
+        addressed.extend_from_slice(payload);
+        self.open(aggregate, command, &addressed, flags)
     }
 
     /// The node's id.
@@ -354,6 +408,7 @@ impl Node {
             peer,
             span,
             counters: LinkCounters::default(),
+            open_in: 0,
             ops: VecDeque::new(),
             bytes: Vec::new(),
             dirty: false,
@@ -406,6 +461,11 @@ impl Node {
                     state.span.ended(id);
                 }
                 if let Some((slot, side)) = self.by_txn.remove(&(link, id)) {
+                    if side == Side::A
+                        && let Some(state) = self.links.get_mut(&link)
+                    {
+                        state.open_in = state.open_in.saturating_sub(1);
+                    }
                     if let Some(circuit) = self.circuits.get_mut(slot as usize)
                         && let End::Link { ended, .. } = circuit.end(side)
                     {
@@ -432,7 +492,7 @@ impl Node {
             state.counters.aborts_in += 1;
         }
         let handled = state.span.handle(txn, out, &mut self.table, delivery);
-        self.route_table_output();
+        self.update_aggregates();
         if handled? {
             return Ok(());
         }
@@ -465,35 +525,33 @@ impl Node {
             return Ok(());
         };
         state.counters.circuits_in += 1;
+        let from_client = state.span.peer_role() == Some(Role::Client);
         if self.circuits.len() >= CIRCUITS_MAX {
             refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED)?;
             return Ok(());
         }
+        if from_client && state.open_in >= CLIENT_CALLS_MAX as u32 {
+            refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED)?;
+            return Ok(());
+        }
         let a = End::Link { link, txn: Some(delivery.txn), closed: false, ended: false };
-        let next = self.table.route(mount).map(|route| route.next_hop);
-        let hop = match next {
-            Some(NextHop::Local) => None,
-            Some(NextHop::Neighbour(n)) => {
-                let next_link = Self::link_of(n);
-                match self.links.get(&next_link).and_then(|s| s.span.their_span(mount)) {
-                    Some(span) if next_link != link => Some((next_link, span)),
-                    _ => {
-                        self.counters.no_route += 1;
-                        refuse(txn, out, delivery, ErrorCode::NO_ROUTE)?;
-                        return Ok(());
-                    }
+        let hop = match self.resolve(link, mount, delivery.payload) {
+            Ok(Hop::Local) => None,
+            Ok(Hop::Link { link: next_link, span, strip }) => Some((next_link, span, strip)),
+            Err(code) => {
+                if code == ErrorCode::NO_ROUTE {
+                    self.counters.no_route += 1;
+                } else {
+                    self.counters.refused += 1;
                 }
-            }
-            None => {
-                self.counters.no_route += 1;
-                refuse(txn, out, delivery, ErrorCode::NO_ROUTE)?;
+                refuse(txn, out, delivery, code)?;
                 return Ok(());
             }
         };
         let generation = self.generation();
         let b = match hop {
             None => End::Local { closed: false },
-            Some((next_link, _)) => {
+            Some((next_link, ..)) => {
                 End::Link { link: next_link, txn: None, closed: false, ended: false }
             }
         };
@@ -505,6 +563,9 @@ impl Node {
             error: ErrorCode::NONE,
         }) as u32;
         self.by_txn.insert((link, delivery.txn), (slot, Side::A));
+        if let Some(state) = self.links.get_mut(&link) {
+            state.open_in += 1;
+        }
         match hop {
             None => {
                 self.counters.served += 1;
@@ -523,12 +584,13 @@ impl Node {
                     self.circuits[slot as usize].error = delivery.error;
                 }
             }
-            Some((next_link, span)) => {
+            Some((next_link, span, strip)) => {
                 self.counters.relayed += 1;
+                let payload = &delivery.payload[strip..];
                 let state = self.links.get_mut(&next_link).ok_or(Misuse::UnknownLink(next_link))?;
                 state.counters.circuits_out += 1;
                 let at = state.bytes.len();
-                state.bytes.extend_from_slice(delivery.payload);
+                state.bytes.extend_from_slice(payload);
                 state.ops.push_back(Op::Open {
                     circuit: slot,
                     generation,
@@ -537,12 +599,89 @@ impl Node {
                     command: delivery.command,
                     flags: delivery.flags & Flags::DELETE,
                     at,
-                    len: delivery.payload.len(),
+                    len: payload.len(),
                 });
                 mark_dirty(&mut self.dirty, next_link, state);
             }
         }
         Ok(())
+    }
+
+    /// Where a circuit to `mount` arriving on `from` goes next. A circuit to one of our
+    /// aggregates names the client in its first 16 payload bytes (stripped here).
+    fn resolve(&self, from: LinkId, mount: MountKey, payload: &[u8]) -> Result<Hop, ErrorCode> {
+        let route = self.table.route(mount).ok_or(ErrorCode::NO_ROUTE)?;
+        let (target, strip, route) =
+            if route.next_hop == NextHop::Local && self.is_our_aggregate(mount) {
+                let id = payload.get(..CLIENT_ADDRESS_LEN).ok_or(ErrorCode::REFUSED)?;
+                let mut raw = [0u8; CLIENT_ADDRESS_LEN];
+                raw.copy_from_slice(id);
+                let target =
+                    MountKey { cluster: mount.cluster, mount: MountId(u128::from_le_bytes(raw)) };
+                let route = self.table.route(target).ok_or(ErrorCode::NO_ROUTE)?;
+                (target, CLIENT_ADDRESS_LEN, route)
+            } else {
+                (mount, 0, route)
+            };
+        let NextHop::Neighbour(n) = route.next_hop else {
+            // Our own client address resolved to a local mount: not a client.
+            return if strip == 0 { Ok(Hop::Local) } else { Err(ErrorCode::NO_ROUTE) };
+        };
+        let link = Self::link_of(n);
+        let state = self.links.get(&link).ok_or(ErrorCode::NO_ROUTE)?;
+        if link == from {
+            return Err(ErrorCode::NO_ROUTE);
+        }
+        let to_client = state.span.peer_role() == Some(Role::Client);
+        let from_client =
+            self.links.get(&from).is_some_and(|s| s.span.peer_role() == Some(Role::Client));
+        if from_client && to_client && !self.client_to_client {
+            return Err(ErrorCode::REFUSED);
+        }
+        if strip > 0 && !to_client {
+            return Err(ErrorCode::NO_ROUTE);
+        }
+        let span = state.span.their_span(target).ok_or(ErrorCode::NO_ROUTE)?;
+        Ok(Hop::Link { link, span, strip })
+    }
+
+    /// The aggregate mount this node advertises for its clients in `cluster`.
+    pub fn aggregate_of(&self, cluster: ClusterId) -> MountKey {
+        MountKey { cluster, mount: MountId(self.id.0) }
+    }
+
+    fn is_our_aggregate(&self, mount: MountKey) -> bool {
+        mount == self.aggregate_of(mount.cluster) && self.aggregates.contains_key(&mount.cluster)
+    }
+
+    /// Counts the client mounts that came and went, and attaches (or detaches) the aggregate of
+    /// each cluster that gained its first (or lost its last) client mount here.
+    fn update_aggregates(&mut self) {
+        let mut changes = std::mem::take(&mut self.client_changes);
+        for state in self.links.values_mut() {
+            state.span.take_client_changes(&mut changes);
+        }
+        for (mount, up) in changes.drain(..) {
+            let cluster = mount.cluster;
+            let count = self.aggregates.entry(cluster).or_insert(0);
+            if up {
+                *count += 1;
+                if *count == 1 {
+                    let key = self.aggregate_of(cluster);
+                    if let Err(error) = self.table.attach(key, MountKind::Aggregate, Label::EMPTY) {
+                        tracing::warn!(%error, "cannot attach a client aggregate");
+                    }
+                }
+            } else {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.aggregates.remove(&cluster);
+                    let _ = self.table.detach(self.aggregate_of(cluster));
+                }
+            }
+        }
+        self.client_changes = changes;
+        self.route_table_output();
     }
 
     fn generation(&mut self) -> u32 {
@@ -653,7 +792,8 @@ impl Node {
         let Some(mut state) = self.links.remove(&link) else { return };
         // Nothing queued for it will be sent; opens it held fail below with their circuits.
         let _ = state.span.link_down(&mut self.table);
-        self.route_table_output();
+        state.span.take_client_changes(&mut self.client_changes);
+        self.update_aggregates();
         state.ops.clear();
         state.bytes.clear();
         // Circuits whose open on this link was still queued, or whose transaction here is gone.

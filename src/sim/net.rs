@@ -74,6 +74,8 @@ pub struct Net {
     pub steps: u64,
     /// Calls open on nodes when they crashed (they end nowhere).
     pub crashed_calls: u64,
+    /// Links closed because a node refused what came on them, with the reason.
+    pub refusals: Vec<String>,
 }
 
 /// A mount key for the harness: cluster 1, mount `n`.
@@ -97,7 +99,55 @@ impl Net {
             opened: 0,
             steps: 0,
             crashed_calls: 0,
+            refusals: Vec::new(),
         }
+    }
+
+    /// `roles.len()` nodes with these roles (each says it in its hello).
+    pub fn with_roles(roles: &[Role], seed: u64) -> Net {
+        let mut net = Net::new(roles.len(), seed);
+        for (i, &role) in roles.iter().enumerate() {
+            net.nodes[i] = SimNode::with_role(i, role);
+        }
+        net
+    }
+
+    /// Attaches mount `n` of `kind` at node `i`.
+    pub fn attach_as(&mut self, i: usize, n: u128, kind: MountKind) -> Result<(), Failure> {
+        self.nodes[i].mounts.push(mount(n));
+        self.nodes[i]
+            .node
+            .attach(mount(n), kind, Label::EMPTY)
+            .map_err(|e| fail(format!("attach at {i}: {e}")))?;
+        self.settle(i)
+    }
+
+    /// Node `i`'s application calls client mount `n` behind the satellite `satellite` (through
+    /// its aggregate), a one-shot request.
+    pub fn call_client(
+        &mut self,
+        i: usize,
+        satellite: usize,
+        n: u128,
+        payload: &[u8],
+    ) -> Result<(), Failure> {
+        if !self.nodes[i].alive {
+            return Ok(());
+        }
+        self.opened += 1;
+        let aggregate = self.nodes[satellite].node.aggregate_of(ClusterId(1));
+        match self.nodes[i].node.open_client(aggregate, MountId(n), ECHO, payload, Flags::DELETE) {
+            Ok(call) => {
+                self.nodes[i].open_calls.insert(key_of(call), payload.to_vec());
+            }
+            Err(_) => self.outcomes.no_route += 1,
+        }
+        self.settle(i)
+    }
+
+    /// The mounts node `i`'s table has a route to.
+    pub fn routes_at(&self, i: usize) -> usize {
+        self.nodes[i].node.table().mounts().filter(|(_, route)| route.is_some()).count()
     }
 
     /// The node `i`.
@@ -255,25 +305,33 @@ impl Net {
         self.steps += 1;
         let node = self.links[l].ends[side];
         let id = LinkId(l as u64);
+        let mut refused = None;
         for message in Messages::new(&bytes) {
             let message = message.map_err(|e| fail(format!("bad message on link {l}: {e}")))?;
             let link = &mut self.links[l];
             let (txn, out) = (&mut link.txn[side], &mut link.out[side]);
-            let received = txn
-                .handle_message(out, &message)
-                .map_err(|e| fail(format!("node {node} refused a message on link {l}: {e}")))?;
             let sim = &mut self.nodes[node].node;
-            if let Some(received) = received {
-                let copy: Received<'_> = received;
-                sim.received(id, txn, out, copy)
-                    .map_err(|e| fail(format!("node {node} relay refused on link {l}: {e}")))?;
-            }
-            while let Some(event) = txn.poll_event() {
-                sim.event(id, txn, out, event)
-                    .map_err(|e| fail(format!("node {node} relay refused an event on {l}: {e}")))?;
+            let result = txn.handle_message(out, &message).and_then(|received| {
+                if let Some(received) = received {
+                    let copy: Received<'_> = received;
+                    sim.received(id, txn, out, copy)?;
+                }
+                while let Some(event) = txn.poll_event() {
+                    sim.event(id, txn, out, event)?;
+                }
+                Ok(())
+            });
+            if let Err(error) = result {
+                // As the engine does: the link it came on is closed, with the reason.
+                refused = Some(format!("node {node} closed link {l}: {error}"));
+                break;
             }
         }
         self.settle(node)?;
+        if let Some(reason) = refused {
+            self.refusals.push(reason);
+            self.cut(l)?;
+        }
         Ok(true)
     }
 
@@ -412,11 +470,12 @@ impl Net {
 
 impl SimNode {
     fn new(i: usize) -> SimNode {
+        SimNode::with_role(i, Role::Router)
+    }
+
+    fn with_role(i: usize, role: Role) -> SimNode {
         SimNode {
-            node: Node::new(
-                NodeId(i as u128 + 1),
-                Hello { role: Role::Router, wants: Wants::all() },
-            ),
+            node: Node::new(NodeId(i as u128 + 1), Hello { role, wants: Wants::all() }),
             alive: true,
             mounts: Vec::new(),
             open_calls: BTreeMap::new(),

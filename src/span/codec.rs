@@ -237,7 +237,7 @@ mod tests {
         bad[50..52].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(reason(&bad).contains("infinite"));
         let mut bad = good.clone();
-        bad[52] = 6;
+        bad[52] = 7;
         assert!(reason(&bad).contains("kind"));
         let mut bad = good.clone();
         bad[55] = 1;
@@ -265,7 +265,7 @@ mod tests {
 
         let all = Hello { role: Role::Router, wants: Wants::all() };
         let n = all.encode(&mut buf);
-        assert_eq!(&buf[..n], &[0, 0b11_1111, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(&buf[..n], &[0, 0b111_1111, 1, 0, 0, 0, 0, 0]);
         assert_eq!(Hello::decode(&buf[..n]), Ok(all));
     }
 
@@ -277,7 +277,7 @@ mod tests {
         };
         assert!(reason(&[0; 7]).contains("shorter"));
         assert!(reason(&[3, 0, 1, 0, 0, 0, 0, 0]).contains("role"));
-        assert!(reason(&[0, 0x40, 1, 0, 0, 0, 0, 0]).contains("kind"));
+        assert!(reason(&[0, 0x80, 1, 0, 0, 0, 0, 0]).contains("kind"));
         assert!(reason(&[0, 1, 2, 0, 0, 0, 0, 0]).contains("reserved"));
         assert!(reason(&[0, 1, 1, 0, 0, 0, 0, 1]).contains("reserved"));
         assert!(reason(&[0, 1, 0, 0, 1, 0, 0, 0]).contains("length"));
@@ -307,7 +307,7 @@ mod tests {
         #[test]
         fn adverts_round_trip(
             cluster: u128, mount: u128, origin: u128, seqno: u16, metric in 0u16..u16::MAX,
-            kind in 0u8..6, label in proptest::collection::vec(proptest::num::u8::ANY, 0..=64),
+            kind in 0u8..7, label in proptest::collection::vec(proptest::num::u8::ANY, 0..=64),
         ) {
             let advert = Advert {
                 mount: MountKey { cluster: ClusterId(cluster), mount: MountId(mount) },

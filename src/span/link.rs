@@ -56,6 +56,9 @@ pub struct SpanLink {
     /// Every span transaction the peer opened that has not ended, to its mount and whether the
     /// peer has retracted it.
     theirs_by_txn: Map<TxnId, (MountKey, bool)>,
+    /// A client peer's mounts that appeared (`true`) or went away (`false`), for the node that
+    /// aggregates its clients; drained with [`SpanLink::take_client_changes`].
+    client_changes: Vec<(MountKey, bool)>,
 }
 
 impl SpanLink {
@@ -70,7 +73,17 @@ impl SpanLink {
             ours_by_txn: Map::default(),
             theirs: Map::default(),
             theirs_by_txn: Map::default(),
+            client_changes: Vec::new(),
         }
+    }
+
+    /// Moves the client mounts that appeared or went away since the last call into `out`.
+    pub fn take_client_changes(&mut self, out: &mut Vec<(MountKey, bool)>) {
+        out.append(&mut self.client_changes);
+    }
+
+    fn peer_is_client(&self) -> bool {
+        self.peer_role() == Some(Role::Client)
     }
 
     /// The neighbour id this link has in the table.
@@ -244,6 +257,12 @@ impl SpanLink {
             return Err(Violation::LinkProtocol("a LINK_SPAN before the LINK_CONN").into());
         }
         let advert = codec::decode_advert(delivery.payload)?;
+        if self.peer_is_client() && !advert.kind.is_client_kind() {
+            return Err(Violation::LinkProtocol(
+                "a client advertised a mount that is not a client or cache",
+            )
+            .into());
+        }
         if self.theirs.contains_key(&advert.mount) {
             return Err(Violation::LinkProtocol("a second open LINK_SPAN for one mount").into());
         }
@@ -254,6 +273,9 @@ impl SpanLink {
         table.handle_advert(self.neighbour, &advert)?;
         self.theirs.insert(advert.mount, delivery.txn);
         self.theirs_by_txn.insert(delivery.txn, (advert.mount, false));
+        if self.peer_is_client() {
+            self.client_changes.push((advert.mount, true));
+        }
         Ok(())
     }
 
@@ -280,6 +302,9 @@ impl SpanLink {
         if delivery.closes() {
             table.handle_retract(self.neighbour, mount)?;
             self.theirs.remove(&mount);
+            if self.peer_is_client() {
+                self.client_changes.push((mount, false));
+            }
             self.theirs_by_txn.insert(delivery.txn, (mount, true));
             if !delivery.is_forced_close() {
                 // A forced close is answered by the transaction layer itself.
@@ -293,6 +318,12 @@ impl SpanLink {
         let advert = codec::decode_advert(delivery.payload)?;
         if advert.mount != mount {
             return Err(Violation::LinkProtocol("a span update naming another mount").into());
+        }
+        if self.peer_is_client() && !advert.kind.is_client_kind() {
+            return Err(Violation::LinkProtocol(
+                "a client advertised a mount that is not a client or cache",
+            )
+            .into());
         }
         table.handle_advert(self.neighbour, &advert)?;
         Ok(())
@@ -345,6 +376,9 @@ impl SpanLink {
         }
         self.down = true;
         self.ours.clear();
+        if self.peer_is_client() {
+            self.client_changes.extend(self.theirs.keys().map(|&mount| (mount, false)));
+        }
         self.theirs.clear();
         if self.peer.is_some() && table.has_neighbour(self.neighbour) {
             table.handle_neighbour_down(self.neighbour)?;

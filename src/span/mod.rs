@@ -31,8 +31,9 @@
 //! # Filters
 //!
 //! A neighbour receives only the kinds and clusters it wants ([`Wants`]). A [`Role::Client`]
-//! neighbour never receives client spans (mounts of kind [`MountKind::Client`] or routes learned
-//! from another client), and routes learned from a client are used here but never advertised.
+//! neighbour never receives client spans (mounts of kind [`MountKind::Client`] or
+//! [`MountKind::Aggregate`], or routes learned from another client), and routes learned from a
+//! client are used here but never advertised.
 //!
 //! # Calling contract
 //!
@@ -589,7 +590,8 @@ fn desired(
 
 /// The advertisement if the neighbour's filters let it through.
 fn admit(neighbour: &Neighbour, advert: Advert, from_client: bool) -> Option<Advert> {
-    let client_span = advert.kind == MountKind::Client || from_client;
+    let client_span =
+        matches!(advert.kind, MountKind::Client | MountKind::Aggregate) || from_client;
     if neighbour.role == Role::Client && client_span {
         return None;
     }

@@ -31,6 +31,10 @@ pub enum MountKind {
     Cache,
     /// A client mount: uses the cluster, holds none of it.
     Client,
+    /// The clients of one node in one cluster, advertised as one span in place of theirs (a
+    /// satellite's aggregate; its mount id is the node's id). Calls to a client open inside it,
+    /// naming the client (PROTOCOL.md section 8.6).
+    Aggregate,
 }
 
 impl MountKind {
@@ -45,14 +49,20 @@ impl MountKind {
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [MountKind; 6] = [
+    pub const ALL: [MountKind; 7] = [
         MountKind::Master,
         MountKind::Slave,
         MountKind::SoftMaster,
         MountKind::SoftSlave,
         MountKind::Cache,
         MountKind::Client,
+        MountKind::Aggregate,
     ];
+
+    /// Whether a client may attach a mount of this kind (client or cache).
+    pub fn is_client_kind(self) -> bool {
+        matches!(self, MountKind::Client | MountKind::Cache)
+    }
 
     fn bit(self) -> u8 {
         1 << (self as u8)
@@ -65,7 +75,7 @@ pub struct KindSet(u8);
 
 impl KindSet {
     /// Every kind.
-    pub const ALL: KindSet = KindSet(0b11_1111);
+    pub const ALL: KindSet = KindSet(0b111_1111);
     /// No kind.
     pub const NONE: KindSet = KindSet(0);
 
