@@ -314,13 +314,17 @@ impl NodeService {
         incoming: Option<Sender<Incoming>>,
         now: Instant,
     ) -> NodeService {
-        let redial = Redial::new(
+        let mut redial = Redial::new(
             options.peers.iter().copied(),
             options.redial_min,
             options.redial_max,
             options.id.0 as u64,
             now,
         );
+        if options.hello.role == Role::Client {
+            // A client keeps one satellite (or node) at a time and fails over down its list.
+            redial = redial.one_at_a_time();
+        }
         NodeService {
             node: Node::new(options.id, options.hello.clone()),
             echo: HashSet::new(),
@@ -543,6 +547,7 @@ impl NodeService {
                     PeerState::Up(link) => format!("up ({link})"),
                     PeerState::Dialling => "dialling".into(),
                     PeerState::Waiting(_) => "waiting".into(),
+                    PeerState::Standby => "standby".into(),
                 },
             })
             .collect();

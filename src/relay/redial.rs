@@ -16,6 +16,8 @@ pub enum PeerState {
     Dialling,
     /// A link to it is up.
     Up(LinkId),
+    /// Not wanted now: in failover mode another peer is the one in use.
+    Standby,
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct Redial {
     min: Duration,
     max: Duration,
     rng: u64,
+    /// Failover mode: keep a link to one peer at a time, moving to the next when it fails.
+    one_of: bool,
 }
 
 impl Redial {
@@ -57,7 +61,18 @@ impl Redial {
                 held_until: None,
             })
             .collect();
-        Redial { peers, min, max: max.max(min), rng: seed | 1 }
+        Redial { peers, min, max: max.max(min), rng: seed | 1, one_of: false }
+    }
+
+    /// Failover mode (a client listing several satellites): a link to one peer at a time, the
+    /// first listed first; when it fails or its link goes down, the next one is tried (after the
+    /// backoff, which grows with the failures in a row across all of them).
+    pub fn one_at_a_time(mut self) -> Redial {
+        self.one_of = true;
+        for peer in self.peers.iter_mut().skip(1) {
+            peer.state = PeerState::Standby;
+        }
+        self
     }
 
     /// The next peer due for a dial at `now` (marked as dialling).
@@ -95,7 +110,14 @@ impl Redial {
             return;
         };
         self.peers[i].failures = 0;
-        self.schedule(i, now);
+        if self.one_of && self.peers.len() > 1 {
+            self.peers[i].state = PeerState::Standby;
+            let next = (i + 1) % self.peers.len();
+            self.peers[next].failures = 0;
+            self.schedule(next, now);
+        } else {
+            self.schedule(i, now);
+        }
     }
 
     /// A dial to `addr` failed before its handshake completed: back off.
@@ -105,8 +127,16 @@ impl Redial {
         else {
             return;
         };
-        self.peers[i].failures = self.peers[i].failures.saturating_add(1);
-        self.schedule(i, now);
+        let failures = self.peers[i].failures.saturating_add(1);
+        if self.one_of && self.peers.len() > 1 {
+            self.peers[i].state = PeerState::Standby;
+            let next = (i + 1) % self.peers.len();
+            self.peers[next].failures = failures;
+            self.schedule(next, now);
+        } else {
+            self.peers[i].failures = failures;
+            self.schedule(i, now);
+        }
     }
 
     /// Holds off dialling the peer with `key` until `until` (its link is being cut on purpose).
@@ -185,5 +215,29 @@ mod tests {
         r.down(LinkId(5), now);
         let wait = r.next_deadline().unwrap() - now;
         assert!(wait >= min / 2 && wait <= min, "first step again after a link was up: {wait:?}");
+    }
+
+    #[test]
+    fn failover_mode_keeps_one_peer_and_moves_on_when_it_fails() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let ms = Duration::from_millis;
+        let mut r =
+            Redial::new([(a, key(1)), (b, key(2))], ms(100), ms(800), 3, t0).one_at_a_time();
+        assert_eq!(r.poll_dial(t0), Some((a, key(1))));
+        assert_eq!(r.poll_dial(t0), None, "only the first satellite is dialled");
+        r.up(&key(1), LinkId(1));
+        // The satellite dies: the next one is dialled, not the dead one.
+        r.down(LinkId(1), t0);
+        let at = r.next_deadline().unwrap();
+        assert_eq!(r.poll_dial(at), Some((b, key(2))));
+        // It refuses: back to the first, after a longer wait.
+        r.failed(b, at);
+        let again = r.next_deadline().unwrap();
+        assert!(again - at >= ms(100), "{:?}", again - at);
+        assert_eq!(r.poll_dial(again), Some((a, key(1))));
+        assert_eq!(r.peers().filter(|(.., s)| *s == PeerState::Standby).count(), 1);
     }
 }
