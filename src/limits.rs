@@ -124,21 +124,35 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
-/// Mounts one span table holds (reachable ones, local ones, and the feasibility memory of mounts
-/// that went away). Each is advertised to every neighbour as one span, i.e. one transaction we
+/// Mounts one span table holds that neighbours may hear of (local ones, and those reachable
+/// through a router or satellite; clients' mounts count against [`CLIENT_MOUNTS_MAX`], and the
+/// feasibility memory of mounts that went away against both). Each is advertised to every
+/// neighbour as one span, i.e. one transaction we
 /// open on the link: 16,384 keeps all of them within half of [`LOCAL_TXNS_PER_LINK_MAX`], the
 /// other half left for circuits. A HAMMER2 cluster has a handful of PFSs per node; this is room
 /// for thousands of nodes' worth.
 pub const SPAN_MOUNTS_MAX: usize = 16_384;
+
+/// Clients' mounts one span table holds beyond [`SPAN_MOUNTS_MAX`]: a satellite uses them to
+/// reach its clients and never advertises them, so they cost no transaction on any link, only
+/// table memory (a few hundred bytes each). Two per client for a million clients.
+pub const CLIENT_MOUNTS_MAX: usize = 1 << 21;
 
 /// Spans (routes) one neighbour may advertise to us at once; one more is refused with
 /// `Limit::NeighbourSpans` and the link is closed. A neighbour can advertise at most every mount
 /// once, so the table's own bound is the natural one.
 pub const SPANS_PER_NEIGHBOUR_MAX: usize = SPAN_MOUNTS_MAX;
 
-/// Neighbours of one span table. Each recomputation of a mount looks at every neighbour, so this
-/// bounds the work per received update. 4,096 is more links than one relay node serves.
-pub const SPAN_NEIGHBOURS_MAX: usize = 4_096;
+/// Neighbours of one span table: a satellite's clients are neighbours, so this is the number of
+/// clients one node can hold (the goal is a million). A change to a mount that neighbours may
+/// hear of walks every neighbour once (each needs its update anyway); a client's own mount is
+/// never walked (`Table` keeps such mounts out of the walk), so per-client work stays constant.
+pub const SPAN_NEIGHBOURS_MAX: usize = 1 << 20;
+
+/// Peers one configuration file may list (each is a link the node keeps or accepts by key).
+/// Clients connecting to a satellite are not listed (they are allowed by key or by
+/// `accept_unknown_keys`), so this bounds the core's own mesh: 4,096 is more than one node links.
+pub const CONFIG_PEERS_MAX: usize = 4_096;
 
 /// Clusters a neighbour may list in its wants (beyond "all"). Bounds the filter check per span.
 pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;

@@ -17,11 +17,13 @@
 //! from `K_n` to `K_{n+1}` after [`RekeyLimits::records_per_key`] records or
 //! [`RekeyLimits::rekey_after`] of time, whichever comes first; a time switch is skipped while
 //! the current key has sealed nothing, so there is always a record between two switches and the
-//! one phase bit is enough for the receiver to follow. The receiver keeps `K_{n+1}`
-//! precomputed: a record whose phase differs from the current one is opened with the next key at
-//! counter 0 and, only if it authenticates, the receiver moves on. So a key switch costs no
-//! round trip and no pause, and an attacker flipping the phase bit only makes the record fail.
-//! Old keys and secrets are forgotten at once (forward secrecy within a session).
+//! one phase bit is enough for the receiver to follow. A record whose phase differs from the
+//! current one is opened with `K_{n+1}` (derived then: two HKDF expansions and a key schedule,
+//! a few microseconds) at counter 0 and, only if it authenticates, the receiver moves on. So a
+//! key switch costs no round trip, and an attacker flipping the phase bit only makes the record
+//! fail. Old keys and secrets are forgotten at once (forward secrecy within a session). An idle
+//! link may shed its expanded schedules and keep only the 32-byte key and secret per direction
+//! (`shed_keys`); they are rebuilt at the next record.
 //!
 //! A counter never wraps: sealing at `u64::MAX` is refused ([`Limit::SendCounter`]), and a
 //! receiver refuses a peer that uses one key for more than
@@ -64,54 +66,88 @@ impl Default for RekeyLimits {
 const LABEL_KEY: &[u8] = b"ringspan/1 record key";
 const LABEL_NEXT: &[u8] = b"ringspan/1 next secret";
 
-/// One direction's keys: the current one, the next one precomputed, and the secret after that.
+/// One direction's keys: the current key's bytes and (while in use) its expanded schedule, and
+/// the secret the next key derives from.
+///
+/// The schedule is a few hundred bytes of AES round keys and GHASH tables; an idle link sheds it
+/// ([`RecordSealer::shed_keys`]) and keeps only the 64 secret bytes, and it is rebuilt at the
+/// next record (about a microsecond). That is what lets a satellite hold very many idle client
+/// links in little memory.
 struct Chain {
-    current: Key,
-    next: Key,
-    /// `S_{n+2}` while `current` is `K_n`.
-    secret_after_next: [u8; 32],
+    /// `K_n`.
+    key: [u8; 32],
+    /// `K_n` expanded; `None` after a shed, until the next record.
+    schedule: Option<Box<Key>>,
+    /// `S_{n+1}`, which `K_{n+1}` and `S_{n+2}` derive from.
+    secret_next: [u8; 32],
     /// `n mod 2`.
     phase: bool,
-    /// Counter of the next record under `current`.
+    /// Counter of the next record under `K_n`.
     counter: u64,
 }
 
 impl Chain {
     fn new(split_key: &[u8; 32], handshake_hash: &[u8]) -> Result<Chain, Error> {
         let s0 = hkdf::Salt::new(hkdf::HKDF_SHA256, handshake_hash).extract(split_key);
-        let mut secret = [0u8; 32];
-        expand(&s0, LABEL_NEXT, &mut secret)?;
-        Chain::from_secrets(&s0, secret)
+        let mut chain =
+            Chain { key: [0; 32], schedule: None, secret_next: [0; 32], phase: false, counter: 0 };
+        expand(&s0, LABEL_KEY, &mut chain.key)?;
+        expand(&s0, LABEL_NEXT, &mut chain.secret_next)?;
+        // Built now, so a link's first record in either direction allocates nothing.
+        chain.schedule = Some(Box::new(Key::new(Backend::fastest(), &chain.key)?));
+        Ok(chain)
     }
 
-    /// The chain whose current key derives from `s0` and whose next secret is `s1`.
-    fn from_secrets(s0: &hkdf::Prk, s1: [u8; 32]) -> Result<Chain, Error> {
-        let current = key_of(s0)?;
-        let s1 = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &s1);
-        let next = key_of(&s1)?;
-        let mut secret_after_next = [0u8; 32];
-        expand(&s1, LABEL_NEXT, &mut secret_after_next)?;
-        Ok(Chain { current, next, secret_after_next, phase: false, counter: 0 })
+    /// `K_n`'s schedule, built if it was shed.
+    fn current(&mut self) -> Result<&Key, Error> {
+        if self.schedule.is_none() {
+            self.schedule = Some(Box::new(Key::new(Backend::fastest(), &self.key)?));
+        }
+        self.schedule.as_deref().ok_or(Error::Crypto("aes key"))
     }
 
-    /// Moves from `K_n` to `K_{n+1}` and precomputes `K_{n+2}`.
-    fn advance(&mut self) -> Result<(), Error> {
-        let s = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &self.secret_after_next);
-        let after = key_of(&s)?;
-        let mut secret = [0u8; 32];
+    /// `K_{n+1}` and `S_{n+2}`.
+    fn derive_next(&self) -> Result<([u8; 32], [u8; 32]), Error> {
+        let s = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &self.secret_next);
+        let (mut key, mut secret) = ([0u8; 32], [0u8; 32]);
+        expand(&s, LABEL_KEY, &mut key)?;
         expand(&s, LABEL_NEXT, &mut secret)?;
-        self.current = core::mem::replace(&mut self.next, after);
-        self.secret_after_next = secret;
+        Ok((key, secret))
+    }
+
+    /// Moves to `K_{n+1}`, given its bytes, `S_{n+2}`, and its schedule. The schedule goes
+    /// into the existing box if there is one: a rekey allocates nothing.
+    fn advance_to(&mut self, key: [u8; 32], secret: [u8; 32], schedule: Key) {
+        self.key = key;
+        self.secret_next = secret;
+        match &mut self.schedule {
+            Some(boxed) => **boxed = schedule,
+            None => self.schedule = Some(Box::new(schedule)),
+        }
         self.phase = !self.phase;
         self.counter = 0;
+    }
+
+    /// Moves from `K_n` to `K_{n+1}`.
+    fn advance(&mut self) -> Result<(), Error> {
+        let (mut key, mut secret) = self.derive_next()?;
+        let schedule = Key::new(Backend::fastest(), &key)?;
+        self.advance_to(key, secret, schedule);
+        key.fill(0);
+        secret.fill(0);
         Ok(())
+    }
+
+    fn shed(&mut self) {
+        self.schedule = None;
     }
 }
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        self.secret_after_next.fill(0);
-        core::hint::black_box(&mut self.secret_after_next);
+        self.key.fill(0);
+        self.secret_next.fill(0);
+        core::hint::black_box((&mut self.key, &mut self.secret_next));
     }
 }
 
@@ -120,14 +156,6 @@ fn expand(prk: &hkdf::Prk, label: &[u8], out: &mut [u8; 32]) -> Result<(), Error
     prk.expand(&labels, hkdf::HKDF_SHA256)
         .and_then(|okm| okm.fill(out))
         .map_err(|_| Error::Crypto("hkdf expand"))
-}
-
-fn key_of(secret: &hkdf::Prk) -> Result<Key, Error> {
-    let mut bytes = [0u8; 32];
-    expand(secret, LABEL_KEY, &mut bytes)?;
-    let key = Key::new(Backend::fastest(), &bytes);
-    bytes.fill(0);
-    key
 }
 
 /// The record nonce: four zero bytes and the 64-bit counter, big-endian (Noise's AESGCM
@@ -213,7 +241,7 @@ impl RecordSealer {
         header.emit(buf);
         let (aad, rest) = buf[..wire_len].split_at_mut(RECORD_HEADER_LEN);
         let (body, tag) = rest.split_at_mut(plaintext_len);
-        let sealed = seal_in_place(&self.chain.current, record_nonce(counter), aad, body)?;
+        let sealed = seal_in_place(self.chain.current()?, record_nonce(counter), aad, body)?;
         tag.copy_from_slice(&sealed);
         self.chain.counter = counter + 1;
         Ok(wire_len)
@@ -236,6 +264,12 @@ impl RecordSealer {
     /// When the current key reaches its age limit (`None`: never).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.rekey_at
+    }
+
+    /// Drops the expanded key schedule, keeping only the key's bytes: for an idle link. The
+    /// next [`RecordSealer::seal`] rebuilds it (about a microsecond, one allocation).
+    pub fn shed_keys(&mut self) {
+        self.chain.shed();
     }
 
     /// How many keys this direction has gone through: the key phase of the next record is its
@@ -283,12 +317,21 @@ impl RecordOpener {
         if counter >= self.limits.reject_after_records || counter == u64::MAX {
             return Err(Limit::PeerKeyUse(counter).into());
         }
-        let key = if switching { &self.chain.next } else { &self.chain.current };
         let (aad, rest) = record[..header.wire_len()].split_at_mut(RECORD_HEADER_LEN);
         let (body, tag) = rest.split_at_mut(header.plaintext_len);
-        open_in_place(key, record_nonce(counter), aad, tag, body)?;
         if switching {
-            self.chain.advance()?;
+            // The peer moved to the next key: derive it, and keep it only if the record opens.
+            let (mut key, mut secret) = self.chain.derive_next()?;
+            let schedule = Key::new(Backend::fastest(), &key)?;
+            let opened = open_in_place(&schedule, record_nonce(counter), aad, tag, body);
+            if opened.is_ok() {
+                self.chain.advance_to(key, secret, schedule);
+            }
+            key.fill(0);
+            secret.fill(0);
+            opened?;
+        } else {
+            open_in_place(self.chain.current()?, record_nonce(counter), aad, tag, body)?;
         }
         self.chain.counter = counter + 1;
         Ok(body)
@@ -297,6 +340,12 @@ impl RecordOpener {
     /// The key phase the receiver is at. For tests and metrics.
     pub fn key_phase(&self) -> bool {
         self.chain.phase
+    }
+
+    /// Drops the expanded key schedule, keeping only the key's bytes: for an idle link. The
+    /// next [`RecordOpener::open`] rebuilds it.
+    pub fn shed_keys(&mut self) {
+        self.chain.shed();
     }
 
     /// Sets the counter of the next expected record. Only tests use it.
@@ -482,6 +531,29 @@ mod tests {
         assert_eq!(opener.open(&mut first).unwrap(), &[1; 32][..]);
         assert_eq!(opener.open(&mut second).unwrap(), &[2; 32][..]);
         assert!(opener.key_phase());
+    }
+
+    #[test]
+    fn shed_keys_are_rebuilt_at_the_next_record_across_rekeys() {
+        let limits = RekeyLimits { records_per_key: 3, ..RekeyLimits::default() };
+        let (mut sealer, mut opener, _) = pair(limits);
+        for i in 0..20u8 {
+            if i % 2 == 0 {
+                sealer.shed_keys();
+            }
+            if i % 3 == 0 {
+                opener.shed_keys();
+            }
+            let mut wire = record(&mut sealer, i);
+            let plaintext = opener.open(&mut wire).expect("opens after a shed");
+            assert!(plaintext.iter().all(|&b| b == i));
+        }
+        assert!(sealer.key_phase() == opener.key_phase());
+        // A flipped phase bit still fails, and leaves the receiver where it was.
+        let mut wire = record(&mut sealer, 99);
+        wire[4] ^= 1;
+        opener.shed_keys();
+        assert!(opener.open(&mut wire).is_err());
     }
 
     #[test]

@@ -67,7 +67,7 @@
 //! - Addresses are an IP address and a port; `listen` may not name one twice, and `metrics` and
 //!   the peers' addresses may not be one of the listen addresses.
 //! - Peer keys are 32-byte public keys in base64; no two peers share a key or a name, and at
-//!   most [`limits::SPAN_NEIGHBOURS_MAX`] peers are listed. Keys in `allow` are listed once.
+//!   most [`limits::CONFIG_PEERS_MAX`] peers are listed. Keys in `allow` are listed once.
 //! - Mounts: (cluster, id) is unique, the label holds at most [`limits::SPAN_LABEL_MAX`] bytes,
 //!   and at most [`limits::SPAN_MOUNTS_MAX`] mounts are listed.
 //! - Limits: every duration is at least 1 ms and at most a day ([`MILLIS_MAX`]);
@@ -630,12 +630,12 @@ impl Source<'_> {
         raw: &[Spanned<RawPeer>],
         listen: &[SocketAddr],
     ) -> Result<Vec<Peer>, ConfigError> {
-        if let Some(extra) = raw.get(limits::SPAN_NEIGHBOURS_MAX) {
+        if let Some(extra) = raw.get(limits::CONFIG_PEERS_MAX) {
             return Err(self.error(
                 extra.span(),
                 format!(
                     "more than {} peers: a node has at most that many neighbours",
-                    limits::SPAN_NEIGHBOURS_MAX
+                    limits::CONFIG_PEERS_MAX
                 ),
             ));
         }
@@ -1339,14 +1339,14 @@ redial_max_ms = 50
     #[test]
     fn too_many_peers_are_refused() {
         let mut text = MINIMAL.to_owned();
-        for i in 0..limits::SPAN_NEIGHBOURS_MAX {
+        for i in 0..limits::CONFIG_PEERS_MAX {
             let mut bytes = [0u8; 32];
             bytes[..2].copy_from_slice(&(i as u16).to_be_bytes());
             text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", PublicKey(bytes).to_base64()));
         }
-        assert_eq!(parse(&text).unwrap().peers.len(), limits::SPAN_NEIGHBOURS_MAX);
+        assert_eq!(parse(&text).unwrap().peers.len(), limits::CONFIG_PEERS_MAX);
         text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", b64(0xff)));
-        refused(&text, 3 + 2 * limits::SPAN_NEIGHBOURS_MAX, "more than 4096 peers");
+        refused(&text, 3 + 2 * limits::CONFIG_PEERS_MAX, "more than 4096 peers");
     }
 
     #[test]

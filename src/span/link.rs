@@ -25,8 +25,6 @@
 //! comes first), and the other synthesized closes are absorbed. An error from `handle` means the peer broke the protocol or a
 //! bound: close the link with it as the reason.
 
-use std::collections::HashMap;
-
 use crate::error::{Error, Limit, Violation};
 use crate::ids::{NeighbourId, TxnId};
 use crate::limits::SPANS_PER_NEIGHBOUR_MAX;
@@ -34,9 +32,8 @@ use crate::txn::{self, Delivery};
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
 use super::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
+use super::small::SmallMap;
 use super::{MountKey, Outbound, Role, Table};
-
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The span protocol state of one link. See the module documentation.
 #[derive(Debug)]
@@ -48,14 +45,14 @@ pub struct SpanLink {
     peer: Option<(TxnId, Role)>,
     down: bool,
     /// Our open spans, by mount.
-    ours: Map<MountKey, TxnId>,
+    ours: SmallMap<MountKey, TxnId>,
     /// Every span transaction we opened that has not ended (open or retracted), to its mount.
-    ours_by_txn: Map<TxnId, MountKey>,
+    ours_by_txn: SmallMap<TxnId, MountKey>,
     /// The peer's open spans, by mount: where circuits to the mount open and seqno requests go.
-    theirs: Map<MountKey, TxnId>,
+    theirs: SmallMap<MountKey, TxnId>,
     /// Every span transaction the peer opened that has not ended, to its mount and whether the
     /// peer has retracted it.
-    theirs_by_txn: Map<TxnId, (MountKey, bool)>,
+    theirs_by_txn: SmallMap<TxnId, (MountKey, bool)>,
     /// A client peer's mounts that appeared (`true`) or went away (`false`), for the node that
     /// aggregates its clients; drained with [`SpanLink::take_client_changes`].
     client_changes: Vec<(MountKey, bool)>,
@@ -69,10 +66,10 @@ impl SpanLink {
             conn: None,
             peer: None,
             down: false,
-            ours: Map::default(),
-            ours_by_txn: Map::default(),
-            theirs: Map::default(),
-            theirs_by_txn: Map::default(),
+            ours: SmallMap::default(),
+            ours_by_txn: SmallMap::default(),
+            theirs: SmallMap::default(),
+            theirs_by_txn: SmallMap::default(),
             client_changes: Vec::new(),
         }
     }

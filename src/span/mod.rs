@@ -50,6 +50,7 @@
 
 pub mod codec;
 mod link;
+mod small;
 mod types;
 
 #[cfg(test)]
@@ -57,7 +58,9 @@ mod tests;
 #[cfg(test)]
 mod wire_tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use small::SmallMap;
 
 pub use codec::Hello;
 pub use link::SpanLink;
@@ -68,20 +71,30 @@ pub use types::{
 
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{NeighbourId, NodeId};
-use crate::limits::{SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX};
+use crate::limits::{
+    CLIENT_MOUNTS_MAX, SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX,
+};
+
+/// Mounts one table holds in all: those neighbours may hear of, and clients' mounts.
+const TABLE_MOUNTS_MAX: usize = SPAN_MOUNTS_MAX + CLIENT_MOUNTS_MAX;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// The span table of one node. See the module documentation for the calling contract.
 #[derive(Debug)]
 pub struct Table {
     node: NodeId,
-    mounts: Map<MountKey, Entry>,
+    /// Boxed entries: a satellite's table holds a million client mounts, and the map's spare
+    /// slots then cost a pointer each instead of a whole entry.
+    mounts: Map<MountKey, Box<Entry>>,
     /// Ordered, so that every walk over neighbours (and so the output) is deterministic.
     neighbours: BTreeMap<NeighbourId, Neighbour>,
     /// Mounts that may have become tombstones, oldest first (see [`Entry::is_tombstone`]).
     tombstones: VecDeque<MountKey>,
+    /// Mounts some neighbour may hear of: attached here, or with a route not learned from a
+    /// client. A new neighbour is told of these only, so a satellite with a million client
+    /// mounts does not walk them all for each new client. Ordered, for deterministic output.
+    exported: BTreeSet<MountKey>,
     out: VecDeque<(NeighbourId, Outbound)>,
 }
 
@@ -90,11 +103,11 @@ struct Neighbour {
     role: Role,
     wants: Wants,
     /// Mounts it advertises to us (each has a [`Learned`] in its entry).
-    routes: Set<MountKey>,
+    routes: SmallMap<MountKey, ()>,
     /// What we last advertised to it, per mount (absent: nothing, or retracted).
-    sent: Map<MountKey, Advert>,
+    sent: SmallMap<MountKey, Advert>,
     /// Mounts whose pending seqno request we passed to it.
-    requests: Set<MountKey>,
+    requests: SmallMap<MountKey, ()>,
 }
 
 /// One mount. With no local attachment and no route it is a *tombstone*: invisible to queries,
@@ -114,6 +127,8 @@ struct Entry {
     /// A seqno asked for (by us, starving, or by a neighbour) and not yet seen, and the
     /// neighbour it was last passed to (`None`: not passed on yet, no route to pass it along).
     request: Option<Pending>,
+    /// Neighbours that currently hold an advertisement of this mount from us.
+    advertised_to: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +165,12 @@ impl Entry {
     fn learned(&self, from: NeighbourId) -> Option<&Learned> {
         self.routes.iter().find(|r| r.from == from)
     }
+
+    /// Whether any neighbour could be told of this mount: it is attached here, or it has a
+    /// route not learned from a client (client routes are used here, never advertised).
+    fn is_exportable(&self) -> bool {
+        self.local.is_some() || self.routes.iter().any(|r| !r.from_client)
+    }
 }
 
 /// Whether an advertisement (seqno, metric) is feasible against `fd` (RFC 8966 §3.5.1).
@@ -177,6 +198,7 @@ impl Table {
             mounts: Map::default(),
             neighbours: BTreeMap::new(),
             tombstones: VecDeque::new(),
+            exported: BTreeSet::new(),
             out: VecDeque::new(),
         }
     }
@@ -203,14 +225,12 @@ impl Table {
         let neighbour = Neighbour {
             role,
             wants,
-            routes: Set::default(),
-            sent: Map::default(),
-            requests: Set::default(),
+            routes: SmallMap::default(),
+            sent: SmallMap::default(),
+            requests: SmallMap::default(),
         };
         self.neighbours.insert(id, neighbour);
-        let mut keys: Vec<MountKey> =
-            self.mounts.iter().filter(|(_, e)| !e.is_tombstone()).map(|(k, _)| *k).collect();
-        keys.sort_unstable();
+        let keys: Vec<MountKey> = self.exported.iter().copied().collect();
         for key in keys {
             self.advertise(key, Some(id));
         }
@@ -221,9 +241,14 @@ impl Table {
     /// to its standby (or to whatever else is feasible) at once.
     pub fn handle_neighbour_down(&mut self, id: NeighbourId) -> Result<(), Error> {
         let neighbour = self.neighbours.remove(&id).ok_or(Misuse::UnknownNeighbour(id))?;
-        let mut keys: Vec<MountKey> = neighbour.routes.into_iter().collect();
+        for key in neighbour.sent.keys() {
+            if let Some(entry) = self.mounts.get_mut(key) {
+                entry.advertised_to = entry.advertised_to.saturating_sub(1);
+            }
+        }
+        let mut keys: Vec<MountKey> = neighbour.routes.keys().copied().collect();
         // A request passed to it may have been lost with the link: pass it on again.
-        keys.extend(neighbour.requests);
+        keys.extend(neighbour.requests.keys().copied());
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
@@ -242,7 +267,8 @@ impl Table {
 
     /// A neighbour advertised a route to a mount. A metric of [`Metric::INFINITY`] is a
     /// retraction. Refused (nothing changed) past [`SPANS_PER_NEIGHBOUR_MAX`] spans from that
-    /// neighbour or [`SPAN_MOUNTS_MAX`] mounts in the table.
+    /// neighbour, [`SPAN_MOUNTS_MAX`] mounts neighbours may hear of, or (from clients)
+    /// [`CLIENT_MOUNTS_MAX`] more.
     pub fn handle_advert(&mut self, from: NeighbourId, advert: &Advert) -> Result<(), Error> {
         if !advert.metric.is_finite() {
             return self.handle_retract(from, advert.mount);
@@ -250,12 +276,16 @@ impl Table {
         let key = advert.mount;
         let neighbour = self.neighbours.get(&from).ok_or(Misuse::UnknownNeighbour(from))?;
         let from_client = neighbour.role == Role::Client;
-        let known = neighbour.routes.contains(&key);
+        let known = neighbour.routes.contains_key(&key);
         if !known && neighbour.routes.len() >= SPANS_PER_NEIGHBOUR_MAX {
             return Err(Limit::NeighbourSpans(SPANS_PER_NEIGHBOUR_MAX).into());
         }
+        let exported = self.exported.contains(&key);
+        if !from_client && !exported && self.exported.len() >= SPAN_MOUNTS_MAX {
+            return Err(Limit::SpanMounts(SPAN_MOUNTS_MAX).into());
+        }
         if !self.mounts.contains_key(&key) {
-            self.make_room().ok_or(Limit::SpanMounts(SPAN_MOUNTS_MAX))?;
+            self.make_room().ok_or(Limit::SpanMounts(TABLE_MOUNTS_MAX))?;
         }
         let entry = self.mounts.entry(key).or_default();
         if entry.local.is_some() {
@@ -266,10 +296,14 @@ impl Table {
         match entry.routes.iter_mut().find(|r| r.from == from) {
             Some(r) if r.advert == *advert => return Ok(()),
             Some(r) => *r = learned,
-            None => entry.routes.push(learned),
+            None => {
+                // Usually one or two routes per mount: grow one at a time.
+                entry.routes.reserve_exact(1);
+                entry.routes.push(learned);
+            }
         }
         if !known && let Some(n) = self.neighbours.get_mut(&from) {
-            n.routes.insert(key);
+            n.routes.insert(key, ());
         }
         self.recompute(key);
         Ok(())
@@ -279,7 +313,7 @@ impl Table {
     /// cross our own).
     pub fn handle_retract(&mut self, from: NeighbourId, mount: MountKey) -> Result<(), Error> {
         let neighbour = self.neighbours.get_mut(&from).ok_or(Misuse::UnknownNeighbour(from))?;
-        if !neighbour.routes.remove(&mount) {
+        if neighbour.routes.remove(&mount).is_none() {
             return Ok(());
         }
         if let Some(entry) = self.mounts.get_mut(&mount) {
@@ -327,6 +361,9 @@ impl Table {
     /// Attach a local mount (or change the kind or label of one attached here), and advertise
     /// it. Its seqno goes on from anything this table remembers of the mount.
     pub fn attach(&mut self, mount: MountKey, kind: MountKind, label: Label) -> Result<(), Error> {
+        if !self.exported.contains(&mount) && self.exported.len() >= SPAN_MOUNTS_MAX {
+            return Err(Limit::LocalMounts(SPAN_MOUNTS_MAX).into());
+        }
         if !self.mounts.contains_key(&mount) {
             self.make_room().ok_or(Limit::LocalMounts(SPAN_MOUNTS_MAX))?;
         }
@@ -422,9 +459,9 @@ impl Table {
     /// Makes room for one more mount: `Some` if there is (evicting the oldest tombstone if the
     /// table is full), `None` if every mount is live.
     fn make_room(&mut self) -> Option<()> {
-        while self.mounts.len() >= SPAN_MOUNTS_MAX {
+        while self.mounts.len() >= TABLE_MOUNTS_MAX {
             let key = self.tombstones.pop_front()?;
-            if self.mounts.get(&key).is_some_and(Entry::is_tombstone) {
+            if self.mounts.get(&key).is_some_and(|e| e.is_tombstone()) {
                 self.mounts.remove(&key);
             }
         }
@@ -451,7 +488,7 @@ impl Table {
         }
         self.advertise(key, None);
         self.pass_request(key);
-        if self.mounts.get(&key).is_some_and(Entry::is_tombstone) {
+        if self.mounts.get(&key).is_some_and(|e| e.is_tombstone()) {
             self.tombstones.push_back(key);
         }
     }
@@ -474,7 +511,7 @@ impl Table {
         entry.request = Some(Pending { seqno: pending.seqno, via: next });
         if let Some(next) = next {
             if let Some(n) = self.neighbours.get_mut(&next) {
-                n.requests.insert(key);
+                n.requests.insert(key, ());
             }
             self.out.push_back((next, Outbound::SeqnoRequest { mount: key, seqno: pending.seqno }));
         }
@@ -483,32 +520,68 @@ impl Table {
     /// Sends each neighbour (or only `only`) what it should now hear about `key`, if that
     /// differs from what it last heard, and updates FD with what is advertised.
     fn advertise(&mut self, key: MountKey, only: Option<NeighbourId>) {
-        let Some(entry) = self.mounts.get_mut(&key) else { return };
+        let Some(entry) = self.mounts.get_mut(&key) else {
+            self.exported.remove(&key);
+            return;
+        };
+        // Every change to a mount passes here: keep the set of exportable mounts current.
+        if entry.is_exportable() {
+            self.exported.insert(key);
+        } else {
+            self.exported.remove(&key);
+        }
+        if !entry.is_exportable() && entry.advertised_to == 0 {
+            // Nobody holds it and nobody may: nothing to walk (a client's mount at its
+            // satellite, however many neighbours there are).
+            return;
+        }
         let node = self.node;
-        let mut fd = entry.fd;
-        for (&id, neighbour) in self.neighbours.iter_mut() {
-            if only.is_some_and(|o| o != id) {
-                continue;
+        let out = &mut self.out;
+        match only {
+            Some(id) => {
+                if let Some(neighbour) = self.neighbours.get_mut(&id) {
+                    tell(node, key, entry, id, neighbour, out);
+                }
             }
-            let wanted = desired(node, key, entry, id, neighbour);
-            let sent = neighbour.sent.get(&key);
-            match (wanted, sent) {
-                (Some(w), Some(s)) if w == *s => {}
-                (Some(w), _) => {
-                    // The originator too: after a detach, its FD (own seqno, 0) keeps it from
-                    // taking a neighbour's stale route back through itself.
-                    fd = fd_after(fd, w.seqno, w.metric);
-                    neighbour.sent.insert(key, w);
-                    self.out.push_back((id, Outbound::Advert(w)));
+            None => {
+                for (&id, neighbour) in self.neighbours.iter_mut() {
+                    tell(node, key, entry, id, neighbour, out);
                 }
-                (None, Some(_)) => {
-                    neighbour.sent.remove(&key);
-                    self.out.push_back((id, Outbound::Retract(key)));
-                }
-                (None, None) => {}
             }
         }
-        entry.fd = fd;
+    }
+}
+
+/// Sends one neighbour what it should now hear about a mount, if that changed, and updates the
+/// mount's FD and advertisement count.
+fn tell(
+    node: NodeId,
+    key: MountKey,
+    entry: &mut Entry,
+    id: NeighbourId,
+    neighbour: &mut Neighbour,
+    out: &mut VecDeque<(NeighbourId, Outbound)>,
+) {
+    let wanted = desired(node, key, entry, id, neighbour);
+    let sent = neighbour.sent.get(&key);
+    match (wanted, sent) {
+        (Some(w), Some(s)) if w == *s => {}
+        (Some(w), previous) => {
+            if previous.is_none() {
+                entry.advertised_to += 1;
+            }
+            // The originator too: after a detach, its FD (own seqno, 0) keeps it from taking a
+            // neighbour's stale route back through itself.
+            entry.fd = fd_after(entry.fd, w.seqno, w.metric);
+            neighbour.sent.insert(key, w);
+            out.push_back((id, Outbound::Advert(w)));
+        }
+        (None, Some(_)) => {
+            entry.advertised_to = entry.advertised_to.saturating_sub(1);
+            neighbour.sent.remove(&key);
+            out.push_back((id, Outbound::Retract(key)));
+        }
+        (None, None) => {}
     }
 }
 

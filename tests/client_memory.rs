@@ -1,0 +1,121 @@
+//! User-space memory a satellite's protocol state keeps per idle client link: the link's
+//! transactions (`txn::Link`), its span protocol (`SpanLink`), the relay's per-link state and the
+//! span table's per-neighbour state, counted in bytes by a global allocator. (The engine's own
+//! per-connection state is measured by the engine's test; `perf/clients.sh` measures the whole
+//! process.)
+//!
+//! Each client says hello and advertises one client mount; the satellite has one mount of its own
+//! to advertise to every client (as it would the cluster's master).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
+use ringspan::relay::Node;
+use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
+use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
+use ringspan::txn::{self, Received};
+use ringspan::wire::{Command, Flags, Messages};
+
+struct Live;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call goes to the system allocator unchanged; the counter is an atomic.
+unsafe impl GlobalAlloc for Live {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Live = Live;
+
+/// What one client sends: its hello and its mount's span, as encoded messages.
+fn client_bytes(i: u128) -> Vec<u8> {
+    let mut peer = txn::Link::new();
+    let mut out = Vec::new();
+    let mut hello = [0u8; HELLO_LEN_MAX];
+    let wants = Wants::all();
+    let n = Hello { role: Role::Client, wants }.encode(&mut hello);
+    peer.open(&mut out, None, Command::LINK_CONN, &hello[..n], Flags::NONE).unwrap();
+    let advert = Advert {
+        mount: MountKey { cluster: ClusterId(1), mount: MountId(1_000_000 + i) },
+        kind: MountKind::Client,
+        label: Label::EMPTY,
+        origin: NodeId(i + 10),
+        seqno: Seqno(0),
+        metric: Metric::ZERO,
+    };
+    let mut buf = [0u8; ADVERT_LEN_MAX];
+    let n = codec::encode_advert(&advert, &mut buf);
+    peer.open(&mut out, None, Command::LINK_SPAN, &buf[..n], Flags::NONE).unwrap();
+    out
+}
+
+#[test]
+fn protocol_state_per_idle_client_link() {
+    // Enough for the per-link figure to settle, and just under a power-of-two table size (hash
+    // maps then carry the least slack); small enough for a debug `cargo test`.
+    const CLIENTS: usize = 14_000;
+    let inputs: Vec<Vec<u8>> = (0..CLIENTS as u128).map(client_bytes).collect();
+    let mut satellite = Node::new(NodeId(1), Hello { role: Role::Satellite, wants: Wants::all() });
+    let master = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
+    satellite.attach(master, MountKind::Master, Label::new(b"cluster/master").unwrap()).unwrap();
+    let mut links: Vec<txn::Link> = Vec::with_capacity(CLIENTS);
+    let mut scratch: Vec<u8> = Vec::with_capacity(1 << 20);
+    let before = LIVE.load(Ordering::Relaxed);
+    for (i, bytes) in inputs.iter().enumerate() {
+        let id = LinkId(i as u64 + 1);
+        let mut link = txn::Link::new();
+        satellite.link_up(id, NodeId(i as u128 + 10), &mut link, &mut scratch).unwrap();
+        for message in Messages::new(bytes) {
+            let message = message.unwrap();
+            if let Some(Received::Txn(d)) = link.handle_message(&mut scratch, &message).unwrap() {
+                satellite.received(id, &mut link, &mut scratch, Received::Txn(d)).unwrap();
+            }
+            while let Some(event) = link.poll_event() {
+                satellite.event(id, &mut link, &mut scratch, event).unwrap();
+            }
+        }
+        while let Some(dirty) = satellite.poll_dirty() {
+            let target = dirty.0 as usize - 1;
+            if target == i {
+                satellite.flush(dirty, Some((&mut link, &mut scratch)));
+            } else {
+                satellite.flush(dirty, Some((&mut links[target], &mut scratch)));
+            }
+        }
+        scratch.clear();
+        links.push(link);
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+    // The `links` vector itself is the engine's to hold (inside each connection): count the
+    // `txn::Link` values' size, not the vector's spare capacity.
+    let vector = (links.capacity() * std::mem::size_of::<txn::Link>()) as i64;
+    let per_link =
+        (after - before - vector) as f64 / CLIENTS as f64 + std::mem::size_of::<txn::Link>() as f64;
+    let table_routes = satellite.table().mounts().count();
+    println!(
+        "{CLIENTS} idle client links: {per_link:.0} bytes each of protocol state \
+         (txn::Link inline {} B, the rest on the heap); {table_routes} mounts in the table",
+        std::mem::size_of::<txn::Link>()
+    );
+    assert_eq!(table_routes, 1 + 1 + CLIENTS, "the master, the aggregate, each client's mount");
+    // Regression bound for this share of the ≤ 2 KiB per idle client budget.
+    assert!(per_link < 2048.0, "{per_link:.0} bytes per idle client link");
+}
