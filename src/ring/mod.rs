@@ -36,6 +36,7 @@ pub mod mailbox;
 pub mod pool;
 pub mod probe;
 pub mod stream;
+pub mod sys;
 pub mod timer;
 mod uring;
 mod worker;

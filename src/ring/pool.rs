@@ -8,25 +8,31 @@
 
 use crate::limits::RECORD_WIRE_MAX;
 
-/// One buffer large enough for any record.
-pub struct RecordBuf(Box<[u8]>);
+/// One buffer large enough for any record. A thin pointer (8 bytes): a link holds a few of
+/// these slots whether or not they are filled.
+pub struct RecordBuf(Box<[u8; RECORD_WIRE_MAX]>);
 
 impl RecordBuf {
     fn new() -> RecordBuf {
-        RecordBuf(vec![0; RECORD_WIRE_MAX].into_boxed_slice())
+        // Built on the heap: a 64 KiB array would not fit comfortably on the stack first.
+        let boxed: Box<[u8]> = vec![0; RECORD_WIRE_MAX].into_boxed_slice();
+        match boxed.try_into() {
+            Ok(array) => RecordBuf(array),
+            Err(_) => unreachable!("the vector has exactly RECORD_WIRE_MAX bytes"),
+        }
     }
 }
 
 impl std::ops::Deref for RecordBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        &self.0[..]
     }
 }
 
 impl std::ops::DerefMut for RecordBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.0
+        &mut self.0[..]
     }
 }
 
@@ -83,5 +89,6 @@ mod tests {
             pool.give(buf);
         }
         assert_eq!(pool.available(), 2);
+        assert_eq!(std::mem::size_of::<Option<RecordBuf>>(), 8);
     }
 }

@@ -19,7 +19,7 @@ use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
 use super::bufring::BufRing;
-use super::conn::{CloseReason, Conn, Crypto, Phase};
+use super::conn::{CloseReason, Conn, Crypto, Dial, Phase};
 use super::mailbox::{Command, Mailbox};
 use super::pool::Pool;
 use super::stream::{Rx, Tx};
@@ -104,6 +104,7 @@ impl Worker {
     ) -> io::Result<Worker> {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
+        let now = now();
         Ok(Worker {
             bufring,
             ring,
@@ -116,13 +117,13 @@ impl Worker {
             listener,
             conns: Slab::new(),
             next_generation: 0,
-            timers: Timers::with_capacity(1024),
+            timers: Timers::new(now, 1024),
             completions: Vec::with_capacity(1024),
             touched: Vec::with_capacity(1024),
             rearm: Vec::with_capacity(64),
             send_vecs: Vec::new(),
             deferred_closes: Vec::new(),
-            now: now(),
+            now,
             shutdown_deadline: None,
             accept_paused_until: None,
             service_wake: None,
@@ -289,25 +290,23 @@ impl Worker {
         let now = self.now;
         self.conns.insert(Conn {
             generation,
+            ops: 0,
             socket,
             phase,
+            recv_armed: false,
+            recv_rearm: false,
+            stall_timer: false,
+            touched: false,
             crypto,
             txn: txn::Link::new(),
             rx: Rx::default(),
             tx: Tx::default(),
             peer: None,
-            addr: None,
-            expected_peer: None,
-            ops: 0,
-            recv_armed: false,
-            recv_rearm: false,
+            dial: None,
             send_started: None,
             send_vec: None,
-            stall_timer: false,
             last_rx: now,
             last_tx: now,
-            touched: false,
-            close_reason: None,
             stats: Default::default(),
         }) as u32
     }
@@ -386,15 +385,15 @@ impl Worker {
         self.stats.dialled += 1;
         let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
         let conn = &mut self.conns[slot as usize];
-        let sockaddr = conn.addr.insert(Box::new(SockAddr::from(addr)));
+        let dial =
+            conn.dial.insert(Box::new(Dial { addr: SockAddr::from(addr), expected_peer: peer }));
         let entry = opcode::Connect::new(
             Fd(conn.socket.as_raw_fd()),
-            sockaddr.as_ptr().cast(),
-            sockaddr.len(),
+            dial.addr.as_ptr().cast(),
+            dial.addr.len(),
         )
         .build()
         .user_data(op::encode(op::CONNECT, slot, conn.generation));
-        conn.expected_peer = peer;
         conn.ops += 1;
         self.push(entry);
         self.arm_handshake_timer(slot);
@@ -410,7 +409,8 @@ impl Worker {
         if result < 0 {
             return self.close(service, slot, CloseReason::Io(-result));
         }
-        match Session::initiator(self.cipher.clone(), conn.expected_peer, self.now) {
+        let expected = conn.dial.as_ref().and_then(|dial| dial.expected_peer);
+        match Session::initiator(self.cipher.clone(), expected, self.now) {
             Ok(session) => {
                 conn.crypto = Crypto::Handshake(Box::new(session));
                 conn.phase = Phase::Handshake;
@@ -586,6 +586,8 @@ impl Worker {
         conn.crypto = Crypto::Established { sealer, opener };
         conn.phase = Phase::Established;
         conn.peer = Some(peer);
+        // The connect is long complete: the dial's address is not needed again.
+        conn.dial = None;
         self.stats.established += 1;
         self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
@@ -799,7 +801,6 @@ impl Worker {
         }
         let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
         conn.phase = Phase::Closing;
-        conn.close_reason = Some(reason);
         if was_up {
             let code = match reason {
                 CloseReason::Local(code) => code,
@@ -816,7 +817,7 @@ impl Worker {
         } else {
             self.stats.handshake_failures += 1;
             tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
-            if let Some(addr) = conn.addr.as_ref().and_then(|a| a.as_socket()) {
+            if let Some(addr) = conn.dial.as_ref().and_then(|dial| dial.addr.as_socket()) {
                 service.dial_failed(addr, reason);
             }
         }
