@@ -124,6 +124,24 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+/// Default bound on the links of one worker, established and handshaking together
+/// (`ring::Config::max_links`); a connection accepted past it is closed at once, before any
+/// handshake work. A node runs on one worker (DESIGN 7c.3) and a satellite is meant to hold a
+/// million client links, so the default is 2^20: room for that goal, and still a ceiling a
+/// flood of connections cannot push memory past (3.2 KiB of engine state per idle link, as
+/// `tests/link_memory.rs` measures, so ~3.4 GiB at the bound). Where RLIMIT_NOFILE is lower, descriptors run out first and accepting
+/// pauses instead (DESIGN 7.8).
+pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
+
+/// Default handshakes a worker starts per second on accepted connections
+/// (`ring::Config::max_handshakes_per_sec`), a token bucket refilled continuously with a burst
+/// of one second's worth; a connection accepted with no token is closed at once. The responder's
+/// share of a handshake costs ~127 µs of CPU here (`cargo bench --bench cipher --
+/// handshake/session-responder-side`, 2-vCPU EPYC VM), so 5,000 a second is about two thirds of
+/// a core: during a reconnect storm established links keep the rest, and a million clients are
+/// back in under four minutes. Dials are not limited: a node chooses its own.
+pub const HANDSHAKES_PER_SEC: u32 = 5_000;
+
 /// Mounts one span table holds (reachable ones, local ones, and the feasibility memory of mounts
 /// that went away). Each is advertised to every neighbour as one span, i.e. one transaction we
 /// open on the link: 16,384 keeps all of them within half of [`LOCAL_TXNS_PER_LINK_MAX`], the

@@ -84,6 +84,15 @@ pub struct Config {
     pub send_stall_timeout: Duration,
     /// A link with more bytes than this sealed and unsent is closed (the peer does not read).
     pub send_queue_max_bytes: usize,
+    /// Links per worker, established and handshaking, dialled ones included. A connection
+    /// accepted when the worker holds this many is closed at once, before any handshake work,
+    /// and counted in [`WorkerStats::refused_max_links`]. Dials are never refused by it.
+    pub max_links: usize,
+    /// Handshakes a worker starts per second on accepted connections: a token bucket refilled
+    /// continuously, holding at most one second's worth (so a burst of this many is taken at
+    /// once). A connection accepted with no token left is closed at once and counted in
+    /// [`WorkerStats::refused_handshake_rate`]. Dials are not limited.
+    pub max_handshakes_per_sec: u32,
 }
 
 impl Default for Config {
@@ -101,6 +110,8 @@ impl Default for Config {
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
             send_stall_timeout: Duration::from_millis(limits::SEND_STALL_TIMEOUT_MS),
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
+            max_links: limits::MAX_LINKS_PER_WORKER,
+            max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
         }
     }
 }

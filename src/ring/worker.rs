@@ -39,6 +39,11 @@ pub struct WorkerStats {
     pub established: u64,
     /// Links that failed before completing the handshake.
     pub handshake_failures: u64,
+    /// Accepted connections closed at once because the worker held `Config::max_links` links.
+    pub refused_max_links: u64,
+    /// Accepted connections closed at once because the handshake rate
+    /// (`Config::max_handshakes_per_sec`) was used up.
+    pub refused_handshake_rate: u64,
     /// Links closed (for any reason).
     pub closed: u64,
     /// Bytes received and sent.
@@ -85,6 +90,11 @@ pub(crate) struct Worker {
     rearm: Vec<(u32, u32)>,
     /// Closes asked for during [`Service::tick`], done after it.
     deferred_closes: Vec<(LinkId, ErrorCode)>,
+    /// Links not closing: established, handshaking, connecting or draining.
+    live_links: usize,
+    /// Handshake tokens left (see `Config::max_handshakes_per_sec`), as of `tokens_at`.
+    tokens: f64,
+    tokens_at: Instant,
     now: Instant,
     shutdown_deadline: Option<Instant>,
     /// Accepting resumes then, after a failure such as running out of descriptors.
@@ -105,6 +115,7 @@ impl Worker {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
         let now = now();
+        let tokens = f64::from(config.max_handshakes_per_sec);
         Ok(Worker {
             bufring,
             ring,
@@ -123,6 +134,9 @@ impl Worker {
             rearm: Vec::with_capacity(64),
             send_vecs: Vec::new(),
             deferred_closes: Vec::new(),
+            live_links: 0,
+            tokens,
+            tokens_at: now,
             now,
             shutdown_deadline: None,
             accept_paused_until: None,
@@ -288,6 +302,7 @@ impl Worker {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let now = self.now;
+        self.live_links += 1;
         self.conns.insert(Conn {
             generation,
             ops: 0,
@@ -326,12 +341,17 @@ impl Worker {
         if result >= 0 {
             // SAFETY: a successful accept returns a new descriptor that nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(result) };
-            let _ = socket.set_tcp_nodelay(true);
             if self.shutdown_deadline.is_some() {
                 // Shutting down: a connection that raced the end of accepting is dropped.
                 drop(socket);
-            } else {
+            } else if self.admit() {
+                let _ = socket.set_tcp_nodelay(true);
                 self.adopt(socket);
+            } else {
+                // Refused before any handshake work: a reset tells the peer at once, and this
+                // side keeps no TIME_WAIT state for it.
+                let _ = socket.set_linger(Some(Duration::ZERO));
+                drop(socket);
             }
         } else if result != -libc::ECANCELED && result != -libc::EINVAL {
             // Out of descriptors or memory: pause accepting briefly instead of spinning.
@@ -356,6 +376,27 @@ impl Worker {
                 .user_data(op::encode(op::ACCEPT, 0, 0));
             self.push(entry);
         }
+    }
+
+    /// Whether an accepted connection may start a handshake: the worker holds fewer than
+    /// `max_links` links and a handshake token is left (taking it). Counts a refusal.
+    fn admit(&mut self) -> bool {
+        if self.live_links >= self.config.max_links {
+            self.stats.refused_max_links += 1;
+            tracing::debug!(worker = self.index, links = self.live_links, "refused: max_links");
+            return false;
+        }
+        let rate = f64::from(self.config.max_handshakes_per_sec);
+        let elapsed = self.now.saturating_duration_since(self.tokens_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.tokens_at = self.now;
+        if self.tokens < 1.0 {
+            self.stats.refused_handshake_rate += 1;
+            tracing::debug!(worker = self.index, "refused: handshake rate");
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
     }
 
     /// Starts the responder's handshake on an accepted connection.
@@ -801,6 +842,7 @@ impl Worker {
         }
         let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
         conn.phase = Phase::Closing;
+        self.live_links -= 1;
         if was_up {
             let code = match reason {
                 CloseReason::Local(code) => code,
@@ -951,6 +993,11 @@ impl WorkerCtx<'_> {
     /// Dials `addr` from this worker.
     pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
         self.worker.connect(addr, peer);
+    }
+
+    /// Links of this worker that are not closing (established, handshaking, dialling).
+    pub fn live_links(&self) -> usize {
+        self.worker.live_links
     }
 
     /// Asks for a [`Service::tick`] at `at` at the latest (the earliest of several asks wins),
