@@ -2,11 +2,12 @@
 //! timers and counters.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
-use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
+use crate::cipher::{self, PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
 use crate::txn;
@@ -121,6 +122,8 @@ pub struct Dial {
     pub addr: SockAddr,
     /// The key the other side must show, if one is expected.
     pub expected_peer: Option<PublicKey>,
+    /// The identity to dial with instead of the engine's, if any.
+    pub cipher: Option<Arc<cipher::Config>>,
 }
 
 /// A link's state on its worker. Every link of a worker has one, inline in the worker's slab:

@@ -41,7 +41,7 @@ pub mod timer;
 mod uring;
 mod worker;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -330,8 +330,15 @@ impl Engine {
     /// Dials `addr` from one of the workers (round robin). With `peer`, only that key is
     /// accepted from the other side.
     pub fn connect(&self, addr: SocketAddr, peer: Option<PublicKey>) {
+        self.connect_from(addr, None, peer);
+    }
+
+    /// Dials `addr` from source address `from` (bound with port 0 before connecting; `None`:
+    /// the system's choice), from one of the workers (round robin). With `peer`, only that key
+    /// is accepted from the other side.
+    pub fn connect_from(&self, addr: SocketAddr, from: Option<IpAddr>, peer: Option<PublicKey>) {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.mailboxes.len();
-        self.send(index, Command::Connect { addr, peer });
+        self.send(index, Command::Connect { addr, from, peer });
     }
 
     /// Sends a command to worker `index`. Blocks briefly if its mailbox is full.

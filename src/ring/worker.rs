@@ -1,7 +1,7 @@
 //! A worker: one thread, one io_uring, its links. See the module doc of [`super`] for a turn.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +37,8 @@ pub struct WorkerStats {
     pub dialled: u64,
     /// Links that completed the handshake.
     pub established: u64,
-    /// Links that failed before completing the handshake.
+    /// Links that failed before completing the handshake, and dials that could not start (no
+    /// socket, or the source address would not bind).
     pub handshake_failures: u64,
     /// Accepted connections closed at once because the worker held `Config::max_links` links.
     pub refused_max_links: u64,
@@ -90,6 +91,9 @@ pub(crate) struct Worker {
     rearm: Vec<(u32, u32)>,
     /// Closes asked for during [`Service::tick`], done after it.
     deferred_closes: Vec<(LinkId, ErrorCode)>,
+    /// Dials that failed before they had a link (no socket, no source address), reported to
+    /// the service after the turn's callbacks.
+    dial_errors: Vec<(SocketAddr, CloseReason)>,
     /// Links not closing: established, handshaking, connecting or draining.
     live_links: usize,
     /// Handshake tokens left (see `Config::max_handshakes_per_sec`), as of `tokens_at`.
@@ -134,6 +138,7 @@ impl Worker {
             rearm: Vec::with_capacity(64),
             send_vecs: Vec::new(),
             deferred_closes: Vec::new(),
+            dial_errors: Vec::new(),
             live_links: 0,
             tokens,
             tokens_at: now,
@@ -151,6 +156,7 @@ impl Worker {
         self.arm_accept();
         // One turn before waiting, so a service can start work (dial, attach) on its own.
         service.tick(&mut WorkerCtx { worker: self });
+        self.report_dial_errors(service);
         self.flush_touched(service);
         loop {
             if let Err(error) = self.submit_and_wait() {
@@ -182,6 +188,7 @@ impl Worker {
                     self.close(service, slot, CloseReason::Local(code));
                 }
             }
+            self.report_dial_errors(service);
             self.flush_touched(service);
             self.rearm_receives();
             self.bufring.publish();
@@ -292,7 +299,9 @@ impl Worker {
 
     fn command(&mut self, service: &mut impl Service, command: Command) {
         match command {
-            Command::Connect { addr, peer } => self.connect(addr, peer),
+            Command::Connect { addr, from, peer } => {
+                self.connect(addr, from, peer, None);
+            }
             Command::Shutdown => self.begin_shutdown(service),
             Command::Service(payload) => service.command(&mut WorkerCtx { worker: self }, payload),
         }
@@ -413,21 +422,35 @@ impl Worker {
         }
     }
 
-    fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
-        let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        {
+    /// Dials `addr`, from source address `from` if given (port chosen at connect), with
+    /// `cipher` as the identity if given (else the engine's). Returns the link's id; a dial that
+    /// cannot start returns `None` and is reported to the service's `dial_failed` after the
+    /// turn's callbacks.
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+        cipher: Option<Arc<cipher::Config>>,
+    ) -> Option<LinkId> {
+        self.stats.dialled += 1;
+        let socket = match self.dial_socket(addr, from) {
             Ok(socket) => socket,
             Err(error) => {
-                tracing::warn!(%addr, %error, "cannot create a socket");
-                return;
+                tracing::warn!(%addr, ?from, %error, "cannot start a dial");
+                self.stats.handshake_failures += 1;
+                let errno = error.raw_os_error().unwrap_or(libc::EIO);
+                self.dial_errors.push((addr, CloseReason::Io(errno)));
+                return None;
             }
         };
-        let _ = socket.set_tcp_nodelay(true);
-        self.stats.dialled += 1;
         let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
         let conn = &mut self.conns[slot as usize];
-        let dial =
-            conn.dial.insert(Box::new(Dial { addr: SockAddr::from(addr), expected_peer: peer }));
+        let dial = conn.dial.insert(Box::new(Dial {
+            addr: SockAddr::from(addr),
+            expected_peer: peer,
+            cipher,
+        }));
         let entry = opcode::Connect::new(
             Fd(conn.socket.as_raw_fd()),
             dial.addr.as_ptr().cast(),
@@ -438,6 +461,28 @@ impl Worker {
         conn.ops += 1;
         self.push(entry);
         self.arm_handshake_timer(slot);
+        Some(self.link_id(slot))
+    }
+
+    /// A socket for dialling `addr`, bound to source address `from` if given.
+    fn dial_socket(&self, addr: SocketAddr, from: Option<IpAddr>) -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        let _ = socket.set_tcp_nodelay(true);
+        if let Some(ip) = from {
+            // The port is then chosen at connect, per destination, so one source address
+            // serves as many links as the ephemeral range holds to each destination.
+            // Best effort: without it the port is picked at bind, which still works.
+            let _ = super::uring::bind_address_no_port(&socket);
+            socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+        }
+        Ok(socket)
+    }
+
+    /// Reports the dials that failed before they had a link.
+    fn report_dial_errors(&mut self, service: &mut impl Service) {
+        while let Some((addr, reason)) = self.dial_errors.pop() {
+            service.dial_failed(addr, reason);
+        }
     }
 
     fn connected(&mut self, service: &mut impl Service, slot: u32, result: i32) {
@@ -450,8 +495,13 @@ impl Worker {
         if result < 0 {
             return self.close(service, slot, CloseReason::Io(-result));
         }
-        let expected = conn.dial.as_ref().and_then(|dial| dial.expected_peer);
-        match Session::initiator(self.cipher.clone(), expected, self.now) {
+        let (cipher, expected) = match &conn.dial {
+            Some(dial) => {
+                (dial.cipher.clone().unwrap_or_else(|| self.cipher.clone()), dial.expected_peer)
+            }
+            None => (self.cipher.clone(), None),
+        };
+        match Session::initiator(cipher, expected, self.now) {
             Ok(session) => {
                 conn.crypto = Crypto::Handshake(Box::new(session));
                 conn.phase = Phase::Handshake;
@@ -627,7 +677,7 @@ impl Worker {
         conn.crypto = Crypto::Established { sealer, opener };
         conn.phase = Phase::Established;
         conn.peer = Some(peer);
-        // The connect is long complete: the dial's address is not needed again.
+        // The connect is long complete: the dial's address and identity are not needed again.
         conn.dial = None;
         self.stats.established += 1;
         self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
@@ -992,7 +1042,32 @@ impl WorkerCtx<'_> {
 
     /// Dials `addr` from this worker.
     pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
-        self.worker.connect(addr, peer);
+        self.worker.connect(addr, None, peer, None);
+    }
+
+    /// Dials `addr` from this worker, from source address `from` if given (bound with port 0;
+    /// the port is picked at connect). Returns the link's id, which [`Service::link_up`] will
+    /// show; a dial that cannot start (no descriptor, an address that does not bind) returns
+    /// `None`, and [`Service::dial_failed`] hears of it after this turn's callbacks.
+    pub fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+    ) -> Option<LinkId> {
+        self.worker.connect(addr, from, peer, None)
+    }
+
+    /// Like [`WorkerCtx::connect_from`], showing the identity in `cipher` to the other side
+    /// instead of the engine's (a load generator dials as many distinct nodes).
+    pub fn connect_as(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+        cipher: Arc<cipher::Config>,
+    ) -> Option<LinkId> {
+        self.worker.connect(addr, from, peer, Some(cipher))
     }
 
     /// Links of this worker that are not closing (established, handshaking, dialling).
