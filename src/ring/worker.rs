@@ -891,6 +891,7 @@ impl Worker {
             return;
         }
         let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
+        let connecting = conn.phase == Phase::Connecting;
         conn.phase = Phase::Closing;
         self.live_links -= 1;
         if was_up {
@@ -916,13 +917,23 @@ impl Worker {
         self.stats.closed += 1;
         let conn = &mut self.conns[slot as usize];
         conn.crypto = Crypto::None;
-        let fd = conn.socket.as_raw_fd();
         if conn.ops > 0 {
+            // Shutting the socket down ends its operations; the cancellations make sure. Each
+            // names one operation by its `user_data`, which the kernel finds by hash: cancelling
+            // by descriptor would scan every operation of the ring, once per link closed.
             let _ = conn.socket.shutdown(std::net::Shutdown::Both);
-            let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
-                .build()
-                .user_data(op::encode(op::IGNORE, slot, 0));
-            self.push(cancel);
+            let in_flight = [
+                (op::RECV, conn.recv_armed),
+                (op::SEND, conn.send_started.is_some()),
+                (op::CONNECT, connecting),
+            ];
+            let generation = conn.generation;
+            for (kind, _) in in_flight.into_iter().filter(|&(_, live)| live) {
+                let cancel = opcode::AsyncCancel::new(op::encode(kind, slot, generation))
+                    .build()
+                    .user_data(op::encode(op::IGNORE, slot, 0));
+                self.push(cancel);
+            }
         }
         self.maybe_free(slot);
     }
