@@ -101,6 +101,18 @@ pub const RECV_BUFFER_SIZE: u32 = 256 * 1024;
 /// arrived split across receive buffers. A miss allocates and is counted, never fails.
 pub const POOL_RECORDS: usize = 256;
 
+/// Bytes of a small record buffer (see `ring::pool`): a record starts in one and moves to a
+/// full-size buffer only if it outgrows it. 512 holds every control record with room to
+/// spare — a keepalive or close notice is 56 bytes on the wire, a handshake frame at most 100,
+/// a client's hello 64, a span advert at most 176 — so a link that only keeps alive never
+/// takes a 64 KiB buffer.
+pub const SMALL_RECORD_BUF: usize = 512;
+
+/// Small record buffers pooled per worker (2 MiB): a turn that writes a control record to
+/// thousands of links (keepalives falling due together, a shutdown's close notices, an advert
+/// to every client) finds them ready; a miss allocates 512 bytes and is counted.
+pub const POOL_SMALL_RECORDS: usize = 4_096;
+
 /// A link whose send has not completed for this long is closed: the peer does not read.
 pub const SEND_STALL_TIMEOUT_MS: u64 = 30_000;
 
@@ -188,6 +200,12 @@ const _: () = assert!(HANDSHAKE_MESSAGE_MAX <= u16::MAX as usize);
 const _: () = assert!(RECORDS_PER_KEY < RECORDS_PER_KEY_REJECT);
 // A link that keeps sending keepalives is never idle.
 const _: () = assert!(KEEPALIVE_INTERVAL_MS * 2 < IDLE_TIMEOUT_MS);
+// A small record buffer holds the largest handshake frame, and a message header in a record.
+const _: () = assert!(SMALL_RECORD_BUF >= HANDSHAKE_FRAME_MAX);
+const _: () = assert!(
+    SMALL_RECORD_BUF >= RECORD_HEADER_LEN + MESSAGE_HEADER_LEN + RECORD_TAG_LEN
+        && SMALL_RECORD_BUF < RECORD_WIRE_MAX
+);
 // A receive buffer holds a whole maximum record's plaintext.
 const _: () = assert!(RECV_BUFFER_SIZE as usize >= RECORD_PLAINTEXT_MAX);
 // Slot numbers are u32 in `TxnId`.

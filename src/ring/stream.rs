@@ -139,7 +139,7 @@ impl Tx {
 
     /// Queues raw bytes to send as they are (handshake frames, before records flow).
     pub fn queue_raw(&mut self, bytes: &[u8], pool: &mut Pool) {
-        let mut buf = pool.take();
+        let mut buf = pool.take_for(bytes.len());
         buf[..bytes.len()].copy_from_slice(bytes);
         self.push(buf, bytes.len());
     }
@@ -255,12 +255,23 @@ impl Sink for TxSink<'_> {
             self.tx.flush(self.sealer, self.pool);
         }
         let tx = &mut *self.tx;
-        let buf = tx.building.get_or_insert_with(|| self.pool.take());
         let at = RECORD_HEADER_LEN + tx.building_len as usize;
+        let needed = at + len + RECORD_TAG_LEN;
+        let buf = match &mut tx.building {
+            None => tx.building.insert(self.pool.take_for(needed)),
+            Some(buf) if buf.len() < needed => {
+                // The record outgrew its small buffer: move what it holds to a large one.
+                let mut large = self.pool.take();
+                large[..at].copy_from_slice(&buf[..at]);
+                self.pool.give(std::mem::replace(buf, large));
+                buf
+            }
+            Some(buf) => buf,
+        };
         repr.emit(payload, &mut buf[at..at + len]);
         // At most RECORD_PLAINTEXT_MAX (64 KiB) bytes are being built.
         tx.building_len += len as u32;
-        debug_assert!(at + len + RECORD_TAG_LEN <= buf.len());
+        debug_assert!(needed <= buf.len());
     }
 }
 
@@ -282,7 +293,7 @@ mod tests {
         let (mut sealer, _) =
             dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(4);
+        let mut pool = Pool::new(4, 4);
         let mut tx = Tx::default();
         let mut payloads = Vec::new();
         for i in 0..count {
@@ -316,7 +327,7 @@ mod tests {
         let (_, mut opener) =
             dangerous_record_layer_from_secrets(&[2; 32], &[1; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(2);
+        let mut pool = Pool::new(2, 2);
         let mut rx = Rx::default();
         let mut got = Vec::new();
         let mut start = 0;
@@ -356,7 +367,7 @@ mod tests {
         let (mut sealer, _) =
             dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(4);
+        let mut pool = Pool::new(4, 4);
         let mut tx = Tx::default();
         let payload = [0u8; 1000];
         let repr = Repr { payload_len: 1000, ..Repr::default() };
@@ -373,7 +384,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_and_buffers_return() {
-        let mut pool = Pool::new(1);
+        let mut pool = Pool::new(1, 1);
         let mut rx = Rx::default();
         let mut bytes = [0xffu8; 20];
         let error = rx.feed(&mut bytes, &mut pool, |_, _| Ok::<_, Error>(())).unwrap_err();

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
-use crate::limits::{HANDSHAKE_FRAME_MAX, SHUTDOWN_GRACE_MS};
+use crate::limits::{HANDSHAKE_FRAME_MAX, POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
 use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
@@ -124,7 +124,7 @@ impl Worker {
             bufring,
             ring,
             index,
-            pool: Pool::new(config.pool_records),
+            pool: Pool::new(config.pool_records, POOL_SMALL_RECORDS),
             config,
             cipher,
             mailboxes,
