@@ -80,7 +80,7 @@ static GLOBAL: Following = Following;
 const LINKS: u64 = 2_000;
 
 /// The most heap bytes the listening worker may hold per idle link. The link's state is
-/// 2,752 bytes inline (2,352 of them the four AES-256-GCM key schedules of its two directions,
+/// 2,768 bytes inline (2,352 of them the four AES-256-GCM key schedules of its two directions,
 /// current and next key each); with the transaction tables of two open `LINK_CONN`s, timer
 /// entries and the slab's growth slack it comes to about 3.3 KiB. The bound catches a change
 /// that adds a preallocated structure per link.
