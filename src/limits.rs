@@ -101,6 +101,18 @@ pub const RECV_BUFFER_SIZE: u32 = 256 * 1024;
 /// arrived split across receive buffers. A miss allocates and is counted, never fails.
 pub const POOL_RECORDS: usize = 256;
 
+/// Bytes of a small record buffer (see `ring::pool`): a record starts in one and moves to a
+/// full-size buffer only if it outgrows it. 512 holds every control record with room to
+/// spare — a keepalive or close notice is 56 bytes on the wire, a handshake frame at most 100,
+/// a client's hello 64, a span advert at most 176 — so a link that only keeps alive never
+/// takes a 64 KiB buffer.
+pub const SMALL_RECORD_BUF: usize = 512;
+
+/// Small record buffers pooled per worker (2 MiB): a turn that writes a control record to
+/// thousands of links (keepalives falling due together, a shutdown's close notices, an advert
+/// to every client) finds them ready; a miss allocates 512 bytes and is counted.
+pub const POOL_SMALL_RECORDS: usize = 4_096;
+
 /// A link whose send has not completed for this long is closed: the peer does not read.
 pub const SEND_STALL_TIMEOUT_MS: u64 = 30_000;
 
@@ -123,6 +135,32 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A link on which only keepalives have crossed for this long drops its expanded AES-GCM key
+/// schedules (about 1 KiB per direction pair with ring) and keeps the 32-byte keys; the next
+/// record rebuilds them in about a microsecond. Ten seconds: a busy link never pays, an idle
+/// client link stops paying for keys it does not use.
+pub const SHED_KEYS_AFTER_MS: u64 = 10_000;
+
+/// Default bound on the links of one worker, established and handshaking together
+/// (`ring::Config::max_links`); a connection accepted past it is closed at once, before any
+/// handshake work. A node runs on one worker (DESIGN 7c.3) and a satellite is meant to hold a
+/// million client links, so the default is 2^20: room for that goal, and still a ceiling a
+/// flood of connections cannot push memory past (3.2 KiB of engine state per idle link, as
+/// `tests/link_memory.rs` measures, so ~3.4 GiB at the bound). Where RLIMIT_NOFILE is lower,
+/// descriptors run out first and accepting pauses instead (DESIGN 7.8).
+pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
+
+/// Default handshakes a worker starts per second on accepted connections
+/// (`ring::Config::max_handshakes_per_sec`), a token bucket refilled continuously with a burst
+/// of one second's worth; a connection accepted with no token is closed at once. An accepted
+/// handshake costs the worker ~330 µs of CPU on the 2-vCPU EPYC VM (`ringspan bench serve`
+/// used 4.0 s while `ringspan bench clients` opened 10,000 links at 1,500/s, kernel TCP work
+/// and keepalives included; the responder's cryptography alone is ~127 µs, `cargo bench --bench
+/// cipher -- handshake/session-responder-side`). 2,000 a second is therefore about two thirds
+/// of a core: during a reconnect storm established links keep the rest, and a million clients
+/// are back within nine minutes per worker. Dials are not limited: a node chooses its own.
+pub const HANDSHAKES_PER_SEC: u32 = 2_000;
 
 /// Mounts one span table holds that neighbours may hear of (local ones, and those reachable
 /// through a router or satellite; clients' mounts count against [`CLIENT_MOUNTS_MAX`], and the
@@ -190,6 +228,12 @@ const _: () = assert!(HANDSHAKE_MESSAGE_MAX <= u16::MAX as usize);
 const _: () = assert!(RECORDS_PER_KEY < RECORDS_PER_KEY_REJECT);
 // A link that keeps sending keepalives is never idle.
 const _: () = assert!(KEEPALIVE_INTERVAL_MS * 2 < IDLE_TIMEOUT_MS);
+// A small record buffer holds the largest handshake frame, and a message header in a record.
+const _: () = assert!(SMALL_RECORD_BUF >= HANDSHAKE_FRAME_MAX);
+const _: () = assert!(
+    SMALL_RECORD_BUF >= RECORD_HEADER_LEN + MESSAGE_HEADER_LEN + RECORD_TAG_LEN
+        && SMALL_RECORD_BUF < RECORD_WIRE_MAX
+);
 // A receive buffer holds a whole maximum record's plaintext.
 const _: () = assert!(RECV_BUFFER_SIZE as usize >= RECORD_PLAINTEXT_MAX);
 // Slot numbers are u32 in `TxnId`.

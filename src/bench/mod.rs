@@ -1,5 +1,6 @@
 //! Link benchmarks: services that load an engine link and count what arrives, and a plain TCP
-//! program to compare with. Used by `ringspan bench link` and by the tests.
+//! program to compare with. Used by `ringspan bench link` and by the tests. [`clients`] opens
+//! very many idle client links (`ringspan bench clients`).
 //!
 //! - [`Sink`] (the accepting side) counts every message and byte it receives and answers every
 //!   request it is sent with the same payload.
@@ -12,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clients;
 pub mod direct;
 
 use std::sync::atomic::{AtomicU64, Ordering};

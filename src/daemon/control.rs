@@ -89,7 +89,13 @@ pub fn prometheus(s: &Snapshot) -> String {
         }
     };
     gauge("circuits", "Circuits and calls open.", "gauge", &[(String::new(), s.circuits as u64)]);
-    gauge("links", "Established links.", "gauge", &[(String::new(), s.links.len() as u64)]);
+    gauge(
+        "links",
+        "Established links to routers and satellites.",
+        "gauge",
+        &[(String::new(), s.links.len() as u64)],
+    );
+    gauge("clients", "Established client links.", "gauge", &[(String::new(), s.clients as u64)]);
     gauge("routes", "Mounts with a route.", "gauge", &[(String::new(), s.routes.len() as u64)]);
     let c = &s.counters;
     for (name, help, value) in [
@@ -176,6 +182,9 @@ pub fn render(s: &Snapshot, view: View) -> String {
                 l.aborts_in,
                 l.aborts_out
             );
+        }
+        if s.clients > 0 {
+            let _ = writeln!(out, "\n{} client links", s.clients);
         }
         if !s.peers.is_empty() {
             let _ = writeln!(out, "\nPEERS");
@@ -313,6 +322,7 @@ mod tests {
                 refused: 18,
             },
             handshake_failures: 17,
+            clients: 0,
         }
     }
 

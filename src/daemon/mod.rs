@@ -187,6 +187,9 @@ pub struct Snapshot {
     pub counters: Counters,
     /// Handshakes that failed on this node's worker.
     pub handshake_failures: u64,
+    /// Client links (counted here, not listed in `links`).
+    #[serde(default)]
+    pub clients: usize,
 }
 
 /// Node-wide counters, as shown.
@@ -486,9 +489,12 @@ impl NodeService {
     }
 
     fn publish(&mut self, worker: &WorkerCtx<'_>) {
+        // Client links are counted, not listed: a satellite holds a great many.
+        let clients = self.node.link_info().filter(|i| i.role == Some(Role::Client)).count();
         let mut links: Vec<LinkRow> = self
             .node
             .link_info()
+            .filter(|info| info.role != Some(Role::Client))
             .map(|info| {
                 let stats = worker.link_stats(info.link).unwrap_or_default();
                 LinkRow {
@@ -561,6 +567,7 @@ impl NodeService {
             circuits: self.node.circuits(),
             counters: Counters { relayed, served, opened, no_route, lost, refused },
             handshake_failures: worker.stats().handshake_failures,
+            clients,
         };
         if let Ok(mut shared) = self.shared.snapshot.lock() {
             *shared = snapshot;

@@ -2,11 +2,12 @@
 //! timers and counters.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
-use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
+use crate::cipher::{self, PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
 use crate::txn;
@@ -113,35 +114,52 @@ pub enum Crypto {
     None,
 }
 
-/// A link's state on its worker.
+/// What a dialled link needs until its handshake is done. Boxed and dropped once the link is
+/// up, so an established link does not carry it (an accepted one never has it).
+pub struct Dial {
+    /// The address being dialled (the kernel reads it until the connect completes, wherever
+    /// the link's state moves: hence the box).
+    pub addr: SockAddr,
+    /// The key the other side must show, if one is expected.
+    pub expected_peer: Option<PublicKey>,
+    /// The identity to dial with instead of the engine's, if any.
+    pub cipher: Option<Arc<cipher::Config>>,
+}
+
+/// A link's state on its worker. Every link of a worker has one, inline in the worker's slab:
+/// fields needed only for a while (dialling, a send in flight, a handshake) are boxed.
 pub struct Conn {
     pub generation: u32,
+    /// Operations in flight on the ring; the link is freed only when this reaches zero.
+    pub ops: u32,
     pub socket: Socket,
     pub phase: Phase,
+    pub recv_armed: bool,
+    pub recv_rearm: bool,
+    /// A send-stall timer is armed (at most one per link).
+    pub stall_timer: bool,
+    /// In the worker's list of links to flush this turn.
+    pub touched: bool,
     pub crypto: Crypto,
     pub txn: txn::Link,
     pub rx: Rx,
     pub tx: Tx,
     pub peer: Option<PublicKey>,
-    /// For an outgoing link: the address being dialled (boxed: the kernel reads it until the
-    /// connect completes, wherever this struct moves).
-    pub addr: Option<Box<SockAddr>>,
-    pub expected_peer: Option<PublicKey>,
-    /// Operations in flight on the ring; the link is freed only when this reaches zero.
-    pub ops: u32,
-    pub recv_armed: bool,
-    pub recv_rearm: bool,
+    /// For an outgoing link, until it is up.
+    pub dial: Option<Box<Dial>>,
     /// When the send in flight started, if one is.
     pub send_started: Option<Instant>,
     /// The descriptor of the send in flight (the kernel reads it until the send completes).
     pub send_vec: Option<Box<super::uring::SendVec>>,
-    /// A send-stall timer is armed (at most one per link).
-    pub stall_timer: bool,
     pub last_rx: Instant,
     pub last_tx: Instant,
-    /// In the worker's list of links to flush this turn.
-    pub touched: bool,
-    pub close_reason: Option<CloseReason>,
+    /// The last record either way that carried more than keepalives: a link quiet for
+    /// `SHED_KEYS_AFTER_MS` sheds its expanded record keys.
+    pub last_data: Instant,
+    /// Shed the record keys once this turn's records are sealed (set by an idle keepalive).
+    pub shed_keys: bool,
+    /// The record being built holds only a keepalive (so sealing it is not data).
+    pub ping_only: bool,
     pub stats: LinkStats,
 }
 
@@ -157,5 +175,29 @@ impl Conn {
             return None;
         };
         Some(LinkCtx { id, peer, txn: &mut self.txn, out: self.tx.sink(sealer, pool), now })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// The inline part of an idle link's state (its slab slot), by field group. Guards against
+    /// a field that makes every link larger; `tests/link_memory.rs` measures the heap around it.
+    #[test]
+    fn a_link_state_stays_small() {
+        let crypto = size_of::<Crypto>();
+        let txn = size_of::<txn::Link>();
+        let streams = size_of::<Rx>() + size_of::<Tx>();
+        let conn = size_of::<Conn>();
+        println!(
+            "Conn {conn} bytes: crypto {crypto}, txn {txn}, rx+tx {streams}, the rest {}",
+            conn - crypto - txn - streams
+        );
+        // Four AES-256-GCM key schedules (both directions, current and next key each).
+        assert!(crypto <= 2_352, "crypto state {crypto}");
+        assert!(streams <= 120, "streams {streams}");
+        assert!(conn - crypto - txn - streams <= 176, "other fields");
     }
 }

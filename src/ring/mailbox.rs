@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crossbeam_queue::ArrayQueue;
@@ -20,6 +20,8 @@ pub enum Command {
     Connect {
         /// Where.
         addr: SocketAddr,
+        /// The source address to dial from (bound with port 0 before connecting), if any.
+        from: Option<IpAddr>,
         /// The key the other side must show.
         peer: Option<PublicKey>,
     },

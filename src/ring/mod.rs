@@ -36,11 +36,12 @@ pub mod mailbox;
 pub mod pool;
 pub mod probe;
 pub mod stream;
+pub mod sys;
 pub mod timer;
 mod uring;
 mod worker;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -83,6 +84,18 @@ pub struct Config {
     pub send_stall_timeout: Duration,
     /// A link with more bytes than this sealed and unsent is closed (the peer does not read).
     pub send_queue_max_bytes: usize,
+    /// A link on which nothing but keepalives has crossed for this long keeps its record keys
+    /// as bytes only, not as expanded schedules (rebuilt at the next record).
+    pub shed_keys_after: Duration,
+    /// Links per worker, established and handshaking, dialled ones included. A connection
+    /// accepted when the worker holds this many is closed at once, before any handshake work,
+    /// and counted in [`WorkerStats::refused_max_links`]. Dials are never refused by it.
+    pub max_links: usize,
+    /// Handshakes a worker starts per second on accepted connections: a token bucket refilled
+    /// continuously, holding at most one second's worth (so a burst of this many is taken at
+    /// once). A connection accepted with no token left is closed at once and counted in
+    /// [`WorkerStats::refused_handshake_rate`]. Dials are not limited.
+    pub max_handshakes_per_sec: u32,
 }
 
 impl Default for Config {
@@ -100,6 +113,9 @@ impl Default for Config {
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
             send_stall_timeout: Duration::from_millis(limits::SEND_STALL_TIMEOUT_MS),
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
+            shed_keys_after: Duration::from_millis(limits::SHED_KEYS_AFTER_MS),
+            max_links: limits::MAX_LINKS_PER_WORKER,
+            max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
         }
     }
 }
@@ -318,8 +334,15 @@ impl Engine {
     /// Dials `addr` from one of the workers (round robin). With `peer`, only that key is
     /// accepted from the other side.
     pub fn connect(&self, addr: SocketAddr, peer: Option<PublicKey>) {
+        self.connect_from(addr, None, peer);
+    }
+
+    /// Dials `addr` from source address `from` (bound with port 0 before connecting; `None`:
+    /// the system's choice), from one of the workers (round robin). With `peer`, only that key
+    /// is accepted from the other side.
+    pub fn connect_from(&self, addr: SocketAddr, from: Option<IpAddr>, peer: Option<PublicKey>) {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.mailboxes.len();
-        self.send(index, Command::Connect { addr, peer });
+        self.send(index, Command::Connect { addr, from, peer });
     }
 
     /// Sends a command to worker `index`. Blocks briefly if its mailbox is full.

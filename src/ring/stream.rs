@@ -99,18 +99,25 @@ impl Rx {
 }
 
 /// Outgoing bytes of one link: the record being built, and sealed chunks waiting to be sent.
+///
+/// The send queue keeps its first chunk inline and only the chunks behind it in a `VecDeque`:
+/// an idle link, which sends a keepalive now and then, never queues more than one chunk and
+/// so never allocates a queue, while a busy link's queue grows once and is reused.
 #[derive(Default)]
 pub struct Tx {
     /// The record being built: header room, then `building_len` bytes of plaintext.
     building: Option<RecordBuf>,
-    building_len: usize,
-    /// Sealed records (or handshake frames) in order, with their lengths. The front one is the
-    /// one being sent; `sent` bytes of it have gone.
-    queue: VecDeque<(RecordBuf, usize)>,
-    sent: usize,
+    building_len: u32,
+    /// Bytes of the front chunk already sent.
+    sent: u32,
+    /// The chunk being sent (or next to be), with its length.
+    front: Option<(RecordBuf, u32)>,
+    /// Sealed records (or handshake frames) behind the front one, in order, with their lengths.
+    queue: VecDeque<(RecordBuf, u32)>,
     queued_bytes: usize,
-    /// A sealing failure, to close the link with after the current callback.
-    failed: Option<Error>,
+    /// A sealing failure, to close the link with after the current callback. Boxed: it
+    /// happens at most once in a link's life, and closes it.
+    failed: Option<Box<Error>>,
 }
 
 impl Tx {
@@ -119,12 +126,22 @@ impl Tx {
         TxSink { tx: self, sealer, pool }
     }
 
+    fn push(&mut self, buf: RecordBuf, len: usize) {
+        self.queued_bytes += len;
+        // A chunk is at most one record on the wire, far below 4 GiB.
+        let chunk = (buf, len as u32);
+        if self.front.is_none() {
+            self.front = Some(chunk);
+        } else {
+            self.queue.push_back(chunk);
+        }
+    }
+
     /// Queues raw bytes to send as they are (handshake frames, before records flow).
     pub fn queue_raw(&mut self, bytes: &[u8], pool: &mut Pool) {
-        let mut buf = pool.take();
+        let mut buf = pool.take_for(bytes.len());
         buf[..bytes.len()].copy_from_slice(bytes);
-        self.queued_bytes += bytes.len();
-        self.queue.push_back((buf, bytes.len()));
+        self.push(buf, bytes.len());
     }
 
     /// Seals the record being built, if any, and queues it.
@@ -132,15 +149,12 @@ impl Tx {
         let Some(mut buf) = self.building.take() else {
             return;
         };
-        let len = std::mem::take(&mut self.building_len);
+        let len = std::mem::take(&mut self.building_len) as usize;
         match sealer.seal(&mut buf, len) {
-            Ok(wire_len) => {
-                self.queued_bytes += wire_len;
-                self.queue.push_back((buf, wire_len));
-            }
+            Ok(wire_len) => self.push(buf, wire_len),
             Err(error) => {
                 pool.give(buf);
-                self.failed.get_or_insert(error);
+                self.failed.get_or_insert_with(|| Box::new(error));
             }
         }
     }
@@ -153,15 +167,13 @@ impl Tx {
     /// The bytes to send next, in order: the unsent part of the front chunk, then the chunks
     /// after it.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
-        self.queue.iter().enumerate().map(|(i, (buf, len))| {
-            let start = if i == 0 { self.sent } else { 0 };
-            &buf[start..*len]
-        })
+        let front = self.front.iter().map(|(buf, len)| &buf[self.sent as usize..*len as usize]);
+        front.chain(self.queue.iter().map(|(buf, len)| &buf[..*len as usize]))
     }
 
     /// Whether anything sealed waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.front.is_none()
     }
 
     /// `n` bytes from the front of [`Tx::chunks`] were sent: finished chunks go back to the
@@ -170,15 +182,16 @@ impl Tx {
         self.queued_bytes -= n;
         let mut n = n;
         while n > 0 {
-            let Some(&(_, len)) = self.queue.front() else { return };
-            let rest = len - self.sent;
+            let Some((_, len)) = &self.front else { return };
+            let rest = (*len - self.sent) as usize;
             if n < rest {
-                self.sent += n;
+                // `n` is below the front chunk's length, itself a u32.
+                self.sent += n as u32;
                 return;
             }
             n -= rest;
             self.sent = 0;
-            if let Some((buf, _)) = self.queue.pop_front() {
+            if let Some((buf, _)) = std::mem::replace(&mut self.front, self.queue.pop_front()) {
                 pool.give(buf);
             }
         }
@@ -186,7 +199,7 @@ impl Tx {
 
     /// Sealed chunks waiting (including the one being sent).
     pub fn queued_chunks(&self) -> usize {
-        self.queue.len()
+        usize::from(self.front.is_some()) + self.queue.len()
     }
 
     /// Bytes sealed and not yet sent.
@@ -196,12 +209,20 @@ impl Tx {
 
     /// Takes the error of a failed seal, if any.
     pub fn take_failure(&mut self) -> Option<Error> {
-        self.failed.take()
+        self.failed.take().map(|error| *error)
+    }
+
+    /// Bytes this link holds on the heap for its queue (not the pooled record buffers).
+    pub fn heap_bytes(&self) -> usize {
+        self.queue.capacity() * std::mem::size_of::<(RecordBuf, u32)>()
     }
 
     /// Returns every buffer to the pool (the link is closed and no send is in flight).
     pub fn release(&mut self, pool: &mut Pool) {
         if let Some(buf) = self.building.take() {
+            pool.give(buf);
+        }
+        if let Some((buf, _)) = self.front.take() {
             pool.give(buf);
         }
         for (buf, _) in self.queue.drain(..) {
@@ -223,22 +244,34 @@ pub struct TxSink<'a> {
 impl TxSink<'_> {
     /// Bytes queued on the link: sealed and not yet sent, plus the record being built.
     pub fn queued_bytes(&self) -> usize {
-        self.tx.queued_bytes + self.tx.building_len
+        self.tx.queued_bytes + self.tx.building_len as usize
     }
 }
 
 impl Sink for TxSink<'_> {
     fn put(&mut self, repr: &Repr, payload: &[u8]) {
         let len = repr.wire_len();
-        if self.tx.building_len + len > RECORD_PLAINTEXT_MAX {
+        if self.tx.building_len as usize + len > RECORD_PLAINTEXT_MAX {
             self.tx.flush(self.sealer, self.pool);
         }
         let tx = &mut *self.tx;
-        let buf = tx.building.get_or_insert_with(|| self.pool.take());
-        let at = RECORD_HEADER_LEN + tx.building_len;
+        let at = RECORD_HEADER_LEN + tx.building_len as usize;
+        let needed = at + len + RECORD_TAG_LEN;
+        let buf = match &mut tx.building {
+            None => tx.building.insert(self.pool.take_for(needed)),
+            Some(buf) if buf.len() < needed => {
+                // The record outgrew its small buffer: move what it holds to a large one.
+                let mut large = self.pool.take();
+                large[..at].copy_from_slice(&buf[..at]);
+                self.pool.give(std::mem::replace(buf, large));
+                buf
+            }
+            Some(buf) => buf,
+        };
         repr.emit(payload, &mut buf[at..at + len]);
-        tx.building_len += len;
-        debug_assert!(at + len + RECORD_TAG_LEN <= buf.len());
+        // At most RECORD_PLAINTEXT_MAX (64 KiB) bytes are being built.
+        tx.building_len += len as u32;
+        debug_assert!(needed <= buf.len());
     }
 }
 
@@ -260,7 +293,7 @@ mod tests {
         let (mut sealer, _) =
             dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(4);
+        let mut pool = Pool::new(4, 4);
         let mut tx = Tx::default();
         let mut payloads = Vec::new();
         for i in 0..count {
@@ -294,7 +327,7 @@ mod tests {
         let (_, mut opener) =
             dangerous_record_layer_from_secrets(&[2; 32], &[1; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(2);
+        let mut pool = Pool::new(2, 2);
         let mut rx = Rx::default();
         let mut got = Vec::new();
         let mut start = 0;
@@ -334,7 +367,7 @@ mod tests {
         let (mut sealer, _) =
             dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(4);
+        let mut pool = Pool::new(4, 4);
         let mut tx = Tx::default();
         let payload = [0u8; 1000];
         let repr = Repr { payload_len: 1000, ..Repr::default() };
@@ -351,7 +384,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_and_buffers_return() {
-        let mut pool = Pool::new(1);
+        let mut pool = Pool::new(1, 1);
         let mut rx = Rx::default();
         let mut bytes = [0xffu8; 20];
         let error = rx.feed(&mut bytes, &mut pool, |_, _| Ok::<_, Error>(())).unwrap_err();

@@ -94,3 +94,22 @@ impl SendVec {
         &self.hdr
     }
 }
+
+/// Sets IP_BIND_ADDRESS_NO_PORT on a socket about to be bound to a source address with port
+/// 0: the kernel then picks the port at connect, unique per destination, instead of at bind,
+/// unique per source address (which would cap a source address at one ephemeral range in all).
+pub(crate) fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: passes a pointer to a live c_int and its exact size; the kernel only reads it.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}

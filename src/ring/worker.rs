@@ -1,7 +1,7 @@
 //! A worker: one thread, one io_uring, its links. See the module doc of [`super`] for a turn.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +14,12 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
-use crate::limits::{HANDSHAKE_FRAME_MAX, SHUTDOWN_GRACE_MS};
+use crate::limits::{HANDSHAKE_FRAME_MAX, POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
 use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
 use super::bufring::BufRing;
-use super::conn::{CloseReason, Conn, Crypto, Phase};
+use super::conn::{CloseReason, Conn, Crypto, Dial, Phase};
 use super::mailbox::{Command, Mailbox};
 use super::pool::Pool;
 use super::stream::{Rx, Tx};
@@ -37,8 +37,14 @@ pub struct WorkerStats {
     pub dialled: u64,
     /// Links that completed the handshake.
     pub established: u64,
-    /// Links that failed before completing the handshake.
+    /// Links that failed before completing the handshake, and dials that could not start (no
+    /// socket, or the source address would not bind).
     pub handshake_failures: u64,
+    /// Accepted connections closed at once because the worker held `Config::max_links` links.
+    pub refused_max_links: u64,
+    /// Accepted connections closed at once because the handshake rate
+    /// (`Config::max_handshakes_per_sec`) was used up.
+    pub refused_handshake_rate: u64,
     /// Links closed (for any reason).
     pub closed: u64,
     /// Bytes received and sent.
@@ -85,6 +91,14 @@ pub(crate) struct Worker {
     rearm: Vec<(u32, u32)>,
     /// Closes asked for during [`Service::tick`], done after it.
     deferred_closes: Vec<(LinkId, ErrorCode)>,
+    /// Dials that failed before they had a link (no socket, no source address), reported to
+    /// the service after the turn's callbacks.
+    dial_errors: Vec<(SocketAddr, CloseReason)>,
+    /// Links not closing: established, handshaking, connecting or draining.
+    live_links: usize,
+    /// Handshake tokens left (see `Config::max_handshakes_per_sec`), as of `tokens_at`.
+    tokens: f64,
+    tokens_at: Instant,
     now: Instant,
     shutdown_deadline: Option<Instant>,
     /// Accepting resumes then, after a failure such as running out of descriptors.
@@ -104,11 +118,13 @@ impl Worker {
     ) -> io::Result<Worker> {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
+        let now = now();
+        let tokens = f64::from(config.max_handshakes_per_sec);
         Ok(Worker {
             bufring,
             ring,
             index,
-            pool: Pool::new(config.pool_records),
+            pool: Pool::new(config.pool_records, POOL_SMALL_RECORDS),
             config,
             cipher,
             mailboxes,
@@ -116,13 +132,17 @@ impl Worker {
             listener,
             conns: Slab::new(),
             next_generation: 0,
-            timers: Timers::with_capacity(1024),
+            timers: Timers::new(now, 1024),
             completions: Vec::with_capacity(1024),
             touched: Vec::with_capacity(1024),
             rearm: Vec::with_capacity(64),
             send_vecs: Vec::new(),
             deferred_closes: Vec::new(),
-            now: now(),
+            dial_errors: Vec::new(),
+            live_links: 0,
+            tokens,
+            tokens_at: now,
+            now,
             shutdown_deadline: None,
             accept_paused_until: None,
             service_wake: None,
@@ -136,6 +156,7 @@ impl Worker {
         self.arm_accept();
         // One turn before waiting, so a service can start work (dial, attach) on its own.
         service.tick(&mut WorkerCtx { worker: self });
+        self.report_dial_errors(service);
         self.flush_touched(service);
         loop {
             if let Err(error) = self.submit_and_wait() {
@@ -167,6 +188,7 @@ impl Worker {
                     self.close(service, slot, CloseReason::Local(code));
                 }
             }
+            self.report_dial_errors(service);
             self.flush_touched(service);
             self.rearm_receives();
             self.bufring.publish();
@@ -277,7 +299,9 @@ impl Worker {
 
     fn command(&mut self, service: &mut impl Service, command: Command) {
         match command {
-            Command::Connect { addr, peer } => self.connect(addr, peer),
+            Command::Connect { addr, from, peer } => {
+                self.connect(addr, from, peer, None);
+            }
             Command::Shutdown => self.begin_shutdown(service),
             Command::Service(payload) => service.command(&mut WorkerCtx { worker: self }, payload),
         }
@@ -287,27 +311,29 @@ impl Worker {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let now = self.now;
+        self.live_links += 1;
         self.conns.insert(Conn {
             generation,
+            ops: 0,
             socket,
             phase,
+            recv_armed: false,
+            recv_rearm: false,
+            stall_timer: false,
+            touched: false,
             crypto,
             txn: txn::Link::new(),
             rx: Rx::default(),
             tx: Tx::default(),
             peer: None,
-            addr: None,
-            expected_peer: None,
-            ops: 0,
-            recv_armed: false,
-            recv_rearm: false,
+            dial: None,
             send_started: None,
             send_vec: None,
-            stall_timer: false,
             last_rx: now,
             last_tx: now,
-            touched: false,
-            close_reason: None,
+            last_data: now,
+            shed_keys: false,
+            ping_only: false,
             stats: Default::default(),
         }) as u32
     }
@@ -327,12 +353,17 @@ impl Worker {
         if result >= 0 {
             // SAFETY: a successful accept returns a new descriptor that nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(result) };
-            let _ = socket.set_tcp_nodelay(true);
             if self.shutdown_deadline.is_some() {
                 // Shutting down: a connection that raced the end of accepting is dropped.
                 drop(socket);
-            } else {
+            } else if self.admit() {
+                let _ = socket.set_tcp_nodelay(true);
                 self.adopt(socket);
+            } else {
+                // Refused before any handshake work: a reset tells the peer at once, and this
+                // side keeps no TIME_WAIT state for it.
+                let _ = socket.set_linger(Some(Duration::ZERO));
+                drop(socket);
             }
         } else if result != -libc::ECANCELED && result != -libc::EINVAL {
             // Out of descriptors or memory: pause accepting briefly instead of spinning.
@@ -359,6 +390,27 @@ impl Worker {
         }
     }
 
+    /// Whether an accepted connection may start a handshake: the worker holds fewer than
+    /// `max_links` links and a handshake token is left (taking it). Counts a refusal.
+    fn admit(&mut self) -> bool {
+        if self.live_links >= self.config.max_links {
+            self.stats.refused_max_links += 1;
+            tracing::debug!(worker = self.index, links = self.live_links, "refused: max_links");
+            return false;
+        }
+        let rate = f64::from(self.config.max_handshakes_per_sec);
+        let elapsed = self.now.saturating_duration_since(self.tokens_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.tokens_at = self.now;
+        if self.tokens < 1.0 {
+            self.stats.refused_handshake_rate += 1;
+            tracing::debug!(worker = self.index, "refused: handshake rate");
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
     /// Starts the responder's handshake on an accepted connection.
     fn adopt(&mut self, socket: Socket) {
         match Session::responder(self.cipher.clone(), self.now) {
@@ -373,31 +425,67 @@ impl Worker {
         }
     }
 
-    fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
-        let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        {
+    /// Dials `addr`, from source address `from` if given (port chosen at connect), with
+    /// `cipher` as the identity if given (else the engine's). Returns the link's id; a dial that
+    /// cannot start returns `None` and is reported to the service's `dial_failed` after the
+    /// turn's callbacks.
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+        cipher: Option<Arc<cipher::Config>>,
+    ) -> Option<LinkId> {
+        self.stats.dialled += 1;
+        let socket = match self.dial_socket(addr, from) {
             Ok(socket) => socket,
             Err(error) => {
-                tracing::warn!(%addr, %error, "cannot create a socket");
-                return;
+                tracing::warn!(%addr, ?from, %error, "cannot start a dial");
+                self.stats.handshake_failures += 1;
+                let errno = error.raw_os_error().unwrap_or(libc::EIO);
+                self.dial_errors.push((addr, CloseReason::Io(errno)));
+                return None;
             }
         };
-        let _ = socket.set_tcp_nodelay(true);
-        self.stats.dialled += 1;
         let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
         let conn = &mut self.conns[slot as usize];
-        let sockaddr = conn.addr.insert(Box::new(SockAddr::from(addr)));
+        let dial = conn.dial.insert(Box::new(Dial {
+            addr: SockAddr::from(addr),
+            expected_peer: peer,
+            cipher,
+        }));
         let entry = opcode::Connect::new(
             Fd(conn.socket.as_raw_fd()),
-            sockaddr.as_ptr().cast(),
-            sockaddr.len(),
+            dial.addr.as_ptr().cast(),
+            dial.addr.len(),
         )
         .build()
         .user_data(op::encode(op::CONNECT, slot, conn.generation));
-        conn.expected_peer = peer;
         conn.ops += 1;
         self.push(entry);
         self.arm_handshake_timer(slot);
+        Some(self.link_id(slot))
+    }
+
+    /// A socket for dialling `addr`, bound to source address `from` if given.
+    fn dial_socket(&self, addr: SocketAddr, from: Option<IpAddr>) -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        let _ = socket.set_tcp_nodelay(true);
+        if let Some(ip) = from {
+            // The port is then chosen at connect, per destination, so one source address
+            // serves as many links as the ephemeral range holds to each destination.
+            // Best effort: without it the port is picked at bind, which still works.
+            let _ = super::uring::bind_address_no_port(&socket);
+            socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+        }
+        Ok(socket)
+    }
+
+    /// Reports the dials that failed before they had a link.
+    fn report_dial_errors(&mut self, service: &mut impl Service) {
+        while let Some((addr, reason)) = self.dial_errors.pop() {
+            service.dial_failed(addr, reason);
+        }
     }
 
     fn connected(&mut self, service: &mut impl Service, slot: u32, result: i32) {
@@ -410,7 +498,13 @@ impl Worker {
         if result < 0 {
             return self.close(service, slot, CloseReason::Io(-result));
         }
-        match Session::initiator(self.cipher.clone(), conn.expected_peer, self.now) {
+        let (cipher, expected) = match &conn.dial {
+            Some(dial) => {
+                (dial.cipher.clone().unwrap_or_else(|| self.cipher.clone()), dial.expected_peer)
+            }
+            None => (self.cipher.clone(), None),
+        };
+        match Session::initiator(cipher, expected, self.now) {
             Ok(session) => {
                 conn.crypto = Crypto::Handshake(Box::new(session));
                 conn.phase = Phase::Handshake;
@@ -531,18 +625,24 @@ impl Worker {
         let id = self.link_id(slot);
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
-        let Conn { rx, tx, txn, crypto, stats, peer, .. } = conn;
+        let Conn { rx, tx, txn, crypto, stats, peer, last_data, .. } = conn;
         let (Crypto::Established { sealer, opener }, Some(peer)) = (crypto, *peer) else {
             return Err(CloseReason::Internal("records on a link without record keys"));
         };
         let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
         let messages_before = stats.messages_in;
+        let shed_after = self.config.shed_keys_after;
         let result = rx.feed(bytes, &mut self.pool, |record, pool| -> Result<(), CloseReason> {
             let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
             stats.records_in += 1;
+            let mut data = false;
             for message in Messages::new(plaintext) {
                 let message = message.map_err(CloseReason::Protocol)?;
                 stats.messages_in += 1;
+                if message.command() != WireCommand::LINK_PING {
+                    *last_data = now;
+                    data = true;
+                }
                 let received = txn
                     .handle_message(&mut tx.sink(sealer, pool), &message)
                     .map_err(CloseReason::Protocol)?;
@@ -560,6 +660,10 @@ impl Worker {
                     let mut ctx = LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now };
                     service.event(&mut ctx, event);
                 }
+            }
+            if !data && now >= *last_data + shed_after {
+                // A keepalive on a quiet link: the opener need not keep its schedule.
+                opener.shed_keys();
             }
             Ok(())
         });
@@ -586,6 +690,8 @@ impl Worker {
         conn.crypto = Crypto::Established { sealer, opener };
         conn.phase = Phase::Established;
         conn.peer = Some(peer);
+        // The connect is long complete: the dial's address and identity are not needed again.
+        conn.dial = None;
         self.stats.established += 1;
         self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
@@ -664,13 +770,24 @@ impl Worker {
                 continue;
             };
             conn.touched = false;
-            if let Crypto::Established { sealer, .. } = &mut conn.crypto
-                && conn.tx.has_pending()
-            {
-                conn.tx.flush(sealer, &mut self.pool);
-                conn.stats.records_out += 1;
-                self.stats.records_out += 1;
-                conn.last_tx = self.now;
+            if let Crypto::Established { sealer, opener } = &mut conn.crypto {
+                if conn.tx.has_pending() {
+                    conn.tx.flush(sealer, &mut self.pool);
+                    conn.stats.records_out += 1;
+                    self.stats.records_out += 1;
+                    conn.last_tx = self.now;
+                    if !conn.ping_only {
+                        conn.last_data = self.now;
+                    }
+                }
+                conn.ping_only = false;
+                if conn.shed_keys {
+                    // Quiet for a while: keep the keys' bytes, not their expanded schedules
+                    // (rebuilt at the next record). An idle client costs that much less.
+                    conn.shed_keys = false;
+                    sealer.shed_keys();
+                    opener.shed_keys();
+                }
             }
             if let Some(error) = conn.tx.take_failure() {
                 self.close(service, slot, CloseReason::Protocol(error));
@@ -740,6 +857,15 @@ impl Worker {
                 TimerKind::Keepalive => {
                     let due = conn.last_tx + self.config.keepalive_interval;
                     if self.now >= due {
+                        // The ping about to go says the link is idle this way; if nothing but
+                        // pings has crossed it either way for a while, shed its record keys
+                        // once the ping is sealed.
+                        conn.ping_only = !conn.tx.has_pending();
+                        if conn.ping_only
+                            && self.now >= conn.last_data + self.config.shed_keys_after
+                        {
+                            conn.shed_keys = true;
+                        }
                         if let Crypto::Established { sealer, .. } = &mut conn.crypto {
                             let mut sink = conn.tx.sink(sealer, &mut self.pool);
                             let _ = conn.txn.send_oneway(
@@ -798,8 +924,9 @@ impl Worker {
             return;
         }
         let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
+        let connecting = conn.phase == Phase::Connecting;
         conn.phase = Phase::Closing;
-        conn.close_reason = Some(reason);
+        self.live_links -= 1;
         if was_up {
             let code = match reason {
                 CloseReason::Local(code) => code,
@@ -816,20 +943,30 @@ impl Worker {
         } else {
             self.stats.handshake_failures += 1;
             tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
-            if let Some(addr) = conn.addr.as_ref().and_then(|a| a.as_socket()) {
+            if let Some(addr) = conn.dial.as_ref().and_then(|dial| dial.addr.as_socket()) {
                 service.dial_failed(addr, reason);
             }
         }
         self.stats.closed += 1;
         let conn = &mut self.conns[slot as usize];
         conn.crypto = Crypto::None;
-        let fd = conn.socket.as_raw_fd();
         if conn.ops > 0 {
+            // Shutting the socket down ends its operations; the cancellations make sure. Each
+            // names one operation by its `user_data`, which the kernel finds by hash: cancelling
+            // by descriptor would scan every operation of the ring, once per link closed.
             let _ = conn.socket.shutdown(std::net::Shutdown::Both);
-            let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
-                .build()
-                .user_data(op::encode(op::IGNORE, slot, 0));
-            self.push(cancel);
+            let in_flight = [
+                (op::RECV, conn.recv_armed),
+                (op::SEND, conn.send_started.is_some()),
+                (op::CONNECT, connecting),
+            ];
+            let generation = conn.generation;
+            for (kind, _) in in_flight.into_iter().filter(|&(_, live)| live) {
+                let cancel = opcode::AsyncCancel::new(op::encode(kind, slot, generation))
+                    .build()
+                    .user_data(op::encode(op::IGNORE, slot, 0));
+                self.push(cancel);
+            }
         }
         self.maybe_free(slot);
     }
@@ -949,7 +1086,37 @@ impl WorkerCtx<'_> {
 
     /// Dials `addr` from this worker.
     pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
-        self.worker.connect(addr, peer);
+        self.worker.connect(addr, None, peer, None);
+    }
+
+    /// Dials `addr` from this worker, from source address `from` if given (bound with port 0;
+    /// the port is picked at connect). Returns the link's id, which [`Service::link_up`] will
+    /// show; a dial that cannot start (no descriptor, an address that does not bind) returns
+    /// `None`, and [`Service::dial_failed`] hears of it after this turn's callbacks.
+    pub fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+    ) -> Option<LinkId> {
+        self.worker.connect(addr, from, peer, None)
+    }
+
+    /// Like [`WorkerCtx::connect_from`], showing the identity in `cipher` to the other side
+    /// instead of the engine's (a load generator dials as many distinct nodes).
+    pub fn connect_as(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+        cipher: Arc<cipher::Config>,
+    ) -> Option<LinkId> {
+        self.worker.connect(addr, from, peer, Some(cipher))
+    }
+
+    /// Links of this worker that are not closing (established, handshaking, dialling).
+    pub fn live_links(&self) -> usize {
+        self.worker.live_links
     }
 
     /// Asks for a [`Service::tick`] at `at` at the latest (the earliest of several asks wins),

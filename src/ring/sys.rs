@@ -1,0 +1,55 @@
+//! Process-wide settings a program running very many links needs: the descriptor limit.
+
+use std::io;
+
+/// The descriptor limits of this process: (soft, hard). `u64::MAX` stands for no limit.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the valid, exclusively borrowed `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `want` descriptors, raising the hard
+/// limit too when it is lower (which needs CAP_SYS_RESOURCE, and stays within the system's
+/// `fs.nr_open`). Never lowers a limit. Returns the soft limit in force afterwards, which is
+/// below `want` when the hard limit could not be raised far enough: the caller decides whether
+/// that is an error. Child processes inherit the limits.
+pub fn raise_nofile_limit(want: u64) -> io::Result<u64> {
+    let (soft, hard) = nofile_limit()?;
+    if soft >= want {
+        return Ok(soft);
+    }
+    let set = |soft: u64, hard: u64| {
+        let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        // SAFETY: setrlimit reads one valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match set(want, hard.max(want)) {
+        Ok(()) => Ok(want),
+        // The hard limit could not be raised: go as far as it allows.
+        Err(_) if hard > soft => set(hard, hard).map(|()| hard),
+        Err(_) => Ok(soft),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_limit_never_goes_down() {
+        let (soft, hard) = nofile_limit().unwrap();
+        assert!(soft <= hard);
+        assert_eq!(raise_nofile_limit(soft.min(64)).unwrap(), soft);
+        let raised = raise_nofile_limit(soft.saturating_add(1).min(hard)).unwrap();
+        assert!(raised >= soft);
+        assert_eq!(nofile_limit().unwrap().0, raised);
+    }
+}
