@@ -11,6 +11,8 @@
 #   perf/clients.sh --clients N       N clients
 #   perf/clients.sh --rate R          dial R links a second (default 2,000: the satellite's
 #                                     default admission rate, ring::Config::max_handshakes_per_sec)
+#   perf/clients.sh --hold S          hold the idle links S seconds (default 40; RSS is read
+#                                     5 s before the end)
 #   perf/clients.sh --engine-only     the same against `ringspan bench serve` (the engine with a
 #                                     service that keeps nothing per link) instead of a satellite
 #                                     node: the engine's share of the memory per client
@@ -21,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=100000
 rate=2000
-hold=10
+hold=40
 server=satellite
 while (($#)); do
   case "$1" in
@@ -29,7 +31,8 @@ while (($#)); do
     --clients) clients=$2; shift ;;
     --rate) rate=$2; shift ;;
     --engine-only) server=engine ;;
-    *) echo "usage: perf/clients.sh [--clients N] [--quick] [--rate R] [--engine-only]" >&2; exit 2 ;;
+    --hold) hold=$2; shift ;;
+    *) echo "usage: perf/clients.sh [--clients N] [--quick] [--rate R] [--hold S] [--engine-only]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -83,7 +86,9 @@ anon_before=$(status RssAnon)
 "$bin" bench clients --connect "127.0.0.1:$port" --peer-key "$pub" --clients "$clients" \
   --rate "$rate" --keepalive-ms 15000 --hold "$hold" --json > "$work/report.json" 2> "$work/clients.log" &
 tool=$!
-# The links are up and idle once the tool says it holds them; measure halfway through the hold.
+# The links are up once the tool says it holds them. Measure late in the hold: by then every link
+# has been quiet past its first 15 s keepalive and shed its record key schedules, as idle links
+# do (SHED_KEYS_AFTER_MS).
 until grep -q '^holding' "$work/clients.log"; do
   if ! kill -0 "$tool" 2>/dev/null; then
     echo "perf/clients.sh: the client load ended before holding its links:" >&2
@@ -92,7 +97,7 @@ until grep -q '^holding' "$work/clients.log"; do
   fi
   sleep 0.2
 done
-sleep $((hold / 2))
+sleep $((hold - 5))
 rss_after=$(status VmRSS)
 anon_after=$(status RssAnon)
 wait "$tool" || echo "perf/clients.sh: ringspan bench clients failed (exit $?), see below" >&2
