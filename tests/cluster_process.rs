@@ -296,3 +296,13 @@ fn run_refuses_a_bad_config_with_file_line_and_reason() {
     assert!(stderr.contains("missing.key"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_satellite_demo_keeps_the_core_table_flat_and_exits_zero() {
+    let output =
+        Command::new(BIN).args(["demo", "--satellites", "--clients", "300"]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("core routes at n0 with 302 clients: 2"), "{text}");
+    assert!(text.contains("100 + 100 of 200"), "{text}");
+}

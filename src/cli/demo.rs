@@ -33,6 +33,12 @@ pub struct DemoArgs {
     /// How long to send calls, in seconds.
     #[arg(long, default_value_t = 6)]
     pub seconds: u64,
+    /// Shows a satellite with many idle clients beside a 3-node core instead.
+    #[arg(long)]
+    pub satellites: bool,
+    /// Idle clients on the satellite (with --satellites).
+    #[arg(long, default_value_t = 2_000)]
+    pub clients: u64,
 }
 
 const MOUNT: &str = "0x1:0x10";
@@ -150,7 +156,11 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("ringspan-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = demo(&dir, n, args.seconds.max(2));
+    let result = if args.satellites {
+        super::demo_satellites::run(&dir, args.clients.max(1))
+    } else {
+        demo(&dir, n, args.seconds.max(2))
+    };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
