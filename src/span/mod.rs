@@ -58,7 +58,7 @@ mod tests;
 #[cfg(test)]
 mod wire_tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use small::SmallMap;
 
@@ -92,9 +92,9 @@ pub struct Table {
     /// Mounts that may have become tombstones, oldest first (see [`Entry::is_tombstone`]).
     tombstones: VecDeque<MountKey>,
     /// Mounts some neighbour may hear of: attached here, or with a route not learned from a
-    /// client. A new neighbour is told of these only, so a satellite with a million client
-    /// mounts does not walk them all for each new client. Ordered, for deterministic output.
-    exported: BTreeSet<MountKey>,
+    /// client. A new neighbour is told of these only (sorted then, for deterministic output),
+    /// so a satellite with a million client mounts does not walk them all for each new client.
+    exported: HashSet<MountKey, foldhash::fast::RandomState>,
     out: VecDeque<(NeighbourId, Outbound)>,
 }
 
@@ -129,6 +129,8 @@ struct Entry {
     request: Option<Pending>,
     /// Neighbours that currently hold an advertisement of this mount from us.
     advertised_to: u32,
+    /// Whether it is in the table's `exported` set.
+    exported: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +200,7 @@ impl Table {
             mounts: Map::default(),
             neighbours: BTreeMap::new(),
             tombstones: VecDeque::new(),
-            exported: BTreeSet::new(),
+            exported: HashSet::default(),
             out: VecDeque::new(),
         }
     }
@@ -230,7 +232,8 @@ impl Table {
             requests: SmallMap::default(),
         };
         self.neighbours.insert(id, neighbour);
-        let keys: Vec<MountKey> = self.exported.iter().copied().collect();
+        let mut keys: Vec<MountKey> = self.exported.iter().copied().collect();
+        keys.sort_unstable();
         for key in keys {
             self.advertise(key, Some(id));
         }
@@ -525,12 +528,16 @@ impl Table {
             return;
         };
         // Every change to a mount passes here: keep the set of exportable mounts current.
-        if entry.is_exportable() {
-            self.exported.insert(key);
-        } else {
-            self.exported.remove(&key);
+        let exportable = entry.is_exportable();
+        if exportable != entry.exported {
+            entry.exported = exportable;
+            if exportable {
+                self.exported.insert(key);
+            } else {
+                self.exported.remove(&key);
+            }
         }
-        if !entry.is_exportable() && entry.advertised_to == 0 {
+        if !exportable && entry.advertised_to == 0 {
             // Nobody holds it and nobody may: nothing to walk (a client's mount at its
             // satellite, however many neighbours there are).
             return;
