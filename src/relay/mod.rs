@@ -524,6 +524,7 @@ impl Node {
         let mount = delivery.parent.and_then(|parent| state.span.our_span_mount(parent));
         let Some(mount) = mount else {
             // Not inside a span of ours: nothing to route it by.
+            self.counters.refused += 1;
             refuse(txn, out, delivery, ErrorCode::REFUSED)?;
             return Ok(());
         };
@@ -845,8 +846,9 @@ impl Node {
         for op in ops.drain(..) {
             match op {
                 Op::Span(outbound) => {
-                    let state = self.links.get_mut(&link).expect("present above");
-                    if let Err(e) = state.span.transmit(txn, out, &outbound) {
+                    if let Some(state) = self.links.get_mut(&link)
+                        && let Err(e) = state.span.transmit(txn, out, &outbound)
+                    {
                         span_errors.get_or_insert(e);
                     }
                 }
