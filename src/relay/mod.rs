@@ -593,9 +593,7 @@ impl Node {
                 let payload = &delivery.payload[strip..];
                 let state = self.links.get_mut(&next_link).ok_or(Misuse::UnknownLink(next_link))?;
                 state.counters.circuits_out += 1;
-                let at = state.bytes.len();
-                state.bytes.extend_from_slice(payload);
-                state.ops.push_back(Op::Open {
+                state.queue(&mut self.dirty, next_link, payload, |at, len| Op::Open {
                     circuit: slot,
                     generation,
                     side: Side::B,
@@ -603,9 +601,8 @@ impl Node {
                     command: delivery.command,
                     flags: delivery.flags & Flags::DELETE,
                     at,
-                    len: payload.len(),
+                    len,
                 });
-                mark_dirty(&mut self.dirty, next_link, state);
             }
         }
         Ok(())
@@ -739,9 +736,7 @@ impl Node {
                 if flags.contains(Flags::ABORT | Flags::DELETE) {
                     state.counters.aborts_out += 1;
                 }
-                let at = state.bytes.len();
-                state.bytes.extend_from_slice(delivery.payload);
-                state.ops.push_back(Op::Send {
+                state.queue(&mut self.dirty, link, delivery.payload, |at, len| Op::Send {
                     circuit: slot,
                     generation,
                     side: to,
@@ -749,9 +744,8 @@ impl Node {
                     flags,
                     error: delivery.error,
                     at,
-                    len: delivery.payload.len(),
+                    len,
                 });
-                mark_dirty(&mut self.dirty, link, state);
             }
         }
     }
@@ -772,8 +766,7 @@ impl Node {
             let link = *link;
             if let Some(state) = self.links.get_mut(&link) {
                 state.counters.aborts_out += 1;
-                let at = state.bytes.len();
-                state.ops.push_back(Op::Send {
+                state.queue(&mut self.dirty, link, &[], |at, len| Op::Send {
                     circuit: slot,
                     generation,
                     side,
@@ -781,9 +774,8 @@ impl Node {
                     flags: Flags::ABORT | Flags::DELETE,
                     error,
                     at,
-                    len: 0,
+                    len,
                 });
-                mark_dirty(&mut self.dirty, link, state);
             }
         }
     }
@@ -952,8 +944,7 @@ impl Node {
         while let Some((to, outbound)) = self.table.poll_transmit() {
             let link = Self::link_of(to);
             if let Some(state) = self.links.get_mut(&link) {
-                state.ops.push_back(Op::Span(outbound));
-                mark_dirty(&mut self.dirty, link, state);
+                state.queue(&mut self.dirty, link, &[], |_, _| Op::Span(outbound));
             }
         }
     }
@@ -986,9 +977,7 @@ impl Node {
         self.counters.opened += 1;
         let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
         state.counters.circuits_out += 1;
-        let at = state.bytes.len();
-        state.bytes.extend_from_slice(payload);
-        state.ops.push_back(Op::Open {
+        state.queue(&mut self.dirty, link, payload, |at, len| Op::Open {
             circuit: slot,
             generation,
             side: Side::B,
@@ -996,9 +985,8 @@ impl Node {
             command,
             flags: flags & Flags::DELETE,
             at,
-            len: payload.len(),
+            len,
         });
-        mark_dirty(&mut self.dirty, link, state);
         Ok(CallId { slot, generation })
     }
 
@@ -1046,9 +1034,7 @@ impl Node {
         if forced {
             state.counters.aborts_out += 1;
         }
-        let at = state.bytes.len();
-        state.bytes.extend_from_slice(payload);
-        state.ops.push_back(Op::Send {
+        state.queue(&mut self.dirty, link, payload, |at, len| Op::Send {
             circuit: call.slot,
             generation,
             side: link_side,
@@ -1056,9 +1042,8 @@ impl Node {
             flags: flags & (Flags::DELETE | Flags::ABORT),
             error,
             at,
-            len: payload.len(),
+            len,
         });
-        mark_dirty(&mut self.dirty, link, state);
         Ok(())
     }
 
@@ -1086,10 +1071,23 @@ impl Node {
     }
 }
 
-fn mark_dirty(dirty: &mut Vec<LinkId>, link: LinkId, state: &mut LinkState) {
-    if !state.dirty {
-        state.dirty = true;
-        dirty.push(link);
+impl LinkState {
+    /// Queues `op` for [`Node::flush`], its payload kept in the link's byte arena (`op` is given
+    /// where and how long), and lists the link as dirty once.
+    fn queue(
+        &mut self,
+        dirty: &mut Vec<LinkId>,
+        link: LinkId,
+        payload: &[u8],
+        op: impl FnOnce(usize, usize) -> Op,
+    ) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        self.ops.push_back(op(at, payload.len()));
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(link);
+        }
     }
 }
 
