@@ -5,38 +5,21 @@
 //! Debug builds handshake at ~1,400 links a second on the 2-vCPU development VM with both
 //! processes on it, so the dials are paced at 1,000 a second: the whole test takes ~15 s there.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
+#[path = "support/process.rs"]
+mod process;
+use process::{BIN, Proc, free_port, now, run_node};
+
 const CLIENTS: u64 = 10_000;
 /// Dials per second (see the module doc).
 const RATE: u32 = 1_000;
 /// Generous for 10 s of dialling on two busy cores.
 const TIME_LIMIT: Duration = Duration::from_secs(100);
-
-/// Kills its child when dropped (a failing test leaves no process behind).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[allow(clippy::disallowed_methods)] // tests measure real time
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[test]
 fn a_satellite_takes_ten_thousand_client_links() {
@@ -62,16 +45,7 @@ fn a_satellite_takes_ten_thousand_client_links() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("sat.log")).unwrap();
-    let _satellite = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _satellite = run_node(&config);
     let deadline = now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(now() < deadline, "the satellite did not listen");

@@ -12,43 +12,26 @@
 //!            D
 //! ```
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
 use ringspan::daemon::Snapshot;
 use ringspan::daemon::control;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
+#[path = "support/process.rs"]
+mod process;
+use process::{BIN, Proc, free_port, now, run_node, wait_for};
+
 const MOUNT: &str = "0x1:0x10";
-
-/// Kills its child when dropped (a failing test leaves no process behind).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Node {
     name: &'static str,
     port: u16,
     public: String,
     config: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-#[allow(clippy::disallowed_methods)] // tests measure real time
-fn now() -> Instant {
-    Instant::now()
 }
 
 fn key(dir: &Path, name: &str) -> String {
@@ -63,34 +46,8 @@ fn snapshot(node: &Node) -> Option<Snapshot> {
     serde_json::from_str(&text).ok()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = now() + timeout;
-    while now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Starts a node; its log goes beside its config (`<name>.log`, appended across restarts).
 fn run(node: &Node) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(node.config.with_extension("log"))
-        .unwrap();
-    Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&node.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+    run_node(&node.config)
 }
 
 fn call(config: &Path, calls: u64) -> Command {

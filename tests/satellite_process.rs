@@ -11,10 +11,8 @@
 //! per satellite, not per client; a client that advertises a master is cut off while the others
 //! carry on; a satellite SIGKILLed: its clients fail over to the other one and carry on.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringspan::cipher::identity::write_new_key_file;
 use ringspan::cipher::{Identity, PrivateKey};
@@ -23,35 +21,13 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
+#[path = "support/process.rs"]
+mod process;
+use process::{Proc, free_port, now, run_node, wait_for};
+
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[allow(clippy::disallowed_methods)] // tests measure real time
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = now() + WAIT;
-    while now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 struct Node {
     name: &'static str,
@@ -77,28 +53,14 @@ impl Node {
     }
 
     fn run(&self) -> Proc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config.with_extension("log"))
-            .unwrap();
-        Proc(
-            Command::new(BIN)
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
+        run_node(&self.config)
     }
 }
 
 fn node(dir: &Path, name: &'static str) -> Node {
     let key = PrivateKey::generate().unwrap();
     write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     Node { name, port, key, config: dir.join(format!("{name}.toml")) }
 }
 
@@ -183,7 +145,7 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     // The satellites are up and linked to the core before any client dials (a client that
     // found s1 not yet listening would rightly fail over to s2).
     for sat in [&s1, &s2] {
-        wait_for("a satellite to link to the core", || {
+        wait_for("a satellite to link to the core", WAIT, || {
             sat.snapshot().is_some_and(|s| s.links.len() == 1)
         });
     }
@@ -208,7 +170,7 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     }
     assert!(caller.wait_for_route(aggregate(s1_id), WAIT), "the core hears s1's aggregate");
     // The core: the master and one aggregate (s1 serves every client now), never a client.
-    wait_for("a's routes", || {
+    wait_for("a's routes", WAIT, || {
         a.snapshot()
             .is_some_and(|s| s.routes.len() == 2 && s.routes.iter().any(|r| r.kind == "aggregate"))
     });
@@ -238,7 +200,7 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
 
     // s1 dies: its clients fail over to s2; calls both ways go on through s2.
     drop(procs[3].take());
-    wait_for("the core to hear s2's aggregate", || {
+    wait_for("the core to hear s2's aggregate", WAIT, || {
         a.snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == format!("{:x}", s2_id.0)))
     });
     for (_, mount) in &servers {

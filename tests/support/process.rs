@@ -1,0 +1,66 @@
+//! Helpers for the tests that run `ringspan` processes: a child killed when the test ends (a
+//! failing test leaves no process behind), `ringspan run` with its log beside its config, free
+//! ports, and waiting for a condition.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
+
+/// A child process, killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The time now (tests measure real time).
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// A loopback port free at the time of asking.
+#[allow(dead_code)] // not every process test picks its own ports
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `ok` every 50 ms until it holds; panics naming `what` after `timeout`.
+#[allow(dead_code)] // not every process test waits this way
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = now() + timeout;
+    while now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Starts `ringspan run --config config`; its log (RUST_LOG=info) is appended to the config's
+/// path with the extension `log`, across restarts.
+pub fn run_node(config: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
+    Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
