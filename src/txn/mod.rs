@@ -111,8 +111,10 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Link {
     states: Slab<State>,
-    /// Wire identity (who opened it, its msgid) to table slot.
-    index: HashMap<Key, u32, foldhash::fast::RandomState>,
+    /// Wire identity (who opened it, its msgid) to table slot, once the link holds more than
+    /// [`SCAN_MAX`] transactions; below that (every idle link) `states` is scanned instead and
+    /// there is no index. Kept until the link has no transaction left.
+    index: Option<Box<HashMap<Key, u32, foldhash::fast::RandomState>>>,
     /// The msgid for the next transaction we open. Starts at 1; zero is the link itself.
     next_msgid: u64,
     /// Stamped on each new state, so stale [`TxnId`]s are refused.
@@ -140,6 +142,10 @@ struct Half {
 }
 
 const NIL: u32 = u32::MAX;
+
+/// Up to this many transactions a link finds one by scanning its table instead of hashing: as
+/// fast for so few, and it spares an idle link the index's allocation.
+const SCAN_MAX: usize = 8;
 
 #[derive(Debug)]
 struct State {
@@ -170,7 +176,7 @@ impl Link {
     pub fn new() -> Link {
         Link {
             states: Slab::new(),
-            index: HashMap::default(),
+            index: None,
             next_msgid: 1,
             next_generation: 0,
             events: VecDeque::new(),
@@ -359,7 +365,7 @@ impl Link {
             self.accept_create(message)?
         } else {
             let key = Key { ours: flags.contains(Flags::REPLY), msgid: msgid.0 };
-            let Some(&slot) = self.index.get(&key) else {
+            let Some(slot) = self.find(key) else {
                 if forced {
                     // A forced close racing the end of the transaction: already over here.
                     return Ok(None);
@@ -467,8 +473,8 @@ impl Link {
             }
         }
         self.states.clear();
-        self.index.clear();
         self.opened_locally = 0;
+        self.forget_index();
     }
 
     fn check_up(&self) -> Result<(), Error> {
@@ -495,7 +501,7 @@ impl Link {
     fn accept_create(&mut self, message: &Message<&[u8]>) -> Result<u32, Error> {
         let msgid = message.msgid();
         let key = Key { ours: false, msgid: msgid.0 };
-        if self.index.contains_key(&key) {
+        if self.find(key).is_some() {
             return Err(Violation::DuplicateCreate(msgid).into());
         }
         let (parent, depth) = if message.parent().is_root() {
@@ -503,7 +509,7 @@ impl Link {
         } else {
             let ours = message.flags().contains(Flags::REV_PARENT);
             let parent_key = Key { ours, msgid: message.parent().0 };
-            let Some(&parent) = self.index.get(&parent_key) else {
+            let Some(parent) = self.find(parent_key) else {
                 return Err(Violation::UnknownParent(message.parent()).into());
             };
             let state = &self.states[parent as usize];
@@ -557,9 +563,34 @@ impl Link {
             }
             self.states[parent as usize].first_child = slot;
         }
-        self.index.insert(Key { ours, msgid: msgid.0 }, slot);
+        if let Some(index) = &mut self.index {
+            index.insert(Key { ours, msgid: msgid.0 }, slot);
+        } else if self.states.len() > SCAN_MAX {
+            let keys =
+                self.states.iter().map(|(i, s)| (Key { ours: s.ours, msgid: s.msgid.0 }, i as u32));
+            self.index = Some(Box::new(keys.collect()));
+        }
         self.opened_locally += usize::from(ours);
         slot
+    }
+
+    /// The slot of the transaction `key` names, if it is open.
+    fn find(&self, key: Key) -> Option<u32> {
+        if let Some(index) = &self.index {
+            return index.get(&key).copied();
+        }
+        let mut states = self.states.iter();
+        states.find(|(_, s)| s.ours == key.ours && s.msgid.0 == key.msgid).map(|(i, _)| i as u32)
+    }
+
+    /// Once no transaction is left: drops the index and a table grown by a burst, so a link
+    /// that was busy and is now idle holds no more than one that never was.
+    fn forget_index(&mut self) {
+        debug_assert!(self.states.is_empty());
+        self.index = None;
+        if self.states.capacity() > SCAN_MAX {
+            self.states = Slab::new();
+        }
     }
 
     /// Writes one message of `slot` in our direction and records it.
@@ -651,7 +682,9 @@ impl Link {
                 return;
             }
             let state = self.states.remove(slot as usize);
-            self.index.remove(&Key { ours: state.ours, msgid: state.msgid.0 });
+            if let Some(index) = &mut self.index {
+                index.remove(&Key { ours: state.ours, msgid: state.msgid.0 });
+            }
             self.opened_locally -= usize::from(state.ours);
             if state.prev_sibling != NIL {
                 self.states[state.prev_sibling as usize].next_sibling = state.next_sibling;
@@ -664,6 +697,9 @@ impl Link {
             let txn = TxnId { slot, generation: state.generation };
             self.events.push_back(Event::Ended { txn, error: state.error });
             if state.parent == NIL {
+                if self.states.is_empty() {
+                    self.forget_index();
+                }
                 return;
             }
             slot = state.parent;

@@ -661,3 +661,54 @@ fn local_opens_stop_at_the_local_bound() {
     let message = Message::new_checked(&bytes[..]).unwrap();
     assert!(link.handle_message(&mut out, &message).is_ok());
 }
+
+#[test]
+fn many_transactions_are_indexed_and_an_idle_link_drops_the_index() {
+    let (mut pair, mut log) = (pair(), Log::default());
+    let mut opened = Vec::new();
+    for i in 0..3 * SCAN_MAX as u8 {
+        let a = &mut pair.a;
+        opened.push(a.link.open(&mut a.out, None, REQUEST, &[i], Flags::NONE).unwrap());
+    }
+    drive(&mut pair, &mut log);
+    assert!(pair.a.link.index.is_some() && pair.b.link.index.is_some());
+    // Replies in reverse order each reach their own transaction through the index.
+    let theirs: Vec<TxnId> = log
+        .b
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Msg { txn, .. } => Some(*txn),
+            _ => None,
+        })
+        .collect();
+    for (i, txn) in theirs.iter().enumerate().rev() {
+        let b = &mut pair.b;
+        b.link.send(&mut b.out, *txn, REQUEST, &[i as u8], D, ErrorCode::NONE).unwrap();
+    }
+    drive(&mut pair, &mut log);
+    let replies: Vec<&[u8]> = log
+        .a
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Msg { payload, .. } => Some(&payload[..]),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<[u8; 1]> = (0..3 * SCAN_MAX as u8).rev().map(|i| [i]).collect();
+    assert_eq!(replies, expected.iter().map(|p| &p[..]).collect::<Vec<_>>());
+    // A closes all: both links empty again, and back to scanning with a small table.
+    for txn in opened {
+        let a = &mut pair.a;
+        a.link.send(&mut a.out, txn, REQUEST, b"", D, ErrorCode::NONE).unwrap();
+    }
+    drive(&mut pair, &mut log);
+    for link in [&pair.a.link, &pair.b.link] {
+        assert!(link.is_empty() && link.index.is_none());
+        assert!(link.states.capacity() <= SCAN_MAX);
+    }
+    // And it still works scanning.
+    let a = &mut pair.a;
+    a.link.open(&mut a.out, None, REQUEST, b"again", D).unwrap();
+    drive(&mut pair, &mut log);
+    assert!(matches!(log.b.last(), Some(Seen::Msg { payload, .. }) if payload == b"again"));
+}
