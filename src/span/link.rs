@@ -76,7 +76,8 @@ impl SpanLink {
 
     /// Moves the client mounts that appeared or went away since the last call into `out`.
     pub fn take_client_changes(&mut self, out: &mut Vec<(MountKey, bool)>) {
-        out.append(&mut self.client_changes);
+        // Taken, not drained: an idle client link keeps no spare capacity.
+        out.append(&mut std::mem::take(&mut self.client_changes));
     }
 
     fn peer_is_client(&self) -> bool {

@@ -87,8 +87,10 @@ pub struct Table {
     /// Boxed entries: a satellite's table holds a million client mounts, and the map's spare
     /// slots then cost a pointer each instead of a whole entry.
     mounts: Map<MountKey, Box<Entry>>,
-    /// Ordered, so that every walk over neighbours (and so the output) is deterministic.
-    neighbours: BTreeMap<NeighbourId, Neighbour>,
+    /// Ordered, so that every walk over neighbours (and so the output) is deterministic. Boxed:
+    /// a satellite has one per client, and a tree node then holds eleven pointers, not eleven
+    /// neighbours (half-full nodes would cost ~100 bytes per client).
+    neighbours: BTreeMap<NeighbourId, Box<Neighbour>>,
     /// Mounts that may have become tombstones, oldest first (see [`Entry::is_tombstone`]).
     tombstones: VecDeque<MountKey>,
     /// Mounts some neighbour may hear of: attached here, or with a route not learned from a
@@ -105,7 +107,7 @@ struct Neighbour {
     /// Mounts it advertises to us (each has a [`Learned`] in its entry).
     routes: SmallMap<MountKey, ()>,
     /// What we last advertised to it, per mount (absent: nothing, or retracted).
-    sent: SmallMap<MountKey, Advert>,
+    sent: SmallMap<MountKey, Sent>,
     /// Mounts whose pending seqno request we passed to it.
     requests: SmallMap<MountKey, ()>,
 }
@@ -116,7 +118,9 @@ struct Neighbour {
 /// oldest first when the table is full.
 #[derive(Debug, Default)]
 struct Entry {
-    local: Option<Local>,
+    /// Attached here. Boxed: a satellite's entries are nearly all its clients' mounts, never
+    /// local, and the label inside takes 65 bytes.
+    local: Option<Box<Local>>,
     /// The seqno we originate with; kept after detach so a re-attach goes on from it.
     own_seqno: Option<Seqno>,
     /// Advertisements heard, one per neighbour, finite metrics only.
@@ -131,6 +135,35 @@ struct Entry {
     advertised_to: u32,
     /// Whether it is in the table's `exported` set.
     exported: bool,
+}
+
+/// An advertisement as remembered by the neighbour it was sent to, so that only changes are
+/// sent again: every field but the mount (the key it is kept under), with the label (up to 64
+/// bytes) as a 64-bit digest. Kept per neighbour per mount: 32 bytes instead of 128.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sent {
+    origin: NodeId,
+    label: u64,
+    seqno: Seqno,
+    metric: Metric,
+    kind: MountKind,
+}
+
+impl Sent {
+    fn of(advert: &Advert) -> Sent {
+        // FNV-1a, 64-bit: deterministic, and only ever compared with the same mount's previous
+        // label (a collision would withhold one relabelling, never misroute).
+        let label = advert.label.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Sent {
+            origin: advert.origin,
+            label,
+            seqno: advert.seqno,
+            metric: advert.metric,
+            kind: advert.kind,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +183,26 @@ struct Learned {
     from: NeighbourId,
     /// Whether `from` is a client: usable here, never advertised.
     from_client: bool,
-    advert: Advert,
+    /// The advertisement as heard, but for the mount (the entry's key): one per route of
+    /// every mount, so 32 bytes fewer each.
+    heard: Heard,
+}
+
+/// An advertisement's fields other than its mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Heard {
+    origin: NodeId,
+    label: Label,
+    seqno: Seqno,
+    metric: Metric,
+    kind: MountKind,
+}
+
+impl Heard {
+    fn of(advert: &Advert) -> Heard {
+        let Advert { mount: _, kind, label, origin, seqno, metric } = *advert;
+        Heard { origin, label, seqno, metric, kind }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +283,7 @@ impl Table {
             sent: SmallMap::default(),
             requests: SmallMap::default(),
         };
-        self.neighbours.insert(id, neighbour);
+        self.neighbours.insert(id, Box::new(neighbour));
         let mut keys: Vec<MountKey> = self.exported.iter().copied().collect();
         keys.sort_unstable();
         for key in keys {
@@ -295,9 +347,9 @@ impl Table {
             // Our own mount coming back around (or another node claiming it): we originate it.
             return Ok(());
         }
-        let learned = Learned { from, from_client, advert: *advert };
+        let learned = Learned { from, from_client, heard: Heard::of(advert) };
         match entry.routes.iter_mut().find(|r| r.from == from) {
-            Some(r) if r.advert == *advert => return Ok(()),
+            Some(r) if r.heard == learned.heard => return Ok(()),
             Some(r) => *r = learned,
             None => {
                 // Usually one or two routes per mount: grow one at a time.
@@ -390,7 +442,7 @@ impl Table {
             }
         }
         let Some(entry) = self.mounts.get_mut(&mount) else { return Ok(()) };
-        entry.local = Some(Local { kind, label });
+        entry.local = Some(Box::new(Local { kind, label }));
         self.advertise(mount, None);
         Ok(())
     }
@@ -413,7 +465,7 @@ impl Table {
     /// The selected route to a mount, if any.
     pub fn route(&self, mount: MountKey) -> Option<Route> {
         let entry = self.mounts.get(&mount)?;
-        if let Some(local) = entry.local {
+        if let Some(local) = entry.local.as_deref() {
             return Some(Route {
                 next_hop: NextHop::Local,
                 metric: Metric::ZERO,
@@ -506,7 +558,7 @@ impl Table {
             return;
         }
         let next = entry.best.or_else(|| {
-            entry.routes.iter().min_by_key(|r| (r.advert.metric, r.from)).map(|r| r.from)
+            entry.routes.iter().min_by_key(|r| (r.heard.metric, r.from)).map(|r| r.from)
         });
         if next == pending.via {
             return;
@@ -572,7 +624,7 @@ fn tell(
     let wanted = desired(node, key, entry, id, neighbour);
     let sent = neighbour.sent.get(&key);
     match (wanted, sent) {
-        (Some(w), Some(s)) if w == *s => {}
+        (Some(w), Some(s)) if Sent::of(&w) == *s => {}
         (Some(w), previous) => {
             if previous.is_none() {
                 entry.advertised_to += 1;
@@ -580,7 +632,7 @@ fn tell(
             // The originator too: after a detach, its FD (own seqno, 0) keeps it from taking a
             // neighbour's stale route back through itself.
             entry.fd = fd_after(entry.fd, w.seqno, w.metric);
-            neighbour.sent.insert(key, w);
+            neighbour.sent.insert(key, Sent::of(&w));
             out.push_back((id, Outbound::Advert(w)));
         }
         (None, Some(_)) => {
@@ -594,17 +646,17 @@ fn tell(
 
 /// Whether the selected route is at least as new as `seqno`.
 fn satisfied(entry: &Entry, seqno: Seqno) -> bool {
-    entry.best.and_then(|b| entry.learned(b)).is_some_and(|b| !seqno.is_newer_than(b.advert.seqno))
+    entry.best.and_then(|b| entry.learned(b)).is_some_and(|b| !seqno.is_newer_than(b.heard.seqno))
 }
 
 fn to_route(r: &Learned) -> Route {
     Route {
         next_hop: NextHop::Neighbour(r.from),
-        metric: r.advert.metric.plus_hop(),
-        seqno: r.advert.seqno,
-        origin: r.advert.origin,
-        kind: r.advert.kind,
-        label: r.advert.label,
+        metric: r.heard.metric.plus_hop(),
+        seqno: r.heard.seqno,
+        origin: r.heard.origin,
+        kind: r.heard.kind,
+        label: r.heard.label,
     }
 }
 
@@ -616,22 +668,22 @@ fn select(entry: &mut Entry) {
     let best = entry
         .routes
         .iter()
-        .filter(|r| r.advert.metric.plus_hop().is_finite())
-        .filter(|r| feasible(fd, r.advert.seqno, r.advert.metric))
-        .min_by_key(|r| (r.advert.metric, r.from))
+        .filter(|r| r.heard.metric.plus_hop().is_finite())
+        .filter(|r| feasible(fd, r.heard.seqno, r.heard.metric))
+        .min_by_key(|r| (r.heard.metric, r.from))
         .copied();
     entry.best = best.map(|b| b.from);
     entry.standby = best.and_then(|b| {
         // FD once the best route is advertised (metric one hop further). A standby feasible
         // against it, and not newer than the best one, leaves both feasible whatever is sent.
-        let after = fd_after(fd, b.advert.seqno, b.advert.metric.plus_hop());
+        let after = fd_after(fd, b.heard.seqno, b.heard.metric.plus_hop());
         entry
             .routes
             .iter()
-            .filter(|r| r.from != b.from && r.advert.metric.plus_hop().is_finite())
-            .filter(|r| !r.advert.seqno.is_newer_than(b.advert.seqno))
-            .filter(|r| feasible(after, r.advert.seqno, r.advert.metric))
-            .min_by_key(|r| (r.advert.metric, r.from))
+            .filter(|r| r.from != b.from && r.heard.metric.plus_hop().is_finite())
+            .filter(|r| !r.heard.seqno.is_newer_than(b.heard.seqno))
+            .filter(|r| feasible(after, r.heard.seqno, r.heard.metric))
+            .min_by_key(|r| (r.heard.metric, r.from))
             .map(|r| r.from)
     });
 }
@@ -645,7 +697,7 @@ fn desired(
     id: NeighbourId,
     neighbour: &Neighbour,
 ) -> Option<Advert> {
-    if let Some(local) = entry.local {
+    if let Some(local) = entry.local.as_deref() {
         let advert = Advert {
             mount: key,
             kind: local.kind,
@@ -661,11 +713,12 @@ fn desired(
         .flatten()
         .filter_map(|from| entry.learned(from))
         .find(|r| r.from != id && !r.from_client)?;
-    let metric = route.advert.metric.plus_hop();
+    let metric = route.heard.metric.plus_hop();
     if !metric.is_finite() {
         return None;
     }
-    admit(neighbour, Advert { metric, ..route.advert }, false)
+    let Heard { origin, label, seqno, kind, .. } = route.heard;
+    admit(neighbour, Advert { mount: key, kind, label, origin, seqno, metric }, false)
 }
 
 /// The advertisement if the neighbour's filters let it through.
