@@ -163,10 +163,16 @@ struct LinkState {
     counters: LinkCounters,
     /// Circuits the peer opened through this link that are still open at its end.
     open_in: u32,
-    /// Output waiting for [`Node::flush`].
+    /// Output waiting for [`Node::flush`]: none on an idle client link.
+    queue: Option<Box<Queue>>,
+    dirty: bool,
+}
+
+/// A link's output waiting for [`Node::flush`]: its operations, and their payloads in one arena.
+#[derive(Debug, Default)]
+struct Queue {
     ops: VecDeque<Op>,
     bytes: Vec<u8>,
-    dirty: bool,
 }
 
 /// One queued action on a link.
@@ -411,8 +417,7 @@ impl Node {
             span,
             counters: LinkCounters::default(),
             open_in: 0,
-            ops: VecDeque::new(),
-            bytes: Vec::new(),
+            queue: None,
             dirty: false,
         };
         self.links.insert(link, Box::new(state));
@@ -724,7 +729,8 @@ impl Node {
                     self.counters.lost += 1;
                 }
                 let Some(state) = self.links.get_mut(&link) else { return };
-                if state.bytes.len() + delivery.payload.len() > RELAY_QUEUE_MAX_BYTES
+                let queued = state.queue.as_ref().map_or(0, |q| q.bytes.len());
+                if queued + delivery.payload.len() > RELAY_QUEUE_MAX_BYTES
                     && !flags.contains(Flags::DELETE)
                 {
                     // More than a turn's worth for one link: abort the circuit rather than queue
@@ -788,8 +794,7 @@ impl Node {
         let _ = state.span.link_down(&mut self.table);
         state.span.take_client_changes(&mut self.client_changes);
         self.update_aggregates();
-        state.ops.clear();
-        state.bytes.clear();
+        state.queue = None;
         // Circuits whose open on this link was still queued, or whose transaction here is gone.
         let stale: Vec<u32> = self
             .circuits
@@ -832,76 +837,73 @@ impl Node {
             self.link_down(link);
             return;
         };
-        let mut ops = std::mem::take(&mut state.ops);
-        let bytes = std::mem::take(&mut state.bytes);
+        let mut queue = state.queue.take();
         let mut span_errors = None;
-        for op in ops.drain(..) {
-            match op {
-                Op::Span(outbound) => {
-                    if let Some(state) = self.links.get_mut(&link)
-                        && let Err(e) = state.span.transmit(txn, out, &outbound)
-                    {
-                        span_errors.get_or_insert(e);
-                    }
-                }
-                Op::Open { circuit, generation, side, parent, command, flags, at, len } => {
-                    if !self.live(circuit, generation) {
-                        continue;
-                    }
-                    match txn.open(out, Some(parent), command, &bytes[at..at + len], flags) {
-                        Ok(id) => {
-                            let c = &mut self.circuits[circuit as usize];
-                            if let End::Link { txn: t, closed, .. } = c.end(side) {
-                                *t = Some(id);
-                                *closed = flags.contains(Flags::DELETE);
-                            }
-                            self.by_txn.insert((link, id), (circuit, side));
-                        }
-                        Err(error) => {
-                            // The span closed meanwhile, or a limit: the circuit cannot go on.
-                            let code = match error {
-                                Error::LimitReached(_) => ErrorCode::LIMIT_REACHED,
-                                _ => ErrorCode::NO_ROUTE,
-                            };
-                            let c = &mut self.circuits[circuit as usize];
-                            if let End::Link { ended, closed, .. } = c.end(side) {
-                                *ended = true;
-                                *closed = true;
-                            }
-                            self.abort_both(circuit, code);
-                            self.maybe_free(circuit);
+        if let Some(Queue { ops, bytes }) = queue.as_deref_mut() {
+            for op in ops.drain(..) {
+                match op {
+                    Op::Span(outbound) => {
+                        if let Some(state) = self.links.get_mut(&link)
+                            && let Err(e) = state.span.transmit(txn, out, &outbound)
+                        {
+                            span_errors.get_or_insert(e);
                         }
                     }
-                }
-                Op::Send { circuit, generation, side, command, flags, error, at, len } => {
-                    if !self.live(circuit, generation) {
-                        continue;
+                    Op::Open { circuit, generation, side, parent, command, flags, at, len } => {
+                        if !self.live(circuit, generation) {
+                            continue;
+                        }
+                        match txn.open(out, Some(parent), command, &bytes[at..at + len], flags) {
+                            Ok(id) => {
+                                let c = &mut self.circuits[circuit as usize];
+                                if let End::Link { txn: t, closed, .. } = c.end(side) {
+                                    *t = Some(id);
+                                    *closed = flags.contains(Flags::DELETE);
+                                }
+                                self.by_txn.insert((link, id), (circuit, side));
+                            }
+                            Err(error) => {
+                                // The span closed meanwhile, or a limit: the circuit cannot go on.
+                                let code = match error {
+                                    Error::LimitReached(_) => ErrorCode::LIMIT_REACHED,
+                                    _ => ErrorCode::NO_ROUTE,
+                                };
+                                let c = &mut self.circuits[circuit as usize];
+                                if let End::Link { ended, closed, .. } = c.end(side) {
+                                    *ended = true;
+                                    *closed = true;
+                                }
+                                self.abort_both(circuit, code);
+                                self.maybe_free(circuit);
+                            }
+                        }
                     }
-                    let End::Link { txn: Some(id), .. } =
-                        *self.circuits[circuit as usize].end(side)
-                    else {
-                        continue;
-                    };
-                    // The transaction may have been closed by the peer's forced close
-                    // meanwhile; a refused send changes nothing.
-                    let _ = txn.send(out, id, command, &bytes[at..at + len], flags, error);
+                    Op::Send { circuit, generation, side, command, flags, error, at, len } => {
+                        if !self.live(circuit, generation) {
+                            continue;
+                        }
+                        let End::Link { txn: Some(id), .. } =
+                            *self.circuits[circuit as usize].end(side)
+                        else {
+                            continue;
+                        };
+                        // The transaction may have been closed by the peer's forced close
+                        // meanwhile; a refused send changes nothing.
+                        let _ = txn.send(out, id, command, &bytes[at..at + len], flags, error);
+                    }
                 }
             }
         }
         if let Some(state) = self.links.get_mut(&link) {
-            if state.span.peer_role() == Some(Role::Client) {
-                // A client link is idle nearly always, and a satellite holds very many: it keeps
-                // no queue between turns (`ops` and `bytes` were taken, so are empty now).
-            } else {
-                // Keep the capacity: steady state allocates nothing.
-                let mut bytes = bytes;
-                bytes.clear();
-                if state.ops.is_empty() {
-                    state.ops = ops;
-                }
-                if state.bytes.is_empty() {
-                    state.bytes = bytes;
-                }
+            // A client link is idle nearly always, and a satellite holds very many: it keeps no
+            // queue between turns. Other links keep theirs (its capacity), so steady state
+            // allocates nothing; unless the flush queued more meanwhile (sent next turn).
+            if state.span.peer_role() != Some(Role::Client)
+                && state.queue.is_none()
+                && let Some(mut kept) = queue
+            {
+                kept.bytes.clear();
+                state.queue = Some(kept);
             }
         }
         if let Some(error) = span_errors {
@@ -1081,9 +1083,10 @@ impl LinkState {
         payload: &[u8],
         op: impl FnOnce(usize, usize) -> Op,
     ) {
-        let at = self.bytes.len();
-        self.bytes.extend_from_slice(payload);
-        self.ops.push_back(op(at, payload.len()));
+        let queue = self.queue.get_or_insert_with(Box::default);
+        let at = queue.bytes.len();
+        queue.bytes.extend_from_slice(payload);
+        queue.ops.push_back(op(at, payload.len()));
         if !self.dirty {
             self.dirty = true;
             dirty.push(link);
