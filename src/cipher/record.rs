@@ -192,7 +192,11 @@ pub fn open_in_place(
 /// The sending half of a session's record layer.
 pub struct RecordSealer {
     chain: Chain,
-    limits: RekeyLimits,
+    /// [`RekeyLimits::records_per_key`] (each half keeps only the limits it uses: one pair per
+    /// link, and a satellite has very many links).
+    records_per_key: u64,
+    /// [`RekeyLimits::rekey_after`].
+    rekey_after: Duration,
     /// `None` when `rekey_after` reaches past what an `Instant` can hold: never.
     rekey_at: Option<Instant>,
 }
@@ -205,7 +209,12 @@ impl RecordSealer {
         now: Instant,
     ) -> Result<RecordSealer, Error> {
         let chain = Chain::new(split_key, handshake_hash)?;
-        Ok(RecordSealer { chain, limits, rekey_at: now.checked_add(limits.rekey_after) })
+        Ok(RecordSealer {
+            chain,
+            records_per_key: limits.records_per_key,
+            rekey_after: limits.rekey_after,
+            rekey_at: now.checked_add(limits.rekey_after),
+        })
     }
 
     /// Seals one record in place. `buf` holds, from its start, room for the 8-byte header, the
@@ -233,7 +242,7 @@ impl RecordSealer {
         }
         // At least one record per key, so that two switches never happen without a record
         // between them (see `handle_timeout`).
-        if self.chain.counter >= self.limits.records_per_key.max(1) {
+        if self.chain.counter >= self.records_per_key.max(1) {
             self.chain.advance()?;
         }
         let counter = self.chain.counter;
@@ -256,7 +265,7 @@ impl RecordSealer {
             if self.chain.counter > 0 {
                 self.chain.advance()?;
             }
-            self.rekey_at = now.checked_add(self.limits.rekey_after);
+            self.rekey_at = now.checked_add(self.rekey_after);
         }
         Ok(())
     }
@@ -289,7 +298,8 @@ impl RecordSealer {
 /// The receiving half of a session's record layer.
 pub struct RecordOpener {
     chain: Chain,
-    limits: RekeyLimits,
+    /// [`RekeyLimits::reject_after_records`].
+    reject_after_records: u64,
 }
 
 impl RecordOpener {
@@ -298,7 +308,8 @@ impl RecordOpener {
         handshake_hash: &[u8],
         limits: RekeyLimits,
     ) -> Result<RecordOpener, Error> {
-        Ok(RecordOpener { chain: Chain::new(split_key, handshake_hash)?, limits })
+        let chain = Chain::new(split_key, handshake_hash)?;
+        Ok(RecordOpener { chain, reject_after_records: limits.reject_after_records })
     }
 
     /// Opens the record at the start of `record` in place and returns its plaintext (a slice of
@@ -314,7 +325,7 @@ impl RecordOpener {
         let header = Record::new_checked(&*record)?.header();
         let switching = header.key_phase != self.chain.phase;
         let counter = if switching { 0 } else { self.chain.counter };
-        if counter >= self.limits.reject_after_records || counter == u64::MAX {
+        if counter >= self.reject_after_records || counter == u64::MAX {
             return Err(Limit::PeerKeyUse(counter).into());
         }
         let (aad, rest) = record[..header.wire_len()].split_at_mut(RECORD_HEADER_LEN);
