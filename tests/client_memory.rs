@@ -104,11 +104,10 @@ fn protocol_state_per_idle_client_link() {
         links.push(link);
     }
     let after = LIVE.load(Ordering::Relaxed);
-    // The `links` vector itself is the engine's to hold (inside each connection): count the
-    // `txn::Link` values' size, not the vector's spare capacity.
-    let vector = (links.capacity() * std::mem::size_of::<txn::Link>()) as i64;
+    // The `links` vector (allocated before counting began) stands for the engine's connections,
+    // which hold each `txn::Link` inline: count its size, not the vector.
     let per_link =
-        (after - before - vector) as f64 / CLIENTS as f64 + std::mem::size_of::<txn::Link>() as f64;
+        (after - before) as f64 / CLIENTS as f64 + std::mem::size_of::<txn::Link>() as f64;
     let table_routes = satellite.table().mounts().count();
     println!(
         "{CLIENTS} idle client links: {per_link:.0} bytes each of protocol state \
