@@ -137,10 +137,13 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// A link on which only keepalives have crossed for this long drops its expanded AES-GCM key
-/// schedules (about 1 KiB per direction pair with ring) and keeps the 32-byte keys; the next
-/// record rebuilds them in about a microsecond. Ten seconds: a busy link never pays, an idle
-/// client link stops paying for keys it does not use.
-pub const SHED_KEYS_AFTER_MS: u64 = 10_000;
+/// schedules (about 1 KiB for both directions) and keeps the 32-byte keys; the next record
+/// rebuilds them in about a microsecond. One second: a busy link never pays, a link used now
+/// and then pays a microsecond or two per burst, and an idle client stops paying for keys it
+/// does not use. It also bounds how many links hold schedules during a reconnect storm (about
+/// the handshake rate times this), which is what keeps a satellite's heap from being left
+/// riddled with the freed schedules of every client once the storm is over.
+pub const SHED_KEYS_AFTER_MS: u64 = 1_000;
 
 /// Default bound on the links of one worker, established and handshaking together
 /// (`ring::Config::max_links`); a connection accepted past it is closed at once, before any

@@ -138,6 +138,9 @@ pub struct Conn {
     pub recv_rearm: bool,
     /// A send-stall timer is armed (at most one per link).
     pub stall_timer: bool,
+    /// A shed timer is armed (at most one per link; none once the keys are shed, until data
+    /// crosses the link again).
+    pub shed_timer: bool,
     /// In the worker's list of links to flush this turn.
     pub touched: bool,
     pub crypto: Crypto,

@@ -28,6 +28,8 @@ pub enum TimerKind {
     Rekey,
     /// A send has been waiting on a peer that does not read.
     SendStall,
+    /// The link may have been quiet long enough to shed its record key schedules.
+    Shed,
 }
 
 /// One armed deadline.
@@ -50,12 +52,13 @@ const KIND_BITS: u32 = 3;
 /// ones are kept at it (they never come due in a process's life either way).
 const AT_MAX_NS: u64 = u64::MAX >> KIND_BITS;
 
-const KINDS: [TimerKind; 5] = [
+const KINDS: [TimerKind; 6] = [
     TimerKind::Handshake,
     TimerKind::Keepalive,
     TimerKind::Idle,
     TimerKind::Rekey,
     TimerKind::SendStall,
+    TimerKind::Shed,
 ];
 
 const _: () = assert!(KINDS.len() <= 1 << KIND_BITS);

@@ -320,6 +320,7 @@ impl Worker {
             recv_armed: false,
             recv_rearm: false,
             stall_timer: false,
+            shed_timer: false,
             touched: false,
             crypto,
             txn: txn::Link::new(),
@@ -668,6 +669,7 @@ impl Worker {
             Ok(())
         });
         self.stats.messages_in += stats.messages_in - messages_before;
+        self.arm_shed(slot);
         self.touch(slot);
         result
     }
@@ -698,6 +700,8 @@ impl Worker {
         if let Some(at) = rekey_at {
             self.arm_timer(slot, TimerKind::Rekey, at);
         }
+        self.conns[slot as usize].last_data = now;
+        self.arm_shed(slot);
         if let Some(mut ctx) = self.conns[slot as usize].ctx(id, &mut self.pool, now) {
             service.link_up(&mut ctx);
         }
@@ -778,6 +782,11 @@ impl Worker {
                     conn.last_tx = self.now;
                     if !conn.ping_only {
                         conn.last_data = self.now;
+                        if !std::mem::replace(&mut conn.shed_timer, true) {
+                            let at = self.now + self.config.shed_keys_after;
+                            let generation = conn.generation;
+                            self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Shed });
+                        }
                     }
                 }
                 conn.ping_only = false;
@@ -823,6 +832,16 @@ impl Worker {
         if let Some(at) = self.now.checked_add(self.cipher.handshake_timeout) {
             self.arm_timer(slot, TimerKind::Handshake, at);
         }
+    }
+
+    /// Arms the link's shed timer if data has crossed it since its keys were last shed.
+    fn arm_shed(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.shed_timer || conn.last_data != self.now {
+            return;
+        }
+        conn.shed_timer = true;
+        self.arm_timer(slot, TimerKind::Shed, self.now + self.config.shed_keys_after);
     }
 
     fn arm_timer(&mut self, slot: u32, kind: TimerKind, at: Instant) {
@@ -894,6 +913,23 @@ impl Worker {
                                 }
                             }
                             Err(error) => self.close(service, slot, CloseReason::Protocol(error)),
+                        }
+                    }
+                }
+                TimerKind::Shed => {
+                    // One shed timer per link at most: it re-arms itself while data flows, and
+                    // is armed again by the next data once the keys are shed.
+                    conn.shed_timer = false;
+                    if let Crypto::Established { sealer, opener } = &mut conn.crypto {
+                        let due = conn.last_data + self.config.shed_keys_after;
+                        if self.now >= due {
+                            // Quiet for a while: keep the keys' bytes, not their expanded
+                            // schedules (rebuilt at the next record).
+                            sealer.shed_keys();
+                            opener.shed_keys();
+                        } else {
+                            conn.shed_timer = true;
+                            self.arm_timer(slot, TimerKind::Shed, due);
                         }
                     }
                 }
