@@ -106,6 +106,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("lost_total", "Circuit ends that lost a link.", c.lost),
         ("refused_total", "Transactions refused by policy.", c.refused),
         ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
+        ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
         (
             "refused_max_links_total",
             "Accepted connections reset because the node held max_links links.",
@@ -256,13 +257,14 @@ pub fn render(s: &Snapshot, view: View) -> String {
         let _ = writeln!(
             out,
             "links closed: misbehaved {}  peer closed {}  idle {}  not reading {}  io {}  local {}\n\
-             connections refused at accept: max_links {}  handshake rate {}",
+             connections accepted {}, refused at accept: max_links {}  handshake rate {}",
             d.misbehaved,
             d.peer_closed,
             d.idle,
             d.not_reading,
             d.io,
             d.local,
+            s.accepted,
             s.refused_max_links,
             s.refused_handshake_rate
         );
@@ -365,6 +367,7 @@ mod tests {
             },
             handshake_failures: 17,
             clients: 0,
+            accepted: 27,
             refused_max_links: 19,
             refused_handshake_rate: 20,
             closes: super::super::Closes {
@@ -389,7 +392,9 @@ mod tests {
         let circuits = render(&s, View::Circuits);
         assert!(circuits.contains("open 11") && circuits.contains("relayed 12"));
         assert!(circuits.contains("misbehaved 21") && circuits.contains("local 26"));
-        assert!(circuits.contains("max_links 19  handshake rate 20"));
+        assert!(
+            circuits.contains("accepted 27, refused at accept: max_links 19  handshake rate 20")
+        );
         let all = render(&s, View::All);
         assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
     }
@@ -413,6 +418,7 @@ mod tests {
             "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\"} 9"
         ));
         assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
+        assert!(text.contains("ringspan_accepted_total{node=\"aaaa0000\"} 27"));
         assert!(text.contains("ringspan_refused_max_links_total{node=\"aaaa0000\"} 19"));
         assert!(text.contains("ringspan_refused_handshake_rate_total{node=\"aaaa0000\"} 20"));
         assert!(

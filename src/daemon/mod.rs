@@ -190,6 +190,9 @@ pub struct Snapshot {
     /// Client links (counted here, not listed in `links`).
     #[serde(default)]
     pub clients: usize,
+    /// Accepted connections admitted: handshakes started on them.
+    #[serde(default)]
+    pub accepted: u64,
     /// Accepted connections reset at once because the node held `max_links` links.
     #[serde(default)]
     pub refused_max_links: u64,
@@ -622,6 +625,7 @@ impl NodeService {
             counters: Counters { relayed, served, opened, no_route, lost, refused },
             handshake_failures: stats.handshake_failures,
             clients,
+            accepted: stats.accepted,
             refused_max_links: stats.refused_max_links,
             refused_handshake_rate: stats.refused_handshake_rate,
             closes: self.closes.clone(),
