@@ -190,6 +190,11 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     let (rogue, _) = app(Role::Client, vec![s1.peer()]);
     let fake = MountKey { cluster: ClusterId(1), mount: MountId(0xbad) };
     rogue.attach(fake, MountKind::Master, "rogue").unwrap();
+    // s1 cuts it for breaking the client rules (again at each of its redials) and counts that
+    // as misbehaving, not as its own close.
+    wait_for("s1 to count the rogue client's link as misbehaving", WAIT, || {
+        s1.snapshot().is_some_and(|s| s.closes.misbehaved >= 1 && s.closes.local == 0)
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert!(a.snapshot().unwrap().routes.iter().all(|r| r.mount != "bad"));
     for (_, mount) in &servers {

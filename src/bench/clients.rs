@@ -1,7 +1,8 @@
 //! Very many client links from one worker, as `ringspan bench clients` opens them against a
 //! satellite: dials paced at a rate, spread over source addresses, each link under a key of its
 //! own, each opening the hello a client node opens (`LINK_CONN`, role client, wanting every kind
-//! in every cluster), then held idle.
+//! in every cluster), optionally advertising one client mount once the satellite's hello has
+//! arrived (a `LINK_SPAN`, as a client node with one attached mount does), then held idle.
 //!
 //! [`ClientLoad`] is the worker's service. The thread running the benchmark asks it for a
 //! [`ClientsReport`] with [`Progress`] (a [`crate::ring::Command::Service`]); nothing is shared
@@ -19,10 +20,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cipher::{self, PublicKey};
-use crate::ids::LinkId;
+use crate::ids::{ClusterId, LinkId, MountId, NodeId};
 use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
-use crate::span::codec::HELLO_LEN_MAX;
-use crate::span::{Hello, Role, Wants};
+use crate::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
+use crate::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use crate::txn::Received;
 use crate::wire::{Command, Flags};
 
@@ -41,6 +42,14 @@ pub struct Plan {
     /// One identity per link, in dialling order. Empty: every link dials as the engine's
     /// identity.
     pub identities: Vec<Arc<cipher::Config>>,
+    /// The node id of the engine's identity (what links dial as when `identities` is empty).
+    pub node: NodeId,
+    /// With `Some(cluster)`, each link advertises one client mount of `cluster` once the
+    /// satellite's hello has arrived, as a client node with one attached mount does: kind
+    /// client, empty label, seqno 1, metric 0, origin the node id the link dials as. Its mount
+    /// id is that node id, so every link's mount is its own; links sharing the engine's
+    /// identity add their dial index (0, 1, ...) to it instead.
+    pub mount_cluster: Option<ClusterId>,
 }
 
 /// Asks a [`ClientLoad`] for its report so far.
@@ -65,6 +74,9 @@ pub struct ClientsReport {
     pub pending: u64,
     /// Links that went down after they were up.
     pub lost: u64,
+    /// Client mounts advertised (one per link, with a mount cluster, once the satellite's
+    /// hello arrived).
+    pub advertised: u64,
     /// Links up now.
     pub up_now: u64,
     /// Seconds from the first dial to the last link up.
@@ -83,6 +95,13 @@ pub struct ClientsReport {
     pub lost_reasons: BTreeMap<String, u64>,
 }
 
+/// The client mount a link advertises: the node id it dials as, and the mount's id.
+#[derive(Clone, Copy, Debug)]
+struct ClientMount {
+    origin: NodeId,
+    mount: MountId,
+}
+
 /// The worker's service: dials, opens hellos, counts.
 pub struct ClientLoad {
     addr: SocketAddr,
@@ -91,15 +110,21 @@ pub struct ClientLoad {
     clients: u64,
     rate: f64,
     identities: std::vec::IntoIter<Arc<cipher::Config>>,
+    node: NodeId,
+    mount_cluster: Option<ClusterId>,
     hello: [u8; HELLO_LEN_MAX],
     hello_len: usize,
     started: Option<Instant>,
     dialled: u64,
-    /// When each link still handshaking was dialled.
-    dialling: HashMap<LinkId, Instant, foldhash::fast::RandomState>,
+    /// When each link still handshaking was dialled, and the client mount it is to advertise,
+    /// if any.
+    dialling: HashMap<LinkId, (Instant, Option<ClientMount>), foldhash::fast::RandomState>,
+    /// Links up whose advertisement waits for the satellite's hello.
+    awaiting_hello: HashMap<LinkId, ClientMount, foldhash::fast::RandomState>,
     established: u64,
     failed: u64,
     lost: u64,
+    advertised: u64,
     last_up: Option<Instant>,
     /// Dial to link up, microseconds.
     connect_us: Histogram<u64>,
@@ -120,14 +145,18 @@ impl ClientLoad {
             clients: plan.clients,
             rate: plan.rate.max(f64::MIN_POSITIVE),
             identities: plan.identities.into_iter(),
+            node: plan.node,
+            mount_cluster: plan.mount_cluster,
             hello: buf,
             hello_len,
             started: None,
             dialled: 0,
             dialling: HashMap::default(),
+            awaiting_hello: HashMap::default(),
             established: 0,
             failed: 0,
             lost: 0,
+            advertised: 0,
             last_up: None,
             // One microsecond to ten minutes, three significant digits.
             connect_us: Histogram::new_with_bounds(1, 600_000_000, 3)
@@ -142,14 +171,44 @@ impl ClientLoad {
             0 => None,
             n => Some(self.sources[(self.dialled % n as u64) as usize]),
         };
+        let index = self.dialled;
         self.dialled += 1;
-        let id = match self.identities.next() {
-            Some(cipher) => worker.connect_as(self.addr, from, Some(self.peer), cipher),
-            None => worker.connect_from(self.addr, from, Some(self.peer)),
+        let (id, origin, mount) = match self.identities.next() {
+            Some(cipher) => {
+                let origin = cipher.identity().public_key().node_id();
+                let id = worker.connect_as(self.addr, from, Some(self.peer), cipher);
+                (id, origin, MountId(origin.0))
+            }
+            None => {
+                let id = worker.connect_from(self.addr, from, Some(self.peer));
+                (id, self.node, MountId(self.node.0.wrapping_add(u128::from(index))))
+            }
         };
+        let advert = self.mount_cluster.map(|_| ClientMount { origin, mount });
         // A dial that could not start is reported through `dial_failed`.
         if let Some(id) = id {
-            self.dialling.insert(id, worker.now());
+            self.dialling.insert(id, (worker.now(), advert));
+        }
+    }
+
+    /// Opens the `LINK_SPAN` advertising the link's client mount.
+    fn advertise(&mut self, link: &mut LinkCtx<'_>, client: ClientMount) {
+        let Some(cluster) = self.mount_cluster else { return };
+        let advert = Advert {
+            mount: MountKey { cluster, mount: client.mount },
+            kind: MountKind::Client,
+            label: Label::EMPTY,
+            origin: client.origin,
+            seqno: Seqno(1),
+            metric: Metric::ZERO,
+        };
+        let mut buf = [0u8; ADVERT_LEN_MAX];
+        let len = codec::encode_advert(&advert, &mut buf);
+        match link.txn.open(&mut link.out, None, Command::LINK_SPAN, &buf[..len], Flags::NONE) {
+            Ok(_) => self.advertised += 1,
+            Err(error) => {
+                *self.failures.entry(format!("mount not advertised: {error}")).or_default() += 1
+            }
         }
     }
 
@@ -170,6 +229,7 @@ impl ClientLoad {
             failed: self.failed,
             pending: self.dialled - self.established - self.failed,
             lost: self.lost,
+            advertised: self.advertised,
             up_now,
             dial_seconds,
             handshakes_per_sec: if dial_seconds > 0.0 {
@@ -191,9 +251,12 @@ impl Service for ClientLoad {
         let now = link.now();
         self.established += 1;
         self.last_up = Some(now);
-        if let Some(dialled) = self.dialling.remove(&link.id()) {
+        if let Some((dialled, advert)) = self.dialling.remove(&link.id()) {
             let us = now.saturating_duration_since(dialled).as_micros() as u64;
             let _ = self.connect_us.record(us.max(1));
+            if let Some(advert) = advert {
+                self.awaiting_hello.insert(link.id(), advert);
+            }
         }
         // The hello a client node opens, kept open for the link's life.
         let hello = &self.hello[..self.hello_len];
@@ -204,9 +267,20 @@ impl Service for ClientLoad {
         }
     }
 
-    fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
+    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
+        // The satellite's hello: a client node advertises its mounts to it now.
+        let Received::Txn(d) = received else { return };
+        if d.opens()
+            && d.parent.is_none()
+            && d.command == Command::LINK_CONN
+            && let Some(client) = self.awaiting_hello.remove(&link.id())
+        {
+            self.advertise(link, client);
+        }
+    }
 
-    fn link_down(&mut self, _link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+        self.awaiting_hello.remove(&link);
         self.lost += 1;
         *self.lost_reasons.entry(reason.to_string()).or_default() += 1;
     }

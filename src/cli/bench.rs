@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use ringspan::bench::clients::{ClientLoad, ClientsReport, Plan, Progress};
 use ringspan::bench::{self, Counters, Mode, Sink, Source, Stop, direct};
 use ringspan::cipher::{self, Identity, PublicKey};
+use ringspan::ids::ClusterId;
 use ringspan::ring::{self, Engine};
 
 /// Benchmarks.
@@ -93,6 +94,12 @@ pub struct ClientsArgs {
     /// Every link dials under one shared key instead of a key of its own.
     #[arg(long)]
     shared_key: bool,
+    /// Each link also advertises one client mount of this cluster (hex with 0x, decimal or a
+    /// UUID, as in the config file) once the satellite's hello has arrived, as a client node
+    /// with one mount does. The mount id is the link's node id (with --shared-key, the shared
+    /// node id plus the link's index).
+    #[arg(long, value_name = "CLUSTER", value_parser = cluster_id)]
+    mount_cluster: Option<u128>,
     /// Prints one JSON object at the end instead of a table.
     #[arg(long)]
     json: bool,
@@ -104,6 +111,10 @@ pub struct ClientsArgs {
 /// from one address cost the dialler 8.2 s of system time instead of 2.5 s (and the rate fell
 /// from 2,000/s to 1,340/s). 10,000 stays well inside the even half.
 const LINKS_PER_SOURCE: u64 = 10_000;
+
+fn cluster_id(text: &str) -> Result<u128, String> {
+    super::config::parse_id(text)
+}
 
 /// Runs a bench subcommand.
 pub fn run(command: BenchCommand) -> Result<(), String> {
@@ -183,6 +194,8 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
     };
     let own = cipher::Config::new(Identity::generate().map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
+    let node = own.identity().public_key().node_id();
+    let mount_cluster = args.mount_cluster.map(ClusterId);
     let plan = std::sync::Mutex::new(Some(Plan {
         addr: args.connect,
         peer,
@@ -190,6 +203,8 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
         clients: args.clients,
         rate: args.rate,
         identities,
+        node,
+        mount_cluster,
     }));
     let engine = Engine::start(config, Arc::new(own), move |_| {
         // One worker: the plan is taken once.
@@ -201,6 +216,8 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
             clients: 0,
             rate: 1.0,
             identities: Vec::new(),
+            node,
+            mount_cluster: None,
         }))
     })
     .map_err(|e| e.to_string())?;
@@ -334,6 +351,9 @@ fn clients_table(r: &ClientsReport) -> String {
     }
     if r.pending > 0 {
         let _ = writeln!(out, "still pending       {}", r.pending);
+    }
+    if r.advertised > 0 {
+        let _ = writeln!(out, "mounts advertised   {}", r.advertised);
     }
     let _ = writeln!(out, "lost after up       {}", r.lost);
     for (reason, count) in &r.lost_reasons {

@@ -59,6 +59,8 @@
 //! send_queue_max_bytes = 8388608  # closes a link whose peer leaves this much unread
 //! redial_min_ms = 100             # first wait before dialling a lost peer again
 //! redial_max_ms = 5000            # longest wait between two dials of a lost peer
+//! max_links = 1048576             # links at once, dialled and handshaking ones included
+//! max_handshakes_per_sec = 2000   # handshakes started per second on accepted connections
 //! ```
 //!
 //! # Rules
@@ -74,6 +76,12 @@
 //!   `idle_timeout_ms` is greater than `keepalive_ms`; `redial_min_ms` is at most
 //!   `redial_max_ms`; `send_queue_max_bytes` holds at least one full record
 //!   ([`limits::RECORD_WIRE_MAX`]).
+//! - Admission (checked when a connection is accepted, before any handshake work; a connection
+//!   past either bound is reset at once and counted in the node's snapshot; the node's own dials
+//!   are never refused): `max_links` is 1 to [`limits::MAX_LINKS_PER_WORKER`] links (accepted
+//!   and dialled, established or handshaking); `max_handshakes_per_sec` is 1 to 2^32 - 1, a
+//!   token bucket refilled continuously that holds one second's worth, so a burst of that many
+//!   is taken at once. A node runs on one worker, so both are the node's.
 //! - The control socket's path, once resolved, fits a Unix socket address
 //!   ([`CONTROL_PATH_MAX`] bytes).
 
@@ -221,6 +229,13 @@ pub struct Limits {
     pub redial_min_ms: u64,
     /// Longest wait between dials of a lost peer. At least `redial_min_ms`.
     pub redial_max_ms: u64,
+    /// Links held at once (accepted and dialled, established or handshaking); a connection
+    /// accepted at the bound is reset before any handshake work. 1 to
+    /// [`limits::MAX_LINKS_PER_WORKER`].
+    pub max_links: usize,
+    /// Handshakes started per second on accepted connections (a token bucket holding one
+    /// second's worth); a connection accepted with no token left is reset. At least 1.
+    pub max_handshakes_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -234,6 +249,8 @@ impl Default for Limits {
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
             redial_min_ms: REDIAL_MIN_MS,
             redial_max_ms: REDIAL_MAX_MS,
+            max_links: limits::MAX_LINKS_PER_WORKER,
+            max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
         }
     }
 }
@@ -438,6 +455,8 @@ struct RawLimits {
     send_queue_max_bytes: Option<Spanned<i64>>,
     redial_min_ms: Option<Spanned<i64>>,
     redial_max_ms: Option<Spanned<i64>>,
+    max_links: Option<Spanned<i64>>,
+    max_handshakes_per_sec: Option<Spanned<i64>>,
 }
 
 /// A 128-bit id as written: a TOML integer, or a string parsed by [`parse_id`].
@@ -477,8 +496,9 @@ impl<'de> Deserialize<'de> for IdText {
 }
 
 /// Parses a 128-bit id: `0x` and hexadecimal digits, decimal digits, or a UUID
-/// (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, read as one big-endian number).
-fn parse_id(text: &str) -> Result<u128, String> {
+/// (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, read as one big-endian number). Command-line ids
+/// (`ringspan bench clients --mount-cluster`) are read the same way.
+pub fn parse_id(text: &str) -> Result<u128, String> {
     const HOW: &str = "write hexadecimal with 0x (\"0x1f\"), decimal (\"31\") or a UUID \
                        (\"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\")";
     let too_large = |_| format!("{text:?} does not fit in 128 bits");
@@ -812,6 +832,22 @@ impl Source<'_> {
             }
         };
 
+        let max_links = match &raw.max_links {
+            None => defaults.max_links,
+            Some(value) => {
+                let max = limits::MAX_LINKS_PER_WORKER as u64;
+                self.count(value, "max_links", max)? as usize
+            }
+        };
+        let max_handshakes_per_sec = match &raw.max_handshakes_per_sec {
+            None => defaults.max_handshakes_per_sec,
+            Some(value) => {
+                let rate = self.count(value, "max_handshakes_per_sec", u64::from(u32::MAX))?;
+                // At most u32::MAX, so the conversion cannot fail.
+                u32::try_from(rate).unwrap_or(u32::MAX)
+            }
+        };
+
         if idle.0 <= keepalive.0 {
             let span = idle.1.clone().or_else(|| keepalive.1.clone()).unwrap_or(0..0);
             return Err(self.error(
@@ -842,7 +878,21 @@ impl Source<'_> {
             send_queue_max_bytes: send_queue,
             redial_min_ms: redial_min.0,
             redial_max_ms: redial_max.0,
+            max_links,
+            max_handshakes_per_sec,
         })
+    }
+
+    /// A count from 1 to `max`.
+    fn count(&self, value: &Spanned<i64>, field: &str, max: u64) -> Result<u64, ConfigError> {
+        let n = *value.get_ref();
+        match u64::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(self.error(
+                value.span(),
+                format!("limits.{field} must be between 1 and {max}, not {n}"),
+            )),
+        }
     }
 
     /// A duration in milliseconds, 1 to [`MILLIS_MAX`], with the span it was written at (`None`:
@@ -1030,6 +1080,8 @@ handshake_timeout_ms = 3000
 send_queue_max_bytes = 1048576
 redial_min_ms = 50
 redial_max_ms = 50
+max_links = 20000
+max_handshakes_per_sec = 150
 "#,
             k1 = b64(1),
             k2 = b64(2),
@@ -1087,6 +1139,8 @@ redial_max_ms = 50
                 send_queue_max_bytes: 1 << 20,
                 redial_min_ms: 50,
                 redial_max_ms: 50,
+                max_links: 20_000,
+                max_handshakes_per_sec: 150,
             }
         );
     }
@@ -1120,6 +1174,8 @@ redial_max_ms = 50
                 send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
                 redial_min_ms: 100,
                 redial_max_ms: 5000,
+                max_links: limits::MAX_LINKS_PER_WORKER,
+                max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             }
         );
         // An empty [limits] table is the defaults too.
@@ -1543,6 +1599,50 @@ redial_max_ms = 50
         refused(&queue(least - 1), 4, "limits.send_queue_max_bytes must be at least 65560");
         refused(&queue(0), 4, "one full record), not 0");
         refused(&queue(-1), 4, "not -1");
+    }
+
+    #[test]
+    fn admission_bounds_are_counts_from_one() {
+        let links = |n: i64| with_limits(&format!("max_links = {n}\n"));
+        let rate = |n: i64| with_limits(&format!("max_handshakes_per_sec = {n}\n"));
+        assert_eq!(parse(&links(1)).unwrap().limits.max_links, 1);
+        let most = limits::MAX_LINKS_PER_WORKER as i64;
+        assert_eq!(parse(&links(most)).unwrap().limits.max_links, limits::MAX_LINKS_PER_WORKER);
+        assert_eq!(parse(&rate(1)).unwrap().limits.max_handshakes_per_sec, 1);
+        let fastest = i64::from(u32::MAX);
+        assert_eq!(parse(&rate(fastest)).unwrap().limits.max_handshakes_per_sec, u32::MAX);
+
+        let error = refused(&links(0), 4, "limits.max_links must be between 1 and 1048576, not 0");
+        assert_eq!(error.column, Some(13));
+        refused(&links(-3), 4, "limits.max_links must be between 1 and 1048576, not -3");
+        refused(&links(most + 1), 4, "not 1048577");
+        let error = refused(
+            &rate(0),
+            4,
+            "limits.max_handshakes_per_sec must be between 1 and 4294967295, not 0",
+        );
+        assert_eq!(error.column, Some(26));
+        refused(&rate(-1), 4, "max_handshakes_per_sec must be between 1 and 4294967295, not -1");
+        refused(&rate(fastest + 1), 4, "not 4294967296");
+        refused(&with_limits("max_links = \"many\"\n"), 4, "invalid type: string");
+        refused(&with_limits("max_handshakes_per_sec = 1.5\n"), 4, "invalid type: floating");
+
+        // Among the other limits, each keeps its own value.
+        let both = parse(&with_limits(
+            "keepalive_ms = 500\nmax_links = 7\nmax_handshakes_per_sec = 9\nredial_max_ms = 600\n",
+        ))
+        .unwrap()
+        .limits;
+        assert_eq!(
+            both,
+            Limits {
+                keepalive_ms: 500,
+                redial_max_ms: 600,
+                max_links: 7,
+                max_handshakes_per_sec: 9,
+                ..Limits::default()
+            }
+        );
     }
 
     #[test]

@@ -134,6 +134,8 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     settings.send_queue_max_bytes = config.limits.send_queue_max_bytes;
     settings.redial_min = Duration::from_millis(config.limits.redial_min_ms);
     settings.redial_max = Duration::from_millis(config.limits.redial_max_ms);
+    settings.max_links = config.limits.max_links;
+    settings.max_handshakes_per_sec = config.limits.max_handshakes_per_sec;
     settings.control =
         Some(config.control.clone().unwrap_or_else(|| control::default_socket(&config.path)));
     settings.metrics = config.metrics;

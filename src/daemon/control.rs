@@ -106,9 +106,38 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("lost_total", "Circuit ends that lost a link.", c.lost),
         ("refused_total", "Transactions refused by policy.", c.refused),
         ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
+        ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
+        (
+            "refused_max_links_total",
+            "Accepted connections reset because the node held max_links links.",
+            s.refused_max_links,
+        ),
+        (
+            "refused_handshake_rate_total",
+            "Accepted connections reset because max_handshakes_per_sec was used up.",
+            s.refused_handshake_rate,
+        ),
     ] {
         gauge(name, help, "counter", &[(String::new(), value)]);
     }
+    let closes = &s.closes;
+    let by_reason: Vec<(String, u64)> = [
+        ("misbehaved", closes.misbehaved),
+        ("peer_closed", closes.peer_closed),
+        ("idle", closes.idle),
+        ("not_reading", closes.not_reading),
+        ("io", closes.io),
+        ("local", closes.local),
+    ]
+    .into_iter()
+    .map(|(reason, value)| (format!(",reason=\"{reason}\""), value))
+    .collect();
+    gauge(
+        "links_closed_total",
+        "Links that were up and went down, by cause.",
+        "counter",
+        &by_reason,
+    );
     type Field = fn(&super::LinkRow) -> u64;
     let per_link: [(&str, &str, Field); 8] = [
         ("link_bytes_in_total", "Bytes received on a link.", |l| l.bytes_in),
@@ -224,6 +253,21 @@ pub fn render(s: &Snapshot, view: View) -> String {
             "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}",
             s.circuits, c.relayed, c.served, c.opened, c.no_route, c.lost, s.handshake_failures
         );
+        let d = &s.closes;
+        let _ = writeln!(
+            out,
+            "links closed: misbehaved {}  peer closed {}  idle {}  not reading {}  io {}  local {}\n\
+             connections accepted {}, refused at accept: max_links {}  handshake rate {}",
+            d.misbehaved,
+            d.peer_closed,
+            d.idle,
+            d.not_reading,
+            d.io,
+            d.local,
+            s.accepted,
+            s.refused_max_links,
+            s.refused_handshake_rate
+        );
     }
     out
 }
@@ -323,6 +367,17 @@ mod tests {
             },
             handshake_failures: 17,
             clients: 0,
+            accepted: 27,
+            refused_max_links: 19,
+            refused_handshake_rate: 20,
+            closes: super::super::Closes {
+                misbehaved: 21,
+                peer_closed: 22,
+                idle: 23,
+                not_reading: 24,
+                io: 25,
+                local: 26,
+            },
         }
     }
 
@@ -336,6 +391,10 @@ mod tests {
         assert!(routes.contains("e/master") && routes.contains("link 4 (dddd2222)"));
         let circuits = render(&s, View::Circuits);
         assert!(circuits.contains("open 11") && circuits.contains("relayed 12"));
+        assert!(circuits.contains("misbehaved 21") && circuits.contains("local 26"));
+        assert!(
+            circuits.contains("accepted 27, refused at accept: max_links 19  handshake rate 20")
+        );
         let all = render(&s, View::All);
         assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
     }
@@ -359,6 +418,17 @@ mod tests {
             "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\"} 9"
         ));
         assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
+        assert!(text.contains("ringspan_accepted_total{node=\"aaaa0000\"} 27"));
+        assert!(text.contains("ringspan_refused_max_links_total{node=\"aaaa0000\"} 19"));
+        assert!(text.contains("ringspan_refused_handshake_rate_total{node=\"aaaa0000\"} 20"));
+        assert!(
+            text.contains(
+                "ringspan_links_closed_total{node=\"aaaa0000\",reason=\"misbehaved\"} 21"
+            )
+        );
+        assert!(
+            text.contains("ringspan_links_closed_total{node=\"aaaa0000\",reason=\"local\"} 26")
+        );
     }
 
     #[test]
@@ -374,6 +444,8 @@ mod tests {
         let text = fetch(&path).unwrap();
         let back: Snapshot = serde_json::from_str(&text).unwrap();
         assert_eq!(back.counters.relayed, 12);
+        assert_eq!(back.closes, snapshot().closes);
+        assert_eq!((back.refused_max_links, back.refused_handshake_rate), (19, 20));
         let mut stream = UnixStream::connect(&path).unwrap();
         stream.write_all(b"bogus\n").unwrap();
         let mut answer = String::new();

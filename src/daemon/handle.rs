@@ -68,6 +68,14 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Receive buffers the engine gives the kernel (each 256 KiB; 64 by default).
     pub recv_buffers: u16,
+    /// Links held at once, accepted and dialled, established or handshaking
+    /// (`ring::Config::max_links`): a connection accepted at the bound is reset before any
+    /// handshake work. Dials are never refused.
+    pub max_links: usize,
+    /// Handshakes started per second on accepted connections, a token bucket holding one
+    /// second's worth (`ring::Config::max_handshakes_per_sec`): a connection accepted with no
+    /// token left is reset.
+    pub max_handshakes_per_sec: u32,
 }
 
 impl Settings {
@@ -90,6 +98,8 @@ impl Settings {
             control: None,
             metrics: None,
             recv_buffers: limits::RECV_BUFFERS,
+            max_links: limits::MAX_LINKS_PER_WORKER,
+            max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
         }
     }
 }
@@ -214,6 +224,8 @@ impl Handle {
             idle_timeout: settings.idle_timeout,
             send_queue_max_bytes: settings.send_queue_max_bytes,
             recv_buffers: settings.recv_buffers,
+            max_links: settings.max_links,
+            max_handshakes_per_sec: settings.max_handshakes_per_sec,
             ..ring::Config::default()
         };
         let shared = Arc::new(Shared::default());

@@ -190,6 +190,53 @@ pub struct Snapshot {
     /// Client links (counted here, not listed in `links`).
     #[serde(default)]
     pub clients: usize,
+    /// Accepted connections admitted: handshakes started on them.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Accepted connections reset at once because the node held `max_links` links.
+    #[serde(default)]
+    pub refused_max_links: u64,
+    /// Accepted connections reset at once because `max_handshakes_per_sec` was used up.
+    #[serde(default)]
+    pub refused_handshake_rate: u64,
+    /// Why links that were up went down, client links included.
+    #[serde(default)]
+    pub closes: Closes,
+}
+
+/// Links that were up and went down, by cause, since the node started. Links that fail before
+/// their handshake completes are in [`Snapshot::handshake_failures`] instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closes {
+    /// The peer's fault, found by the engine or by the node: bytes that do not parse, a record
+    /// that fails authentication, a rule or bound of the transaction, span or client protocol.
+    pub misbehaved: u64,
+    /// The peer closed the connection, or closed the link with a notice.
+    pub peer_closed: u64,
+    /// Nothing received within the idle timeout.
+    pub idle: u64,
+    /// The peer did not read: a send stalled, or the send queue was full.
+    pub not_reading: u64,
+    /// A socket error.
+    pub io: u64,
+    /// Closed by this node: on request, at shutdown, or on an error of its own.
+    pub local: u64,
+}
+
+impl Closes {
+    fn count(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::Protocol(error) if error.closes_link() => &mut self.misbehaved,
+            CloseReason::PeerClosed | CloseReason::PeerSaid(_) => &mut self.peer_closed,
+            CloseReason::IdleTimeout => &mut self.idle,
+            CloseReason::SendStall | CloseReason::SendQueueFull => &mut self.not_reading,
+            CloseReason::Io(_) => &mut self.io,
+            CloseReason::Protocol(_) | CloseReason::Local(_) | CloseReason::Internal(_) => {
+                &mut self.local
+            }
+        };
+        *counter += 1;
+    }
 }
 
 /// Node-wide counters, as shown.
@@ -299,6 +346,10 @@ pub struct NodeService {
     shared: Arc<Shared>,
     /// Links to close at the next tick, with why.
     to_close: Vec<(LinkId, ErrorCode)>,
+    /// Links being closed because the peer broke the protocol as the node checks it (their
+    /// close is counted as misbehaviour, not as a local close).
+    misbehaving: HashSet<LinkId>,
+    closes: Closes,
     loads: Vec<Load>,
     next_snapshot: Option<Instant>,
     handshake_failures: u64,
@@ -337,6 +388,8 @@ impl NodeService {
             redial,
             shared,
             to_close: Vec::new(),
+            misbehaving: HashSet::new(),
+            closes: Closes::default(),
             loads: Vec::new(),
             next_snapshot: None,
             handshake_failures: 0,
@@ -348,6 +401,9 @@ impl NodeService {
 
     fn refused(&mut self, link: LinkId, error: crate::Error) {
         tracing::warn!(%link, %error, "closing link: protocol error");
+        if error.closes_link() {
+            self.misbehaving.insert(link);
+        }
         self.to_close.push((link, ErrorCode::REFUSED));
     }
 
@@ -559,6 +615,7 @@ impl NodeService {
             .collect();
         let NodeCounters { relayed, served, opened, no_route, lost, refused } =
             self.node.counters();
+        let stats = worker.stats();
         let snapshot = Snapshot {
             node: self.node.id().to_string(),
             links,
@@ -566,8 +623,12 @@ impl NodeService {
             peers,
             circuits: self.node.circuits(),
             counters: Counters { relayed, served, opened, no_route, lost, refused },
-            handshake_failures: worker.stats().handshake_failures,
+            handshake_failures: stats.handshake_failures,
             clients,
+            accepted: stats.accepted,
+            refused_max_links: stats.refused_max_links,
+            refused_handshake_rate: stats.refused_handshake_rate,
+            closes: self.closes.clone(),
         };
         if let Ok(mut shared) = self.shared.snapshot.lock() {
             *shared = snapshot;
@@ -608,6 +669,11 @@ impl Service for NodeService {
 
     fn link_down(&mut self, link: LinkId, reason: CloseReason) {
         tracing::info!(%link, %reason, "link down");
+        if self.misbehaving.remove(&link) {
+            self.closes.misbehaved += 1;
+        } else {
+            self.closes.count(reason);
+        }
         self.node.link_down(link);
         self.redial.down(link, self.now);
     }
@@ -727,5 +793,39 @@ pub fn role_name(role: Role) -> &'static str {
         Role::Router => "router",
         Role::Satellite => "satellite",
         Role::Client => "client",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Limit, Malformed, Misuse, Violation};
+
+    #[test]
+    fn closes_are_counted_by_whose_fault_they_are() {
+        let mut closes = Closes::default();
+        for reason in [
+            CloseReason::Protocol(crate::Error::Decrypt),
+            CloseReason::Protocol(Malformed::MessagePadding.into()),
+            CloseReason::Protocol(Violation::LinkProtocol("a second LINK_CONN").into()),
+            CloseReason::Protocol(Limit::PeerTransactions(1).into()),
+            CloseReason::PeerClosed,
+            CloseReason::PeerSaid(ErrorCode::LOST_LINK),
+            CloseReason::IdleTimeout,
+            CloseReason::SendStall,
+            CloseReason::SendQueueFull,
+            // ECONNRESET.
+            CloseReason::Io(104),
+            CloseReason::Local(ErrorCode::REFUSED),
+            CloseReason::Internal("bug"),
+            // Not the peer's fault: a local misuse that reached a close.
+            CloseReason::Protocol(Misuse::LinkDown.into()),
+        ] {
+            closes.count(reason);
+        }
+        assert_eq!(
+            closes,
+            Closes { misbehaved: 4, peer_closed: 2, idle: 1, not_reading: 2, io: 1, local: 3 }
+        );
     }
 }
