@@ -52,6 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ringspan::ring::sys::fix_mmap_threshold();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
