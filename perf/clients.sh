@@ -18,6 +18,10 @@
 #                                     node: the engine's share of the memory per client
 #   perf/clients.sh --mounts          each client also advertises one client mount (cluster 0x1),
 #                                     as a client node with a mount attached does
+#   perf/clients.sh --clients 15000 --rate 50000 --hold 6
+#                                     handshakes as fast as they go: the satellite admits the
+#                                     rate asked; "handshakes per satellite CPU second" is the
+#                                     per-core figure (perf/results/handshakes.csv)
 #   perf/clients.sh --split P         P satellites side by side on this host, each with its own
 #                                     client load of N/P links dialled at R/P a second: for N
 #                                     past what one process may hold open here (the RSS figure
@@ -109,7 +113,17 @@ EOF
   done
 done
 sleep 1
+# CPU time (user + system, clock ticks) the satellites have used: over the dialling, it gives
+# handshakes per second of satellite CPU, i.e. per core.
+cpu_ticks() {
+  local total=0
+  for pid in "${sats[@]}"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
 rss_before=$(sum_status VmRSS)
+cpu_before=$(cpu_ticks)
 anon_before=$(sum_status RssAnon)
 
 # One client load per satellite, N/P links each, dialled at R/P a second.
@@ -135,6 +149,7 @@ for ((i = 0; i < split; i++)); do
     sleep 0.2
   done
 done
+cpu_dial=$(python3 -c "print(($(cpu_ticks) - $cpu_before) / $(getconf CLK_TCK))")
 sleep $((hold - 5))
 rss_after=$(sum_status VmRSS)
 anon_after=$(sum_status RssAnon)
@@ -163,6 +178,8 @@ printf '%-34s %s\n' "server" "$label"
 printf '%-34s %s\n' "clients asked / established / held" "$clients / $established / $up"
 printf '%-34s %s\n' "failed / lost after up" "$failed / $lost"
 printf '%-34s %s\n' "handshakes/s" "$hs"
+hs_core=$(python3 -c "print(round($established / $cpu_dial) if $cpu_dial > 0 else 0)")
+printf '%-34s %s (%s CPU s while dialling)\n' "handshakes per satellite CPU second" "$hs_core" "$cpu_dial"
 printf '%-34s %s / %s ms\n' "connect p50 / p99" "$p50" "$p99"
 printf '%-34s %s -> %s KiB (anon %s -> %s KiB)\n' "satellite RSS before -> held" \
   "$rss_before" "$rss_after" "$anon_before" "$anon_after"
@@ -182,4 +199,7 @@ mkdir -p perf/results
 csv=perf/results/clients.csv
 [[ -f $csv ]] || echo "date,server,clients,rate,established,held,handshakes_per_sec,connect_p50_ms,connect_p99_ms,failed,lost,rss_before_kib,rss_held_kib,anon_before_kib,anon_held_kib,rss_per_client_bytes,anon_per_client_bytes" > "$csv"
 echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$label,$clients,$rate,$established,$up,$hs,$p50,$p99,$failed,$lost,$rss_before,$rss_after,$anon_before,$anon_after,$per_client,$anon_per_client" >> "$csv"
-echo "appended to $csv"
+hcsv=perf/results/handshakes.csv
+[[ -f $hcsv ]] || echo "date,server,clients,rate,established,handshakes_per_sec,satellite_cpu_seconds,handshakes_per_cpu_second" > "$hcsv"
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$label,$clients,$rate,$established,$hs,$cpu_dial,$hs_core" >> "$hcsv"
+echo "appended to $csv and $hcsv"
