@@ -595,9 +595,9 @@ pub struct Bulk {
     pub window: Duration,
 }
 
-/// One TCP stream of `size`-byte writes for `duration`: a receiver listens on `listen`, a
-/// sender connects to `connect` (a relay in front of `listen`; `listen` itself if None),
-/// retrying for a few seconds while the relay starts.
+/// One TCP stream of `size`-byte writes for `duration`: a receiver listens on `listen` and
+/// reads up to 256 KiB (or `size`) at a time, a sender connects to `connect` (a relay in front
+/// of `listen`; `listen` itself if None), retrying for a few seconds while the relay starts.
 pub fn bulk(
     listen: SocketAddr,
     connect: Option<SocketAddr>,
@@ -626,7 +626,7 @@ pub fn bulk(
         };
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
-        let mut buf = vec![0u8; size.max(BUFFER)];
+        let mut buf = vec![0u8; size.max(4 * BUFFER)];
         let mut bytes = 0u64;
         let mut first = None;
         loop {
