@@ -48,6 +48,9 @@ pub enum NatsError {
     /// The server closed the connection.
     #[error("the server closed the connection")]
     Closed,
+    /// The measurement cannot run as asked.
+    #[error("{0}")]
+    Invalid(String),
     /// The server did not answer in time.
     #[error("timed out {0}")]
     Timeout(&'static str),
@@ -188,12 +191,14 @@ pub struct Conn {
     start: usize,
     end: usize,
     pongs: u64,
+    max_payload: Option<usize>,
 }
 
 impl Conn {
     /// Connects, reads the server's `INFO`, sends `CONNECT` and waits for the `PONG` to a `PING`.
     pub fn connect(addr: SocketAddr) -> Result<Conn, NatsError> {
-        let stream = TcpStream::connect_timeout(&addr, SETUP_TIMEOUT)?;
+        let stream = TcpStream::connect_timeout(&addr, SETUP_TIMEOUT)
+            .map_err(|e| NatsError::Io(io::Error::new(e.kind(), format!("{addr}: {e}"))))?;
         Conn::handshake(stream)
     }
 
@@ -201,10 +206,19 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
         let out = BufWriter::with_capacity(BUFFER, stream.try_clone()?);
-        let mut conn = Conn { stream, out, buf: vec![0; 4 * BUFFER], start: 0, end: 0, pongs: 0 };
+        let mut conn = Conn {
+            stream,
+            out,
+            buf: vec![0; 4 * BUFFER],
+            start: 0,
+            end: 0,
+            pongs: 0,
+            max_payload: None,
+        };
         loop {
             match parse(&conn.buf[conn.start..conn.end])? {
-                Some((Op::Info(_), used)) => {
+                Some((Op::Info(info), used)) => {
+                    conn.max_payload = max_payload(info);
                     conn.start += used;
                     break;
                 }
@@ -312,10 +326,33 @@ impl Conn {
         Ok(())
     }
 
+    /// Fails if the server's INFO said it takes no payload of `size` bytes.
+    pub fn check_payload(&self, size: usize) -> Result<(), NatsError> {
+        match self.max_payload {
+            Some(max) if size > max => Err(NatsError::Invalid(format!(
+                "the server takes payloads of at most {max} bytes (max_payload), not {size}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The buffered writer, for `PUB` and `SUB` lines.
     pub fn out(&mut self) -> &mut BufWriter<TcpStream> {
         &mut self.out
     }
+}
+
+/// `max_payload` from an INFO's JSON, if it is there.
+fn max_payload(info: &[u8]) -> Option<usize> {
+    let key = b"\"max_payload\":";
+    let at = info.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits: Vec<u8> = info[at..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 /// Writes `PUB subject [reply] len\r\npayload\r\n`.
@@ -440,6 +477,10 @@ pub fn one_way(
 
     let publisher = thread::spawn(move || -> Result<u64, NatsError> {
         let mut conn = Conn::connect(publish)?;
+        if let Err(e) = conn.check_payload(size) {
+            failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
         let deadline = clock() + SETUP_TIMEOUT;
         while !warm.load(Ordering::Relaxed) {
             if failed.load(Ordering::Relaxed) {
@@ -495,7 +536,7 @@ pub fn round_trips(
     duration: Duration,
 ) -> Result<Vec<u64>, NatsError> {
     if size < 8 {
-        return Err(NatsError::Protocol("--size must be at least 8 (a sequence number)".into()));
+        return Err(NatsError::Invalid("--size must be at least 8 (a sequence number)".into()));
     }
     let service = unique("ringspan.bench.rr");
     let mut responder = Conn::connect(respond)?;
@@ -521,6 +562,7 @@ pub fn round_trips(
     let result = (|| -> Result<Vec<u64>, NatsError> {
         let inbox = unique("_INBOX.ringspan");
         let mut conn = Conn::connect(request)?;
+        conn.check_payload(size)?;
         write!(conn.out(), "SUB {inbox} 1\r\n")?;
         conn.sync(SETUP_TIMEOUT)?;
         let mut payload = vec![0x5a; size];
@@ -605,7 +647,7 @@ pub fn bulk(
     duration: Duration,
 ) -> Result<Bulk, NatsError> {
     if size == 0 {
-        return Err(NatsError::Protocol("--size must be at least 1".into()));
+        return Err(NatsError::Invalid("--size must be at least 1".into()));
     }
     let listener = TcpListener::bind(listen)?;
     let target = connect.unwrap_or(listener.local_addr()?);
@@ -1007,6 +1049,16 @@ mod tests {
                 input = &input[used..];
             }
         }
+    }
+
+    #[test]
+    fn reads_max_payload_from_info() {
+        assert_eq!(max_payload(b"{\"a\":1,\"max_payload\": 1048576,\"b\":2}"), Some(1_048_576));
+        assert_eq!(max_payload(b"{\"a\":1}"), None);
+        assert_eq!(max_payload(b"{\"max_payload\":}"), None);
+        let server = fake_server();
+        let e = one_way(server, server, 2 << 20, Duration::from_millis(10)).unwrap_err();
+        assert!(e.to_string().contains("max_payload"), "{e}");
     }
 
     #[test]
