@@ -9,8 +9,8 @@
 # 2 leaf + hub. Writes perf/results/baselines.csv (scenario,hops,size,value,unit) and prints a
 # table. Installs nats-server and socat with apt-get if missing (skips what it cannot run).
 #
-#   perf/baselines.sh            3 s per measurement (about 1.5 min)
-#   perf/baselines.sh --quick    1 s per measurement (well under a minute)
+#   perf/baselines.sh            3 s per measurement (about 40 s)
+#   perf/baselines.sh --quick    1 s per measurement (about 15 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=3
