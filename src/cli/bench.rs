@@ -26,6 +26,33 @@ pub enum BenchCommand {
     /// Opens very many client links to a satellite (each under a key of its own, each opening a
     /// client's hello), reports how fast they came up, and holds them idle.
     Clients(ClientsArgs),
+    /// Baselines to compare with: NATS servers (one-way, request-reply), plain TCP round
+    /// trips, and bulk TCP direct or through a relay (perf/baselines.sh). Prints key=value.
+    Nats(NatsArgs),
+}
+
+/// Options of `bench nats`.
+#[derive(Args)]
+pub struct NatsArgs {
+    /// What to measure: one-way, rtt (request-reply through NATS), tcp-rtt (plain TCP
+    /// ping-pong, no server) or bulk (one TCP stream of --size writes).
+    test: bench::nats::Test,
+    /// The publisher's / requester's NATS server (default 127.0.0.1:4222); for bulk, where the
+    /// sender connects (a relay in front of --listen; default --listen itself).
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// The subscriber's / responder's NATS server (default: --server).
+    #[arg(long)]
+    to: Option<SocketAddr>,
+    /// bulk: where the receiver listens (default: any loopback port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Payload bytes (bulk: bytes per write).
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
 }
 
 /// Options of `bench link`.
@@ -122,6 +149,21 @@ pub fn run(command: BenchCommand) -> Result<(), String> {
         BenchCommand::Link(args) => link(args),
         BenchCommand::Serve(args) => serve(args),
         BenchCommand::Clients(args) => clients(args),
+        BenchCommand::Nats(a) => {
+            if !(a.seconds.is_finite() && a.seconds > 0.0) {
+                return Err("--seconds must be a positive number".into());
+            }
+            let options = bench::nats::Options {
+                test: a.test,
+                server: a.server,
+                to: a.to,
+                listen: a.listen,
+                size: a.size,
+                duration: Duration::from_secs_f64(a.seconds),
+            };
+            println!("{}", bench::nats::run(&options)?);
+            Ok(())
+        }
     }
 }
 
