@@ -15,6 +15,7 @@
 
 pub mod clients;
 pub mod direct;
+pub mod hops;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
