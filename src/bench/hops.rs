@@ -149,7 +149,8 @@ pub struct OneWayReport {
     pub window_messages: u64,
     /// Seconds between the two marks, by the receiver's clock.
     pub window_seconds: f64,
-    /// `window_messages / window_seconds`.
+    /// `window_messages / window_seconds` (0 when the whole window fell within one turn of the
+    /// receiver's loop, as a short `--count` run may).
     pub msgs_per_sec: f64,
     /// Payload megabytes (10^6) per second over the window.
     pub mb_per_sec: f64,
