@@ -17,7 +17,7 @@
 #   perf/hops.sh --pin      also pins the sender to core 0 and the receiver to core 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=5
+seconds=${HOPS_SECONDS:-5}
 warmup=1
 pin=0
 for arg in "$@"; do
@@ -86,7 +86,7 @@ for hops in 1 2; do
   }
   label="$hops hop"; ((hops > 1)) && label+="s"
   for size in 16 128 1024; do
-    echo "  $label: one-way $size B ..." >&2
+    echo "  [${SECONDS}s] $label: one-way $size B ..." >&2
     out=$(send --mode one-way --size "$size")
     read -r rate sent received ooo < <(field "$out" msgs_per_sec sent received out_of_order)
     rate=$(printf '%.0f' "$rate")
@@ -94,7 +94,7 @@ for hops in 1 2; do
     echo "msgs_per_sec,$hops,$size,$rate,msg/s" >> "$csv"
   done
   for mode in rtt rtt-stream; do
-    echo "  $label: $mode 16 B ..." >&2
+    echo "  [${SECONDS}s] $label: $mode 16 B ..." >&2
     out=$(send --mode "$mode" --size 16)
     read -r p50 p99 p999 n < <(field "$out" p50_us p99_us p999_us samples)
     name=${mode//-/_}
@@ -106,7 +106,7 @@ for hops in 1 2; do
   done
   stop_all
   if [[ -s "$work/receiver-$hops.out" ]]; then
-    echo "  $label: receiver saw $(wc -l < "$work/receiver-$hops.out") streams end" >&2
+    echo "  [${SECONDS}s] $label: receiver saw $(wc -l < "$work/receiver-$hops.out") streams end" >&2
   fi
 done
 

@@ -1,6 +1,7 @@
 //! Link benchmarks: services that load an engine link and count what arrives, and a plain TCP
 //! program to compare with. Used by `ringspan bench link` and by the tests. [`clients`] opens
-//! very many idle client links (`ringspan bench clients`).
+//! very many idle client links (`ringspan bench clients`); [`hops`] measures messages through relay
+//! hops (`ringspan bench hops`).
 //!
 //! - [`Sink`] (the accepting side) counts every message and byte it receives and answers every
 //!   request it is sent with the same payload.
