@@ -82,7 +82,7 @@ for hops in 1 2; do
   send() {
     "$bin" bench hops send --relay "127.0.0.1:${prt[r1]}" --relay-key "${pub[r1]}" \
       --key "$work/sender-$hops.key" --mount "$mount" --seconds "$seconds" --warmup "$warmup" \
-      --json "${send_pin[@]}" "$@"
+      --json "${send_pin[@]}" ${HOPS_WINDOW:+--window-bytes "$HOPS_WINDOW"} "$@"
   }
   label="$hops hop"; ((hops > 1)) && label+="s"
   for size in 16 128 1024; do
