@@ -37,7 +37,11 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
-cleanup() { stop_all; rm -rf "$work"; }
+cleanup() {
+  local status=$?
+  stop_all
+  if ((status == 0)); then rm -rf "$work"; else echo "failed: configs and logs kept in $work" >&2; fi
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
