@@ -622,7 +622,7 @@ pub struct HopsArgs {
     /// Exactly this many messages (one-way) or round trips instead, with no warm-up.
     #[arg(long)]
     count: Option<u64>,
-    /// One-way: wire bytes the sender may have unacknowledged by the receiver.
+    /// One-way: wire bytes the sender may have unacknowledged by the receiver (at most 4 MiB).
     #[arg(long, default_value_t = 2 << 20)]
     window_bytes: usize,
     /// Pins the worker to this core.
@@ -635,6 +635,9 @@ pub struct HopsArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// The largest one-way window `bench hops` takes, in wire bytes.
+const HOPS_WINDOW_MAX: usize = 4 << 20;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum HopsRole {
@@ -674,6 +677,11 @@ fn hops(args: HopsArgs) -> Result<(), String> {
         if !(value.is_finite() && (0.0..=86_400.0).contains(&value)) {
             return Err(format!("{name} must be between 0 and 86,400 seconds"));
         }
+    }
+    // Within every queue bound on the way: the relays' per-link queue per turn and the links'
+    // unsent bytes (SEND_QUEUE_MAX_BYTES, 8 MiB) hold a whole window with room to spare.
+    if !(1..=HOPS_WINDOW_MAX).contains(&args.window_bytes) {
+        return Err(format!("--window-bytes must be between 1 and {HOPS_WINDOW_MAX}"));
     }
     let id = identity.public_key().node_id();
     let config = ring::Config {
