@@ -289,7 +289,8 @@ enum Phase {
     Done,
 }
 
-struct Sender_ {
+/// A sender's state.
+struct Sending {
     plan: Plan,
     phase: Phase,
     deadline: Instant,
@@ -323,12 +324,13 @@ pub struct Hops {
     started: bool,
     now: Instant,
     to_close: Vec<(LinkId, ErrorCode)>,
-    receiver: Option<Receiver_>,
-    sender: Option<Sender_>,
+    receiver: Option<Receiving>,
+    sender: Option<Sending>,
     scratch: Vec<u8>,
 }
 
-struct Receiver_ {
+/// A receiver's state: its streams.
+struct Receiving {
     summaries: Option<Sender<StreamSummary>>,
     streams: HashMap<CallId, Inbound>,
 }
@@ -353,7 +355,7 @@ impl Hops {
     ) -> Hops {
         let (hello_role, receiver, sender) = match role {
             Role::Receive { summaries } => {
-                (SpanRole::Router, Some(Receiver_ { summaries, streams: HashMap::new() }), None)
+                (SpanRole::Router, Some(Receiving { summaries, streams: HashMap::new() }), None)
             }
             Role::Send(plan) => {
                 let wire = (HEADER + plan.size).next_multiple_of(crate::limits::MESSAGE_ALIGN);
@@ -363,7 +365,7 @@ impl Hops {
                 (
                     SpanRole::Client,
                     None,
-                    Some(Sender_ {
+                    Some(Sending {
                         phase: Phase::Route,
                         deadline,
                         call: None,
@@ -723,8 +725,9 @@ impl Hops {
             s.phase = Phase::Finishing;
             return;
         }
-        if let Some(end) = s.measure_end.or(Some(s.deadline)).filter(|_| s.plan.count.is_none()) {
-            worker.wake_at(end);
+        if s.plan.count.is_none() {
+            // The end of the warm-up, or of the measured window, even if nothing else happens.
+            worker.wake_at(s.measure_end.unwrap_or(s.deadline));
         }
         // As much as the window, the turn and the link's unsent bytes allow.
         let queued = self.link.and_then(|l| worker.link(l)).map_or(0, |l| l.queued_bytes());
