@@ -1,7 +1,8 @@
 //! Link benchmarks: services that load an engine link and count what arrives, and a plain TCP
 //! program to compare with. Used by `ringspan bench link` and by the tests. [`clients`] opens
-//! very many idle client links (`ringspan bench clients`). [`nats`] measures the baselines
-//! (NATS servers, plain TCP, a socat relay) with `ringspan bench nats`.
+//! very many idle client links (`ringspan bench clients`); [`hops`] measures messages through relay
+//! hops (`ringspan bench hops`); [`nats`] measures the baselines (NATS servers, plain TCP, a socat
+//! relay) with `ringspan bench nats`.
 //!
 //! - [`Sink`] (the accepting side) counts every message and byte it receives and answers every
 //!   request it is sent with the same payload.
@@ -16,6 +17,7 @@
 
 pub mod clients;
 pub mod direct;
+pub mod hops;
 pub mod nats;
 
 use std::sync::atomic::{AtomicU64, Ordering};

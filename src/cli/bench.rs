@@ -15,6 +15,8 @@ use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ids::ClusterId;
 use ringspan::ring::{self, Engine};
 
+mod hops;
+
 /// Benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -29,6 +31,9 @@ pub enum BenchCommand {
     /// Baselines to compare with: NATS servers (one-way, request-reply), plain TCP round
     /// trips, and bulk TCP direct or through a relay (perf/baselines.sh). Prints key=value.
     Nats(NatsArgs),
+    /// Messages through `ringspan run` relays: a receiver attached beyond the last relay, and a
+    /// sender measuring one-way messages/s or round trips through them (see perf/hops.sh).
+    Hops(hops::HopsArgs),
 }
 
 /// Options of `bench nats`.
@@ -164,6 +169,7 @@ pub fn run(command: BenchCommand) -> Result<(), String> {
             println!("{}", bench::nats::run(&options)?);
             Ok(())
         }
+        BenchCommand::Hops(args) => hops::run(args),
     }
 }
 
