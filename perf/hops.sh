@@ -7,7 +7,8 @@
 #
 # The relays are `ringspan run` processes on loopback (one worker each, not pinned); the sender
 # and the receiver are `ringspan bench hops`, each a node on one engine worker. Measures one-way
-# msgs/s at 16, 128 and 1024 B (counted by the receiver over its measured window) and round trips
+# msgs/s at 16, 128 and 1024 B (counted by the receiver over its measured window), bulk GB/s of
+# 65,504-byte messages (the largest one record holds; payload bytes), and round trips
 # at 16 B, one at a time: `rtt` = a one-shot transaction per request (CREATE|DELETE, answered
 # with DELETE), `rtt_stream` = request and reply messages inside one long-lived transaction.
 # Writes perf/results/hops.csv (scenario,hops,size,value,unit) and prints a table.
@@ -97,6 +98,13 @@ for hops in 1 2; do
     rows+=("$(printf '%-6s %-20s %6s %14s %s' "$hops" "one-way msgs/s" "$size" "$rate" "(sent $sent, received $received, out of order $ooo)")")
     echo "msgs_per_sec,$hops,$size,$rate,msg/s" >> "$csv"
   done
+  # Bulk: the largest message a record holds, one-way; payload bytes per second.
+  echo "  [${SECONDS}s] $label: one-way 65,504 B (bulk) ..." >&2
+  out=$(send --mode one-way --size 65504)
+  read -r rate sent received < <(field "$out" msgs_per_sec sent received)
+  gbps=$(python3 -c "print(round($rate * 65504 / 1e9, 3))")
+  rows+=("$(printf '%-6s %-20s %6s %14s %s' "$hops" "bulk GB/s" 65504 "$gbps" "(sent $sent, received $received)")")
+  echo "bulk_gbps,$hops,65504,$gbps,GB/s" >> "$csv"
   for mode in rtt rtt-stream; do
     echo "  [${SECONDS}s] $label: $mode 16 B ..." >&2
     out=$(send --mode "$mode" --size 16)

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# ringspan against its references, in one run: perf/baselines.sh (nats-server one server and
+# leaf -> hub, plain TCP, a socat relay) then perf/hops.sh (ringspan through 1 and 2 relays),
+# back to back on the same machine, then every ratio and the issue's targets:
+#
+#   bulk through 1 relay hop                 >= 1.0x the socat -b65536 relay
+#   128 B messages through 2 hops            >= 3x nats-server leafnode -> hub
+#   RTT p99 through 1 hop                    <= 0.5x nats-server through 1 server
+#
+# ringspan is encrypted (AES-256-GCM records), the references are plaintext. Writes
+# perf/results/compare.csv and perf/results/compare.svg (ratios, log scale, targets marked).
+#
+#   perf/compare.sh           3 s (baselines) and 5 s (hops) per measurement, ~2 minutes
+#   perf/compare.sh --quick   1 s per measurement, under a minute of measuring
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=()
+[[ "${1:-}" == "--quick" ]] && quick=(--quick)
+echo "[compare] baselines ..." >&2
+perf/baselines.sh "${quick[@]}" > /dev/null
+echo "[compare] ringspan through relay hops ..." >&2
+perf/hops.sh "${quick[@]}" > /dev/null
+python3 - <<'PY'
+import csv, datetime
+
+def load(path):
+    with open(path) as f:
+        return {(r["scenario"], int(r["hops"]), int(r["size"])): float(r["value"])
+                for r in csv.DictReader(f)}
+
+base = load("perf/results/baselines.csv")
+ours = load("perf/results/hops.csv")
+# (what, ringspan key, reference key, higher is better, target ratio or None)
+rows = []
+for hops in (1, 2):
+    for size in (16, 128, 1024):
+        target = 3.0 if (hops, size) == (2, 128) else None
+        rows.append((f"msgs/s {size} B, {hops} hop{'s' * (hops > 1)} vs nats",
+                     ("msgs_per_sec", hops, size), ("nats one-way", hops, size), True, target))
+    for q, nq in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+        target = 0.5 if (hops, q) == (1, "p99") else None
+        rows.append((f"RTT {q} 16 B, {hops} hop{'s' * (hops > 1)} vs nats",
+                     (f"rtt_{q}_us", hops, 16), (f"nats rtt {nq}", hops, 16), False, target))
+rows.append(("bulk 64 KiB, 1 hop vs socat relay", ("bulk_gbps", 1, 65504),
+             ("tcp bulk", 1, 65536), True, 1.0))
+rows.append(("bulk 64 KiB, 2 hops vs socat relay", ("bulk_gbps", 2, 65504),
+             ("tcp bulk", 1, 65536), True, None))
+rows.append(("bulk 64 KiB, 1 hop vs direct TCP", ("bulk_gbps", 1, 65504),
+             ("tcp bulk", 0, 65536), True, None))
+rows.append(("RTT p50 16 B, 1 hop vs direct TCP ping-pong", ("rtt_p50_us", 1, 16),
+             ("tcp rtt p50", 0, 16), False, None))
+
+out = []
+print(f"{'comparison':48} {'ringspan':>12} {'reference':>12} {'ratio':>7}  target")
+for what, k_ours, k_base, higher, target in rows:
+    if k_ours not in ours or k_base not in base:
+        print(f"{what:48} {'-':>12} {'-':>12} {'-':>7}  (not measured)")
+        continue
+    a, b = ours[k_ours], base[k_base]
+    ratio = a / b if b else float("nan")
+    verdict = ""
+    if target is not None:
+        met = ratio >= target if higher else ratio <= target
+        verdict = f"{'>=' if higher else '<='} {target}x: {'met' if met else 'NOT met'}"
+    print(f"{what:48} {a:12.1f} {b:12.1f} {ratio:6.2f}x  {verdict}")
+    out.append((what, a, b, ratio, higher, target, verdict))
+
+stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+with open("perf/results/compare.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["date", "comparison", "ringspan", "reference", "ratio", "better", "target",
+                "verdict"])
+    for what, a, b, ratio, higher, target, verdict in out:
+        w.writerow([stamp, what, a, b, round(ratio, 4), "higher" if higher else "lower",
+                    target if target is not None else "", verdict])
+
+# A bar per comparison: the ratio on a log scale around 1x, better-is-right for every bar
+# (lower-is-better ratios are drawn as their inverse), targets as ticks.
+import math
+width, bar_h, left = 900, 22, 360
+height = 40 + bar_h * len(out) + 40
+scale = lambda r: left + (math.log10(r) + 1) / 2 * (width - left - 20)  # 0.1x .. 10x
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+       'font-family="sans-serif" font-size="12">',
+       f'<text x="10" y="20" font-size="14">ringspan / reference ({stamp}); '
+       'right of 1x is better for ringspan</text>']
+for x in (0.1, 0.5, 1, 2, 5, 10):
+    svg.append(f'<line x1="{scale(x):.1f}" y1="30" x2="{scale(x):.1f}" y2="{height - 30}" '
+               f'stroke="#ccc"/><text x="{scale(x):.1f}" y="{height - 15}" '
+               f'text-anchor="middle">{x}x</text>')
+for i, (what, a, b, ratio, higher, target, verdict) in enumerate(out):
+    y = 35 + i * bar_h
+    good = ratio if higher else 1 / ratio
+    x0, x1 = sorted((scale(1), scale(min(max(good, 0.1), 10))))
+    colour = "#2a7" if good >= 1 else "#c44"
+    svg.append(f'<text x="10" y="{y + 15}">{what}</text>')
+    svg.append(f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 1):.1f}" '
+               f'height="{bar_h - 8}" fill="{colour}"/>')
+    svg.append(f'<text x="{scale(min(max(good, 0.1), 10)) + 4:.1f}" y="{y + 15}">'
+               f'{good:.2f}x</text>')
+    if target is not None:
+        t = target if higher else 1 / target
+        svg.append(f'<line x1="{scale(t):.1f}" y1="{y + 1}" x2="{scale(t):.1f}" '
+                   f'y2="{y + bar_h - 1}" stroke="black" stroke-width="2"/>')
+svg.append("</svg>")
+with open("perf/results/compare.svg", "w") as f:
+    f.write("\n".join(svg) + "\n")
+print("wrote perf/results/compare.csv and perf/results/compare.svg")
+PY
