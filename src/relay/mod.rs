@@ -500,7 +500,12 @@ impl Node {
         }
         let handled = state.span.handle(txn, out, &mut self.table, delivery);
         state.span.take_client_changes(&mut self.client_changes);
-        self.update_aggregates();
+        if self.client_changes.is_empty() {
+            // Every relayed message passes here: only the table's output, if any.
+            self.route_table_output();
+        } else {
+            self.update_aggregates();
+        }
         if handled? {
             return Ok(());
         }
