@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+use super::percentile;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
@@ -42,7 +43,7 @@ use crate::Error;
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
 use crate::relay::{AppEvent, CallId, Node};
-use crate::ring::{CloseReason, LinkCtx, Service, TxSink, WorkerCtx};
+use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, Role as SpanRole, Wants};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
@@ -204,16 +205,6 @@ pub struct StreamSummary {
     pub window_seconds: f64,
     /// How it ended (0: cleanly).
     pub error: u32,
-}
-
-/// The value at quantile `q` (0..=1) of ascending `sorted`, nearest rank: the smallest sample
-/// with at least `q` of the samples at or below it. 0 if there are none.
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The round-trip report of nanosecond samples (sorted here).
@@ -427,15 +418,7 @@ impl Hops {
     }
 
     fn flush(&mut self, worker: &mut WorkerCtx<'_>) {
-        while let Some(link) = self.node.poll_dirty() {
-            match worker.link(link) {
-                Some(mut ctx) => {
-                    let LinkCtx { txn, out, .. } = &mut ctx;
-                    self.node.flush(link, Some((&mut **txn, out)));
-                }
-                None => self.node.flush::<TxSink<'_>>(link, None),
-            }
-        }
+        crate::daemon::flush_dirty(&mut self.node, worker);
     }
 
     fn receive(&mut self, now: Instant) {

@@ -266,3 +266,14 @@ impl Service for Source {
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
 }
+
+/// The value at quantile `q` (0..=1) of ascending `sorted`, nearest rank: the smallest sample
+/// with at least a fraction `q` of the samples at or below it. 0 if there are none. Both
+/// `bench hops` and `bench nats` report exact percentiles with it.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

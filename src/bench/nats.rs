@@ -14,6 +14,7 @@
 //! The parser ([`parse`]) takes the server's operations from a byte buffer and never panics on
 //! odd input: an unknown operation, a malformed length or a missing `\r\n` is an error.
 
+use super::percentile;
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -613,16 +614,6 @@ pub fn round_trips(
     Ok(samples)
 }
 
-/// The `q` quantile (0 < q <= 1) of sorted samples, by nearest rank: the smallest sample with
-/// at least a fraction `q` of all samples at or below it. 0 if there are none.
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// What a bulk run delivered.
 #[derive(Clone, Debug)]
 pub struct Bulk {
@@ -946,17 +937,6 @@ mod tests {
         let r = bulk(listen, None, 65_536, Duration::from_millis(50)).unwrap();
         assert!(r.bytes > 0);
         assert_eq!(r.bytes % 65_536, 0);
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let sorted: Vec<u64> = (1..=1000).collect();
-        assert_eq!(percentile(&sorted, 0.5), 500);
-        assert_eq!(percentile(&sorted, 0.99), 990);
-        assert_eq!(percentile(&sorted, 0.999), 999);
-        assert_eq!(percentile(&sorted, 1.0), 1000);
-        assert_eq!(percentile(&[7], 0.999), 7);
-        assert_eq!(percentile(&[], 0.5), 0);
     }
 
     fn parse_all(mut input: &[u8]) -> Vec<String> {

@@ -533,15 +533,7 @@ impl NodeService {
     }
 
     fn flush(&mut self, worker: &mut WorkerCtx<'_>) {
-        while let Some(link) = self.node.poll_dirty() {
-            match worker.link(link) {
-                Some(mut ctx) => {
-                    let LinkCtx { txn, out, .. } = &mut ctx;
-                    self.node.flush(link, Some((&mut **txn, out)));
-                }
-                None => self.node.flush::<TxSink<'_>>(link, None),
-            }
-        }
+        flush_dirty(&mut self.node, worker);
     }
 
     fn publish(&mut self, worker: &WorkerCtx<'_>) {
@@ -632,6 +624,21 @@ impl NodeService {
         };
         if let Ok(mut shared) = self.shared.snapshot.lock() {
             *shared = snapshot;
+        }
+    }
+}
+
+/// Writes a relay node's queued output onto each of its dirty links on this worker; a link
+/// gone meanwhile is reported to the node as down. Every engine service running a
+/// [`relay::Node`](Node) ends its turn with this.
+pub fn flush_dirty(node: &mut Node, worker: &mut WorkerCtx<'_>) {
+    while let Some(link) = node.poll_dirty() {
+        match worker.link(link) {
+            Some(mut ctx) => {
+                let LinkCtx { txn, out, .. } = &mut ctx;
+                node.flush(link, Some((&mut **txn, out)));
+            }
+            None => node.flush::<TxSink<'_>>(link, None),
         }
     }
 }
