@@ -11,58 +11,24 @@
 //! per satellite, not per client; a client that advertises a master is cut off while the others
 //! carry on; a satellite SIGKILLed: its clients fail over to the other one and carry on.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ringspan::cipher::identity::write_new_key_file;
-use ringspan::cipher::{Identity, PrivateKey};
-use ringspan::daemon::{CallEvent, Handle, PeerSpec, Settings, Snapshot, control};
+use ringspan::cipher::Identity;
+use ringspan::daemon::{CallEvent, Handle, PeerSpec, Settings};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{Proc, free_port, now, run_node, wait_for};
+use process::{Proc, now, wait_for};
+#[path = "support/node.rs"]
+mod node;
+use node::Node;
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Node {
-    name: &'static str,
-    port: u16,
-    key: PrivateKey,
-    config: PathBuf,
-}
-
-impl Node {
-    fn public(&self) -> String {
-        self.key.public_key().unwrap().to_base64()
-    }
-
-    fn peer(&self) -> PeerSpec {
-        PeerSpec {
-            address: Some(format!("127.0.0.1:{}", self.port).parse().unwrap()),
-            key: self.key.public_key().unwrap(),
-        }
-    }
-
-    fn snapshot(&self) -> Option<Snapshot> {
-        serde_json::from_str(&control::fetch(&self.config.with_extension("sock")).ok()?).ok()
-    }
-
-    fn run(&self) -> Proc {
-        run_node(&self.config)
-    }
-}
-
-fn node(dir: &Path, name: &'static str) -> Node {
-    let key = PrivateKey::generate().unwrap();
-    write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
-    let port = free_port();
-    Node { name, port, key, config: dir.join(format!("{name}.toml")) }
-}
 
 fn app(role: Role, peers: Vec<PeerSpec>) -> (Handle, Identity) {
     let identity = Identity::generate().unwrap();
@@ -109,12 +75,13 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     let dir = std::env::temp_dir().join(format!("ringspan-satellites-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| node(&dir, n));
+    let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| Node::new(&dir, n));
     // The core side's application node (it calls clients), allowed at a.
     let caller_id = Identity::generate().unwrap();
     let limits = "\n[limits]\nkeepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     let peer = |n: &Node, dial: bool| {
-        let mut t = format!("\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n", n.name, n.public());
+        let mut t =
+            format!("\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n", n.name, n.public().to_base64());
         if dial {
             t.push_str(&format!("address = \"127.0.0.1:{}\"\n", n.port));
         }
@@ -146,7 +113,7 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     // found s1 not yet listening would rightly fail over to s2).
     for sat in [&s1, &s2] {
         wait_for("a satellite to link to the core", WAIT, || {
-            sat.snapshot().is_some_and(|s| s.links.len() == 1)
+            sat.try_snapshot().is_some_and(|s| s.links.len() == 1)
         });
     }
     // Clients list both satellites, s1 first.
@@ -171,7 +138,7 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     assert!(caller.wait_for_route(aggregate(s1_id), WAIT), "the core hears s1's aggregate");
     // The core: the master and one aggregate (s1 serves every client now), never a client.
     wait_for("a's routes", WAIT, || {
-        a.snapshot()
+        a.try_snapshot()
             .is_some_and(|s| s.routes.len() == 2 && s.routes.iter().any(|r| r.kind == "aggregate"))
     });
 
@@ -193,10 +160,10 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     // s1 cuts it for breaking the client rules (again at each of its redials) and counts that
     // as misbehaving, not as its own close.
     wait_for("s1 to count the rogue client's link as misbehaving", WAIT, || {
-        s1.snapshot().is_some_and(|s| s.closes.misbehaved >= 1 && s.closes.local == 0)
+        s1.try_snapshot().is_some_and(|s| s.closes.misbehaved >= 1 && s.closes.local == 0)
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(a.snapshot().unwrap().routes.iter().all(|r| r.mount != "bad"));
+    assert!(a.try_snapshot().unwrap().routes.iter().all(|r| r.mount != "bad"));
     for (_, mount) in &servers {
         let call = caller.open_client(aggregate(s1_id), mount.mount, CALL, b"still fine", true);
         assert_eq!(ask(call), ErrorCode::NONE);
@@ -206,7 +173,8 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     // s1 dies: its clients fail over to s2; calls both ways go on through s2.
     drop(procs[3].take());
     wait_for("the core to hear s2's aggregate", WAIT, || {
-        a.snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == format!("{:x}", s2_id.0)))
+        a.try_snapshot()
+            .is_some_and(|s| s.routes.iter().any(|r| r.mount == format!("{:x}", s2_id.0)))
     });
     for (_, mount) in &servers {
         let deadline = now() + WAIT;

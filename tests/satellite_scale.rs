@@ -28,15 +28,14 @@
 //! Debug builds: the satellites take their 5,000 clients at 400 dials a second each, in parallel.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringspan::cipher::identity::write_new_key_file;
-use ringspan::cipher::{self, Identity, PrivateKey, PublicKey, Session};
-use ringspan::daemon::{CallEvent, Closes, Handle, PeerSpec, Settings, Snapshot, control};
+use ringspan::cipher::{self, Identity, Session};
+use ringspan::daemon::{CallEvent, Closes, Handle, Settings, Snapshot};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::limits::{HANDSHAKE_FRAME_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
 use ringspan::span::codec::HELLO_LEN_MAX;
@@ -45,7 +44,10 @@ use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{BIN, Proc, free_port, now, run_node};
+use process::{BIN, Proc, now, run_node};
+#[path = "support/node.rs"]
+mod node;
+use node::Node;
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
@@ -67,41 +69,6 @@ const PROBES: usize = 20;
 const S2_LINKS: usize = 1 + FEW + MANY;
 /// How long to wait for the phase-2 clients (generous for a debug build on two busy cores).
 const PHASE_2_WAIT: Duration = Duration::from_secs(240);
-
-struct Node {
-    name: &'static str,
-    port: u16,
-    key: PrivateKey,
-    config: PathBuf,
-}
-
-impl Node {
-    fn public(&self) -> PublicKey {
-        self.key.public_key().unwrap()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn peer(&self) -> PeerSpec {
-        PeerSpec { address: Some(self.addr()), key: self.public() }
-    }
-
-    fn try_snapshot(&self) -> Option<Snapshot> {
-        serde_json::from_str(&control::fetch(&self.config.with_extension("sock")).ok()?).ok()
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        self.try_snapshot().unwrap_or_else(|| panic!("{} does not answer on its socket", self.name))
-    }
-}
-
-fn node(dir: &Path, name: &'static str) -> Node {
-    let key = PrivateKey::generate().unwrap();
-    write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
-    Node { name, port: free_port(), key, config: dir.join(format!("{name}.toml")) }
-}
 
 /// Polls `ok` every `every` until it holds; panics naming `what` after `timeout`. (Snapshots
 /// of a satellite with thousands of clients are large: they are not fetched every 50 ms.)
@@ -251,7 +218,7 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     let dir = std::env::temp_dir().join(format!("ringspan-sat-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| node(&dir, n));
+    let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| Node::new(&dir, n));
 
     // Thousands of idle links: keepalives every 15 s, not every second.
     let limits = "keepalive_ms = 15000\nidle_timeout_ms = 60000\nredial_min_ms = 50\n\
