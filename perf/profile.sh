@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Where a relay's time goes: a flame graph and a flat profile of one `ringspan run` relay
+# under load from `ringspan bench hops`.
+#
+#   bench hops send -> relay r1 <- bench hops receive
+#
+# Records r1 with `perf record -e cpu-clock -g` (this VM has no hardware counters) for
+# --seconds while the sender runs --mode at --size, then writes
+#   perf/results/profile-<mode>-<size>.folded   collapsed stacks (one line per stack)
+#   perf/results/profile-<mode>-<size>.svg      the flame graph (inferno, installed if missing)
+# and prints the functions with the most samples (self and with children).
+#
+#   perf/profile.sh                          128 B one-way, 4 s
+#   perf/profile.sh --size 65504             bulk
+#   perf/profile.sh --mode rtt --size 16     round trips
+#   perf/profile.sh --callgrind --size 128   instructions instead (valgrind, slow: --count N)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=one-way size=128 seconds=4 callgrind=0 count=200000
+while (($#)); do
+  case $1 in
+    --mode) mode=$2; shift ;;
+    --size) size=$2; shift ;;
+    --seconds) seconds=$2; shift ;;
+    --callgrind) callgrind=1 ;;
+    --count) count=$2; shift ;;
+    *) echo "usage: $0 [--mode one-way|rtt|rtt-stream] [--size N] [--seconds S] [--callgrind [--count N]]" >&2; exit 2 ;;
+  esac
+  shift
+done
+command -v perf >/dev/null || { echo "needs perf (linux-perf)" >&2; exit 1; }
+if ! command -v inferno-flamegraph >/dev/null; then
+  echo "installing inferno (flame graphs) ..." >&2
+  cargo install --quiet --locked inferno
+fi
+# Frame pointers, so perf can walk every stack cheaply; a target directory of its own, so the
+# ordinary release build is left alone.
+echo "building release with frame pointers (target/profile) ..." >&2
+CARGO_TARGET_DIR=target/profile RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet
+bin=./target/profile/release/ringspan
+work=$(mktemp -d /tmp/ringspan-profile-XXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+key() { "$bin" keygen --out "$work/$1.key" >/dev/null; "$bin" pubkey --key "$work/$1.key"; }
+mount=0x1:0x10
+sender=$(key sender) receiver=$(key receiver) relay=$(key relay) rport=$(port)
+cat > "$work/relay.toml" <<EOF
+[node]
+key = "relay.key"
+listen = ["127.0.0.1:$rport"]
+workers = 1
+allow = ["$sender", "$receiver"]
+EOF
+if ((callgrind)); then
+  valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+    "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
+else
+  "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
+fi
+relay_pid=$!
+pids+=("$relay_pid")
+"$bin" bench hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" --key "$work/receiver.key" \
+  --mount "$mount" --wait 60 >/dev/null 2>>"$work/receiver.log" &
+pids+=($!)
+send() {
+  "$bin" bench hops send --relay "127.0.0.1:$rport" --relay-key "$relay" --key "$work/sender.key" \
+    --mount "$mount" --mode "$mode" --size "$size" --wait 60 --json "$@"
+}
+name="profile-$mode-$size"
+mkdir -p perf/results
+if ((callgrind)); then
+  echo "sending $count messages through the relay under callgrind ..." >&2
+  send --count "$count" >"$work/send.json"
+  kill -INT "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
+  pids=("${pids[@]:1}")
+  cp "$work/callgrind.out" "perf/results/$name.callgrind"
+  total=$(callgrind_annotate "perf/results/$name.callgrind" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "relay: $total instructions over the whole run (start-up and handshakes included), $count messages"
+  callgrind_annotate --inclusive=yes "perf/results/$name.callgrind" 2>/dev/null | sed -n '1,60p'
+  echo "wrote perf/results/$name.callgrind"
+  exit 0
+fi
+echo "sending $mode $size B; recording the relay (pid $relay_pid) for $seconds s ..." >&2
+send --seconds "$((seconds + 2))" --warmup 1 >"$work/send.json" &
+send_pid=$!
+pids+=("$send_pid")
+sleep 2
+perf record -q -e cpu-clock -F 4999 -g -p "$relay_pid" -o "$work/perf.data" -- sleep "$seconds" 2>/dev/null
+wait "$send_pid"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "perf/results/$name.folded"
+inferno-flamegraph --title "ringspan relay: $mode $size B" < "perf/results/$name.folded" > "perf/results/$name.svg"
+python3 - "perf/results/$name.folded" "$work/send.json" <<'PYEOF'
+import json, sys
+from collections import Counter
+self_, total = Counter(), Counter()
+samples = 0
+for line in open(sys.argv[1]):
+    stack, n = line.rsplit(" ", 1)
+    n = int(n)
+    samples += n
+    frames = [f.split("::{{closure}}")[0] for f in stack.split(";")]
+    self_[frames[-1]] += n
+    for f in set(frames):
+        total[f] += n
+result = json.load(open(sys.argv[2]))
+rate = result.get("msgs_per_sec")
+print(f"sender reported {rate:,.0f} msgs/s" if rate else "")
+print(f"\n{'self %':>7}  function")
+for f, n in self_.most_common(25):
+    print(f"{100 * n / samples:7.1f}  {f[:110]}")
+print(f"\n{'total %':>7}  function (with what it calls)")
+for f, n in total.most_common(40):
+    print(f"{100 * n / samples:7.1f}  {f[:110]}")
+PYEOF
+echo "wrote perf/results/$name.folded and perf/results/$name.svg"
