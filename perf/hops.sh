@@ -16,6 +16,9 @@
 #   perf/hops.sh            5 s per measurement (after 1 s of warm-up)
 #   perf/hops.sh --quick    1 s per measurement (0.3 s warm-up): under a minute
 #   perf/hops.sh --pin      also pins the sender to core 0 and the receiver to core 1
+#
+# HOPS_BUSY_POLL_US=N sets every process's busy poll (the relays' `busy_poll_us`, the bench's
+# --busy-poll-us; default: the built-in 100 µs, 0 = sleep at once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${HOPS_SECONDS:-5}
@@ -71,6 +74,7 @@ for hops in 1 2; do
       echo "[node]"; echo "key = \"r$i-$hops.key\""; echo "listen = [\"127.0.0.1:${prt[r$i]}\"]"
       echo "workers = 1"
       echo "allow = [$(IFS=,; echo "${allow[*]}")]"
+      if [[ -n ${HOPS_BUSY_POLL_US:-} ]]; then printf '\n[limits]\nbusy_poll_us = %s\n' "$HOPS_BUSY_POLL_US"; fi
       if ((i > 1)); then printf '\n[[peer]]\nkey = "%s"\n' "${pub[r$((i - 1))]}"; fi
       if ((i < hops)); then
         printf '\n[[peer]]\nkey = "%s"\naddress = "127.0.0.1:%s"\n' "${pub[r$((i + 1))]}" "${prt[r$((i + 1))]}"
@@ -82,12 +86,14 @@ for hops in 1 2; do
   last=r$hops
   "$bin" bench hops receive --relay "127.0.0.1:${prt[$last]}" --relay-key "${pub[$last]}" \
     --key "$work/receiver-$hops.key" --mount "$mount" "${recv_pin[@]}" \
+    ${HOPS_BUSY_POLL_US:+--busy-poll-us "$HOPS_BUSY_POLL_US"} \
     >"$work/receiver-$hops.out" 2>>"$work/receiver-$hops.log" &
   pids+=($!)
   send() {
     "$bin" bench hops send --relay "127.0.0.1:${prt[r1]}" --relay-key "${pub[r1]}" \
       --key "$work/sender-$hops.key" --mount "$mount" --seconds "$seconds" --warmup "$warmup" \
-      --json "${send_pin[@]}" ${HOPS_WINDOW:+--window-bytes "$HOPS_WINDOW"} "$@"
+      --json "${send_pin[@]}" ${HOPS_WINDOW:+--window-bytes "$HOPS_WINDOW"} \
+      ${HOPS_BUSY_POLL_US:+--busy-poll-us "$HOPS_BUSY_POLL_US"} "$@"
   }
   label="$hops hop"; ((hops > 1)) && label+="s"
   for size in 16 128 1024; do

@@ -165,6 +165,18 @@ pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 /// are back within nine minutes per worker. Dials are not limited: a node chooses its own.
 pub const HANDSHAKES_PER_SEC: u32 = 2_000;
 
+/// Default microseconds a worker keeps polling its ring after a turn that moved data, before
+/// it sleeps (`ring::Config::busy_poll`; 0: sleep at once). Waking a sleeping thread costs
+/// ~20 µs on the development VM, and a relayed request-reply sleeps and wakes at every hop in
+/// both directions: polling through the gap between a request and its reply (~40 µs through
+/// one relay) took the one-hop round trip's median from ~195 µs to ~40 µs there. Between looks
+/// the worker yields the core to any other runnable thread, so the poll costs only cycles
+/// nothing else wanted; an idle worker sleeps. See docs/DESIGN.md, "Polling before sleeping".
+pub const BUSY_POLL_US: u64 = 100;
+
+/// The longest busy poll a configuration may ask for: 10 ms.
+pub const BUSY_POLL_US_MAX: u64 = 10_000;
+
 /// Mounts one span table holds that neighbours may hear of (local ones, and those reachable
 /// through a router or satellite; clients' mounts count against [`CLIENT_MOUNTS_MAX`], and the
 /// feasibility memory of mounts that went away against both). Each is advertised to every

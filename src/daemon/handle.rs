@@ -76,6 +76,9 @@ pub struct Settings {
     /// second's worth (`ring::Config::max_handshakes_per_sec`): a connection accepted with no
     /// token left is reset.
     pub max_handshakes_per_sec: u32,
+    /// How long the worker polls after a turn that moved data before it sleeps
+    /// (`ring::Config::busy_poll`; zero: never).
+    pub busy_poll: Duration,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
             recv_buffers: limits::RECV_BUFFERS,
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
+            busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
         }
     }
 }
@@ -226,6 +230,7 @@ impl Handle {
             recv_buffers: settings.recv_buffers,
             max_links: settings.max_links,
             max_handshakes_per_sec: settings.max_handshakes_per_sec,
+            busy_poll: settings.busy_poll,
             ..ring::Config::default()
         };
         let shared = Arc::new(Shared::default());

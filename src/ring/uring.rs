@@ -13,6 +13,7 @@ pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_coop_taskrun()
+        .setup_taskrun_flag()
         .setup_submit_all()
         .build(entries)
 }

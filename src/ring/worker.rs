@@ -59,6 +59,10 @@ pub struct WorkerStats {
     pub pool_misses: u64,
     /// Receives re-armed because the provided buffers ran out.
     pub recv_buffer_shortages: u64,
+    /// Busy polls (`Config::busy_poll`) that found work before the worker would have slept.
+    pub busy_poll_hits: u64,
+    /// Busy polls that ran out, after which the worker slept.
+    pub busy_poll_misses: u64,
 }
 
 /// How long accepting pauses after it fails (e.g. out of descriptors), instead of spinning.
@@ -105,6 +109,8 @@ pub(crate) struct Worker {
     accept_paused_until: Option<Instant>,
     /// When the service asked to be ticked ([`WorkerCtx::wake_at`]).
     service_wake: Option<Instant>,
+    /// When a turn last moved data (see `Config::spin`).
+    busy_at: Instant,
     stats: WorkerStats,
 }
 
@@ -146,6 +152,7 @@ impl Worker {
             shutdown_deadline: None,
             accept_paused_until: None,
             service_wake: None,
+            busy_at: now,
             stats: WorkerStats::default(),
         })
     }
@@ -208,7 +215,11 @@ impl Worker {
         self.stats
     }
 
+    /// Submits what the turn queued and waits for the next completion, or the next timer.
     fn submit_and_wait(&mut self) -> io::Result<()> {
+        if self.busy_poll() {
+            return Ok(());
+        }
         let next = [
             self.timers.next(),
             self.shutdown_deadline,
@@ -238,6 +249,39 @@ impl Worker {
                 Ok(())
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Within `Config::busy_poll` of the last turn that moved data: submits, then looks for
+    /// work without sleeping until some arrives (true) or the poll runs out (false). Deferred
+    /// completions (a receive the network stack made ready) wait as task work until the worker
+    /// enters the kernel: the ring's TASKRUN flag says when there is some, and the blocking
+    /// wait that follows then returns at once. Between looks the core goes to any other
+    /// runnable thread.
+    fn busy_poll(&mut self) -> bool {
+        let until = self.busy_at + self.config.busy_poll;
+        if self.now >= until {
+            return false;
+        }
+        if let Err(error) = self.ring.submit() {
+            tracing::error!(worker = self.index, %error, "submit failed");
+            return false;
+        }
+        loop {
+            if !self.ring.completion().is_empty() {
+                self.stats.busy_poll_hits += 1;
+                return true;
+            }
+            if self.ring.submission().taskrun() {
+                self.stats.busy_poll_hits += 1;
+                return false;
+            }
+            if now() >= until {
+                self.stats.busy_poll_misses += 1;
+                return false;
+            }
+            // SAFETY: sched_yield takes no arguments and only gives up the core.
+            unsafe { libc::sched_yield() };
         }
     }
 
@@ -570,6 +614,7 @@ impl Worker {
         let outcome = match (result, buffer) {
             (1.., Some(bid)) => {
                 let len = result as usize;
+                self.busy_at = self.now;
                 conn.last_rx = self.now;
                 conn.stats.bytes_in += len as u64;
                 self.stats.bytes_in += len as u64;
@@ -723,6 +768,7 @@ impl Worker {
         if result < 0 {
             return self.close(service, slot, CloseReason::Io(-result));
         }
+        self.busy_at = self.now;
         conn.stats.bytes_out += result as u64;
         self.stats.bytes_out += result as u64;
         conn.tx.advance(result as usize, &mut self.pool);

@@ -54,6 +54,10 @@ pub struct HopsArgs {
     /// Pins the worker to this core.
     #[arg(long)]
     core: Option<usize>,
+    /// Microseconds the worker polls after moving data before it sleeps (0: never), as a
+    /// node's `busy_poll_us`.
+    #[arg(long, default_value_t = ringspan::limits::BUSY_POLL_US)]
+    busy_poll_us: u64,
     /// Seconds to wait for the link and the route to the mount.
     #[arg(long, default_value_t = 10.0)]
     wait: f64,
@@ -114,6 +118,7 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
         workers: 1,
         pin_workers: args.core.is_some(),
         first_core: args.core.unwrap_or(0),
+        busy_poll: Duration::from_micros(args.busy_poll_us.min(ringspan::limits::BUSY_POLL_US_MAX)),
         ..ring::Config::default()
     };
     let cipher = Arc::new(cipher::Config::new(identity).map_err(|e| e.to_string())?);

@@ -1,0 +1,146 @@
+//! Busy polling (`ring::Config::busy_poll`): after a turn that moved data a worker polls its
+//! ring instead of sleeping, finds the next completion that way, and once the poll runs out it
+//! sleeps — an idle engine burns no CPU. Its own test binary, so the process's CPU time is
+//! these engines' alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use ringspan::cipher::{self, Identity};
+use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
+use ringspan::txn::Received;
+use ringspan::wire::{Command, Flags};
+
+const REQUEST: Command = Command::new(16, 1);
+
+/// Answers every one-shot request with its payload.
+struct Echo;
+
+impl Service for Echo {
+    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
+        if let Received::Txn(d) = received
+            && d.opens()
+        {
+            let _ = link.txn.send(&mut link.out, d.txn, REQUEST, d.payload, Flags::DELETE, d.error);
+        }
+    }
+}
+
+/// Opens one request when told to and reports its reply.
+struct Caller {
+    replies: Sender<()>,
+    up: Sender<()>,
+}
+
+impl Service for Caller {
+    fn link_up(&mut self, _link: &mut LinkCtx<'_>) {
+        let _ = self.up.send(());
+    }
+
+    fn received(&mut self, _link: &mut LinkCtx<'_>, received: Received<'_>) {
+        if let Received::Txn(_) = received {
+            let _ = self.replies.send(());
+        }
+    }
+
+    fn command(&mut self, worker: &mut WorkerCtx<'_>, _command: Box<dyn std::any::Any + Send>) {
+        let mut links = Vec::new();
+        worker.links(&mut links);
+        for id in links {
+            if let Some(mut link) = worker.link(id) {
+                link.txn.open(&mut link.out, None, REQUEST, b"ping", Flags::DELETE).unwrap();
+            }
+        }
+    }
+}
+
+struct Pair {
+    server: Engine,
+    client: Engine,
+    replies: Receiver<()>,
+}
+
+fn pair(busy_poll: Duration) -> Pair {
+    let config = |listen: Option<SocketAddr>| ring::Config {
+        workers: 1,
+        pin_workers: false,
+        listen,
+        busy_poll,
+        ..ring::Config::default()
+    };
+    let server_id = Identity::generate().unwrap();
+    let client_id = Identity::generate().unwrap();
+    let server_key = server_id.public_key();
+    let mut server_cipher = cipher::Config::new(server_id).unwrap();
+    server_cipher.allowlist.insert(client_id.public_key());
+    let client_cipher = cipher::Config::new(client_id).unwrap();
+    let listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = Engine::start(config(listen), Arc::new(server_cipher), |_| Echo).unwrap();
+    let (replies_tx, replies) = channel();
+    let (up_tx, up) = channel();
+    let client = Engine::start(config(None), Arc::new(client_cipher), move |_| Caller {
+        replies: replies_tx.clone(),
+        up: up_tx.clone(),
+    })
+    .unwrap();
+    client.connect(server.local_addr().unwrap(), Some(server_key));
+    up.recv_timeout(Duration::from_secs(10)).expect("the link comes up");
+    Pair { server, client, replies }
+}
+
+impl Pair {
+    /// `n` requests, one at a time, each answered before the next.
+    fn ping_pong(&self, n: usize) {
+        for _ in 0..n {
+            self.client.send(0, ring::Command::Service(Box::new(())));
+            self.replies.recv_timeout(Duration::from_secs(10)).expect("a reply");
+        }
+    }
+
+    /// Both engines' counters (client's first).
+    fn stop(self) -> [ring::WorkerStats; 2] {
+        self.client.shutdown();
+        self.server.shutdown();
+        [self.client.join()[0], self.server.join()[0]]
+    }
+}
+
+/// User plus system CPU time this process has used.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+#[test]
+fn polling_finds_replies_and_an_idle_engine_sleeps() {
+    // A poll long enough that every reply of a loopback ping-pong lands inside it.
+    let polling = pair(Duration::from_millis(20));
+    polling.ping_pong(200);
+
+    // Idle: each worker polls out its last 20 ms, then sleeps until a keepalive (every second
+    // by default) or the test's end. Two workers that never slept would use ~1.5 s of CPU here.
+    let before = process_cpu();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let idle = process_cpu() - before;
+    assert!(idle < Duration::from_millis(300), "{idle:?} of CPU in 1.5 s of idling");
+
+    let [client, server] = polling.stop();
+    // Most replies were found by polling; the engines slept when the traffic stopped.
+    assert!(client.busy_poll_hits >= 100, "client: {client:?}");
+    assert!(server.busy_poll_hits >= 100, "server: {server:?}");
+    assert!(client.busy_poll_misses >= 1 && server.busy_poll_misses >= 1);
+
+    // Without polling, the same traffic is carried and nothing polls.
+    let sleeping = pair(Duration::ZERO);
+    sleeping.ping_pong(200);
+    let [client, server] = sleeping.stop();
+    assert_eq!((client.busy_poll_hits, client.busy_poll_misses), (0, 0));
+    assert_eq!((server.busy_poll_hits, server.busy_poll_misses), (0, 0));
+}
