@@ -5,10 +5,12 @@
 //! on every node, the relay's circuits, queues and transaction tables included.
 //!
 //! The harness moves bytes between preallocated buffers, so what the counting allocator sees is
-//! the nodes' and links' own work.
+//! the nodes' and links' own work. It runs twice: with the relay's other link lent while a
+//! message is handled (`relay::Links`, as the engine does: messages inside a circuit go straight
+//! to the next link) and without (everything relayed waits in the relay's queue for a flush).
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
-use ringspan::relay::{AppEvent, CallId, Node};
+use ringspan::relay::{AppEvent, CallId, Links, Node};
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
@@ -43,10 +45,45 @@ struct Chain {
     received_at_b: u64,
     /// B's end of the long-lived call, once it has opened there.
     stream_at_b: Option<CallId>,
+    /// Whether a node handling a message may write to its other links (see the module doc).
+    direct: bool,
+    /// Times the relay had output queued for a flush.
+    relay_flushes: u64,
+}
+
+/// The wires other than the one a message arrived on, lent to the node handling it.
+struct OtherWires<'a> {
+    before: &'a mut [Wire],
+    after: &'a mut [Wire],
+    /// The index of the wire the message arrived on.
+    current: usize,
+    node: usize,
+}
+
+impl Links for OtherWires<'_> {
+    type Out<'b>
+        = Vec<u8>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        let l = link.0 as usize;
+        let wire = match l.cmp(&self.current) {
+            std::cmp::Ordering::Less => self.before.get_mut(l)?,
+            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
+            std::cmp::Ordering::Equal => return None,
+        };
+        let side = Chain::side(wire, self.node);
+        Some(f(&mut wire.txn[side], &mut wire.out[side]))
+    }
 }
 
 impl Chain {
-    fn new() -> Chain {
+    fn new(direct: bool) -> Chain {
         let hello = Hello { role: Role::Router, wants: Wants::all() };
         let nodes = (0..3).map(|i| Node::new(NodeId(i as u128 + 1), hello.clone())).collect();
         let wire = |a, b| Wire {
@@ -61,6 +98,8 @@ impl Chain {
             received_at_a: 0,
             received_at_b: 0,
             stream_at_b: None,
+            direct,
+            relay_flushes: 0,
         };
         for l in 0..chain.wires.len() {
             for side in 0..2 {
@@ -97,8 +136,11 @@ impl Chain {
                     moved = true;
                     std::mem::swap(&mut self.scratch, &mut self.wires[l].out[from]);
                     let to = 1 - from;
-                    let node = &mut self.nodes[self.wires[l].ends[to]];
-                    let wire = &mut self.wires[l];
+                    let n = self.wires[l].ends[to];
+                    let node = &mut self.nodes[n];
+                    let (before, rest) = self.wires.split_at_mut(l);
+                    let (wire, after) = rest.split_first_mut().unwrap();
+                    let mut others = OtherWires { before, after, current: l, node: n };
                     let link = LinkId(l as u64);
                     for message in Messages::new(&self.scratch) {
                         let message = message.unwrap();
@@ -106,10 +148,18 @@ impl Chain {
                         if let Some(received @ Received::Txn(_)) =
                             txn.handle_message(out, &message).unwrap()
                         {
-                            node.received(link, txn, out, received).unwrap();
+                            if self.direct {
+                                node.received_via(link, txn, out, &mut others, received).unwrap();
+                            } else {
+                                node.received(link, txn, out, received).unwrap();
+                            }
                         }
                         while let Some(event) = txn.poll_event() {
-                            node.event(link, txn, out, event).unwrap();
+                            if self.direct {
+                                node.event_via(link, txn, out, &mut others, event).unwrap();
+                            } else {
+                                node.event(link, txn, out, event).unwrap();
+                            }
                         }
                     }
                     self.scratch.clear();
@@ -118,6 +168,7 @@ impl Chain {
             for n in 0..self.nodes.len() {
                 while let Some(link) = self.nodes[n].poll_dirty() {
                     moved = true;
+                    self.relay_flushes += u64::from(n == R);
                     let wire = &mut self.wires[link.0 as usize];
                     let side = Chain::side(wire, n);
                     let io = (&mut wire.txn[side], &mut wire.out[side]);
@@ -174,7 +225,16 @@ impl Chain {
 
 #[test]
 fn relaying_allocates_nothing_once_warm() {
-    let mut chain = Chain::new();
+    relays_without_allocating(false);
+}
+
+#[test]
+fn relaying_straight_to_the_next_link_allocates_nothing_once_warm() {
+    relays_without_allocating(true);
+}
+
+fn relays_without_allocating(direct: bool) {
+    let mut chain = Chain::new(direct);
     let payload = [1u8; 64];
     // Warm-up: every table, queue and buffer reaches its working size.
     for _ in 0..2_000 {
@@ -207,16 +267,24 @@ fn relaying_allocates_nothing_once_warm() {
     };
     stream(&mut chain, 200);
     let (b0, a0) = (chain.received_at_b, chain.received_at_a);
+    let flushes = chain.relay_flushes;
     let allocations = counting::on_this_thread(|| stream(&mut chain, 1_000));
     assert_eq!(chain.received_at_b - b0, 32_000, "every message reached B");
     assert_eq!(chain.received_at_a - a0, 32_000, "every message reached A");
     assert_eq!(allocations, 0, "{allocations} allocations for 64,000 streamed messages");
+    let flushes = chain.relay_flushes - flushes;
+    if direct {
+        // Inside the call every message went straight to the next link: nothing queued.
+        assert_eq!(flushes, 0, "the relay queued {flushes} times");
+    } else {
+        assert!(flushes >= 2_000, "each turn queues both ways: {flushes}");
+    }
 }
 
 #[test]
 fn the_harness_counts_a_relay_that_allocates() {
     // The first calls through a cold chain grow tables and queues: the counter sees it.
-    let mut chain = Chain::new();
+    let mut chain = Chain::new(false);
     let allocations = counting::on_this_thread(|| chain.call(&[0u8; 64]));
     assert!(allocations > 0);
 }

@@ -810,16 +810,16 @@ impl Service for Hops {
 
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let id = link.id();
-        let LinkCtx { txn, out, .. } = link;
-        if let Err(error) = self.node.received(id, txn, out, received) {
+        let LinkCtx { txn, out, peers, .. } = link;
+        if let Err(error) = self.node.received_via(id, txn, out, peers, received) {
             self.refused(id, error);
         }
     }
 
     fn event(&mut self, link: &mut LinkCtx<'_>, event: Event) {
         let id = link.id();
-        let LinkCtx { txn, out, .. } = link;
-        if let Err(error) = self.node.event(id, txn, out, event) {
+        let LinkCtx { txn, out, peers, .. } = link;
+        if let Err(error) = self.node.event_via(id, txn, out, peers, event) {
             self.refused(id, error);
         }
     }

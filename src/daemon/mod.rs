@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
 use crate::relay::redial::{PeerState, Redial};
-use crate::relay::{AppEvent, CallId, Node, NodeCounters};
-use crate::ring::{CloseReason, LinkCtx, Service, TxSink, WorkerCtx};
+use crate::relay::{AppEvent, CallId, Links, Node, NodeCounters};
+use crate::ring::{CloseReason, LinkCtx, Peers, Service, TxSink, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
@@ -628,6 +628,23 @@ impl NodeService {
     }
 }
 
+/// The engine lends a node the worker's other links while it handles a message, so relayed
+/// messages go straight to their next link (`relay::Links`).
+impl Links for Peers<'_> {
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut crate::txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        Peers::with(self, link, f)
+    }
+}
+
 /// Writes a relay node's queued output onto each of its dirty links on this worker; a link
 /// gone meanwhile is reported to the node as down. Every engine service running a
 /// [`relay::Node`](Node) ends its turn with this.
@@ -659,8 +676,8 @@ impl Service for NodeService {
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let id = link.id();
         self.now = link.now();
-        let LinkCtx { txn, out, .. } = link;
-        if let Err(error) = self.node.received(id, txn, out, received) {
+        let LinkCtx { txn, out, peers, .. } = link;
+        if let Err(error) = self.node.received_via(id, txn, out, peers, received) {
             self.refused(id, error);
         }
     }
@@ -668,8 +685,8 @@ impl Service for NodeService {
     fn event(&mut self, link: &mut LinkCtx<'_>, event: Event) {
         let id = link.id();
         self.now = link.now();
-        let LinkCtx { txn, out, .. } = link;
-        if let Err(error) = self.node.event(id, txn, out, event) {
+        let LinkCtx { txn, out, peers, .. } = link;
+        if let Err(error) = self.node.event_via(id, txn, out, peers, event) {
             self.refused(id, error);
         }
     }

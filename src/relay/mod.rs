@@ -27,6 +27,11 @@
 //! - Output for other links is queued, not written at once (the caller holds one link at a
 //!   time): after handling input, call [`Node::flush`] for each link [`Node::poll_dirty`]
 //!   returns, with that link's transaction state and sink (or `None` if it is gone).
+//! - A caller that can reach its other links while it handles a message passes them
+//!   ([`Links`], to [`Node::received_via`] and [`Node::event_via`]): a message in the middle
+//!   of a circuit whose next link has nothing queued is then written straight to that link,
+//!   without the queue's copy and the flush's second pass. Anything else still queues, so each
+//!   link's output stays in order.
 //! - The application: [`Node::attach`] / [`Node::detach`] mounts; [`Node::open`] calls to a
 //!   mount, [`Node::send`] on calls; drain [`Node::poll_app`] after each input.
 //!
@@ -58,6 +63,37 @@ use crate::txn::{self, Delivery, Event, Received};
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The caller's other links, reachable while a message received on one link is handled: a
+/// relayed message can then be written straight into the link its circuit continues on.
+pub trait Links {
+    /// A link's output.
+    type Out<'b>: Sink
+    where
+        Self: 'b;
+
+    /// Runs `f` with `link`'s transaction state and output, if that link can be written now.
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
+    ) -> Option<R>;
+}
+
+/// No other link is reachable: everything for other links waits for [`Node::flush`].
+pub struct NoLinks;
+
+impl Links for NoLinks {
+    type Out<'b> = Vec<u8>;
+
+    fn with<R>(
+        &mut self,
+        _link: LinkId,
+        _f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        None
+    }
+}
 
 /// A call of the local application: a transaction it opened ([`Node::open`]) or one opened to
 /// one of its mounts ([`AppEvent::Opened`]).
@@ -446,10 +482,22 @@ impl Node {
         out: &mut S,
         received: Received<'_>,
     ) -> Result<(), Error> {
+        self.received_via(link, txn, out, &mut NoLinks, received)
+    }
+
+    /// [`Node::received`], with the caller's other links at hand (see [`Links`]).
+    pub fn received_via<S: Sink, L: Links>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        links: &mut L,
+        received: Received<'_>,
+    ) -> Result<(), Error> {
         match received {
             // One-way messages of other protocols are not ours to interpret.
             Received::OneWay { .. } => Ok(()),
-            Received::Txn(delivery) => self.delivery(link, txn, out, &delivery),
+            Received::Txn(delivery) => self.delivery(link, txn, out, links, &delivery),
         }
     }
 
@@ -461,8 +509,20 @@ impl Node {
         out: &mut S,
         event: Event,
     ) -> Result<(), Error> {
+        self.event_via(link, txn, out, &mut NoLinks, event)
+    }
+
+    /// [`Node::event`], with the caller's other links at hand (see [`Links`]).
+    pub fn event_via<S: Sink, L: Links>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        links: &mut L,
+        event: Event,
+    ) -> Result<(), Error> {
         match event {
-            Event::Delivery(delivery) => self.delivery(link, txn, out, &delivery),
+            Event::Delivery(delivery) => self.delivery(link, txn, out, links, &delivery),
             Event::Ended { txn: id, .. } => {
                 if let Some(state) = self.links.get_mut(&link) {
                     state.span.ended(id);
@@ -485,11 +545,12 @@ impl Node {
         }
     }
 
-    fn delivery<S: Sink>(
+    fn delivery<S: Sink, L: Links>(
         &mut self,
         link: LinkId,
         txn: &mut txn::Link,
         out: &mut S,
+        links: &mut L,
         delivery: &Delivery<'_>,
     ) -> Result<(), Error> {
         let Some(state) = self.links.get_mut(&link) else {
@@ -510,7 +571,7 @@ impl Node {
             return Ok(());
         }
         if let Some(&(slot, side)) = self.by_txn.get(&(link, delivery.txn)) {
-            self.forward(slot, side, delivery);
+            self.forward(slot, side, links, delivery);
             return Ok(());
         }
         if delivery.opens() {
@@ -698,8 +759,9 @@ impl Node {
         self.next_generation
     }
 
-    /// Forwards a message that arrived on the circuit's `from` end to its other end.
-    fn forward(&mut self, slot: u32, from: Side, delivery: &Delivery<'_>) {
+    /// Forwards a message that arrived on the circuit's `from` end to its other end: written
+    /// straight to the next link when `links` lends it, queued for [`Node::flush`] otherwise.
+    fn forward<L: Links>(&mut self, slot: u32, from: Side, links: &mut L, delivery: &Delivery<'_>) {
         let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
         if delivery.closes() && circuit.error == ErrorCode::NONE {
             circuit.error = delivery.error;
@@ -721,9 +783,29 @@ impl Node {
                     len: delivery.payload.len(),
                 });
             }
-            End::Link { link, closed, ended, .. } => {
+            End::Link { link, closed, ended, txn: next } => {
                 if closed || ended {
                     return;
+                }
+                // The direct path: a message that neither closes nor aborts (so no end or
+                // counter changes), on a circuit open on the next link, with nothing queued
+                // there that it would overtake.
+                if let Some(id) = next
+                    && flags == Flags::NONE
+                    && let Some(state) = self.links.get_mut(&link)
+                    && state.queue.as_ref().is_none_or(|q| q.ops.is_empty())
+                {
+                    let (command, payload, error) =
+                        (delivery.command, delivery.payload, delivery.error);
+                    let sent = links.with(link, |txn, out| {
+                        // Refused only if the peer's forced close crossed it: then the circuit
+                        // is ending anyway, as a refused queued send would be.
+                        let _ = txn.send(out, id, command, payload, Flags::NONE, error);
+                    });
+                    if sent.is_some() {
+                        state.counters.forwarded += 1;
+                        return;
+                    }
                 }
                 if flags.contains(Flags::DELETE)
                     && let End::Link { closed, .. } = circuit.end(to)

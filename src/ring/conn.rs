@@ -1,6 +1,7 @@
 //! One link on a worker: its socket, its session, its transactions, its byte streams, its
 //! timers and counters.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,9 +14,9 @@ use crate::ids::LinkId;
 use crate::txn;
 use crate::wire::ErrorCode;
 
-use super::LinkCtx;
 use super::pool::Pool;
 use super::stream::{Rx, Tx};
+use super::{LinkCtx, Peers};
 
 /// Why a link closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +101,7 @@ pub enum Phase {
 // The established variant is the common case and is read on every record: it stays inline,
 // and the rare, larger-in-code handshake state is boxed instead.
 #[allow(clippy::large_enum_variant)]
+#[derive(Default)]
 pub enum Crypto {
     /// The handshake is in progress.
     Handshake(Box<Session>),
@@ -111,6 +113,7 @@ pub enum Crypto {
         opener: RecordOpener,
     },
     /// Closed.
+    #[default]
     None,
 }
 
@@ -143,10 +146,7 @@ pub struct Conn {
     pub shed_timer: bool,
     /// In the worker's list of links to flush this turn.
     pub touched: bool,
-    pub crypto: Crypto,
-    pub txn: txn::Link,
-    pub rx: Rx,
-    pub tx: Tx,
+    pub io: LinkIo,
     pub peer: Option<PublicKey>,
     /// For an outgoing link, until it is up.
     pub dial: Option<Box<Dial>>,
@@ -166,18 +166,32 @@ pub struct Conn {
     pub stats: LinkStats,
 }
 
+/// What handling a message touches on its link: the record keys, the transactions and the
+/// byte streams. Apart from the rest of [`Conn`] so that the worker can lift it out while it
+/// handles a received record, and lend the other links meanwhile (`Peers`): a relayed message
+/// is then written straight into the link it goes to.
+#[derive(Default)]
+pub struct LinkIo {
+    pub crypto: Crypto,
+    pub txn: txn::Link,
+    pub rx: Rx,
+    pub tx: Tx,
+}
+
 impl Conn {
-    /// The link as a service sees it, once records flow on it.
+    /// The link as a service sees it, once records flow on it (with no other link reachable).
     pub fn ctx<'a>(
         &'a mut self,
         id: LinkId,
-        pool: &'a mut Pool,
+        pool: &'a RefCell<Pool>,
         now: Instant,
     ) -> Option<LinkCtx<'a>> {
-        let (Crypto::Established { sealer, .. }, Some(peer)) = (&mut self.crypto, self.peer) else {
+        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut self.io
+        else {
             return None;
         };
-        Some(LinkCtx { id, peer, txn: &mut self.txn, out: self.tx.sink(sealer, pool), now })
+        let peer = self.peer?;
+        Some(LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now, peers: Peers::none() })
     }
 }
 
@@ -193,6 +207,7 @@ mod tests {
         let crypto = size_of::<Crypto>();
         let txn = size_of::<txn::Link>();
         let streams = size_of::<Rx>() + size_of::<Tx>();
+        assert_eq!(size_of::<LinkIo>(), crypto + txn + streams);
         let conn = size_of::<Conn>();
         println!(
             "Conn {conn} bytes: crypto {crypto}, txn {txn}, rx+tx {streams}, the rest {}",

@@ -55,7 +55,7 @@ use crate::txn::{self, Event, Received};
 pub use conn::{CloseReason, LinkStats};
 pub use mailbox::{Command, Mailbox};
 pub use stream::TxSink;
-pub use worker::{WorkerCtx, WorkerStats};
+pub use worker::{Peers, WorkerCtx, WorkerStats};
 
 /// How an engine runs. [`Config::default`] takes every value from `src/limits.rs`.
 #[derive(Clone, Debug)]
@@ -171,6 +171,8 @@ pub struct LinkCtx<'a> {
     /// Where messages sent on the link go (pass `&mut link.out` to `txn` methods).
     pub out: TxSink<'a>,
     now: Instant,
+    /// The worker's other links, while a received message is handled (none otherwise).
+    pub peers: Peers<'a>,
 }
 
 impl LinkCtx<'_> {

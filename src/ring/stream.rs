@@ -7,6 +7,7 @@
 //! the record being built; at each flush (once per event-loop turn, or when a record is full)
 //! the record is sealed in place and queued for sending.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use crate::cipher::RecordSealer;
@@ -33,11 +34,12 @@ impl Rx {
 
     /// Feeds received bytes. Calls `on_record` with each complete record, in order, as a
     /// mutable slice (to be opened in place). Stops at the first error, which closes the link.
+    /// The pool is borrowed only between records (`on_record` may write to links meanwhile).
     pub fn feed<E: From<Error>>(
         &mut self,
         bytes: &mut [u8],
-        pool: &mut Pool,
-        mut on_record: impl FnMut(&mut [u8], &mut Pool) -> Result<(), E>,
+        pool: &RefCell<Pool>,
+        mut on_record: impl FnMut(&mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut pos = 0;
         if let Some(mut buf) = self.partial.take() {
@@ -47,7 +49,7 @@ impl Rx {
                     Ok(None) => RECORD_HEADER_LEN,
                     Ok(Some(len)) => len,
                     Err(error) => {
-                        pool.give(buf);
+                        pool.borrow_mut().give(buf);
                         return Err(error.into());
                     }
                 };
@@ -57,8 +59,8 @@ impl Rx {
                 self.partial_len += take;
                 pos += take;
                 if self.partial_len == wanted && wanted > RECORD_HEADER_LEN {
-                    let result = on_record(&mut buf[..wanted], pool);
-                    pool.give(buf);
+                    let result = on_record(&mut buf[..wanted]);
+                    pool.borrow_mut().give(buf);
                     self.partial_len = 0;
                     result?;
                     break;
@@ -73,14 +75,14 @@ impl Rx {
             let rest = &mut bytes[pos..];
             match peek_wire_len(rest)? {
                 Some(len) if len <= rest.len() => {
-                    on_record(&mut rest[..len], pool)?;
+                    on_record(&mut rest[..len])?;
                     pos += len;
                 }
                 _ => break,
             }
         }
         if pos < bytes.len() {
-            let mut buf = pool.take();
+            let mut buf = pool.borrow_mut().take();
             let rest = &bytes[pos..];
             buf[..rest.len()].copy_from_slice(rest);
             self.partial_len = rest.len();
@@ -122,7 +124,11 @@ pub struct Tx {
 
 impl Tx {
     /// A sink writing into this link's pending record, sealing full records with `sealer`.
-    pub fn sink<'a>(&'a mut self, sealer: &'a mut RecordSealer, pool: &'a mut Pool) -> TxSink<'a> {
+    pub fn sink<'a>(
+        &'a mut self,
+        sealer: &'a mut RecordSealer,
+        pool: &'a RefCell<Pool>,
+    ) -> TxSink<'a> {
         TxSink { tx: self, sealer, pool }
     }
 
@@ -238,7 +244,8 @@ impl Tx {
 pub struct TxSink<'a> {
     tx: &'a mut Tx,
     sealer: &'a mut RecordSealer,
-    pool: &'a mut Pool,
+    /// The worker's pool, shared by every link's sink (borrowed only inside `put`).
+    pool: &'a RefCell<Pool>,
 }
 
 impl TxSink<'_> {
@@ -252,18 +259,19 @@ impl Sink for TxSink<'_> {
     fn put(&mut self, repr: &Repr, payload: &[u8]) {
         let len = repr.wire_len();
         if self.tx.building_len as usize + len > RECORD_PLAINTEXT_MAX {
-            self.tx.flush(self.sealer, self.pool);
+            self.tx.flush(self.sealer, &mut self.pool.borrow_mut());
         }
         let tx = &mut *self.tx;
         let at = RECORD_HEADER_LEN + tx.building_len as usize;
         let needed = at + len + RECORD_TAG_LEN;
         let buf = match &mut tx.building {
-            None => tx.building.insert(self.pool.take_for(needed)),
+            None => tx.building.insert(self.pool.borrow_mut().take_for(needed)),
             Some(buf) if buf.len() < needed => {
                 // The record outgrew its small buffer: move what it holds to a large one.
-                let mut large = self.pool.take();
+                let mut pool = self.pool.borrow_mut();
+                let mut large = pool.take();
                 large[..at].copy_from_slice(&buf[..at]);
-                self.pool.give(std::mem::replace(buf, large));
+                pool.give(std::mem::replace(buf, large));
                 buf
             }
             Some(buf) => buf,
@@ -293,7 +301,7 @@ mod tests {
         let (mut sealer, _) =
             dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(4, 4);
+        let pool = RefCell::new(Pool::new(4, 4));
         let mut tx = Tx::default();
         let mut payloads = Vec::new();
         for i in 0..count {
@@ -303,20 +311,20 @@ mod tests {
                 payload_len: payload.len() as u32,
                 ..Repr::default()
             };
-            tx.sink(&mut sealer, &mut pool).put(&repr, &payload);
+            tx.sink(&mut sealer, &pool).put(&repr, &payload);
             payloads.push(payload);
             if i % 7 == 6 {
-                tx.flush(&mut sealer, &mut pool);
+                tx.flush(&mut sealer, &mut pool.borrow_mut());
             }
         }
-        tx.flush(&mut sealer, &mut pool);
+        tx.flush(&mut sealer, &mut pool.borrow_mut());
         let mut bytes = Vec::new();
         // Send in odd-sized pieces that cut across chunks, as partial sends do.
         while !tx.is_empty() {
             let all: Vec<u8> = tx.chunks().flatten().copied().collect();
             let n = all.len().min(bytes.len() % 9_999 + 1_234);
             bytes.extend_from_slice(&all[..n]);
-            tx.advance(n, &mut pool);
+            tx.advance(n, &mut pool.borrow_mut());
         }
         assert_eq!(tx.queued_bytes(), 0);
         (bytes, payloads)
@@ -327,13 +335,13 @@ mod tests {
         let (_, mut opener) =
             dangerous_record_layer_from_secrets(&[2; 32], &[1; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(2, 2);
+        let pool = RefCell::new(Pool::new(2, 2));
         let mut rx = Rx::default();
         let mut got = Vec::new();
         let mut start = 0;
         for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
             let mut piece = bytes[start..end].to_vec();
-            rx.feed(&mut piece, &mut pool, |record, _| -> Result<(), Error> {
+            rx.feed(&mut piece, &pool, |record| -> Result<(), Error> {
                 let plaintext = opener.open(record)?;
                 for message in Messages::new(plaintext) {
                     let message = message?;
@@ -367,34 +375,34 @@ mod tests {
         let (mut sealer, _) =
             dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
                 .unwrap();
-        let mut pool = Pool::new(4, 4);
+        let pool = RefCell::new(Pool::new(4, 4));
         let mut tx = Tx::default();
         let payload = [0u8; 1000];
         let repr = Repr { payload_len: 1000, ..Repr::default() };
         for _ in 0..200 {
-            tx.sink(&mut sealer, &mut pool).put(&repr, &payload);
+            tx.sink(&mut sealer, &pool).put(&repr, &payload);
         }
         // 63 messages of 1,032 bytes fit a 64 KiB record: three are full, one is still open.
         assert_eq!(tx.queued_chunks(), 3);
         assert!(tx.has_pending());
-        tx.flush(&mut sealer, &mut pool);
+        tx.flush(&mut sealer, &mut pool.borrow_mut());
         assert_eq!(tx.queued_chunks(), 4);
         assert_eq!(tx.take_failure(), None);
     }
 
     #[test]
     fn garbage_is_refused_and_buffers_return() {
-        let mut pool = Pool::new(1, 1);
+        let pool = RefCell::new(Pool::new(1, 1));
         let mut rx = Rx::default();
         let mut bytes = [0xffu8; 20];
-        let error = rx.feed(&mut bytes, &mut pool, |_, _| Ok::<_, Error>(())).unwrap_err();
+        let error = rx.feed(&mut bytes, &pool, |_| Ok::<_, Error>(())).unwrap_err();
         assert!(error.closes_link());
         // A partial header, then garbage completing it.
         let mut rx = Rx::default();
-        rx.feed(&mut [0x30, 0, 0], &mut pool, |_, _| Ok::<_, Error>(())).unwrap();
+        rx.feed(&mut [0x30, 0, 0], &pool, |_| Ok::<_, Error>(())).unwrap();
         assert!(rx.holds_buffer());
-        assert!(rx.feed(&mut [0, 0xff, 0, 0, 0, 0], &mut pool, |_, _| Ok::<_, Error>(())).is_err());
+        assert!(rx.feed(&mut [0, 0xff, 0, 0, 0, 0], &pool, |_| Ok::<_, Error>(())).is_err());
         assert!(!rx.holds_buffer());
-        assert_eq!(pool.available(), 1);
+        assert_eq!(pool.borrow().available(), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! A worker: one thread, one io_uring, its links. See the module doc of [`super`] for a turn.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -19,10 +20,10 @@ use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
 use super::bufring::BufRing;
-use super::conn::{CloseReason, Conn, Crypto, Dial, Phase};
+use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, Phase};
 use super::mailbox::{Command, Mailbox};
 use super::pool::Pool;
-use super::stream::{Rx, Tx};
+use super::stream::{Rx, Tx, TxSink};
 use super::timer::{Timer, TimerKind, Timers};
 use super::uring::{SendVec, op};
 pub(crate) use super::uring::{bind_listeners, new_ring};
@@ -84,7 +85,7 @@ pub(crate) struct Worker {
     conns: Slab<Conn>,
     next_generation: u32,
     timers: Timers,
-    pool: Pool,
+    pool: RefCell<Pool>,
     completions: Vec<(u64, i32, u32)>,
     touched: Vec<u32>,
     /// Free send descriptors. Boxed on purpose: a descriptor moves between this list and a
@@ -130,7 +131,7 @@ impl Worker {
             bufring,
             ring,
             index,
-            pool: Pool::new(config.pool_records, POOL_SMALL_RECORDS),
+            pool: RefCell::new(Pool::new(config.pool_records, POOL_SMALL_RECORDS)),
             config,
             cipher,
             mailboxes,
@@ -211,7 +212,7 @@ impl Worker {
                 }
             }
         }
-        self.stats.pool_misses = self.pool.misses();
+        self.stats.pool_misses = self.pool.get_mut().misses();
         self.stats
     }
 
@@ -366,10 +367,7 @@ impl Worker {
             stall_timer: false,
             shed_timer: false,
             touched: false,
-            crypto,
-            txn: txn::Link::new(),
-            rx: Rx::default(),
-            tx: Tx::default(),
+            io: LinkIo { crypto, txn: txn::Link::new(), rx: Rx::default(), tx: Tx::default() },
             peer: None,
             dial: None,
             send_started: None,
@@ -389,7 +387,7 @@ impl Worker {
     }
 
     fn slot_of(&self, id: LinkId) -> Option<u32> {
-        let (worker, slot, generation) = (id.0 >> 56, id.0 as u32, (id.0 >> 32) as u32 & 0xff_ffff);
+        let (worker, slot, generation) = decode_link(id);
         let conn = self.conns.get(slot as usize)?;
         (worker == self.index as u64 && conn.generation & 0xff_ffff == generation).then_some(slot)
     }
@@ -551,7 +549,7 @@ impl Worker {
         };
         match Session::initiator(cipher, expected, self.now) {
             Ok(session) => {
-                conn.crypto = Crypto::Handshake(Box::new(session));
+                conn.io.crypto = Crypto::Handshake(Box::new(session));
                 conn.phase = Phase::Handshake;
                 self.pump_handshake(slot);
                 self.arm_recv(slot);
@@ -563,12 +561,12 @@ impl Worker {
     /// Queues whatever handshake frames the session has to send.
     fn pump_handshake(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        let Crypto::Handshake(session) = &mut conn.crypto else {
+        let Crypto::Handshake(session) = &mut conn.io.crypto else {
             return;
         };
         let mut frame = [0u8; HANDSHAKE_FRAME_MAX];
         while let Ok(len @ 1..) = session.poll_transmit(&mut frame) {
-            conn.tx.queue_raw(&frame[..len], &mut self.pool);
+            conn.io.tx.queue_raw(&frame[..len], self.pool.get_mut());
         }
         self.touch(slot);
     }
@@ -652,7 +650,7 @@ impl Worker {
         let mut start = 0;
         if self.conns[slot as usize].phase == Phase::Handshake {
             let conn = &mut self.conns[slot as usize];
-            let Crypto::Handshake(session) = &mut conn.crypto else {
+            let Crypto::Handshake(session) = &mut conn.io.crypto else {
                 return Err(CloseReason::Internal("a handshaking link without a session"));
             };
             let bytes = &self.bufring.bytes_mut(bid)[..len];
@@ -671,49 +669,86 @@ impl Worker {
         let id = self.link_id(slot);
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
-        let Conn { rx, tx, txn, crypto, stats, peer, last_data, .. } = conn;
-        let (Crypto::Established { sealer, opener }, Some(peer)) = (crypto, *peer) else {
-            return Err(CloseReason::Internal("records on a link without record keys"));
+        let Some(peer) = conn.peer else {
+            return Err(CloseReason::Internal("records on a link without a peer"));
         };
-        let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
-        let messages_before = stats.messages_in;
-        let shed_after = self.config.shed_keys_after;
-        let result = rx.feed(bytes, &mut self.pool, |record, pool| -> Result<(), CloseReason> {
-            let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
-            stats.records_in += 1;
-            let mut data = false;
-            for message in Messages::new(plaintext) {
-                let message = message.map_err(CloseReason::Protocol)?;
-                stats.messages_in += 1;
-                if message.command() != WireCommand::LINK_PING {
-                    *last_data = now;
-                    data = true;
-                }
-                let received = txn
-                    .handle_message(&mut tx.sink(sealer, pool), &message)
-                    .map_err(CloseReason::Protocol)?;
-                match received {
-                    Some(Received::OneWay { command: WireCommand::LINK_PING, .. }) | None => {}
-                    Some(Received::OneWay { command: WireCommand::LINK_CLOSE, error, .. }) => {
-                        return Err(CloseReason::PeerSaid(error));
+        // Lift the link's record layer, transactions and streams out of the slab while its
+        // records are handled, so the service can reach the worker's other links meanwhile
+        // (`Peers`: a relayed message goes straight to the link it continues on). This link's
+        // place holds an empty `LinkIo`, which `Peers` does not lend.
+        let mut io = std::mem::take(&mut conn.io);
+        let mut last_data = conn.last_data;
+        let (mut records, mut messages) = (0, 0);
+        let LinkIo { rx, tx, txn, crypto } = &mut io;
+        let result = match crypto {
+            Crypto::Established { sealer, opener } => {
+                let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
+                let shed_after = self.config.shed_keys_after;
+                let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
+                let worker = self.index;
+                rx.feed(bytes, pool, |record| -> Result<(), CloseReason> {
+                    let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
+                    records += 1;
+                    let mut data = false;
+                    for message in Messages::new(plaintext) {
+                        let message = message.map_err(CloseReason::Protocol)?;
+                        messages += 1;
+                        if message.command() != WireCommand::LINK_PING {
+                            last_data = now;
+                            data = true;
+                        }
+                        let received = txn
+                            .handle_message(&mut tx.sink(sealer, pool), &message)
+                            .map_err(CloseReason::Protocol)?;
+                        match received {
+                            Some(Received::OneWay { command: WireCommand::LINK_PING, .. })
+                            | None => {}
+                            Some(Received::OneWay {
+                                command: WireCommand::LINK_CLOSE,
+                                error,
+                                ..
+                            }) => {
+                                return Err(CloseReason::PeerSaid(error));
+                            }
+                            Some(received) => {
+                                let mut ctx = LinkCtx {
+                                    id,
+                                    peer,
+                                    txn,
+                                    out: tx.sink(sealer, pool),
+                                    now,
+                                    peers: Peers::new(conns, pool, touched, worker),
+                                };
+                                service.received(&mut ctx, received);
+                            }
+                        }
+                        while let Some(event) = txn.poll_event() {
+                            let mut ctx = LinkCtx {
+                                id,
+                                peer,
+                                txn,
+                                out: tx.sink(sealer, pool),
+                                now,
+                                peers: Peers::new(conns, pool, touched, worker),
+                            };
+                            service.event(&mut ctx, event);
+                        }
                     }
-                    Some(received) => {
-                        let mut ctx = LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now };
-                        service.received(&mut ctx, received);
+                    if !data && now >= last_data + shed_after {
+                        // A keepalive on a quiet link: the opener need not keep its schedule.
+                        opener.shed_keys();
                     }
-                }
-                while let Some(event) = txn.poll_event() {
-                    let mut ctx = LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now };
-                    service.event(&mut ctx, event);
-                }
+                    Ok(())
+                })
             }
-            if !data && now >= *last_data + shed_after {
-                // A keepalive on a quiet link: the opener need not keep its schedule.
-                opener.shed_keys();
-            }
-            Ok(())
-        });
-        self.stats.messages_in += stats.messages_in - messages_before;
+            _ => Err(CloseReason::Internal("records on a link without record keys")),
+        };
+        let conn = &mut self.conns[slot as usize];
+        conn.io = io;
+        conn.last_data = last_data;
+        conn.stats.records_in += records;
+        conn.stats.messages_in += messages;
+        self.stats.messages_in += messages;
         self.arm_shed(slot);
         self.touch(slot);
         result
@@ -724,7 +759,8 @@ impl Worker {
         let id = self.link_id(slot);
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
-        let Crypto::Handshake(session) = std::mem::replace(&mut conn.crypto, Crypto::None) else {
+        let Crypto::Handshake(session) = std::mem::replace(&mut conn.io.crypto, Crypto::None)
+        else {
             return Err(CloseReason::Internal("establishing a link that is not handshaking"));
         };
         let Some(peer) = session.peer() else {
@@ -734,7 +770,7 @@ impl Worker {
             return Err(CloseReason::Internal("handshake finished without record keys"));
         };
         let rekey_at = sealer.poll_timeout();
-        conn.crypto = Crypto::Established { sealer, opener };
+        conn.io.crypto = Crypto::Established { sealer, opener };
         conn.phase = Phase::Established;
         conn.peer = Some(peer);
         // The connect is long complete: the dial's address and identity are not needed again.
@@ -747,7 +783,7 @@ impl Worker {
         }
         self.conns[slot as usize].last_data = now;
         self.arm_shed(slot);
-        if let Some(mut ctx) = self.conns[slot as usize].ctx(id, &mut self.pool, now) {
+        if let Some(mut ctx) = self.conns[slot as usize].ctx(id, &self.pool, now) {
             service.link_up(&mut ctx);
         }
         self.touch(slot);
@@ -771,8 +807,8 @@ impl Worker {
         self.busy_at = self.now;
         conn.stats.bytes_out += result as u64;
         self.stats.bytes_out += result as u64;
-        conn.tx.advance(result as usize, &mut self.pool);
-        if conn.phase == Phase::Draining && conn.tx.is_empty() && !conn.tx.has_pending() {
+        conn.io.tx.advance(result as usize, self.pool.get_mut());
+        if conn.phase == Phase::Draining && conn.io.tx.is_empty() && !conn.io.tx.has_pending() {
             return self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
         }
         self.start_send(slot);
@@ -782,11 +818,11 @@ impl Worker {
     /// a send is already in flight: one at a time keeps the byte stream in order.
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        if conn.send_started.is_some() || conn.phase == Phase::Closing || conn.tx.is_empty() {
+        if conn.send_started.is_some() || conn.phase == Phase::Closing || conn.io.tx.is_empty() {
             return;
         }
         let mut vec = self.send_vecs.pop().unwrap_or_else(SendVec::new);
-        let msg = vec.prepare(conn.tx.chunks());
+        let msg = vec.prepare(conn.io.tx.chunks());
         let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
@@ -820,9 +856,9 @@ impl Worker {
                 continue;
             };
             conn.touched = false;
-            if let Crypto::Established { sealer, opener } = &mut conn.crypto {
-                if conn.tx.has_pending() {
-                    conn.tx.flush(sealer, &mut self.pool);
+            if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
+                if conn.io.tx.has_pending() {
+                    conn.io.tx.flush(sealer, self.pool.get_mut());
                     conn.stats.records_out += 1;
                     self.stats.records_out += 1;
                     conn.last_tx = self.now;
@@ -844,11 +880,11 @@ impl Worker {
                     opener.shed_keys();
                 }
             }
-            if let Some(error) = conn.tx.take_failure() {
+            if let Some(error) = conn.io.tx.take_failure() {
                 self.close(service, slot, CloseReason::Protocol(error));
                 continue;
             }
-            if conn.tx.queued_bytes() > self.config.send_queue_max_bytes {
+            if conn.io.tx.queued_bytes() > self.config.send_queue_max_bytes {
                 self.close(service, slot, CloseReason::SendQueueFull);
                 continue;
             }
@@ -925,15 +961,15 @@ impl Worker {
                         // The ping about to go says the link is idle this way; if nothing but
                         // pings has crossed it either way for a while, shed its record keys
                         // once the ping is sealed.
-                        conn.ping_only = !conn.tx.has_pending();
+                        conn.ping_only = !conn.io.tx.has_pending();
                         if conn.ping_only
                             && self.now >= conn.last_data + self.config.shed_keys_after
                         {
                             conn.shed_keys = true;
                         }
-                        if let Crypto::Established { sealer, .. } = &mut conn.crypto {
-                            let mut sink = conn.tx.sink(sealer, &mut self.pool);
-                            let _ = conn.txn.send_oneway(
+                        if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
+                            let mut sink = conn.io.tx.sink(sealer, &self.pool);
+                            let _ = conn.io.txn.send_oneway(
                                 &mut sink,
                                 WireCommand::LINK_PING,
                                 ErrorCode::NONE,
@@ -951,7 +987,7 @@ impl Worker {
                     }
                 }
                 TimerKind::Rekey => {
-                    if let Crypto::Established { sealer, .. } = &mut conn.crypto {
+                    if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
                         match sealer.handle_timeout(self.now) {
                             Ok(()) => {
                                 if let Some(at) = sealer.poll_timeout() {
@@ -966,7 +1002,7 @@ impl Worker {
                     // One shed timer per link at most: it re-arms itself while data flows, and
                     // is armed again by the next data once the keys are shed.
                     conn.shed_timer = false;
-                    if let Crypto::Established { sealer, opener } = &mut conn.crypto {
+                    if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
                         let due = conn.last_data + self.config.shed_keys_after;
                         if self.now >= due {
                             // Quiet for a while: keep the keys' bytes, not their expanded
@@ -1014,9 +1050,9 @@ impl Worker {
                 CloseReason::Local(code) => code,
                 _ => ErrorCode::LOST_LINK,
             };
-            conn.txn.handle_link_down(code);
-            while let Some(event) = conn.txn.poll_event() {
-                if let Some(mut ctx) = conn.ctx(id, &mut self.pool, now) {
+            conn.io.txn.handle_link_down(code);
+            while let Some(event) = conn.io.txn.poll_event() {
+                if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
                     service.event(&mut ctx, event);
                 }
             }
@@ -1031,7 +1067,7 @@ impl Worker {
         }
         self.stats.closed += 1;
         let conn = &mut self.conns[slot as usize];
-        conn.crypto = Crypto::None;
+        conn.io.crypto = Crypto::None;
         if conn.ops > 0 {
             // Shutting the socket down ends its operations; the cancellations make sure. Each
             // names one operation by its `user_data`, which the kernel finds by hash: cancelling
@@ -1060,8 +1096,8 @@ impl Worker {
             return;
         }
         let mut conn = self.conns.remove(slot as usize);
-        conn.rx.release(&mut self.pool);
-        conn.tx.release(&mut self.pool);
+        conn.io.rx.release(self.pool.get_mut());
+        conn.io.tx.release(self.pool.get_mut());
         // Dropping the socket closes it.
     }
 
@@ -1082,18 +1118,18 @@ impl Worker {
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
         for slot in slots {
             let conn = &mut self.conns[slot as usize];
-            match (&mut conn.crypto, conn.phase) {
+            match (&mut conn.io.crypto, conn.phase) {
                 (Crypto::Established { sealer, .. }, Phase::Established) => {
                     // Say why, end every transaction here (nothing may follow the notice), and
                     // close once the notice is out.
-                    let mut sink = conn.tx.sink(sealer, &mut self.pool);
+                    let mut sink = conn.io.tx.sink(sealer, &self.pool);
                     let close = WireCommand::LINK_CLOSE;
-                    let _ = conn.txn.send_oneway(&mut sink, close, ErrorCode::SHUTDOWN, &[]);
-                    conn.txn.handle_link_down(ErrorCode::SHUTDOWN);
+                    let _ = conn.io.txn.send_oneway(&mut sink, close, ErrorCode::SHUTDOWN, &[]);
+                    conn.io.txn.handle_link_down(ErrorCode::SHUTDOWN);
                     let (id, now) = (self.link_id(slot), self.now);
                     let conn = &mut self.conns[slot as usize];
-                    while let Some(event) = conn.txn.poll_event() {
-                        if let Some(mut ctx) = conn.ctx(id, &mut self.pool, now) {
+                    while let Some(event) = conn.io.txn.poll_event() {
+                        if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
                             service.event(&mut ctx, event);
                         }
                     }
@@ -1142,7 +1178,7 @@ impl WorkerCtx<'_> {
         if conn.phase != Phase::Established {
             return None;
         }
-        conn.ctx(id, &mut self.worker.pool, now)
+        conn.ctx(id, &self.worker.pool, now)
     }
 
     /// Counters of a link.
@@ -1215,8 +1251,73 @@ impl WorkerCtx<'_> {
 
     /// The worker's counters so far.
     pub fn stats(&self) -> WorkerStats {
-        WorkerStats { pool_misses: self.worker.pool.misses(), ..self.worker.stats }
+        WorkerStats { pool_misses: self.worker.pool.borrow().misses(), ..self.worker.stats }
     }
+}
+
+/// The other links of a worker, lent to a service while it handles a message received on one
+/// of them ([`LinkCtx::peers`]): a relay writes a relayed message straight into the link it
+/// continues on, instead of queueing it for a later turn. Links that are not established, and
+/// the link whose message is being handled, are not lent.
+pub struct Peers<'a> {
+    inner: Option<PeersInner<'a>>,
+}
+
+struct PeersInner<'a> {
+    conns: &'a mut Slab<Conn>,
+    pool: &'a RefCell<Pool>,
+    touched: &'a mut Vec<u32>,
+    worker: usize,
+}
+
+impl<'a> Peers<'a> {
+    fn new(
+        conns: &'a mut Slab<Conn>,
+        pool: &'a RefCell<Pool>,
+        touched: &'a mut Vec<u32>,
+        worker: usize,
+    ) -> Peers<'a> {
+        Peers { inner: Some(PeersInner { conns, pool, touched, worker }) }
+    }
+
+    /// No link is lent.
+    pub(crate) fn none() -> Peers<'a> {
+        Peers { inner: None }
+    }
+
+    /// Runs `f` with link `id`'s transactions and output, if that link is lent: established,
+    /// on this worker, and not the one whose message is being handled. What `f` writes is
+    /// sealed and sent at the end of the turn, like anything else written to the link.
+    pub fn with<R>(
+        &mut self,
+        id: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        let inner = self.inner.as_mut()?;
+        let (worker, slot, generation) = decode_link(id);
+        let conn = inner.conns.get_mut(slot as usize)?;
+        if worker != inner.worker as u64
+            || conn.generation & 0xff_ffff != generation
+            || conn.phase != Phase::Established
+        {
+            return None;
+        }
+        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
+        else {
+            // The link whose message is being handled (its state is lifted out).
+            return None;
+        };
+        if !conn.touched {
+            conn.touched = true;
+            inner.touched.push(slot);
+        }
+        Some(f(txn, &mut tx.sink(sealer, inner.pool)))
+    }
+}
+
+/// A link id's worker, slot and generation (the low 24 bits).
+fn decode_link(id: LinkId) -> (u64, u32, u32) {
+    (id.0 >> 56, id.0 as u32, (id.0 >> 32) as u32 & 0xff_ffff)
 }
 
 #[allow(clippy::disallowed_methods)] // the engine owns the clock
