@@ -10,26 +10,49 @@
 # ringspan is encrypted (AES-256-GCM records), the references are plaintext. Writes
 # perf/results/compare.csv and perf/results/compare.svg (ratios, log scale, targets marked).
 #
-#   perf/compare.sh           3 s (baselines) and 5 s (hops) per measurement, ~2 minutes
-#   perf/compare.sh --quick   1 s per measurement, under a minute of measuring
+#   perf/compare.sh              3 s (baselines) and 5 s (hops) per measurement, ~2 minutes
+#   perf/compare.sh --quick      1 s per measurement, under a minute of measuring
+#   perf/compare.sh --repeat N   N rounds, each the baselines then ringspan, and the median of
+#                                each figure over the rounds (its spread in compare.csv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=()
-[[ "${1:-}" == "--quick" ]] && quick=(--quick)
-echo "[compare] baselines ..." >&2
-perf/baselines.sh "${quick[@]}" > /dev/null
-echo "[compare] ringspan through relay hops ..." >&2
-perf/hops.sh "${quick[@]}" > /dev/null
-python3 - <<'PY'
-import csv, datetime
+quick=() repeat=1
+while (($#)); do
+  case $1 in
+    --quick) quick=(--quick) ;;
+    --repeat) repeat=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--repeat N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+rounds=$(mktemp -d /tmp/ringspan-compare-XXXX)
+trap 'rm -rf "$rounds"' EXIT
+for ((round = 1; round <= repeat; round++)); do
+  echo "[compare] round $round of $repeat: baselines ..." >&2
+  perf/baselines.sh "${quick[@]}" > /dev/null
+  cp perf/results/baselines.csv "$rounds/baselines-$round.csv"
+  echo "[compare] round $round of $repeat: ringspan through relay hops ..." >&2
+  perf/hops.sh "${quick[@]}" > /dev/null
+  cp perf/results/hops.csv "$rounds/hops-$round.csv"
+done
+ROUNDS=$rounds REPEAT=$repeat python3 - <<'PY'
+import csv, datetime, glob, os, statistics
 
-def load(path):
-    with open(path) as f:
-        return {(r["scenario"], int(r["hops"]), int(r["size"])): float(r["value"])
-                for r in csv.DictReader(f)}
+def load(kind):
+    # Every round's value per key; the median is compared, the spread reported.
+    values = {}
+    for path in sorted(glob.glob(f"{os.environ['ROUNDS']}/{kind}-*.csv")):
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                key = (r["scenario"], int(r["hops"]), int(r["size"]))
+                values.setdefault(key, []).append(float(r["value"]))
+    return values
 
-base = load("perf/results/baselines.csv")
-ours = load("perf/results/hops.csv")
+base_all = load("baselines")
+ours_all = load("hops")
+base = {k: statistics.median(v) for k, v in base_all.items()}
+ours = {k: statistics.median(v) for k, v in ours_all.items()}
+repeat = int(os.environ["REPEAT"])
 # (what, ringspan key, reference key, higher is better, target ratio or None)
 rows = []
 for hops in (1, 2):
@@ -63,16 +86,21 @@ for what, k_ours, k_base, higher, target in rows:
         met = ratio >= target if higher else ratio <= target
         verdict = f"{'>=' if higher else '<='} {target}x: {'met' if met else 'NOT met'}"
     print(f"{what:48} {a:12.1f} {b:12.1f} {ratio:6.2f}x  {verdict}")
-    out.append((what, a, b, ratio, higher, target, verdict))
+    spread = lambda v: f"{min(v):g}..{max(v):g}"
+    out.append((what, a, b, ratio, higher, target, verdict,
+                spread(ours_all[k_ours]), spread(base_all[k_base])))
+if repeat > 1:
+    print(f"(medians over {repeat} rounds; each round's range in perf/results/compare.csv)")
 
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 with open("perf/results/compare.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["date", "comparison", "ringspan", "reference", "ratio", "better", "target",
-                "verdict"])
-    for what, a, b, ratio, higher, target, verdict in out:
+                "verdict", "rounds", "ringspan_range", "reference_range"])
+    for what, a, b, ratio, higher, target, verdict, ours_range, base_range in out:
         w.writerow([stamp, what, a, b, round(ratio, 4), "higher" if higher else "lower",
-                    target if target is not None else "", verdict])
+                    target if target is not None else "", verdict, repeat, ours_range,
+                    base_range])
 
 # A bar per comparison: the ratio on a log scale around 1x, better-is-right for every bar
 # (lower-is-better ratios are drawn as their inverse), targets as ticks.
@@ -82,13 +110,13 @@ height = 40 + bar_h * len(out) + 40
 scale = lambda r: left + (math.log10(r) + 1) / 2 * (width - left - 20)  # 0.1x .. 10x
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
        'font-family="sans-serif" font-size="12">',
-       f'<text x="10" y="20" font-size="14">ringspan / reference ({stamp}); '
-       'right of 1x is better for ringspan</text>']
+       f'<text x="10" y="20" font-size="14">ringspan / reference ({stamp}, median of '
+       f'{repeat} round{"s" * (repeat > 1)}); right of 1x is better for ringspan</text>']
 for x in (0.1, 0.5, 1, 2, 5, 10):
     svg.append(f'<line x1="{scale(x):.1f}" y1="30" x2="{scale(x):.1f}" y2="{height - 30}" '
                f'stroke="#ccc"/><text x="{scale(x):.1f}" y="{height - 15}" '
                f'text-anchor="middle">{x}x</text>')
-for i, (what, a, b, ratio, higher, target, verdict) in enumerate(out):
+for i, (what, a, b, ratio, higher, target, verdict, _, _) in enumerate(out):
     y = 35 + i * bar_h
     good = ratio if higher else 1 / ratio
     x0, x1 = sorted((scale(1), scale(min(max(good, 0.1), 10))))

@@ -89,7 +89,7 @@ if ((callgrind)); then
   cp "$work/callgrind.out" "perf/results/$name.callgrind"
   # Instructions per relayed message: everything collected (the sender's handshake included,
   # a few million), and per function with what it calls.
-  callgrind_annotate --inclusive=yes "perf/results/$name.callgrind" 2>/dev/null |
+  callgrind_annotate --inclusive=yes --auto=no "perf/results/$name.callgrind" 2>/dev/null |
     python3 -c '
 import re, sys
 count = int(sys.argv[1])

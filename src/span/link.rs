@@ -76,8 +76,12 @@ impl SpanLink {
 
     /// Moves the client mounts that appeared or went away since the last call into `out`.
     pub fn take_client_changes(&mut self, out: &mut Vec<(MountKey, bool)>) {
-        // Taken, not drained: an idle client link keeps no spare capacity.
-        out.append(&mut std::mem::take(&mut self.client_changes));
+        // Asked after every message the link handles, relayed ones included: nothing to do
+        // is the common case.
+        if !self.client_changes.is_empty() {
+            // Taken, not drained: an idle client link keeps no spare capacity.
+            out.append(&mut std::mem::take(&mut self.client_changes));
+        }
     }
 
     fn peer_is_client(&self) -> bool {

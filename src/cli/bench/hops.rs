@@ -49,7 +49,7 @@ pub struct HopsArgs {
     #[arg(long)]
     count: Option<u64>,
     /// One-way: wire bytes the sender may have unacknowledged by the receiver (at most 4 MiB).
-    #[arg(long, default_value_t = 2 << 20)]
+    #[arg(long, default_value_t = HOPS_WINDOW_MAX)]
     window_bytes: usize,
     /// Pins the worker to this core.
     #[arg(long)]
