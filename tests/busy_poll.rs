@@ -1,7 +1,7 @@
 //! Busy polling (`ring::Config::busy_poll`): after a turn that moved data a worker polls its
 //! ring instead of sleeping, finds the next completion that way, and once the poll runs out it
-//! sleeps — an idle engine burns no CPU. Its own test binary, so the process's CPU time is
-//! these engines' alone.
+//! sleeps — an idle engine burns no CPU; and a worker whose core is taken by a busy thread stops
+//! polling. Its own test binary, so the process's CPU time is these engines' alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,10 @@ use ringspan::txn::Received;
 use ringspan::wire::{Command, Flags};
 
 const REQUEST: Command = Command::new(16, 1);
+
+/// The tests run one at a time: one measures the process's CPU time, the other keeps a core
+/// busy.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Answers every one-shot request with its payload.
 struct Echo;
@@ -62,10 +66,12 @@ struct Pair {
     replies: Receiver<()>,
 }
 
-fn pair(busy_poll: Duration) -> Pair {
+/// Two engines of one worker each, pinned to `core` if given.
+fn pair(busy_poll: Duration, core: Option<usize>) -> Pair {
     let config = |listen: Option<SocketAddr>| ring::Config {
         workers: 1,
-        pin_workers: false,
+        pin_workers: core.is_some(),
+        first_core: core.unwrap_or(0),
         listen,
         busy_poll,
         ..ring::Config::default()
@@ -120,8 +126,9 @@ fn process_cpu() -> Duration {
 
 #[test]
 fn polling_finds_replies_and_an_idle_engine_sleeps() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A poll long enough that every reply of a loopback ping-pong lands inside it.
-    let polling = pair(Duration::from_millis(20));
+    let polling = pair(Duration::from_millis(20), None);
     polling.ping_pong(200);
 
     // Idle: each worker polls out its last 20 ms, then sleeps until a keepalive (every second
@@ -138,9 +145,37 @@ fn polling_finds_replies_and_an_idle_engine_sleeps() {
     assert!(client.busy_poll_misses >= 1 && server.busy_poll_misses >= 1);
 
     // Without polling, the same traffic is carried and nothing polls.
-    let sleeping = pair(Duration::ZERO);
+    let sleeping = pair(Duration::ZERO, None);
     sleeping.ping_pong(200);
     let [client, server] = sleeping.stop();
     assert_eq!((client.busy_poll_hits, client.busy_poll_misses), (0, 0));
     assert_eq!((server.busy_poll_hits, server.busy_poll_misses), (0, 0));
+}
+
+#[test]
+fn a_worker_whose_core_is_taken_stops_polling() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Both engines' workers and a thread that never sleeps, all on core 0: a worker that
+    // yields while polling gets the core back only after the busy thread's time slice.
+    let core = core_affinity::get_core_ids().unwrap()[0];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            core_affinity::set_for_current(core);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let polling = pair(Duration::from_millis(20), Some(core.id));
+    polling.ping_pong(100);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    let [client, server] = polling.stop();
+    // Every reply still came; at least one poll noticed the busy thread and gave up.
+    assert!(
+        client.busy_poll_contended + server.busy_poll_contended >= 1,
+        "client: {client:?}, server: {server:?}"
+    );
 }

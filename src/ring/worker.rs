@@ -64,10 +64,20 @@ pub struct WorkerStats {
     pub busy_poll_hits: u64,
     /// Busy polls that ran out, after which the worker slept.
     pub busy_poll_misses: u64,
+    /// Busy polls given up because another thread held the core (polling then pauses).
+    pub busy_poll_contended: u64,
 }
 
 /// How long accepting pauses after it fails (e.g. out of descriptors), instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// A busy poll's look that comes this long after the previous one means another thread held
+/// the core meanwhile (an uncontended look takes about a microsecond; another ringspan worker
+/// gives the core back within its own poll window).
+const POLL_CONTENDED: Duration = Duration::from_micros(500);
+
+/// How long a worker sleeps at once, without polling, after its core was found contended.
+const POLL_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A worker's state. Fields drop in order: the ring first, which ends the registration of the
 /// provided buffers before their memory is freed.
@@ -110,8 +120,10 @@ pub(crate) struct Worker {
     accept_paused_until: Option<Instant>,
     /// When the service asked to be ticked ([`WorkerCtx::wake_at`]).
     service_wake: Option<Instant>,
-    /// When a turn last moved data (see `Config::spin`).
+    /// When a turn last moved data (see `Config::busy_poll`).
     busy_at: Instant,
+    /// No busy polling before then: the core was contended (see `Worker::busy_poll`).
+    poll_backoff_until: Option<Instant>,
     stats: WorkerStats,
 }
 
@@ -154,6 +166,7 @@ impl Worker {
             accept_paused_until: None,
             service_wake: None,
             busy_at: now,
+            poll_backoff_until: None,
             stats: WorkerStats::default(),
         })
     }
@@ -259,15 +272,22 @@ impl Worker {
     /// enters the kernel: the ring's TASKRUN flag says when there is some, and the blocking
     /// wait that follows then returns at once. Between looks the core goes to any other
     /// runnable thread.
+    ///
+    /// A thread that never sleeps loses what the scheduler gives a sleeper: woken by data, it
+    /// would run at once; polling, it waits for its turn behind any CPU-bound thread on its
+    /// core, a whole time slice (milliseconds). So when a yield comes back late — another thread
+    /// had the core for longer than `POLL_CONTENDED` — the worker stops polling and sleeps, and
+    /// polls again only after `POLL_BACKOFF`.
     fn busy_poll(&mut self) -> bool {
         let until = self.busy_at + self.config.busy_poll;
-        if self.now >= until {
+        if self.now >= until || self.poll_backoff_until.is_some_and(|at| self.now < at) {
             return false;
         }
         if let Err(error) = self.ring.submit() {
             tracing::error!(worker = self.index, %error, "submit failed");
             return false;
         }
+        let mut looked = now();
         loop {
             if !self.ring.completion().is_empty() {
                 self.stats.busy_poll_hits += 1;
@@ -277,12 +297,20 @@ impl Worker {
                 self.stats.busy_poll_hits += 1;
                 return false;
             }
-            if now() >= until {
+            let at = now();
+            if at >= looked + POLL_CONTENDED {
+                // The core is contended: sleeping serves this thread better for a while.
+                self.stats.busy_poll_contended += 1;
+                self.poll_backoff_until = Some(at + POLL_BACKOFF);
+                return false;
+            }
+            if at >= until {
                 self.stats.busy_poll_misses += 1;
                 return false;
             }
             // SAFETY: sched_yield takes no arguments and only gives up the core.
             unsafe { libc::sched_yield() };
+            looked = at;
         }
     }
 
