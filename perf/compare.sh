@@ -12,8 +12,10 @@
 #
 #   perf/compare.sh              3 s (baselines) and 5 s (hops) per measurement, ~2 minutes
 #   perf/compare.sh --quick      1 s per measurement, under a minute of measuring
-#   perf/compare.sh --repeat N   N rounds, each the baselines then ringspan, and the median of
-#                                each figure over the rounds (its spread in compare.csv)
+#   perf/compare.sh --repeat N   N rounds, each the baselines then ringspan: each ratio is the
+#                                median of the rounds' ratios (each round's own pair, so a
+#                                drift between rounds cancels), the figures shown are medians,
+#                                and compare.csv has every round's ratio
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=() repeat=1
@@ -41,7 +43,8 @@ import csv, datetime, glob, os, statistics
 def load(kind):
     # Every round's value per key; the median is compared, the spread reported.
     values = {}
-    for path in sorted(glob.glob(f"{os.environ['ROUNDS']}/{kind}-*.csv")):
+    paths = glob.glob(f"{os.environ['ROUNDS']}/{kind}-*.csv")
+    for path in sorted(paths, key=lambda p: int(p.rsplit("-", 1)[1].split(".")[0])):
         with open(path) as f:
             for r in csv.DictReader(f):
                 key = (r["scenario"], int(r["hops"]), int(r["size"]))
@@ -80,27 +83,28 @@ for what, k_ours, k_base, higher, target in rows:
         print(f"{what:48} {'-':>12} {'-':>12} {'-':>7}  (not measured)")
         continue
     a, b = ours[k_ours], base[k_base]
-    ratio = a / b if b else float("nan")
+    # Each round's ratio from its own pair of runs; the median of those is the ratio.
+    ratios = [x / y for x, y in zip(ours_all[k_ours], base_all[k_base]) if y]
+    ratio = statistics.median(ratios) if ratios else float("nan")
     verdict = ""
     if target is not None:
         met = ratio >= target if higher else ratio <= target
         verdict = f"{'>=' if higher else '<='} {target}x: {'met' if met else 'NOT met'}"
     print(f"{what:48} {a:12.1f} {b:12.1f} {ratio:6.2f}x  {verdict}")
-    spread = lambda v: f"{min(v):g}..{max(v):g}"
     out.append((what, a, b, ratio, higher, target, verdict,
-                spread(ours_all[k_ours]), spread(base_all[k_base])))
+                " ".join(f"{r:.3g}" for r in ratios)))
 if repeat > 1:
-    print(f"(medians over {repeat} rounds; each round's range in perf/results/compare.csv)")
+    print(f"(figures: medians of {repeat} rounds; ratio: the median of the rounds' ratios, "
+          "each in perf/results/compare.csv)")
 
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 with open("perf/results/compare.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["date", "comparison", "ringspan", "reference", "ratio", "better", "target",
-                "verdict", "rounds", "ringspan_range", "reference_range"])
-    for what, a, b, ratio, higher, target, verdict, ours_range, base_range in out:
+                "verdict", "rounds", "round_ratios"])
+    for what, a, b, ratio, higher, target, verdict, round_ratios in out:
         w.writerow([stamp, what, a, b, round(ratio, 4), "higher" if higher else "lower",
-                    target if target is not None else "", verdict, repeat, ours_range,
-                    base_range])
+                    target if target is not None else "", verdict, repeat, round_ratios])
 
 # A bar per comparison: the ratio on a log scale around 1x, better-is-right for every bar
 # (lower-is-better ratios are drawn as their inverse), targets as ticks.
@@ -116,7 +120,7 @@ for x in (0.1, 0.5, 1, 2, 5, 10):
     svg.append(f'<line x1="{scale(x):.1f}" y1="30" x2="{scale(x):.1f}" y2="{height - 30}" '
                f'stroke="#ccc"/><text x="{scale(x):.1f}" y="{height - 15}" '
                f'text-anchor="middle">{x}x</text>')
-for i, (what, a, b, ratio, higher, target, verdict, _, _) in enumerate(out):
+for i, (what, a, b, ratio, higher, target, verdict, _) in enumerate(out):
     y = 35 + i * bar_h
     good = ratio if higher else 1 / ratio
     x0, x1 = sorted((scale(1), scale(min(max(good, 0.1), 10))))

@@ -177,6 +177,12 @@ pub const BUSY_POLL_US: u64 = 100;
 /// The longest busy poll a configuration may ask for: 10 ms.
 pub const BUSY_POLL_US_MAX: u64 = 10_000;
 
+/// Milliseconds a worker does not busy poll after it found its core taken by another thread
+/// (`ring::Config::busy_poll_backoff`): it sleeps instead, so data wakes it and it preempts the
+/// other thread rather than queueing behind it for a time slice. One second: a CPU-bound
+/// neighbour costs a poller one slice per second, not one per message.
+pub const BUSY_POLL_BACKOFF_MS: u64 = 1_000;
+
 /// Mounts one span table holds that neighbours may hear of (local ones, and those reachable
 /// through a router or satellite; clients' mounts count against [`CLIENT_MOUNTS_MAX`], and the
 /// feasibility memory of mounts that went away against both). Each is advertised to every

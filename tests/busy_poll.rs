@@ -66,7 +66,9 @@ struct Pair {
     replies: Receiver<()>,
 }
 
-/// Two engines of one worker each, pinned to `core` if given.
+/// Two engines of one worker each, pinned to `core` if given. A poll that finds the core taken
+/// ends, but polling goes on at the next turn (no backoff): on a shared test machine any thread
+/// may take the core for a moment.
 fn pair(busy_poll: Duration, core: Option<usize>) -> Pair {
     let config = |listen: Option<SocketAddr>| ring::Config {
         workers: 1,
@@ -74,6 +76,7 @@ fn pair(busy_poll: Duration, core: Option<usize>) -> Pair {
         first_core: core.unwrap_or(0),
         listen,
         busy_poll,
+        busy_poll_backoff: Duration::ZERO,
         ..ring::Config::default()
     };
     let server_id = Identity::generate().unwrap();

@@ -100,6 +100,10 @@ pub struct Config {
     /// yielding the core to any other runnable thread between looks (zero: it sleeps at once).
     /// Trades idle cycles for the ~20 µs a sleeping thread takes to wake.
     pub busy_poll: Duration,
+    /// How long a worker does not poll at all after it found its core taken by another thread
+    /// while polling (it sleeps at once instead, and so is woken, preempting that thread, when
+    /// data comes).
+    pub busy_poll_backoff: Duration,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
+            busy_poll_backoff: Duration::from_millis(limits::BUSY_POLL_BACKOFF_MS),
         }
     }
 }

@@ -76,9 +76,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// gives the core back within its own poll window).
 const POLL_CONTENDED: Duration = Duration::from_micros(500);
 
-/// How long a worker sleeps at once, without polling, after its core was found contended.
-const POLL_BACKOFF: Duration = Duration::from_secs(1);
-
 /// A worker's state. Fields drop in order: the ring first, which ends the registration of the
 /// provided buffers before their memory is freed.
 pub(crate) struct Worker {
@@ -275,9 +272,10 @@ impl Worker {
     ///
     /// A thread that never sleeps loses what the scheduler gives a sleeper: woken by data, it
     /// would run at once; polling, it waits for its turn behind any CPU-bound thread on its
-    /// core, a whole time slice (milliseconds). So when a yield comes back late — another thread
-    /// had the core for longer than `POLL_CONTENDED` — the worker stops polling and sleeps, and
-    /// polls again only after `POLL_BACKOFF`.
+    /// core, a whole time slice (milliseconds). So when a yield comes back late — later than
+    /// `POLL_CONTENDED`, and the thread was switched out meanwhile (a late look without a
+    /// switch is the hypervisor's doing, which sleeping would not change) — the worker stops
+    /// polling and sleeps, and polls again only after `Config::busy_poll_backoff`.
     fn busy_poll(&mut self) -> bool {
         let until = self.busy_at + self.config.busy_poll;
         if self.now >= until || self.poll_backoff_until.is_some_and(|at| self.now < at) {
@@ -288,6 +286,7 @@ impl Worker {
             return false;
         }
         let mut looked = now();
+        let switches = context_switches();
         loop {
             if !self.ring.completion().is_empty() {
                 self.stats.busy_poll_hits += 1;
@@ -298,10 +297,10 @@ impl Worker {
                 return false;
             }
             let at = now();
-            if at >= looked + POLL_CONTENDED {
+            if at >= looked + POLL_CONTENDED && context_switches() != switches {
                 // The core is contended: sleeping serves this thread better for a while.
                 self.stats.busy_poll_contended += 1;
-                self.poll_backoff_until = Some(at + POLL_BACKOFF);
+                self.poll_backoff_until = Some(at + self.config.busy_poll_backoff);
                 return false;
             }
             if at >= until {
@@ -1341,6 +1340,17 @@ impl<'a> Peers<'a> {
         }
         Some(f(txn, &mut tx.sink(sealer, inner.pool)))
     }
+}
+
+/// Times the calling thread has been switched out, voluntarily or not.
+fn context_switches() -> i64 {
+    // SAFETY: getrusage writes one `rusage` through the pointer, to a zeroed value we own.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    usage.ru_nvcsw + usage.ru_nivcsw
 }
 
 /// A link id's worker, slot and generation (the low 24 bits).
