@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
-use ringspan::cipher::{self, Identity};
 use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, Flags};
+
+#[path = "support/keys.rs"]
+mod keys;
 
 const REQUEST: Command = Command::new(16, 1);
 
@@ -79,17 +81,12 @@ fn pair(busy_poll: Duration, core: Option<usize>) -> Pair {
         busy_poll_backoff: Duration::ZERO,
         ..ring::Config::default()
     };
-    let server_id = Identity::generate().unwrap();
-    let client_id = Identity::generate().unwrap();
-    let server_key = server_id.public_key();
-    let mut server_cipher = cipher::Config::new(server_id).unwrap();
-    server_cipher.allowlist.insert(client_id.public_key());
-    let client_cipher = cipher::Config::new(client_id).unwrap();
+    let (server_cipher, client_cipher, server_key, _) = keys::server_and_client();
     let listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = Engine::start(config(listen), Arc::new(server_cipher), |_| Echo).unwrap();
+    let server = Engine::start(config(listen), server_cipher, |_| Echo).unwrap();
     let (replies_tx, replies) = channel();
     let (up_tx, up) = channel();
-    let client = Engine::start(config(None), Arc::new(client_cipher), move |_| Caller {
+    let client = Engine::start(config(None), client_cipher, move |_| Caller {
         replies: replies_tx.clone(),
         up: up_tx.clone(),
     })

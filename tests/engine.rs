@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
-use ringspan::cipher::{self, Identity, PublicKey};
+use ringspan::cipher::PublicKey;
 use ringspan::ids::{LinkId, TxnId};
 use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
+
+#[path = "support/keys.rs"]
+mod keys;
 
 const REQUEST: Command = Command::new(16, 1);
 
@@ -110,16 +113,6 @@ fn config(listen: Option<SocketAddr>) -> ring::Config {
     ring::Config { workers: 1, pin_workers: false, listen, ..ring::Config::default() }
 }
 
-fn identities() -> (Arc<cipher::Config>, Arc<cipher::Config>, PublicKey, PublicKey) {
-    let server = Identity::generate().unwrap();
-    let client = Identity::generate().unwrap();
-    let (server_key, client_key) = (server.public_key(), client.public_key());
-    let mut server_config = cipher::Config::new(server).unwrap();
-    server_config.allowlist.insert(client_key);
-    let client_config = cipher::Config::new(client).unwrap();
-    (Arc::new(server_config), Arc::new(client_config), server_key, client_key)
-}
-
 fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
     match reports.recv_timeout(Duration::from_secs(10)).expect("a report") {
         Report::Up(link, peer) => (link, peer),
@@ -129,7 +122,7 @@ fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
 
 #[test]
 fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
-    let (server_cipher, client_cipher, server_key, client_key) = identities();
+    let (server_cipher, client_cipher, server_key, client_key) = keys::server_and_client();
     let (server_tx, server_rx) = channel();
     let server =
         Engine::start(config(Some("127.0.0.1:0".parse().unwrap())), server_cipher, move |_| Echo {
@@ -236,7 +229,7 @@ impl Service for FanoutClient {
 
 #[test]
 fn links_spread_over_workers_and_work_crosses_by_mailbox() {
-    let (server_cipher, client_cipher, server_key, _) = identities();
+    let (server_cipher, client_cipher, server_key, _) = keys::server_and_client();
     let (server_tx, _server_rx) = channel();
     let two =
         |listen| ring::Config { workers: 2, pin_workers: false, listen, ..ring::Config::default() };
@@ -278,7 +271,7 @@ fn links_spread_over_workers_and_work_crosses_by_mailbox() {
 #[test]
 fn a_connection_that_never_completes_its_handshake_is_closed() {
     use std::io::Read;
-    let (server_cipher, _, _, _) = identities();
+    let (server_cipher, _, _, _) = keys::server_and_client();
     let mut server_cipher = Arc::unwrap_or_clone(server_cipher);
     // The handshake deadline is the session's, enforced by the engine's timer on the socket.
     server_cipher.handshake_timeout = Duration::from_millis(300);

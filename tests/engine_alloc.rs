@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringspan::bench::{Counters, Sink};
-use ringspan::cipher::{self, Identity};
 use ringspan::ids::{LinkId, TxnId};
 use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, ErrorCode, Flags};
+
+#[path = "support/keys.rs"]
+mod keys;
 
 #[path = "support/counting.rs"]
 mod counting;
@@ -82,12 +84,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     });
     assert!(seen >= 1, "the process-wide counter counts other threads");
 
-    let server_id = Identity::generate().unwrap();
-    let client_id = Identity::generate().unwrap();
-    let server_key = server_id.public_key();
-    let mut server_cipher = cipher::Config::new(server_id).unwrap();
-    server_cipher.allowlist.insert(client_id.public_key());
-    let client_cipher = cipher::Config::new(client_id).unwrap();
+    let (server_cipher, client_cipher, server_key, _) = keys::server_and_client();
 
     let counters = Arc::new(Counters::default());
     let sink_counters = counters.clone();
@@ -98,7 +95,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         },
-        Arc::new(server_cipher),
+        server_cipher,
         move |_| Sink::new(sink_counters.clone()),
     )
     .unwrap();
@@ -106,7 +103,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     let client_budget = budget.clone();
     let client = Engine::start(
         ring::Config { workers: 1, pin_workers: false, ..Default::default() },
-        Arc::new(client_cipher),
+        client_cipher,
         move |_| Mixed {
             budget: client_budget.clone(),
             sent: 0,

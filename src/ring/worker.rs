@@ -286,7 +286,8 @@ impl Worker {
             return false;
         }
         let mut looked = now();
-        let switches = context_switches();
+        // Taken before the first yield only: a poll that finds work at once costs no syscall.
+        let mut switches = None;
         loop {
             if !self.ring.completion().is_empty() {
                 self.stats.busy_poll_hits += 1;
@@ -297,7 +298,9 @@ impl Worker {
                 return false;
             }
             let at = now();
-            if at >= looked + POLL_CONTENDED && context_switches() != switches {
+            if at >= looked + POLL_CONTENDED
+                && switches.is_some_and(|before| context_switches() != before)
+            {
                 // The core is contended: sleeping serves this thread better for a while.
                 self.stats.busy_poll_contended += 1;
                 self.poll_backoff_until = Some(at + self.config.busy_poll_backoff);
@@ -307,6 +310,7 @@ impl Worker {
                 self.stats.busy_poll_misses += 1;
                 return false;
             }
+            switches.get_or_insert_with(context_switches);
             // SAFETY: sched_yield takes no arguments and only gives up the core.
             unsafe { libc::sched_yield() };
             looked = at;
@@ -727,9 +731,8 @@ impl Worker {
                         let received = txn
                             .handle_message(&mut tx.sink(sealer, pool), &message)
                             .map_err(CloseReason::Protocol)?;
-                        match received {
-                            Some(Received::OneWay { command: WireCommand::LINK_PING, .. })
-                            | None => {}
+                        let received = match received {
+                            Some(Received::OneWay { command: WireCommand::LINK_PING, .. }) => None,
                             Some(Received::OneWay {
                                 command: WireCommand::LINK_CLOSE,
                                 error,
@@ -737,27 +740,20 @@ impl Worker {
                             }) => {
                                 return Err(CloseReason::PeerSaid(error));
                             }
-                            Some(received) => {
-                                let mut ctx = LinkCtx {
-                                    id,
-                                    peer,
-                                    txn,
-                                    out: tx.sink(sealer, pool),
-                                    now,
-                                    peers: Peers::new(conns, pool, touched, worker),
-                                };
-                                service.received(&mut ctx, received);
-                            }
+                            other => other,
+                        };
+                        let mut ctx = LinkCtx {
+                            id,
+                            peer,
+                            txn,
+                            out: tx.sink(sealer, pool),
+                            now,
+                            peers: Peers::new(conns, pool, touched, worker),
+                        };
+                        if let Some(received) = received {
+                            service.received(&mut ctx, received);
                         }
-                        while let Some(event) = txn.poll_event() {
-                            let mut ctx = LinkCtx {
-                                id,
-                                peer,
-                                txn,
-                                out: tx.sink(sealer, pool),
-                                now,
-                                peers: Peers::new(conns, pool, touched, worker),
-                            };
+                        while let Some(event) = ctx.txn.poll_event() {
                             service.event(&mut ctx, event);
                         }
                     }
