@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A/B of two or more ringspan binaries (or settings), alternating, through the same chain as
+# perf/hops.sh: `bench hops send -> HOPS ringspan run relays -> bench hops receive`, every
+# process from the binary under test. One line per run: the binary and its msgs/s (one-way) or
+# its RTT p50/p99/p99.9 µs. Alternating runs, on this noisy VM, are how the "changes and their
+# effect" rows of perf/RESULTS.md were measured.
+#
+#   perf/ab.sh [--rounds N] [--size B] [--hops H] [--mode one-way|rtt|rtt-stream]
+#              [--seconds S] [--busy-poll-us U] [--window-bytes W] BIN...
+#
+# e.g. build a variant into /tmp/b, then: perf/ab.sh --rounds 3 --hops 2 target/release/ringspan /tmp/b
+# --busy-poll-us and --window-bytes apply to every binary (relays' [limits] busy_poll_us, the
+# bench's flags); to compare settings, run the script once per setting, alternately.
+set -euo pipefail
+rounds=3 size=128 hops=1 mode=one-way seconds=3 poll="" window=""
+while (($#)); do
+  case $1 in
+    --rounds) rounds=$2; shift ;;
+    --size) size=$2; shift ;;
+    --hops) hops=$2; shift ;;
+    --mode) mode=$2; shift ;;
+    --seconds) seconds=$2; shift ;;
+    --busy-poll-us) poll=$2; shift ;;
+    --window-bytes) window=$2; shift ;;
+    -*) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+  shift
+done
+(($#)) || { echo "usage: see the header of $0" >&2; exit 2; }
+work=$(mktemp -d /tmp/ringspan-ab-XXXX)
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap 'stop_all; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_flags=()
+[[ -n $poll ]] && bench_flags+=(--busy-poll-us "$poll")
+
+for ((round = 1; round <= rounds; round++)); do
+  for bin in "$@"; do
+    rm -f "$work"/*.key
+    key() { "$bin" keygen --out "$work/$1.key" >/dev/null; "$bin" pubkey --key "$work/$1.key"; }
+    sender=$(key sender) receiver=$(key receiver)
+    declare -A pub=() prt=()
+    for ((i = 1; i <= hops; i++)); do pub[$i]=$(key "r$i"); prt[$i]=$(port); done
+    for ((i = 1; i <= hops; i++)); do
+      allow=()
+      ((i == 1)) && allow+=("\"$sender\"")
+      ((i == hops)) && allow+=("\"$receiver\"")
+      {
+        printf '[node]\nkey = "r%s.key"\nlisten = ["127.0.0.1:%s"]\nworkers = 1\n' "$i" "${prt[$i]}"
+        echo "allow = [$(IFS=,; echo "${allow[*]}")]"
+        if [[ -n $poll ]]; then printf '\n[limits]\nbusy_poll_us = %s\n' "$poll"; fi
+        if ((i > 1)); then printf '\n[[peer]]\nkey = "%s"\n' "${pub[$((i - 1))]}"; fi
+        if ((i < hops)); then
+          printf '\n[[peer]]\nkey = "%s"\naddress = "127.0.0.1:%s"\n' "${pub[$((i + 1))]}" "${prt[$((i + 1))]}"
+        fi
+      } > "$work/r$i.toml"
+      "$bin" run --config "$work/r$i.toml" 2>/dev/null &
+      pids+=($!)
+    done
+    "$bin" bench hops receive --relay "127.0.0.1:${prt[$hops]}" --relay-key "${pub[$hops]}" \
+      --key "$work/receiver.key" "${bench_flags[@]}" >/dev/null 2>&1 &
+    pids+=($!)
+    out=$("$bin" bench hops send --relay "127.0.0.1:${prt[1]}" --relay-key "${pub[1]}" \
+      --key "$work/sender.key" --mode "$mode" --size "$size" --seconds "$seconds" --warmup 1 \
+      --json "${bench_flags[@]}" ${window:+--window-bytes "$window"} 2>/dev/null)
+    python3 -c '
+import json, sys
+r = json.loads(sys.argv[2])
+rate = r.get("msgs_per_sec")
+if rate is not None:
+    print("%s  %.0f msgs/s" % (sys.argv[1], rate))
+else:
+    print("%s  p50 %s / p99 %s / p99.9 %s us" % (sys.argv[1], r["p50_us"], r["p99_us"], r["p999_us"]))
+' "$bin" "$out"
+    stop_all
+  done
+done
