@@ -12,6 +12,7 @@
 # --busy-poll-us and --window-bytes apply to every binary (relays' [limits] busy_poll_us, the
 # bench's flags); to compare settings, run the script once per setting, alternately.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 rounds=3 size=128 hops=1 mode=one-way seconds=3 poll="" window=""
 while (($#)); do
   case $1 in
@@ -29,15 +30,8 @@ while (($#)); do
 done
 (($#)) || { echo "usage: see the header of $0" >&2; exit 2; }
 work=$(mktemp -d /tmp/ringspan-ab-XXXX)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
 trap 'stop_all; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 bench_flags=()
 [[ -n $poll ]] && bench_flags+=(--busy-poll-us "$poll")
 

@@ -46,20 +46,11 @@ have socat || echo "no socat: skipping the relayed bulk baseline" >&2
 cargo build --release --quiet
 bin=./target/release/ringspan
 work=$(mktemp -d /tmp/ringspan-baselines-XXXX)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+source perf/lib.sh
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
-    2>/dev/null || echo $((20000 + RANDOM % 20000))
-}
 # Waits until something listens on 127.0.0.1:$1.
 wait_port() {
   for _ in $(seq 100); do

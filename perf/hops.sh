@@ -35,12 +35,7 @@ echo "building release ..." >&2
 cargo build --release --quiet
 bin=./target/release/ringspan
 work=$(mktemp -d /tmp/ringspan-hops-XXXX)
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+source perf/lib.sh
 cleanup() {
   local status=$?
   stop_all
@@ -49,7 +44,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 key() { "$bin" keygen --out "$work/$1.key" >/dev/null; "$bin" pubkey --key "$work/$1.key"; }
 field() { python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(*(r[f] for f in sys.argv[2:]))' "$@"; }
 

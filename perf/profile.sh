@@ -39,16 +39,11 @@ echo "building release with frame pointers (target/profile) ..." >&2
 CARGO_TARGET_DIR=target/profile RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet
 bin=./target/profile/release/ringspan
 work=$(mktemp -d /tmp/ringspan-profile-XXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
+source perf/lib.sh
+cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 key() { "$bin" keygen --out "$work/$1.key" >/dev/null; "$bin" pubkey --key "$work/$1.key"; }
 mount=0x1:0x10
 sender=$(key sender) receiver=$(key receiver) relay=$(key relay) rport=$(port)
