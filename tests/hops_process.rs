@@ -1,16 +1,19 @@
 //! `ringspan bench hops` end to end: a sender and a receiver on either side of one and of two
 //! `ringspan run` relays on loopback. Counts must be exact: every message sent arrives once and
-//! in order, and every round trip asked for is recorded.
+//! in order, and every round trip asked for is recorded. The relays forward the one-way stream's
+//! records whole (their counters say so).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
+use ringspan::daemon::{Snapshot, control};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{BIN, Proc, free_port, run_node};
+use process::{BIN, Proc, free_port, run_node, wait_for};
 
 const MOUNT: &str = "0x1:0x10";
 
@@ -58,10 +61,12 @@ fn run_chain(relays: usize) {
             allow.push(format!("\"{receiver}\""));
         }
         let mut text = format!(
-            "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nworkers = 1\nallow = [{}]\n",
+            "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nworkers = 1\nallow = [{}]\n\
+             control = \"{}.sock\"\n",
             names[i],
             ports[i],
-            allow.join(", ")
+            allow.join(", "),
+            names[i]
         );
         if i > 0 {
             text += &format!("\n[[peer]]\nkey = \"{}\"\n", keys[i - 1]);
@@ -103,6 +108,20 @@ fn run_chain(relays: usize) {
     assert_eq!(paced["out_of_order"].as_u64(), Some(0), "{paced}");
     assert!(paced["window_seconds"].as_f64().unwrap() > 0.0, "{paced}");
     assert!(paced["msgs_per_sec"].as_f64().unwrap() > 0.0, "{paced}");
+    // Past the call's first record, every relay forwarded the stream's records whole.
+    for name in &names {
+        let socket = dir.join(format!("{name}.sock"));
+        let whole = || {
+            let snapshot = control::fetch(&socket).ok()?;
+            let snapshot: Snapshot = serde_json::from_str(&snapshot).ok()?;
+            Some(snapshot.counters.whole_records)
+        };
+        wait_for(
+            &format!("{name} to count records forwarded whole"),
+            Duration::from_secs(5),
+            || whole().is_some_and(|n| n > 0),
+        );
+    }
 
     for mode in ["rtt", "rtt-stream"] {
         let rtt = send(dir, ports[0], &keys[0], &["--mode", mode, "--count", "100"]);

@@ -5,9 +5,11 @@
 //! on every node, the relay's circuits, queues and transaction tables included.
 //!
 //! The harness moves bytes between preallocated buffers, so what the counting allocator sees is
-//! the nodes' and links' own work. It runs twice: with the relay's other link lent while a
+//! the nodes' and links' own work. It runs three ways: with the relay's other link lent while a
 //! message is handled (`relay::Links`, as the engine does: messages inside a circuit go straight
-//! to the next link) and without (everything relayed waits in the relay's queue for a flush).
+//! to the next link); the same, and each batch of bytes first offered whole
+//! (`Node::forward_record`, as the engine offers each record); and without (everything relayed
+//! waits in the relay's queue for a flush).
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
 use ringspan::relay::{AppEvent, CallId, Links, Node};
@@ -34,6 +36,16 @@ struct Wire {
     out: [Vec<u8>; 2],
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Relayed messages wait in the relay's queue for a flush.
+    Queued,
+    /// Relayed messages go straight to the next link.
+    Direct,
+    /// As `Direct`, each batch first offered whole.
+    Whole,
+}
+
 struct Chain {
     nodes: Vec<Node>,
     wires: Vec<Wire>,
@@ -45,8 +57,8 @@ struct Chain {
     received_at_b: u64,
     /// B's end of the long-lived call, once it has opened there.
     stream_at_b: Option<CallId>,
-    /// Whether a node handling a message may write to its other links (see the module doc).
-    direct: bool,
+    /// How a node handles what arrives (see the module doc).
+    mode: Mode,
     /// Times the relay had output queued for a flush.
     relay_flushes: u64,
 }
@@ -80,10 +92,33 @@ impl Links for OtherWires<'_> {
         let side = Chain::side(wire, self.node);
         Some(f(&mut wire.txn[side], &mut wire.out[side]))
     }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let l = link.0 as usize;
+        let wire = match l.cmp(&self.current) {
+            std::cmp::Ordering::Less => self.before.get_mut(l)?,
+            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
+            std::cmp::Ordering::Equal => return None,
+        };
+        let side = Chain::side(wire, self.node);
+        let out = &mut wire.out[side];
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let result = edit(&wire.txn[side], &mut out[start..]);
+        if result.is_none() {
+            out.truncate(start);
+        }
+        result
+    }
 }
 
 impl Chain {
-    fn new(direct: bool) -> Chain {
+    fn new(mode: Mode) -> Chain {
         let hello = Hello { role: Role::Router, wants: Wants::all() };
         let nodes = (0..3).map(|i| Node::new(NodeId(i as u128 + 1), hello.clone())).collect();
         let wire = |a, b| Wire {
@@ -98,7 +133,7 @@ impl Chain {
             received_at_a: 0,
             received_at_b: 0,
             stream_at_b: None,
-            direct,
+            mode,
             relay_flushes: 0,
         };
         for l in 0..chain.wires.len() {
@@ -142,20 +177,28 @@ impl Chain {
                     let (wire, after) = rest.split_first_mut().unwrap();
                     let mut others = OtherWires { before, after, current: l, node: n };
                     let link = LinkId(l as u64);
+                    let batch = &self.scratch;
+                    if self.mode == Mode::Whole
+                        && node.forward_record(link, &wire.txn[to], &mut others, batch).is_some()
+                    {
+                        self.scratch.clear();
+                        continue;
+                    }
+                    let direct = self.mode != Mode::Queued;
                     for message in Messages::new(&self.scratch) {
                         let message = message.unwrap();
                         let (txn, out) = (&mut wire.txn[to], &mut wire.out[to]);
                         if let Some(received @ Received::Txn(_)) =
                             txn.handle_message(out, &message).unwrap()
                         {
-                            if self.direct {
+                            if direct {
                                 node.received_via(link, txn, out, &mut others, received).unwrap();
                             } else {
                                 node.received(link, txn, out, received).unwrap();
                             }
                         }
                         while let Some(event) = txn.poll_event() {
-                            if self.direct {
+                            if direct {
                                 node.event_via(link, txn, out, &mut others, event).unwrap();
                             } else {
                                 node.event(link, txn, out, event).unwrap();
@@ -225,16 +268,21 @@ impl Chain {
 
 #[test]
 fn relaying_allocates_nothing_once_warm() {
-    relays_without_allocating(false);
+    relays_without_allocating(Mode::Queued);
 }
 
 #[test]
 fn relaying_straight_to_the_next_link_allocates_nothing_once_warm() {
-    relays_without_allocating(true);
+    relays_without_allocating(Mode::Direct);
 }
 
-fn relays_without_allocating(direct: bool) {
-    let mut chain = Chain::new(direct);
+#[test]
+fn relaying_whole_records_allocates_nothing_once_warm() {
+    relays_without_allocating(Mode::Whole);
+}
+
+fn relays_without_allocating(mode: Mode) {
+    let mut chain = Chain::new(mode);
     let payload = [1u8; 64];
     // Warm-up: every table, queue and buffer reaches its working size.
     for _ in 0..2_000 {
@@ -268,23 +316,26 @@ fn relays_without_allocating(direct: bool) {
     stream(&mut chain, 200);
     let (b0, a0) = (chain.received_at_b, chain.received_at_a);
     let flushes = chain.relay_flushes;
+    let whole = chain.nodes[R].counters().whole_records;
     let allocations = counting::on_this_thread(|| stream(&mut chain, 1_000));
     assert_eq!(chain.received_at_b - b0, 32_000, "every message reached B");
     assert_eq!(chain.received_at_a - a0, 32_000, "every message reached A");
     assert_eq!(allocations, 0, "{allocations} allocations for 64,000 streamed messages");
     let flushes = chain.relay_flushes - flushes;
-    if direct {
+    let whole = chain.nodes[R].counters().whole_records - whole;
+    match mode {
+        Mode::Queued => assert!(flushes >= 2_000, "each turn queues both ways: {flushes}"),
         // Inside the call every message went straight to the next link: nothing queued.
-        assert_eq!(flushes, 0, "the relay queued {flushes} times");
-    } else {
-        assert!(flushes >= 2_000, "each turn queues both ways: {flushes}");
+        Mode::Direct => assert_eq!((flushes, whole), (0, 0), "queued, or whole batches"),
+        // Each turn's batch of 32, each way, crossed the relay as one.
+        Mode::Whole => assert_eq!((flushes, whole), (0, 2_000), "queued, or whole batches"),
     }
 }
 
 #[test]
 fn the_harness_counts_a_relay_that_allocates() {
     // The first calls through a cold chain grow tables and queues: the counter sees it.
-    let mut chain = Chain::new(false);
+    let mut chain = Chain::new(Mode::Queued);
     let allocations = counting::on_this_thread(|| chain.call(&[0u8; 64]));
     assert!(allocations > 0);
 }

@@ -1,5 +1,7 @@
 //! Full relay nodes on the simulator (`sim::net`): calls relayed hop by hop across ring, mesh,
-//! grid and random graphs while links are cut and restored and nodes crash and restart. After
+//! grid and random graphs while links are cut and restored and nodes crash and restart; one-shot
+//! calls, and streamed calls whose messages relays forward one by one, straight to the next
+//! link, or in whole batches (`Node::forward_record`), as the simulator picks. After
 //! every step no call ends twice or ends unopened; at every quiet point every call of a live
 //! node has ended at both ends, no circuit is left, and links hold only their spans.
 //!
@@ -45,9 +47,26 @@ fn run(seed: u64, topology: Topology) -> Result<Net, String> {
             let to = to as u128;
             net.call(from, to, &seed.to_le_bytes()).map_err(fail)?;
         }
+        // Streamed calls: opened now, fed while traffic moves and across the fault, closed
+        // before the round ends.
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let to = rng.index(homes.len());
+            let from = rng.index(n);
+            if from != homes[to]
+                && let Some(call) =
+                    net.open_stream(from, to as u128, &seed.to_be_bytes()).map_err(fail)?
+            {
+                streams.push((from, call));
+            }
+        }
         // Let some of it move, then a fault in the middle of the traffic.
         for _ in 0..rng.below(30) {
             net.step().map_err(fail)?;
+            if !streams.is_empty() && rng.below(2) == 0 {
+                let (from, call) = streams[rng.index(streams.len())];
+                net.stream_send(from, call, false).map_err(fail)?;
+            }
         }
         match rng.below(4) {
             0 | 1 => {
@@ -78,6 +97,17 @@ fn run(seed: u64, topology: Topology) -> Result<Net, String> {
                 }
             }
         }
+        for _ in 0..4 {
+            for &(from, call) in &streams {
+                net.stream_send(from, call, false).map_err(fail)?;
+            }
+            for _ in 0..rng.below(12) {
+                net.step().map_err(fail)?;
+            }
+        }
+        for &(from, call) in &streams {
+            net.stream_send(from, call, true).map_err(fail)?;
+        }
         net.run(1_000_000).map_err(fail)?;
         net.check_quiet().map_err(fail)?;
         if !net.refusals.is_empty() {
@@ -89,7 +119,7 @@ fn run(seed: u64, topology: Topology) -> Result<Net, String> {
 
 fn topology_over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topology) {
     let mut totals = ringspan::sim::net::Outcomes::default();
-    let (mut opened, mut steps, mut crashed) = (0, 0, 0);
+    let (mut opened, mut steps, mut crashed, mut whole) = (0, 0, 0, 0);
     for seed in seeds(first) {
         let net = run(seed, topology(seed)).unwrap_or_else(|e| panic!("{name}: {e}"));
         totals.completed += net.outcomes.completed;
@@ -99,10 +129,13 @@ fn topology_over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topolog
         opened += net.opened;
         steps += net.steps;
         crashed += net.crashed_calls;
+        whole += net.whole_records();
     }
     println!(
-        "{name}: {opened} calls: {totals:?}, {crashed} lost with their node; {steps} steps checked"
+        "{name}: {opened} calls: {totals:?}, {crashed} lost with their node; {steps} steps \
+         checked; {whole} batches forwarded whole"
     );
+    assert!(whole > 0, "{name}: some batches of streamed messages were forwarded whole");
     // Calls of crashed nodes end nowhere; every other call ended exactly once.
     let ended = totals.completed + totals.lost_link + totals.no_route + totals.other;
     assert_eq!(ended + crashed, opened, "{name}");

@@ -105,6 +105,11 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("no_route_total", "Transactions refused for lack of a route.", c.no_route),
         ("lost_total", "Circuit ends that lost a link.", c.lost),
         ("refused_total", "Transactions refused by policy.", c.refused),
+        (
+            "whole_records_total",
+            "Received records forwarded whole (every message in them continued on one link).",
+            c.whole_records,
+        ),
         ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
         ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
         (
@@ -364,6 +369,7 @@ mod tests {
                 no_route: 15,
                 lost: 16,
                 refused: 18,
+                whole_records: 28,
             },
             handshake_failures: 17,
             clients: 0,
@@ -419,6 +425,7 @@ mod tests {
         ));
         assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
         assert!(text.contains("ringspan_accepted_total{node=\"aaaa0000\"} 27"));
+        assert!(text.contains("ringspan_whole_records_total{node=\"aaaa0000\"} 28"));
         assert!(text.contains("ringspan_refused_max_links_total{node=\"aaaa0000\"} 19"));
         assert!(text.contains("ringspan_refused_handshake_rate_total{node=\"aaaa0000\"} 20"));
         assert!(

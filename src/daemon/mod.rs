@@ -255,6 +255,9 @@ pub struct Counters {
     /// Transactions refused by policy (a client calling another client, not inside a span).
     #[serde(default)]
     pub refused: u64,
+    /// Received records forwarded whole: every message in them continued on one link.
+    #[serde(default)]
+    pub whole_records: u64,
 }
 
 /// One link, as shown.
@@ -605,7 +608,7 @@ impl NodeService {
                 },
             })
             .collect();
-        let NodeCounters { relayed, served, opened, no_route, lost, refused } =
+        let NodeCounters { relayed, served, opened, no_route, lost, refused, whole_records } =
             self.node.counters();
         let stats = worker.stats();
         let snapshot = Snapshot {
@@ -614,7 +617,7 @@ impl NodeService {
             routes,
             peers,
             circuits: self.node.circuits(),
-            counters: Counters { relayed, served, opened, no_route, lost, refused },
+            counters: Counters { relayed, served, opened, no_route, lost, refused, whole_records },
             handshake_failures: stats.handshake_failures,
             clients,
             accepted: stats.accepted,
@@ -642,6 +645,15 @@ impl Links for Peers<'_> {
         f: impl FnOnce(&mut crate::txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
         Peers::with(self, link, f)
+    }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&crate::txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        Peers::with_record(self, link, plaintext, edit)
     }
 }
 
@@ -671,6 +683,12 @@ impl Service for NodeService {
             self.refused(id, error);
         }
         tracing::info!(%id, peer = %peer.node_id(), "link up");
+    }
+
+    fn record(&mut self, link: &mut LinkCtx<'_>, plaintext: &[u8]) -> Option<usize> {
+        let id = link.id();
+        let LinkCtx { txn, peers, .. } = link;
+        self.node.forward_record(id, txn, peers, plaintext)
     }
 
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {

@@ -51,7 +51,7 @@ use std::collections::{HashMap, VecDeque};
 use slab::Slab;
 
 use crate::error::{Error, Misuse};
-use crate::ids::{ClusterId, LinkId, MountId, NeighbourId, NodeId, TxnId};
+use crate::ids::{ClusterId, LinkId, MountId, MsgId, NeighbourId, NodeId, TxnId};
 use crate::limits::{CIRCUITS_MAX, CLIENT_CALLS_MAX, RELAY_QUEUE_MAX_BYTES};
 use crate::span::{
     Hello, Label, MountKey, MountKind, NextHop, Outbound, Role, Route, SpanLink, Table,
@@ -60,7 +60,7 @@ use crate::span::{
 /// Bytes that name the client at the start of a call to a satellite's aggregate.
 pub const CLIENT_ADDRESS_LEN: usize = 16;
 use crate::txn::{self, Delivery, Event, Received};
-use crate::wire::{Command, ErrorCode, Flags, Sink};
+use crate::wire::{Command, ErrorCode, Flags, Message, Sink};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -78,6 +78,20 @@ pub trait Links {
         link: LinkId,
         f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
     ) -> Option<R>;
+
+    /// Sends `plaintext` (whole messages, as a received record held them) on `link` as one
+    /// record of its own, if that link can be written now: a copy of it is made in the link's
+    /// output, `edit` rewrites the copy with the link's transaction state at hand, and the copy
+    /// is sent if `edit` returns `Some` (dropped, with nothing sent, if it returns `None`).
+    /// Whatever the link had written before goes first. By default no record can be sent so.
+    fn with_record<R>(
+        &mut self,
+        _link: LinkId,
+        _plaintext: &[u8],
+        _edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        None
+    }
 }
 
 /// No other link is reachable: everything for other links waits for [`Node::flush`].
@@ -190,6 +204,8 @@ pub struct NodeCounters {
     pub lost: u64,
     /// Transactions refused by policy (client to client, not inside a span).
     pub refused: u64,
+    /// Received records forwarded whole ([`Node::forward_record`]).
+    pub whole_records: u64,
 }
 
 #[derive(Debug)]
@@ -498,6 +514,82 @@ impl Node {
             // One-way messages of other protocols are not ours to interpret.
             Received::OneWay { .. } => Ok(()),
             Received::Txn(delivery) => self.delivery(link, txn, out, links, &delivery),
+        }
+    }
+
+    /// Forwards a whole record that arrived on `link` as one record on the next link, when every
+    /// message in it is in the middle of a circuit's stream (no CREATE, DELETE or ABORT: nothing
+    /// changes but the counters) and all of them continue on that same link: the record's
+    /// plaintext is copied once into the next link's output and each message's header rewritten
+    /// there (its msgid and REPLY flag are per link), instead of each message being parsed,
+    /// delivered, looked up and written again. Consecutive messages of one transaction share one
+    /// lookup.
+    ///
+    /// Returns how many messages went; `None` if the record does not qualify (or `links` cannot
+    /// take it), and then nothing happened: hand its messages one by one to
+    /// [`Node::received_via`] as usual (which also reports anything malformed in it).
+    pub fn forward_record<L: Links>(
+        &mut self,
+        link: LinkId,
+        txn: &txn::Link,
+        links: &mut L,
+        plaintext: &[u8],
+    ) -> Option<usize> {
+        // The first message says where the record would go, before anything is copied.
+        let first = Message::new_checked(plaintext).ok()?;
+        let (next, _) = self.continues(link, txn.in_stream(first.flags(), first.msgid())?)?;
+        let state = self.links.get(&next)?;
+        if state.queue.as_ref().is_some_and(|q| !q.ops.is_empty()) {
+            // Output for that link waits in its queue: this must not overtake it.
+            return None;
+        }
+        let node = &*self;
+        let count = links.with_record(next, plaintext, |next_txn, copy| {
+            let mut count = 0;
+            // The last (flags, msgid) seen, and the header it becomes on the next link.
+            let mut last: Option<((Flags, MsgId), (Flags, MsgId))> = None;
+            let mut at = 0;
+            while at < copy.len() {
+                let mut message = Message::new_checked(&mut copy[at..]).ok()?;
+                let key = (message.flags(), message.msgid());
+                let (flags, msgid) = match last {
+                    Some((seen, header)) if seen == key => header,
+                    _ => {
+                        let (to, out) = node.continues(link, txn.in_stream(key.0, key.1)?)?;
+                        if to != next {
+                            return None;
+                        }
+                        let header = next_txn.in_stream_header(out)?;
+                        last = Some((key, header));
+                        header
+                    }
+                };
+                message.set_flags(flags);
+                message.set_msgid(msgid);
+                at += message.wire_len();
+                count += 1;
+            }
+            Some(count)
+        })?;
+        if let Some(state) = self.links.get_mut(&next) {
+            state.counters.forwarded += count as u64;
+        }
+        self.counters.whole_records += 1;
+        Some(count)
+    }
+
+    /// Where a message on `link`'s transaction `txn` continues, if `txn` is one end of a
+    /// circuit whose other end is a transaction open on a link: that link and transaction.
+    fn continues(&self, link: LinkId, txn: TxnId) -> Option<(LinkId, TxnId)> {
+        let &(slot, side) = self.by_txn.get(&(link, txn))?;
+        let circuit = self.circuits.get(slot as usize)?;
+        let other = match side {
+            Side::A => &circuit.b,
+            Side::B => &circuit.a,
+        };
+        match *other {
+            End::Link { link, txn: Some(txn), closed: false, ended: false } => Some((link, txn)),
+            _ => None,
         }
     }
 

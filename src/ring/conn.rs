@@ -163,6 +163,8 @@ pub struct Conn {
     pub shed_keys: bool,
     /// The record being built holds only a keepalive (so sealing it is not data).
     pub ping_only: bool,
+    /// Records queued whole this turn (`Peers::with_record`), counted at the flush.
+    pub records_queued: u16,
     pub stats: LinkStats,
 }
 

@@ -165,6 +165,41 @@ impl Tx {
         }
     }
 
+    /// Queues one record made of `plaintext` (whole messages): a copy of it is taken into a
+    /// pooled buffer and handed to `edit`, which may rewrite it in place; if `edit` returns
+    /// `Some`, the record being built is sealed and queued first, then this one after it (so the
+    /// link's output stays in order); if it returns `None` the copy goes back to the pool and
+    /// nothing changes. A relay forwards whole records this way.
+    pub fn queue_record<R>(
+        &mut self,
+        sealer: &mut RecordSealer,
+        pool: &RefCell<Pool>,
+        plaintext: &[u8],
+        edit: impl FnOnce(&mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let len = plaintext.len();
+        if len > RECORD_PLAINTEXT_MAX {
+            return None;
+        }
+        let mut buf = pool.borrow_mut().take_for(RECORD_HEADER_LEN + len + RECORD_TAG_LEN);
+        let body = &mut buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
+        body.copy_from_slice(plaintext);
+        let Some(result) = edit(body) else {
+            pool.borrow_mut().give(buf);
+            return None;
+        };
+        let mut pool = pool.borrow_mut();
+        self.flush(sealer, &mut pool);
+        match sealer.seal(&mut buf, len) {
+            Ok(wire_len) => self.push(buf, wire_len),
+            Err(error) => {
+                pool.give(buf);
+                self.failed.get_or_insert_with(|| Box::new(error));
+            }
+        }
+        Some(result)
+    }
+
     /// Whether a record is being built (messages written since the last flush).
     pub fn has_pending(&self) -> bool {
         self.building.is_some()
@@ -388,6 +423,48 @@ mod tests {
         tx.flush(&mut sealer, &mut pool.borrow_mut());
         assert_eq!(tx.queued_chunks(), 4);
         assert_eq!(tx.take_failure(), None);
+    }
+
+    #[test]
+    fn a_whole_record_is_queued_edited_and_behind_what_was_built() {
+        let (mut sealer, mut opener) =
+            dangerous_record_layer_from_secrets(&[1; 32], &[1; 32], RekeyLimits::default(), now())
+                .unwrap();
+        let pool = RefCell::new(Pool::new(4, 4));
+        let mut tx = Tx::default();
+        let message = |byte: u8| {
+            let mut bytes = Vec::new();
+            let repr = Repr { payload_len: 3, ..Repr::default() };
+            bytes.put(&repr, &[byte; 3]);
+            bytes
+        };
+        tx.sink(&mut sealer, &pool).put(&Repr { payload_len: 3, ..Repr::default() }, &[1; 3]);
+        // Refused by its edit: nothing changes, the buffer goes back.
+        let available = pool.borrow().available();
+        assert_eq!(tx.queue_record(&mut sealer, &pool, &message(2), |_| None::<()>), None);
+        assert_eq!((tx.queued_chunks(), pool.borrow().available()), (0, available));
+        assert!(tx.has_pending());
+        // Taken: the record being built is sealed first, then the edited copy.
+        let original = [message(2), message(3)].concat();
+        let edited = tx.queue_record(&mut sealer, &pool, &original, |body| {
+            body[32] = 9;
+            Some(body.len())
+        });
+        assert_eq!(edited, Some(original.len()));
+        assert_eq!(original[32], 2, "the original is left as it was");
+        assert!(!tx.has_pending());
+        let mut wire: Vec<u8> = tx.chunks().flatten().copied().collect();
+        let mut payloads = Vec::new();
+        let rx_pool = RefCell::new(Pool::new(1, 1));
+        Rx::default()
+            .feed(&mut wire, &rx_pool, |record| -> Result<(), Error> {
+                for message in Messages::new(opener.open(record)?) {
+                    payloads.push(message?.payload().to_vec());
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(payloads, [vec![1; 3], vec![9, 2, 2], vec![3; 3]]);
     }
 
     #[test]

@@ -408,6 +408,7 @@ impl Worker {
             last_data: now,
             shed_keys: false,
             ping_only: false,
+            records_queued: 0,
             stats: Default::default(),
         }) as u32
     }
@@ -720,6 +721,20 @@ impl Worker {
                 rx.feed(bytes, pool, |record| -> Result<(), CloseReason> {
                     let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
                     records += 1;
+                    let mut ctx = LinkCtx {
+                        id,
+                        peer,
+                        txn,
+                        out: tx.sink(sealer, pool),
+                        now,
+                        peers: Peers::new(conns, pool, touched, worker),
+                    };
+                    if let Some(n) = service.record(&mut ctx, plaintext) {
+                        // Taken whole (forwarded by a relay): transaction messages, so data.
+                        messages += n as u64;
+                        last_data = now;
+                        return Ok(());
+                    }
                     let mut data = false;
                     for message in Messages::new(plaintext) {
                         let message = message.map_err(CloseReason::Protocol)?;
@@ -880,12 +895,19 @@ impl Worker {
             };
             conn.touched = false;
             if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
-                if conn.io.tx.has_pending() {
-                    conn.io.tx.flush(sealer, self.pool.get_mut());
-                    conn.stats.records_out += 1;
-                    self.stats.records_out += 1;
+                // Records written whole this turn (forwarded by a relay) are data; so is the
+                // record being built, unless it holds only a keepalive.
+                let whole = u64::from(std::mem::take(&mut conn.records_queued));
+                let building = conn.io.tx.has_pending();
+                if building || whole > 0 {
+                    if building {
+                        conn.io.tx.flush(sealer, self.pool.get_mut());
+                    }
+                    let records = whole + u64::from(building);
+                    conn.stats.records_out += records;
+                    self.stats.records_out += records;
                     conn.last_tx = self.now;
-                    if !conn.ping_only {
+                    if !conn.ping_only || whole > 0 {
                         conn.last_data = self.now;
                         if !std::mem::replace(&mut conn.shed_timer, true) {
                             let at = self.now + self.config.shed_keys_after;
@@ -1335,6 +1357,40 @@ impl<'a> Peers<'a> {
             inner.touched.push(slot);
         }
         Some(f(txn, &mut tx.sink(sealer, inner.pool)))
+    }
+
+    /// Sends `plaintext` on link `id` as one record, if that link is lent (as for
+    /// [`Peers::with`]): a copy is made in a pooled buffer, `edit` rewrites it with the link's
+    /// transactions at hand, and it is sealed and queued, behind whatever the link wrote before,
+    /// if `edit` returns `Some`. Sent at the end of the turn.
+    pub fn with_record<R>(
+        &mut self,
+        id: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let inner = self.inner.as_mut()?;
+        let (worker, slot, generation) = decode_link(id);
+        let conn = inner.conns.get_mut(slot as usize)?;
+        if worker != inner.worker as u64
+            || conn.generation & 0xff_ffff != generation
+            || conn.phase != Phase::Established
+        {
+            return None;
+        }
+        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
+        else {
+            return None;
+        };
+        // The record being built, if any, is sealed ahead of this one: both count.
+        let records = 1 + u16::from(tx.has_pending());
+        let result = tx.queue_record(sealer, inner.pool, plaintext, |body| edit(txn, body))?;
+        conn.records_queued = conn.records_queued.saturating_add(records);
+        if !conn.touched {
+            conn.touched = true;
+            inner.touched.push(slot);
+        }
+        Some(result)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ids::{ClusterId, LinkId, MountId, NodeId};
-use crate::relay::{AppEvent, CallId, Node};
+use crate::relay::{AppEvent, CallId, Links, Node};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn::{self, Received};
 use crate::wire::{Command, ErrorCode, Flags, Messages};
@@ -39,9 +39,23 @@ struct SimNode {
     alive: bool,
     mounts: Vec<MountKey>,
     /// Calls this node's application opened and that have not ended: call → payload.
-    open_calls: BTreeMap<CallIdKey, Vec<u8>>,
+    open_calls: BTreeMap<CallIdKey, OpenCall>,
     /// Calls to this node's mounts not yet ended.
     served: BTreeSet<CallIdKey>,
+}
+
+/// A call the application opened: what it sends, how many messages it sent and how many echoes
+/// came back (equal when the call ends without an error).
+struct OpenCall {
+    payload: Vec<u8>,
+    sent: u64,
+    echoed: u64,
+}
+
+impl OpenCall {
+    fn new(payload: &[u8]) -> OpenCall {
+        OpenCall { payload: payload.to_vec(), sent: 1, echoed: 0 }
+    }
 }
 
 /// `CallId` is opaque; the harness keys its books by its Debug form.
@@ -138,7 +152,7 @@ impl Net {
         let aggregate = self.nodes[satellite].node.aggregate_of(ClusterId(1));
         match self.nodes[i].node.open_client(aggregate, MountId(n), ECHO, payload, Flags::DELETE) {
             Ok(call) => {
-                self.nodes[i].open_calls.insert(key_of(call), payload.to_vec());
+                self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
             }
             Err(_) => self.outcomes.no_route += 1,
         }
@@ -153,6 +167,11 @@ impl Net {
     /// The node `i`.
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i].node
+    }
+
+    /// Batches the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
+    pub fn whole_records(&self) -> u64 {
+        self.nodes.iter().map(|sim| sim.node.counters().whole_records).sum()
     }
 
     /// Calls node `i`'s application has open.
@@ -202,9 +221,48 @@ impl Net {
         self.opened += 1;
         match self.nodes[i].node.open(mount(n), ECHO, payload, Flags::DELETE) {
             Ok(call) => {
-                self.nodes[i].open_calls.insert(key_of(call), payload.to_vec());
+                self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
             }
             Err(_) => self.outcomes.no_route += 1,
+        }
+        self.settle(i)
+    }
+
+    /// Node `i`'s application opens a streamed call to mount `n`, its first message carrying
+    /// `payload` and its side left open: send more with [`Net::stream_send`]. The mount echoes
+    /// every message. `None` if there was no route (counted as such).
+    pub fn open_stream(
+        &mut self,
+        i: usize,
+        n: u128,
+        payload: &[u8],
+    ) -> Result<Option<CallId>, Failure> {
+        if !self.nodes[i].alive {
+            return Ok(None);
+        }
+        self.opened += 1;
+        let call = match self.nodes[i].node.open(mount(n), ECHO, payload, Flags::NONE) {
+            Ok(call) => {
+                self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
+                Some(call)
+            }
+            Err(_) => {
+                self.outcomes.no_route += 1;
+                None
+            }
+        };
+        self.settle(i)?;
+        Ok(call)
+    }
+
+    /// Node `i`'s application sends the call's payload again on a streamed call, closing its
+    /// side if `close`. A call that has ended meanwhile (a lost link) is left alone.
+    pub fn stream_send(&mut self, i: usize, call: CallId, close: bool) -> Result<(), Failure> {
+        let sim = &mut self.nodes[i];
+        let Some(open) = sim.open_calls.get_mut(&key_of(call)) else { return Ok(()) };
+        let flags = if close { Flags::DELETE } else { Flags::NONE };
+        if sim.node.send(call, ECHO, &open.payload, flags, ErrorCode::NONE).is_ok() {
+            open.sent += 1;
         }
         self.settle(i)
     }
@@ -306,18 +364,34 @@ impl Net {
         let node = self.links[l].ends[side];
         let id = LinkId(l as u64);
         let mut refused = None;
-        for message in Messages::new(&bytes) {
+        // Half the batches are handled as the engine does, with the node's other links lent
+        // (relayed messages go straight to them, whole batches if they qualify); the rest
+        // with none, everything relayed waiting for the node's flush.
+        let lend = self.rng.index(2) == 0;
+        let (before, rest) = self.links.split_at_mut(l);
+        let (link, after) = rest.split_first_mut().ok_or_else(|| fail("no such link".into()))?;
+        let mut others = OtherLinks { before, after, current: l, node };
+        let sim = &mut self.nodes[node].node;
+        let whole = lend && sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some();
+        let messages = Messages::new(if whole { &[] } else { &bytes[..] });
+        for message in messages {
             let message = message.map_err(|e| fail(format!("bad message on link {l}: {e}")))?;
-            let link = &mut self.links[l];
             let (txn, out) = (&mut link.txn[side], &mut link.out[side]);
-            let sim = &mut self.nodes[node].node;
             let result = txn.handle_message(out, &message).and_then(|received| {
                 if let Some(received) = received {
                     let copy: Received<'_> = received;
-                    sim.received(id, txn, out, copy)?;
+                    if lend {
+                        sim.received_via(id, txn, out, &mut others, copy)?;
+                    } else {
+                        sim.received(id, txn, out, copy)?;
+                    }
                 }
                 while let Some(event) = txn.poll_event() {
-                    sim.event(id, txn, out, event)?;
+                    if lend {
+                        sim.event_via(id, txn, out, &mut others, event)?;
+                    } else {
+                        sim.event(id, txn, out, event)?;
+                    }
                 }
                 Ok(())
             });
@@ -381,9 +455,11 @@ impl Net {
         Ok(())
     }
 
-    /// Node `i`'s application: echo every call to its mounts, book every end.
+    /// Node `i`'s application: echo every message of calls to its mounts (closing its side
+    /// when the caller closes), book every end.
     fn app(&mut self, i: usize) -> Result<(), Failure> {
         let sim = &mut self.nodes[i];
+        // Echoes to send: the call, the payload, and whether it closes.
         let mut answers: Vec<(CallId, Vec<u8>, bool)> = Vec::new();
         while let Some(event) = sim.node.poll_app() {
             match event {
@@ -395,16 +471,27 @@ impl Net {
                 }
                 AppEvent::Message { call, flags, payload, .. } => {
                     let key = key_of(call);
-                    if let Some(sent) = sim.open_calls.get(&key)
-                        && !flags.contains(Flags::ABORT)
-                        && payload != &sent[..]
-                    {
-                        return Err(fail(format!("node {i}: call {call:?} answered wrongly")));
+                    if let Some(open) = sim.open_calls.get_mut(&key) {
+                        if !flags.contains(Flags::ABORT) {
+                            if payload != &open.payload[..] {
+                                let msg = format!("node {i}: call {call:?} answered wrongly");
+                                return Err(fail(msg));
+                            }
+                            open.echoed += 1;
+                        }
+                    } else if sim.served.contains(&key) && !flags.contains(Flags::ABORT) {
+                        answers.push((call, payload.to_vec(), flags.contains(Flags::DELETE)));
                     }
                 }
                 AppEvent::Ended { call, error } => {
                     let key = key_of(call);
-                    if sim.open_calls.remove(&key).is_some() {
+                    if let Some(open) = sim.open_calls.remove(&key) {
+                        if error == ErrorCode::NONE && open.echoed != open.sent {
+                            return Err(fail(format!(
+                                "node {i}: call {call:?} sent {} messages and got {} echoes",
+                                open.sent, open.echoed
+                            )));
+                        }
                         match error {
                             ErrorCode::NONE => self.outcomes.completed += 1,
                             ErrorCode::LOST_LINK => self.outcomes.lost_link += 1,
@@ -419,9 +506,9 @@ impl Net {
                 }
             }
         }
-        for (call, payload, _) in answers {
-            // The echo: the payload back, and our close.
-            let _ = sim.node.send(call, ECHO, &payload, Flags::DELETE, ErrorCode::NONE);
+        for (call, payload, close) in answers {
+            let flags = if close { Flags::DELETE } else { Flags::NONE };
+            let _ = sim.node.send(call, ECHO, &payload, flags, ErrorCode::NONE);
         }
         Ok(())
     }
@@ -465,6 +552,62 @@ impl Net {
             }
         }
         Ok(())
+    }
+}
+
+/// A node's links other than the one a batch arrived on, lent while it is handled.
+struct OtherLinks<'a> {
+    before: &'a mut [SimLink],
+    after: &'a mut [SimLink],
+    /// The index of the link the batch arrived on.
+    current: usize,
+    node: usize,
+}
+
+impl OtherLinks<'_> {
+    /// Link `link` (not the current one, and up) and the lending node's side of it.
+    fn get(&mut self, link: LinkId) -> Option<(&mut SimLink, usize)> {
+        let l = link.0 as usize;
+        let sim = match l.cmp(&self.current) {
+            std::cmp::Ordering::Less => self.before.get_mut(l)?,
+            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
+            std::cmp::Ordering::Equal => return None,
+        };
+        let side = usize::from(sim.ends[1] == self.node);
+        sim.up.then_some((sim, side))
+    }
+}
+
+impl Links for OtherLinks<'_> {
+    type Out<'b>
+        = Vec<u8>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        let (sim, side) = self.get(link)?;
+        Some(f(&mut sim.txn[side], &mut sim.out[side]))
+    }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let (sim, side) = self.get(link)?;
+        let out = &mut sim.out[side];
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let result = edit(&sim.txn[side], &mut out[start..]);
+        if result.is_none() {
+            out.truncate(start);
+        }
+        result
     }
 }
 

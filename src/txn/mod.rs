@@ -340,6 +340,46 @@ impl Link {
         Ok(())
     }
 
+    /// Whether a received message with `flags` on `msgid` is one that [`Link::handle_message`]
+    /// would only deliver, changing nothing: a message in the middle of a transaction's stream
+    /// (no CREATE, DELETE or ABORT) on a transaction open in the peer's direction. Then its
+    /// transaction; otherwise `None`, and the message must go through `handle_message`.
+    ///
+    /// A relay forwarding a whole record asks this of each message instead of handling them one
+    /// by one (`relay::Node::forward_record`).
+    pub fn in_stream(&self, flags: Flags, msgid: MsgId) -> Option<TxnId> {
+        if self.down
+            || msgid.is_root()
+            || flags.intersects(Flags::CREATE | Flags::DELETE | Flags::ABORT)
+        {
+            return None;
+        }
+        let slot = self.find(Key { ours: flags.contains(Flags::REPLY), msgid: msgid.0 })?;
+        let state = &self.states[slot as usize];
+        // Past the peer's CREATE and before its DELETE; and not a child of a transaction we are
+        // forcing closed that we have not forced yet (`handle_message` would force it).
+        let parent_forced = state.parent != NIL && self.states[state.parent as usize].sent.forced;
+        let quiet = state.received.created
+            && !state.received.deleted
+            && (!parent_forced || state.sent.deleted);
+        quiet.then_some(TxnId { slot, generation: state.generation })
+    }
+
+    /// The header fields [`Link::send`] would write for a message in the middle of `txn`'s
+    /// stream, with no flags of its own: its flags (REPLY on a transaction the peer opened) and
+    /// its msgid. `None` unless our CREATE has gone and our DELETE has not.
+    pub fn in_stream_header(&self, txn: TxnId) -> Option<(Flags, MsgId)> {
+        let state = self.states.get(txn.slot as usize)?;
+        if self.down || state.generation != txn.generation {
+            return None;
+        }
+        if !state.sent.created || state.sent.deleted {
+            return None;
+        }
+        let flags = if state.ours { Flags::NONE } else { Flags::REPLY };
+        Some((flags, state.msgid))
+    }
+
     /// Handles one checked message from the peer. Returns what to deliver (`None` for a late
     /// forced close of a transaction already over, which is dropped). Replies this layer makes
     /// by itself (the DELETE answering a forced close, the forced close of a child opened under

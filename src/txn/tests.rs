@@ -712,3 +712,95 @@ fn many_transactions_are_indexed_and_an_idle_link_drops_the_index() {
     drive(&mut pair, &mut log);
     assert!(matches!(log.b.last(), Some(Seen::Msg { payload, .. }) if payload == b"again"));
 }
+
+/// Hands every message in `bytes` to `link`, asserting that each one `in_stream` vouches for is
+/// delivered on that transaction and changes nothing else (no reply, no event).
+fn handle_all(link: &mut Link, bytes: &[u8]) -> Vec<Option<TxnId>> {
+    let mut vouched = Vec::new();
+    for message in Messages::new(bytes) {
+        let message = message.unwrap();
+        let claim = link.in_stream(message.flags(), message.msgid());
+        let mut out = Vec::new();
+        let received = link.handle_message(&mut out, &message).unwrap();
+        if let Some(txn) = claim {
+            assert!(matches!(received, Some(Received::Txn(d)) if d.txn == txn));
+            assert!(out.is_empty());
+            assert_eq!(link.poll_event(), None);
+        }
+        while link.poll_event().is_some() {}
+        vouched.push(claim);
+    }
+    vouched
+}
+
+#[test]
+fn in_stream_vouches_only_for_messages_that_change_nothing() {
+    let (mut a, mut b) = (Link::new(), Link::new());
+    let mut wire = Vec::new();
+    let ours = a.open(&mut wire, None, REQUEST, b"open", Flags::NONE).unwrap();
+    a.send(&mut wire, ours, DATA, b"one", Flags::NONE, ErrorCode::NONE).unwrap();
+    a.send(&mut wire, ours, DATA, b"advice", Flags::ABORT, ErrorCode::NONE).unwrap();
+    // The CREATE and the ABORT go through `handle_message`; the message between them need not.
+    let vouched = handle_all(&mut b, &wire);
+    assert!(vouched[0].is_none() && vouched[2].is_none());
+    let theirs = vouched[1].expect("a message in the middle of the stream");
+    // B has not answered yet: its messages would carry its CREATE.
+    assert_eq!(b.in_stream_header(theirs), None);
+    assert_eq!(a.in_stream(Flags::REPLY, a.msgid(ours).unwrap()), None, "B's CREATE not seen");
+    let mut reply = Vec::new();
+    b.send(&mut reply, theirs, DATA, b"first", Flags::NONE, ErrorCode::NONE).unwrap();
+    b.send(&mut reply, theirs, DATA, b"second", Flags::NONE, ErrorCode::NONE).unwrap();
+    let vouched = handle_all(&mut a, &reply);
+    assert_eq!(vouched, [None, Some(ours)]);
+    // What `in_stream_header` gives is what `send` writes.
+    for from_a in [true, false] {
+        let (link, peer, txn) =
+            if from_a { (&mut a, &mut b, ours) } else { (&mut b, &mut a, theirs) };
+        let (flags, msgid) = link.in_stream_header(txn).unwrap();
+        assert_eq!(flags, if from_a { Flags::NONE } else { Flags::REPLY });
+        let mut sent = Vec::new();
+        link.send(&mut sent, txn, DATA, b"x", Flags::NONE, ErrorCode::NONE).unwrap();
+        let repr = Repr { flags, command: DATA, msgid, payload_len: 1, ..Repr::default() };
+        let mut built = Vec::new();
+        built.put(&repr, b"x");
+        assert_eq!(sent, built);
+        assert!(handle_all(peer, &sent)[0].is_some());
+    }
+    // Unknown transactions, one-way messages and the wrong direction are not vouched for.
+    let msgid = a.msgid(ours).unwrap();
+    assert_eq!(b.in_stream(Flags::REPLY, msgid), None);
+    assert_eq!(b.in_stream(Flags::NONE, MsgId(msgid.0 + 1)), None);
+    assert_eq!(b.in_stream(Flags::NONE, MsgId::ROOT), None);
+    // After A's DELETE: nothing more from A is in stream at B, and A has nothing to send.
+    let mut close = Vec::new();
+    a.close(&mut close, ours, ErrorCode::NONE).unwrap();
+    assert_eq!(a.in_stream_header(ours), None);
+    handle_all(&mut b, &close);
+    assert_eq!(b.in_stream(Flags::NONE, msgid), None);
+    // B's direction is still open both ways it is seen.
+    assert!(b.in_stream_header(theirs).is_some());
+    assert_eq!(a.in_stream(Flags::REPLY, msgid), Some(ours));
+    // A lost link vouches for nothing.
+    a.handle_link_down(ErrorCode::LOST_LINK);
+    assert_eq!(a.in_stream(Flags::REPLY, msgid), None);
+}
+
+#[test]
+fn in_stream_agrees_with_handle_message_across_a_forced_close() {
+    let (mut a, mut b) = (Link::new(), Link::new());
+    let mut wire = Vec::new();
+    let parent = a.open(&mut wire, None, REQUEST, b"", Flags::NONE).unwrap();
+    handle_all(&mut b, &wire);
+    // B opens a child under A's transaction and streams on it.
+    let mut up = Vec::new();
+    let b_parent = b.states.iter().map(|(slot, _)| b.txn_id(slot as u32)).next().unwrap();
+    let child = b.open(&mut up, Some(b_parent), DATA, b"", Flags::NONE).unwrap();
+    b.send(&mut up, child, DATA, b"more", Flags::NONE, ErrorCode::NONE).unwrap();
+    assert!(handle_all(&mut a, &up)[1].is_some());
+    // A forces its transaction (and so the child); B's messages already on their way are
+    // still delivered, and still need nothing but delivery.
+    a.abort(&mut Vec::new(), parent, ErrorCode::NONE).unwrap();
+    let mut late = Vec::new();
+    b.send(&mut late, child, DATA, b"late", Flags::NONE, ErrorCode::NONE).unwrap();
+    assert!(handle_all(&mut a, &late)[0].is_some());
+}
