@@ -255,8 +255,16 @@ pub fn render(s: &Snapshot, view: View) -> String {
         let c = &s.counters;
         let _ = writeln!(
             out,
-            "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}",
-            s.circuits, c.relayed, c.served, c.opened, c.no_route, c.lost, s.handshake_failures
+            "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}\n\
+             records forwarded whole {}",
+            s.circuits,
+            c.relayed,
+            c.served,
+            c.opened,
+            c.no_route,
+            c.lost,
+            s.handshake_failures,
+            c.whole_records
         );
         let d = &s.closes;
         let _ = writeln!(
@@ -398,6 +406,7 @@ mod tests {
         let circuits = render(&s, View::Circuits);
         assert!(circuits.contains("open 11") && circuits.contains("relayed 12"));
         assert!(circuits.contains("misbehaved 21") && circuits.contains("local 26"));
+        assert!(circuits.contains("records forwarded whole 28"));
         assert!(
             circuits.contains("accepted 27, refused at accept: max_links 19  handshake rate 20")
         );
