@@ -61,6 +61,8 @@ struct Chain {
     mode: Mode,
     /// Times the relay had output queued for a flush.
     relay_flushes: u64,
+    /// Times A or B had output queued for a flush.
+    end_flushes: u64,
 }
 
 /// The wires other than the one a message arrived on, lent to the node handling it.
@@ -135,6 +137,7 @@ impl Chain {
             stream_at_b: None,
             mode,
             relay_flushes: 0,
+            end_flushes: 0,
         };
         for l in 0..chain.wires.len() {
             for side in 0..2 {
@@ -212,6 +215,7 @@ impl Chain {
                 while let Some(link) = self.nodes[n].poll_dirty() {
                     moved = true;
                     self.relay_flushes += u64::from(n == R);
+                    self.end_flushes += u64::from(n != R);
                     let wire = &mut self.wires[link.0 as usize];
                     let side = Chain::side(wire, n);
                     let io = (&mut wire.txn[side], &mut wire.out[side]);
@@ -307,8 +311,21 @@ fn relays_without_allocating(mode: Mode) {
     let stream = |chain: &mut Chain, turns: u32| {
         for _ in 0..turns {
             for _ in 0..32 {
-                chain.nodes[A].send(call, ECHO, &payload, Flags::NONE, ErrorCode::NONE).unwrap();
-                chain.nodes[B].send(at_b, ECHO, &payload, Flags::NONE, ErrorCode::NONE).unwrap();
+                let (none, error) = (Flags::NONE, ErrorCode::NONE);
+                if mode == Mode::Queued {
+                    chain.nodes[A].send(call, ECHO, &payload, none, error).unwrap();
+                    chain.nodes[B].send(at_b, ECHO, &payload, none, error).unwrap();
+                } else {
+                    // The applications write straight to their links too.
+                    for (node, call) in [(A, call), (B, at_b)] {
+                        let current = chain.wires.len();
+                        let mut links =
+                            OtherWires { before: &mut chain.wires, after: &mut [], current, node };
+                        chain.nodes[node]
+                            .send_via(call, ECHO, &payload, none, error, &mut links)
+                            .unwrap();
+                    }
+                }
             }
             chain.pump();
         }
@@ -316,12 +333,17 @@ fn relays_without_allocating(mode: Mode) {
     stream(&mut chain, 200);
     let (b0, a0) = (chain.received_at_b, chain.received_at_a);
     let flushes = chain.relay_flushes;
+    let end_flushes = chain.end_flushes;
     let whole = chain.nodes[R].counters().whole_records;
     let allocations = counting::on_this_thread(|| stream(&mut chain, 1_000));
     assert_eq!(chain.received_at_b - b0, 32_000, "every message reached B");
     assert_eq!(chain.received_at_a - a0, 32_000, "every message reached A");
     assert_eq!(allocations, 0, "{allocations} allocations for 64,000 streamed messages");
     let flushes = chain.relay_flushes - flushes;
+    let end_flushes = chain.end_flushes - end_flushes;
+    if mode != Mode::Queued {
+        assert_eq!(end_flushes, 0, "A and B wrote their messages straight to their links");
+    }
     let whole = chain.nodes[R].counters().whole_records - whole;
     match mode {
         Mode::Queued => assert!(flushes >= 2_000, "each turn queues both ways: {flushes}"),

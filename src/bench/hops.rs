@@ -323,7 +323,7 @@ pub struct Hops {
 /// A receiver's state: its streams.
 struct Receiving {
     summaries: Option<Sender<StreamSummary>>,
-    streams: HashMap<CallId, Inbound>,
+    streams: HashMap<CallId, Inbound, foldhash::fast::RandomState>,
 }
 
 /// An application event, copied out of the node (its payload into the scratch buffer).
@@ -346,7 +346,7 @@ impl Hops {
     ) -> Hops {
         let (hello_role, receiver, sender) = match role {
             Role::Receive { summaries } => {
-                (SpanRole::Router, Some(Receiving { summaries, streams: HashMap::new() }), None)
+                (SpanRole::Router, Some(Receiving { summaries, streams: HashMap::default() }), None)
             }
             Role::Send(plan) => {
                 let wire = (HEADER + plan.size).next_multiple_of(crate::limits::MESSAGE_ALIGN);
@@ -410,7 +410,13 @@ impl Hops {
                 App::Opened { call, command, flags }
             }
             AppEvent::Message { call, command, flags, payload, .. } => {
-                self.scratch.extend_from_slice(payload);
+                // A receiver counts a stream's data by its sequence number alone: the rest of
+                // the payload is not copied (64 KiB a message in bulk), unless it is echoed.
+                let echoed = self.receiver.as_ref().and_then(|r| r.streams.get(&call));
+                let counted =
+                    command == DATA && flags == Flags::NONE && echoed.is_some_and(|s| !s.echo);
+                let keep = if counted { &payload[..payload.len().min(8)] } else { payload };
+                self.scratch.extend_from_slice(keep);
                 App::Message { call, command, flags }
             }
             AppEvent::Ended { call, error } => App::Ended { call, error },
@@ -725,7 +731,9 @@ impl Hops {
             if s.payload.len() >= 8 {
                 s.payload[..8].copy_from_slice(&s.sent.to_le_bytes());
             }
-            if self.node.send(call, DATA, &s.payload, Flags::NONE, ErrorCode::NONE).is_err() {
+            let sent =
+                self.node.send_via(call, DATA, &s.payload, Flags::NONE, ErrorCode::NONE, worker);
+            if sent.is_err() {
                 break;
             }
             s.sent += 1;

@@ -10,7 +10,7 @@ mod handle;
 
 pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,10 @@ use crate::ring::{CloseReason, LinkCtx, Peers, Service, TxSink, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
+
+/// The hasher of the maps consulted per message (as in `relay`): seeded per process, and several
+/// times cheaper than the standard library's SipHash on these small keys.
+type Hasher = foldhash::fast::RandomState;
 
 /// The command calls use (the echo mounts answer it).
 pub const CALL: Command = Command::new(1, 1);
@@ -167,7 +171,7 @@ struct Load {
     payload: Vec<u8>,
     report: LoadReport,
     reply: Sender<LoadReport>,
-    started: std::collections::HashMap<CallId, (Instant, bool)>,
+    started: HashMap<CallId, (Instant, bool), Hasher>,
 }
 
 /// What `ringspan show` and the metrics endpoint see, refreshed every 200 ms.
@@ -339,19 +343,19 @@ impl Shared {
 /// The engine service running one node. See the module documentation.
 pub struct NodeService {
     node: Node,
-    echo: HashSet<MountKey>,
+    echo: HashSet<MountKey, Hasher>,
     /// Mounts the application serves, and where their calls go.
-    app_mounts: HashSet<MountKey>,
+    app_mounts: HashSet<MountKey, Hasher>,
     incoming: Option<Sender<Incoming>>,
     /// The application's calls (opened by it, or to its mounts) and where their events go.
-    calls: std::collections::HashMap<CallId, Sender<CallEvent>>,
+    calls: HashMap<CallId, Sender<CallEvent>, Hasher>,
     redial: Redial,
     shared: Arc<Shared>,
     /// Links to close at the next tick, with why.
     to_close: Vec<(LinkId, ErrorCode)>,
     /// Links being closed because the peer broke the protocol as the node checks it (their
     /// close is counted as misbehaviour, not as a local close).
-    misbehaving: HashSet<LinkId>,
+    misbehaving: HashSet<LinkId, Hasher>,
     closes: Closes,
     loads: Vec<Load>,
     next_snapshot: Option<Instant>,
@@ -384,14 +388,14 @@ impl NodeService {
         }
         NodeService {
             node: Node::new(options.id, options.hello.clone()),
-            echo: HashSet::new(),
-            app_mounts: HashSet::new(),
+            echo: HashSet::default(),
+            app_mounts: HashSet::default(),
             incoming,
             calls: Default::default(),
             redial,
             shared,
             to_close: Vec::new(),
-            misbehaving: HashSet::new(),
+            misbehaving: HashSet::default(),
             closes: Closes::default(),
             loads: Vec::new(),
             next_snapshot: None,
@@ -654,6 +658,25 @@ impl Links for Peers<'_> {
         edit: impl FnOnce(&crate::txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         Peers::with_record(self, link, plaintext, edit)
+    }
+}
+
+/// During a tick a node can write to any established link of the worker: the application's
+/// sends on its calls go straight to their link (`Node::send_via`).
+impl Links for WorkerCtx<'_> {
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut crate::txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        let mut ctx = self.link(link)?;
+        let LinkCtx { txn, out, .. } = &mut ctx;
+        Some(f(txn, out))
     }
 }
 

@@ -1139,6 +1139,7 @@ impl Node {
         payload: &[u8],
         flags: Flags,
     ) -> Result<CallId, Error> {
+        check_payload(payload)?;
         let route = self.table.route(mount).ok_or(Misuse::NoRoute)?;
         let NextHop::Neighbour(n) = route.next_hop else { return Err(Misuse::NoRoute.into()) };
         let link = Self::link_of(n);
@@ -1172,6 +1173,7 @@ impl Node {
     }
 
     /// Sends on a call. `flags` may hold DELETE (our last), ABORT, or both (force-close).
+    /// Queued for [`Node::flush`].
     pub fn send(
         &mut self,
         call: CallId,
@@ -1180,6 +1182,22 @@ impl Node {
         flags: Flags,
         error: ErrorCode,
     ) -> Result<(), Error> {
+        self.send_via(call, command, payload, flags, error, &mut NoLinks)
+    }
+
+    /// [`Node::send`], with the caller's links at hand (see [`Links`]): a message with no flags
+    /// on a call open on its link, with nothing queued there, is written straight to that link
+    /// (no copy into the queue, no flush pass); anything else is queued as by `send`.
+    pub fn send_via<L: Links>(
+        &mut self,
+        call: CallId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+        error: ErrorCode,
+        links: &mut L,
+    ) -> Result<(), Error> {
+        check_payload(payload)?;
         if !self.live(call.slot, call.generation) {
             return Err(Misuse::UnknownCall.into());
         }
@@ -1200,11 +1218,25 @@ impl Node {
             *closed = true;
         }
         let generation = circuit.generation;
-        let End::Link { link, closed: link_closed, ended, .. } = *circuit.end(link_side) else {
+        let End::Link { link, closed: link_closed, ended, txn } = *circuit.end(link_side) else {
             return Err(Misuse::UnknownCall.into());
         };
         if ended || link_closed {
             return Ok(());
+        }
+        if let Some(id) = txn
+            && flags == Flags::NONE
+            && let Some(state) = self.links.get(&link)
+            && state.queue.as_ref().is_none_or(|q| q.ops.is_empty())
+        {
+            // Refused only if the peer's forced close crossed it: the call is ending anyway, as
+            // it would be for a refused queued send.
+            let sent = links.with(link, |txn, out| {
+                let _ = txn.send(out, id, command, payload, Flags::NONE, error);
+            });
+            if sent.is_some() {
+                return Ok(());
+            }
         }
         if flags.contains(Flags::DELETE)
             && let End::Link { closed, .. } = circuit.end(link_side)
@@ -1271,6 +1303,14 @@ impl LinkState {
             dirty.push(link);
         }
     }
+}
+
+/// Refuses a payload no message can carry, before anything is opened or queued.
+fn check_payload(payload: &[u8]) -> Result<(), Error> {
+    if payload.len() > crate::limits::MESSAGE_PAYLOAD_MAX {
+        return Err(crate::error::Limit::PayloadTooLarge(payload.len()).into());
+    }
+    Ok(())
 }
 
 /// Force-closes a transaction the peer opened that we will not carry.

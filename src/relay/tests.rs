@@ -1,8 +1,11 @@
 //! Relay behaviour on the simulator's network of full nodes (`sim::net`).
 
+use crate::error::{Error, Limit};
 use crate::ids::LinkId;
-use crate::sim::net::{Net, mount};
+use crate::limits::MESSAGE_PAYLOAD_MAX;
+use crate::sim::net::{ECHO, Net, mount};
 use crate::span::{Metric, NextHop};
+use crate::wire::{ErrorCode, Flags};
 
 fn line(n: usize) -> Net {
     let mut net = Net::new(n, 1);
@@ -122,5 +125,26 @@ fn a_crashed_relay_ends_calls_through_it_and_traffic_reroutes() {
     net.connect(0, 1).unwrap();
     net.connect(1, 3).unwrap();
     net.run(10_000).unwrap();
+    net.check_quiet().unwrap();
+}
+
+#[test]
+fn a_payload_no_message_can_carry_is_refused_at_once() {
+    let mut net = line(3);
+    net.attach(2, 7).unwrap();
+    net.run(10_000).unwrap();
+    let big = vec![0u8; MESSAGE_PAYLOAD_MAX + 1];
+    let too_big = |result: Result<_, Error>| matches!(result, Err(Error::LimitReached(Limit::PayloadTooLarge(n))) if n == big.len());
+    assert!(too_big(net.node_mut(0).open(mount(7), ECHO, &big, Flags::DELETE).map(|_| ())));
+    assert_eq!(net.node(0).circuits(), 0, "nothing opened");
+    // On a call: refused, and the call goes on as if it had not been tried.
+    let call = net.open_stream(0, 7, b"fits").unwrap().unwrap();
+    net.run(10_000).unwrap();
+    let node = net.node_mut(0);
+    assert!(too_big(node.send(call, ECHO, &big, Flags::NONE, ErrorCode::NONE)));
+    assert!(too_big(node.send(call, ECHO, &big, Flags::DELETE, ErrorCode::NONE)));
+    net.stream_send(0, call, true).unwrap();
+    net.run(10_000).unwrap();
+    assert_eq!(net.outcomes.completed, 1, "{:?}", net.outcomes);
     net.check_quiet().unwrap();
 }

@@ -169,6 +169,11 @@ impl Net {
         &self.nodes[i].node
     }
 
+    /// The node `i`, to call its API directly (what it then opens, the harness does not book).
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i].node
+    }
+
     /// Batches the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
     pub fn whole_records(&self) -> u64 {
         self.nodes.iter().map(|sim| sim.node.counters().whole_records).sum()
