@@ -14,9 +14,10 @@
 #   perf/profile.sh --size 65504             bulk
 #   perf/profile.sh --mode rtt --size 16     round trips
 #   perf/profile.sh --callgrind --size 128   instructions instead (valgrind, slow: --count N)
+#   perf/profile.sh --callgrind --who sender the sender's (or --who receiver) instead of the relay's
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=one-way size=128 seconds=4 callgrind=0 count=200000
+mode=one-way size=128 seconds=4 callgrind=0 count=200000 who=relay
 while (($#)); do
   case $1 in
     --mode) mode=$2; shift ;;
@@ -24,7 +25,8 @@ while (($#)); do
     --seconds) seconds=$2; shift ;;
     --callgrind) callgrind=1 ;;
     --count) count=$2; shift ;;
-    *) echo "usage: $0 [--mode one-way|rtt|rtt-stream] [--size N] [--seconds S] [--callgrind [--count N]]" >&2; exit 2 ;;
+    --who) who=$2; shift ;;
+    *) echo "usage: $0 [--mode one-way|rtt|rtt-stream] [--size N] [--seconds S] [--callgrind [--count N] [--who relay|sender|receiver]]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -54,33 +56,45 @@ listen = ["127.0.0.1:$rport"]
 workers = 1
 allow = ["$sender", "$receiver"]
 EOF
-if ((callgrind)); then
-  # Collection starts once the receiver's link is up (below), so start-up, the entropy pool's
-  # first fill and the receiver's handshake are left out.
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
-    "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
-else
-  "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
-fi
+case $who in relay|sender|receiver) ;; *) echo "--who: relay, sender or receiver" >&2; exit 2 ;; esac
+# Under callgrind, the process profiled; the relay's and the receiver's collection starts once
+# the receiver's link is up (below), so start-up, the entropy pool's first fill and the
+# receiver's handshake are left out; the sender's covers its whole life (its start-up and
+# handshake, a few million instructions, are spread over the messages).
+grind() {
+  if ((callgrind)) && [[ $1 == "$who" ]]; then
+    local start=no
+    [[ $who == sender ]] && start=yes
+    echo valgrind --tool=callgrind --instr-atstart=$start --callgrind-out-file="$work/callgrind.out"
+  fi
+}
+$(grind relay) "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
 relay_pid=$!
 pids+=("$relay_pid")
-"$bin" bench hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" --key "$work/receiver.key" \
-  --mount "$mount" --wait 60 >/dev/null 2>>"$work/receiver.log" &
-pids+=($!)
+$(grind receiver) "$bin" bench hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" \
+  --key "$work/receiver.key" --mount "$mount" --wait 60 >/dev/null 2>>"$work/receiver.log" &
+receiver_pid=$!
+pids+=("$receiver_pid")
 send() {
-  "$bin" bench hops send --relay "127.0.0.1:$rport" --relay-key "$relay" --key "$work/sender.key" \
-    --mount "$mount" --mode "$mode" --size "$size" --wait 60 --json "$@"
+  $(grind sender) "$bin" bench hops send --relay "127.0.0.1:$rport" --relay-key "$relay" \
+    --key "$work/sender.key" --mount "$mount" --mode "$mode" --size "$size" --wait 60 --json "$@"
 }
 name="profile-$mode-$size"
+[[ $who == relay ]] || name+="-$who"
 mkdir -p perf/results
 if ((callgrind)); then
   for _ in $(seq 120); do grep -q "link up" "$work/relay.log" 2>/dev/null && break; sleep 0.5; done
   sleep 2
-  callgrind_control -i on "$relay_pid" >/dev/null
-  echo "sending $count messages through the relay under callgrind ..." >&2
+  case $who in
+    relay) callgrind_control -i on "$relay_pid" >/dev/null ;;
+    receiver) callgrind_control -i on "$receiver_pid" >/dev/null ;;
+  esac
+  echo "sending $count messages through the relay, the $who under callgrind ..." >&2
   send --count "$count" >"$work/send.json"
-  kill -INT "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
-  pids=("${pids[@]:1}")
+  case $who in
+    relay) kill -INT "$relay_pid"; wait "$relay_pid" 2>/dev/null || true ;;
+    receiver) kill -INT "$receiver_pid"; wait "$receiver_pid" 2>/dev/null || true ;;
+  esac
   cp "$work/callgrind.out" "perf/results/$name.callgrind"
   # Instructions per relayed message: everything collected (the sender's handshake included,
   # a few million), and per function with what it calls.
@@ -95,7 +109,7 @@ for line in sys.stdin:
         continue
     n, what = int(m.group(1).replace(",", "")), m.group(2)
     if what == "PROGRAM TOTALS":
-        print(f"{n / count:9.0f}  instructions per message, everything collected")
+        print(f"{n / count:9.0f}  instructions per message, everything collected ('"$who"')")
         continue
     fn = what.split(":", 1)[-1].split(" [")[0]
     if fn in seen or len(seen) >= 45:
