@@ -74,6 +74,20 @@ struct OtherWires<'a> {
     node: usize,
 }
 
+impl OtherWires<'_> {
+    /// Wire `link` (not the current one) and the lending node's side of it.
+    fn wire(&mut self, link: LinkId) -> Option<(&mut Wire, usize)> {
+        let l = link.0 as usize;
+        let wire = match l.cmp(&self.current) {
+            std::cmp::Ordering::Less => self.before.get_mut(l)?,
+            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
+            std::cmp::Ordering::Equal => return None,
+        };
+        let side = Chain::side(wire, self.node);
+        Some((wire, side))
+    }
+}
+
 impl Links for OtherWires<'_> {
     type Out<'b>
         = Vec<u8>
@@ -85,13 +99,7 @@ impl Links for OtherWires<'_> {
         link: LinkId,
         f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
     ) -> Option<R> {
-        let l = link.0 as usize;
-        let wire = match l.cmp(&self.current) {
-            std::cmp::Ordering::Less => self.before.get_mut(l)?,
-            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
-            std::cmp::Ordering::Equal => return None,
-        };
-        let side = Chain::side(wire, self.node);
+        let (wire, side) = self.wire(link)?;
         Some(f(&mut wire.txn[side], &mut wire.out[side]))
     }
 
@@ -101,13 +109,7 @@ impl Links for OtherWires<'_> {
         plaintext: &[u8],
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        let l = link.0 as usize;
-        let wire = match l.cmp(&self.current) {
-            std::cmp::Ordering::Less => self.before.get_mut(l)?,
-            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
-            std::cmp::Ordering::Equal => return None,
-        };
-        let side = Chain::side(wire, self.node);
+        let (wire, side) = self.wire(link)?;
         let out = &mut wire.out[side];
         let start = out.len();
         out.extend_from_slice(plaintext);
