@@ -60,6 +60,9 @@ pub struct WorkerStats {
     pub pool_misses: u64,
     /// Receives re-armed because the provided buffers ran out.
     pub recv_buffer_shortages: u64,
+    /// Records that arrived cut across two receive buffers and were copied whole before being
+    /// opened (the rest are opened where the kernel put them).
+    pub records_reassembled: u64,
     /// Busy polls (`Config::busy_poll`) that found work before the worker would have slept.
     pub busy_poll_hits: u64,
     /// Busy polls that ran out, after which the worker slept.
@@ -710,15 +713,18 @@ impl Worker {
         // place holds an empty `LinkIo`, which `Peers` does not lend.
         let mut io = std::mem::take(&mut conn.io);
         let mut last_data = conn.last_data;
-        let (mut records, mut messages) = (0, 0);
+        let (mut records, mut messages, mut reassembled) = (0, 0, 0);
         let LinkIo { rx, tx, txn, crypto } = &mut io;
         let result = match crypto {
             Crypto::Established { sealer, opener } => {
                 let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
+                // A record outside the receive buffer was put together in a pooled one.
+                let received = bytes.as_ptr_range();
                 let shed_after = self.config.shed_keys_after;
                 let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
                 let worker = self.index;
                 rx.feed(bytes, pool, |record| -> Result<(), CloseReason> {
+                    reassembled += u64::from(!received.contains(&record.as_ptr()));
                     let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
                     records += 1;
                     let mut ctx = LinkCtx {
@@ -787,6 +793,7 @@ impl Worker {
         conn.stats.records_in += records;
         conn.stats.messages_in += messages;
         self.stats.messages_in += messages;
+        self.stats.records_reassembled += reassembled;
         self.arm_shed(slot);
         self.touch(slot);
         result

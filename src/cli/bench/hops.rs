@@ -141,7 +141,8 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
                     }
                 }
             });
-            engine.run_until_signal().map_err(|e| e.to_string())?;
+            let stats = engine.run_until_signal().map_err(|e| e.to_string())?;
+            eprintln!("bench hops receive: workers: {stats:?}");
             Ok(())
         }
         HopsRole::Send => {
