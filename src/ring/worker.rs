@@ -1345,25 +1345,12 @@ impl<'a> Peers<'a> {
         id: LinkId,
         f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
-        let inner = self.inner.as_mut()?;
-        let (worker, slot, generation) = decode_link(id);
-        let conn = inner.conns.get_mut(slot as usize)?;
-        if worker != inner.worker as u64
-            || conn.generation & 0xff_ffff != generation
-            || conn.phase != Phase::Established
-        {
-            return None;
-        }
+        let (conn, pool) = self.lent(id)?;
         let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
         else {
-            // The link whose message is being handled (its state is lifted out).
             return None;
         };
-        if !conn.touched {
-            conn.touched = true;
-            inner.touched.push(slot);
-        }
-        Some(f(txn, &mut tx.sink(sealer, inner.pool)))
+        Some(f(txn, &mut tx.sink(sealer, pool)))
     }
 
     /// Sends `plaintext` on link `id` as one record, if that link is lent (as for
@@ -1376,28 +1363,37 @@ impl<'a> Peers<'a> {
         plaintext: &[u8],
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        let inner = self.inner.as_mut()?;
-        let (worker, slot, generation) = decode_link(id);
-        let conn = inner.conns.get_mut(slot as usize)?;
-        if worker != inner.worker as u64
-            || conn.generation & 0xff_ffff != generation
-            || conn.phase != Phase::Established
-        {
-            return None;
-        }
+        let (conn, pool) = self.lent(id)?;
         let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
         else {
             return None;
         };
         // The record being built, if any, is sealed ahead of this one: both count.
         let records = 1 + u16::from(tx.has_pending());
-        let result = tx.queue_record(sealer, inner.pool, plaintext, |body| edit(txn, body))?;
+        let result = tx.queue_record(sealer, pool, plaintext, |body| edit(txn, body))?;
         conn.records_queued = conn.records_queued.saturating_add(records);
+        Some(result)
+    }
+
+    /// Link `id`'s state and the pool, if the link is lent: on this worker, established, and
+    /// not the one whose message is being handled (its state is lifted out, so it has no record
+    /// keys). It is marked as touched: whatever is written to it is sent at the end of the turn.
+    fn lent(&mut self, id: LinkId) -> Option<(&mut Conn, &'a RefCell<Pool>)> {
+        let inner = self.inner.as_mut()?;
+        let (worker, slot, generation) = decode_link(id);
+        let conn = inner.conns.get_mut(slot as usize)?;
+        if worker != inner.worker as u64
+            || conn.generation & 0xff_ffff != generation
+            || conn.phase != Phase::Established
+            || !matches!(conn.io.crypto, Crypto::Established { .. })
+        {
+            return None;
+        }
         if !conn.touched {
             conn.touched = true;
             inner.touched.push(slot);
         }
-        Some(result)
+        Some((conn, inner.pool))
     }
 }
 
