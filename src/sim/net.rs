@@ -38,7 +38,7 @@ struct SimNode {
     node: Node,
     alive: bool,
     mounts: Vec<MountKey>,
-    /// Calls this node's application opened and that have not ended: call → payload.
+    /// Calls this node's application opened and that have not ended.
     open_calls: BTreeMap<CallIdKey, OpenCall>,
     /// Calls to this node's mounts not yet ended.
     served: BTreeSet<CallIdKey>,
@@ -220,17 +220,7 @@ impl Net {
     /// Node `i`'s application opens a call to mount `n` and closes its side at once (a
     /// one-shot request). No route is counted as such.
     pub fn call(&mut self, i: usize, n: u128, payload: &[u8]) -> Result<(), Failure> {
-        if !self.nodes[i].alive {
-            return Ok(());
-        }
-        self.opened += 1;
-        match self.nodes[i].node.open(mount(n), ECHO, payload, Flags::DELETE) {
-            Ok(call) => {
-                self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
-            }
-            Err(_) => self.outcomes.no_route += 1,
-        }
-        self.settle(i)
+        self.open_call(i, n, payload, Flags::DELETE).map(|_| ())
     }
 
     /// Node `i`'s application opens a streamed call to mount `n`, its first message carrying
@@ -242,11 +232,22 @@ impl Net {
         n: u128,
         payload: &[u8],
     ) -> Result<Option<CallId>, Failure> {
+        self.open_call(i, n, payload, Flags::NONE)
+    }
+
+    /// Opens and books a call of node `i`'s application (`flags`: DELETE for a one-shot).
+    fn open_call(
+        &mut self,
+        i: usize,
+        n: u128,
+        payload: &[u8],
+        flags: Flags,
+    ) -> Result<Option<CallId>, Failure> {
         if !self.nodes[i].alive {
             return Ok(None);
         }
         self.opened += 1;
-        let call = match self.nodes[i].node.open(mount(n), ECHO, payload, Flags::NONE) {
+        let call = match self.nodes[i].node.open(mount(n), ECHO, payload, flags) {
             Ok(call) => {
                 self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
                 Some(call)
