@@ -412,9 +412,9 @@ impl Hops {
             AppEvent::Message { call, command, flags, payload, .. } => {
                 // A receiver counts a stream's data by its sequence number alone: the rest of
                 // the payload is not copied (64 KiB a message in bulk), unless it is echoed.
-                let echoed = self.receiver.as_ref().and_then(|r| r.streams.get(&call));
+                let stream = self.receiver.as_ref().and_then(|r| r.streams.get(&call));
                 let counted =
-                    command == DATA && flags == Flags::NONE && echoed.is_some_and(|s| !s.echo);
+                    command == DATA && flags == Flags::NONE && stream.is_some_and(|s| !s.echo);
                 let keep = if counted { &payload[..payload.len().min(8)] } else { payload };
                 self.scratch.extend_from_slice(keep);
                 App::Message { call, command, flags }
