@@ -12,7 +12,8 @@
 //! waits in the relay's queue for a flush).
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
-use ringspan::relay::{AppEvent, CallId, Links, Node};
+use ringspan::relay::{AppEvent, CallId, Node};
+use ringspan::sim::lend::{self, Lent};
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
@@ -65,59 +66,13 @@ struct Chain {
     end_flushes: u64,
 }
 
-/// The wires other than the one a message arrived on, lent to the node handling it.
-struct OtherWires<'a> {
-    before: &'a mut [Wire],
-    after: &'a mut [Wire],
-    /// The index of the wire the message arrived on.
-    current: usize,
-    node: usize,
-}
-
-impl OtherWires<'_> {
-    /// Wire `link` (not the current one) and the lending node's side of it.
-    fn wire(&mut self, link: LinkId) -> Option<(&mut Wire, usize)> {
-        let l = link.0 as usize;
-        let wire = match l.cmp(&self.current) {
-            std::cmp::Ordering::Less => self.before.get_mut(l)?,
-            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
-            std::cmp::Ordering::Equal => return None,
-        };
-        let side = Chain::side(wire, self.node);
-        Some((wire, side))
-    }
-}
-
-impl Links for OtherWires<'_> {
-    type Out<'b>
-        = Vec<u8>
-    where
-        Self: 'b;
-
-    fn with<R>(
-        &mut self,
-        link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
-    ) -> Option<R> {
-        let (wire, side) = self.wire(link)?;
-        Some(f(&mut wire.txn[side], &mut wire.out[side]))
+impl lend::Wire for Wire {
+    fn end_of(&self, node: usize) -> Option<usize> {
+        Some(Chain::side(self, node))
     }
 
-    fn with_record<R>(
-        &mut self,
-        link: LinkId,
-        plaintext: &[u8],
-        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
-    ) -> Option<R> {
-        let (wire, side) = self.wire(link)?;
-        let out = &mut wire.out[side];
-        let start = out.len();
-        out.extend_from_slice(plaintext);
-        let result = edit(&wire.txn[side], &mut out[start..]);
-        if result.is_none() {
-            out.truncate(start);
-        }
-        result
+    fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>) {
+        (&mut self.txn[end], &mut self.out[end])
     }
 }
 
@@ -178,9 +133,7 @@ impl Chain {
                     let to = 1 - from;
                     let n = self.wires[l].ends[to];
                     let node = &mut self.nodes[n];
-                    let (before, rest) = self.wires.split_at_mut(l);
-                    let (wire, after) = rest.split_first_mut().unwrap();
-                    let mut others = OtherWires { before, after, current: l, node: n };
+                    let (wire, mut others) = Lent::split(&mut self.wires, l, n).unwrap();
                     let link = LinkId(l as u64);
                     let batch = &self.scratch;
                     if self.mode == Mode::Whole
@@ -320,9 +273,7 @@ fn relays_without_allocating(mode: Mode) {
                 } else {
                     // The applications write straight to their links too.
                     for (node, call) in [(A, call), (B, at_b)] {
-                        let current = chain.wires.len();
-                        let mut links =
-                            OtherWires { before: &mut chain.wires, after: &mut [], current, node };
+                        let mut links = Lent::all(&mut chain.wires, node);
                         chain.nodes[node]
                             .send_via(call, ECHO, &payload, none, error, &mut links)
                             .unwrap();

@@ -6,6 +6,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod lend;
 pub mod net;
 pub mod pair;
 pub mod rng;

@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ids::{ClusterId, LinkId, MountId, NodeId};
-use crate::relay::{AppEvent, CallId, Links, Node};
+use crate::relay::{AppEvent, CallId, Node};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn::{self, Received};
 use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 use super::cluster::Failure;
+use super::lend::{Lent, Wire};
 use super::rng::Rng;
 
 /// The command the harness's calls use.
@@ -374,9 +375,8 @@ impl Net {
         // (relayed messages go straight to them, whole batches if they qualify); the rest
         // with none, everything relayed waiting for the node's flush.
         let lend = self.rng.index(2) == 0;
-        let (before, rest) = self.links.split_at_mut(l);
-        let (link, after) = rest.split_first_mut().ok_or_else(|| fail("no such link".into()))?;
-        let mut others = OtherLinks { before, after, current: l, node };
+        let (link, mut others) =
+            Lent::split(&mut self.links, l, node).ok_or_else(|| fail("no such link".into()))?;
         let sim = &mut self.nodes[node].node;
         let whole = lend && sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some();
         let messages = Messages::new(if whole { &[] } else { &bytes[..] });
@@ -561,59 +561,13 @@ impl Net {
     }
 }
 
-/// A node's links other than the one a batch arrived on, lent while it is handled.
-struct OtherLinks<'a> {
-    before: &'a mut [SimLink],
-    after: &'a mut [SimLink],
-    /// The index of the link the batch arrived on.
-    current: usize,
-    node: usize,
-}
-
-impl OtherLinks<'_> {
-    /// Link `link` (not the current one, and up) and the lending node's side of it.
-    fn get(&mut self, link: LinkId) -> Option<(&mut SimLink, usize)> {
-        let l = link.0 as usize;
-        let sim = match l.cmp(&self.current) {
-            std::cmp::Ordering::Less => self.before.get_mut(l)?,
-            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
-            std::cmp::Ordering::Equal => return None,
-        };
-        let side = usize::from(sim.ends[1] == self.node);
-        sim.up.then_some((sim, side))
-    }
-}
-
-impl Links for OtherLinks<'_> {
-    type Out<'b>
-        = Vec<u8>
-    where
-        Self: 'b;
-
-    fn with<R>(
-        &mut self,
-        link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
-    ) -> Option<R> {
-        let (sim, side) = self.get(link)?;
-        Some(f(&mut sim.txn[side], &mut sim.out[side]))
+impl Wire for SimLink {
+    fn end_of(&self, node: usize) -> Option<usize> {
+        self.up.then(|| usize::from(self.ends[1] == node))
     }
 
-    fn with_record<R>(
-        &mut self,
-        link: LinkId,
-        plaintext: &[u8],
-        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
-    ) -> Option<R> {
-        let (sim, side) = self.get(link)?;
-        let out = &mut sim.out[side];
-        let start = out.len();
-        out.extend_from_slice(plaintext);
-        let result = edit(&sim.txn[side], &mut out[start..]);
-        if result.is_none() {
-            out.truncate(start);
-        }
-        result
+    fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>) {
+        (&mut self.txn[end], &mut self.out[end])
     }
 }
 
