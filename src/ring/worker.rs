@@ -735,6 +735,7 @@ impl Worker {
                         now,
                         peers: Peers::new(conns, pool, touched, worker),
                     };
+                    // One context for the record: offered whole first, then message by message.
                     if let Some(n) = service.record(&mut ctx, plaintext) {
                         // Taken whole (forwarded by a relay): transaction messages, so data.
                         messages += n as u64;
@@ -749,8 +750,9 @@ impl Worker {
                             last_data = now;
                             data = true;
                         }
-                        let received = txn
-                            .handle_message(&mut tx.sink(sealer, pool), &message)
+                        let received = ctx
+                            .txn
+                            .handle_message(&mut ctx.out, &message)
                             .map_err(CloseReason::Protocol)?;
                         let received = match received {
                             Some(Received::OneWay { command: WireCommand::LINK_PING, .. }) => None,
@@ -762,14 +764,6 @@ impl Worker {
                                 return Err(CloseReason::PeerSaid(error));
                             }
                             other => other,
-                        };
-                        let mut ctx = LinkCtx {
-                            id,
-                            peer,
-                            txn,
-                            out: tx.sink(sealer, pool),
-                            now,
-                            peers: Peers::new(conns, pool, touched, worker),
                         };
                         if let Some(received) = received {
                             service.received(&mut ctx, received);
