@@ -539,7 +539,7 @@ impl Node {
         let first = Message::new_checked(plaintext).ok()?;
         let (next, _) = self.continues(link, txn.in_stream(first.flags(), first.msgid())?)?;
         let state = self.links.get(&next)?;
-        if state.queue.as_ref().is_some_and(|q| !q.ops.is_empty()) {
+        if state.has_queued() {
             // Output for that link waits in its queue: this must not overtake it.
             return None;
         }
@@ -885,19 +885,17 @@ impl Node {
                 if let Some(id) = next
                     && flags == Flags::NONE
                     && let Some(state) = self.links.get_mut(&link)
-                    && state.queue.as_ref().is_none_or(|q| q.ops.is_empty())
+                    && state.send_direct(
+                        links,
+                        link,
+                        id,
+                        delivery.command,
+                        delivery.payload,
+                        delivery.error,
+                    )
                 {
-                    let (command, payload, error) =
-                        (delivery.command, delivery.payload, delivery.error);
-                    let sent = links.with(link, |txn, out| {
-                        // Refused only if the peer's forced close crossed it: then the circuit
-                        // is ending anyway, as a refused queued send would be.
-                        let _ = txn.send(out, id, command, payload, Flags::NONE, error);
-                    });
-                    if sent.is_some() {
-                        state.counters.forwarded += 1;
-                        return;
-                    }
+                    state.counters.forwarded += 1;
+                    return;
                 }
                 if flags.contains(Flags::DELETE)
                     && let End::Link { closed, .. } = circuit.end(to)
@@ -1227,16 +1225,9 @@ impl Node {
         if let Some(id) = txn
             && flags == Flags::NONE
             && let Some(state) = self.links.get(&link)
-            && state.queue.as_ref().is_none_or(|q| q.ops.is_empty())
+            && state.send_direct(links, link, id, command, payload, error)
         {
-            // Refused only if the peer's forced close crossed it: the call is ending anyway, as
-            // it would be for a refused queued send.
-            let sent = links.with(link, |txn, out| {
-                let _ = txn.send(out, id, command, payload, Flags::NONE, error);
-            });
-            if sent.is_some() {
-                return Ok(());
-            }
+            return Ok(());
         }
         if flags.contains(Flags::DELETE)
             && let End::Link { closed, .. } = circuit.end(link_side)
@@ -1285,6 +1276,36 @@ impl Node {
 }
 
 impl LinkState {
+    /// Whether output waits in this link's queue (which anything written directly would
+    /// overtake).
+    fn has_queued(&self) -> bool {
+        self.queue.as_ref().is_some_and(|q| !q.ops.is_empty())
+    }
+
+    /// Writes a message with no flags on `txn` straight into this link through `links`, if
+    /// nothing is queued here for it to overtake and the link is lent. Whether it was written
+    /// (if not, the caller queues it).
+    fn send_direct<L: Links>(
+        &self,
+        links: &mut L,
+        link: LinkId,
+        txn: TxnId,
+        command: Command,
+        payload: &[u8],
+        error: ErrorCode,
+    ) -> bool {
+        if self.has_queued() {
+            return false;
+        }
+        links
+            .with(link, |link_txn, out| {
+                // Refused only if the peer's forced close crossed it: the transaction is ending
+                // anyway, as it would be for a refused queued send.
+                let _ = link_txn.send(out, txn, command, payload, Flags::NONE, error);
+            })
+            .is_some()
+    }
+
     /// Queues `op` for [`Node::flush`], its payload kept in the link's byte arena (`op` is given
     /// where and how long), and lists the link as dirty once.
     fn queue(
