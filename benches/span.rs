@@ -37,7 +37,8 @@ fn advert(i: usize, seqno: u16, metric: u16) -> Advert {
 fn full_table() -> Table {
     let mut t = Table::new(NodeId(0));
     for k in 0..NEIGHBOURS {
-        t.handle_neighbour_up(NeighbourId(k), Role::Router, Wants::all()).unwrap();
+        t.handle_neighbour_up(NeighbourId(k), NodeId(u128::from(k)), Role::Router, Wants::all())
+            .unwrap();
     }
     for i in 0..MOUNTS {
         for k in 0..NEIGHBOURS {

@@ -29,20 +29,21 @@ fn start(
     role: Role,
     listen: bool,
     peers: Vec<PeerSpec>,
-    allow: &[&Identity],
+    allow: &[(&Identity, Role)],
 ) -> Handle {
     let mut settings = Settings::new(identity.clone());
     settings.role = role;
     settings.listen = listen.then(|| "127.0.0.1:0".parse().expect("an address"));
     settings.peers = peers;
-    settings.allow = allow.iter().map(|i| i.public_key()).collect();
+    // Each allowed key with the most it may be: a router's mounts reach the whole cluster.
+    settings.allow = allow.iter().map(|(i, role)| (i.public_key(), *role)).collect();
     // A small node: 8 receive buffers of 256 KiB instead of 64.
     settings.recv_buffers = 8;
     Handle::start(settings).expect("the node starts")
 }
 
 fn peer(handle: &Handle, identity: &Identity) -> PeerSpec {
-    PeerSpec { address: handle.local_addr(), key: identity.public_key() }
+    PeerSpec::router(handle.local_addr(), identity.public_key())
 }
 
 /// The master: answers PUT, GET and SCAN until the process ends.
@@ -94,8 +95,10 @@ fn ask(client: &Handle, command: Command, payload: &str) -> Vec<String> {
 fn main() {
     let [core1_id, core2_id, master_id, client_id] =
         [(); 4].map(|()| Identity::generate().expect("a key"));
-    let core1 = start(&core1_id, Role::Router, true, vec![], &[&core2_id, &master_id]);
-    let core2 = start(&core2_id, Role::Router, true, vec![peer(&core1, &core1_id)], &[&client_id]);
+    let routers = [(&core2_id, Role::Router), (&master_id, Role::Router)];
+    let core1 = start(&core1_id, Role::Router, true, vec![], &routers);
+    let clients = [(&client_id, Role::Client)];
+    let core2 = start(&core2_id, Role::Router, true, vec![peer(&core1, &core1_id)], &clients);
     // The applications: each its own small node, dialling its host node.
     let master = start(&master_id, Role::Router, false, vec![peer(&core1, &core1_id)], &[]);
     let client = start(&client_id, Role::Client, false, vec![peer(&core2, &core2_id)], &[]);

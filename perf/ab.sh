@@ -45,7 +45,8 @@ for ((round = 1; round <= rounds; round++)); do
     for ((i = 1; i <= hops; i++)); do
       allow=()
       ((i == 1)) && allow+=("\"$sender\"")
-      ((i == hops)) && allow+=("\"$receiver\"")
+      # The receiver attaches the mount: its key is granted a router's rights.
+      ((i == hops)) && allow+=("{ key = \"$receiver\", role = \"router\" }")
       {
         printf '[node]\nkey = "r%s.key"\nlisten = ["127.0.0.1:%s"]\nworkers = 1\n' "$i" "${prt[$i]}"
         echo "allow = [$(IFS=,; echo "${allow[*]}")]"

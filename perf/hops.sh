@@ -63,7 +63,8 @@ for hops in 1 2; do
   for ((i = 1; i <= hops; i++)); do
     allow=()
     ((i == 1)) && allow+=("\"${pub[sender]}\"")
-    ((i == hops)) && allow+=("\"${pub[receiver]}\"")
+    # The receiver attaches the mount: its key is granted a router's rights.
+    ((i == hops)) && allow+=("{ key = \"${pub[receiver]}\", role = \"router\" }")
     {
       echo "[node]"; echo "key = \"r$i-$hops.key\""; echo "listen = [\"127.0.0.1:${prt[r$i]}\"]"
       echo "workers = 1"

@@ -54,7 +54,7 @@ cat > "$work/relay.toml" <<EOF
 key = "relay.key"
 listen = ["127.0.0.1:$rport"]
 workers = 1
-allow = ["$sender", "$receiver"]
+allow = ["$sender", { key = "$receiver", role = "router" }]
 EOF
 case $who in relay|sender|receiver) ;; *) echo "--who: relay, sender or receiver" >&2; exit 2 ;; esac
 # Under callgrind, the process profiled. The relay's and the receiver's collection starts once

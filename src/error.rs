@@ -136,6 +136,14 @@ pub enum Violation {
     /// Wants that list more clusters than [`crate::limits::SPAN_WANTED_CLUSTERS_MAX`].
     #[error("wants list {0} clusters, too many")]
     SpanWants(usize),
+    /// The peer's hello claimed a role its key was not granted (a client key saying router).
+    #[error("hello claims role {claimed}, but its key is granted only {granted}")]
+    RoleNotGranted {
+        /// The role the hello claimed.
+        claimed: &'static str,
+        /// The role the node's configuration grants the peer's key.
+        granted: &'static str,
+    },
     /// A link-protocol message out of order: a span before the hello, a second hello, a span
     /// update naming another mount, a seqno request outside a span we opened, and so on.
     #[error("link protocol: {0}")]
@@ -171,13 +179,30 @@ pub enum Limit {
     /// the key.
     #[error("peer sent {0} records under one key without rekeying")]
     PeerKeyUse(u64),
-    /// A neighbour advertised more spans than [`crate::limits::SPANS_PER_NEIGHBOUR_MAX`].
-    #[error("neighbour advertised more than {0} spans")]
+    /// A neighbour advertised more spans than its share
+    /// ([`crate::limits::SPANS_PER_NEIGHBOUR_MAX`]): that span is refused, the link carries on.
+    #[error("neighbour already has its share of {0} spans")]
     NeighbourSpans(usize),
+    /// A neighbour held more span transactions open, retracted or refused ones included, than
+    /// [`crate::limits::SPANS_HELD_PER_NEIGHBOUR_MAX`]: the link is closed.
+    #[error("neighbour holds more than {0} span transactions")]
+    NeighbourSpansHeld(usize),
     /// A neighbour's advertisement would grow the span table past
-    /// [`crate::limits::SPAN_MOUNTS_MAX`] mounts.
+    /// [`crate::limits::SPAN_MOUNTS_MAX`] mounts: that span is refused, the link carries on.
     #[error("span table full: {0} mounts")]
     SpanMounts(usize),
+    /// A client advertised more mounts than its share
+    /// ([`crate::limits::CLIENT_MOUNTS_PER_CLIENT`]): that span is refused.
+    #[error("client already has its share of {0} mounts")]
+    ClientMountsPerClient(usize),
+    /// The node's directory of clients' mounts is full ([`crate::limits::CLIENT_MOUNTS_MAX`]):
+    /// the span is refused.
+    #[error("client mount directory full: {0} mounts")]
+    ClientMounts(usize),
+    /// The peer's hello asks for keepalives more often than the node sends them at the most
+    /// ([`crate::limits::PEER_IDLE_TIMEOUT_MIN_MS`]): the link is closed.
+    #[error("peer's idle timeout of {0} ms is too short to keep its link alive")]
+    PeerIdleTimeout(u32),
     /// A local attach would grow the span table past [`crate::limits::SPAN_MOUNTS_MAX`] mounts.
     #[error("span table full: cannot attach beyond {0} mounts")]
     LocalMounts(usize),
@@ -197,8 +222,8 @@ impl Limit {
             Limit::PeerTransactions(_)
                 | Limit::PeerDepth(_)
                 | Limit::PeerKeyUse(_)
-                | Limit::NeighbourSpans(_)
-                | Limit::SpanMounts(_)
+                | Limit::NeighbourSpansHeld(_)
+                | Limit::PeerIdleTimeout(_)
         )
     }
 }
@@ -240,6 +265,10 @@ pub enum Misuse {
     /// A span table was told a neighbour came up twice.
     #[error("{0} is already up in this span table")]
     DuplicateNeighbour(crate::ids::NeighbourId),
+    /// A client's advertisement was given to the span table: clients' mounts are kept in the
+    /// node's client directory, never as routes.
+    #[error("a client's mount is not a route")]
+    ClientAdvert,
     /// Detach of a mount that is not attached here.
     #[error("mount is not attached here")]
     NotAttached,

@@ -127,6 +127,12 @@ pub const KEEPALIVE_INTERVAL_MS: u64 = 1_000;
 /// A link that received nothing (not even a keepalive) for this long is closed.
 pub const IDLE_TIMEOUT_MS: u64 = 5_000;
 
+/// The shortest idle timeout a peer may ask for in its hello. Each end keeps alive at most a
+/// third of the other's idle timeout apart (so two keepalives may be late), so a peer asking
+/// for less than this would have us send a keepalive more often than every 10 ms; its link is
+/// refused at the hello (`Limit::PeerIdleTimeout`) instead of being left to time out.
+pub const PEER_IDLE_TIMEOUT_MIN_MS: u64 = 30;
+
 /// On shutdown, links get this long to send their close notice before they are cut.
 pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
 
@@ -197,10 +203,56 @@ pub const SPAN_MOUNTS_MAX: usize = 16_384;
 /// table memory (a few hundred bytes each). Two per client for a million clients.
 pub const CLIENT_MOUNTS_MAX: usize = 1 << 21;
 
-/// Spans (routes) one neighbour may advertise to us at once; one more is refused with
-/// `Limit::NeighbourSpans` and the link is closed. A neighbour can advertise at most every mount
-/// once, so the table's own bound is the natural one.
-pub const SPANS_PER_NEIGHBOUR_MAX: usize = SPAN_MOUNTS_MAX;
+/// Spans (routes) one router or satellite neighbour may have in the table at once: its share
+/// of [`SPAN_MOUNTS_MAX`]. One more span from it is refused alone (a forced close with
+/// `LIMIT_REACHED` on that span; the link and the neighbour's other spans carry on). Half the
+/// table: no one neighbour can fill it, so a full table always has room left by others, and a
+/// node with one uplink still learns 8,192 mounts through it (a HAMMER2 cluster has a handful
+/// of PFSs per node).
+pub const SPANS_PER_NEIGHBOUR_MAX: usize = SPAN_MOUNTS_MAX / 2;
+
+/// Span transactions one neighbour may hold open to us counting those retracted or refused and
+/// not yet ended (a refused span lingers until the neighbour answers its forced close): twice
+/// the table. Past it the link is closed (`Limit::NeighbourSpansHeld`): a correct neighbour
+/// ends them as fast as it receives our answers.
+pub const SPANS_HELD_PER_NEIGHBOUR_MAX: usize = 2 * SPAN_MOUNTS_MAX;
+
+/// Client or cache mounts one client may advertise at once (a client is one application's node:
+/// a mount or two per cluster it uses). One more is refused alone (`LIMIT_REACHED` on its span).
+pub const CLIENT_MOUNTS_PER_CLIENT: usize = 16;
+
+/// Transactions a client may have open on its link (the transaction layer's peer bound for
+/// client links, in place of [`PEER_TXNS_PER_LINK_MAX`]): its calls, its spans and hello, and as
+/// many again for calls the node refused and the client has not yet answered. 2,048 transactions
+/// are ~200 KiB of state at most per client, where a router link may pin 6.5 MiB; one more closes
+/// the client's link.
+pub const CLIENT_TXNS_PER_LINK_MAX: usize = 2 * CLIENT_CALLS_MAX;
+
+/// Mounts that went away (tombstones kept for their feasibility distance, so a stale
+/// advertisement still in flight cannot form a loop) charged to one neighbour, the one whose
+/// retraction or loss made them go. Past it the neighbour's oldest is forgotten, never another
+/// neighbour's: a peer that advertises and retracts new mounts in a loop only churns its own
+/// share. 256 tombstones are ~90 KiB per neighbour.
+pub const DEPARTED_PER_NEIGHBOUR_MAX: usize = 256;
+
+/// Tombstones not charged to a live neighbour (local mounts detached, mounts of neighbours that
+/// went down), oldest forgotten first beyond this.
+pub const DEPARTED_MAX: usize = SPAN_MOUNTS_MAX;
+
+/// Seqno requests a neighbour may have served per second (a token bucket holding
+/// [`SEQNO_REQUEST_BURST`]). Each request the originator honours re-floods the mount's
+/// advertisement through the whole cluster, so a 40-byte request is a cluster-wide amplifier:
+/// past its rate a neighbour's requests wait, coalesced one per mount, and are served as the
+/// bucket refills (never dropped, so a starving node still recovers).
+pub const SEQNO_REQUESTS_PER_SEC: u32 = 32;
+
+/// Seqno requests a neighbour may have served at once after a quiet spell: a partition healing
+/// may leave a neighbour starving for many mounts at once.
+pub const SEQNO_REQUEST_BURST: u32 = 256;
+
+/// An originator raises a mount's seqno on request at most once per this many milliseconds;
+/// requests in between are coalesced into the next raise.
+pub const SEQNO_RAISE_INTERVAL_MS: u64 = 200;
 
 /// Neighbours of one span table: a satellite's clients are neighbours, so this is the number of
 /// clients one node can hold (the goal is a million). A change to a mount that neighbours may
@@ -212,6 +264,11 @@ pub const SPAN_NEIGHBOURS_MAX: usize = 1 << 20;
 /// Clients connecting to a satellite are not listed (they are allowed by key or by
 /// `accept_unknown_keys`), so this bounds the core's own mesh: 4,096 is more than one node links.
 pub const CONFIG_PEERS_MAX: usize = 4_096;
+
+/// Clusters a node may serve clients of (`client_clusters` in its configuration): each is one
+/// aggregate span the core carries for the node, whatever its clients name. 64 is more than the
+/// clusters one satellite serves.
+pub const CLIENT_CLUSTERS_MAX: usize = 64;
 
 /// Clusters a neighbour may list in its wants (beyond "all"). Bounds the filter check per span.
 pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
@@ -230,6 +287,20 @@ pub const CIRCUITS_MAX: usize = 1 << 20;
 /// far above what one needs, and keeps a misbehaving client to about 1,024 × 100 bytes of
 /// circuit state in its satellite.
 pub const CLIENT_CALLS_MAX: usize = 1_024;
+
+/// Circuits and calls we may have open on one link (its outgoing share of the transactions we
+/// may open there, [`LOCAL_TXNS_PER_LINK_MAX`], the rest being for our spans). Shared among the
+/// peers whose circuits continue on that link max-min fairly: when the link is full, a peer
+/// holding fewer than the biggest holder takes the place of the biggest holder's oldest circuit
+/// (aborted with `LIMIT_REACHED`); anyone else is refused. No peer, or group of peers, can hold
+/// a link so that a peer with fewer circuits on it cannot open one.
+pub const RELAY_CIRCUITS_PER_LINK_MAX: usize = LOCAL_TXNS_PER_LINK_MAX - SPAN_MOUNTS_MAX;
+
+/// Default milliseconds a circuit may carry nothing either way before the node aborts it
+/// (`LIMIT_REACHED` both ways): a circuit a peer opened and forgot holds a slot on every hop.
+/// Five minutes: longer than any request-reply, short enough that abandoned circuits do not
+/// accumulate. A node checks every half of it, so a circuit goes after 1 to 1.5 times this.
+pub const CIRCUIT_IDLE_MS: u64 = 300_000;
 
 /// Bytes the relay may queue for one link within one turn of the loop (forwarded payloads waiting
 /// for the link to be written). A circuit whose message would pass it is aborted with
@@ -262,4 +333,11 @@ const _: () = assert!(PEER_TXNS_PER_LINK_MAX + LOCAL_TXNS_PER_LINK_MAX <= u32::M
 // Every span we advertise on a link is a transaction we opened: they fit in half of our bound.
 const _: () = assert!(SPAN_MOUNTS_MAX <= LOCAL_TXNS_PER_LINK_MAX / 2);
 // Every span a neighbour advertises is a transaction it opened on the link.
-const _: () = assert!(SPANS_PER_NEIGHBOUR_MAX < PEER_TXNS_PER_LINK_MAX);
+const _: () = assert!(SPANS_HELD_PER_NEIGHBOUR_MAX < PEER_TXNS_PER_LINK_MAX);
+const _: () = assert!(SPANS_PER_NEIGHBOUR_MAX <= SPANS_HELD_PER_NEIGHBOUR_MAX);
+// A client's calls, mounts and hello fit its transaction bound.
+const _: () = assert!(CLIENT_CALLS_MAX + CLIENT_MOUNTS_PER_CLIENT + 2 <= CLIENT_TXNS_PER_LINK_MAX);
+// The hello carries the idle timeout in milliseconds as a u32.
+const _: () = assert!(IDLE_TIMEOUT_MS <= u32::MAX as u64);
+// Our spans and circuits on a link fit the transactions we may open there.
+const _: () = assert!(SPAN_MOUNTS_MAX + RELAY_CIRCUITS_PER_LINK_MAX <= LOCAL_TXNS_PER_LINK_MAX);

@@ -4,8 +4,9 @@
 //! per-connection state is measured by the engine's test; `perf/clients.sh` measures the whole
 //! process.)
 //!
-//! Each client says hello and advertises one client mount; the satellite has one mount of its own
-//! to advertise to every client (as it would the cluster's master).
+//! Each client says hello and advertises one client mount (kept in the satellite's client
+//! directory, never in its span table); the satellite has one mount of its own to advertise to
+//! every client (as it would the cluster's master).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,7 +52,7 @@ fn client_bytes(i: u128) -> Vec<u8> {
     let mut out = Vec::new();
     let mut hello = [0u8; HELLO_LEN_MAX];
     let wants = Wants::all();
-    let n = Hello { role: Role::Client, wants }.encode(&mut hello);
+    let n = Hello::new(Role::Client, wants).encode(&mut hello);
     peer.open(&mut out, None, Command::LINK_CONN, &hello[..n], Flags::NONE).unwrap();
     let advert = Advert {
         mount: MountKey { cluster: ClusterId(1), mount: MountId(1_000_000 + i) },
@@ -73,7 +74,10 @@ fn protocol_state_per_idle_client_link() {
     // maps then carry the least slack); small enough for a debug `cargo test`.
     const CLIENTS: usize = 14_000;
     let inputs: Vec<Vec<u8>> = (0..CLIENTS as u128).map(client_bytes).collect();
-    let mut satellite = Node::new(NodeId(1), Hello { role: Role::Satellite, wants: Wants::all() });
+    #[allow(clippy::disallowed_methods)] // the node's time starts here and does not move
+    let now = std::time::Instant::now();
+    let mut satellite = Node::new(NodeId(1), Hello::new(Role::Satellite, Wants::all()), now);
+    satellite.serve_client_clusters([ClusterId(1)]);
     let master = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
     satellite.attach(master, MountKind::Master, Label::new(b"cluster/master").unwrap()).unwrap();
     let mut links: Vec<txn::Link> = Vec::with_capacity(CLIENTS);
@@ -82,7 +86,9 @@ fn protocol_state_per_idle_client_link() {
     for (i, bytes) in inputs.iter().enumerate() {
         let id = LinkId(i as u64 + 1);
         let mut link = txn::Link::new();
-        satellite.link_up(id, NodeId(i as u128 + 10), &mut link, &mut scratch).unwrap();
+        satellite
+            .link_up(id, NodeId(i as u128 + 10), Role::Client, false, &mut link, &mut scratch)
+            .unwrap();
         for message in Messages::new(bytes) {
             let message = message.unwrap();
             if let Some(Received::Txn(d)) = link.handle_message(&mut scratch, &message).unwrap() {
@@ -111,10 +117,13 @@ fn protocol_state_per_idle_client_link() {
     let table_routes = satellite.table().mounts().count();
     println!(
         "{CLIENTS} idle client links: {per_link:.0} bytes each of protocol state \
-         (txn::Link inline {} B, the rest on the heap); {table_routes} mounts in the table",
-        std::mem::size_of::<txn::Link>()
+         (txn::Link inline {} B, the rest on the heap); {table_routes} mounts in the table, \
+         {} in the client directory",
+        std::mem::size_of::<txn::Link>(),
+        satellite.clients().len()
     );
-    assert_eq!(table_routes, 1 + 1 + CLIENTS, "the master, the aggregate, each client's mount");
+    assert_eq!(table_routes, 2, "the master and the aggregate: no client mount is a route");
+    assert_eq!(satellite.clients().len(), CLIENTS, "each client's mount, in the directory");
     // Regression bound for this share of the ≤ 2 KiB per idle client budget.
     assert!(per_link < 2048.0, "{per_link:.0} bytes per idle client link");
 }

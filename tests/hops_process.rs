@@ -58,7 +58,8 @@ fn run_chain(relays: usize) {
             allow.push(format!("\"{sender}\""));
         }
         if i + 1 == relays {
-            allow.push(format!("\"{receiver}\""));
+            // The receiver attaches the mount: its key is granted a router's rights.
+            allow.push(format!("{{ key = \"{receiver}\", role = \"router\" }}"));
         }
         let mut text = format!(
             "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nworkers = 1\nallow = [{}]\n\

@@ -102,7 +102,7 @@ struct Hellos {
 
 impl Service for Hellos {
     fn link_up(&mut self, link: &mut LinkCtx<'_>) {
-        let hello = Hello { role: self.role, wants: Wants::all() };
+        let hello = Hello::new(self.role, Wants::all());
         let mut buf = [0u8; HELLO_LEN_MAX];
         let len = hello.encode(&mut buf);
         link.txn.open(&mut link.out, None, Command::LINK_CONN, &buf[..len], Flags::NONE).unwrap();

@@ -20,13 +20,13 @@ fn start(
     role: Role,
     listen: bool,
     peers: Vec<PeerSpec>,
-    allow: &[&Identity],
+    allow: &[(&Identity, Role)],
 ) -> Handle {
     let mut settings = Settings::new(id.clone());
     settings.role = role;
     settings.listen = listen.then(|| "127.0.0.1:0".parse().unwrap());
     settings.peers = peers;
-    settings.allow = allow.iter().map(|i| i.public_key()).collect();
+    settings.allow = allow.iter().map(|(i, role)| (i.public_key(), *role)).collect();
     settings.recv_buffers = 8;
     settings.keepalive = Duration::from_millis(200);
     settings.idle_timeout = Duration::from_millis(1000);
@@ -35,7 +35,7 @@ fn start(
 }
 
 fn peer(handle: &Handle, id: &Identity) -> PeerSpec {
-    PeerSpec { address: handle.local_addr(), key: id.public_key() }
+    PeerSpec::router(handle.local_addr(), id.public_key())
 }
 
 struct Cluster {
@@ -47,8 +47,8 @@ struct Cluster {
 /// client — relay 2 — relay 1 — server (mount 9:2).
 fn cluster() -> Cluster {
     let [r1, r2, s, c] = [(); 4].map(|()| Identity::generate().unwrap());
-    let relay1 = start(&r1, Role::Router, true, vec![], &[&r2, &s]);
-    let relay2 = start(&r2, Role::Router, true, vec![peer(&relay1, &r1)], &[&c]);
+    let relay1 = start(&r1, Role::Router, true, vec![], &[(&r2, Role::Router), (&s, Role::Router)]);
+    let relay2 = start(&r2, Role::Router, true, vec![peer(&relay1, &r1)], &[(&c, Role::Client)]);
     let server = start(&s, Role::Router, false, vec![peer(&relay1, &r1)], &[]);
     let client = start(&c, Role::Client, false, vec![peer(&relay2, &r2)], &[]);
     server.attach(MOUNT, MountKind::Master, "test/master").unwrap();

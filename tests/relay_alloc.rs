@@ -78,8 +78,10 @@ impl lend::Wire for Wire {
 
 impl Chain {
     fn new(mode: Mode) -> Chain {
-        let hello = Hello { role: Role::Router, wants: Wants::all() };
-        let nodes = (0..3).map(|i| Node::new(NodeId(i as u128 + 1), hello.clone())).collect();
+        let hello = Hello::new(Role::Router, Wants::all());
+        #[allow(clippy::disallowed_methods)] // the nodes' time starts here and does not move
+        let now = std::time::Instant::now();
+        let nodes = (0..3).map(|i| Node::new(NodeId(i as u128 + 1), hello.clone(), now)).collect();
         let wire = |a, b| Wire {
             ends: [a, b],
             txn: [txn::Link::new(), txn::Link::new()],
@@ -102,7 +104,14 @@ impl Chain {
                 let peer = NodeId(chain.wires[l].ends[1 - side] as u128 + 1);
                 let wire = &mut chain.wires[l];
                 chain.nodes[node]
-                    .link_up(LinkId(l as u64), peer, &mut wire.txn[side], &mut wire.out[side])
+                    .link_up(
+                        LinkId(l as u64),
+                        peer,
+                        Role::Router,
+                        side == 0,
+                        &mut wire.txn[side],
+                        &mut wire.out[side],
+                    )
                     .unwrap();
             }
         }

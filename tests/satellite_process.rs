@@ -80,8 +80,13 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     let caller_id = Identity::generate().unwrap();
     let limits = "\n[limits]\nkeepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     let peer = |n: &Node, dial: bool| {
-        let mut t =
-            format!("\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n", n.name, n.public().to_base64());
+        // Satellites are granted what they are, routers a router's rights.
+        let role = if n.name.starts_with('s') { "satellite" } else { "router" };
+        let mut t = format!(
+            "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\nrole = \"{role}\"\n",
+            n.name,
+            n.public().to_base64()
+        );
         if dial {
             t.push_str(&format!("address = \"127.0.0.1:{}\"\n", n.port));
         }
@@ -97,15 +102,16 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     let write = |n: &Node, text: String| std::fs::write(&n.config, text).unwrap();
     write(
         &a,
-        head(&a, "router", &format!("allow = [\"{caller_key}\"]\n"))
+        head(&a, "router", &format!("allow = [{{ key = \"{caller_key}\", role = \"router\" }}]\n"))
             + &peer(&b, true)
             + &peer(&c, true)
             + "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nservice = \"echo\"\n",
     );
     write(&b, head(&b, "router", "") + &peer(&a, false) + &peer(&c, true) + &peer(&s1, false));
     write(&c, head(&c, "router", "") + &peer(&a, false) + &peer(&b, false) + &peer(&s2, false));
-    write(&s1, head(&s1, "satellite", "accept_unknown_keys = true\n") + &peer(&b, true));
-    write(&s2, head(&s2, "satellite", "accept_unknown_keys = true\n") + &peer(&c, true));
+    let clients_of_1 = "accept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n";
+    write(&s1, head(&s1, "satellite", clients_of_1) + &peer(&b, true));
+    write(&s2, head(&s2, "satellite", clients_of_1) + &peer(&c, true));
     let mut procs: Vec<Option<Proc>> =
         [&a, &b, &c, &s1, &s2].iter().map(|n| Some(n.run())).collect();
 

@@ -135,7 +135,7 @@ pub struct ClientLoad {
 impl ClientLoad {
     /// A load carrying out `plan`.
     pub fn new(plan: Plan) -> ClientLoad {
-        let hello = Hello { role: Role::Client, wants: Wants::all() };
+        let hello = Hello::new(Role::Client, Wants::all());
         let mut buf = [0u8; HELLO_LEN_MAX];
         let hello_len = hello.encode(&mut buf);
         ClientLoad {

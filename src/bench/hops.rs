@@ -380,7 +380,7 @@ impl Hops {
             }
         };
         Hops {
-            node: Node::new(id, Hello { role: hello_role, wants: Wants::all() }),
+            node: Node::new(id, Hello::new(hello_role, Wants::all()), now),
             relay,
             relay_key,
             mount,
@@ -811,7 +811,9 @@ impl Service for Hops {
         }
         self.link = Some(id);
         let LinkCtx { txn, out, .. } = link;
-        if let Err(error) = self.node.link_up(id, peer.node_id(), txn, out) {
+        // The relay it dialled is trusted with routes; a second link was refused above.
+        if let Err(error) = self.node.link_up(id, peer.node_id(), SpanRole::Router, true, txn, out)
+        {
             self.refused(id, error);
         }
     }

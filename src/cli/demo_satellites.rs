@@ -93,8 +93,13 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     let caller_id = Identity::generate().map_err(|e| e.to_string())?;
     let limits = "\n[limits]\nkeepalive_ms = 15000\nidle_timeout_ms = 60000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     let peer = |i: usize, dial: bool| -> Result<String, String> {
-        let mut t =
-            format!("\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n", names[i], public(&keys[i])?);
+        // The satellite is granted only what it is.
+        let role = if names[i] == "sat" { "satellite" } else { "router" };
+        let mut t = format!(
+            "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\nrole = \"{role}\"\n",
+            names[i],
+            public(&keys[i])?
+        );
         if dial {
             let _ = writeln!(t, "address = \"127.0.0.1:{}\"", ports[i]);
         }
@@ -108,13 +113,14 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     };
     let caller_key = caller_id.public_key().to_base64();
     let texts = [
-        head(0, "router", &format!("allow = [\"{caller_key}\"]\n"))
+        head(0, "router", &format!("allow = [{{ key = \"{caller_key}\", role = \"router\" }}]\n"))
             + &peer(1, true)?
             + &peer(2, true)?
             + "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nlabel = \"demo/master\"\nservice = \"echo\"\n",
         head(1, "router", "") + &peer(0, false)? + &peer(2, true)? + &peer(3, false)?,
         head(2, "router", "") + &peer(0, false)? + &peer(1, false)?,
-        head(3, "satellite", "accept_unknown_keys = true\n") + &peer(1, true)?,
+        head(3, "satellite", "accept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n")
+            + &peer(1, true)?,
     ];
     let mut core = Vec::new();
     for (i, text) in texts.iter().enumerate() {
@@ -154,6 +160,7 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
         settings.peers = vec![PeerSpec {
             address: Some(sat_addr.parse().map_err(|_| "address")?),
             key: sat_key,
+            role: Role::Satellite,
         }];
         settings.recv_buffers = 8;
         let app = Handle::start(settings)?;
@@ -210,10 +217,10 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
 
     // Calls both ways through the satellite.
     let mut caller_settings = Settings::new(caller_id);
-    caller_settings.peers = vec![PeerSpec {
-        address: Some(format!("127.0.0.1:{}", ports[0]).parse().map_err(|_| "address")?),
-        key: keys[0].public_key().map_err(|e| e.to_string())?,
-    }];
+    caller_settings.peers = vec![PeerSpec::router(
+        Some(format!("127.0.0.1:{}", ports[0]).parse().map_err(|_| "address")?),
+        keys[0].public_key().map_err(|e| e.to_string())?,
+    )];
     caller_settings.recv_buffers = 8;
     let caller = Handle::start(caller_settings)?;
     let sat_id = keys[3].public_key().map_err(|e| e.to_string())?.node_id();

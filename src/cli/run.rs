@@ -123,10 +123,15 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     let mut settings = Settings::new(identity);
     settings.role = role(config.role);
     settings.listen = config.listen.first().copied();
-    settings.peers =
-        config.peers.iter().map(|p| PeerSpec { address: p.address, key: p.key }).collect();
-    settings.allow = config.allow.clone();
+    settings.peers = config
+        .peers
+        .iter()
+        .map(|p| PeerSpec { address: p.address, key: p.key, role: role(p.role) })
+        .collect();
+    settings.allow = config.allow.iter().map(|a| (a.key, role(a.role))).collect();
     settings.accept_unknown_keys = config.accept_unknown_keys;
+    settings.client_clusters = config.client_clusters.iter().map(|&c| ClusterId(c)).collect();
+    settings.circuit_idle = Duration::from_millis(config.limits.circuit_idle_ms);
     settings.mounts = mounts;
     settings.keepalive = Duration::from_millis(config.limits.keepalive_ms);
     settings.idle_timeout = Duration::from_millis(config.limits.idle_timeout_ms);

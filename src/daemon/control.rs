@@ -353,6 +353,9 @@ mod tests {
                 circuits_out: 7,
                 aborts_in: 8,
                 aborts_out: 9,
+                granted: "router".into(),
+                circuits_open: 0,
+                refusals: Default::default(),
             }],
             routes: vec![RouteRow {
                 cluster: "1".into(),
@@ -378,6 +381,7 @@ mod tests {
                 lost: 16,
                 refused: 18,
                 whole_records: 28,
+                ..Default::default()
             },
             handshake_failures: 17,
             clients: 0,
@@ -392,6 +396,9 @@ mod tests {
                 io: 25,
                 local: 26,
             },
+            client_refusals: Default::default(),
+            client_mounts: 0,
+            tombstones: 0,
         }
     }
 

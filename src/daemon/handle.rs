@@ -4,10 +4,12 @@
 //! ([`Handle::open`]), streaming both ways.
 //!
 //! An application usually runs a small node of its own linked to its host's node over loopback
-//! (its key in that node's `allow` list): with role [`Role::Router`] its mounts are advertised to
-//! the whole cluster; with [`Role::Client`] it can call every mount and its own are seen only by
-//! its host node. `ringspan run` is this same handle, configured from a file.
+//! (its key in that node's `allow` list, with the role it may take): granted and running as
+//! [`Role::Router`] its mounts are advertised to the whole cluster; as [`Role::Client`] it can
+//! call every mount, and its client mounts are reachable through its host's aggregate.
+//! `ringspan run` is this same handle, configured from a file.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::{MountSpec, NodeService, Options, Request, RouteRow, Shared, Snapshot, control};
 use crate::cipher::{self, Identity, PublicKey};
 use crate::error::Misuse;
-use crate::ids::NodeId;
+use crate::ids::{ClusterId, NodeId};
 use crate::limits;
 use crate::relay::CallId;
 use crate::ring::{self, Engine, Remote};
@@ -31,6 +33,15 @@ pub struct PeerSpec {
     pub address: Option<SocketAddr>,
     /// Its public key.
     pub key: PublicKey,
+    /// The most its hello may claim to be.
+    pub role: Role,
+}
+
+impl PeerSpec {
+    /// A router peer at `address` with `key`.
+    pub fn router(address: Option<SocketAddr>, key: PublicKey) -> PeerSpec {
+        PeerSpec { address, key, role: Role::Router }
+    }
 }
 
 /// How to run a node.
@@ -44,10 +55,14 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// Its neighbours.
     pub peers: Vec<PeerSpec>,
-    /// Other keys allowed to connect.
-    pub allow: Vec<PublicKey>,
-    /// Let any key connect (still authenticated).
+    /// Other keys allowed to connect, each with the most its hello may claim to be.
+    pub allow: Vec<(PublicKey, Role)>,
+    /// Let any key connect (still authenticated), as a client.
     pub accept_unknown_keys: bool,
+    /// Clusters whose client mounts the node accepts (one aggregate each toward the core).
+    pub client_clusters: Vec<ClusterId>,
+    /// A circuit carrying nothing for this long is aborted.
+    pub circuit_idle: Duration,
     /// Mounts attached at start (echo mounts, or mounts the application serves).
     pub mounts: Vec<MountSpec>,
     /// Keepalive interval.
@@ -91,6 +106,8 @@ impl Settings {
             peers: Vec::new(),
             allow: Vec::new(),
             accept_unknown_keys: false,
+            client_clusters: Vec::new(),
+            circuit_idle: Duration::from_millis(limits::CIRCUIT_IDLE_MS),
             mounts: Vec::new(),
             keepalive: Duration::from_millis(limits::KEEPALIVE_INTERVAL_MS),
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
@@ -208,14 +225,26 @@ impl Handle {
         let mut cipher =
             cipher::Config::new(settings.identity.clone()).map_err(|e| e.to_string())?;
         cipher.allowlist.extend(settings.peers.iter().map(|p| p.key));
-        cipher.allowlist.extend(settings.allow.iter().copied());
+        cipher.allowlist.extend(settings.allow.iter().map(|(key, _)| *key));
         cipher.accept_unknown_keys = settings.accept_unknown_keys;
         cipher.handshake_timeout = settings.handshake_timeout;
+        let mut hello = Hello::new(settings.role, Wants::all());
+        hello.idle_timeout_ms =
+            u32::try_from(settings.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+        // Rights are bound to keys: a peer's role, an allowed key's role; anyone else (let in by
+        // `accept_unknown_keys`) is a client.
+        let mut rights = HashMap::new();
+        rights.extend(settings.allow.iter().copied());
+        rights.extend(settings.peers.iter().map(|p| (p.key, p.role)));
         let options = Options {
             id,
-            hello: Hello { role: settings.role, wants: Wants::all() },
+            hello,
             mounts: settings.mounts.clone(),
             peers: settings.peers.iter().filter_map(|p| Some((p.address?, p.key))).collect(),
+            rights,
+            client_clusters: settings.client_clusters.clone(),
+            circuit_idle: settings.circuit_idle,
+            keepalive: settings.keepalive,
             redial_min: settings.redial_min,
             redial_max: settings.redial_max,
         };

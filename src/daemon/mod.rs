@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cipher::PublicKey;
-use crate::ids::{LinkId, NodeId};
+use crate::ids::{ClusterId, LinkId, NodeId};
 use crate::relay::redial::{PeerState, Redial};
-use crate::relay::{AppEvent, CallId, Links, Node, NodeCounters};
+use crate::relay::{AppEvent, CallId, LinkUp, Links, Node, NodeCounters, Notice};
 use crate::ring::{CloseReason, LinkCtx, Peers, Service, TxSink, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
@@ -61,6 +61,15 @@ pub struct Options {
     pub mounts: Vec<MountSpec>,
     /// Peers to keep a link to.
     pub peers: Vec<(SocketAddr, PublicKey)>,
+    /// The role each known key is granted (the most its hello may claim); any other key that
+    /// gets in is a client.
+    pub rights: HashMap<PublicKey, Role>,
+    /// Clusters whose client mounts the node accepts.
+    pub client_clusters: Vec<ClusterId>,
+    /// A circuit carrying nothing for this long is aborted.
+    pub circuit_idle: Duration,
+    /// The node's own keepalive interval (a peer with a short idle timeout gets more).
+    pub keepalive: Duration,
     /// First redial wait.
     pub redial_min: Duration,
     /// Longest redial wait.
@@ -206,6 +215,56 @@ pub struct Snapshot {
     /// Why links that were up went down, client links included.
     #[serde(default)]
     pub closes: Closes,
+    /// What the client links (not listed in `links`) had refused, in all.
+    #[serde(default)]
+    pub client_refusals: Refusals,
+    /// Clients' mounts held in the client directory.
+    #[serde(default)]
+    pub client_mounts: usize,
+    /// Mounts that went away, remembered for their feasibility distance.
+    #[serde(default)]
+    pub tombstones: usize,
+}
+
+/// What a link's peer was refused or lost for exceeding its share (one link's, or the client
+/// links' in all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
+    /// Circuits refused for a limit: its share of the node's circuits or of the next link's,
+    /// or its calls as a client.
+    pub circuits_limited: u64,
+    /// Its circuits aborted to make room for a peer holding fewer.
+    pub circuits_preempted: u64,
+    /// Its circuits aborted after carrying nothing for the idle bound.
+    pub circuits_idle: u64,
+    /// Spans refused past its share or a full table.
+    pub spans_limited: u64,
+    /// Client spans refused: a cluster not served here, or a mount another client holds.
+    pub spans_refused: u64,
+    /// Seqno requests that waited for its budget.
+    pub seqno_delayed: u64,
+}
+
+impl Refusals {
+    fn of(c: &crate::relay::LinkCounters) -> Refusals {
+        Refusals {
+            circuits_limited: c.circuits_limited,
+            circuits_preempted: c.circuits_preempted,
+            circuits_idle: c.circuits_idle,
+            spans_limited: c.spans_limited,
+            spans_refused: c.spans_refused,
+            seqno_delayed: c.seqno_delayed,
+        }
+    }
+
+    fn add(&mut self, other: Refusals) {
+        self.circuits_limited += other.circuits_limited;
+        self.circuits_preempted += other.circuits_preempted;
+        self.circuits_idle += other.circuits_idle;
+        self.spans_limited += other.spans_limited;
+        self.spans_refused += other.spans_refused;
+        self.seqno_delayed += other.seqno_delayed;
+    }
 }
 
 /// Links that were up and went down, by cause, since the node started. Links that fail before
@@ -262,6 +321,18 @@ pub struct Counters {
     /// Received records forwarded whole: every message in them continued on one link.
     #[serde(default)]
     pub whole_records: u64,
+    /// Circuits refused for a limit (a peer's share, a client's calls).
+    #[serde(default)]
+    pub limited: u64,
+    /// Circuits aborted to make room for a peer holding fewer.
+    #[serde(default)]
+    pub preempted: u64,
+    /// Circuits aborted after carrying nothing for the idle bound.
+    #[serde(default)]
+    pub idle: u64,
+    /// Second links to an already linked node, closed.
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 /// One link, as shown.
@@ -273,6 +344,9 @@ pub struct LinkRow {
     pub peer: String,
     /// What the peer said it is.
     pub role: String,
+    /// What the peer's key is granted (the most it may say it is).
+    #[serde(default)]
+    pub granted: String,
     /// Spans it has open to us / we to it.
     pub spans_in: usize,
     /// Spans we have open to it.
@@ -293,6 +367,12 @@ pub struct LinkRow {
     pub aborts_in: u64,
     /// Forced closes sent.
     pub aborts_out: u64,
+    /// Circuits and calls we have open on it.
+    #[serde(default)]
+    pub circuits_open: usize,
+    /// What its peer was refused or lost for exceeding its share.
+    #[serde(default)]
+    pub refusals: Refusals,
 }
 
 /// One mount, as shown.
@@ -353,6 +433,8 @@ pub struct NodeService {
     shared: Arc<Shared>,
     /// Links to close at the next tick, with why.
     to_close: Vec<(LinkId, ErrorCode)>,
+    /// Links whose keepalive interval must be shortened for their peer's idle timeout.
+    keepalives: Vec<(LinkId, Duration)>,
     /// Links being closed because the peer broke the protocol as the node checks it (their
     /// close is counted as misbehaviour, not as a local close).
     misbehaving: HashSet<LinkId, Hasher>,
@@ -386,8 +468,12 @@ impl NodeService {
             // A client keeps one satellite (or node) at a time and fails over down its list.
             redial = redial.one_at_a_time();
         }
+        let mut node = Node::new(options.id, options.hello.clone(), now);
+        node.serve_client_clusters(options.client_clusters.iter().copied());
+        node.set_circuit_idle(options.circuit_idle);
         NodeService {
-            node: Node::new(options.id, options.hello.clone()),
+            node,
+            keepalives: Vec::new(),
             echo: HashSet::default(),
             app_mounts: HashSet::default(),
             incoming,
@@ -412,6 +498,33 @@ impl NodeService {
             self.misbehaving.insert(link);
         }
         self.to_close.push((link, ErrorCode::REFUSED));
+    }
+
+    /// The role a peer's key is granted: its configured one, or client for a key let in only
+    /// by `accept_unknown_keys`.
+    fn granted(&self, key: &PublicKey) -> Role {
+        self.options.rights.get(key).copied().unwrap_or(Role::Client)
+    }
+
+    /// Acts on what the node asks of the engine after an input.
+    fn notices(&mut self) {
+        while let Some(notice) = self.node.poll_notice() {
+            match notice {
+                Notice::PeerIdleTimeout { link, idle_timeout } => {
+                    // A third of the peer's idle timeout lets two keepalives be late.
+                    let needed = idle_timeout / 3;
+                    if needed < self.options.keepalive {
+                        tracing::warn!(
+                            %link,
+                            peer_idle_ms = idle_timeout.as_millis() as u64,
+                            keepalive_ms = needed.as_millis() as u64,
+                            "the peer's idle timeout is short: keeping its link alive more often"
+                        );
+                        self.keepalives.push((link, needed));
+                    }
+                }
+            }
+        }
     }
 
     /// The local application: echo mounts answer, loads book their calls.
@@ -545,17 +658,24 @@ impl NodeService {
 
     fn publish(&mut self, worker: &WorkerCtx<'_>) {
         // Client links are counted, not listed: a satellite holds a great many.
-        let clients = self.node.link_info().filter(|i| i.role == Some(Role::Client)).count();
+        let is_client = |info: &crate::relay::LinkInfo| info.granted == Role::Client;
+        let mut clients = 0;
+        let mut client_refusals = Refusals::default();
+        for info in self.node.link_info().filter(is_client) {
+            clients += 1;
+            client_refusals.add(Refusals::of(&info.counters));
+        }
         let mut links: Vec<LinkRow> = self
             .node
             .link_info()
-            .filter(|info| info.role != Some(Role::Client))
+            .filter(|info| !is_client(info))
             .map(|info| {
                 let stats = worker.link_stats(info.link).unwrap_or_default();
                 LinkRow {
                     link: info.link.0,
                     peer: info.peer.to_string(),
-                    role: info.role.map_or("-".into(), |r| format!("{r:?}").to_lowercase()),
+                    role: info.role.map_or("-", Role::name).to_owned(),
+                    granted: info.granted.name().to_owned(),
                     spans_in: info.spans_in,
                     spans_out: info.spans_out,
                     bytes_in: stats.bytes_in,
@@ -566,6 +686,8 @@ impl NodeService {
                     circuits_out: info.counters.circuits_out,
                     aborts_in: info.counters.aborts_in,
                     aborts_out: info.counters.aborts_out,
+                    circuits_open: info.circuits_open,
+                    refusals: Refusals::of(&info.counters),
                 }
             })
             .collect();
@@ -612,8 +734,19 @@ impl NodeService {
                 },
             })
             .collect();
-        let NodeCounters { relayed, served, opened, no_route, lost, refused, whole_records } =
-            self.node.counters();
+        let NodeCounters {
+            relayed,
+            served,
+            opened,
+            no_route,
+            lost,
+            refused,
+            whole_records,
+            limited,
+            preempted,
+            idle,
+            duplicates,
+        } = self.node.counters();
         let stats = worker.stats();
         let snapshot = Snapshot {
             node: self.node.id().to_string(),
@@ -621,13 +754,28 @@ impl NodeService {
             routes,
             peers,
             circuits: self.node.circuits(),
-            counters: Counters { relayed, served, opened, no_route, lost, refused, whole_records },
+            counters: Counters {
+                relayed,
+                served,
+                opened,
+                no_route,
+                lost,
+                refused,
+                whole_records,
+                limited,
+                preempted,
+                idle,
+                duplicates,
+            },
             handshake_failures: stats.handshake_failures,
             clients,
             accepted: stats.accepted,
             refused_max_links: stats.refused_max_links,
             refused_handshake_rate: stats.refused_handshake_rate,
             closes: self.closes.clone(),
+            client_refusals,
+            client_mounts: self.node.clients().len(),
+            tombstones: self.node.table().tombstones(),
         };
         if let Ok(mut shared) = self.shared.snapshot.lock() {
             *shared = snapshot;
@@ -700,12 +848,32 @@ impl Service for NodeService {
         let id = link.id();
         let peer = link.peer();
         self.now = link.now();
-        self.redial.up(&peer, id);
+        self.node.handle_timeout(self.now);
+        let granted = self.granted(&peer);
+        let dialled = false; // ENGINE-MERGE: link.dialled()
         let LinkCtx { txn, out, .. } = link;
-        if let Err(error) = self.node.link_up(id, peer.node_id(), txn, out) {
-            self.refused(id, error);
+        match self.node.link_up(id, peer.node_id(), granted, dialled, txn, out) {
+            Ok(LinkUp::Up) => {
+                self.redial.up(&peer, id);
+                tracing::info!(%id, peer = %peer.node_id(), role = granted.name(), "link up");
+            }
+            Ok(LinkUp::Duplicate { keep }) => {
+                match keep {
+                    Some(keep) => {
+                        self.redial.up(&peer, keep);
+                        tracing::warn!(%id, %keep, peer = %peer.node_id(), "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
+                    }
+                    None => tracing::warn!(%id, "a link to this node itself: closed"),
+                }
+                self.to_close.push((id, ErrorCode::DUPLICATE));
+            }
+            Ok(LinkUp::Replaces { old }) => {
+                self.redial.up(&peer, id);
+                tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
+                self.to_close.push((old, ErrorCode::DUPLICATE));
+            }
+            Err(error) => self.refused(id, error),
         }
-        tracing::info!(%id, peer = %peer.node_id(), "link up");
     }
 
     fn record(&mut self, link: &mut LinkCtx<'_>, plaintext: &[u8]) -> Option<usize> {
@@ -717,19 +885,23 @@ impl Service for NodeService {
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let id = link.id();
         self.now = link.now();
+        self.node.handle_timeout(self.now);
         let LinkCtx { txn, out, peers, .. } = link;
         if let Err(error) = self.node.received_via(id, txn, out, peers, received) {
             self.refused(id, error);
         }
+        self.notices();
     }
 
     fn event(&mut self, link: &mut LinkCtx<'_>, event: Event) {
         let id = link.id();
         self.now = link.now();
+        self.node.handle_timeout(self.now);
         let LinkCtx { txn, out, peers, .. } = link;
         if let Err(error) = self.node.event_via(id, txn, out, peers, event) {
             self.refused(id, error);
         }
+        self.notices();
     }
 
     fn link_down(&mut self, link: LinkId, reason: CloseReason) {
@@ -752,6 +924,11 @@ impl Service for NodeService {
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
         let now = worker.now();
         self.now = now;
+        self.node.handle_timeout(now);
+        self.notices();
+        for (_link, _interval) in self.keepalives.drain(..) {
+            // ENGINE-MERGE: worker.set_keepalive(link, interval);
+        }
         if !self.started {
             self.started = true;
             for spec in self.options.mounts.clone() {
@@ -782,6 +959,9 @@ impl Service for NodeService {
             self.publish(worker);
         }
         if let Some(at) = self.next_snapshot {
+            worker.wake_at(at);
+        }
+        if let Some(at) = self.node.poll_timeout() {
             worker.wake_at(at);
         }
     }
@@ -849,15 +1029,6 @@ impl Service for NodeService {
             }
         }
         self.tick(worker);
-    }
-}
-
-/// Role names as written in configuration and shown.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Router => "router",
-        Role::Satellite => "satellite",
-        Role::Client => "client",
     }
 }
 

@@ -2,8 +2,9 @@
 //! and invariant checks after every delivered message.
 //!
 //! Each link has a fixed latency, so messages on one link arrive in the order sent. Deliveries
-//! wait in a priority queue ordered by (arrival time, sequence number): a run is fully
-//! determined by its inputs. Cutting a link, crashing a node or partitioning the graph takes the
+//! wait in a priority queue ordered by (arrival time, sequence number), and the tables' own
+//! deadlines (seqno requests waiting for a neighbour's budget, coalesced seqno raises) are
+//! taken in virtual time too: a run is fully determined by its inputs. Cutting a link, crashing a node or partitioning the graph takes the
 //! affected links down at once: both ends' tables are told, and messages in flight on them are
 //! lost. Restoring brings them up again (a restarted node starts with an empty table and
 //! re-attaches its mounts, with seqnos starting over).
@@ -20,6 +21,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use crate::ids::{NeighbourId, NodeId};
 use crate::span::{Label, MountKey, MountKind, NextHop, Outbound, Role, Table, Wants};
@@ -54,6 +56,8 @@ struct Node {
     alive: bool,
     /// What is attached here (re-attached after a restart).
     mounts: Vec<(MountKey, MountKind)>,
+    /// The deadline of its table pushed on [`Cluster::timers`], if one is.
+    timer_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -106,6 +110,11 @@ pub struct Cluster {
     adjacency: Vec<BTreeMap<u32, usize>>,
     queue: BinaryHeap<Reverse<Delivery>>,
     now_ms: u64,
+    /// Virtual time zero, as an `Instant` for the tables.
+    epoch: Instant,
+    /// Tables' deadlines: (virtual ms, causal round, node). A node's earliest is pushed at
+    /// each flush; a stale entry fires a harmless early `handle_timeout`.
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
     seq: u64,
     stats: Stats,
     last_quiet_rounds: u32,
@@ -121,12 +130,19 @@ impl Cluster {
     ) -> Result<Cluster, Failure> {
         let mut cluster = Cluster {
             nodes: (0..nodes)
-                .map(|i| Node { table: Table::new(node_id(i as u32)), alive: true, mounts: vec![] })
+                .map(|i| Node {
+                    table: Table::new(node_id(i as u32)),
+                    alive: true,
+                    mounts: vec![],
+                    timer_ms: None,
+                })
                 .collect(),
             links: Vec::with_capacity(edges.len()),
             adjacency: vec![BTreeMap::new(); nodes],
             queue: BinaryHeap::new(),
             now_ms: 0,
+            epoch: epoch(),
+            timers: BinaryHeap::new(),
             seq: 0,
             stats: Stats::default(),
             last_quiet_rounds: 0,
@@ -259,8 +275,28 @@ impl Cluster {
         self.check_all_loops()
     }
 
-    /// Deliver the next message, then check for loops. `Ok(false)` when nothing is in flight.
+    /// Deliver the next message (or fire the next table deadline), then check for loops.
+    /// `Ok(false)` when nothing is in flight or due.
     pub fn step(&mut self) -> Result<bool, Failure> {
+        let next_timer = self.timers.peek().map(|&Reverse((at, ..))| at);
+        let next_delivery = self.queue.peek().map(|Reverse(d)| d.at_ms);
+        if let Some(at) = next_timer
+            && next_delivery.is_none_or(|d| at < d)
+        {
+            let Some(Reverse((at, round, node))) = self.timers.pop() else { return Ok(false) };
+            self.now_ms = self.now_ms.max(at);
+            let now = self.instant();
+            let n = &mut self.nodes[node as usize];
+            if n.timer_ms == Some(at) {
+                n.timer_ms = None;
+            }
+            if n.alive && n.table.poll_timeout().is_some_and(|due| due <= now) {
+                n.table.handle_timeout(now);
+                self.flush(node, round);
+                self.check_all_loops_at(node)?;
+            }
+            return Ok(true);
+        }
         let Some(Reverse(d)) = self.queue.pop() else { return Ok(false) };
         self.now_ms = d.at_ms;
         let link = &self.links[d.link];
@@ -277,7 +313,8 @@ impl Cluster {
             Outbound::Retract(m) => (table.handle_retract(from, m), m),
             Outbound::SeqnoRequest { mount, seqno } => {
                 self.stats.requests += 1;
-                (table.handle_seqno_request(from, mount, seqno), mount)
+                let now = self.epoch + Duration::from_millis(self.now_ms);
+                (table.handle_seqno_request(from, mount, seqno, now), mount)
             }
         };
         result
@@ -304,7 +341,9 @@ impl Cluster {
     /// Step until virtual time passes `now + ms` or nothing is in flight.
     pub fn run_for(&mut self, ms: u64) -> Result<(), Failure> {
         let until = self.now_ms + ms;
-        while self.queue.peek().is_some_and(|Reverse(d)| d.at_ms <= until) {
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at_ms <= until)
+            || self.timers.peek().is_some_and(|&Reverse((at, ..))| at <= until)
+        {
             self.step()?;
         }
         self.now_ms = until;
@@ -494,7 +533,7 @@ impl Cluster {
             }
             let id = NeighbourId(u64::from(other));
             let result = if should {
-                node.table.handle_neighbour_up(id, Role::Router, Wants::all())
+                node.table.handle_neighbour_up(id, node_id(other), Role::Router, Wants::all())
             } else {
                 node.table.handle_neighbour_down(id)
             };
@@ -516,8 +555,34 @@ impl Cluster {
         Ok(())
     }
 
-    /// Puts everything a node's table wants sent in flight.
+    /// The virtual time now, as the tables see it.
+    fn instant(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.now_ms)
+    }
+
+    /// Checks every mount for loops from one node (after a deadline changed its table).
+    fn check_all_loops_at(&mut self, node: u32) -> Result<(), Failure> {
+        let keys: Vec<MountKey> =
+            self.nodes[node as usize].table.mounts().map(|(k, _)| k).collect();
+        for key in keys {
+            self.check_loop_from(node, key)?;
+        }
+        Ok(())
+    }
+
+    /// Puts everything a node's table wants sent in flight, and notes its next deadline.
     fn flush(&mut self, from: u32, round: u32) {
+        let node = &mut self.nodes[from as usize];
+        if let Some(at) = node.table.poll_timeout() {
+            // Rounded up to the next virtual millisecond: never early.
+            let after = at.saturating_duration_since(self.epoch);
+            let ms = after.as_millis() as u64 + u64::from(after.subsec_nanos() % 1_000_000 != 0);
+            let ms = ms.max(self.now_ms);
+            if node.timer_ms.is_none_or(|pushed| ms < pushed) {
+                node.timer_ms = Some(ms);
+                self.timers.push(Reverse((ms, round, from)));
+            }
+        }
         while let Some((to, msg)) = self.nodes[from as usize].table.poll_transmit() {
             let to = to.0 as u32;
             let Some(&link) = self.adjacency[from as usize].get(&to) else { continue };
@@ -535,6 +600,12 @@ impl Cluster {
             }));
         }
     }
+}
+
+/// Virtual time zero: the clock read once, as `Pair` does; from then on only durations are added.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
 }
 
 fn node_id(node: u32) -> NodeId {

@@ -8,9 +8,10 @@
 //! has ended at both ends, no node holds a circuit, and every link holds only its span protocol.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::ids::{ClusterId, LinkId, MountId, NodeId};
-use crate::relay::{AppEvent, CallId, Node};
+use crate::relay::{AppEvent, CallId, LinkUp, Node};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn::{self, Received};
 use crate::wire::{Command, ErrorCode, Flags, Messages};
@@ -37,6 +38,8 @@ pub struct Outcomes {
 
 struct SimNode {
     node: Node,
+    /// What it says it is, and what its neighbours grant its key.
+    role: Role,
     alive: bool,
     mounts: Vec<MountKey>,
     /// Calls this node's application opened and that have not ended.
@@ -91,6 +94,8 @@ pub struct Net {
     pub crashed_calls: u64,
     /// Links closed because a node refused what came on them, with the reason.
     pub refusals: Vec<String>,
+    /// Virtual time zero; each step moves virtual time on by a millisecond.
+    epoch: Instant,
 }
 
 /// A mount key for the harness: cluster 1, mount `n`.
@@ -105,7 +110,8 @@ fn fail(msg: String) -> Failure {
 impl Net {
     /// `n` nodes, no links, RNG seeded with `seed`.
     pub fn new(n: usize, seed: u64) -> Net {
-        let nodes = (0..n).map(SimNode::new).collect();
+        let epoch = epoch();
+        let nodes = (0..n).map(|i| SimNode::new(i, epoch)).collect();
         Net {
             nodes,
             links: Vec::new(),
@@ -115,14 +121,20 @@ impl Net {
             steps: 0,
             crashed_calls: 0,
             refusals: Vec::new(),
+            epoch,
         }
+    }
+
+    /// The virtual time now: a millisecond per step taken.
+    pub fn now(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.steps)
     }
 
     /// `roles.len()` nodes with these roles (each says it in its hello).
     pub fn with_roles(roles: &[Role], seed: u64) -> Net {
         let mut net = Net::new(roles.len(), seed);
         for (i, &role) in roles.iter().enumerate() {
-            net.nodes[i] = SimNode::with_role(i, role);
+            net.nodes[i] = SimNode::with_role(i, role, net.now());
         }
         net
     }
@@ -195,15 +207,38 @@ impl Net {
             out: [Vec::new(), Vec::new()],
             inflight: [VecDeque::new(), VecDeque::new()],
         });
+        // What each end closes: the new link or an older one, when the two nodes are linked
+        // already (one link per adjacency; both ends decide alike).
+        let mut losers = Vec::new();
         for side in 0..2 {
             let node = self.links[l].ends[side];
-            let peer = NodeId(self.links[l].ends[1 - side] as u128 + 1);
+            let other = self.links[l].ends[1 - side];
+            let peer = NodeId(other as u128 + 1);
+            // Each end's key is granted what the other end says it is; the first end dials.
+            let granted = self.nodes[other].role;
             let link = &mut self.links[l];
-            self.nodes[node]
+            let up = self.nodes[node]
                 .node
-                .link_up(LinkId(l as u64), peer, &mut link.txn[side], &mut link.out[side])
+                .link_up(
+                    LinkId(l as u64),
+                    peer,
+                    granted,
+                    side == 0,
+                    &mut link.txn[side],
+                    &mut link.out[side],
+                )
                 .map_err(|e| fail(format!("link_up on node {node}: {e}")))?;
+            match up {
+                LinkUp::Up => {}
+                LinkUp::Duplicate { .. } => losers.push(l),
+                LinkUp::Replaces { old } => losers.push(old.0 as usize),
+            }
             self.settle(node)?;
+        }
+        losers.sort_unstable();
+        losers.dedup();
+        for loser in losers {
+            self.cut(loser)?;
         }
         Ok(l)
     }
@@ -329,7 +364,8 @@ impl Net {
             }
         }
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
-        self.nodes[i] = SimNode::new(i);
+        let role = self.nodes[i].role;
+        self.nodes[i] = SimNode::with_role(i, role, self.now());
         self.nodes[i].alive = false;
         self.nodes[i].mounts = mounts;
         Ok(())
@@ -338,7 +374,8 @@ impl Net {
     /// Restarts crashed node `i` with its mounts (not its links).
     pub fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
-        self.nodes[i] = SimNode::new(i);
+        let role = self.nodes[i].role;
+        self.nodes[i] = SimNode::with_role(i, role, self.now());
         for m in mounts {
             self.attach(i, m.mount.0)?;
         }
@@ -377,7 +414,9 @@ impl Net {
         let lend = self.rng.index(2) == 0;
         let (link, mut others) =
             Lent::split(&mut self.links, l, node).ok_or_else(|| fail("no such link".into()))?;
+        let now = self.epoch + Duration::from_millis(self.steps);
         let sim = &mut self.nodes[node].node;
+        sim.handle_timeout(now);
         let whole = lend && sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some();
         let messages = Messages::new(if whole { &[] } else { &bytes[..] });
         for message in messages {
@@ -561,6 +600,12 @@ impl Net {
     }
 }
 
+/// Virtual time zero: the clock read once, as `Pair` does; from then on only durations are added.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 impl Wire for SimLink {
     fn end_of(&self, node: usize) -> Option<usize> {
         self.up.then(|| usize::from(self.ends[1] == node))
@@ -572,13 +617,17 @@ impl Wire for SimLink {
 }
 
 impl SimNode {
-    fn new(i: usize) -> SimNode {
-        SimNode::with_role(i, Role::Router)
+    fn new(i: usize, now: Instant) -> SimNode {
+        SimNode::with_role(i, Role::Router, now)
     }
 
-    fn with_role(i: usize, role: Role) -> SimNode {
+    fn with_role(i: usize, role: Role, now: Instant) -> SimNode {
+        let mut node = Node::new(NodeId(i as u128 + 1), Hello::new(role, Wants::all()), now);
+        // The harness's clients attach their mounts in cluster 1 (`mount`).
+        node.serve_client_clusters([ClusterId(1)]);
         SimNode {
-            node: Node::new(NodeId(i as u128 + 1), Hello { role, wants: Wants::all() }),
+            node,
+            role,
             alive: true,
             mounts: Vec::new(),
             open_calls: BTreeMap::new(),

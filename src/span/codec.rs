@@ -7,22 +7,33 @@
 
 use crate::error::{Error, Malformed};
 use crate::ids::{ClusterId, MountId, NodeId};
-use crate::limits::{SPAN_LABEL_MAX, SPAN_WANTED_CLUSTERS_MAX};
+use crate::limits::{IDLE_TIMEOUT_MS, SPAN_LABEL_MAX, SPAN_WANTED_CLUSTERS_MAX};
 
 use super::{Advert, Clusters, KindSet, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 
-/// What one side of a link says about itself in its `LINK_CONN`: what it is, and which spans
-/// it wants to hear.
+/// What one side of a link says about itself in its `LINK_CONN`: what it is, which spans it
+/// wants to hear, and how soon it closes a silent link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
-    /// What the sender is.
+    /// What the sender is (at most what its key was granted by the receiver).
     pub role: Role,
     /// The spans it wants.
     pub wants: Wants,
+    /// The sender's idle timeout: it closes the link when it has received nothing for this many
+    /// milliseconds, so the receiver must send something (a keepalive at least) more often.
+    pub idle_timeout_ms: u32,
+}
+
+impl Hello {
+    /// A hello with the default idle timeout ([`IDLE_TIMEOUT_MS`]).
+    pub fn new(role: Role, wants: Wants) -> Hello {
+        // The default fits: a const assertion in `limits` ties it below u32::MAX.
+        Hello { role, wants, idle_timeout_ms: IDLE_TIMEOUT_MS as u32 }
+    }
 }
 
 /// Bytes of a hello's fixed part.
-pub const HELLO_HEADER_LEN: usize = 8;
+pub const HELLO_HEADER_LEN: usize = 16;
 /// The longest hello: the fixed part and every wanted cluster.
 pub const HELLO_LEN_MAX: usize = HELLO_HEADER_LEN + 16 * SPAN_WANTED_CLUSTERS_MAX;
 /// Bytes of an advertisement's fixed part (the label follows).
@@ -51,6 +62,10 @@ fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
 fn u128_at(bytes: &[u8], at: usize) -> u128 {
     let mut raw = [0u8; 16];
     raw.copy_from_slice(&bytes[at..at + 16]);
@@ -70,6 +85,7 @@ impl Hello {
         buf[2] = flags;
         // `Wants::new` bounds the list to SPAN_WANTED_CLUSTERS_MAX (64).
         buf[4..6].copy_from_slice(&(list.len() as u16).to_le_bytes());
+        buf[8..12].copy_from_slice(&self.idle_timeout_ms.to_le_bytes());
         let mut at = HELLO_HEADER_LEN;
         for cluster in list {
             buf[at..at + 16].copy_from_slice(&cluster.0.to_le_bytes());
@@ -82,7 +98,7 @@ impl Hello {
     pub fn decode(bytes: &[u8]) -> Result<Hello, Error> {
         const WHAT: &str = "LINK_CONN hello";
         if bytes.len() < HELLO_HEADER_LEN {
-            return Err(malformed(WHAT, "shorter than its 8-byte header"));
+            return Err(malformed(WHAT, "shorter than its 16-byte header"));
         }
         let role = match bytes[0] {
             0 => Role::Router,
@@ -93,8 +109,16 @@ impl Hello {
         let kinds =
             KindSet::from_bits(bytes[1]).ok_or(malformed(WHAT, "unknown mount kind bit"))?;
         let flags = bytes[2];
-        if flags & !ALL_CLUSTERS != 0 || bytes[3] != 0 || bytes[6] != 0 || bytes[7] != 0 {
+        if flags & !ALL_CLUSTERS != 0
+            || bytes[3] != 0
+            || bytes[6..8] != [0, 0]
+            || bytes[12..16] != [0, 0, 0, 0]
+        {
             return Err(malformed(WHAT, "reserved bits set"));
+        }
+        let idle_timeout_ms = u32_at(bytes, 8);
+        if idle_timeout_ms == 0 {
+            return Err(malformed(WHAT, "an idle timeout of zero"));
         }
         let count = usize::from(u16_at(bytes, 4));
         if count > SPAN_WANTED_CLUSTERS_MAX {
@@ -113,7 +137,7 @@ impl Hello {
                 (0..count).map(|i| ClusterId(u128_at(bytes, HELLO_HEADER_LEN + 16 * i))).collect();
             Clusters::Only(list)
         };
-        Ok(Hello { role, wants: Wants::new(kinds, clusters)? })
+        Ok(Hello { role, wants: Wants::new(kinds, clusters)?, idle_timeout_ms })
     }
 }
 
@@ -254,19 +278,20 @@ mod tests {
             Clusters::Only(vec![ClusterId(7), ClusterId(9)]),
         )
         .unwrap();
-        let hello = Hello { role: Role::Client, wants: only };
+        let hello = Hello { role: Role::Client, wants: only, idle_timeout_ms: 5_000 };
         let mut buf = [0u8; HELLO_LEN_MAX];
         let n = hello.encode(&mut buf);
-        let mut want = vec![2, 0b01_0001, 0, 0, 2, 0, 0, 0];
+        let mut want = vec![2, 0b01_0001, 0, 0, 2, 0, 0, 0, 0x88, 0x13, 0, 0, 0, 0, 0, 0];
         want.extend(le16(7));
         want.extend(le16(9));
         assert_eq!(&buf[..n], &want[..]);
         assert_eq!(Hello::decode(&want), Ok(hello));
 
-        let all = Hello { role: Role::Router, wants: Wants::all() };
+        let all = Hello { role: Role::Router, wants: Wants::all(), idle_timeout_ms: 0x0102_0304 };
         let n = all.encode(&mut buf);
-        assert_eq!(&buf[..n], &[0, 0b111_1111, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(&buf[..n], &[0, 0b111_1111, 1, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
         assert_eq!(Hello::decode(&buf[..n]), Ok(all));
+        assert_eq!(Hello::new(Role::Router, Wants::all()).idle_timeout_ms, 5_000);
     }
 
     #[test]
@@ -275,14 +300,30 @@ mod tests {
             Err(Error::Malformed(Malformed::LinkPayload { reason, .. })) => reason,
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert!(reason(&[0; 7]).contains("shorter"));
-        assert!(reason(&[3, 0, 1, 0, 0, 0, 0, 0]).contains("role"));
-        assert!(reason(&[0, 0x80, 1, 0, 0, 0, 0, 0]).contains("kind"));
-        assert!(reason(&[0, 1, 2, 0, 0, 0, 0, 0]).contains("reserved"));
-        assert!(reason(&[0, 1, 1, 0, 0, 0, 0, 1]).contains("reserved"));
-        assert!(reason(&[0, 1, 0, 0, 1, 0, 0, 0]).contains("length"));
-        assert!(reason(&[0, 1, 0, 0, 65, 0, 0, 0]).contains("more wanted clusters"));
-        let mut both = vec![0, 1, 1, 0, 1, 0, 0, 0];
+        // A good header to break one byte at a time: a router wanting all, idle 1 s.
+        let good = [0u8, 1, 1, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0, 0, 0, 0, 0];
+        assert!(Hello::decode(&good).is_ok());
+        let with = |at: usize, value: u8| {
+            let mut bytes = good;
+            bytes[at] = value;
+            bytes
+        };
+        assert!(reason(&good[..15]).contains("shorter"));
+        assert!(reason(&with(0, 3)).contains("role"));
+        assert!(reason(&with(1, 0x80)).contains("kind"));
+        assert!(reason(&with(2, 2)).contains("reserved"));
+        assert!(reason(&with(3, 1)).contains("reserved"));
+        assert!(reason(&with(7, 1)).contains("reserved"));
+        assert!(reason(&with(15, 1)).contains("reserved"));
+        let mut zero = good;
+        zero[8..12].fill(0);
+        assert!(reason(&zero).contains("idle timeout"));
+        let mut listed = with(2, 0);
+        listed[4] = 1;
+        assert!(reason(&listed).contains("length"));
+        listed[4] = 65;
+        assert!(reason(&listed).contains("more wanted clusters"));
+        let mut both = with(4, 1).to_vec();
         both.extend([0; 16]);
         assert!(reason(&both).contains("also wants all"));
     }

@@ -13,10 +13,22 @@
 //! - A seqno request travels inside the span that advertised the mount, in the reply direction,
 //!   toward the originator (`LINK_SPAN_REQUEST`).
 //!
+//! # Rights and shares
+//!
+//! The peer's role is what its key was granted ([`SpanLink::new`]), never more: a hello
+//! claiming more closes the link (`Violation::RoleNotGranted`). A client's spans never reach
+//! the table: each is a mount in the node's [`Clients`] directory, of kind client or cache only
+//! (anything else closes the link), at most [`CLIENT_MOUNTS_PER_CLIENT`] per client. A span
+//! past the peer's share, past a full table or directory, in a cluster the node does not serve
+//! clients of, or naming a client mount another client holds, is *refused alone*: answered with
+//! a forced close (`LIMIT_REACHED` or `REFUSED`) and counted ([`SpanCounters`]); the link and
+//! the peer's other spans carry on.
+//!
 //! # Calling contract
 //!
 //! Call [`SpanLink::start`] when the link's handshake is done. Give each delivery the link's
-//! [`txn::Link`] returns (and each [`txn::Event::Delivery`]) to [`SpanLink::handle`]: it consumes
+//! [`txn::Link`] returns (and each [`txn::Event::Delivery`]) to [`SpanLink::handle`], with the
+//! node's table, client directory and the time ([`SpanCtx`]): it consumes
 //! the span protocol's own messages and returns `false` for everything else (circuits, the
 //! application's transactions). Give it every [`txn::Event::Ended`] through
 //! [`SpanLink::ended`]. Send what the table asks for this neighbour with
@@ -25,24 +37,56 @@
 //! comes first), and the other synthesized closes are absorbed. An error from `handle` means the peer broke the protocol or a
 //! bound: close the link with it as the reason.
 
+use std::time::Instant;
+
 use crate::error::{Error, Limit, Violation};
-use crate::ids::{NeighbourId, TxnId};
-use crate::limits::SPANS_PER_NEIGHBOUR_MAX;
+use crate::ids::{NeighbourId, NodeId, TxnId};
+use crate::limits::{
+    CLIENT_MOUNTS_PER_CLIENT, PEER_IDLE_TIMEOUT_MIN_MS, SPANS_HELD_PER_NEIGHBOUR_MAX,
+};
 use crate::txn::{self, Delivery};
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
+use super::clients::{ClientRefusal, Clients};
 use super::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
 use super::small::SmallMap;
-use super::{MountKey, Outbound, Role, Table};
+use super::{Advert, MountKey, Outbound, Role, Table};
+
+/// What the span protocol of a link works on: the node's table and client directory, and the
+/// time of the input.
+pub struct SpanCtx<'a> {
+    /// The node's span table.
+    pub table: &'a mut Table,
+    /// The node's clients' mounts.
+    pub clients: &'a mut Clients,
+    /// The time the input arrived.
+    pub now: Instant,
+}
+
+/// What a link's span protocol refused or delayed, for `show` and the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanCounters {
+    /// Spans refused past the peer's share or a full table (`LIMIT_REACHED`).
+    pub spans_limited: u64,
+    /// Client spans refused: a cluster not served here, or a mount another client holds
+    /// (`REFUSED`).
+    pub spans_refused: u64,
+}
 
 /// The span protocol state of one link. See the module documentation.
 #[derive(Debug)]
 pub struct SpanLink {
     neighbour: NeighbourId,
+    /// The node on the other end.
+    peer_node: NodeId,
+    /// The most the peer may say it is: what its key was granted.
+    granted: Role,
     /// Our `LINK_CONN`.
     conn: Option<TxnId>,
     /// The peer's `LINK_CONN` and what it said.
     peer: Option<(TxnId, Role)>,
+    /// The idle timeout the peer's hello asked for, in milliseconds.
+    peer_idle_timeout_ms: Option<u32>,
     down: bool,
     /// Our open spans, by mount.
     ours: SmallMap<MountKey, TxnId>,
@@ -50,37 +94,29 @@ pub struct SpanLink {
     ours_by_txn: SmallMap<TxnId, MountKey>,
     /// The peer's open spans, by mount: where circuits to the mount open and seqno requests go.
     theirs: SmallMap<MountKey, TxnId>,
-    /// Every span transaction the peer opened that has not ended, to its mount and whether the
-    /// peer has retracted it.
+    /// Every span transaction the peer opened that has not ended, to its mount and whether it is
+    /// over at our end (retracted by the peer, or refused by us).
     theirs_by_txn: SmallMap<TxnId, (MountKey, bool)>,
-    /// A client peer's mounts that appeared (`true`) or went away (`false`), for the node that
-    /// aggregates its clients; drained with [`SpanLink::take_client_changes`].
-    client_changes: Vec<(MountKey, bool)>,
+    counters: SpanCounters,
 }
 
 impl SpanLink {
-    /// The span protocol for the link the table knows as `neighbour`.
-    pub fn new(neighbour: NeighbourId) -> SpanLink {
+    /// The span protocol for the link the table knows as `neighbour`, to the node `peer_node`,
+    /// whose key was granted the role `granted`.
+    pub fn new(neighbour: NeighbourId, peer_node: NodeId, granted: Role) -> SpanLink {
         SpanLink {
             neighbour,
+            peer_node,
+            granted,
             conn: None,
             peer: None,
+            peer_idle_timeout_ms: None,
             down: false,
             ours: SmallMap::default(),
             ours_by_txn: SmallMap::default(),
             theirs: SmallMap::default(),
             theirs_by_txn: SmallMap::default(),
-            client_changes: Vec::new(),
-        }
-    }
-
-    /// Moves the client mounts that appeared or went away since the last call into `out`.
-    pub fn take_client_changes(&mut self, out: &mut Vec<(MountKey, bool)>) {
-        // Asked after every message the link handles, relayed ones included: nothing to do
-        // is the common case.
-        if !self.client_changes.is_empty() {
-            // Taken, not drained: an idle client link keeps no spare capacity.
-            out.append(&mut std::mem::take(&mut self.client_changes));
+            counters: SpanCounters::default(),
         }
     }
 
@@ -93,9 +129,25 @@ impl SpanLink {
         self.neighbour
     }
 
-    /// What the peer said it is, once its hello has arrived.
+    /// The role the peer's key was granted.
+    pub fn granted(&self) -> Role {
+        self.granted
+    }
+
+    /// What the peer said it is, once its hello has arrived (never more than it was granted).
     pub fn peer_role(&self) -> Option<Role> {
         self.peer.map(|(_, role)| role)
+    }
+
+    /// The idle timeout the peer's hello asked for, once it has arrived: send it something at
+    /// least this often.
+    pub fn peer_idle_timeout_ms(&self) -> Option<u32> {
+        self.peer_idle_timeout_ms
+    }
+
+    /// What this link's span protocol refused.
+    pub fn counters(&self) -> SpanCounters {
+        self.counters
     }
 
     /// The peer's open span for `mount`: circuits toward the mount through this neighbour open
@@ -115,7 +167,7 @@ impl SpanLink {
         self.theirs_by_txn.get(&span).map(|(mount, _)| *mount)
     }
 
-    /// Spans the peer has open to us.
+    /// Spans the peer has open to us (accepted, not retracted).
     pub fn spans_received(&self) -> usize {
         self.theirs.len()
     }
@@ -197,7 +249,7 @@ impl SpanLink {
         &mut self,
         link: &mut txn::Link,
         out: &mut impl Sink,
-        table: &mut Table,
+        ctx: &mut SpanCtx<'_>,
         delivery: &Delivery<'_>,
     ) -> Result<bool, Error> {
         if delivery.parent.is_some() {
@@ -216,17 +268,17 @@ impl SpanLink {
         if link.is_down() {
             // The synthesized closes of a lost link: the table forgets the neighbour once, at
             // the first of them, and the rest are absorbed.
-            self.link_down(table)?;
+            self.link_down(ctx)?;
         }
         if self.down {
             return Ok(true);
         }
         if ours {
-            self.handle_on_ours(table, delivery)?;
+            self.handle_on_ours(ctx, delivery)?;
         } else if delivery.opens() {
-            self.handle_open(table, delivery)?;
+            self.handle_open(link, out, ctx, delivery)?;
         } else {
-            self.handle_on_theirs(link, out, table, delivery)?;
+            self.handle_on_theirs(link, out, ctx, delivery)?;
         }
         Ok(true)
     }
@@ -236,7 +288,13 @@ impl SpanLink {
     }
 
     /// A transaction the peer opens: its hello or one of its spans.
-    fn handle_open(&mut self, table: &mut Table, delivery: &Delivery<'_>) -> Result<(), Error> {
+    fn handle_open(
+        &mut self,
+        link: &mut txn::Link,
+        out: &mut impl Sink,
+        ctx: &mut SpanCtx<'_>,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), Error> {
         if delivery.closes() {
             return Err(Violation::LinkProtocol(
                 "a LINK_CONN or LINK_SPAN opened and closed at once",
@@ -244,13 +302,7 @@ impl SpanLink {
             .into());
         }
         if delivery.command == Command::LINK_CONN {
-            if self.peer.is_some() {
-                return Err(Violation::LinkProtocol("a second LINK_CONN").into());
-            }
-            let hello = Hello::decode(delivery.payload)?;
-            table.handle_neighbour_up(self.neighbour, hello.role, hello.wants)?;
-            self.peer = Some((delivery.txn, hello.role));
-            return Ok(());
+            return self.handle_hello(ctx, delivery);
         }
         if delivery.command != Command::LINK_SPAN {
             return Err(Violation::LinkProtocol("LINK_SPAN_REQUEST opens no transaction").into());
@@ -259,26 +311,98 @@ impl SpanLink {
             return Err(Violation::LinkProtocol("a LINK_SPAN before the LINK_CONN").into());
         }
         let advert = codec::decode_advert(delivery.payload)?;
+        self.check_client_kind(&advert)?;
+        if self.theirs.contains_key(&advert.mount) {
+            return Err(Violation::LinkProtocol("a second open LINK_SPAN for one mount").into());
+        }
+        // Retracted and refused spans still ending count too.
+        if self.theirs_by_txn.len() >= SPANS_HELD_PER_NEIGHBOUR_MAX {
+            return Err(Limit::NeighbourSpansHeld(SPANS_HELD_PER_NEIGHBOUR_MAX).into());
+        }
+        let taken = if self.peer_is_client() {
+            self.claim_client_mount(ctx, advert.mount)
+        } else {
+            match ctx.table.handle_advert(self.neighbour, &advert) {
+                Ok(()) => Ok(()),
+                Err(Error::LimitReached(Limit::NeighbourSpans(_) | Limit::SpanMounts(_))) => {
+                    Err(ErrorCode::LIMIT_REACHED)
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        match taken {
+            Ok(()) => {
+                self.theirs.insert(advert.mount, delivery.txn);
+                self.theirs_by_txn.insert(delivery.txn, (advert.mount, false));
+            }
+            Err(code) => {
+                // Refused alone: the span is over at our end, and ends when the peer answers.
+                if code == ErrorCode::LIMIT_REACHED {
+                    self.counters.spans_limited += 1;
+                } else {
+                    self.counters.spans_refused += 1;
+                }
+                link.send(
+                    out,
+                    delivery.txn,
+                    Command::LINK_SPAN,
+                    &[],
+                    Flags::ABORT | Flags::DELETE,
+                    code,
+                )?;
+                self.theirs_by_txn.insert(delivery.txn, (advert.mount, true));
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer's hello: its role within what its key was granted, and its timers.
+    fn handle_hello(
+        &mut self,
+        ctx: &mut SpanCtx<'_>,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), Error> {
+        if self.peer.is_some() {
+            return Err(Violation::LinkProtocol("a second LINK_CONN").into());
+        }
+        let hello = Hello::decode(delivery.payload)?;
+        if !self.granted.permits(hello.role) {
+            return Err(Violation::RoleNotGranted {
+                claimed: hello.role.name(),
+                granted: self.granted.name(),
+            }
+            .into());
+        }
+        if u64::from(hello.idle_timeout_ms) < PEER_IDLE_TIMEOUT_MIN_MS {
+            return Err(Limit::PeerIdleTimeout(hello.idle_timeout_ms).into());
+        }
+        ctx.table.handle_neighbour_up(self.neighbour, self.peer_node, hello.role, hello.wants)?;
+        self.peer = Some((delivery.txn, hello.role));
+        self.peer_idle_timeout_ms = Some(hello.idle_timeout_ms);
+        Ok(())
+    }
+
+    /// A client may advertise client and cache mounts only; anything else closes its link.
+    fn check_client_kind(&self, advert: &Advert) -> Result<(), Error> {
         if self.peer_is_client() && !advert.kind.is_client_kind() {
             return Err(Violation::LinkProtocol(
                 "a client advertised a mount that is not a client or cache",
             )
             .into());
         }
-        if self.theirs.contains_key(&advert.mount) {
-            return Err(Violation::LinkProtocol("a second open LINK_SPAN for one mount").into());
-        }
-        // Retracted spans still carrying circuits count too: at most twice the open bound.
-        if self.theirs_by_txn.len() >= 2 * SPANS_PER_NEIGHBOUR_MAX {
-            return Err(Limit::NeighbourSpans(SPANS_PER_NEIGHBOUR_MAX).into());
-        }
-        table.handle_advert(self.neighbour, &advert)?;
-        self.theirs.insert(advert.mount, delivery.txn);
-        self.theirs_by_txn.insert(delivery.txn, (advert.mount, false));
-        if self.peer_is_client() {
-            self.client_changes.push((advert.mount, true));
-        }
         Ok(())
+    }
+
+    /// A client's new mount, within its share, into the node's client directory; the code a
+    /// refusal is answered with.
+    fn claim_client_mount(&self, ctx: &mut SpanCtx<'_>, mount: MountKey) -> Result<(), ErrorCode> {
+        if self.theirs.len() >= CLIENT_MOUNTS_PER_CLIENT {
+            return Err(ErrorCode::LIMIT_REACHED);
+        }
+        ctx.clients.claim(self.neighbour, mount).map_err(|refusal| match refusal {
+            ClientRefusal::Full => ErrorCode::LIMIT_REACHED,
+            ClientRefusal::Cluster | ClientRefusal::Taken => ErrorCode::REFUSED,
+        })
     }
 
     /// A message from the peer on a transaction it opened: an update, a retraction, or (on its
@@ -287,26 +411,27 @@ impl SpanLink {
         &mut self,
         link: &mut txn::Link,
         out: &mut impl Sink,
-        table: &mut Table,
+        ctx: &mut SpanCtx<'_>,
         delivery: &Delivery<'_>,
     ) -> Result<(), Error> {
-        let Some(&(mount, retracted)) = self.theirs_by_txn.get(&delivery.txn) else {
+        let Some(&(mount, over)) = self.theirs_by_txn.get(&delivery.txn) else {
             return Err(Violation::LinkProtocol(
                 "LINK_CONN is not closed or updated while the link is up",
             )
             .into());
         };
-        if retracted {
-            // The transaction layer refuses anything after the peer's DELETE; reaching here
-            // would be a bug in it, not the peer's fault.
+        if over {
+            // A span we refused: what the peer sent on it before it saw our forced close, and
+            // its answering DELETE. (After a retraction the transaction layer refuses anything.)
             return Ok(());
         }
         if delivery.closes() {
-            table.handle_retract(self.neighbour, mount)?;
-            self.theirs.remove(&mount);
             if self.peer_is_client() {
-                self.client_changes.push((mount, false));
+                ctx.clients.release(self.neighbour, mount);
+            } else {
+                ctx.table.handle_retract(self.neighbour, mount)?;
             }
+            self.theirs.remove(&mount);
             self.theirs_by_txn.insert(delivery.txn, (mount, true));
             if !delivery.is_forced_close() {
                 // A forced close is answered by the transaction layer itself.
@@ -321,32 +446,40 @@ impl SpanLink {
         if advert.mount != mount {
             return Err(Violation::LinkProtocol("a span update naming another mount").into());
         }
-        if self.peer_is_client() && !advert.kind.is_client_kind() {
-            return Err(Violation::LinkProtocol(
-                "a client advertised a mount that is not a client or cache",
-            )
-            .into());
+        self.check_client_kind(&advert)?;
+        if !self.peer_is_client() {
+            // An update of a route it has: it needs no more room.
+            ctx.table.handle_advert(self.neighbour, &advert)?;
         }
-        table.handle_advert(self.neighbour, &advert)?;
         Ok(())
     }
 
     /// A message from the peer on a transaction we opened: a seqno request on a span, the
-    /// peer's close of a span we retracted, or anything on our `LINK_CONN`, which is refused.
-    fn handle_on_ours(&mut self, table: &mut Table, delivery: &Delivery<'_>) -> Result<(), Error> {
+    /// peer's close of a span (its answer to our retraction, or its refusal of the span), or
+    /// anything on our `LINK_CONN`, which is refused.
+    fn handle_on_ours(
+        &mut self,
+        ctx: &mut SpanCtx<'_>,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), Error> {
         let Some(&mount) = self.ours_by_txn.get(&delivery.txn) else {
             return Err(Violation::LinkProtocol("a reply on our LINK_CONN").into());
         };
         if delivery.command == Command::LINK_SPAN_REQUEST {
             let seqno = codec::decode_seqno_request(delivery.payload)?;
-            table.handle_seqno_request(self.neighbour, mount, seqno)?;
+            ctx.table.handle_seqno_request(self.neighbour, mount, seqno, ctx.now)?;
         } else if !delivery.closes() {
             return Err(
                 Violation::LinkProtocol("a reply on a span that is not a seqno request").into()
             );
         }
-        // The peer's DELETE on our span: its answer to our retraction (or it no longer wants to
-        // send requests on it). Nothing to do; the transaction ends when both sides are done.
+        if delivery.is_forced_close() && self.ours.get(&mount) == Some(&delivery.txn) {
+            // The peer refused the span: it no longer holds it, and a later change of the mount
+            // opens a new one.
+            self.ours.remove(&mount);
+        }
+        // A plain DELETE on our span is the peer's answer to our retraction. Nothing to do; the
+        // transaction ends when both sides are done.
         Ok(())
     }
 
@@ -370,20 +503,22 @@ impl SpanLink {
         }
     }
 
-    /// The link is gone: the table forgets the neighbour (failing its mounts over at once).
-    /// Idempotent.
-    pub fn link_down(&mut self, table: &mut Table) -> Result<(), Error> {
+    /// The link is gone: the table forgets the neighbour (failing its mounts over at once), and
+    /// a client's mounts leave the directory. Idempotent.
+    pub fn link_down(&mut self, ctx: &mut SpanCtx<'_>) -> Result<(), Error> {
         if self.down {
             return Ok(());
         }
         self.down = true;
         self.ours.clear();
         if self.peer_is_client() {
-            self.client_changes.extend(self.theirs.keys().map(|&mount| (mount, false)));
+            for &mount in self.theirs.keys() {
+                ctx.clients.release(self.neighbour, mount);
+            }
         }
         self.theirs.clear();
-        if self.peer.is_some() && table.has_neighbour(self.neighbour) {
-            table.handle_neighbour_down(self.neighbour)?;
+        if self.peer.is_some() && ctx.table.has_neighbour(self.neighbour) {
+            ctx.table.handle_neighbour_down(self.neighbour)?;
         }
         Ok(())
     }

@@ -28,28 +28,53 @@
 //! A node left with routes but none feasible retracts and sends a seqno request toward the
 //! originator, which bumps its seqno so that fresh, feasible advertisements flow back.
 //!
-//! # Filters
+//! # Filters, and what clients may do
 //!
 //! A neighbour receives only the kinds and clusters it wants ([`Wants`]). A [`Role::Client`]
 //! neighbour never receives client spans (mounts of kind [`MountKind::Client`] or
-//! [`MountKind::Aggregate`], or routes learned from another client), and routes learned from a
-//! client are used here but never advertised.
+//! [`MountKind::Aggregate`]). What a client advertises never enters the table: its mounts are
+//! kept in the node's [`Clients`] directory, used only to pass calls addressed to them, so a
+//! client can never shadow, replace or hide a route to any mount.
+//!
+//! # Shares
+//!
+//! The table holds at most [`SPAN_MOUNTS_MAX`] live mounts, and one neighbour's spans at most
+//! [`SPANS_PER_NEIGHBOUR_MAX`] of them: one more is refused alone (nothing changes; the caller
+//! refuses that span and the link carries on), never by evicting or blaming an older mount. A
+//! mount that went away is kept as a *tombstone* for its feasibility distance, charged to the
+//! node whose retraction (or loss, or detach) made it go, at most
+//! [`DEPARTED_PER_NEIGHBOUR_MAX`] per node, oldest forgotten first. Seqno requests are served
+//! at [`SEQNO_REQUESTS_PER_SEC`] per neighbour, the rest waiting (one per mount, the newest
+//! seqno asked); an originator raises a mount's seqno at most once per
+//! [`SEQNO_RAISE_INTERVAL_MS`]; and a request is never passed on for more than one past the
+//! newest seqno known of the mount (a client's, not even to the originator), so no neighbour can
+//! make the cluster re-flood a mount faster than that, or push its seqno far ahead.
+//!
+//! # Time
+//!
+//! The table reads no clock: seqno requests carry the time they arrived, and
+//! [`Table::handle_timeout`] serves the requests that waited once [`Table::poll_timeout`] is
+//! due.
 //!
 //! # Calling contract
 //!
 //! Tell the table about neighbours with [`Table::handle_neighbour_up`] /
 //! [`Table::handle_neighbour_down`], feed it what they send with [`Table::handle_advert`],
-//! [`Table::handle_retract`] and [`Table::handle_seqno_request`], and attach local mounts with
+//! [`Table::handle_retract`] and [`Table::handle_seqno_request`], call [`Table::handle_timeout`]
+//! when [`Table::poll_timeout`] is due, and attach local mounts with
 //! [`Table::attach`] / [`Table::detach`]. After each call drain [`Table::poll_transmit`] until it
 //! returns `None` and deliver each message, in order, to its neighbour. Every change recomputes
-//! only the mounts it touches. An error from a neighbour's input means that neighbour broke the
-//! protocol or a bound ([`Error::closes_link`]): the caller closes the link and calls
-//! `handle_neighbour_down`; nothing was changed by the refused input.
+//! only the mounts it touches. An error from a neighbour's input changed nothing: either the
+//! neighbour broke the protocol ([`Error::closes_link`]: the caller closes the link and calls
+//! `handle_neighbour_down`), or a share or the table is full, and the caller refuses that one
+//! span.
 
 #![forbid(unsafe_code)]
 
+mod clients;
 pub mod codec;
 mod link;
+mod requests;
 mod small;
 mod types;
 
@@ -58,12 +83,14 @@ mod tests;
 #[cfg(test)]
 mod wire_tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 use small::SmallMap;
 
+pub use clients::{ClientRefusal, Clients};
 pub use codec::Hello;
-pub use link::SpanLink;
+pub use link::{SpanCounters, SpanCtx, SpanLink};
 pub use types::{
     Advert, Clusters, KindSet, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, Route,
     Seqno, Wants,
@@ -72,11 +99,9 @@ pub use types::{
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{NeighbourId, NodeId};
 use crate::limits::{
-    CLIENT_MOUNTS_MAX, SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX,
+    DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS, SEQNO_REQUEST_BURST,
+    SEQNO_REQUESTS_PER_SEC, SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX,
 };
-
-/// Mounts one table holds in all: those neighbours may hear of, and clients' mounts.
-const TABLE_MOUNTS_MAX: usize = SPAN_MOUNTS_MAX + CLIENT_MOUNTS_MAX;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -84,24 +109,40 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Debug)]
 pub struct Table {
     node: NodeId,
-    /// Boxed entries: a satellite's table holds a million client mounts, and the map's spare
-    /// slots then cost a pointer each instead of a whole entry.
+    /// Boxed entries: the map's spare slots then cost a pointer each instead of a whole entry.
     mounts: Map<MountKey, Box<Entry>>,
     /// Ordered, so that every walk over neighbours (and so the output) is deterministic. Boxed:
     /// a satellite has one per client, and a tree node then holds eleven pointers, not eleven
     /// neighbours (half-full nodes would cost ~100 bytes per client).
     neighbours: BTreeMap<NeighbourId, Box<Neighbour>>,
-    /// Mounts that may have become tombstones, oldest first (see [`Entry::is_tombstone`]).
-    tombstones: VecDeque<MountKey>,
-    /// Mounts some neighbour may hear of: attached here, or with a route not learned from a
-    /// client. A new neighbour is told of these only (sorted then, for deterministic output),
-    /// so a satellite with a million client mounts does not walk them all for each new client.
-    exported: HashSet<MountKey, foldhash::fast::RandomState>,
+    /// Live mounts (attached here, or with a route): those neighbours may hear of, at most
+    /// [`SPAN_MOUNTS_MAX`]. A new neighbour is told of these (sorted then, for deterministic
+    /// output).
+    live: HashSet<MountKey, foldhash::fast::RandomState>,
+    /// Tombstones charged to each node (a neighbour's, or ours for local detaches), oldest
+    /// first, each with the number it was stamped with when it became one (a mount revived and
+    /// gone again is a new tombstone; the old queue position is then stale and skipped).
+    departed: Map<NodeId, VecDeque<(MountKey, u64)>>,
+    /// The last tombstone number given.
+    departed_seq: u64,
+    /// Deadlines: a neighbour's waiting seqno requests, an originator's next raise.
+    timers: BTreeSet<(Instant, Timer)>,
     out: VecDeque<(NeighbourId, Outbound)>,
+}
+
+/// What a deadline in [`Table::timers`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Serve a neighbour's waiting seqno requests.
+    Serve(NeighbourId),
+    /// Raise a local mount's seqno for the requests that came since the last raise.
+    Raise(MountKey),
 }
 
 #[derive(Debug)]
 struct Neighbour {
+    /// The node on the other end: its tombstones are charged to it, across its links.
+    node: NodeId,
     role: Role,
     wants: Wants,
     /// Mounts it advertises to us (each has a [`Learned`] in its entry).
@@ -110,16 +151,17 @@ struct Neighbour {
     sent: SmallMap<MountKey, Sent>,
     /// Mounts whose pending seqno request we passed to it.
     requests: SmallMap<MountKey, ()>,
+    /// Its seqno requests: the tokens it has, and those that wait for one.
+    budget: requests::Budget,
 }
 
 /// One mount. With no local attachment and no route it is a *tombstone*: invisible to queries,
 /// kept only for its feasibility distance (forgetting FD while a stale advertisement may still
-/// arrive could admit a loop) and the seqno we last originated it with. Tombstones are evicted
-/// oldest first when the table is full.
+/// arrive could admit a loop) and the seqno we last originated it with, charged to the node that
+/// made it go ([`Table::departed`]).
 #[derive(Debug, Default)]
 struct Entry {
-    /// Attached here. Boxed: a satellite's entries are nearly all its clients' mounts, never
-    /// local, and the label inside takes 65 bytes.
+    /// Attached here. Boxed: most entries are learned, and the label inside takes 65 bytes.
     local: Option<Box<Local>>,
     /// The seqno we originate with; kept after detach so a re-attach goes on from it.
     own_seqno: Option<Seqno>,
@@ -133,8 +175,10 @@ struct Entry {
     request: Option<Pending>,
     /// Neighbours that currently hold an advertisement of this mount from us.
     advertised_to: u32,
-    /// Whether it is in the table's `exported` set.
-    exported: bool,
+    /// Whether it is in the table's `live` set.
+    live: bool,
+    /// While a tombstone: its number in its charger's queue (0: not a tombstone).
+    departed: u64,
 }
 
 /// An advertisement as remembered by the neighbour it was sent to, so that only changes are
@@ -176,13 +220,15 @@ struct Pending {
 struct Local {
     kind: MountKind,
     label: Label,
+    /// When the seqno was last raised on request.
+    raised_at: Option<Instant>,
+    /// A raise asked for since then, waiting for the interval to pass.
+    raise_to: Option<Seqno>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Learned {
     from: NeighbourId,
-    /// Whether `from` is a client: usable here, never advertised.
-    from_client: bool,
     /// The advertisement as heard, but for the mount (the entry's key): one per route of
     /// every mount, so 32 bytes fewer each.
     heard: Heard,
@@ -220,10 +266,16 @@ impl Entry {
         self.routes.iter().find(|r| r.from == from)
     }
 
-    /// Whether any neighbour could be told of this mount: it is attached here, or it has a
-    /// route not learned from a client (client routes are used here, never advertised).
-    fn is_exportable(&self) -> bool {
-        self.local.is_some() || self.routes.iter().any(|r| !r.from_client)
+    /// The newest seqno this node knows of the mount: its own, its FD's, or a route's.
+    fn newest_seqno(&self) -> Option<Seqno> {
+        let heard = self.routes.iter().map(|r| r.heard.seqno);
+        [self.own_seqno, self.fd.map(|fd| fd.seqno)].into_iter().flatten().chain(heard).fold(
+            None,
+            |acc: Option<Seqno>, s| match acc {
+                Some(a) if !s.is_newer_than(a) => Some(a),
+                _ => Some(s),
+            },
+        )
     }
 }
 
@@ -251,8 +303,10 @@ impl Table {
             node,
             mounts: Map::default(),
             neighbours: BTreeMap::new(),
-            tombstones: VecDeque::new(),
-            exported: HashSet::default(),
+            live: HashSet::default(),
+            departed: Map::default(),
+            departed_seq: 0,
+            timers: BTreeSet::new(),
             out: VecDeque::new(),
         }
     }
@@ -262,11 +316,13 @@ impl Table {
         self.node
     }
 
-    /// A neighbour's link is up and it said what it is and wants. Everything it wants is
+    /// A neighbour's link is up: the node `node` on its other end said what it is and wants
+    /// (its role already checked against what its key was granted). Everything it wants is
     /// advertised to it.
     pub fn handle_neighbour_up(
         &mut self,
         id: NeighbourId,
+        node: NodeId,
         role: Role,
         wants: Wants,
     ) -> Result<(), Error> {
@@ -277,14 +333,16 @@ impl Table {
             return Err(Limit::SpanNeighbours(SPAN_NEIGHBOURS_MAX).into());
         }
         let neighbour = Neighbour {
+            node,
             role,
             wants,
             routes: SmallMap::default(),
             sent: SmallMap::default(),
             requests: SmallMap::default(),
+            budget: requests::Budget::default(),
         };
         self.neighbours.insert(id, Box::new(neighbour));
-        let mut keys: Vec<MountKey> = self.exported.iter().copied().collect();
+        let mut keys: Vec<MountKey> = self.live.iter().copied().collect();
         keys.sort_unstable();
         for key in keys {
             self.advertise(key, Some(id));
@@ -293,7 +351,8 @@ impl Table {
     }
 
     /// A neighbour's link is gone: its routes are dropped, and each mount it served fails over
-    /// to its standby (or to whatever else is feasible) at once.
+    /// to its standby (or to whatever else is feasible) at once. Mounts that go with it are
+    /// charged to its node.
     pub fn handle_neighbour_down(&mut self, id: NeighbourId) -> Result<(), Error> {
         let neighbour = self.neighbours.remove(&id).ok_or(Misuse::UnknownNeighbour(id))?;
         for key in neighbour.sent.keys() {
@@ -315,39 +374,38 @@ impl Table {
                     p.via = None;
                 }
             }
-            self.recompute(key);
+            self.recompute(key, neighbour.node);
         }
         Ok(())
     }
 
     /// A neighbour advertised a route to a mount. A metric of [`Metric::INFINITY`] is a
-    /// retraction. Refused (nothing changed) past [`SPANS_PER_NEIGHBOUR_MAX`] spans from that
-    /// neighbour, [`SPAN_MOUNTS_MAX`] mounts neighbours may hear of, or (from clients)
-    /// [`CLIENT_MOUNTS_MAX`] more.
+    /// retraction. Refused, with nothing changed and the neighbour's other spans untouched, past
+    /// its share of [`SPANS_PER_NEIGHBOUR_MAX`] spans or when the table holds
+    /// [`SPAN_MOUNTS_MAX`] live mounts (`Limit::NeighbourSpans`, `Limit::SpanMounts`); a
+    /// client's advertisement is never a route (`Misuse::ClientAdvert`).
     pub fn handle_advert(&mut self, from: NeighbourId, advert: &Advert) -> Result<(), Error> {
         if !advert.metric.is_finite() {
             return self.handle_retract(from, advert.mount);
         }
         let key = advert.mount;
         let neighbour = self.neighbours.get(&from).ok_or(Misuse::UnknownNeighbour(from))?;
-        let from_client = neighbour.role == Role::Client;
+        if neighbour.role == Role::Client {
+            return Err(Misuse::ClientAdvert.into());
+        }
         let known = neighbour.routes.contains_key(&key);
         if !known && neighbour.routes.len() >= SPANS_PER_NEIGHBOUR_MAX {
             return Err(Limit::NeighbourSpans(SPANS_PER_NEIGHBOUR_MAX).into());
         }
-        let exported = self.exported.contains(&key);
-        if !from_client && !exported && self.exported.len() >= SPAN_MOUNTS_MAX {
+        if !self.live.contains(&key) && self.live.len() >= SPAN_MOUNTS_MAX {
             return Err(Limit::SpanMounts(SPAN_MOUNTS_MAX).into());
-        }
-        if !self.mounts.contains_key(&key) {
-            self.make_room().ok_or(Limit::SpanMounts(TABLE_MOUNTS_MAX))?;
         }
         let entry = self.mounts.entry(key).or_default();
         if entry.local.is_some() {
             // Our own mount coming back around (or another node claiming it): we originate it.
             return Ok(());
         }
-        let learned = Learned { from, from_client, heard: Heard::of(advert) };
+        let learned = Learned { from, heard: Heard::of(advert) };
         match entry.routes.iter_mut().find(|r| r.from == from) {
             Some(r) if r.heard == learned.heard => return Ok(()),
             Some(r) => *r = learned,
@@ -355,12 +413,15 @@ impl Table {
                 // Usually one or two routes per mount: grow one at a time.
                 entry.routes.reserve_exact(1);
                 entry.routes.push(learned);
+                // A tombstone revived: its place in its charger's queue is now stale.
+                entry.departed = 0;
             }
         }
+        let node = neighbour.node;
         if !known && let Some(n) = self.neighbours.get_mut(&from) {
             n.routes.insert(key, ());
         }
-        self.recompute(key);
+        self.recompute(key, node);
         Ok(())
     }
 
@@ -371,56 +432,19 @@ impl Table {
         if neighbour.routes.remove(&mount).is_none() {
             return Ok(());
         }
+        let node = neighbour.node;
         if let Some(entry) = self.mounts.get_mut(&mount) {
             entry.routes.retain(|r| r.from != from);
         }
-        self.recompute(mount);
-        Ok(())
-    }
-
-    /// A neighbour asks for an advertisement of `mount` with a seqno at least `seqno`. The
-    /// originator bumps its seqno and re-advertises; a node whose selected route is already
-    /// that new does nothing (its advertisement is on its way); anyone else remembers the
-    /// request and passes it one hop toward the originator (along its selected route, or its
-    /// shortest unfeasible one), once per seqno and next hop. A remembered request is passed on
-    /// again when its next hop changes, until a route that new is selected.
-    pub fn handle_seqno_request(
-        &mut self,
-        from: NeighbourId,
-        mount: MountKey,
-        seqno: Seqno,
-    ) -> Result<(), Error> {
-        if !self.neighbours.contains_key(&from) {
-            return Err(Misuse::UnknownNeighbour(from).into());
-        }
-        let Some(entry) = self.mounts.get_mut(&mount) else { return Ok(()) };
-        if entry.local.is_some() {
-            let own = entry.own_seqno.unwrap_or(Seqno(0));
-            if seqno.is_newer_than(own) {
-                entry.own_seqno = Some(seqno);
-                self.advertise(mount, None);
-            }
-            return Ok(());
-        }
-        if satisfied(entry, seqno) {
-            return Ok(());
-        }
-        match entry.request {
-            Some(p) if !seqno.is_newer_than(p.seqno) => {}
-            _ => entry.request = Some(Pending { seqno, via: None }),
-        }
-        self.pass_request(mount);
+        self.recompute(mount, node);
         Ok(())
     }
 
     /// Attach a local mount (or change the kind or label of one attached here), and advertise
     /// it. Its seqno goes on from anything this table remembers of the mount.
     pub fn attach(&mut self, mount: MountKey, kind: MountKind, label: Label) -> Result<(), Error> {
-        if !self.exported.contains(&mount) && self.exported.len() >= SPAN_MOUNTS_MAX {
+        if !self.live.contains(&mount) && self.live.len() >= SPAN_MOUNTS_MAX {
             return Err(Limit::LocalMounts(SPAN_MOUNTS_MAX).into());
-        }
-        if !self.mounts.contains_key(&mount) {
-            self.make_room().ok_or(Limit::LocalMounts(SPAN_MOUNTS_MAX))?;
         }
         let entry = self.mounts.entry(mount).or_default();
         if entry.local.is_none() {
@@ -432,6 +456,7 @@ impl Table {
                 },
             );
             entry.own_seqno = Some(seen.map_or(Seqno(1), Seqno::next));
+            entry.departed = 0;
             let stale: Vec<NeighbourId> = entry.routes.drain(..).map(|r| r.from).collect();
             entry.best = None;
             entry.standby = None;
@@ -442,7 +467,16 @@ impl Table {
             }
         }
         let Some(entry) = self.mounts.get_mut(&mount) else { return Ok(()) };
-        entry.local = Some(Box::new(Local { kind, label }));
+        match &mut entry.local {
+            Some(local) => {
+                local.kind = kind;
+                local.label = label;
+            }
+            None => {
+                entry.local =
+                    Some(Box::new(Local { kind, label, raised_at: None, raise_to: None }));
+            }
+        }
         self.advertise(mount, None);
         Ok(())
     }
@@ -453,7 +487,7 @@ impl Table {
         if entry.local.take().is_none() {
             return Err(Misuse::NotAttached.into());
         }
-        self.recompute(mount);
+        self.recompute(mount, self.node);
         Ok(())
     }
 
@@ -493,12 +527,27 @@ impl Table {
     /// Every mount this table knows of (attached here or heard from a neighbour), with its
     /// selected route if it has one. In no particular order.
     pub fn mounts(&self) -> impl Iterator<Item = (MountKey, Option<Route>)> + '_ {
-        self.mounts.iter().filter(|(_, e)| !e.is_tombstone()).map(|(k, _)| (*k, self.route(*k)))
+        self.live.iter().map(|k| (*k, self.route(*k)))
+    }
+
+    /// Live mounts: attached here or heard of from a neighbour (what [`Table::mounts`] yields).
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no mount is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Tombstones kept: mounts that went away, remembered for their feasibility distance.
+    pub fn tombstones(&self) -> usize {
+        self.mounts.len() - self.live.len()
     }
 
     /// Whether a mount is known here (attached, or heard of from a neighbour).
     pub fn knows(&self, mount: MountKey) -> bool {
-        self.mounts.get(&mount).is_some_and(|e| !e.is_tombstone())
+        self.live.contains(&mount)
     }
 
     /// Whether a neighbour is up in this table.
@@ -511,22 +560,11 @@ impl Table {
         self.neighbours.get(&id).map_or(0, |n| n.routes.len())
     }
 
-    /// Makes room for one more mount: `Some` if there is (evicting the oldest tombstone if the
-    /// table is full), `None` if every mount is live.
-    fn make_room(&mut self) -> Option<()> {
-        while self.mounts.len() >= TABLE_MOUNTS_MAX {
-            let key = self.tombstones.pop_front()?;
-            if self.mounts.get(&key).is_some_and(|e| e.is_tombstone()) {
-                self.mounts.remove(&key);
-            }
-        }
-        Some(())
-    }
-
     /// Reselects a mount's best and standby routes after its routes changed, tells the
     /// neighbours whatever changed for them, and, if routes remain but none is feasible, asks
-    /// the originator for a newer seqno.
-    fn recompute(&mut self, key: MountKey) {
+    /// the originator for a newer seqno. A mount left with nothing becomes a tombstone charged
+    /// to `cause`.
+    fn recompute(&mut self, key: MountKey, cause: NodeId) {
         let Some(entry) = self.mounts.get_mut(&key) else { return };
         if entry.local.is_none() {
             select(entry);
@@ -543,8 +581,25 @@ impl Table {
         }
         self.advertise(key, None);
         self.pass_request(key);
-        if self.mounts.get(&key).is_some_and(|e| e.is_tombstone()) {
-            self.tombstones.push_back(key);
+        if self.mounts.get(&key).is_some_and(|e| e.is_tombstone() && e.departed == 0) {
+            self.depart(key, cause);
+        }
+    }
+
+    /// Charges a new tombstone to `cause`, forgetting that node's oldest beyond its share.
+    fn depart(&mut self, key: MountKey, cause: NodeId) {
+        self.departed_seq += 1;
+        let seq = self.departed_seq;
+        if let Some(entry) = self.mounts.get_mut(&key) {
+            entry.departed = seq;
+        }
+        let queue = self.departed.entry(cause).or_default();
+        queue.push_back((key, seq));
+        while queue.len() > DEPARTED_PER_NEIGHBOUR_MAX {
+            let Some((old, stamp)) = queue.pop_front() else { break };
+            if self.mounts.get(&old).is_some_and(|e| e.is_tombstone() && e.departed == stamp) {
+                self.mounts.remove(&old);
+            }
         }
     }
 
@@ -576,22 +631,21 @@ impl Table {
     /// differs from what it last heard, and updates FD with what is advertised.
     fn advertise(&mut self, key: MountKey, only: Option<NeighbourId>) {
         let Some(entry) = self.mounts.get_mut(&key) else {
-            self.exported.remove(&key);
+            self.live.remove(&key);
             return;
         };
-        // Every change to a mount passes here: keep the set of exportable mounts current.
-        let exportable = entry.is_exportable();
-        if exportable != entry.exported {
-            entry.exported = exportable;
-            if exportable {
-                self.exported.insert(key);
+        // Every change to a mount passes here: keep the set of live mounts current.
+        let live = !entry.is_tombstone();
+        if live != entry.live {
+            entry.live = live;
+            if live {
+                self.live.insert(key);
             } else {
-                self.exported.remove(&key);
+                self.live.remove(&key);
             }
         }
-        if !exportable && entry.advertised_to == 0 {
-            // Nobody holds it and nobody may: nothing to walk (a client's mount at its
-            // satellite, however many neighbours there are).
+        if !live && entry.advertised_to == 0 {
+            // Gone, and nobody holds it: nothing to walk.
             return;
         }
         let node = self.node;
@@ -688,8 +742,8 @@ fn select(entry: &mut Entry) {
     });
 }
 
-/// What `id` should hear about a mount: the local mount, or the best route not learned from it
-/// and not learned from a client, if its filters admit the mount.
+/// What `id` should hear about a mount: the local mount, or the best route not learned from it,
+/// if its filters admit the mount.
 fn desired(
     node: NodeId,
     key: MountKey,
@@ -706,25 +760,24 @@ fn desired(
             seqno: entry.own_seqno.unwrap_or(Seqno(0)),
             metric: Metric::ZERO,
         };
-        return admit(neighbour, advert, false);
+        return admit(neighbour, advert);
     }
     let route = [entry.best, entry.standby]
         .into_iter()
         .flatten()
         .filter_map(|from| entry.learned(from))
-        .find(|r| r.from != id && !r.from_client)?;
+        .find(|r| r.from != id)?;
     let metric = route.heard.metric.plus_hop();
     if !metric.is_finite() {
         return None;
     }
     let Heard { origin, label, seqno, kind, .. } = route.heard;
-    admit(neighbour, Advert { mount: key, kind, label, origin, seqno, metric }, false)
+    admit(neighbour, Advert { mount: key, kind, label, origin, seqno, metric })
 }
 
 /// The advertisement if the neighbour's filters let it through.
-fn admit(neighbour: &Neighbour, advert: Advert, from_client: bool) -> Option<Advert> {
-    let client_span =
-        matches!(advert.kind, MountKind::Client | MountKind::Aggregate) || from_client;
+fn admit(neighbour: &Neighbour, advert: Advert) -> Option<Advert> {
+    let client_span = matches!(advert.kind, MountKind::Client | MountKind::Aggregate);
     if neighbour.role == Role::Client && client_span {
         return None;
     }

@@ -1,9 +1,12 @@
 //! Scripted exchanges against one table: the peer's messages are fed in, what the table sends is
 //! checked.
 
+use std::time::{Duration, Instant};
+
 use super::*;
 use crate::error::Violation;
 use crate::ids::{ClusterId, MountId};
+use crate::limits::{DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS};
 
 const ME: NodeId = NodeId(100);
 const A: NeighbourId = NeighbourId(1);
@@ -25,11 +28,32 @@ fn advert(mount: MountKey, seqno: u16, metric: u16) -> Advert {
     }
 }
 
+/// The time the tests start at; only durations are added to it.
+fn t0() -> Instant {
+    use std::sync::OnceLock;
+    static T0: OnceLock<Instant> = OnceLock::new();
+    #[allow(clippy::disallowed_methods)] // read once; the table never reads it
+    *T0.get_or_init(Instant::now)
+}
+
+fn ms(n: u64) -> Instant {
+    t0() + Duration::from_millis(n)
+}
+
+/// The node on the other end of neighbour `id`.
+fn node_of(id: NeighbourId) -> NodeId {
+    NodeId(1000 + u128::from(id.0))
+}
+
+fn up(t: &mut Table, id: NeighbourId, role: Role, wants: Wants) -> Result<(), Error> {
+    t.handle_neighbour_up(id, node_of(id), role, wants)
+}
+
 /// A table with routers `ids` up, output drained.
 fn table_with(ids: &[NeighbourId]) -> Table {
     let mut t = Table::new(ME);
     for &id in ids {
-        t.handle_neighbour_up(id, Role::Router, Wants::all()).unwrap();
+        up(&mut t, id, Role::Router, Wants::all()).unwrap();
     }
     drain(&mut t);
     t
@@ -83,7 +107,7 @@ fn unfeasible_advert_is_refused_and_starvation_asks_for_a_new_seqno() {
     assert!(out.contains(&(B, Outbound::Retract(key(1)))));
     assert!(out.contains(&(B, Outbound::SeqnoRequest { mount: key(1), seqno: Seqno(6) })));
     // Asked once: hearing the same request back does not ask again.
-    t.handle_seqno_request(B, key(1), Seqno(6)).unwrap();
+    t.handle_seqno_request(B, key(1), Seqno(6), t0()).unwrap();
     assert!(drain(&mut t).is_empty());
     // A newer seqno is feasible whatever its metric.
     t.handle_advert(B, &advert(key(1), 6, 40)).unwrap();
@@ -169,13 +193,13 @@ fn local_mount_is_advertised_retracted_and_bumped_on_request() {
     assert_eq!(t.route(key(1)).unwrap().next_hop, NextHop::Local);
     assert_eq!(t.spans_from(A), 0);
     // A request for an older or equal seqno changes nothing; a newer one is honoured.
-    t.handle_seqno_request(A, key(1), Seqno(1)).unwrap();
+    t.handle_seqno_request(A, key(1), Seqno(1), t0()).unwrap();
     assert!(drain(&mut t).is_empty());
-    t.handle_seqno_request(A, key(1), Seqno(7)).unwrap();
+    t.handle_seqno_request(A, key(1), Seqno(7), t0()).unwrap();
     let out = drain(&mut t);
     assert!(matches!(out[..], [(A, Outbound::Advert(Advert { seqno: Seqno(7), .. }))]));
     // New neighbours hear it.
-    t.handle_neighbour_up(B, Role::Router, Wants::all()).unwrap();
+    up(&mut t, B, Role::Router, Wants::all()).unwrap();
     assert_eq!(drain(&mut t).len(), 1);
     t.detach(key(1)).unwrap();
     assert_eq!(drain(&mut t), vec![(A, Outbound::Retract(key(1))), (B, Outbound::Retract(key(1)))]);
@@ -193,12 +217,12 @@ fn seqno_requests_are_forwarded_toward_the_originator() {
     t.handle_advert(C, &advert(key(1), 3, 1)).unwrap();
     drain(&mut t);
     // Our route is new enough: nothing to do.
-    t.handle_seqno_request(B, key(1), Seqno(3)).unwrap();
+    t.handle_seqno_request(B, key(1), Seqno(3), t0()).unwrap();
     assert!(drain(&mut t).is_empty());
     // Our route is older than asked: forward along it, once.
-    t.handle_seqno_request(B, key(1), Seqno(4)).unwrap();
+    t.handle_seqno_request(B, key(1), Seqno(4), t0()).unwrap();
     assert_eq!(drain(&mut t), vec![(A, Outbound::SeqnoRequest { mount: key(1), seqno: Seqno(4) })]);
-    t.handle_seqno_request(C, key(1), Seqno(4)).unwrap();
+    t.handle_seqno_request(C, key(1), Seqno(4), t0()).unwrap();
     assert!(drain(&mut t).is_empty());
     // The link it went over dies: it may be lost, so it goes again along the new route.
     t.handle_neighbour_down(A).unwrap();
@@ -213,7 +237,7 @@ fn seqno_requests_are_forwarded_toward_the_originator() {
     t.handle_neighbour_down(C).unwrap();
     assert!(!drain(&mut t).iter().any(|(_, o)| matches!(o, Outbound::SeqnoRequest { .. })));
     // Unknown mounts are dropped.
-    t.handle_seqno_request(B, key(2), Seqno(4)).unwrap();
+    t.handle_seqno_request(B, key(2), Seqno(4), t0()).unwrap();
     assert!(drain(&mut t).is_empty());
 }
 
@@ -223,8 +247,8 @@ fn filters_by_kind_cluster_and_client_role() {
     let masters_of_1 =
         Wants::new(KindSet::NONE.with(MountKind::Master), Clusters::Only(vec![ClusterId(1)]))
             .unwrap();
-    t.handle_neighbour_up(B, Role::Router, masters_of_1).unwrap();
-    t.handle_neighbour_up(C, Role::Client, Wants::all()).unwrap();
+    up(&mut t, B, Role::Router, masters_of_1).unwrap();
+    up(&mut t, C, Role::Client, Wants::all()).unwrap();
     let other_cluster = MountKey { cluster: ClusterId(2), mount: MountId(5) };
     t.handle_advert(A, &advert(key(1), 1, 0)).unwrap();
     t.handle_advert(A, &advert(other_cluster, 1, 0)).unwrap();
@@ -244,42 +268,160 @@ fn filters_by_kind_cluster_and_client_role() {
     assert!(
         !sent_to(&out, C).iter().any(|o| matches!(o, Outbound::Advert(a) if a.mount == key(3)))
     );
-    // A client's own span is used here but goes nowhere else.
-    t.handle_advert(C, &advert(key(4), 1, 0)).unwrap();
-    assert_eq!(hop(&t, key(4)), Some(C));
+    // A client's span is never a route (the node keeps clients' mounts apart): whatever it
+    // names, it cannot shadow, replace or hide one.
+    assert_eq!(t.handle_advert(C, &advert(key(1), 9, 0)), Err(Misuse::ClientAdvert.into()));
+    assert_eq!(t.handle_advert(C, &advert(key(4), 1, 0)), Err(Misuse::ClientAdvert.into()));
+    assert_eq!(hop(&t, key(1)), Some(A));
+    assert!(!t.knows(key(4)));
     assert!(drain(&mut t).is_empty());
-    // Another client attached later does not hear it either.
-    t.handle_neighbour_up(NeighbourId(4), Role::Client, Wants::all()).unwrap();
-    let out = drain(&mut t);
-    assert_eq!(out.len(), 3);
-    assert!(!out.iter().any(|(_, o)| matches!(o, Outbound::Advert(a) if a.mount == key(4))));
+    // Another client attached later hears the same three.
+    up(&mut t, NeighbourId(4), Role::Client, Wants::all()).unwrap();
+    assert_eq!(drain(&mut t).len(), 3);
 }
 
 #[test]
-fn limits_refuse_without_changing_anything() {
-    let mut t = table_with(&[A, B]);
-    for n in 0..SPANS_PER_NEIGHBOUR_MAX as u128 {
+fn shares_and_a_full_table_refuse_the_newcomer_alone() {
+    let mut t = table_with(&[A, B, C]);
+    let share = SPANS_PER_NEIGHBOUR_MAX as u128;
+    for n in 0..share {
         t.handle_advert(A, &advert(key(n), 1, 0)).unwrap();
     }
     drain(&mut t);
-    let over = advert(key(SPANS_PER_NEIGHBOUR_MAX as u128), 1, 0);
+    // A has its share: one more from it is refused, and the refusal is not the link's end.
+    let over = advert(key(share), 1, 0);
     let err = t.handle_advert(A, &over).unwrap_err();
     assert_eq!(err, Limit::NeighbourSpans(SPANS_PER_NEIGHBOUR_MAX).into());
-    assert!(err.closes_link());
+    assert!(!err.closes_link());
     assert!(!t.knows(over.mount));
     // Updating a known span is fine at the bound.
     t.handle_advert(A, &advert(key(0), 2, 0)).unwrap();
-    // The table is full too (the two bounds are equal): B cannot add a mount, and a local
-    // attach is refused, both without a panic.
-    assert_eq!(t.handle_advert(B, &over), Err(Limit::SpanMounts(SPAN_MOUNTS_MAX).into()));
+    // B takes the rest of the table: one neighbour could not fill it alone.
+    for n in share..2 * share {
+        t.handle_advert(B, &advert(key(n), 1, 0)).unwrap();
+    }
+    drain(&mut t);
+    assert_eq!(t.len(), SPAN_MOUNTS_MAX);
+    // Full: C's new mount is refused (nobody's is evicted or blamed), as is a local attach;
+    // a route to a mount the table has is still taken.
+    let newcomer = advert(key(2 * share), 1, 0);
+    let err = t.handle_advert(C, &newcomer).unwrap_err();
+    assert_eq!(err, Limit::SpanMounts(SPAN_MOUNTS_MAX).into());
+    assert!(!err.closes_link());
     assert_eq!(
-        t.attach(over.mount, MountKind::Master, Label::EMPTY),
+        t.attach(newcomer.mount, MountKind::Master, Label::EMPTY),
         Err(Limit::LocalMounts(SPAN_MOUNTS_MAX).into())
     );
-    // Once a mount is retracted its tombstone makes room.
+    t.handle_advert(C, &advert(key(1), 1, 0)).unwrap();
+    assert_eq!(t.spans_from(A), SPANS_PER_NEIGHBOUR_MAX);
+    // Once a mount is retracted, its tombstone makes room.
     t.handle_retract(A, key(0)).unwrap();
-    t.handle_advert(B, &over).unwrap();
-    assert!(t.knows(over.mount));
+    t.handle_advert(C, &newcomer).unwrap();
+    assert!(t.knows(newcomer.mount));
+}
+
+#[test]
+fn tombstones_are_charged_to_the_node_that_made_them_go() {
+    let mut t = table_with(&[A, B]);
+    // B's mount goes: its tombstone keeps its feasibility distance.
+    t.handle_advert(B, &advert(key(999_999), 4, 2)).unwrap();
+    t.handle_retract(B, key(999_999)).unwrap();
+    assert_eq!(t.tombstones(), 1);
+    // A advertises and retracts new mounts in a loop: only its own share is kept.
+    for n in 0..3 * DEPARTED_PER_NEIGHBOUR_MAX as u128 {
+        t.handle_advert(A, &advert(key(n), 1, 0)).unwrap();
+        t.handle_retract(A, key(n)).unwrap();
+    }
+    drain(&mut t);
+    assert_eq!(t.tombstones(), DEPARTED_PER_NEIGHBOUR_MAX + 1);
+    assert_eq!(t.feasibility_distance(key(999_999)), Some((Seqno(4), Metric(3))), "B's kept");
+    assert_eq!(t.feasibility_distance(key(0)), None, "A's oldest forgotten");
+    // A neighbour's share outlives its link: its node's tombstones are still its own.
+    t.handle_neighbour_down(A).unwrap();
+    up(&mut t, A, Role::Router, Wants::all()).unwrap();
+    t.handle_advert(A, &advert(key(5_000_000), 1, 0)).unwrap();
+    t.handle_retract(A, key(5_000_000)).unwrap();
+    assert_eq!(t.tombstones(), DEPARTED_PER_NEIGHBOUR_MAX + 1);
+    assert!(t.feasibility_distance(key(999_999)).is_some());
+    // A revived tombstone is live again and no longer charged.
+    t.handle_advert(B, &advert(key(999_999), 5, 0)).unwrap();
+    assert_eq!(t.tombstones(), DEPARTED_PER_NEIGHBOUR_MAX);
+    assert!(t.knows(key(999_999)));
+}
+
+#[test]
+fn a_neighbours_seqno_requests_wait_for_its_budget_coalesced_per_mount() {
+    let mut t = table_with(&[A, B]);
+    let burst = SEQNO_REQUEST_BURST as u128;
+    for n in 0..burst + 10 {
+        t.attach(key(n), MountKind::Master, Label::EMPTY).unwrap();
+    }
+    drain(&mut t);
+    // A asks for every mount at once: its burst is served, the rest waits.
+    for n in 0..burst + 10 {
+        t.handle_seqno_request(A, key(n), Seqno(2), t0()).unwrap();
+    }
+    assert_eq!(drain(&mut t).len(), 2 * burst as usize, "each raise told to A and B");
+    assert_eq!(t.seqno_requests_delayed(A), 10);
+    // Asked again while waiting: coalesced, not counted twice; another neighbour is not held up.
+    t.handle_seqno_request(A, key(burst), Seqno(3), ms(1)).unwrap();
+    assert_eq!(t.seqno_requests_delayed(A), 10);
+    t.handle_seqno_request(B, key(burst + 1), Seqno(2), ms(1)).unwrap();
+    assert_eq!(drain(&mut t).len(), 2, "B's request is served at once");
+    // The waiting requests are served as A's budget refills, at its rate.
+    let due = t.poll_timeout().expect("a deadline for A's waiting requests");
+    assert!(due > t0() && due <= ms(1000 / u64::from(SEQNO_REQUESTS_PER_SEC) + 1), "{due:?}");
+    t.handle_timeout(ms(1000));
+    let out = drain(&mut t);
+    let raised: Vec<(MountKey, Seqno)> = out
+        .iter()
+        .filter(|(n, _)| *n == A)
+        .map(|(_, o)| match o {
+            Outbound::Advert(a) => (a.mount, a.seqno),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(raised.len(), 9, "the nine still behind (B's was served meanwhile)");
+    assert!(raised.contains(&(key(burst), Seqno(3))), "the newest seqno asked");
+    assert_eq!(t.poll_timeout(), None);
+}
+
+#[test]
+fn an_originator_raises_a_mount_at_most_once_per_interval() {
+    let mut t = table_with(&[A]);
+    t.attach(key(1), MountKind::Master, Label::EMPTY).unwrap();
+    drain(&mut t);
+    t.handle_seqno_request(A, key(1), Seqno(2), ms(0)).unwrap();
+    assert_eq!(drain(&mut t).len(), 1);
+    // Within the interval: coalesced into one raise when it has passed.
+    t.handle_seqno_request(A, key(1), Seqno(3), ms(1)).unwrap();
+    t.handle_seqno_request(A, key(1), Seqno(4), ms(2)).unwrap();
+    assert!(drain(&mut t).is_empty());
+    assert_eq!(t.poll_timeout(), Some(ms(SEQNO_RAISE_INTERVAL_MS)));
+    t.handle_timeout(ms(SEQNO_RAISE_INTERVAL_MS - 1));
+    assert!(drain(&mut t).is_empty());
+    t.handle_timeout(ms(SEQNO_RAISE_INTERVAL_MS));
+    let out = drain(&mut t);
+    assert!(matches!(out[..], [(A, Outbound::Advert(Advert { seqno: Seqno(4), .. }))]), "{out:?}");
+}
+
+#[test]
+fn a_clients_request_asks_one_past_the_newest_seqno_known() {
+    let mut t = table_with(&[A]);
+    up(&mut t, C, Role::Client, Wants::all()).unwrap();
+    t.attach(key(1), MountKind::Master, Label::EMPTY).unwrap();
+    t.handle_advert(A, &advert(key(2), 3, 0)).unwrap();
+    drain(&mut t);
+    // At the originator: by one, however far the client asks.
+    t.handle_seqno_request(C, key(1), Seqno(0x7000), t0()).unwrap();
+    assert_eq!(t.route(key(1)).unwrap().seqno, Seqno(2));
+    drain(&mut t);
+    // On the way: passed on for one past the newest known.
+    t.handle_seqno_request(C, key(2), Seqno(0x7000), t0()).unwrap();
+    assert_eq!(drain(&mut t), vec![(A, Outbound::SeqnoRequest { mount: key(2), seqno: Seqno(4) })]);
+    // A router is taken at its word (it may know a seqno from before a restart).
+    t.handle_seqno_request(A, key(1), Seqno(90), ms(SEQNO_RAISE_INTERVAL_MS)).unwrap();
+    assert_eq!(t.route(key(1)).unwrap().seqno, Seqno(90));
 }
 
 #[test]
@@ -288,7 +430,7 @@ fn misuse_is_reported() {
     assert_eq!(t.handle_advert(B, &advert(key(1), 1, 0)), Err(Misuse::UnknownNeighbour(B).into()));
     assert_eq!(t.handle_neighbour_down(B), Err(Misuse::UnknownNeighbour(B).into()));
     assert_eq!(
-        t.handle_neighbour_up(A, Role::Router, Wants::all()),
+        up(&mut t, A, Role::Router, Wants::all()),
         Err(Misuse::DuplicateNeighbour(A).into())
     );
     assert_eq!(Label::new(&[0; 65]), Err(Violation::SpanLabel(65).into()));

@@ -195,6 +195,32 @@ pub enum Role {
     Client,
 }
 
+impl Role {
+    /// How much a role may do, for comparing rights: a client least, a router most.
+    const fn rank(self) -> u8 {
+        match self {
+            Role::Client => 0,
+            Role::Satellite => 1,
+            Role::Router => 2,
+        }
+    }
+
+    /// The role's name, as configuration writes it and `show` prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Satellite => "satellite",
+            Role::Client => "client",
+        }
+    }
+
+    /// Whether a peer granted this role may say it is `claimed`: a router may also link as a
+    /// satellite or a client, a satellite as a client, a client only as a client.
+    pub const fn permits(self, claimed: Role) -> bool {
+        claimed.rank() <= self.rank()
+    }
+}
+
 /// Which clusters a neighbour wants spans for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Clusters {
@@ -318,6 +344,24 @@ mod tests {
         assert!(Seqno(0).is_newer_than(Seqno(u16::MAX)));
         assert!(!Seqno(0x8000).is_newer_than(Seqno(0)));
         assert!(Seqno(0x7fff).is_newer_than(Seqno(0)));
+    }
+
+    #[test]
+    fn roles_permit_themselves_and_less() {
+        use Role::*;
+        for (granted, claimed, ok) in [
+            (Router, Router, true),
+            (Router, Satellite, true),
+            (Router, Client, true),
+            (Satellite, Router, false),
+            (Satellite, Satellite, true),
+            (Satellite, Client, true),
+            (Client, Router, false),
+            (Client, Satellite, false),
+            (Client, Client, true),
+        ] {
+            assert_eq!(granted.permits(claimed), ok, "{granted:?} claiming {claimed:?}");
+        }
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct Link {
     down: bool,
     /// Live transactions we opened (the rest of `states` the peer opened).
     opened_locally: usize,
+    /// The most transactions the peer may have open ([`Link::set_peer_transactions_max`]).
+    peer_max: u32,
 }
 
 /// Who opened a transaction and its msgid: what a message's (REPLY, msgid) names.
@@ -184,7 +186,15 @@ impl Link {
             events: VecDeque::new(),
             down: false,
             opened_locally: 0,
+            peer_max: PEER_TXNS_PER_LINK_MAX as u32,
         }
+    }
+
+    /// Bounds the transactions the peer may have open at once (stacked ones included) to `max`,
+    /// at most [`PEER_TXNS_PER_LINK_MAX`] (the default): one more CREATE from the peer closes the
+    /// link with `Limit::PeerTransactions`. A node gives a client less than a router.
+    pub fn set_peer_transactions_max(&mut self, max: usize) {
+        self.peer_max = max.min(PEER_TXNS_PER_LINK_MAX) as u32;
     }
 
     /// Transactions open (including those waiting only for their children to end).
@@ -563,8 +573,8 @@ impl Link {
             }
             (parent, state.depth + 1)
         };
-        if self.states.len() - self.opened_locally >= PEER_TXNS_PER_LINK_MAX {
-            return Err(Limit::PeerTransactions(PEER_TXNS_PER_LINK_MAX).into());
+        if self.states.len() - self.opened_locally >= self.peer_max as usize {
+            return Err(Limit::PeerTransactions(self.peer_max as usize).into());
         }
         let received = Half::default();
         Ok(self.insert(msgid, false, message.command(), parent, depth, Half::default(), received))

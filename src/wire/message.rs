@@ -178,6 +178,11 @@ impl ErrorCode {
     pub const ABORTED: ErrorCode = ErrorCode(5);
     /// The node is shutting down.
     pub const SHUTDOWN: ErrorCode = ErrorCode(6);
+    /// The link duplicates another link between the same two nodes (closed: one link per
+    /// adjacency).
+    pub const DUPLICATE: ErrorCode = ErrorCode(7);
+    /// The circuit carried nothing for longer than the node's idle bound.
+    pub const IDLE: ErrorCode = ErrorCode(8);
     /// Codes from here on belong to applications.
     pub const APPLICATION_BASE: u32 = 0x1_0000;
 
@@ -197,6 +202,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::LIMIT_REACHED => f.write_str("limit reached"),
             ErrorCode::ABORTED => f.write_str("aborted"),
             ErrorCode::SHUTDOWN => f.write_str("shutting down"),
+            ErrorCode::DUPLICATE => f.write_str("duplicate link"),
+            ErrorCode::IDLE => f.write_str("idle"),
             ErrorCode(code) => write!(f, "error {code:#x}"),
         }
     }

@@ -38,7 +38,7 @@ impl Node {
 
     /// How an application (the mount API) dials it.
     pub fn peer(&self) -> PeerSpec {
-        PeerSpec { address: Some(self.addr()), key: self.public() }
+        PeerSpec::router(Some(self.addr()), self.public())
     }
 
     /// Its snapshot from its control socket, if it answers.

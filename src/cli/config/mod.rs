@@ -25,17 +25,27 @@
 //! control = "node.sock"
 //! # Where to serve metrics in the Prometheus text format. Absent: nowhere.
 //! metrics = "127.0.0.1:9401"
-//! # Whether a node whose key is neither a peer's nor listed in `allow` may connect.
+//! # Whether a node whose key is neither a peer's nor listed in `allow` may connect. Such a
+//! # key is always a client.
 //! accept_unknown_keys = false
-//! # Keys allowed to connect besides the peers' (base64, as `ringspan pubkey` prints them).
-//! allow = ["BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs="]
+//! # Keys allowed to connect besides the peers' (base64, as `ringspan pubkey` prints them). A
+//! # bare key is a client; a table grants a role ("router", "satellite" or "client").
+//! allow = [
+//!     "BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs=",
+//!     { key = "K3cBnqCLpXXl5y+BUu2pHvD9UpRWfmVw2Ldz6OKq1mA=", role = "router" },
+//! ]
+//! # Clusters whose client mounts this node accepts from its clients (and advertises one
+//! # aggregate for, each). Ids as for mounts. None: clients may call, not advertise mounts.
+//! client_clusters = ["0x1"]
 //!
 //! # A neighbour, one table per peer. Without `address` the node accepts its links but never
-//! # dials it. `name` is for logs only.
+//! # dials it. `name` is for logs only. `role` is the most its hello may claim: "router" (the
+//! # default), "satellite" or "client".
 //! [[peer]]
 //! name = "b"
 //! address = "127.0.0.1:7402"
 //! key = "UTN4L3rO3PFCCDdgT33zWvJrYKCYE3R5v3pb0Mm4pSo="
+//! role = "router"
 //!
 //! # A mount this node serves. `cluster` and `id` are 128-bit numbers, written as a string:
 //! # hexadecimal with 0x ("0x1f"), decimal ("31") or a UUID
@@ -62,6 +72,7 @@
 //! max_links = 1048576             # links at once, dialled and handshaking ones included
 //! max_handshakes_per_sec = 2000   # handshakes started per second on accepted connections
 //! busy_poll_us = 100              # polls this long after moving data before sleeping (0: never)
+//! circuit_idle_ms = 300000        # aborts a circuit that carried nothing for this long
 //! ```
 //!
 //! # Rules
@@ -70,7 +81,12 @@
 //! - Addresses are an IP address and a port; `listen` may not name one twice, and `metrics` and
 //!   the peers' addresses may not be one of the listen addresses.
 //! - Peer keys are 32-byte public keys in base64; no two peers share a key or a name, and at
-//!   most [`limits::CONFIG_PEERS_MAX`] peers are listed. Keys in `allow` are listed once.
+//!   most [`limits::CONFIG_PEERS_MAX`] peers are listed. Keys in `allow` are listed once, and
+//!   a key both allowed and a peer's must not be granted two different roles.
+//! - Rights are bound to keys: a peer's key is granted its `role` (router by default), an
+//!   `allow` entry's its `role` (client for a bare key), any other key (with
+//!   `accept_unknown_keys`) client. A hello claiming more than its key's role closes the link.
+//! - `client_clusters` lists at most [`limits::CLIENT_CLUSTERS_MAX`] clusters, each once.
 //! - Mounts: (cluster, id) is unique, the label holds at most [`limits::SPAN_LABEL_MAX`] bytes,
 //!   and at most [`limits::SPAN_MOUNTS_MAX`] mounts are listed.
 //! - Limits: every duration is at least 1 ms and at most a day ([`MILLIS_MAX`]);
@@ -139,10 +155,12 @@ pub struct NodeConfig {
     /// Where to serve metrics in the Prometheus text format.
     pub metrics: Option<SocketAddr>,
     /// Whether nodes with keys that are neither a peer's nor in [`NodeConfig::allow`] may
-    /// connect. Default false.
+    /// connect (as clients). Default false.
     pub accept_unknown_keys: bool,
-    /// Keys allowed to connect besides the peers'.
-    pub allow: Vec<PublicKey>,
+    /// Keys allowed to connect besides the peers', each with the role it is granted.
+    pub allow: Vec<Allowed>,
+    /// Clusters whose client mounts the node accepts (one aggregate each toward the core).
+    pub client_clusters: Vec<u128>,
     /// The neighbours this node knows, in file order.
     pub peers: Vec<Peer>,
     /// The mounts this node serves, in file order.
@@ -173,6 +191,17 @@ pub struct Peer {
     pub address: Option<SocketAddr>,
     /// Its static public key: links must prove it.
     pub key: PublicKey,
+    /// The most its hello may claim to be. Default router.
+    pub role: NodeRole,
+}
+
+/// A key allowed to connect, and the role it is granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    /// The key.
+    pub key: PublicKey,
+    /// The most its hello may claim to be. A bare key in `allow` is a client.
+    pub role: NodeRole,
 }
 
 /// A mount this node serves.
@@ -244,6 +273,8 @@ pub struct Limits {
     /// Microseconds the node polls after a turn that moved data before it sleeps; 0 to
     /// [`limits::BUSY_POLL_US_MAX`], 0 = never.
     pub busy_poll_us: u64,
+    /// A circuit that carries nothing for this long is aborted.
+    pub circuit_idle_ms: u64,
 }
 
 impl Default for Limits {
@@ -260,6 +291,7 @@ impl Default for Limits {
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             busy_poll_us: limits::BUSY_POLL_US,
+            circuit_idle_ms: limits::CIRCUIT_IDLE_MS,
         }
     }
 }
@@ -369,22 +401,9 @@ impl NodeConfig {
             }
         };
 
-        let mut allow = Vec::with_capacity(node.allow.len());
-        let mut allowed: HashMap<PublicKey, Range<usize>> =
-            HashMap::with_capacity(node.allow.len());
-        for text in &node.allow {
-            let key = source.public_key(text, "[node] allow")?;
-            if let Some(first) = allowed.insert(key, text.span()) {
-                let first = source.line(first);
-                return Err(source.error(
-                    text.span(),
-                    format!("[node] allow: key {key} is listed twice (first on line {first})"),
-                ));
-            }
-            allow.push(key);
-        }
-
         let peers = source.peers(&raw.peer, &listen)?;
+        let allow = source.allow(&node.allow, &peers)?;
+        let client_clusters = source.client_clusters(&node.client_clusters)?;
         let mounts = source.mounts(&raw.mount)?;
         let limits = source.limits(raw.limits.as_ref())?;
 
@@ -398,6 +417,7 @@ impl NodeConfig {
             metrics,
             accept_unknown_keys: node.accept_unknown_keys,
             allow,
+            client_clusters,
             peers,
             mounts,
             limits,
@@ -433,7 +453,52 @@ struct RawNode {
     #[serde(default)]
     accept_unknown_keys: bool,
     #[serde(default)]
-    allow: Vec<Spanned<String>>,
+    allow: Vec<Spanned<RawAllow>>,
+    #[serde(default)]
+    client_clusters: Vec<Spanned<IdText>>,
+}
+
+/// An `allow` entry: a bare key (a client), or `{ key = "...", role = "..." }`.
+enum RawAllow {
+    Key(String),
+    Entry { key: Option<String>, role: Option<String> },
+}
+
+impl<'de> Deserialize<'de> for RawAllow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawAllow, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAllow;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 key, or a table { key = \"...\", role = \"...\" }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawAllow, E> {
+                Ok(RawAllow::Key(value.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawAllow, A::Error> {
+                let (mut key, mut role) = (None, None);
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "key" => key = Some(map.next_value::<String>()?),
+                        "role" => role = Some(map.next_value::<String>()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(other, &["key", "role"]));
+                        }
+                    }
+                }
+                Ok(RawAllow::Entry { key, role })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -442,6 +507,8 @@ struct RawPeer {
     name: Option<Spanned<String>>,
     address: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    #[serde(default)]
+    role: NodeRole,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +534,7 @@ struct RawLimits {
     max_links: Option<Spanned<i64>>,
     max_handshakes_per_sec: Option<Spanned<i64>>,
     busy_poll_us: Option<Spanned<i64>>,
+    circuit_idle_ms: Option<Spanned<i64>>,
 }
 
 /// A 128-bit id as written: a TOML integer, or a string parsed by [`parse_id`].
@@ -720,9 +788,90 @@ impl Source<'_> {
                 }
             };
             let name = peer.name.as_ref().map(|name| name.get_ref().clone());
-            peers.push(Peer { name, address, key });
+            peers.push(Peer { name, address, key, role: peer.role });
         }
         Ok(peers)
+    }
+
+    /// The `allow` list: each key once, with its role, not granted otherwise as a peer.
+    fn allow(
+        &self,
+        raw: &[Spanned<RawAllow>],
+        peers: &[Peer],
+    ) -> Result<Vec<Allowed>, ConfigError> {
+        let mut allow = Vec::with_capacity(raw.len());
+        let mut seen: HashMap<PublicKey, Range<usize>> = HashMap::with_capacity(raw.len());
+        for entry in raw {
+            let span = entry.span();
+            let (text, role) = match entry.get_ref() {
+                RawAllow::Key(text) => (text, NodeRole::Client),
+                RawAllow::Entry { key: None, .. } => {
+                    return Err(self.error(span, "[node] allow: an entry has no `key`"));
+                }
+                RawAllow::Entry { key: Some(text), role } => {
+                    let role = match role.as_deref() {
+                        None | Some("client") => NodeRole::Client,
+                        Some("router") => NodeRole::Router,
+                        Some("satellite") => NodeRole::Satellite,
+                        Some(other) => {
+                            return Err(self.error(
+                                span,
+                                format!(
+                                    "[node] allow: unknown role {other:?} (\"router\", \
+                                     \"satellite\" or \"client\")"
+                                ),
+                            ));
+                        }
+                    };
+                    (text, role)
+                }
+            };
+            let key = self.public_key(&Spanned::new(span.clone(), text.clone()), "[node] allow")?;
+            if let Some(first) = seen.insert(key, span.clone()) {
+                let first = self.line(first);
+                return Err(self.error(
+                    span,
+                    format!("[node] allow: key {key} is listed twice (first on line {first})"),
+                ));
+            }
+            if let Some(peer) = peers.iter().find(|p| p.key == key && p.role != role) {
+                return Err(self.error(
+                    span,
+                    format!(
+                        "[node] allow: key {key} is granted {role:?} here but {:?} as a peer",
+                        peer.role
+                    ),
+                ));
+            }
+            allow.push(Allowed { key, role });
+        }
+        Ok(allow)
+    }
+
+    /// `client_clusters`: each id once, at most [`limits::CLIENT_CLUSTERS_MAX`].
+    fn client_clusters(&self, raw: &[Spanned<IdText>]) -> Result<Vec<u128>, ConfigError> {
+        if let Some(extra) = raw.get(limits::CLIENT_CLUSTERS_MAX) {
+            return Err(self.error(
+                extra.span(),
+                format!(
+                    "[node] client_clusters: more than {} clusters (each is an aggregate the \
+                     core carries for this node)",
+                    limits::CLIENT_CLUSTERS_MAX
+                ),
+            ));
+        }
+        let mut clusters: Vec<u128> = Vec::with_capacity(raw.len());
+        for value in raw {
+            let cluster = self.id(value, "[node] client_clusters")?;
+            if clusters.contains(&cluster) {
+                return Err(self.error(
+                    value.span(),
+                    format!("[node] client_clusters: cluster {cluster:#x} is listed twice"),
+                ));
+            }
+            clusters.push(cluster);
+        }
+        Ok(clusters)
     }
 
     fn id(&self, value: &Spanned<IdText>, field: &str) -> Result<u128, ConfigError> {
@@ -876,6 +1025,8 @@ impl Source<'_> {
             }
         };
 
+        let circuit_idle =
+            self.millis(&raw.circuit_idle_ms, "circuit_idle_ms", defaults.circuit_idle_ms)?;
         if idle.0 <= keepalive.0 {
             let span = idle.1.clone().or_else(|| keepalive.1.clone()).unwrap_or(0..0);
             return Err(self.error(
@@ -909,6 +1060,7 @@ impl Source<'_> {
             max_links,
             max_handshakes_per_sec,
             busy_poll_us,
+            circuit_idle_ms: circuit_idle.0,
         })
     }
 
@@ -978,823 +1130,4 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use proptest::prelude::*;
-
-    /// Where the test configs claim to live.
-    const CONFIG: &str = "/etc/ringspan/node.toml";
-
-    /// The smallest valid config.
-    const MINIMAL: &str = "[node]\nkey = \"node.key\"\n";
-
-    fn key(n: u8) -> PublicKey {
-        PublicKey([n; 32])
-    }
-
-    fn b64(n: u8) -> String {
-        key(n).to_base64()
-    }
-
-    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
-        NodeConfig::parse(Path::new(CONFIG), text)
-    }
-
-    /// Parses `text`, expecting a refusal on `line` whose reason contains `reason`.
-    #[track_caller]
-    fn refused(text: &str, line: usize, reason: &str) -> ConfigError {
-        let error = match parse(text) {
-            Ok(config) => panic!("accepted: {config:?}\n{text}"),
-            Err(error) => error,
-        };
-        assert_eq!(error.line, Some(line), "{error}");
-        assert!(error.column.is_some(), "{error}");
-        assert!(error.reason.contains(reason), "{error:?} lacks {reason:?}");
-        assert_eq!(error.path, Path::new(CONFIG));
-        error
-    }
-
-    /// The TOML example of the module documentation.
-    fn doc_example() -> String {
-        let mut example = String::new();
-        let mut inside = false;
-        for line in include_str!("config.rs").lines().take_while(|l| l.starts_with("//!")) {
-            let line = line.strip_prefix("//!").unwrap_or(line);
-            let line = line.strip_prefix(' ').unwrap_or(line);
-            match (inside, line) {
-                (false, "```toml") => inside = true,
-                (true, "```") => break,
-                (true, _) => {
-                    example.push_str(line);
-                    example.push('\n');
-                }
-                (false, _) => {}
-            }
-        }
-        assert!(example.contains("[node]"), "no example found in the module documentation");
-        example
-    }
-
-    #[test]
-    fn the_documented_example_parses_to_its_values() {
-        let config = parse(&doc_example()).unwrap();
-        let expected = NodeConfig {
-            path: PathBuf::from(CONFIG),
-            key: PathBuf::from("/etc/ringspan/node.key"),
-            listen: vec!["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()],
-            workers: Some(1),
-            role: NodeRole::Router,
-            control: Some(PathBuf::from("/etc/ringspan/node.sock")),
-            metrics: Some("127.0.0.1:9401".parse().unwrap()),
-            accept_unknown_keys: false,
-            allow: vec![
-                PublicKey::from_base64(b"BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs=").unwrap(),
-            ],
-            peers: vec![Peer {
-                name: Some("b".to_owned()),
-                address: Some("127.0.0.1:7402".parse().unwrap()),
-                key: PublicKey::from_base64(b"UTN4L3rO3PFCCDdgT33zWvJrYKCYE3R5v3pb0Mm4pSo=")
-                    .unwrap(),
-            }],
-            mounts: vec![MountConfig {
-                cluster: 1,
-                id: 0x10,
-                kind: MountKindName::Master,
-                label: "a/master".to_owned(),
-                service: Service::Echo,
-            }],
-            limits: Limits::default(),
-        };
-        assert_eq!(config, expected);
-    }
-
-    #[test]
-    fn a_full_config_parses_to_its_values() {
-        let text = format!(
-            r#"[node]
-key = "/var/lib/ringspan/a.key"
-listen = ["0.0.0.0:7401", "[::]:7401"]
-workers = 4
-role = "satellite"
-control = "run/a.sock"
-metrics = "[::1]:9401"
-accept_unknown_keys = true
-allow = ["{k3}", "{k4}"]
-
-[[peer]]
-name = "b"
-address = "10.0.0.2:7401"
-key = "{k1}"
-
-[[peer]]
-key = "{k2}"
-
-[[mount]]
-cluster = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
-id = "42"
-kind = "soft-slave"
-label = "pfs/home"
-
-[[mount]]
-cluster = 7
-id = "0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
-kind = "client"
-service = "none"
-
-[limits]
-keepalive_ms = 250
-idle_timeout_ms = 1000
-handshake_timeout_ms = 3000
-send_queue_max_bytes = 1048576
-redial_min_ms = 50
-redial_max_ms = 50
-max_links = 20000
-max_handshakes_per_sec = 150
-busy_poll_us = 0
-"#,
-            k1 = b64(1),
-            k2 = b64(2),
-            k3 = b64(3),
-            k4 = b64(4),
-        );
-        let config = parse(&text).unwrap();
-        assert_eq!(config.key, Path::new("/var/lib/ringspan/a.key"));
-        assert_eq!(
-            config.listen,
-            ["0.0.0.0:7401".parse::<SocketAddr>().unwrap(), "[::]:7401".parse().unwrap()]
-        );
-        assert_eq!(config.workers, Some(4));
-        assert_eq!(config.role, NodeRole::Satellite);
-        assert_eq!(config.control, Some(PathBuf::from("/etc/ringspan/run/a.sock")));
-        assert_eq!(config.metrics, Some("[::1]:9401".parse().unwrap()));
-        assert!(config.accept_unknown_keys);
-        assert_eq!(config.allow, [key(3), key(4)]);
-        assert_eq!(
-            config.peers,
-            [
-                Peer {
-                    name: Some("b".to_owned()),
-                    address: Some("10.0.0.2:7401".parse().unwrap()),
-                    key: key(1),
-                },
-                Peer { name: None, address: None, key: key(2) },
-            ]
-        );
-        assert_eq!(
-            config.mounts,
-            [
-                MountConfig {
-                    cluster: 0x3f2504e0_4f89_11d3_9a0c_0305e82c3301,
-                    id: 42,
-                    kind: MountKindName::SoftSlave,
-                    label: "pfs/home".to_owned(),
-                    service: Service::None,
-                },
-                MountConfig {
-                    cluster: 7,
-                    id: u128::MAX,
-                    kind: MountKindName::Client,
-                    label: String::new(),
-                    service: Service::None,
-                },
-            ]
-        );
-        assert_eq!(
-            config.limits,
-            Limits {
-                keepalive_ms: 250,
-                idle_timeout_ms: 1000,
-                handshake_timeout_ms: 3000,
-                send_queue_max_bytes: 1 << 20,
-                redial_min_ms: 50,
-                redial_max_ms: 50,
-                max_links: 20_000,
-                max_handshakes_per_sec: 150,
-                busy_poll_us: 0,
-            }
-        );
-    }
-
-    #[test]
-    fn a_minimal_config_gets_the_defaults() {
-        let config = parse(MINIMAL).unwrap();
-        assert_eq!(
-            config,
-            NodeConfig {
-                path: PathBuf::from(CONFIG),
-                key: PathBuf::from("/etc/ringspan/node.key"),
-                listen: vec![],
-                workers: None,
-                role: NodeRole::Router,
-                control: None,
-                metrics: None,
-                accept_unknown_keys: false,
-                allow: vec![],
-                peers: vec![],
-                mounts: vec![],
-                limits: Limits::default(),
-            }
-        );
-        assert_eq!(
-            Limits::default(),
-            Limits {
-                keepalive_ms: limits::KEEPALIVE_INTERVAL_MS,
-                idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
-                handshake_timeout_ms: limits::HANDSHAKE_TIMEOUT_MS,
-                send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-                redial_min_ms: 100,
-                redial_max_ms: 5000,
-                max_links: limits::MAX_LINKS_PER_WORKER,
-                max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
-                busy_poll_us: limits::BUSY_POLL_US,
-            }
-        );
-        // An empty [limits] table is the defaults too.
-        assert_eq!(parse(&format!("{MINIMAL}[limits]\n")).unwrap().limits, Limits::default());
-    }
-
-    #[test]
-    fn every_kind_role_and_service_has_its_name() {
-        for (name, kind) in [
-            ("master", MountKindName::Master),
-            ("slave", MountKindName::Slave),
-            ("soft-master", MountKindName::SoftMaster),
-            ("soft-slave", MountKindName::SoftSlave),
-            ("cache", MountKindName::Cache),
-            ("client", MountKindName::Client),
-        ] {
-            let text = format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"{name}\"\n");
-            assert_eq!(parse(&text).unwrap().mounts[0].kind, kind, "{name}");
-        }
-        for (name, role) in [
-            ("router", NodeRole::Router),
-            ("satellite", NodeRole::Satellite),
-            ("client", NodeRole::Client),
-        ] {
-            let text = format!("[node]\nkey = \"k\"\nrole = \"{name}\"\n");
-            assert_eq!(parse(&text).unwrap().role, role, "{name}");
-        }
-        for (name, service) in [("echo", Service::Echo), ("none", Service::None)] {
-            let text = format!(
-                "{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"cache\"\nservice = \"{name}\"\n"
-            );
-            assert_eq!(parse(&text).unwrap().mounts[0].service, service, "{name}");
-        }
-    }
-
-    #[test]
-    fn relative_paths_are_taken_from_the_config_directory() {
-        let at = |config: &str, text: &str| NodeConfig::parse(Path::new(config), text).unwrap();
-        let relative = "[node]\nkey = \"node.key\"\ncontrol = \"sock/node.sock\"\n";
-        let config = at("/etc/ringspan/a.toml", relative);
-        assert_eq!(config.key, Path::new("/etc/ringspan/node.key"));
-        assert_eq!(config.control.unwrap(), Path::new("/etc/ringspan/sock/node.sock"));
-        assert_eq!(config.path, Path::new("/etc/ringspan/a.toml"));
-
-        let absolute = "[node]\nkey = \"/srv/keys/node.key\"\ncontrol = \"/run/ringspan.sock\"\n";
-        let config = at("/etc/ringspan/a.toml", absolute);
-        assert_eq!(config.key, Path::new("/srv/keys/node.key"));
-        assert_eq!(config.control.unwrap(), Path::new("/run/ringspan.sock"));
-
-        // A config named without a directory: paths stay relative to the working directory, as
-        // the config's own path is.
-        assert_eq!(at("a.toml", relative).key, Path::new("node.key"));
-        assert_eq!(at("conf/a.toml", relative).key, Path::new("conf/node.key"));
-        assert_eq!(at("../a.toml", "[node]\nkey = \"k\"\n").key, Path::new("../k"));
-    }
-
-    #[test]
-    fn a_missing_node_table_is_refused_for_the_whole_file() {
-        for text in ["", "# nothing\n", "[limits]\nkeepalive_ms = 1000\n"] {
-            let error = parse(text).unwrap_err();
-            assert_eq!((error.line, error.column), (None, None), "{error}");
-            assert!(error.reason.contains("no [node] table"), "{error}");
-        }
-    }
-
-    #[test]
-    fn a_missing_key_is_refused_at_the_node_table() {
-        let error = refused("# a node\n\n[node]\nlisten = []\n", 3, "[node] has no `key`");
-        assert_eq!(error.column, Some(1));
-        refused("[node]\nkey = \"\"\n", 2, "[node] key: the path is empty");
-        refused("[node]\nkey = \"a\\u0000b\"\n", 2, "NUL");
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_by_name() {
-        let error = refused("[node]\nkey = \"k\"\nlisen = []\n", 3, "unknown field `lisen`");
-        assert_eq!(error.column, Some(1));
-        refused("[node]\nkey = \"k\"\n\n[peers]\n", 4, "unknown field `peers`");
-        refused("tls = true\n[node]\nkey = \"k\"\n", 1, "unknown field `tls`");
-        refused("[node]\nkey = \"k\"\n[node.extra]\n", 3, "unknown field `extra`");
-        refused(
-            &format!("{MINIMAL}[[peer]]\nkey = \"{}\"\nport = 7401\n", b64(1)),
-            5,
-            "unknown field `port`",
-        );
-        refused(
-            &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"master\"\nlable = \"x\"\n"),
-            7,
-            "unknown field `lable`",
-        );
-        refused(&format!("{MINIMAL}[limits]\nkeepalive = 5\n"), 4, "unknown field `keepalive`");
-    }
-
-    #[test]
-    fn syntax_errors_report_their_line() {
-        // An unterminated string: the closing quote was expected at the end of line 2.
-        let error = refused("[node]\nkey = \"node.key\nworkers = 2\n", 2, "string");
-        assert_eq!(error.column, Some(16));
-        refused("[node]\nkey = \"k\"\nkey = \"j\"\n", 3, "duplicate key");
-        refused("[node]\nkey = \"k\"\nworkers = \n", 3, "");
-        refused("[node\nkey = \"k\"\n", 1, "");
-    }
-
-    #[test]
-    fn wrong_types_report_their_line() {
-        refused("[node]\nkey = \"k\"\nworkers = \"two\"\n", 3, "invalid type: string");
-        refused("[node]\nkey = 7\n", 2, "invalid type: integer");
-        refused("[node]\nkey = \"k\"\nlisten = \"127.0.0.1:1\"\n", 3, "invalid type");
-        refused("[node]\nkey = \"k\"\naccept_unknown_keys = \"yes\"\n", 3, "invalid type");
-        refused("[node]\nkey = \"k\"\nrole = \"routr\"\n", 3, "unknown variant `routr`");
-        let error = refused(
-            &format!("{MINIMAL}[peer]\nkey = \"{}\"\n", b64(1)),
-            3,
-            "each peer is a [[peer]] table",
-        );
-        assert_eq!(error.column, Some(1));
-    }
-
-    #[test]
-    fn addresses_must_be_socket_addresses_and_say_which_field() {
-        let error = refused(
-            "[node]\nkey = \"k\"\nlisten = [\"127.0.0.1:7401\", \"localhost:7401\"]\n",
-            3,
-            "[node] listen address: \"localhost:7401\" is not an IP address and port",
-        );
-        assert_eq!(error.column, Some(29));
-        refused("[node]\nkey = \"k\"\nlisten = [\"127.0.0.1\"]\n", 3, "[node] listen address");
-        refused("[node]\nkey = \"k\"\nmetrics = \"9401\"\n", 3, "[node] metrics: \"9401\"");
-        refused(
-            &format!("{MINIMAL}\n[[peer]]\naddress = \"10.0.0.1:99999\"\nkey = \"{}\"\n", b64(1)),
-            5,
-            "peer address: \"10.0.0.1:99999\"",
-        );
-    }
-
-    #[test]
-    fn listen_addresses_may_not_repeat() {
-        let text = "[node]\nkey = \"k\"\nlisten = [\n  \"127.0.0.1:7401\",\n  \"[::1]:7401\",\n  \
-                    \"127.0.0.1:7401\",\n]\n";
-        let error = refused(text, 6, "listen address 127.0.0.1:7401 is listed twice");
-        assert!(error.reason.contains("first on line 4"), "{error}");
-        assert_eq!(error.column, Some(3));
-    }
-
-    #[test]
-    fn metrics_and_peers_may_not_use_a_listen_address() {
-        refused(
-            "[node]\nkey = \"k\"\nlisten = [\"127.0.0.1:7401\"]\nmetrics = \"127.0.0.1:7401\"\n",
-            4,
-            "metrics address 127.0.0.1:7401 is also a listen address",
-        );
-        refused(
-            &format!(
-                "[node]\nkey = \"k\"\nlisten = [\"127.0.0.1:7401\"]\n[[peer]]\n\
-                 address = \"127.0.0.1:7401\"\nkey = \"{}\"\n",
-                b64(1)
-            ),
-            5,
-            "would dial itself",
-        );
-    }
-
-    #[test]
-    fn peer_keys_must_be_public_keys() {
-        let text = "[node]\nkey = \"node.key\"\n\n[[peer]]\nname = \"b\"\naddress = \
-                    \"127.0.0.1:7402\"\nkey = \"not a key!\"\n";
-        let error = refused(text, 7, "peer key: not valid base64");
-        assert_eq!(error.column, Some(7));
-        // Base64, but of 31 bytes.
-        let short = BASE64_31;
-        refused(
-            &format!("{MINIMAL}[[peer]]\nkey = \"{short}\"\n"),
-            4,
-            "peer key: the base64 decodes to 31 bytes; a public key has 32",
-        );
-        refused(&format!("{MINIMAL}[[peer]]\nkey = \"\"\n"), 4, "peer key: the key is empty");
-        refused(&format!("{MINIMAL}[[peer]]\nname = \"b\"\n"), 3, "[[peer]] has no `key`");
-    }
-
-    /// Base64 of 31 zero bytes.
-    const BASE64_31: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
-
-    #[test]
-    fn two_peers_may_not_share_a_key_or_a_name() {
-        let text = format!(
-            "{MINIMAL}[[peer]]\nname = \"b\"\nkey = \"{a}\"\n\n[[peer]]\nname = \"c\"\nkey = \
-             \"{a}\"\n",
-            a = b64(1)
-        );
-        let error = refused(&text, 9, "is also the key of the peer on line 5");
-        assert!(error.reason.contains(&b64(1)), "{error}");
-        let text = format!(
-            "{MINIMAL}[[peer]]\nname = \"b\"\nkey = \"{}\"\n[[peer]]\nname = \"b\"\nkey = \"{}\"\n",
-            b64(1),
-            b64(2)
-        );
-        refused(&text, 7, "peer name \"b\" is also the name of the peer on line 4");
-    }
-
-    #[test]
-    fn allowed_keys_must_be_public_keys_listed_once() {
-        refused(
-            &format!("[node]\nkey = \"k\"\nallow = [\"{}\", \"AAAA\"]\n", b64(1)),
-            3,
-            "[node] allow: the base64 decodes to 3 bytes",
-        );
-        let text = format!("[node]\nkey = \"k\"\nallow = [\n\"{a}\",\n\"{a}\",\n]\n", a = b64(9));
-        refused(&text, 5, "is listed twice (first on line 4)");
-        // A key both allowed and a peer's is fine.
-        let text = format!(
-            "[node]\nkey = \"k\"\nallow = [\"{a}\"]\n[[peer]]\nkey = \"{a}\"\n",
-            a = b64(9)
-        );
-        assert_eq!(parse(&text).unwrap().allow, [key(9)]);
-    }
-
-    #[test]
-    fn too_many_peers_are_refused() {
-        let mut text = MINIMAL.to_owned();
-        for i in 0..limits::CONFIG_PEERS_MAX {
-            let mut bytes = [0u8; 32];
-            bytes[..2].copy_from_slice(&(i as u16).to_be_bytes());
-            text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", PublicKey(bytes).to_base64()));
-        }
-        assert_eq!(parse(&text).unwrap().peers.len(), limits::CONFIG_PEERS_MAX);
-        text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", b64(0xff)));
-        refused(&text, 3 + 2 * limits::CONFIG_PEERS_MAX, "more than 4096 peers");
-    }
-
-    #[test]
-    fn ids_are_hex_decimal_uuids_or_integers() {
-        assert_eq!(parse_id("0x1"), Ok(1));
-        assert_eq!(parse_id("0X1f"), Ok(31));
-        assert_eq!(parse_id("0x0000000000000000000000000000000000000001"), Ok(1));
-        assert_eq!(parse_id("0xffffffffffffffffffffffffffffffff"), Ok(u128::MAX));
-        assert_eq!(parse_id("31"), Ok(31));
-        assert_eq!(parse_id("0"), Ok(0));
-        assert_eq!(parse_id("340282366920938463463374607431768211455"), Ok(u128::MAX));
-        assert_eq!(
-            parse_id("3F2504E0-4F89-11D3-9A0C-0305E82C3301"),
-            Ok(0x3f2504e0_4f89_11d3_9a0c_0305e82c3301)
-        );
-        assert!(parse_id("340282366920938463463374607431768211456").unwrap_err().contains("128"));
-        assert!(parse_id("0x1ffffffffffffffffffffffffffffffff").unwrap_err().contains("128"));
-        for bad in [
-            "",
-            "0x",
-            "0x+1",
-            "+1",
-            "-1",
-            " 1",
-            "1 ",
-            "1_000",
-            "0xg",
-            "1e3",
-            "3f2504e0-4f89-11d3-9a0c-0305e82c330",
-            "3f2504e0-4f89-11d3-9a0c-0305e82c33011",
-            "3f2504e04-f89-11d3-9a0c-0305e82c3301",
-            "3f2504e0-4f89-11d3-9a0c-0305e82c330g",
-            "{3f2504e0-4f89-11d3-9a0c-0305e82c3301}",
-            "ünïcödé",
-        ] {
-            assert!(parse_id(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn mount_ids_must_parse() {
-        let mount = |cluster: &str, id: &str| {
-            format!("{MINIMAL}[[mount]]\ncluster = {cluster}\nid = {id}\nkind = \"master\"\n")
-        };
-        let error = refused(&mount("\"cluster-1\"", "1"), 4, "mount cluster: \"cluster-1\" is not");
-        assert_eq!(error.column, Some(11));
-        refused(&mount("1", "\"0xz\""), 5, "mount id: \"0xz\" is not a hexadecimal number");
-        refused(&mount("-1", "1"), 4, "mount cluster: -1 is negative");
-        refused(&mount("1", "\"1e40\""), 5, "mount id");
-        refused(&mount("1", "1.5"), 5, "expected a 128-bit id");
-        refused(&mount("[1]", "1"), 4, "expected a 128-bit id");
-        refused(&format!("{MINIMAL}[[mount]]\nid = 1\nkind = \"cache\"\n"), 3, "no `cluster`");
-        refused(&format!("{MINIMAL}[[mount]]\ncluster = 1\nkind = \"cache\"\n"), 3, "no `id`");
-        refused(&format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\n"), 3, "no `kind`");
-        refused(
-            &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"primary\"\n"),
-            6,
-            "unknown variant `primary`",
-        );
-        refused(
-            &format!(
-                "{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"cache\"\nservice = \"x\"\n"
-            ),
-            7,
-            "unknown variant `x`",
-        );
-    }
-
-    #[test]
-    fn mounts_are_unique_by_cluster_and_id() {
-        let text = format!(
-            "{MINIMAL}[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\n\n\
-             [[mount]]\ncluster = \"0x2\"\nid = \"0x10\"\nkind = \"master\"\n\n\
-             [[mount]]\ncluster = \"1\"\nid = 16\nkind = \"slave\"\n"
-        );
-        let error = refused(&text, 15, "mount cluster 0x1 id 0x10 is also the mount on line 3");
-        assert_eq!(error.column, Some(6));
-    }
-
-    #[test]
-    fn labels_hold_at_most_64_bytes() {
-        let mount = |label: &str| {
-            format!(
-                "{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"master\"\nlabel = \"{label}\"\n"
-            )
-        };
-        let longest = "x".repeat(limits::SPAN_LABEL_MAX);
-        assert_eq!(parse(&mount(&longest)).unwrap().mounts[0].label, longest);
-        refused(&mount(&"x".repeat(65)), 7, "mount label is 65 bytes; at most 64");
-        // Bytes, not characters: 33 two-byte characters are 66 bytes.
-        refused(&mount(&"é".repeat(33)), 7, "mount label is 66 bytes");
-    }
-
-    #[test]
-    fn too_many_mounts_are_refused() {
-        let mut text = MINIMAL.to_owned();
-        for i in 0..limits::SPAN_MOUNTS_MAX {
-            text.push_str(&format!("[[mount]]\ncluster = 1\nid = {i}\nkind = \"cache\"\n"));
-        }
-        assert_eq!(parse(&text).unwrap().mounts.len(), limits::SPAN_MOUNTS_MAX);
-        text.push_str("[[mount]]\ncluster = 2\nid = 0\nkind = \"cache\"\n");
-        refused(&text, 3 + 4 * limits::SPAN_MOUNTS_MAX, "more than 16384 mounts");
-    }
-
-    #[test]
-    fn workers_are_between_1_and_256() {
-        let workers = |n: i64| format!("[node]\nkey = \"k\"\nworkers = {n}\n");
-        assert_eq!(parse(&workers(1)).unwrap().workers, Some(1));
-        assert_eq!(parse(&workers(256)).unwrap().workers, Some(256));
-        let error = refused(&workers(0), 3, "[node] workers must be between 1 and 256, not 0");
-        assert_eq!(error.column, Some(11));
-        refused(&workers(257), 3, "not 257");
-        refused(&workers(-1), 3, "not -1");
-        refused(&workers(i64::MIN), 3, "between 1 and 256");
-    }
-
-    fn with_limits(limits: &str) -> String {
-        format!("{MINIMAL}[limits]\n{limits}")
-    }
-
-    #[test]
-    fn durations_are_positive_and_at_most_a_day() {
-        for field in [
-            "keepalive_ms",
-            "idle_timeout_ms",
-            "handshake_timeout_ms",
-            "redial_min_ms",
-            "redial_max_ms",
-        ] {
-            refused(
-                &with_limits(&format!("{field} = 0\n")),
-                4,
-                &format!("limits.{field} must be greater than 0, not 0"),
-            );
-            refused(&with_limits(&format!("{field} = -5\n")), 4, "greater than 0, not -5");
-            refused(&with_limits(&format!("{field} = 86400001\n")), 4, "more than one day");
-        }
-        let day = with_limits("keepalive_ms = 1000\nidle_timeout_ms = 86400000\n");
-        assert_eq!(parse(&day).unwrap().limits.idle_timeout_ms, MILLIS_MAX);
-    }
-
-    #[test]
-    fn idle_timeout_must_exceed_keepalive() {
-        let error = refused(
-            &with_limits("keepalive_ms = 2000\nidle_timeout_ms = 2000\n"),
-            5,
-            "limits.idle_timeout_ms (2000) must be greater than limits.keepalive_ms (2000)",
-        );
-        assert_eq!(error.column, Some(19));
-        // Only the keepalive given: the error points at it, and names the default it broke.
-        refused(
-            &with_limits("keepalive_ms = 6000\n"),
-            4,
-            "limits.idle_timeout_ms (5000, the default) must be greater than limits.keepalive_ms \
-             (6000)",
-        );
-        refused(&with_limits("idle_timeout_ms = 1000\n"), 4, "keepalive_ms (1000, the default)");
-        let ok = parse(&with_limits("keepalive_ms = 1\nidle_timeout_ms = 2\n")).unwrap();
-        assert_eq!((ok.limits.keepalive_ms, ok.limits.idle_timeout_ms), (1, 2));
-    }
-
-    #[test]
-    fn handshake_timeout_must_be_positive() {
-        refused(
-            &with_limits("handshake_timeout_ms = 0\n"),
-            4,
-            "limits.handshake_timeout_ms must be greater than 0",
-        );
-        assert_eq!(
-            parse(&with_limits("handshake_timeout_ms = 1\n")).unwrap().limits.handshake_timeout_ms,
-            1
-        );
-    }
-
-    #[test]
-    fn redial_min_may_not_exceed_redial_max() {
-        refused(
-            &with_limits("redial_max_ms = 2000\nredial_min_ms = 2001\n"),
-            5,
-            "limits.redial_min_ms (2001) must not be greater than limits.redial_max_ms (2000)",
-        );
-        refused(&with_limits("redial_max_ms = 99\n"), 4, "redial_min_ms (100, the default)");
-        refused(&with_limits("redial_min_ms = 5001\n"), 4, "redial_max_ms (5000, the default)");
-    }
-
-    #[test]
-    fn the_send_queue_holds_at_least_one_record() {
-        let queue = |n: i64| with_limits(&format!("send_queue_max_bytes = {n}\n"));
-        let least = limits::RECORD_WIRE_MAX as i64;
-        assert_eq!(
-            parse(&queue(least)).unwrap().limits.send_queue_max_bytes,
-            limits::RECORD_WIRE_MAX
-        );
-        refused(&queue(least - 1), 4, "limits.send_queue_max_bytes must be at least 65560");
-        refused(&queue(0), 4, "one full record), not 0");
-        refused(&queue(-1), 4, "not -1");
-    }
-
-    #[test]
-    fn admission_bounds_are_counts_from_one() {
-        let links = |n: i64| with_limits(&format!("max_links = {n}\n"));
-        let rate = |n: i64| with_limits(&format!("max_handshakes_per_sec = {n}\n"));
-        assert_eq!(parse(&links(1)).unwrap().limits.max_links, 1);
-        let most = limits::MAX_LINKS_PER_WORKER as i64;
-        assert_eq!(parse(&links(most)).unwrap().limits.max_links, limits::MAX_LINKS_PER_WORKER);
-        assert_eq!(parse(&rate(1)).unwrap().limits.max_handshakes_per_sec, 1);
-        let fastest = i64::from(u32::MAX);
-        assert_eq!(parse(&rate(fastest)).unwrap().limits.max_handshakes_per_sec, u32::MAX);
-
-        let error = refused(&links(0), 4, "limits.max_links must be between 1 and 1048576, not 0");
-        assert_eq!(error.column, Some(13));
-        refused(&links(-3), 4, "limits.max_links must be between 1 and 1048576, not -3");
-        refused(&links(most + 1), 4, "not 1048577");
-        let error = refused(
-            &rate(0),
-            4,
-            "limits.max_handshakes_per_sec must be between 1 and 4294967295, not 0",
-        );
-        assert_eq!(error.column, Some(26));
-        refused(&rate(-1), 4, "max_handshakes_per_sec must be between 1 and 4294967295, not -1");
-        refused(&rate(fastest + 1), 4, "not 4294967296");
-        refused(&with_limits("max_links = \"many\"\n"), 4, "invalid type: string");
-        refused(&with_limits("max_handshakes_per_sec = 1.5\n"), 4, "invalid type: floating");
-
-        // Busy polling: 0 (off) to 10 ms.
-        let poll = |n: i64| with_limits(&format!("busy_poll_us = {n}\n"));
-        assert_eq!(parse(&poll(0)).unwrap().limits.busy_poll_us, 0);
-        let longest = limits::BUSY_POLL_US_MAX as i64;
-        assert_eq!(parse(&poll(longest)).unwrap().limits.busy_poll_us, limits::BUSY_POLL_US_MAX);
-        let error =
-            refused(&poll(-1), 4, "limits.busy_poll_us must be between 0 and 10000, not -1");
-        assert_eq!(error.column, Some(16));
-        refused(&poll(longest + 1), 4, "not 10001");
-
-        // Among the other limits, each keeps its own value.
-        let both = parse(&with_limits(
-            "keepalive_ms = 500\nmax_links = 7\nmax_handshakes_per_sec = 9\nredial_max_ms = 600\n",
-        ))
-        .unwrap()
-        .limits;
-        assert_eq!(
-            both,
-            Limits {
-                keepalive_ms: 500,
-                redial_max_ms: 600,
-                max_links: 7,
-                max_handshakes_per_sec: 9,
-                ..Limits::default()
-            }
-        );
-    }
-
-    #[test]
-    fn the_control_path_must_fit_a_socket_address() {
-        let longest = format!("/{}", "s".repeat(CONTROL_PATH_MAX - 1));
-        let text = format!("[node]\nkey = \"k\"\ncontrol = \"{longest}\"\n");
-        assert_eq!(parse(&text).unwrap().control.unwrap(), Path::new(&longest));
-        let text = format!("[node]\nkey = \"k\"\ncontrol = \"{longest}s\"\n");
-        refused(&text, 3, "is 108 bytes; a Unix socket path holds at most 107");
-        // The length counted is the resolved one: 14 bytes of "/etc/ringspan/" and 94 more.
-        let text = format!("[node]\nkey = \"k\"\ncontrol = \"{}\"\n", "s".repeat(94));
-        refused(&text, 3, "is 108 bytes");
-        refused("[node]\nkey = \"k\"\ncontrol = \"\"\n", 3, "[node] control: the path is empty");
-    }
-
-    #[test]
-    fn errors_display_as_path_line_column_reason() {
-        let error = ConfigError {
-            path: PathBuf::from("node.toml"),
-            line: Some(12),
-            column: Some(9),
-            reason: "peer key: not valid base64".to_owned(),
-        };
-        assert_eq!(error.to_string(), "node.toml:12:9: peer key: not valid base64");
-        let error = ConfigError { column: None, ..error };
-        assert_eq!(error.to_string(), "node.toml:12: peer key: not valid base64");
-        let error = ConfigError { line: None, ..error };
-        assert_eq!(error.to_string(), "node.toml: peer key: not valid base64");
-
-        // As parse reports one.
-        let error = NodeConfig::parse(
-            Path::new("conf/node.toml"),
-            &format!("{MINIMAL}\n[[peer]]\nname = \"b\"\nkey = \"not base64\"\n"),
-        )
-        .unwrap_err();
-        assert!(
-            error.to_string().starts_with("conf/node.toml:6:7: peer key: not valid base64 ("),
-            "{error}"
-        );
-        let boxed: Box<dyn std::error::Error> = Box::new(error);
-        assert!(boxed.to_string().starts_with("conf/node.toml:6:7:"));
-    }
-
-    #[test]
-    fn load_reads_the_file_and_reports_one_it_cannot_read() {
-        let dir = std::env::temp_dir().join(format!("ringspan-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("node.toml");
-        std::fs::write(&path, MINIMAL).unwrap();
-        let config = NodeConfig::load(&path);
-        let missing = NodeConfig::load(&dir.join("absent.toml"));
-        std::fs::write(&path, b"[node]\nkey = \"\xff\"\n").unwrap();
-        let not_utf8 = NodeConfig::load(&path);
-        std::fs::remove_dir_all(&dir).unwrap();
-
-        let config = config.unwrap();
-        assert_eq!(config.path, path);
-        assert_eq!(config.key, dir.join("node.key"));
-
-        let missing = missing.unwrap_err();
-        assert_eq!(missing.path, dir.join("absent.toml"));
-        assert_eq!((missing.line, missing.column), (None, None));
-        assert!(missing.reason.starts_with("cannot read the configuration: "), "{missing}");
-
-        assert!(not_utf8.unwrap_err().reason.starts_with("cannot read the configuration: "));
-    }
-
-    #[test]
-    fn positions_count_lines_and_characters() {
-        let text = "ab\ncdé\nfg";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 2), (1, 3));
-        assert_eq!(line_column(text, 3), (2, 1));
-        assert_eq!(line_column(text, 5), (2, 3));
-        // 'é' takes two bytes but one column.
-        assert_eq!(line_column(text, 7), (2, 4));
-        assert_eq!(line_column(text, 8), (3, 1));
-        // Inside a character (counted), or past the end: no panic.
-        assert_eq!(line_column(text, 6), (2, 4));
-        assert_eq!(line_column(text, 1000), (3, 3));
-    }
-
-    /// Every error's position is within the text.
-    fn check_position(text: &str, result: Result<NodeConfig, ConfigError>) {
-        if let Err(error) = result
-            && let Some(line) = error.line
-        {
-            assert!(line >= 1 && line <= text.split('\n').count(), "{error}");
-            assert!(error.column.is_some_and(|c| c >= 1), "{error}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn any_text_gives_a_result_not_a_panic(text in "\\PC*") {
-            check_position(&text, parse(&text));
-        }
-
-        #[test]
-        fn an_edited_example_gives_a_result_not_a_panic(
-            at in any::<prop::sample::Index>(),
-            cut in 0usize..16,
-            insert in "[\\[\\]\"=#,.0-9a-z\n -]{0,8}",
-        ) {
-            let example = doc_example();
-            // The example is ASCII, so every byte offset is a character boundary.
-            let start = at.index(example.len());
-            let end = (start + cut).min(example.len());
-            let text = format!("{}{insert}{}", &example[..start], &example[end..]);
-            check_position(&text, parse(&text));
-        }
-    }
-}
+mod tests;

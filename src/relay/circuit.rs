@@ -1,0 +1,761 @@
+//! Circuits: pairing an incoming transaction with one on the next link (or the application),
+//! forwarding between them, admitting them within the peers' shares, and ending them.
+
+use std::cell::Cell;
+
+use crate::error::{Error, Limit, Misuse};
+use crate::ids::{LinkId, MountId, MsgId, TxnId};
+use crate::limits::{
+    CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX, RELAY_CIRCUITS_PER_LINK_MAX, RELAY_QUEUE_MAX_BYTES,
+};
+use crate::span::{MountKey, NextHop, Role};
+use crate::txn::{self, Delivery};
+use crate::wire::{Command, ErrorCode, Flags, Message, Sink};
+
+use super::output::{Links, NoLinks, Op, Pending};
+use super::share::{Admission, Holder, Hook, Hooks, Pool};
+use super::{CLIENT_ADDRESS_LEN, CallId, Node, client_calls_left};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum End {
+    /// A transaction on a link. `txn` is `None` while its open waits in the link's queue.
+    Link { link: LinkId, txn: Option<TxnId>, closed: bool, ended: bool },
+    /// The local application.
+    Local { closed: bool },
+}
+
+#[derive(Debug)]
+pub(super) struct Circuit {
+    generation: u32,
+    /// The end that opened it (a link, or the application).
+    a: End,
+    /// The end it goes to (a link, or a local mount).
+    b: End,
+    command: Command,
+    error: ErrorCode,
+    /// Who it counts against in the pools: the link it came in on, or the application.
+    holder: Holder,
+    /// Its place in the node's pool (0) and in its next link's (1).
+    hooks: [Hook; 2],
+    /// Its next link, whose pool it is in.
+    out: Option<LinkId>,
+    /// The idle sweep's epoch in which it last carried something.
+    seen: Cell<u32>,
+    /// Aborted by this node: it holds no share any more, and is not swept again.
+    aborting: bool,
+}
+
+impl Circuit {
+    pub(super) fn end(&mut self, side: Side) -> &mut End {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+}
+
+/// Where a circuit goes next.
+enum Hop {
+    Local,
+    Link { link: LinkId, span: TxnId, strip: usize },
+}
+
+/// The circuits' hooks for the node's pool (0) or a link's pool (1).
+struct Hooked<'a>(&'a mut slab::Slab<Circuit>, usize);
+
+impl Hooks for Hooked<'_> {
+    fn hook(&mut self, slot: u32) -> &mut Hook {
+        // Pools hold live slots only: they are removed before their circuit is.
+        &mut self.0[slot as usize].hooks[self.1]
+    }
+}
+
+impl Node {
+    /// Opens a call to `mount` along its route. `flags` may hold DELETE (a one-shot request).
+    /// No route: [`Misuse::NoRoute`] and nothing is opened. The application's calls count
+    /// against the node's circuits and the next link's like a peer's.
+    pub fn open(
+        &mut self,
+        mount: MountKey,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+    ) -> Result<CallId, Error> {
+        let route = self.table.route(mount).ok_or(Misuse::NoRoute)?;
+        let NextHop::Neighbour(n) = route.next_hop else { return Err(Misuse::NoRoute.into()) };
+        self.open_on(Self::link_of(n), mount, command, payload, flags)
+    }
+
+    /// Opens a call to the client mount `client` behind the node whose aggregate is
+    /// `aggregate` (a satellite): the call goes to the aggregate, and the satellite passes it to
+    /// its client. Otherwise as [`Node::open`].
+    pub fn open_client(
+        &mut self,
+        aggregate: MountKey,
+        client: MountId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+    ) -> Result<CallId, Error> {
+        if self.is_our_aggregate(aggregate) {
+            let target = MountKey { cluster: aggregate.cluster, mount: client };
+            let holder = self.clients.holder(target).ok_or(Misuse::NoRoute)?;
+            return self.open_on(Self::link_of(holder), target, command, payload, flags);
+        }
+        let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
+        addressed.extend_from_slice(&client.0.to_le_bytes());
+        addressed.extend_from_slice(payload);
+        self.open(aggregate, command, &addressed, flags)
+    }
+
+    /// Opens a call inside the span for `mount` that the peer on `link` advertises.
+    fn open_on(
+        &mut self,
+        link: LinkId,
+        mount: MountKey,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+    ) -> Result<CallId, Error> {
+        check_payload(payload)?;
+        let span =
+            self.links.get(&link).and_then(|s| s.span.their_span(mount)).ok_or(Misuse::NoRoute)?;
+        if !self.admit(Holder::Local, Some(link)) {
+            self.counters.limited += 1;
+            return Err(Limit::Circuits(CIRCUITS_MAX).into());
+        }
+        let b = End::Link { link, txn: None, closed: false, ended: false };
+        let local = End::Local { closed: flags.contains(Flags::DELETE) };
+        let (slot, generation) = self.new_circuit(local, b, command, Holder::Local, Some(link));
+        self.counters.opened += 1;
+        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
+        state.counters.circuits_out += 1;
+        state.queue(&mut self.dirty, link, payload, |at, len| Op::Open {
+            circuit: slot,
+            generation,
+            side: Side::B,
+            parent: span,
+            command,
+            flags: flags & Flags::DELETE,
+            at,
+            len,
+        });
+        Ok(CallId { slot, generation })
+    }
+
+    /// Sends on a call. `flags` may hold DELETE (our last), ABORT, or both (force-close).
+    /// Queued for [`Node::flush`].
+    pub fn send(
+        &mut self,
+        call: CallId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+        error: ErrorCode,
+    ) -> Result<(), Error> {
+        self.send_via(call, command, payload, flags, error, &mut NoLinks)
+    }
+
+    /// [`Node::send`], with the caller's links at hand (see [`Links`]): a message with no flags
+    /// on a call open on its link, with nothing queued there, is written straight to that link
+    /// (no copy into the queue, no flush pass); anything else is queued as by `send`.
+    pub fn send_via<L: Links>(
+        &mut self,
+        call: CallId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+        error: ErrorCode,
+        links: &mut L,
+    ) -> Result<(), Error> {
+        check_payload(payload)?;
+        if !self.live(call.slot, call.generation) {
+            return Err(Misuse::UnknownCall.into());
+        }
+        let circuit = &mut self.circuits[call.slot as usize];
+        circuit.seen.set(self.epoch);
+        let (local_side, link_side) = if matches!(circuit.a, End::Local { .. }) {
+            (Side::A, Side::B)
+        } else {
+            (Side::B, Side::A)
+        };
+        let End::Local { closed } = circuit.end(local_side) else {
+            return Err(Misuse::UnknownCall.into());
+        };
+        let forced = flags.contains(Flags::ABORT | Flags::DELETE);
+        if *closed && !forced {
+            return Err(Misuse::CallClosed.into());
+        }
+        if flags.contains(Flags::DELETE) {
+            *closed = true;
+        }
+        let generation = circuit.generation;
+        let End::Link { link, closed: link_closed, ended, txn } = *circuit.end(link_side) else {
+            return Err(Misuse::UnknownCall.into());
+        };
+        if ended || link_closed {
+            return Ok(());
+        }
+        if let Some(id) = txn
+            && flags == Flags::NONE
+            && let Some(state) = self.links.get(&link)
+            && state.send_direct(links, link, id, command, payload, error)
+        {
+            return Ok(());
+        }
+        if flags.contains(Flags::DELETE)
+            && let End::Link { closed, .. } = circuit.end(link_side)
+        {
+            *closed = true;
+        }
+        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownCall)?;
+        if forced {
+            state.counters.aborts_out += 1;
+        }
+        state.queue(&mut self.dirty, link, payload, |at, len| Op::Send {
+            circuit: call.slot,
+            generation,
+            side: link_side,
+            command,
+            flags: flags & (Flags::DELETE | Flags::ABORT),
+            error,
+            at,
+            len,
+        });
+        Ok(())
+    }
+
+    /// Forwards a whole record that arrived on `link` as one record on the next link, when every
+    /// message in it is in the middle of a circuit's stream (no CREATE, DELETE or ABORT: nothing
+    /// changes but the counters) and all of them continue on that same link: the record's
+    /// plaintext is copied once into the next link's output and each message's header rewritten
+    /// there (its msgid and REPLY flag are per link), instead of each message being parsed,
+    /// delivered, looked up and written again. Consecutive messages of one transaction share one
+    /// lookup.
+    ///
+    /// Returns how many messages went; `None` if the record does not qualify (or `links` cannot
+    /// take it), and then nothing happened: hand its messages one by one to
+    /// [`Node::received_via`] as usual (which also reports anything malformed in it).
+    pub fn forward_record<L: Links>(
+        &mut self,
+        link: LinkId,
+        txn: &txn::Link,
+        links: &mut L,
+        plaintext: &[u8],
+    ) -> Option<usize> {
+        // The first message says where the record would go, before anything is copied.
+        let first = Message::new_checked(plaintext).ok()?;
+        let (next, _) = self.continues(link, txn.in_stream(first.flags(), first.msgid())?)?;
+        let state = self.links.get(&next)?;
+        if state.has_queued() {
+            // Output for that link waits in its queue: this must not overtake it.
+            return None;
+        }
+        let node = &*self;
+        let count = links.with_record(next, plaintext, |next_txn, copy| {
+            let mut count = 0;
+            // The last (flags, msgid) seen, and the header it becomes on the next link.
+            let mut last: Option<((Flags, MsgId), (Flags, MsgId))> = None;
+            let mut at = 0;
+            while at < copy.len() {
+                let mut message = Message::new_checked(&mut copy[at..]).ok()?;
+                let key = (message.flags(), message.msgid());
+                let (flags, msgid) = match last {
+                    Some((seen, header)) if seen == key => header,
+                    _ => {
+                        let (to, out) = node.continues(link, txn.in_stream(key.0, key.1)?)?;
+                        if to != next {
+                            return None;
+                        }
+                        let header = next_txn.in_stream_header(out)?;
+                        last = Some((key, header));
+                        header
+                    }
+                };
+                message.set_flags(flags);
+                message.set_msgid(msgid);
+                at += message.wire_len();
+                count += 1;
+            }
+            Some(count)
+        })?;
+        if let Some(state) = self.links.get_mut(&next) {
+            state.counters.forwarded += count as u64;
+        }
+        self.counters.whole_records += 1;
+        Some(count)
+    }
+
+    /// Where a message on `link`'s transaction `txn` continues, if `txn` is one end of a
+    /// circuit whose other end is a transaction open on a link: that link and transaction. The
+    /// circuit counts as active.
+    fn continues(&self, link: LinkId, txn: TxnId) -> Option<(LinkId, TxnId)> {
+        let &(slot, side) = self.by_txn.get(&(link, txn))?;
+        let circuit = self.circuits.get(slot as usize)?;
+        let other = match side {
+            Side::A => &circuit.b,
+            Side::B => &circuit.a,
+        };
+        match *other {
+            End::Link { link, txn: Some(txn), closed: false, ended: false } => {
+                circuit.seen.set(self.epoch);
+                Some((link, txn))
+            }
+            _ => None,
+        }
+    }
+
+    /// A transaction the peer opened that is not the span protocol's: a circuit if it opened
+    /// inside one of our spans and the peer has room for it, refused otherwise.
+    pub(super) fn incoming<S: Sink>(
+        &mut self,
+        link: LinkId,
+        txn: &mut txn::Link,
+        out: &mut S,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), Error> {
+        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
+        let mount = delivery.parent.and_then(|parent| state.span.our_span_mount(parent));
+        let Some(mount) = mount else {
+            // Not inside a span of ours: nothing to route it by.
+            self.counters.refused += 1;
+            return refuse(txn, out, delivery, ErrorCode::REFUSED);
+        };
+        state.counters.circuits_in += 1;
+        if state.span.peer_role() == Some(Role::Client) && !client_calls_left(state.open_in) {
+            state.counters.circuits_limited += 1;
+            self.counters.limited += 1;
+            return refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED);
+        }
+        let hop = match self.resolve(link, mount, delivery.payload) {
+            Ok(hop) => hop,
+            Err(code) => {
+                if code == ErrorCode::NO_ROUTE {
+                    self.counters.no_route += 1;
+                } else {
+                    self.counters.refused += 1;
+                }
+                return refuse(txn, out, delivery, code);
+            }
+        };
+        let next = match hop {
+            Hop::Local => None,
+            Hop::Link { link: next, .. } => Some(next),
+        };
+        if !self.admit(Holder::Link(link), next) {
+            if let Some(state) = self.links.get_mut(&link) {
+                state.counters.circuits_limited += 1;
+            }
+            self.counters.limited += 1;
+            return refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED);
+        }
+        let a = End::Link { link, txn: Some(delivery.txn), closed: false, ended: false };
+        let b = match next {
+            None => End::Local { closed: false },
+            Some(next) => End::Link { link: next, txn: None, closed: false, ended: false },
+        };
+        let (slot, generation) = self.new_circuit(a, b, delivery.command, Holder::Link(link), next);
+        self.by_txn.insert((link, delivery.txn), (slot, Side::A));
+        if let Some(state) = self.links.get_mut(&link) {
+            state.open_in += 1;
+        }
+        match hop {
+            Hop::Local => {
+                self.counters.served += 1;
+                let call = CallId { slot, generation };
+                let at = self.app_bytes.len();
+                self.app_bytes.extend_from_slice(delivery.payload);
+                self.app.push_back(Pending::Opened {
+                    call,
+                    mount,
+                    command: delivery.command,
+                    flags: delivery.flags,
+                    at,
+                    len: delivery.payload.len(),
+                });
+                if delivery.closes() {
+                    self.circuits[slot as usize].error = delivery.error;
+                }
+            }
+            Hop::Link { link: next, span, strip } => {
+                self.counters.relayed += 1;
+                let payload = &delivery.payload[strip..];
+                let state = self.links.get_mut(&next).ok_or(Misuse::UnknownLink(next))?;
+                state.counters.circuits_out += 1;
+                state.queue(&mut self.dirty, next, payload, |at, len| Op::Open {
+                    circuit: slot,
+                    generation,
+                    side: Side::B,
+                    parent: span,
+                    command: delivery.command,
+                    flags: delivery.flags & Flags::DELETE,
+                    at,
+                    len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a circuit to `mount` arriving on `from` goes next. A circuit to one of our
+    /// aggregates names the client in its first 16 payload bytes (stripped here), and goes to
+    /// the client holding that mount in the client directory, never anywhere else.
+    fn resolve(&self, from: LinkId, mount: MountKey, payload: &[u8]) -> Result<Hop, ErrorCode> {
+        let from_client =
+            self.links.get(&from).is_some_and(|s| s.span.peer_role() == Some(Role::Client));
+        let (link, target, strip) = if self.is_our_aggregate(mount) {
+            let id = payload.get(..CLIENT_ADDRESS_LEN).ok_or(ErrorCode::REFUSED)?;
+            let mut raw = [0u8; CLIENT_ADDRESS_LEN];
+            raw.copy_from_slice(id);
+            let target =
+                MountKey { cluster: mount.cluster, mount: MountId(u128::from_le_bytes(raw)) };
+            let holder = self.clients.holder(target).ok_or(ErrorCode::NO_ROUTE)?;
+            if from_client {
+                // A client never hears of aggregates; it may not reach another client.
+                return Err(ErrorCode::REFUSED);
+            }
+            (Self::link_of(holder), target, CLIENT_ADDRESS_LEN)
+        } else {
+            let route = self.table.route(mount).ok_or(ErrorCode::NO_ROUTE)?;
+            match route.next_hop {
+                NextHop::Local => return Ok(Hop::Local),
+                NextHop::Neighbour(n) => (Self::link_of(n), mount, 0),
+            }
+        };
+        if link == from {
+            return Err(ErrorCode::NO_ROUTE);
+        }
+        let state = self.links.get(&link).ok_or(ErrorCode::NO_ROUTE)?;
+        let span = state.span.their_span(target).ok_or(ErrorCode::NO_ROUTE)?;
+        Ok(Hop::Link { link, span, strip })
+    }
+
+    /// Makes room for a circuit held by `holder` in the node's pool and, if it continues on
+    /// `next`, in that link's pool, aborting the biggest holders' oldest circuits if the pools
+    /// are full and `holder` holds fewer; `false` (nothing taken, nothing aborted beyond what
+    /// was due) if `holder` has its share.
+    fn admit(&mut self, holder: Holder, next: Option<LinkId>) -> bool {
+        // Each preemption frees a place in the pool it was found in, so each loop ends.
+        loop {
+            match self.pool.check(holder) {
+                Admission::Admit => break,
+                Admission::Refuse => return false,
+                Admission::Preempt(victim) => self.preempt(victim),
+            }
+        }
+        let Some(next) = next else { return true };
+        loop {
+            let Some(pool) = self.links.get(&next).and_then(|s| s.pool.as_deref()) else {
+                return true;
+            };
+            match pool.check(holder) {
+                Admission::Admit => return true,
+                Admission::Refuse => return false,
+                Admission::Preempt(victim) => self.preempt(victim),
+            }
+        }
+    }
+
+    /// A new circuit, in the node's pool and its next link's.
+    fn new_circuit(
+        &mut self,
+        a: End,
+        b: End,
+        command: Command,
+        holder: Holder,
+        out: Option<LinkId>,
+    ) -> (u32, u32) {
+        let generation = self.generation();
+        let slot = self.circuits.insert(Circuit {
+            generation,
+            a,
+            b,
+            command,
+            error: ErrorCode::NONE,
+            holder,
+            hooks: [Hook::default(); 2],
+            out,
+            seen: Cell::new(self.epoch),
+            aborting: false,
+        }) as u32;
+        self.pool.insert(&mut Hooked(&mut self.circuits, 0), slot, holder);
+        if let Some(link) = out
+            && let Some(state) = self.links.get_mut(&link)
+        {
+            let pool =
+                state.pool.get_or_insert_with(|| Box::new(Pool::new(RELAY_CIRCUITS_PER_LINK_MAX)));
+            pool.insert(&mut Hooked(&mut self.circuits, 1), slot, holder);
+        }
+        (slot, generation)
+    }
+
+    /// Takes a circuit out of the pools it is in.
+    fn release(&mut self, slot: u32) {
+        let Some(circuit) = self.circuits.get(slot as usize) else { return };
+        let (holder, out) = (circuit.holder, circuit.out);
+        self.pool.remove(&mut Hooked(&mut self.circuits, 0), slot, holder);
+        if let Some(link) = out
+            && let Some(pool) = self.links.get_mut(&link).and_then(|s| s.pool.as_deref_mut())
+        {
+            pool.remove(&mut Hooked(&mut self.circuits, 1), slot, holder);
+        }
+    }
+
+    /// Aborts a circuit to make room for a holder with fewer, counting it against its holder.
+    fn preempt(&mut self, slot: u32) {
+        let Some(circuit) = self.circuits.get(slot as usize) else { return };
+        if let Holder::Link(link) = circuit.holder
+            && let Some(state) = self.links.get_mut(&link)
+        {
+            state.counters.circuits_preempted += 1;
+        }
+        self.counters.preempted += 1;
+        self.abort_both(slot, ErrorCode::LIMIT_REACHED);
+        self.maybe_free(slot);
+    }
+
+    /// Aborts every circuit that carried nothing for two whole epochs (the idle bound).
+    pub(super) fn sweep_idle(&mut self) {
+        let epoch = self.epoch;
+        let idle: Vec<u32> = self
+            .circuits
+            .iter()
+            .filter(|(_, c)| !c.aborting && epoch.wrapping_sub(c.seen.get()) >= 3)
+            .map(|(slot, _)| slot as u32)
+            .collect();
+        for slot in idle {
+            if let Holder::Link(link) = self.circuits[slot as usize].holder
+                && let Some(state) = self.links.get_mut(&link)
+            {
+                state.counters.circuits_idle += 1;
+            }
+            self.counters.idle += 1;
+            self.abort_both(slot, ErrorCode::IDLE);
+            self.maybe_free(slot);
+        }
+    }
+
+    /// Forwards a message that arrived on the circuit's `from` end to its other end: written
+    /// straight to the next link when `links` lends it, queued for [`Node::flush`] otherwise.
+    pub(super) fn forward<L: Links>(
+        &mut self,
+        slot: u32,
+        from: Side,
+        links: &mut L,
+        delivery: &Delivery<'_>,
+    ) {
+        let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
+        circuit.seen.set(self.epoch);
+        if delivery.closes() && circuit.error == ErrorCode::NONE {
+            circuit.error = delivery.error;
+        }
+        let generation = circuit.generation;
+        let to = from.other();
+        let flags = delivery.flags & (Flags::DELETE | Flags::ABORT);
+        match *circuit.end(to) {
+            End::Local { closed: _ } => {
+                let call = CallId { slot, generation };
+                let at = self.app_bytes.len();
+                self.app_bytes.extend_from_slice(delivery.payload);
+                self.app.push_back(Pending::Message {
+                    call,
+                    flags,
+                    command: delivery.command,
+                    error: delivery.error,
+                    at,
+                    len: delivery.payload.len(),
+                });
+            }
+            End::Link { link, closed, ended, txn: next } => {
+                if closed || ended {
+                    return;
+                }
+                // The direct path: a message that neither closes nor aborts (so no end or
+                // counter changes), on a circuit open on the next link, with nothing queued
+                // there that it would overtake.
+                if let Some(id) = next
+                    && flags == Flags::NONE
+                    && let Some(state) = self.links.get_mut(&link)
+                    && state.send_direct(
+                        links,
+                        link,
+                        id,
+                        delivery.command,
+                        delivery.payload,
+                        delivery.error,
+                    )
+                {
+                    state.counters.forwarded += 1;
+                    return;
+                }
+                if flags.contains(Flags::DELETE)
+                    && let End::Link { closed, .. } = circuit.end(to)
+                {
+                    *closed = true;
+                }
+                if flags.contains(Flags::DELETE) && delivery.error == ErrorCode::LOST_LINK {
+                    self.counters.lost += 1;
+                }
+                let Some(state) = self.links.get_mut(&link) else { return };
+                if state.queued_bytes() + delivery.payload.len() > RELAY_QUEUE_MAX_BYTES
+                    && !flags.contains(Flags::DELETE)
+                {
+                    // More than a turn's worth for one link: abort the circuit rather than queue
+                    // without bound. (Closes are always queued, so every end still ends.)
+                    self.abort_both(slot, ErrorCode::LIMIT_REACHED);
+                    return;
+                }
+                state.counters.forwarded += 1;
+                if flags.contains(Flags::ABORT | Flags::DELETE) {
+                    state.counters.aborts_out += 1;
+                }
+                state.queue(&mut self.dirty, link, delivery.payload, |at, len| Op::Send {
+                    circuit: slot,
+                    generation,
+                    side: to,
+                    command: delivery.command,
+                    flags,
+                    error: delivery.error,
+                    at,
+                    len,
+                });
+            }
+        }
+    }
+
+    /// Force-closes both link ends of a circuit (queued), and tells a local end it ended. The
+    /// circuit holds no share from then on.
+    pub(super) fn abort_both(&mut self, slot: u32, error: ErrorCode) {
+        self.release(slot);
+        let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
+        circuit.aborting = true;
+        let generation = circuit.generation;
+        if circuit.error == ErrorCode::NONE {
+            circuit.error = error;
+        }
+        for side in [Side::A, Side::B] {
+            let End::Link { link, closed, ended, .. } = circuit.end(side) else { continue };
+            if *closed || *ended {
+                continue;
+            }
+            *closed = true;
+            let link = *link;
+            if let Some(state) = self.links.get_mut(&link) {
+                state.counters.aborts_out += 1;
+                state.queue(&mut self.dirty, link, &[], |at, len| Op::Send {
+                    circuit: slot,
+                    generation,
+                    side,
+                    command: circuit.command,
+                    flags: Flags::ABORT | Flags::DELETE,
+                    error,
+                    at,
+                    len,
+                });
+            }
+        }
+    }
+
+    /// A circuit end's transaction ended on its link.
+    pub(super) fn end_ended(&mut self, slot: u32, side: Side) {
+        if let Some(circuit) = self.circuits.get_mut(slot as usize)
+            && let End::Link { ended, .. } = circuit.end(side)
+        {
+            *ended = true;
+        }
+        self.maybe_free(slot);
+    }
+
+    /// The circuits of a link that went down: those whose open on it was still queued, or whose
+    /// transaction on it is gone, are aborted on their other end.
+    pub(super) fn circuits_link_down(&mut self, link: LinkId) {
+        let stale: Vec<u32> = self
+            .circuits
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.a, End::Link { link: l, .. } if l == link)
+                    || matches!(c.b, End::Link { link: l, .. } if l == link)
+            })
+            .map(|(slot, _)| slot as u32)
+            .collect();
+        for slot in stale {
+            let circuit = &mut self.circuits[slot as usize];
+            for side in [Side::A, Side::B] {
+                if let End::Link { link: l, txn, ended, closed } = circuit.end(side)
+                    && *l == link
+                {
+                    if let Some(txn) = txn.take() {
+                        self.by_txn.remove(&(link, txn));
+                    }
+                    *ended = true;
+                    *closed = true;
+                }
+            }
+            self.abort_both(slot, ErrorCode::LOST_LINK);
+            self.maybe_free(slot);
+        }
+    }
+
+    pub(super) fn live(&self, slot: u32, generation: u32) -> bool {
+        self.circuits.get(slot as usize).is_some_and(|c| c.generation == generation)
+    }
+
+    /// Frees a circuit once both ends are over.
+    pub(super) fn maybe_free(&mut self, slot: u32) {
+        let Some(circuit) = self.circuits.get(slot as usize) else { return };
+        let over = |end: &End| match *end {
+            End::Link { ended, .. } => ended,
+            End::Local { .. } => true,
+        };
+        if !(over(&circuit.a) && over(&circuit.b)) {
+            return;
+        }
+        let error = circuit.error;
+        let has_local =
+            matches!(circuit.a, End::Local { .. }) || matches!(circuit.b, End::Local { .. });
+        let generation = circuit.generation;
+        self.release(slot);
+        self.circuits.remove(slot as usize);
+        if has_local {
+            self.app.push_back(Pending::Ended { call: CallId { slot, generation }, error });
+        }
+    }
+}
+
+/// Refuses a payload no message can carry, before anything is opened or queued.
+fn check_payload(payload: &[u8]) -> Result<(), Error> {
+    if payload.len() > MESSAGE_PAYLOAD_MAX {
+        return Err(Limit::PayloadTooLarge(payload.len()).into());
+    }
+    Ok(())
+}
+
+/// Force-closes a transaction the peer opened that we will not carry. If the transaction layer
+/// already forced it (it was opened under a transaction we had forced: PROTOCOL.md 6.5), there
+/// is nothing more to send.
+fn refuse<S: Sink>(
+    txn: &mut txn::Link,
+    out: &mut S,
+    delivery: &Delivery<'_>,
+    error: ErrorCode,
+) -> Result<(), Error> {
+    match txn.send(out, delivery.txn, delivery.command, &[], Flags::ABORT | Flags::DELETE, error) {
+        Err(Error::Misuse(_)) => Ok(()),
+        result => result,
+    }
+}
