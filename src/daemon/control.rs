@@ -1,9 +1,19 @@
-//! The control socket (`ringspan show`) and the metrics endpoint (Prometheus text format).
+//! The control socket (`ringspan show`) and the metrics endpoint (Prometheus text format), and
+//! the views of a [`Snapshot`] they print.
 //!
 //! Control protocol: a client connects to the node's Unix socket and writes one line, `snapshot`;
 //! the node answers with its [`Snapshot`] as one JSON document and closes. The socket file is
 //! created mode 0600: only the node's user may ask.
+//!
+//! # What peers write reaches the operator escaped
+//!
+//! Mount labels are chosen by peers (64 arbitrary bytes in a span advertisement). Every string
+//! of a snapshot passes through [`printable`] before it reaches a terminal ([`render`]) or a
+//! Graphviz file ([`dot`]), through the exposition format's escaping in [`prometheus`], and the
+//! control socket's JSON carries no raw control or invisible character either (they are sent as
+//! `\u` escapes, so `ringspan show --json` prints them as such).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -32,16 +42,21 @@ pub fn serve_control(path: &Path, shared: Arc<Shared>) -> std::io::Result<()> {
             }
             let answer = match line.trim() {
                 "snapshot" => serde_json::to_string(&shared.snapshot())
-                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-                other => format!("{{\"error\":\"unknown request {other:?}\"}}"),
+                    .unwrap_or_else(|e| error_json(&format!("cannot encode the snapshot: {e}"))),
+                other => error_json(&format!("unknown request \"{}\"", printable(other))),
             };
-            let _ = stream.write_all(answer.as_bytes());
+            let _ = stream.write_all(json_safe(&answer).as_bytes());
         }
     })?;
     Ok(())
 }
 
-/// Asks the node at `path` for its snapshot, as JSON text.
+fn error_json(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+/// Asks the node at `path` for its snapshot, as JSON text (control and invisible characters in
+/// it written as `\u` escapes, so it is safe to print).
 pub fn fetch(path: &Path) -> Result<String, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
         format!(
@@ -53,7 +68,7 @@ pub fn fetch(path: &Path) -> Result<String, String> {
     stream.write_all(b"snapshot\n").map_err(|e| e.to_string())?;
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    Ok(text)
+    Ok(json_safe(&text).into_owned())
 }
 
 /// Serves `/metrics` in Prometheus text format at `addr` on a thread of its own.
@@ -78,10 +93,127 @@ pub fn serve_metrics(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<S
     Ok(local)
 }
 
-/// The snapshot in Prometheus text exposition format.
+/// `text` as it may be shown on a terminal: each character that is not printable written as a
+/// visible escape — `\t`, `\n`, `\r`, `\xNN` for other ASCII controls and DEL, `\u{N}` for C1
+/// controls, the invisible and direction-changing characters (zero-width spaces, joiners,
+/// bidirectional overrides, the byte order mark, line and paragraph separators, ...) and
+/// U+FFFD, which stands for bytes that were not UTF-8 — and a backslash as `\\`, so an escape
+/// cannot be forged. Borrows `text` when nothing needs escaping.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '\\' || hidden(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if hidden(c) && c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `c` would not be seen as itself on a terminal: a control character (C0, DEL, C1),
+/// which a terminal may obey, or a character that is invisible or reorders the text around it,
+/// which can make one label look like another; or U+FFFD, which stands for bytes that were not
+/// UTF-8.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'                        // soft hyphen
+            | '\u{34f}'                     // combining grapheme joiner
+            | '\u{61c}'                     // Arabic letter mark
+            | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}' // Hangul fillers
+            | '\u{17b4}' | '\u{17b5}'       // Khmer inherent vowels
+            | '\u{180b}'..='\u{180f}'       // Mongolian variation selectors and vowel separator
+            | '\u{200b}'..='\u{200f}'       // zero-width space, joiners, direction marks
+            | '\u{2028}'..='\u{202e}'       // line and paragraph separators, bidi embeddings
+            | '\u{2060}'..='\u{206f}'       // word joiner, invisible operators, bidi isolates
+            | '\u{fe00}'..='\u{fe0f}'       // variation selectors
+            | '\u{feff}'                    // byte order mark
+            | '\u{fff0}'..='\u{ffff}'       // specials, U+FFFD, non-characters
+            | '\u{1d173}'..='\u{1d17a}'     // musical formatting
+            | '\u{e0000}'..='\u{e0fff}' // tags, variation selectors supplement
+        )
+}
+
+/// JSON text with every hidden character (see [`hidden`]) but the whitespace of the text's own
+/// layout written as a `\u` escape. JSON has no raw control character in its strings, and
+/// outside them only ASCII, so the document means the same.
+fn json_safe(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| hidden(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escaped(c) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A Prometheus label value: [`printable`] (so that the text is safe on a terminal too), then
+/// `\`, `"` and line feeds escaped as the text exposition format says.
+fn label_value(text: &str) -> String {
+    exposition_escaped(&printable(text)).into_owned()
+}
+
+/// `\`, `"` and line feeds escaped as the text exposition format says for label values.
+fn exposition_escaped(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `text` inside a Graphviz string: [`printable`], then `\` and `"` escaped, so Graphviz shows
+/// the escapes as they are and no quote ends the string.
+fn dot_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in printable(text).chars() {
+        if matches!(c, '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` as a quoted Graphviz string.
+fn dot_string(text: &str) -> String {
+    format!("\"{}\"", dot_text(text))
+}
+
+/// The snapshot in Prometheus text exposition format. Label values are [`printable`], then
+/// escaped as the format says.
 pub fn prometheus(s: &Snapshot) -> String {
     let mut out = String::new();
-    let node = &s.node;
+    let node = label_value(&s.node);
     let mut gauge = |name: &str, help: &str, kind: &str, rows: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP ringspan_{name} {help}\n# TYPE ringspan_{name} {kind}");
         for (labels, value) in rows {
@@ -158,7 +290,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         let rows: Vec<(String, u64)> = s
             .links
             .iter()
-            .map(|l| (format!(",link=\"{}\",peer=\"{}\"", l.link, l.peer), field(l)))
+            .map(|l| (format!(",link=\"{}\",peer=\"{}\"", l.link, label_value(&l.peer)), field(l)))
             .collect();
         gauge(name, help, "counter", &rows);
     }
@@ -180,10 +312,10 @@ pub enum View {
     All,
 }
 
-/// The snapshot as text tables.
+/// The snapshot as text tables, every string in it [`printable`].
 pub fn render(s: &Snapshot, view: View) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "node {}", s.node);
+    let _ = writeln!(out, "node {}", printable(&s.node));
     if matches!(view, View::Links | View::All) {
         let _ = writeln!(
             out,
@@ -205,8 +337,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
                 out,
                 "{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
                 l.link,
-                l.peer,
-                l.role,
+                printable(&l.peer),
+                printable(&l.role),
                 l.spans_in,
                 l.spans_out,
                 l.bytes_in,
@@ -223,7 +355,13 @@ pub fn render(s: &Snapshot, view: View) -> String {
         if !s.peers.is_empty() {
             let _ = writeln!(out, "\nPEERS");
             for p in &s.peers {
-                let _ = writeln!(out, "  {:<22} {}  {}", p.address, p.peer, p.state);
+                let _ = writeln!(
+                    out,
+                    "  {:<22} {}  {}",
+                    printable(&p.address),
+                    printable(&p.peer),
+                    printable(&p.state)
+                );
             }
         }
     }
@@ -241,13 +379,13 @@ pub fn render(s: &Snapshot, view: View) -> String {
             let _ = writeln!(
                 out,
                 "{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  {}",
-                r.cluster,
-                r.mount,
-                r.kind,
-                r.label,
+                printable(&r.cluster),
+                printable(&r.mount),
+                printable(&r.kind),
+                printable(&r.label),
                 r.metric,
-                r.via,
-                r.standby.as_deref().unwrap_or("-")
+                printable(&r.via),
+                printable(r.standby.as_deref().unwrap_or("-"))
             );
         }
     }
@@ -286,38 +424,40 @@ pub fn render(s: &Snapshot, view: View) -> String {
 }
 
 /// The topology around a node as Graphviz: the node, its links to peers, and for each mount the
-/// active path (solid) and standby (dashed) first hops.
+/// active path (solid) and standby (dashed) first hops. Every string in it is [`printable`] and
+/// quoted: a label shows its escapes, and nothing in it ends a Graphviz string.
 pub fn dot(s: &Snapshot) -> String {
     let mut out = String::from("digraph ringspan {\n  rankdir=LR;\n");
-    let short = |id: &str| id.chars().take(8).collect::<String>();
-    let _ = writeln!(out, "  \"{}\" [shape=box, style=bold];", short(&s.node));
+    let short = |id: &str| dot_string(&id.chars().take(8).collect::<String>());
+    let node = short(&s.node);
+    let _ = writeln!(out, "  {node} [shape=box, style=bold];");
     for l in &s.links {
-        let _ = writeln!(
-            out,
-            "  \"{}\" -> \"{}\" [dir=none, label=\"link {}\"];",
-            short(&s.node),
-            short(&l.peer),
-            l.link
-        );
+        let _ =
+            writeln!(out, "  {node} -> {} [dir=none, label=\"link {}\"];", short(&l.peer), l.link);
     }
+    let via_peer = |via: &str| {
+        via.split_once('(').map_or_else(|| node.clone(), |(_, p)| short(p.trim_end_matches(')')))
+    };
     for r in &s.routes {
-        let mount = format!("{}:{} ({})", r.cluster, r.mount, r.kind);
-        let _ = writeln!(out, "  \"{mount}\" [shape=ellipse];");
-        let via_peer = |via: &str| {
-            via.split_once('(')
-                .map(|(_, p)| short(p.trim_end_matches(')')))
-                .unwrap_or_else(|| short(&s.node))
-        };
+        let name = format!("{}:{} ({})", r.cluster, r.mount, r.kind);
+        let mount = dot_string(&name);
+        if r.label.is_empty() {
+            let _ = writeln!(out, "  {mount} [shape=ellipse];");
+        } else {
+            // `\n` here is Graphviz's line break; any in the label itself is shown escaped.
+            let label = format!("{}\\n{}", dot_text(&name), dot_text(&r.label));
+            let _ = writeln!(out, "  {mount} [shape=ellipse, label=\"{label}\"];");
+        }
         let _ = writeln!(
             out,
-            "  \"{}\" -> \"{mount}\" [label=\"active, {} hops\"];",
+            "  {} -> {mount} [label=\"active, {} hops\"];",
             via_peer(&r.via),
             r.metric
         );
         if let Some(standby) = &r.standby {
             let _ = writeln!(
                 out,
-                "  \"{}\" -> \"{mount}\" [style=dashed, label=\"standby\"];",
+                "  {} -> {mount} [style=dashed, label=\"standby\"];",
                 via_peer(standby)
             );
         }
@@ -467,6 +607,32 @@ mod tests {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("unknown request"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn json_from_the_control_socket_carries_no_raw_control_or_invisible_character() {
+        let mut s = snapshot();
+        s.routes[0].label = "\u{1b}[2J\u{9b}31m\u{7f}\u{202e}\u{feff}\u{e0041}\\\"".into();
+        let dir =
+            std::env::temp_dir().join(format!("ringspan-control-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.sock");
+        let shared = Arc::new(Shared::default());
+        *shared.snapshot.lock().unwrap() = s.clone();
+        serve_control(&path, shared).unwrap();
+        let text = fetch(&path).unwrap();
+        assert!(text.is_ascii(), "{text}");
+        assert!(text.contains(r#""label":"\u001b[2J\u009b31m\u007f\u202e\ufeff\udb40\udc41\\\"""#));
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.routes[0].label, s.routes[0].label);
+        // A request is echoed back escaped, as JSON.
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream.write_all(b"\x1b]0;x\x07\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["error"], r#"unknown request "\x1b]0;x\x07""#);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
