@@ -1,8 +1,174 @@
-//! Hostile peer-chosen strings through every view of a node's snapshot: the text tables of
-//! `ringspan show`, Graphviz and the Prometheus text.
+//! The operator's surfaces in one process: the control socket's claim on its path (one node per
+//! socket, a stale socket replaced, nothing else touched, only its own file removed), and
+//! hostile peer-chosen strings through every view.
 
-use ringspan::daemon::control::{View, dot, printable, prometheus, render};
-use ringspan::daemon::{Closes, Counters, LinkRow, PeerRow, RouteRow, Snapshot};
+use std::io::ErrorKind;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringspan::daemon::control::{self, View, dot, printable, prometheus, render, serve_control};
+use ringspan::daemon::{Closes, Counters, LinkRow, PeerRow, RouteRow, Shared, Snapshot};
+
+/// How long any condition is waited for: generous, so that only a real failure fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[allow(clippy::disallowed_methods)] // tests measure real time
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Polls `ok` until it holds; panics naming `what` after [`PATIENCE`].
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = now() + PATIENCE;
+    while !ok() {
+        assert!(now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringspan-ctl-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn shared() -> Arc<Shared> {
+    Arc::new(Shared::default())
+}
+
+fn answers(path: &Path) -> bool {
+    control::fetch(path).is_ok_and(|text| serde_json::from_str::<Snapshot>(&text).is_ok())
+}
+
+#[test]
+fn a_live_control_socket_is_refused_and_left_in_place() {
+    let dir = scratch("live");
+    let path = dir.join("n.sock");
+    let first = serve_control(&path, shared()).unwrap();
+    let refused = serve_control(&path, shared()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AddrInUse);
+    assert_eq!(
+        refused.to_string(),
+        format!("another node is running with control socket {}", path.display())
+    );
+    assert!(answers(&path), "the first node still answers");
+    drop(first);
+    assert!(!path.exists(), "a node removes its own socket");
+
+    // Something else listening there is just as live.
+    let other = UnixListener::bind(&path).unwrap();
+    let refused = serve_control(&path, shared()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AddrInUse);
+    assert!(path.exists());
+    let _client = UnixStream::connect(&path).unwrap();
+    other.accept().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_live_socket_with_a_full_backlog_is_refused_without_waiting() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = scratch("backlog");
+    let path = dir.join("n.sock");
+    let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    listener.listen(0).unwrap();
+    // Connect until the backlog is full: a connect that would block.
+    let mut held = Vec::new();
+    loop {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        client.set_nonblocking(true).unwrap();
+        match client.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => held.push(client),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(held.len() < 10_000, "the backlog never fills");
+    }
+    let refused = serve_control(&path, shared()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AddrInUse);
+    assert!(path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stale_control_socket_is_replaced() {
+    let dir = scratch("stale");
+    let path = dir.join("n.sock");
+    // A socket whose process is gone: the file stays, connections are refused.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    assert_eq!(UnixStream::connect(&path).unwrap_err().kind(), ErrorKind::ConnectionRefused);
+    let socket = serve_control(&path, shared()).unwrap();
+    assert!(answers(&path));
+    assert!(socket.close());
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_is_not_a_socket_is_refused_and_left_alone() {
+    let dir = scratch("notsocket");
+    let file = dir.join("file.sock");
+    std::fs::write(&file, "precious").unwrap();
+    let refused = serve_control(&file, shared()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
+    assert!(refused.to_string().contains("is not a socket"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+
+    let subdir = dir.join("dir.sock");
+    std::fs::create_dir(&subdir).unwrap();
+    assert_eq!(serve_control(&subdir, shared()).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert!(subdir.is_dir());
+
+    // A symbolic link is not followed, even to a stale socket.
+    let stale = dir.join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap());
+    let link = dir.join("link.sock");
+    std::os::unix::fs::symlink(&stale, &link).unwrap();
+    assert_eq!(serve_control(&link, shared()).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(stale.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_control_socket_removes_only_its_own_file() {
+    let dir = scratch("own");
+    let path = dir.join("n.sock");
+    let a = serve_control(&path, shared()).unwrap();
+    // Someone removes a's file and another node takes the path (perhaps on the same inode).
+    std::fs::remove_file(&path).unwrap();
+    let b = serve_control(&path, shared()).unwrap();
+    assert!(!a.close(), "a does not remove b's socket");
+    assert!(answers(&path), "b still answers");
+    // Nor does dropping it.
+    let c_path = dir.join("c.sock");
+    let c = serve_control(&c_path, shared()).unwrap();
+    std::fs::remove_file(&c_path).unwrap();
+    drop(UnixListener::bind(&c_path).unwrap());
+    drop(c);
+    assert!(c_path.exists());
+    assert_eq!(b.path(), path);
+    drop(b);
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_closed_control_socket_stops_its_thread() {
+    let dir = scratch("thread");
+    let shared = shared();
+    let socket = serve_control(&dir.join("n.sock"), shared.clone()).unwrap();
+    assert_eq!(Arc::strong_count(&shared), 2, "the control thread holds the snapshot");
+    assert!(socket.close());
+    wait_until("the control thread to end", || Arc::strong_count(&shared) == 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 /// A snapshot whose every string is hostile, with the labels of the issue.
 fn hostile() -> Snapshot {

@@ -1,9 +1,14 @@
-//! The control socket (`ringspan show`) and the metrics endpoint (Prometheus text format), and
-//! the views of a [`Snapshot`] they print.
+//! The operator's surfaces: the control socket (`ringspan show`), the metrics endpoint
+//! (Prometheus text format), and the views of a [`Snapshot`] they print.
 //!
-//! Control protocol: a client connects to the node's Unix socket and writes one line, `snapshot`;
-//! the node answers with its [`Snapshot`] as one JSON document and closes. The socket file is
-//! created mode 0600: only the node's user may ask.
+//! # Control socket
+//!
+//! A client connects to the node's Unix socket and writes one line, `snapshot`; the node
+//! answers with its [`Snapshot`] as one JSON document and closes. The socket file is created
+//! mode 0600: only the node's user may ask. One node per socket: [`serve_control`] refuses a
+//! path where something answers and a path that holds anything but a socket, replaces a stale
+//! socket (its process is gone: a connection to it is refused), and returns a [`ControlSocket`]
+//! that removes the file when the node stops, only if it is still the file it created.
 //!
 //! # What peers write reaches the operator escaped
 //!
@@ -15,40 +20,209 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, BufRead as _, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::{Shared, Snapshot};
 
-/// Serves the control socket at `path` on a thread of its own. A stale socket file is replaced.
-pub fn serve_control(path: &Path, shared: Arc<Shared>) -> std::io::Result<()> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new().name("ringspan-control".into()).spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut line = String::new();
-            if BufReader::new(&mut stream).read_line(&mut line).is_err() {
-                continue;
-            }
-            let answer = match line.trim() {
-                "snapshot" => serde_json::to_string(&shared.snapshot())
-                    .unwrap_or_else(|e| error_json(&format!("cannot encode the snapshot: {e}"))),
-                other => error_json(&format!("unknown request \"{}\"", printable(other))),
-            };
-            let _ = stream.write_all(json_safe(&answer).as_bytes());
-        }
+/// Bytes of a control request: `snapshot` and a newline, with room.
+const CONTROL_REQUEST_MAX_BYTES: u64 = 64;
+
+/// How long a control client may take to send its request, and one write of the answer may
+/// block. The control socket serves one client at a time (only the node's user can connect).
+const CONTROL_TIMEOUT_MS: u64 = 2_000;
+
+/// The pause after a failed accept (no descriptor left, say), so that the loop does not spin.
+const ACCEPT_RETRY_MS: u64 = 10;
+
+/// Serves the control socket at `path` on a thread of its own, until the returned
+/// [`ControlSocket`] is dropped or closed: keep it for as long as the node runs.
+///
+/// If `path` exists: a socket something answers on (another node, or this one) is refused
+/// (`AddrInUse`, "another node is running with control socket PATH") and left alone; a socket
+/// whose connections are refused (its process is gone) is replaced; anything else (a file, a
+/// directory, a symbolic link) is refused (`AlreadyExists`) and left alone.
+pub fn serve_control(path: &Path, shared: Arc<Shared>) -> io::Result<ControlSocket> {
+    claim(path)?;
+    let listener = UnixListener::bind(path).map_err(|e| match e.kind() {
+        // Another node bound it between our look and our bind.
+        io::ErrorKind::AddrInUse => another_node(path),
+        _ => e,
     })?;
-    Ok(())
+    let file = FileId::of(&std::fs::symlink_metadata(path)?);
+    let wake = match listener.try_clone() {
+        Ok(wake) => wake,
+        Err(e) => {
+            remove_if(path, file);
+            return Err(e);
+        }
+    };
+    let socket = ControlSocket {
+        path: path.to_path_buf(),
+        file,
+        stop: Arc::new(AtomicBool::new(false)),
+        wake: Some(wake),
+    };
+    // From here an error drops `socket`, which removes the file.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let stop = socket.stop.clone();
+    std::thread::Builder::new()
+        .name("ringspan-control".into())
+        .spawn(move || control_loop(&listener, &shared, &stop))?;
+    Ok(socket)
+}
+
+/// A node's control socket, from [`serve_control`]. Dropping it (or [`ControlSocket::close`])
+/// stops serving and removes the socket file, if the file at the path is still the one
+/// [`serve_control`] created (same device, inode and, where the file system records it, birth
+/// time): a node that stops never removes another node's socket.
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: PathBuf,
+    file: FileId,
+    stop: Arc<AtomicBool>,
+    /// A second handle on the listener, to wake its thread; `None` once closed.
+    wake: Option<UnixListener>,
+}
+
+impl ControlSocket {
+    /// Where it is served.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops serving and removes the socket file if it is still ours. Returns whether it
+    /// removed it.
+    pub fn close(mut self) -> bool {
+        self.release()
+    }
+
+    fn release(&mut self) -> bool {
+        let Some(wake) = self.wake.take() else { return false };
+        self.stop.store(true, Ordering::Release);
+        // A listener shut down for reading fails its blocked accept at once (Linux: EINVAL),
+        // and the thread, seeing `stop`, ends.
+        let _ = SockRef::from(&wake).shutdown(Shutdown::Both);
+        remove_if(&self.path, self.file)
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Which file a path names: what tells our socket file from another created at the same path
+/// since. The birth time guards against a file system that reuses a freed inode number at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    born: Option<SystemTime>,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId { dev: meta.dev(), ino: meta.ino(), born: meta.created().ok() }
+    }
+}
+
+/// Removes the file at `path` if it is `file`; says whether it did. (Between the look and the
+/// removal another process could replace the file: a window of two system calls.)
+fn remove_if(path: &Path, file: FileId) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if FileId::of(&meta) == file => std::fs::remove_file(path).is_ok(),
+        _ => false,
+    }
+}
+
+fn another_node(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("another node is running with control socket {}", path.display()),
+    )
+}
+
+/// Makes `path` free to bind, or says why it is not: see [`serve_control`].
+fn claim(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket; not replacing it", path.display()),
+        ));
+    }
+    // Non-blocking, so that a live node with a full backlog answers "busy" (EAGAIN) instead of
+    // keeping us waiting.
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Err(another_node(path)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(another_node(path)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Err(another_node(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Stale. Remove the file we probed, not one another node has bound since.
+            if remove_if(path, FileId::of(&meta)) || !path.exists() {
+                Ok(())
+            } else {
+                Err(another_node(path))
+            }
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot tell whether a node is running with control socket {}: {e}; not \
+                 replacing it",
+                path.display()
+            ),
+        )),
+    }
+}
+
+fn control_loop(listener: &UnixListener, shared: &Shared, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        match stream {
+            Ok(stream) => answer_control(stream, shared),
+            Err(_) => std::thread::sleep(Duration::from_millis(ACCEPT_RETRY_MS)),
+        }
+    }
+}
+
+fn answer_control(mut stream: UnixStream, shared: &Shared) {
+    let timeout = Some(Duration::from_millis(CONTROL_TIMEOUT_MS));
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    let mut line = Vec::new();
+    let read =
+        BufReader::new((&stream).take(CONTROL_REQUEST_MAX_BYTES)).read_until(b'\n', &mut line);
+    // Nothing asked (a node probing whether this one is alive, say): nothing to answer.
+    if read.is_err() || line.is_empty() {
+        return;
+    }
+    let request = String::from_utf8_lossy(&line);
+    let answer = match request.trim() {
+        "snapshot" => serde_json::to_string(&shared.snapshot())
+            .unwrap_or_else(|e| error_json(&format!("cannot encode the snapshot: {e}"))),
+        other => error_json(&format!("unknown request \"{}\"", printable(other))),
+    };
+    let _ = stream.write_all(json_safe(&answer).as_bytes());
 }
 
 fn error_json(message: &str) -> String {
@@ -594,7 +768,7 @@ mod tests {
         let path = dir.join("n.sock");
         let shared = Arc::new(Shared::default());
         *shared.snapshot.lock().unwrap() = snapshot();
-        serve_control(&path, shared).unwrap();
+        let _socket = serve_control(&path, shared).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let text = fetch(&path).unwrap();
@@ -620,7 +794,7 @@ mod tests {
         let path = dir.join("n.sock");
         let shared = Arc::new(Shared::default());
         *shared.snapshot.lock().unwrap() = s.clone();
-        serve_control(&path, shared).unwrap();
+        let _socket = serve_control(&path, shared).unwrap();
         let text = fetch(&path).unwrap();
         assert!(text.is_ascii(), "{text}");
         assert!(text.contains(r#""label":"\u001b[2J\u009b31m\u007f\u202e\ufeff\udb40\udc41\\\"""#));
