@@ -1,14 +1,19 @@
 //! The operator's surfaces in one process: the control socket's claim on its path (one node per
-//! socket, a stale socket replaced, nothing else touched, only its own file removed), and
+//! socket, a stale socket replaced, nothing else touched, only its own file removed), the
+//! metrics endpoint under idle, slow, oversized, malformed and too many connections, and
 //! hostile peer-chosen strings through every view.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringspan::daemon::control::{self, View, dot, printable, prometheus, render, serve_control};
+use ringspan::daemon::control::{
+    self, METRICS_CONNECTIONS_MAX, METRICS_REQUEST_MAX_BYTES, MetricsLimits, View, dot, printable,
+    prometheus, render, serve_control, serve_metrics_with,
+};
 use ringspan::daemon::{Closes, Counters, LinkRow, PeerRow, RouteRow, Shared, Snapshot};
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
@@ -168,6 +173,138 @@ fn a_closed_control_socket_stops_its_thread() {
     assert!(socket.close());
     wait_until("the control thread to end", || Arc::strong_count(&shared) == 1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Metrics limits whose timeout never expires within a test: nothing depends on speed.
+fn patient() -> MetricsLimits {
+    MetricsLimits { timeout: Duration::from_secs(600), ..MetricsLimits::default() }
+}
+
+fn metrics(limits: MetricsLimits) -> SocketAddr {
+    serve_metrics_with(SocketAddr::from(([127, 0, 0, 1], 0)), shared(), limits).unwrap()
+}
+
+/// An HTTP answer: the status line, the headers, the body.
+struct Answer {
+    status: String,
+    headers: String,
+    body: String,
+}
+
+/// Reads an answer to its end (the server closes), checking its Content-Length.
+fn read_answer(mut stream: TcpStream) -> Answer {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{text:?}"));
+    let (status, headers) = head.split_once("\r\n").unwrap();
+    assert!(headers.contains(&format!("Content-Length: {}\r\n", body.len())), "{text:?}");
+    assert!(headers.contains("Connection: close"), "{text:?}");
+    Answer { status: status.into(), headers: headers.into(), body: body.into() }
+}
+
+fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request).unwrap();
+    read_answer(stream)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Answer {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+    exchange(addr, request.as_bytes())
+}
+
+#[test]
+fn metrics_health_and_unknown_paths() {
+    let addr = metrics(patient());
+    let health = get(addr, "/healthz");
+    assert_eq!((health.status.as_str(), health.body.as_str()), ("HTTP/1.0 200 OK", "ok\n"));
+    let scrape = get(addr, "/metrics");
+    assert_eq!(scrape.status, "HTTP/1.0 200 OK");
+    assert!(scrape.headers.contains("Content-Type: text/plain; version=0.0.4"));
+    assert!(scrape.body.contains("# TYPE ringspan_circuits gauge\nringspan_circuits{node=\"\"} 0"));
+    assert_eq!(get(addr, "/metrics?debug=1").status, "HTTP/1.0 200 OK");
+    assert_eq!(exchange(addr, b"GET /healthz HTTP/1.0\n\n").status, "HTTP/1.0 200 OK");
+    assert_eq!(get(addr, "/").status, "HTTP/1.0 404 Not Found");
+    assert_eq!(get(addr, "/metricsx").status, "HTTP/1.0 404 Not Found");
+    let post = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(post.status, "HTTP/1.0 405 Method Not Allowed");
+    assert!(post.headers.contains("Allow: GET"));
+}
+
+#[test]
+fn malformed_and_oversized_requests_are_refused() {
+    let addr = metrics(patient());
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /metrics\r\n\r\n",
+        b"GET /metrics HTTP/3\r\n\r\n",
+        b"GET /met\x1brics HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\n\xff\xfe\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
+    ] {
+        assert_eq!(exchange(addr, bad).status, "HTTP/1.0 400 Bad Request", "{bad:?}");
+    }
+    // A request cut short by its client.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_answer(stream).status, "HTTP/1.0 400 Bad Request");
+    // Headers that never end within the bound.
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
+    huge.resize(METRICS_REQUEST_MAX_BYTES + 4096, b'a');
+    assert_eq!(exchange(addr, &huge).status, "HTTP/1.0 431 Request Header Fields Too Large");
+    // The endpoint still serves.
+    assert_eq!(get(addr, "/healthz").body, "ok\n");
+}
+
+#[test]
+fn a_request_not_sent_in_time_is_answered_408() {
+    let addr = metrics(MetricsLimits { timeout: Duration::from_millis(100), ..patient() });
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metr").unwrap();
+    assert_eq!(read_answer(slow).status, "HTTP/1.0 408 Request Timeout");
+    let silent = TcpStream::connect(addr).unwrap();
+    assert_eq!(read_answer(silent).status, "HTTP/1.0 408 Request Timeout");
+}
+
+/// Whether the server has neither answered nor closed `stream`.
+fn still_waiting(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+#[test]
+fn idle_connections_do_not_delay_a_scrape() {
+    let addr = metrics(patient());
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n").unwrap();
+    idle.push(slow);
+    let scrape = get(addr, "/metrics");
+    assert_eq!(scrape.status, "HTTP/1.0 200 OK");
+    assert!(scrape.body.contains("ringspan_circuits"));
+    // The scrape did not wait for any of them: each is still open, unanswered.
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert!(still_waiting(stream), "idle connection {i} was answered or closed first");
+    }
+}
+
+#[test]
+fn connections_past_the_bound_are_answered_503_at_once() {
+    let addr = metrics(patient());
+    // Accepted in order: these take every slot before the next is accepted.
+    let mut idle: Vec<TcpStream> =
+        (0..METRICS_CONNECTIONS_MAX).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let refused = read_answer(TcpStream::connect(addr).unwrap());
+    assert_eq!(refused.status, "HTTP/1.0 503 Service Unavailable");
+    assert!(idle.iter_mut().all(still_waiting));
+    // A slot freed is taken again.
+    drop(idle.pop());
+    wait_until("a freed slot to serve a scrape", || get(addr, "/healthz").body == "ok\n");
+    assert!(idle.iter_mut().all(still_waiting));
 }
 
 /// A snapshot whose every string is hostile, with the labels of the issue.
