@@ -210,7 +210,8 @@ pub struct Handle {
     shared: Arc<Shared>,
     id: NodeId,
     incoming: Receiver<Incoming>,
-    control: Option<PathBuf>,
+    /// Served while held; dropped at shutdown, which removes the socket file if still ours.
+    control: Option<control::ControlSocket>,
 }
 
 #[allow(clippy::disallowed_methods)] // the handle runs outside the protocol layers
@@ -263,10 +264,13 @@ impl Handle {
             ..ring::Config::default()
         };
         let shared = Arc::new(Shared::default());
-        if let Some(path) = &settings.control {
-            control::serve_control(path, shared.clone())
-                .map_err(|e| format!("control socket {}: {e}", path.display()))?;
-        }
+        let control = match &settings.control {
+            Some(path) => Some(
+                control::serve_control(path, shared.clone())
+                    .map_err(|e| format!("control socket {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         if let Some(addr) = settings.metrics {
             control::serve_metrics(addr, shared.clone())
                 .map_err(|e| format!("metrics address {addr}: {e}"))?;
@@ -283,7 +287,7 @@ impl Handle {
         })
         .map_err(|e| e.to_string())?;
         let remote = engine.remote(0).ok_or("the engine has no worker")?;
-        Ok(Handle { engine, remote, shared, id, incoming, control: settings.control })
+        Ok(Handle { engine, remote, shared, id, incoming, control })
     }
 
     /// The node's id.
@@ -408,18 +412,14 @@ impl Handle {
     pub fn shutdown(self) {
         self.engine.shutdown();
         let _ = self.engine.join();
-        if let Some(path) = &self.control {
-            let _ = std::fs::remove_file(path);
-        }
+        drop(self.control);
     }
 
     /// Runs until SIGINT or SIGTERM, then stops.
     pub fn run_until_signal(self) -> std::io::Result<()> {
-        let control = self.control.clone();
+        let control = self.control;
         self.engine.run_until_signal()?;
-        if let Some(path) = control {
-            let _ = std::fs::remove_file(path);
-        }
+        drop(control);
         Ok(())
     }
 }
