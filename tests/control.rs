@@ -335,6 +335,9 @@ fn hostile() -> Snapshot {
             circuits_out: 7,
             aborts_in: 8,
             aborts_out: 9,
+            granted: "router".into(),
+            circuits_open: 0,
+            refusals: Default::default(),
         }],
         routes: vec![
             route("10", "\u{1b}[2J\u{1b}]0;pwned\u{7}"),
@@ -355,6 +358,9 @@ fn hostile() -> Snapshot {
         refused_max_links: 0,
         refused_handshake_rate: 0,
         closes: Closes::default(),
+        client_refusals: Default::default(),
+        client_mounts: 0,
+        tombstones: 0,
     }
 }
 
