@@ -142,7 +142,10 @@ fn polling_finds_replies_and_an_idle_engine_sleeps() {
     // Most replies were found by polling; the engines slept when the traffic stopped.
     assert!(client.busy_poll_hits >= 100, "client: {client:?}");
     assert!(server.busy_poll_hits >= 100, "server: {server:?}");
-    assert!(client.busy_poll_misses >= 1 && server.busy_poll_misses >= 1);
+    // Every poll ended, by running out or (the test machine being shared) by finding the core
+    // taken: either way the engine went to sleep.
+    let ended = |s: &ring::WorkerStats| s.busy_poll_misses + s.busy_poll_contended;
+    assert!(ended(&client) >= 1 && ended(&server) >= 1, "{client:?} {server:?}");
 
     // Without polling, the same traffic is carried and nothing polls.
     let sleeping = pair(Duration::ZERO, None);

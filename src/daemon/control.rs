@@ -1070,8 +1070,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ringspan-control-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("n.sock");
-        let shared = Arc::new(Shared::default());
-        *shared.snapshot.lock().unwrap() = snapshot();
+        let shared = Arc::new(Shared::fixed(snapshot()));
         let _socket = serve_control(&path, shared).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -1135,8 +1134,7 @@ mod tests {
             std::env::temp_dir().join(format!("ringspan-control-json-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("n.sock");
-        let shared = Arc::new(Shared::default());
-        *shared.snapshot.lock().unwrap() = s.clone();
+        let shared = Arc::new(Shared::fixed(s.clone()));
         let _socket = serve_control(&path, shared).unwrap();
         let text = fetch(&path).unwrap();
         assert!(text.is_ascii(), "{text}");

@@ -276,17 +276,13 @@ impl Handle {
                 .map_err(|e| format!("metrics address {addr}: {e}"))?;
         }
         let (incoming_tx, incoming) = mpsc::channel();
-        let service_shared = shared.clone();
         let engine = Engine::start(engine_config, Arc::new(cipher), move |_| {
-            NodeService::new(
-                options.clone(),
-                service_shared.clone(),
-                Some(incoming_tx.clone()),
-                now(),
-            )
+            NodeService::new(options.clone(), Some(incoming_tx.clone()), now())
         })
         .map_err(|e| e.to_string())?;
         let remote = engine.remote(0).ok_or("the engine has no worker")?;
+        // From now on snapshots are asked of the node's worker.
+        shared.connect(remote.clone());
         Ok(Handle { engine, remote, shared, id, incoming, control })
     }
 
@@ -300,12 +296,12 @@ impl Handle {
         self.engine.local_addr()
     }
 
-    /// Its latest snapshot (refreshed every 200 ms).
+    /// A snapshot of it now.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()
     }
 
-    /// The mounts it can reach, with their routes (refreshed every 200 ms).
+    /// The mounts it can reach now, with their routes.
     pub fn routes(&self) -> Vec<RouteRow> {
         self.shared.snapshot().routes
     }

@@ -1,6 +1,7 @@
 //! A relay node on the engine: [`NodeService`] runs one [`relay::Node`] on an engine worker,
 //! keeps configured peers dialled, serves the built-in echo mounts, runs call loads for
-//! clients, and publishes a [`Snapshot`] for `ringspan show` and the metrics endpoint.
+//! clients, and builds a [`Snapshot`] for `ringspan show` and the metrics endpoint when one is
+//! asked for (nothing is walked while nobody asks).
 //!
 //! A node runs on one worker: its links, span table and circuits share one core, so relaying
 //! never hands a message across cores (a hand-off costs ~20 µs on this machine).
@@ -12,8 +13,8 @@ pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use crate::cipher::PublicKey;
 use crate::ids::{ClusterId, LinkId, NodeId};
 use crate::relay::redial::{PeerState, Redial};
 use crate::relay::{AppEvent, CallId, LinkUp, Links, Node, NodeCounters, Notice};
-use crate::ring::{CloseReason, LinkCtx, Peers, Service, TxSink, WorkerCtx};
+use crate::ring::{CloseReason, LinkCtx, Peers, Remote, Service, TxSink, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
@@ -34,8 +35,8 @@ type Hasher = foldhash::fast::RandomState;
 /// The command calls use (the echo mounts answer it).
 pub const CALL: Command = Command::new(1, 1);
 
-/// How often the snapshot is refreshed.
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
+/// How long a thread asking for a snapshot waits for the node's worker.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// A mount the node attaches at start.
 #[derive(Clone, Debug)]
@@ -136,6 +137,11 @@ pub enum Request {
         /// How long to leave it cut.
         hold: Duration,
     },
+    /// Build a snapshot of the node and send it back.
+    Snapshot {
+        /// Where it goes.
+        reply: Sender<Snapshot>,
+    },
     /// Send on an application's call.
     Send {
         /// The call.
@@ -183,7 +189,7 @@ struct Load {
     started: HashMap<CallId, (Instant, bool), Hasher>,
 }
 
-/// What `ringspan show` and the metrics endpoint see, refreshed every 200 ms.
+/// What `ringspan show` and the metrics endpoint see, built by the node's worker when asked.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// This node's id.
@@ -407,16 +413,43 @@ pub struct PeerRow {
     pub state: String,
 }
 
-/// Where a node's snapshot is published for other threads.
-#[derive(Debug, Default)]
+/// How other threads (the control socket, the metrics endpoint, the mount API) reach a node for
+/// its snapshot.
+#[derive(Default)]
 pub struct Shared {
-    snapshot: Mutex<Snapshot>,
+    node: OnceLock<Remote>,
+    /// What it answers when no node is connected (tests of the surfaces).
+    fixed: Option<Snapshot>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("started", &self.node.get().is_some()).finish()
+    }
 }
 
 impl Shared {
-    /// The latest snapshot.
+    /// Answers `snapshot` with this until a node is connected: for testing what the control
+    /// socket and the metrics endpoint make of a snapshot.
+    pub fn fixed(snapshot: Snapshot) -> Shared {
+        Shared { node: OnceLock::new(), fixed: Some(snapshot) }
+    }
+
+    /// Connects the node's worker, once it runs.
+    pub fn connect(&self, node: Remote) {
+        let _ = self.node.set(node);
+    }
+
+    /// A snapshot of the node now, built by its worker (waiting up to 2 s for it); an empty one
+    /// if the node is not running.
     pub fn snapshot(&self) -> Snapshot {
-        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+        let Some(node) = self.node.get() else { return self.fixed.clone().unwrap_or_default() };
+        let (reply, answer) = std::sync::mpsc::channel();
+        let request = Request::Snapshot { reply };
+        if node.send(crate::ring::Command::Service(Box::new(request))).is_err() {
+            return Snapshot::default();
+        }
+        answer.recv_timeout(SNAPSHOT_WAIT).unwrap_or_default()
     }
 }
 
@@ -430,7 +463,6 @@ pub struct NodeService {
     /// The application's calls (opened by it, or to its mounts) and where their events go.
     calls: HashMap<CallId, Sender<CallEvent>, Hasher>,
     redial: Redial,
-    shared: Arc<Shared>,
     /// Links to close at the next tick, with why.
     to_close: Vec<(LinkId, ErrorCode)>,
     /// Links whose keepalive interval must be shortened for their peer's idle timeout.
@@ -440,7 +472,6 @@ pub struct NodeService {
     misbehaving: HashSet<LinkId, Hasher>,
     closes: Closes,
     loads: Vec<Load>,
-    next_snapshot: Option<Instant>,
     handshake_failures: u64,
     started: bool,
     options: Options,
@@ -449,14 +480,8 @@ pub struct NodeService {
 }
 
 impl NodeService {
-    /// A service for `options`, publishing into `shared`; calls to mounts the application
-    /// attaches go to `incoming`.
-    pub fn new(
-        options: Options,
-        shared: Arc<Shared>,
-        incoming: Option<Sender<Incoming>>,
-        now: Instant,
-    ) -> NodeService {
+    /// A service for `options`; calls to mounts the application attaches go to `incoming`.
+    pub fn new(options: Options, incoming: Option<Sender<Incoming>>, now: Instant) -> NodeService {
         let mut redial = Redial::new(
             options.peers.iter().copied(),
             options.redial_min,
@@ -479,12 +504,10 @@ impl NodeService {
             incoming,
             calls: Default::default(),
             redial,
-            shared,
             to_close: Vec::new(),
             misbehaving: HashSet::default(),
             closes: Closes::default(),
             loads: Vec::new(),
-            next_snapshot: None,
             handshake_failures: 0,
             started: false,
             options,
@@ -656,7 +679,7 @@ impl NodeService {
         flush_dirty(&mut self.node, worker);
     }
 
-    fn publish(&mut self, worker: &WorkerCtx<'_>) {
+    fn snapshot(&self, worker: &WorkerCtx<'_>) -> Snapshot {
         // Client links are counted, not listed: a satellite holds a great many.
         let is_client = |info: &crate::relay::LinkInfo| info.granted == Role::Client;
         let mut clients = 0;
@@ -748,7 +771,7 @@ impl NodeService {
             duplicates,
         } = self.node.counters();
         let stats = worker.stats();
-        let snapshot = Snapshot {
+        Snapshot {
             node: self.node.id().to_string(),
             links,
             routes,
@@ -776,9 +799,6 @@ impl NodeService {
             client_refusals,
             client_mounts: self.node.clients().len(),
             tombstones: self.node.table().tombstones(),
-        };
-        if let Ok(mut shared) = self.shared.snapshot.lock() {
-            *shared = snapshot;
         }
     }
 }
@@ -954,13 +974,6 @@ impl Service for NodeService {
         for (link, code) in self.to_close.drain(..) {
             worker.close(link, code);
         }
-        if self.next_snapshot.is_none_or(|at| now >= at) {
-            self.next_snapshot = Some(now + SNAPSHOT_EVERY);
-            self.publish(worker);
-        }
-        if let Some(at) = self.next_snapshot {
-            worker.wake_at(at);
-        }
         if let Some(at) = self.node.poll_timeout() {
             worker.wake_at(at);
         }
@@ -1021,6 +1034,9 @@ impl Service for NodeService {
                     tracing::info!(%link, %peer, "cutting the link on request");
                     worker.close(link, ErrorCode::LOST_LINK);
                 }
+            }
+            Request::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot(worker));
             }
             Request::Send { call, command, payload, flags, error } => {
                 if let Err(e) = self.node.send(call, command, &payload, flags, error) {
