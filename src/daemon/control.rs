@@ -700,6 +700,18 @@ pub fn prometheus(s: &Snapshot) -> String {
     );
     gauge("clients", "Established client links.", "gauge", &[(String::new(), s.clients as u64)]);
     gauge("routes", "Mounts with a route.", "gauge", &[(String::new(), s.routes.len() as u64)]);
+    gauge(
+        "client_mounts",
+        "Clients' mounts held in the client directory.",
+        "gauge",
+        &[(String::new(), s.client_mounts as u64)],
+    );
+    gauge(
+        "tombstones",
+        "Mounts that went away, remembered for their feasibility distance.",
+        "gauge",
+        &[(String::new(), s.tombstones as u64)],
+    );
     let c = &s.counters;
     for (name, help, value) in [
         ("relayed_total", "Circuits relayed through this node.", c.relayed),
@@ -713,6 +725,10 @@ pub fn prometheus(s: &Snapshot) -> String {
             "Received records forwarded whole (every message in them continued on one link).",
             c.whole_records,
         ),
+        ("limited_total", "Circuits refused for a limit (a peer's share).", c.limited),
+        ("preempted_total", "Circuits aborted to make room for a peer holding fewer.", c.preempted),
+        ("idle_total", "Circuits aborted after carrying nothing for the idle bound.", c.idle),
+        ("duplicates_total", "Second links to an already linked node, closed.", c.duplicates),
         ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
         ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
         (
@@ -765,6 +781,41 @@ pub fn prometheus(s: &Snapshot) -> String {
             .collect();
         gauge(name, help, "counter", &rows);
     }
+    // What each link's peer was refused for its share, and the client links' in all.
+    let kinds = |r: &super::Refusals| {
+        [
+            ("circuits_limited", r.circuits_limited),
+            ("circuits_preempted", r.circuits_preempted),
+            ("circuits_idle", r.circuits_idle),
+            ("spans_limited", r.spans_limited),
+            ("spans_refused", r.spans_refused),
+            ("seqno_delayed", r.seqno_delayed),
+        ]
+    };
+    let mut rows = Vec::new();
+    for l in &s.links {
+        for (kind, value) in kinds(&l.refusals) {
+            let labels =
+                format!(",link=\"{}\",peer=\"{}\",kind=\"{kind}\"", l.link, label_value(&l.peer));
+            rows.push((labels, value));
+        }
+    }
+    gauge(
+        "link_refusals_total",
+        "What a link's peer was refused or lost for exceeding its share, by kind.",
+        "counter",
+        &rows,
+    );
+    let rows: Vec<(String, u64)> = kinds(&s.client_refusals)
+        .into_iter()
+        .map(|(kind, value)| (format!(",kind=\"{kind}\""), value))
+        .collect();
+    gauge(
+        "client_refusals_total",
+        "What the client links were refused or lost for exceeding their shares, in all, by kind.",
+        "counter",
+        &rows,
+    );
     out
 }
 
@@ -820,8 +871,36 @@ pub fn render(s: &Snapshot, view: View) -> String {
                 l.aborts_out
             );
         }
+        // What each peer was refused for its share; only links that were refused anything.
+        let refused = |r: &super::Refusals| {
+            format!(
+                "circuits limited {}  preempted {}  idle {}  spans limited {}  refused {}  \
+                 seqno requests delayed {}",
+                r.circuits_limited,
+                r.circuits_preempted,
+                r.circuits_idle,
+                r.spans_limited,
+                r.spans_refused,
+                r.seqno_delayed
+            )
+        };
+        for l in s.links.iter().filter(|l| l.refusals != super::Refusals::default()) {
+            let _ = writeln!(
+                out,
+                "{:>5}  granted {}: {}",
+                l.link,
+                printable(&l.granted),
+                refused(&l.refusals)
+            );
+        }
         if s.clients > 0 {
-            let _ = writeln!(out, "\n{} client links", s.clients);
+            let _ = writeln!(
+                out,
+                "\n{} client links, {} client mounts; refused in all: {}",
+                s.clients,
+                s.client_mounts,
+                refused(&s.client_refusals)
+            );
         }
         if !s.peers.is_empty() {
             let _ = writeln!(out, "\nPEERS");
@@ -865,7 +944,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
         let _ = writeln!(
             out,
             "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}\n\
-             records forwarded whole {}",
+             records forwarded whole {}\n\
+             refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
             s.circuits,
             c.relayed,
             c.served,
@@ -873,7 +953,12 @@ pub fn render(s: &Snapshot, view: View) -> String {
             c.no_route,
             c.lost,
             s.handshake_failures,
-            c.whole_records
+            c.whole_records,
+            c.limited,
+            c.preempted,
+            c.idle,
+            c.duplicates,
+            s.tombstones
         );
         let d = &s.closes;
         let _ = writeln!(
@@ -1063,6 +1148,28 @@ mod tests {
         assert!(
             text.contains("ringspan_links_closed_total{node=\"aaaa0000\",reason=\"local\"} 26")
         );
+    }
+
+    #[test]
+    fn refusals_are_shown_and_exported_per_link_and_for_the_clients() {
+        let mut s = snapshot();
+        s.links[0].refusals.circuits_preempted = 5;
+        s.links[0].refusals.spans_limited = 6;
+        s.clients = 2;
+        s.client_refusals.spans_refused = 7;
+        s.counters.preempted = 5;
+        let text = prometheus(&s);
+        for line in [
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"circuits_preempted\"} 5",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"spans_limited\"} 6",
+            "ringspan_client_refusals_total{node=\"aaaa0000\",kind=\"spans_refused\"} 7",
+            "ringspan_preempted_total{node=\"aaaa0000\"} 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        let shown = render(&s, View::Links);
+        assert!(shown.contains("granted router: circuits limited 0  preempted 5"), "{shown}");
+        assert!(shown.contains("2 client links, 0 client mounts; refused in all"), "{shown}");
     }
 
     #[test]
