@@ -64,6 +64,8 @@
 #![forbid(unsafe_code)]
 
 #[cfg(test)]
+mod peer_tests;
+#[cfg(test)]
 mod tests;
 
 mod circuit;

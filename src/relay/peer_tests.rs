@@ -1,0 +1,406 @@
+//! One node and scripted peers: bare transaction links standing for its neighbours, to feed the
+//! node what a peer could send (within the protocol and past its rights or shares) and read what
+//! it answers.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{LinkUp, Node};
+use crate::error::{Error, Violation};
+use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
+use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
+use crate::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
+use crate::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
+use crate::txn::{self, Event, Received};
+use crate::wire::{Command, ErrorCode, Flags, Messages};
+
+const CALL: Command = Command::new(1, 1);
+
+/// A message a scripted peer received, owned.
+#[derive(Clone, Debug)]
+struct Got {
+    txn: TxnId,
+    parent: Option<TxnId>,
+    flags: Flags,
+    error: ErrorCode,
+}
+
+struct Peer {
+    link: LinkId,
+    /// The peer's transactions.
+    txn: txn::Link,
+    /// The node's transactions on this link.
+    ours: txn::Link,
+    to_node: Vec<u8>,
+    to_peer: Vec<u8>,
+    got: Vec<Got>,
+    /// The node's spans as this peer hears them.
+    spans: HashMap<MountKey, TxnId>,
+    /// Why the node closed the link, if it did.
+    closed: Option<Error>,
+}
+
+struct Bench {
+    node: Node,
+    peers: Vec<Peer>,
+    now: Instant,
+}
+
+fn key(cluster: u128, mount: u128) -> MountKey {
+    MountKey { cluster: ClusterId(cluster), mount: MountId(mount) }
+}
+
+fn t0() -> Instant {
+    #[allow(clippy::disallowed_methods)] // the bench's time starts here; only durations are added
+    Instant::now()
+}
+
+fn advert(mount: MountKey, kind: MountKind) -> Vec<u8> {
+    let advert = Advert {
+        mount,
+        kind,
+        label: Label::EMPTY,
+        origin: NodeId(77),
+        seqno: Seqno(1),
+        metric: Metric(0),
+    };
+    let mut buf = [0u8; ADVERT_LEN_MAX];
+    let n = codec::encode_advert(&advert, &mut buf);
+    buf[..n].to_vec()
+}
+
+impl Bench {
+    /// A node (id 1) of `role`, serving clients of cluster 1.
+    fn new(role: Role) -> Bench {
+        let now = t0();
+        let mut node = Node::new(NodeId(1), Hello::new(role, Wants::all()), now);
+        node.serve_client_clusters([ClusterId(1)]);
+        Bench { node, peers: Vec::new(), now }
+    }
+
+    /// A peer `id` whose key the node grants `granted`, saying hello as `claims`. Its index.
+    fn connect(&mut self, id: u128, granted: Role, claims: Role) -> usize {
+        let link = LinkId(self.peers.len() as u64 + 10);
+        let mut peer = Peer {
+            link,
+            txn: txn::Link::new(),
+            ours: txn::Link::new(),
+            to_node: Vec::new(),
+            to_peer: Vec::new(),
+            got: Vec::new(),
+            spans: HashMap::new(),
+            closed: None,
+        };
+        let up = self
+            .node
+            .link_up(link, NodeId(id), granted, false, &mut peer.ours, &mut peer.to_peer)
+            .unwrap();
+        assert_eq!(up, LinkUp::Up);
+        let mut hello = [0u8; HELLO_LEN_MAX];
+        let n = Hello::new(claims, Wants::all()).encode(&mut hello);
+        peer.txn
+            .open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE)
+            .unwrap();
+        self.peers.push(peer);
+        self.pump();
+        self.peers.len() - 1
+    }
+
+    /// What peer `p` sends next, written with its transactions.
+    fn send<R>(&mut self, p: usize, f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R) -> R {
+        let peer = &mut self.peers[p];
+        f(&mut peer.txn, &mut peer.to_node)
+    }
+
+    /// Moves every byte both ways until nothing moves.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for p in 0..self.peers.len() {
+                moved |= self.deliver_to_node(p);
+            }
+            self.flush();
+            for p in 0..self.peers.len() {
+                moved |= self.deliver_to_peer(p);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(link) = self.node.poll_dirty() {
+            match self.peers.iter_mut().find(|p| p.link == link && p.closed.is_none()) {
+                Some(peer) => self.node.flush(link, Some((&mut peer.ours, &mut peer.to_peer))),
+                None => self.node.flush::<Vec<u8>>(link, None),
+            }
+        }
+    }
+
+    /// What peer `p` wrote, handled by the node; a refusal closes the link as the engine would.
+    fn deliver_to_node(&mut self, p: usize) -> bool {
+        let peer = &mut self.peers[p];
+        if peer.closed.is_some() || peer.to_node.is_empty() {
+            return false;
+        }
+        let bytes = std::mem::take(&mut peer.to_node);
+        let node = &mut self.node;
+        node.handle_timeout(self.now);
+        let mut result = Ok(());
+        for message in Messages::new(&bytes) {
+            let message = message.unwrap();
+            result = peer.ours.handle_message(&mut peer.to_peer, &message).and_then(|received| {
+                if let Some(received) = received {
+                    node.received(peer.link, &mut peer.ours, &mut peer.to_peer, received)?;
+                }
+                while let Some(event) = peer.ours.poll_event() {
+                    node.event(peer.link, &mut peer.ours, &mut peer.to_peer, event)?;
+                }
+                Ok(())
+            });
+            if result.is_err() {
+                break;
+            }
+        }
+        if let Err(error) = result {
+            peer.closed = Some(error);
+            peer.ours.handle_link_down(ErrorCode::LOST_LINK);
+            let mut sink = Vec::new();
+            while let Some(event) = peer.ours.poll_event() {
+                let _ = node.event(peer.link, &mut peer.ours, &mut sink, event);
+            }
+            node.link_down(peer.link);
+        }
+        true
+    }
+
+    /// What the node wrote to peer `p`, handled by the peer's transactions and logged.
+    fn deliver_to_peer(&mut self, p: usize) -> bool {
+        let peer = &mut self.peers[p];
+        if peer.closed.is_some() || peer.to_peer.is_empty() {
+            return false;
+        }
+        let bytes = std::mem::take(&mut peer.to_peer);
+        for message in Messages::new(&bytes) {
+            let message = message.unwrap();
+            let received = peer.txn.handle_message(&mut peer.to_node, &message).unwrap();
+            if let Some(Received::Txn(d)) = received {
+                if d.opens() && d.command == Command::LINK_SPAN {
+                    let advert = codec::decode_advert(d.payload).unwrap();
+                    peer.spans.insert(advert.mount, d.txn);
+                }
+                peer.got.push(Got { txn: d.txn, parent: d.parent, flags: d.flags, error: d.error });
+            }
+            while let Some(event) = peer.txn.poll_event() {
+                if let Event::Delivery(d) = event {
+                    peer.got.push(Got {
+                        txn: d.txn,
+                        parent: d.parent,
+                        flags: d.flags,
+                        error: d.error,
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    /// The forced closes peer `p` received on `txn`, with their error codes.
+    fn forced(&self, p: usize, txn: TxnId) -> Vec<ErrorCode> {
+        self.peers[p]
+            .got
+            .iter()
+            .filter(|g| g.txn == txn && g.flags.contains(Flags::ABORT | Flags::DELETE))
+            .map(|g| g.error)
+            .collect()
+    }
+}
+
+#[test]
+fn a_hello_claiming_more_than_its_key_was_granted_closes_its_link_alone() {
+    let mut b = Bench::new(Role::Satellite);
+    let honest = b.connect(2, Role::Router, Role::Router);
+    let modest = b.connect(3, Role::Router, Role::Client);
+    let stranger = b.connect(4, Role::Client, Role::Router);
+    assert_eq!(
+        b.peers[stranger].closed,
+        Some(Violation::RoleNotGranted { claimed: "router", granted: "client" }.into())
+    );
+    assert!(b.peers[stranger].closed.unwrap().closes_link(), "counted as the peer's fault");
+    assert!(b.peers[honest].closed.is_none() && b.peers[modest].closed.is_none());
+    let roles: Vec<Option<Role>> = b.node.link_info().map(|i| i.role).collect();
+    assert_eq!(roles.len(), 2);
+    assert!(roles.contains(&Some(Role::Router)) && roles.contains(&Some(Role::Client)));
+}
+
+#[test]
+fn a_clients_mounts_are_refused_alone_outside_its_rights() {
+    let mut b = Bench::new(Role::Satellite);
+    let first = b.connect(2, Role::Client, Role::Client);
+    let second = b.connect(3, Role::Client, Role::Client);
+    let open = |b: &mut Bench, p: usize, mount: MountKey| {
+        let span = b.send(p, |txn, out| {
+            txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Cache), Flags::NONE)
+                .unwrap()
+        });
+        b.pump();
+        span
+    };
+    // In a cluster the node serves: held. Another cluster: refused. Another client's: refused.
+    let held = open(&mut b, first, key(1, 5));
+    let other_cluster = open(&mut b, first, key(2, 6));
+    let taken = open(&mut b, second, key(1, 5));
+    assert!(b.forced(first, held).is_empty());
+    assert_eq!(b.forced(first, other_cluster), [ErrorCode::REFUSED]);
+    assert_eq!(b.forced(second, taken), [ErrorCode::REFUSED]);
+    assert_eq!(
+        b.node.clients().holder(key(1, 5)),
+        Some(crate::ids::NeighbourId(b.peers[first].link.0))
+    );
+    // Its share of mounts: one more is refused with LIMIT_REACHED.
+    let more: Vec<TxnId> = (0..CLIENT_MOUNTS_PER_CLIENT as u128)
+        .map(|n| open(&mut b, first, key(1, 100 + n)))
+        .collect();
+    let refused: Vec<&TxnId> = more.iter().filter(|t| !b.forced(first, **t).is_empty()).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(b.forced(first, *refused[0]), [ErrorCode::LIMIT_REACHED]);
+    // None of it closed a link or reached the table; one aggregate stands for them.
+    assert!(b.peers.iter().all(|p| p.closed.is_none()));
+    assert_eq!(b.node.clients().len(), CLIENT_MOUNTS_PER_CLIENT);
+    let routes: Vec<MountKey> = b.node.table().mounts().map(|(k, _)| k).collect();
+    assert_eq!(routes, [b.node.aggregate_of(ClusterId(1))]);
+    let info = b.node.link_info().find(|i| i.link == b.peers[first].link).unwrap();
+    assert_eq!((info.counters.spans_refused, info.counters.spans_limited), (1, 1));
+}
+
+#[test]
+fn a_child_opened_under_a_circuit_the_node_forced_does_not_close_the_link() {
+    // PROTOCOL.md 6.5: the node forces a call closed while the peer, not knowing yet, opens a
+    // transaction inside it. The transaction layer forces the child itself; the node must not
+    // then refuse it again (which used to close the link as a local misuse).
+    let mut b = Bench::new(Role::Router);
+    b.node.attach(key(1, 9), MountKind::Master, Label::EMPTY).unwrap();
+    let peer = b.connect(2, Role::Router, Role::Router);
+    b.pump();
+    let span = b.peers[peer].spans[&key(1, 9)];
+    let call = b.send(peer, |txn, out| txn.open(out, Some(span), CALL, b"x", Flags::NONE).unwrap());
+    b.pump();
+    let Some(super::AppEvent::Opened { call: app_call, .. }) = b.node.poll_app() else {
+        panic!("the call reaches the application")
+    };
+    // The application refuses it; before the peer hears, it opens a child inside.
+    b.node.send(app_call, CALL, &[], Flags::ABORT | Flags::DELETE, ErrorCode::REFUSED).unwrap();
+    b.flush();
+    b.send(peer, |txn, out| txn.open(out, Some(call), CALL, b"child", Flags::NONE).unwrap());
+    b.pump();
+    assert!(b.peers[peer].closed.is_none(), "{:?}", b.peers[peer].closed);
+    assert_eq!(b.forced(peer, call), [ErrorCode::REFUSED]);
+    let child = b.peers[peer].got.iter().find(|g| g.parent == Some(call)).map(|g| g.txn);
+    assert!(child.is_some_and(|c| !b.forced(peer, c).is_empty()), "the child is forced too");
+}
+
+#[test]
+fn a_link_full_of_one_peers_circuits_gives_way_to_a_peer_holding_fewer() {
+    // A hog and an honest caller, both routers, calling a mount behind a third peer. The hog
+    // opens as many circuits as the next link holds and never closes them.
+    let mut b = Bench::new(Role::Router);
+    let server = b.connect(2, Role::Router, Role::Router);
+    let mount = key(1, 7);
+    b.send(server, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
+            .unwrap()
+    });
+    b.pump();
+    let hog = b.connect(3, Role::Router, Role::Router);
+    let honest = b.connect(4, Role::Router, Role::Router);
+    let span = |b: &Bench, p: usize| b.peers[p].spans[&mount];
+    let hog_span = span(&b, hog);
+    let hog_calls: Vec<TxnId> = (0..RELAY_CIRCUITS_PER_LINK_MAX)
+        .map(|_| {
+            b.send(hog, |txn, out| txn.open(out, Some(hog_span), CALL, b"", Flags::NONE).unwrap())
+        })
+        .collect();
+    b.pump();
+    let to_server = b.node.link_info().find(|i| i.link == b.peers[server].link).unwrap();
+    assert_eq!(to_server.circuits_open, RELAY_CIRCUITS_PER_LINK_MAX);
+    // The hog's next one is refused; the honest caller's goes through, in place of the hog's
+    // oldest, which is aborted back to the hog with LIMIT_REACHED.
+    let extra =
+        b.send(hog, |txn, out| txn.open(out, Some(hog_span), CALL, b"", Flags::NONE).unwrap());
+    let honest_span = span(&b, honest);
+    let fair = b
+        .send(honest, |txn, out| txn.open(out, Some(honest_span), CALL, b"", Flags::NONE).unwrap());
+    b.pump();
+    assert_eq!(b.forced(hog, extra), [ErrorCode::LIMIT_REACHED]);
+    assert!(b.forced(honest, fair).is_empty(), "the honest call is carried");
+    assert_eq!(b.forced(hog, hog_calls[0]), [ErrorCode::LIMIT_REACHED], "the oldest gave way");
+    assert!(b.forced(hog, hog_calls[1]).is_empty());
+    let info =
+        |b: &Bench, p: usize| b.node.link_info().find(|i| i.link == b.peers[p].link).unwrap();
+    assert_eq!(info(&b, hog).counters.circuits_preempted, 1);
+    assert_eq!(info(&b, hog).counters.circuits_limited, 1);
+    assert_eq!(info(&b, honest).counters.circuits_limited, 0);
+    assert!(b.peers.iter().all(|p| p.closed.is_none()));
+}
+
+#[test]
+fn circuits_idle_past_the_bound_are_aborted_at_both_ends() {
+    let mut b = Bench::new(Role::Router);
+    let server = b.connect(2, Role::Router, Role::Router);
+    let mount = key(1, 7);
+    b.send(server, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
+            .unwrap()
+    });
+    b.pump();
+    let caller = b.connect(3, Role::Router, Role::Router);
+    let idle = Duration::from_secs(10);
+    b.node.set_circuit_idle(idle);
+    let span = b.peers[caller].spans[&mount];
+    let call =
+        b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"", Flags::NONE).unwrap());
+    b.pump();
+    // Busy for a while: it stays.
+    for _ in 0..4 {
+        b.now += idle / 2;
+        b.node.handle_timeout(b.now);
+        b.send(caller, |txn, out| {
+            txn.send(out, call, CALL, b"tick", Flags::NONE, ErrorCode::NONE).unwrap()
+        });
+        b.pump();
+    }
+    assert!(b.forced(caller, call).is_empty());
+    // Quiet past the bound (at most one and a half times it): aborted both ways.
+    for _ in 0..3 {
+        b.now += idle / 2;
+        b.node.handle_timeout(b.now);
+        b.pump();
+    }
+    assert_eq!(b.forced(caller, call), [ErrorCode::IDLE]);
+    let upstream = b.peers[server].got.iter().find(|g| g.parent.is_some()).map(|g| g.txn).unwrap();
+    assert_eq!(b.forced(server, upstream), [ErrorCode::IDLE]);
+    assert_eq!(b.node.counters().idle, 1);
+}
+
+#[test]
+fn a_second_link_to_a_linked_node_is_resolved_alike_at_both_ends() {
+    let now = t0();
+    let node = |id: u128| Node::new(NodeId(id), Hello::new(Role::Router, Wants::all()), now);
+    let (mut small, mut big) = (node(1), node(2));
+    let up = |n: &mut Node, link: u64, peer: u128, dialled: bool| {
+        let (mut txn, mut out) = (txn::Link::new(), Vec::new());
+        n.link_up(LinkId(link), NodeId(peer), Role::Router, dialled, &mut txn, &mut out).unwrap()
+    };
+    // Both dial at once: link 1 dialled by the smaller id, link 2 by the bigger. Each end sees
+    // them in a different order, and both keep link 1.
+    assert_eq!(up(&mut small, 1, 2, true), LinkUp::Up);
+    assert_eq!(up(&mut small, 2, 2, false), LinkUp::Duplicate { keep: Some(LinkId(1)) });
+    assert_eq!(up(&mut big, 2, 1, true), LinkUp::Up);
+    assert_eq!(up(&mut big, 1, 1, false), LinkUp::Replaces { old: LinkId(2) });
+    // Two links the same way (a second process with the same key): the older stays.
+    assert_eq!(up(&mut small, 3, 2, true), LinkUp::Duplicate { keep: Some(LinkId(1)) });
+    // A link to itself is refused.
+    assert_eq!(up(&mut small, 4, 1, true), LinkUp::Duplicate { keep: None });
+    assert_eq!(small.counters().duplicates, 3);
+}
