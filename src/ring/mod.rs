@@ -5,9 +5,10 @@
 //! One worker thread per core, pinned. Each owns one io_uring (SINGLE_ISSUER, DEFER_TASKRUN,
 //! COOP_TASKRUN), its links, a provided-buffer ring for receives, a pool of record buffers, a
 //! timer heap and a [`Service`] instance. Workers share nothing. A link lives on the worker that
-//! accepted or dialled it for its whole life; the kernel spreads incoming connections over the
-//! workers' listening sockets (SO_REUSEPORT), and [`Engine::connect`] deals outgoing ones round
-//! robin.
+//! accepted or dialled it for its whole life. The engine binds one listening socket (no
+//! SO_REUSEPORT, so no other process can share the port) and every worker keeps an accept in
+//! flight on its own handle to it, so incoming connections go to whichever worker is ready;
+//! [`Engine::connect`] deals outgoing ones round robin.
 //!
 //! Other threads reach a worker only through its [`mailbox`]: a bounded queue of commands and an
 //! eventfd that wakes the worker. A command carries owned values (addresses, buffers), never a
@@ -272,7 +273,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Probes io_uring, binds the listening sockets, and starts `config.workers` workers, each
+    /// Probes io_uring, binds the listening socket, and starts `config.workers` workers, each
     /// running the service `factory(index)` makes on its thread.
     pub fn start<S, F>(
         config: Config,
@@ -287,7 +288,7 @@ impl Engine {
         let workers = config.workers.max(1);
         let (listeners, local_addr) = match config.listen {
             Some(addr) => {
-                let (sockets, local) = worker::bind_listeners(addr, workers)
+                let (sockets, local) = worker::bind_listener(addr, workers)
                     .map_err(|error| StartError::Listen { addr, error })?;
                 (sockets.into_iter().map(Some).collect(), Some(local))
             }

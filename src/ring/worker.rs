@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -26,7 +26,7 @@ use super::pool::Pool;
 use super::stream::{Rx, Tx, TxSink};
 use super::timer::{Timer, TimerKind, Timers};
 use super::uring::{SendVec, op};
-pub(crate) use super::uring::{bind_listeners, new_ring};
+pub(crate) use super::uring::{bind_listener, new_ring};
 use super::{Config, LinkCtx, Service};
 
 /// Counters of one worker over its life.
@@ -118,6 +118,11 @@ pub(crate) struct Worker {
     shutdown_deadline: Option<Instant>,
     /// Accepting resumes then, after a failure such as running out of descriptors.
     accept_paused_until: Option<Instant>,
+    /// The generation of the accept in flight (in its `user_data`): completions of earlier
+    /// ones, cancelled to move this worker to the back of the listener's queue, re-arm nothing.
+    accept_generation: u32,
+    /// A connection was accepted this turn (see `Worker::rotate_accept`).
+    accepted_in_turn: bool,
     /// When the service asked to be ticked ([`WorkerCtx::wake_at`]).
     service_wake: Option<Instant>,
     /// When a turn last moved data (see `Config::busy_poll`).
@@ -164,6 +169,8 @@ impl Worker {
             now,
             shutdown_deadline: None,
             accept_paused_until: None,
+            accept_generation: 0,
+            accepted_in_turn: false,
             service_wake: None,
             busy_at: now,
             poll_backoff_until: None,
@@ -193,6 +200,7 @@ impl Worker {
                 let (user_data, result, flags) = self.completions[i];
                 self.dispatch(service, user_data, result, flags);
             }
+            self.rotate_accept();
             self.fire_timers(service);
             if self.accept_paused_until.is_some_and(|until| self.now >= until) {
                 self.accept_paused_until = None;
@@ -352,7 +360,7 @@ impl Worker {
                 }
                 self.arm_wake();
             }
-            op::ACCEPT => self.accepted(result, flags),
+            op::ACCEPT => self.accepted(result, flags, generation),
             op::CONNECT | op::RECV | op::SEND => {
                 // A receive's buffer is ours whatever happened to its link.
                 let buffer = cqueue::buffer_select(flags)
@@ -427,8 +435,9 @@ impl Worker {
         (worker == self.index as u64 && conn.generation & 0xff_ffff == generation).then_some(slot)
     }
 
-    fn accepted(&mut self, result: i32, flags: u32) {
+    fn accepted(&mut self, result: i32, flags: u32, generation: u32) {
         if result >= 0 {
+            self.accepted_in_turn = true;
             // SAFETY: a successful accept returns a new descriptor that nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(result) };
             if self.shutdown_deadline.is_some() {
@@ -450,7 +459,8 @@ impl Worker {
                 self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
             }
         }
-        if !cqueue::more(flags) && self.listener.is_some() {
+        let current = generation == self.accept_generation & 0xff_ffff;
+        if current && !cqueue::more(flags) && self.listener.is_some() {
             if self.shutdown_deadline.is_some() {
                 self.listener = None;
             } else if self.accept_paused_until.is_none() {
@@ -459,13 +469,38 @@ impl Worker {
         }
     }
 
+    /// Arms a multishot accept on this worker's handle to the listening socket, under a new
+    /// generation.
     fn arm_accept(&mut self) {
         if let Some(listener) = &self.listener {
+            self.accept_generation = self.accept_generation.wrapping_add(1);
             let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
                 .build()
-                .user_data(op::encode(op::ACCEPT, 0, 0));
+                .user_data(op::encode(op::ACCEPT, 0, self.accept_generation));
             self.push(entry);
         }
+    }
+
+    /// After a turn that accepted connections, moves this worker to the back of the
+    /// listening socket's queue of waiting accepts, so the next connections go to the other
+    /// workers. The kernel wakes one waiting accept per connection, always the first in its
+    /// queue, and a multishot accept keeps its place: without this, one worker would take every
+    /// connection. The accept in flight is cancelled (its last completion, of an older
+    /// generation, is ignored) and a new one armed, which queues behind the others: two
+    /// submissions per turn that accepted, however many connections it took.
+    fn rotate_accept(&mut self) {
+        if !std::mem::take(&mut self.accepted_in_turn)
+            || self.listener.is_none()
+            || self.shutdown_deadline.is_some()
+            || self.accept_paused_until.is_some()
+        {
+            return;
+        }
+        let cancel = opcode::AsyncCancel::new(op::encode(op::ACCEPT, 0, self.accept_generation))
+            .build()
+            .user_data(op::encode(op::IGNORE, 0, 0));
+        self.push(cancel);
+        self.arm_accept();
     }
 
     /// Whether an accepted connection may start a handshake: the worker holds fewer than
@@ -1152,14 +1187,22 @@ impl Worker {
             return;
         }
         self.shutdown_deadline = Some(self.now + Duration::from_millis(SHUTDOWN_GRACE_MS));
-        if let Some(listener) = &self.listener {
-            // Ends the multishot accept; its last completion drops the listener.
-            let _ = listener.shutdown(std::net::Shutdown::Both);
-            let cancel =
-                opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
-                    .build()
-                    .user_data(op::encode(op::IGNORE, 0, 0));
-            self.push(cancel);
+        if self.listener.is_some() {
+            if self.accept_paused_until.take().is_some() {
+                // No accept is in flight: nothing will complete to drop the handle.
+                self.listener = None;
+            } else {
+                // Ends this worker's multishot accept; its last completion drops the handle.
+                // The socket is shared by every worker (and closes with the last handle), so
+                // it is not shut down: the others accept until their own shutdown.
+                let accept = op::encode(op::ACCEPT, 0, self.accept_generation);
+                let cancel = opcode::AsyncCancel::new(accept).build().user_data(op::encode(
+                    op::IGNORE,
+                    0,
+                    0,
+                ));
+                self.push(cancel);
+            }
         }
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
         for slot in slots {
