@@ -116,6 +116,16 @@ pub const POOL_SMALL_RECORDS: usize = 4_096;
 /// A link whose send has not completed for this long is closed: the peer does not read.
 pub const SEND_STALL_TIMEOUT_MS: u64 = 30_000;
 
+/// A record being reassembled in a full-size buffer (more than [`SMALL_RECORD_BUF`] bytes of
+/// it arrived, the rest not yet) must complete within this long, or the link is closed
+/// (`ring::Config::record_completion_timeout`; the engine checks once per period, so a buffer
+/// is held at most twice this). Without it a peer could pin 64 KiB of a node's memory per link
+/// for as long as it liked by sending 513 bytes of a record and then one byte per idle timeout.
+/// 10 s asks a sender for 64 KiB in 10 s (6.5 KB/s, a 52 kbit/s path) once it has begun a
+/// record, far below any link a cluster runs on, and bounds a stranger's pinned memory by
+/// the handshake rate (each pin costs a new link) instead of by the links a node holds.
+pub const RECORD_COMPLETION_TIMEOUT_MS: u64 = 10_000;
+
 /// A link with more sealed bytes than this waiting to be sent is closed: its peer does not read
 /// fast enough and the node will not buffer without bound. 8 MiB is 128 full records.
 pub const SEND_QUEUE_MAX_BYTES: usize = 8 << 20;

@@ -146,6 +146,8 @@ pub struct Conn {
     pub shed_timer: bool,
     /// In the worker's list of links to flush this turn.
     pub touched: bool,
+    /// A reassembly timer is armed (at most one per link; see `Worker::arm_reassembly`).
+    pub reassembly_timer: bool,
     pub io: LinkIo,
     pub peer: Option<PublicKey>,
     /// For an outgoing link, until it is up.

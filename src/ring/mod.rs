@@ -83,6 +83,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A link whose send has not completed for this long (the peer does not read) is closed.
     pub send_stall_timeout: Duration,
+    /// A record being reassembled in a full-size buffer (more than 512 bytes of it arrived)
+    /// that has not completed this long after is closed as a protocol violation: a peer cannot
+    /// pin 64 KiB per link by starting a record and trickling the rest. Checked once per
+    /// period, so a buffer is held at most twice this.
+    pub record_completion_timeout: Duration,
     /// A link with more bytes than this sealed and unsent is closed (the peer does not read).
     pub send_queue_max_bytes: usize,
     /// A link on which nothing but keepalives has crossed for this long keeps its record keys
@@ -121,6 +126,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_millis(limits::KEEPALIVE_INTERVAL_MS),
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
             send_stall_timeout: Duration::from_millis(limits::SEND_STALL_TIMEOUT_MS),
+            record_completion_timeout: Duration::from_millis(limits::RECORD_COMPLETION_TIMEOUT_MS),
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
             shed_keys_after: Duration::from_millis(limits::SHED_KEYS_AFTER_MS),
             max_links: limits::MAX_LINKS_PER_WORKER,

@@ -409,6 +409,7 @@ impl Worker {
             stall_timer: false,
             shed_timer: false,
             touched: false,
+            reassembly_timer: false,
             io: LinkIo { crypto, txn: txn::Link::new(), rx: Rx::default(), tx: Tx::default() },
             peer: None,
             dial: None,
@@ -824,6 +825,7 @@ impl Worker {
         self.stats.messages_in += messages;
         self.stats.records_reassembled += reassembled;
         self.arm_shed(slot);
+        self.arm_reassembly(slot);
         self.touch(slot);
         result
     }
@@ -997,6 +999,24 @@ impl Worker {
         }
     }
 
+    /// Arms the link's reassembly deadline if it holds a record in a full-size buffer that has
+    /// none. One timer per link at most: one armed for an earlier record, when it fires, gives
+    /// the record it then finds a period of its own (`TimerKind::Reassembly`).
+    fn arm_reassembly(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.reassembly_timer || !conn.io.rx.holds_large_buffer() || conn.io.rx.deadline_armed()
+        {
+            return;
+        }
+        conn.io.rx.arm_deadline();
+        conn.reassembly_timer = true;
+        self.arm_timer(
+            slot,
+            TimerKind::Reassembly,
+            self.now + self.config.record_completion_timeout,
+        );
+    }
+
     /// Arms the link's shed timer if data has crossed it since its keys were last shed.
     fn arm_shed(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
@@ -1094,6 +1114,19 @@ impl Worker {
                             conn.shed_timer = true;
                             self.arm_timer(slot, TimerKind::Shed, due);
                         }
+                    }
+                }
+                TimerKind::Reassembly => {
+                    conn.reassembly_timer = false;
+                    if conn.io.rx.deadline_armed() {
+                        // The record that took a full-size buffer a period ago is still
+                        // unfinished: the peer holds our memory without sending.
+                        let stalled = "a record stayed unfinished past the reassembly deadline";
+                        let error = Error::from(crate::error::Violation::LinkProtocol(stalled));
+                        self.close(service, slot, CloseReason::Protocol(error));
+                    } else {
+                        // A later record (or none) holds the buffer now: it gets its period.
+                        self.arm_reassembly(slot);
                     }
                 }
                 TimerKind::SendStall => {
