@@ -137,6 +137,13 @@ pub const KEEPALIVE_INTERVAL_MS: u64 = 1_000;
 /// A link that received nothing (not even a keepalive) for this long is closed.
 pub const IDLE_TIMEOUT_MS: u64 = 5_000;
 
+/// The shortest keepalive interval a link may be given (`ring::WorkerCtx::set_keepalive`).
+/// A link's interval follows the other end's idle timeout, which that end announces: without
+/// a floor, a peer announcing a microsecond would have us seal a keepalive every turn. 10 ms
+/// (100 keepalives a second, ~5.6 KB/s) is already more than any idle timeout a node would
+/// set needs (a configuration's default is 1 s for 5 s).
+pub const KEEPALIVE_INTERVAL_MIN_MS: u64 = 10;
+
 /// On shutdown, links get this long to send their close notice before they are cut.
 pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
 

@@ -43,6 +43,7 @@ mod uring;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -53,6 +54,7 @@ use crate::ids::LinkId;
 use crate::limits;
 use crate::txn::{self, Event, Received};
 
+use conn::LinkMeta;
 pub use conn::{CloseReason, LinkStats};
 pub use mailbox::{Command, Mailbox};
 pub use stream::TxSink;
@@ -194,6 +196,10 @@ pub struct LinkCtx<'a> {
     now: Instant,
     /// The worker's other links, while a received message is handled (none otherwise).
     pub peers: Peers<'a>,
+    /// The link's socket (open while the context exists: a link's socket is closed only when
+    /// the link is freed, after every callback on it).
+    fd: RawFd,
+    meta: &'a mut LinkMeta,
 }
 
 impl LinkCtx<'_> {
@@ -217,6 +223,47 @@ impl LinkCtx<'_> {
     pub fn queued_bytes(&self) -> usize {
         self.out.queued_bytes()
     }
+
+    /// Whether this worker dialled the link (`false`: it accepted it). When two nodes dial each
+    /// other at once, each can keep the one link of the pair that the same rule picks at both
+    /// ends.
+    pub fn dialled(&self) -> bool {
+        self.meta.dialled
+    }
+
+    /// The address of the other end of the link: where a dialled link was dialled, or where an
+    /// accepted one came from. Asked of the kernel (`getpeername`) on each call, so a link
+    /// keeps no copy; `None` once the connection is gone (reset by the peer, say).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: `fd` is the link's socket, which stays open at least as long as this
+        // context borrows the link (a socket is closed only when its link is freed, after
+        // every callback on it); the borrow does not outlive this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
+    }
+
+    /// Sends this link's keepalives at `interval` from now on, instead of
+    /// [`Config::keepalive_interval`]: the other end's idle timeout may be shorter than ours
+    /// (see [`WorkerCtx::set_keepalive`]). In whole milliseconds, at least
+    /// [`limits::KEEPALIVE_INTERVAL_MIN_MS`]. Takes effect at the end of the turn.
+    pub fn set_keepalive(&mut self, interval: Duration) {
+        self.meta.keepalive_ms = keepalive_ms(interval);
+        self.meta.keepalive_changed = true;
+    }
+
+    /// The keepalive interval set for this link ([`LinkCtx::set_keepalive`],
+    /// [`WorkerCtx::set_keepalive`]); `None`: the engine's [`Config::keepalive_interval`].
+    pub fn keepalive(&self) -> Option<Duration> {
+        (self.meta.keepalive_ms > 0).then(|| Duration::from_millis(self.meta.keepalive_ms.into()))
+    }
+}
+
+/// A link's keepalive interval as stored: whole milliseconds, within
+/// [`limits::KEEPALIVE_INTERVAL_MIN_MS`] and what a `u32` holds (49 days). Never 0, which
+/// stands for the engine's default.
+fn keepalive_ms(interval: Duration) -> u32 {
+    let ms = interval.as_millis().max(u128::from(limits::KEEPALIVE_INTERVAL_MIN_MS));
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 /// Why an engine could not start.
@@ -407,5 +454,23 @@ impl Engine {
         }
         self.shutdown();
         Ok(self.join())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_links_keepalive_interval_is_kept_in_whole_milliseconds_within_bounds() {
+        assert_eq!(keepalive_ms(Duration::from_millis(300)), 300);
+        assert_eq!(keepalive_ms(Duration::from_micros(300_900)), 300);
+        // Never below the floor, never 0 (the engine's default), never wrapped.
+        assert_eq!(keepalive_ms(Duration::ZERO), limits::KEEPALIVE_INTERVAL_MIN_MS as u32);
+        assert_eq!(keepalive_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+        let meta = LinkMeta::default();
+        assert_eq!(meta.keepalive(Duration::from_secs(7)), Duration::from_secs(7));
+        let meta = LinkMeta { keepalive_ms: 250, ..meta };
+        assert_eq!(meta.keepalive(Duration::from_secs(7)), Duration::from_millis(250));
     }
 }

@@ -20,7 +20,7 @@ use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
 use super::bufring::BufRing;
-use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, Phase};
+use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, LinkMeta, Phase};
 use super::mailbox::{Command, Mailbox};
 use super::pool::Pool;
 use super::stream::{Rx, Tx, TxSink};
@@ -410,7 +410,13 @@ impl Worker {
             shed_timer: false,
             touched: false,
             reassembly_timer: false,
-            io: LinkIo { crypto, txn: txn::Link::new(), rx: Rx::default(), tx: Tx::default() },
+            io: LinkIo {
+                crypto,
+                txn: txn::Link::new(),
+                rx: Rx::default(),
+                tx: Tx::default(),
+                meta: LinkMeta::default(),
+            },
             peer: None,
             dial: None,
             send_started: None,
@@ -563,6 +569,7 @@ impl Worker {
         };
         let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
         let conn = &mut self.conns[slot as usize];
+        conn.io.meta.dialled = true;
         let dial = conn.dial.insert(Box::new(Dial {
             addr: SockAddr::from(addr),
             expected_peer: peer,
@@ -749,8 +756,9 @@ impl Worker {
         // place holds an empty `LinkIo`, which `Peers` does not lend.
         let mut io = std::mem::take(&mut conn.io);
         let mut last_data = conn.last_data;
+        let fd = conn.socket.as_raw_fd();
         let (mut records, mut messages, mut reassembled) = (0, 0, 0);
-        let LinkIo { rx, tx, txn, crypto } = &mut io;
+        let LinkIo { rx, tx, txn, crypto, meta } = &mut io;
         let result = match crypto {
             Crypto::Established { sealer, opener } => {
                 let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
@@ -770,6 +778,8 @@ impl Worker {
                         out: tx.sink(sealer, pool),
                         now,
                         peers: Peers::new(conns, pool, touched, worker),
+                        fd,
+                        meta,
                     };
                     // One context for the record: offered whole first, then message by message.
                     if let Some(n) = service.record(&mut ctx, plaintext) {
@@ -852,7 +862,10 @@ impl Worker {
         // The connect is long complete: the dial's address and identity are not needed again.
         conn.dial = None;
         self.stats.established += 1;
-        self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
+        // Due at the latest then, whatever the last send: it will find the keepalive due.
+        conn.io.meta.keepalive_armed = true;
+        let keepalive = conn.io.meta.keepalive(self.config.keepalive_interval);
+        self.arm_timer(slot, TimerKind::Keepalive, now + keepalive);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
         if let Some(at) = rekey_at {
             self.arm_timer(slot, TimerKind::Rekey, at);
@@ -944,7 +957,11 @@ impl Worker {
                     let records = whole + u64::from(building);
                     conn.stats.records_out += records;
                     self.stats.records_out += records;
-                    conn.last_tx = self.now;
+                    if conn.last_tx != self.now {
+                        // The keepalive moves later: the entry armed for it fires early now.
+                        conn.last_tx = self.now;
+                        conn.io.meta.keepalive_armed = false;
+                    }
                     if !conn.ping_only || whole > 0 {
                         conn.last_data = self.now;
                         if !std::mem::replace(&mut conn.shed_timer, true) {
@@ -962,6 +979,16 @@ impl Worker {
                     sealer.shed_keys();
                     opener.shed_keys();
                 }
+            }
+            if conn.io.meta.keepalive_changed && conn.phase == Phase::Established {
+                // A new interval: an entry for the deadline it gives (at once if that has
+                // passed); entries armed for the old one are stale from now on.
+                conn.io.meta.keepalive_changed = false;
+                conn.io.meta.keepalive_armed = true;
+                let at = (conn.last_tx + conn.io.meta.keepalive(self.config.keepalive_interval))
+                    .max(self.now);
+                let generation = conn.generation;
+                self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Keepalive });
             }
             if let Some(error) = conn.io.tx.take_failure() {
                 self.close(service, slot, CloseReason::Protocol(error));
@@ -1057,7 +1084,8 @@ impl Worker {
                     }
                 }
                 TimerKind::Keepalive => {
-                    let due = conn.last_tx + self.config.keepalive_interval;
+                    let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
+                    let due = conn.last_tx + interval;
                     if self.now >= due {
                         // The ping about to go says the link is idle this way; if nothing but
                         // pings has crossed it either way for a while, shed its record keys
@@ -1077,15 +1105,17 @@ impl Worker {
                                 &[],
                             );
                         }
+                        // The ping is sealed at the end of this turn: that is the last send.
+                        conn.last_tx = self.now;
+                        conn.io.meta.keepalive_armed = true;
                         self.touch(slot);
-                        self.arm_timer(
-                            slot,
-                            TimerKind::Keepalive,
-                            self.now + self.config.keepalive_interval,
-                        );
-                    } else {
+                        self.arm_timer(slot, TimerKind::Keepalive, self.now + interval);
+                    } else if !std::mem::replace(&mut conn.io.meta.keepalive_armed, true) {
+                        // Sends moved the keepalive later: follow it.
                         self.arm_timer(slot, TimerKind::Keepalive, due);
                     }
+                    // Else another entry is armed for the true deadline (the interval changed,
+                    // or an earlier entry already followed the sends): this one is stale.
                 }
                 TimerKind::Rekey => {
                     if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
@@ -1352,6 +1382,21 @@ impl WorkerCtx<'_> {
         cipher: Arc<cipher::Config>,
     ) -> Option<LinkId> {
         self.worker.connect(addr, from, peer, Some(cipher))
+    }
+
+    /// Sends link `link`'s keepalives at `interval` from now on instead of
+    /// `Config::keepalive_interval`, in whole milliseconds and at least
+    /// `KEEPALIVE_INTERVAL_MIN_MS`: each end must keep alive often enough for the *other*
+    /// end's idle timeout, which may be shorter than ours (a third of it leaves room for two
+    /// keepalives lost or late). Takes effect at the end of the turn: a sooner deadline is
+    /// armed then, a later one followed. A link that is gone is ignored; one still
+    /// handshaking starts with it.
+    pub fn set_keepalive(&mut self, link: LinkId, interval: Duration) {
+        let Some(slot) = self.worker.slot_of(link) else { return };
+        let meta = &mut self.worker.conns[slot as usize].io.meta;
+        meta.keepalive_ms = super::keepalive_ms(interval);
+        meta.keepalive_changed = true;
+        self.worker.touch(slot);
     }
 
     /// Links of this worker that are not closing (established, handshaking, dialling).
