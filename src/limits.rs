@@ -182,6 +182,29 @@ pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 /// are back within nine minutes per worker. Dials are not limited: a node chooses its own.
 pub const HANDSHAKES_PER_SEC: u32 = 2_000;
 
+/// Default handshakes a worker starts per second, beyond [`HANDSHAKES_PER_SEC`], on
+/// connections from trusted source addresses (`ring::Config::trusted_handshakes_per_sec`): a
+/// second token bucket, used only when the common one is empty, that strangers never touch.
+/// 250 a second is about 8% of a core at ~330 µs per handshake, so a storm of strangers and
+/// trusted peers together take under three quarters of a core; it brings
+/// [`CONFIG_PEERS_MAX`] peers back within 17 s even while strangers empty the common bucket.
+pub const TRUSTED_HANDSHAKES_PER_SEC: u32 = 250;
+
+/// Default link slots per worker that only connections from trusted source addresses may take
+/// (`ring::Config::reserved_links`; strangers are refused at `max_links` minus these; at most
+/// half of `max_links` is ever reserved, and nothing while no source is trusted). One for each
+/// peer a configuration may list ([`CONFIG_PEERS_MAX`]), so every configured peer gets a link
+/// however many strangers hold the rest: 0.4% of [`MAX_LINKS_PER_WORKER`].
+pub const RESERVED_LINKS: usize = CONFIG_PEERS_MAX;
+
+/// Source addresses a worker trusts at run time beyond the configured ones
+/// (`ring::WorkerCtx::trust_source`, called when a link from there proved an authorized key);
+/// past it the least recently trusted is forgotten. Authorized keys are the configured peers'
+/// ([`CONFIG_PEERS_MAX`]), and each has one address or a few (a new one after a NAT rebinding
+/// or a move; a forgotten one is trusted again at its next proof): 4,096 holds one for every
+/// peer and, at ~100 bytes each with the eviction order, costs under half a MiB when full.
+pub const TRUSTED_SOURCES_MAX: usize = 4_096;
+
 /// Default microseconds a worker keeps polling its ring after a turn that moved data, before
 /// it sleeps (`ring::Config::busy_poll`; 0: sleep at once). Waking a sleeping thread costs
 /// ~20 µs on the development VM, and a relayed request-reply sleeps and wakes at every hop in

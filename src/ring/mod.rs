@@ -31,6 +31,7 @@
 //! `user_data` of every operation encodes its kind, the link's table slot and generation, so a
 //! completion for a link that has since been replaced is recognised and ignored.
 
+mod admission;
 pub mod bufring;
 mod conn;
 pub mod mailbox;
@@ -97,13 +98,34 @@ pub struct Config {
     pub shed_keys_after: Duration,
     /// Links per worker, established and handshaking, dialled ones included. A connection
     /// accepted when the worker holds this many is closed at once, before any handshake work,
-    /// and counted in [`WorkerStats::refused_max_links`]. Dials are never refused by it.
+    /// and counted in [`WorkerStats::trusted_refused_max_links`]; one from a stranger is
+    /// refused earlier, at [`Config::max_stranger_links`] ([`WorkerStats::refused_max_links`]).
+    /// Dials are never refused by it.
     pub max_links: usize,
     /// Handshakes a worker starts per second on accepted connections: a token bucket refilled
     /// continuously, holding at most one second's worth (so a burst of this many is taken at
     /// once). A connection accepted with no token left is closed at once and counted in
-    /// [`WorkerStats::refused_handshake_rate`]. Dials are not limited.
+    /// [`WorkerStats::refused_handshake_rate`] (or, from a trusted source with none left in
+    /// its own bucket either, [`WorkerStats::trusted_refused_handshake_rate`]). Dials are not
+    /// limited.
     pub max_handshakes_per_sec: u32,
+    /// Source addresses whose connections are trusted (e.g. the configured peers'), besides
+    /// those a service adds at run time ([`WorkerCtx::trust_source`]). A peer's key is known
+    /// only at the end of its handshake, so admission goes by address: a trusted source may
+    /// take [`Config::reserved_links`] link slots that strangers cannot, and handshake tokens
+    /// from a bucket of its own ([`Config::trusted_handshakes_per_sec`]) when the common one is
+    /// empty. IPv4 addresses match their IPv4-mapped IPv6 form.
+    pub trusted_sources: Vec<IpAddr>,
+    /// Handshakes a worker starts per second on connections from trusted sources when the
+    /// common bucket ([`Config::max_handshakes_per_sec`]) is empty: a second token bucket,
+    /// refilled the same way, that strangers never touch.
+    pub trusted_handshakes_per_sec: u32,
+    /// Link slots of `max_links` that only connections from trusted sources may take:
+    /// strangers are refused at [`Config::max_stranger_links`]. At most half of `max_links`
+    /// is reserved, whatever this says, so a small `max_links` set alone still admits
+    /// strangers; and nothing is reserved while no source is trusted at all (none configured
+    /// and none trusted at run time yet).
+    pub reserved_links: usize,
     /// After a turn that moved data, a worker polls its ring this long before it sleeps,
     /// yielding the core to any other runnable thread between looks (zero: it sleeps at once).
     /// Trades idle cycles for the ~20 µs a sleeping thread takes to wake.
@@ -133,6 +155,9 @@ impl Default for Config {
             shed_keys_after: Duration::from_millis(limits::SHED_KEYS_AFTER_MS),
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
+            trusted_sources: Vec::new(),
+            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
+            reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
             busy_poll_backoff: Duration::from_millis(limits::BUSY_POLL_BACKOFF_MS),
         }
@@ -140,6 +165,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The links a worker may hold before it refuses connections from strangers (sources not
+    /// trusted), while some source is trusted: `max_links` less the reserved slots, of which
+    /// there are at most half of `max_links`. (While none is, strangers may take all of
+    /// `max_links`.)
+    pub fn max_stranger_links(&self) -> usize {
+        self.max_links - self.reserved_links.min(self.max_links / 2)
+    }
+
     /// Bytes of receive buffers each worker provides to the kernel.
     pub fn recv_bytes(&self) -> u64 {
         u64::from(self.recv_buffers) * u64::from(self.recv_buffer_size)
@@ -233,7 +266,9 @@ impl LinkCtx<'_> {
 
     /// The address of the other end of the link: where a dialled link was dialled, or where an
     /// accepted one came from. Asked of the kernel (`getpeername`) on each call, so a link
-    /// keeps no copy; `None` once the connection is gone (reset by the peer, say).
+    /// keeps no copy; `None` once the connection is gone (reset by the peer, say). A service
+    /// that sees an authorized key on a link can trust its source address for admission
+    /// ([`WorkerCtx::trust_source`]).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         // SAFETY: `fd` is the link's socket, which stays open at least as long as this
         // context borrows the link (a socket is closed only when its link is freed, after
@@ -418,6 +453,14 @@ impl Engine {
     pub fn connect_from(&self, addr: SocketAddr, from: Option<IpAddr>, peer: Option<PublicKey>) {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.mailboxes.len();
         self.send(index, Command::Connect { addr, from, peer });
+    }
+
+    /// Trusts connections from source address `ip` on every worker from now on (see
+    /// [`WorkerCtx::trust_source`]). Blocks briefly if a mailbox is full.
+    pub fn trust_source(&self, ip: IpAddr) {
+        for mailbox in self.mailboxes.iter() {
+            mailbox.send_blocking(Command::TrustSource(ip));
+        }
     }
 
     /// Sends a command to worker `index`. Blocks briefly if its mailbox is full.

@@ -19,6 +19,7 @@ use crate::limits::{HANDSHAKE_FRAME_MAX, POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
 use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
+use super::admission::Admission;
 use super::bufring::BufRing;
 use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, LinkMeta, Phase};
 use super::mailbox::{Command, Mailbox};
@@ -41,11 +42,29 @@ pub struct WorkerStats {
     /// Links that failed before completing the handshake, and dials that could not start (no
     /// socket, or the source address would not bind).
     pub handshake_failures: u64,
-    /// Accepted connections closed at once because the worker held `Config::max_links` links.
+    /// Accepted connections from strangers (sources not trusted) closed at once because the
+    /// worker held `Config::max_stranger_links()` links (`max_links` while no source is
+    /// trusted).
     pub refused_max_links: u64,
-    /// Accepted connections closed at once because the handshake rate
+    /// Accepted connections from strangers closed at once because the handshake rate
     /// (`Config::max_handshakes_per_sec`) was used up.
     pub refused_handshake_rate: u64,
+    /// Accepted connections from trusted sources (`Config::trusted_sources`,
+    /// [`WorkerCtx::trust_source`]) that started a handshake; also counted in `accepted`,
+    /// which less this is the strangers' count.
+    pub trusted_accepted: u64,
+    /// Of `trusted_accepted`, those that took a token from the trusted sources' own bucket
+    /// (`Config::trusted_handshakes_per_sec`) because the common one was empty.
+    pub trusted_reserved_tokens: u64,
+    /// Of `trusted_accepted`, those that took one of the link slots strangers cannot
+    /// (`Config::reserved_links`): the worker held `max_stranger_links()` links or more.
+    pub trusted_reserved_links: u64,
+    /// Accepted connections from trusted sources closed at once because the worker held
+    /// `Config::max_links` links.
+    pub trusted_refused_max_links: u64,
+    /// Accepted connections from trusted sources closed at once because both the common
+    /// handshake bucket and the trusted sources' own were empty.
+    pub trusted_refused_handshake_rate: u64,
     /// Links closed (for any reason).
     pub closed: u64,
     /// Bytes received and sent.
@@ -111,9 +130,8 @@ pub(crate) struct Worker {
     dial_errors: Vec<(SocketAddr, CloseReason)>,
     /// Links not closing: established, handshaking, connecting or draining.
     live_links: usize,
-    /// Handshake tokens left (see `Config::max_handshakes_per_sec`), as of `tokens_at`.
-    tokens: f64,
-    tokens_at: Instant,
+    /// Who may start a handshake on an accepted connection: token buckets, trusted sources.
+    admission: Admission,
     now: Instant,
     shutdown_deadline: Option<Instant>,
     /// Accepting resumes then, after a failure such as running out of descriptors.
@@ -143,7 +161,7 @@ impl Worker {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
         let now = now();
-        let tokens = f64::from(config.max_handshakes_per_sec);
+        let admission = Admission::new(&config, now);
         Ok(Worker {
             bufring,
             ring,
@@ -164,8 +182,7 @@ impl Worker {
             deferred_closes: Vec::new(),
             dial_errors: Vec::new(),
             live_links: 0,
-            tokens,
-            tokens_at: now,
+            admission,
             now,
             shutdown_deadline: None,
             accept_paused_until: None,
@@ -390,6 +407,7 @@ impl Worker {
                 self.connect(addr, from, peer, None);
             }
             Command::Shutdown => self.begin_shutdown(service),
+            Command::TrustSource(ip) => self.admission.trust(ip),
             Command::Service(payload) => service.command(&mut WorkerCtx { worker: self }, payload),
         }
     }
@@ -450,7 +468,7 @@ impl Worker {
             if self.shutdown_deadline.is_some() {
                 // Shutting down: a connection that raced the end of accepting is dropped.
                 drop(socket);
-            } else if self.admit() {
+            } else if self.admit(&socket) {
                 let _ = socket.set_tcp_nodelay(true);
                 self.adopt(socket);
             } else {
@@ -510,25 +528,16 @@ impl Worker {
         self.arm_accept();
     }
 
-    /// Whether an accepted connection may start a handshake: the worker holds fewer than
-    /// `max_links` links and a handshake token is left (taking it). Counts a refusal.
-    fn admit(&mut self) -> bool {
-        if self.live_links >= self.config.max_links {
-            self.stats.refused_max_links += 1;
-            tracing::debug!(worker = self.index, links = self.live_links, "refused: max_links");
-            return false;
+    /// Whether an accepted connection may start a handshake, by its source address (one
+    /// `getpeername`): a link slot and a handshake token for its class (see `admission`).
+    /// Counts the outcome.
+    fn admit(&mut self, socket: &Socket) -> bool {
+        let source = socket.peer_addr().ok().and_then(|addr| addr.as_socket()).map(|a| a.ip());
+        let admitted = self.admission.admit(self.now, source, self.live_links, &mut self.stats);
+        if !admitted {
+            tracing::debug!(worker = self.index, ?source, links = self.live_links, "refused");
         }
-        let rate = f64::from(self.config.max_handshakes_per_sec);
-        let elapsed = self.now.saturating_duration_since(self.tokens_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.tokens_at = self.now;
-        if self.tokens < 1.0 {
-            self.stats.refused_handshake_rate += 1;
-            tracing::debug!(worker = self.index, "refused: handshake rate");
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
+        admitted
     }
 
     /// Starts the responder's handshake on an accepted connection.
@@ -1382,6 +1391,23 @@ impl WorkerCtx<'_> {
         cipher: Arc<cipher::Config>,
     ) -> Option<LinkId> {
         self.worker.connect(addr, from, peer, Some(cipher))
+    }
+
+    /// Trusts connections from source address `ip` from now on, on every worker of the engine
+    /// (this one at once, the others through their mailboxes; one whose mailbox is full does
+    /// not hear of it, which is logged). Call it when a link from `ip` proved an authorized
+    /// key ([`LinkCtx::remote_addr`](super::LinkCtx::remote_addr)): its connections may then
+    /// take the link slots and handshake tokens reserved for trusted sources
+    /// (`Config::reserved_links`, `Config::trusted_handshakes_per_sec`), which strangers cannot.
+    /// At most `TRUSTED_SOURCES_MAX` addresses are trusted this way per worker, besides
+    /// `Config::trusted_sources`; past it the least recently trusted is forgotten.
+    pub fn trust_source(&mut self, ip: IpAddr) {
+        self.worker.admission.trust(ip);
+        for (index, mailbox) in self.worker.mailboxes.iter().enumerate() {
+            if index != self.worker.index && mailbox.send(Command::TrustSource(ip)).is_err() {
+                tracing::warn!(worker = index, %ip, "mailbox full: a trusted source not passed on");
+            }
+        }
     }
 
     /// Sends link `link`'s keepalives at `interval` from now on instead of
