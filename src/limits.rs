@@ -116,6 +116,16 @@ pub const POOL_SMALL_RECORDS: usize = 4_096;
 /// A link whose send has not completed for this long is closed: the peer does not read.
 pub const SEND_STALL_TIMEOUT_MS: u64 = 30_000;
 
+/// A record being reassembled in a full-size buffer (more than [`SMALL_RECORD_BUF`] bytes of
+/// it arrived, the rest not yet) must complete within this long, or the link is closed
+/// (`ring::Config::record_completion_timeout`; the engine checks once per period, so a buffer
+/// is held at most twice this). Without it a peer could pin 64 KiB of a node's memory per link
+/// for as long as it liked by sending 513 bytes of a record and then one byte per idle timeout.
+/// 10 s asks a sender for 64 KiB in 10 s (6.5 KB/s, a 52 kbit/s path) once it has begun a
+/// record, far below any link a cluster runs on, and bounds a stranger's pinned memory by
+/// the handshake rate (each pin costs a new link) instead of by the links a node holds.
+pub const RECORD_COMPLETION_TIMEOUT_MS: u64 = 10_000;
+
 /// A link with more sealed bytes than this waiting to be sent is closed: its peer does not read
 /// fast enough and the node will not buffer without bound. 8 MiB is 128 full records.
 pub const SEND_QUEUE_MAX_BYTES: usize = 8 << 20;
@@ -132,6 +142,13 @@ pub const IDLE_TIMEOUT_MS: u64 = 5_000;
 /// for less than this would have us send a keepalive more often than every 10 ms; its link is
 /// refused at the hello (`Limit::PeerIdleTimeout`) instead of being left to time out.
 pub const PEER_IDLE_TIMEOUT_MIN_MS: u64 = 30;
+
+/// The shortest keepalive interval a link may be given (`ring::WorkerCtx::set_keepalive`).
+/// A link's interval follows the other end's idle timeout, which that end announces: without
+/// a floor, a peer announcing a microsecond would have us seal a keepalive every turn. 10 ms
+/// (100 keepalives a second, ~5.6 KB/s) is already more than any idle timeout a node would
+/// set needs (a configuration's default is 1 s for 5 s).
+pub const KEEPALIVE_INTERVAL_MIN_MS: u64 = 10;
 
 /// On shutdown, links get this long to send their close notice before they are cut.
 pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
@@ -170,6 +187,29 @@ pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 /// of a core: during a reconnect storm established links keep the rest, and a million clients
 /// are back within nine minutes per worker. Dials are not limited: a node chooses its own.
 pub const HANDSHAKES_PER_SEC: u32 = 2_000;
+
+/// Default handshakes a worker starts per second, beyond [`HANDSHAKES_PER_SEC`], on
+/// connections from trusted source addresses (`ring::Config::trusted_handshakes_per_sec`): a
+/// second token bucket, used only when the common one is empty, that strangers never touch.
+/// 250 a second is about 8% of a core at ~330 µs per handshake, so a storm of strangers and
+/// trusted peers together take under three quarters of a core; it brings
+/// [`CONFIG_PEERS_MAX`] peers back within 17 s even while strangers empty the common bucket.
+pub const TRUSTED_HANDSHAKES_PER_SEC: u32 = 250;
+
+/// Default link slots per worker that only connections from trusted source addresses may take
+/// (`ring::Config::reserved_links`; strangers are refused at `max_links` minus these; at most
+/// half of `max_links` is ever reserved, and nothing while no source is trusted). One for each
+/// peer a configuration may list ([`CONFIG_PEERS_MAX`]), so every configured peer gets a link
+/// however many strangers hold the rest: 0.4% of [`MAX_LINKS_PER_WORKER`].
+pub const RESERVED_LINKS: usize = CONFIG_PEERS_MAX;
+
+/// Source addresses a worker trusts at run time beyond the configured ones
+/// (`ring::WorkerCtx::trust_source`, called when a link from there proved an authorized key);
+/// past it the least recently trusted is forgotten. Authorized keys are the configured peers'
+/// ([`CONFIG_PEERS_MAX`]), and each has one address or a few (a new one after a NAT rebinding
+/// or a move; a forgotten one is trusted again at its next proof): 4,096 holds one for every
+/// peer and, at ~100 bytes each with the eviction order, costs under half a MiB when full.
+pub const TRUSTED_SOURCES_MAX: usize = 4_096;
 
 /// Default microseconds a worker keeps polling its ring after a turn that moved data, before
 /// it sleeps (`ring::Config::busy_poll`; 0: sleep at once). Waking a sleeping thread costs
@@ -337,6 +377,8 @@ const _: () = assert!(SPANS_HELD_PER_NEIGHBOUR_MAX < PEER_TXNS_PER_LINK_MAX);
 const _: () = assert!(SPANS_PER_NEIGHBOUR_MAX <= SPANS_HELD_PER_NEIGHBOUR_MAX);
 // A client's calls, mounts and hello fit its transaction bound.
 const _: () = assert!(CLIENT_CALLS_MAX + CLIENT_MOUNTS_PER_CLIENT + 2 <= CLIENT_TXNS_PER_LINK_MAX);
+// A third of the shortest idle timeout a peer may ask for is a keepalive a link may be given.
+const _: () = assert!(PEER_IDLE_TIMEOUT_MIN_MS / 3 >= KEEPALIVE_INTERVAL_MIN_MS);
 // The hello carries the idle timeout in milliseconds as a u32.
 const _: () = assert!(IDLE_TIMEOUT_MS <= u32::MAX as u64);
 // Our spans and circuits on a link fit the transactions we may open there.

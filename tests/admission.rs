@@ -2,17 +2,23 @@
 //! say a word, and real handshakes far beyond the rate) against a worker with a small link
 //! bound and handshake rate, while an established link keeps exchanging transactions. The storm
 //! is refused at accept, counted by cause, and the established link loses nothing.
+//!
+//! Then the same kind of flood from one source address while another, trusted, source dials:
+//! configured as trusted, or vouched for by the service once a link from there showed the
+//! authorized key, its handshakes all complete; untrusted, every one of them is refused.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use ringspan::cipher::{self, Identity};
+use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ids::LinkId;
-use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service};
+use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 const REQUEST: Command = Command::new(16, 1);
 
@@ -121,7 +127,7 @@ impl Service for Quiet {
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
 }
 
-fn wait_until(what: &str, ok: impl Fn() -> bool) {
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = now() + Duration::from_secs(20);
     while !ok() {
         assert!(now() < deadline, "timed out waiting for {what}");
@@ -236,4 +242,277 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
     assert!(s.accepted <= MAX_LINKS as u64 + s.closed, "more links than max_links at once");
     // Refused connections cost no handshake: every handshake started was a link admitted.
     assert!(s.established <= s.accepted);
+}
+
+/// The listener's link bound in the trusted-source tests.
+const FLOOD_MAX_LINKS: usize = 40;
+/// Of which only trusted sources may take the last ones: strangers are refused at 30.
+const FLOOD_RESERVED_LINKS: usize = 10;
+/// The common handshake rate in the trusted-source tests (and its burst), and the trusted
+/// sources' own.
+const FLOOD_RATE: u32 = 10;
+/// Handshakes the trusted source dials during the flood.
+const TRUSTED_DIALS: usize = 8;
+/// Raw connects the flood holds open at most (the descriptors they take).
+const FLOOD_RAW_MAX: usize = 400;
+
+const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// A source trusted by configuration in the scenario without trust, so that the listener
+/// reserves the same slots there (nothing is reserved while no source is trusted at all).
+const ELSEWHERE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+
+/// How the listener comes to trust the trusted source, if at all.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Trust {
+    /// Not at all: its connections are strangers' (another source is trusted instead).
+    Never,
+    /// Listed in `Config::trusted_sources`.
+    Configured,
+    /// Trusted at run time by the service, once a link from there showed the authorized key.
+    Vouched,
+}
+
+/// What the listener's service is asked and tells.
+enum Gate {
+    /// The worker's counters and live links.
+    Query(Sender<(ring::WorkerStats, usize)>),
+}
+
+/// The listener's service: trusts the source of any link that shows `authorized`, and answers
+/// queries.
+struct Gatekeeper {
+    authorized: PublicKey,
+    to_trust: Vec<IpAddr>,
+    trusted: Sender<IpAddr>,
+}
+
+impl Service for Gatekeeper {
+    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
+        assert!(!link.dialled(), "the listener dials nothing");
+        if link.peer() == self.authorized
+            && let Some(addr) = link.remote_addr()
+        {
+            self.to_trust.push(addr.ip());
+        }
+    }
+
+    fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
+
+    fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
+        for ip in self.to_trust.drain(..) {
+            worker.trust_source(ip);
+            let _ = self.trusted.send(ip);
+        }
+    }
+
+    fn command(&mut self, worker: &mut WorkerCtx<'_>, command: Box<dyn std::any::Any + Send>) {
+        if let Ok(gate) = command.downcast::<Gate>() {
+            let Gate::Query(reply) = *gate;
+            let _ = reply.send((worker.stats(), worker.live_links()));
+        }
+    }
+}
+
+/// The trusted source's dialler: counts its links up and its dials that failed.
+#[derive(Default)]
+struct Outcomes {
+    up: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Dialler {
+    outcomes: Arc<Outcomes>,
+}
+
+impl Service for Dialler {
+    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
+        assert!(link.dialled());
+        self.outcomes.up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
+
+    fn dial_failed(&mut self, _addr: SocketAddr, _reason: CloseReason) {
+        self.outcomes.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one flood scenario ended with.
+struct Flooded {
+    /// The trusted source's dials during the flood that came up, and that failed.
+    up: u64,
+    failed: u64,
+    /// The listener's counters at the end.
+    stats: ring::WorkerStats,
+}
+
+fn query(engine: &Engine) -> (ring::WorkerStats, usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    engine.send(0, ring::Command::Service(Box::new(Gate::Query(tx))));
+    rx.recv_timeout(Duration::from_secs(20)).expect("the listener's answer")
+}
+
+/// A listener with a small link bound and handshake rate; a flood from [`STRANGER`] (raw
+/// connects that never speak, and real handshakes from unknown keys) until the strangers'
+/// link slots are full and both kinds of refusal happened; then, while the flood goes on,
+/// [`TRUSTED_DIALS`] real handshakes from [`TRUSTED`]. Every wait is on a condition.
+fn flood(trust: Trust) -> Flooded {
+    let server_id = Identity::generate().unwrap();
+    let server_key = server_id.public_key();
+    let mut server_cipher = cipher::Config::new(server_id).unwrap();
+    // Strangers' handshakes complete: only admission stands in their way.
+    server_cipher.accept_unknown_keys = true;
+    // The silent connections admitted hold their slots for the whole scenario.
+    server_cipher.handshake_timeout = Duration::from_secs(120);
+    let trusted_id = Identity::generate().unwrap();
+    let authorized = trusted_id.public_key();
+    let (trusted_tx, trusted_rx) = std::sync::mpsc::channel();
+    let server = Engine::start(
+        ring::Config {
+            workers: 1,
+            pin_workers: false,
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            max_links: FLOOD_MAX_LINKS,
+            reserved_links: FLOOD_RESERVED_LINKS,
+            max_handshakes_per_sec: FLOOD_RATE,
+            trusted_handshakes_per_sec: FLOOD_RATE,
+            trusted_sources: match trust {
+                Trust::Never => vec![ELSEWHERE],
+                Trust::Configured => vec![TRUSTED],
+                Trust::Vouched => vec![],
+            },
+            ..ring::Config::default()
+        },
+        Arc::new(server_cipher),
+        move |_| Gatekeeper { authorized, to_trust: Vec::new(), trusted: trusted_tx.clone() },
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let outcomes = Arc::new(Outcomes::default());
+    let o = outcomes.clone();
+    let trusted = Engine::start(
+        ring::Config { workers: 1, pin_workers: false, ..ring::Config::default() },
+        Arc::new(cipher::Config::new(trusted_id).unwrap()),
+        move |_| Dialler { outcomes: o.clone() },
+    )
+    .unwrap();
+    if trust == Trust::Vouched {
+        // One link first: it shows the authorized key, and the listener trusts its source.
+        trusted.connect_from(addr, Some(TRUSTED), Some(server_key));
+        let ip = trusted_rx.recv_timeout(Duration::from_secs(20)).expect("a source trusted");
+        assert_eq!(ip, TRUSTED);
+        assert_eq!(outcomes.up.swap(0, Ordering::Relaxed), 1);
+    }
+
+    // The flood, on its own thread until told to stop.
+    let storm = Engine::start(
+        ring::Config { workers: 1, pin_workers: false, ..ring::Config::default() },
+        Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap()),
+        |_| Quiet,
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let (storm, stop) = (Arc::new(storm), stop.clone());
+        let handle = storm.clone();
+        let thread = std::thread::spawn(move || {
+            let mut silent = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if silent.len() < FLOOD_RAW_MAX {
+                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                    socket.bind(&SockAddr::from(SocketAddr::new(STRANGER, 0))).unwrap();
+                    // A refused connection may be reset before the connect returns.
+                    if socket.connect(&SockAddr::from(addr)).is_ok() {
+                        silent.push(socket);
+                    }
+                }
+                storm.connect_from(addr, Some(STRANGER), Some(server_key));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            silent
+        });
+        (handle, thread)
+    };
+    let stranger_slots = FLOOD_MAX_LINKS - FLOOD_RESERVED_LINKS;
+    let mut before = None;
+    wait_until("the strangers' slots full and both refusals", || {
+        let (s, live) = query(&server);
+        before = Some(s);
+        live >= stranger_slots && s.refused_max_links > 0 && s.refused_handshake_rate > 0
+    });
+    let before = before.unwrap();
+
+    // The trusted source's handshakes, while the flood goes on.
+    for _ in 0..TRUSTED_DIALS {
+        trusted.connect_from(addr, Some(TRUSTED), Some(server_key));
+    }
+    wait_until("every trusted dial's outcome", || {
+        outcomes.up.load(Ordering::Relaxed) + outcomes.failed.load(Ordering::Relaxed)
+            == TRUSTED_DIALS as u64
+    });
+    // The flood went on meanwhile: strangers are still being refused.
+    let refused = before.refused_max_links + TRUSTED_DIALS as u64;
+    wait_until("more strangers refused", || query(&server).0.refused_max_links > refused);
+    stop.store(true, Ordering::Relaxed);
+    let (storm, thread) = flooder;
+    let silent = thread.join().unwrap();
+    let (stats, _) = query(&server);
+    println!(
+        "{trust:?}: trusted dials {} up, {} failed; {} raw connects held; listener: {stats:?}",
+        outcomes.up.load(Ordering::Relaxed),
+        outcomes.failed.load(Ordering::Relaxed),
+        silent.len(),
+    );
+    trusted.shutdown();
+    trusted.join();
+    if let Ok(storm) = Arc::try_unwrap(storm) {
+        storm.shutdown();
+        storm.join();
+    }
+    drop(silent);
+    server.shutdown();
+    server.join();
+    Flooded {
+        up: outcomes.up.load(Ordering::Relaxed),
+        failed: outcomes.failed.load(Ordering::Relaxed),
+        stats,
+    }
+}
+
+fn enough_descriptors() {
+    let fds = ring::sys::raise_nofile_limit(8_192).unwrap();
+    assert!(fds >= 4_096, "the descriptor limit ({fds}) is too low for this test");
+}
+
+/// Strangers were refused both ways, and the trusted source's handshakes were not.
+fn assert_trusted_kept_their_share(flooded: &Flooded) {
+    let s = &flooded.stats;
+    assert_eq!((flooded.up, flooded.failed), (TRUSTED_DIALS as u64, 0));
+    assert!(s.refused_max_links > 0 && s.refused_handshake_rate > 0, "{s:?}");
+    assert_eq!(s.trusted_accepted, TRUSTED_DIALS as u64, "{s:?}");
+    // They came in over strangers holding every slot strangers may take.
+    assert_eq!(s.trusted_reserved_links, TRUSTED_DIALS as u64, "{s:?}");
+    assert_eq!(s.trusted_refused_max_links + s.trusted_refused_handshake_rate, 0, "{s:?}");
+}
+
+#[test]
+fn configured_trusted_sources_keep_their_handshakes_through_a_flood_of_strangers() {
+    enough_descriptors();
+    assert_trusted_kept_their_share(&flood(Trust::Configured));
+}
+
+#[test]
+fn a_source_vouched_for_at_run_time_keeps_its_handshakes_through_a_flood_of_strangers() {
+    enough_descriptors();
+    assert_trusted_kept_their_share(&flood(Trust::Vouched));
+}
+
+#[test]
+fn without_trust_the_same_handshakes_are_refused_in_a_flood_of_strangers() {
+    enough_descriptors();
+    let flooded = flood(Trust::Never);
+    let s = &flooded.stats;
+    assert_eq!((flooded.up, flooded.failed), (0, TRUSTED_DIALS as u64));
+    assert_eq!(s.trusted_accepted, 0, "{s:?}");
 }

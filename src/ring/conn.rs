@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use std::os::fd::AsRawFd;
 
 use socket2::{SockAddr, Socket};
 
@@ -146,6 +148,8 @@ pub struct Conn {
     pub shed_timer: bool,
     /// In the worker's list of links to flush this turn.
     pub touched: bool,
+    /// A reassembly timer is armed (at most one per link; see `Worker::arm_reassembly`).
+    pub reassembly_timer: bool,
     pub io: LinkIo,
     pub peer: Option<PublicKey>,
     /// For an outgoing link, until it is up.
@@ -178,6 +182,35 @@ pub struct LinkIo {
     pub txn: txn::Link,
     pub rx: Rx,
     pub tx: Tx,
+    pub meta: LinkMeta,
+}
+
+/// What a service reads or sets about its link besides its traffic (through [`LinkCtx`]), and
+/// the keepalive timer's state that goes with the setting. Eight bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkMeta {
+    /// This worker dialled the link (it did not accept it).
+    pub dialled: bool,
+    /// The link's own keepalive interval in milliseconds; 0: `Config::keepalive_interval`.
+    pub keepalive_ms: u32,
+    /// `keepalive_ms` was set since the worker last armed the keepalive timer by it.
+    pub keepalive_changed: bool,
+    /// A keepalive timer entry is armed that will find the keepalive due when it fires (the
+    /// link's last send plus its interval, or later): an entry that fires earlier, left from
+    /// before a send or a change of interval, is then stale and dropped instead of re-armed,
+    /// so a link keeps one live entry however often its interval changes.
+    pub keepalive_armed: bool,
+}
+
+impl LinkMeta {
+    /// The link's keepalive interval: its own if a service set one, else `default` (the
+    /// engine's).
+    pub fn keepalive(&self, default: Duration) -> Duration {
+        match self.keepalive_ms {
+            0 => default,
+            ms => Duration::from_millis(ms.into()),
+        }
+    }
 }
 
 impl Conn {
@@ -188,12 +221,21 @@ impl Conn {
         pool: &'a RefCell<Pool>,
         now: Instant,
     ) -> Option<LinkCtx<'a>> {
-        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut self.io
+        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, meta, .. } = &mut self.io
         else {
             return None;
         };
         let peer = self.peer?;
-        Some(LinkCtx { id, peer, txn, out: tx.sink(sealer, pool), now, peers: Peers::none() })
+        Some(LinkCtx {
+            id,
+            peer,
+            txn,
+            out: tx.sink(sealer, pool),
+            now,
+            peers: Peers::none(),
+            fd: self.socket.as_raw_fd(),
+            meta,
+        })
     }
 }
 
@@ -209,15 +251,19 @@ mod tests {
         let crypto = size_of::<Crypto>();
         let txn = size_of::<txn::Link>();
         let streams = size_of::<Rx>() + size_of::<Tx>();
-        assert_eq!(size_of::<LinkIo>(), crypto + txn + streams);
+        let meta = size_of::<LinkMeta>();
+        assert_eq!(size_of::<LinkIo>(), crypto + txn + streams + meta);
         let conn = size_of::<Conn>();
+        let rest = conn - size_of::<LinkIo>();
         println!(
-            "Conn {conn} bytes: crypto {crypto}, txn {txn}, rx+tx {streams}, the rest {}",
-            conn - crypto - txn - streams
+            "Conn {conn} bytes: crypto {crypto}, txn {txn}, rx+tx {streams}, meta {meta}, \
+             the rest {rest}"
         );
         // Four AES-256-GCM key schedules (both directions, current and next key each).
         assert!(crypto <= 2_352, "crypto state {crypto}");
         assert!(streams <= 120, "streams {streams}");
-        assert!(conn - crypto - txn - streams <= 176, "other fields");
+        // Who dialled, and the link's own keepalive interval with its timer's state.
+        assert!(meta <= 8, "meta {meta}");
+        assert!(rest <= 176, "other fields");
     }
 }

@@ -27,6 +27,9 @@ pub enum Command {
     },
     /// Stop accepting, close every link with a reason, and exit.
     Shutdown,
+    /// Trust connections from this source address from now on
+    /// ([`super::WorkerCtx::trust_source`]).
+    TrustSource(IpAddr),
     /// Something for the worker's service ([`super::Service::command`]).
     Service(Box<dyn Any + Send>),
 }

@@ -5,9 +5,10 @@
 //! One worker thread per core, pinned. Each owns one io_uring (SINGLE_ISSUER, DEFER_TASKRUN,
 //! COOP_TASKRUN), its links, a provided-buffer ring for receives, a pool of record buffers, a
 //! timer heap and a [`Service`] instance. Workers share nothing. A link lives on the worker that
-//! accepted or dialled it for its whole life; the kernel spreads incoming connections over the
-//! workers' listening sockets (SO_REUSEPORT), and [`Engine::connect`] deals outgoing ones round
-//! robin.
+//! accepted or dialled it for its whole life. The engine binds one listening socket (no
+//! SO_REUSEPORT, so no other process can share the port) and every worker keeps an accept in
+//! flight on its own handle to it, so incoming connections go to whichever worker is ready;
+//! [`Engine::connect`] deals outgoing ones round robin.
 //!
 //! Other threads reach a worker only through its [`mailbox`]: a bounded queue of commands and an
 //! eventfd that wakes the worker. A command carries owned values (addresses, buffers), never a
@@ -30,6 +31,7 @@
 //! `user_data` of every operation encodes its kind, the link's table slot and generation, so a
 //! completion for a link that has since been replaced is recognised and ignored.
 
+mod admission;
 pub mod bufring;
 mod conn;
 pub mod mailbox;
@@ -42,6 +44,7 @@ mod uring;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -52,6 +55,7 @@ use crate::ids::LinkId;
 use crate::limits;
 use crate::txn::{self, Event, Received};
 
+use conn::LinkMeta;
 pub use conn::{CloseReason, LinkStats};
 pub use mailbox::{Command, Mailbox};
 pub use stream::TxSink;
@@ -82,6 +86,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A link whose send has not completed for this long (the peer does not read) is closed.
     pub send_stall_timeout: Duration,
+    /// A record being reassembled in a full-size buffer (more than 512 bytes of it arrived)
+    /// that has not completed this long after is closed as a protocol violation: a peer cannot
+    /// pin 64 KiB per link by starting a record and trickling the rest. Checked once per
+    /// period, so a buffer is held at most twice this.
+    pub record_completion_timeout: Duration,
     /// A link with more bytes than this sealed and unsent is closed (the peer does not read).
     pub send_queue_max_bytes: usize,
     /// A link on which nothing but keepalives has crossed for this long keeps its record keys
@@ -89,13 +98,34 @@ pub struct Config {
     pub shed_keys_after: Duration,
     /// Links per worker, established and handshaking, dialled ones included. A connection
     /// accepted when the worker holds this many is closed at once, before any handshake work,
-    /// and counted in [`WorkerStats::refused_max_links`]. Dials are never refused by it.
+    /// and counted in [`WorkerStats::trusted_refused_max_links`]; one from a stranger is
+    /// refused earlier, at [`Config::max_stranger_links`] ([`WorkerStats::refused_max_links`]).
+    /// Dials are never refused by it.
     pub max_links: usize,
     /// Handshakes a worker starts per second on accepted connections: a token bucket refilled
     /// continuously, holding at most one second's worth (so a burst of this many is taken at
     /// once). A connection accepted with no token left is closed at once and counted in
-    /// [`WorkerStats::refused_handshake_rate`]. Dials are not limited.
+    /// [`WorkerStats::refused_handshake_rate`] (or, from a trusted source with none left in
+    /// its own bucket either, [`WorkerStats::trusted_refused_handshake_rate`]). Dials are not
+    /// limited.
     pub max_handshakes_per_sec: u32,
+    /// Source addresses whose connections are trusted (e.g. the configured peers'), besides
+    /// those a service adds at run time ([`WorkerCtx::trust_source`]). A peer's key is known
+    /// only at the end of its handshake, so admission goes by address: a trusted source may
+    /// take [`Config::reserved_links`] link slots that strangers cannot, and handshake tokens
+    /// from a bucket of its own ([`Config::trusted_handshakes_per_sec`]) when the common one is
+    /// empty. IPv4 addresses match their IPv4-mapped IPv6 form.
+    pub trusted_sources: Vec<IpAddr>,
+    /// Handshakes a worker starts per second on connections from trusted sources when the
+    /// common bucket ([`Config::max_handshakes_per_sec`]) is empty: a second token bucket,
+    /// refilled the same way, that strangers never touch.
+    pub trusted_handshakes_per_sec: u32,
+    /// Link slots of `max_links` that only connections from trusted sources may take:
+    /// strangers are refused at [`Config::max_stranger_links`]. At most half of `max_links`
+    /// is reserved, whatever this says, so a small `max_links` set alone still admits
+    /// strangers; and nothing is reserved while no source is trusted at all (none configured
+    /// and none trusted at run time yet).
+    pub reserved_links: usize,
     /// After a turn that moved data, a worker polls its ring this long before it sleeps,
     /// yielding the core to any other runnable thread between looks (zero: it sleeps at once).
     /// Trades idle cycles for the ~20 µs a sleeping thread takes to wake.
@@ -120,10 +150,14 @@ impl Default for Config {
             keepalive_interval: Duration::from_millis(limits::KEEPALIVE_INTERVAL_MS),
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
             send_stall_timeout: Duration::from_millis(limits::SEND_STALL_TIMEOUT_MS),
+            record_completion_timeout: Duration::from_millis(limits::RECORD_COMPLETION_TIMEOUT_MS),
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
             shed_keys_after: Duration::from_millis(limits::SHED_KEYS_AFTER_MS),
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
+            trusted_sources: Vec::new(),
+            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
+            reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
             busy_poll_backoff: Duration::from_millis(limits::BUSY_POLL_BACKOFF_MS),
         }
@@ -131,6 +165,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The links a worker may hold before it refuses connections from strangers (sources not
+    /// trusted), while some source is trusted: `max_links` less the reserved slots, of which
+    /// there are at most half of `max_links`. (While none is, strangers may take all of
+    /// `max_links`.)
+    pub fn max_stranger_links(&self) -> usize {
+        self.max_links - self.reserved_links.min(self.max_links / 2)
+    }
+
     /// Bytes of receive buffers each worker provides to the kernel.
     pub fn recv_bytes(&self) -> u64 {
         u64::from(self.recv_buffers) * u64::from(self.recv_buffer_size)
@@ -187,6 +229,10 @@ pub struct LinkCtx<'a> {
     now: Instant,
     /// The worker's other links, while a received message is handled (none otherwise).
     pub peers: Peers<'a>,
+    /// The link's socket (open while the context exists: a link's socket is closed only when
+    /// the link is freed, after every callback on it).
+    fd: RawFd,
+    meta: &'a mut LinkMeta,
 }
 
 impl LinkCtx<'_> {
@@ -210,6 +256,49 @@ impl LinkCtx<'_> {
     pub fn queued_bytes(&self) -> usize {
         self.out.queued_bytes()
     }
+
+    /// Whether this worker dialled the link (`false`: it accepted it). When two nodes dial each
+    /// other at once, each can keep the one link of the pair that the same rule picks at both
+    /// ends.
+    pub fn dialled(&self) -> bool {
+        self.meta.dialled
+    }
+
+    /// The address of the other end of the link: where a dialled link was dialled, or where an
+    /// accepted one came from. Asked of the kernel (`getpeername`) on each call, so a link
+    /// keeps no copy; `None` once the connection is gone (reset by the peer, say). A service
+    /// that sees an authorized key on a link can trust its source address for admission
+    /// ([`WorkerCtx::trust_source`]).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: `fd` is the link's socket, which stays open at least as long as this
+        // context borrows the link (a socket is closed only when its link is freed, after
+        // every callback on it); the borrow does not outlive this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
+    }
+
+    /// Sends this link's keepalives at `interval` from now on, instead of
+    /// [`Config::keepalive_interval`]: the other end's idle timeout may be shorter than ours
+    /// (see [`WorkerCtx::set_keepalive`]). In whole milliseconds, at least
+    /// [`limits::KEEPALIVE_INTERVAL_MIN_MS`]. Takes effect at the end of the turn.
+    pub fn set_keepalive(&mut self, interval: Duration) {
+        self.meta.keepalive_ms = keepalive_ms(interval);
+        self.meta.keepalive_changed = true;
+    }
+
+    /// The keepalive interval set for this link ([`LinkCtx::set_keepalive`],
+    /// [`WorkerCtx::set_keepalive`]); `None`: the engine's [`Config::keepalive_interval`].
+    pub fn keepalive(&self) -> Option<Duration> {
+        (self.meta.keepalive_ms > 0).then(|| Duration::from_millis(self.meta.keepalive_ms.into()))
+    }
+}
+
+/// A link's keepalive interval as stored: whole milliseconds, within
+/// [`limits::KEEPALIVE_INTERVAL_MIN_MS`] and what a `u32` holds (49 days). Never 0, which
+/// stands for the engine's default.
+fn keepalive_ms(interval: Duration) -> u32 {
+    let ms = interval.as_millis().max(u128::from(limits::KEEPALIVE_INTERVAL_MIN_MS));
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 /// Why an engine could not start.
@@ -272,7 +361,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Probes io_uring, binds the listening sockets, and starts `config.workers` workers, each
+    /// Probes io_uring, binds the listening socket, and starts `config.workers` workers, each
     /// running the service `factory(index)` makes on its thread.
     pub fn start<S, F>(
         config: Config,
@@ -287,7 +376,7 @@ impl Engine {
         let workers = config.workers.max(1);
         let (listeners, local_addr) = match config.listen {
             Some(addr) => {
-                let (sockets, local) = worker::bind_listeners(addr, workers)
+                let (sockets, local) = worker::bind_listener(addr, workers)
                     .map_err(|error| StartError::Listen { addr, error })?;
                 (sockets.into_iter().map(Some).collect(), Some(local))
             }
@@ -366,6 +455,14 @@ impl Engine {
         self.send(index, Command::Connect { addr, from, peer });
     }
 
+    /// Trusts connections from source address `ip` on every worker from now on (see
+    /// [`WorkerCtx::trust_source`]). Blocks briefly if a mailbox is full.
+    pub fn trust_source(&self, ip: IpAddr) {
+        for mailbox in self.mailboxes.iter() {
+            mailbox.send_blocking(Command::TrustSource(ip));
+        }
+    }
+
     /// Sends a command to worker `index`. Blocks briefly if its mailbox is full.
     pub fn send(&self, index: usize, command: Command) {
         self.mailboxes[index].send_blocking(command);
@@ -400,5 +497,23 @@ impl Engine {
         }
         self.shutdown();
         Ok(self.join())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_links_keepalive_interval_is_kept_in_whole_milliseconds_within_bounds() {
+        assert_eq!(keepalive_ms(Duration::from_millis(300)), 300);
+        assert_eq!(keepalive_ms(Duration::from_micros(300_900)), 300);
+        // Never below the floor, never 0 (the engine's default), never wrapped.
+        assert_eq!(keepalive_ms(Duration::ZERO), limits::KEEPALIVE_INTERVAL_MIN_MS as u32);
+        assert_eq!(keepalive_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+        let meta = LinkMeta::default();
+        assert_eq!(meta.keepalive(Duration::from_secs(7)), Duration::from_secs(7));
+        let meta = LinkMeta { keepalive_ms: 250, ..meta };
+        assert_eq!(meta.keepalive(Duration::from_secs(7)), Duration::from_millis(250));
     }
 }

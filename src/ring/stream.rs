@@ -3,7 +3,8 @@
 //!
 //! Received bytes arrive in kernel-provided buffers. Every record that lies whole in one buffer
 //! is opened right there, in place. Only a record cut by a buffer boundary is copied, into a
-//! pooled buffer held until the record completes. Outgoing messages are written straight into
+//! pooled buffer held until the record completes: a small one while what has arrived of the
+//! record fits there, a full-size one after. Outgoing messages are written straight into
 //! the record being built; at each flush (once per event-loop turn, or when a record is full)
 //! the record is sealed in place and queued for sending.
 
@@ -19,11 +20,20 @@ use crate::wire::{Repr, Sink};
 use super::pool::{Pool, RecordBuf};
 
 /// Reassembles records from received bytes.
+///
+/// A record cut by the end of a receive buffer is copied out and held until the rest arrives,
+/// in memory in proportion to what has arrived: a small pooled buffer
+/// ([`SMALL_RECORD_BUF`](crate::limits::SMALL_RECORD_BUF) bytes) while its bytes fit there, a full-size one only once more
+/// than that has actually arrived. A peer that sends a header announcing 64 KiB and then
+/// trickles, or stops, holds 512 bytes of this link, not 64 KiB.
 #[derive(Default)]
 pub struct Rx {
     /// A record cut by the end of a receive buffer: its first `partial_len` bytes.
     partial: Option<RecordBuf>,
-    partial_len: usize,
+    /// At most one record on the wire (64 KiB and 24 bytes).
+    partial_len: u32,
+    /// The worker armed a completion deadline for the full-size buffer held now.
+    deadline_armed: bool,
 }
 
 impl Rx {
@@ -32,8 +42,33 @@ impl Rx {
         self.partial.is_some()
     }
 
+    /// Whether the reassembly buffer held is a full-size one: more than
+    /// [`SMALL_RECORD_BUF`](crate::limits::SMALL_RECORD_BUF) bytes of an unfinished record
+    /// have arrived.
+    pub fn holds_large_buffer(&self) -> bool {
+        self.partial.as_ref().is_some_and(|buf| !buf.is_small())
+    }
+
+    /// Bytes of the unfinished record held.
+    pub fn partial_len(&self) -> usize {
+        self.partial_len as usize
+    }
+
+    /// Notes that a completion deadline is armed for the full-size buffer held now (the
+    /// worker's business: see `RECORD_COMPLETION_TIMEOUT_MS`). Forgotten when that record
+    /// completes or fails, so the next record's buffer starts without one.
+    pub fn arm_deadline(&mut self) {
+        self.deadline_armed = self.holds_large_buffer();
+    }
+
+    /// Whether [`Rx::arm_deadline`] was called for the full-size buffer held now.
+    pub fn deadline_armed(&self) -> bool {
+        self.deadline_armed && self.holds_large_buffer()
+    }
+
     /// Feeds received bytes. Calls `on_record` with each complete record, in order, as a
-    /// mutable slice (to be opened in place). Stops at the first error, which closes the link.
+    /// mutable slice (to be opened in place). Stops at the first error, which closes the link
+    /// (the buffer held, if any, is back in the pool by then).
     /// The pool is borrowed only between records (`on_record` may write to links meanwhile).
     pub fn feed<E: From<Error>>(
         &mut self,
@@ -45,23 +80,32 @@ impl Rx {
         if let Some(mut buf) = self.partial.take() {
             // Complete the header, then the record.
             loop {
-                let wanted = match peek_wire_len(&buf[..self.partial_len]) {
+                let have = self.partial_len as usize;
+                let wanted = match peek_wire_len(&buf[..have]) {
                     Ok(None) => RECORD_HEADER_LEN,
                     Ok(Some(len)) => len,
                     Err(error) => {
+                        self.reset();
                         pool.borrow_mut().give(buf);
                         return Err(error.into());
                     }
                 };
-                let take = (wanted - self.partial_len).min(bytes.len() - pos);
-                buf[self.partial_len..self.partial_len + take]
-                    .copy_from_slice(&bytes[pos..pos + take]);
-                self.partial_len += take;
+                let take = (wanted - have).min(bytes.len() - pos);
+                if have + take > buf.len() {
+                    // More than a small buffer holds has now arrived: move to a full one.
+                    let mut pool = pool.borrow_mut();
+                    let mut large = pool.take();
+                    large[..have].copy_from_slice(&buf[..have]);
+                    pool.give(std::mem::replace(&mut buf, large));
+                }
+                buf[have..have + take].copy_from_slice(&bytes[pos..pos + take]);
+                // At most one record on the wire: far below 4 GiB.
+                self.partial_len += take as u32;
                 pos += take;
-                if self.partial_len == wanted && wanted > RECORD_HEADER_LEN {
+                if have + take == wanted && wanted > RECORD_HEADER_LEN {
+                    self.reset();
                     let result = on_record(&mut buf[..wanted]);
                     pool.borrow_mut().give(buf);
-                    self.partial_len = 0;
                     result?;
                     break;
                 }
@@ -82,10 +126,12 @@ impl Rx {
             }
         }
         if pos < bytes.len() {
-            let mut buf = pool.borrow_mut().take();
+            // The start of a record (shorter than its announced length, which was checked,
+            // or than a header): a small buffer unless more than one holds has arrived.
             let rest = &bytes[pos..];
+            let mut buf = pool.borrow_mut().take_for(rest.len());
             buf[..rest.len()].copy_from_slice(rest);
-            self.partial_len = rest.len();
+            self.partial_len = rest.len() as u32;
             self.partial = Some(buf);
         }
         Ok(())
@@ -96,7 +142,12 @@ impl Rx {
         if let Some(buf) = self.partial.take() {
             pool.give(buf);
         }
+        self.reset();
+    }
+
+    fn reset(&mut self) {
         self.partial_len = 0;
+        self.deadline_armed = false;
     }
 }
 
@@ -324,6 +375,8 @@ mod tests {
     use crate::cipher::RekeyLimits;
     use crate::cipher::record::dangerous_record_layer_from_secrets;
     use crate::ids::MsgId;
+    use crate::limits::SMALL_RECORD_BUF;
+    use crate::wire::record::peek_wire_len;
     use crate::wire::{Command, Messages};
 
     #[allow(clippy::disallowed_methods)] // a test's fixed epoch
@@ -386,6 +439,8 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+            // Memory in proportion to what arrived: a full-size buffer only past a small one.
+            assert_eq!(rx.holds_large_buffer(), rx.partial_len() > SMALL_RECORD_BUF);
             start = end;
         }
         assert!(!rx.holds_buffer(), "the stream ended on a record boundary");
@@ -467,6 +522,87 @@ mod tests {
         assert_eq!(payloads, [vec![1; 3], vec![9, 2, 2], vec![3; 3]]);
     }
 
+    /// A record header announcing the largest record, sealed length included.
+    fn largest_header() -> [u8; RECORD_HEADER_LEN] {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        let sealed = (RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN) as u32;
+        header[..4].copy_from_slice(&sealed.to_le_bytes());
+        header
+    }
+
+    fn nothing(_: &mut [u8]) -> Result<(), Error> {
+        panic!("no record is complete")
+    }
+
+    #[test]
+    fn a_record_announced_large_holds_a_small_buffer_until_more_than_that_arrives() {
+        let pool = RefCell::new(Pool::new(2, 2));
+        let mut rx = Rx::default();
+        // A header announcing 64 KiB, and a few bytes of it.
+        let mut start = [largest_header().as_slice(), &[7; 5]].concat();
+        rx.feed(&mut start, &pool, nothing).unwrap();
+        assert!(rx.holds_buffer() && !rx.holds_large_buffer());
+        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (2, 1));
+        // Up to a small buffer's worth, in pieces: still small.
+        let mut arrived = start.len();
+        while arrived < SMALL_RECORD_BUF {
+            let mut piece = vec![7; (SMALL_RECORD_BUF - arrived).min(100)];
+            rx.feed(&mut piece, &pool, nothing).unwrap();
+            arrived += piece.len();
+            assert!(!rx.holds_large_buffer(), "{arrived} bytes arrived");
+        }
+        assert_eq!(rx.partial_len(), SMALL_RECORD_BUF);
+        // One byte more: a full-size buffer, and the small one back in the pool.
+        rx.feed(&mut [7], &pool, nothing).unwrap();
+        assert!(rx.holds_large_buffer());
+        assert_eq!(rx.partial_len(), SMALL_RECORD_BUF + 1);
+        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (1, 2));
+        // Closing gives it back.
+        rx.release(&mut pool.borrow_mut());
+        assert!(!rx.holds_buffer());
+        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (2, 2));
+        assert_eq!(pool.borrow().misses(), 0);
+    }
+
+    #[test]
+    fn a_record_that_starts_past_a_small_buffer_takes_a_large_one_at_once() {
+        let pool = RefCell::new(Pool::new(1, 1));
+        let mut rx = Rx::default();
+        let mut start = [largest_header().as_slice(), &[0; SMALL_RECORD_BUF]].concat();
+        rx.feed(&mut start, &pool, nothing).unwrap();
+        assert!(rx.holds_large_buffer());
+        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (0, 1));
+        // The deadline note belongs to this buffer only.
+        assert!(!rx.deadline_armed());
+        rx.arm_deadline();
+        assert!(rx.deadline_armed());
+        rx.release(&mut pool.borrow_mut());
+        assert!(!rx.deadline_armed());
+        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (1, 1));
+    }
+
+    #[test]
+    fn a_failed_record_gives_its_buffer_back_whatever_its_size() {
+        // A record that fails to open (here: any record) after it was reassembled, in a small
+        // buffer and in a large one.
+        let (bytes, _) = stream(60);
+        let first = peek_wire_len(&bytes).unwrap().unwrap();
+        for cut in [3, 100, first - 1] {
+            let pool = RefCell::new(Pool::new(2, 2));
+            let mut rx = Rx::default();
+            let fail = |_: &mut [u8]| {
+                Err::<(), _>(Error::from(crate::error::Malformed::RecordReserved(0)))
+            };
+            rx.feed(&mut bytes[..cut].to_vec(), &pool, fail).unwrap();
+            assert_eq!(rx.holds_large_buffer(), cut > SMALL_RECORD_BUF);
+            rx.arm_deadline();
+            assert!(rx.feed(&mut bytes[cut..first].to_vec(), &pool, fail).is_err());
+            assert!(!rx.holds_buffer() && !rx.deadline_armed());
+            assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (2, 2));
+            assert_eq!(pool.borrow().misses(), 0);
+        }
+    }
+
     #[test]
     fn garbage_is_refused_and_buffers_return() {
         let pool = RefCell::new(Pool::new(1, 1));
@@ -477,9 +613,9 @@ mod tests {
         // A partial header, then garbage completing it.
         let mut rx = Rx::default();
         rx.feed(&mut [0x30, 0, 0], &pool, |_| Ok::<_, Error>(())).unwrap();
-        assert!(rx.holds_buffer());
+        assert!(rx.holds_buffer() && !rx.holds_large_buffer());
         assert!(rx.feed(&mut [0, 0xff, 0, 0, 0, 0], &pool, |_| Ok::<_, Error>(())).is_err());
         assert!(!rx.holds_buffer());
-        assert_eq!(pool.borrow().available(), 1);
+        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (1, 1));
     }
 }

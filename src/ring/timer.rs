@@ -30,6 +30,8 @@ pub enum TimerKind {
     SendStall,
     /// The link may have been quiet long enough to shed its record key schedules.
     Shed,
+    /// A record being reassembled in a full-size buffer must have completed.
+    Reassembly,
 }
 
 /// One armed deadline.
@@ -52,13 +54,14 @@ const KIND_BITS: u32 = 3;
 /// ones are kept at it (they never come due in a process's life either way).
 const AT_MAX_NS: u64 = u64::MAX >> KIND_BITS;
 
-const KINDS: [TimerKind; 6] = [
+const KINDS: [TimerKind; 7] = [
     TimerKind::Handshake,
     TimerKind::Keepalive,
     TimerKind::Idle,
     TimerKind::Rekey,
     TimerKind::SendStall,
     TimerKind::Shed,
+    TimerKind::Reassembly,
 ];
 
 const _: () = assert!(KINDS.len() <= 1 << KIND_BITS);

@@ -18,26 +18,40 @@ pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
         .build(entries)
 }
 
-/// Binds `workers` listening sockets to one address with SO_REUSEPORT (the kernel spreads
-/// connections over them). Returns them and the bound address (with the real port).
-pub(crate) fn bind_listeners(
+/// Binds one listening socket to `addr` and returns a handle to it for each of `workers`
+/// workers (duplicated descriptors of the same socket: each worker keeps its own accept in
+/// flight on it), with the bound address (the real port if 0 was asked for).
+///
+/// No SO_REUSEPORT: with it, any other process of the same user could bind the same port and
+/// be dealt a share of the connections. Without it, a second bind fails, here or there.
+/// SO_REUSEADDR only lets a restarted node bind while its old connections linger in TIME_WAIT.
+pub(crate) fn bind_listener(
     addr: SocketAddr,
     workers: usize,
 ) -> io::Result<(Vec<Socket>, SocketAddr)> {
-    let mut sockets = Vec::with_capacity(workers);
-    let mut bound = addr;
-    for _ in 0..workers {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&SockAddr::from(bound))?;
-        socket.listen(crate::limits::LISTEN_BACKLOG)?;
-        if let Some(local) = socket.local_addr()?.as_socket() {
-            bound = local;
-        }
-        sockets.push(socket);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(addr)).map_err(in_use)?;
+    socket.listen(crate::limits::LISTEN_BACKLOG).map_err(in_use)?;
+    let bound = socket.local_addr()?.as_socket().unwrap_or(addr);
+    let mut sockets = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers.max(1) {
+        sockets.push(socket.try_clone()?);
     }
+    sockets.push(socket);
     Ok((sockets, bound))
+}
+
+/// Says plainly what EADDRINUSE means for a listener.
+fn in_use(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::AddrInUse {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "the address is in use by another process (or another socket of this one)",
+        )
+    } else {
+        error
+    }
 }
 
 /// What an operation is, in the top byte of its `user_data`.

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -19,14 +19,15 @@ use crate::limits::{HANDSHAKE_FRAME_MAX, POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
 use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
+use super::admission::Admission;
 use super::bufring::BufRing;
-use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, Phase};
+use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, LinkMeta, Phase};
 use super::mailbox::{Command, Mailbox};
 use super::pool::Pool;
 use super::stream::{Rx, Tx, TxSink};
 use super::timer::{Timer, TimerKind, Timers};
 use super::uring::{SendVec, op};
-pub(crate) use super::uring::{bind_listeners, new_ring};
+pub(crate) use super::uring::{bind_listener, new_ring};
 use super::{Config, LinkCtx, Service};
 
 /// Counters of one worker over its life.
@@ -41,11 +42,29 @@ pub struct WorkerStats {
     /// Links that failed before completing the handshake, and dials that could not start (no
     /// socket, or the source address would not bind).
     pub handshake_failures: u64,
-    /// Accepted connections closed at once because the worker held `Config::max_links` links.
+    /// Accepted connections from strangers (sources not trusted) closed at once because the
+    /// worker held `Config::max_stranger_links()` links (`max_links` while no source is
+    /// trusted).
     pub refused_max_links: u64,
-    /// Accepted connections closed at once because the handshake rate
+    /// Accepted connections from strangers closed at once because the handshake rate
     /// (`Config::max_handshakes_per_sec`) was used up.
     pub refused_handshake_rate: u64,
+    /// Accepted connections from trusted sources (`Config::trusted_sources`,
+    /// [`WorkerCtx::trust_source`]) that started a handshake; also counted in `accepted`,
+    /// which less this is the strangers' count.
+    pub trusted_accepted: u64,
+    /// Of `trusted_accepted`, those that took a token from the trusted sources' own bucket
+    /// (`Config::trusted_handshakes_per_sec`) because the common one was empty.
+    pub trusted_reserved_tokens: u64,
+    /// Of `trusted_accepted`, those that took one of the link slots strangers cannot
+    /// (`Config::reserved_links`): the worker held `max_stranger_links()` links or more.
+    pub trusted_reserved_links: u64,
+    /// Accepted connections from trusted sources closed at once because the worker held
+    /// `Config::max_links` links.
+    pub trusted_refused_max_links: u64,
+    /// Accepted connections from trusted sources closed at once because both the common
+    /// handshake bucket and the trusted sources' own were empty.
+    pub trusted_refused_handshake_rate: u64,
     /// Links closed (for any reason).
     pub closed: u64,
     /// Bytes received and sent.
@@ -111,13 +130,17 @@ pub(crate) struct Worker {
     dial_errors: Vec<(SocketAddr, CloseReason)>,
     /// Links not closing: established, handshaking, connecting or draining.
     live_links: usize,
-    /// Handshake tokens left (see `Config::max_handshakes_per_sec`), as of `tokens_at`.
-    tokens: f64,
-    tokens_at: Instant,
+    /// Who may start a handshake on an accepted connection: token buckets, trusted sources.
+    admission: Admission,
     now: Instant,
     shutdown_deadline: Option<Instant>,
     /// Accepting resumes then, after a failure such as running out of descriptors.
     accept_paused_until: Option<Instant>,
+    /// The generation of the accept in flight (in its `user_data`): completions of earlier
+    /// ones, cancelled to move this worker to the back of the listener's queue, re-arm nothing.
+    accept_generation: u32,
+    /// A connection was accepted this turn (see `Worker::rotate_accept`).
+    accepted_in_turn: bool,
     /// When the service asked to be ticked ([`WorkerCtx::wake_at`]).
     service_wake: Option<Instant>,
     /// When a turn last moved data (see `Config::busy_poll`).
@@ -138,7 +161,7 @@ impl Worker {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
         let now = now();
-        let tokens = f64::from(config.max_handshakes_per_sec);
+        let admission = Admission::new(&config, now);
         Ok(Worker {
             bufring,
             ring,
@@ -159,11 +182,12 @@ impl Worker {
             deferred_closes: Vec::new(),
             dial_errors: Vec::new(),
             live_links: 0,
-            tokens,
-            tokens_at: now,
+            admission,
             now,
             shutdown_deadline: None,
             accept_paused_until: None,
+            accept_generation: 0,
+            accepted_in_turn: false,
             service_wake: None,
             busy_at: now,
             poll_backoff_until: None,
@@ -193,6 +217,7 @@ impl Worker {
                 let (user_data, result, flags) = self.completions[i];
                 self.dispatch(service, user_data, result, flags);
             }
+            self.rotate_accept();
             self.fire_timers(service);
             if self.accept_paused_until.is_some_and(|until| self.now >= until) {
                 self.accept_paused_until = None;
@@ -352,7 +377,7 @@ impl Worker {
                 }
                 self.arm_wake();
             }
-            op::ACCEPT => self.accepted(result, flags),
+            op::ACCEPT => self.accepted(result, flags, generation),
             op::CONNECT | op::RECV | op::SEND => {
                 // A receive's buffer is ours whatever happened to its link.
                 let buffer = cqueue::buffer_select(flags)
@@ -382,6 +407,7 @@ impl Worker {
                 self.connect(addr, from, peer, None);
             }
             Command::Shutdown => self.begin_shutdown(service),
+            Command::TrustSource(ip) => self.admission.trust(ip),
             Command::Service(payload) => service.command(&mut WorkerCtx { worker: self }, payload),
         }
     }
@@ -401,7 +427,14 @@ impl Worker {
             stall_timer: false,
             shed_timer: false,
             touched: false,
-            io: LinkIo { crypto, txn: txn::Link::new(), rx: Rx::default(), tx: Tx::default() },
+            reassembly_timer: false,
+            io: LinkIo {
+                crypto,
+                txn: txn::Link::new(),
+                rx: Rx::default(),
+                tx: Tx::default(),
+                meta: LinkMeta::default(),
+            },
             peer: None,
             dial: None,
             send_started: None,
@@ -427,14 +460,15 @@ impl Worker {
         (worker == self.index as u64 && conn.generation & 0xff_ffff == generation).then_some(slot)
     }
 
-    fn accepted(&mut self, result: i32, flags: u32) {
+    fn accepted(&mut self, result: i32, flags: u32, generation: u32) {
         if result >= 0 {
+            self.accepted_in_turn = true;
             // SAFETY: a successful accept returns a new descriptor that nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(result) };
             if self.shutdown_deadline.is_some() {
                 // Shutting down: a connection that raced the end of accepting is dropped.
                 drop(socket);
-            } else if self.admit() {
+            } else if self.admit(&socket) {
                 let _ = socket.set_tcp_nodelay(true);
                 self.adopt(socket);
             } else {
@@ -450,7 +484,8 @@ impl Worker {
                 self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
             }
         }
-        if !cqueue::more(flags) && self.listener.is_some() {
+        let current = generation == self.accept_generation & 0xff_ffff;
+        if current && !cqueue::more(flags) && self.listener.is_some() {
             if self.shutdown_deadline.is_some() {
                 self.listener = None;
             } else if self.accept_paused_until.is_none() {
@@ -459,34 +494,50 @@ impl Worker {
         }
     }
 
+    /// Arms a multishot accept on this worker's handle to the listening socket, under a new
+    /// generation.
     fn arm_accept(&mut self) {
         if let Some(listener) = &self.listener {
+            self.accept_generation = self.accept_generation.wrapping_add(1);
             let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
                 .build()
-                .user_data(op::encode(op::ACCEPT, 0, 0));
+                .user_data(op::encode(op::ACCEPT, 0, self.accept_generation));
             self.push(entry);
         }
     }
 
-    /// Whether an accepted connection may start a handshake: the worker holds fewer than
-    /// `max_links` links and a handshake token is left (taking it). Counts a refusal.
-    fn admit(&mut self) -> bool {
-        if self.live_links >= self.config.max_links {
-            self.stats.refused_max_links += 1;
-            tracing::debug!(worker = self.index, links = self.live_links, "refused: max_links");
-            return false;
+    /// After a turn that accepted connections, moves this worker to the back of the
+    /// listening socket's queue of waiting accepts, so the next connections go to the other
+    /// workers. The kernel wakes one waiting accept per connection, always the first in its
+    /// queue, and a multishot accept keeps its place: without this, one worker would take every
+    /// connection. The accept in flight is cancelled (its last completion, of an older
+    /// generation, is ignored) and a new one armed, which queues behind the others: two
+    /// submissions per turn that accepted, however many connections it took.
+    fn rotate_accept(&mut self) {
+        if !std::mem::take(&mut self.accepted_in_turn)
+            || self.listener.is_none()
+            || self.shutdown_deadline.is_some()
+            || self.accept_paused_until.is_some()
+        {
+            return;
         }
-        let rate = f64::from(self.config.max_handshakes_per_sec);
-        let elapsed = self.now.saturating_duration_since(self.tokens_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.tokens_at = self.now;
-        if self.tokens < 1.0 {
-            self.stats.refused_handshake_rate += 1;
-            tracing::debug!(worker = self.index, "refused: handshake rate");
-            return false;
+        let cancel = opcode::AsyncCancel::new(op::encode(op::ACCEPT, 0, self.accept_generation))
+            .build()
+            .user_data(op::encode(op::IGNORE, 0, 0));
+        self.push(cancel);
+        self.arm_accept();
+    }
+
+    /// Whether an accepted connection may start a handshake, by its source address (one
+    /// `getpeername`): a link slot and a handshake token for its class (see `admission`).
+    /// Counts the outcome.
+    fn admit(&mut self, socket: &Socket) -> bool {
+        let source = socket.peer_addr().ok().and_then(|addr| addr.as_socket()).map(|a| a.ip());
+        let admitted = self.admission.admit(self.now, source, self.live_links, &mut self.stats);
+        if !admitted {
+            tracing::debug!(worker = self.index, ?source, links = self.live_links, "refused");
         }
-        self.tokens -= 1.0;
-        true
+        admitted
     }
 
     /// Starts the responder's handshake on an accepted connection.
@@ -527,6 +578,7 @@ impl Worker {
         };
         let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
         let conn = &mut self.conns[slot as usize];
+        conn.io.meta.dialled = true;
         let dial = conn.dial.insert(Box::new(Dial {
             addr: SockAddr::from(addr),
             expected_peer: peer,
@@ -713,8 +765,9 @@ impl Worker {
         // place holds an empty `LinkIo`, which `Peers` does not lend.
         let mut io = std::mem::take(&mut conn.io);
         let mut last_data = conn.last_data;
+        let fd = conn.socket.as_raw_fd();
         let (mut records, mut messages, mut reassembled) = (0, 0, 0);
-        let LinkIo { rx, tx, txn, crypto } = &mut io;
+        let LinkIo { rx, tx, txn, crypto, meta } = &mut io;
         let result = match crypto {
             Crypto::Established { sealer, opener } => {
                 let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
@@ -734,6 +787,8 @@ impl Worker {
                         out: tx.sink(sealer, pool),
                         now,
                         peers: Peers::new(conns, pool, touched, worker),
+                        fd,
+                        meta,
                     };
                     // One context for the record: offered whole first, then message by message.
                     if let Some(n) = service.record(&mut ctx, plaintext) {
@@ -789,6 +844,7 @@ impl Worker {
         self.stats.messages_in += messages;
         self.stats.records_reassembled += reassembled;
         self.arm_shed(slot);
+        self.arm_reassembly(slot);
         self.touch(slot);
         result
     }
@@ -815,7 +871,10 @@ impl Worker {
         // The connect is long complete: the dial's address and identity are not needed again.
         conn.dial = None;
         self.stats.established += 1;
-        self.arm_timer(slot, TimerKind::Keepalive, now + self.config.keepalive_interval);
+        // Due at the latest then, whatever the last send: it will find the keepalive due.
+        conn.io.meta.keepalive_armed = true;
+        let keepalive = conn.io.meta.keepalive(self.config.keepalive_interval);
+        self.arm_timer(slot, TimerKind::Keepalive, now + keepalive);
         self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
         if let Some(at) = rekey_at {
             self.arm_timer(slot, TimerKind::Rekey, at);
@@ -907,7 +966,11 @@ impl Worker {
                     let records = whole + u64::from(building);
                     conn.stats.records_out += records;
                     self.stats.records_out += records;
-                    conn.last_tx = self.now;
+                    if conn.last_tx != self.now {
+                        // The keepalive moves later: the entry armed for it fires early now.
+                        conn.last_tx = self.now;
+                        conn.io.meta.keepalive_armed = false;
+                    }
                     if !conn.ping_only || whole > 0 {
                         conn.last_data = self.now;
                         if !std::mem::replace(&mut conn.shed_timer, true) {
@@ -925,6 +988,16 @@ impl Worker {
                     sealer.shed_keys();
                     opener.shed_keys();
                 }
+            }
+            if conn.io.meta.keepalive_changed && conn.phase == Phase::Established {
+                // A new interval: an entry for the deadline it gives (at once if that has
+                // passed); entries armed for the old one are stale from now on.
+                conn.io.meta.keepalive_changed = false;
+                conn.io.meta.keepalive_armed = true;
+                let at = (conn.last_tx + conn.io.meta.keepalive(self.config.keepalive_interval))
+                    .max(self.now);
+                let generation = conn.generation;
+                self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Keepalive });
             }
             if let Some(error) = conn.io.tx.take_failure() {
                 self.close(service, slot, CloseReason::Protocol(error));
@@ -960,6 +1033,24 @@ impl Worker {
         if let Some(at) = self.now.checked_add(self.cipher.handshake_timeout) {
             self.arm_timer(slot, TimerKind::Handshake, at);
         }
+    }
+
+    /// Arms the link's reassembly deadline if it holds a record in a full-size buffer that has
+    /// none. One timer per link at most: one armed for an earlier record, when it fires, gives
+    /// the record it then finds a period of its own (`TimerKind::Reassembly`).
+    fn arm_reassembly(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.reassembly_timer || !conn.io.rx.holds_large_buffer() || conn.io.rx.deadline_armed()
+        {
+            return;
+        }
+        conn.io.rx.arm_deadline();
+        conn.reassembly_timer = true;
+        self.arm_timer(
+            slot,
+            TimerKind::Reassembly,
+            self.now + self.config.record_completion_timeout,
+        );
     }
 
     /// Arms the link's shed timer if data has crossed it since its keys were last shed.
@@ -1002,7 +1093,8 @@ impl Worker {
                     }
                 }
                 TimerKind::Keepalive => {
-                    let due = conn.last_tx + self.config.keepalive_interval;
+                    let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
+                    let due = conn.last_tx + interval;
                     if self.now >= due {
                         // The ping about to go says the link is idle this way; if nothing but
                         // pings has crossed it either way for a while, shed its record keys
@@ -1022,15 +1114,17 @@ impl Worker {
                                 &[],
                             );
                         }
+                        // The ping is sealed at the end of this turn: that is the last send.
+                        conn.last_tx = self.now;
+                        conn.io.meta.keepalive_armed = true;
                         self.touch(slot);
-                        self.arm_timer(
-                            slot,
-                            TimerKind::Keepalive,
-                            self.now + self.config.keepalive_interval,
-                        );
-                    } else {
+                        self.arm_timer(slot, TimerKind::Keepalive, self.now + interval);
+                    } else if !std::mem::replace(&mut conn.io.meta.keepalive_armed, true) {
+                        // Sends moved the keepalive later: follow it.
                         self.arm_timer(slot, TimerKind::Keepalive, due);
                     }
+                    // Else another entry is armed for the true deadline (the interval changed,
+                    // or an earlier entry already followed the sends): this one is stale.
                 }
                 TimerKind::Rekey => {
                     if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
@@ -1059,6 +1153,19 @@ impl Worker {
                             conn.shed_timer = true;
                             self.arm_timer(slot, TimerKind::Shed, due);
                         }
+                    }
+                }
+                TimerKind::Reassembly => {
+                    conn.reassembly_timer = false;
+                    if conn.io.rx.deadline_armed() {
+                        // The record that took a full-size buffer a period ago is still
+                        // unfinished: the peer holds our memory without sending.
+                        let stalled = "a record stayed unfinished past the reassembly deadline";
+                        let error = Error::from(crate::error::Violation::LinkProtocol(stalled));
+                        self.close(service, slot, CloseReason::Protocol(error));
+                    } else {
+                        // A later record (or none) holds the buffer now: it gets its period.
+                        self.arm_reassembly(slot);
                     }
                 }
                 TimerKind::SendStall => {
@@ -1152,14 +1259,22 @@ impl Worker {
             return;
         }
         self.shutdown_deadline = Some(self.now + Duration::from_millis(SHUTDOWN_GRACE_MS));
-        if let Some(listener) = &self.listener {
-            // Ends the multishot accept; its last completion drops the listener.
-            let _ = listener.shutdown(std::net::Shutdown::Both);
-            let cancel =
-                opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
-                    .build()
-                    .user_data(op::encode(op::IGNORE, 0, 0));
-            self.push(cancel);
+        if self.listener.is_some() {
+            if self.accept_paused_until.take().is_some() {
+                // No accept is in flight: nothing will complete to drop the handle.
+                self.listener = None;
+            } else {
+                // Ends this worker's multishot accept; its last completion drops the handle.
+                // The socket is shared by every worker (and closes with the last handle), so
+                // it is not shut down: the others accept until their own shutdown.
+                let accept = op::encode(op::ACCEPT, 0, self.accept_generation);
+                let cancel = opcode::AsyncCancel::new(accept).build().user_data(op::encode(
+                    op::IGNORE,
+                    0,
+                    0,
+                ));
+                self.push(cancel);
+            }
         }
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
         for slot in slots {
@@ -1276,6 +1391,38 @@ impl WorkerCtx<'_> {
         cipher: Arc<cipher::Config>,
     ) -> Option<LinkId> {
         self.worker.connect(addr, from, peer, Some(cipher))
+    }
+
+    /// Trusts connections from source address `ip` from now on, on every worker of the engine
+    /// (this one at once, the others through their mailboxes; one whose mailbox is full does
+    /// not hear of it, which is logged). Call it when a link from `ip` proved an authorized
+    /// key ([`LinkCtx::remote_addr`](super::LinkCtx::remote_addr)): its connections may then
+    /// take the link slots and handshake tokens reserved for trusted sources
+    /// (`Config::reserved_links`, `Config::trusted_handshakes_per_sec`), which strangers cannot.
+    /// At most `TRUSTED_SOURCES_MAX` addresses are trusted this way per worker, besides
+    /// `Config::trusted_sources`; past it the least recently trusted is forgotten.
+    pub fn trust_source(&mut self, ip: IpAddr) {
+        self.worker.admission.trust(ip);
+        for (index, mailbox) in self.worker.mailboxes.iter().enumerate() {
+            if index != self.worker.index && mailbox.send(Command::TrustSource(ip)).is_err() {
+                tracing::warn!(worker = index, %ip, "mailbox full: a trusted source not passed on");
+            }
+        }
+    }
+
+    /// Sends link `link`'s keepalives at `interval` from now on instead of
+    /// `Config::keepalive_interval`, in whole milliseconds and at least
+    /// `KEEPALIVE_INTERVAL_MIN_MS`: each end must keep alive often enough for the *other*
+    /// end's idle timeout, which may be shorter than ours (a third of it leaves room for two
+    /// keepalives lost or late). Takes effect at the end of the turn: a sooner deadline is
+    /// armed then, a later one followed. A link that is gone is ignored; one still
+    /// handshaking starts with it.
+    pub fn set_keepalive(&mut self, link: LinkId, interval: Duration) {
+        let Some(slot) = self.worker.slot_of(link) else { return };
+        let meta = &mut self.worker.conns[slot as usize].io.meta;
+        meta.keepalive_ms = super::keepalive_ms(interval);
+        meta.keepalive_changed = true;
+        self.worker.touch(slot);
     }
 
     /// Links of this worker that are not closing (established, handshaking, dialling).
