@@ -358,9 +358,7 @@ fn hostile() -> Snapshot {
         refused_max_links: 0,
         refused_handshake_rate: 0,
         closes: Closes::default(),
-        client_refusals: Default::default(),
-        client_mounts: 0,
-        tombstones: 0,
+        ..Default::default()
     }
 }
 

@@ -71,6 +71,19 @@ const S2_LINKS: usize = 1 + FEW + MANY;
 /// How long to wait for the phase-2 clients (generous for a debug build on two busy cores).
 const PHASE_2_WAIT: Duration = Duration::from_secs(240);
 
+/// The address strangers connect from. The nodes, the application and the client loads dial
+/// from 127.0.0.1 and 127.0.0.2 on: a node trusts its configured peers' addresses (127.0.0.1
+/// here), and a flood from there would be a trusted one.
+const STRANGER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 99);
+
+/// A connection to `to` from source address `from`.
+fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
+
 /// Polls `ok` every `every` until it holds; panics naming `what` after `timeout`. (Snapshots
 /// of a satellite with thousands of clients are large: they are not fetched every 50 ms.)
 fn wait_until(what: &str, timeout: Duration, every: Duration, mut ok: impl FnMut() -> bool) {
@@ -155,7 +168,7 @@ impl RawClient {
     fn handshake(sat: &Node) -> RawClient {
         let config = cipher::Config::new(Identity::generate().unwrap()).unwrap();
         let mut session = Session::initiator(Arc::new(config), Some(sat.public()), now()).unwrap();
-        let mut stream = TcpStream::connect(sat.addr()).unwrap();
+        let mut stream = connect_from(STRANGER, sat.addr()).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut frame = [0u8; HANDSHAKE_FRAME_MAX];
         loop {
@@ -258,7 +271,8 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     write(&c, head(&c, "router", "", "") + &peer(&a, false) + &peer(&b, false) + &peer(&s2, false));
     let s1_limits = format!("max_handshakes_per_sec = {S1_HANDSHAKES_PER_SEC}\n");
     write(&s1, head(&s1, "satellite", unknown, &s1_limits) + &peer(&b, true));
-    let s2_limits = format!("max_links = {S2_LINKS}\n");
+    // Its links are all it may hold: none is reserved for trusted addresses.
+    let s2_limits = format!("max_links = {S2_LINKS}\nreserved_links = 0\n");
     write(&s2, head(&s2, "satellite", unknown, &s2_limits) + &peer(&c, true));
     let nodes: Vec<Proc> = [&a, &b, &c, &s1, &s2].iter().map(|n| run_node(&n.config)).collect();
     let started = now();
@@ -380,7 +394,7 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     for _ in 0..FLOOD {
         // A refused connection is reset, usually after connect returned, but the reset may
         // also beat the return: connect then fails, though s1 did accept and refuse it.
-        if let Ok(stream) = TcpStream::connect(s1.addr()) {
+        if let Ok(stream) = connect_from(STRANGER, s1.addr()) {
             flood.push(stream);
         }
     }
@@ -420,7 +434,7 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     assert_eq!(before.links.len() + before.clients, S2_LINKS);
     // As in the flood, a probe's connect may fail when the reset beats its return.
     let probes: Vec<TcpStream> =
-        (0..PROBES).filter_map(|_| TcpStream::connect(s2.addr()).ok()).collect();
+        (0..PROBES).filter_map(|_| connect_from(STRANGER, s2.addr()).ok()).collect();
     let connected = probes.len() as u64;
     let mut after = before.clone();
     wait_until("s2 to refuse the probes", WAIT, fast, || {

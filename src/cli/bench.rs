@@ -110,8 +110,10 @@ pub struct ClientsArgs {
     /// Client links to open.
     #[arg(long)]
     clients: u64,
-    /// Dial from source addresses 127.0.0.1 to 127.0.0.K, round robin (loopback satellites
-    /// only): each gives about 28,000 ports toward one address. Default: one per 10,000 links.
+    /// Dial from source addresses 127.0.0.2 to 127.0.0.(K + 1), round robin (loopback
+    /// satellites only): each gives about 28,000 ports toward one address. 127.0.0.1 is left to
+    /// the nodes, whose configured peers' addresses a node trusts: these clients are strangers.
+    /// Default: one per 10,000 links.
     #[arg(long)]
     sources: Option<u8>,
     /// Seconds to hold the links idle once they are up, before exiting.
@@ -190,9 +192,9 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
         .map_err(|e| format!("--peer-key: {e}"))?;
     let sources: Vec<IpAddr> = match args.connect.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {
-            let wanted = args.clients.div_ceil(LINKS_PER_SOURCE).min(254) as u8;
-            let count = args.sources.unwrap_or(wanted).max(1);
-            (1..=count).map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))).collect()
+            let wanted = args.clients.div_ceil(LINKS_PER_SOURCE).min(253) as u8;
+            let count = args.sources.unwrap_or(wanted).clamp(1, 253);
+            (2..=count + 1).map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))).collect()
         }
         _ if args.sources.is_some_and(|k| k > 1) => {
             return Err(

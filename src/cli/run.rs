@@ -141,6 +141,8 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     settings.redial_max = Duration::from_millis(config.limits.redial_max_ms);
     settings.max_links = config.limits.max_links;
     settings.max_handshakes_per_sec = config.limits.max_handshakes_per_sec;
+    settings.trusted_handshakes_per_sec = config.limits.trusted_handshakes_per_sec;
+    settings.reserved_links = config.limits.reserved_links;
     settings.busy_poll = Duration::from_micros(config.limits.busy_poll_us);
     settings.control =
         Some(config.control.clone().unwrap_or_else(|| control::default_socket(&config.path)));

@@ -733,13 +733,23 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
         (
             "refused_max_links_total",
-            "Accepted connections reset because the node held max_links links.",
+            "Connections from untrusted addresses reset because strangers held all the links they may.",
             s.refused_max_links,
         ),
         (
             "refused_handshake_rate_total",
-            "Accepted connections reset because max_handshakes_per_sec was used up.",
+            "Connections from untrusted addresses reset because max_handshakes_per_sec was used up.",
             s.refused_handshake_rate,
+        ),
+        (
+            "trusted_accepted_total",
+            "Connections from trusted addresses admitted (also in accepted_total).",
+            s.trusted_accepted,
+        ),
+        (
+            "trusted_refused_total",
+            "Connections from trusted addresses reset (max_links, or both handshake buckets empty).",
+            s.trusted_refused,
         ),
     ] {
         gauge(name, help, "counter", &[(String::new(), value)]);
@@ -964,7 +974,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
         let _ = writeln!(
             out,
             "links closed: misbehaved {}  peer closed {}  idle {}  not reading {}  io {}  local {}\n\
-             connections accepted {}, refused at accept: max_links {}  handshake rate {}",
+             connections accepted {} (trusted {}), refused at accept: strangers at max_links {}  \
+             handshake rate {}, trusted {}",
             d.misbehaved,
             d.peer_closed,
             d.idle,
@@ -972,8 +983,10 @@ pub fn render(s: &Snapshot, view: View) -> String {
             d.io,
             d.local,
             s.accepted,
+            s.trusted_accepted,
             s.refused_max_links,
-            s.refused_handshake_rate
+            s.refused_handshake_rate,
+            s.trusted_refused
         );
     }
     out
@@ -1092,9 +1105,7 @@ mod tests {
                 io: 25,
                 local: 26,
             },
-            client_refusals: Default::default(),
-            client_mounts: 0,
-            tombstones: 0,
+            ..Default::default()
         }
     }
 
@@ -1110,9 +1121,10 @@ mod tests {
         assert!(circuits.contains("open 11") && circuits.contains("relayed 12"));
         assert!(circuits.contains("misbehaved 21") && circuits.contains("local 26"));
         assert!(circuits.contains("records forwarded whole 28"));
-        assert!(
-            circuits.contains("accepted 27, refused at accept: max_links 19  handshake rate 20")
-        );
+        assert!(circuits.contains(
+            "accepted 27 (trusted 0), refused at accept: strangers at max_links 19  handshake \
+             rate 20, trusted 0"
+        ));
         let all = render(&s, View::All);
         assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
     }

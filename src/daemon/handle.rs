@@ -91,6 +91,12 @@ pub struct Settings {
     /// second's worth (`ring::Config::max_handshakes_per_sec`): a connection accepted with no
     /// token left is reset.
     pub max_handshakes_per_sec: u32,
+    /// Handshakes per second more, from trusted source addresses only (the configured peers'
+    /// addresses, and those a configured key has linked from), when the common bucket is empty
+    /// (`ring::Config::trusted_handshakes_per_sec`).
+    pub trusted_handshakes_per_sec: u32,
+    /// Link slots only trusted source addresses may take (`ring::Config::reserved_links`).
+    pub reserved_links: usize,
     /// How long the worker polls after a turn that moved data before it sleeps
     /// (`ring::Config::busy_poll`; zero: never).
     pub busy_poll: Duration,
@@ -120,6 +126,8 @@ impl Settings {
             recv_buffers: limits::RECV_BUFFERS,
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
+            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
+            reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
         }
     }
@@ -214,6 +222,15 @@ pub struct Handle {
     control: Option<control::ControlSocket>,
 }
 
+/// The configured peers' addresses, each once.
+fn trusted_sources(peers: &[PeerSpec]) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> =
+        peers.iter().filter_map(|p| Some(p.address?.ip())).collect();
+    ips.sort_unstable();
+    ips.dedup();
+    ips
+}
+
 #[allow(clippy::disallowed_methods)] // the handle runs outside the protocol layers
 fn now() -> Instant {
     Instant::now()
@@ -260,6 +277,11 @@ impl Handle {
             recv_buffers: settings.recv_buffers,
             max_links: settings.max_links,
             max_handshakes_per_sec: settings.max_handshakes_per_sec,
+            // The configured peers' addresses are trusted from the start; the node trusts the
+            // addresses other configured keys link from as they do.
+            trusted_sources: trusted_sources(&settings.peers),
+            trusted_handshakes_per_sec: settings.trusted_handshakes_per_sec,
+            reserved_links: settings.reserved_links,
             busy_poll: settings.busy_poll,
             ..ring::Config::default()
         };

@@ -212,12 +212,21 @@ pub struct Snapshot {
     /// Accepted connections admitted: handshakes started on them.
     #[serde(default)]
     pub accepted: u64,
-    /// Accepted connections reset at once because the node held `max_links` links.
+    /// Accepted connections from untrusted addresses reset at once because the node held as
+    /// many links as strangers may take (`max_links` less the reserved ones).
     #[serde(default)]
     pub refused_max_links: u64,
-    /// Accepted connections reset at once because `max_handshakes_per_sec` was used up.
+    /// Accepted connections from untrusted addresses reset at once because
+    /// `max_handshakes_per_sec` was used up.
     #[serde(default)]
     pub refused_handshake_rate: u64,
+    /// Accepted connections from trusted addresses admitted (also in `accepted`).
+    #[serde(default)]
+    pub trusted_accepted: u64,
+    /// Accepted connections from trusted addresses reset: `max_links` reached, or both handshake
+    /// buckets empty.
+    #[serde(default)]
+    pub trusted_refused: u64,
     /// Why links that were up went down, client links included.
     #[serde(default)]
     pub closes: Closes,
@@ -467,6 +476,8 @@ pub struct NodeService {
     to_close: Vec<(LinkId, ErrorCode)>,
     /// Links whose keepalive interval must be shortened for their peer's idle timeout.
     keepalives: Vec<(LinkId, Duration)>,
+    /// Addresses a configured key linked from, to be trusted by the engine's admission.
+    trusted: Vec<std::net::IpAddr>,
     /// Links being closed because the peer broke the protocol as the node checks it (their
     /// close is counted as misbehaviour, not as a local close).
     misbehaving: HashSet<LinkId, Hasher>,
@@ -499,6 +510,7 @@ impl NodeService {
         NodeService {
             node,
             keepalives: Vec::new(),
+            trusted: Vec::new(),
             echo: HashSet::default(),
             app_mounts: HashSet::default(),
             incoming,
@@ -795,6 +807,8 @@ impl NodeService {
             accepted: stats.accepted,
             refused_max_links: stats.refused_max_links,
             refused_handshake_rate: stats.refused_handshake_rate,
+            trusted_accepted: stats.trusted_accepted,
+            trusted_refused: stats.trusted_refused_max_links + stats.trusted_refused_handshake_rate,
             closes: self.closes.clone(),
             client_refusals,
             client_mounts: self.node.clients().len(),
@@ -870,7 +884,14 @@ impl Service for NodeService {
         self.now = link.now();
         self.node.handle_timeout(self.now);
         let granted = self.granted(&peer);
-        let dialled = false; // ENGINE-MERGE: link.dialled()
+        let dialled = link.dialled();
+        if self.options.rights.contains_key(&peer)
+            && let Some(addr) = link.remote_addr()
+        {
+            // A key the configuration names proved itself from there: connections from that
+            // address keep their capacity during a flood of strangers.
+            self.trusted.push(addr.ip());
+        }
         let LinkCtx { txn, out, .. } = link;
         match self.node.link_up(id, peer.node_id(), granted, dialled, txn, out) {
             Ok(LinkUp::Up) => {
@@ -946,8 +967,11 @@ impl Service for NodeService {
         self.now = now;
         self.node.handle_timeout(now);
         self.notices();
-        for (_link, _interval) in self.keepalives.drain(..) {
-            // ENGINE-MERGE: worker.set_keepalive(link, interval);
+        for (link, interval) in self.keepalives.drain(..) {
+            worker.set_keepalive(link, interval);
+        }
+        for ip in self.trusted.drain(..) {
+            worker.trust_source(ip);
         }
         if !self.started {
             self.started = true;

@@ -71,6 +71,8 @@
 //! redial_max_ms = 5000            # longest wait between two dials of a lost peer
 //! max_links = 1048576             # links at once, dialled and handshaking ones included
 //! max_handshakes_per_sec = 2000   # handshakes started per second on accepted connections
+//! trusted_handshakes_per_sec = 250  # more per second for trusted addresses only
+//! reserved_links = 4096           # link slots only trusted addresses may take
 //! busy_poll_us = 100              # polls this long after moving data before sleeping (0: never)
 //! circuit_idle_ms = 300000        # aborts a circuit that carried nothing for this long
 //! ```
@@ -98,7 +100,12 @@
 //!   are never refused): `max_links` is 1 to [`limits::MAX_LINKS_PER_WORKER`] links (accepted
 //!   and dialled, established or handshaking); `max_handshakes_per_sec` is 1 to 2^32 - 1, a
 //!   token bucket refilled continuously that holds one second's worth, so a burst of that many
-//!   is taken at once. A node runs on one worker, so both are the node's.
+//!   is taken at once. A node runs on one worker, so both are the node's. Connections from
+//!   *trusted* addresses (the configured peers' addresses, and those a key named in the
+//!   configuration has linked from) may also take `reserved_links` slots strangers may not (at
+//!   most half of `max_links`; none is held back while no address is trusted), and
+//!   `trusted_handshakes_per_sec` more handshakes per second (1 to 2^32 - 1) when the common
+//!   bucket is empty: a flood of strangers does not keep configured peers out.
 //! - `busy_poll_us` is 0 to [`limits::BUSY_POLL_US_MAX`] microseconds: after a turn that moved
 //!   data the node polls for more that long instead of sleeping at once (yielding the core to
 //!   any other runnable thread between looks), which saves the ~20 µs a sleeping thread takes
@@ -270,6 +277,11 @@ pub struct Limits {
     /// Handshakes started per second on accepted connections (a token bucket holding one
     /// second's worth); a connection accepted with no token left is reset. At least 1.
     pub max_handshakes_per_sec: u32,
+    /// Handshakes per second more for trusted source addresses, when the common bucket is
+    /// empty. At least 1.
+    pub trusted_handshakes_per_sec: u32,
+    /// Link slots only trusted source addresses may take (at most half of `max_links` counts).
+    pub reserved_links: usize,
     /// Microseconds the node polls after a turn that moved data before it sleeps; 0 to
     /// [`limits::BUSY_POLL_US_MAX`], 0 = never.
     pub busy_poll_us: u64,
@@ -290,6 +302,8 @@ impl Default for Limits {
             redial_max_ms: REDIAL_MAX_MS,
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
+            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
+            reserved_links: limits::RESERVED_LINKS,
             busy_poll_us: limits::BUSY_POLL_US,
             circuit_idle_ms: limits::CIRCUIT_IDLE_MS,
         }
@@ -533,6 +547,8 @@ struct RawLimits {
     redial_max_ms: Option<Spanned<i64>>,
     max_links: Option<Spanned<i64>>,
     max_handshakes_per_sec: Option<Spanned<i64>>,
+    trusted_handshakes_per_sec: Option<Spanned<i64>>,
+    reserved_links: Option<Spanned<i64>>,
     busy_poll_us: Option<Spanned<i64>>,
     circuit_idle_ms: Option<Spanned<i64>>,
 }
@@ -1006,6 +1022,32 @@ impl Source<'_> {
                 u32::try_from(rate).unwrap_or(u32::MAX)
             }
         };
+        let trusted_handshakes_per_sec = match &raw.trusted_handshakes_per_sec {
+            None => defaults.trusted_handshakes_per_sec,
+            Some(value) => {
+                let rate = self.count(value, "trusted_handshakes_per_sec", u64::from(u32::MAX))?;
+                // At most u32::MAX, so the conversion cannot fail.
+                u32::try_from(rate).unwrap_or(u32::MAX)
+            }
+        };
+        let reserved_links = match &raw.reserved_links {
+            None => defaults.reserved_links,
+            Some(value) => {
+                let n = *value.get_ref();
+                match usize::try_from(n) {
+                    Ok(n) if n <= limits::MAX_LINKS_PER_WORKER => n,
+                    _ => {
+                        return Err(self.error(
+                            value.span(),
+                            format!(
+                                "limits.reserved_links must be between 0 and {}, not {n}",
+                                limits::MAX_LINKS_PER_WORKER
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
         let busy_poll_us = match &raw.busy_poll_us {
             None => defaults.busy_poll_us,
             Some(value) => {
@@ -1059,6 +1101,8 @@ impl Source<'_> {
             redial_max_ms: redial_max.0,
             max_links,
             max_handshakes_per_sec,
+            trusted_handshakes_per_sec,
+            reserved_links,
             busy_poll_us,
             circuit_idle_ms: circuit_idle.0,
         })

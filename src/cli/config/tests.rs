@@ -144,6 +144,8 @@ redial_min_ms = 50
 redial_max_ms = 50
 max_links = 20000
 max_handshakes_per_sec = 150
+trusted_handshakes_per_sec = 20
+reserved_links = 0
 busy_poll_us = 0
 circuit_idle_ms = 60000
 "#,
@@ -213,6 +215,8 @@ circuit_idle_ms = 60000
             redial_max_ms: 50,
             max_links: 20_000,
             max_handshakes_per_sec: 150,
+            trusted_handshakes_per_sec: 20,
+            reserved_links: 0,
             busy_poll_us: 0,
             circuit_idle_ms: 60_000,
         }
@@ -251,6 +255,8 @@ fn a_minimal_config_gets_the_defaults() {
             redial_max_ms: 5000,
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
+            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
+            reserved_links: limits::RESERVED_LINKS,
             busy_poll_us: limits::BUSY_POLL_US,
             circuit_idle_ms: limits::CIRCUIT_IDLE_MS,
         }
