@@ -52,6 +52,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_WAIT: Duration = Duration::from_millis(20);
 /// The default keepalive: well under the idle timeout of any test's node configuration.
 const KEEPALIVE: Duration = Duration::from_millis(200);
+/// Bytes one read takes at most.
+const READ_LEN: usize = 64 * 1024;
 /// A blocked write gives up after this long (the node does not read: the test has its answer).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -183,6 +185,8 @@ pub struct Rogue {
     link: txn::Link,
     /// Bytes received and not yet a whole record.
     rx: Vec<u8>,
+    /// Where one read lands.
+    read_buf: Vec<u8>,
     /// Messages written and not yet sealed (the answers made while handling input).
     outbox: Vec<u8>,
     policy: Policy,
@@ -286,6 +290,7 @@ impl Rogue {
             opener,
             link: txn::Link::new(),
             rx: Vec::new(),
+            read_buf: vec![0; READ_LEN],
             outbox: Vec::new(),
             policy: Policy::default(),
             withheld: Vec::new(),
@@ -623,11 +628,12 @@ impl Rogue {
         if self.closed.is_some() {
             return;
         }
-        let mut buf = vec![0u8; 64 * 1024];
         if self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).is_err() {
             return;
         }
-        match self.stream.read(&mut buf) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let read = self.stream.read(&mut buf);
+        match read {
             Ok(0) => self.lost(CloseSeen::Eof),
             Ok(len) => self.received(&buf[..len]),
             Err(error)
@@ -639,6 +645,7 @@ impl Rogue {
                 ) => {}
             Err(error) => self.lost(CloseSeen::Io(error.kind())),
         }
+        self.read_buf = buf;
     }
 
     /// Handles received bytes: every whole record in them, in order; the answers go out after.
