@@ -3,7 +3,9 @@
 //! it cut off while the node serves everyone else. Smoke tests of the kit, on today's
 //! behaviour.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use ringspan::wire::{ErrorCode, Flags};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{Proc, wait_for};
+use process::{Proc, free_port, wait_for};
 #[path = "support/node.rs"]
 mod node;
 use node::Node;
@@ -28,6 +30,28 @@ const WAIT: Duration = Duration::from_secs(20);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 /// The client mount the rogue client attaches.
 const CLIENT: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x1000) };
+
+/// A loopback port for a node to listen on: free now, and outside the kernel's range of
+/// ephemeral ports, so that no outgoing connection (of this test or another running beside it)
+/// takes it before the node binds it. (`process::free_port` draws from that range.)
+fn listen_port() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let low = range.ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+    let Some(to) = low.filter(|&low| low >= 12_000) else { return free_port() };
+    let from = to - 10_000;
+    loop {
+        let random = RandomState::new().build_hasher().finish();
+        let port = from + (random % u64::from(to - from)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A node named `name` in `dir` (see [`Node::new`]), on a port from [`listen_port`].
+fn node(dir: &Path, name: &'static str) -> Node {
+    Node { port: listen_port(), ..Node::new(dir, name) }
+}
 
 /// A fresh directory for one test's configs, keys, sockets and logs.
 fn test_dir(name: &str) -> PathBuf {
@@ -48,7 +72,7 @@ fn configure(node: &Node, role: &str, extra: &str) {
 
 /// A router with the echo master, running and listening.
 fn echo_node(dir: &Path) -> (Node, Proc) {
-    let node = Node::new(dir, "echo");
+    let node = node(dir, "echo");
     configure(
         &node,
         "router",
@@ -198,8 +222,8 @@ fn a_rogue_sending_malformed_records_is_cut_off_and_the_node_serves_on() {
 #[test]
 fn a_rogue_client_of_a_satellite_shows_as_its_aggregate_and_is_called_through_it() {
     let dir = test_dir("satellite");
-    let router = Node::new(&dir, "router");
-    let satellite = Node::new(&dir, "satellite");
+    let router = node(&dir, "router");
+    let satellite = node(&dir, "satellite");
     let peer = |n: &Node, dial: bool| {
         let address =
             if dial { format!("address = \"127.0.0.1:{}\"\n", n.port) } else { String::new() };
