@@ -12,7 +12,7 @@ use std::time::Duration;
 use ringspan::cipher::Identity;
 use ringspan::daemon::CALL;
 use ringspan::ids::{ClusterId, MountId};
-use ringspan::span::{Metric, MountKey, MountKind, Role, Wants};
+use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
 #[path = "support/process.rs"]
@@ -127,6 +127,14 @@ fn a_rogue_client_calls_the_echo_master_and_holds_a_call_open() {
     assert_eq!(advert.label.as_bytes(), b"echo");
 
     echo_call(&mut rogue, b"hello echo");
+
+    // A seqno request on the node's span: the originator bumps its seqno and sends the newer
+    // advertisement as an update on the span.
+    let (span, advert) = rogue.spans()[&MASTER];
+    let wanted = advert.seqno.next();
+    rogue.seqno_request(span, wanted);
+    rogue.pump_until(WAIT, |r| r.spans()[&MASTER].1.seqno == wanted).unwrap();
+    assert_eq!(rogue.spans()[&MASTER], (span, Advert { seqno: wanted, ..advert }));
 
     // A call whose direction the rogue keeps open: answered, and held open at the node until
     // the rogue closes it.
@@ -259,6 +267,20 @@ fn a_rogue_client_of_a_satellite_shows_as_its_aggregate_and_is_called_through_it
         })
         .unwrap();
     assert!(router.snapshot().routes.iter().all(|r| r.mount != "1000"));
+    // An update of the client mount (a new label) reaches the satellite's table.
+    let renamed = Advert {
+        label: Label::new(b"renamed").unwrap(),
+        seqno: Seqno(2),
+        ..client.own_advert(CLIENT, MountKind::Client)
+    };
+    client.update(span, &renamed);
+    client
+        .pump_until(WAIT, |_| {
+            satellite
+                .try_snapshot()
+                .is_some_and(|s| s.routes.iter().any(|r| r.mount == "1000" && r.label == "renamed"))
+        })
+        .unwrap();
 
     // A rogue router at the router calls the client through the aggregate: the satellite
     // takes the address off and opens the call inside the client's span.
