@@ -1,7 +1,7 @@
 //! A rogue peer for process tests: a link to a real `ringspan run` node over loopback TCP, built
 //! from the crate's own protocol code (the Noise handshake of [`cipher::Session`], its record
-//! sealer and opener, [`wire::Message`], the transaction machine [`txn::Link`], the span codec),
-//! driven by the test one step at a time.
+//! sealer and opener, the message views of `ringspan::wire`, the transaction machine
+//! [`txn::Link`], the span codec), driven by the test one step at a time.
 //!
 //! It speaks the protocol correctly by default: it answers forced closes (the transaction layer
 //! does) and the node's retractions, and pings when it has sent nothing for a while, so the
@@ -12,7 +12,8 @@
 //! I/O is blocking `std` sockets: nothing happens on the link between calls. Everything the node
 //! sends is read and handled inside [`Rogue::pump_until`] (or [`pump_all_until`] for several
 //! rogues), which also keeps the link alive; a test waits for anything, a node's snapshot
-//! included, through its condition.
+//! included, through its condition. A rogue left unpumped for longer than the node's idle
+//! timeout is closed by the node (as it should be).
 //!
 //! ```ignore
 //! let mut rogue = Rogue::connect(node.addr(), &Identity::generate()?, Some(node.public()))?;
