@@ -154,7 +154,7 @@ fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
     let mut settings = Settings::new(identity);
     settings.role = role;
     let key = PublicKey::from_base64(peer.public.as_bytes()).unwrap();
-    settings.peers = vec![PeerSpec { address: Some(([127, 0, 0, 1], peer.port).into()), key }];
+    settings.peers = vec![PeerSpec::router(Some(([127, 0, 0, 1], peer.port).into()), key)];
     settings.recv_buffers = 8;
     settings.keepalive = Duration::from_millis(200);
     settings.idle_timeout = Duration::from_millis(1000);
@@ -257,7 +257,10 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
             text.push_str(&format!("allow = [\"{client_public}\", \"{caller_public}\"]\n"));
         }
         if node.name == "e" {
-            text.push_str(&format!("allow = [\"{server_public}\"]\n"));
+            // The server attaches a mount the cluster must hear of: its key is a router's.
+            text.push_str(&format!(
+                "allow = [{{ key = \"{server_public}\", role = \"router\" }}]\n"
+            ));
         }
         text.push_str("\n[limits]\nkeepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n");
         for &(from, to) in &links {

@@ -34,9 +34,18 @@ impl Side {
 #[derive(Clone, Copy, Debug)]
 pub(super) enum End {
     /// A transaction on a link. `txn` is `None` while its open waits in the link's queue.
-    Link { link: LinkId, txn: Option<TxnId>, closed: bool, ended: bool },
+    /// `closed`: we sent our DELETE on it (plain or forced); `forced`: we sent our one forced
+    /// close (which may follow a plain DELETE: PROTOCOL.md 6.5); `ended`: it is over.
+    Link { link: LinkId, txn: Option<TxnId>, closed: bool, forced: bool, ended: bool },
     /// The local application.
     Local { closed: bool },
+}
+
+impl End {
+    /// A link end nothing has been sent on yet.
+    fn link(link: LinkId, txn: Option<TxnId>) -> End {
+        End::Link { link, txn, closed: false, forced: false, ended: false }
+    }
 }
 
 #[derive(Debug)]
@@ -139,7 +148,7 @@ impl Node {
             self.counters.limited += 1;
             return Err(Limit::Circuits(CIRCUITS_MAX).into());
         }
-        let b = End::Link { link, txn: None, closed: false, ended: false };
+        let b = End::link(link, None);
         let local = End::Local { closed: flags.contains(Flags::DELETE) };
         let (slot, generation) = self.new_circuit(local, b, command, Holder::Local, Some(link));
         self.counters.opened += 1;
@@ -205,10 +214,13 @@ impl Node {
             *closed = true;
         }
         let generation = circuit.generation;
-        let End::Link { link, closed: link_closed, ended, txn } = *circuit.end(link_side) else {
+        let End::Link { link, closed: link_closed, forced: link_forced, ended, txn } =
+            *circuit.end(link_side)
+        else {
             return Err(Misuse::UnknownCall.into());
         };
-        if ended || link_closed {
+        // After our DELETE only our one forced close may still go.
+        if ended || !may_send(link_closed, link_forced, forced) {
             return Ok(());
         }
         if let Some(id) = txn
@@ -218,10 +230,9 @@ impl Node {
         {
             return Ok(());
         }
-        if flags.contains(Flags::DELETE)
-            && let End::Link { closed, .. } = circuit.end(link_side)
-        {
-            *closed = true;
+        if let End::Link { closed, forced: sent_forced, .. } = circuit.end(link_side) {
+            *closed |= flags.contains(Flags::DELETE);
+            *sent_forced |= forced;
         }
         let state = self.links.get_mut(&link).ok_or(Misuse::UnknownCall)?;
         if forced {
@@ -312,7 +323,7 @@ impl Node {
             Side::B => &circuit.a,
         };
         match *other {
-            End::Link { link, txn: Some(txn), closed: false, ended: false } => {
+            End::Link { link, txn: Some(txn), closed: false, ended: false, .. } => {
                 circuit.seen.set(self.epoch);
                 Some((link, txn))
             }
@@ -364,10 +375,10 @@ impl Node {
             self.counters.limited += 1;
             return refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED);
         }
-        let a = End::Link { link, txn: Some(delivery.txn), closed: false, ended: false };
+        let a = End::link(link, Some(delivery.txn));
         let b = match next {
             None => End::Local { closed: false },
-            Some(next) => End::Link { link: next, txn: None, closed: false, ended: false },
+            Some(next) => End::link(next, None),
         };
         let (slot, generation) = self.new_circuit(a, b, delivery.command, Holder::Link(link), next);
         self.by_txn.insert((link, delivery.txn), (slot, Side::A));
@@ -581,8 +592,11 @@ impl Node {
                     len: delivery.payload.len(),
                 });
             }
-            End::Link { link, closed, ended, txn: next } => {
-                if closed || ended {
+            End::Link { link, closed, forced, ended, txn: next } => {
+                // After our DELETE on that end, only our one forced close may still go there:
+                // a path lost after the other end's last reply must still reach the caller.
+                let forcing = flags.contains(Flags::ABORT | Flags::DELETE);
+                if ended || !may_send(closed, forced, forcing) {
                     return;
                 }
                 // The direct path: a message that neither closes nor aborts (so no end or
@@ -603,10 +617,9 @@ impl Node {
                     state.counters.forwarded += 1;
                     return;
                 }
-                if flags.contains(Flags::DELETE)
-                    && let End::Link { closed, .. } = circuit.end(to)
-                {
-                    *closed = true;
+                if let End::Link { closed, forced, .. } = circuit.end(to) {
+                    *closed |= flags.contains(Flags::DELETE);
+                    *forced |= forcing;
                 }
                 if flags.contains(Flags::DELETE) && delivery.error == ErrorCode::LOST_LINK {
                     self.counters.lost += 1;
@@ -649,11 +662,13 @@ impl Node {
             circuit.error = error;
         }
         for side in [Side::A, Side::B] {
-            let End::Link { link, closed, ended, .. } = circuit.end(side) else { continue };
-            if *closed || *ended {
+            let End::Link { link, closed, forced, ended, .. } = circuit.end(side) else { continue };
+            // One forced close per end, also after a plain DELETE of ours.
+            if *forced || *ended {
                 continue;
             }
             *closed = true;
+            *forced = true;
             let link = *link;
             if let Some(state) = self.links.get_mut(&link) {
                 state.counters.aborts_out += 1;
@@ -696,7 +711,7 @@ impl Node {
         for slot in stale {
             let circuit = &mut self.circuits[slot as usize];
             for side in [Side::A, Side::B] {
-                if let End::Link { link: l, txn, ended, closed } = circuit.end(side)
+                if let End::Link { link: l, txn, ended, closed, forced } = circuit.end(side)
                     && *l == link
                 {
                     if let Some(txn) = txn.take() {
@@ -704,6 +719,7 @@ impl Node {
                     }
                     *ended = true;
                     *closed = true;
+                    *forced = true;
                 }
             }
             self.abort_both(slot, ErrorCode::LOST_LINK);
@@ -735,6 +751,13 @@ impl Node {
             self.app.push_back(Pending::Ended { call: CallId { slot, generation }, error });
         }
     }
+}
+
+/// Whether a message may still go on a link end on which we sent our DELETE (`closed`) and our
+/// forced close (`forced`): anything before our DELETE, and after it our one forced close
+/// (`forcing`), as PROTOCOL.md 6.5 allows.
+fn may_send(closed: bool, forced: bool, forcing: bool) -> bool {
+    !closed || (forcing && !forced)
 }
 
 /// Refuses a payload no message can carry, before anything is opened or queued.

@@ -250,9 +250,10 @@ impl Node {
                                     _ => ErrorCode::NO_ROUTE,
                                 };
                                 let c = &mut self.circuits[circuit as usize];
-                                if let End::Link { ended, closed, .. } = c.end(side) {
+                                if let End::Link { ended, closed, forced, .. } = c.end(side) {
                                     *ended = true;
                                     *closed = true;
+                                    *forced = true;
                                 }
                                 self.abort_both(circuit, code);
                                 self.maybe_free(circuit);

@@ -164,15 +164,22 @@ impl Bench {
             }
         }
         if let Err(error) = result {
-            peer.closed = Some(error);
-            peer.ours.handle_link_down(ErrorCode::LOST_LINK);
-            let mut sink = Vec::new();
-            while let Some(event) = peer.ours.poll_event() {
-                let _ = node.event(peer.link, &mut peer.ours, &mut sink, event);
-            }
-            node.link_down(peer.link);
+            self.link_lost(p, error);
         }
         true
+    }
+
+    /// Peer `p`'s link is gone (closed by the node for `why`, or cut): the node ends its
+    /// transactions as the engine would.
+    fn link_lost(&mut self, p: usize, why: Error) {
+        let peer = &mut self.peers[p];
+        peer.closed = Some(why);
+        peer.ours.handle_link_down(ErrorCode::LOST_LINK);
+        let mut sink = Vec::new();
+        while let Some(event) = peer.ours.poll_event() {
+            let _ = self.node.event(peer.link, &mut peer.ours, &mut sink, event);
+        }
+        self.node.link_down(peer.link);
     }
 
     /// What the node wrote to peer `p`, handled by the peer's transactions and logged.
@@ -298,6 +305,55 @@ fn a_child_opened_under_a_circuit_the_node_forced_does_not_close_the_link() {
     assert_eq!(b.forced(peer, call), [ErrorCode::REFUSED]);
     let child = b.peers[peer].got.iter().find(|g| g.parent == Some(call)).map(|g| g.txn);
     assert!(child.is_some_and(|c| !b.forced(peer, c).is_empty()), "the child is forced too");
+}
+
+#[test]
+fn a_path_lost_after_the_last_reply_still_reaches_the_caller() {
+    // The server answers with its last message (DELETE) while the caller's side stays open;
+    // then the server's link is lost. The caller must hear LOST_LINK (one forced close may
+    // follow a DELETE: PROTOCOL.md 6.5), not keep a call that silently goes nowhere.
+    let mut b = Bench::new(Role::Router);
+    let server = b.connect(2, Role::Router, Role::Router);
+    let mount = key(1, 7);
+    b.send(server, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
+            .unwrap()
+    });
+    b.pump();
+    let caller = b.connect(3, Role::Router, Role::Router);
+    let span = b.peers[caller].spans[&mount];
+    let call =
+        b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"q", Flags::NONE).unwrap());
+    b.pump();
+    let upstream = b.peers[server].got.iter().find(|g| g.parent.is_some()).map(|g| g.txn).unwrap();
+    b.send(server, |txn, out| {
+        txn.send(out, upstream, CALL, b"a", Flags::DELETE, ErrorCode::NONE).unwrap()
+    });
+    b.pump();
+    assert!(b.peers[caller].got.iter().any(|g| g.txn == call && g.flags.contains(Flags::DELETE)));
+    // Further along, the path is lost: the server's end forces the call after its DELETE (as
+    // a relay next to a lost link does). The node passes that on.
+    b.send(server, |txn, out| {
+        txn.send(out, upstream, CALL, &[], Flags::ABORT | Flags::DELETE, ErrorCode::LOST_LINK)
+            .unwrap()
+    });
+    b.pump();
+    assert_eq!(b.forced(caller, call), [ErrorCode::LOST_LINK]);
+    assert_eq!(b.node.circuits(), 0, "nothing left once the caller answered");
+    // The same when the server's own link is lost under a second such call.
+    let call =
+        b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"q", Flags::NONE).unwrap());
+    b.pump();
+    let upstream = b.peers[server].got.iter().rev().find(|g| g.parent.is_some()).unwrap().txn;
+    b.send(server, |txn, out| {
+        txn.send(out, upstream, CALL, b"a", Flags::DELETE, ErrorCode::NONE).unwrap()
+    });
+    b.pump();
+    b.link_lost(server, Error::Misuse(crate::error::Misuse::LinkDown));
+    b.flush();
+    b.pump();
+    assert_eq!(b.forced(caller, call), [ErrorCode::LOST_LINK]);
+    assert_eq!(b.node.circuits(), 0);
 }
 
 #[test]

@@ -877,7 +877,7 @@ pub fn pump_all_until(
 
 /// The one place a hello is built (the hello will gain fields).
 fn make_hello(role: Role, wants: Wants) -> Hello {
-    Hello { role, wants }
+    Hello::new(role, wants)
 }
 
 /// Bytes the message at the start of `bytes` takes (header, payload, padding), as its header
