@@ -19,9 +19,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,24 +58,6 @@ fn key(dir: &Path, name: &str) -> String {
     let key = PrivateKey::generate().unwrap();
     write_new_key_file(&path, &key).unwrap();
     key.public_key().unwrap().to_base64()
-}
-
-/// A loopback port for a node to listen on: free now, and outside the kernel's range of
-/// ephemeral ports, so that no outgoing connection (of this test or another running beside it)
-/// takes it before the node binds it, nor while the node is down between a kill and its
-/// restart. (`process::free_port` draws from that range.)
-fn listen_port() -> u16 {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
-    let low = range.ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
-    let Some(to) = low.filter(|&low| low >= 12_000) else { return free_port() };
-    let from = to - 10_000;
-    loop {
-        let random = RandomState::new().build_hasher().finish();
-        let port = from + (random % u64::from(to - from)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn snapshot(node: &Node) -> Option<Snapshot> {
@@ -235,7 +214,7 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
         .iter()
         .map(|&name| Node {
             name,
-            port: listen_port(),
+            port: free_port(),
             public: key(&dir, name),
             config: dir.join(format!("{name}.toml")),
         })

@@ -3,9 +3,7 @@
 //! it cut off while the node serves everyone else. Smoke tests of the kit, on today's
 //! behaviour.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,26 +29,9 @@ const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) 
 /// The client mount the rogue client attaches.
 const CLIENT: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x1000) };
 
-/// A loopback port for a node to listen on: free now, and outside the kernel's range of
-/// ephemeral ports, so that no outgoing connection (of this test or another running beside it)
-/// takes it before the node binds it. (`process::free_port` draws from that range.)
-fn listen_port() -> u16 {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
-    let low = range.ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
-    let Some(to) = low.filter(|&low| low >= 12_000) else { return free_port() };
-    let from = to - 10_000;
-    loop {
-        let random = RandomState::new().build_hasher().finish();
-        let port = from + (random % u64::from(to - from)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A node named `name` in `dir` (see [`Node::new`]), on a port from [`listen_port`].
 fn node(dir: &Path, name: &'static str) -> Node {
-    Node { port: listen_port(), ..Node::new(dir, name) }
+    Node { port: free_port(), ..Node::new(dir, name) }
 }
 
 /// A fresh directory for one test's configs, keys, sockets and logs.

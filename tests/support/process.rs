@@ -26,10 +26,25 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
-/// A loopback port free at the time of asking.
+/// A loopback port free at the time of asking, for a node to listen on: below the ephemeral
+/// range when there is room (the 10,000 ports under it), so that no outgoing connection of this
+/// or another test takes it between now and the node's bind, or while its node is down.
 #[allow(dead_code)] // not every process test picks its own ports
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let low = range.ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+    let Some(to) = low.filter(|&low| low >= 12_000) else {
+        return TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    };
+    let from = to - 10_000;
+    loop {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = from + (random % u64::from(to - from)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `ok` every 50 ms until it holds; panics naming `what` after `timeout`.
