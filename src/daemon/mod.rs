@@ -996,7 +996,8 @@ impl Service for NodeService {
         self.app(now);
         self.flush(worker);
         for (link, code) in self.to_close.drain(..) {
-            worker.close(link, code);
+            // The peer is told why: a refusal of what it sent, or a duplicate link.
+            worker.close_with_notice(link, code);
         }
         if let Some(at) = self.node.poll_timeout() {
             worker.wake_at(at);

@@ -123,8 +123,9 @@ pub(crate) struct Worker {
     send_vecs: Vec<Box<SendVec>>,
     /// Links whose receive must be armed again, with their generations.
     rearm: Vec<(u32, u32)>,
-    /// Closes asked for during [`Service::tick`], done after it.
-    deferred_closes: Vec<(LinkId, ErrorCode)>,
+    /// Closes asked for during [`Service::tick`], done after it: the link, why, and whether
+    /// the peer is told (`LINK_CLOSE`).
+    deferred_closes: Vec<(LinkId, ErrorCode, bool)>,
     /// Dials that failed before they had a link (no socket, no source address), reported to
     /// the service after the turn's callbacks.
     dial_errors: Vec<(SocketAddr, CloseReason)>,
@@ -229,8 +230,13 @@ impl Worker {
                 self.service_wake = None;
             }
             service.tick(&mut WorkerCtx { worker: self });
-            while let Some((id, code)) = self.deferred_closes.pop() {
-                if let Some(slot) = self.slot_of(id) {
+            while let Some((id, code, notice)) = self.deferred_closes.pop() {
+                let Some(slot) = self.slot_of(id) else { continue };
+                if notice && self.conns[slot as usize].phase == Phase::Draining {
+                    // Its notice is on its way already.
+                    continue;
+                }
+                if !(notice && self.drain(service, slot, code)) {
                     self.close(service, slot, CloseReason::Local(code));
                 }
             }
@@ -1254,6 +1260,32 @@ impl Worker {
         // Dropping the socket closes it.
     }
 
+    /// Closes an established link with a notice: `LINK_CLOSE` carrying `code` (why) goes out,
+    /// every transaction of the link ends here at once (nothing may follow the notice), and the
+    /// link closes once the notice is sent. `false` (nothing done) if the link is not
+    /// established.
+    fn drain(&mut self, service: &mut impl Service, slot: u32, code: ErrorCode) -> bool {
+        let conn = &mut self.conns[slot as usize];
+        let (Crypto::Established { sealer, .. }, Phase::Established) =
+            (&mut conn.io.crypto, conn.phase)
+        else {
+            return false;
+        };
+        let mut sink = conn.io.tx.sink(sealer, &self.pool);
+        let _ = conn.io.txn.send_oneway(&mut sink, WireCommand::LINK_CLOSE, code, &[]);
+        conn.io.txn.handle_link_down(code);
+        let (id, now) = (self.link_id(slot), self.now);
+        let conn = &mut self.conns[slot as usize];
+        while let Some(event) = conn.io.txn.poll_event() {
+            if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
+                service.event(&mut ctx, event);
+            }
+        }
+        conn.phase = Phase::Draining;
+        self.touch(slot);
+        true
+    }
+
     fn begin_shutdown(&mut self, service: &mut impl Service) {
         if self.shutdown_deadline.is_some() {
             return;
@@ -1278,27 +1310,11 @@ impl Worker {
         }
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
         for slot in slots {
-            let conn = &mut self.conns[slot as usize];
-            match (&mut conn.io.crypto, conn.phase) {
-                (Crypto::Established { sealer, .. }, Phase::Established) => {
-                    // Say why, end every transaction here (nothing may follow the notice), and
-                    // close once the notice is out.
-                    let mut sink = conn.io.tx.sink(sealer, &self.pool);
-                    let close = WireCommand::LINK_CLOSE;
-                    let _ = conn.io.txn.send_oneway(&mut sink, close, ErrorCode::SHUTDOWN, &[]);
-                    conn.io.txn.handle_link_down(ErrorCode::SHUTDOWN);
-                    let (id, now) = (self.link_id(slot), self.now);
-                    let conn = &mut self.conns[slot as usize];
-                    while let Some(event) = conn.io.txn.poll_event() {
-                        if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
-                            service.event(&mut ctx, event);
-                        }
-                    }
-                    conn.phase = Phase::Draining;
-                    self.touch(slot);
-                }
-                (_, Phase::Closing | Phase::Draining) => {}
-                _ => self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN)),
+            let phase = self.conns[slot as usize].phase;
+            if !matches!(phase, Phase::Closing | Phase::Draining)
+                && !self.drain(service, slot, ErrorCode::SHUTDOWN)
+            {
+                self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
             }
         }
     }
@@ -1437,9 +1453,17 @@ impl WorkerCtx<'_> {
         *wake = Some(wake.map_or(at, |w| w.min(at)));
     }
 
-    /// Closes a link with a reason the peer is not told (after this turn's callbacks).
+    /// Closes a link with a reason the peer is not told (after this turn's callbacks): as a
+    /// failure looks to it.
     pub fn close(&mut self, id: LinkId, code: ErrorCode) {
-        self.worker.deferred_closes.push((id, code));
+        self.worker.deferred_closes.push((id, code, false));
+    }
+
+    /// Closes an established link telling the peer why (after this turn's callbacks): a
+    /// `LINK_CLOSE` carrying `code` goes out, every transaction of the link ends at once, and
+    /// the link closes once the notice is sent. A link not established is closed at once.
+    pub fn close_with_notice(&mut self, id: LinkId, code: ErrorCode) {
+        self.worker.deferred_closes.push((id, code, true));
     }
 
     /// The worker's counters so far.
