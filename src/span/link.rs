@@ -498,9 +498,9 @@ impl SpanLink {
         if self.conn == Some(txn) {
             self.conn = None;
         }
-        if self.peer_conn() == Some(txn) {
-            self.peer = None;
-        }
+        // The peer's hello stays known after its LINK_CONN ends (a peer forcing it closed is
+        // refused, and the link goes down): the table must still forget the neighbour, and a
+        // client's mounts must still leave the directory, at `link_down`.
     }
 
     /// The link is gone: the table forgets the neighbour (failing its mounts over at once), and
@@ -517,7 +517,7 @@ impl SpanLink {
             }
         }
         self.theirs.clear();
-        if self.peer.is_some() && ctx.table.has_neighbour(self.neighbour) {
+        if ctx.table.has_neighbour(self.neighbour) {
             ctx.table.handle_neighbour_down(self.neighbour)?;
         }
         Ok(())

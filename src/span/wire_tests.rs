@@ -556,3 +556,26 @@ fn random_graphs_converge_to_shortest_paths_over_the_wire() {
         }
     }
 }
+
+#[test]
+fn a_peer_forcing_its_own_hello_closed_leaves_nothing_in_the_table() {
+    // Found by the span-link fuzz driver: the peer says hello, advertises a span, then forces
+    // its LINK_CONN closed. The node refuses that, and the link goes down as the engine takes
+    // it down (the LINK_CONN's end first, then the synthesized closes, then `link_down`). The
+    // table must forget the neighbour and its route, not keep a dead neighbour advertising on.
+    let (mut node, mut peer, mut wire) = scripted();
+    let conn = peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+    peer.open(&mut wire, None, Command::LINK_SPAN, &advert_bytes(key(1)), Flags::NONE).unwrap();
+    peer.abort(&mut wire, conn, ErrorCode::NONE).unwrap();
+    let refused = feed(&mut node, &mut wire).unwrap_err();
+    assert!(refused.closes_link(), "{refused}");
+    assert!(node.table.route(key(1)).is_some());
+    let Node { table, clients, ends } = &mut node;
+    let end = ends.get_mut(&0).unwrap();
+    let mut ctx = SpanCtx { table, clients, now: t0() };
+    end.txn.handle_link_down(ErrorCode::LOST_LINK);
+    drain_events(&mut ctx, end).unwrap();
+    end.span.link_down(&mut ctx).unwrap();
+    assert!(!node.table.has_neighbour(NeighbourId(0)), "the neighbour is gone");
+    assert_eq!(node.table.route(key(1)), None, "no route through a link that is down");
+}
