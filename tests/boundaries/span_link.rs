@@ -64,14 +64,62 @@ struct Peer {
     said_hello: bool,
     /// Its own LINK_CONN.
     conn: Option<TxnId>,
-    /// Its spans, until they end, with their mounts.
-    spans: Vec<(TxnId, ringspan::span::MountKey)>,
+    /// Its open spans, with their mounts.
+    spans: Vec<(TxnId, MountKey)>,
+    /// Its spans until they end (retracted ones too).
+    all_spans: Vec<TxnId>,
     /// Transactions the node opened, as the peer sees them, with their commands.
     theirs: Vec<(TxnId, Command)>,
     /// Every live transaction at the peer.
     live: Vec<TxnId>,
     /// It wrote messages behind its transaction layer's back.
     raw: bool,
+    /// It breaks no rule it knows of.
+    careful: bool,
+}
+
+impl Peer {
+    /// A fresh peer: mostly careful, and then it greets first.
+    fn new(input: &mut Input<'_>) -> Peer {
+        let mut peer = Peer { careful: !input.one_in(4), ..Peer::default() };
+        if peer.careful || input.bool() {
+            peer.say_hello(input);
+        }
+        peer
+    }
+
+    /// Its hello (a careful peer's decodes).
+    fn say_hello(&mut self, input: &mut Input<'_>) {
+        let (payload, hello) = say::hello(input);
+        let (payload, hello) = match hello {
+            None if self.careful => say::hello_clean(say::role(input)),
+            _ => (payload, hello),
+        };
+        let careless = !self.careful && input.one_in(16);
+        let flags = if careless { Flags::DELETE } else { Flags::NONE };
+        let command =
+            if careless && input.bool() { Command::LINK_SPAN } else { Command::LINK_CONN };
+        if let Ok(txn) = self.link.open(&mut self.out, None, command, &payload, flags) {
+            if !self.said_hello && command == Command::LINK_CONN {
+                self.said_hello = true;
+                self.hello = hello;
+                self.conn = Some(txn);
+            }
+            self.live.push(txn);
+        }
+    }
+
+    /// An advert payload for `mount`: well formed and within its role, when careful.
+    fn advert(&self, input: &mut Input<'_>, mount: MountKey) -> Vec<u8> {
+        let mut advert = say::advert_of(input, mount, &ORIGINS);
+        if !self.careful {
+            return say::advert_payload(input, &advert);
+        }
+        if self.hello.as_ref().is_some_and(|h| h.role == Role::Client) {
+            advert.kind = input.pick(&[MountKind::Client, MountKind::Cache]);
+        }
+        say::advert_clean(&advert)
+    }
 }
 
 /// One link: the node's end and the peer's.
@@ -86,13 +134,13 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(id: NeighbourId) -> Conn {
+    fn new(id: NeighbourId, input: &mut Input<'_>) -> Conn {
         let mut conn = Conn {
             id,
             x: txn::Link::new(),
             x_out: Vec::new(),
             span: SpanLink::new(id),
-            peer: Peer::default(),
+            peer: Peer::new(input),
             told: HashMap::new(),
         };
         conn.span.start(&mut conn.x, &mut conn.x_out, &x_hello()).expect("a fresh link");
@@ -114,19 +162,19 @@ fn pick<T: Copy>(input: &mut Input<'_>, items: &[T]) -> Option<T> {
 }
 
 impl World {
-    fn new() -> World {
+    fn new(input: &mut Input<'_>) -> World {
         let mut world =
             World { table: Table::new(X), conns: Vec::new(), next_id: 0, attached: HashMap::new() };
         for _ in 0..PEERS {
-            let conn = world.fresh();
+            let conn = world.fresh(input);
             world.conns.push(conn);
         }
         world
     }
 
-    fn fresh(&mut self) -> Conn {
+    fn fresh(&mut self, input: &mut Input<'_>) -> Conn {
         self.next_id += 1;
-        Conn::new(NeighbourId(self.next_id))
+        Conn::new(NeighbourId(self.next_id), input)
     }
 
     /// Sends what the table asks for, each to its neighbour.
@@ -252,6 +300,7 @@ impl World {
                     peer.live.retain(|&t| t != txn);
                     peer.theirs.retain(|&(t, _)| t != txn);
                     peer.spans.retain(|&(t, _)| t != txn);
+                    peer.all_spans.retain(|&t| t != txn);
                     if peer.conn == Some(txn) {
                         peer.conn = None;
                     }
@@ -291,64 +340,57 @@ impl World {
                 assert_ne!(route.next_hop, NextHop::Neighbour(id), "a route through a downed link");
             }
         }
-        let fresh = self.fresh();
+        let fresh = self.fresh(input);
         self.conns[c] = fresh;
         self.route_output();
     }
 
-    /// One thing the peer on link `c` does.
+    /// One thing the peer on link `c` does. A careful peer breaks no rule it knows of (so it
+    /// lives long enough to get somewhere); the others do anything.
     fn peer_op(&mut self, c: usize, input: &mut Input<'_>) {
         let peer = &mut self.conns[c].peer;
-        crate::trace!("peer {c}: op, {} bytes pending", peer.out.len());
+        let careful = peer.careful;
+        crate::trace!("peer {c}: op (careful {careful}), {} bytes pending", peer.out.len());
         let span_flags = |input: &mut Input<'_>| {
-            if input.one_in(16) { Flags::DELETE } else { Flags::NONE }
+            if !careful && input.one_in(16) { Flags::DELETE } else { Flags::NONE }
         };
-        match input.below(12) {
-            0 => {
-                let (payload, hello) = say::hello(input);
-                let flags = span_flags(input);
-                let command =
-                    if input.one_in(16) { Command::LINK_SPAN } else { Command::LINK_CONN };
-                if let Ok(txn) = peer.link.open(&mut peer.out, None, command, &payload, flags) {
-                    if !peer.said_hello && command == Command::LINK_CONN {
-                        peer.said_hello = true;
-                        peer.hello = hello;
-                        peer.conn = Some(txn);
-                    }
-                    peer.live.push(txn);
-                }
-            }
-            1 | 2 => {
+        match input.below(24) {
+            0 if !careful || !peer.said_hello => peer.say_hello(input),
+            1..=5 => {
                 let mount = say::mount(input);
-                let advert = say::advert_of(input, mount, &ORIGINS);
-                let payload = say::advert_payload(input, &advert);
+                if careful && peer.spans.iter().any(|&(_, m)| m == mount) {
+                    return;
+                }
+                let payload = peer.advert(input, mount);
                 let flags = span_flags(input);
-                let parent = if input.one_in(16) { pick(input, &peer.live) } else { None };
+                let parent =
+                    if !careful && input.one_in(16) { pick(input, &peer.live) } else { None };
                 let opened =
                     peer.link.open(&mut peer.out, parent, Command::LINK_SPAN, &payload, flags);
                 if let Ok(txn) = opened {
                     peer.spans.push((txn, mount));
+                    peer.all_spans.push(txn);
                     peer.live.push(txn);
                 }
             }
-            3 | 4 => {
-                // An update on one of its spans: mostly for the same mount.
+            6..=9 => {
+                // An update on one of its spans: for the same mount, when careful.
                 let Some((txn, mount)) = pick(input, &peer.spans) else { return };
-                let mount = if input.one_in(8) { say::mount(input) } else { mount };
-                let advert = say::advert_of(input, mount, &ORIGINS);
-                let payload = say::advert_payload(input, &advert);
+                let mount = if !careful && input.one_in(8) { say::mount(input) } else { mount };
+                let payload = peer.advert(input, mount);
                 let command = match input.below(16) {
+                    _ if careful => Command::LINK_SPAN,
                     0 => Command::LINK_SPAN_REQUEST,
                     1 => Command::new(input.u8(), input.u16()),
                     _ => Command::LINK_SPAN,
                 };
-                let flags = if input.one_in(16) { Flags::ABORT } else { Flags::NONE };
+                let flags = if !careful && input.one_in(16) { Flags::ABORT } else { Flags::NONE };
                 let _ =
                     peer.link.send(&mut peer.out, txn, command, &payload, flags, ErrorCode::NONE);
             }
-            5 => {
+            10 | 11 => {
                 // A retraction, or a forced close, of one of its spans (or of anything).
-                let txn = if input.one_in(4) {
+                let txn = if !careful && input.one_in(4) {
                     pick(input, &peer.live)
                 } else {
                     pick(input, &peer.spans).map(|(t, _)| t)
@@ -360,46 +402,63 @@ impl World {
                 } else {
                     peer.link.abort(&mut peer.out, txn, error)
                 };
+                peer.spans.retain(|&(t, _)| t != txn);
             }
-            6 | 7 => {
+            12..=14 => {
                 // A seqno request on one of the node's spans (or on anything the node opened).
-                let Some((txn, _)) = pick(input, &peer.theirs) else { return };
-                let payload = say::seqno_payload(input);
-                let command =
-                    if input.one_in(16) { Command::LINK_SPAN } else { Command::LINK_SPAN_REQUEST };
-                let flags = if input.one_in(16) { Flags::DELETE } else { Flags::NONE };
+                let theirs: Vec<TxnId> = peer
+                    .theirs
+                    .iter()
+                    .filter(|&&(_, command)| !careful || command == Command::LINK_SPAN)
+                    .map(|&(t, _)| t)
+                    .collect();
+                let Some(txn) = pick(input, &theirs) else { return };
+                let payload =
+                    if careful { say::seqno_clean(input) } else { say::seqno_payload(input) };
+                let command = if !careful && input.one_in(16) {
+                    Command::LINK_SPAN
+                } else {
+                    Command::LINK_SPAN_REQUEST
+                };
+                let flags = if !careful && input.one_in(16) { Flags::DELETE } else { Flags::NONE };
                 let _ =
                     peer.link.send(&mut peer.out, txn, command, &payload, flags, ErrorCode::NONE);
             }
-            8 => {
+            15 | 16 => {
                 // The close of one of the node's spans (its answer to a retraction, or not).
-                let Some((txn, _)) = pick(input, &peer.theirs) else { return };
+                let theirs: Vec<TxnId> = peer
+                    .theirs
+                    .iter()
+                    .filter(|&&(_, command)| !careful || command == Command::LINK_SPAN)
+                    .map(|&(t, _)| t)
+                    .collect();
+                let Some(txn) = pick(input, &theirs) else { return };
                 let _ = if input.one_in(4) {
                     peer.link.abort(&mut peer.out, txn, ErrorCode::ABORTED)
                 } else {
                     peer.link.close(&mut peer.out, txn, ErrorCode::NONE)
                 };
             }
-            9 => {
+            17 | 18 => {
                 // A transaction that is no span: a circuit inside a span, or anything at the top.
                 let parent = if input.bool() { pick(input, &peer.live) } else { None };
                 let command = match input.below(4) {
-                    0 => Command::LINK_SPAN_REQUEST,
+                    0 if !careful => Command::LINK_SPAN_REQUEST,
                     1 => Command::new(1, 1),
-                    _ => Command::new(input.u8(), input.u16()),
+                    _ => Command::new(1 + input.u8() % 200, input.u16()),
                 };
                 let flags = if input.bool() { Flags::DELETE } else { Flags::NONE };
                 if let Ok(txn) = peer.link.open(&mut peer.out, parent, command, b"call", flags) {
                     peer.live.push(txn);
                 }
             }
-            10 => {
+            19 => {
                 let command = Command::new(input.u8() % 2, input.u16() % 8);
                 let error = ErrorCode(input.below(8) as u32);
                 let payload = input.vec(16);
                 let _ = peer.link.send_oneway(&mut peer.out, command, error, &payload);
             }
-            _ => {
+            20 if !careful => {
                 // A message written behind its own transaction layer's back.
                 let msgid = match input.below(3) {
                     0 => 1 + input.below(12) as u64,
@@ -433,6 +492,23 @@ impl World {
                 peer.out[at + 16..at + 24].copy_from_slice(&parent.to_le_bytes());
                 peer.raw = true;
             }
+            21 if !careful => {
+                // Its own LINK_CONN updated, closed or forced.
+                let Some(conn) = peer.conn else { return };
+                let _ = match input.below(3) {
+                    0 => peer.link.send(
+                        &mut peer.out,
+                        conn,
+                        Command::LINK_CONN,
+                        b"",
+                        Flags::NONE,
+                        ErrorCode::NONE,
+                    ),
+                    1 => peer.link.close(&mut peer.out, conn, ErrorCode::NONE),
+                    _ => peer.link.abort(&mut peer.out, conn, ErrorCode::NONE),
+                };
+            }
+            _ => {}
         }
     }
 
@@ -563,7 +639,7 @@ fn check_from_x(peer: &Peer, delivery: &Delivery<'_>, _attached: &HashMap<MountK
         Command::LINK_SPAN_REQUEST if !delivery.closes() => {
             decode_seqno_request(delivery.payload).expect("the node's seqno request decodes");
             assert!(
-                peer.spans.iter().any(|&(t, _)| t == delivery.txn),
+                peer.all_spans.contains(&delivery.txn),
                 "a seqno request outside the peer's spans"
             );
         }
@@ -574,7 +650,7 @@ fn check_from_x(peer: &Peer, delivery: &Delivery<'_>, _attached: &HashMap<MountK
 /// Runs one operation sequence; panics on any broken rule.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
-    let mut world = World::new();
+    let mut world = World::new(&mut input);
     for _ in 0..OPS_MAX {
         if input.is_empty() {
             break;
