@@ -77,6 +77,8 @@ struct World {
     tainted: HashSet<Key>,
     /// Whether anything was injected on this link.
     injected: bool,
+    /// Every transaction either side opened on this link, as A names it (A opened it, msgid).
+    wire_ids: Vec<Key>,
     /// The link closed on an error: provoked or not, the run goes on with a fresh link.
     closed_on_error: bool,
 }
@@ -108,6 +110,7 @@ impl World {
             wires: [VecDeque::new(), VecDeque::new()],
             tainted: HashSet::new(),
             injected: false,
+            wire_ids: Vec::new(),
             closed_on_error: false,
         }
     }
@@ -139,6 +142,11 @@ impl World {
     /// Takes the link down at both ends (after an error, or a cut) and checks the books, then
     /// starts a fresh link. The dead link is tried once more: every call is refused.
     fn cut(&mut self, input: &mut Input<'_>) {
+        crate::trace!(
+            "link down: {} and {} transactions seen",
+            self.ends[0].books.known.len(),
+            self.ends[1].books.known.len()
+        );
         for side in 0..2 {
             self.ends[side].link.handle_link_down(ErrorCode::LOST_LINK);
             self.drain(side);
@@ -226,6 +234,7 @@ impl World {
                 }
                 Ok(Some(Received::OneWay { .. }) | None) => {}
                 Err(error) => {
+                    crate::trace!("side {to} refuses (injected {}): {error}", record.injected);
                     assert!(error.closes_link(), "side {to}: {error} does not close the link");
                     if !record.injected {
                         let provoked = keys.is_some_and(|(key, parent)| {
@@ -265,20 +274,17 @@ impl World {
 
     /// An id worth trying: one that is or was in use on the link, a small one, or anything.
     fn some_msgid(&self, input: &mut Input<'_>) -> u64 {
-        let side = input.below(2);
-        let books = &self.ends[side].books;
-        let known: Vec<TxnId> = books.known.keys().copied().collect();
         match input.below(5) {
-            0 | 1 if !known.is_empty() => {
-                let txn = known[input.below(known.len())];
-                self.ends[side].link.msgid(txn).map_or(1 + input.below(8) as u64, |m| m.0)
-            }
+            0 | 1 if !self.wire_ids.is_empty() => self.wire_ids[input.below(self.wire_ids.len())].1,
             2 => u64::MAX,
             3 => input.u64(),
             _ => 1 + input.below(8) as u64,
         }
     }
 
+    /// One injected message: mostly one the message rules admit, naming a transaction the link
+    /// knows the way B would name it (so that it reaches the transaction layer's own rules);
+    /// sometimes any header, or bytes that do not parse.
     fn injected_message(&self, input: &mut Input<'_>, out: &mut Vec<u8>) {
         if input.one_in(32) {
             // Bytes that need not parse at all.
@@ -287,9 +293,44 @@ impl World {
             out.extend_from_slice(&junk);
             return;
         }
-        let flags = Flags::from_bits(input.u8() & 0x1f).expect("defined bits only");
-        let msgid = if input.one_in(8) { 0 } else { self.some_msgid(input) };
-        let parent = if input.one_in(3) { self.some_msgid(input) } else { 0 };
+        let known = pick_key(input, &self.wire_ids);
+        let bits = |input: &mut Input<'_>, of: &[Flags]| {
+            of.iter().fold(Flags::NONE, |acc, &f| if input.bool() { acc | f } else { acc })
+        };
+        let (flags, msgid, parent) = match (input.below(16), known) {
+            (0, _) => {
+                // Any header at all.
+                let flags = Flags::from_bits(input.u8() & 0x1f).expect("defined bits only");
+                let msgid = if input.one_in(8) { 0 } else { self.some_msgid(input) };
+                let parent = if input.one_in(3) { self.some_msgid(input) } else { 0 };
+                (flags, msgid, parent)
+            }
+            (1, _) => (Flags::NONE, 0, 0),
+            (2..=9, Some((true, msgid))) => {
+                // On one of A's transactions, as its peer: a reply.
+                let of = [Flags::CREATE, Flags::DELETE, Flags::ABORT];
+                (Flags::REPLY | bits(input, &of), msgid, 0)
+            }
+            (2..=9, Some((false, msgid))) => {
+                // On one of B's, as its opener.
+                let of = [Flags::DELETE, Flags::ABORT];
+                let create = if input.one_in(8) { Flags::CREATE } else { Flags::NONE };
+                (create | bits(input, &of), msgid, 0)
+            }
+            _ => {
+                // A new transaction of B's, at the top or inside one the link knows.
+                let msgid =
+                    if input.bool() { self.some_msgid(input) } else { 1 + input.below(24) as u64 };
+                let delete = if input.one_in(4) { Flags::DELETE } else { Flags::NONE };
+                match known.filter(|_| input.bool()) {
+                    Some((a_opened, parent)) => {
+                        let rev = if a_opened { Flags::REV_PARENT } else { Flags::NONE };
+                        (Flags::CREATE | delete | rev, msgid, parent)
+                    }
+                    None => (Flags::CREATE | delete, msgid, 0),
+                }
+            }
+        };
         let command = if input.bool() { CMD } else { Command::new(input.u8(), input.u16()) };
         let error = ErrorCode(input.below(8) as u32);
         let len = input.below(40);
@@ -345,6 +386,8 @@ impl World {
                 if let Ok(txn) = opened {
                     end.books.known.insert(txn, 0);
                     end.books.live.push(txn);
+                    let msgid = end.link.msgid(txn).expect("just opened").0;
+                    self.wire_ids.push((a_side, msgid));
                     if a_side {
                         taint_child(&mut self.tainted, &end.link, parent, txn);
                     }
@@ -380,6 +423,8 @@ impl World {
                         Ok(child) => {
                             end.books.known.insert(child, 0);
                             end.books.live.push(child);
+                            let msgid = end.link.msgid(child).expect("just opened").0;
+                            self.wire_ids.push((a_side, msgid));
                             if a_side {
                                 taint_child(&mut self.tainted, &end.link, parent, child);
                             }
@@ -436,6 +481,10 @@ impl World {
             self.ends[1].link.len()
         );
     }
+}
+
+fn pick_key(input: &mut Input<'_>, keys: &[Key]) -> Option<Key> {
+    (!keys.is_empty()).then(|| keys[input.below(keys.len())])
 }
 
 /// At A: a transaction opened inside a touched one is touched too. (Whose the parent is, A's
