@@ -18,8 +18,8 @@
 //!   is refused with an error that closes the link;
 //! - the adversary's transaction layer accepts everything honest nodes send it (unless it went
 //!   behind its own back), and their hellos, adverts and seqno requests decode;
-//! - no call ends twice or ends unopened at any honest node; the payload echoed on a call the
-//!   honest application opened is its own;
+//! - no call ends twice or ends unopened at any honest node, and messages arrive only on calls
+//!   that are open;
 //! - node counters never go down; over a node's life the circuits it opened on links equal the
 //!   circuits it relayed plus the calls its application opened; the circuits the peers opened
 //!   through its links are at least those relayed, served and refused for want of a route, and
@@ -108,7 +108,7 @@ struct Adversary {
     live: Vec<TxnId>,
     /// It wrote behind its transaction layer's back.
     raw: bool,
-    /// It closed or forced its own LINK_CONN (see the known bug in `finish`).
+    /// It closed or forced its own LINK_CONN, or may have (see the known bug in `finish`).
     closed_conn: bool,
     /// It breaks no rule it knows of.
     careful: bool,
@@ -770,7 +770,7 @@ impl World {
             }
             28 => {
                 // Gone.
-                if z.closed_conn {
+                if z.closed_conn || z.raw {
                     self.known_conn_bug[home] = true;
                 }
                 self.cut(l);
@@ -782,7 +782,7 @@ impl World {
                 let _ = txn.send_oneway(out, command, ErrorCode(input.below(8) as u32), &payload);
             }
         }
-        if z.closed_conn {
+        if z.closed_conn || z.raw {
             self.known_conn_bug[home] = true;
         }
         self.put_in_flight();
@@ -804,7 +804,7 @@ impl World {
     fn finish(&mut self, input: &mut Input<'_>) {
         for l in 0..self.links.len() {
             if self.links[l].z.is_some() {
-                if self.links[l].z.as_ref().is_some_and(|z| z.closed_conn) {
+                if self.links[l].z.as_ref().is_some_and(|z| z.closed_conn || z.raw) {
                     self.known_conn_bug[self.links[l].ends[0]] = true;
                 }
                 self.cut(l);

@@ -221,7 +221,22 @@ impl World {
                 // Opened inside a touched transaction.
                 self.tainted.insert(key);
             }
+            // A message `in_stream` vouches for may only be delivered: the relay forwards such
+            // messages whole without handing them to `handle_message`.
+            let vouched =
+                message.as_ref().ok().and_then(|m| end.link.in_stream(m.flags(), m.msgid()));
+            let before = vouched.map(|_| (format!("{:?}", end.link), end.out.len()));
             let result = message.and_then(|m| end.link.handle_message(&mut end.out, &m));
+            if let (Some(txn), Some((state, written))) = (vouched, before) {
+                crate::trace!("side {to}: in_stream vouches for {txn}");
+                match &result {
+                    Ok(Some(Received::Txn(d)))
+                        if d.txn == txn && d.flags.without(Flags::REPLY) == Flags::NONE => {}
+                    other => panic!("in_stream vouched for {txn}, handle_message gave {other:?}"),
+                }
+                assert_eq!(state, format!("{:?}", end.link), "a vouched message changed the link");
+                assert_eq!(written, end.out.len(), "a vouched message made the link write");
+            }
             match result {
                 Ok(Some(Received::Txn(delivery))) => {
                     if delivery.opens() {
@@ -399,7 +414,28 @@ impl World {
                     let flags =
                         [Flags::NONE, Flags::ABORT, Flags::DELETE, Flags::ABORT | Flags::DELETE]
                             [input.below(4)];
-                    end.link.send(&mut end.out, txn, CMD, payload, flags, error)
+                    // What `in_stream_header` promises a plain send writes (the relay writes
+                    // forwarded headers from it).
+                    let promised = end.link.in_stream_header(txn);
+                    let at = end.out.len();
+                    let sent = end.link.send(&mut end.out, txn, CMD, payload, flags, error);
+                    if sent.is_ok() && flags == Flags::NONE {
+                        let written = Message::new_checked(&end.out[at..]).expect("a sent message");
+                        match promised {
+                            Some(header) => {
+                                assert_eq!(
+                                    (written.flags(), written.msgid()),
+                                    header,
+                                    "in_stream_header"
+                                )
+                            }
+                            None => assert!(
+                                written.flags().contains(Flags::CREATE),
+                                "no header promised"
+                            ),
+                        }
+                    }
+                    sent
                 }
                 None => Ok(()),
             },
