@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use ringspan::error::Error;
-use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX};
+use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, SMALL_RECORD_BUF};
 use ringspan::ring::pool::Pool;
 use ringspan::ring::stream::Rx;
 use ringspan::wire::record::{RecordHeader, peek_wire_len};
@@ -188,7 +188,9 @@ pub fn run(data: &[u8]) {
                     assert_eq!(delivered, records.len(), "records before the bad header");
                 }
                 assert!(!rx.holds_buffer(), "a buffer is held after an error");
-                assert_eq!(pool.borrow().available(), 1, "a buffer did not return after an error");
+                let pool = pool.borrow();
+                let back = (pool.available(), pool.available_small());
+                assert_eq!(back, (1, 1), "a buffer did not return after an error");
                 break;
             }
             Ok(()) => {
@@ -203,8 +205,18 @@ pub fn run(data: &[u8]) {
                 assert_eq!(delivered, whole, "records whole in the first {fed} bytes");
                 let boundary = records.get(whole.wrapping_sub(1)).map_or(0, |r| r.end);
                 assert_eq!(rx.holds_buffer(), fed > boundary, "buffer held at {fed}");
-                let available = pool.borrow().available();
-                assert_eq!(available, usize::from(!rx.holds_buffer()));
+                // A cut record is held in a small buffer until more than it holds has arrived.
+                assert_eq!(rx.partial_len(), fed - boundary);
+                let large = rx.holds_large_buffer();
+                assert_eq!(
+                    large,
+                    rx.partial_len() > SMALL_RECORD_BUF,
+                    "{} bytes held",
+                    fed - boundary
+                );
+                let pool = pool.borrow();
+                assert_eq!(pool.available(), usize::from(!large));
+                assert_eq!(pool.available_small(), usize::from(!(rx.holds_buffer() && !large)));
             }
         }
     }

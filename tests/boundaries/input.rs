@@ -104,14 +104,6 @@ pub fn tracing() -> bool {
     *TRACING.get_or_init(|| std::env::var_os("RINGSPAN_FUZZ_TRACE").is_some())
 }
 
-/// Whether the drivers step around the bugs they know (the default), or fail on them
-/// (`RINGSPAN_FUZZ_STRICT=1`). Each known bug has a scripted reproducer in `tests/boundaries.rs`
-/// (ignored until it is fixed); when it is, its step-around goes.
-pub fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("RINGSPAN_FUZZ_STRICT").is_some())
-}
-
 /// Prints a step of a driver when tracing.
 #[macro_export]
 macro_rules! trace {

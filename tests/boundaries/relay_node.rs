@@ -30,10 +30,10 @@
 //!   link that is down.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
 
-use ringspan::error::{Error, Misuse};
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
-use ringspan::relay::{AppEvent, CallId, LinkCounters, Node, NodeCounters};
+use ringspan::relay::{AppEvent, CallId, LinkCounters, LinkUp, Node, NodeCounters};
 use ringspan::sim::lend::{Lent, Wire};
 use ringspan::span::codec::{decode_advert, decode_seqno_request};
 use ringspan::span::{Hello, Label, MountKey, MountKind, NextHop, Role, Wants};
@@ -59,7 +59,13 @@ fn node_id(i: usize) -> NodeId {
 
 /// What an honest node says in its hello.
 fn honest_hello() -> Hello {
-    Hello { role: Role::Router, wants: Wants::all() }
+    Hello::new(Role::Router, Wants::all())
+}
+
+/// Virtual time zero: the clock read once; only durations are added to it.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
 }
 
 /// The mount honest node `i` attaches (a master in cluster 1: one of the pool's).
@@ -96,7 +102,6 @@ struct Honest {
 }
 
 /// The adversary's books on one link.
-#[derive(Default)]
 struct Adversary {
     /// Its LINK_CONN, once sent.
     conn: Option<TxnId>,
@@ -108,12 +113,30 @@ struct Adversary {
     live: Vec<TxnId>,
     /// It wrote behind its transaction layer's back.
     raw: bool,
-    /// It closed or forced its own LINK_CONN, or may have (see the known bug in `finish`).
+    /// It closed or forced its own LINK_CONN, or may have.
     closed_conn: bool,
     /// It breaks no rule it knows of.
     careful: bool,
     /// The role its hello gave, if it decodes.
     role: Option<Role>,
+    /// The role the honest node grants its key: a careful adversary claims no more.
+    granted: Role,
+}
+
+impl Default for Adversary {
+    fn default() -> Adversary {
+        Adversary {
+            conn: None,
+            spans: Vec::new(),
+            theirs: Vec::new(),
+            live: Vec::new(),
+            raw: false,
+            closed_conn: false,
+            careful: true,
+            role: None,
+            granted: Role::Router,
+        }
+    }
 }
 
 struct NetLink {
@@ -141,8 +164,9 @@ struct World {
     links: Vec<NetLink>,
     /// The honest nodes the adversary may link to.
     z_homes: Vec<usize>,
-    /// The adversary closed its own LINK_CONN on a link of this honest node.
-    known_conn_bug: Vec<bool>,
+    /// Virtual time: each operation moves it on a little, and the nodes' deadlines (waiting
+    /// seqno requests, idle circuits) are served as they fall due.
+    now: Instant,
 }
 
 fn pick<T: Copy>(input: &mut Input<'_>, items: &[T]) -> Option<T> {
@@ -152,9 +176,14 @@ fn pick<T: Copy>(input: &mut Input<'_>, items: &[T]) -> Option<T> {
 impl World {
     fn new(input: &mut Input<'_>) -> World {
         let n = 1 + input.below(3);
+        let now = epoch();
         let honest = (0..n)
             .map(|i| Honest {
-                node: Node::new(node_id(i), honest_hello()),
+                node: {
+                    let mut node = Node::new(node_id(i), honest_hello(), now);
+                    node.serve_client_clusters([ClusterId(1)]);
+                    node
+                },
                 open_calls: BTreeMap::new(),
                 served: BTreeSet::new(),
                 ended: BTreeSet::new(),
@@ -165,8 +194,7 @@ impl World {
             })
             .collect();
         let z_homes = if n > 1 && input.bool() { vec![0, n - 1] } else { vec![0] };
-        let mut world =
-            World { honest, links: Vec::new(), z_homes, known_conn_bug: vec![false; n] };
+        let mut world = World { honest, links: Vec::new(), z_homes, now };
         for i in 0..n.saturating_sub(1) {
             world.connect(i, i + 1, input);
         }
@@ -202,9 +230,13 @@ impl World {
             let net = &mut self.links[l];
             let z = net.z.as_mut().expect("the adversary's link");
             z.careful = !input.one_in(4);
+            z.granted = say::role(input);
             let (payload, hello) = say::hello(input);
+            let granted = z.granted;
+            let within = |h: &Hello| granted.permits(h.role) && h.idle_timeout_ms >= 30;
             let (payload, hello) = match hello {
-                None if z.careful => say::hello_clean(say::role(input)),
+                Some(h) if z.careful && !within(&h) => say::hello_clean(granted),
+                None if z.careful => say::hello_clean(granted),
                 _ => (payload, hello),
             };
             if z.careful || !input.one_in(8) {
@@ -223,11 +255,22 @@ impl World {
             }
             let other = self.links[l].ends[1 - side];
             let peer = if other == Z { Z_ID } else { node_id(other) };
+            let granted = self.links[l].z.as_ref().map_or(Role::Router, |z| z.granted);
             let link = &mut self.links[l];
-            self.honest[node]
+            let up = self.honest[node]
                 .node
-                .link_up(LinkId(l as u64), peer, &mut link.txn[side], &mut link.out[side])
+                .link_up(
+                    LinkId(l as u64),
+                    peer,
+                    granted,
+                    side == 0,
+                    &mut link.txn[side],
+                    &mut link.out[side],
+                )
                 .expect("link up");
+            // One link per adjacency: honest nodes link once, the adversary once per home at a
+            // time (it comes back only after its link was cut).
+            assert_eq!(up, LinkUp::Up, "link {l} at node {node}");
             self.settle(node);
         }
     }
@@ -332,6 +375,7 @@ impl World {
         let mut refused = None;
         let (link, mut others) = Lent::split(&mut self.links, l, node).expect("link exists");
         let sim = &mut self.honest[node].node;
+        sim.handle_timeout(self.now);
         let whole = lend && sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some();
         for message in Messages::new(if whole { &[] } else { &bytes[..] }) {
             let (txn, out) = (&mut link.txn[side], &mut link.out[side]);
@@ -376,21 +420,7 @@ impl World {
             crate::trace!("node {node} refuses link {l}: {error}");
             let from = self.links[l].ends[1 - side];
             assert_eq!(from, Z, "node {node} closed its link {l} to honest node {from}: {error}");
-            let known = matches!(
-                error,
-                Error::Misuse(Misuse::UnknownTransaction(_) | Misuse::AlreadyClosed(_))
-            );
-            if known && !crate::input::strict() {
-                // Known bug (`known_refusing_a_forced_child_is_misuse` in tests/boundaries.rs):
-                // a transaction the peer opens inside one the node is forcing closed is forced
-                // by the transaction layer; the node then refuses it again and fails with local
-                // misuse. The engine closes the link all the same.
-            } else {
-                assert!(
-                    error.closes_link(),
-                    "node {node} failed with {error}, which keeps the link"
-                );
-            }
+            assert!(error.closes_link(), "node {node} failed with {error}, which keeps the link");
             self.cut(l);
         }
     }
@@ -604,7 +634,6 @@ impl World {
             }
             return;
         };
-        let home = self.links[l].ends[0];
         let origins = [node_id(0), node_id(1), node_id(2), Z_ID, NodeId(77)];
         let net = &mut self.links[l];
         let z = net.z.as_mut().expect("the adversary's link");
@@ -770,9 +799,6 @@ impl World {
             }
             28 => {
                 // Gone.
-                if z.closed_conn || z.raw {
-                    self.known_conn_bug[home] = true;
-                }
                 self.cut(l);
                 return;
             }
@@ -781,9 +807,6 @@ impl World {
                 let payload = input.vec(16);
                 let _ = txn.send_oneway(out, command, ErrorCode(input.below(8) as u32), &payload);
             }
-        }
-        if z.closed_conn || z.raw {
-            self.known_conn_bug[home] = true;
         }
         self.put_in_flight();
     }
@@ -804,9 +827,6 @@ impl World {
     fn finish(&mut self, input: &mut Input<'_>) {
         for l in 0..self.links.len() {
             if self.links[l].z.is_some() {
-                if self.links[l].z.as_ref().is_some_and(|z| z.closed_conn || z.raw) {
-                    self.known_conn_bug[self.links[l].ends[0]] = true;
-                }
                 self.cut(l);
             }
         }
@@ -847,11 +867,7 @@ impl World {
             }
         }
         for (i, sim) in self.honest.iter().enumerate() {
-            if self.known_conn_bug[i] && !crate::input::strict() {
-                // Known bug (`known_peer_conn_end_keeps_neighbour`): a peer that forced its
-                // own LINK_CONN closed leaves its routes behind.
-                continue;
-            }
+            assert!(sim.node.clients().is_empty(), "node {i}: a client mount of a cut link");
             for (mount, route) in sim.node.table().mounts() {
                 if let Some(route) = route
                     && let NextHop::Neighbour(n) = route.next_hop
@@ -885,9 +901,10 @@ pub fn run(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        match input.below(8) {
+        match input.below(9) {
             0 | 1 => world.honest_op(&mut input),
             2..=4 => world.adversary_op(&mut input),
+            8 => world.now += std::time::Duration::from_millis(input.pick(&[1, 10, 100, 1_000])),
             _ => {
                 for _ in 0..1 + input.below(8) {
                     world.step_any(&mut input);

@@ -40,7 +40,9 @@ pub fn hello(input: &mut Input<'_>) -> (Vec<u8>, Option<Hello>) {
         Clusters::Only((0..input.below(3)).map(|_| ClusterId(1 + input.below(3) as u128)).collect())
     };
     let wants = Wants::new(kinds, clusters).expect("few clusters");
-    let hello = Hello { role: role(input), wants };
+    let mut hello = Hello::new(role(input), wants);
+    // Now and then an idle timeout a node refuses (under 30 ms) or a short one it keeps up with.
+    hello.idle_timeout_ms = input.pick(&[5_000, 5_000, 5_000, 1, 29, 30, 200, u32::MAX]);
     let mut buf = [0u8; HELLO_LEN_MAX];
     let len = hello.encode(&mut buf);
     let mut payload = buf[..len].to_vec();
@@ -54,7 +56,7 @@ pub fn hello(input: &mut Input<'_>) -> (Vec<u8>, Option<Hello>) {
 
 /// A hello that decodes, wanting everything.
 pub fn hello_clean(role: Role) -> (Vec<u8>, Option<Hello>) {
-    let hello = Hello { role, wants: Wants::all() };
+    let hello = Hello::new(role, Wants::all());
     let mut buf = [0u8; HELLO_LEN_MAX];
     let len = hello.encode(&mut buf);
     (buf[..len].to_vec(), Some(hello))

@@ -8,16 +8,27 @@
 //! back. Records cross when the input says; links go down at random (or when the node refuses
 //! what came), and come back as new neighbours. The node attaches and detaches mounts.
 //!
+//! Each link's peer key is granted a role (a router's, a satellite's or a client's); a careful
+//! peer claims no more in its hello. The node serves clients of cluster 1 (its client directory).
+//! Time moves on with the operations, and the table's deadlines (waiting seqno requests,
+//! coalesced raises) are served as they fall due.
+//!
 //! Invariants, after every operation:
 //! - nothing panics;
 //! - an error from the node's transaction layer or span layer closes the link (`closes_link`);
-//!   the node's own span output (`SpanLink::transmit`) never fails with one that does;
+//!   the node's own span output (`SpanLink::transmit`) never fails with one that does; a span
+//!   the node refuses alone (a share, a full table, a client's mount it will not hold) is
+//!   answered with a forced close on that span, not an error;
 //! - the peer's transaction layer accepts everything the node sends, unless the peer went
 //!   behind its own back; the node's hello, adverts and seqno requests decode; adverts pass the
 //!   filters the peer asked for (its wants, and no client spans to a client); seqno requests
 //!   travel inside the peer's own spans;
 //! - after a link goes down the table holds no route (best or standby) through that neighbour,
-//!   no longer has it, and the span link holds no span either way;
+//!   no longer has it, the client directory holds nothing of it, and the span link holds no
+//!   span either way;
+//! - no client's mount is ever a route; each client mount in the directory is held by an up
+//!   client link whose span for it is open; a hello never gets past the role its key was
+//!   granted;
 //! - every route (best or standby) goes through an up neighbour whose span for the mount is open
 //!   at the node, or is a mount attached here; a neighbour's routes are at most its open spans;
 //! - what the table last advertised to each neighbour is a route it holds through another
@@ -26,14 +37,15 @@
 //!   it.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use ringspan::error::Error;
-use ringspan::ids::{NeighbourId, NodeId, TxnId};
+use ringspan::ids::{ClusterId, NeighbourId, NodeId, TxnId};
 use ringspan::limits::SPANS_PER_NEIGHBOUR_MAX;
 use ringspan::span::codec::{decode_advert, decode_seqno_request};
 use ringspan::span::{
-    Advert, Hello, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, SpanLink, Table,
-    Wants,
+    Advert, Clients, Hello, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, SpanCtx,
+    SpanLink, Table, Wants,
 };
 use ringspan::txn::{self, Delivery, Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages, Repr, Sink};
@@ -50,11 +62,16 @@ const OPS_MAX: usize = 1_500;
 
 /// What the node says in its hello.
 fn x_hello() -> Hello {
-    Hello { role: Role::Router, wants: Wants::all() }
+    Hello::new(Role::Router, Wants::all())
+}
+
+/// Virtual time zero: the clock read once; only durations are added to it.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
 }
 
 /// The scripted peer's end of one link.
-#[derive(Default)]
 struct Peer {
     link: txn::Link,
     out: Vec<u8>,
@@ -76,12 +93,28 @@ struct Peer {
     raw: bool,
     /// It breaks no rule it knows of.
     careful: bool,
+    /// The role its key is granted: a careful peer claims no more.
+    granted: Role,
 }
 
 impl Peer {
     /// A fresh peer: mostly careful, and then it greets first.
     fn new(input: &mut Input<'_>) -> Peer {
-        let mut peer = Peer { careful: !input.one_in(4), ..Peer::default() };
+        let granted = say::role(input);
+        let mut peer = Peer {
+            link: txn::Link::new(),
+            out: Vec::new(),
+            hello: None,
+            said_hello: false,
+            conn: None,
+            spans: Vec::new(),
+            all_spans: Vec::new(),
+            theirs: Vec::new(),
+            live: Vec::new(),
+            raw: false,
+            careful: !input.one_in(4),
+            granted,
+        };
         if peer.careful || input.bool() {
             peer.say_hello(input);
         }
@@ -91,8 +124,10 @@ impl Peer {
     /// Its hello (a careful peer's decodes).
     fn say_hello(&mut self, input: &mut Input<'_>) {
         let (payload, hello) = say::hello(input);
+        let within = |h: &Hello| self.granted.permits(h.role) && h.idle_timeout_ms >= 30;
         let (payload, hello) = match hello {
-            None if self.careful => say::hello_clean(say::role(input)),
+            Some(h) if self.careful && !within(&h) => say::hello_clean(self.granted),
+            None if self.careful => say::hello_clean(self.granted),
             _ => (payload, hello),
         };
         let careless = !self.careful && input.one_in(16);
@@ -139,10 +174,11 @@ impl Conn {
             id,
             x: txn::Link::new(),
             x_out: Vec::new(),
-            span: SpanLink::new(id),
+            span: SpanLink::new(id, NodeId(1_000 + u128::from(id.0)), Role::Router),
             peer: Peer::new(input),
             told: HashMap::new(),
         };
+        conn.span = SpanLink::new(id, NodeId(1_000 + u128::from(id.0)), conn.peer.granted);
         conn.span.start(&mut conn.x, &mut conn.x_out, &x_hello()).expect("a fresh link");
         conn
     }
@@ -150,6 +186,8 @@ impl Conn {
 
 struct World {
     table: Table,
+    clients: Clients,
+    now: Instant,
     conns: Vec<Conn>,
     next_id: u64,
     /// Mounts attached at the node, with their kinds.
@@ -163,8 +201,14 @@ fn pick<T: Copy>(input: &mut Input<'_>, items: &[T]) -> Option<T> {
 
 impl World {
     fn new(input: &mut Input<'_>) -> World {
-        let mut world =
-            World { table: Table::new(X), conns: Vec::new(), next_id: 0, attached: HashMap::new() };
+        let mut world = World {
+            table: Table::new(X),
+            clients: Clients::new([ClusterId(1)]),
+            now: epoch(),
+            conns: Vec::new(),
+            next_id: 0,
+            attached: HashMap::new(),
+        };
         for _ in 0..PEERS {
             let conn = world.fresh(input);
             world.conns.push(conn);
@@ -202,7 +246,8 @@ impl World {
     /// The node handles one delivery on link `c` (a message, or a synthesized close).
     fn x_delivery(&mut self, c: usize, delivery: &Delivery<'_>) -> Result<(), Error> {
         let conn = &mut self.conns[c];
-        let handled = conn.span.handle(&mut conn.x, &mut conn.x_out, &mut self.table, delivery)?;
+        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
+        let handled = conn.span.handle(&mut conn.x, &mut conn.x_out, &mut ctx, delivery)?;
         if !handled && delivery.opens() && !conn.x.is_down() {
             // Not the span protocol's: the node's application refuses it, as a relay refuses
             // a transaction it cannot route.
@@ -316,24 +361,27 @@ impl World {
         crate::trace!("link {c} ({id:?}) down");
         self.conns[c].x.handle_link_down(ErrorCode::LOST_LINK);
         // One end learns of it from `link_down` first, the other from the synthesized closes.
+        let now = self.now;
         if input.bool() {
             let conn = &mut self.conns[c];
-            conn.span.link_down(&mut self.table).expect("link down");
+            let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now };
+            conn.span.link_down(&mut ctx).expect("link down");
         }
         if let Err(error) = self.x_events(c) {
             panic!("a synthesized close was refused: {error}");
         }
         let conn = &mut self.conns[c];
-        conn.span.link_down(&mut self.table).expect("link down is idempotent");
-        if !crate::input::strict() && self.table.has_neighbour(id) {
-            // Known bug (`known_peer_conn_end_keeps_neighbour` in tests/boundaries.rs): once the
-            // peer's LINK_CONN has ended (it forced it closed), `link_down` no longer takes the
-            // neighbour out of the table.
-            crate::trace!("known bug: {id:?} left in the table");
-            self.table.handle_neighbour_down(id).expect("it is there");
-        }
+        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now };
+        conn.span.link_down(&mut ctx).expect("link down is idempotent");
         assert!(conn.x.is_empty());
         assert!(!self.table.has_neighbour(id), "the table still has {id:?}");
+        for n in 0..6u128 {
+            let mount = MountKey {
+                cluster: ClusterId(1 + n / 3),
+                mount: ringspan::ids::MountId(1 + n % 3),
+            };
+            assert_ne!(self.clients.holder(mount), Some(id), "the directory still has {id:?}'s");
+        }
         assert_eq!((conn.span.spans_received(), conn.span.spans_sent()), (0, 0));
         for (mount, route) in self.table.mounts() {
             for route in route.into_iter().chain(self.table.standby(mount)) {
@@ -520,6 +568,8 @@ impl World {
             let label = if input.bool() { Label::EMPTY } else { Label::new(b"x").expect("fits") };
             self.table.attach(mount, kind, label).expect("a small table has room");
             self.attached.insert(mount, kind);
+            self.route_output();
+            return;
         } else {
             let detached = self.table.detach(mount);
             assert_eq!(detached.is_ok(), self.attached.remove(&mount).is_some(), "{detached:?}");
@@ -527,9 +577,34 @@ impl World {
         self.route_output();
     }
 
+    /// Time moves on by `ms`, and what the table held for it is served.
+    fn tick(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        if self.table.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.table.handle_timeout(self.now);
+            self.route_output();
+        }
+    }
+
     /// The invariants that hold between operations.
     fn check(&self) {
         let up: HashMap<NeighbourId, &Conn> = self.conns.iter().map(|c| (c.id, c)).collect();
+        for conn in &self.conns {
+            if let Some(role) = conn.span.peer_role() {
+                assert!(conn.peer.granted.permits(role), "a hello past its key's role taken");
+            }
+        }
+        for n in 0..6u128 {
+            let mount = MountKey {
+                cluster: ClusterId(1 + n / 3),
+                mount: ringspan::ids::MountId(1 + n % 3),
+            };
+            if let Some(holder) = self.clients.holder(mount) {
+                let conn = up.get(&holder).unwrap_or_else(|| panic!("held by {holder:?}, down"));
+                assert_eq!(conn.span.peer_role(), Some(Role::Client), "held by a non-client");
+                assert!(conn.span.their_span(mount).is_some(), "held without an open span");
+            }
+        }
         for conn in &self.conns {
             let spans = conn.span.spans_received();
             assert!(spans <= SPANS_PER_NEIGHBOUR_MAX);
@@ -551,6 +626,11 @@ impl World {
                         assert!(
                             conn.span.their_span(mount).is_some(),
                             "a route to {mount:?} through {n:?}, whose span for it is not open"
+                        );
+                        assert_ne!(
+                            conn.span.peer_role(),
+                            Some(Role::Client),
+                            "a client's mount became a route"
                         );
                     }
                 }
@@ -657,7 +737,8 @@ pub fn run(data: &[u8]) {
         }
         let c = input.below(PEERS);
         match input.below(16) {
-            0..=7 => world.peer_op(c, &mut input),
+            0..=6 => world.peer_op(c, &mut input),
+            7 => world.tick(input.pick(&[1, 10, 100, 250, 1_000])),
             8 | 9 => world.deliver_to_node(c, &mut input),
             10 | 11 => world.deliver_to_peer(c),
             12 => world.local(&mut input),
