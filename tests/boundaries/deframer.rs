@@ -216,7 +216,8 @@ pub fn run(data: &[u8]) {
                 );
                 let pool = pool.borrow();
                 assert_eq!(pool.available(), usize::from(!large));
-                assert_eq!(pool.available_small(), usize::from(!(rx.holds_buffer() && !large)));
+                let held_small = rx.holds_buffer() && !large;
+                assert_eq!(pool.available_small(), usize::from(!held_small));
             }
         }
     }
