@@ -201,7 +201,8 @@ fn a_second_node_on_a_running_nodes_port_exits_and_the_first_serves_on() {
 }
 
 /// Before (no duplicate resolution): M held both processes' links to one node id, the second
-/// process's link stayed (the `links` rows to K reached 2), and `counters.duplicates` stayed 0.
+/// process's link stayed (the `links` rows to K reached 2), and `counters.duplicates` stayed 0;
+/// a rogue with K's key, or M's own, was kept and sent M's hello.
 #[test]
 fn a_key_used_by_two_processes_gets_one_link_and_calls_go_on_it() {
     let dir = scratch("twokeys");
@@ -254,6 +255,18 @@ fn a_key_used_by_two_processes_gets_one_link_and_calls_go_on_it() {
         answered(&m).is_some_and(|s| {
             check(&s);
             s.counters.duplicates > duplicates
+        })
+    });
+    // m's own key, from outside: closed the same way.
+    let mut mirror =
+        Rogue::connect(m.addr(), &Identity::new(m.key.clone()).unwrap(), Some(m.public())).unwrap();
+    mirror.pump_until(WAIT, |r| r.closed().is_some()).unwrap();
+    assert_eq!(mirror.closed(), Some(CloseSeen::Notice(ErrorCode::DUPLICATE)), "told why");
+    assert!(mirror.peer_hello().is_none() && !heard_anything(&mirror), "{:?}", mirror.log());
+    wait_for("m to count its own key as a duplicate", WAIT, || {
+        answered(&m).is_some_and(|s| {
+            check(&s);
+            s.counters.duplicates > duplicates + 1
         })
     });
 
