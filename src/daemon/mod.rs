@@ -953,7 +953,14 @@ impl Service for NodeService {
             self.closes.count(reason);
         }
         self.node.link_down(link);
-        self.redial.down(link, self.now);
+        match reason {
+            // The peer refused the link (a duplicate of one it keeps, or its hello): dialling
+            // it again at once would be refused again.
+            CloseReason::PeerSaid(ErrorCode::DUPLICATE | ErrorCode::REFUSED) => {
+                self.redial.refused(link, self.now)
+            }
+            _ => self.redial.down(link, self.now),
+        }
     }
 
     fn dial_failed(&mut self, addr: SocketAddr, reason: CloseReason) {

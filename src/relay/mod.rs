@@ -362,7 +362,7 @@ impl Node {
 
     /// The links, for `show`.
     pub fn link_info(&self) -> impl Iterator<Item = LinkInfo> + '_ {
-        self.links.iter().filter(|(_, s)| !s.closing).map(|(&link, state)| {
+        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&link, state)| {
             let span = state.span.counters();
             let mut counters = state.counters;
             counters.spans_limited = span.spans_limited;
@@ -427,8 +427,9 @@ impl Node {
         if closing {
             self.counters.duplicates += 1;
         } else {
-            if matches!(outcome, LinkUp::Replaces { .. }) {
+            if let LinkUp::Replaces { old } = outcome {
                 self.counters.duplicates += 1;
+                self.retire(old);
             }
             txn.set_peer_transactions_max(if granted == Role::Client {
                 CLIENT_TXNS_PER_LINK_MAX
@@ -441,6 +442,18 @@ impl Node {
         let state = LinkState::new(peer, span, dialled, closing);
         self.links.insert(link, Box::new(state));
         Ok(outcome)
+    }
+
+    /// An older link to a peer is being replaced by a newer one (and closed by the caller): the
+    /// table forgets it as a neighbour at once, so no new circuit is routed over it and no
+    /// route or client mount is kept through it; circuits already on it carry on until it
+    /// closes.
+    fn retire(&mut self, old: LinkId) {
+        let Some(state) = self.links.get_mut(&old) else { return };
+        state.retired = true;
+        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
+        let _ = state.span.link_down(&mut ctx);
+        self.update_aggregates();
     }
 
     /// Attaches a local mount (advertised to every neighbour that wants it).

@@ -68,6 +68,9 @@ pub(super) struct LinkState {
     pub(super) dialled: bool,
     /// A duplicate link to a peer linked already, being closed: nothing on it is acted on.
     pub(super) closing: bool,
+    /// An older link to a peer, replaced by a newer one and being closed: out of the span
+    /// table, its circuits carrying on until it closes.
+    pub(super) retired: bool,
     /// Circuits the peer opened through this link that are still open at its end.
     pub(super) open_in: u32,
     /// The circuits and calls we opened on this link, shared among the links they come from.
@@ -146,6 +149,7 @@ impl LinkState {
             counters: super::LinkCounters::default(),
             dialled,
             closing,
+            retired: false,
             open_in: 0,
             pool: None,
             queue: None,

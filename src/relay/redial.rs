@@ -96,11 +96,12 @@ impl Redial {
             .min()
     }
 
-    /// A link to the peer with `key` is up (dialled by us or by it).
+    /// A link to the peer with `key` is up (dialled by us or by it). The backoff is reset when
+    /// it goes down ([`Redial::down`]), not now: a link the peer refuses at once
+    /// ([`Redial::refused`]) keeps backing off.
     pub fn up(&mut self, key: &PublicKey, link: LinkId) {
         if let Some(peer) = self.peers.iter_mut().find(|p| p.key == *key) {
             peer.state = PeerState::Up(link);
-            peer.failures = 0;
         }
     }
 
@@ -118,6 +119,19 @@ impl Redial {
         } else {
             self.schedule(i, now);
         }
+    }
+
+    /// A link that was up was closed by the peer with a refusal (it said `REFUSED` or
+    /// `DUPLICATE`): back off as after a failed dial, growing with each one in a row, instead of
+    /// dialling again at once (a node whose key another node also uses, or whose hello the peer
+    /// refuses, would otherwise redial at the shortest wait forever).
+    pub fn refused(&mut self, link: LinkId, now: Instant) {
+        let Some(i) = self.peers.iter().position(|p| p.state == PeerState::Up(link)) else {
+            return;
+        };
+        self.peers[i].state = PeerState::Dialling;
+        let addr = self.peers[i].addr;
+        self.failed(addr, now);
     }
 
     /// A dial to `addr` failed before its handshake completed: back off.
@@ -215,6 +229,34 @@ mod tests {
         r.down(LinkId(5), now);
         let wait = r.next_deadline().unwrap() - now;
         assert!(wait >= min / 2 && wait <= min, "first step again after a link was up: {wait:?}");
+    }
+
+    #[test]
+    fn a_link_the_peer_refuses_backs_off_like_a_failed_dial() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(1600));
+        let mut r = Redial::new([(addr, key(1))], min, max, 9, t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for link in 0..5 {
+            r.poll_dial(now).unwrap();
+            r.up(&key(1), LinkId(link));
+            r.refused(LinkId(link), now);
+            let at = r.next_deadline().unwrap();
+            waits.push(at - now);
+            now = at;
+        }
+        // 200, 400, 800, 1600, 1600 ms at most, each at least half of that: growing, where a
+        // plain `down` would wait the first step every time.
+        for (wait, full) in waits.iter().zip([200, 400, 800, 1600, 1600]) {
+            let full = Duration::from_millis(full);
+            assert!(*wait >= full / 2 && *wait <= full, "{wait:?} vs {full:?}");
+        }
+        // A refusal of a link that is not the peer's changes nothing.
+        r.refused(LinkId(99), now);
+        assert_eq!(r.next_deadline(), Some(now));
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub(crate) struct Worker {
     send_vecs: Vec<Box<SendVec>>,
     /// Links whose receive must be armed again, with their generations.
     rearm: Vec<(u32, u32)>,
+    /// Why each draining link (by slot) closes: the code of the notice it sent. Kept here, not
+    /// in every link's state: few links drain at once.
+    draining: std::collections::HashMap<u32, ErrorCode>,
     /// Closes asked for during [`Service::tick`], done after it: the link, why, and whether
     /// the peer is told (`LINK_CLOSE`).
     deferred_closes: Vec<(LinkId, ErrorCode, bool)>,
@@ -181,6 +184,7 @@ impl Worker {
             rearm: Vec::with_capacity(64),
             send_vecs: Vec::new(),
             deferred_closes: Vec::new(),
+            draining: std::collections::HashMap::new(),
             dial_errors: Vec::new(),
             live_links: 0,
             admission,
@@ -913,7 +917,8 @@ impl Worker {
         self.stats.bytes_out += result as u64;
         conn.io.tx.advance(result as usize, self.pool.get_mut());
         if conn.phase == Phase::Draining && conn.io.tx.is_empty() && !conn.io.tx.has_pending() {
-            return self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
+            let code = self.draining.remove(&slot).unwrap_or(ErrorCode::SHUTDOWN);
+            return self.close(service, slot, CloseReason::Local(code));
         }
         self.start_send(slot);
     }
@@ -1201,6 +1206,9 @@ impl Worker {
             return;
         }
         let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
+        if conn.phase == Phase::Draining {
+            self.draining.remove(&slot);
+        }
         let connecting = conn.phase == Phase::Connecting;
         conn.phase = Phase::Closing;
         self.live_links -= 1;
@@ -1282,6 +1290,7 @@ impl Worker {
             }
         }
         conn.phase = Phase::Draining;
+        self.draining.insert(slot, code);
         self.touch(slot);
         true
     }
