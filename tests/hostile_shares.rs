@@ -1,6 +1,6 @@
 //! Shares of a node's circuits, against real `ringspan run` processes: no peer, and no group of
 //! peers, can take more than its share of a node's circuits, and what a peer leaves open costs
-//! it alone (PROTOCOL.md 8.6 and 8.7).
+//! it alone (PROTOCOL.md 8.6 and 8.7). The shares of its span table: `hostile_shares_spans.rs`.
 //!
 //! Each test sets hostile peers (the rogue kit: real links speaking the protocol, see
 //! `support/rogue.rs`) against a node, checks that they are refused or confined and that the
@@ -10,237 +10,35 @@
 //! Nothing here waits for time to pass: every wait is on a condition (a node's snapshot, what a
 //! rogue received), with a generous timeout.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
-use ringspan::daemon::{
-    CALL, CallEvent, Closes, Handle, LinkRow, LoadReport, Request, Settings, Snapshot,
-};
-use ringspan::ids::{ClusterId, MountId, NodeId, TxnId};
+use ringspan::daemon::{CALL, CallEvent, Closes, Handle};
+use ringspan::ids::{ClusterId, MountId, TxnId};
 use ringspan::limits::{
     CLIENT_CALLS_MAX, CLIENT_TXNS_PER_LINK_MAX, LOCAL_TXNS_PER_LINK_MAX,
     RELAY_CIRCUITS_PER_LINK_MAX,
 };
-use ringspan::ring;
-use ringspan::span::{MountKey, MountKind, Role, Wants};
+use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{ErrorCode, Flags};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{Proc, now, wait_for};
+use process::{Proc, wait_for};
 #[path = "support/node.rs"]
 mod node;
 use node::Node;
 #[path = "support/rogue.rs"]
 mod rogue;
-use rogue::{Rogue, Seen, pump_all_until};
+use rogue::{Rogue, pump_all_until};
+#[path = "support/shares.rs"]
+mod shares;
+use shares::*;
 
-/// Every wait on a condition: generous, for two busy cores and a debug build.
-const WAIT: Duration = Duration::from_secs(60);
-/// The echo master of cluster 1.
-const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 /// How many calls a rogue opens in one go.
 const BATCH: usize = 1_024;
-
-/// A fresh directory for one test's configs, keys, sockets and logs.
-fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-shares-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Writes `node`'s config: a listener, `role`, `node_extra` in `[node]` (allow, client
-/// clusters), timers that leave a rogue unpumped for a while alone, `limits_extra` in
-/// `[limits]`, and `tail` (peers, mounts).
-fn configure(node: &Node, role: &str, node_extra: &str, limits_extra: &str, tail: &str) {
-    let text = format!(
-        "[node]\nkey = \"{}.key\"\nlisten = [\"{}\"]\nrole = \"{role}\"\n{node_extra}\n\
-         [limits]\nkeepalive_ms = 1000\nidle_timeout_ms = 30000\nredial_min_ms = 50\n\
-         redial_max_ms = 500\n{limits_extra}\n{tail}",
-        node.name,
-        node.addr()
-    );
-    std::fs::write(&node.config, text).unwrap();
-}
-
-/// A `[[peer]]` table for `n`, granted `role`, dialled if `dial`.
-fn peer(n: &Node, role: &str, dial: bool) -> String {
-    let address = if dial { format!("address = \"{}\"\n", n.addr()) } else { String::new() };
-    format!(
-        "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\nrole = \"{role}\"\n{address}",
-        n.name,
-        n.public().to_base64()
-    )
-}
-
-/// A `[[mount]]` table for an echo mount.
-fn echo_mount(mount: MountKey, kind: &str) -> String {
-    format!(
-        "\n[[mount]]\ncluster = \"{:#x}\"\nid = \"{:#x}\"\nkind = \"{kind}\"\nlabel = \"echo\"\n\
-         service = \"echo\"\n",
-        mount.cluster.0, mount.mount.0
-    )
-}
-
-/// `allow` naming each key with its role ("client" keys are listed bare).
-fn allow(keys: &[(&Identity, &str)]) -> String {
-    let entries: Vec<String> = keys
-        .iter()
-        .map(|(identity, role)| {
-            let key = identity.public_key().to_base64();
-            if *role == "client" {
-                format!("\"{key}\"")
-            } else {
-                format!("{{ key = \"{key}\", role = \"{role}\" }}")
-            }
-        })
-        .collect();
-    format!("allow = [{}]\n", entries.join(", "))
-}
-
-/// An honest application: a node of its own linked to `at`, saying it is `role`.
-fn honest(identity: Identity, role: Role, at: &Node) -> Handle {
-    let mut settings = Settings::new(identity);
-    settings.role = role;
-    settings.peers = vec![at.peer()];
-    settings.recv_buffers = 8;
-    settings.keepalive = Duration::from_millis(1_000);
-    settings.idle_timeout = Duration::from_millis(30_000);
-    settings.redial_min = Duration::from_millis(50);
-    settings.redial_max = Duration::from_millis(500);
-    Handle::start(settings).unwrap()
-}
-
-/// Runs `calls` one-shot calls of 64 bytes to `mount` from `app`, `concurrency` at a time,
-/// pumping `rogues` meanwhile (they answer what the node sends and keep their links alive).
-fn load(
-    app: &Handle,
-    mount: MountKey,
-    calls: u64,
-    concurrency: u32,
-    rogues: &mut [&mut Rogue],
-) -> LoadReport {
-    let (reply, report) = mpsc::channel();
-    let request = Request::Load { mount, calls, concurrency, size: 64, reply };
-    assert!(app.remote().send(ring::Command::Service(Box::new(request))).is_ok());
-    if rogues.is_empty() {
-        return report.recv_timeout(WAIT).expect("the honest load ends");
-    }
-    let mut done = None;
-    pump_all_until(rogues, WAIT, |_| {
-        done = done.take().or_else(|| report.try_recv().ok());
-        done.is_some()
-    })
-    .unwrap();
-    done.unwrap()
-}
-
-/// Every honest call answered with its own payload, none lost or refused.
-fn assert_good(report: &LoadReport, calls: u64) {
-    assert_eq!(
-        (report.completed, report.corrupted, report.other, report.lost_link, report.no_route),
-        (calls, 0, 0, 0, 0),
-        "the honest load: {report:?}"
-    );
-}
-
-/// The row of the link to `peer` in a snapshot.
-fn row(snapshot: &Snapshot, peer: NodeId) -> Option<&LinkRow> {
-    let peer = peer.to_string();
-    snapshot.links.iter().find(|row| row.peer == peer)
-}
-
-/// A node's snapshot, asked at most every 200 ms from inside a pump's condition (a snapshot of
-/// a node with thousands of circuits or routes is not free).
-struct Every {
-    last: Option<std::time::Instant>,
-}
-
-impl Every {
-    fn new() -> Every {
-        Every { last: None }
-    }
-
-    fn due(&mut self) -> bool {
-        let due = self.last.is_none_or(|at| now() >= at + Duration::from_millis(200));
-        if due {
-            self.last = Some(now());
-        }
-        due
-    }
-}
-
-/// What a rogue's calls met, read from its log as it grows (the log is long: it is read once).
-#[derive(Default)]
-struct Tally {
-    at: usize,
-    /// Calls (and spans) the node answered without forcing them closed.
-    answered: HashSet<TxnId>,
-    /// Forced closes, by transaction: their code, and whether an answer came before.
-    forced: HashMap<TxnId, (ErrorCode, bool)>,
-    /// Transactions ended at the rogue, and how.
-    ended: HashMap<TxnId, ErrorCode>,
-}
-
-impl Tally {
-    fn update(&mut self, rogue: &Rogue) {
-        let log = rogue.log();
-        for seen in &log[self.at..] {
-            match seen {
-                Seen::Delivery(d) if d.synthesized => {}
-                Seen::Delivery(d) if d.is_forced_close() => {
-                    let answered = self.answered.contains(&d.txn);
-                    self.forced.entry(d.txn).or_insert((d.error, answered));
-                }
-                Seen::Delivery(d) => {
-                    self.answered.insert(d.txn);
-                }
-                Seen::Ended { txn, error } => {
-                    self.ended.insert(*txn, *error);
-                }
-                Seen::OneWay { .. } => {}
-            }
-        }
-        self.at = log.len();
-    }
-
-    /// Whether the node has said something on each of `txns`.
-    fn heard_all(&self, txns: &[TxnId]) -> bool {
-        txns.iter().all(|t| self.answered.contains(t) || self.forced.contains_key(t))
-    }
-
-    /// Forced closes with `code` on transactions answered before (`after_answer`) or not.
-    fn forced_with(&self, code: ErrorCode, after_answer: bool) -> usize {
-        self.forced.values().filter(|&&(c, answered)| c == code && answered == after_answer).count()
-    }
-}
-
-/// Opens `count` calls to the node's span `span` in one go (`flags`: DELETE for one-shot
-/// requests, none to hold them open), each with its own payload.
-fn open_calls(rogue: &mut Rogue, span: TxnId, count: usize, flags: Flags) -> Vec<TxnId> {
-    rogue.send(|link, out| {
-        (0..count)
-            .map(|i| {
-                let payload = format!("rogue call {i}");
-                link.open(out, Some(span), CALL, payload.as_bytes(), flags)
-                    .unwrap_or_else(|e| panic!("the rogue cannot open call {i}: {e}"))
-            })
-            .collect()
-    })
-}
-
-/// A rogue linked to `node` with `identity`, its hello said as `role`, that heard the node's
-/// span for `mount`.
-fn rogue_at(node: &Node, identity: &Identity, role: Role, mount: MountKey) -> Rogue {
-    let mut rogue = Rogue::connect(node.addr(), identity, Some(node.public())).unwrap();
-    rogue.hello(role, Wants::all());
-    rogue.pump_until(WAIT, |r| r.span_of(mount).is_some()).unwrap();
-    rogue
-}
 
 /// An echo node `e` with the master, and a relay `x` linked to it (x dials), both running; x
 /// lets in `keys` with their roles and `x_extra` in `[node]`.
