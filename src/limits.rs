@@ -230,10 +230,9 @@ pub const BUSY_POLL_US_MAX: u64 = 10_000;
 pub const BUSY_POLL_BACKOFF_MS: u64 = 1_000;
 
 /// Mounts one span table holds that neighbours may hear of (local ones, and those reachable
-/// through a router or satellite; clients' mounts count against [`CLIENT_MOUNTS_MAX`], and the
-/// feasibility memory of mounts that went away against both). Each is advertised to every
-/// neighbour as one span, i.e. one transaction we
-/// open on the link: 16,384 keeps all of them within half of [`LOCAL_TXNS_PER_LINK_MAX`], the
+/// through a router or satellite; clients' mounts count against [`CLIENT_MOUNTS_MAX`], and
+/// tombstones of mounts that went away against [`DEPARTED_MAX`]). Each is advertised to every
+/// neighbour as one span, i.e. one transaction we open on the link: 16,384 keeps all of them within half of [`LOCAL_TXNS_PER_LINK_MAX`], the
 /// other half left for circuits. A HAMMER2 cluster has a handful of PFSs per node; this is room
 /// for thousands of nodes' worth.
 pub const SPAN_MOUNTS_MAX: usize = 16_384;
@@ -275,8 +274,10 @@ pub const CLIENT_TXNS_PER_LINK_MAX: usize = 2 * CLIENT_CALLS_MAX;
 /// share. 256 tombstones are ~90 KiB per neighbour.
 pub const DEPARTED_PER_NEIGHBOUR_MAX: usize = 256;
 
-/// Tombstones not charged to a live neighbour (local mounts detached, mounts of neighbours that
-/// went down), oldest forgotten first beyond this.
+/// Tombstones in one span table, all nodes' together (each node's at most
+/// [`DEPARTED_PER_NEIGHBOUR_MAX`]). Past it the node holding the most forgets its oldest, so a
+/// node with few keeps them while many trusted routers churn: only more than 64 routers at their
+/// full share reach it. ~5.6 MiB at most.
 pub const DEPARTED_MAX: usize = SPAN_MOUNTS_MAX;
 
 /// Seqno requests a neighbour may have served per second (a token bucket holding
@@ -337,7 +338,7 @@ pub const CLIENT_CALLS_MAX: usize = 1_024;
 pub const RELAY_CIRCUITS_PER_LINK_MAX: usize = LOCAL_TXNS_PER_LINK_MAX - SPAN_MOUNTS_MAX;
 
 /// Default milliseconds a circuit may carry nothing either way before the node aborts it
-/// (`LIMIT_REACHED` both ways): a circuit a peer opened and forgot holds a slot on every hop.
+/// (`IDLE` both ways): a circuit a peer opened and forgot holds a slot on every hop.
 /// Five minutes: longer than any request-reply, short enough that abandoned circuits do not
 /// accumulate. A node checks every half of it, so a circuit goes after 1 to 1.5 times this.
 pub const CIRCUIT_IDLE_MS: u64 = 300_000;

@@ -317,9 +317,11 @@ fn transactions_a_client_never_closes_cost_it_its_own_link() {
         .unwrap_or_else(|e| panic!("{e}: {:?}", x.try_snapshot().map(|s| (s.clients, s.closes))));
     assert_eq!(x.snapshot().closes, Closes { misbehaved: 1, ..Closes::default() }, "the rogue's");
     assert_good(&load(&app, MASTER, 500, 16, &mut []), 500);
-    // The node's counter keeps the rogue's refusals (the client links' sum in the snapshot is
-    // over the links up now, so it is not asserted here), and the honest client added none.
-    assert_eq!(x.snapshot().counters.limited, refusable as u64, "the honest client's calls");
+    // The node's counters keep the rogue's refusals after its link is gone (they are exported
+    // as counters, which never go down), and the honest client added none.
+    let s = x.snapshot();
+    assert_eq!(s.counters.limited, refusable as u64, "the honest client's calls");
+    assert_eq!(s.client_refusals.circuits_limited, refusable as u64, "the rogue's, kept");
     assert_eq!(app.snapshot().closes, Closes::default(), "the honest client's link");
     app.shutdown();
     let _ = std::fs::remove_dir_all(&dir);

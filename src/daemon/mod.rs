@@ -230,7 +230,7 @@ pub struct Snapshot {
     /// Why links that were up went down, client links included.
     #[serde(default)]
     pub closes: Closes,
-    /// What the client links (not listed in `links`) had refused, in all.
+    /// What the client links (not listed in `links`), up or gone, had refused, in all.
     #[serde(default)]
     pub client_refusals: Refusals,
     /// Clients' mounts held in the client directory.
@@ -695,7 +695,8 @@ impl NodeService {
         // Client links are counted, not listed: a satellite holds a great many.
         let is_client = |info: &crate::relay::LinkInfo| info.granted == Role::Client;
         let mut clients = 0;
-        let mut client_refusals = Refusals::default();
+        // Those of client links gone too: exported as counters, they never go down.
+        let mut client_refusals = Refusals::of(&self.node.clients_gone());
         for info in self.node.link_info().filter(is_client) {
             clients += 1;
             client_refusals.add(Refusals::of(&info.counters));

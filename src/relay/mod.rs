@@ -210,6 +210,36 @@ pub struct LinkCounters {
     pub seqno_delayed: u64,
 }
 
+impl LinkCounters {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &LinkCounters) {
+        let LinkCounters {
+            circuits_in,
+            circuits_out,
+            forwarded,
+            aborts_in,
+            aborts_out,
+            circuits_limited,
+            circuits_preempted,
+            circuits_idle,
+            spans_limited,
+            spans_refused,
+            seqno_delayed,
+        } = *other;
+        self.circuits_in += circuits_in;
+        self.circuits_out += circuits_out;
+        self.forwarded += forwarded;
+        self.aborts_in += aborts_in;
+        self.aborts_out += aborts_out;
+        self.circuits_limited += circuits_limited;
+        self.circuits_preempted += circuits_preempted;
+        self.circuits_idle += circuits_idle;
+        self.spans_limited += spans_limited;
+        self.spans_refused += spans_refused;
+        self.seqno_delayed += seqno_delayed;
+    }
+}
+
 /// What a node knows of one link, for `show`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -283,6 +313,8 @@ pub struct Node {
     app_consumed: bool,
     notices: VecDeque<Notice>,
     counters: NodeCounters,
+    /// What client links that went down had counted, in all.
+    clients_gone: LinkCounters,
     /// The time of the latest input.
     now: Instant,
     /// A circuit carrying nothing for this long is aborted.
@@ -315,6 +347,7 @@ impl Node {
             app_consumed: false,
             notices: VecDeque::new(),
             counters: NodeCounters::default(),
+            clients_gone: LinkCounters::default(),
             now,
             circuit_idle,
             epoch: 0,
@@ -362,23 +395,31 @@ impl Node {
 
     /// The links, for `show`.
     pub fn link_info(&self) -> impl Iterator<Item = LinkInfo> + '_ {
-        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&link, state)| {
-            let span = state.span.counters();
-            let mut counters = state.counters;
-            counters.spans_limited = span.spans_limited;
-            counters.spans_refused = span.spans_refused;
-            counters.seqno_delayed = self.table.seqno_requests_delayed(Self::neighbour_of(link));
-            LinkInfo {
-                link,
-                peer: state.peer,
-                granted: state.span.granted(),
-                role: state.span.peer_role(),
-                spans_in: state.span.spans_received(),
-                spans_out: state.span.spans_sent(),
-                circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
-                counters,
-            }
+        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&link, state)| LinkInfo {
+            link,
+            peer: state.peer,
+            granted: state.span.granted(),
+            role: state.span.peer_role(),
+            spans_in: state.span.spans_received(),
+            spans_out: state.span.spans_sent(),
+            circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
+            counters: self.link_counters(link, state),
         })
+    }
+
+    /// What the client links that went down had counted, in all (with the live client links'
+    /// [`LinkInfo::counters`], what all clients ever counted: never goes down).
+    pub fn clients_gone(&self) -> LinkCounters {
+        self.clients_gone
+    }
+
+    fn link_counters(&self, link: LinkId, state: &LinkState) -> LinkCounters {
+        let span = state.span.counters();
+        let mut counters = state.counters;
+        counters.spans_limited = span.spans_limited;
+        counters.spans_refused = span.spans_refused;
+        counters.seqno_delayed = self.table.seqno_requests_delayed(Self::neighbour_of(link));
+        counters
     }
 
     /// The link a table neighbour stands for.
@@ -583,6 +624,10 @@ impl Node {
         let Some(mut state) = self.links.remove(&link) else { return };
         if self.by_peer.get(&state.peer) == Some(&link) {
             self.by_peer.remove(&state.peer);
+        }
+        if state.span.granted() == Role::Client {
+            let gone = self.link_counters(link, &state);
+            self.clients_gone.add(&gone);
         }
         let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
         // Nothing queued for it will be sent; opens it held fail below with their circuits.

@@ -243,7 +243,9 @@ impl Node {
                                 let c = &mut self.circuits[circuit as usize];
                                 if let End::Link { txn: t, closed, .. } = c.end(side) {
                                     *t = Some(id);
-                                    *closed = flags.contains(Flags::DELETE);
+                                    // Kept if an abort was queued after this open: its forced
+                                    // close follows in this flush.
+                                    *closed |= flags.contains(Flags::DELETE);
                                 }
                                 self.by_txn.insert((link, id), (circuit, side));
                             }

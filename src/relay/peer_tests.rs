@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{LinkUp, Node};
+use super::{LinkCounters, LinkUp, Node};
 use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
@@ -279,6 +279,13 @@ fn a_clients_mounts_are_refused_alone_outside_its_rights() {
     assert_eq!(routes, [b.node.aggregate_of(ClusterId(1))]);
     let info = b.node.link_info().find(|i| i.link == b.peers[first].link).unwrap();
     assert_eq!((info.counters.spans_refused, info.counters.spans_limited), (1, 1));
+    // What the clients counted outlives their links: an operator's counters never go down.
+    assert_eq!(b.node.clients_gone(), LinkCounters::default());
+    b.link_lost(first, Error::Misuse(crate::error::Misuse::LinkDown));
+    b.link_lost(second, Error::Misuse(crate::error::Misuse::LinkDown));
+    let gone = b.node.clients_gone();
+    assert_eq!((gone.spans_refused, gone.spans_limited), (2, 1));
+    assert_eq!(b.node.link_info().count(), 0);
 }
 
 #[test]

@@ -43,7 +43,8 @@
 //! refuses that span and the link carries on), never by evicting or blaming an older mount. A
 //! mount that went away is kept as a *tombstone* for its feasibility distance, charged to the
 //! node whose retraction (or loss, or detach) made it go, at most
-//! [`DEPARTED_PER_NEIGHBOUR_MAX`] per node, oldest forgotten first. Seqno requests are served
+//! [`DEPARTED_PER_NEIGHBOUR_MAX`] per node, oldest forgotten first, and at most
+//! [`DEPARTED_MAX`] in all (past it, the oldest of the node holding most). Seqno requests are served
 //! at [`SEQNO_REQUESTS_PER_SEC`] per neighbour, the rest waiting (one per mount, the newest
 //! seqno asked); an originator raises a mount's seqno at most once per
 //! [`SEQNO_RAISE_INTERVAL_MS`]; and a request is never passed on for more than one past the
@@ -99,7 +100,7 @@ pub use types::{
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{NeighbourId, NodeId};
 use crate::limits::{
-    DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS, SEQNO_REQUEST_BURST,
+    DEPARTED_MAX, DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS, SEQNO_REQUEST_BURST,
     SEQNO_REQUESTS_PER_SEC, SPAN_MOUNTS_MAX, SPAN_NEIGHBOURS_MAX, SPANS_PER_NEIGHBOUR_MAX,
 };
 
@@ -123,6 +124,8 @@ pub struct Table {
     /// first, each with the number it was stamped with when it became one (a mount revived and
     /// gone again is a new tombstone; the old queue position is then stale and skipped).
     departed: Map<NodeId, VecDeque<(MountKey, u64)>>,
+    /// Entries in all the `departed` queues (stale ones included), at most [`DEPARTED_MAX`].
+    departed_total: usize,
     /// The last tombstone number given.
     departed_seq: u64,
     /// Deadlines: a neighbour's waiting seqno requests, an originator's next raise.
@@ -305,6 +308,7 @@ impl Table {
             neighbours: BTreeMap::new(),
             live: HashSet::default(),
             departed: Map::default(),
+            departed_total: 0,
             departed_seq: 0,
             timers: BTreeSet::new(),
             out: VecDeque::new(),
@@ -586,20 +590,45 @@ impl Table {
         }
     }
 
-    /// Charges a new tombstone to `cause`, forgetting that node's oldest beyond its share.
+    /// Charges a new tombstone to `cause`, forgetting that node's oldest beyond its share, and,
+    /// past the node-wide bound, the oldest of whichever node holds the most.
     fn depart(&mut self, key: MountKey, cause: NodeId) {
         self.departed_seq += 1;
         let seq = self.departed_seq;
         if let Some(entry) = self.mounts.get_mut(&key) {
             entry.departed = seq;
         }
-        let queue = self.departed.entry(cause).or_default();
-        queue.push_back((key, seq));
-        while queue.len() > DEPARTED_PER_NEIGHBOUR_MAX {
-            let Some((old, stamp)) = queue.pop_front() else { break };
-            if self.mounts.get(&old).is_some_and(|e| e.is_tombstone() && e.departed == stamp) {
-                self.mounts.remove(&old);
-            }
+        self.departed.entry(cause).or_default().push_back((key, seq));
+        self.departed_total += 1;
+        if self.departed.get(&cause).is_some_and(|q| q.len() > DEPARTED_PER_NEIGHBOUR_MAX) {
+            self.forget_oldest(cause);
+        }
+        while self.departed_total > DEPARTED_MAX {
+            // Only reached with more than DEPARTED_MAX / DEPARTED_PER_NEIGHBOUR_MAX nodes
+            // charged: the scan is over at most DEPARTED_MAX queues, and rare.
+            let Some(biggest) = self
+                .departed
+                .iter()
+                .max_by_key(|(node, q)| (q.len(), **node))
+                .map(|(&node, _)| node)
+            else {
+                break;
+            };
+            self.forget_oldest(biggest);
+        }
+    }
+
+    /// Forgets the oldest tombstone charged to `node` (unless it was revived since), dropping the
+    /// node's queue once empty.
+    fn forget_oldest(&mut self, node: NodeId) {
+        let Some(queue) = self.departed.get_mut(&node) else { return };
+        let Some((old, stamp)) = queue.pop_front() else { return };
+        if queue.is_empty() {
+            self.departed.remove(&node);
+        }
+        self.departed_total -= 1;
+        if self.mounts.get(&old).is_some_and(|e| e.is_tombstone() && e.departed == stamp) {
+            self.mounts.remove(&old);
         }
     }
 

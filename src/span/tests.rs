@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::error::Violation;
 use crate::ids::{ClusterId, MountId};
-use crate::limits::{DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS};
+use crate::limits::{DEPARTED_MAX, DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS};
 
 const ME: NodeId = NodeId(100);
 const A: NeighbourId = NeighbourId(1);
@@ -347,6 +347,32 @@ fn tombstones_are_charged_to_the_node_that_made_them_go() {
     t.handle_advert(B, &advert(key(999_999), 5, 0)).unwrap();
     assert_eq!(t.tombstones(), DEPARTED_PER_NEIGHBOUR_MAX);
     assert!(t.knows(key(999_999)));
+}
+
+#[test]
+fn tombstones_in_all_are_bounded_and_the_biggest_holder_gives_way() {
+    // More routers than DEPARTED_MAX / DEPARTED_PER_NEIGHBOUR_MAX, each at its full share.
+    let routers = DEPARTED_MAX / DEPARTED_PER_NEIGHBOUR_MAX + 2;
+    let ids: Vec<NeighbourId> = (1..=routers as u64).map(NeighbourId).collect();
+    let mut t = table_with(&ids);
+    let mut n = 0u128;
+    for &id in &ids[1..] {
+        for _ in 0..DEPARTED_PER_NEIGHBOUR_MAX {
+            t.handle_advert(id, &advert(key(n), 1, 0)).unwrap();
+            t.handle_retract(id, key(n)).unwrap();
+            n += 1;
+        }
+        drain(&mut t);
+    }
+    assert_eq!(t.tombstones(), DEPARTED_MAX);
+    assert_eq!(t.departed_total, DEPARTED_MAX);
+    // The first router's one tombstone is kept: the others hold more and give way first.
+    t.handle_advert(ids[0], &advert(key(n), 1, 0)).unwrap();
+    t.handle_retract(ids[0], key(n)).unwrap();
+    assert_eq!(t.tombstones(), DEPARTED_MAX);
+    assert!(t.feasibility_distance(key(n)).is_some(), "the smallest holder's tombstone kept");
+    assert_eq!(t.departed.get(&node_of(ids[0])).map(VecDeque::len), Some(1));
+    assert!(t.departed.values().all(|q| q.len() <= DEPARTED_PER_NEIGHBOUR_MAX));
 }
 
 #[test]
