@@ -40,7 +40,8 @@ const CALLS: u64 = 500;
 struct Cluster {
     r: Node,
     s: Node,
-    _procs: [Proc; 2],
+    procs: [Proc; 2],
+    dir: std::path::PathBuf,
     /// The honest client application at s, serving its client mount.
     client: Handle,
     /// An honest router application at r, calling clients through s's aggregate.
@@ -101,7 +102,20 @@ fn cluster(name: &str) -> Cluster {
     let caller = app(caller_id, Role::Router, &r);
     let aggregate = MountKey { cluster: ClusterId(1), mount: MountId(s.public().node_id().0) };
     assert!(caller.wait_for_route(aggregate, WAIT), "the core hears the satellite's aggregate");
-    Cluster { r, s, _procs: procs, client, caller }
+    Cluster { r, s, procs, dir, client, caller }
+}
+
+impl Drop for Cluster {
+    /// Stops the nodes and removes their directory, unless the test failed (kept to read).
+    fn drop(&mut self) {
+        for proc in &mut self.procs {
+            let _ = proc.0.kill();
+            let _ = proc.0.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl Cluster {
