@@ -223,6 +223,7 @@ impl<T: AsRef<[u8]>> Message<T> {
     }
 
     /// Wraps untrusted bytes, after [`Message::check`].
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Message<T>, Error> {
         let message = Message::new_unchecked(buffer);
         message.check()?;
@@ -232,6 +233,7 @@ impl<T: AsRef<[u8]>> Message<T> {
     /// Checks everything that can be checked without a link's state: the header and the padded
     /// payload are present, no reserved bit is set, padding is zero, and flags and ids agree
     /// (`docs/PROTOCOL.md`, "Message rules"). After it succeeds no accessor panics.
+    #[inline]
     pub fn check(&self) -> Result<(), Error> {
         let bytes = self.buffer.as_ref();
         if bytes.len() < MESSAGE_HEADER_LEN {
@@ -292,6 +294,7 @@ impl<T: AsRef<[u8]>> Message<T> {
 
     /// Bytes this message takes in its record (header, payload and padding); the next message
     /// starts there.
+    #[inline]
     pub fn wire_len(&self) -> usize {
         MESSAGE_HEADER_LEN + align_up(self.payload_len() as usize)
     }
@@ -333,6 +336,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
 }
 
 /// The message rules that need no state; `Err` names the rule broken.
+#[inline]
 fn check_rules(flags: Flags, msgid: u64, parent: u64) -> Result<(), &'static str> {
     if msgid == 0 {
         if flags != Flags::NONE {
