@@ -93,6 +93,7 @@ listen = ["127.0.0.1:$port"]
 workers = 1
 role = "satellite"
 accept_unknown_keys = true
+client_clusters = ["0x1"]
 
 [limits]
 keepalive_ms = 15000
