@@ -25,7 +25,7 @@ use ringspan::cipher::Identity;
 use ringspan::daemon::{CALL, LinkRow, Snapshot};
 use ringspan::ids::{ClusterId, LinkId, MountId};
 use ringspan::span::{MountKey, Role, Wants};
-use ringspan::wire::{Command, ErrorCode, Flags};
+use ringspan::wire::{Command, ErrorCode};
 
 #[path = "support/process.rs"]
 mod process;
@@ -124,16 +124,6 @@ fn client_of(node: &Node, from: Option<IpAddr>) -> Rogue {
     rogue
 }
 
-/// A one-shot call to the echo master: answered with its payload, and over.
-fn echo_call(rogue: &mut Rogue, payload: &[u8]) {
-    let span = rogue.span_of(MASTER).expect("the node's span for the master");
-    let call = rogue.open(span, CALL, payload, Flags::DELETE);
-    rogue.pump_until(WAIT, |r| r.ended(call).is_some()).unwrap();
-    assert_eq!(rogue.ended(call), Some(ErrorCode::NONE));
-    let answers: Vec<_> = rogue.deliveries(call).map(|d| d.payload.clone()).collect();
-    assert_eq!(answers, [payload.to_vec()]);
-}
-
 /// Whether the node sent `rogue` anything but pings and its close: a transaction message, or a
 /// one-way message of another kind.
 fn heard_anything(rogue: &Rogue) -> bool {
@@ -192,7 +182,7 @@ fn a_second_node_on_a_running_nodes_port_exits_and_the_first_serves_on() {
     let served = a.snapshot().counters.served;
     let mut client = client_of(&a, None);
     for i in 0..3u8 {
-        echo_call(&mut client, &[b'x', i]);
+        client.echo_call(MASTER, CALL, &[b'x', i], WAIT);
     }
     client
         .pump_until(WAIT, |_| answered(&a).is_some_and(|s| s.counters.served == served + 3))
@@ -286,7 +276,7 @@ fn a_key_used_by_two_processes_gets_one_link_and_calls_go_on_it() {
     // Calls through m go on the kept link, to k1, while k2 goes on dialling.
     let mut client = client_of(&m, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
     for i in 0..5u8 {
-        echo_call(&mut client, &[b'k', i]);
+        client.echo_call(MASTER, CALL, &[b'k', i], WAIT);
         check(&m.snapshot());
     }
     let duplicates = m.snapshot().counters.duplicates;
@@ -385,7 +375,7 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
         snapshots.iter().map(|s| s.links.iter().map(|l| l.link).collect()).collect();
     let mut client = client_of(&a, None);
     for i in 0..3u8 {
-        echo_call(&mut client, &[b't', i]);
+        client.echo_call(MASTER, CALL, &[b't', i], WAIT);
     }
     for (i, node) in nodes.iter().enumerate() {
         let s = node.snapshot();
@@ -451,7 +441,7 @@ fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
         answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
     });
     let mut good = client_of(&n, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-    echo_call(&mut good, b"before");
+    good.echo_call(MASTER, CALL, b"before", WAIT);
 
     // 20 ms: below PEER_IDLE_TIMEOUT_MIN_MS (30). Closed at the hello, as misbehaviour.
     let mut rogue = Rogue::connect(n.addr(), &Identity::generate().unwrap(), None).unwrap();
@@ -470,17 +460,17 @@ fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
         "the node advertised to a peer whose hello it refused: {:?}",
         rogue.log()
     );
-    echo_call(&mut good, b"after a short idle timeout");
+    good.echo_call(MASTER, CALL, b"after a short idle timeout", WAIT);
 
     // 30 ms, the minimum, is taken: the link carries calls (and the node keeps it alive every
     // 10 ms, a third of it).
     let mut brisk = Rogue::connect(n.addr(), &Identity::generate().unwrap(), None).unwrap();
     brisk.hello_raw(&client_hello(30));
     brisk.pump_until(WAIT, |r| r.span_of(MASTER).is_some()).unwrap();
-    echo_call(&mut brisk, b"at the minimum");
+    brisk.echo_call(MASTER, CALL, b"at the minimum", WAIT);
     let pings = brisk.pings();
     brisk.pump_until(WAIT, |r| r.pings() > pings).unwrap();
-    echo_call(&mut good, b"after all");
+    good.echo_call(MASTER, CALL, b"after all", WAIT);
     let s = n.snapshot();
     assert_eq!((s.closes.misbehaved, s.clients), (1, 2), "{:?}", s.closes);
     assert_eq!((good.closed(), brisk.closed()), (None, None));

@@ -81,19 +81,6 @@ fn client_of(node: &Node, from: Option<IpAddr>) -> Rogue {
     rogue
 }
 
-/// A one-shot call to the echo master: answered with its payload, and over.
-fn echo_call(rogue: &mut Rogue, payload: &[u8]) {
-    let span = rogue.span_of(MASTER).expect("the node's span for the master");
-    let call = rogue.open(span, CALL, payload, Flags::DELETE);
-    rogue.pump_until(WAIT, |r| r.ended(call).is_some()).unwrap();
-    assert_eq!(rogue.ended(call), Some(ErrorCode::NONE));
-    let answers: Vec<_> = rogue.deliveries(call).collect();
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert_eq!(answers[0].flags, Flags::REPLY | Flags::CREATE | Flags::DELETE);
-    assert_eq!(answers[0].command, CALL);
-    assert_eq!(answers[0].payload, payload);
-}
-
 #[test]
 fn a_rogue_client_calls_the_echo_master_and_holds_a_call_open() {
     let dir = test_dir("echo");
@@ -108,7 +95,7 @@ fn a_rogue_client_calls_the_echo_master_and_holds_a_call_open() {
     assert_eq!(advert.metric, Metric::ZERO);
     assert_eq!(advert.label.as_bytes(), b"echo");
 
-    echo_call(&mut rogue, b"hello echo");
+    rogue.echo_call(MASTER, CALL, b"hello echo", WAIT);
 
     // A seqno request on the node's span: the originator bumps its seqno and sends the newer
     // advertisement as an update on the span.
@@ -143,7 +130,7 @@ fn a_rogue_client_calls_the_echo_master_and_holds_a_call_open() {
     rogue.policy().answer_forced_closes = true;
     rogue.release_withheld();
     assert_eq!(rogue.withheld(), 0);
-    echo_call(&mut rogue, b"after the late answer");
+    rogue.echo_call(MASTER, CALL, b"after the late answer", WAIT);
 
     // The node counted it all (its snapshot is refreshed every 200 ms), and the link stayed up
     // throughout: nothing the rogue did broke a rule.
@@ -166,7 +153,7 @@ fn a_rogue_sending_malformed_records_is_cut_off_and_the_node_serves_on() {
     // The well-behaved one comes from another address, and stays up throughout.
     let mut good = client_of(&node, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
     assert_eq!(good.local_addr().unwrap().ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    echo_call(&mut good, b"before");
+    good.echo_call(MASTER, CALL, b"before", WAIT);
 
     // A sealed record that authenticates but holds a message with a reserved flag bit.
     let mut bad = client_of(&node, None);
@@ -189,7 +176,7 @@ fn a_rogue_sending_malformed_records_is_cut_off_and_the_node_serves_on() {
         _ => None,
     });
     assert!(hello.is_some(), "{:?}", bad.log());
-    echo_call(&mut good, b"after a malformed message");
+    good.echo_call(MASTER, CALL, b"after a malformed message", WAIT);
 
     // A record that does not authenticate: a valid header, then garbage.
     let mut forger = client_of(&node, None);
@@ -202,7 +189,7 @@ fn a_rogue_sending_malformed_records_is_cut_off_and_the_node_serves_on() {
             && node.try_snapshot().is_some_and(|s| s.closes.misbehaved == 2 && s.clients == 1)
     })
     .unwrap();
-    echo_call(&mut good, b"after a forged record");
+    good.echo_call(MASTER, CALL, b"after a forged record", WAIT);
     // The node keeps the good link alive too.
     good.pump_until(WAIT, |r| r.pings() > 0).unwrap();
     assert_eq!(good.closed(), None);

@@ -430,6 +430,20 @@ impl Rogue {
             .unwrap_or_else(|error| panic!("rogue: cannot open inside {parent}: {error}"))
     }
 
+    /// A one-shot call with `command` to `mount` (one of the node's spans), waited for up to
+    /// `wait`: it must be answered with one reply carrying `payload` back (an echo), and end.
+    pub fn echo_call(&mut self, mount: MountKey, command: Command, payload: &[u8], wait: Duration) {
+        let span = self.span_of(mount).expect("rogue: the node's span for the mount");
+        let call = self.open(span, command, payload, Flags::DELETE);
+        self.pump_until(wait, |r| r.ended(call).is_some()).unwrap();
+        assert_eq!(self.ended(call), Some(ErrorCode::NONE));
+        let answers: Vec<_> = self.deliveries(call).collect();
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].flags, Flags::REPLY | Flags::CREATE | Flags::DELETE);
+        assert_eq!(answers[0].command, command);
+        assert_eq!(answers[0].payload, payload);
+    }
+
     /// Opens a call to the client mount `client` behind a satellite, inside `aggregate_span`
     /// (the node's span for that satellite's aggregate): the payload starts with the client's
     /// 16-byte address (PROTOCOL.md section 8.6).
