@@ -318,9 +318,11 @@ pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
 pub const SPAN_LABEL_MAX: usize = 64;
 
 /// Circuits (relayed transaction pairs) and local calls open in one node at once. Each costs a
-/// slab entry and two index entries (~100 bytes), so a full table is ~100 MiB; past it, new
-/// circuits are refused with `LIMIT_REACHED` and open ones carry on. Per link the transaction
-/// layer's own bounds apply first.
+/// slab entry and two index entries (~100 bytes), so a full table is ~100 MiB. Shared max-min
+/// fairly among the links circuits come in on (and the local application), like
+/// [`RELAY_CIRCUITS_PER_LINK_MAX`]: when full, a holder with fewer takes the place of the biggest
+/// holder's oldest circuit (aborted with `LIMIT_REACHED`), anyone else is refused with it. Per
+/// link the transaction layer's own bounds apply first.
 pub const CIRCUITS_MAX: usize = 1 << 20;
 
 /// Calls one client link may have open through its node at once; one more is refused with
