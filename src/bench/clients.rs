@@ -50,6 +50,9 @@ pub struct Plan {
     /// id is that node id, so every link's mount is its own; links sharing the engine's
     /// identity add their dial index (0, 1, ...) to it instead.
     pub mount_cluster: Option<ClusterId>,
+    /// The idle timeout each link's hello asks the satellite to keep alive for (the load's
+    /// engine's own), as a client node's does.
+    pub idle_timeout: Duration,
 }
 
 /// Asks a [`ClientLoad`] for its report so far.
@@ -135,7 +138,8 @@ pub struct ClientLoad {
 impl ClientLoad {
     /// A load carrying out `plan`.
     pub fn new(plan: Plan) -> ClientLoad {
-        let hello = Hello::new(Role::Client, Wants::all());
+        let mut hello = Hello::new(Role::Client, Wants::all());
+        hello.idle_timeout_ms = u32::try_from(plan.idle_timeout.as_millis()).unwrap_or(u32::MAX);
         let mut buf = [0u8; HELLO_LEN_MAX];
         let hello_len = hello.encode(&mut buf);
         ClientLoad {

@@ -235,11 +235,12 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
     }
 
     let keepalive = Duration::from_millis(args.keepalive_ms);
+    let idle_timeout = keepalive * 4;
     let config = ring::Config {
         workers: 1,
         pin_workers: false,
         keepalive_interval: keepalive,
-        idle_timeout: keepalive * 4,
+        idle_timeout,
         ..ring::Config::default()
     };
     let own = cipher::Config::new(Identity::generate().map_err(|e| e.to_string())?)
@@ -255,6 +256,7 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
         identities,
         node,
         mount_cluster,
+        idle_timeout,
     }));
     let engine = Engine::start(config, Arc::new(own), move |_| {
         // One worker: the plan is taken once.
@@ -268,6 +270,7 @@ fn clients(args: ClientsArgs) -> Result<(), String> {
             identities: Vec::new(),
             node,
             mount_cluster: None,
+            idle_timeout,
         }))
     })
     .map_err(|e| e.to_string())?;

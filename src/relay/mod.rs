@@ -179,6 +179,9 @@ pub enum Notice {
         link: LinkId,
         /// The peer's idle timeout.
         idle_timeout: Duration,
+        /// The role its key was granted (a client's short timeout is its own affair, not an
+        /// operator's misconfiguration).
+        granted: Role,
     },
 }
 
@@ -415,11 +418,29 @@ impl Node {
 
     fn link_counters(&self, link: LinkId, state: &LinkState) -> LinkCounters {
         let span = state.span.counters();
-        let mut counters = state.counters;
-        counters.spans_limited = span.spans_limited;
-        counters.spans_refused = span.spans_refused;
-        counters.seqno_delayed = self.table.seqno_requests_delayed(Self::neighbour_of(link));
-        counters
+        let output::Counted {
+            circuits_in,
+            circuits_out,
+            forwarded,
+            aborts_in,
+            aborts_out,
+            circuits_limited,
+            circuits_preempted,
+            circuits_idle,
+        } = state.counters;
+        LinkCounters {
+            circuits_in,
+            circuits_out,
+            forwarded,
+            aborts_in,
+            aborts_out,
+            circuits_limited,
+            circuits_preempted,
+            circuits_idle,
+            spans_limited: span.spans_limited,
+            spans_refused: span.spans_refused,
+            seqno_delayed: self.table.seqno_requests_delayed(Self::neighbour_of(link)),
+        }
     }
 
     /// The link a table neighbour stands for.
@@ -600,7 +621,8 @@ impl Node {
         let handled = state.span.handle(txn, out, &mut ctx, delivery);
         if !heard && let Some(ms) = state.span.peer_idle_timeout_ms() {
             let idle_timeout = Duration::from_millis(u64::from(ms));
-            self.notices.push_back(Notice::PeerIdleTimeout { link, idle_timeout });
+            let granted = state.span.granted();
+            self.notices.push_back(Notice::PeerIdleTimeout { link, idle_timeout, granted });
         }
         self.update_aggregates();
         if handled? {

@@ -63,7 +63,7 @@ impl Links for NoLinks {
 pub(super) struct LinkState {
     pub(super) peer: NodeId,
     pub(super) span: SpanLink,
-    pub(super) counters: super::LinkCounters,
+    pub(super) counters: Counted,
     /// We dialled it.
     pub(super) dialled: bool,
     /// A duplicate link to a peer linked already, being closed: nothing on it is acted on.
@@ -79,6 +79,21 @@ pub(super) struct LinkState {
     /// Output waiting for [`Node::flush`]: none on an idle client link.
     queue: Option<Box<Queue>>,
     dirty: bool,
+}
+
+/// What the relay counts of a link itself ([`super::LinkCounters`] adds what its span link and
+/// the table count, when asked): kept apart so that a satellite's many client links do not each
+/// carry fields that are always zero here.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counted {
+    pub(super) circuits_in: u64,
+    pub(super) circuits_out: u64,
+    pub(super) forwarded: u64,
+    pub(super) aborts_in: u64,
+    pub(super) aborts_out: u64,
+    pub(super) circuits_limited: u64,
+    pub(super) circuits_preempted: u64,
+    pub(super) circuits_idle: u64,
 }
 
 /// A link's output waiting for [`Node::flush`]: its operations, and their payloads in one arena.
@@ -146,7 +161,7 @@ impl LinkState {
         LinkState {
             peer,
             span,
-            counters: super::LinkCounters::default(),
+            counters: Counted::default(),
             dialled,
             closing,
             retired: false,

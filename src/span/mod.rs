@@ -154,8 +154,9 @@ struct Neighbour {
     sent: SmallMap<MountKey, Sent>,
     /// Mounts whose pending seqno request we passed to it.
     requests: SmallMap<MountKey, ()>,
-    /// Its seqno requests: the tokens it has, and those that wait for one.
-    budget: requests::Budget,
+    /// Its seqno requests: the tokens it has, and those that wait for one. Made at its first
+    /// request: most neighbours of a satellite are clients that never send one.
+    budget: Option<Box<requests::Budget>>,
 }
 
 /// One mount. With no local attachment and no route it is a *tombstone*: invisible to queries,
@@ -343,7 +344,7 @@ impl Table {
             routes: SmallMap::default(),
             sent: SmallMap::default(),
             requests: SmallMap::default(),
-            budget: requests::Budget::default(),
+            budget: None,
         };
         self.neighbours.insert(id, Box::new(neighbour));
         let mut keys: Vec<MountKey> = self.live.iter().copied().collect();

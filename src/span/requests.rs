@@ -96,7 +96,7 @@ impl Table {
         now: Instant,
     ) -> Result<(), Error> {
         let neighbour = self.neighbours.get_mut(&from).ok_or(Misuse::UnknownNeighbour(from))?;
-        let budget = &mut neighbour.budget;
+        let budget = neighbour.budget.get_or_insert_with(Box::default);
         if budget.waiting.is_empty() && budget.take(now) {
             self.serve_request(from, mount, seqno, now);
             return Ok(());
@@ -123,7 +123,7 @@ impl Table {
 
     /// Requests a neighbour sent that had to wait for its budget, since it came up.
     pub fn seqno_requests_delayed(&self, id: NeighbourId) -> u64 {
-        self.neighbours.get(&id).map_or(0, |n| n.budget.delayed)
+        self.neighbours.get(&id).and_then(|n| n.budget.as_ref()).map_or(0, |b| b.delayed)
     }
 
     /// The next time [`Table::handle_timeout`] has work: waiting seqno requests to serve, or a
@@ -151,7 +151,7 @@ impl Table {
     fn serve_waiting(&mut self, id: NeighbourId, now: Instant) {
         loop {
             let Some(neighbour) = self.neighbours.get_mut(&id) else { return };
-            let budget = &mut neighbour.budget;
+            let Some(budget) = neighbour.budget.as_deref_mut() else { return };
             budget.armed = false;
             if budget.waiting.is_empty() {
                 return;
