@@ -24,6 +24,7 @@ use std::time::Duration;
 use ringspan::cipher::Identity;
 use ringspan::daemon::{CALL, LinkRow, Snapshot};
 use ringspan::ids::{ClusterId, LinkId, MountId};
+use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN, SMALL_RECORD_BUF};
 use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
@@ -474,5 +475,49 @@ fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
     let s = n.snapshot();
     assert_eq!((s.closes.misbehaved, s.clients), (1, 2), "{:?}", s.closes);
     assert_eq!((good.closed(), brisk.closed()), (None, None));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Before (bytes kept a link's idle timer going, and a partial record held its 64 KiB buffer for
+/// as long as they came): a peer trickling one record a byte at a time pinned a full buffer for
+/// ever. Now a record holding a full-size buffer must be finished within
+/// `RECORD_COMPLETION_TIMEOUT_MS` (10 s), however busy its trickle keeps the link.
+#[test]
+fn a_record_trickled_a_byte_at_a_time_is_cut_off_and_the_node_serves_on() {
+    let dir = scratch("trickle");
+    let n = Node::new(&dir, "n");
+    configure(&n, "accept_unknown_keys = true", "", ECHO_MASTER);
+    let _n = n.run();
+    wait_for("n to serve its master", WAIT, || {
+        answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
+    });
+    let mut good = client_of(&n, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+    good.echo_call(MASTER, CALL, b"before", WAIT);
+
+    // A stranger announces the largest record, sends more of it than a small buffer holds (the
+    // node moves it to a full-size one), then one byte every 50 ms, well inside the idle timeout.
+    let mut rogue = client_of(&n, None);
+    rogue.policy().keepalive = None;
+    let sealed = (RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN) as u32;
+    let mut start = vec![0u8; RECORD_HEADER_LEN + SMALL_RECORD_BUF + 100];
+    start[..4].copy_from_slice(&sealed.to_le_bytes());
+    rogue.raw_bytes(&start);
+    let deadline = now() + WAIT;
+    let mut trickled = 0;
+    while rogue.closed().is_none() {
+        assert!(now() < deadline, "still open after {trickled} bytes trickled");
+        rogue.raw_bytes(&[0]);
+        trickled += 1;
+        let _ = rogue.pump(Duration::from_millis(25));
+        good.pump(Duration::from_millis(25)).unwrap();
+    }
+    // Far short of the record: only the deadline can have closed it.
+    assert!(trickled < RECORD_PLAINTEXT_MAX / 2, "{trickled} bytes trickled");
+    wait_for("n to count the rogue's close", WAIT, || {
+        answered(&n).is_some_and(|s| s.closes.misbehaved == 1 && s.clients == 1)
+    });
+    assert_eq!(n.snapshot().closes.idle, 0, "closed by the reassembly deadline, not idleness");
+    good.echo_call(MASTER, CALL, b"after a trickled record", WAIT);
+    assert_eq!(good.closed(), None);
     let _ = std::fs::remove_dir_all(&dir);
 }
