@@ -9,7 +9,9 @@
 //! - a node keeps a link alive as often as the *peer's* idle timeout needs, whatever its own
 //!   keepalive setting says;
 //! - a hello asking for an idle timeout below `PEER_IDLE_TIMEOUT_MIN_MS` closes its link as
-//!   misbehaviour, the minimum itself is taken.
+//!   misbehaviour, the minimum itself is taken;
+//! - a record trickled a byte at a time, which keeps the link from idling, is cut off once it
+//!   has held a full-size buffer for the reassembly deadline.
 //!
 //! The flood of strangers against configured peers is in `hostile_links_flood.rs`.
 //!
