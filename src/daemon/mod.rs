@@ -8,6 +8,8 @@
 
 pub mod control;
 mod handle;
+mod metrics;
+mod render;
 
 pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
 

@@ -1,0 +1,632 @@
+//! The views of a snapshot printed for operators: text tables ([`render`]), Graphviz
+//! ([`dot`]) and the Prometheus text format ([`prometheus`]), and the escaping they share with
+//! the control socket; re-exported from [`control`](super::control).
+//!
+//! # What peers write reaches the operator escaped
+//!
+//! Mount labels are chosen by peers (64 arbitrary bytes in a span advertisement). Every string
+//! of a snapshot passes through [`printable`] before it reaches a terminal ([`render`]) or a
+//! Graphviz file ([`dot`]), through the exposition format's escaping in [`prometheus`], and the
+//! control socket's JSON carries no raw control or invisible character either (they are sent as
+//! `\u` escapes, so `ringspan show --json` prints them as such).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use super::Snapshot;
+
+/// `text` as it may be shown on a terminal: each character that is not printable written as a
+/// visible escape — `\t`, `\n`, `\r`, `\xNN` for other ASCII controls and DEL, `\u{N}` for C1
+/// controls, the invisible and direction-changing characters (zero-width spaces, joiners,
+/// bidirectional overrides, the byte order mark, line and paragraph separators, ...) and
+/// U+FFFD, which stands for bytes that were not UTF-8 — and a backslash as `\\`, so an escape
+/// cannot be forged. Borrows `text` when nothing needs escaping.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '\\' || hidden(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if hidden(c) && c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `c` would not be seen as itself on a terminal: a control character (C0, DEL, C1),
+/// which a terminal may obey, or a character that is invisible or reorders the text around it,
+/// which can make one label look like another; or U+FFFD, which stands for bytes that were not
+/// UTF-8.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'                        // soft hyphen
+            | '\u{34f}'                     // combining grapheme joiner
+            | '\u{61c}'                     // Arabic letter mark
+            | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}' // Hangul fillers
+            | '\u{17b4}' | '\u{17b5}'       // Khmer inherent vowels
+            | '\u{180b}'..='\u{180f}'       // Mongolian variation selectors and vowel separator
+            | '\u{200b}'..='\u{200f}'       // zero-width space, joiners, direction marks
+            | '\u{2028}'..='\u{202e}'       // line and paragraph separators, bidi embeddings
+            | '\u{2060}'..='\u{206f}'       // word joiner, invisible operators, bidi isolates
+            | '\u{fe00}'..='\u{fe0f}'       // variation selectors
+            | '\u{feff}'                    // byte order mark
+            | '\u{fff0}'..='\u{ffff}'       // specials, U+FFFD, non-characters
+            | '\u{1d173}'..='\u{1d17a}'     // musical formatting
+            | '\u{e0000}'..='\u{e0fff}' // tags, variation selectors supplement
+        )
+}
+
+/// JSON text with every hidden character (see [`hidden`]) but the whitespace of the text's own
+/// layout written as a `\u` escape. JSON has no raw control character in its strings, and
+/// outside them only ASCII, so the document means the same.
+pub(super) fn json_safe(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| hidden(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escaped(c) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A Prometheus label value: [`printable`] (so that the text is safe on a terminal too), then
+/// `\`, `"` and line feeds escaped as the text exposition format says.
+fn label_value(text: &str) -> String {
+    exposition_escaped(&printable(text)).into_owned()
+}
+
+/// `\`, `"` and line feeds escaped as the text exposition format says for label values.
+fn exposition_escaped(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `text` inside a Graphviz string: [`printable`], then `\` and `"` escaped, so Graphviz shows
+/// the escapes as they are and no quote ends the string.
+fn dot_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in printable(text).chars() {
+        if matches!(c, '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` as a quoted Graphviz string.
+fn dot_string(text: &str) -> String {
+    format!("\"{}\"", dot_text(text))
+}
+
+/// The snapshot in Prometheus text exposition format. Label values are [`printable`], then
+/// escaped as the format says.
+pub fn prometheus(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let node = label_value(&s.node);
+    let mut gauge = |name: &str, help: &str, kind: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP ringspan_{name} {help}\n# TYPE ringspan_{name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "ringspan_{name}{{node=\"{node}\"{labels}}} {value}");
+        }
+    };
+    gauge("circuits", "Circuits and calls open.", "gauge", &[(String::new(), s.circuits as u64)]);
+    gauge(
+        "links",
+        "Established links to routers and satellites.",
+        "gauge",
+        &[(String::new(), s.links.len() as u64)],
+    );
+    gauge("clients", "Established client links.", "gauge", &[(String::new(), s.clients as u64)]);
+    gauge("routes", "Mounts with a route.", "gauge", &[(String::new(), s.routes.len() as u64)]);
+    gauge(
+        "client_mounts",
+        "Clients' mounts held in the client directory.",
+        "gauge",
+        &[(String::new(), s.client_mounts as u64)],
+    );
+    gauge(
+        "tombstones",
+        "Mounts that went away, remembered for their feasibility distance.",
+        "gauge",
+        &[(String::new(), s.tombstones as u64)],
+    );
+    let c = &s.counters;
+    for (name, help, value) in [
+        ("relayed_total", "Circuits relayed through this node.", c.relayed),
+        ("served_total", "Calls served by local mounts.", c.served),
+        ("opened_total", "Calls opened by local clients.", c.opened),
+        ("no_route_total", "Transactions refused for lack of a route.", c.no_route),
+        ("lost_total", "Circuit ends that lost a link.", c.lost),
+        ("refused_total", "Transactions refused by policy.", c.refused),
+        (
+            "whole_records_total",
+            "Received records forwarded whole (every message in them continued on one link).",
+            c.whole_records,
+        ),
+        ("limited_total", "Circuits refused for a limit (a peer's share).", c.limited),
+        ("preempted_total", "Circuits aborted to make room for a peer holding fewer.", c.preempted),
+        ("idle_total", "Circuits aborted after carrying nothing for the idle bound.", c.idle),
+        ("duplicates_total", "Second links to an already linked node, closed.", c.duplicates),
+        ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
+        ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
+        (
+            "refused_max_links_total",
+            "Connections from untrusted addresses reset because strangers held all the links they may.",
+            s.refused_max_links,
+        ),
+        (
+            "refused_handshake_rate_total",
+            "Connections from untrusted addresses reset because max_handshakes_per_sec was used up.",
+            s.refused_handshake_rate,
+        ),
+        (
+            "trusted_accepted_total",
+            "Connections from trusted addresses admitted (also in accepted_total).",
+            s.trusted_accepted,
+        ),
+        (
+            "trusted_refused_total",
+            "Connections from trusted addresses reset (max_links, or both handshake buckets empty).",
+            s.trusted_refused,
+        ),
+    ] {
+        gauge(name, help, "counter", &[(String::new(), value)]);
+    }
+    let closes = &s.closes;
+    let by_reason: Vec<(String, u64)> = [
+        ("misbehaved", closes.misbehaved),
+        ("peer_closed", closes.peer_closed),
+        ("idle", closes.idle),
+        ("not_reading", closes.not_reading),
+        ("io", closes.io),
+        ("local", closes.local),
+    ]
+    .into_iter()
+    .map(|(reason, value)| (format!(",reason=\"{reason}\""), value))
+    .collect();
+    gauge(
+        "links_closed_total",
+        "Links that were up and went down, by cause.",
+        "counter",
+        &by_reason,
+    );
+    type Field = fn(&super::LinkRow) -> u64;
+    let per_link: [(&str, &str, Field); 8] = [
+        ("link_bytes_in_total", "Bytes received on a link.", |l| l.bytes_in),
+        ("link_bytes_out_total", "Bytes sent on a link.", |l| l.bytes_out),
+        ("link_records_in_total", "Records opened on a link.", |l| l.records_in),
+        ("link_records_out_total", "Records sealed on a link.", |l| l.records_out),
+        ("link_circuits_in_total", "Circuits the peer opened through a link.", |l| l.circuits_in),
+        ("link_circuits_out_total", "Circuits opened on a link.", |l| l.circuits_out),
+        ("link_aborts_in_total", "Forced closes received on a link.", |l| l.aborts_in),
+        ("link_aborts_out_total", "Forced closes sent on a link.", |l| l.aborts_out),
+    ];
+    for (name, help, field) in per_link {
+        let rows: Vec<(String, u64)> = s
+            .links
+            .iter()
+            .map(|l| (format!(",link=\"{}\",peer=\"{}\"", l.link, label_value(&l.peer)), field(l)))
+            .collect();
+        gauge(name, help, "counter", &rows);
+    }
+    // What each link's peer was refused for its share, and the client links' in all.
+    let kinds = |r: &super::Refusals| {
+        [
+            ("circuits_limited", r.circuits_limited),
+            ("circuits_preempted", r.circuits_preempted),
+            ("circuits_idle", r.circuits_idle),
+            ("spans_limited", r.spans_limited),
+            ("spans_refused", r.spans_refused),
+            ("seqno_delayed", r.seqno_delayed),
+        ]
+    };
+    let mut rows = Vec::new();
+    for l in &s.links {
+        for (kind, value) in kinds(&l.refusals) {
+            let labels =
+                format!(",link=\"{}\",peer=\"{}\",kind=\"{kind}\"", l.link, label_value(&l.peer));
+            rows.push((labels, value));
+        }
+    }
+    gauge(
+        "link_refusals_total",
+        "What a link's peer was refused or lost for exceeding its share, by kind.",
+        "counter",
+        &rows,
+    );
+    let rows: Vec<(String, u64)> = kinds(&s.client_refusals)
+        .into_iter()
+        .map(|(kind, value)| (format!(",kind=\"{kind}\""), value))
+        .collect();
+    gauge(
+        "client_refusals_total",
+        "What the client links were refused or lost for exceeding their shares, in all, by kind.",
+        "counter",
+        &rows,
+    );
+    out
+}
+
+/// What `ringspan show` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Links.
+    Links,
+    /// Routes.
+    Routes,
+    /// Circuits and counters.
+    Circuits,
+    /// Mounts (routes grouped by origin).
+    Mounts,
+    /// Everything.
+    All,
+}
+
+/// The snapshot as text tables, every string in it [`printable`].
+pub fn render(s: &Snapshot, view: View) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "node {}", printable(&s.node));
+    if matches!(view, View::Links | View::All) {
+        let _ = writeln!(
+            out,
+            "\nLINKS\n{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+            "link",
+            "peer",
+            "role",
+            "spans in",
+            "out",
+            "bytes in",
+            "bytes out",
+            "circ in",
+            "out",
+            "abort in",
+            "out"
+        );
+        for l in &s.links {
+            let _ = writeln!(
+                out,
+                "{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+                l.link,
+                printable(&l.peer),
+                printable(&l.role),
+                l.spans_in,
+                l.spans_out,
+                l.bytes_in,
+                l.bytes_out,
+                l.circuits_in,
+                l.circuits_out,
+                l.aborts_in,
+                l.aborts_out
+            );
+        }
+        // What each peer was refused for its share; only links that were refused anything.
+        let refused = |r: &super::Refusals| {
+            format!(
+                "circuits limited {}  preempted {}  idle {}  spans limited {}  refused {}  \
+                 seqno requests delayed {}",
+                r.circuits_limited,
+                r.circuits_preempted,
+                r.circuits_idle,
+                r.spans_limited,
+                r.spans_refused,
+                r.seqno_delayed
+            )
+        };
+        for l in s.links.iter().filter(|l| l.refusals != super::Refusals::default()) {
+            let _ = writeln!(
+                out,
+                "{:>5}  granted {}: {}",
+                l.link,
+                printable(&l.granted),
+                refused(&l.refusals)
+            );
+        }
+        if s.clients > 0 {
+            let _ = writeln!(
+                out,
+                "\n{} client links, {} client mounts; refused in all: {}",
+                s.clients,
+                s.client_mounts,
+                refused(&s.client_refusals)
+            );
+        }
+        if !s.peers.is_empty() {
+            let _ = writeln!(out, "\nPEERS");
+            for p in &s.peers {
+                let _ = writeln!(
+                    out,
+                    "  {:<22} {}  {}",
+                    printable(&p.address),
+                    printable(&p.peer),
+                    printable(&p.state)
+                );
+            }
+        }
+    }
+    if matches!(view, View::Routes | View::Mounts | View::All) {
+        let _ = writeln!(
+            out,
+            "\nROUTES\n{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  standby",
+            "cluster", "mount", "kind", "label", "metric", "via"
+        );
+        let mut routes: Vec<_> = s.routes.iter().collect();
+        if view == View::Mounts {
+            routes.sort_by(|a, b| (&a.origin, &a.mount).cmp(&(&b.origin, &b.mount)));
+        }
+        for r in routes {
+            let _ = writeln!(
+                out,
+                "{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  {}",
+                printable(&r.cluster),
+                printable(&r.mount),
+                printable(&r.kind),
+                printable(&r.label),
+                r.metric,
+                printable(&r.via),
+                printable(r.standby.as_deref().unwrap_or("-"))
+            );
+        }
+    }
+    if matches!(view, View::Circuits | View::All) {
+        let c = &s.counters;
+        let _ = writeln!(
+            out,
+            "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}\n\
+             records forwarded whole {}\n\
+             refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
+            s.circuits,
+            c.relayed,
+            c.served,
+            c.opened,
+            c.no_route,
+            c.lost,
+            s.handshake_failures,
+            c.whole_records,
+            c.limited,
+            c.preempted,
+            c.idle,
+            c.duplicates,
+            s.tombstones
+        );
+        let d = &s.closes;
+        let _ = writeln!(
+            out,
+            "links closed: misbehaved {}  peer closed {}  idle {}  not reading {}  io {}  local {}\n\
+             connections accepted {} (trusted {}), refused at accept: strangers at max_links {}  \
+             handshake rate {}, trusted {}",
+            d.misbehaved,
+            d.peer_closed,
+            d.idle,
+            d.not_reading,
+            d.io,
+            d.local,
+            s.accepted,
+            s.trusted_accepted,
+            s.refused_max_links,
+            s.refused_handshake_rate,
+            s.trusted_refused
+        );
+    }
+    out
+}
+
+/// The topology around a node as Graphviz: the node, its links to peers, and for each mount the
+/// active path (solid) and standby (dashed) first hops. Every string in it is [`printable`] and
+/// quoted: a label shows its escapes, and nothing in it ends a Graphviz string.
+pub fn dot(s: &Snapshot) -> String {
+    let mut out = String::from("digraph ringspan {\n  rankdir=LR;\n");
+    let short = |id: &str| dot_string(&id.chars().take(8).collect::<String>());
+    let node = short(&s.node);
+    let _ = writeln!(out, "  {node} [shape=box, style=bold];");
+    for l in &s.links {
+        let _ =
+            writeln!(out, "  {node} -> {} [dir=none, label=\"link {}\"];", short(&l.peer), l.link);
+    }
+    let via_peer = |via: &str| {
+        via.split_once('(').map_or_else(|| node.clone(), |(_, p)| short(p.trim_end_matches(')')))
+    };
+    for r in &s.routes {
+        let name = format!("{}:{} ({})", r.cluster, r.mount, r.kind);
+        let mount = dot_string(&name);
+        if r.label.is_empty() {
+            let _ = writeln!(out, "  {mount} [shape=ellipse];");
+        } else {
+            // `\n` here is Graphviz's line break; any in the label itself is shown escaped.
+            let label = format!("{}\\n{}", dot_text(&name), dot_text(&r.label));
+            let _ = writeln!(out, "  {mount} [shape=ellipse, label=\"{label}\"];");
+        }
+        let _ = writeln!(
+            out,
+            "  {} -> {mount} [label=\"active, {} hops\"];",
+            via_peer(&r.via),
+            r.metric
+        );
+        if let Some(standby) = &r.standby {
+            let _ = writeln!(
+                out,
+                "  {} -> {mount} [style=dashed, label=\"standby\"];",
+                via_peer(standby)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::{Counters, LinkRow, PeerRow, RouteRow};
+    use super::*;
+
+    pub(crate) fn snapshot() -> Snapshot {
+        Snapshot {
+            node: "aaaa0000".into(),
+            links: vec![LinkRow {
+                link: 3,
+                peer: "bbbb1111".into(),
+                role: "router".into(),
+                spans_in: 1,
+                spans_out: 2,
+                bytes_in: 100,
+                bytes_out: 200,
+                records_in: 4,
+                records_out: 5,
+                circuits_in: 6,
+                circuits_out: 7,
+                aborts_in: 8,
+                aborts_out: 9,
+                granted: "router".into(),
+                circuits_open: 0,
+                refusals: Default::default(),
+            }],
+            routes: vec![RouteRow {
+                cluster: "1".into(),
+                mount: "10".into(),
+                kind: "master".into(),
+                label: "e/master".into(),
+                origin: "cccc".into(),
+                metric: 2,
+                via: "link 3 (bbbb1111)".into(),
+                standby: Some("link 4 (dddd2222)".into()),
+            }],
+            peers: vec![PeerRow {
+                address: "127.0.0.1:1".into(),
+                peer: "bbbb1111".into(),
+                state: "up (link 3)".into(),
+            }],
+            circuits: 11,
+            counters: Counters {
+                relayed: 12,
+                served: 13,
+                opened: 14,
+                no_route: 15,
+                lost: 16,
+                refused: 18,
+                whole_records: 28,
+                ..Default::default()
+            },
+            handshake_failures: 17,
+            clients: 0,
+            accepted: 27,
+            refused_max_links: 19,
+            refused_handshake_rate: 20,
+            closes: super::super::Closes {
+                misbehaved: 21,
+                peer_closed: 22,
+                idle: 23,
+                not_reading: 24,
+                io: 25,
+                local: 26,
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn text_views_show_what_they_name() {
+        let s = snapshot();
+        let links = render(&s, View::Links);
+        assert!(links.contains("bbbb1111") && links.contains("up (link 3)"));
+        assert!(!links.contains("ROUTES"));
+        let routes = render(&s, View::Routes);
+        assert!(routes.contains("e/master") && routes.contains("link 4 (dddd2222)"));
+        let circuits = render(&s, View::Circuits);
+        assert!(circuits.contains("open 11") && circuits.contains("relayed 12"));
+        assert!(circuits.contains("misbehaved 21") && circuits.contains("local 26"));
+        assert!(circuits.contains("records forwarded whole 28"));
+        assert!(circuits.contains(
+            "accepted 27 (trusted 0), refused at accept: strangers at max_links 19  handshake \
+             rate 20, trusted 0"
+        ));
+        let all = render(&s, View::All);
+        assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
+    }
+
+    #[test]
+    fn dot_draws_active_and_standby_first_hops() {
+        let dot = dot(&snapshot());
+        assert!(dot.starts_with("digraph ringspan {"));
+        assert!(dot.contains("\"aaaa0000\" -> \"bbbb1111\" [dir=none, label=\"link 3\"]"));
+        assert!(dot.contains("\"bbbb1111\" -> \"1:10 (master)\" [label=\"active, 2 hops\"]"));
+        assert!(dot.contains("\"dddd2222\" -> \"1:10 (master)\" [style=dashed"));
+    }
+
+    #[test]
+    fn prometheus_text_has_counters_per_node_and_link() {
+        let text = prometheus(&snapshot());
+        assert!(text.contains("# TYPE ringspan_relayed_total counter"));
+        assert!(text.contains("ringspan_relayed_total{node=\"aaaa0000\"} 12"));
+        assert!(text.contains("ringspan_circuits{node=\"aaaa0000\"} 11"));
+        assert!(text.contains(
+            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\"} 9"
+        ));
+        assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
+        assert!(text.contains("ringspan_accepted_total{node=\"aaaa0000\"} 27"));
+        assert!(text.contains("ringspan_whole_records_total{node=\"aaaa0000\"} 28"));
+        assert!(text.contains("ringspan_refused_max_links_total{node=\"aaaa0000\"} 19"));
+        assert!(text.contains("ringspan_refused_handshake_rate_total{node=\"aaaa0000\"} 20"));
+        assert!(
+            text.contains(
+                "ringspan_links_closed_total{node=\"aaaa0000\",reason=\"misbehaved\"} 21"
+            )
+        );
+        assert!(
+            text.contains("ringspan_links_closed_total{node=\"aaaa0000\",reason=\"local\"} 26")
+        );
+    }
+
+    #[test]
+    fn refusals_are_shown_and_exported_per_link_and_for_the_clients() {
+        let mut s = snapshot();
+        s.links[0].refusals.circuits_preempted = 5;
+        s.links[0].refusals.spans_limited = 6;
+        s.clients = 2;
+        s.client_refusals.spans_refused = 7;
+        s.counters.preempted = 5;
+        let text = prometheus(&s);
+        for line in [
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"circuits_preempted\"} 5",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"spans_limited\"} 6",
+            "ringspan_client_refusals_total{node=\"aaaa0000\",kind=\"spans_refused\"} 7",
+            "ringspan_preempted_total{node=\"aaaa0000\"} 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        let shown = render(&s, View::Links);
+        assert!(shown.contains("granted router: circuits limited 0  preempted 5"), "{shown}");
+        assert!(shown.contains("2 client links, 0 client mounts; refused in all"), "{shown}");
+    }
+}
