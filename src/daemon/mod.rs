@@ -10,8 +10,10 @@ pub mod control;
 mod handle;
 mod metrics;
 mod render;
+mod snapshot;
 
 pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
+pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::cipher::PublicKey;
 use crate::ids::{ClusterId, LinkId, NodeId};
@@ -189,239 +191,6 @@ struct Load {
     report: LoadReport,
     reply: Sender<LoadReport>,
     started: HashMap<CallId, (Instant, bool), Hasher>,
-}
-
-/// What `ringspan show` and the metrics endpoint see, built by the node's worker when asked.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// This node's id.
-    pub node: String,
-    /// Established links.
-    pub links: Vec<LinkRow>,
-    /// Known mounts and their routes.
-    pub routes: Vec<RouteRow>,
-    /// Configured peers and their dialling state.
-    pub peers: Vec<PeerRow>,
-    /// Circuits and calls open.
-    pub circuits: usize,
-    /// Node-wide counters.
-    pub counters: Counters,
-    /// Handshakes that failed on this node's worker.
-    pub handshake_failures: u64,
-    /// Client links (counted here, not listed in `links`).
-    #[serde(default)]
-    pub clients: usize,
-    /// Accepted connections admitted: handshakes started on them.
-    #[serde(default)]
-    pub accepted: u64,
-    /// Accepted connections from untrusted addresses reset at once because the node held as
-    /// many links as strangers may take (`max_links` less the reserved ones).
-    #[serde(default)]
-    pub refused_max_links: u64,
-    /// Accepted connections from untrusted addresses reset at once because
-    /// `max_handshakes_per_sec` was used up.
-    #[serde(default)]
-    pub refused_handshake_rate: u64,
-    /// Accepted connections from trusted addresses admitted (also in `accepted`).
-    #[serde(default)]
-    pub trusted_accepted: u64,
-    /// Accepted connections from trusted addresses reset: `max_links` reached, or both handshake
-    /// buckets empty.
-    #[serde(default)]
-    pub trusted_refused: u64,
-    /// Why links that were up went down, client links included.
-    #[serde(default)]
-    pub closes: Closes,
-    /// What the client links (not listed in `links`), up or gone, had refused, in all.
-    #[serde(default)]
-    pub client_refusals: Refusals,
-    /// Clients' mounts held in the client directory.
-    #[serde(default)]
-    pub client_mounts: usize,
-    /// Mounts that went away, remembered for their feasibility distance.
-    #[serde(default)]
-    pub tombstones: usize,
-}
-
-/// What a link's peer was refused or lost for exceeding its share (one link's, or the client
-/// links' in all).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusals {
-    /// Circuits refused for a limit: its share of the node's circuits or of the next link's,
-    /// or its calls as a client.
-    pub circuits_limited: u64,
-    /// Its circuits aborted to make room for a peer holding fewer.
-    pub circuits_preempted: u64,
-    /// Its circuits aborted after carrying nothing for the idle bound.
-    pub circuits_idle: u64,
-    /// Spans refused past its share or a full table.
-    pub spans_limited: u64,
-    /// Client spans refused: a cluster not served here, or a mount another client holds.
-    pub spans_refused: u64,
-    /// Seqno requests that waited for its budget.
-    pub seqno_delayed: u64,
-}
-
-impl Refusals {
-    fn of(c: &crate::relay::LinkCounters) -> Refusals {
-        Refusals {
-            circuits_limited: c.circuits_limited,
-            circuits_preempted: c.circuits_preempted,
-            circuits_idle: c.circuits_idle,
-            spans_limited: c.spans_limited,
-            spans_refused: c.spans_refused,
-            seqno_delayed: c.seqno_delayed,
-        }
-    }
-
-    fn add(&mut self, other: Refusals) {
-        self.circuits_limited += other.circuits_limited;
-        self.circuits_preempted += other.circuits_preempted;
-        self.circuits_idle += other.circuits_idle;
-        self.spans_limited += other.spans_limited;
-        self.spans_refused += other.spans_refused;
-        self.seqno_delayed += other.seqno_delayed;
-    }
-}
-
-/// Links that were up and went down, by cause, since the node started. Links that fail before
-/// their handshake completes are in [`Snapshot::handshake_failures`] instead.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Closes {
-    /// The peer's fault, found by the engine or by the node: bytes that do not parse, a record
-    /// that fails authentication, a rule or bound of the transaction, span or client protocol.
-    pub misbehaved: u64,
-    /// The peer closed the connection, or closed the link with a notice.
-    pub peer_closed: u64,
-    /// Nothing received within the idle timeout.
-    pub idle: u64,
-    /// The peer did not read: a send stalled, or the send queue was full.
-    pub not_reading: u64,
-    /// A socket error.
-    pub io: u64,
-    /// Closed by this node: on request, at shutdown, or on an error of its own.
-    pub local: u64,
-}
-
-impl Closes {
-    fn count(&mut self, reason: CloseReason) {
-        let counter = match reason {
-            CloseReason::Protocol(error) if error.closes_link() => &mut self.misbehaved,
-            CloseReason::PeerClosed | CloseReason::PeerSaid(_) => &mut self.peer_closed,
-            CloseReason::IdleTimeout => &mut self.idle,
-            CloseReason::SendStall | CloseReason::SendQueueFull => &mut self.not_reading,
-            CloseReason::Io(_) => &mut self.io,
-            CloseReason::Protocol(_) | CloseReason::Local(_) | CloseReason::Internal(_) => {
-                &mut self.local
-            }
-        };
-        *counter += 1;
-    }
-}
-
-/// Node-wide counters, as shown.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Counters {
-    /// Circuits relayed through this node.
-    pub relayed: u64,
-    /// Calls served by local mounts.
-    pub served: u64,
-    /// Calls opened by local clients.
-    pub opened: u64,
-    /// Transactions refused for lack of a route.
-    pub no_route: u64,
-    /// Circuit ends that lost a link.
-    pub lost: u64,
-    /// Transactions refused by policy (a client calling another client, not inside a span).
-    #[serde(default)]
-    pub refused: u64,
-    /// Received records forwarded whole: every message in them continued on one link.
-    #[serde(default)]
-    pub whole_records: u64,
-    /// Circuits refused for a limit (a peer's share, a client's calls).
-    #[serde(default)]
-    pub limited: u64,
-    /// Circuits aborted to make room for a peer holding fewer.
-    #[serde(default)]
-    pub preempted: u64,
-    /// Circuits aborted after carrying nothing for the idle bound.
-    #[serde(default)]
-    pub idle: u64,
-    /// Second links to an already linked node, closed.
-    #[serde(default)]
-    pub duplicates: u64,
-}
-
-/// One link, as shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LinkRow {
-    /// The engine's link id.
-    pub link: u64,
-    /// The peer's node id.
-    pub peer: String,
-    /// What the peer said it is.
-    pub role: String,
-    /// What the peer's key is granted (the most it may say it is).
-    #[serde(default)]
-    pub granted: String,
-    /// Spans it has open to us / we to it.
-    pub spans_in: usize,
-    /// Spans we have open to it.
-    pub spans_out: usize,
-    /// Bytes received / sent.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Records opened / sealed.
-    pub records_in: u64,
-    /// Records sealed.
-    pub records_out: u64,
-    /// Circuits the peer opened through this link.
-    pub circuits_in: u64,
-    /// Circuits we opened on it.
-    pub circuits_out: u64,
-    /// Forced closes received.
-    pub aborts_in: u64,
-    /// Forced closes sent.
-    pub aborts_out: u64,
-    /// Circuits and calls we have open on it.
-    #[serde(default)]
-    pub circuits_open: usize,
-    /// What its peer was refused or lost for exceeding its share.
-    #[serde(default)]
-    pub refusals: Refusals,
-}
-
-/// One mount, as shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RouteRow {
-    /// Cluster id, hex.
-    pub cluster: String,
-    /// Mount id, hex.
-    pub mount: String,
-    /// Kind.
-    pub kind: String,
-    /// Label.
-    pub label: String,
-    /// Originating node.
-    pub origin: String,
-    /// Hops.
-    pub metric: u16,
-    /// "local" or the link id and peer of the best path.
-    pub via: String,
-    /// The standby path's link and peer, if any.
-    pub standby: Option<String>,
-}
-
-/// One configured peer, as shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PeerRow {
-    /// Its address.
-    pub address: String,
-    /// Its node id.
-    pub peer: String,
-    /// "up (link N)", "dialling", or "waiting".
-    pub state: String,
 }
 
 /// How other threads (the control socket, the metrics endpoint, the mount API) reach a node for
@@ -1085,39 +854,5 @@ impl Service for NodeService {
             }
         }
         self.tick(worker);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::{Limit, Malformed, Misuse, Violation};
-
-    #[test]
-    fn closes_are_counted_by_whose_fault_they_are() {
-        let mut closes = Closes::default();
-        for reason in [
-            CloseReason::Protocol(crate::Error::Decrypt),
-            CloseReason::Protocol(Malformed::MessagePadding.into()),
-            CloseReason::Protocol(Violation::LinkProtocol("a second LINK_CONN").into()),
-            CloseReason::Protocol(Limit::PeerTransactions(1).into()),
-            CloseReason::PeerClosed,
-            CloseReason::PeerSaid(ErrorCode::LOST_LINK),
-            CloseReason::IdleTimeout,
-            CloseReason::SendStall,
-            CloseReason::SendQueueFull,
-            // ECONNRESET.
-            CloseReason::Io(104),
-            CloseReason::Local(ErrorCode::REFUSED),
-            CloseReason::Internal("bug"),
-            // Not the peer's fault: a local misuse that reached a close.
-            CloseReason::Protocol(Misuse::LinkDown.into()),
-        ] {
-            closes.count(reason);
-        }
-        assert_eq!(
-            closes,
-            Closes { misbehaved: 4, peer_closed: 2, idle: 1, not_reading: 2, io: 1, local: 3 }
-        );
     }
 }
