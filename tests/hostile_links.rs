@@ -340,7 +340,8 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
     signal(&c_proc.0, libc::SIGCONT);
 
     let nodes = [&a, &b, &c];
-    // Each node: exactly two links, one to each other node, each the link its configured
+    // Each node: no handshake still under way (one finishing later is a duplicate that may
+    // replace a link), exactly two links, one to each other node, each the link its configured
     // peer's state names.
     let settled = |i: usize, s: &Snapshot| {
         let mut peers: Vec<&str> = s.links.iter().map(|l| l.peer.as_str()).collect();
@@ -348,7 +349,8 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
         let mut others: Vec<&str> =
             ids.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, id)| id.as_str()).collect();
         others.sort_unstable();
-        peers == others
+        s.handshaking == 0
+            && peers == others
             && s.peers.iter().all(|p| {
                 rows_to(s, &p.peer)
                     .first()
@@ -360,7 +362,9 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
         snapshots = nodes.iter().filter_map(|n| answered(n)).collect();
         snapshots.len() == 3
             && snapshots.iter().enumerate().all(|(i, s)| settled(i, s))
-            && snapshots[0].routes.iter().any(|r| r.mount == "10")
+            // The duplicate's close withdraws what came over it: until the kept link's spans
+            // arrive, a's route may go the long way, through b.
+            && snapshots[0].routes.iter().any(|r| r.mount == "10" && peer_in(&r.via) == ids[2])
             && snapshots.iter().map(|s| s.counters.duplicates).sum::<u64>() >= 2
     });
     for (node, s) in nodes.iter().zip(&snapshots) {
@@ -370,7 +374,6 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
     // a reaches the master through c; a standby, if any, goes through another node (in a
     // triangle there is none: b's path is longer, and only equal-cost standbys are feasible).
     let route = snapshots[0].routes.iter().find(|r| r.mount == "10").unwrap().clone();
-    assert_eq!(peer_in(&route.via), ids[2], "{route:?}");
     assert!(route.standby.as_deref().is_none_or(|s| peer_in(s) != ids[2]), "{route:?}");
 
     // Settled for good: calls from a client of a reach the master, and no link was replaced.

@@ -590,6 +590,7 @@ impl NodeService {
             client_refusals,
             client_mounts: self.node.clients().len(),
             tombstones: self.node.table().tombstones(),
+            handshaking: stats.handshaking(),
         }
     }
 }

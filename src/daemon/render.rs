@@ -158,6 +158,12 @@ pub fn prometheus(s: &Snapshot) -> String {
         &[(String::new(), s.client_mounts as u64)],
     );
     gauge(
+        "handshaking",
+        "Links still connecting or handshaking, accepted or dialled.",
+        "gauge",
+        &[(String::new(), s.handshaking)],
+    );
+    gauge(
         "tombstones",
         "Mounts that went away, remembered for their feasibility distance.",
         "gauge",
@@ -404,7 +410,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
         let c = &s.counters;
         let _ = writeln!(
             out,
-            "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}  handshake failures {}\n\
+            "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}\n\
+             handshakes in progress {}  failed {}\n\
              records forwarded whole {}\n\
              refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
             s.circuits,
@@ -413,6 +420,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
             c.opened,
             c.no_route,
             c.lost,
+            s.handshaking,
             s.handshake_failures,
             c.whole_records,
             c.limited,

@@ -56,6 +56,9 @@ pub struct Snapshot {
     /// Mounts that went away, remembered for their feasibility distance.
     #[serde(default)]
     pub tombstones: usize,
+    /// Links still connecting or handshaking, accepted or dialled.
+    #[serde(default)]
+    pub handshaking: u64,
 }
 
 /// What a link's peer was refused or lost for exceeding its share (one link's, or the client

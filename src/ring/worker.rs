@@ -90,6 +90,14 @@ pub struct WorkerStats {
     pub busy_poll_contended: u64,
 }
 
+impl WorkerStats {
+    /// Links still connecting or handshaking: started (accepted or dialled) and neither
+    /// established nor failed yet.
+    pub fn handshaking(&self) -> u64 {
+        (self.accepted + self.dialled).saturating_sub(self.established + self.handshake_failures)
+    }
+}
+
 /// How long accepting pauses after it fails (e.g. out of descriptors), instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
