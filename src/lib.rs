@@ -10,6 +10,8 @@
 //! - [`txn`]: the per-link transaction state machine. No I/O, no clock.
 //! - [`span`]: one node's routing table of mounts (Babel-style feasibility, best two routes
 //!   per mount, per-neighbour filters). No I/O, no clock.
+//! - [`link`]: what belongs to one link whatever carries its bytes: its deadlines (keepalive,
+//!   idle, send stall, key shedding, reassembly). No I/O, no clock.
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
 //! - [`bench`](mod@bench): link benchmark services and the plain-TCP reference
@@ -33,6 +35,7 @@ pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod link;
 pub mod relay;
 #[allow(unsafe_code)]
 pub mod ring;

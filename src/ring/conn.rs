@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::link::LinkClock;
+
 use std::os::fd::AsRawFd;
 
 use socket2::{SockAddr, Socket};
@@ -141,32 +143,16 @@ pub struct Conn {
     pub phase: Phase,
     pub recv_armed: bool,
     pub recv_rearm: bool,
-    /// A send-stall timer is armed (at most one per link).
-    pub stall_timer: bool,
-    /// A shed timer is armed (at most one per link; none once the keys are shed, until data
-    /// crosses the link again).
-    pub shed_timer: bool,
     /// In the worker's list of links to flush this turn.
     pub touched: bool,
-    /// A reassembly timer is armed (at most one per link; see `Worker::arm_reassembly`).
-    pub reassembly_timer: bool,
     pub io: LinkIo,
     pub peer: Option<PublicKey>,
     /// For an outgoing link, until it is up.
     pub dial: Option<Box<Dial>>,
-    /// When the send in flight started, if one is.
-    pub send_started: Option<Instant>,
     /// The descriptor of the send in flight (the kernel reads it until the send completes).
     pub send_vec: Option<Box<super::uring::SendVec>>,
-    pub last_rx: Instant,
-    pub last_tx: Instant,
-    /// The last record either way that carried more than keepalives: a link quiet for
-    /// `SHED_KEYS_AFTER_MS` sheds its expanded record keys.
-    pub last_data: Instant,
-    /// Shed the record keys once this turn's records are sealed (set by an idle keepalive).
-    pub shed_keys: bool,
-    /// The record being built holds only a keepalive (so sealing it is not data).
-    pub ping_only: bool,
+    /// The link's deadlines: keepalive, idle, send stall, key shedding, reassembly.
+    pub clock: LinkClock,
     /// Records queued whole this turn (`Peers::with_record`), counted at the flush.
     pub records_queued: u16,
     pub stats: LinkStats,
@@ -185,8 +171,8 @@ pub struct LinkIo {
     pub meta: LinkMeta,
 }
 
-/// What a service reads or sets about its link besides its traffic (through [`LinkCtx`]), and
-/// the keepalive timer's state that goes with the setting. Eight bytes.
+/// What a service reads or sets about its link besides its traffic (through [`LinkCtx`]).
+/// Eight bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LinkMeta {
     /// This worker dialled the link (it did not accept it).
@@ -195,11 +181,6 @@ pub struct LinkMeta {
     pub keepalive_ms: u32,
     /// `keepalive_ms` was set since the worker last armed the keepalive timer by it.
     pub keepalive_changed: bool,
-    /// A keepalive timer entry is armed that will find the keepalive due when it fires (the
-    /// link's last send plus its interval, or later): an entry that fires earlier, left from
-    /// before a send or a change of interval, is then stale and dropped instead of re-armed,
-    /// so a link keeps one live entry however often its interval changes.
-    pub keepalive_armed: bool,
 }
 
 impl LinkMeta {
@@ -262,8 +243,11 @@ mod tests {
         // Four AES-256-GCM key schedules (both directions, current and next key each).
         assert!(crypto <= 2_352, "crypto state {crypto}");
         assert!(streams <= 120, "streams {streams}");
-        // Who dialled, and the link's own keepalive interval with its timer's state.
+        // Who dialled, and the link's own keepalive interval.
         assert!(meta <= 8, "meta {meta}");
-        assert!(rest <= 176, "other fields");
+        // The link's clock is 72 of these (four instants and its flags): 8 more than the same
+        // fields took loose in `Conn`, where the flags filled padding.
+        assert!(std::mem::size_of::<LinkClock>() <= 72);
+        assert!(rest <= 184, "other fields");
     }
 }

@@ -165,6 +165,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The periods a link's own deadlines are set by ([`crate::link::LinkClock`]).
+    pub fn periods(&self) -> crate::link::Periods {
+        crate::link::Periods {
+            idle_timeout: self.idle_timeout,
+            send_stall_timeout: self.send_stall_timeout,
+            shed_keys_after: self.shed_keys_after,
+            record_completion_timeout: self.record_completion_timeout,
+        }
+    }
+
     /// The links a worker may hold before it refuses connections from strangers (sources not
     /// trusted), while some source is trusted: `max_links` less the reserved slots, of which
     /// there are at most half of `max_links`. (While none is, strangers may take all of

@@ -16,6 +16,7 @@ use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
 use crate::limits::{HANDSHAKE_FRAME_MAX, POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
+use crate::link::{Deadline, Expiry, Fired, LinkClock, Periods, RxState};
 use crate::txn::{self, Received};
 use crate::wire::{Command as WireCommand, ErrorCode, Messages};
 
@@ -113,6 +114,8 @@ pub(crate) struct Worker {
     bufring: BufRing,
     index: usize,
     config: Arc<Config>,
+    /// The periods of the links' own deadlines (from `config`).
+    periods: Periods,
     cipher: Arc<cipher::Config>,
     /// Every worker's mailbox, this one's at `index`.
     mailboxes: Arc<[Arc<Mailbox>]>,
@@ -179,6 +182,7 @@ impl Worker {
             ring,
             index,
             pool: RefCell::new(Pool::new(config.pool_records, POOL_SMALL_RECORDS)),
+            periods: config.periods(),
             config,
             cipher,
             mailboxes,
@@ -442,10 +446,7 @@ impl Worker {
             phase,
             recv_armed: false,
             recv_rearm: false,
-            stall_timer: false,
-            shed_timer: false,
             touched: false,
-            reassembly_timer: false,
             io: LinkIo {
                 crypto,
                 txn: txn::Link::new(),
@@ -455,13 +456,8 @@ impl Worker {
             },
             peer: None,
             dial: None,
-            send_started: None,
             send_vec: None,
-            last_rx: now,
-            last_tx: now,
-            last_data: now,
-            shed_keys: false,
-            ping_only: false,
+            clock: LinkClock::new(now),
             records_queued: 0,
             stats: Default::default(),
         }) as u32
@@ -707,7 +703,7 @@ impl Worker {
         }
         if conn.phase == Phase::Draining && result > 0 {
             // We said we are closing and ended every transaction: what still arrives is moot.
-            conn.last_rx = self.now;
+            conn.clock.received(self.now);
             if !more {
                 conn.recv_rearm = true;
                 self.rearm.push((slot, conn.generation));
@@ -718,7 +714,7 @@ impl Worker {
             (1.., Some(bid)) => {
                 let len = result as usize;
                 self.busy_at = self.now;
-                conn.last_rx = self.now;
+                conn.clock.received(self.now);
                 conn.stats.bytes_in += len as u64;
                 self.stats.bytes_in += len as u64;
                 self.on_bytes(service, slot, bid, len)
@@ -782,7 +778,8 @@ impl Worker {
         // (`Peers`: a relayed message goes straight to the link it continues on). This link's
         // place holds an empty `LinkIo`, which `Peers` does not lend.
         let mut io = std::mem::take(&mut conn.io);
-        let mut last_data = conn.last_data;
+        let mut last_data = conn.clock.last_data();
+        let data_before = last_data;
         let fd = conn.socket.as_raw_fd();
         let (mut records, mut messages, mut reassembled) = (0, 0, 0);
         let LinkIo { rx, tx, txn, crypto, meta } = &mut io;
@@ -856,12 +853,15 @@ impl Worker {
         };
         let conn = &mut self.conns[slot as usize];
         conn.io = io;
-        conn.last_data = last_data;
         conn.stats.records_in += records;
         conn.stats.messages_in += messages;
         self.stats.messages_in += messages;
         self.stats.records_reassembled += reassembled;
-        self.arm_shed(slot);
+        if last_data != data_before
+            && let Some(at) = conn.clock.received_data(last_data, &self.periods)
+        {
+            self.arm_timer(slot, TimerKind::Shed, at);
+        }
         self.arm_reassembly(slot);
         self.touch(slot);
         result
@@ -889,16 +889,13 @@ impl Worker {
         // The connect is long complete: the dial's address and identity are not needed again.
         conn.dial = None;
         self.stats.established += 1;
-        // Due at the latest then, whatever the last send: it will find the keepalive due.
-        conn.io.meta.keepalive_armed = true;
         let keepalive = conn.io.meta.keepalive(self.config.keepalive_interval);
-        self.arm_timer(slot, TimerKind::Keepalive, now + keepalive);
-        self.arm_timer(slot, TimerKind::Idle, now + self.config.idle_timeout);
+        for (deadline, at) in conn.clock.established(now, keepalive, &self.periods) {
+            self.arm_timer(slot, kind_of(deadline), at);
+        }
         if let Some(at) = rekey_at {
             self.arm_timer(slot, TimerKind::Rekey, at);
         }
-        self.conns[slot as usize].last_data = now;
-        self.arm_shed(slot);
         if let Some(mut ctx) = self.conns[slot as usize].ctx(id, &self.pool, now) {
             service.link_up(&mut ctx);
         }
@@ -909,7 +906,7 @@ impl Worker {
     fn sent(&mut self, service: &mut impl Service, slot: u32, result: i32) {
         let conn = &mut self.conns[slot as usize];
         conn.ops -= 1;
-        conn.send_started = None;
+        conn.clock.send_done();
         if let Some(vec) = conn.send_vec.take() {
             self.send_vecs.push(vec);
         }
@@ -935,7 +932,7 @@ impl Worker {
     /// a send is already in flight: one at a time keeps the byte stream in order.
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        if conn.send_started.is_some() || conn.phase == Phase::Closing || conn.io.tx.is_empty() {
+        if conn.clock.sending() || conn.phase == Phase::Closing || conn.io.tx.is_empty() {
             return;
         }
         let mut vec = self.send_vecs.pop().unwrap_or_else(SendVec::new);
@@ -946,11 +943,9 @@ impl Worker {
             .user_data(op::encode(op::SEND, slot, conn.generation));
         conn.send_vec = Some(vec);
         conn.ops += 1;
-        conn.send_started = Some(self.now);
-        let arm = !std::mem::replace(&mut conn.stall_timer, true);
+        let stall = conn.clock.send_started(self.now, &self.periods);
         self.push(entry);
-        if arm {
-            let at = self.now + self.config.send_stall_timeout;
+        if let Some(at) = stall {
             self.arm_timer(slot, TimerKind::SendStall, at);
         }
     }
@@ -985,36 +980,23 @@ impl Worker {
                     let records = whole + u64::from(building);
                     conn.stats.records_out += records;
                     self.stats.records_out += records;
-                    if conn.last_tx != self.now {
-                        // The keepalive moves later: the entry armed for it fires early now.
-                        conn.last_tx = self.now;
-                        conn.io.meta.keepalive_armed = false;
-                    }
-                    if !conn.ping_only || whole > 0 {
-                        conn.last_data = self.now;
-                        if !std::mem::replace(&mut conn.shed_timer, true) {
-                            let at = self.now + self.config.shed_keys_after;
-                            let generation = conn.generation;
-                            self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Shed });
-                        }
+                    if let Some(at) = conn.clock.sealed(self.now, whole > 0, &self.periods) {
+                        let generation = conn.generation;
+                        self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Shed });
                     }
                 }
-                conn.ping_only = false;
-                if conn.shed_keys {
+                if conn.clock.end_turn() {
                     // Quiet for a while: keep the keys' bytes, not their expanded schedules
                     // (rebuilt at the next record). An idle client costs that much less.
-                    conn.shed_keys = false;
                     sealer.shed_keys();
                     opener.shed_keys();
                 }
             }
             if conn.io.meta.keepalive_changed && conn.phase == Phase::Established {
-                // A new interval: an entry for the deadline it gives (at once if that has
-                // passed); entries armed for the old one are stale from now on.
+                // A new interval: an entry for the deadline it gives.
                 conn.io.meta.keepalive_changed = false;
-                conn.io.meta.keepalive_armed = true;
-                let at = (conn.last_tx + conn.io.meta.keepalive(self.config.keepalive_interval))
-                    .max(self.now);
+                let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
+                let at = conn.clock.keepalive_changed(self.now, interval);
                 let generation = conn.generation;
                 self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Keepalive });
             }
@@ -1059,27 +1041,12 @@ impl Worker {
     /// the record it then finds a period of its own (`TimerKind::Reassembly`).
     fn arm_reassembly(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        if conn.reassembly_timer || !conn.io.rx.holds_large_buffer() || conn.io.rx.deadline_armed()
-        {
-            return;
+        let rx = &mut conn.io.rx;
+        let needs = rx.holds_large_buffer() && !rx.deadline_armed();
+        if let Some(at) = conn.clock.arm_reassembly(self.now, needs, &self.periods) {
+            rx.arm_deadline();
+            self.arm_timer(slot, TimerKind::Reassembly, at);
         }
-        conn.io.rx.arm_deadline();
-        conn.reassembly_timer = true;
-        self.arm_timer(
-            slot,
-            TimerKind::Reassembly,
-            self.now + self.config.record_completion_timeout,
-        );
-    }
-
-    /// Arms the link's shed timer if data has crossed it since its keys were last shed.
-    fn arm_shed(&mut self, slot: u32) {
-        let conn = &mut self.conns[slot as usize];
-        if conn.shed_timer || conn.last_data != self.now {
-            return;
-        }
-        conn.shed_timer = true;
-        self.arm_timer(slot, TimerKind::Shed, self.now + self.config.shed_keys_after);
     }
 
     fn arm_timer(&mut self, slot: u32, kind: TimerKind, at: Instant) {
@@ -1103,48 +1070,6 @@ impl Worker {
                         self.close(service, slot, CloseReason::Protocol(error));
                     }
                 }
-                TimerKind::Idle => {
-                    let due = conn.last_rx + self.config.idle_timeout;
-                    if self.now >= due {
-                        self.close(service, slot, CloseReason::IdleTimeout);
-                    } else {
-                        self.arm_timer(slot, TimerKind::Idle, due);
-                    }
-                }
-                TimerKind::Keepalive => {
-                    let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
-                    let due = conn.last_tx + interval;
-                    if self.now >= due {
-                        // The ping about to go says the link is idle this way; if nothing but
-                        // pings has crossed it either way for a while, shed its record keys
-                        // once the ping is sealed.
-                        conn.ping_only = !conn.io.tx.has_pending();
-                        if conn.ping_only
-                            && self.now >= conn.last_data + self.config.shed_keys_after
-                        {
-                            conn.shed_keys = true;
-                        }
-                        if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
-                            let mut sink = conn.io.tx.sink(sealer, &self.pool);
-                            let _ = conn.io.txn.send_oneway(
-                                &mut sink,
-                                WireCommand::LINK_PING,
-                                ErrorCode::NONE,
-                                &[],
-                            );
-                        }
-                        // The ping is sealed at the end of this turn: that is the last send.
-                        conn.last_tx = self.now;
-                        conn.io.meta.keepalive_armed = true;
-                        self.touch(slot);
-                        self.arm_timer(slot, TimerKind::Keepalive, self.now + interval);
-                    } else if !std::mem::replace(&mut conn.io.meta.keepalive_armed, true) {
-                        // Sends moved the keepalive later: follow it.
-                        self.arm_timer(slot, TimerKind::Keepalive, due);
-                    }
-                    // Else another entry is armed for the true deadline (the interval changed,
-                    // or an earlier entry already followed the sends): this one is stale.
-                }
                 TimerKind::Rekey => {
                     if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
                         match sealer.handle_timeout(self.now) {
@@ -1157,46 +1082,64 @@ impl Worker {
                         }
                     }
                 }
-                TimerKind::Shed => {
-                    // One shed timer per link at most: it re-arms itself while data flows, and
-                    // is armed again by the next data once the keys are shed.
-                    conn.shed_timer = false;
-                    if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
-                        let due = conn.last_data + self.config.shed_keys_after;
-                        if self.now >= due {
-                            // Quiet for a while: keep the keys' bytes, not their expanded
-                            // schedules (rebuilt at the next record).
-                            sealer.shed_keys();
-                            opener.shed_keys();
-                        } else {
-                            conn.shed_timer = true;
-                            self.arm_timer(slot, TimerKind::Shed, due);
+                TimerKind::Keepalive
+                | TimerKind::Idle
+                | TimerKind::SendStall
+                | TimerKind::Shed
+                | TimerKind::Reassembly => {
+                    let deadline = match timer.kind {
+                        TimerKind::Keepalive => Deadline::Keepalive,
+                        TimerKind::Idle => Deadline::Idle,
+                        TimerKind::SendStall => Deadline::SendStall,
+                        TimerKind::Shed => Deadline::Shed,
+                        _ => Deadline::Reassembly,
+                    };
+                    let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
+                    let rx = RxState { unfinished: conn.io.rx.deadline_armed() };
+                    let pending = conn.io.tx.has_pending();
+                    match conn.clock.fire(deadline, self.now, interval, pending, rx, &self.periods)
+                    {
+                        Fired::Stale => {
+                            if deadline == Deadline::Reassembly {
+                                // A later record (or none) holds the buffer now: it gets a
+                                // period of its own.
+                                self.arm_reassembly(slot);
+                            }
                         }
-                    }
-                }
-                TimerKind::Reassembly => {
-                    conn.reassembly_timer = false;
-                    if conn.io.rx.deadline_armed() {
-                        // The record that took a full-size buffer a period ago is still
-                        // unfinished: the peer holds our memory without sending.
-                        let stalled = "a record stayed unfinished past the reassembly deadline";
-                        let error = Error::from(crate::error::Violation::LinkProtocol(stalled));
-                        self.close(service, slot, CloseReason::Protocol(error));
-                    } else {
-                        // A later record (or none) holds the buffer now: it gets its period.
-                        self.arm_reassembly(slot);
-                    }
-                }
-                TimerKind::SendStall => {
-                    // One stall timer per link at most: it re-arms itself while sends go on.
-                    conn.stall_timer = false;
-                    if let Some(started) = conn.send_started {
-                        let due = started + self.config.send_stall_timeout;
-                        if self.now >= due {
-                            self.close(service, slot, CloseReason::SendStall);
-                        } else {
-                            conn.stall_timer = true;
-                            self.arm_timer(slot, TimerKind::SendStall, due);
+                        Fired::Later(at) => self.arm_timer(slot, timer.kind, at),
+                        Fired::Ping { next } => {
+                            if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
+                                let mut sink = conn.io.tx.sink(sealer, &self.pool);
+                                let _ = conn.io.txn.send_oneway(
+                                    &mut sink,
+                                    WireCommand::LINK_PING,
+                                    ErrorCode::NONE,
+                                    &[],
+                                );
+                            }
+                            self.touch(slot);
+                            self.arm_timer(slot, TimerKind::Keepalive, next);
+                        }
+                        Fired::ShedKeys => {
+                            if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
+                                // Quiet for a while: keep the keys' bytes, not their expanded
+                                // schedules (rebuilt at the next record).
+                                sealer.shed_keys();
+                                opener.shed_keys();
+                            }
+                        }
+                        Fired::Expired(expiry) => {
+                            let reason = match expiry {
+                                Expiry::Idle => CloseReason::IdleTimeout,
+                                Expiry::SendStall => CloseReason::SendStall,
+                                Expiry::Reassembly => {
+                                    let stalled =
+                                        "a record stayed unfinished past the reassembly deadline";
+                                    let violation = crate::error::Violation::LinkProtocol(stalled);
+                                    CloseReason::Protocol(Error::from(violation))
+                                }
+                            };
+                            self.close(service, slot, reason);
                         }
                     }
                 }
@@ -1250,7 +1193,7 @@ impl Worker {
             let _ = conn.socket.shutdown(std::net::Shutdown::Both);
             let in_flight = [
                 (op::RECV, conn.recv_armed),
-                (op::SEND, conn.send_started.is_some()),
+                (op::SEND, conn.clock.sending()),
                 (op::CONNECT, connecting),
             ];
             let generation = conn.generation;
@@ -1580,6 +1523,17 @@ impl<'a> Peers<'a> {
 }
 
 /// Times the calling thread has been switched out, voluntarily or not.
+/// The heap's kind for one of a link's own deadlines.
+fn kind_of(deadline: Deadline) -> TimerKind {
+    match deadline {
+        Deadline::Keepalive => TimerKind::Keepalive,
+        Deadline::Idle => TimerKind::Idle,
+        Deadline::SendStall => TimerKind::SendStall,
+        Deadline::Shed => TimerKind::Shed,
+        Deadline::Reassembly => TimerKind::Reassembly,
+    }
+}
+
 fn context_switches() -> i64 {
     // SAFETY: getrusage writes one `rusage` through the pointer, to a zeroed value we own.
     let usage = unsafe {
