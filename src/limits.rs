@@ -101,7 +101,7 @@ pub const RECV_BUFFER_SIZE: u32 = 256 * 1024;
 /// arrived split across receive buffers. A miss allocates and is counted, never fails.
 pub const POOL_RECORDS: usize = 256;
 
-/// Bytes of a small record buffer (see `ring::pool`): a record starts in one and moves to a
+/// Bytes of a small record buffer (see `link::pool`): a record starts in one and moves to a
 /// full-size buffer only if it outgrows it. 512 holds every control record with room to
 /// spare — a keepalive or close notice is 56 bytes on the wire, a handshake frame at most 100,
 /// a client's hello 64, a span advert at most 176 — so a link that only keeps alive never

@@ -18,9 +18,9 @@ use crate::ids::LinkId;
 use crate::txn;
 use crate::wire::ErrorCode;
 
-use super::pool::Pool;
-use super::stream::{Rx, Tx};
 use super::{LinkCtx, Peers};
+use crate::link::pool::Pool;
+use crate::link::stream::{Rx, Tx};
 
 /// Why a link closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

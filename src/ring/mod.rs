@@ -35,9 +35,7 @@ mod admission;
 pub mod bufring;
 mod conn;
 pub mod mailbox;
-pub mod pool;
 pub mod probe;
-pub mod stream;
 pub mod sys;
 pub mod timer;
 mod uring;
@@ -55,10 +53,10 @@ use crate::ids::LinkId;
 use crate::limits;
 use crate::txn::{self, Event, Received};
 
+pub use crate::link::stream::TxSink;
 use conn::LinkMeta;
 pub use conn::{CloseReason, LinkStats};
 pub use mailbox::{Command, Mailbox};
-pub use stream::TxSink;
 pub use worker::{Peers, WorkerCtx, WorkerStats};
 
 /// How an engine runs. [`Config::default`] takes every value from `src/limits.rs`.

@@ -24,12 +24,12 @@ use super::admission::Admission;
 use super::bufring::BufRing;
 use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, LinkMeta, Phase};
 use super::mailbox::{Command, Mailbox};
-use super::pool::Pool;
-use super::stream::{Rx, Tx, TxSink};
 use super::timer::{Timer, TimerKind, Timers};
 use super::uring::{SendVec, op};
 pub(crate) use super::uring::{bind_listener, new_ring};
 use super::{Config, LinkCtx, Service};
+use crate::link::pool::Pool;
+use crate::link::stream::{Rx, Tx, TxSink};
 
 /// Counters of one worker over its life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

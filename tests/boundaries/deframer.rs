@@ -1,4 +1,4 @@
-//! The record deframer (`ring::stream::Rx::feed`, with a `ring::pool::Pool`) on a byte stream
+//! The record deframer (`link::stream::Rx::feed`, with a `link::pool::Pool`) on a byte stream
 //! built from the input (valid records of any size, corrupted headers, raw bytes) and cut into
 //! chunks the input chooses (empty, byte-sized, page-sized, record-sized, past 64 KiB).
 //!
@@ -18,8 +18,8 @@ use std::ops::Range;
 
 use ringspan::error::Error;
 use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, SMALL_RECORD_BUF};
-use ringspan::ring::pool::Pool;
-use ringspan::ring::stream::Rx;
+use ringspan::link::pool::Pool;
+use ringspan::link::stream::Rx;
 use ringspan::wire::record::{RecordHeader, peek_wire_len};
 
 use crate::input::Input;
