@@ -91,7 +91,7 @@
 //! - `client_clusters` lists at most [`limits::CLIENT_CLUSTERS_MAX`] clusters, each once.
 //! - Mounts: (cluster, id) is unique, the label holds at most [`limits::SPAN_LABEL_MAX`] bytes,
 //!   and at most [`limits::SPAN_MOUNTS_MAX`] mounts are listed.
-//! - Limits: every duration is at least 1 ms and at most a day ([`MILLIS_MAX`]);
+//! - Limits: every duration is at least 1 ms and at most a day ([`limits::CONFIG_MILLIS_MAX`]);
 //!   `idle_timeout_ms` is greater than `keepalive_ms`; `redial_min_ms` is at most
 //!   `redial_max_ms`; `send_queue_max_bytes` holds at least one full record
 //!   ([`limits::RECORD_WIRE_MAX`]).
@@ -111,7 +111,7 @@
 //!   any other runnable thread between looks), which saves the ~20 µs a sleeping thread takes
 //!   to wake at the price of the cycles polled. 0 sleeps at once.
 //! - The control socket's path, once resolved, fits a Unix socket address
-//!   ([`CONTROL_PATH_MAX`] bytes).
+//!   ([`limits::CONTROL_PATH_MAX`] bytes).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -126,23 +126,6 @@ use ringspan::limits;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// The most engine workers a config may ask for.
-pub const WORKERS_MAX: usize = 256;
-
-/// Default first wait before dialling a lost peer again.
-pub const REDIAL_MIN_MS: u64 = 100;
-
-/// Default longest wait between two dials of a lost peer.
-pub const REDIAL_MAX_MS: u64 = 5_000;
-
-/// The longest duration any `[limits]` entry may give: one day. Longer values are surely typos,
-/// and would overflow deadline arithmetic long before they made sense.
-pub const MILLIS_MAX: u64 = 86_400_000;
-
-/// Bytes of the longest control socket path: a Unix socket address holds 108 bytes with the
-/// terminating NUL.
-pub const CONTROL_PATH_MAX: usize = 107;
-
 /// A node's configuration: what `ringspan run` needs to start, checked but not yet acted on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -153,7 +136,7 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// Addresses to accept links on, each once. Empty: a node that only dials.
     pub listen: Vec<SocketAddr>,
-    /// Engine workers, 1 to [`WORKERS_MAX`]. `None`: one per core.
+    /// Engine workers, 1 to [`limits::CONFIG_WORKERS_MAX`]. `None`: one per core.
     pub workers: Option<usize>,
     /// What this node is to its neighbours.
     pub role: NodeRole,
@@ -290,16 +273,15 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// The crate's defaults ([`limits`]) and a redial from [`REDIAL_MIN_MS`] to
-    /// [`REDIAL_MAX_MS`].
+    /// The crate's defaults ([`limits`]).
     fn default() -> Limits {
         Limits {
             keepalive_ms: limits::KEEPALIVE_INTERVAL_MS,
             idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
             handshake_timeout_ms: limits::HANDSHAKE_TIMEOUT_MS,
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-            redial_min_ms: REDIAL_MIN_MS,
-            redial_max_ms: REDIAL_MAX_MS,
+            redial_min_ms: limits::REDIAL_MIN_MS,
+            redial_max_ms: limits::REDIAL_MAX_MS,
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
@@ -696,13 +678,14 @@ impl Source<'_> {
     fn control(&self, text: &Spanned<String>) -> Result<PathBuf, ConfigError> {
         let path = self.path(text, "[node] control")?;
         let len = path.as_os_str().as_bytes().len();
-        if len > CONTROL_PATH_MAX {
+        if len > limits::CONTROL_PATH_MAX {
             return Err(self.error(
                 text.span(),
                 format!(
                     "[node] control: the socket path {} is {len} bytes; a Unix socket path \
-                     holds at most {CONTROL_PATH_MAX}",
-                    path.display()
+                     holds at most {}",
+                    path.display(),
+                    limits::CONTROL_PATH_MAX
                 ),
             ));
         }
@@ -712,10 +695,13 @@ impl Source<'_> {
     fn workers(&self, value: &Spanned<i64>) -> Result<usize, ConfigError> {
         let workers = *value.get_ref();
         match usize::try_from(workers) {
-            Ok(n) if (1..=WORKERS_MAX).contains(&n) => Ok(n),
+            Ok(n) if (1..=limits::CONFIG_WORKERS_MAX).contains(&n) => Ok(n),
             _ => Err(self.error(
                 value.span(),
-                format!("[node] workers must be between 1 and {WORKERS_MAX}, not {workers}"),
+                format!(
+                    "[node] workers must be between 1 and {}, not {workers}",
+                    limits::CONFIG_WORKERS_MAX
+                ),
             )),
         }
     }
@@ -1120,7 +1106,7 @@ impl Source<'_> {
         }
     }
 
-    /// A duration in milliseconds, 1 to [`MILLIS_MAX`], with the span it was written at (`None`:
+    /// A duration in milliseconds, 1 to [`limits::CONFIG_MILLIS_MAX`], with the span it was written at (`None`:
     /// the default).
     fn millis(
         &self,
@@ -1137,10 +1123,13 @@ impl Source<'_> {
                 .error(value.span(), format!("limits.{field} must be greater than 0, not {ms}")));
         }
         match u64::try_from(ms) {
-            Ok(ms) if ms <= MILLIS_MAX => Ok((ms, Some(value.span()))),
+            Ok(ms) if ms <= limits::CONFIG_MILLIS_MAX => Ok((ms, Some(value.span()))),
             _ => Err(self.error(
                 value.span(),
-                format!("limits.{field} is {ms}, more than one day ({MILLIS_MAX} ms)"),
+                format!(
+                    "limits.{field} is {ms}, more than one day ({} ms)",
+                    limits::CONFIG_MILLIS_MAX
+                ),
             )),
         }
     }

@@ -251,8 +251,8 @@ fn a_minimal_config_gets_the_defaults() {
             idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
             handshake_timeout_ms: limits::HANDSHAKE_TIMEOUT_MS,
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-            redial_min_ms: 100,
-            redial_max_ms: 5000,
+            redial_min_ms: limits::REDIAL_MIN_MS,
+            redial_max_ms: limits::REDIAL_MAX_MS,
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
@@ -666,7 +666,7 @@ fn durations_are_positive_and_at_most_a_day() {
         refused(&with_limits(&format!("{field} = 86400001\n")), 4, "more than one day");
     }
     let day = with_limits("keepalive_ms = 1000\nidle_timeout_ms = 86400000\n");
-    assert_eq!(parse(&day).unwrap().limits.idle_timeout_ms, MILLIS_MAX);
+    assert_eq!(parse(&day).unwrap().limits.idle_timeout_ms, limits::CONFIG_MILLIS_MAX);
 }
 
 #[test]
@@ -778,7 +778,7 @@ fn admission_bounds_are_counts_from_one() {
 
 #[test]
 fn the_control_path_must_fit_a_socket_address() {
-    let longest = format!("/{}", "s".repeat(CONTROL_PATH_MAX - 1));
+    let longest = format!("/{}", "s".repeat(limits::CONTROL_PATH_MAX - 1));
     let text = format!("[node]\nkey = \"k\"\ncontrol = \"{longest}\"\n");
     assert_eq!(parse(&text).unwrap().control.unwrap(), Path::new(&longest));
     let text = format!("[node]\nkey = \"k\"\ncontrol = \"{longest}s\"\n");
