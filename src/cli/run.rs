@@ -12,9 +12,9 @@ use ringspan::daemon::control::{self, View};
 use ringspan::daemon::{Handle, LoadReport, MountSpec, PeerSpec, Request, Settings};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::ring;
-use ringspan::span::{Label, MountKey, MountKind, Role};
+use ringspan::span::{Label, MountKey};
 
-use super::config::{MountKindName, NodeConfig, NodeRole, Service};
+use super::config::{NodeConfig, Service};
 
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -75,25 +75,6 @@ pub struct CallArgs {
     pub wait: u64,
 }
 
-fn kind(name: MountKindName) -> MountKind {
-    match name {
-        MountKindName::Master => MountKind::Master,
-        MountKindName::Slave => MountKind::Slave,
-        MountKindName::SoftMaster => MountKind::SoftMaster,
-        MountKindName::SoftSlave => MountKind::SoftSlave,
-        MountKindName::Cache => MountKind::Cache,
-        MountKindName::Client => MountKind::Client,
-    }
-}
-
-fn role(role: NodeRole) -> Role {
-    match role {
-        NodeRole::Router => Role::Router,
-        NodeRole::Satellite => Role::Satellite,
-        NodeRole::Client => Role::Client,
-    }
-}
-
 /// Starts the node a configuration describes.
 pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     let key = read_key_file(&config.key).map_err(|e| format!("{}: {e}", config.key.display()))?;
@@ -114,21 +95,21 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
         .map(|m| {
             Ok(MountSpec {
                 key: MountKey { cluster: ClusterId(m.cluster), mount: MountId(m.id) },
-                kind: kind(m.kind),
+                kind: m.kind,
                 label: Label::new(m.label.as_bytes()).map_err(|e| e.to_string())?,
                 echo: m.service == Service::Echo,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
     let mut settings = Settings::new(identity);
-    settings.role = role(config.role);
+    settings.role = config.role;
     settings.listen = config.listen.first().copied();
     settings.peers = config
         .peers
         .iter()
-        .map(|p| PeerSpec { address: p.address, key: p.key, role: role(p.role) })
+        .map(|p| PeerSpec { address: p.address, key: p.key, role: p.role })
         .collect();
-    settings.allow = config.allow.iter().map(|a| (a.key, role(a.role))).collect();
+    settings.allow = config.allow.iter().map(|a| (a.key, a.role)).collect();
     settings.accept_unknown_keys = config.accept_unknown_keys;
     settings.client_clusters = config.client_clusters.iter().map(|&c| ClusterId(c)).collect();
     settings.circuit_idle = Duration::from_millis(config.limits.circuit_idle_ms);

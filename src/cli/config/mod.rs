@@ -123,7 +123,9 @@ use std::path::{Path, PathBuf};
 use ringspan::cipher::PublicKey;
 use ringspan::error::KeyFile;
 use ringspan::limits;
+use ringspan::span::{MountKind, Role};
 use serde::Deserialize;
+use serde::de::IntoDeserializer as _;
 use toml::Spanned;
 
 /// A node's configuration: what `ringspan run` needs to start, checked but not yet acted on.
@@ -139,7 +141,7 @@ pub struct NodeConfig {
     /// Engine workers, 1 to [`limits::CONFIG_WORKERS_MAX`]. `None`: one per core.
     pub workers: Option<usize>,
     /// What this node is to its neighbours.
-    pub role: NodeRole,
+    pub role: Role,
     /// The Unix control socket's path (relative paths resolved against the config directory).
     pub control: Option<PathBuf>,
     /// Where to serve metrics in the Prometheus text format.
@@ -159,19 +161,6 @@ pub struct NodeConfig {
     pub limits: Limits,
 }
 
-/// What a node is to its neighbours (the span table's roles).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeRole {
-    /// A relay: receives every span it wants and propagates what it learns. The default.
-    #[default]
-    Router,
-    /// A node that serves clients; its clients' spans go no further than it.
-    Satellite,
-    /// An end point: what it advertises is used by its neighbour but never propagated.
-    Client,
-}
-
 /// A neighbour: a node this one links to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -182,7 +171,7 @@ pub struct Peer {
     /// Its static public key: links must prove it.
     pub key: PublicKey,
     /// The most its hello may claim to be. Default router.
-    pub role: NodeRole,
+    pub role: Role,
 }
 
 /// A key allowed to connect, and the role it is granted.
@@ -191,7 +180,7 @@ pub struct Allowed {
     /// The key.
     pub key: PublicKey,
     /// The most its hello may claim to be. A bare key in `allow` is a client.
-    pub role: NodeRole,
+    pub role: Role,
 }
 
 /// A mount this node serves.
@@ -202,29 +191,11 @@ pub struct MountConfig {
     /// The mount within the cluster (HAMMER2's `pfs_fsid`). (cluster, id) is unique.
     pub id: u128,
     /// What the mount is.
-    pub kind: MountKindName,
+    pub kind: MountKind,
     /// A human-readable name, at most [`limits::SPAN_LABEL_MAX`] bytes; empty by default.
     pub label: String,
     /// Who answers the transactions addressed to it.
     pub service: Service,
-}
-
-/// A mount's kind as the config names it (HAMMER2's PFS types).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MountKindName {
-    /// `"master"`: a full master of the cluster.
-    Master,
-    /// `"slave"`: a full copy, updated from the masters.
-    Slave,
-    /// `"soft-master"`: a master that may run ahead of the quorum.
-    SoftMaster,
-    /// `"soft-slave"`: a slave that may lag.
-    SoftSlave,
-    /// `"cache"`: a cache of the cluster's data.
-    Cache,
-    /// `"client"`: uses the cluster, holds none of it.
-    Client,
 }
 
 /// Who serves a mount's transactions.
@@ -408,7 +379,7 @@ impl NodeConfig {
             key,
             listen,
             workers,
-            role: node.role,
+            role: node.role.unwrap_or(Role::Router),
             control,
             metrics,
             accept_unknown_keys: node.accept_unknown_keys,
@@ -442,8 +413,7 @@ struct RawNode {
     #[serde(default)]
     listen: Vec<Spanned<String>>,
     workers: Option<Spanned<i64>>,
-    #[serde(default)]
-    role: NodeRole,
+    role: Option<Role>,
     control: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     #[serde(default)]
@@ -503,8 +473,7 @@ struct RawPeer {
     name: Option<Spanned<String>>,
     address: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
-    #[serde(default)]
-    role: NodeRole,
+    role: Option<Role>,
 }
 
 #[derive(Deserialize)]
@@ -512,7 +481,7 @@ struct RawPeer {
 struct RawMount {
     cluster: Option<Spanned<IdText>>,
     id: Option<Spanned<IdText>>,
-    kind: Option<MountKindName>,
+    kind: Option<MountKind>,
     label: Option<Spanned<String>>,
     #[serde(default)]
     service: Service,
@@ -790,7 +759,7 @@ impl Source<'_> {
                 }
             };
             let name = peer.name.as_ref().map(|name| name.get_ref().clone());
-            peers.push(Peer { name, address, key, role: peer.role });
+            peers.push(Peer { name, address, key, role: peer.role.unwrap_or(Role::Router) });
         }
         Ok(peers)
     }
@@ -806,24 +775,24 @@ impl Source<'_> {
         for entry in raw {
             let span = entry.span();
             let (text, role) = match entry.get_ref() {
-                RawAllow::Key(text) => (text, NodeRole::Client),
+                RawAllow::Key(text) => (text, Role::Client),
                 RawAllow::Entry { key: None, .. } => {
                     return Err(self.error(span, "[node] allow: an entry has no `key`"));
                 }
                 RawAllow::Entry { key: Some(text), role } => {
                     let role = match role.as_deref() {
-                        None | Some("client") => NodeRole::Client,
-                        Some("router") => NodeRole::Router,
-                        Some("satellite") => NodeRole::Satellite,
-                        Some(other) => {
-                            return Err(self.error(
-                                span,
-                                format!(
-                                    "[node] allow: unknown role {other:?} (\"router\", \
-                                     \"satellite\" or \"client\")"
-                                ),
-                            ));
-                        }
+                        None => Role::Client,
+                        Some(name) => Role::deserialize(name.into_deserializer()).map_err(
+                            |_: serde::de::value::Error| {
+                                self.error(
+                                    span.clone(),
+                                    format!(
+                                        "[node] allow: unknown role {name:?} (\"router\", \
+                                         \"satellite\" or \"client\")"
+                                    ),
+                                )
+                            },
+                        )?,
                     };
                     (text, role)
                 }

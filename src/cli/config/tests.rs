@@ -65,7 +65,7 @@ fn the_documented_example_parses_to_its_values() {
         key: PathBuf::from("/etc/ringspan/node.key"),
         listen: vec!["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()],
         workers: Some(1),
-        role: NodeRole::Router,
+        role: Role::Router,
         control: Some(PathBuf::from("/etc/ringspan/node.sock")),
         metrics: Some("127.0.0.1:9401".parse().unwrap()),
         accept_unknown_keys: false,
@@ -73,12 +73,12 @@ fn the_documented_example_parses_to_its_values() {
             Allowed {
                 key: PublicKey::from_base64(b"BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs=")
                     .unwrap(),
-                role: NodeRole::Client,
+                role: Role::Client,
             },
             Allowed {
                 key: PublicKey::from_base64(b"K3cBnqCLpXXl5y+BUu2pHvD9UpRWfmVw2Ldz6OKq1mA=")
                     .unwrap(),
-                role: NodeRole::Router,
+                role: Role::Router,
             },
         ],
         client_clusters: vec![1],
@@ -86,12 +86,12 @@ fn the_documented_example_parses_to_its_values() {
             name: Some("b".to_owned()),
             address: Some("127.0.0.1:7402".parse().unwrap()),
             key: PublicKey::from_base64(b"UTN4L3rO3PFCCDdgT33zWvJrYKCYE3R5v3pb0Mm4pSo=").unwrap(),
-            role: NodeRole::Router,
+            role: Role::Router,
         }],
         mounts: vec![MountConfig {
             cluster: 1,
             id: 0x10,
-            kind: MountKindName::Master,
+            kind: MountKind::Master,
             label: "a/master".to_owned(),
             service: Service::Echo,
         }],
@@ -161,15 +161,15 @@ circuit_idle_ms = 60000
         ["0.0.0.0:7401".parse::<SocketAddr>().unwrap(), "[::]:7401".parse().unwrap()]
     );
     assert_eq!(config.workers, Some(4));
-    assert_eq!(config.role, NodeRole::Satellite);
+    assert_eq!(config.role, Role::Satellite);
     assert_eq!(config.control, Some(PathBuf::from("/etc/ringspan/run/a.sock")));
     assert_eq!(config.metrics, Some("[::1]:9401".parse().unwrap()));
     assert!(config.accept_unknown_keys);
     assert_eq!(
         config.allow,
         [
-            Allowed { key: key(3), role: NodeRole::Client },
-            Allowed { key: key(4), role: NodeRole::Satellite },
+            Allowed { key: key(3), role: Role::Client },
+            Allowed { key: key(4), role: Role::Satellite },
         ]
     );
     assert_eq!(config.client_clusters, [7, 8]);
@@ -180,9 +180,9 @@ circuit_idle_ms = 60000
                 name: Some("b".to_owned()),
                 address: Some("10.0.0.2:7401".parse().unwrap()),
                 key: key(1),
-                role: NodeRole::Router,
+                role: Role::Router,
             },
-            Peer { name: None, address: None, key: key(2), role: NodeRole::Client },
+            Peer { name: None, address: None, key: key(2), role: Role::Client },
         ]
     );
     assert_eq!(
@@ -191,14 +191,14 @@ circuit_idle_ms = 60000
             MountConfig {
                 cluster: 0x3f2504e0_4f89_11d3_9a0c_0305e82c3301,
                 id: 42,
-                kind: MountKindName::SoftSlave,
+                kind: MountKind::SoftSlave,
                 label: "pfs/home".to_owned(),
                 service: Service::None,
             },
             MountConfig {
                 cluster: 7,
                 id: u128::MAX,
-                kind: MountKindName::Client,
+                kind: MountKind::Client,
                 label: String::new(),
                 service: Service::None,
             },
@@ -233,7 +233,7 @@ fn a_minimal_config_gets_the_defaults() {
             key: PathBuf::from("/etc/ringspan/node.key"),
             listen: vec![],
             workers: None,
-            role: NodeRole::Router,
+            role: Role::Router,
             control: None,
             metrics: None,
             accept_unknown_keys: false,
@@ -268,23 +268,23 @@ fn a_minimal_config_gets_the_defaults() {
 #[test]
 fn every_kind_role_and_service_has_its_name() {
     for (name, kind) in [
-        ("master", MountKindName::Master),
-        ("slave", MountKindName::Slave),
-        ("soft-master", MountKindName::SoftMaster),
-        ("soft-slave", MountKindName::SoftSlave),
-        ("cache", MountKindName::Cache),
-        ("client", MountKindName::Client),
+        ("master", MountKind::Master),
+        ("slave", MountKind::Slave),
+        ("soft-master", MountKind::SoftMaster),
+        ("soft-slave", MountKind::SoftSlave),
+        ("cache", MountKind::Cache),
+        ("client", MountKind::Client),
     ] {
         let text = format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"{name}\"\n");
         assert_eq!(parse(&text).unwrap().mounts[0].kind, kind, "{name}");
     }
-    for (name, role) in [
-        ("router", NodeRole::Router),
-        ("satellite", NodeRole::Satellite),
-        ("client", NodeRole::Client),
-    ] {
+    for (name, role) in
+        [("router", Role::Router), ("satellite", Role::Satellite), ("client", Role::Client)]
+    {
         let text = format!("[node]\nkey = \"k\"\nrole = \"{name}\"\n");
         assert_eq!(parse(&text).unwrap().role, role, "{name}");
+        // The name `show` prints is the one the config takes.
+        assert_eq!(role.name(), name);
     }
     for (name, service) in [("echo", Service::Echo), ("none", Service::None)] {
         let text = format!(
@@ -472,7 +472,7 @@ fn allowed_keys_must_be_public_keys_listed_once() {
         "[node]\nkey = \"k\"\nallow = [{{ key = \"{a}\", role = \"router\" }}]\n[[peer]]\nkey = \"{a}\"\n",
         a = b64(9)
     );
-    assert_eq!(parse(&text).unwrap().allow, [Allowed { key: key(9), role: NodeRole::Router }]);
+    assert_eq!(parse(&text).unwrap().allow, [Allowed { key: key(9), role: Role::Router }]);
     // Not with two.
     let text =
         format!("[node]\nkey = \"k\"\nallow = [\"{a}\"]\n[[peer]]\nkey = \"{a}\"\n", a = b64(9));
@@ -512,8 +512,8 @@ fn peers_are_routers_unless_their_role_says_otherwise() {
         b64(1),
         b64(2)
     );
-    let roles: Vec<NodeRole> = parse(&text).unwrap().peers.iter().map(|p| p.role).collect();
-    assert_eq!(roles, [NodeRole::Router, NodeRole::Satellite]);
+    let roles: Vec<Role> = parse(&text).unwrap().peers.iter().map(|p| p.role).collect();
+    assert_eq!(roles, [Role::Router, Role::Satellite]);
     refused(
         &format!("{MINIMAL}[[peer]]\nkey = \"{}\"\nrole = \"god\"\n", b64(1)),
         5,
@@ -590,6 +590,13 @@ fn mount_ids_must_parse() {
         &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"primary\"\n"),
         6,
         "unknown variant `primary`",
+    );
+    // An aggregate is a satellite's own doing: no config attaches one.
+    refused(
+        &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"aggregate\"\n"),
+        6,
+        "unknown variant `aggregate`, expected one of `master`, `slave`, `soft-master`, \
+         `soft-slave`, `cache`, `client`",
     );
     refused(
         &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"cache\"\nservice = \"x\"\n"),
