@@ -112,19 +112,8 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     settings.allow = config.allow.iter().map(|a| (a.key, a.role)).collect();
     settings.accept_unknown_keys = config.accept_unknown_keys;
     settings.client_clusters = config.client_clusters.iter().map(|&c| ClusterId(c)).collect();
-    settings.circuit_idle = Duration::from_millis(config.limits.circuit_idle_ms);
     settings.mounts = mounts;
-    settings.keepalive = Duration::from_millis(config.limits.keepalive_ms);
-    settings.idle_timeout = Duration::from_millis(config.limits.idle_timeout_ms);
-    settings.handshake_timeout = Duration::from_millis(config.limits.handshake_timeout_ms);
-    settings.send_queue_max_bytes = config.limits.send_queue_max_bytes;
-    settings.redial_min = Duration::from_millis(config.limits.redial_min_ms);
-    settings.redial_max = Duration::from_millis(config.limits.redial_max_ms);
-    settings.max_links = config.limits.max_links;
-    settings.max_handshakes_per_sec = config.limits.max_handshakes_per_sec;
-    settings.trusted_handshakes_per_sec = config.limits.trusted_handshakes_per_sec;
-    settings.reserved_links = config.limits.reserved_links;
-    settings.busy_poll = Duration::from_micros(config.limits.busy_poll_us);
+    settings.limits = config.limits;
     settings.control =
         Some(config.control.clone().unwrap_or_else(|| control::default_socket(&config.path)));
     settings.metrics = config.metrics;

@@ -12,7 +12,7 @@ mod metrics;
 mod render;
 mod snapshot;
 
-pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
+pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
 
 use std::collections::{HashMap, HashSet};

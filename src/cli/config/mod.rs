@@ -116,11 +116,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ringspan::cipher::PublicKey;
+use ringspan::daemon::Limits;
 use ringspan::error::KeyFile;
 use ringspan::limits;
 use ringspan::span::{MountKind, Role};
@@ -207,60 +209,6 @@ pub enum Service {
     /// `"none"`, the default: an application attached through the mount API serves it.
     #[default]
     None,
-}
-
-/// Link timers and bounds (`[limits]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// A link that sent nothing for this long sends a keepalive.
-    pub keepalive_ms: u64,
-    /// A link that received nothing for this long is closed. Greater than `keepalive_ms`.
-    pub idle_timeout_ms: u64,
-    /// A handshake not finished after this long is abandoned.
-    pub handshake_timeout_ms: u64,
-    /// A link with more sealed bytes than this waiting to be sent is closed.
-    pub send_queue_max_bytes: usize,
-    /// First wait before dialling a lost peer again.
-    pub redial_min_ms: u64,
-    /// Longest wait between dials of a lost peer. At least `redial_min_ms`.
-    pub redial_max_ms: u64,
-    /// Links held at once (accepted and dialled, established or handshaking); a connection
-    /// accepted at the bound is reset before any handshake work. 1 to
-    /// [`limits::MAX_LINKS_PER_WORKER`].
-    pub max_links: usize,
-    /// Handshakes started per second on accepted connections (a token bucket holding one
-    /// second's worth); a connection accepted with no token left is reset. At least 1.
-    pub max_handshakes_per_sec: u32,
-    /// Handshakes per second more for trusted source addresses, when the common bucket is
-    /// empty. At least 1.
-    pub trusted_handshakes_per_sec: u32,
-    /// Link slots only trusted source addresses may take (at most half of `max_links` counts).
-    pub reserved_links: usize,
-    /// Microseconds the node polls after a turn that moved data before it sleeps; 0 to
-    /// [`limits::BUSY_POLL_US_MAX`], 0 = never.
-    pub busy_poll_us: u64,
-    /// A circuit that carries nothing for this long is aborted.
-    pub circuit_idle_ms: u64,
-}
-
-impl Default for Limits {
-    /// The crate's defaults ([`limits`]).
-    fn default() -> Limits {
-        Limits {
-            keepalive_ms: limits::KEEPALIVE_INTERVAL_MS,
-            idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
-            handshake_timeout_ms: limits::HANDSHAKE_TIMEOUT_MS,
-            send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-            redial_min_ms: limits::REDIAL_MIN_MS,
-            redial_max_ms: limits::REDIAL_MAX_MS,
-            max_links: limits::MAX_LINKS_PER_WORKER,
-            max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
-            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
-            reserved_links: limits::RESERVED_LINKS,
-            busy_poll_us: limits::BUSY_POLL_US,
-            circuit_idle_ms: limits::CIRCUIT_IDLE_MS,
-        }
-    }
 }
 
 /// Why a configuration was refused, and where.
@@ -923,176 +871,130 @@ impl Source<'_> {
         Ok(mounts)
     }
 
+    /// `[limits]`: the defaults ([`Limits::default`]), with each value given checked in place.
     fn limits(&self, raw: Option<&RawLimits>) -> Result<Limits, ConfigError> {
-        let defaults = Limits::default();
+        let mut limits = Limits::default();
         let Some(raw) = raw else {
-            return Ok(defaults);
+            return Ok(limits);
         };
-        let keepalive = self.millis(&raw.keepalive_ms, "keepalive_ms", defaults.keepalive_ms)?;
-        let idle =
-            self.millis(&raw.idle_timeout_ms, "idle_timeout_ms", defaults.idle_timeout_ms)?;
-        let handshake = self.millis(
-            &raw.handshake_timeout_ms,
-            "handshake_timeout_ms",
-            defaults.handshake_timeout_ms,
-        )?;
-        let redial_min =
-            self.millis(&raw.redial_min_ms, "redial_min_ms", defaults.redial_min_ms)?;
-        let redial_max =
-            self.millis(&raw.redial_max_ms, "redial_max_ms", defaults.redial_max_ms)?;
-        let send_queue = match &raw.send_queue_max_bytes {
-            None => defaults.send_queue_max_bytes,
-            Some(value) => {
-                let bytes = *value.get_ref();
-                // On the 64-bit targets the engine runs on, only a negative value fails to
-                // convert.
-                match usize::try_from(bytes) {
-                    Ok(n) if n >= limits::RECORD_WIRE_MAX => n,
-                    _ => {
-                        return Err(self.error(
-                            value.span(),
-                            format!(
-                                "limits.send_queue_max_bytes must be at least {} (one full \
-                                 record), not {bytes}",
-                                limits::RECORD_WIRE_MAX
-                            ),
-                        ));
-                    }
-                }
+        let millis = [
+            (&raw.keepalive_ms, "keepalive_ms", &mut limits.keepalive),
+            (&raw.idle_timeout_ms, "idle_timeout_ms", &mut limits.idle_timeout),
+            (&raw.handshake_timeout_ms, "handshake_timeout_ms", &mut limits.handshake_timeout),
+            (&raw.redial_min_ms, "redial_min_ms", &mut limits.redial_min),
+            (&raw.redial_max_ms, "redial_max_ms", &mut limits.redial_max),
+        ];
+        for (value, field, duration) in millis {
+            if let Some(value) = value {
+                *duration = self.millis(value, field)?;
             }
-        };
+        }
+        if let Some(value) = &raw.send_queue_max_bytes {
+            let bytes = *value.get_ref();
+            // On the 64-bit targets the engine runs on, only a negative value fails to convert.
+            limits.send_queue_max_bytes = match usize::try_from(bytes) {
+                Ok(n) if n >= limits::RECORD_WIRE_MAX => n,
+                _ => {
+                    return Err(self.error(
+                        value.span(),
+                        format!(
+                            "limits.send_queue_max_bytes must be at least {} (one full record), \
+                             not {bytes}",
+                            limits::RECORD_WIRE_MAX
+                        ),
+                    ));
+                }
+            };
+        }
+        let links_max = limits::MAX_LINKS_PER_WORKER as u64;
+        let rate_max = u64::from(u32::MAX);
+        // Each count is checked against a bound of its type, so the conversions cannot fail.
+        if let Some(value) = &raw.max_links {
+            limits.max_links = self.count(value, "max_links", 1..=links_max)? as usize;
+        }
+        if let Some(value) = &raw.max_handshakes_per_sec {
+            let rate = self.count(value, "max_handshakes_per_sec", 1..=rate_max)?;
+            limits.max_handshakes_per_sec = u32::try_from(rate).unwrap_or(u32::MAX);
+        }
+        if let Some(value) = &raw.trusted_handshakes_per_sec {
+            let rate = self.count(value, "trusted_handshakes_per_sec", 1..=rate_max)?;
+            limits.trusted_handshakes_per_sec = u32::try_from(rate).unwrap_or(u32::MAX);
+        }
+        if let Some(value) = &raw.reserved_links {
+            limits.reserved_links = self.count(value, "reserved_links", 0..=links_max)? as usize;
+        }
+        if let Some(value) = &raw.busy_poll_us {
+            let us = self.count(value, "busy_poll_us", 0..=limits::BUSY_POLL_US_MAX)?;
+            limits.busy_poll = Duration::from_micros(us);
+        }
+        if let Some(value) = &raw.circuit_idle_ms {
+            limits.circuit_idle = self.millis(value, "circuit_idle_ms")?;
+        }
 
-        let max_links = match &raw.max_links {
-            None => defaults.max_links,
-            Some(value) => {
-                let max = limits::MAX_LINKS_PER_WORKER as u64;
-                self.count(value, "max_links", max)? as usize
-            }
+        // A limit's value for a message, marked when it is the default.
+        let shown = |value: Duration, given: &Option<Spanned<i64>>| match given {
+            Some(_) => value.as_millis().to_string(),
+            None => format!("{}, the default", value.as_millis()),
         };
-        let max_handshakes_per_sec = match &raw.max_handshakes_per_sec {
-            None => defaults.max_handshakes_per_sec,
-            Some(value) => {
-                let rate = self.count(value, "max_handshakes_per_sec", u64::from(u32::MAX))?;
-                // At most u32::MAX, so the conversion cannot fail.
-                u32::try_from(rate).unwrap_or(u32::MAX)
-            }
+        // The span of the first of two values that was given (one was, or both are defaults,
+        // which are in order).
+        let either = |a: &Option<Spanned<i64>>, b: &Option<Spanned<i64>>| {
+            a.as_ref().or(b.as_ref()).map_or(0..0, Spanned::span)
         };
-        let trusted_handshakes_per_sec = match &raw.trusted_handshakes_per_sec {
-            None => defaults.trusted_handshakes_per_sec,
-            Some(value) => {
-                let rate = self.count(value, "trusted_handshakes_per_sec", u64::from(u32::MAX))?;
-                // At most u32::MAX, so the conversion cannot fail.
-                u32::try_from(rate).unwrap_or(u32::MAX)
-            }
-        };
-        let reserved_links = match &raw.reserved_links {
-            None => defaults.reserved_links,
-            Some(value) => {
-                let n = *value.get_ref();
-                match usize::try_from(n) {
-                    Ok(n) if n <= limits::MAX_LINKS_PER_WORKER => n,
-                    _ => {
-                        return Err(self.error(
-                            value.span(),
-                            format!(
-                                "limits.reserved_links must be between 0 and {}, not {n}",
-                                limits::MAX_LINKS_PER_WORKER
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-        let busy_poll_us = match &raw.busy_poll_us {
-            None => defaults.busy_poll_us,
-            Some(value) => {
-                let n = *value.get_ref();
-                match u64::try_from(n) {
-                    Ok(n) if n <= limits::BUSY_POLL_US_MAX => n,
-                    _ => {
-                        return Err(self.error(
-                            value.span(),
-                            format!(
-                                "limits.busy_poll_us must be between 0 and {}, not {n}",
-                                limits::BUSY_POLL_US_MAX
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-
-        let circuit_idle =
-            self.millis(&raw.circuit_idle_ms, "circuit_idle_ms", defaults.circuit_idle_ms)?;
-        if idle.0 <= keepalive.0 {
-            let span = idle.1.clone().or_else(|| keepalive.1.clone()).unwrap_or(0..0);
+        if limits.idle_timeout <= limits.keepalive {
             return Err(self.error(
-                span,
+                either(&raw.idle_timeout_ms, &raw.keepalive_ms),
                 format!(
                     "limits.idle_timeout_ms ({}) must be greater than limits.keepalive_ms ({}): \
                      links would be closed as idle before they send a keepalive",
-                    shown(&idle),
-                    shown(&keepalive)
+                    shown(limits.idle_timeout, &raw.idle_timeout_ms),
+                    shown(limits.keepalive, &raw.keepalive_ms)
                 ),
             ));
         }
-        if redial_min.0 > redial_max.0 {
-            let span = redial_min.1.clone().or_else(|| redial_max.1.clone()).unwrap_or(0..0);
+        if limits.redial_min > limits.redial_max {
             return Err(self.error(
-                span,
+                either(&raw.redial_min_ms, &raw.redial_max_ms),
                 format!(
                     "limits.redial_min_ms ({}) must not be greater than limits.redial_max_ms ({})",
-                    shown(&redial_min),
-                    shown(&redial_max)
+                    shown(limits.redial_min, &raw.redial_min_ms),
+                    shown(limits.redial_max, &raw.redial_max_ms)
                 ),
             ));
         }
-        Ok(Limits {
-            keepalive_ms: keepalive.0,
-            idle_timeout_ms: idle.0,
-            handshake_timeout_ms: handshake.0,
-            send_queue_max_bytes: send_queue,
-            redial_min_ms: redial_min.0,
-            redial_max_ms: redial_max.0,
-            max_links,
-            max_handshakes_per_sec,
-            trusted_handshakes_per_sec,
-            reserved_links,
-            busy_poll_us,
-            circuit_idle_ms: circuit_idle.0,
-        })
+        Ok(limits)
     }
 
-    /// A count from 1 to `max`.
-    fn count(&self, value: &Spanned<i64>, field: &str, max: u64) -> Result<u64, ConfigError> {
+    /// A count in `range`.
+    fn count(
+        &self,
+        value: &Spanned<i64>,
+        field: &str,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
         let n = *value.get_ref();
         match u64::try_from(n) {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            Ok(n) if range.contains(&n) => Ok(n),
             _ => Err(self.error(
                 value.span(),
-                format!("limits.{field} must be between 1 and {max}, not {n}"),
+                format!(
+                    "limits.{field} must be between {} and {}, not {n}",
+                    range.start(),
+                    range.end()
+                ),
             )),
         }
     }
 
-    /// A duration in milliseconds, 1 to [`limits::CONFIG_MILLIS_MAX`], with the span it was written at (`None`:
-    /// the default).
-    fn millis(
-        &self,
-        value: &Option<Spanned<i64>>,
-        field: &str,
-        default: u64,
-    ) -> Result<(u64, Option<Range<usize>>), ConfigError> {
-        let Some(value) = value else {
-            return Ok((default, None));
-        };
+    /// A duration in milliseconds, 1 to [`limits::CONFIG_MILLIS_MAX`].
+    fn millis(&self, value: &Spanned<i64>, field: &str) -> Result<Duration, ConfigError> {
         let ms = *value.get_ref();
         if ms <= 0 {
             return Err(self
                 .error(value.span(), format!("limits.{field} must be greater than 0, not {ms}")));
         }
         match u64::try_from(ms) {
-            Ok(ms) if ms <= limits::CONFIG_MILLIS_MAX => Ok((ms, Some(value.span()))),
+            Ok(ms) if ms <= limits::CONFIG_MILLIS_MAX => Ok(Duration::from_millis(ms)),
             _ => Err(self.error(
                 value.span(),
                 format!(
@@ -1101,14 +1003,6 @@ impl Source<'_> {
                 ),
             )),
         }
-    }
-}
-
-/// A limit's value for a message, marked when it is the default.
-fn shown(value: &(u64, Option<Range<usize>>)) -> String {
-    match value.1 {
-        Some(_) => value.0.to_string(),
-        None => format!("{}, the default", value.0),
     }
 }
 

@@ -10,6 +10,10 @@ const CONFIG: &str = "/etc/ringspan/node.toml";
 /// The smallest valid config.
 const MINIMAL: &str = "[node]\nkey = \"node.key\"\n";
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 fn key(n: u8) -> PublicKey {
     PublicKey([n; 32])
 }
@@ -207,18 +211,18 @@ circuit_idle_ms = 60000
     assert_eq!(
         config.limits,
         Limits {
-            keepalive_ms: 250,
-            idle_timeout_ms: 1000,
-            handshake_timeout_ms: 3000,
+            keepalive: ms(250),
+            idle_timeout: ms(1000),
+            handshake_timeout: ms(3000),
             send_queue_max_bytes: 1 << 20,
-            redial_min_ms: 50,
-            redial_max_ms: 50,
+            redial_min: ms(50),
+            redial_max: ms(50),
             max_links: 20_000,
             max_handshakes_per_sec: 150,
             trusted_handshakes_per_sec: 20,
             reserved_links: 0,
-            busy_poll_us: 0,
-            circuit_idle_ms: 60_000,
+            busy_poll: Duration::ZERO,
+            circuit_idle: ms(60_000),
         }
     );
 }
@@ -247,18 +251,18 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(
         Limits::default(),
         Limits {
-            keepalive_ms: limits::KEEPALIVE_INTERVAL_MS,
-            idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
-            handshake_timeout_ms: limits::HANDSHAKE_TIMEOUT_MS,
+            keepalive: ms(limits::KEEPALIVE_INTERVAL_MS),
+            idle_timeout: ms(limits::IDLE_TIMEOUT_MS),
+            handshake_timeout: ms(limits::HANDSHAKE_TIMEOUT_MS),
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-            redial_min_ms: limits::REDIAL_MIN_MS,
-            redial_max_ms: limits::REDIAL_MAX_MS,
+            redial_min: ms(limits::REDIAL_MIN_MS),
+            redial_max: ms(limits::REDIAL_MAX_MS),
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
             reserved_links: limits::RESERVED_LINKS,
-            busy_poll_us: limits::BUSY_POLL_US,
-            circuit_idle_ms: limits::CIRCUIT_IDLE_MS,
+            busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
+            circuit_idle: ms(limits::CIRCUIT_IDLE_MS),
         }
     );
     // An empty [limits] table is the defaults too.
@@ -663,6 +667,7 @@ fn durations_are_positive_and_at_most_a_day() {
         "handshake_timeout_ms",
         "redial_min_ms",
         "redial_max_ms",
+        "circuit_idle_ms",
     ] {
         refused(
             &with_limits(&format!("{field} = 0\n")),
@@ -673,7 +678,7 @@ fn durations_are_positive_and_at_most_a_day() {
         refused(&with_limits(&format!("{field} = 86400001\n")), 4, "more than one day");
     }
     let day = with_limits("keepalive_ms = 1000\nidle_timeout_ms = 86400000\n");
-    assert_eq!(parse(&day).unwrap().limits.idle_timeout_ms, limits::CONFIG_MILLIS_MAX);
+    assert_eq!(parse(&day).unwrap().limits.idle_timeout, ms(limits::CONFIG_MILLIS_MAX));
 }
 
 #[test]
@@ -693,7 +698,7 @@ fn idle_timeout_must_exceed_keepalive() {
     );
     refused(&with_limits("idle_timeout_ms = 1000\n"), 4, "keepalive_ms (1000, the default)");
     let ok = parse(&with_limits("keepalive_ms = 1\nidle_timeout_ms = 2\n")).unwrap();
-    assert_eq!((ok.limits.keepalive_ms, ok.limits.idle_timeout_ms), (1, 2));
+    assert_eq!((ok.limits.keepalive, ok.limits.idle_timeout), (ms(1), ms(2)));
 }
 
 #[test]
@@ -704,8 +709,8 @@ fn handshake_timeout_must_be_positive() {
         "limits.handshake_timeout_ms must be greater than 0",
     );
     assert_eq!(
-        parse(&with_limits("handshake_timeout_ms = 1\n")).unwrap().limits.handshake_timeout_ms,
-        1
+        parse(&with_limits("handshake_timeout_ms = 1\n")).unwrap().limits.handshake_timeout,
+        ms(1)
     );
 }
 
@@ -758,12 +763,29 @@ fn admission_bounds_are_counts_from_one() {
 
     // Busy polling: 0 (off) to 10 ms.
     let poll = |n: i64| with_limits(&format!("busy_poll_us = {n}\n"));
-    assert_eq!(parse(&poll(0)).unwrap().limits.busy_poll_us, 0);
+    assert_eq!(parse(&poll(0)).unwrap().limits.busy_poll, Duration::ZERO);
     let longest = limits::BUSY_POLL_US_MAX as i64;
-    assert_eq!(parse(&poll(longest)).unwrap().limits.busy_poll_us, limits::BUSY_POLL_US_MAX);
+    assert_eq!(
+        parse(&poll(longest)).unwrap().limits.busy_poll,
+        Duration::from_micros(limits::BUSY_POLL_US_MAX)
+    );
     let error = refused(&poll(-1), 4, "limits.busy_poll_us must be between 0 and 10000, not -1");
     assert_eq!(error.column, Some(16));
     refused(&poll(longest + 1), 4, "not 10001");
+
+    // The trusted bucket is a rate from one too; the reserve may be none.
+    let trusted = |n: i64| with_limits(&format!("trusted_handshakes_per_sec = {n}\n"));
+    assert_eq!(parse(&trusted(1)).unwrap().limits.trusted_handshakes_per_sec, 1);
+    refused(
+        &trusted(0),
+        4,
+        "limits.trusted_handshakes_per_sec must be between 1 and 4294967295, not 0",
+    );
+    refused(&trusted(fastest + 1), 4, "not 4294967296");
+    let reserved = |n: i64| with_limits(&format!("reserved_links = {n}\n"));
+    assert_eq!(parse(&reserved(most)).unwrap().limits.reserved_links, limits::MAX_LINKS_PER_WORKER);
+    refused(&reserved(-1), 4, "limits.reserved_links must be between 0 and 1048576, not -1");
+    refused(&reserved(most + 1), 4, "not 1048577");
 
     // Among the other limits, each keeps its own value.
     let both = parse(&with_limits(
@@ -774,8 +796,8 @@ fn admission_bounds_are_counts_from_one() {
     assert_eq!(
         both,
         Limits {
-            keepalive_ms: 500,
-            redial_max_ms: 600,
+            keepalive: ms(500),
+            redial_max: ms(600),
             max_links: 7,
             max_handshakes_per_sec: 9,
             ..Limits::default()
