@@ -121,11 +121,13 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ringspan::cipher::Identity;
 use ringspan::cipher::PublicKey;
-use ringspan::daemon::Limits;
+use ringspan::daemon::{Limits, MountSpec, PeerSpec, Settings, control};
 use ringspan::error::KeyFile;
+use ringspan::ids::{ClusterId, MountId};
 use ringspan::limits;
-use ringspan::span::{MountKind, Role};
+use ringspan::span::{Label, MountKey, MountKind, Role};
 use serde::Deserialize;
 use serde::de::IntoDeserializer as _;
 use toml::Spanned;
@@ -151,64 +153,27 @@ pub struct NodeConfig {
     /// Whether nodes with keys that are neither a peer's nor in [`NodeConfig::allow`] may
     /// connect (as clients). Default false.
     pub accept_unknown_keys: bool,
-    /// Keys allowed to connect besides the peers', each with the role it is granted.
-    pub allow: Vec<Allowed>,
+    /// Keys allowed to connect besides the peers', each with the role it is granted (the most
+    /// its hello may claim to be; a bare key in `allow` is a client).
+    pub allow: Vec<(PublicKey, Role)>,
     /// Clusters whose client mounts the node accepts (one aggregate each toward the core).
-    pub client_clusters: Vec<u128>,
+    pub client_clusters: Vec<ClusterId>,
     /// The neighbours this node knows, in file order.
     pub peers: Vec<Peer>,
-    /// The mounts this node serves, in file order.
-    pub mounts: Vec<MountConfig>,
+    /// The mounts this node serves, in file order; (cluster, id) is unique.
+    pub mounts: Vec<MountSpec>,
     /// Link timers and bounds.
     pub limits: Limits,
 }
 
-/// A neighbour: a node this one links to.
+/// A neighbour: a node this one links to, as the node takes it, and the name the file gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     /// A name for logs; unique among the peers when given.
     pub name: Option<String>,
-    /// Where to dial it. `None`: the node only accepts links from this peer, never dials it.
-    pub address: Option<SocketAddr>,
-    /// Its static public key: links must prove it.
-    pub key: PublicKey,
-    /// The most its hello may claim to be. Default router.
-    pub role: Role,
-}
-
-/// A key allowed to connect, and the role it is granted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Allowed {
-    /// The key.
-    pub key: PublicKey,
-    /// The most its hello may claim to be. A bare key in `allow` is a client.
-    pub role: Role,
-}
-
-/// A mount this node serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountConfig {
-    /// The cluster (HAMMER2's `pfs_clid`).
-    pub cluster: u128,
-    /// The mount within the cluster (HAMMER2's `pfs_fsid`). (cluster, id) is unique.
-    pub id: u128,
-    /// What the mount is.
-    pub kind: MountKind,
-    /// A human-readable name, at most [`limits::SPAN_LABEL_MAX`] bytes; empty by default.
-    pub label: String,
-    /// Who answers the transactions addressed to it.
-    pub service: Service,
-}
-
-/// Who serves a mount's transactions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Service {
-    /// `"echo"`: the node itself answers every transaction by sending its payload back.
-    Echo,
-    /// `"none"`, the default: an application attached through the mount API serves it.
-    #[default]
-    None,
+    /// Where to dial it (`None`: the node only accepts its links), its static public key
+    /// (links must prove it) and the most its hello may claim to be (router by default).
+    pub spec: PeerSpec,
 }
 
 /// Why a configuration was refused, and where.
@@ -340,6 +305,33 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// The settings a node runs with, its key pair `identity` read from [`NodeConfig::key`]:
+    /// everything the file says but the key file, the workers and all listen addresses but
+    /// the first (a node runs on one worker and one listener for now), and the control
+    /// socket beside the file when none is named.
+    pub fn settings(&self, identity: Identity) -> Settings {
+        Settings {
+            role: self.role,
+            listen: self.listen.first().copied(),
+            peers: self.peers.iter().map(|peer| peer.spec).collect(),
+            allow: self.allow.clone(),
+            accept_unknown_keys: self.accept_unknown_keys,
+            client_clusters: self.client_clusters.clone(),
+            mounts: self.mounts.clone(),
+            limits: self.limits,
+            control: Some(self.control_socket()),
+            metrics: self.metrics,
+            ..Settings::new(identity)
+        }
+    }
+
+    /// The control socket's path: the one the file names, or the default beside the file.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| control::default_socket(&self.path))
+    }
+}
+
 // The file as serde sees it: every value that is checked after deserialization keeps its span,
 // and required keys are `Option`s so that their absence is reported with our own words.
 
@@ -433,6 +425,17 @@ struct RawMount {
     label: Option<Spanned<String>>,
     #[serde(default)]
     service: Service,
+}
+
+/// Who serves a mount's transactions (the node takes it as [`MountSpec::echo`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Service {
+    /// `"echo"`: the node itself answers every transaction by sending its payload back.
+    Echo,
+    /// `"none"`, the default: an application attached through the mount API serves it.
+    #[default]
+    None,
 }
 
 #[derive(Deserialize)]
@@ -707,7 +710,8 @@ impl Source<'_> {
                 }
             };
             let name = peer.name.as_ref().map(|name| name.get_ref().clone());
-            peers.push(Peer { name, address, key, role: peer.role.unwrap_or(Role::Router) });
+            let role = peer.role.unwrap_or(Role::Router);
+            peers.push(Peer { name, spec: PeerSpec { address, key, role } });
         }
         Ok(peers)
     }
@@ -717,7 +721,7 @@ impl Source<'_> {
         &self,
         raw: &[Spanned<RawAllow>],
         peers: &[Peer],
-    ) -> Result<Vec<Allowed>, ConfigError> {
+    ) -> Result<Vec<(PublicKey, Role)>, ConfigError> {
         let mut allow = Vec::with_capacity(raw.len());
         let mut seen: HashMap<PublicKey, Range<usize>> = HashMap::with_capacity(raw.len());
         for entry in raw {
@@ -753,22 +757,22 @@ impl Source<'_> {
                     format!("[node] allow: key {key} is listed twice (first on line {first})"),
                 ));
             }
-            if let Some(peer) = peers.iter().find(|p| p.key == key && p.role != role) {
+            if let Some(peer) = peers.iter().find(|p| p.spec.key == key && p.spec.role != role) {
                 return Err(self.error(
                     span,
                     format!(
                         "[node] allow: key {key} is granted {role:?} here but {:?} as a peer",
-                        peer.role
+                        peer.spec.role
                     ),
                 ));
             }
-            allow.push(Allowed { key, role });
+            allow.push((key, role));
         }
         Ok(allow)
     }
 
     /// `client_clusters`: each id once, at most [`limits::CLIENT_CLUSTERS_MAX`].
-    fn client_clusters(&self, raw: &[Spanned<IdText>]) -> Result<Vec<u128>, ConfigError> {
+    fn client_clusters(&self, raw: &[Spanned<IdText>]) -> Result<Vec<ClusterId>, ConfigError> {
         if let Some(extra) = raw.get(limits::CLIENT_CLUSTERS_MAX) {
             return Err(self.error(
                 extra.span(),
@@ -779,13 +783,13 @@ impl Source<'_> {
                 ),
             ));
         }
-        let mut clusters: Vec<u128> = Vec::with_capacity(raw.len());
+        let mut clusters: Vec<ClusterId> = Vec::with_capacity(raw.len());
         for value in raw {
-            let cluster = self.id(value, "[node] client_clusters")?;
+            let cluster = ClusterId(self.id(value, "[node] client_clusters")?);
             if clusters.contains(&cluster) {
                 return Err(self.error(
                     value.span(),
-                    format!("[node] client_clusters: cluster {cluster:#x} is listed twice"),
+                    format!("[node] client_clusters: cluster {:#x} is listed twice", cluster.0),
                 ));
             }
             clusters.push(cluster);
@@ -801,7 +805,7 @@ impl Source<'_> {
         parsed.map_err(|why| self.error(value.span(), format!("{field}: {why}")))
     }
 
-    fn mounts(&self, raw: &[Spanned<RawMount>]) -> Result<Vec<MountConfig>, ConfigError> {
+    fn mounts(&self, raw: &[Spanned<RawMount>]) -> Result<Vec<MountSpec>, ConfigError> {
         if let Some(extra) = raw.get(limits::SPAN_MOUNTS_MAX) {
             return Err(self.error(
                 extra.span(),
@@ -845,27 +849,23 @@ impl Source<'_> {
                 ));
             }
             let label = match &mount.label {
-                None => String::new(),
-                Some(label) => {
-                    let len = label.get_ref().len();
-                    if len > limits::SPAN_LABEL_MAX {
-                        return Err(self.error(
-                            label.span(),
-                            format!(
-                                "mount label is {len} bytes; at most {} are allowed",
-                                limits::SPAN_LABEL_MAX
-                            ),
-                        ));
-                    }
-                    label.get_ref().clone()
-                }
+                None => Label::EMPTY,
+                Some(text) => Label::new(text.get_ref().as_bytes()).map_err(|_| {
+                    self.error(
+                        text.span(),
+                        format!(
+                            "mount label is {} bytes; at most {} are allowed",
+                            text.get_ref().len(),
+                            limits::SPAN_LABEL_MAX
+                        ),
+                    )
+                })?,
             };
-            mounts.push(MountConfig {
-                cluster: cluster_value,
-                id: id_value,
+            mounts.push(MountSpec {
+                key: MountKey { cluster: ClusterId(cluster_value), mount: MountId(id_value) },
                 kind,
                 label,
-                service: mount.service,
+                echo: mount.service == Service::Echo,
             });
         }
         Ok(mounts)

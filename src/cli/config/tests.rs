@@ -14,6 +14,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+fn mount_key(cluster: u128, mount: u128) -> MountKey {
+    MountKey { cluster: ClusterId(cluster), mount: MountId(mount) }
+}
+
 fn key(n: u8) -> PublicKey {
     PublicKey([n; 32])
 }
@@ -74,30 +78,30 @@ fn the_documented_example_parses_to_its_values() {
         metrics: Some("127.0.0.1:9401".parse().unwrap()),
         accept_unknown_keys: false,
         allow: vec![
-            Allowed {
-                key: PublicKey::from_base64(b"BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs=")
-                    .unwrap(),
-                role: Role::Client,
-            },
-            Allowed {
-                key: PublicKey::from_base64(b"K3cBnqCLpXXl5y+BUu2pHvD9UpRWfmVw2Ldz6OKq1mA=")
+            (
+                PublicKey::from_base64(b"BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs=").unwrap(),
+                Role::Client,
+            ),
+            (
+                PublicKey::from_base64(b"K3cBnqCLpXXl5y+BUu2pHvD9UpRWfmVw2Ldz6OKq1mA=").unwrap(),
+                Role::Router,
+            ),
+        ],
+        client_clusters: vec![ClusterId(1)],
+        peers: vec![Peer {
+            name: Some("b".to_owned()),
+            spec: PeerSpec {
+                address: Some("127.0.0.1:7402".parse().unwrap()),
+                key: PublicKey::from_base64(b"UTN4L3rO3PFCCDdgT33zWvJrYKCYE3R5v3pb0Mm4pSo=")
                     .unwrap(),
                 role: Role::Router,
             },
-        ],
-        client_clusters: vec![1],
-        peers: vec![Peer {
-            name: Some("b".to_owned()),
-            address: Some("127.0.0.1:7402".parse().unwrap()),
-            key: PublicKey::from_base64(b"UTN4L3rO3PFCCDdgT33zWvJrYKCYE3R5v3pb0Mm4pSo=").unwrap(),
-            role: Role::Router,
         }],
-        mounts: vec![MountConfig {
-            cluster: 1,
-            id: 0x10,
+        mounts: vec![MountSpec {
+            key: mount_key(1, 0x10),
             kind: MountKind::Master,
-            label: "a/master".to_owned(),
-            service: Service::Echo,
+            label: Label::new(b"a/master").unwrap(),
+            echo: true,
         }],
         limits: Limits::default(),
     };
@@ -169,42 +173,36 @@ circuit_idle_ms = 60000
     assert_eq!(config.control, Some(PathBuf::from("/etc/ringspan/run/a.sock")));
     assert_eq!(config.metrics, Some("[::1]:9401".parse().unwrap()));
     assert!(config.accept_unknown_keys);
-    assert_eq!(
-        config.allow,
-        [
-            Allowed { key: key(3), role: Role::Client },
-            Allowed { key: key(4), role: Role::Satellite },
-        ]
-    );
-    assert_eq!(config.client_clusters, [7, 8]);
+    assert_eq!(config.allow, [(key(3), Role::Client), (key(4), Role::Satellite),]);
+    assert_eq!(config.client_clusters, [ClusterId(7), ClusterId(8)]);
     assert_eq!(
         config.peers,
         [
             Peer {
                 name: Some("b".to_owned()),
-                address: Some("10.0.0.2:7401".parse().unwrap()),
-                key: key(1),
-                role: Role::Router,
+                spec: PeerSpec {
+                    address: Some("10.0.0.2:7401".parse().unwrap()),
+                    key: key(1),
+                    role: Role::Router,
+                },
             },
-            Peer { name: None, address: None, key: key(2), role: Role::Client },
+            Peer { name: None, spec: PeerSpec { address: None, key: key(2), role: Role::Client } },
         ]
     );
     assert_eq!(
         config.mounts,
         [
-            MountConfig {
-                cluster: 0x3f2504e0_4f89_11d3_9a0c_0305e82c3301,
-                id: 42,
+            MountSpec {
+                key: mount_key(0x3f2504e0_4f89_11d3_9a0c_0305e82c3301, 42),
                 kind: MountKind::SoftSlave,
-                label: "pfs/home".to_owned(),
-                service: Service::None,
+                label: Label::new(b"pfs/home").unwrap(),
+                echo: false,
             },
-            MountConfig {
-                cluster: 7,
-                id: u128::MAX,
+            MountSpec {
+                key: mount_key(7, u128::MAX),
                 kind: MountKind::Client,
-                label: String::new(),
-                service: Service::None,
+                label: Label::EMPTY,
+                echo: false,
             },
         ]
     );
@@ -290,12 +288,38 @@ fn every_kind_role_and_service_has_its_name() {
         // The name `show` prints is the one the config takes.
         assert_eq!(role.name(), name);
     }
-    for (name, service) in [("echo", Service::Echo), ("none", Service::None)] {
+    for (name, echo) in [("echo", true), ("none", false)] {
         let text = format!(
             "{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"cache\"\nservice = \"{name}\"\n"
         );
-        assert_eq!(parse(&text).unwrap().mounts[0].service, service, "{name}");
+        assert_eq!(parse(&text).unwrap().mounts[0].echo, echo, "{name}");
     }
+}
+
+#[test]
+fn the_settings_carry_what_the_file_says() {
+    let config = parse(&doc_example()).unwrap();
+    let settings = config.settings(Identity::generate().unwrap());
+    assert_eq!(settings.role, Role::Router);
+    // One listener for now: the first address.
+    assert_eq!(settings.listen, Some("127.0.0.1:7401".parse().unwrap()));
+    assert_eq!(settings.peers, [config.peers[0].spec]);
+    assert_eq!(settings.allow, config.allow);
+    assert!(!settings.accept_unknown_keys);
+    assert_eq!(settings.client_clusters, [ClusterId(1)]);
+    assert_eq!(settings.mounts, config.mounts);
+    assert_eq!(settings.limits, Limits::default());
+    assert_eq!(settings.control, Some(PathBuf::from("/etc/ringspan/node.sock")));
+    assert_eq!(settings.metrics, Some("127.0.0.1:9401".parse().unwrap()));
+
+    // Without `control`, the socket is the default one beside the file.
+    let text = format!("{MINIMAL}role = \"client\"\naccept_unknown_keys = true\n");
+    let config = parse(&text).unwrap();
+    let settings = config.settings(Identity::generate().unwrap());
+    assert_eq!(settings.control, Some(control::default_socket(Path::new(CONFIG))));
+    assert_eq!(config.control_socket(), control::default_socket(Path::new(CONFIG)));
+    assert_eq!((settings.role, settings.listen), (Role::Client, None));
+    assert!(settings.accept_unknown_keys);
 }
 
 #[test]
@@ -476,7 +500,7 @@ fn allowed_keys_must_be_public_keys_listed_once() {
         "[node]\nkey = \"k\"\nallow = [{{ key = \"{a}\", role = \"router\" }}]\n[[peer]]\nkey = \"{a}\"\n",
         a = b64(9)
     );
-    assert_eq!(parse(&text).unwrap().allow, [Allowed { key: key(9), role: Role::Router }]);
+    assert_eq!(parse(&text).unwrap().allow, [(key(9), Role::Router)]);
     // Not with two.
     let text =
         format!("[node]\nkey = \"k\"\nallow = [\"{a}\"]\n[[peer]]\nkey = \"{a}\"\n", a = b64(9));
@@ -497,7 +521,7 @@ fn allowed_keys_must_be_public_keys_listed_once() {
 fn client_clusters_are_ids_listed_once_and_bounded() {
     assert_eq!(
         parse(&format!("{MINIMAL}client_clusters = [\"0x10\", 3]\n")).unwrap().client_clusters,
-        [16, 3]
+        [ClusterId(16), ClusterId(3)]
     );
     refused(&format!("{MINIMAL}client_clusters = [1, \"0x1\"]\n"), 3, "listed twice");
     refused(&format!("{MINIMAL}client_clusters = [\"x\"]\n"), 3, "is not a number");
@@ -516,7 +540,7 @@ fn peers_are_routers_unless_their_role_says_otherwise() {
         b64(1),
         b64(2)
     );
-    let roles: Vec<Role> = parse(&text).unwrap().peers.iter().map(|p| p.role).collect();
+    let roles: Vec<Role> = parse(&text).unwrap().peers.iter().map(|p| p.spec.role).collect();
     assert_eq!(roles, [Role::Router, Role::Satellite]);
     refused(
         &format!("{MINIMAL}[[peer]]\nkey = \"{}\"\nrole = \"god\"\n", b64(1)),
@@ -626,7 +650,7 @@ fn labels_hold_at_most_64_bytes() {
         format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"master\"\nlabel = \"{label}\"\n")
     };
     let longest = "x".repeat(limits::SPAN_LABEL_MAX);
-    assert_eq!(parse(&mount(&longest)).unwrap().mounts[0].label, longest);
+    assert_eq!(parse(&mount(&longest)).unwrap().mounts[0].label.as_bytes(), longest.as_bytes());
     refused(&mount(&"x".repeat(65)), 7, "mount label is 65 bytes; at most 64");
     // Bytes, not characters: 33 two-byte characters are 66 bytes.
     refused(&mount(&"é".repeat(33)), 7, "mount label is 66 bytes");
