@@ -1,8 +1,22 @@
-//! The configuration file's tests: every field, every refusal with its line and reason.
+//! The configuration file's tests: every field, every refusal with its line and reason. The
+//! lists' (`lists.rs`) and the `[limits]` table's (`limits_table.rs`) have files of their own.
 
-use super::*;
+mod limits_table;
+mod lists;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use proptest::prelude::*;
+use ringspan::cipher::{Identity, PublicKey};
+use ringspan::daemon::{Limits, MountSpec, PeerSpec, control};
+use ringspan::ids::{ClusterId, MountId};
+use ringspan::limits;
+use ringspan::span::{Label, MountKey, MountKind, Role};
+
+use super::source::line_column;
+use super::{ConfigError, NodeConfig, Peer};
 
 /// Where the test configs claim to live.
 const CONFIG: &str = "/etc/ringspan/node.toml";
@@ -48,7 +62,7 @@ fn refused(text: &str, line: usize, reason: &str) -> ConfigError {
 fn doc_example() -> String {
     let mut example = String::new();
     let mut inside = false;
-    for line in include_str!("mod.rs").lines().take_while(|l| l.starts_with("//!")) {
+    for line in include_str!("../mod.rs").lines().take_while(|l| l.starts_with("//!")) {
         let line = line.strip_prefix("//!").unwrap_or(line);
         let line = line.strip_prefix(' ').unwrap_or(line);
         match (inside, line) {
@@ -450,224 +464,6 @@ fn metrics_and_peers_may_not_use_a_listen_address() {
 }
 
 #[test]
-fn peer_keys_must_be_public_keys() {
-    let text = "[node]\nkey = \"node.key\"\n\n[[peer]]\nname = \"b\"\naddress = \
-                \"127.0.0.1:7402\"\nkey = \"not a key!\"\n";
-    let error = refused(text, 7, "peer key: not valid base64");
-    assert_eq!(error.column, Some(7));
-    // Base64, but of 31 bytes.
-    let short = BASE64_31;
-    refused(
-        &format!("{MINIMAL}[[peer]]\nkey = \"{short}\"\n"),
-        4,
-        "peer key: the base64 decodes to 31 bytes; a public key has 32",
-    );
-    refused(&format!("{MINIMAL}[[peer]]\nkey = \"\"\n"), 4, "peer key: the key is empty");
-    refused(&format!("{MINIMAL}[[peer]]\nname = \"b\"\n"), 3, "[[peer]] has no `key`");
-}
-
-/// Base64 of 31 zero bytes.
-const BASE64_31: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
-
-#[test]
-fn two_peers_may_not_share_a_key_or_a_name() {
-    let text = format!(
-        "{MINIMAL}[[peer]]\nname = \"b\"\nkey = \"{a}\"\n\n[[peer]]\nname = \"c\"\nkey = \
-         \"{a}\"\n",
-        a = b64(1)
-    );
-    let error = refused(&text, 9, "is also the key of the peer on line 5");
-    assert!(error.reason.contains(&b64(1)), "{error}");
-    let text = format!(
-        "{MINIMAL}[[peer]]\nname = \"b\"\nkey = \"{}\"\n[[peer]]\nname = \"b\"\nkey = \"{}\"\n",
-        b64(1),
-        b64(2)
-    );
-    refused(&text, 7, "peer name \"b\" is also the name of the peer on line 4");
-}
-
-#[test]
-fn allowed_keys_must_be_public_keys_listed_once() {
-    refused(
-        &format!("[node]\nkey = \"k\"\nallow = [\"{}\", \"AAAA\"]\n", b64(1)),
-        3,
-        "[node] allow: the base64 decodes to 3 bytes",
-    );
-    let text = format!("[node]\nkey = \"k\"\nallow = [\n\"{a}\",\n\"{a}\",\n]\n", a = b64(9));
-    refused(&text, 5, "is listed twice (first on line 4)");
-    // A key both allowed and a peer's is fine, with one role.
-    let text = format!(
-        "[node]\nkey = \"k\"\nallow = [{{ key = \"{a}\", role = \"router\" }}]\n[[peer]]\nkey = \"{a}\"\n",
-        a = b64(9)
-    );
-    assert_eq!(parse(&text).unwrap().allow, [(key(9), Role::Router)]);
-    // Not with two.
-    let text =
-        format!("[node]\nkey = \"k\"\nallow = [\"{a}\"]\n[[peer]]\nkey = \"{a}\"\n", a = b64(9));
-    refused(&text, 3, "is granted Client here but Router as a peer");
-    // Entries as tables: a role from the three, and a key.
-    let entry = |body: &str| format!("[node]\nkey = \"k\"\nallow = [{{ {body} }}]\n");
-    refused(
-        &entry(&format!("key = \"{}\", role = \"admin\"", b64(1))),
-        3,
-        "unknown role \"admin\"",
-    );
-    refused(&entry("role = \"router\""), 3, "an entry has no `key`");
-    refused(&entry(&format!("key = \"{}\", rank = 1", b64(1))), 3, "unknown field `rank`");
-    refused("[node]\nkey = \"k\"\nallow = [3]\n", 3, "a base64 key, or a table");
-}
-
-#[test]
-fn client_clusters_are_ids_listed_once_and_bounded() {
-    assert_eq!(
-        parse(&format!("{MINIMAL}client_clusters = [\"0x10\", 3]\n")).unwrap().client_clusters,
-        [ClusterId(16), ClusterId(3)]
-    );
-    refused(&format!("{MINIMAL}client_clusters = [1, \"0x1\"]\n"), 3, "listed twice");
-    refused(&format!("{MINIMAL}client_clusters = [\"x\"]\n"), 3, "is not a number");
-    let many: Vec<String> = (0..=limits::CLIENT_CLUSTERS_MAX).map(|i| i.to_string()).collect();
-    refused(
-        &format!("{MINIMAL}client_clusters = [{}]\n", many.join(", ")),
-        3,
-        "more than 64 clusters",
-    );
-}
-
-#[test]
-fn peers_are_routers_unless_their_role_says_otherwise() {
-    let text = format!(
-        "{MINIMAL}[[peer]]\nkey = \"{}\"\n[[peer]]\nkey = \"{}\"\nrole = \"satellite\"\n",
-        b64(1),
-        b64(2)
-    );
-    let roles: Vec<Role> = parse(&text).unwrap().peers.iter().map(|p| p.spec.role).collect();
-    assert_eq!(roles, [Role::Router, Role::Satellite]);
-    refused(
-        &format!("{MINIMAL}[[peer]]\nkey = \"{}\"\nrole = \"god\"\n", b64(1)),
-        5,
-        "unknown variant",
-    );
-}
-
-#[test]
-fn too_many_peers_are_refused() {
-    let mut text = MINIMAL.to_owned();
-    for i in 0..limits::CONFIG_PEERS_MAX {
-        let mut bytes = [0u8; 32];
-        bytes[..2].copy_from_slice(&(i as u16).to_be_bytes());
-        text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", PublicKey(bytes).to_base64()));
-    }
-    assert_eq!(parse(&text).unwrap().peers.len(), limits::CONFIG_PEERS_MAX);
-    text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", b64(0xff)));
-    refused(&text, 3 + 2 * limits::CONFIG_PEERS_MAX, "more than 4096 peers");
-}
-
-#[test]
-fn ids_are_hex_decimal_uuids_or_integers() {
-    assert_eq!(parse_id("0x1"), Ok(1));
-    assert_eq!(parse_id("0X1f"), Ok(31));
-    assert_eq!(parse_id("0x0000000000000000000000000000000000000001"), Ok(1));
-    assert_eq!(parse_id("0xffffffffffffffffffffffffffffffff"), Ok(u128::MAX));
-    assert_eq!(parse_id("31"), Ok(31));
-    assert_eq!(parse_id("0"), Ok(0));
-    assert_eq!(parse_id("340282366920938463463374607431768211455"), Ok(u128::MAX));
-    assert_eq!(
-        parse_id("3F2504E0-4F89-11D3-9A0C-0305E82C3301"),
-        Ok(0x3f2504e0_4f89_11d3_9a0c_0305e82c3301)
-    );
-    assert!(parse_id("340282366920938463463374607431768211456").unwrap_err().contains("128"));
-    assert!(parse_id("0x1ffffffffffffffffffffffffffffffff").unwrap_err().contains("128"));
-    for bad in [
-        "",
-        "0x",
-        "0x+1",
-        "+1",
-        "-1",
-        " 1",
-        "1 ",
-        "1_000",
-        "0xg",
-        "1e3",
-        "3f2504e0-4f89-11d3-9a0c-0305e82c330",
-        "3f2504e0-4f89-11d3-9a0c-0305e82c33011",
-        "3f2504e04-f89-11d3-9a0c-0305e82c3301",
-        "3f2504e0-4f89-11d3-9a0c-0305e82c330g",
-        "{3f2504e0-4f89-11d3-9a0c-0305e82c3301}",
-        "ünïcödé",
-    ] {
-        assert!(parse_id(bad).is_err(), "{bad:?} accepted");
-    }
-}
-
-#[test]
-fn mount_ids_must_parse() {
-    let mount = |cluster: &str, id: &str| {
-        format!("{MINIMAL}[[mount]]\ncluster = {cluster}\nid = {id}\nkind = \"master\"\n")
-    };
-    let error = refused(&mount("\"cluster-1\"", "1"), 4, "mount cluster: \"cluster-1\" is not");
-    assert_eq!(error.column, Some(11));
-    refused(&mount("1", "\"0xz\""), 5, "mount id: \"0xz\" is not a hexadecimal number");
-    refused(&mount("-1", "1"), 4, "mount cluster: -1 is negative");
-    refused(&mount("1", "\"1e40\""), 5, "mount id");
-    refused(&mount("1", "1.5"), 5, "expected a 128-bit id");
-    refused(&mount("[1]", "1"), 4, "expected a 128-bit id");
-    refused(&format!("{MINIMAL}[[mount]]\nid = 1\nkind = \"cache\"\n"), 3, "no `cluster`");
-    refused(&format!("{MINIMAL}[[mount]]\ncluster = 1\nkind = \"cache\"\n"), 3, "no `id`");
-    refused(&format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\n"), 3, "no `kind`");
-    refused(
-        &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"primary\"\n"),
-        6,
-        "unknown variant `primary`",
-    );
-    // An aggregate is a satellite's own doing: no config attaches one.
-    refused(
-        &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"aggregate\"\n"),
-        6,
-        "unknown variant `aggregate`, expected one of `master`, `slave`, `soft-master`, \
-         `soft-slave`, `cache`, `client`",
-    );
-    refused(
-        &format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"cache\"\nservice = \"x\"\n"),
-        7,
-        "unknown variant `x`",
-    );
-}
-
-#[test]
-fn mounts_are_unique_by_cluster_and_id() {
-    let text = format!(
-        "{MINIMAL}[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\n\n\
-         [[mount]]\ncluster = \"0x2\"\nid = \"0x10\"\nkind = \"master\"\n\n\
-         [[mount]]\ncluster = \"1\"\nid = 16\nkind = \"slave\"\n"
-    );
-    let error = refused(&text, 15, "mount cluster 0x1 id 0x10 is also the mount on line 3");
-    assert_eq!(error.column, Some(6));
-}
-
-#[test]
-fn labels_hold_at_most_64_bytes() {
-    let mount = |label: &str| {
-        format!("{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"master\"\nlabel = \"{label}\"\n")
-    };
-    let longest = "x".repeat(limits::SPAN_LABEL_MAX);
-    assert_eq!(parse(&mount(&longest)).unwrap().mounts[0].label.as_bytes(), longest.as_bytes());
-    refused(&mount(&"x".repeat(65)), 7, "mount label is 65 bytes; at most 64");
-    // Bytes, not characters: 33 two-byte characters are 66 bytes.
-    refused(&mount(&"é".repeat(33)), 7, "mount label is 66 bytes");
-}
-
-#[test]
-fn too_many_mounts_are_refused() {
-    let mut text = MINIMAL.to_owned();
-    for i in 0..limits::SPAN_MOUNTS_MAX {
-        text.push_str(&format!("[[mount]]\ncluster = 1\nid = {i}\nkind = \"cache\"\n"));
-    }
-    assert_eq!(parse(&text).unwrap().mounts.len(), limits::SPAN_MOUNTS_MAX);
-    text.push_str("[[mount]]\ncluster = 2\nid = 0\nkind = \"cache\"\n");
-    refused(&text, 3 + 4 * limits::SPAN_MOUNTS_MAX, "more than 16384 mounts");
-}
-
-#[test]
 fn workers_are_between_1_and_256() {
     let workers = |n: i64| format!("[node]\nkey = \"k\"\nworkers = {n}\n");
     assert_eq!(parse(&workers(1)).unwrap().workers, Some(1));
@@ -677,156 +473,6 @@ fn workers_are_between_1_and_256() {
     refused(&workers(257), 3, "not 257");
     refused(&workers(-1), 3, "not -1");
     refused(&workers(i64::MIN), 3, "between 1 and 256");
-}
-
-fn with_limits(limits: &str) -> String {
-    format!("{MINIMAL}[limits]\n{limits}")
-}
-
-#[test]
-fn durations_are_positive_and_at_most_a_day() {
-    for field in [
-        "keepalive_ms",
-        "idle_timeout_ms",
-        "handshake_timeout_ms",
-        "redial_min_ms",
-        "redial_max_ms",
-        "circuit_idle_ms",
-    ] {
-        refused(
-            &with_limits(&format!("{field} = 0\n")),
-            4,
-            &format!("limits.{field} must be greater than 0, not 0"),
-        );
-        refused(&with_limits(&format!("{field} = -5\n")), 4, "greater than 0, not -5");
-        refused(&with_limits(&format!("{field} = 86400001\n")), 4, "more than one day");
-    }
-    let day = with_limits("keepalive_ms = 1000\nidle_timeout_ms = 86400000\n");
-    assert_eq!(parse(&day).unwrap().limits.idle_timeout, ms(limits::CONFIG_MILLIS_MAX));
-}
-
-#[test]
-fn idle_timeout_must_exceed_keepalive() {
-    let error = refused(
-        &with_limits("keepalive_ms = 2000\nidle_timeout_ms = 2000\n"),
-        5,
-        "limits.idle_timeout_ms (2000) must be greater than limits.keepalive_ms (2000)",
-    );
-    assert_eq!(error.column, Some(19));
-    // Only the keepalive given: the error points at it, and names the default it broke.
-    refused(
-        &with_limits("keepalive_ms = 6000\n"),
-        4,
-        "limits.idle_timeout_ms (5000, the default) must be greater than limits.keepalive_ms \
-         (6000)",
-    );
-    refused(&with_limits("idle_timeout_ms = 1000\n"), 4, "keepalive_ms (1000, the default)");
-    let ok = parse(&with_limits("keepalive_ms = 1\nidle_timeout_ms = 2\n")).unwrap();
-    assert_eq!((ok.limits.keepalive, ok.limits.idle_timeout), (ms(1), ms(2)));
-}
-
-#[test]
-fn handshake_timeout_must_be_positive() {
-    refused(
-        &with_limits("handshake_timeout_ms = 0\n"),
-        4,
-        "limits.handshake_timeout_ms must be greater than 0",
-    );
-    assert_eq!(
-        parse(&with_limits("handshake_timeout_ms = 1\n")).unwrap().limits.handshake_timeout,
-        ms(1)
-    );
-}
-
-#[test]
-fn redial_min_may_not_exceed_redial_max() {
-    refused(
-        &with_limits("redial_max_ms = 2000\nredial_min_ms = 2001\n"),
-        5,
-        "limits.redial_min_ms (2001) must not be greater than limits.redial_max_ms (2000)",
-    );
-    refused(&with_limits("redial_max_ms = 99\n"), 4, "redial_min_ms (100, the default)");
-    refused(&with_limits("redial_min_ms = 5001\n"), 4, "redial_max_ms (5000, the default)");
-}
-
-#[test]
-fn the_send_queue_holds_at_least_one_record() {
-    let queue = |n: i64| with_limits(&format!("send_queue_max_bytes = {n}\n"));
-    let least = limits::RECORD_WIRE_MAX as i64;
-    assert_eq!(parse(&queue(least)).unwrap().limits.send_queue_max_bytes, limits::RECORD_WIRE_MAX);
-    refused(&queue(least - 1), 4, "limits.send_queue_max_bytes must be at least 65560");
-    refused(&queue(0), 4, "one full record), not 0");
-    refused(&queue(-1), 4, "not -1");
-}
-
-#[test]
-fn admission_bounds_are_counts_from_one() {
-    let links = |n: i64| with_limits(&format!("max_links = {n}\n"));
-    let rate = |n: i64| with_limits(&format!("max_handshakes_per_sec = {n}\n"));
-    assert_eq!(parse(&links(1)).unwrap().limits.max_links, 1);
-    let most = limits::MAX_LINKS_PER_WORKER as i64;
-    assert_eq!(parse(&links(most)).unwrap().limits.max_links, limits::MAX_LINKS_PER_WORKER);
-    assert_eq!(parse(&rate(1)).unwrap().limits.max_handshakes_per_sec, 1);
-    let fastest = i64::from(u32::MAX);
-    assert_eq!(parse(&rate(fastest)).unwrap().limits.max_handshakes_per_sec, u32::MAX);
-
-    let error = refused(&links(0), 4, "limits.max_links must be between 1 and 1048576, not 0");
-    assert_eq!(error.column, Some(13));
-    refused(&links(-3), 4, "limits.max_links must be between 1 and 1048576, not -3");
-    refused(&links(most + 1), 4, "not 1048577");
-    let error = refused(
-        &rate(0),
-        4,
-        "limits.max_handshakes_per_sec must be between 1 and 4294967295, not 0",
-    );
-    assert_eq!(error.column, Some(26));
-    refused(&rate(-1), 4, "max_handshakes_per_sec must be between 1 and 4294967295, not -1");
-    refused(&rate(fastest + 1), 4, "not 4294967296");
-    refused(&with_limits("max_links = \"many\"\n"), 4, "invalid type: string");
-    refused(&with_limits("max_handshakes_per_sec = 1.5\n"), 4, "invalid type: floating");
-
-    // Busy polling: 0 (off) to 10 ms.
-    let poll = |n: i64| with_limits(&format!("busy_poll_us = {n}\n"));
-    assert_eq!(parse(&poll(0)).unwrap().limits.busy_poll, Duration::ZERO);
-    let longest = limits::BUSY_POLL_US_MAX as i64;
-    assert_eq!(
-        parse(&poll(longest)).unwrap().limits.busy_poll,
-        Duration::from_micros(limits::BUSY_POLL_US_MAX)
-    );
-    let error = refused(&poll(-1), 4, "limits.busy_poll_us must be between 0 and 10000, not -1");
-    assert_eq!(error.column, Some(16));
-    refused(&poll(longest + 1), 4, "not 10001");
-
-    // The trusted bucket is a rate from one too; the reserve may be none.
-    let trusted = |n: i64| with_limits(&format!("trusted_handshakes_per_sec = {n}\n"));
-    assert_eq!(parse(&trusted(1)).unwrap().limits.trusted_handshakes_per_sec, 1);
-    refused(
-        &trusted(0),
-        4,
-        "limits.trusted_handshakes_per_sec must be between 1 and 4294967295, not 0",
-    );
-    refused(&trusted(fastest + 1), 4, "not 4294967296");
-    let reserved = |n: i64| with_limits(&format!("reserved_links = {n}\n"));
-    assert_eq!(parse(&reserved(most)).unwrap().limits.reserved_links, limits::MAX_LINKS_PER_WORKER);
-    refused(&reserved(-1), 4, "limits.reserved_links must be between 0 and 1048576, not -1");
-    refused(&reserved(most + 1), 4, "not 1048577");
-
-    // Among the other limits, each keeps its own value.
-    let both = parse(&with_limits(
-        "keepalive_ms = 500\nmax_links = 7\nmax_handshakes_per_sec = 9\nredial_max_ms = 600\n",
-    ))
-    .unwrap()
-    .limits;
-    assert_eq!(
-        both,
-        Limits {
-            keepalive: ms(500),
-            redial_max: ms(600),
-            max_links: 7,
-            max_handshakes_per_sec: 9,
-            ..Limits::default()
-        }
-    );
 }
 
 #[test]
