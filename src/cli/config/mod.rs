@@ -7,6 +7,12 @@
 //! of the offending value (when there is one) and the reason, e.g.
 //! `node.toml:7:7: peer key: not valid base64 (...)`.
 //!
+//! The values are the node's own types (`span::Role`, `span::MountKind`, `daemon::PeerSpec`,
+//! `daemon::MountSpec`, `daemon::Limits`, whose defaults are `limits.rs`'s), so
+//! [`NodeConfig::settings`] hands them to the daemon as they are once the key is read. The
+//! files: `raw.rs` (the TOML as serde reads it), `source.rs` (positions and single values),
+//! `lists.rs` (peers, allow, client clusters, mounts) and `limits_table.rs` (`[limits]`).
+//!
 //! # Format
 //!
 //! ```toml
