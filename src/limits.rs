@@ -203,6 +203,17 @@ pub const TRUSTED_HANDSHAKES_PER_SEC: u32 = 250;
 /// however many strangers hold the rest: 0.4% of [`MAX_LINKS_PER_WORKER`].
 pub const RESERVED_LINKS: usize = CONFIG_PEERS_MAX;
 
+/// Default first wait before a node dials a lost peer again (a configuration's
+/// `redial_min_ms`). `relay::redial` doubles the wait after each failure in a row, up to
+/// [`REDIAL_MAX_MS`], and jitters each wait down by up to half, so peers that failed together
+/// do not retry together; a link that was up and went down is redialled after this first step.
+pub const REDIAL_MIN_MS: u64 = 100;
+
+/// Default longest wait between two dials of a lost peer (a configuration's `redial_max_ms`):
+/// a peer that stays down costs one dial every few seconds, and one that comes back is
+/// linked again within this long.
+pub const REDIAL_MAX_MS: u64 = 5_000;
+
 /// Source addresses a worker trusts at run time beyond the configured ones
 /// (`ring::WorkerCtx::trust_source`, called when a link from there proved an authorized key);
 /// past it the least recently trusted is forgotten. Authorized keys are the configured peers'
@@ -306,6 +317,19 @@ pub const SPAN_NEIGHBOURS_MAX: usize = 1 << 20;
 /// `accept_unknown_keys`), so this bounds the core's own mesh: 4,096 is more than one node links.
 pub const CONFIG_PEERS_MAX: usize = 4_096;
 
+/// Engine workers a configuration may ask for (`[node] workers`). 256 is more cores than a
+/// node's host has; a larger number is surely a typo.
+pub const CONFIG_WORKERS_MAX: usize = 256;
+
+/// The longest duration a configuration's `[limits]` may give: one day, in milliseconds.
+/// Longer values are surely typos, and would overflow deadline arithmetic long before they
+/// made sense.
+pub const CONFIG_MILLIS_MAX: u64 = 86_400_000;
+
+/// Bytes of the longest control socket path a configuration may give: a Unix socket address
+/// holds 108 bytes with the terminating NUL.
+pub const CONTROL_PATH_MAX: usize = 107;
+
 /// Clusters a node may serve clients of (`client_clusters` in its configuration): each is one
 /// aggregate span the core carries for the node, whatever its clients name. 64 is more than the
 /// clusters one satellite serves.
@@ -386,3 +410,12 @@ const _: () = assert!(PEER_IDLE_TIMEOUT_MIN_MS / 3 >= KEEPALIVE_INTERVAL_MIN_MS)
 const _: () = assert!(IDLE_TIMEOUT_MS <= u32::MAX as u64);
 // Our spans and circuits on a link fit the transactions we may open there.
 const _: () = assert!(SPAN_MOUNTS_MAX + RELAY_CIRCUITS_PER_LINK_MAX <= LOCAL_TXNS_PER_LINK_MAX);
+// A redial backs off from its first wait to its longest.
+const _: () = assert!(REDIAL_MIN_MS <= REDIAL_MAX_MS);
+// The default timers are durations a configuration may give.
+const _: () = assert!(
+    IDLE_TIMEOUT_MS <= CONFIG_MILLIS_MAX
+        && HANDSHAKE_TIMEOUT_MS <= CONFIG_MILLIS_MAX
+        && REDIAL_MAX_MS <= CONFIG_MILLIS_MAX
+        && CIRCUIT_IDLE_MS <= CONFIG_MILLIS_MAX
+);

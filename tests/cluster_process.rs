@@ -135,10 +135,10 @@ fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
     let key = PublicKey::from_base64(peer.public.as_bytes()).unwrap();
     settings.peers = vec![PeerSpec::router(Some(([127, 0, 0, 1], peer.port).into()), key)];
     settings.recv_buffers = 8;
-    settings.keepalive = Duration::from_millis(200);
-    settings.idle_timeout = Duration::from_millis(1000);
-    settings.redial_min = Duration::from_millis(50);
-    settings.redial_max = Duration::from_millis(500);
+    settings.limits.keepalive = Duration::from_millis(200);
+    settings.limits.idle_timeout = Duration::from_millis(1000);
+    settings.limits.redial_min = Duration::from_millis(50);
+    settings.limits.redial_max = Duration::from_millis(500);
     Handle::start(settings).unwrap()
 }
 

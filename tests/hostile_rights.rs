@@ -53,7 +53,7 @@ fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
     settings.role = role;
     settings.peers = vec![peer.peer()];
     settings.recv_buffers = 8;
-    settings.redial_min = Duration::from_millis(50);
+    settings.limits.redial_min = Duration::from_millis(50);
     Handle::start(settings).unwrap()
 }
 

@@ -28,9 +28,9 @@ fn start(
     settings.peers = peers;
     settings.allow = allow.iter().map(|(i, role)| (i.public_key(), *role)).collect();
     settings.recv_buffers = 8;
-    settings.keepalive = Duration::from_millis(200);
-    settings.idle_timeout = Duration::from_millis(1000);
-    settings.redial_min = Duration::from_millis(50);
+    settings.limits.keepalive = Duration::from_millis(200);
+    settings.limits.idle_timeout = Duration::from_millis(1000);
+    settings.limits.redial_min = Duration::from_millis(50);
     Handle::start(settings).unwrap()
 }
 

@@ -36,10 +36,10 @@ fn app(role: Role, peers: Vec<PeerSpec>) -> (Handle, Identity) {
     settings.role = role;
     settings.peers = peers;
     settings.recv_buffers = 8;
-    settings.keepalive = Duration::from_millis(200);
-    settings.idle_timeout = Duration::from_millis(1000);
-    settings.redial_min = Duration::from_millis(50);
-    settings.redial_max = Duration::from_millis(500);
+    settings.limits.keepalive = Duration::from_millis(200);
+    settings.limits.idle_timeout = Duration::from_millis(1000);
+    settings.limits.redial_min = Duration::from_millis(50);
+    settings.limits.redial_max = Duration::from_millis(500);
     (Handle::start(settings).unwrap(), identity)
 }
 

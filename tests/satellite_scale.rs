@@ -289,8 +289,8 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     settings.role = Role::Client;
     settings.peers = vec![s1.peer()];
     settings.recv_buffers = 8;
-    settings.keepalive = Duration::from_secs(5);
-    settings.idle_timeout = Duration::from_secs(60);
+    settings.limits.keepalive = Duration::from_secs(5);
+    settings.limits.idle_timeout = Duration::from_secs(60);
     let app = Handle::start(settings).unwrap();
     assert!(app.wait_for_route(MASTER, WAIT), "the application client reaches the master");
     call_master(&app, b"before any client");

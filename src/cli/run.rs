@@ -9,12 +9,12 @@ use clap::{Args, ValueEnum};
 use ringspan::cipher::Identity;
 use ringspan::cipher::identity::read_key_file;
 use ringspan::daemon::control::{self, View};
-use ringspan::daemon::{Handle, LoadReport, MountSpec, PeerSpec, Request, Settings};
+use ringspan::daemon::{Handle, LoadReport, Request};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::ring;
-use ringspan::span::{Label, MountKey, MountKind, Role};
+use ringspan::span::MountKey;
 
-use super::config::{MountKindName, NodeConfig, NodeRole, Service};
+use super::config::NodeConfig;
 
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -75,25 +75,6 @@ pub struct CallArgs {
     pub wait: u64,
 }
 
-fn kind(name: MountKindName) -> MountKind {
-    match name {
-        MountKindName::Master => MountKind::Master,
-        MountKindName::Slave => MountKind::Slave,
-        MountKindName::SoftMaster => MountKind::SoftMaster,
-        MountKindName::SoftSlave => MountKind::SoftSlave,
-        MountKindName::Cache => MountKind::Cache,
-        MountKindName::Client => MountKind::Client,
-    }
-}
-
-fn role(role: NodeRole) -> Role {
-    match role {
-        NodeRole::Router => Role::Router,
-        NodeRole::Satellite => Role::Satellite,
-        NodeRole::Client => Role::Client,
-    }
-}
-
 /// Starts the node a configuration describes.
 pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     let key = read_key_file(&config.key).map_err(|e| format!("{}: {e}", config.key.display()))?;
@@ -108,46 +89,7 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     if config.workers.is_some_and(|w| w > 1) {
         tracing::warn!("a node runs on one worker for now; `workers` above 1 is ignored");
     }
-    let mounts = config
-        .mounts
-        .iter()
-        .map(|m| {
-            Ok(MountSpec {
-                key: MountKey { cluster: ClusterId(m.cluster), mount: MountId(m.id) },
-                kind: kind(m.kind),
-                label: Label::new(m.label.as_bytes()).map_err(|e| e.to_string())?,
-                echo: m.service == Service::Echo,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let mut settings = Settings::new(identity);
-    settings.role = role(config.role);
-    settings.listen = config.listen.first().copied();
-    settings.peers = config
-        .peers
-        .iter()
-        .map(|p| PeerSpec { address: p.address, key: p.key, role: role(p.role) })
-        .collect();
-    settings.allow = config.allow.iter().map(|a| (a.key, role(a.role))).collect();
-    settings.accept_unknown_keys = config.accept_unknown_keys;
-    settings.client_clusters = config.client_clusters.iter().map(|&c| ClusterId(c)).collect();
-    settings.circuit_idle = Duration::from_millis(config.limits.circuit_idle_ms);
-    settings.mounts = mounts;
-    settings.keepalive = Duration::from_millis(config.limits.keepalive_ms);
-    settings.idle_timeout = Duration::from_millis(config.limits.idle_timeout_ms);
-    settings.handshake_timeout = Duration::from_millis(config.limits.handshake_timeout_ms);
-    settings.send_queue_max_bytes = config.limits.send_queue_max_bytes;
-    settings.redial_min = Duration::from_millis(config.limits.redial_min_ms);
-    settings.redial_max = Duration::from_millis(config.limits.redial_max_ms);
-    settings.max_links = config.limits.max_links;
-    settings.max_handshakes_per_sec = config.limits.max_handshakes_per_sec;
-    settings.trusted_handshakes_per_sec = config.limits.trusted_handshakes_per_sec;
-    settings.reserved_links = config.limits.reserved_links;
-    settings.busy_poll = Duration::from_micros(config.limits.busy_poll_us);
-    settings.control =
-        Some(config.control.clone().unwrap_or_else(|| control::default_socket(&config.path)));
-    settings.metrics = config.metrics;
-    Handle::start(settings)
+    Handle::start(config.settings(identity))
 }
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock
@@ -160,7 +102,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let config = NodeConfig::load(path).map_err(|e| e.to_string())?;
     let node = start(&config)?;
     let listen = node.local_addr().map_or("nothing".into(), |a| a.to_string());
-    let socket = config.control.clone().unwrap_or_else(|| control::default_socket(&config.path));
+    let socket = config.control_socket();
     eprintln!(
         "ringspan: node {} up, listening on {listen}, control socket {}",
         node.id(),
@@ -175,7 +117,7 @@ pub fn show(args: &ShowArgs) -> Result<(), String> {
         (Some(socket), _) => socket.clone(),
         (None, Some(config)) => {
             let config = NodeConfig::load(config).map_err(|e| e.to_string())?;
-            config.control.unwrap_or_else(|| control::default_socket(&config.path))
+            config.control_socket()
         }
         (None, None) => return Err("show needs --config FILE or --socket PATH".into()),
     };
@@ -227,10 +169,7 @@ pub fn parse_mount(text: &str) -> Result<MountKey, String> {
 /// calls, prints the outcome as JSON (and p50/p99 round trips), and exits.
 pub fn call(args: &CallArgs) -> Result<(), String> {
     let mount = parse_mount(&args.mount)?;
-    let mut config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
-    if config.control.is_none() {
-        config.control = Some(control::default_socket(&config.path));
-    }
+    let config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
     let node = start(&config)?;
     if !node.wait_for_route(mount, Duration::from_secs(args.wait)) {
         node.shutdown();

@@ -61,28 +61,55 @@ pub struct Settings {
     pub accept_unknown_keys: bool,
     /// Clusters whose client mounts the node accepts (one aggregate each toward the core).
     pub client_clusters: Vec<ClusterId>,
-    /// A circuit carrying nothing for this long is aborted.
-    pub circuit_idle: Duration,
     /// Mounts attached at start (echo mounts, or mounts the application serves).
     pub mounts: Vec<MountSpec>,
-    /// Keepalive interval.
-    pub keepalive: Duration,
-    /// A link silent this long is closed.
-    pub idle_timeout: Duration,
-    /// A handshake not done after this long is abandoned.
-    pub handshake_timeout: Duration,
-    /// A link with more queued bytes than this is closed.
-    pub send_queue_max_bytes: usize,
-    /// First redial wait.
-    pub redial_min: Duration,
-    /// Longest redial wait.
-    pub redial_max: Duration,
+    /// Timers and bounds (a configuration's `[limits]`).
+    pub limits: Limits,
     /// Serve `ringspan show` on this Unix socket.
     pub control: Option<PathBuf>,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
     /// Receive buffers the engine gives the kernel (each 256 KiB; 64 by default).
     pub recv_buffers: u16,
+}
+
+impl Settings {
+    /// A router with no links, mounts or listener, and the default timers and bounds.
+    pub fn new(identity: Identity) -> Settings {
+        Settings {
+            identity,
+            role: Role::Router,
+            listen: None,
+            peers: Vec::new(),
+            allow: Vec::new(),
+            accept_unknown_keys: false,
+            client_clusters: Vec::new(),
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            control: None,
+            metrics: None,
+            recv_buffers: limits::RECV_BUFFERS,
+        }
+    }
+}
+
+/// A node's timers and bounds: what a configuration's `[limits]` table sets. Every default is
+/// a constant of [`crate::limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A link that sent nothing for this long sends a keepalive (a peer with a short idle
+    /// timeout gets them more often).
+    pub keepalive: Duration,
+    /// A link that received nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A handshake not done after this long is abandoned.
+    pub handshake_timeout: Duration,
+    /// A link with more sealed bytes than this waiting to be sent is closed.
+    pub send_queue_max_bytes: usize,
+    /// First wait before dialling a lost peer again.
+    pub redial_min: Duration,
+    /// Longest wait between two dials of a lost peer.
+    pub redial_max: Duration,
     /// Links held at once, accepted and dialled, established or handshaking
     /// (`ring::Config::max_links`): a connection accepted at the bound is reset before any
     /// handshake work. Dials are never refused.
@@ -100,35 +127,25 @@ pub struct Settings {
     /// How long the worker polls after a turn that moved data before it sleeps
     /// (`ring::Config::busy_poll`; zero: never).
     pub busy_poll: Duration,
+    /// A circuit carrying nothing for this long is aborted.
+    pub circuit_idle: Duration,
 }
 
-impl Settings {
-    /// A router with no links, mounts or listener, and the default timers.
-    pub fn new(identity: Identity) -> Settings {
-        Settings {
-            identity,
-            role: Role::Router,
-            listen: None,
-            peers: Vec::new(),
-            allow: Vec::new(),
-            accept_unknown_keys: false,
-            client_clusters: Vec::new(),
-            circuit_idle: Duration::from_millis(limits::CIRCUIT_IDLE_MS),
-            mounts: Vec::new(),
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
             keepalive: Duration::from_millis(limits::KEEPALIVE_INTERVAL_MS),
             idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
             handshake_timeout: Duration::from_millis(limits::HANDSHAKE_TIMEOUT_MS),
             send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-            redial_min: Duration::from_millis(100),
-            redial_max: Duration::from_millis(5_000),
-            control: None,
-            metrics: None,
-            recv_buffers: limits::RECV_BUFFERS,
+            redial_min: Duration::from_millis(limits::REDIAL_MIN_MS),
+            redial_max: Duration::from_millis(limits::REDIAL_MAX_MS),
             max_links: limits::MAX_LINKS_PER_WORKER,
             max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
             trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
             reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
+            circuit_idle: Duration::from_millis(limits::CIRCUIT_IDLE_MS),
         }
     }
 }
@@ -245,10 +262,10 @@ impl Handle {
         cipher.allowlist.extend(settings.peers.iter().map(|p| p.key));
         cipher.allowlist.extend(settings.allow.iter().map(|(key, _)| *key));
         cipher.accept_unknown_keys = settings.accept_unknown_keys;
-        cipher.handshake_timeout = settings.handshake_timeout;
+        cipher.handshake_timeout = settings.limits.handshake_timeout;
         let mut hello = Hello::new(settings.role, Wants::all());
         hello.idle_timeout_ms =
-            u32::try_from(settings.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+            u32::try_from(settings.limits.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
         // Rights are bound to keys: a peer's role, an allowed key's role; anyone else (let in by
         // `accept_unknown_keys`) is a client.
         let mut rights = HashMap::new();
@@ -261,28 +278,28 @@ impl Handle {
             peers: settings.peers.iter().filter_map(|p| Some((p.address?, p.key))).collect(),
             rights,
             client_clusters: settings.client_clusters.clone(),
-            circuit_idle: settings.circuit_idle,
-            keepalive: settings.keepalive,
-            redial_min: settings.redial_min,
-            redial_max: settings.redial_max,
+            circuit_idle: settings.limits.circuit_idle,
+            keepalive: settings.limits.keepalive,
+            redial_min: settings.limits.redial_min,
+            redial_max: settings.limits.redial_max,
         };
         let engine_config = ring::Config {
             workers: 1,
             // Several nodes may share a host: let the scheduler place them.
             pin_workers: false,
             listen: settings.listen,
-            keepalive_interval: settings.keepalive,
-            idle_timeout: settings.idle_timeout,
-            send_queue_max_bytes: settings.send_queue_max_bytes,
+            keepalive_interval: settings.limits.keepalive,
+            idle_timeout: settings.limits.idle_timeout,
+            send_queue_max_bytes: settings.limits.send_queue_max_bytes,
             recv_buffers: settings.recv_buffers,
-            max_links: settings.max_links,
-            max_handshakes_per_sec: settings.max_handshakes_per_sec,
+            max_links: settings.limits.max_links,
+            max_handshakes_per_sec: settings.limits.max_handshakes_per_sec,
             // The configured peers' addresses are trusted from the start; the node trusts the
             // addresses other configured keys link from as they do.
             trusted_sources: trusted_sources(&settings.peers),
-            trusted_handshakes_per_sec: settings.trusted_handshakes_per_sec,
-            reserved_links: settings.reserved_links,
-            busy_poll: settings.busy_poll,
+            trusted_handshakes_per_sec: settings.limits.trusted_handshakes_per_sec,
+            reserved_links: settings.limits.reserved_links,
+            busy_poll: settings.limits.busy_poll,
             ..ring::Config::default()
         };
         let shared = Arc::new(Shared::default());

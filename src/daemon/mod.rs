@@ -12,7 +12,7 @@ mod metrics;
 mod render;
 mod snapshot;
 
-pub use handle::{Call, CallEvent, Handle, Incoming, PeerSpec, Settings};
+pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
 
 use std::collections::{HashMap, HashSet};
@@ -43,7 +43,7 @@ pub const CALL: Command = Command::new(1, 1);
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// A mount the node attaches at start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountSpec {
     /// Its identity.
     pub key: MountKey,

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use serde::Deserialize;
+
 use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, MountId, NeighbourId, NodeId};
 use crate::limits::{SPAN_LABEL_MAX, SPAN_WANTED_CLUSTERS_MAX};
@@ -16,8 +18,10 @@ pub struct MountKey {
     pub mount: MountId,
 }
 
-/// What a mount is, as HAMMER2's PFS types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a mount is, as HAMMER2's PFS types. A configuration names the kinds a node may attach
+/// in kebab case (`"soft-master"`); an aggregate is the node's own doing, never configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MountKind {
     /// A full master of the cluster (quorum member).
     Master,
@@ -34,6 +38,7 @@ pub enum MountKind {
     /// The clients of one node in one cluster, advertised as one span in place of theirs (a
     /// satellite's aggregate; its mount id is the node's id). Calls to a client open inside it,
     /// naming the client (PROTOCOL.md section 8.6).
+    #[serde(skip_deserializing)]
     Aggregate,
 }
 
@@ -182,8 +187,9 @@ impl Metric {
     }
 }
 
-/// What a neighbour is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a neighbour is. A configuration names it as [`Role::name`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// A relay: receives every span it wants and propagates what it learns.
     Router,

@@ -89,10 +89,10 @@ pub fn honest(identity: Identity, role: Role, at: &Node) -> Handle {
     settings.role = role;
     settings.peers = vec![at.peer()];
     settings.recv_buffers = 8;
-    settings.keepalive = Duration::from_millis(1_000);
-    settings.idle_timeout = Duration::from_millis(30_000);
-    settings.redial_min = Duration::from_millis(50);
-    settings.redial_max = Duration::from_millis(500);
+    settings.limits.keepalive = Duration::from_millis(1_000);
+    settings.limits.idle_timeout = Duration::from_millis(30_000);
+    settings.limits.redial_min = Duration::from_millis(50);
+    settings.limits.redial_max = Duration::from_millis(500);
     Handle::start(settings).unwrap()
 }
 

@@ -7,6 +7,12 @@
 //! of the offending value (when there is one) and the reason, e.g.
 //! `node.toml:7:7: peer key: not valid base64 (...)`.
 //!
+//! The values are the node's own types (`span::Role`, `span::MountKind`, `daemon::PeerSpec`,
+//! `daemon::MountSpec`, `daemon::Limits`, whose defaults are `limits.rs`'s), so
+//! [`NodeConfig::settings`] hands them to the daemon as they are once the key is read. The
+//! files: `raw.rs` (the TOML as serde reads it), `source.rs` (positions and single values),
+//! `lists.rs` (peers, allow, client clusters, mounts) and `limits_table.rs` (`[limits]`).
+//!
 //! # Format
 //!
 //! ```toml
@@ -91,7 +97,7 @@
 //! - `client_clusters` lists at most [`limits::CLIENT_CLUSTERS_MAX`] clusters, each once.
 //! - Mounts: (cluster, id) is unique, the label holds at most [`limits::SPAN_LABEL_MAX`] bytes,
 //!   and at most [`limits::SPAN_MOUNTS_MAX`] mounts are listed.
-//! - Limits: every duration is at least 1 ms and at most a day ([`MILLIS_MAX`]);
+//! - Limits: every duration is at least 1 ms and at most a day ([`limits::CONFIG_MILLIS_MAX`]);
 //!   `idle_timeout_ms` is greater than `keepalive_ms`; `redial_min_ms` is at most
 //!   `redial_max_ms`; `send_queue_max_bytes` holds at least one full record
 //!   ([`limits::RECORD_WIRE_MAX`]).
@@ -111,37 +117,30 @@
 //!   any other runnable thread between looks), which saves the ~20 µs a sleeping thread takes
 //!   to wake at the price of the cycles polled. 0 sleeps at once.
 //! - The control socket's path, once resolved, fits a Unix socket address
-//!   ([`CONTROL_PATH_MAX`] bytes).
+//!   ([`limits::CONTROL_PATH_MAX`] bytes).
+
+mod limits_table;
+mod lists;
+mod raw;
+mod source;
+
+pub use raw::parse_id;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use ringspan::cipher::PublicKey;
-use ringspan::error::KeyFile;
+use ringspan::cipher::{Identity, PublicKey};
+use ringspan::daemon::{Limits, MountSpec, PeerSpec, Settings, control};
+use ringspan::ids::ClusterId;
+#[cfg(doc)]
 use ringspan::limits;
-use serde::Deserialize;
-use toml::Spanned;
+use ringspan::span::Role;
 
-/// The most engine workers a config may ask for.
-pub const WORKERS_MAX: usize = 256;
-
-/// Default first wait before dialling a lost peer again.
-pub const REDIAL_MIN_MS: u64 = 100;
-
-/// Default longest wait between two dials of a lost peer.
-pub const REDIAL_MAX_MS: u64 = 5_000;
-
-/// The longest duration any `[limits]` entry may give: one day. Longer values are surely typos,
-/// and would overflow deadline arithmetic long before they made sense.
-pub const MILLIS_MAX: u64 = 86_400_000;
-
-/// Bytes of the longest control socket path: a Unix socket address holds 108 bytes with the
-/// terminating NUL.
-pub const CONTROL_PATH_MAX: usize = 107;
+use raw::RawFile;
+use source::Source;
 
 /// A node's configuration: what `ringspan run` needs to start, checked but not yet acted on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,10 +152,10 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// Addresses to accept links on, each once. Empty: a node that only dials.
     pub listen: Vec<SocketAddr>,
-    /// Engine workers, 1 to [`WORKERS_MAX`]. `None`: one per core.
+    /// Engine workers, 1 to [`limits::CONFIG_WORKERS_MAX`]. `None`: one per core.
     pub workers: Option<usize>,
     /// What this node is to its neighbours.
-    pub role: NodeRole,
+    pub role: Role,
     /// The Unix control socket's path (relative paths resolved against the config directory).
     pub control: Option<PathBuf>,
     /// Where to serve metrics in the Prometheus text format.
@@ -164,150 +163,27 @@ pub struct NodeConfig {
     /// Whether nodes with keys that are neither a peer's nor in [`NodeConfig::allow`] may
     /// connect (as clients). Default false.
     pub accept_unknown_keys: bool,
-    /// Keys allowed to connect besides the peers', each with the role it is granted.
-    pub allow: Vec<Allowed>,
+    /// Keys allowed to connect besides the peers', each with the role it is granted (the most
+    /// its hello may claim to be; a bare key in `allow` is a client).
+    pub allow: Vec<(PublicKey, Role)>,
     /// Clusters whose client mounts the node accepts (one aggregate each toward the core).
-    pub client_clusters: Vec<u128>,
+    pub client_clusters: Vec<ClusterId>,
     /// The neighbours this node knows, in file order.
     pub peers: Vec<Peer>,
-    /// The mounts this node serves, in file order.
-    pub mounts: Vec<MountConfig>,
+    /// The mounts this node serves, in file order; (cluster, id) is unique.
+    pub mounts: Vec<MountSpec>,
     /// Link timers and bounds.
     pub limits: Limits,
 }
 
-/// What a node is to its neighbours (the span table's roles).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeRole {
-    /// A relay: receives every span it wants and propagates what it learns. The default.
-    #[default]
-    Router,
-    /// A node that serves clients; its clients' spans go no further than it.
-    Satellite,
-    /// An end point: what it advertises is used by its neighbour but never propagated.
-    Client,
-}
-
-/// A neighbour: a node this one links to.
+/// A neighbour: a node this one links to, as the node takes it, and the name the file gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     /// A name for logs; unique among the peers when given.
     pub name: Option<String>,
-    /// Where to dial it. `None`: the node only accepts links from this peer, never dials it.
-    pub address: Option<SocketAddr>,
-    /// Its static public key: links must prove it.
-    pub key: PublicKey,
-    /// The most its hello may claim to be. Default router.
-    pub role: NodeRole,
-}
-
-/// A key allowed to connect, and the role it is granted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Allowed {
-    /// The key.
-    pub key: PublicKey,
-    /// The most its hello may claim to be. A bare key in `allow` is a client.
-    pub role: NodeRole,
-}
-
-/// A mount this node serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountConfig {
-    /// The cluster (HAMMER2's `pfs_clid`).
-    pub cluster: u128,
-    /// The mount within the cluster (HAMMER2's `pfs_fsid`). (cluster, id) is unique.
-    pub id: u128,
-    /// What the mount is.
-    pub kind: MountKindName,
-    /// A human-readable name, at most [`limits::SPAN_LABEL_MAX`] bytes; empty by default.
-    pub label: String,
-    /// Who answers the transactions addressed to it.
-    pub service: Service,
-}
-
-/// A mount's kind as the config names it (HAMMER2's PFS types).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MountKindName {
-    /// `"master"`: a full master of the cluster.
-    Master,
-    /// `"slave"`: a full copy, updated from the masters.
-    Slave,
-    /// `"soft-master"`: a master that may run ahead of the quorum.
-    SoftMaster,
-    /// `"soft-slave"`: a slave that may lag.
-    SoftSlave,
-    /// `"cache"`: a cache of the cluster's data.
-    Cache,
-    /// `"client"`: uses the cluster, holds none of it.
-    Client,
-}
-
-/// Who serves a mount's transactions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Service {
-    /// `"echo"`: the node itself answers every transaction by sending its payload back.
-    Echo,
-    /// `"none"`, the default: an application attached through the mount API serves it.
-    #[default]
-    None,
-}
-
-/// Link timers and bounds (`[limits]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// A link that sent nothing for this long sends a keepalive.
-    pub keepalive_ms: u64,
-    /// A link that received nothing for this long is closed. Greater than `keepalive_ms`.
-    pub idle_timeout_ms: u64,
-    /// A handshake not finished after this long is abandoned.
-    pub handshake_timeout_ms: u64,
-    /// A link with more sealed bytes than this waiting to be sent is closed.
-    pub send_queue_max_bytes: usize,
-    /// First wait before dialling a lost peer again.
-    pub redial_min_ms: u64,
-    /// Longest wait between dials of a lost peer. At least `redial_min_ms`.
-    pub redial_max_ms: u64,
-    /// Links held at once (accepted and dialled, established or handshaking); a connection
-    /// accepted at the bound is reset before any handshake work. 1 to
-    /// [`limits::MAX_LINKS_PER_WORKER`].
-    pub max_links: usize,
-    /// Handshakes started per second on accepted connections (a token bucket holding one
-    /// second's worth); a connection accepted with no token left is reset. At least 1.
-    pub max_handshakes_per_sec: u32,
-    /// Handshakes per second more for trusted source addresses, when the common bucket is
-    /// empty. At least 1.
-    pub trusted_handshakes_per_sec: u32,
-    /// Link slots only trusted source addresses may take (at most half of `max_links` counts).
-    pub reserved_links: usize,
-    /// Microseconds the node polls after a turn that moved data before it sleeps; 0 to
-    /// [`limits::BUSY_POLL_US_MAX`], 0 = never.
-    pub busy_poll_us: u64,
-    /// A circuit that carries nothing for this long is aborted.
-    pub circuit_idle_ms: u64,
-}
-
-impl Default for Limits {
-    /// The crate's defaults ([`limits`]) and a redial from [`REDIAL_MIN_MS`] to
-    /// [`REDIAL_MAX_MS`].
-    fn default() -> Limits {
-        Limits {
-            keepalive_ms: limits::KEEPALIVE_INTERVAL_MS,
-            idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
-            handshake_timeout_ms: limits::HANDSHAKE_TIMEOUT_MS,
-            send_queue_max_bytes: limits::SEND_QUEUE_MAX_BYTES,
-            redial_min_ms: REDIAL_MIN_MS,
-            redial_max_ms: REDIAL_MAX_MS,
-            max_links: limits::MAX_LINKS_PER_WORKER,
-            max_handshakes_per_sec: limits::HANDSHAKES_PER_SEC,
-            trusted_handshakes_per_sec: limits::TRUSTED_HANDSHAKES_PER_SEC,
-            reserved_links: limits::RESERVED_LINKS,
-            busy_poll_us: limits::BUSY_POLL_US,
-            circuit_idle_ms: limits::CIRCUIT_IDLE_MS,
-        }
-    }
+    /// Where to dial it (`None`: the node only accepts its links), its static public key
+    /// (links must prove it) and the most its hello may claim to be (router by default).
+    pub spec: PeerSpec,
 }
 
 /// Why a configuration was refused, and where.
@@ -426,7 +302,7 @@ impl NodeConfig {
             key,
             listen,
             workers,
-            role: node.role,
+            role: node.role.unwrap_or(Role::Router),
             control,
             metrics,
             accept_unknown_keys: node.accept_unknown_keys,
@@ -439,738 +315,31 @@ impl NodeConfig {
     }
 }
 
-// The file as serde sees it: every value that is checked after deserialization keeps its span,
-// and required keys are `Option`s so that their absence is reported with our own words.
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    node: Option<Spanned<RawNode>>,
-    #[serde(default)]
-    peer: Vec<Spanned<RawPeer>>,
-    #[serde(default)]
-    mount: Vec<Spanned<RawMount>>,
-    limits: Option<RawLimits>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNode {
-    key: Option<Spanned<String>>,
-    #[serde(default)]
-    listen: Vec<Spanned<String>>,
-    workers: Option<Spanned<i64>>,
-    #[serde(default)]
-    role: NodeRole,
-    control: Option<Spanned<String>>,
-    metrics: Option<Spanned<String>>,
-    #[serde(default)]
-    accept_unknown_keys: bool,
-    #[serde(default)]
-    allow: Vec<Spanned<RawAllow>>,
-    #[serde(default)]
-    client_clusters: Vec<Spanned<IdText>>,
-}
-
-/// An `allow` entry: a bare key (a client), or `{ key = "...", role = "..." }`.
-enum RawAllow {
-    Key(String),
-    Entry { key: Option<String>, role: Option<String> },
-}
-
-impl<'de> Deserialize<'de> for RawAllow {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawAllow, D::Error> {
-        struct Visitor;
-
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawAllow;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a base64 key, or a table { key = \"...\", role = \"...\" }")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawAllow, E> {
-                Ok(RawAllow::Key(value.to_owned()))
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RawAllow, A::Error> {
-                let (mut key, mut role) = (None, None);
-                while let Some(field) = map.next_key::<String>()? {
-                    match field.as_str() {
-                        "key" => key = Some(map.next_value::<String>()?),
-                        "role" => role = Some(map.next_value::<String>()?),
-                        other => {
-                            return Err(serde::de::Error::unknown_field(other, &["key", "role"]));
-                        }
-                    }
-                }
-                Ok(RawAllow::Entry { key, role })
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPeer {
-    name: Option<Spanned<String>>,
-    address: Option<Spanned<String>>,
-    key: Option<Spanned<String>>,
-    #[serde(default)]
-    role: NodeRole,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMount {
-    cluster: Option<Spanned<IdText>>,
-    id: Option<Spanned<IdText>>,
-    kind: Option<MountKindName>,
-    label: Option<Spanned<String>>,
-    #[serde(default)]
-    service: Service,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    keepalive_ms: Option<Spanned<i64>>,
-    idle_timeout_ms: Option<Spanned<i64>>,
-    handshake_timeout_ms: Option<Spanned<i64>>,
-    send_queue_max_bytes: Option<Spanned<i64>>,
-    redial_min_ms: Option<Spanned<i64>>,
-    redial_max_ms: Option<Spanned<i64>>,
-    max_links: Option<Spanned<i64>>,
-    max_handshakes_per_sec: Option<Spanned<i64>>,
-    trusted_handshakes_per_sec: Option<Spanned<i64>>,
-    reserved_links: Option<Spanned<i64>>,
-    busy_poll_us: Option<Spanned<i64>>,
-    circuit_idle_ms: Option<Spanned<i64>>,
-}
-
-/// A 128-bit id as written: a TOML integer, or a string parsed by [`parse_id`].
-enum IdText {
-    Integer(i64),
-    Text(String),
-}
-
-impl<'de> Deserialize<'de> for IdText {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IdText, D::Error> {
-        struct Visitor;
-
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = IdText;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a 128-bit id: a string (\"0x1f\", \"31\" or a UUID) or an integer")
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<IdText, E> {
-                Ok(IdText::Integer(value))
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<IdText, E> {
-                i64::try_from(value)
-                    .map(IdText::Integer)
-                    .map_err(|_| E::custom("integer too large; write large ids as strings"))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<IdText, E> {
-                Ok(IdText::Text(value.to_owned()))
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// Parses a 128-bit id: `0x` and hexadecimal digits, decimal digits, or a UUID
-/// (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, read as one big-endian number). Command-line ids
-/// (`ringspan bench clients --mount-cluster`) are read the same way.
-pub fn parse_id(text: &str) -> Result<u128, String> {
-    const HOW: &str = "write hexadecimal with 0x (\"0x1f\"), decimal (\"31\") or a UUID \
-                       (\"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\")";
-    let too_large = |_| format!("{text:?} does not fit in 128 bits");
-    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("{text:?} is not a hexadecimal number; {HOW}"));
-        }
-        // Only digits were let through, so the one possible failure is overflow.
-        return u128::from_str_radix(hex, 16).map_err(too_large);
-    }
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u128>().map_err(too_large);
-    }
-    let bytes = text.as_bytes();
-    let is_uuid = bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, &b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
-    if is_uuid {
-        let digits: String = text.chars().filter(|&c| c != '-').collect();
-        // 32 hexadecimal digits: always fits.
-        return u128::from_str_radix(&digits, 16).map_err(too_large);
-    }
-    Err(format!("{text:?} is not a number; {HOW}"))
-}
-
-/// The text being checked, for turning spans into error positions.
-struct Source<'a> {
-    path: &'a Path,
-    text: &'a str,
-    dir: &'a Path,
-}
-
-impl Source<'_> {
-    /// An error about the value at `span`.
-    fn error(&self, span: Range<usize>, reason: impl Into<String>) -> ConfigError {
-        let (line, column) = line_column(self.text, span.start);
-        ConfigError {
-            path: self.path.to_path_buf(),
-            line: Some(line),
-            column: Some(column),
-            reason: reason.into(),
+impl NodeConfig {
+    /// The settings a node runs with, its key pair `identity` read from [`NodeConfig::key`]:
+    /// everything the file says but the key file, the workers and all listen addresses but
+    /// the first (a node runs on one worker and one listener for now), and the control
+    /// socket beside the file when none is named.
+    pub fn settings(&self, identity: Identity) -> Settings {
+        Settings {
+            role: self.role,
+            listen: self.listen.first().copied(),
+            peers: self.peers.iter().map(|peer| peer.spec).collect(),
+            allow: self.allow.clone(),
+            accept_unknown_keys: self.accept_unknown_keys,
+            client_clusters: self.client_clusters.clone(),
+            mounts: self.mounts.clone(),
+            limits: self.limits,
+            control: Some(self.control_socket()),
+            metrics: self.metrics,
+            ..Settings::new(identity)
         }
     }
 
-    /// An error about the file as a whole.
-    fn whole(&self, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: self.path.to_path_buf(),
-            line: None,
-            column: None,
-            reason: reason.into(),
-        }
+    /// The control socket's path: the one the file names, or the default beside the file.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| control::default_socket(&self.path))
     }
-
-    /// A syntax or type error found while deserializing.
-    fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
-        let mut reason = error.message().trim_end().to_owned();
-        if reason == "invalid type: map, expected a sequence" {
-            // The likely cause: `[peer]` or `[mount]` where `[[peer]]` or `[[mount]]` was meant.
-            reason.push_str(" (each peer is a [[peer]] table and each mount a [[mount]] table)");
-        }
-        match error.span() {
-            Some(span) => self.error(span, reason),
-            None => self.whole(reason),
-        }
-    }
-
-    /// The 1-based line `span` starts on.
-    fn line(&self, span: Range<usize>) -> usize {
-        line_column(self.text, span.start).0
-    }
-
-    fn address(&self, text: &Spanned<String>, field: &str) -> Result<SocketAddr, ConfigError> {
-        text.get_ref().parse().map_err(|_| {
-            self.error(
-                text.span(),
-                format!(
-                    "{field}: {:?} is not an IP address and port (e.g. \"127.0.0.1:7401\" or \
-                     \"[::1]:7401\"; host names are not resolved)",
-                    text.get_ref()
-                ),
-            )
-        })
-    }
-
-    /// A path from the file: not empty, relative ones taken from the config's directory.
-    fn path(&self, text: &Spanned<String>, field: &str) -> Result<PathBuf, ConfigError> {
-        let value = text.get_ref();
-        if value.is_empty() {
-            return Err(self.error(text.span(), format!("{field}: the path is empty")));
-        }
-        if value.contains('\0') {
-            return Err(self.error(text.span(), format!("{field}: the path contains a NUL byte")));
-        }
-        let path = Path::new(value);
-        Ok(if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) })
-    }
-
-    fn control(&self, text: &Spanned<String>) -> Result<PathBuf, ConfigError> {
-        let path = self.path(text, "[node] control")?;
-        let len = path.as_os_str().as_bytes().len();
-        if len > CONTROL_PATH_MAX {
-            return Err(self.error(
-                text.span(),
-                format!(
-                    "[node] control: the socket path {} is {len} bytes; a Unix socket path \
-                     holds at most {CONTROL_PATH_MAX}",
-                    path.display()
-                ),
-            ));
-        }
-        Ok(path)
-    }
-
-    fn workers(&self, value: &Spanned<i64>) -> Result<usize, ConfigError> {
-        let workers = *value.get_ref();
-        match usize::try_from(workers) {
-            Ok(n) if (1..=WORKERS_MAX).contains(&n) => Ok(n),
-            _ => Err(self.error(
-                value.span(),
-                format!("[node] workers must be between 1 and {WORKERS_MAX}, not {workers}"),
-            )),
-        }
-    }
-
-    fn public_key(&self, text: &Spanned<String>, field: &str) -> Result<PublicKey, ConfigError> {
-        if text.get_ref().is_empty() {
-            return Err(self.error(text.span(), format!("{field}: the key is empty")));
-        }
-        PublicKey::from_base64(text.get_ref().as_bytes()).map_err(|e| {
-            let why = match e {
-                ringspan::Error::KeyFile(KeyFile::Encoding) => {
-                    "not valid base64 (expected the 44 characters `ringspan pubkey` prints)"
-                        .to_owned()
-                }
-                ringspan::Error::KeyFile(KeyFile::Length(n)) => {
-                    format!("the base64 decodes to {n} bytes; a public key has 32")
-                }
-                other => other.to_string(),
-            };
-            self.error(text.span(), format!("{field}: {why}"))
-        })
-    }
-
-    fn peers(
-        &self,
-        raw: &[Spanned<RawPeer>],
-        listen: &[SocketAddr],
-    ) -> Result<Vec<Peer>, ConfigError> {
-        if let Some(extra) = raw.get(limits::CONFIG_PEERS_MAX) {
-            return Err(self.error(
-                extra.span(),
-                format!(
-                    "more than {} peers: a node has at most that many neighbours",
-                    limits::CONFIG_PEERS_MAX
-                ),
-            ));
-        }
-        let mut peers = Vec::with_capacity(raw.len());
-        // First occurrences are kept as spans: their lines are counted only for an error.
-        let mut keys: HashMap<PublicKey, Range<usize>> = HashMap::with_capacity(raw.len());
-        let mut names: HashMap<&str, Range<usize>> = HashMap::new();
-        for peer in raw {
-            let span = peer.span();
-            let peer = peer.get_ref();
-            let Some(key_text) = &peer.key else {
-                return Err(self.error(
-                    span,
-                    "[[peer]] has no `key`: every peer needs its base64 public key \
-                     (`ringspan pubkey` prints it)",
-                ));
-            };
-            let key = self.public_key(key_text, "peer key")?;
-            if let Some(first) = keys.insert(key, key_text.span()) {
-                let first = self.line(first);
-                return Err(self.error(
-                    key_text.span(),
-                    format!("peer key {key} is also the key of the peer on line {first}"),
-                ));
-            }
-            if let Some(name) = &peer.name
-                && let Some(first) = names.insert(name.get_ref(), name.span())
-            {
-                let first = self.line(first);
-                return Err(self.error(
-                    name.span(),
-                    format!(
-                        "peer name {:?} is also the name of the peer on line {first}",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            let address = match &peer.address {
-                None => None,
-                Some(text) => {
-                    let address = self.address(text, "peer address")?;
-                    if listen.contains(&address) {
-                        return Err(self.error(
-                            text.span(),
-                            format!(
-                                "peer address {address} is one of this node's listen \
-                                 addresses: the node would dial itself"
-                            ),
-                        ));
-                    }
-                    Some(address)
-                }
-            };
-            let name = peer.name.as_ref().map(|name| name.get_ref().clone());
-            peers.push(Peer { name, address, key, role: peer.role });
-        }
-        Ok(peers)
-    }
-
-    /// The `allow` list: each key once, with its role, not granted otherwise as a peer.
-    fn allow(
-        &self,
-        raw: &[Spanned<RawAllow>],
-        peers: &[Peer],
-    ) -> Result<Vec<Allowed>, ConfigError> {
-        let mut allow = Vec::with_capacity(raw.len());
-        let mut seen: HashMap<PublicKey, Range<usize>> = HashMap::with_capacity(raw.len());
-        for entry in raw {
-            let span = entry.span();
-            let (text, role) = match entry.get_ref() {
-                RawAllow::Key(text) => (text, NodeRole::Client),
-                RawAllow::Entry { key: None, .. } => {
-                    return Err(self.error(span, "[node] allow: an entry has no `key`"));
-                }
-                RawAllow::Entry { key: Some(text), role } => {
-                    let role = match role.as_deref() {
-                        None | Some("client") => NodeRole::Client,
-                        Some("router") => NodeRole::Router,
-                        Some("satellite") => NodeRole::Satellite,
-                        Some(other) => {
-                            return Err(self.error(
-                                span,
-                                format!(
-                                    "[node] allow: unknown role {other:?} (\"router\", \
-                                     \"satellite\" or \"client\")"
-                                ),
-                            ));
-                        }
-                    };
-                    (text, role)
-                }
-            };
-            let key = self.public_key(&Spanned::new(span.clone(), text.clone()), "[node] allow")?;
-            if let Some(first) = seen.insert(key, span.clone()) {
-                let first = self.line(first);
-                return Err(self.error(
-                    span,
-                    format!("[node] allow: key {key} is listed twice (first on line {first})"),
-                ));
-            }
-            if let Some(peer) = peers.iter().find(|p| p.key == key && p.role != role) {
-                return Err(self.error(
-                    span,
-                    format!(
-                        "[node] allow: key {key} is granted {role:?} here but {:?} as a peer",
-                        peer.role
-                    ),
-                ));
-            }
-            allow.push(Allowed { key, role });
-        }
-        Ok(allow)
-    }
-
-    /// `client_clusters`: each id once, at most [`limits::CLIENT_CLUSTERS_MAX`].
-    fn client_clusters(&self, raw: &[Spanned<IdText>]) -> Result<Vec<u128>, ConfigError> {
-        if let Some(extra) = raw.get(limits::CLIENT_CLUSTERS_MAX) {
-            return Err(self.error(
-                extra.span(),
-                format!(
-                    "[node] client_clusters: more than {} clusters (each is an aggregate the \
-                     core carries for this node)",
-                    limits::CLIENT_CLUSTERS_MAX
-                ),
-            ));
-        }
-        let mut clusters: Vec<u128> = Vec::with_capacity(raw.len());
-        for value in raw {
-            let cluster = self.id(value, "[node] client_clusters")?;
-            if clusters.contains(&cluster) {
-                return Err(self.error(
-                    value.span(),
-                    format!("[node] client_clusters: cluster {cluster:#x} is listed twice"),
-                ));
-            }
-            clusters.push(cluster);
-        }
-        Ok(clusters)
-    }
-
-    fn id(&self, value: &Spanned<IdText>, field: &str) -> Result<u128, ConfigError> {
-        let parsed = match value.get_ref() {
-            IdText::Integer(n) => u128::try_from(*n).map_err(|_| format!("{n} is negative")),
-            IdText::Text(text) => parse_id(text),
-        };
-        parsed.map_err(|why| self.error(value.span(), format!("{field}: {why}")))
-    }
-
-    fn mounts(&self, raw: &[Spanned<RawMount>]) -> Result<Vec<MountConfig>, ConfigError> {
-        if let Some(extra) = raw.get(limits::SPAN_MOUNTS_MAX) {
-            return Err(self.error(
-                extra.span(),
-                format!(
-                    "more than {} mounts: a node's span table holds at most that many",
-                    limits::SPAN_MOUNTS_MAX
-                ),
-            ));
-        }
-        let mut mounts = Vec::with_capacity(raw.len());
-        let mut seen: HashMap<(u128, u128), Range<usize>> = HashMap::with_capacity(raw.len());
-        for mount in raw {
-            let span = mount.span();
-            let mount = mount.get_ref();
-            let missing = |key: &str, what: &str| {
-                self.error(span.clone(), format!("[[mount]] has no `{key}`: {what}"))
-            };
-            let Some(cluster) = &mount.cluster else {
-                return Err(missing("cluster", "the id of the mount's cluster is required"));
-            };
-            let Some(id) = &mount.id else {
-                return Err(missing("id", "the mount's id within its cluster is required"));
-            };
-            let Some(kind) = mount.kind else {
-                return Err(missing(
-                    "kind",
-                    "one of \"master\", \"slave\", \"soft-master\", \"soft-slave\", \"cache\", \
-                     \"client\" is required",
-                ));
-            };
-            let cluster_value = self.id(cluster, "mount cluster")?;
-            let id_value = self.id(id, "mount id")?;
-            if let Some(first) = seen.insert((cluster_value, id_value), span.clone()) {
-                let first = self.line(first);
-                return Err(self.error(
-                    id.span(),
-                    format!(
-                        "mount cluster {cluster_value:#x} id {id_value:#x} is also the mount on \
-                         line {first}"
-                    ),
-                ));
-            }
-            let label = match &mount.label {
-                None => String::new(),
-                Some(label) => {
-                    let len = label.get_ref().len();
-                    if len > limits::SPAN_LABEL_MAX {
-                        return Err(self.error(
-                            label.span(),
-                            format!(
-                                "mount label is {len} bytes; at most {} are allowed",
-                                limits::SPAN_LABEL_MAX
-                            ),
-                        ));
-                    }
-                    label.get_ref().clone()
-                }
-            };
-            mounts.push(MountConfig {
-                cluster: cluster_value,
-                id: id_value,
-                kind,
-                label,
-                service: mount.service,
-            });
-        }
-        Ok(mounts)
-    }
-
-    fn limits(&self, raw: Option<&RawLimits>) -> Result<Limits, ConfigError> {
-        let defaults = Limits::default();
-        let Some(raw) = raw else {
-            return Ok(defaults);
-        };
-        let keepalive = self.millis(&raw.keepalive_ms, "keepalive_ms", defaults.keepalive_ms)?;
-        let idle =
-            self.millis(&raw.idle_timeout_ms, "idle_timeout_ms", defaults.idle_timeout_ms)?;
-        let handshake = self.millis(
-            &raw.handshake_timeout_ms,
-            "handshake_timeout_ms",
-            defaults.handshake_timeout_ms,
-        )?;
-        let redial_min =
-            self.millis(&raw.redial_min_ms, "redial_min_ms", defaults.redial_min_ms)?;
-        let redial_max =
-            self.millis(&raw.redial_max_ms, "redial_max_ms", defaults.redial_max_ms)?;
-        let send_queue = match &raw.send_queue_max_bytes {
-            None => defaults.send_queue_max_bytes,
-            Some(value) => {
-                let bytes = *value.get_ref();
-                // On the 64-bit targets the engine runs on, only a negative value fails to
-                // convert.
-                match usize::try_from(bytes) {
-                    Ok(n) if n >= limits::RECORD_WIRE_MAX => n,
-                    _ => {
-                        return Err(self.error(
-                            value.span(),
-                            format!(
-                                "limits.send_queue_max_bytes must be at least {} (one full \
-                                 record), not {bytes}",
-                                limits::RECORD_WIRE_MAX
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-
-        let max_links = match &raw.max_links {
-            None => defaults.max_links,
-            Some(value) => {
-                let max = limits::MAX_LINKS_PER_WORKER as u64;
-                self.count(value, "max_links", max)? as usize
-            }
-        };
-        let max_handshakes_per_sec = match &raw.max_handshakes_per_sec {
-            None => defaults.max_handshakes_per_sec,
-            Some(value) => {
-                let rate = self.count(value, "max_handshakes_per_sec", u64::from(u32::MAX))?;
-                // At most u32::MAX, so the conversion cannot fail.
-                u32::try_from(rate).unwrap_or(u32::MAX)
-            }
-        };
-        let trusted_handshakes_per_sec = match &raw.trusted_handshakes_per_sec {
-            None => defaults.trusted_handshakes_per_sec,
-            Some(value) => {
-                let rate = self.count(value, "trusted_handshakes_per_sec", u64::from(u32::MAX))?;
-                // At most u32::MAX, so the conversion cannot fail.
-                u32::try_from(rate).unwrap_or(u32::MAX)
-            }
-        };
-        let reserved_links = match &raw.reserved_links {
-            None => defaults.reserved_links,
-            Some(value) => {
-                let n = *value.get_ref();
-                match usize::try_from(n) {
-                    Ok(n) if n <= limits::MAX_LINKS_PER_WORKER => n,
-                    _ => {
-                        return Err(self.error(
-                            value.span(),
-                            format!(
-                                "limits.reserved_links must be between 0 and {}, not {n}",
-                                limits::MAX_LINKS_PER_WORKER
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-        let busy_poll_us = match &raw.busy_poll_us {
-            None => defaults.busy_poll_us,
-            Some(value) => {
-                let n = *value.get_ref();
-                match u64::try_from(n) {
-                    Ok(n) if n <= limits::BUSY_POLL_US_MAX => n,
-                    _ => {
-                        return Err(self.error(
-                            value.span(),
-                            format!(
-                                "limits.busy_poll_us must be between 0 and {}, not {n}",
-                                limits::BUSY_POLL_US_MAX
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-
-        let circuit_idle =
-            self.millis(&raw.circuit_idle_ms, "circuit_idle_ms", defaults.circuit_idle_ms)?;
-        if idle.0 <= keepalive.0 {
-            let span = idle.1.clone().or_else(|| keepalive.1.clone()).unwrap_or(0..0);
-            return Err(self.error(
-                span,
-                format!(
-                    "limits.idle_timeout_ms ({}) must be greater than limits.keepalive_ms ({}): \
-                     links would be closed as idle before they send a keepalive",
-                    shown(&idle),
-                    shown(&keepalive)
-                ),
-            ));
-        }
-        if redial_min.0 > redial_max.0 {
-            let span = redial_min.1.clone().or_else(|| redial_max.1.clone()).unwrap_or(0..0);
-            return Err(self.error(
-                span,
-                format!(
-                    "limits.redial_min_ms ({}) must not be greater than limits.redial_max_ms ({})",
-                    shown(&redial_min),
-                    shown(&redial_max)
-                ),
-            ));
-        }
-        Ok(Limits {
-            keepalive_ms: keepalive.0,
-            idle_timeout_ms: idle.0,
-            handshake_timeout_ms: handshake.0,
-            send_queue_max_bytes: send_queue,
-            redial_min_ms: redial_min.0,
-            redial_max_ms: redial_max.0,
-            max_links,
-            max_handshakes_per_sec,
-            trusted_handshakes_per_sec,
-            reserved_links,
-            busy_poll_us,
-            circuit_idle_ms: circuit_idle.0,
-        })
-    }
-
-    /// A count from 1 to `max`.
-    fn count(&self, value: &Spanned<i64>, field: &str, max: u64) -> Result<u64, ConfigError> {
-        let n = *value.get_ref();
-        match u64::try_from(n) {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(self.error(
-                value.span(),
-                format!("limits.{field} must be between 1 and {max}, not {n}"),
-            )),
-        }
-    }
-
-    /// A duration in milliseconds, 1 to [`MILLIS_MAX`], with the span it was written at (`None`:
-    /// the default).
-    fn millis(
-        &self,
-        value: &Option<Spanned<i64>>,
-        field: &str,
-        default: u64,
-    ) -> Result<(u64, Option<Range<usize>>), ConfigError> {
-        let Some(value) = value else {
-            return Ok((default, None));
-        };
-        let ms = *value.get_ref();
-        if ms <= 0 {
-            return Err(self
-                .error(value.span(), format!("limits.{field} must be greater than 0, not {ms}")));
-        }
-        match u64::try_from(ms) {
-            Ok(ms) if ms <= MILLIS_MAX => Ok((ms, Some(value.span()))),
-            _ => Err(self.error(
-                value.span(),
-                format!("limits.{field} is {ms}, more than one day ({MILLIS_MAX} ms)"),
-            )),
-        }
-    }
-}
-
-/// A limit's value for a message, marked when it is the default.
-fn shown(value: &(u64, Option<Range<usize>>)) -> String {
-    match value.1 {
-        Some(_) => value.0.to_string(),
-        None => format!("{}, the default", value.0),
-    }
-}
-
-/// The 1-based line and column (in characters) of byte `offset` in `text`. An offset inside a
-/// character counts that character; one past the end gives the position after the last.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut line = 1;
-    let mut column = 1;
-    for (i, c) in text.char_indices() {
-        if i >= offset {
-            break;
-        }
-        if c == '\n' {
-            line += 1;
-            column = 1;
-        } else {
-            column += 1;
-        }
-    }
-    (line, column)
 }
 
 #[cfg(test)]

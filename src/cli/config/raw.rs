@@ -1,0 +1,203 @@
+//! The file as serde reads it, before any check: every value that is checked afterwards keeps
+//! its span, and required keys are `Option`s so that their absence is reported with our own
+//! words. Values the node's types take as they are written (roles, mount kinds) are
+//! deserialized into those types here.
+
+use std::fmt;
+
+use ringspan::span::{MountKind, Role};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file: its tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub(super) node: Option<Spanned<RawNode>>,
+    #[serde(default)]
+    pub(super) peer: Vec<Spanned<RawPeer>>,
+    #[serde(default)]
+    pub(super) mount: Vec<Spanned<RawMount>>,
+    pub(super) limits: Option<RawLimits>,
+}
+
+/// `[node]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub(super) key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) listen: Vec<Spanned<String>>,
+    pub(super) workers: Option<Spanned<i64>>,
+    pub(super) role: Option<Role>,
+    pub(super) control: Option<Spanned<String>>,
+    pub(super) metrics: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) accept_unknown_keys: bool,
+    #[serde(default)]
+    pub(super) allow: Vec<Spanned<RawAllow>>,
+    #[serde(default)]
+    pub(super) client_clusters: Vec<Spanned<IdText>>,
+}
+
+/// An `allow` entry: a bare key (a client), or `{ key = "...", role = "..." }`.
+pub(super) enum RawAllow {
+    Key(String),
+    Entry { key: Option<String>, role: Option<String> },
+}
+
+impl<'de> Deserialize<'de> for RawAllow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawAllow, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAllow;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 key, or a table { key = \"...\", role = \"...\" }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawAllow, E> {
+                Ok(RawAllow::Key(value.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawAllow, A::Error> {
+                let (mut key, mut role) = (None, None);
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "key" => key = Some(map.next_value::<String>()?),
+                        "role" => role = Some(map.next_value::<String>()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(other, &["key", "role"]));
+                        }
+                    }
+                }
+                Ok(RawAllow::Entry { key, role })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A `[[peer]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) role: Option<Role>,
+}
+
+/// A `[[mount]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMount {
+    pub(super) cluster: Option<Spanned<IdText>>,
+    pub(super) id: Option<Spanned<IdText>>,
+    pub(super) kind: Option<MountKind>,
+    pub(super) label: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) service: Service,
+}
+
+/// Who serves a mount's transactions (the node takes it as
+/// [`MountSpec::echo`](ringspan::daemon::MountSpec::echo)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Service {
+    /// `"echo"`: the node itself answers every transaction by sending its payload back.
+    Echo,
+    /// `"none"`, the default: an application attached through the mount API serves it.
+    #[default]
+    None,
+}
+
+/// `[limits]`: each value as written, in milliseconds unless its name says otherwise.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) keepalive_ms: Option<Spanned<i64>>,
+    pub(super) idle_timeout_ms: Option<Spanned<i64>>,
+    pub(super) handshake_timeout_ms: Option<Spanned<i64>>,
+    pub(super) send_queue_max_bytes: Option<Spanned<i64>>,
+    pub(super) redial_min_ms: Option<Spanned<i64>>,
+    pub(super) redial_max_ms: Option<Spanned<i64>>,
+    pub(super) max_links: Option<Spanned<i64>>,
+    pub(super) max_handshakes_per_sec: Option<Spanned<i64>>,
+    pub(super) trusted_handshakes_per_sec: Option<Spanned<i64>>,
+    pub(super) reserved_links: Option<Spanned<i64>>,
+    pub(super) busy_poll_us: Option<Spanned<i64>>,
+    pub(super) circuit_idle_ms: Option<Spanned<i64>>,
+}
+
+/// A 128-bit id as written: a TOML integer, or a string parsed by [`parse_id`].
+pub(super) enum IdText {
+    Integer(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for IdText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IdText, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IdText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 128-bit id: a string (\"0x1f\", \"31\" or a UUID) or an integer")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<IdText, E> {
+                Ok(IdText::Integer(value))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<IdText, E> {
+                i64::try_from(value)
+                    .map(IdText::Integer)
+                    .map_err(|_| E::custom("integer too large; write large ids as strings"))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<IdText, E> {
+                Ok(IdText::Text(value.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Parses a 128-bit id: `0x` and hexadecimal digits, decimal digits, or a UUID
+/// (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, read as one big-endian number). Command-line ids
+/// (`ringspan bench clients --mount-cluster`) are read the same way.
+pub fn parse_id(text: &str) -> Result<u128, String> {
+    const HOW: &str = "write hexadecimal with 0x (\"0x1f\"), decimal (\"31\") or a UUID \
+                       (\"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\")";
+    let too_large = |_| format!("{text:?} does not fit in 128 bits");
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{text:?} is not a hexadecimal number; {HOW}"));
+        }
+        // Only digits were let through, so the one possible failure is overflow.
+        return u128::from_str_radix(hex, 16).map_err(too_large);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u128>().map_err(too_large);
+    }
+    let bytes = text.as_bytes();
+    let is_uuid = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if is_uuid {
+        let digits: String = text.chars().filter(|&c| c != '-').collect();
+        // 32 hexadecimal digits: always fits.
+        return u128::from_str_radix(&digits, 16).map_err(too_large);
+    }
+    Err(format!("{text:?} is not a number; {HOW}"))
+}
