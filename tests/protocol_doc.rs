@@ -15,6 +15,10 @@
 //!   pure-Rust resolver (curve25519-dalek, RustCrypto AES-GCM) for the handshake, and `ring`'s
 //!   HMAC and AES-GCM for the HKDF chain and the records.
 //!
+//! It also drives a real `relay::Node` through the rules of section 8.9 (what a node does with
+//! transactions and one-way messages sections 6 and 8 give no role), which the document states
+//! without bytes.
+//!
 //! The vectors' inputs (the four private keys) are read from the document too. On a mismatch
 //! the test prints the block as it should read; `PROTOCOL_DOC_PRINT=1` prints every block.
 
@@ -22,6 +26,8 @@
 mod examples;
 #[path = "protocol_doc/parse.rs"]
 mod parse;
+#[path = "protocol_doc/rules.rs"]
+mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +101,50 @@ fn the_record_vectors_agree_with_an_independent_key_schedule_and_aead() {
     let named = doc_blocks();
     let input = |name: &str| named[name].bytes.clone();
     examples::check_records_independently(&input);
+}
+
+/// Sections 8.9, 6.2 and 5.4: what a node does with what sections 6 and 8 give no role.
+#[test]
+fn what_the_node_does_with_everything_else() {
+    use ringspan::wire::{Command, Flags};
+    let app = Command::new(5, 1);
+    let (mut peer, seen) = rules::Peer::new();
+    let span = rules::span_of(&seen);
+    let node_hello = seen.iter().find(|s| s.command == Command::LINK_CONN).unwrap().txn;
+
+    // One-way messages of any command but the engine's two are dropped, link protocol included.
+    for command in [app, Command::LINK_CONN, Command::LINK_SPAN, Command::LINK_SPAN_REQUEST] {
+        assert_eq!(peer.oneway(command).unwrap(), [], "{command:?}");
+    }
+    assert_eq!(peer.opened(), []);
+
+    // A top-level transaction of another command is refused alone.
+    let (txn, seen) = peer.open(None, app, Flags::NONE);
+    assert!(rules::refused(&seen.unwrap(), txn, app));
+
+    // A call inside the node's span reaches its application whatever its command, protocol 0's
+    // included.
+    for command in [Command::LINK_CONN, Command::LINK_SPAN, Command::LINK_PING, app] {
+        let (_, seen) = peer.open(Some(span), command, Flags::NONE);
+        assert_eq!(seen.unwrap(), []);
+        assert_eq!(peer.opened().iter().map(|c| c.1).collect::<Vec<_>>(), [command]);
+    }
+
+    // A child of a call, or of anything but the node's span, is refused alone.
+    let (call, _) = peer.open(Some(span), app, Flags::NONE);
+    assert_eq!(peer.opened().len(), 1);
+    for parent in [call, node_hello, peer.hello] {
+        let (child, seen) = peer.open(Some(parent), app, Flags::NONE);
+        assert!(rules::refused(&seen.unwrap(), child, app), "under {parent:?}");
+    }
+    assert_eq!(peer.opened(), [], "no refused child reached the application");
+
+    // The link is still up; a top-level LINK_SPAN_REQUEST is what closes it.
+    let (_, seen) = peer.open(Some(span), app, Flags::DELETE);
+    assert_eq!(seen.unwrap(), []);
+    assert_eq!(peer.opened().len(), 1);
+    let (_, closed) = peer.open(None, Command::LINK_SPAN_REQUEST, Flags::NONE);
+    assert!(closed.is_err());
 }
 
 #[test]

@@ -18,6 +18,9 @@ use ringspan::wire::{Command, ErrorCode, Flags, Message, Messages, Repr};
 /// Where the vectors' inputs come from: a block of the document, by name.
 pub type Input<'a> = dyn Fn(&str) -> Vec<u8> + 'a;
 
+/// The command ringspan's calls use (`daemon::CALL`).
+const CALL: Command = ringspan::daemon::CALL;
+
 fn key32(bytes: Vec<u8>) -> [u8; 32] {
     bytes.try_into().expect("a 32-byte key")
 }
@@ -270,6 +273,10 @@ pub fn all(input: &Input<'_>) -> Vec<(String, Vec<u8>)> {
     for (name, example) in span_payloads() {
         put(name, example);
     }
+    // Section 8.8: a call inside a span, and its answer.
+    for (name, example) in call() {
+        put(name, example);
+    }
     out
 }
 
@@ -368,6 +375,28 @@ fn span_payloads() -> Vec<(&'static str, Vec<u8>)> {
         ("advert-example", advert[..len].to_vec()),
         ("seqno-request-example", codec::encode_seqno_request(Seqno(0x1235)).to_vec()),
     ]
+}
+
+/// A node N and a peer P, each with its `LINK_CONN` open: N advertises the mount of section 8.3
+/// in a span, P calls it with "ping" (ringspan's call command, a one-shot request), and N's
+/// application answers "ping".
+fn call() -> Vec<(&'static str, Vec<u8>)> {
+    let (mut n, mut p) = (txn::Link::new(), txn::Link::new());
+    let hello = Hello::new(Role::Router, Wants::all());
+    deliver(&mut p, &hello_message(&mut n, &hello));
+    deliver(&mut n, &hello_message(&mut p, &hello));
+    let mut advert = [0u8; ADVERT_LEN_MAX];
+    let len = codec::encode_advert(&example_advert(), &mut advert);
+    let mut span = Vec::new();
+    n.open(&mut span, None, Command::LINK_SPAN, &advert[..len], Flags::NONE).unwrap();
+    let at_p = deliver(&mut p, &span)[0];
+    let mut create = Vec::new();
+    p.open(&mut create, Some(at_p), CALL, b"ping", Flags::DELETE).unwrap();
+    let call = deliver(&mut n, &create)[0];
+    let mut reply = Vec::new();
+    n.send(&mut reply, call, CALL, b"ping", Flags::DELETE, ErrorCode::NONE).unwrap();
+    deliver(&mut p, &reply);
+    vec![("call-span", span), ("call-create", create), ("call-reply", reply)]
 }
 
 /// The document's handshake frames are snow's own messages (its pure-Rust resolver, not the
