@@ -129,18 +129,56 @@ impl Session {
         expected_peer: Option<PublicKey>,
         now: Instant,
     ) -> Result<Session, Error> {
-        let mut hs = build(&config, true)?;
+        let hs = build(builder(&config)?, true)?;
+        Session::start_initiator(config, expected_peer, hs, now)
+    }
+
+    /// Starts a handshake as the accepting side, at `now`.
+    pub fn responder(config: Arc<Config>, now: Instant) -> Result<Session, Error> {
+        let hs = build(builder(&config)?, false)?;
+        Ok(Session::new(config, None, now, State::ExpectInitiatorHello(hs)))
+    }
+
+    /// [`Session::initiator`] with `ephemeral` as its ephemeral private key instead of a fresh
+    /// random one: the handshake, and so its frames and record keys, are then a function of the
+    /// two static and two ephemeral keys alone. Only for reproducing known-answer vectors
+    /// (`docs/PROTOCOL.md` section 2.9); it exists only with the non-default `test-vectors`
+    /// feature, because a fixed ephemeral key gives up the handshake's forward secrecy.
+    #[cfg(feature = "test-vectors")]
+    pub fn initiator_with_ephemeral(
+        config: Arc<Config>,
+        expected_peer: Option<PublicKey>,
+        ephemeral: &[u8; 32],
+        now: Instant,
+    ) -> Result<Session, Error> {
+        let hs = build(builder(&config)?.fixed_ephemeral_key_for_testing_only(ephemeral), true)?;
+        Session::start_initiator(config, expected_peer, hs, now)
+    }
+
+    /// [`Session::responder`] with a fixed ephemeral private key: see
+    /// [`Session::initiator_with_ephemeral`].
+    #[cfg(feature = "test-vectors")]
+    pub fn responder_with_ephemeral(
+        config: Arc<Config>,
+        ephemeral: &[u8; 32],
+        now: Instant,
+    ) -> Result<Session, Error> {
+        let hs = build(builder(&config)?.fixed_ephemeral_key_for_testing_only(ephemeral), false)?;
+        Ok(Session::new(config, None, now, State::ExpectInitiatorHello(hs)))
+    }
+
+    /// An initiator whose handshake state is built: message 1 goes into the outgoing frame.
+    fn start_initiator(
+        config: Arc<Config>,
+        expected_peer: Option<PublicKey>,
+        mut hs: Box<snow::HandshakeState>,
+        now: Instant,
+    ) -> Result<Session, Error> {
         let mut session =
             Session::new(config, expected_peer, now, State::Failed(Handshake::Timeout.into()));
         session.write_frame(&mut hs, 1)?;
         session.state = State::ExpectResponderHello(hs);
         Ok(session)
-    }
-
-    /// Starts a handshake as the accepting side, at `now`.
-    pub fn responder(config: Arc<Config>, now: Instant) -> Result<Session, Error> {
-        let hs = build(&config, false)?;
-        Ok(Session::new(config, None, now, State::ExpectInitiatorHello(hs)))
     }
 
     fn new(
@@ -401,12 +439,16 @@ impl Session {
     }
 }
 
-fn build(config: &Config, initiator: bool) -> Result<Box<snow::HandshakeState>, Error> {
+/// A Noise builder for the node's pattern, resolver, static key and prologue.
+fn builder(config: &Config) -> Result<snow::Builder<'_>, Error> {
     let resolver = Box::new(AwsLcResolver::with_identity(&config.identity));
-    let builder = snow::Builder::with_resolver(config.params.clone(), resolver)
+    snow::Builder::with_resolver(config.params.clone(), resolver)
         .local_private_key(config.identity.private_key().as_bytes())
         .and_then(|b| b.prologue(PROLOGUE))
-        .map_err(|_| Error::Crypto("noise builder"))?;
+        .map_err(|_| Error::Crypto("noise builder"))
+}
+
+fn build(builder: snow::Builder<'_>, initiator: bool) -> Result<Box<snow::HandshakeState>, Error> {
     let hs = if initiator { builder.build_initiator() } else { builder.build_responder() };
     hs.map(Box::new).map_err(|_| Error::Crypto("noise build"))
 }
