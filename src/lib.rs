@@ -12,8 +12,9 @@
 //!   per mount, per-neighbour filters). No I/O, no clock.
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
-//! - [`bench`](mod@bench): link benchmark services and the plain-TCP reference
-//!   (`ringspan bench link`).
+//! - [`bench`](mod@bench): benchmark tools (`ringspan bench ...`).
+//! - [`link_load`]: services that load engine links and count what arrives, for the engine's
+//!   tests and `ringspan bench link`.
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
 //!   virtual time: `sim::pair::Pair` joins two transaction endpoints, and
 //!   `sim::cluster::Cluster` runs many span tables with link and node faults.
@@ -33,6 +34,7 @@ pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod link_load;
 pub mod relay;
 #[allow(unsafe_code)]
 pub mod ring;

@@ -214,8 +214,8 @@ fn a_silent_peer_is_found_by_keepalive() {
 #[test]
 fn a_peer_that_does_not_read_is_cut_off_with_a_reason() {
     let (reaper, addr, key, dir) = serve("stalled");
-    let counters = Arc::new(ringspan::bench::Counters::default());
-    let rtt = Arc::new(std::sync::Mutex::new(ringspan::bench::new_histogram()));
+    let counters = Arc::new(ringspan::link_load::Counters::default());
+    let rtt = Arc::new(std::sync::Mutex::new(ringspan::link_load::new_histogram()));
     let config = ring::Config {
         workers: 1,
         pin_workers: false,
@@ -226,8 +226,8 @@ fn a_peer_that_does_not_read_is_cut_off_with_a_reason() {
     let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
     let shared = counters.clone();
     let client = Engine::start(config, client_cipher, move |_| {
-        ringspan::bench::Source::new(
-            ringspan::bench::Mode::OneWay,
+        ringspan::link_load::Source::new(
+            ringspan::link_load::Mode::OneWay,
             16_000,
             shared.clone(),
             rtt.clone(),

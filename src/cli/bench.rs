@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use ringspan::bench::clients::{ClientLoad, ClientsReport, Plan, Progress};
-use ringspan::bench::{self, Counters, Mode, Sink, Source, Stop, direct};
+use ringspan::bench::{self, direct};
 use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ids::ClusterId;
+use ringspan::link_load::{self, Counters, Mode, Sink, Source, Stop};
 use ringspan::ring::{self, Engine};
 
 mod hops;
@@ -577,7 +578,7 @@ fn engine_pair(mode: Mode, size: usize) -> Result<EnginePair, String> {
         move |_| Sink::new(server_counters.clone()),
     )
     .map_err(|e| e.to_string())?;
-    let rtt = Arc::new(Mutex::new(bench::new_histogram()));
+    let rtt = Arc::new(Mutex::new(link_load::new_histogram()));
     let (client_counters, client_rtt) = (Arc::new(Counters::default()), rtt.clone());
     let up = client_counters.clone();
     let client = Engine::start(
