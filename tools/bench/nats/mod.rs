@@ -1,4 +1,4 @@
-//! Baselines ringspan is compared against (`ringspan bench nats`, `perf/baselines.sh`): a load
+//! Baselines ringspan is compared against (`ringspan-bench nats`, `perf/baselines.sh`): a load
 //! generator speaking the NATS client protocol over plain blocking TCP, and a bulk TCP
 //! sender/receiver pair that can be pointed through a relay such as socat.
 //!
@@ -14,7 +14,7 @@
 //! The parser ([`parse`]) takes the server's operations from a byte buffer and never panics on
 //! odd input: an unknown operation, a malformed length or a missing `\r\n` is an error.
 
-use super::percentile;
+use crate::percentile;
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -174,10 +174,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Op<'_>, usize)>, NatsError> {
     Ok(Some((op, after)))
 }
 
-/// A message delivered to a connection, as handed to the reader's callback.
+/// A message delivered to a connection, as handed to the reader's callback (each connection
+/// holds one subscription, so its id is not passed on).
 pub struct Delivery<'a> {
-    /// The subscription id.
-    pub sid: &'a [u8],
     /// The reply subject, if any.
     pub reply: Option<&'a [u8]>,
     /// The payload.
@@ -286,8 +285,8 @@ impl Conn {
         let got = self.fill()?;
         while let Some((op, used)) = parse(&self.buf[self.start..self.end])? {
             match op {
-                Op::Msg { sid, reply, payload, .. } => {
-                    on_msg(Delivery { sid, reply, payload }, &mut self.out)?;
+                Op::Msg { reply, payload, .. } => {
+                    on_msg(Delivery { reply, payload }, &mut self.out)?;
                 }
                 Op::Ping => self.out.write_all(b"PONG\r\n")?,
                 Op::Pong => self.pongs += 1,
@@ -693,7 +692,7 @@ pub fn bulk(
     received
 }
 
-/// What `ringspan bench nats` measures.
+/// What `ringspan-bench nats` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Test {
     /// [`one_way`].
@@ -719,7 +718,7 @@ impl std::str::FromStr for Test {
     }
 }
 
-/// Options of one `ringspan bench nats` run.
+/// Options of one `ringspan-bench nats` run.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// What to measure.
@@ -792,6 +791,47 @@ pub fn run(options: &Options) -> Result<String, String> {
         }
     }
     Ok(line)
+}
+
+/// Options of `ringspan-bench nats`.
+#[derive(clap::Args)]
+pub struct NatsArgs {
+    /// What to measure: one-way, rtt (request-reply through NATS), tcp-rtt (plain TCP
+    /// ping-pong, no server) or bulk (one TCP stream of --size writes).
+    test: Test,
+    /// The publisher's / requester's NATS server (default 127.0.0.1:4222); for bulk, where the
+    /// sender connects (a relay in front of --listen; default --listen itself).
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// The subscriber's / responder's NATS server (default: --server).
+    #[arg(long)]
+    to: Option<SocketAddr>,
+    /// bulk: where the receiver listens (default: any loopback port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Payload bytes (bulk: bytes per write).
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+}
+
+/// Runs `ringspan-bench nats`: one measurement, printed as one line of `key=value` fields.
+pub fn command(a: NatsArgs) -> Result<(), String> {
+    if !(a.seconds.is_finite() && a.seconds > 0.0) {
+        return Err("--seconds must be a positive number".into());
+    }
+    let options = Options {
+        test: a.test,
+        server: a.server,
+        to: a.to,
+        listen: a.listen,
+        size: a.size,
+        duration: Duration::from_secs_f64(a.seconds),
+    };
+    println!("{}", run(&options)?);
+    Ok(())
 }
 
 #[allow(clippy::disallowed_methods)] // a benchmark reads the clock by design

@@ -1,4 +1,4 @@
-//! Messages through relay hops, as `ringspan bench hops` measures them: a sender and a receiver,
+//! Messages through relay hops, as `ringspan-bench hops` measures them: a sender and a receiver,
 //! each a full node ([`relay::Node`]) running on the one worker of its own engine, on either side
 //! of a chain of `ringspan run` relays.
 //!
@@ -31,22 +31,22 @@
 
 #![forbid(unsafe_code)]
 
-use super::percentile;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use ringspan::Error;
+use ringspan::cipher::PublicKey;
+use ringspan::ids::{LinkId, NodeId};
+use ringspan::relay::{AppEvent, CallId, Node};
+use ringspan::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
+use ringspan::span::{Hello, Label, MountKey, MountKind, Role as SpanRole, Wants};
+use ringspan::txn::{Event, Received};
+use ringspan::wire::{Command, ErrorCode, Flags};
 use serde::Serialize;
 
-use crate::Error;
-use crate::cipher::PublicKey;
-use crate::ids::{LinkId, NodeId};
-use crate::relay::{AppEvent, CallId, Node};
-use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
-use crate::span::{Hello, Label, MountKey, MountKind, Role as SpanRole, Wants};
-use crate::txn::{Event, Received};
-use crate::wire::{Command, ErrorCode, Flags};
+use crate::percentile;
 
 /// Opens a one-way stream; payload: `ack_every` as a little-endian u32.
 pub const OPEN_STREAM: Command = Command::new(33, 1);
@@ -72,7 +72,7 @@ const DEFAULT_ACK_EVERY: u64 = 1024;
 /// The largest acknowledgement interval a receiver accepts.
 const ACK_EVERY_MAX: u64 = 1 << 20;
 /// Wire bytes of a message's header.
-const HEADER: usize = crate::limits::MESSAGE_HEADER_LEN;
+const HEADER: usize = ringspan::limits::MESSAGE_HEADER_LEN;
 /// Bytes the sender writes onto its link per turn at most, and the most it lets wait unsent.
 const TURN_BYTES: usize = 256 * 1024;
 /// Wait between dials while the relay is not there yet.
@@ -304,7 +304,7 @@ struct Sending {
     corrupted: u64,
 }
 
-/// The service of `ringspan bench hops`: a node on the worker, sending or receiving.
+/// The service of `ringspan-bench hops`: a node on the worker, sending or receiving.
 pub struct Hops {
     node: Node,
     relay: SocketAddr,
@@ -349,7 +349,7 @@ impl Hops {
                 (SpanRole::Router, Some(Receiving { summaries, streams: HashMap::default() }), None)
             }
             Role::Send(plan) => {
-                let wire = (HEADER + plan.size).next_multiple_of(crate::limits::MESSAGE_ALIGN);
+                let wire = (HEADER + plan.size).next_multiple_of(ringspan::limits::MESSAGE_ALIGN);
                 let window = (plan.window_bytes / wire).clamp(16, 1 << 20) as u64;
                 let deadline = now + plan.route_timeout;
                 let payload = vec![0x5a; plan.size];
@@ -424,7 +424,7 @@ impl Hops {
     }
 
     fn flush(&mut self, worker: &mut WorkerCtx<'_>) {
-        crate::daemon::flush_dirty(&mut self.node, worker);
+        ringspan::daemon::flush_dirty(&mut self.node, worker);
     }
 
     fn receive(&mut self, now: Instant) {
@@ -785,7 +785,7 @@ impl Hops {
         let sent = if stream {
             match s.call {
                 Some(call) => self.node.send(call, ECHO, &s.payload, Flags::NONE, ErrorCode::NONE),
-                None => Err(crate::error::Misuse::UnknownCall.into()),
+                None => Err(ringspan::error::Misuse::UnknownCall.into()),
             }
         } else {
             self.node.open(mount, ECHO, &s.payload, Flags::DELETE).map(|call| s.call = Some(call))
@@ -891,15 +891,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_nearest_rank() {
-        let samples: Vec<u64> = (1..=1000).collect();
-        assert_eq!(percentile(&samples, 0.5), 500);
-        assert_eq!(percentile(&samples, 0.99), 990);
-        assert_eq!(percentile(&samples, 0.999), 999);
-        assert_eq!(percentile(&samples, 1.0), 1000);
-        assert_eq!(percentile(&samples, 0.0), 1);
-        assert_eq!(percentile(&[7], 0.999), 7);
-        assert_eq!(percentile(&[], 0.5), 0);
+    fn round_trip_reports_take_exact_percentiles() {
         let mut rtt = vec![3_000, 1_000, 2_000];
         let report = round_trip_report(false, 16, &mut rtt, 0, 1.0);
         assert_eq!((report.p50_us, report.max_us, report.mean_us), (2.0, 3.0, 2.0));
