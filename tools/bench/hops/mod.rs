@@ -1,6 +1,7 @@
 //! `ringspan-bench hops`: a sender or a receiver ([`service::Hops`]) on one engine worker, on
 //! either side of `ringspan run` relays (see perf/hops.sh).
 
+mod plan;
 mod service;
 
 use std::net::SocketAddr;
@@ -13,7 +14,8 @@ use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ring::{self, Engine};
 
 use crate::clock;
-use service::{Hops, Outcome, Plan, Role};
+use plan::{Outcome, Plan, Role};
+use service::Hops;
 
 /// Options of `ringspan-bench hops`.
 #[derive(Args)]
@@ -149,9 +151,9 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
         }
         HopsRole::Send => {
             let mode = match args.mode {
-                HopsMode::OneWay => service::Mode::OneWay,
-                HopsMode::Rtt => service::Mode::RoundTrip { stream: false },
-                HopsMode::RttStream => service::Mode::RoundTrip { stream: true },
+                HopsMode::OneWay => plan::Mode::OneWay,
+                HopsMode::Rtt => plan::Mode::RoundTrip { stream: false },
+                HopsMode::RttStream => plan::Mode::RoundTrip { stream: true },
             };
             let (tx, rx) = std::sync::mpsc::channel();
             let plan = Mutex::new(Some(Plan {
