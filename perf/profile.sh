@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Where a relay's time goes: a flame graph and a flat profile of one `ringspan run` relay
-# under load from `ringspan bench hops`.
+# under load from `ringspan-bench hops`.
 #
-#   bench hops send -> relay r1 <- bench hops receive
+#   ringspan-bench hops send -> relay r1 <- ringspan-bench hops receive
 #
 # Records r1 with `perf record -e cpu-clock -g` (this VM has no hardware counters) for
 # --seconds while the sender runs --mode at --size, then writes
@@ -40,6 +40,7 @@ fi
 echo "building release with frame pointers (target/profile) ..." >&2
 CARGO_TARGET_DIR=target/profile RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet
 bin=./target/profile/release/ringspan
+bench=./target/profile/release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-profile-XXXX)
 source perf/lib.sh
 cleanup() { stop_all; rm -rf "$work"; }
@@ -72,12 +73,12 @@ grind() {
 $(grind relay) "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
 relay_pid=$!
 pids+=("$relay_pid")
-$(grind receiver) "$bin" bench hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" \
+$(grind receiver) "$bench" hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" \
   --key "$work/receiver.key" --mount "$mount" --wait 60 >/dev/null 2>>"$work/receiver.log" &
 receiver_pid=$!
 pids+=("$receiver_pid")
 send() {
-  $(grind sender) "$bin" bench hops send --relay "127.0.0.1:$rport" --relay-key "$relay" \
+  $(grind sender) "$bench" hops send --relay "127.0.0.1:$rport" --relay-key "$relay" \
     --key "$work/sender.key" --mount "$mount" --mode "$mode" --size "$size" --wait 60 --json "$@"
 }
 name="profile-$mode-$size"
