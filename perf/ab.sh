@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# A/B of two or more ringspan binaries (or settings), alternating, through the same chain as
-# perf/hops.sh: `bench hops send -> HOPS ringspan run relays -> bench hops receive`, every
-# process from the binary under test. One line per run: the binary and its msgs/s (one-way) or
-# its RTT p50/p99/p99.9 µs. Alternating runs, on this noisy VM, are how the "changes and their
+# A/B of two or more ringspan builds (or settings), alternating, through the same chain as
+# perf/hops.sh: `ringspan-bench hops send -> HOPS ringspan run relays -> ringspan-bench hops
+# receive`, every process from the build under test. Each BIN is a `ringspan` binary with the
+# build's `ringspan-bench` beside it (`cargo build --release` makes both). One line per run: the
+# binary and its msgs/s (one-way) or its RTT p50/p99/p99.9 µs. Alternating runs, on this noisy VM, are how the "changes and their
 # effect" rows of perf/RESULTS.md were measured.
 #
 #   perf/ab.sh [--rounds N] [--size B] [--hops H] [--mode one-way|rtt|rtt-stream]
 #              [--seconds S] [--busy-poll-us U] [--window-bytes W] BIN...
 #
-# e.g. build a variant into /tmp/b, then: perf/ab.sh --rounds 3 --hops 2 target/release/ringspan /tmp/b
+# e.g. build a variant with CARGO_TARGET_DIR=/tmp/b cargo build --release, then:
+#   perf/ab.sh --rounds 3 --hops 2 target/release/ringspan /tmp/b/release/ringspan
 # --busy-poll-us and --window-bytes apply to every binary (relays' [limits] busy_poll_us, the
 # bench's flags); to compare settings, run the script once per setting, alternately.
 set -euo pipefail
@@ -29,6 +31,10 @@ while (($#)); do
   shift
 done
 (($#)) || { echo "usage: see the header of $0" >&2; exit 2; }
+for bin in "$@"; do
+  [[ -x $(dirname "$bin")/ringspan-bench ]] ||
+    { echo "no ringspan-bench beside $bin (build both binaries: cargo build --release)" >&2; exit 2; }
+done
 work=$(mktemp -d /tmp/ringspan-ab-XXXX)
 trap 'stop_all; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
@@ -37,6 +43,7 @@ bench_flags=()
 
 for ((round = 1; round <= rounds; round++)); do
   for bin in "$@"; do
+    bench=$(dirname "$bin")/ringspan-bench
     rm -f "$work"/*.key
     key() { "$bin" keygen --out "$work/$1.key" >/dev/null; "$bin" pubkey --key "$work/$1.key"; }
     sender=$(key sender) receiver=$(key receiver)
@@ -59,10 +66,10 @@ for ((round = 1; round <= rounds; round++)); do
       "$bin" run --config "$work/r$i.toml" 2>/dev/null &
       pids+=($!)
     done
-    "$bin" bench hops receive --relay "127.0.0.1:${prt[$hops]}" --relay-key "${pub[$hops]}" \
+    "$bench" hops receive --relay "127.0.0.1:${prt[$hops]}" --relay-key "${pub[$hops]}" \
       --key "$work/receiver.key" "${bench_flags[@]}" >/dev/null 2>&1 &
     pids+=($!)
-    out=$("$bin" bench hops send --relay "127.0.0.1:${prt[1]}" --relay-key "${pub[1]}" \
+    out=$("$bench" hops send --relay "127.0.0.1:${prt[1]}" --relay-key "${pub[1]}" \
       --key "$work/sender.key" --mode "$mode" --size "$size" --seconds "$seconds" --warmup 1 \
       --json "${bench_flags[@]}" ${window:+--window-bytes "$window"} 2>/dev/null)
     python3 -c '

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The baselines ringspan is compared against, measured in one run on loopback with
-# `ringspan bench nats` (Rust, plain blocking TCP):
+# `ringspan-bench nats` (Rust, plain blocking TCP):
 #   - NATS (nats-server), one server (pub and sub on it) and leaf node -> hub (pub on the leaf,
 #     sub on the hub): one-way msgs/s at 16 / 128 / 1024 B, request-reply RTT at 16 B;
 #   - plain TCP ping-pong RTT at 16 B (no server);
@@ -43,8 +43,8 @@ fi
 have nats-server || echo "no nats-server: skipping the NATS baselines" >&2
 have socat || echo "no socat: skipping the relayed bulk baseline" >&2
 
-cargo build --release --quiet
-bin=./target/release/ringspan
+cargo build --release --quiet --bin ringspan-bench
+bench=./target/release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-baselines-XXXX)
 source perf/lib.sh
 cleanup() { stop_all; rm -rf "$work"; }
@@ -88,7 +88,7 @@ measure() {
   shift
   step=$((step + 1))
   printf '[%2d/%d] %s ...\n' "$step" "$total" "$what" >&2
-  if ! out=$("$bin" bench nats "$@" --seconds "$seconds"); then
+  if ! out=$("$bench" nats "$@" --seconds "$seconds"); then
     echo "        FAILED: $what" >&2
     failed=$((failed + 1))
     return 1

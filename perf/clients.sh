@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Very many idle client links on a satellite: a `ringspan run` node (role satellite, unknown
-# keys accepted, one worker) and `ringspan bench clients` opening N links to it, each under a
+# keys accepted, one worker) and `ringspan-bench clients` opening N links to it, each under a
 # key of its own and each opening a client's hello, spread over source addresses 127.0.0.x. Reads
 # the satellite's resident memory before the clients come and while they are held idle, and
 # prints handshakes/s, connect times and the satellite's RSS per idle client.
@@ -13,7 +13,7 @@
 #                                     default admission rate, ring::Config::max_handshakes_per_sec)
 #   perf/clients.sh --hold S          hold the idle links S seconds (default 40; RSS is read
 #                                     5 s before the end)
-#   perf/clients.sh --engine-only     the same against `ringspan bench serve` (the engine with a
+#   perf/clients.sh --engine-only     the same against `ringspan-bench serve` (the engine with a
 #                                     service that keeps nothing per link) instead of a satellite
 #                                     node: the engine's share of the memory per client
 #   perf/clients.sh --mounts          each client also advertises one client mount (cluster 0x1),
@@ -62,6 +62,7 @@ fi
 
 cargo build --release --quiet
 bin=./target/release/ringspan
+bench=./target/release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-clients-XXXX)
 sats=()
 tools=()
@@ -103,7 +104,7 @@ EOF
   if [[ $server == satellite ]]; then
     "$bin" run --config "$work/sat$i.toml" 2> "$work/sat$i.log" &
   else
-    "$bin" bench serve --listen "127.0.0.1:$port" --key "$work/sat$i.key" --keepalive-ms 15000 \
+    "$bench" serve --listen "127.0.0.1:$port" --key "$work/sat$i.key" --keepalive-ms 15000 \
       > /dev/null 2> "$work/sat$i.log" &
   fi
   sats+=($!)
@@ -131,7 +132,7 @@ anon_before=$(sum_status RssAnon)
 rate_each=$(python3 -c "print($rate / $split)")
 for ((i = 0; i < split; i++)); do
   n=$((i < split - 1 ? per : clients - per * (split - 1)))
-  "$bin" bench clients --connect "127.0.0.1:$(cat "$work/sat$i.port")" \
+  "$bench" clients --connect "127.0.0.1:$(cat "$work/sat$i.port")" \
     --peer-key "$("$bin" pubkey --key "$work/sat$i.key")" --clients "$n" \
     --rate "$rate_each" --keepalive-ms 15000 --hold "$hold" --json "${mounts[@]}" \
     > "$work/report$i.json" 2> "$work/clients$i.log" &

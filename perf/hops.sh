@@ -2,11 +2,11 @@
 # Small messages and latency through 1 and 2 relay hops, the ringspan side of the NATS
 # comparison (publisher -> server -> subscriber, and publisher -> leafnode -> hub -> subscriber):
 #
-#   1 hop:   bench hops send -> relay r1 <- bench hops receive
-#   2 hops:  bench hops send -> relay r1 -> relay r2 <- bench hops receive
+#   1 hop:   ringspan-bench hops send -> relay r1 <- ringspan-bench hops receive
+#   2 hops:  ringspan-bench hops send -> relay r1 -> relay r2 <- ringspan-bench hops receive
 #
 # The relays are `ringspan run` processes on loopback (one worker each, not pinned); the sender
-# and the receiver are `ringspan bench hops`, each a node on one engine worker. Measures one-way
+# and the receiver are `ringspan-bench hops`, each a node on one engine worker. Measures one-way
 # msgs/s at 16, 128 and 1024 B (counted by the receiver over its measured window), bulk GB/s of
 # 65,504-byte messages (the largest one record holds; payload bytes), and round trips
 # at 16 B, one at a time: `rtt` = a one-shot transaction per request (CREATE|DELETE, answered
@@ -34,6 +34,7 @@ done
 echo "building release ..." >&2
 cargo build --release --quiet
 bin=./target/release/ringspan
+bench=./target/release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-hops-XXXX)
 source perf/lib.sh
 cleanup() {
@@ -79,13 +80,13 @@ for hops in 1 2; do
     pids+=($!)
   done
   last=r$hops
-  "$bin" bench hops receive --relay "127.0.0.1:${prt[$last]}" --relay-key "${pub[$last]}" \
+  "$bench" hops receive --relay "127.0.0.1:${prt[$last]}" --relay-key "${pub[$last]}" \
     --key "$work/receiver-$hops.key" --mount "$mount" "${recv_pin[@]}" \
     ${HOPS_BUSY_POLL_US:+--busy-poll-us "$HOPS_BUSY_POLL_US"} \
     >"$work/receiver-$hops.out" 2>>"$work/receiver-$hops.log" &
   pids+=($!)
   send() {
-    "$bin" bench hops send --relay "127.0.0.1:${prt[r1]}" --relay-key "${pub[r1]}" \
+    "$bench" hops send --relay "127.0.0.1:${prt[r1]}" --relay-key "${pub[r1]}" \
       --key "$work/sender-$hops.key" --mount "$mount" --seconds "$seconds" --warmup "$warmup" \
       --json "${send_pin[@]}" ${HOPS_WINDOW:+--window-bytes "$HOPS_WINDOW"} \
       ${HOPS_BUSY_POLL_US:+--busy-poll-us "$HOPS_BUSY_POLL_US"} "$@"

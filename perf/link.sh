@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One encrypted engine link on loopback against plain blocking TCP, side by side in one run:
+# One encrypted engine link on loopback against plain blocking TCP, side by side in one run
+# (`ringspan-bench link`):
 # one-way throughput and request-reply round trips at 64 B, 1 KiB and 65,504 B messages.
 # Writes perf/results/link.csv and prints the table with ratios.
 #
@@ -7,6 +8,6 @@
 #   perf/link.sh --quick    0.5 s per measurement (about 10 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+cargo build --release --quiet --bin ringspan-bench
 mkdir -p perf/results
-exec ./target/release/ringspan bench link --csv perf/results/link.csv "$@"
+exec ./target/release/ringspan-bench link --csv perf/results/link.csv "$@"

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Where a relay's time goes: a flame graph and a flat profile of one `ringspan run` relay
-# under load from `ringspan bench hops`.
+# under load from `ringspan-bench hops`.
 #
-#   bench hops send -> relay r1 <- bench hops receive
+#   ringspan-bench hops send -> relay r1 <- ringspan-bench hops receive
 #
 # Records r1 with `perf record -e cpu-clock -g` (this VM has no hardware counters) for
 # --seconds while the sender runs --mode at --size, then writes
-#   perf/results/profile-<mode>-<size>.folded   collapsed stacks (one line per stack)
-#   perf/results/profile-<mode>-<size>.svg      the flame graph (inferno, installed if missing)
-# and prints the functions with the most samples (self and with children).
+#   perf/results/profile-<mode>-<size>.folded         collapsed stacks (one line per stack)
+#   perf/results/profile-<mode>-<size>.svg            the flame graph (inferno, installed if missing)
+#   perf/results/profile-<mode>-<size>.samples.txt    the functions with the most samples (self
+#                                                     and with children), also printed
+# With --callgrind, runs the relay (or --who) under valgrind for --count messages and writes
+#   perf/results/profile-<mode>-<size>[-<who>].callgrind  the raw dump
+#   perf/results/profile-<mode>-<size>[-<who>].top.txt    instructions per message, and the top
+#                                                         functions inclusive and self, also printed
+# The raw files (.folded, .svg, .callgrind) are large and name temporary paths: git ignores
+# them. The .txt summaries are short and meant to be committed.
 #
 #   perf/profile.sh                          128 B one-way, 4 s
 #   perf/profile.sh --size 65504             bulk
@@ -30,16 +37,22 @@ while (($#)); do
   esac
   shift
 done
-command -v perf >/dev/null || { echo "needs perf (linux-perf)" >&2; exit 1; }
-if ! command -v inferno-flamegraph >/dev/null; then
-  echo "installing inferno (flame graphs) ..." >&2
-  cargo install --quiet --locked inferno
+if ((callgrind)); then
+  command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+else
+  command -v perf >/dev/null || { echo "needs perf (linux-perf)" >&2; exit 1; }
+  if ! command -v inferno-flamegraph >/dev/null; then
+    echo "installing inferno (flame graphs) ..." >&2
+    cargo install --quiet --locked inferno
+  fi
 fi
 # Frame pointers, so perf can walk every stack cheaply; a target directory of its own, so the
 # ordinary release build is left alone.
 echo "building release with frame pointers (target/profile) ..." >&2
 CARGO_TARGET_DIR=target/profile RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet
+built=$(git describe --always --dirty 2>/dev/null || echo "not a git checkout")
 bin=./target/profile/release/ringspan
+bench=./target/profile/release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-profile-XXXX)
 source perf/lib.sh
 cleanup() { stop_all; rm -rf "$work"; }
@@ -72,12 +85,12 @@ grind() {
 $(grind relay) "$bin" run --config "$work/relay.toml" 2>>"$work/relay.log" &
 relay_pid=$!
 pids+=("$relay_pid")
-$(grind receiver) "$bin" bench hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" \
+$(grind receiver) "$bench" hops receive --relay "127.0.0.1:$rport" --relay-key "$relay" \
   --key "$work/receiver.key" --mount "$mount" --wait 60 >/dev/null 2>>"$work/receiver.log" &
 receiver_pid=$!
 pids+=("$receiver_pid")
 send() {
-  $(grind sender) "$bin" bench hops send --relay "127.0.0.1:$rport" --relay-key "$relay" \
+  $(grind sender) "$bench" hops send --relay "127.0.0.1:$rport" --relay-key "$relay" \
     --key "$work/sender.key" --mount "$mount" --mode "$mode" --size "$size" --wait 60 --json "$@"
 }
 name="profile-$mode-$size"
@@ -97,39 +110,54 @@ if ((callgrind)); then
     receiver) kill -INT "$receiver_pid"; wait "$receiver_pid" 2>/dev/null || true ;;
   esac
   cp "$work/callgrind.out" "perf/results/$name.callgrind"
-  # Instructions per relayed message: everything collected (the sender's handshake included,
-  # a few million), and per function with what it calls.
-  callgrind_annotate --inclusive=yes --auto=no "perf/results/$name.callgrind" 2>/dev/null |
-    python3 -c '
+  # Instructions per message: everything collected (for the sender, its handshake included, a
+  # few million, and also without it), then per function with what it calls (inclusive) and on
+  # its own (self). callgrind_annotate lists a function once per source file its inlined code
+  # comes from: its inclusive cost is the largest of those lines, its self cost their sum.
+  {
+    callgrind_annotate --inclusive=yes --auto=no --threshold=100 "perf/results/$name.callgrind"
+    echo "== self"
+    callgrind_annotate --auto=no --threshold=100 "perf/results/$name.callgrind"
+  } 2>/dev/null | python3 -c '
 import re, sys
-count = int(sys.argv[1])
-seen = set()
-lines = list(sys.stdin)
-# (each function may be listed twice, with and without its object file: count it once)
-spent = {}
-for line in lines:
-    m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+.*cipher::session::Session::(initiator|handle_handshake_bytes)\b", line)
-    if m:
-        spent[m.group(2)] = max(spent.get(m.group(2), 0), int(m.group(1).replace(",", "")))
-handshake = sum(spent.values())
-for line in lines:
+count, who, size, mode, built = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+inclusive, self_, total = {}, {}, 0
+table = inclusive
+for line in sys.stdin:
+    if line.startswith("== self"):
+        table = self_
+        continue
     m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
     if not m:
         continue
-    n, what = int(m.group(1).replace(",", "")), m.group(2)
+    n, what = int(m.group(1).replace(",", "")), m.group(2).strip()
     if what == "PROGRAM TOTALS":
-        print(f"{n / count:9.0f}  instructions per message, everything collected ('"$who"')")
-        if handshake:
-            print(f"{(n - handshake) / count:9.0f}  instructions per message, less the handshake")
+        total = n
         continue
     fn = what.split(":", 1)[-1].split(" [")[0]
-    if fn in seen or len(seen) >= 45:
-        continue
-    seen.add(fn)
-    print(f"{n / count:9.0f}  {fn[:110]}")
-' "$count"
-  echo "(valgrind has no VAES: AES-GCM runs ring's AES-NI code here, unlike the wall-clock runs)"
-  echo "wrote perf/results/$name.callgrind"
+    if table is inclusive:
+        inclusive[fn] = max(inclusive.get(fn, 0), n)
+    else:
+        self_[fn] = self_.get(fn, 0) + n
+handshake = sum(max((n for fn, n in inclusive.items()
+                     if re.search(r"cipher::session::Session::" + step + r"\b", fn)), default=0)
+                for step in ("initiator", "handle_handshake_bytes"))
+print(f"# perf/profile.sh --callgrind --mode {mode} --size {size} --count {count} --who {who}")
+print(f"# build: {built}; valgrind Ir (instructions) per message, {count} messages of {size} B")
+print(f"# (generated; the raw dump perf/results/{sys.argv[6]}.callgrind is not in git)")
+print()
+print(f"{total / count:9.0f}  instructions per message, everything collected ({who})")
+if handshake:
+    print(f"{(total - handshake) / count:9.0f}  instructions per message, less the handshake")
+for title, table, top in (("inclusive (with what it calls)", inclusive, 30),
+                          ("self (its own instructions)", self_, 25)):
+    print("\n%9s  %5s  %s: top %d" % ("per msg", "%", title, top))
+    for fn, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{n / count:9.0f}  {100 * n / max(total, 1):5.1f}  {fn[:110]}")
+print()
+print("(valgrind has no VAES: AES-GCM runs ring\x27s AES-NI code here, unlike the wall-clock runs)")
+' "$count" "$who" "$size" "$mode" "$built" "$name" | tee "perf/results/$name.top.txt"
+  echo "wrote perf/results/$name.top.txt (and the raw perf/results/$name.callgrind)" >&2
   exit 0
 fi
 echo "sending $mode $size B; recording the relay (pid $relay_pid) for $seconds s ..." >&2
@@ -141,6 +169,9 @@ perf record -q -e cpu-clock -F 4999 -g -p "$relay_pid" -o "$work/perf.data" -- s
 wait "$send_pid"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "perf/results/$name.folded"
 inferno-flamegraph --title "ringspan relay: $mode $size B" < "perf/results/$name.folded" > "perf/results/$name.svg"
+{
+echo "# perf/profile.sh --mode $mode --size $size --seconds $seconds: cpu-clock samples of the relay"
+echo "# build: $built (generated; the raw perf/results/$name.folded and .svg are not in git)"
 python3 - "perf/results/$name.folded" "$work/send.json" <<'PYEOF'
 import json, sys
 from collections import Counter
@@ -164,4 +195,5 @@ print(f"\n{'total %':>7}  function (with what it calls)")
 for f, n in total.most_common(40):
     print(f"{100 * n / samples:7.1f}  {f[:110]}")
 PYEOF
-echo "wrote perf/results/$name.folded and perf/results/$name.svg"
+} | tee "perf/results/$name.samples.txt"
+echo "wrote perf/results/$name.samples.txt (and the raw perf/results/$name.folded and .svg)"

@@ -14,8 +14,9 @@
 //!   idle, send stall, key shedding, reassembly). No I/O, no clock.
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
-//! - [`bench`](mod@bench): link benchmark services and the plain-TCP reference
-//!   (`ringspan bench link`).
+//! - [`link_load`]: services that load engine links and count what arrives, for the engine's
+//!   tests and `ringspan-bench link`. The benchmark tools themselves are the `ringspan-bench`
+//!   binary (tools/bench), not part of the library.
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
 //!   virtual time: `sim::pair::Pair` joins two transaction endpoints, and
 //!   `sim::cluster::Cluster` runs many span tables with link and node faults.
@@ -29,13 +30,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cipher;
 pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod link;
+pub mod link_load;
 pub mod relay;
 #[allow(unsafe_code)]
 pub mod ring;

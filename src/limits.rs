@@ -180,8 +180,8 @@ pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 /// Default handshakes a worker starts per second on accepted connections
 /// (`ring::Config::max_handshakes_per_sec`), a token bucket refilled continuously with a burst
 /// of one second's worth; a connection accepted with no token is closed at once. An accepted
-/// handshake costs the worker ~330 µs of CPU on the 2-vCPU EPYC VM (`ringspan bench serve`
-/// used 4.0 s while `ringspan bench clients` opened 10,000 links at 1,500/s, kernel TCP work
+/// handshake costs the worker ~330 µs of CPU on the 2-vCPU EPYC VM (`ringspan-bench serve`
+/// used 4.0 s while `ringspan-bench clients` opened 10,000 links at 1,500/s, kernel TCP work
 /// and keepalives included; the responder's cryptography alone is ~127 µs, `cargo bench --bench
 /// cipher -- handshake/session-responder-side`). 2,000 a second is therefore about two thirds
 /// of a core: during a reconnect storm established links keep the rest, and a million clients

@@ -1,4 +1,5 @@
-//! The `ringspan` binary.
+//! The `ringspan` binary. The benchmark tools are a binary of their own, `ringspan-bench`
+//! (tools/bench).
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
@@ -32,9 +33,6 @@ enum Command {
     Show(cli::run::ShowArgs),
     /// Sends calls to a mount through the cluster from a client node, and reports how they ended.
     Call(cli::run::CallArgs),
-    /// Benchmarks: `bench link` measures one encrypted engine link against plain TCP.
-    #[command(subcommand)]
-    Bench(cli::bench::BenchCommand),
     /// Generates a node's private key (base64 and a newline, like `wg genkey`).
     Keygen {
         /// Writes the key to this new file, mode 0600, instead of standard output. Refuses to
@@ -61,7 +59,6 @@ fn main() -> ExitCode {
         Command::Run { config } => report(cli::run::run(&config)),
         Command::Show(args) => report(cli::run::show(&args)),
         Command::Call(args) => report(cli::run::call(&args)),
-        Command::Bench(command) => report(cli::bench::run(command)),
         Command::Keygen { out } => report(keygen(out)),
         Command::Pubkey { key } => report(pubkey(key)),
     }

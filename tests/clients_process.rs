@@ -1,5 +1,5 @@
 //! A satellite with 10,000 client links, as processes: `ringspan run` with role satellite and
-//! unknown keys accepted, and `ringspan bench clients` opening 10,000 links to it (each under a
+//! unknown keys accepted, and `ringspan-bench clients` opening 10,000 links to it (each under a
 //! key of its own, each opening a client's hello), holding them idle for 2 s.
 //!
 //! Debug builds handshake at ~1,400 links a second on the 2-vCPU development VM with both
@@ -13,7 +13,7 @@ use ringspan::cipher::identity::write_new_key_file;
 
 #[path = "support/process.rs"]
 mod process;
-use process::{BIN, Proc, free_port, now, run_node};
+use process::{BENCH, Proc, free_port, now, run_node};
 
 const CLIENTS: u64 = 10_000;
 /// Dials per second (see the module doc).
@@ -55,8 +55,8 @@ fn a_satellite_takes_ten_thousand_client_links() {
     let started = now();
     let (out, err) = (dir.join("clients.json"), dir.join("clients.log"));
     let mut load = Proc(
-        Command::new(BIN)
-            .args(["bench", "clients", "--connect", &format!("127.0.0.1:{port}")])
+        Command::new(BENCH)
+            .args(["clients", "--connect", &format!("127.0.0.1:{port}")])
             .args(["--peer-key", &public, "--clients", &CLIENTS.to_string()])
             .args(["--rate", &RATE.to_string(), "--hold", "2", "--json"])
             .stdout(std::fs::File::create(&out).unwrap())
@@ -74,7 +74,7 @@ fn a_satellite_takes_ten_thousand_client_links() {
     let elapsed = now() - started;
     let stdout = std::fs::read_to_string(&out).unwrap();
     let stderr = std::fs::read_to_string(&err).unwrap();
-    assert!(status.success(), "ringspan bench clients failed ({status}): {stderr}");
+    assert!(status.success(), "ringspan-bench clients failed ({status}): {stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
     let field = |name: &str| report[name].as_u64().unwrap_or_else(|| panic!("no {name}: {report}"));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ringspan::bench::{Counters, Sink};
 use ringspan::ids::{LinkId, TxnId};
+use ringspan::link_load::{Counters, Sink};
 use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, ErrorCode, Flags};

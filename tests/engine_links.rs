@@ -63,7 +63,11 @@ fn dial_raw(addr: SocketAddr, cipher: Arc<cipher::Config>, server: PublicKey) ->
         if session.is_established() {
             return stream;
         }
-        let len = stream.read(&mut frame).unwrap();
+        // A read may be interrupted by a signal (seen under load): it is tried again.
+        let len = match stream.read(&mut frame) {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read.unwrap(),
+        };
         assert!(len > 0, "the server closed during the handshake");
         session.handle_handshake_bytes(&frame[..len], now()).unwrap();
     }

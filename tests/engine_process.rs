@@ -1,4 +1,4 @@
-//! Two engine processes on loopback: this test's process dials a real `ringspan bench serve`
+//! Two engine processes on loopback: this test's process dials a real `ringspan-bench serve`
 //! child over an encrypted link, exchanges transactions, then kills the child with SIGKILL.
 //! Every transaction still open must end with LOST_LINK, promptly.
 
@@ -158,7 +158,7 @@ fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Starts `ringspan bench serve` on a fresh key; returns the child, its address and key.
+/// Starts `ringspan-bench serve` on a fresh key; returns the child, its address and key.
 fn serve(name: &str) -> (Reaper, std::net::SocketAddr, cipher::PublicKey, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringspan-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -166,13 +166,13 @@ fn serve(name: &str) -> (Reaper, std::net::SocketAddr, cipher::PublicKey, std::p
     let _ = std::fs::remove_file(&key_path);
     let key = PrivateKey::generate().unwrap();
     write_new_key_file(&key_path, &key).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringspan"))
-        .args(["bench", "serve", "--listen", "127.0.0.1:0", "--key"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringspan-bench"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--key"])
         .arg(&key_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("ringspan runs");
+        .expect("ringspan-bench runs");
     let stdout = child.stdout.take().unwrap();
     let reaper = Reaper(child);
     let mut line = String::new();
@@ -214,8 +214,8 @@ fn a_silent_peer_is_found_by_keepalive() {
 #[test]
 fn a_peer_that_does_not_read_is_cut_off_with_a_reason() {
     let (reaper, addr, key, dir) = serve("stalled");
-    let counters = Arc::new(ringspan::bench::Counters::default());
-    let rtt = Arc::new(std::sync::Mutex::new(ringspan::bench::new_histogram()));
+    let counters = Arc::new(ringspan::link_load::Counters::default());
+    let rtt = Arc::new(std::sync::Mutex::new(ringspan::link_load::new_histogram()));
     let config = ring::Config {
         workers: 1,
         pin_workers: false,
@@ -226,8 +226,8 @@ fn a_peer_that_does_not_read_is_cut_off_with_a_reason() {
     let client_cipher = Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap());
     let shared = counters.clone();
     let client = Engine::start(config, client_cipher, move |_| {
-        ringspan::bench::Source::new(
-            ringspan::bench::Mode::OneWay,
+        ringspan::link_load::Source::new(
+            ringspan::link_load::Mode::OneWay,
             16_000,
             shared.clone(),
             rtt.clone(),

@@ -1,4 +1,4 @@
-//! `ringspan bench hops` end to end: a sender and a receiver on either side of one and of two
+//! `ringspan-bench hops` end to end: a sender and a receiver on either side of one and of two
 //! `ringspan run` relays on loopback. Counts must be exact: every message sent arrives once and
 //! in order, and every round trip asked for is recorded. The relays forward the one-way stream's
 //! records whole (their counters say so).
@@ -13,7 +13,7 @@ use ringspan::daemon::{Snapshot, control};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{BIN, Proc, free_port, run_node, wait_for};
+use process::{BENCH, Proc, free_port, run_node, wait_for};
 
 const MOUNT: &str = "0x1:0x10";
 
@@ -24,10 +24,10 @@ fn key(dir: &Path, name: &str) -> String {
     key.public_key().unwrap().to_base64()
 }
 
-/// Runs `bench hops send` with `args` and returns its JSON outcome.
+/// Runs `ringspan-bench hops send` with `args` and returns its JSON outcome.
 fn send(dir: &Path, port: u16, relay: &str, args: &[&str]) -> serde_json::Value {
-    let output = Command::new(BIN)
-        .args(["bench", "hops", "send", "--relay", &format!("127.0.0.1:{port}")])
+    let output = Command::new(BENCH)
+        .args(["hops", "send", "--relay", &format!("127.0.0.1:{port}")])
         .args(["--relay-key", relay, "--mount", MOUNT, "--json", "--key"])
         .arg(dir.join("sender.key"))
         .args(args)
@@ -35,7 +35,7 @@ fn send(dir: &Path, port: u16, relay: &str, args: &[&str]) -> serde_json::Value 
         .unwrap();
     assert!(
         output.status.success(),
-        "bench hops send {args:?} failed: {}",
+        "ringspan-bench hops send {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
@@ -85,8 +85,8 @@ fn run_chain(relays: usize) {
     }
     let last = relays - 1;
     procs.push(Proc(
-        Command::new(BIN)
-            .args(["bench", "hops", "receive", "--relay", &format!("127.0.0.1:{}", ports[last])])
+        Command::new(BENCH)
+            .args(["hops", "receive", "--relay", &format!("127.0.0.1:{}", ports[last])])
             .args(["--relay-key", &keys[last], "--mount", MOUNT, "--key"])
             .arg(dir.join("receiver.key"))
             .stdout(Stdio::null())

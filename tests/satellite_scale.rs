@@ -1,6 +1,6 @@
 //! Satellites at scale and under abuse, as real processes: a 3-node core (`ringspan run`, a
 //! triangle, a with an echo master mount in cluster 0x1) and two satellites, s1 under b and s2
-//! under c, each taking clients from a `ringspan bench clients --mount-cluster 0x1` child (one
+//! under c, each taking clients from a `ringspan-bench clients --mount-cluster 0x1` child (one
 //! key, one link and one advertised client mount per client):
 //!
 //! ```text
@@ -45,7 +45,7 @@ use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
 #[path = "support/process.rs"]
 mod process;
-use process::{BIN, Proc, now, run_node};
+use process::{BENCH, Proc, now, run_node};
 #[path = "support/node.rs"]
 mod node;
 use node::Node;
@@ -131,12 +131,12 @@ fn call_master(app: &Handle, payload: &[u8]) {
     assert_eq!(answer.as_deref(), Some(payload), "the master's answer");
 }
 
-/// `ringspan bench clients`: `count` clients to `sat`, each advertising a client mount in
+/// `ringspan-bench clients`: `count` clients to `sat`, each advertising a client mount in
 /// cluster 0x1, held for an hour (the test kills it).
 fn client_load(dir: &Path, sat: &Node, tag: &str, count: usize, rate: u32) -> (Proc, PathBuf) {
     let log = dir.join(format!("{}-{tag}.log", sat.name));
-    let load = Command::new(BIN)
-        .args(["bench", "clients", "--connect", &sat.addr().to_string()])
+    let load = Command::new(BENCH)
+        .args(["clients", "--connect", &sat.addr().to_string()])
         .args(["--peer-key", &sat.public().to_base64(), "--clients", &count.to_string()])
         .args(["--rate", &rate.to_string(), "--mount-cluster", "0x1", "--hold", "3600", "--json"])
         .stdout(Stdio::null())
@@ -179,7 +179,13 @@ impl RawClient {
             }
             // The responder sends nothing but its handshake frame before our last one.
             let mut bytes = [0u8; HANDSHAKE_FRAME_MAX];
-            let got = stream.read(&mut bytes).unwrap();
+            let got = loop {
+                match stream.read(&mut bytes) {
+                    // Interrupted by a signal: tried again.
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    read => break read.unwrap(),
+                }
+            };
             assert!(got > 0, "the satellite closed during the handshake");
             assert_eq!(session.handle_handshake_bytes(&bytes[..got], now()).unwrap(), got);
         }
@@ -217,6 +223,7 @@ impl RawClient {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => panic!("the satellite did not close the link: {e}"),
             }
         }

@@ -22,7 +22,8 @@ use ringspan::daemon::{Handle, LoadReport, Request, Snapshot};
 use ringspan::ring;
 
 use super::config::NodeConfig;
-use super::run::{parse_mount, start};
+use super::ids::parse_mount;
+use super::run::start;
 
 /// `ringspan demo`.
 #[derive(Args, Debug)]

@@ -2,8 +2,8 @@
 //!
 //! The core (n0 with an echo master mount, n1, n2) runs in this process; the satellite is a real
 //! `ringspan run` child process, so its memory can be read from /proc; the crowd of clients is a
-//! `ringspan bench clients` child process (one key and one encrypted link each, idle after their
-//! hello), and two client applications with client mounts run here. The demo shows that the
+//! `ringspan-bench clients` child process (one key and one encrypted link each, idle after their
+//! hello; the `ringspan-bench` binary beside this one), and two client applications with client mounts run here. The demo shows that the
 //! core's table does not grow with the clients, that calls go client → master and master →
 //! client through the satellite, and what an idle client costs the satellite.
 
@@ -87,6 +87,14 @@ fn call(call: Result<ringspan::daemon::Call, ringspan::Error>) -> ErrorCode {
 /// Runs the satellite demo with `clients` idle clients.
 pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bench = exe.with_file_name("ringspan-bench");
+    if !bench.is_file() {
+        return Err(format!(
+            "the crowd of clients is a `ringspan-bench clients` process, and there is no {}: \
+             build both binaries (`cargo build --release`, not only `--bin ringspan`)",
+            bench.display()
+        ));
+    }
     let names = ["n0", "n1", "n2", "sat"];
     let keys = names.iter().map(|n| key(dir, n)).collect::<Result<Vec<_>, _>>()?;
     let ports = names.iter().map(|_| port()).collect::<Result<Vec<_>, _>>()?;
@@ -182,8 +190,8 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
 
     // The crowd.
     let t0 = now();
-    let crowd = Kid(Command::new(&exe)
-        .args(["bench", "clients", "--connect", &sat_addr, "--peer-key"])
+    let crowd = Kid(Command::new(&bench)
+        .args(["clients", "--connect", &sat_addr, "--peer-key"])
         .arg(public(&keys[3])?)
         .args(["--clients", &clients.to_string(), "--rate", "2000", "--hold", "30", "--json"])
         .args(["--keepalive-ms", "15000"])

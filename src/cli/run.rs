@@ -10,11 +10,10 @@ use ringspan::cipher::Identity;
 use ringspan::cipher::identity::read_key_file;
 use ringspan::daemon::control::{self, View};
 use ringspan::daemon::{Handle, LoadReport, Request};
-use ringspan::ids::{ClusterId, MountId};
 use ringspan::ring;
-use ringspan::span::MountKey;
 
 use super::config::NodeConfig;
+use super::ids::parse_mount;
 
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -146,23 +145,6 @@ pub fn show(args: &ShowArgs) -> Result<(), String> {
     };
     print!("{}", control::render(&snapshot, view));
     Ok(())
-}
-
-fn parse_id(text: &str) -> Option<u128> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u128::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
-/// Parses `CLUSTER:MOUNT`.
-pub fn parse_mount(text: &str) -> Result<MountKey, String> {
-    let (cluster, mount) =
-        text.split_once(':').ok_or_else(|| format!("mount {text:?}: expected CLUSTER:MOUNT"))?;
-    match (parse_id(cluster), parse_id(mount)) {
-        (Some(c), Some(m)) => Ok(MountKey { cluster: ClusterId(c), mount: MountId(m) }),
-        _ => Err(format!("mount {text:?}: ids are hex (0x…) or decimal u128")),
-    }
 }
 
 /// `ringspan call`: starts a node from the config, waits for a route to the mount, makes the

@@ -1,4 +1,4 @@
-//! Helpers for the tests that run `ringspan` processes: a child killed when the test ends (a
+//! Helpers for the tests that run `ringspan` (and `ringspan-bench`) processes: a child killed when the test ends (a
 //! failing test leaves no process behind), `ringspan run` with its log beside its config, free
 //! ports, and waiting for a condition.
 
@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
+
+/// The benchmark binary (link, serve, clients, hops, nats), which some tests drive as load.
+#[allow(dead_code)] // not every process test runs it
+pub const BENCH: &str = env!("CARGO_BIN_EXE_ringspan-bench");
 
 /// A child process, killed and reaped when dropped.
 pub struct Proc(pub Child);

@@ -269,7 +269,11 @@ impl Rogue {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "rogue: handshake timed out"));
             }
             stream.set_read_timeout(Some(left))?;
-            let len = stream.read(&mut buf)?;
+            let len = match stream.read(&mut buf) {
+                // Interrupted by a signal: tried again.
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                read => read?,
+            };
             if len == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -124,7 +124,7 @@ mod lists;
 mod raw;
 mod source;
 
-pub use raw::parse_id;
+pub use super::ids::parse_id;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -12,7 +12,8 @@ use ringspan::limits;
 use toml::Spanned;
 
 use super::ConfigError;
-use super::raw::{IdText, parse_id};
+use super::parse_id;
+use super::raw::IdText;
 
 /// The text being checked, for turning spans into error positions.
 pub(super) struct Source<'a> {

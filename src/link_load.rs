@@ -1,8 +1,8 @@
-//! Link benchmarks: services that load an engine link and count what arrives, and a plain TCP
-//! program to compare with. Used by `ringspan bench link` and by the tests. [`clients`] opens
-//! very many idle client links (`ringspan bench clients`); [`hops`] measures messages through relay
-//! hops (`ringspan bench hops`); [`nats`] measures the baselines (NATS servers, plain TCP, a socat
-//! relay) with `ringspan bench nats`.
+//! Services that put load on engine links and count what arrives: the engine's own tests
+//! drive real links with them (`tests/engine_alloc.rs`, `tests/engine_process.rs`), and
+//! `ringspan-bench link` and `ringspan-bench serve` (tools/bench) measure with the same ones. They
+//! stay in the library, not in the benchmark binary, because those tests need them and a test
+//! cannot reach into a binary; everything else that benchmarks lives in tools/bench.
 //!
 //! - [`Sink`] (the accepting side) counts every message and byte it receives and answers every
 //!   request it is sent with the same payload.
@@ -14,11 +14,6 @@
 //! per message.
 
 #![forbid(unsafe_code)]
-
-pub mod clients;
-pub mod direct;
-pub mod hops;
-pub mod nats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -265,15 +260,4 @@ impl Service for Source {
 /// A histogram of nanoseconds from 1 ns to 60 s, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
-}
-
-/// The value at quantile `q` (0..=1) of ascending `sorted`, nearest rank: the smallest sample
-/// with at least a fraction `q` of the samples at or below it. 0 if there are none. Both
-/// `bench hops` and `bench nats` report exact percentiles with it.
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }

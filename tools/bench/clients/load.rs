@@ -1,11 +1,11 @@
-//! Very many client links from one worker, as `ringspan bench clients` opens them against a
+//! Very many client links from one worker, as `ringspan-bench clients` opens them against a
 //! satellite: dials paced at a rate, spread over source addresses, each link under a key of its
 //! own, each opening the hello a client node opens (`LINK_CONN`, role client, wanting every kind
 //! in every cluster), optionally advertising one client mount once the satellite's hello has
 //! arrived (a `LINK_SPAN`, as a client node with one attached mount does), then held idle.
 //!
 //! [`ClientLoad`] is the worker's service. The thread running the benchmark asks it for a
-//! [`ClientsReport`] with [`Progress`] (a [`crate::ring::Command::Service`]); nothing is shared
+//! [`ClientsReport`] with [`Progress`] (a [`ringspan::ring::Command::Service`]); nothing is shared
 //! between them otherwise.
 
 #![forbid(unsafe_code)]
@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cipher::{self, PublicKey};
-use crate::ids::{ClusterId, LinkId, MountId, NodeId};
-use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
-use crate::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
-use crate::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
-use crate::txn::Received;
-use crate::wire::{Command, Flags};
+use ringspan::cipher::{self, PublicKey};
+use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
+use ringspan::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
+use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
+use ringspan::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
+use ringspan::txn::Received;
+use ringspan::wire::{Command, Flags};
 
 /// What to open.
 pub struct Plan {

@@ -91,7 +91,7 @@ pub fn round_trips(
     let mut message = vec![0x5au8; 4 + size];
     message[..4].copy_from_slice(&(size as u32).to_le_bytes());
     let mut reply = vec![0u8; 4 + size];
-    let mut histogram = super::new_histogram();
+    let mut histogram = ringspan::link_load::new_histogram();
     let start = clock();
     while clock() - start < duration {
         let sent = clock();

@@ -1,4 +1,4 @@
-//! Messages through relay hops, as `ringspan bench hops` measures them: a sender and a receiver,
+//! Messages through relay hops, as `ringspan-bench hops` measures them: a sender and a receiver,
 //! each a full node ([`relay::Node`]) running on the one worker of its own engine, on either side
 //! of a chain of `ringspan run` relays.
 //!
@@ -31,22 +31,21 @@
 
 #![forbid(unsafe_code)]
 
-use super::percentile;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use ringspan::Error;
+use ringspan::cipher::PublicKey;
+use ringspan::ids::{LinkId, NodeId};
+use ringspan::relay::{AppEvent, CallId, Node};
+use ringspan::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
+use ringspan::span::{Hello, Label, MountKey, MountKind, Role as SpanRole, Wants};
+use ringspan::txn::{Event, Received};
+use ringspan::wire::{Command, ErrorCode, Flags};
 
-use crate::Error;
-use crate::cipher::PublicKey;
-use crate::ids::{LinkId, NodeId};
-use crate::relay::{AppEvent, CallId, Node};
-use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
-use crate::span::{Hello, Label, MountKey, MountKind, Role as SpanRole, Wants};
-use crate::txn::{Event, Received};
-use crate::wire::{Command, ErrorCode, Flags};
+use super::plan::{Mode, OneWayReport, Outcome, Plan, Role, StreamSummary, round_trip_report};
 
 /// Opens a one-way stream; payload: `ack_every` as a little-endian u32.
 pub const OPEN_STREAM: Command = Command::new(33, 1);
@@ -72,168 +71,11 @@ const DEFAULT_ACK_EVERY: u64 = 1024;
 /// The largest acknowledgement interval a receiver accepts.
 const ACK_EVERY_MAX: u64 = 1 << 20;
 /// Wire bytes of a message's header.
-const HEADER: usize = crate::limits::MESSAGE_HEADER_LEN;
+const HEADER: usize = ringspan::limits::MESSAGE_HEADER_LEN;
 /// Bytes the sender writes onto its link per turn at most, and the most it lets wait unsent.
 const TURN_BYTES: usize = 256 * 1024;
 /// Wait between dials while the relay is not there yet.
 const REDIAL: Duration = Duration::from_millis(100);
-
-/// Which side this engine is.
-pub enum Role {
-    /// Attach `mount` and serve it.
-    Receive {
-        /// Where each stream's summary goes when it ends (none: nowhere).
-        summaries: Option<Sender<StreamSummary>>,
-    },
-    /// Run the plan against `mount`.
-    Send(Plan),
-}
-
-/// What a sender measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Stream messages one way.
-    OneWay,
-    /// One request at a time.
-    RoundTrip {
-        /// Requests and replies inside one long-lived transaction instead of one transaction
-        /// per request.
-        stream: bool,
-    },
-}
-
-/// A sender's run.
-pub struct Plan {
-    /// What to measure.
-    pub mode: Mode,
-    /// Payload bytes per message (one-way) or request (round trip).
-    pub size: usize,
-    /// Time before the measured window (nothing is counted in it).
-    pub warmup: Duration,
-    /// Length of the measured window (ignored with `count`).
-    pub seconds: Duration,
-    /// With `Some(n)`: exactly `n` messages (one-way) or round trips, no warm-up.
-    pub count: Option<u64>,
-    /// One-way: wire bytes the sender may have sent and not had acknowledged.
-    pub window_bytes: usize,
-    /// How long to wait for the link and the route before giving up.
-    pub route_timeout: Duration,
-    /// Where the outcome goes.
-    pub outcome: Sender<Result<Outcome, String>>,
-}
-
-/// What a sender measured.
-#[derive(Clone, Debug, Serialize)]
-#[serde(untagged)]
-pub enum Outcome {
-    /// A one-way run.
-    OneWay(OneWayReport),
-    /// A round-trip run.
-    RoundTrip(RoundTripReport),
-}
-
-/// A one-way run, as the receiver counted it.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct OneWayReport {
-    /// "one-way".
-    pub mode: &'static str,
-    /// Payload bytes per message.
-    pub size: usize,
-    /// Messages the sender sent.
-    pub sent: u64,
-    /// Messages the receiver received.
-    pub received: u64,
-    /// Messages whose sequence number was not the next expected.
-    pub out_of_order: u64,
-    /// Messages the receiver received between the two marks.
-    pub window_messages: u64,
-    /// Seconds between the two marks, by the receiver's clock.
-    pub window_seconds: f64,
-    /// `window_messages / window_seconds` (0 when the whole window fell within one turn of the
-    /// receiver's loop, as a short `--count` run may).
-    pub msgs_per_sec: f64,
-    /// Payload megabytes (10^6) per second over the window.
-    pub mb_per_sec: f64,
-    /// Messages the sender may have unacknowledged.
-    pub window: u64,
-    /// The receiver acknowledges every this many messages.
-    pub ack_every: u64,
-}
-
-/// A round-trip run.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RoundTripReport {
-    /// "rtt".
-    pub mode: &'static str,
-    /// "oneshot" (a transaction per request) or "stream" (one transaction).
-    pub rtt: &'static str,
-    /// Payload bytes per request.
-    pub size: usize,
-    /// Round trips recorded (after the warm-up).
-    pub samples: u64,
-    /// Replies whose payload differed from the request.
-    pub corrupted: u64,
-    /// Percentiles in microseconds, nearest rank over the sorted samples.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// The fastest.
-    pub min_us: f64,
-    /// The slowest.
-    pub max_us: f64,
-    /// The mean.
-    pub mean_us: f64,
-    /// Round trips per second over the measured window (one at a time).
-    pub per_sec: f64,
-}
-
-/// A stream that ended at a receiver.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct StreamSummary {
-    /// "one-way" or "echo".
-    pub kind: &'static str,
-    /// Messages received in it.
-    pub received: u64,
-    /// One-way: messages whose sequence number was not the next expected.
-    pub out_of_order: u64,
-    /// One-way: messages between the marks.
-    pub window_messages: u64,
-    /// One-way: seconds between the marks.
-    pub window_seconds: f64,
-    /// How it ended (0: cleanly).
-    pub error: u32,
-}
-
-/// The round-trip report of nanosecond samples (sorted here).
-pub fn round_trip_report(
-    stream: bool,
-    size: usize,
-    samples: &mut [u64],
-    corrupted: u64,
-    seconds: f64,
-) -> RoundTripReport {
-    samples.sort_unstable();
-    let us = |ns: u64| ns as f64 / 1e3;
-    let sum: u128 = samples.iter().map(|&s| u128::from(s)).sum();
-    let n = samples.len() as u64;
-    RoundTripReport {
-        mode: "rtt",
-        rtt: if stream { "stream" } else { "oneshot" },
-        size,
-        samples: n,
-        corrupted,
-        p50_us: us(percentile(samples, 0.5)),
-        p99_us: us(percentile(samples, 0.99)),
-        p999_us: us(percentile(samples, 0.999)),
-        min_us: us(samples.first().copied().unwrap_or(0)),
-        max_us: us(samples.last().copied().unwrap_or(0)),
-        mean_us: if n == 0 { 0.0 } else { sum as f64 / n as f64 / 1e3 },
-        per_sec: if seconds > 0.0 { n as f64 / seconds } else { 0.0 },
-    }
-}
 
 /// A one-way stream at the receiver.
 #[derive(Debug, Default)]
@@ -304,7 +146,7 @@ struct Sending {
     corrupted: u64,
 }
 
-/// The service of `ringspan bench hops`: a node on the worker, sending or receiving.
+/// The service of `ringspan-bench hops`: a node on the worker, sending or receiving.
 pub struct Hops {
     node: Node,
     relay: SocketAddr,
@@ -349,7 +191,7 @@ impl Hops {
                 (SpanRole::Router, Some(Receiving { summaries, streams: HashMap::default() }), None)
             }
             Role::Send(plan) => {
-                let wire = (HEADER + plan.size).next_multiple_of(crate::limits::MESSAGE_ALIGN);
+                let wire = (HEADER + plan.size).next_multiple_of(ringspan::limits::MESSAGE_ALIGN);
                 let window = (plan.window_bytes / wire).clamp(16, 1 << 20) as u64;
                 let deadline = now + plan.route_timeout;
                 let payload = vec![0x5a; plan.size];
@@ -424,7 +266,7 @@ impl Hops {
     }
 
     fn flush(&mut self, worker: &mut WorkerCtx<'_>) {
-        crate::daemon::flush_dirty(&mut self.node, worker);
+        ringspan::daemon::flush_dirty(&mut self.node, worker);
     }
 
     fn receive(&mut self, now: Instant) {
@@ -785,7 +627,7 @@ impl Hops {
         let sent = if stream {
             match s.call {
                 Some(call) => self.node.send(call, ECHO, &s.payload, Flags::NONE, ErrorCode::NONE),
-                None => Err(crate::error::Misuse::UnknownCall.into()),
+                None => Err(ringspan::error::Misuse::UnknownCall.into()),
             }
         } else {
             self.node.open(mount, ECHO, &s.payload, Flags::DELETE).map(|call| s.call = Some(call))
@@ -883,26 +725,5 @@ impl Service for Hops {
         for (link, code) in self.to_close.drain(..) {
             worker.close(link, code);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let samples: Vec<u64> = (1..=1000).collect();
-        assert_eq!(percentile(&samples, 0.5), 500);
-        assert_eq!(percentile(&samples, 0.99), 990);
-        assert_eq!(percentile(&samples, 0.999), 999);
-        assert_eq!(percentile(&samples, 1.0), 1000);
-        assert_eq!(percentile(&samples, 0.0), 1);
-        assert_eq!(percentile(&[7], 0.999), 7);
-        assert_eq!(percentile(&[], 0.5), 0);
-        let mut rtt = vec![3_000, 1_000, 2_000];
-        let report = round_trip_report(false, 16, &mut rtt, 0, 1.0);
-        assert_eq!((report.p50_us, report.max_us, report.mean_us), (2.0, 3.0, 2.0));
-        assert_eq!(report.samples, 3);
     }
 }

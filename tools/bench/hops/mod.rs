@@ -1,5 +1,8 @@
-//! `ringspan bench hops`: a sender or a receiver of [`ringspan::bench::hops`] on one engine
-//! worker, on either side of `ringspan run` relays (see perf/hops.sh).
+//! `ringspan-bench hops`: a sender or a receiver ([`service::Hops`]) on one engine worker, on
+//! either side of `ringspan run` relays (see perf/hops.sh).
+
+mod plan;
+mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use ringspan::bench::hops::{self, Hops, Outcome, Plan, Role};
 use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ring::{self, Engine};
 
-use super::clock;
+use crate::clock;
+use plan::{Outcome, Plan, Role};
+use service::Hops;
 
-/// Options of `bench hops`.
+/// Options of `ringspan-bench hops`.
 #[derive(Args)]
 pub struct HopsArgs {
     /// `receive`: attach the mount beyond the relay and serve it until interrupted, printing a
@@ -66,7 +70,7 @@ pub struct HopsArgs {
     json: bool,
 }
 
-/// The largest one-way window `bench hops` takes, in wire bytes.
+/// The largest one-way window `ringspan-bench hops` takes, in wire bytes.
 const HOPS_WINDOW_MAX: usize = 4 << 20;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -82,9 +86,9 @@ enum HopsMode {
     RttStream,
 }
 
-/// Runs `bench hops`.
+/// Runs `ringspan-bench hops`.
 pub fn run(args: HopsArgs) -> Result<(), String> {
-    let mount = crate::cli::run::parse_mount(&args.mount)?;
+    let mount = crate::ids::parse_mount(&args.mount)?;
     let relay_key = PublicKey::from_base64(args.relay_key.trim().as_bytes())
         .map_err(|e| format!("--relay-key: {e}"))?;
     let identity = match &args.key {
@@ -147,9 +151,9 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
         }
         HopsRole::Send => {
             let mode = match args.mode {
-                HopsMode::OneWay => hops::Mode::OneWay,
-                HopsMode::Rtt => hops::Mode::RoundTrip { stream: false },
-                HopsMode::RttStream => hops::Mode::RoundTrip { stream: true },
+                HopsMode::OneWay => plan::Mode::OneWay,
+                HopsMode::Rtt => plan::Mode::RoundTrip { stream: false },
+                HopsMode::RttStream => plan::Mode::RoundTrip { stream: true },
             };
             let (tx, rx) = std::sync::mpsc::channel();
             let plan = Mutex::new(Some(Plan {
