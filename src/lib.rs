@@ -11,7 +11,8 @@
 //! - [`span`]: one node's routing table of mounts (Babel-style feasibility, best two routes
 //!   per mount, per-neighbour filters). No I/O, no clock.
 //! - [`link`]: what belongs to one link whatever carries its bytes: its deadlines (keepalive,
-//!   idle, send stall, key shedding, reassembly). No I/O, no clock.
+//!   idle, send stall, key shedding, reassembly), its byte streams (records cut from received
+//!   bytes, records built and sealed) and their buffers. No I/O, no clock.
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
 //! - [`link_load`]: services that load engine links and count what arrives, for the engine's
