@@ -1,4 +1,4 @@
-//! A relay node on the engine: [`NodeService`] runs one [`relay::Node`] on an engine worker,
+//! A relay node on the engine: [`NodeService`] runs one [`crate::relay::Node`] on an engine worker,
 //! keeps configured peers dialled, serves the built-in echo mounts, runs call loads for
 //! clients, and builds a [`Snapshot`] for `ringspan show` and the metrics endpoint when one is
 //! asked for (nothing is walked while nobody asks).

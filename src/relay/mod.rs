@@ -25,7 +25,7 @@
 //! claiming more closes its link. A client's transactions on its link are bounded
 //! ([`CLIENT_TXNS_PER_LINK_MAX`]), its calls through the node too ([`CLIENT_CALLS_MAX`]), and its
 //! mounts are kept in the client directory ([`Clients`]), never as routes. Circuits are shared
-//! max-min fairly ([`share`]): the node's circuit table among the links they come in on, and the
+//! max-min fairly (`share.rs`): the node's circuit table among the links they come in on, and the
 //! circuits the node may open on each link among the links they come from, so no peer or group
 //! of peers can take a place another peer with fewer circuits needs. A circuit that carries
 //! nothing for [`Node::set_circuit_idle`] is aborted. Each refusal is counted on the link it

@@ -1,5 +1,5 @@
 //! Messages through relay hops, as `ringspan-bench hops` measures them: a sender and a receiver,
-//! each a full node ([`relay::Node`]) running on the one worker of its own engine, on either side
+//! each a full node ([`ringspan::relay::Node`]) running on the one worker of its own engine, on either side
 //! of a chain of `ringspan run` relays.
 //!
 //! - The **receiver** ([`Role::Receive`]) dials a relay, says hello (role router) and attaches a
