@@ -192,7 +192,8 @@ impl SpanLink {
     }
 
     /// Sends one thing the table asked for this neighbour. A seqno request for a mount the peer
-    /// no longer advertises is dropped (its retraction is on its way to the table).
+    /// no longer advertises is dropped (its retraction is on its way to the table), and so is a
+    /// retraction of a span the peer refused (it holds nothing to retract).
     pub fn transmit(
         &mut self,
         link: &mut txn::Link,
@@ -474,9 +475,10 @@ impl SpanLink {
             );
         }
         if delivery.is_forced_close() && self.ours.get(&mount) == Some(&delivery.txn) {
-            // The peer refused the span: it no longer holds it, and a later change of the mount
-            // opens a new one.
+            // The peer refused the span: it holds nothing of the mount, for the table too, and
+            // the next change of the mount opens a new span.
             self.ours.remove(&mount);
+            ctx.table.handle_refused(self.neighbour, mount)?;
         }
         // A plain DELETE on our span is the peer's answer to our retraction. Nothing to do; the
         // transaction ends when both sides are done.

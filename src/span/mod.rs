@@ -61,10 +61,11 @@
 //!
 //! Tell the table about neighbours with [`Table::handle_neighbour_up`] /
 //! [`Table::handle_neighbour_down`], feed it what they send with [`Table::handle_advert`],
-//! [`Table::handle_retract`] and [`Table::handle_seqno_request`], call [`Table::handle_timeout`]
-//! when [`Table::poll_timeout`] is due, and attach local mounts with
-//! [`Table::attach`] / [`Table::detach`]. After each call drain [`Table::poll_transmit`] until it
-//! returns `None` and deliver each message, in order, to its neighbour. Every change recomputes
+//! [`Table::handle_retract`], [`Table::handle_seqno_request`] and [`Table::handle_refused`] (a
+//! neighbour refused one of our spans), call [`Table::handle_timeout`] when
+//! [`Table::poll_timeout`] is due, and attach local mounts with [`Table::attach`] /
+//! [`Table::detach`]. After each call drain [`Table::poll_transmit`] until it returns `None` and
+//! deliver each message, in order, to its neighbour. Every change recomputes
 //! only the mounts it touches. An error from a neighbour's input changed nothing: either the
 //! neighbour broke the protocol ([`Error::closes_link`]: the caller closes the link and calls
 //! `handle_neighbour_down`), or a share or the table is full, and the caller refuses that one
@@ -178,7 +179,8 @@ struct Entry {
     /// A seqno asked for (by us, starving, or by a neighbour) and not yet seen, and the
     /// neighbour it was last passed to (`None`: not passed on yet, no route to pass it along).
     request: Option<Pending>,
-    /// Neighbours that currently hold an advertisement of this mount from us.
+    /// Neighbours with a record of what they last heard of this mount from us (one they
+    /// refused included): a mount gone is walked until each has been cleared.
     advertised_to: u32,
     /// Whether it is in the table's `live` set.
     live: bool,
@@ -196,7 +198,13 @@ struct Sent {
     seqno: Seqno,
     metric: Metric,
     kind: MountKind,
+    /// The neighbour refused it ([`Table::handle_refused`]): it holds nothing, and the next
+    /// advertisement differs from this record whatever its fields (in the padding: still 32
+    /// bytes).
+    refused: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Sent>() == 32);
 
 impl Sent {
     fn of(advert: &Advert) -> Sent {
@@ -211,6 +219,7 @@ impl Sent {
             seqno: advert.seqno,
             metric: advert.metric,
             kind: advert.kind,
+            refused: false,
         }
     }
 }
@@ -443,6 +452,21 @@ impl Table {
             entry.routes.retain(|r| r.from != from);
         }
         self.recompute(mount, node);
+        Ok(())
+    }
+
+    /// A neighbour refused our advertisement of a mount (it forced our span closed): it holds
+    /// nothing of it, as if it had never heard it. Nothing is sent now (offered again at once,
+    /// it would only be refused again). At the mount's next change the neighbour is sent afresh
+    /// what it should then hear: an advertisement even if it is the one refused (a new span), or
+    /// a retraction, which the span link has no span to carry and sends nowhere (the output
+    /// still says, for every neighbour, what it should hear). FD stays where the advertisement
+    /// put it: a better FD than needed only makes fewer routes feasible, never a loop.
+    pub fn handle_refused(&mut self, from: NeighbourId, mount: MountKey) -> Result<(), Error> {
+        let neighbour = self.neighbours.get_mut(&from).ok_or(Misuse::UnknownNeighbour(from))?;
+        if let Some(&sent) = neighbour.sent.get(&mount) {
+            neighbour.sent.insert(mount, Sent { refused: true, ..sent });
+        }
         Ok(())
     }
 
