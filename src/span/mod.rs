@@ -44,12 +44,14 @@
 //! mount that went away is kept as a *tombstone* for its feasibility distance, charged to the
 //! node whose retraction (or loss, or detach) made it go, at most
 //! [`DEPARTED_PER_NEIGHBOUR_MAX`] per node, oldest forgotten first, and at most
-//! [`DEPARTED_MAX`] in all (past it, the oldest of the node holding most). Seqno requests are served
-//! at [`SEQNO_REQUESTS_PER_SEC`] per neighbour, the rest waiting (one per mount, the newest
-//! seqno asked); an originator raises a mount's seqno at most once per
-//! [`SEQNO_RAISE_INTERVAL_MS`]; and a request is never passed on for more than one past the
-//! newest seqno known of the mount (a client's, not even to the originator), so no neighbour can
-//! make the cluster re-flood a mount faster than that, or push its seqno far ahead.
+//! [`DEPARTED_MAX`] in all (past it, the oldest of the node holding most). Seqno requests are
+//! served at [`SEQNO_REQUESTS_PER_SEC`] per neighbour, the rest waiting (one per mount, the
+//! newest seqno asked), and an originator raises a mount's seqno at most once per
+//! [`SEQNO_RAISE_INTERVAL_MS`], so no neighbour can make the cluster re-flood a mount faster
+//! than that. A client's request is taken as one for at most one past the newest seqno known of
+//! the mount (by the originator too), so no client can push a seqno ahead; a router's or
+//! satellite's is taken as sent and passed on as such (it may know a seqno from before the
+//! originator restarted, and is trusted with routes anyway).
 //!
 //! # Time
 //!
