@@ -662,3 +662,31 @@ fn a_span_the_peer_refused_is_as_if_it_never_heard_it() {
     assert_eq!(transmit(&mut node), 1);
     assert_eq!(to_peer(&mut node, &mut peer, &mut wire), [(kept, Flags::DELETE)]);
 }
+
+#[test]
+fn a_plain_delete_on_our_span_before_its_retraction_closes_the_link() {
+    // PROTOCOL.md 8.1: the receiver's DELETE answers a retraction. Before one it is a protocol
+    // break, refused like the others; after one it is the answer, and the span ends.
+    let (mut node, mut peer, mut wire) = scripted();
+    peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+    feed(&mut node, &mut wire).unwrap();
+    node.table.attach(key(4), MountKind::Master, Label::EMPTY).unwrap();
+    node.table.attach(key(5), MountKind::Master, Label::EMPTY).unwrap();
+    assert_eq!(transmit(&mut node), 2);
+    let spans: Vec<TxnId> = to_peer(&mut node, &mut peer, &mut wire)
+        .into_iter()
+        .filter(|&(_, flags)| flags.contains(Flags::CREATE))
+        .map(|(txn, _)| txn)
+        .collect();
+    let [_, early, answered] = spans[..] else { panic!("{spans:?}") };
+    node.table.detach(key(5)).unwrap();
+    assert_eq!(transmit(&mut node), 1);
+    assert_eq!(to_peer(&mut node, &mut peer, &mut wire), [(answered, Flags::DELETE)]);
+    peer.close(&mut wire, answered, ErrorCode::NONE).unwrap();
+    feed(&mut node, &mut wire).unwrap();
+    assert_eq!(node.ends[&0].span.our_span_mount(answered), None, "the retracted span ended");
+    peer.close(&mut wire, early, ErrorCode::NONE).unwrap();
+    let err = feed(&mut node, &mut wire).unwrap_err();
+    assert_eq!(err, Violation::LinkProtocol("a DELETE on a span before its retraction").into());
+    assert!(err.closes_link());
+}
