@@ -453,6 +453,9 @@ impl SpanLink {
             // An update of a route it has: it needs no more room.
             ctx.table.handle_advert(self.neighbour, &advert)?;
         }
+        // A client's update is on a span it holds the mount of (accepted, not yet retracted).
+        // The directory keeps only the holder: the mount's kind and label are used nowhere
+        // (calls reach it by its key, and it is never advertised), so there is nothing to record.
         Ok(())
     }
 
