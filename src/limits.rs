@@ -41,8 +41,10 @@ pub const PEER_TXNS_PER_LINK_MAX: usize = 65_536;
 /// is the room for those, and a correct node never reaches its peer's bound.
 pub const LOCAL_TXNS_PER_LINK_MAX: usize = PEER_TXNS_PER_LINK_MAX / 2;
 
-/// How deep transactions may be stacked (a circuit inside a span is depth 2; an application
-/// transaction inside that circuit is depth 3). Bounds every walk over a transaction's ancestors.
+/// How deep transactions may be stacked, in the transaction layer: bounds every walk over a
+/// transaction's ancestors. A ringspan node itself accepts from a peer no deeper than a circuit
+/// inside a span (depth 2) and refuses any other child (PROTOCOL.md 6.2); the layer allows more
+/// for other users of it.
 pub const TXN_DEPTH_MAX: u32 = 8;
 
 /// The link protocol version: the first byte after the length of every handshake frame, and

@@ -11,6 +11,8 @@ mod handle;
 mod metrics;
 mod render;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
@@ -36,7 +38,7 @@ use crate::wire::{Command, ErrorCode, Flags};
 /// times cheaper than the standard library's SipHash on these small keys.
 type Hasher = foldhash::fast::RandomState;
 
-/// The command calls use (the echo mounts answer it).
+/// The command ringspan's own calls use (`ringspan call`, the loads, the demos).
 pub const CALL: Command = Command::new(1, 1);
 
 /// How long a thread asking for a snapshot waits for the node's worker.
@@ -341,8 +343,8 @@ impl NodeService {
     /// The local application: echo mounts answer, loads book their calls.
     fn app(&mut self, now: Instant) {
         // A call to an echo mount is answered with its payload; any other call to a mount here
-        // is refused (no application serves it on this node).
-        let mut answers: Vec<(CallId, Option<Vec<u8>>)> = Vec::new();
+        // is refused (no application serves it on this node). Both carry the call's command.
+        let mut answers: Vec<(CallId, Command, Option<Vec<u8>>)> = Vec::new();
         while let Some(event) = self.node.poll_app() {
             match event {
                 AppEvent::Opened { call, mount, command, flags, payload } => {
@@ -364,7 +366,7 @@ impl NodeService {
                         }
                     }
                     let echo = self.echo.contains(&mount).then(|| payload.to_vec());
-                    answers.push((call, echo));
+                    answers.push((call, command, echo));
                 }
                 AppEvent::Message { call, flags, payload, command, error }
                     if self.calls.contains_key(&call) =>
@@ -417,18 +419,15 @@ impl NodeService {
                 }
             }
         }
-        for (call, echo) in answers {
+        for (call, command, echo) in answers {
             let _ = match echo {
                 Some(payload) => {
-                    self.node.send(call, CALL, &payload, Flags::DELETE, ErrorCode::NONE)
+                    self.node.send(call, command, &payload, Flags::DELETE, ErrorCode::NONE)
                 }
-                None => self.node.send(
-                    call,
-                    CALL,
-                    &[],
-                    Flags::ABORT | Flags::DELETE,
-                    ErrorCode::REFUSED,
-                ),
+                None => {
+                    let refuse = Flags::ABORT | Flags::DELETE;
+                    self.node.send(call, command, &[], refuse, ErrorCode::REFUSED)
+                }
             };
         }
     }

@@ -289,6 +289,47 @@ fn a_clients_mounts_are_refused_alone_outside_its_rights() {
 }
 
 #[test]
+fn a_clients_updates_keep_its_mount_and_only_client_kinds_pass() {
+    // PROTOCOL.md 8.6: the directory keeps only who holds a client mount, so an update (a new
+    // label, cache to client) is accepted and changes nothing; a kind a client may not hold
+    // closes its link, as at the span's CREATE.
+    let mut b = Bench::new(Role::Satellite);
+    let client = b.connect(2, Role::Client, Role::Client);
+    let mount = key(1, 5);
+    let span = b.send(client, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Cache), Flags::NONE)
+            .unwrap()
+    });
+    b.pump();
+    let holder = Some(crate::ids::NeighbourId(b.peers[client].link.0));
+    assert_eq!(b.node.clients().holder(mount), holder);
+    let update = |b: &mut Bench, kind: MountKind, label: &[u8]| {
+        let label = Label::new(label).unwrap();
+        let advert =
+            Advert { mount, kind, label, origin: NodeId(2), seqno: Seqno(2), metric: Metric(0) };
+        let mut buf = [0u8; ADVERT_LEN_MAX];
+        let n = codec::encode_advert(&advert, &mut buf);
+        b.send(client, |txn, out| {
+            txn.send(out, span, Command::LINK_SPAN, &buf[..n], Flags::NONE, ErrorCode::NONE)
+                .unwrap()
+        });
+        b.pump();
+    };
+    update(&mut b, MountKind::Client, b"renamed");
+    assert!(b.peers[client].closed.is_none() && b.forced(client, span).is_empty());
+    assert_eq!(b.node.clients().holder(mount), holder);
+    update(&mut b, MountKind::Master, b"");
+    assert_eq!(
+        b.peers[client].closed,
+        Some(
+            Violation::LinkProtocol("a client advertised a mount that is not a client or cache")
+                .into()
+        )
+    );
+    assert_eq!(b.node.clients().holder(mount), None, "its mounts go with its link");
+}
+
+#[test]
 fn a_child_opened_under_a_circuit_the_node_forced_does_not_close_the_link() {
     // PROTOCOL.md 6.5: the node forces a call closed while the peer, not knowing yet, opens a
     // transaction inside it. The transaction layer forces the child itself; the node must not

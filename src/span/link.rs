@@ -8,10 +8,11 @@
 //! - Each advertisement the table sends a neighbour is a `LINK_SPAN` transaction opened by the
 //!   advertiser: the CREATE carries the first [`Advert`], later messages on it carry updates for
 //!   the same mount, and its DELETE retracts it. The receiver answers a retraction with its own
-//!   DELETE; the transaction ends once circuits opened inside it have ended (so a retraction never
-//!   cuts the circuits already using the span: make-before-break).
+//!   DELETE; the transaction ends once circuits opened inside it have ended (so a retraction
+//!   never cuts the circuits already using the span: make-before-break).
 //! - A seqno request travels inside the span that advertised the mount, in the reply direction,
-//!   toward the originator (`LINK_SPAN_REQUEST`).
+//!   toward the originator (`LINK_SPAN_REQUEST`). Nothing else does, but for the receiver's
+//!   forced close refusing the span: its plain DELETE before the retraction closes the link.
 //!
 //! # Rights and shares
 //!
@@ -192,7 +193,8 @@ impl SpanLink {
     }
 
     /// Sends one thing the table asked for this neighbour. A seqno request for a mount the peer
-    /// no longer advertises is dropped (its retraction is on its way to the table).
+    /// no longer advertises is dropped (its retraction is on its way to the table), and so is a
+    /// retraction of a span the peer refused (it holds nothing to retract).
     pub fn transmit(
         &mut self,
         link: &mut txn::Link,
@@ -451,6 +453,9 @@ impl SpanLink {
             // An update of a route it has: it needs no more room.
             ctx.table.handle_advert(self.neighbour, &advert)?;
         }
+        // A client's update is on a span it holds the mount of (accepted, not yet retracted).
+        // The directory keeps only the holder: the mount's kind and label are used nowhere
+        // (calls reach it by its key, and it is never advertised), so there is nothing to record.
         Ok(())
     }
 
@@ -465,6 +470,12 @@ impl SpanLink {
         let Some(&mount) = self.ours_by_txn.get(&delivery.txn) else {
             return Err(Violation::LinkProtocol("a reply on our LINK_CONN").into());
         };
+        let open = self.ours.get(&mount) == Some(&delivery.txn);
+        if open && delivery.closes() && !delivery.is_forced_close() {
+            // The peer's DELETE answers our retraction, which comes first on the link: before
+            // it, a plain DELETE would leave a span we still update that the peer cannot ask on.
+            return Err(Violation::LinkProtocol("a DELETE on a span before its retraction").into());
+        }
         if delivery.command == Command::LINK_SPAN_REQUEST {
             let seqno = codec::decode_seqno_request(delivery.payload)?;
             ctx.table.handle_seqno_request(self.neighbour, mount, seqno, ctx.now)?;
@@ -473,12 +484,13 @@ impl SpanLink {
                 Violation::LinkProtocol("a reply on a span that is not a seqno request").into()
             );
         }
-        if delivery.is_forced_close() && self.ours.get(&mount) == Some(&delivery.txn) {
-            // The peer refused the span: it no longer holds it, and a later change of the mount
-            // opens a new one.
+        if delivery.is_forced_close() && open {
+            // The peer refused the span: it holds nothing of the mount, for the table too, and
+            // the next change of the mount opens a new span.
             self.ours.remove(&mount);
+            ctx.table.handle_refused(self.neighbour, mount)?;
         }
-        // A plain DELETE on our span is the peer's answer to our retraction. Nothing to do; the
+        // A plain DELETE here is the peer's answer to our retraction. Nothing to do; the
         // transaction ends when both sides are done.
         Ok(())
     }

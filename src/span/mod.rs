@@ -44,12 +44,14 @@
 //! mount that went away is kept as a *tombstone* for its feasibility distance, charged to the
 //! node whose retraction (or loss, or detach) made it go, at most
 //! [`DEPARTED_PER_NEIGHBOUR_MAX`] per node, oldest forgotten first, and at most
-//! [`DEPARTED_MAX`] in all (past it, the oldest of the node holding most). Seqno requests are served
-//! at [`SEQNO_REQUESTS_PER_SEC`] per neighbour, the rest waiting (one per mount, the newest
-//! seqno asked); an originator raises a mount's seqno at most once per
-//! [`SEQNO_RAISE_INTERVAL_MS`]; and a request is never passed on for more than one past the
-//! newest seqno known of the mount (a client's, not even to the originator), so no neighbour can
-//! make the cluster re-flood a mount faster than that, or push its seqno far ahead.
+//! [`DEPARTED_MAX`] in all (past it, the oldest of the node holding most). Seqno requests are
+//! served at [`SEQNO_REQUESTS_PER_SEC`] per neighbour, the rest waiting (one per mount, the
+//! newest seqno asked), and an originator raises a mount's seqno at most once per
+//! [`SEQNO_RAISE_INTERVAL_MS`], so no neighbour can make the cluster re-flood a mount faster
+//! than that. A client's request is taken as one for at most one past the newest seqno known of
+//! the mount (by the originator too), so no client can push a seqno ahead; a router's or
+//! satellite's is taken as sent and passed on as such (it may know a seqno from before the
+//! originator restarted, and is trusted with routes anyway).
 //!
 //! # Time
 //!
@@ -61,10 +63,11 @@
 //!
 //! Tell the table about neighbours with [`Table::handle_neighbour_up`] /
 //! [`Table::handle_neighbour_down`], feed it what they send with [`Table::handle_advert`],
-//! [`Table::handle_retract`] and [`Table::handle_seqno_request`], call [`Table::handle_timeout`]
-//! when [`Table::poll_timeout`] is due, and attach local mounts with
-//! [`Table::attach`] / [`Table::detach`]. After each call drain [`Table::poll_transmit`] until it
-//! returns `None` and deliver each message, in order, to its neighbour. Every change recomputes
+//! [`Table::handle_retract`], [`Table::handle_seqno_request`] and [`Table::handle_refused`] (a
+//! neighbour refused one of our spans), call [`Table::handle_timeout`] when
+//! [`Table::poll_timeout`] is due, and attach local mounts with [`Table::attach`] /
+//! [`Table::detach`]. After each call drain [`Table::poll_transmit`] until it returns `None` and
+//! deliver each message, in order, to its neighbour. Every change recomputes
 //! only the mounts it touches. An error from a neighbour's input changed nothing: either the
 //! neighbour broke the protocol ([`Error::closes_link`]: the caller closes the link and calls
 //! `handle_neighbour_down`), or a share or the table is full, and the caller refuses that one
@@ -74,6 +77,7 @@
 
 mod clients;
 pub mod codec;
+mod departed;
 mod link;
 mod requests;
 mod small;
@@ -177,7 +181,8 @@ struct Entry {
     /// A seqno asked for (by us, starving, or by a neighbour) and not yet seen, and the
     /// neighbour it was last passed to (`None`: not passed on yet, no route to pass it along).
     request: Option<Pending>,
-    /// Neighbours that currently hold an advertisement of this mount from us.
+    /// Neighbours with a record of what they last heard of this mount from us (one they
+    /// refused included): a mount gone is walked until each has been cleared.
     advertised_to: u32,
     /// Whether it is in the table's `live` set.
     live: bool,
@@ -195,7 +200,13 @@ struct Sent {
     seqno: Seqno,
     metric: Metric,
     kind: MountKind,
+    /// The neighbour refused it ([`Table::handle_refused`]): it holds nothing, and the next
+    /// advertisement differs from this record whatever its fields (in the padding: still 32
+    /// bytes).
+    refused: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Sent>() == 32);
 
 impl Sent {
     fn of(advert: &Advert) -> Sent {
@@ -210,6 +221,7 @@ impl Sent {
             seqno: advert.seqno,
             metric: advert.metric,
             kind: advert.kind,
+            refused: false,
         }
     }
 }
@@ -445,6 +457,21 @@ impl Table {
         Ok(())
     }
 
+    /// A neighbour refused our advertisement of a mount (it forced our span closed): it holds
+    /// nothing of it, as if it had never heard it. Nothing is sent now (offered again at once,
+    /// it would only be refused again). At the mount's next change the neighbour is sent afresh
+    /// what it should then hear: an advertisement even if it is the one refused (a new span), or
+    /// a retraction, which the span link has no span to carry and sends nowhere (the output
+    /// still says, for every neighbour, what it should hear). FD stays where the advertisement
+    /// put it: a better FD than needed only makes fewer routes feasible, never a loop.
+    pub fn handle_refused(&mut self, from: NeighbourId, mount: MountKey) -> Result<(), Error> {
+        let neighbour = self.neighbours.get_mut(&from).ok_or(Misuse::UnknownNeighbour(from))?;
+        if let Some(&sent) = neighbour.sent.get(&mount) {
+            neighbour.sent.insert(mount, Sent { refused: true, ..sent });
+        }
+        Ok(())
+    }
+
     /// Attach a local mount (or change the kind or label of one attached here), and advertise
     /// it. Its seqno goes on from anything this table remembers of the mount.
     pub fn attach(&mut self, mount: MountKey, kind: MountKind, label: Label) -> Result<(), Error> {
@@ -588,48 +615,6 @@ impl Table {
         self.pass_request(key);
         if self.mounts.get(&key).is_some_and(|e| e.is_tombstone() && e.departed == 0) {
             self.depart(key, cause);
-        }
-    }
-
-    /// Charges a new tombstone to `cause`, forgetting that node's oldest beyond its share, and,
-    /// past the node-wide bound, the oldest of whichever node holds the most.
-    fn depart(&mut self, key: MountKey, cause: NodeId) {
-        self.departed_seq += 1;
-        let seq = self.departed_seq;
-        if let Some(entry) = self.mounts.get_mut(&key) {
-            entry.departed = seq;
-        }
-        self.departed.entry(cause).or_default().push_back((key, seq));
-        self.departed_total += 1;
-        if self.departed.get(&cause).is_some_and(|q| q.len() > DEPARTED_PER_NEIGHBOUR_MAX) {
-            self.forget_oldest(cause);
-        }
-        while self.departed_total > DEPARTED_MAX {
-            // Only reached with more than DEPARTED_MAX / DEPARTED_PER_NEIGHBOUR_MAX nodes
-            // charged: the scan is over at most DEPARTED_MAX queues, and rare.
-            let Some(biggest) = self
-                .departed
-                .iter()
-                .max_by_key(|(node, q)| (q.len(), **node))
-                .map(|(&node, _)| node)
-            else {
-                break;
-            };
-            self.forget_oldest(biggest);
-        }
-    }
-
-    /// Forgets the oldest tombstone charged to `node` (unless it was revived since), dropping the
-    /// node's queue once empty.
-    fn forget_oldest(&mut self, node: NodeId) {
-        let Some(queue) = self.departed.get_mut(&node) else { return };
-        let Some((old, stamp)) = queue.pop_front() else { return };
-        if queue.is_empty() {
-            self.departed.remove(&node);
-        }
-        self.departed_total -= 1;
-        if self.mounts.get(&old).is_some_and(|e| e.is_tombstone() && e.departed == stamp) {
-            self.mounts.remove(&old);
         }
     }
 

@@ -211,6 +211,38 @@ fn local_mount_is_advertised_retracted_and_bumped_on_request() {
 }
 
 #[test]
+fn a_refused_advertisement_is_as_if_never_heard() {
+    // PROTOCOL.md 8.5 and 9.8: a neighbour that refused a span holds nothing of the mount.
+    let mut t = table_with(&[A, B, C]);
+    t.handle_advert(A, &advert(key(1), 1, 2)).unwrap();
+    let heard = Outbound::Advert(advert(key(1), 1, 3));
+    assert_eq!(sent_to(&drain(&mut t), B), vec![heard]);
+    // B refuses it: nothing is offered again at once (it would only be refused again), and FD
+    // stays where the advertisement put it.
+    t.handle_refused(B, key(1)).unwrap();
+    assert!(drain(&mut t).is_empty());
+    assert_eq!(t.feasibility_distance(key(1)), Some((Seqno(1), Metric(3))));
+    // The next change of the mount offers it afresh, though what B should hear is the same
+    // (C's equal route only becomes the standby).
+    t.handle_advert(C, &advert(key(1), 1, 2)).unwrap();
+    assert_eq!(sent_to(&drain(&mut t), B), vec![heard]);
+    // A local mount refused by B, then detached. B should hear nothing: the table says so as to
+    // everyone (B's span link, holding no span of the mount, sends nothing) and forgets it.
+    t.attach(key(2), MountKind::Master, Label::EMPTY).unwrap();
+    assert_eq!(drain(&mut t).len(), 3);
+    t.handle_refused(B, key(2)).unwrap();
+    t.detach(key(2)).unwrap();
+    let gone = Outbound::Retract(key(2));
+    assert_eq!(drain(&mut t), vec![(A, gone), (B, gone), (C, gone)]);
+    // A refusal crossing our retraction changes nothing; an unknown neighbour is a misuse.
+    t.handle_refused(B, key(2)).unwrap();
+    t.attach(key(2), MountKind::Master, Label::EMPTY).unwrap();
+    assert_eq!(drain(&mut t).len(), 3, "B is told of it again like the others");
+    let stranger = NeighbourId(9);
+    assert_eq!(t.handle_refused(stranger, key(2)), Err(Misuse::UnknownNeighbour(stranger).into()));
+}
+
+#[test]
 fn seqno_requests_are_forwarded_toward_the_originator() {
     let mut t = table_with(&[A, B, C]);
     t.handle_advert(A, &advert(key(1), 3, 1)).unwrap();

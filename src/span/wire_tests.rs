@@ -419,21 +419,39 @@ fn nth_open(peer: &txn::Link, msgid: u64) -> TxnId {
         .expect("the scripted peer opened it")
 }
 
+/// Hands what the table sends the scripted link's neighbour to its end (and drops what it sends
+/// others); how many things it handed.
+fn transmit(node: &mut Node) -> usize {
+    let Node { table, ends, .. } = node;
+    let end = ends.get_mut(&0).unwrap();
+    let mut sent = 0;
+    while let Some((to, ob)) = table.poll_transmit() {
+        if to == NeighbourId(0) {
+            end.span.transmit(&mut end.txn, &mut end.out, &ob).unwrap();
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// What the node wrote to the scripted peer, handled by it: each message's transaction and flags.
+fn to_peer(node: &mut Node, peer: &mut txn::Link, wire: &mut Vec<u8>) -> Vec<(TxnId, Flags)> {
+    let bytes = std::mem::take(&mut node.ends.get_mut(&0).unwrap().out);
+    let mut got = Vec::new();
+    for m in Messages::new(&bytes) {
+        if let Some(Received::Txn(d)) = peer.handle_message(wire, &m.unwrap()).unwrap() {
+            got.push((d.txn, d.flags));
+        }
+        while peer.poll_event().is_some() {}
+    }
+    got
+}
+
 #[test]
 fn a_seqno_request_on_our_span_reaches_the_table() {
     let (mut node, mut peer, mut wire) = scripted();
     peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
     feed(&mut node, &mut wire).unwrap();
-    let transmit = |node: &mut Node| {
-        let Node { table, ends, .. } = node;
-        let end = ends.get_mut(&0).unwrap();
-        let mut sent = 0;
-        while let Some((_, ob)) = table.poll_transmit() {
-            end.span.transmit(&mut end.txn, &mut end.out, &ob).unwrap();
-            sent += 1;
-        }
-        sent
-    };
     node.table.attach(key(4), MountKind::Master, Label::EMPTY).unwrap();
     transmit(&mut node);
     // The peer receives our hello and span, then asks for a newer seqno inside the span.
@@ -578,4 +596,97 @@ fn a_peer_forcing_its_own_hello_closed_leaves_nothing_in_the_table() {
     end.span.link_down(&mut ctx).unwrap();
     assert!(!node.table.has_neighbour(NeighbourId(0)), "the neighbour is gone");
     assert_eq!(node.table.route(key(1)), None, "no route through a link that is down");
+}
+
+#[test]
+fn a_span_the_peer_refused_is_as_if_it_never_heard_it() {
+    // PROTOCOL.md 8.5 and 9.8: a neighbour that refused a span holds nothing of the mount. It
+    // is offered nothing at once, the mount's next change afresh in a new span, and nothing on
+    // the wire when the mount goes.
+    let (mut node, mut peer, mut wire) = scripted();
+    peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+    feed(&mut node, &mut wire).unwrap();
+    // The peer refuses the span it is offered next (a new span's transaction).
+    let refuse = |node: &mut Node, peer: &mut txn::Link, wire: &mut Vec<u8>| {
+        let got = to_peer(node, peer, wire);
+        let &(span, flags) = got.last().expect("a span offered");
+        assert!(flags.contains(Flags::CREATE), "a new span: {got:?}");
+        let refusal = Flags::ABORT | Flags::DELETE;
+        peer.send(wire, span, Command::LINK_SPAN, &[], refusal, ErrorCode::LIMIT_REACHED).unwrap();
+        feed(node, wire).unwrap();
+        assert_eq!(node.ends[&0].span.spans_sent(), 0);
+        // Nothing is offered again at once: it would only be refused again. The node's
+        // transaction layer answers the forced close.
+        assert_eq!(transmit(node), 0);
+        assert_eq!(to_peer(node, peer, wire), [(span, Flags::DELETE)]);
+        span
+    };
+    // A route learned from another neighbour, offered to the peer and refused.
+    let (other, third) = (NeighbourId(1), NeighbourId(2));
+    for id in [other, third] {
+        node.table
+            .handle_neighbour_up(id, NodeId(50 + u128::from(id.0)), Role::Router, Wants::all())
+            .unwrap();
+    }
+    let route = Advert {
+        mount: key(4),
+        kind: MountKind::Master,
+        label: Label::EMPTY,
+        origin: NodeId(7),
+        seqno: Seqno(1),
+        metric: Metric(0),
+    };
+    node.table.handle_advert(other, &route).unwrap();
+    assert_eq!(transmit(&mut node), 1);
+    let first = refuse(&mut node, &mut peer, &mut wire);
+    // The mount changes (an equal route through a third neighbour, only a standby), though what
+    // the peer should hear does not: it is offered afresh, in a new span.
+    node.table.handle_advert(third, &route).unwrap();
+    assert_eq!(transmit(&mut node), 1);
+    let second = refuse(&mut node, &mut peer, &mut wire);
+    assert_ne!(first, second);
+    // A local mount refused, then detached: nothing goes on the wire.
+    node.table.attach(key(5), MountKind::Master, Label::EMPTY).unwrap();
+    transmit(&mut node);
+    refuse(&mut node, &mut peer, &mut wire);
+    node.table.detach(key(5)).unwrap();
+    transmit(&mut node);
+    assert_eq!(to_peer(&mut node, &mut peer, &mut wire), []);
+    // Attached again: a new span, which the peer keeps, and which a retraction then closes.
+    node.table.attach(key(5), MountKind::Master, Label::new(b"x").unwrap()).unwrap();
+    assert_eq!(transmit(&mut node), 1);
+    let got = to_peer(&mut node, &mut peer, &mut wire);
+    let [(kept, flags)] = got[..] else { panic!("{got:?}") };
+    assert!(flags.contains(Flags::CREATE));
+    node.table.detach(key(5)).unwrap();
+    assert_eq!(transmit(&mut node), 1);
+    assert_eq!(to_peer(&mut node, &mut peer, &mut wire), [(kept, Flags::DELETE)]);
+}
+
+#[test]
+fn a_plain_delete_on_our_span_before_its_retraction_closes_the_link() {
+    // PROTOCOL.md 8.1: the receiver's DELETE answers a retraction. Before one it is a protocol
+    // break, refused like the others; after one it is the answer, and the span ends.
+    let (mut node, mut peer, mut wire) = scripted();
+    peer.open(&mut wire, None, Command::LINK_CONN, &hello_bytes(), Flags::NONE).unwrap();
+    feed(&mut node, &mut wire).unwrap();
+    node.table.attach(key(4), MountKind::Master, Label::EMPTY).unwrap();
+    node.table.attach(key(5), MountKind::Master, Label::EMPTY).unwrap();
+    assert_eq!(transmit(&mut node), 2);
+    let spans: Vec<TxnId> = to_peer(&mut node, &mut peer, &mut wire)
+        .into_iter()
+        .filter(|&(_, flags)| flags.contains(Flags::CREATE))
+        .map(|(txn, _)| txn)
+        .collect();
+    let [_, early, answered] = spans[..] else { panic!("{spans:?}") };
+    node.table.detach(key(5)).unwrap();
+    assert_eq!(transmit(&mut node), 1);
+    assert_eq!(to_peer(&mut node, &mut peer, &mut wire), [(answered, Flags::DELETE)]);
+    peer.close(&mut wire, answered, ErrorCode::NONE).unwrap();
+    feed(&mut node, &mut wire).unwrap();
+    assert_eq!(node.ends[&0].span.our_span_mount(answered), None, "the retracted span ended");
+    peer.close(&mut wire, early, ErrorCode::NONE).unwrap();
+    let err = feed(&mut node, &mut wire).unwrap_err();
+    assert_eq!(err, Violation::LinkProtocol("a DELETE on a span before its retraction").into());
+    assert!(err.closes_link());
 }

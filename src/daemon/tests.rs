@@ -1,0 +1,162 @@
+//! The node service's own application, driven without the engine: one scripted peer (a bare
+//! transaction link) calls the node's mounts, and the service answers in [`NodeService::app`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{NodeService, Options};
+use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
+use crate::span::codec::{self, HELLO_LEN_MAX};
+use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use crate::txn::{self, Event, Received};
+use crate::wire::{Command, ErrorCode, Flags, Messages};
+
+const LINK: LinkId = LinkId(7);
+
+/// A message the peer received on a call, owned.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    flags: Flags,
+    command: Command,
+    error: ErrorCode,
+    payload: Vec<u8>,
+}
+
+struct Peer {
+    /// The peer's transactions.
+    txn: txn::Link,
+    /// The node's transactions on the link.
+    ours: txn::Link,
+    to_node: Vec<u8>,
+    to_peer: Vec<u8>,
+    /// The node's spans, by mount.
+    spans: HashMap<MountKey, TxnId>,
+    /// What arrived on each transaction the peer opened.
+    answers: HashMap<TxnId, Vec<Answer>>,
+}
+
+fn key(mount: u128) -> MountKey {
+    MountKey { cluster: ClusterId(1), mount: MountId(mount) }
+}
+
+fn service(now: Instant) -> NodeService {
+    let options = Options {
+        id: NodeId(1),
+        hello: Hello::new(Role::Router, Wants::all()),
+        mounts: Vec::new(),
+        peers: Vec::new(),
+        rights: HashMap::new(),
+        client_clusters: Vec::new(),
+        circuit_idle: Duration::from_secs(60),
+        keepalive: Duration::from_secs(1),
+        redial_min: Duration::from_millis(100),
+        redial_max: Duration::from_secs(1),
+    };
+    NodeService::new(options, None, now)
+}
+
+/// A router peer linked to the service's node, its hello exchanged.
+fn connect(svc: &mut NodeService) -> Peer {
+    let mut peer = Peer {
+        txn: txn::Link::new(),
+        ours: txn::Link::new(),
+        to_node: Vec::new(),
+        to_peer: Vec::new(),
+        spans: HashMap::new(),
+        answers: HashMap::new(),
+    };
+    svc.node
+        .link_up(LINK, NodeId(2), Role::Router, false, &mut peer.ours, &mut peer.to_peer)
+        .unwrap();
+    let mut hello = [0u8; HELLO_LEN_MAX];
+    let n = Hello::new(Role::Router, Wants::all()).encode(&mut hello);
+    peer.txn.open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE).unwrap();
+    pump(svc, &mut peer);
+    peer
+}
+
+/// Moves everything both ways, the service's application answering in between, until nothing
+/// moves.
+fn pump(svc: &mut NodeService, peer: &mut Peer) {
+    loop {
+        let bytes = std::mem::take(&mut peer.to_node);
+        for message in Messages::new(&bytes) {
+            let received = peer.ours.handle_message(&mut peer.to_peer, &message.unwrap()).unwrap();
+            if let Some(received) = received {
+                svc.node.received(LINK, &mut peer.ours, &mut peer.to_peer, received).unwrap();
+            }
+            while let Some(event) = peer.ours.poll_event() {
+                svc.node.event(LINK, &mut peer.ours, &mut peer.to_peer, event).unwrap();
+            }
+        }
+        let now = svc.now;
+        svc.app(now);
+        while let Some(link) = svc.node.poll_dirty() {
+            svc.node.flush(link, Some((&mut peer.ours, &mut peer.to_peer)));
+        }
+        let bytes = std::mem::take(&mut peer.to_peer);
+        if bytes.is_empty() {
+            return;
+        }
+        for message in Messages::new(&bytes) {
+            let received = peer.txn.handle_message(&mut peer.to_node, &message.unwrap()).unwrap();
+            if let Some(Received::Txn(d)) = received {
+                if d.opens() && d.command == Command::LINK_SPAN {
+                    let advert = codec::decode_advert(d.payload).unwrap();
+                    peer.spans.insert(advert.mount, d.txn);
+                }
+                let answer = Answer {
+                    flags: d.flags,
+                    command: d.command,
+                    error: d.error,
+                    payload: d.payload.to_vec(),
+                };
+                peer.answers.entry(d.txn).or_default().push(answer);
+            }
+            while let Some(event) = peer.txn.poll_event() {
+                assert!(matches!(event, Event::Ended { .. }), "{event:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn echo_mounts_and_unserved_mounts_answer_with_the_calls_own_command() {
+    // PROTOCOL.md 8.8: a reply carries the transaction's command, whatever the caller chose.
+    let now = {
+        #[allow(clippy::disallowed_methods)] // the test's time starts here
+        Instant::now()
+    };
+    let mut svc = service(now);
+    let (echo, unserved) = (key(5), key(6));
+    svc.node.attach(echo, MountKind::Master, Label::EMPTY).unwrap();
+    svc.echo.insert(echo);
+    svc.node.attach(unserved, MountKind::Master, Label::EMPTY).unwrap();
+    let mut peer = connect(&mut svc);
+    let command = Command::new(7, 3);
+    let mut call = |mount: MountKey, peer: &mut Peer| {
+        let span = peer.spans[&mount];
+        let call =
+            peer.txn.open(&mut peer.to_node, Some(span), command, b"ping", Flags::DELETE).unwrap();
+        pump(&mut svc, peer);
+        peer.answers.remove(&call).unwrap_or_default()
+    };
+    assert_eq!(
+        call(echo, &mut peer),
+        [Answer {
+            flags: Flags::REPLY | Flags::CREATE | Flags::DELETE,
+            command,
+            error: ErrorCode::NONE,
+            payload: b"ping".to_vec(),
+        }]
+    );
+    assert_eq!(
+        call(unserved, &mut peer),
+        [Answer {
+            flags: Flags::REPLY | Flags::CREATE | Flags::ABORT | Flags::DELETE,
+            command,
+            error: ErrorCode::REFUSED,
+            payload: Vec::new(),
+        }]
+    );
+}
