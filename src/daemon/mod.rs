@@ -10,26 +10,25 @@ pub mod control;
 mod handle;
 mod metrics;
 mod render;
+mod request;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
+pub use request::{LoadReport, Request, Shared};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use crate::cipher::PublicKey;
 use crate::ids::{ClusterId, LinkId, NodeId};
 use crate::relay::redial::{PeerState, Redial};
 use crate::relay::{AppEvent, CallId, LinkUp, Links, Node, NodeCounters, Notice};
-use crate::ring::{CloseReason, LinkCtx, Peers, Remote, Service, TxSink, WorkerCtx};
+use crate::ring::{CloseReason, LinkCtx, Peers, Service, TxSink, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
@@ -40,9 +39,6 @@ type Hasher = foldhash::fast::RandomState;
 
 /// The command ringspan's own calls use (`ringspan call`, the loads, the demos).
 pub const CALL: Command = Command::new(1, 1);
-
-/// How long a thread asking for a snapshot waits for the node's worker.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// A mount the node attaches at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,107 +79,6 @@ pub struct Options {
     pub redial_max: Duration,
 }
 
-/// A request from another thread, sent with `Engine::send(0, Command::Service(Box::new(..)))`.
-pub enum Request {
-    /// Open `calls` calls to `mount`, `concurrency` at a time, each a one-shot request of
-    /// `size` bytes answered by the mount, and report when all have ended.
-    Load {
-        /// The mount.
-        mount: MountKey,
-        /// Calls to make.
-        calls: u64,
-        /// Calls in flight at once.
-        concurrency: u32,
-        /// Payload bytes.
-        size: usize,
-        /// Where the report goes.
-        reply: Sender<LoadReport>,
-    },
-    /// Attach a mount served by the application (its calls arrive as [`Incoming`]).
-    Attach {
-        /// The mount.
-        mount: MountKey,
-        /// Its kind.
-        kind: MountKind,
-        /// Its label.
-        label: Label,
-        /// The outcome.
-        reply: Sender<Result<(), crate::Error>>,
-    },
-    /// Detach a mount attached by the application.
-    Detach {
-        /// The mount.
-        mount: MountKey,
-        /// The outcome.
-        reply: Sender<Result<(), crate::Error>>,
-    },
-    /// Open a call to a mount for the application.
-    Open {
-        /// The mount.
-        mount: MountKey,
-        /// The command.
-        command: Command,
-        /// The first payload.
-        payload: Vec<u8>,
-        /// Close our direction at once (a one-shot request).
-        last: bool,
-        /// With `Some(client)`, `mount` is a satellite's aggregate and the call is for its client
-        /// mount `client`.
-        client: Option<crate::ids::MountId>,
-        /// Where the call's events go.
-        events: Sender<CallEvent>,
-        /// The call, or why it could not be opened.
-        reply: Sender<Result<CallId, crate::Error>>,
-    },
-    /// Cut the links to the peer with node id `peer` (no notice: as a failure looks) and do not
-    /// redial it for `hold`.
-    Cut {
-        /// The peer.
-        peer: NodeId,
-        /// How long to leave it cut.
-        hold: Duration,
-    },
-    /// Build a snapshot of the node and send it back.
-    Snapshot {
-        /// Where it goes.
-        reply: Sender<Snapshot>,
-    },
-    /// Send on an application's call.
-    Send {
-        /// The call.
-        call: CallId,
-        /// The command.
-        command: Command,
-        /// The payload.
-        payload: Vec<u8>,
-        /// DELETE (our last), ABORT, or both (force-close).
-        flags: Flags,
-        /// The error code.
-        error: ErrorCode,
-    },
-}
-
-/// The outcome of a [`Request::Load`].
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LoadReport {
-    /// Calls answered.
-    pub completed: u64,
-    /// Calls ended by a lost link.
-    pub lost_link: u64,
-    /// Calls refused for lack of a route (at open or on the way).
-    pub no_route: u64,
-    /// Calls ended by another error.
-    pub other: u64,
-    /// Answers whose payload differed from the request.
-    pub corrupted: u64,
-    /// Calls not attempted: the load stops at the first call refused at open for lack of a
-    /// route (that one is counted in `no_route`).
-    pub not_sent: u64,
-    /// Round-trip times of answered calls, microseconds.
-    #[serde(skip)]
-    pub rtt_us: Vec<u32>,
-}
-
 struct Load {
     mount: MountKey,
     left: u64,
@@ -193,46 +88,6 @@ struct Load {
     report: LoadReport,
     reply: Sender<LoadReport>,
     started: HashMap<CallId, (Instant, bool), Hasher>,
-}
-
-/// How other threads (the control socket, the metrics endpoint, the mount API) reach a node for
-/// its snapshot.
-#[derive(Default)]
-pub struct Shared {
-    node: OnceLock<Remote>,
-    /// What it answers when no node is connected (tests of the surfaces).
-    fixed: Option<Snapshot>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("started", &self.node.get().is_some()).finish()
-    }
-}
-
-impl Shared {
-    /// Answers `snapshot` with this until a node is connected: for testing what the control
-    /// socket and the metrics endpoint make of a snapshot.
-    pub fn fixed(snapshot: Snapshot) -> Shared {
-        Shared { node: OnceLock::new(), fixed: Some(snapshot) }
-    }
-
-    /// Connects the node's worker, once it runs.
-    pub fn connect(&self, node: Remote) {
-        let _ = self.node.set(node);
-    }
-
-    /// A snapshot of the node now, built by its worker (waiting up to 2 s for it); an empty one
-    /// if the node is not running.
-    pub fn snapshot(&self) -> Snapshot {
-        let Some(node) = self.node.get() else { return self.fixed.clone().unwrap_or_default() };
-        let (reply, answer) = std::sync::mpsc::channel();
-        let request = Request::Snapshot { reply };
-        if node.send(crate::ring::Command::Service(Box::new(request))).is_err() {
-            return Snapshot::default();
-        }
-        answer.recv_timeout(SNAPSHOT_WAIT).unwrap_or_default()
-    }
 }
 
 /// The engine service running one node. See the module documentation.
