@@ -1,0 +1,137 @@
+//! Closing links: at once, with a notice (draining), and every link at shutdown.
+
+use super::*;
+
+impl Worker {
+    /// Closes a link: ends its transactions (the service sees each end), stops its operations,
+    /// and frees it once the kernel is done with them.
+    pub(super) fn close(&mut self, service: &mut impl Service, slot: u32, reason: CloseReason) {
+        let id = self.link_id(slot);
+        let now = self.now;
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let was_up = matches!(conn.phase, Phase::Established | Phase::Draining);
+        if conn.phase == Phase::Draining {
+            self.draining.remove(&slot);
+        }
+        let connecting = conn.phase == Phase::Connecting;
+        conn.phase = Phase::Closing;
+        self.live_links -= 1;
+        if was_up {
+            let code = match reason {
+                CloseReason::Local(code) => code,
+                _ => ErrorCode::LOST_LINK,
+            };
+            conn.io.txn.handle_link_down(code);
+            while let Some(event) = conn.io.txn.poll_event() {
+                if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
+                    service.event(&mut ctx, event);
+                }
+            }
+            service.link_down(id, reason);
+            tracing::debug!(link = id.0, %reason, "link closed");
+        } else {
+            self.stats.handshake_failures += 1;
+            tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
+            if let Some(addr) = conn.dial.as_ref().and_then(|dial| dial.addr.as_socket()) {
+                service.dial_failed(addr, reason);
+            }
+        }
+        self.stats.closed += 1;
+        let conn = &mut self.conns[slot as usize];
+        conn.io.crypto = Crypto::None;
+        if conn.ops > 0 {
+            // Shutting the socket down ends its operations; the cancellations make sure. Each
+            // names one operation by its `user_data`, which the kernel finds by hash: cancelling
+            // by descriptor would scan every operation of the ring, once per link closed.
+            let _ = conn.socket.shutdown(std::net::Shutdown::Both);
+            let in_flight = [
+                (op::RECV, conn.recv_armed),
+                (op::SEND, conn.clock.sending()),
+                (op::CONNECT, connecting),
+            ];
+            let generation = conn.generation;
+            for (kind, _) in in_flight.into_iter().filter(|&(_, live)| live) {
+                let cancel = opcode::AsyncCancel::new(op::encode(kind, slot, generation))
+                    .build()
+                    .user_data(op::encode(op::IGNORE, slot, 0));
+                self.push(cancel);
+            }
+        }
+        self.maybe_free(slot);
+    }
+
+    /// Frees a closed link once no operation of it is in flight.
+    pub(super) fn maybe_free(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase != Phase::Closing || conn.ops > 0 {
+            return;
+        }
+        let mut conn = self.conns.remove(slot as usize);
+        conn.io.rx.release(self.pool.get_mut());
+        conn.io.tx.release(self.pool.get_mut());
+        // Dropping the socket closes it.
+    }
+
+    /// Closes an established link with a notice: `LINK_CLOSE` carrying `code` (why) goes out,
+    /// every transaction of the link ends here at once (nothing may follow the notice), and the
+    /// link closes once the notice is sent. `false` (nothing done) if the link is not
+    /// established.
+    pub(super) fn drain(&mut self, service: &mut impl Service, slot: u32, code: ErrorCode) -> bool {
+        let conn = &mut self.conns[slot as usize];
+        let (Crypto::Established { sealer, .. }, Phase::Established) =
+            (&mut conn.io.crypto, conn.phase)
+        else {
+            return false;
+        };
+        let mut sink = conn.io.tx.sink(sealer, &self.pool);
+        let _ = conn.io.txn.send_oneway(&mut sink, WireCommand::LINK_CLOSE, code, &[]);
+        conn.io.txn.handle_link_down(code);
+        let (id, now) = (self.link_id(slot), self.now);
+        let conn = &mut self.conns[slot as usize];
+        while let Some(event) = conn.io.txn.poll_event() {
+            if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
+                service.event(&mut ctx, event);
+            }
+        }
+        conn.phase = Phase::Draining;
+        self.draining.insert(slot, code);
+        self.touch(slot);
+        true
+    }
+
+    pub(super) fn begin_shutdown(&mut self, service: &mut impl Service) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(self.now + Duration::from_millis(SHUTDOWN_GRACE_MS));
+        if self.listener.is_some() {
+            if self.accept_paused_until.take().is_some() {
+                // No accept is in flight: nothing will complete to drop the handle.
+                self.listener = None;
+            } else {
+                // Ends this worker's multishot accept; its last completion drops the handle.
+                // The socket is shared by every worker (and closes with the last handle), so
+                // it is not shut down: the others accept until their own shutdown.
+                let accept = op::encode(op::ACCEPT, 0, self.accept_generation);
+                let cancel = opcode::AsyncCancel::new(accept).build().user_data(op::encode(
+                    op::IGNORE,
+                    0,
+                    0,
+                ));
+                self.push(cancel);
+            }
+        }
+        let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
+        for slot in slots {
+            let phase = self.conns[slot as usize].phase;
+            if !matches!(phase, Phase::Closing | Phase::Draining)
+                && !self.drain(service, slot, ErrorCode::SHUTDOWN)
+            {
+                self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
+            }
+        }
+    }
+}

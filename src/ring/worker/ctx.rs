@@ -1,0 +1,246 @@
+//! The worker as its service sees it: [`WorkerCtx`] during ticks and commands, and [`Peers`],
+//! the other links lent while a message is handled.
+
+use super::*;
+
+/// A worker, as its service sees it during [`Service::tick`] and [`Service::command`].
+pub struct WorkerCtx<'a> {
+    pub(super) worker: &'a mut Worker,
+}
+
+impl WorkerCtx<'_> {
+    /// The worker's index.
+    pub fn index(&self) -> usize {
+        self.worker.index
+    }
+
+    /// The time of the current turn.
+    pub fn now(&self) -> Instant {
+        self.worker.now
+    }
+
+    /// The established links of this worker, written into `out` (cleared first).
+    pub fn links(&self, out: &mut Vec<LinkId>) {
+        out.clear();
+        for (slot, conn) in self.worker.conns.iter() {
+            if conn.phase == Phase::Established {
+                out.push(self.worker.link_id(slot as u32));
+            }
+        }
+    }
+
+    /// An established link of this worker, to send on.
+    pub fn link(&mut self, id: LinkId) -> Option<LinkCtx<'_>> {
+        let slot = self.worker.slot_of(id)?;
+        self.worker.touch(slot);
+        let now = self.worker.now;
+        let conn = &mut self.worker.conns[slot as usize];
+        if conn.phase != Phase::Established {
+            return None;
+        }
+        conn.ctx(id, &self.worker.pool, now)
+    }
+
+    /// Counters of a link.
+    pub fn link_stats(&self, id: LinkId) -> Option<crate::ring::LinkStats> {
+        let slot = self.worker.slot_of(id)?;
+        Some(self.worker.conns[slot as usize].stats)
+    }
+
+    /// Workers of the engine.
+    pub fn workers(&self) -> usize {
+        self.worker.mailboxes.len()
+    }
+
+    /// Sends a command to worker `index` (which may be this one). Never waits: a full mailbox
+    /// hands the command back. Batch work into few commands: each wakes a thread, which costs
+    /// ~20 µs when it sleeps on another core (the task's machine notes).
+    pub fn send_to(&self, index: usize, command: Command) -> Result<(), Command> {
+        match self.worker.mailboxes.get(index) {
+            Some(mailbox) => mailbox.send(command),
+            None => Err(command),
+        }
+    }
+
+    /// Dials `addr` from this worker.
+    pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
+        self.worker.connect(addr, None, peer, None);
+    }
+
+    /// Dials `addr` from this worker, from source address `from` if given (bound with port 0;
+    /// the port is picked at connect). Returns the link's id, which [`Service::link_up`] will
+    /// show; a dial that cannot start (no descriptor, an address that does not bind) returns
+    /// `None`, and [`Service::dial_failed`] hears of it after this turn's callbacks.
+    pub fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+    ) -> Option<LinkId> {
+        self.worker.connect(addr, from, peer, None)
+    }
+
+    /// Like [`WorkerCtx::connect_from`], showing the identity in `cipher` to the other side
+    /// instead of the engine's (a load generator dials as many distinct nodes).
+    pub fn connect_as(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        peer: Option<PublicKey>,
+        cipher: Arc<cipher::Config>,
+    ) -> Option<LinkId> {
+        self.worker.connect(addr, from, peer, Some(cipher))
+    }
+
+    /// Trusts connections from source address `ip` from now on, on every worker of the engine
+    /// (this one at once, the others through their mailboxes; one whose mailbox is full does
+    /// not hear of it, which is logged). Call it when a link from `ip` proved an authorized
+    /// key ([`LinkCtx::remote_addr`](super::LinkCtx::remote_addr)): its connections may then
+    /// take the link slots and handshake tokens reserved for trusted sources
+    /// (`Config::reserved_links`, `Config::trusted_handshakes_per_sec`), which strangers cannot.
+    /// At most `TRUSTED_SOURCES_MAX` addresses are trusted this way per worker, besides
+    /// `Config::trusted_sources`; past it the least recently trusted is forgotten.
+    pub fn trust_source(&mut self, ip: IpAddr) {
+        self.worker.admission.trust(ip);
+        for (index, mailbox) in self.worker.mailboxes.iter().enumerate() {
+            if index != self.worker.index && mailbox.send(Command::TrustSource(ip)).is_err() {
+                tracing::warn!(worker = index, %ip, "mailbox full: a trusted source not passed on");
+            }
+        }
+    }
+
+    /// Sends link `link`'s keepalives at `interval` from now on instead of
+    /// `Config::keepalive_interval`, in whole milliseconds and at least
+    /// `KEEPALIVE_INTERVAL_MIN_MS`: each end must keep alive often enough for the *other*
+    /// end's idle timeout, which may be shorter than ours (a third of it leaves room for two
+    /// keepalives lost or late). Takes effect at the end of the turn: a sooner deadline is
+    /// armed then, a later one followed. A link that is gone is ignored; one still
+    /// handshaking starts with it.
+    pub fn set_keepalive(&mut self, link: LinkId, interval: Duration) {
+        let Some(slot) = self.worker.slot_of(link) else { return };
+        let meta = &mut self.worker.conns[slot as usize].io.meta;
+        meta.keepalive_ms = crate::ring::keepalive_ms(interval);
+        meta.keepalive_changed = true;
+        self.worker.touch(slot);
+    }
+
+    /// Links of this worker that are not closing (established, handshaking, dialling).
+    pub fn live_links(&self) -> usize {
+        self.worker.live_links
+    }
+
+    /// Asks for a [`Service::tick`] at `at` at the latest (the earliest of several asks wins),
+    /// even if nothing else happens by then.
+    pub fn wake_at(&mut self, at: Instant) {
+        let wake = &mut self.worker.service_wake;
+        *wake = Some(wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// Closes a link with a reason the peer is not told (after this turn's callbacks): as a
+    /// failure looks to it.
+    pub fn close(&mut self, id: LinkId, code: ErrorCode) {
+        self.worker.deferred_closes.push((id, code, false));
+    }
+
+    /// Closes an established link telling the peer why (after this turn's callbacks): a
+    /// `LINK_CLOSE` carrying `code` goes out, every transaction of the link ends at once, and
+    /// the link closes once the notice is sent. A link not established is closed at once.
+    pub fn close_with_notice(&mut self, id: LinkId, code: ErrorCode) {
+        self.worker.deferred_closes.push((id, code, true));
+    }
+
+    /// The worker's counters so far.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats { pool_misses: self.worker.pool.borrow().misses(), ..self.worker.stats }
+    }
+}
+
+/// The other links of a worker, lent to a service while it handles a message received on one
+/// of them ([`LinkCtx::peers`]): a relay writes a relayed message straight into the link it
+/// continues on, instead of queueing it for a later turn. Links that are not established, and
+/// the link whose message is being handled, are not lent.
+pub struct Peers<'a> {
+    inner: Option<PeersInner<'a>>,
+}
+
+struct PeersInner<'a> {
+    conns: &'a mut Slab<Conn>,
+    pool: &'a RefCell<Pool>,
+    touched: &'a mut Vec<u32>,
+    worker: usize,
+}
+
+impl<'a> Peers<'a> {
+    pub(super) fn new(
+        conns: &'a mut Slab<Conn>,
+        pool: &'a RefCell<Pool>,
+        touched: &'a mut Vec<u32>,
+        worker: usize,
+    ) -> Peers<'a> {
+        Peers { inner: Some(PeersInner { conns, pool, touched, worker }) }
+    }
+
+    /// No link is lent.
+    pub(crate) fn none() -> Peers<'a> {
+        Peers { inner: None }
+    }
+
+    /// Runs `f` with link `id`'s transactions and output, if that link is lent: established,
+    /// on this worker, and not the one whose message is being handled. What `f` writes is
+    /// sealed and sent at the end of the turn, like anything else written to the link.
+    pub fn with<R>(
+        &mut self,
+        id: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        let (conn, pool) = self.lent(id)?;
+        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
+        else {
+            return None;
+        };
+        Some(f(txn, &mut tx.sink(sealer, pool)))
+    }
+
+    /// Sends `plaintext` on link `id` as one record, if that link is lent (as for
+    /// [`Peers::with`]): a copy is made in a pooled buffer, `edit` rewrites it with the link's
+    /// transactions at hand, and it is sealed and queued, behind whatever the link wrote before,
+    /// if `edit` returns `Some`. Sent at the end of the turn.
+    pub fn with_record<R>(
+        &mut self,
+        id: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let (conn, pool) = self.lent(id)?;
+        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
+        else {
+            return None;
+        };
+        // The record being built, if any, is sealed ahead of this one: both count.
+        let records = 1 + u16::from(tx.has_pending());
+        let result = tx.queue_record(sealer, pool, plaintext, |body| edit(txn, body))?;
+        conn.records_queued = conn.records_queued.saturating_add(records);
+        Some(result)
+    }
+
+    /// Link `id`'s state and the pool, if the link is lent: on this worker, established, and
+    /// not the one whose message is being handled (its state is lifted out, so it has no record
+    /// keys). It is marked as touched: whatever is written to it is sent at the end of the turn.
+    fn lent(&mut self, id: LinkId) -> Option<(&mut Conn, &'a RefCell<Pool>)> {
+        let inner = self.inner.as_mut()?;
+        let (worker, slot, generation) = decode_link(id);
+        let conn = inner.conns.get_mut(slot as usize)?;
+        if worker != inner.worker as u64
+            || conn.generation & 0xff_ffff != generation
+            || conn.phase != Phase::Established
+            || !matches!(conn.io.crypto, Crypto::Established { .. })
+        {
+            return None;
+        }
+        if !conn.touched {
+            conn.touched = true;
+            inner.touched.push(slot);
+        }
+        Some((conn, inner.pool))
+    }
+}
