@@ -12,8 +12,9 @@ use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, Flags};
 
-#[path = "support/keys.rs"]
-mod keys;
+#[path = "support/mod.rs"]
+mod support;
+use support::keys;
 
 const REQUEST: Command = Command::new(16, 1);
 

@@ -57,7 +57,6 @@ fn count() {
 }
 
 /// Counts the allocations `f` makes on the calling thread.
-#[allow(dead_code)] // each test binary uses one of the two scopes
 pub fn on_this_thread(f: impl FnOnce()) -> u64 {
     THREAD_COUNT.with(|n| n.set(0));
     THREAD_ON.with(|on| on.set(true));
@@ -67,7 +66,6 @@ pub fn on_this_thread(f: impl FnOnce()) -> u64 {
 }
 
 /// Counts the allocations every thread of the process makes while `f` runs.
-#[allow(dead_code)] // each test binary uses one of the two scopes
 pub fn on_every_thread(f: impl FnOnce()) -> u64 {
     PROCESS_COUNT.store(0, Ordering::Relaxed);
     PROCESS_ON.store(true, Ordering::Relaxed);

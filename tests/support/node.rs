@@ -1,6 +1,5 @@
 //! A `ringspan run` node of a process test: its name, loopback port, key file and config path
-//! (its control socket and log sit beside the config), with what tests ask of it. Needs the
-//! test crate's `process` module (`#[path = "support/process.rs"] mod process;`).
+//! (its control socket and log sit beside the config), with what tests ask of it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,7 +8,7 @@ use ringspan::cipher::identity::write_new_key_file;
 use ringspan::cipher::{PrivateKey, PublicKey};
 use ringspan::daemon::{PeerSpec, Snapshot, control};
 
-use crate::process::{Proc, free_port, run_node};
+use super::process::{Proc, free_port, run_node};
 
 pub struct Node {
     pub name: &'static str,
@@ -19,7 +18,6 @@ pub struct Node {
     pub config: PathBuf,
 }
 
-#[allow(dead_code)] // each test uses what it needs
 impl Node {
     /// A node named `name` in `dir`: a fresh key in `<name>.key`, a free port.
     pub fn new(dir: &Path, name: &'static str) -> Node {

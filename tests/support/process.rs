@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
 
 /// The benchmark binary (link, serve, clients, hops, nats), which some tests drive as load.
-#[allow(dead_code)] // not every process test runs it
 pub const BENCH: &str = env!("CARGO_BIN_EXE_ringspan-bench");
 
 /// A child process, killed and reaped when dropped.
@@ -33,7 +32,6 @@ pub fn now() -> Instant {
 /// A loopback port free at the time of asking, for a node to listen on: below the ephemeral
 /// range when there is room (the 10,000 ports under it), so that no outgoing connection of this
 /// or another test takes it between now and the node's bind, or while its node is down.
-#[allow(dead_code)] // not every process test picks its own ports
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
@@ -52,7 +50,6 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `ok` every 50 ms until it holds; panics naming `what` after `timeout`.
-#[allow(dead_code)] // not every process test waits this way
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = now() + timeout;
     while now() < deadline {

@@ -23,10 +23,6 @@
 //! rogue.pump_until(WAIT, |r| r.ended(call).is_some())?;
 //! assert_eq!(rogue.deliveries(call).next().unwrap().payload, b"ping");
 //! ```
-//!
-//! Include it with `#[path = "support/rogue.rs"] mod rogue;`.
-
-#![allow(dead_code)] // each test binary uses the part of the kit it needs
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

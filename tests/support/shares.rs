@@ -1,9 +1,6 @@
 //! What the hostile process tests of shares (`hostile_shares*.rs`) share: node configs, honest
 //! applications and their call loads, snapshot rows, and a running tally of what a rogue
-//! received. Needs the test crate's `process`, `node` and `rogue` modules (`#[path =
-//! "support/..."]`).
-
-#![allow(dead_code)] // each test binary uses what it needs
+//! received.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,9 +14,9 @@ use ringspan::ring;
 use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
-use crate::node::Node;
-use crate::process::now;
-use crate::rogue::{Rogue, Seen, pump_all_until};
+use super::node::Node;
+use super::process::now;
+use super::rogue::{Rogue, Seen, pump_all_until};
 
 /// Every wait on a condition: generous, for two busy cores and a debug build.
 pub const WAIT: Duration = Duration::from_secs(60);

@@ -43,12 +43,8 @@ use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, MountKey, Role, Wants};
 use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{BENCH, Proc, now, run_node};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
+use crate::support::node::Node;
+use crate::support::process::{BENCH, Proc, now, run_node};
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

@@ -12,8 +12,7 @@ use ringspan::ring::{self, Engine, LinkCtx, Service, StartError};
 use ringspan::txn::Received;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-#[path = "support/keys.rs"]
-mod keys;
+use crate::support::keys;
 
 /// Reports each link that comes up.
 struct Up {

@@ -11,9 +11,7 @@ use std::time::Duration;
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
 
-#[path = "support/process.rs"]
-mod process;
-use process::{BENCH, Proc, free_port, now, run_node};
+use crate::support::process::{BENCH, Proc, free_port, now, run_node};
 
 const CLIENTS: u64 = 10_000;
 /// Dials per second (see the module doc).

@@ -14,8 +14,7 @@ use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN};
 use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 
-#[path = "support/keys.rs"]
-mod keys;
+use crate::support::keys;
 
 #[allow(clippy::disallowed_methods)] // a real socket's handshake runs on real time
 fn now() -> Instant {

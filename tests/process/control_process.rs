@@ -12,12 +12,8 @@ use std::time::Duration;
 
 use ringspan::daemon::control;
 
-#[path = "support/process.rs"]
-mod process;
-use process::{BIN, Proc, free_port, run_node, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
+use crate::support::node::Node;
+use crate::support::process::{BIN, Proc, free_port, run_node, wait_for};
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const PATIENCE: Duration = Duration::from_secs(60);

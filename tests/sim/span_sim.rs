@@ -1,8 +1,9 @@
 //! The cluster simulator over every topology, with link and node faults, partitions and mount
 //! churn; each topology over 200 seeds, plus one 1,000-node run and the standby takeover.
 //!
-//! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test <test name>` replays exactly that
-//! run. `cargo test --test span_sim -- --nocapture` prints rounds, messages and wall time.
+//! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test sim span_sim::<name>`
+//! replays exactly that run. `cargo test --test sim span_sim:: -- --nocapture` prints rounds,
+//! messages and wall time.
 
 use std::time::{Duration, Instant};
 

@@ -21,15 +21,9 @@ use ringspan::ring;
 use ringspan::span::{Metric, MountKey, MountKind, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{Proc, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
-#[path = "support/rogue.rs"]
-mod rogue;
-use rogue::{CloseSeen, Rogue, pump_all_until};
+use crate::support::node::Node;
+use crate::support::process::{Proc, wait_for};
+use crate::support::rogue::{self, CloseSeen, Rogue, pump_all_until};
 
 const CALL: Command = Command::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

@@ -24,18 +24,10 @@ use ringspan::limits::{
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{ErrorCode, Flags};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{Proc, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
-#[path = "support/rogue.rs"]
-mod rogue;
-use rogue::{Rogue, pump_all_until};
-#[path = "support/shares.rs"]
-mod shares;
-use shares::*;
+use crate::support::node::Node;
+use crate::support::process::{Proc, wait_for};
+use crate::support::rogue::{Rogue, pump_all_until};
+use crate::support::shares::*;
 
 /// How many calls a rogue opens in one go.
 const BATCH: usize = 1_024;

@@ -21,15 +21,9 @@ use ringspan::cipher::{Identity, PublicKey};
 use ringspan::daemon::Snapshot;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{BIN, Proc, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
-#[path = "support/rogue.rs"]
-mod rogue;
-use rogue::Rogue;
+use crate::support::node::Node;
+use crate::support::process::{BIN, Proc, wait_for};
+use crate::support::rogue::Rogue;
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const WAIT: Duration = Duration::from_secs(60);

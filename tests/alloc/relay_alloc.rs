@@ -18,11 +18,7 @@ use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
 
-#[path = "support/counting.rs"]
-mod counting;
-
-#[global_allocator]
-static GLOBAL: counting::Counting = counting::Counting;
+use crate::support::counting;
 
 const ECHO: Command = Command::new(1, 1);
 const MOUNT: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x42) };

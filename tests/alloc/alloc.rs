@@ -10,11 +10,7 @@ use ringspan::sim::pair::{Output, Pair, Peer, Side};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
-#[path = "support/counting.rs"]
-mod counting;
-
-#[global_allocator]
-static GLOBAL: counting::Counting = counting::Counting;
+use crate::support::counting;
 
 const OPEN: Command = Command::new(9, 1);
 const DATA: Command = Command::new(9, 2);

@@ -19,12 +19,8 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{Proc, now, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
+use crate::support::node::Node;
+use crate::support::process::{Proc, now, wait_for};
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

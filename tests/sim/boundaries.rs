@@ -1,31 +1,27 @@
 //! Property tests of every trust boundary, driven by operation sequences read from random bytes.
 //!
-//! Each boundary has one driver in `tests/boundaries/`, shared with its cargo-fuzz target in
+//! Each boundary has one driver in `tests/sim/boundaries/`, shared with its cargo-fuzz target in
 //! `fuzz/fuzz_targets/` (both include it with `#[path]`): the fuzzer explores the same
 //! operations with coverage guidance (`cargo +nightly fuzz run <target>`), these tests run a
 //! fixed number of random cases on every `cargo test`. A driver panics when an invariant
-//! breaks; proptest then shrinks the input and saves it in `tests/boundaries.proptest-regressions`.
+//! breaks; proptest then shrinks the input and saves it in
+//! `tests/sim/boundaries.proptest-regressions`, beside this file.
 
-#[path = "boundaries/input.rs"]
-mod input;
-#[path = "boundaries/say.rs"]
-mod say;
+// The drivers' helpers, named at the crate root by the drivers (see `main.rs`).
+pub(crate) mod input;
+pub(crate) mod say;
 
-#[path = "boundaries/deframer.rs"]
 mod deframer;
-#[path = "boundaries/message.rs"]
 mod message;
-#[path = "boundaries/relay_node.rs"]
 mod relay_node;
-#[path = "boundaries/span_link.rs"]
 mod span_link;
-#[path = "boundaries/txn_link.rs"]
 mod txn_link;
 
 use std::path::Path;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Cases per test: 256, or `RINGSPAN_BOUNDARY_CASES` for a longer run by hand.
 fn cases() -> u32 {
@@ -33,7 +29,15 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Beside this file (the default looks for the crate's `main.rs` and uses a folder
+        // beside its directory).
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn record_deframer(data in vec(any::<u8>(), 0..512)) {
@@ -63,7 +67,7 @@ proptest! {
 
 /// Replays inputs through a driver, to read what a failing one does:
 /// `RINGSPAN_FUZZ_REPLAY=<driver>:<file or folder> RINGSPAN_FUZZ_TRACE=1 cargo test --test
-/// boundaries replay -- --nocapture`, with `<driver>` one of `record_deframer`,
+/// sim boundaries::replay -- --nocapture`, with `<driver>` one of `record_deframer`,
 /// `message_parser`, `txn_link`, `span_link`, `relay_node` (a fuzzer's crash file, or a corpus
 /// folder). Does nothing without the variable.
 #[test]

@@ -11,8 +11,7 @@ use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
-#[path = "support/keys.rs"]
-mod keys;
+use crate::support::keys;
 
 const REQUEST: Command = Command::new(16, 1);
 

@@ -19,18 +19,10 @@ use ringspan::span::codec::{ADVERT_LEN_MAX, decode_advert, encode_advert, encode
 use ringspan::span::{Clusters, KindSet, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{now, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
-#[path = "support/rogue.rs"]
-mod rogue;
-use rogue::{Rogue, Seen, pump_all_until};
-#[path = "support/shares.rs"]
-mod shares;
-use shares::*;
+use crate::support::node::Node;
+use crate::support::process::{now, wait_for};
+use crate::support::rogue::{Rogue, Seen, pump_all_until};
+use crate::support::shares::*;
 
 /// A rogue router linked to `node` with `identity` (granted router there), wanting no spans.
 fn quiet_router(node: &Node, identity: &Identity) -> Rogue {

@@ -13,15 +13,9 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{Proc, free_port, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
-#[path = "support/rogue.rs"]
-mod rogue;
-use rogue::{CloseSeen, Rogue, pump_all_until};
+use crate::support::node::Node;
+use crate::support::process::{Proc, free_port, wait_for};
+use crate::support::rogue::{self, CloseSeen, Rogue, pump_all_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The echo master of the tests' cluster 1.

@@ -30,15 +30,9 @@ use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN, 
 use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
-#[path = "support/process.rs"]
-mod process;
-use process::{Proc, free_port, now, run_node, wait_for};
-#[path = "support/node.rs"]
-mod node;
-use node::Node;
-#[path = "support/rogue.rs"]
-mod rogue;
-use rogue::{CloseSeen, Rogue};
+use crate::support::node::Node;
+use crate::support::process::{Proc, free_port, now, run_node, wait_for};
+use crate::support::rogue::{self, CloseSeen, Rogue};
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const WAIT: Duration = Duration::from_secs(60);

@@ -5,8 +5,8 @@
 //! every step no call ends twice or ends unopened; at every quiet point every call of a live
 //! node has ended at both ends, no circuit is left, and links hold only their spans.
 //!
-//! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test relay_sim <name>` replays
-//! it. `-- --nocapture` prints the outcomes.
+//! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test sim relay_sim::<name>`
+//! replays it. `-- --nocapture` prints the outcomes.
 
 use ringspan::sim::net::Net;
 use ringspan::sim::rng::Rng;

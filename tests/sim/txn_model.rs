@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use ringspan::error::{Error, Misuse};
 use ringspan::ids::TxnId;
 use ringspan::sim::pair::{Output, Pair, Peer, Side};
@@ -274,7 +275,15 @@ enum Ending {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // Beside this file, as `txn_model.proptest-regressions` (the default looks for the
+        // crate's `main.rs` and uses a folder beside its directory).
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_transaction_ends_exactly_once(

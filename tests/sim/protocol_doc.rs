@@ -22,18 +22,15 @@
 //! The vectors' inputs (the four private keys) are read from the document too. On a mismatch
 //! the test prints the block as it should read; `PROTOCOL_DOC_PRINT=1` prints every block.
 
-#[path = "protocol_doc/examples.rs"]
 mod examples;
-#[path = "protocol_doc/parse.rs"]
 mod parse;
-#[path = "protocol_doc/rules.rs"]
 mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use parse::{Block, format_block};
 
-const DOC: &str = include_str!("../docs/PROTOCOL.md");
+const DOC: &str = include_str!("../../docs/PROTOCOL.md");
 
 fn doc_blocks() -> BTreeMap<String, Block> {
     let blocks = parse::blocks(DOC).unwrap_or_else(|e| panic!("docs/PROTOCOL.md: {e}"));

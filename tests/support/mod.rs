@@ -1,0 +1,13 @@
+//! What the integration tests share: one module tree, compiled into every test binary
+//! (`#[path = "../support/mod.rs"] mod support;` in each `tests/<binary>/main.rs`,
+//! `#[path = "support/mod.rs"]` in a single-file `tests/<binary>.rs`).
+
+// Each binary uses the part of it that it needs.
+#![allow(dead_code)]
+
+pub mod counting;
+pub mod keys;
+pub mod node;
+pub mod process;
+pub mod rogue;
+pub mod shares;
