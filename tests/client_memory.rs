@@ -18,6 +18,9 @@ use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wa
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, Flags, Messages};
 
+#[path = "support/mod.rs"]
+mod support;
+
 struct Live;
 
 static LIVE: AtomicI64 = AtomicI64::new(0);
@@ -74,8 +77,8 @@ fn protocol_state_per_idle_client_link() {
     // maps then carry the least slack); small enough for a debug `cargo test`.
     const CLIENTS: usize = 14_000;
     let inputs: Vec<Vec<u8>> = (0..CLIENTS as u128).map(client_bytes).collect();
-    #[allow(clippy::disallowed_methods)] // the node's time starts here and does not move
-    let now = std::time::Instant::now();
+    // The node's time starts here and does not move.
+    let now = support::wait::now();
     let mut satellite = Node::new(NodeId(1), Hello::new(Role::Satellite, Wants::all()), now);
     satellite.serve_client_clusters([ClusterId(1)]);
     let master = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

@@ -20,6 +20,10 @@ use ringspan::span::{Hello, Role, Wants};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, Flags};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::wait::wait_until;
+
 /// The system allocator, keeping the net bytes allocated by threads marked with [`follow`].
 struct Following;
 
@@ -79,6 +83,9 @@ static GLOBAL: Following = Following;
 /// Links set up in the measurement.
 const LINKS: u64 = 2_000;
 
+/// How long the links may take to come up.
+const WAIT: Duration = Duration::from_secs(30);
+
 /// How long the listener's links stay quiet before shedding their record key schedules: short,
 /// so that they shed them within the test. The keepalive interval is a minute, so no keepalive
 /// crosses during the test: the links shed through their quiet timer alone.
@@ -116,16 +123,6 @@ impl Service for Hellos {
             self.hellos.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-fn wait_until(what: &str, ok: impl Fn() -> bool) {
-    for _ in 0..3_000 {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -179,7 +176,7 @@ fn an_idle_established_link_costs_the_engine_about_one_kib() {
     for _ in 0..links {
         client.connect(addr, Some(server_key));
     }
-    wait_until("every link up and every hello in", || {
+    wait_until("every link up and every hello in", WAIT, Duration::from_millis(10), || {
         client_up.load(Ordering::Relaxed) == links && server_hellos.load(Ordering::Relaxed) == links
     });
     // Let the last sends complete and their buffers return to the pool, and the links' quiet

@@ -75,8 +75,8 @@ impl lend::Wire for Wire {
 impl Chain {
     fn new(mode: Mode) -> Chain {
         let hello = Hello::new(Role::Router, Wants::all());
-        #[allow(clippy::disallowed_methods)] // the nodes' time starts here and does not move
-        let now = std::time::Instant::now();
+        // The nodes' time starts here and does not move.
+        let now = crate::support::wait::now();
         let nodes = (0..3).map(|i| Node::new(NodeId(i as u128 + 1), hello.clone(), now)).collect();
         let wire = |a, b| Wire {
             ends: [a, b],

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ids::LinkId;
@@ -19,6 +19,8 @@ use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::support::wait::{self, now};
 
 const REQUEST: Command = Command::new(16, 1);
 
@@ -30,10 +32,12 @@ const RATE: u32 = 100;
 const STORM: Duration = Duration::from_secs(3);
 /// Requests the established link keeps in flight.
 const IN_FLIGHT: usize = 8;
+/// How long any condition is waited for, and how often it is asked.
+const WAIT: Duration = Duration::from_secs(20);
+const EVERY: Duration = Duration::from_millis(5);
 
-#[allow(clippy::disallowed_methods)] // the test measures real time
-fn now() -> Instant {
-    Instant::now()
+fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    wait::wait_until(what, WAIT, EVERY, ok);
 }
 
 /// Answers every request with its payload.
@@ -125,14 +129,6 @@ struct Quiet;
 
 impl Service for Quiet {
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringspan::daemon::control::{
     self, METRICS_CONNECTIONS_MAX, METRICS_REQUEST_MAX_BYTES, MetricsLimits, View, dot, printable,
@@ -16,21 +16,14 @@ use ringspan::daemon::control::{
 };
 use ringspan::daemon::{Closes, Counters, LinkRow, PeerRow, RouteRow, Shared, Snapshot};
 
+use crate::support::wait;
+
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-#[allow(clippy::disallowed_methods)] // tests measure real time
-fn now() -> Instant {
-    Instant::now()
-}
-
-/// Polls `ok` until it holds; panics naming `what` after [`PATIENCE`].
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = now() + PATIENCE;
-    while !ok() {
-        assert!(now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `ok` every 20 ms until it holds; panics naming `what` after [`PATIENCE`].
+fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    wait::wait_until(what, PATIENCE, Duration::from_millis(20), ok);
 }
 
 /// A fresh directory for one test.

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringspan::cipher::{self, PublicKey, Session};
 use ringspan::ids::LinkId;
@@ -15,11 +15,7 @@ use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 
 use crate::support::keys;
-
-#[allow(clippy::disallowed_methods)] // a real socket's handshake runs on real time
-fn now() -> Instant {
-    Instant::now()
-}
+use crate::support::wait::now;
 
 /// What a service saw.
 #[derive(Debug)]

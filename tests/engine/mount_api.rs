@@ -11,6 +11,8 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command, ErrorCode};
 
+use crate::support::wait::wait_until;
+
 const CMD: Command = Command::new(3, 1);
 const MOUNT: MountKey = MountKey { cluster: ClusterId(9), mount: MountId(2) };
 const WAIT: Duration = Duration::from_secs(10);
@@ -93,12 +95,8 @@ fn calls_stream_both_ways_through_two_relays() {
     assert_eq!(served.recv(WAIT), Some(CallEvent::Ended(ErrorCode::NONE)));
     // Nothing is left open anywhere along the way once the last closes have crossed.
     for node in c.relays.iter().chain([&c.server, &c.client]) {
-        let mut waited = 0;
-        while node.snapshot().circuits != 0 {
-            assert!(waited < 1_000, "circuits left open at {}", node.id());
-            std::thread::sleep(Duration::from_millis(10));
-            waited += 1;
-        }
+        let what = format!("no circuit left open at {}", node.id());
+        wait_until(&what, WAIT, Duration::from_millis(10), || node.snapshot().circuits == 0);
     }
 }
 

@@ -31,7 +31,8 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::ErrorCode;
 
-use crate::support::process::{BIN, Proc, free_port, run_node, wait_for};
+use crate::support::process::{BIN, Proc, free_port, run_node};
+use crate::support::wait::wait_for;
 
 const MOUNT: &str = "0x1:0x10";
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

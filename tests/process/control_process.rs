@@ -7,13 +7,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use ringspan::daemon::control;
 
 use crate::support::node::Node;
-use crate::support::process::{BIN, Proc, free_port, run_node, wait_for};
+use crate::support::process::{BIN, Proc, exit_of, free_port, run_node, signal};
+use crate::support::wait::wait_for;
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -23,22 +24,6 @@ fn scratch(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    let result = unsafe { libc::kill(child.id() as i32, signal) };
-    assert_eq!(result, 0);
-}
-
-/// Waits for `proc` to exit.
-fn exit_of(proc: &mut Proc, what: &str) -> ExitStatus {
-    let mut status = None;
-    wait_for(what, PATIENCE, || {
-        status = proc.0.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
 }
 
 /// Whether `child` catches SIGTERM yet (its handler is installed once the node is up, a little
@@ -56,7 +41,7 @@ fn catches_sigterm(child: &Child) -> bool {
 fn stop(mut proc: Proc, name: &str) {
     wait_for(&format!("{name} to catch SIGTERM"), PATIENCE, || catches_sigterm(&proc.0));
     signal(&proc.0, libc::SIGTERM);
-    let status = exit_of(&mut proc, &format!("{name} to stop"));
+    let status = exit_of(&mut proc, &format!("{name} to stop"), PATIENCE);
     assert!(status.success(), "{name} exits 0 after SIGTERM: {status:?}");
 }
 
@@ -81,7 +66,7 @@ fn one_node_per_control_socket() {
         a.try_snapshot().is_some_and(|s| s.node == id)
     });
     let mut second = run_node(&copy);
-    let status = exit_of(&mut second, "the second node to give up");
+    let status = exit_of(&mut second, "the second node to give up", PATIENCE);
     assert!(!status.success(), "the second node refuses to run: {status:?}");
     let log = std::fs::read_to_string(copy.with_extension("log")).unwrap();
     assert!(
@@ -97,7 +82,7 @@ fn one_node_per_control_socket() {
     let mut crashed = a.run();
     wait_for("a to answer again", PATIENCE, || a.try_snapshot().is_some());
     crashed.0.kill().unwrap();
-    exit_of(&mut crashed, "a to die");
+    exit_of(&mut crashed, "a to die", PATIENCE);
     assert!(socket.exists() && a.try_snapshot().is_none(), "a stale socket is left behind");
     let copy_node = run_node(&copy);
     wait_for("the copy to answer on the socket", PATIENCE, || a.try_snapshot().is_some());

@@ -3,10 +3,10 @@
 //! Every transaction still open must end with LOST_LINK, promptly.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringspan::cipher::identity::write_new_key_file;
 use ringspan::cipher::{self, Identity, PrivateKey};
@@ -14,6 +14,9 @@ use ringspan::ids::LinkId;
 use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command as WireCommand, ErrorCode, Flags};
+
+use crate::support::process::{Proc, signal};
+use crate::support::wait::{now, poll};
 
 #[derive(Debug)]
 #[allow(dead_code)] // fields are read through Debug when a test fails
@@ -76,16 +79,6 @@ impl Service for Client {
     }
 }
 
-/// Kills the child if the test fails before it does.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts a one-worker client engine with `config`, dials `addr` expecting `key`, and waits
 /// until the link is up.
 fn client(
@@ -140,8 +133,7 @@ fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
     // 100 transactions stay open; then the server dies without a word.
     client.send(0, ring::Command::Service(Box::new(Open { requests: 0, held: 100 })));
     std::thread::sleep(Duration::from_millis(200));
-    #[allow(clippy::disallowed_methods)] // a test measures how fast the loss is noticed
-    let killed_at = Instant::now();
+    let killed_at = now();
     reaper.0.kill().unwrap();
     let _ = reaper.0.wait();
 
@@ -152,14 +144,14 @@ fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
         "the link closed because the peer went away: {down:?}"
     );
     // The kernel reports a killed peer's socket at once; keepalive is the backstop.
-    assert!(killed_at.elapsed() < Duration::from_millis(ringspan::limits::IDLE_TIMEOUT_MS));
+    assert!(now() - killed_at < Duration::from_millis(ringspan::limits::IDLE_TIMEOUT_MS));
     client.shutdown();
     client.join();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Starts `ringspan-bench serve` on a fresh key; returns the child, its address and key.
-fn serve(name: &str) -> (Reaper, std::net::SocketAddr, cipher::PublicKey, std::path::PathBuf) {
+fn serve(name: &str) -> (Proc, std::net::SocketAddr, cipher::PublicKey, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringspan-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_path = dir.join("server.key");
@@ -174,18 +166,13 @@ fn serve(name: &str) -> (Reaper, std::net::SocketAddr, cipher::PublicKey, std::p
         .spawn()
         .expect("ringspan-bench runs");
     let stdout = child.stdout.take().unwrap();
-    let reaper = Reaper(child);
+    // Killed when the test ends, passed or failed.
+    let reaper = Proc(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let addr =
         line.trim().strip_prefix("listening ").expect("the server says where").parse().unwrap();
     (reaper, addr, key.public_key().unwrap(), dir)
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    let result = unsafe { libc::kill(child.id() as i32, signal) };
-    assert_eq!(result, 0);
 }
 
 #[test]
@@ -238,14 +225,14 @@ fn a_peer_that_does_not_read_is_cut_off_with_a_reason() {
     // send in flight stops completing, and the stall timer cuts the link.
     client.connect(addr, Some(key));
     let deadline = std::time::Duration::from_secs(10);
+    let every = Duration::from_millis(10);
     let waited =
-        wait(|| counters.links_up.load(std::sync::atomic::Ordering::Relaxed) == 1, deadline);
+        poll(deadline, every, || counters.links_up.load(std::sync::atomic::Ordering::Relaxed) == 1);
     assert!(waited, "the link came up");
     signal(&reaper.0, libc::SIGSTOP);
-    let down = wait(
-        || counters.links_down.load(std::sync::atomic::Ordering::Relaxed) == 1,
-        Duration::from_secs(20),
-    );
+    let down = poll(Duration::from_secs(20), every, || {
+        counters.links_down.load(std::sync::atomic::Ordering::Relaxed) == 1
+    });
     signal(&reaper.0, libc::SIGCONT);
     assert!(down, "a peer that stopped reading was cut off");
     let reasons = counters.close_reasons.lock().unwrap().clone();
@@ -254,16 +241,6 @@ fn a_peer_that_does_not_read_is_cut_off_with_a_reason() {
     let stats = client.join();
     assert_eq!(stats[0].closed, 1);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn wait(mut condition: impl FnMut() -> bool, limit: Duration) -> bool {
-    for _ in 0..(limit.as_millis() / 10) {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 #[test]

@@ -11,7 +11,8 @@ use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
 use ringspan::daemon::{Snapshot, control};
 
-use crate::support::process::{BENCH, Proc, free_port, run_node, wait_for};
+use crate::support::process::{BENCH, Proc, free_port, run_node};
+use crate::support::wait::wait_for;
 
 const MOUNT: &str = "0x1:0x10";
 

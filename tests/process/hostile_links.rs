@@ -20,7 +20,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
@@ -31,8 +30,9 @@ use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
 use crate::support::node::Node;
-use crate::support::process::{Proc, free_port, now, run_node, wait_for};
+use crate::support::process::{exit_of, free_port, run_node, signal};
 use crate::support::rogue::{self, CloseSeen, Rogue};
+use crate::support::wait::{now, wait_for};
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const WAIT: Duration = Duration::from_secs(60);
@@ -92,22 +92,6 @@ fn peer_entry(node: &Node, dial: bool) -> String {
     )
 }
 
-/// Waits for `proc` to exit.
-fn exit_of(proc: &mut Proc, what: &str) -> ExitStatus {
-    let mut status = None;
-    wait_for(what, WAIT, || {
-        status = proc.0.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    let result = unsafe { libc::kill(child.id() as i32, signal) };
-    assert_eq!(result, 0);
-}
-
 /// A rogue that said hello as a client and heard `node`'s span for the echo master.
 fn client_of(node: &Node, from: Option<IpAddr>) -> Rogue {
     let identity = Identity::generate().unwrap();
@@ -165,7 +149,7 @@ fn a_second_node_on_a_running_nodes_port_exits_and_the_first_serves_on() {
         answered(&a).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
     });
     let mut second = run_node(&copy);
-    let status = exit_of(&mut second, "the second node to give up");
+    let status = exit_of(&mut second, "the second node to give up", WAIT);
     assert!(!status.success(), "the second node refuses to run: {status:?}");
     let log = std::fs::read_to_string(copy.with_extension("log")).unwrap();
     assert!(

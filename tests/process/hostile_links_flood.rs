@@ -22,8 +22,9 @@ use ringspan::daemon::Snapshot;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::support::node::Node;
-use crate::support::process::{BIN, Proc, wait_for};
+use crate::support::process::{BIN, Proc};
 use crate::support::rogue::Rogue;
+use crate::support::wait::wait_for;
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const WAIT: Duration = Duration::from_secs(60);

@@ -22,8 +22,9 @@ use ringspan::span::{Metric, MountKey, MountKind, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
 use crate::support::node::Node;
-use crate::support::process::{Proc, wait_for};
+use crate::support::process::Proc;
 use crate::support::rogue::{self, CloseSeen, Rogue, pump_all_until};
+use crate::support::wait::wait_for;
 
 const CALL: Command = Command::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

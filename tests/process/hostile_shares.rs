@@ -25,9 +25,10 @@ use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{ErrorCode, Flags};
 
 use crate::support::node::Node;
-use crate::support::process::{Proc, wait_for};
+use crate::support::process::Proc;
 use crate::support::rogue::{Rogue, pump_all_until};
 use crate::support::shares::*;
+use crate::support::wait::wait_for;
 
 /// How many calls a rogue opens in one go.
 const BATCH: usize = 1_024;

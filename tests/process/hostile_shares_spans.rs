@@ -20,9 +20,9 @@ use ringspan::span::{Clusters, KindSet, MountKey, MountKind, Role, Seqno, Wants}
 use ringspan::wire::{Command, ErrorCode, Flags};
 
 use crate::support::node::Node;
-use crate::support::process::{now, wait_for};
 use crate::support::rogue::{Rogue, Seen, pump_all_until};
 use crate::support::shares::*;
+use crate::support::wait::{now, wait_for};
 
 /// A rogue router linked to `node` with `identity` (granted router there), wanting no spans.
 fn quiet_router(node: &Node, identity: &Identity) -> Rogue {

@@ -14,8 +14,9 @@ use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wa
 use ringspan::wire::{ErrorCode, Flags};
 
 use crate::support::node::Node;
-use crate::support::process::{Proc, free_port, wait_for};
+use crate::support::process::{Proc, free_port};
 use crate::support::rogue::{self, CloseSeen, Rogue, pump_all_until};
+use crate::support::wait::wait_for;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The echo master of the tests' cluster 1.

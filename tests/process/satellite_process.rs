@@ -20,7 +20,8 @@ use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
 use crate::support::node::Node;
-use crate::support::process::{Proc, now, wait_for};
+use crate::support::process::Proc;
+use crate::support::wait::{now, wait_for};
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

@@ -44,7 +44,8 @@ use ringspan::span::{Hello, MountKey, Role, Wants};
 use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
 use crate::support::node::Node;
-use crate::support::process::{BENCH, Proc, now, run_node};
+use crate::support::process::{BENCH, Proc, run_node};
+use crate::support::wait::{now, wait_until};
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
@@ -78,19 +79,6 @@ fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::io::
     socket.bind(&std::net::SocketAddr::from((from, 0)).into())?;
     socket.connect(&to.into())?;
     Ok(socket.into())
-}
-
-/// Polls `ok` every `every` until it holds; panics naming `what` after `timeout`. (Snapshots
-/// of a satellite with thousands of clients are large: they are not fetched every 50 ms.)
-fn wait_until(what: &str, timeout: Duration, every: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = now() + timeout;
-    loop {
-        if ok() {
-            return;
-        }
-        assert!(now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(every);
-    }
 }
 
 /// A node's routes as (cluster, mount, kind, origin), sorted.
@@ -280,6 +268,7 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     let nodes: Vec<Proc> = [&a, &b, &c, &s1, &s2].iter().map(|n| run_node(&n.config)).collect();
     let started = now();
 
+    // Snapshots of a satellite with thousands of clients are large: not fetched every 50 ms.
     let fast = Duration::from_millis(100);
     for sat in [&s1, &s2] {
         wait_until("a satellite to link to the core", WAIT, fast, || {

@@ -9,11 +9,8 @@ use ringspan::cipher::{Config, Identity, PublicKey, RekeyLimits, Session};
 use ringspan::error::{Handshake, Malformed, Misuse};
 use ringspan::limits::{HANDSHAKE_FRAME_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
 
-/// One real instant to offset virtual time from.
-#[allow(clippy::disallowed_methods)]
-fn t0() -> Instant {
-    Instant::now()
-}
+// One real instant to offset virtual time from.
+use crate::support::wait::now as t0;
 
 struct Node {
     config: Arc<Config>,

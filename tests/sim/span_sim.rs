@@ -5,7 +5,7 @@
 //! replays exactly that run. `cargo test --test sim span_sim:: -- --nocapture` prints rounds,
 //! messages and wall time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringspan::ids::NeighbourId;
 use ringspan::sim::chaos::{Report, Scenario, mount_key, run_seeds};
@@ -14,14 +14,15 @@ use ringspan::sim::rng::Rng;
 use ringspan::sim::topology::Topology;
 use ringspan::span::{MountKind, NextHop};
 
+use crate::support::wait::now;
+
 const SEEDS: u64 = 200;
 
-/// Wall time of `f`. Tests may read the clock; the library may not.
-#[allow(clippy::disallowed_methods)]
+/// Wall time of `f`.
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
+    let start = now();
     let out = f();
-    (out, start.elapsed())
+    (out, now() - start)
 }
 
 fn summary(name: &str, reports: &[Report], wall: Duration) {

@@ -11,3 +11,4 @@ pub mod node;
 pub mod process;
 pub mod rogue;
 pub mod shares;
+pub mod wait;

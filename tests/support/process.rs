@@ -1,11 +1,13 @@
-//! Helpers for the tests that run `ringspan` (and `ringspan-bench`) processes: a child killed when the test ends (a
-//! failing test leaves no process behind), `ringspan run` with its log beside its config, free
-//! ports, and waiting for a condition.
+//! Helpers for the tests that run `ringspan` (and `ringspan-bench`) processes: a child killed
+//! when the test ends (a failing test leaves no process behind), `ringspan run` with its log
+//! beside its config, and free ports.
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::wait::wait_for;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringspan");
@@ -21,12 +23,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The time now (tests measure real time).
-#[allow(clippy::disallowed_methods)]
-pub fn now() -> Instant {
-    Instant::now()
 }
 
 /// A loopback port free at the time of asking, for a node to listen on: below the ephemeral
@@ -49,16 +45,21 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Polls `ok` every 50 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = now() + timeout;
-    while now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Sends `signal` to `child` (our own child, so its pid is not reused while we hold it).
+pub fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    let result = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(result, 0);
+}
+
+/// Waits up to `timeout` for `proc` to exit (`what`, if it does not); its status.
+pub fn exit_of(proc: &mut Proc, what: &str, timeout: Duration) -> ExitStatus {
+    let mut status = None;
+    wait_for(what, timeout, || {
+        status = proc.0.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 /// Starts `ringspan run --config config`; its log (RUST_LOG=info) is appended to the config's

@@ -43,6 +43,8 @@ use ringspan::txn::{self, Delivery, Event, Received};
 use ringspan::wire::record::peek_wire_len;
 use ringspan::wire::{Command, ErrorCode, Flags, Message, Messages};
 
+use super::wait::now;
+
 /// How long [`Rogue::connect`] waits for the TCP connection and the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one read waits at most inside a pump, so its condition is checked this often.
@@ -909,9 +911,4 @@ fn closed_error(close: CloseSeen) -> io::Error {
 
 fn invalid(error: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("rogue: {error}"))
-}
-
-#[allow(clippy::disallowed_methods)] // a test tool on real sockets reads the real clock
-fn now() -> Instant {
-    Instant::now()
 }

@@ -15,8 +15,8 @@ use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
 use super::node::Node;
-use super::process::now;
 use super::rogue::{Rogue, Seen, pump_all_until};
+use super::wait::now;
 
 /// Every wait on a condition: generous, for two busy cores and a debug build.
 pub const WAIT: Duration = Duration::from_secs(60);

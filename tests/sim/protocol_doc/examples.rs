@@ -15,6 +15,9 @@ use ringspan::span::{
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Message, Messages, Repr};
 
+// One real instant to offset virtual time from.
+use crate::support::wait::now as t0;
+
 /// Where the vectors' inputs come from: a block of the document, by name.
 pub type Input<'a> = dyn Fn(&str) -> Vec<u8> + 'a;
 
@@ -23,12 +26,6 @@ const CALL: Command = ringspan::daemon::CALL;
 
 fn key32(bytes: Vec<u8>) -> [u8; 32] {
     bytes.try_into().expect("a 32-byte key")
-}
-
-/// Tests need one real instant to offset virtual time from.
-#[allow(clippy::disallowed_methods)]
-fn t0() -> Instant {
-    Instant::now()
 }
 
 /// The four private keys of the handshake vectors.

@@ -1,8 +1,6 @@
 //! What a node does with what sections 6 and 8 give no role (PROTOCOL.md 8.9, 6.2, 5.4),
 //! checked on a real `relay::Node` driven through a `txn::Link` the test speaks for its peer.
 
-use std::time::Instant;
-
 use ringspan::Error;
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use ringspan::relay::{AppEvent, CallId, Node};
@@ -10,6 +8,9 @@ use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
+
+// One real instant to start from.
+use crate::support::wait::now as t0;
 
 const LINK: LinkId = LinkId(7);
 const MOUNT: MountKey = MountKey { cluster: ClusterId(9), mount: MountId(2) };
@@ -32,11 +33,6 @@ pub struct Peer {
     p: txn::Link,
     /// P's `LINK_CONN`.
     pub hello: TxnId,
-}
-
-#[allow(clippy::disallowed_methods)] // tests need one real instant to start from
-fn t0() -> Instant {
-    Instant::now()
 }
 
 impl Peer {
