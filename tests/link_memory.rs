@@ -128,7 +128,7 @@ impl Service for Hellos {
 #[test]
 fn an_idle_established_link_costs_the_engine_about_one_kib() {
     // Both ends of every link are in this process.
-    let open = ring::sys::raise_nofile_limit(2 * LINKS + 256).unwrap();
+    let open = support::host::raise_nofile_limit(2 * LINKS + 256);
     let links = LINKS.min(open.saturating_sub(256) / 2);
     assert!(links >= 200, "the descriptor limit ({open}) leaves room for only {links} links");
 

@@ -20,6 +20,7 @@ use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::support::host::raise_nofile_limit;
 use crate::support::wait::{self, now};
 
 const REQUEST: Command = Command::new(16, 1);
@@ -133,7 +134,7 @@ impl Service for Quiet {
 
 #[test]
 fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() {
-    let fds = ring::sys::raise_nofile_limit(4_096).unwrap();
+    let fds = raise_nofile_limit(4_096);
     // Raw connects held open, the listener's side of admitted ones, the storm's dials.
     let waves = 30u32;
     let per_wave = ((fds.saturating_sub(400) / 3) / u64::from(waves)).min(20) as usize;
@@ -477,7 +478,7 @@ fn flood(trust: Trust) -> Flooded {
 }
 
 fn enough_descriptors() {
-    let fds = ring::sys::raise_nofile_limit(8_192).unwrap();
+    let fds = raise_nofile_limit(8_192);
     assert!(fds >= 4_096, "the descriptor limit ({fds}) is too low for this test");
 }
 

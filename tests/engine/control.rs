@@ -6,7 +6,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use ringspan::daemon::control::{
 };
 use ringspan::daemon::{Closes, Counters, LinkRow, PeerRow, RouteRow, Shared, Snapshot};
 
+use crate::support::host::scratch;
 use crate::support::wait;
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
@@ -24,14 +25,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// Polls `ok` every 20 ms until it holds; panics naming `what` after [`PATIENCE`].
 fn wait_until(what: &str, ok: impl FnMut() -> bool) {
     wait::wait_until(what, PATIENCE, Duration::from_millis(20), ok);
-}
-
-/// A fresh directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-ctl-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn shared() -> Arc<Shared> {
@@ -44,7 +37,7 @@ fn answers(path: &Path) -> bool {
 
 #[test]
 fn a_live_control_socket_is_refused_and_left_in_place() {
-    let dir = scratch("live");
+    let dir = scratch("ctl-live");
     let path = dir.join("n.sock");
     let first = serve_control(&path, shared()).unwrap();
     let refused = serve_control(&path, shared()).unwrap_err();
@@ -70,7 +63,7 @@ fn a_live_control_socket_is_refused_and_left_in_place() {
 #[test]
 fn a_live_socket_with_a_full_backlog_is_refused_without_waiting() {
     use socket2::{Domain, SockAddr, Socket, Type};
-    let dir = scratch("backlog");
+    let dir = scratch("ctl-backlog");
     let path = dir.join("n.sock");
     let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
     listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
@@ -95,7 +88,7 @@ fn a_live_socket_with_a_full_backlog_is_refused_without_waiting() {
 
 #[test]
 fn a_stale_control_socket_is_replaced() {
-    let dir = scratch("stale");
+    let dir = scratch("ctl-stale");
     let path = dir.join("n.sock");
     // A socket whose process is gone: the file stays, connections are refused.
     drop(UnixListener::bind(&path).unwrap());
@@ -110,7 +103,7 @@ fn a_stale_control_socket_is_replaced() {
 
 #[test]
 fn what_is_not_a_socket_is_refused_and_left_alone() {
-    let dir = scratch("notsocket");
+    let dir = scratch("ctl-notsocket");
     let file = dir.join("file.sock");
     std::fs::write(&file, "precious").unwrap();
     let refused = serve_control(&file, shared()).unwrap_err();
@@ -136,7 +129,7 @@ fn what_is_not_a_socket_is_refused_and_left_alone() {
 
 #[test]
 fn a_control_socket_removes_only_its_own_file() {
-    let dir = scratch("own");
+    let dir = scratch("ctl-own");
     let path = dir.join("n.sock");
     let a = serve_control(&path, shared()).unwrap();
     // Someone removes a's file and another node takes the path (perhaps on the same inode).
@@ -159,7 +152,7 @@ fn a_control_socket_removes_only_its_own_file() {
 
 #[test]
 fn a_closed_control_socket_stops_its_thread() {
-    let dir = scratch("thread");
+    let dir = scratch("ctl-thread");
     let shared = shared();
     let socket = serve_control(&dir.join("n.sock"), shared.clone()).unwrap();
     assert_eq!(Arc::strong_count(&shared), 2, "the control thread holds the snapshot");

@@ -2,8 +2,9 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+use crate::support::host::scratch;
 
 fn ringspan(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringspan"))
@@ -17,21 +18,13 @@ fn ringspan(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A fresh, empty directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap()
 }
 
 #[test]
 fn keygen_writes_mode_0600_and_refuses_to_overwrite() {
-    let dir = scratch("keygen");
+    let dir = scratch("cli-keygen");
     let path = dir.join("node.key");
     let path_str = path.to_str().unwrap();
     let out = ringspan(&["keygen", "--out", path_str], b"");
@@ -69,7 +62,7 @@ fn pubkey_prints_the_right_key_from_stdin_and_from_a_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), ALICE_PUBLIC);
 
-    let dir = scratch("pubkey");
+    let dir = scratch("cli-pubkey");
     let path = dir.join("alice.key");
     std::fs::write(&path, ALICE_PRIVATE).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -81,7 +74,7 @@ fn pubkey_prints_the_right_key_from_stdin_and_from_a_file() {
 
 #[test]
 fn keygen_then_pubkey_agree_with_the_library() {
-    let dir = scratch("roundtrip");
+    let dir = scratch("cli-roundtrip");
     let path = dir.join("node.key");
     assert!(ringspan(&["keygen", "--out", path.to_str().unwrap()], b"").status.success());
     let out = ringspan(&["pubkey", "--key", path.to_str().unwrap()], b"");
@@ -93,7 +86,7 @@ fn keygen_then_pubkey_agree_with_the_library() {
 
 #[test]
 fn loose_permissions_refused() {
-    let dir = scratch("loose");
+    let dir = scratch("cli-loose");
     let path = dir.join("alice.key");
     std::fs::write(&path, ALICE_PRIVATE).unwrap();
     for mode in [0o640, 0o604, 0o644, 0o660] {

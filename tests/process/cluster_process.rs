@@ -31,6 +31,7 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::ErrorCode;
 
+use crate::support::host::scratch;
 use crate::support::process::{BIN, Proc, free_port, run_node};
 use crate::support::wait::wait_for;
 
@@ -205,9 +206,7 @@ fn load(handle: &Handle, stop: &AtomicBool, completed: &AtomicU64) -> Tally {
 
 #[test]
 fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
-    let dir = std::env::temp_dir().join(format!("ringspan-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("cluster");
     let names = ["a", "b", "c", "d", "e"];
     let nodes: Vec<Node> = names
         .iter()
@@ -406,8 +405,7 @@ fn the_demo_relays_reroutes_and_exits_zero() {
 
 #[test]
 fn run_refuses_a_bad_config_with_file_line_and_reason() {
-    let dir = std::env::temp_dir().join(format!("ringspan-badconfig-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("badconfig");
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[node]\nkey = \"n.key\"\nlisten = [\"127.0.0.1:notaport\"]\n").unwrap();
     let output = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();

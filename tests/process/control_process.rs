@@ -12,19 +12,13 @@ use std::time::Duration;
 
 use ringspan::daemon::control;
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::{BIN, Proc, exit_of, free_port, run_node, signal};
 use crate::support::wait::wait_for;
 
 /// How long any condition is waited for: generous, so that only a real failure fails.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-ctlp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Whether `child` catches SIGTERM yet (its handler is installed once the node is up, a little
 /// after its control socket answers): `SigCgt` in `/proc/PID/status`.
@@ -47,7 +41,7 @@ fn stop(mut proc: Proc, name: &str) {
 
 #[test]
 fn one_node_per_control_socket() {
-    let dir = scratch("one");
+    let dir = scratch("ctlp-one");
     let a = Node::new(&dir, "a");
     let socket = dir.join("a.sock");
     // A second copy of a's config that differs only in its listen port, so that nothing but
@@ -111,7 +105,7 @@ fn show(config: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn a_peers_label_reaches_show_escaped_and_metrics_answer() {
-    let dir = scratch("label");
+    let dir = scratch("ctlp-label");
     let [a, b] = ["a", "b"].map(|n| Node::new(&dir, n));
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let head = |n: &Node| {

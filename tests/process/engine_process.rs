@@ -15,6 +15,7 @@ use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command as WireCommand, ErrorCode, Flags};
 
+use crate::support::host::scratch;
 use crate::support::process::{Proc, signal};
 use crate::support::wait::{now, poll};
 
@@ -152,10 +153,8 @@ fn a_peer_killed_with_sigkill_ends_every_open_transaction() {
 
 /// Starts `ringspan-bench serve` on a fresh key; returns the child, its address and key.
 fn serve(name: &str) -> (Proc, std::net::SocketAddr, cipher::PublicKey, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ringspan-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("serve-{name}"));
     let key_path = dir.join("server.key");
-    let _ = std::fs::remove_file(&key_path);
     let key = PrivateKey::generate().unwrap();
     write_new_key_file(&key_path, &key).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringspan-bench"))

@@ -11,6 +11,7 @@ use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::write_new_key_file;
 use ringspan::daemon::{Snapshot, control};
 
+use crate::support::host::scratch;
 use crate::support::process::{BENCH, Proc, free_port, run_node};
 use crate::support::wait::wait_for;
 
@@ -41,9 +42,7 @@ fn send(dir: &Path, port: u16, relay: &str, args: &[&str]) -> serde_json::Value 
 }
 
 fn run_chain(relays: usize) {
-    let path = std::env::temp_dir().join(format!("ringspan-hops-{}-{relays}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap();
+    let path = scratch(&format!("hops-{relays}"));
     let dir = path.as_path();
     let sender = key(dir, "sender");
     let receiver = key(dir, "receiver");

@@ -19,7 +19,6 @@
 //! state, a process's exit) with a generous timeout, so a slow machine only makes it slower.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
@@ -29,6 +28,7 @@ use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN, 
 use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::{exit_of, free_port, run_node, signal};
 use crate::support::rogue::{self, CloseSeen, Rogue};
@@ -41,14 +41,6 @@ const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) 
 /// Its config entry.
 const ECHO_MASTER: &str = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\n\
                            label = \"echo\"\nservice = \"echo\"\n";
-
-/// A fresh directory for one test's configs, keys, sockets and logs.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-links-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `node`'s id, as snapshots show node ids.
 fn id_of(node: &Node) -> String {
@@ -130,7 +122,7 @@ fn client_hello(idle_ms: u32) -> [u8; 16] {
 /// dealt a share of the first one's connections; the wait for its exit timed out.
 #[test]
 fn a_second_node_on_a_running_nodes_port_exits_and_the_first_serves_on() {
-    let dir = scratch("port");
+    let dir = scratch("links-port");
     let a = Node::new(&dir, "a");
     // Two configs that differ only in their control socket: nothing but the port is shared.
     let config = |control: &str| {
@@ -176,7 +168,7 @@ fn a_second_node_on_a_running_nodes_port_exits_and_the_first_serves_on() {
 /// a rogue with K's key, or M's own, was kept and sent M's hello.
 #[test]
 fn a_key_used_by_two_processes_gets_one_link_and_calls_go_on_it() {
-    let dir = scratch("twokeys");
+    let dir = scratch("links-twokeys");
     let m = Node::new(&dir, "m");
     let k1 = Node::new(&dir, "k1");
     // A second process with the same key (k1.key), on its own port and socket.
@@ -282,7 +274,7 @@ fn a_key_used_by_two_processes_gets_one_link_and_calls_go_on_it() {
 /// per node), and A's route to the master kept a standby through its second link to C.
 #[test]
 fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
-    let dir = scratch("triangle");
+    let dir = scratch("links-triangle");
     let [a, b, c] = ["a", "b", "c"].map(|name| Node::new(&dir, name));
     // Long idle and handshake timeouts: b and c are stopped for a moment below.
     let limits = "keepalive_ms = 1000\nidle_timeout_ms = 20000\nhandshake_timeout_ms = 60000\n\
@@ -375,7 +367,7 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
 /// link after 600 ms of silence, b redialled; the link id changed and a's `closes.idle` grew.
 #[test]
 fn a_node_keeps_alive_as_often_as_its_peers_idle_timeout_needs() {
-    let dir = scratch("keepalive");
+    let dir = scratch("links-keepalive");
     let a = Node::new(&dir, "a");
     let b = Node::new(&dir, "b");
     configure(&a, "", "keepalive_ms = 200\nidle_timeout_ms = 600\n", &peer_entry(&b, false));
@@ -417,7 +409,7 @@ fn a_node_keeps_alive_as_often_as_its_peers_idle_timeout_needs() {
 /// (and would have kept alive at its own pace, so that a compliant peer cut it).
 #[test]
 fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
-    let dir = scratch("shortidle");
+    let dir = scratch("links-shortidle");
     let n = Node::new(&dir, "n");
     configure(&n, "accept_unknown_keys = true", "", ECHO_MASTER);
     let _n = n.run();
@@ -467,7 +459,7 @@ fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
 /// `RECORD_COMPLETION_TIMEOUT_MS` (10 s), however busy its trickle keeps the link.
 #[test]
 fn a_record_trickled_a_byte_at_a_time_is_cut_off_and_the_node_serves_on() {
-    let dir = scratch("trickle");
+    let dir = scratch("links-trickle");
     let n = Node::new(&dir, "n");
     configure(&n, "accept_unknown_keys = true", "", ECHO_MASTER);
     let _n = n.run();

@@ -21,6 +21,7 @@ use ringspan::cipher::{Identity, PublicKey};
 use ringspan::daemon::Snapshot;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::support::host::{raise_nofile_limit, scratch};
 use crate::support::node::Node;
 use crate::support::process::{BIN, Proc};
 use crate::support::rogue::Rogue;
@@ -40,14 +41,6 @@ const RESERVED: usize = 16;
 const HELD_MAX: usize = 150;
 /// Calls made through the node during the flood.
 const CALLS: u64 = 20;
-
-/// A fresh directory for one scenario's configs, keys, sockets and logs.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-flood-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `node`'s snapshot, if its worker answered (an empty one is not a sample).
 fn answered(node: &Node) -> Option<Snapshot> {
@@ -149,7 +142,7 @@ struct Cluster {
 
 /// n with the test's admission bounds and `reserved` link slots for trusted sources, p and q.
 fn cluster(name: &str, reserved: usize) -> Cluster {
-    let dir = scratch(name);
+    let dir = scratch(&format!("flood-{name}"));
     let [n, p, q] = ["n", "p", "q"].map(|name| Node::new(&dir, name));
     // Silent connections and idle strangers keep their slots for the whole scenario: long
     // handshake and idle timeouts (n still keeps its peers' links alive at their pace).
@@ -213,7 +206,7 @@ fn call(config: &Path) -> serde_json::Value {
 /// scenario's refusals were the first's too.
 #[test]
 fn a_flood_of_strangers_leaves_room_for_configured_peers() {
-    let fds = ringspan::ring::sys::raise_nofile_limit(4_096).unwrap();
+    let fds = raise_nofile_limit(4_096);
     assert!(fds >= 1_024, "the descriptor limit ({fds}) is too low for this test");
 
     // With reserved slots: p comes back during the flood, q too, and calls pass through n.

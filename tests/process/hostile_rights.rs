@@ -21,6 +21,7 @@ use ringspan::ring;
 use ringspan::span::{Metric, MountKey, MountKind, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
 use crate::support::rogue::{self, CloseSeen, Rogue, pump_all_until};
@@ -53,9 +54,7 @@ fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
 }
 
 fn cluster(name: &str) -> Cluster {
-    let dir = std::env::temp_dir().join(format!("ringspan-rights-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("rights-{name}"));
     let [r, s] = ["r", "s"].map(|n| Node::new(&dir, n));
     let caller_id = Identity::generate().unwrap();
     let head = |n: &Node, role: &str, extra: &str| {

@@ -24,6 +24,7 @@ use ringspan::limits::{
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{ErrorCode, Flags};
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
 use crate::support::rogue::{Rogue, pump_all_until};
@@ -63,7 +64,7 @@ fn relay_and_echo(
 /// closes.
 #[test]
 fn a_router_hogging_circuits_gives_way() {
-    let dir = test_dir("hog");
+    let dir = scratch("shares-hog");
     let (rogue_id, app_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let (x, e, _procs) =
         relay_and_echo(&dir, &[(&rogue_id, "router"), (&app_id, "client")], "router", "");
@@ -158,7 +159,7 @@ fn strangers_together_cannot_starve_a_satellites_clients() {
     // could open on one link at all.
     const ROGUES: usize = 33;
     const HELD: usize = 1_000;
-    let dir = test_dir("strangers");
+    let dir = scratch("shares-strangers");
     let clients_of_1 = "accept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n";
     let (s, e, _procs) = relay_and_echo(&dir, &[], "satellite", clients_of_1);
     let mut rogues: Vec<Rogue> = (0..ROGUES)
@@ -250,7 +251,7 @@ fn strangers_together_cannot_starve_a_satellites_clients() {
 /// served throughout.
 #[test]
 fn transactions_a_client_never_closes_cost_it_its_own_link() {
-    let dir = test_dir("unclosed");
+    let dir = scratch("shares-unclosed");
     let x = Node::new(&dir, "x");
     configure(&x, "router", "accept_unknown_keys = true\n", "", &echo_mount(MASTER, "master"));
     let _proc = x.run();
@@ -356,7 +357,7 @@ fn idle_circuits_are_aborted() {
     const IDLE_MS: u64 = 1_000;
     const STREAMED: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x30) };
     const HELD: usize = 100;
-    let dir = test_dir("idle");
+    let dir = scratch("shares-idle");
     let x = Node::new(&dir, "x");
     let (rogue_id, server_id, caller_id) = (
         Identity::generate().unwrap(),

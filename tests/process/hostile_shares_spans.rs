@@ -19,6 +19,7 @@ use ringspan::span::codec::{ADVERT_LEN_MAX, decode_advert, encode_advert, encode
 use ringspan::span::{Clusters, KindSet, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::rogue::{Rogue, Seen, pump_all_until};
 use crate::support::shares::*;
@@ -106,7 +107,7 @@ fn only_killed(closes: &Closes, killed: u64) -> bool {
 fn a_full_mount_table_refuses_the_newcomer_alone() {
     const L_MOUNT: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x20) };
     const OVER: usize = 100;
-    let dir = test_dir("table");
+    let dir = scratch("shares-table");
     let (x, l) = (Node::new(&dir, "x"), Node::new(&dir, "l"));
     let ids: [Identity; 3] = std::array::from_fn(|_| Identity::generate().unwrap());
     let [a_id, b_id, app_id] = &ids;
@@ -228,7 +229,7 @@ fn a_full_mount_table_refuses_the_newcomer_alone() {
 fn departed_mounts_are_charged_to_their_peer() {
     const CHURN: u128 = 2_000;
     const ROUND: u128 = 500;
-    let dir = test_dir("departed");
+    let dir = scratch("shares-departed");
     let (x, l) = (Node::new(&dir, "x"), Node::new(&dir, "l"));
     let [r_id, app_id]: [Identity; 2] = std::array::from_fn(|_| Identity::generate().unwrap());
     let l_mounts = mounts(1, 0x21..0x24);
@@ -309,7 +310,7 @@ fn seqno_requests_are_rate_limited_coalesced_and_clamped() {
     const REQUESTS: usize = 3_000;
     const PER_BATCH: usize = 100;
     const UPDATES: usize = 5;
-    let dir = test_dir("seqno");
+    let dir = scratch("shares-seqno");
     let x = Node::new(&dir, "x");
     let observer_id = Identity::generate().unwrap();
     let keys = allow(&[(&observer_id, "router")]) + "accept_unknown_keys = true\n";

@@ -4,7 +4,7 @@
 //! behaviour.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
@@ -13,8 +13,9 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
-use crate::support::process::{Proc, free_port};
+use crate::support::process::Proc;
 use crate::support::rogue::{self, CloseSeen, Rogue, pump_all_until};
 use crate::support::wait::wait_for;
 
@@ -23,19 +24,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 /// The client mount the rogue client attaches.
 const CLIENT: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x1000) };
-
-/// A node named `name` in `dir` (see [`Node::new`]), on a port from [`listen_port`].
-fn node(dir: &Path, name: &'static str) -> Node {
-    Node { port: free_port(), ..Node::new(dir, name) }
-}
-
-/// A fresh directory for one test's configs, keys, sockets and logs.
-fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-rogue-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes `node`'s config: a listener, `role`, any key let in, and `extra` (peers, mounts).
 fn configure(node: &Node, role: &str, node_extra: &str, extra: &str) {
@@ -48,7 +36,7 @@ fn configure(node: &Node, role: &str, node_extra: &str, extra: &str) {
 
 /// A router with the echo master, running and listening.
 fn echo_node(dir: &Path) -> (Node, Proc) {
-    let node = node(dir, "echo");
+    let node = Node::new(dir, "echo");
     configure(
         &node,
         "router",
@@ -78,7 +66,7 @@ fn client_of(node: &Node, from: Option<IpAddr>) -> Rogue {
 
 #[test]
 fn a_rogue_client_calls_the_echo_master_and_holds_a_call_open() {
-    let dir = test_dir("echo");
+    let dir = scratch("rogue-echo");
     let (node, _proc) = echo_node(&dir);
     let mut rogue = client_of(&node, None);
 
@@ -143,7 +131,7 @@ fn a_rogue_client_calls_the_echo_master_and_holds_a_call_open() {
 
 #[test]
 fn a_rogue_sending_malformed_records_is_cut_off_and_the_node_serves_on() {
-    let dir = test_dir("malformed");
+    let dir = scratch("rogue-malformed");
     let (node, _proc) = echo_node(&dir);
     // The well-behaved one comes from another address, and stays up throughout.
     let mut good = client_of(&node, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
@@ -193,9 +181,9 @@ fn a_rogue_sending_malformed_records_is_cut_off_and_the_node_serves_on() {
 
 #[test]
 fn a_rogue_client_of_a_satellite_shows_as_its_aggregate_and_is_called_through_it() {
-    let dir = test_dir("satellite");
-    let router = node(&dir, "router");
-    let satellite = node(&dir, "satellite");
+    let dir = scratch("rogue-satellite");
+    let router = Node::new(&dir, "router");
+    let satellite = Node::new(&dir, "satellite");
     let peer = |n: &Node, dial: bool| {
         let address =
             if dial { format!("address = \"127.0.0.1:{}\"\n", n.port) } else { String::new() };

@@ -19,6 +19,7 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
+use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
 use crate::support::wait::{now, wait_for};
@@ -69,9 +70,7 @@ fn serve(handle: Handle) -> std::thread::JoinHandle<Handle> {
 
 #[test]
 fn satellites_carry_clients_both_ways_and_fail_over() {
-    let dir = std::env::temp_dir().join(format!("ringspan-satellites-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("satellites");
     let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| Node::new(&dir, n));
     // The core side's application node (it calls clients), allowed at a.
     let caller_id = Identity::generate().unwrap();

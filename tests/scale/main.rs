@@ -10,3 +10,11 @@ mod support;
 
 mod clients_process;
 mod satellite_scale;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Held for the whole of each test here: one at a time, as each takes the machine.
+fn alone() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}

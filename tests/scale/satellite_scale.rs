@@ -43,6 +43,7 @@ use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, MountKey, Role, Wants};
 use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
+use crate::support::host::{raise_nofile_limit, scratch};
 use crate::support::node::Node;
 use crate::support::process::{BENCH, Proc, run_node};
 use crate::support::wait::{now, wait_until};
@@ -216,15 +217,14 @@ impl RawClient {
 
 #[test]
 fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off_alone() {
+    let _alone = crate::alone();
     // Each satellite inherits this limit (its clients, the flood's admitted connections); the
     // flood's sockets are this process's. The client loads raise their own.
     let want = (MANY + FLOOD + 3_000) as u64;
-    let open = ringspan::ring::sys::raise_nofile_limit(want).unwrap();
+    let open = raise_nofile_limit(want);
     assert!(open >= want, "this test needs {want} open files; the hard limit allows {open}");
 
-    let dir = std::env::temp_dir().join(format!("ringspan-sat-scale-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("sat-scale");
     let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| Node::new(&dir, n));
 
     // Thousands of idle links: keepalives every 15 s, not every second.

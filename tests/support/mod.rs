@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod counting;
+pub mod host;
 pub mod keys;
 pub mod node;
 pub mod process;

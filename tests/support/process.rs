@@ -2,9 +2,11 @@
 //! when the test ends (a failing test leaves no process behind), `ringspan run` with its log
 //! beside its config, and free ports.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::wait::wait_for;
@@ -27,19 +29,27 @@ impl Drop for Proc {
 
 /// A loopback port free at the time of asking, for a node to listen on: below the ephemeral
 /// range when there is room (the 10,000 ports under it), so that no outgoing connection of this
-/// or another test takes it between now and the node's bind, or while its node is down.
+/// or another test takes it between now and the node's bind, or while its node is down. Never
+/// one this process was given before: the tests of a binary run side by side, and a port given
+/// to one stays its own until the process ends (its node may not have bound it yet, or be down
+/// for a restart).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
     let low = range.ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
-    let Some(to) = low.filter(|&low| low >= 12_000) else {
-        return TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    };
-    let from = to - 10_000;
+    let below_ephemeral = low.filter(|&low| low >= 12_000).map(|to| (to - 10_000, to));
     loop {
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let port = from + (random % u64::from(to - from)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = match below_ephemeral {
+            Some((from, to)) => {
+                let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+                from + (random % u64::from(to - from)) as u16
+            }
+            None => TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
+        };
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }

@@ -3,7 +3,6 @@
 //! received.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +21,6 @@ use super::wait::now;
 pub const WAIT: Duration = Duration::from_secs(60);
 /// The echo master of cluster 1.
 pub const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
-
-/// A fresh directory for one test's configs, keys, sockets and logs.
-pub fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-shares-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes `node`'s config: a listener, `role`, `node_extra` in `[node]` (allow, client
 /// clusters), timers that leave a rogue unpumped for a while alone, `limits_extra` in
