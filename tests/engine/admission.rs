@@ -17,9 +17,10 @@ use ringspan::cipher::{self, Identity, PublicKey};
 use ringspan::ids::LinkId;
 use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
-use ringspan::wire::{Command, ErrorCode, Flags};
+use ringspan::wire::{Command, Flags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::support::engines::{self, Echo};
 use crate::support::host::raise_nofile_limit;
 use crate::support::wait::{self, now};
 
@@ -39,26 +40,6 @@ const EVERY: Duration = Duration::from_millis(5);
 
 fn wait_until(what: &str, ok: impl FnMut() -> bool) {
     wait::wait_until(what, WAIT, EVERY, ok);
-}
-
-/// Answers every request with its payload.
-struct Echo;
-
-impl Service for Echo {
-    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
-        if let Received::Txn(d) = received
-            && d.opens()
-        {
-            let _ = link.txn.send(
-                &mut link.out,
-                d.txn,
-                REQUEST,
-                d.payload,
-                Flags::DELETE,
-                ErrorCode::NONE,
-            );
-        }
-    }
 }
 
 /// What the established link's client saw.
@@ -156,7 +137,7 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
             ..ring::Config::default()
         },
         Arc::new(server_cipher),
-        |_| Echo,
+        |_| Echo::default(),
     )
     .unwrap();
     let addr: SocketAddr = server.local_addr().unwrap();
@@ -166,7 +147,7 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
     let (tally, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
     let (t, s) = (tally.clone(), stop.clone());
     let client = Engine::start(
-        ring::Config { workers: 1, pin_workers: false, ..ring::Config::default() },
+        engines::config(1, None),
         Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap()),
         move |_| Pinger { tally: t.clone(), stop: s.clone() },
     )
@@ -176,7 +157,7 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
 
     // The storm: every 100 ms, raw connects that never speak and real handshakes.
     let storm = Engine::start(
-        ring::Config { workers: 1, pin_workers: false, ..ring::Config::default() },
+        engines::config(1, None),
         Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap()),
         |_| Quiet,
     )
@@ -389,7 +370,7 @@ fn flood(trust: Trust) -> Flooded {
     let outcomes = Arc::new(Outcomes::default());
     let o = outcomes.clone();
     let trusted = Engine::start(
-        ring::Config { workers: 1, pin_workers: false, ..ring::Config::default() },
+        engines::config(1, None),
         Arc::new(cipher::Config::new(trusted_id).unwrap()),
         move |_| Dialler { outcomes: o.clone() },
     )
@@ -404,7 +385,7 @@ fn flood(trust: Trust) -> Flooded {
 
     // The flood, on its own thread until told to stop.
     let storm = Engine::start(
-        ring::Config { workers: 1, pin_workers: false, ..ring::Config::default() },
+        engines::config(1, None),
         Arc::new(cipher::Config::new(Identity::generate().unwrap()).unwrap()),
         |_| Quiet,
     )

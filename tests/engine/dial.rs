@@ -10,6 +10,8 @@ use ringspan::ids::LinkId;
 use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 
+use crate::support::engines;
+
 /// What the services saw.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
@@ -52,8 +54,10 @@ impl Service for Reporter {
 }
 
 fn engine(listen: Option<SocketAddr>, cipher: cipher::Config, seen: Sender<Seen>) -> Engine {
-    let config = ring::Config { workers: 1, pin_workers: false, listen, ..ring::Config::default() };
-    Engine::start(config, Arc::new(cipher), move |_| Reporter { seen: seen.clone() }).unwrap()
+    Engine::start(engines::config(1, listen), Arc::new(cipher), move |_| Reporter {
+        seen: seen.clone(),
+    })
+    .unwrap()
 }
 
 #[test]

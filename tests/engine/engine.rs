@@ -1,6 +1,5 @@
 //! Two io_uring engines in one process, joined by a real encrypted TCP link on loopback.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
@@ -11,16 +10,12 @@ use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
+use crate::support::engines::{Echo, config};
 use crate::support::keys;
 
 const REQUEST: Command = Command::new(16, 1);
 
-/// Answers every request with its payload and closes; counts ends.
-struct Echo {
-    report: Sender<Report>,
-}
-
-/// What services tell the test.
+/// What the clients' services tell the test.
 #[derive(Debug)]
 #[allow(dead_code)] // fields are read through Debug when a test fails
 enum Report {
@@ -28,29 +23,6 @@ enum Report {
     Reply(TxnId, usize),
     Ended(TxnId, ErrorCode),
     Down(LinkId, CloseReason),
-}
-
-impl Service for Echo {
-    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
-        let _ = self.report.send(Report::Up(link.id(), link.peer()));
-    }
-
-    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
-        if let Received::Txn(d) = received {
-            if d.opens() {
-                let flags = if d.closes() { Flags::DELETE } else { Flags::NONE };
-                link.txn
-                    .send(&mut link.out, d.txn, REQUEST, d.payload, flags, ErrorCode::NONE)
-                    .unwrap();
-            } else if d.closes() && !d.is_forced_close() {
-                let _ = link.txn.close(&mut link.out, d.txn, ErrorCode::NONE);
-            }
-        }
-    }
-
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
-        let _ = self.report.send(Report::Down(link, reason));
-    }
 }
 
 /// Opens transactions when told to, and reports replies and ends.
@@ -108,10 +80,6 @@ impl Service for Client {
     }
 }
 
-fn config(listen: Option<SocketAddr>) -> ring::Config {
-    ring::Config { workers: 1, pin_workers: false, listen, ..ring::Config::default() }
-}
-
 fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
     match reports.recv_timeout(Duration::from_secs(10)).expect("a report") {
         Report::Up(link, peer) => (link, peer),
@@ -123,20 +91,21 @@ fn expect_up(reports: &Receiver<Report>) -> (LinkId, PublicKey) {
 fn encrypted_link_carries_transactions_and_ends_them_on_loss() {
     let (server_cipher, client_cipher, server_key, client_key) = keys::server_and_client();
     let (server_tx, server_rx) = channel();
-    let server =
-        Engine::start(config(Some("127.0.0.1:0".parse().unwrap())), server_cipher, move |_| Echo {
-            report: server_tx.clone(),
-        })
-        .unwrap();
+    let listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = Engine::start(config(1, listen), server_cipher, move |_| {
+        Echo::reporting(server_tx.clone())
+    })
+    .unwrap();
     let (client_tx, client_rx) = channel();
-    let client =
-        Engine::start(config(None), client_cipher, move |_| Client { report: client_tx.clone() })
-            .unwrap();
+    let client = Engine::start(config(1, None), client_cipher, move |_| Client {
+        report: client_tx.clone(),
+    })
+    .unwrap();
     client.connect(server.local_addr().unwrap(), Some(server_key));
 
     // Both ends authenticated each other.
     assert_eq!(expect_up(&client_rx).1, server_key);
-    assert_eq!(expect_up(&server_rx).1, client_key);
+    assert_eq!(server_rx.recv_timeout(Duration::from_secs(10)).expect("a link up").1, client_key);
 
     // 1,000 one-shot requests of assorted sizes, plus 10 held open.
     for size in [0, 64, 1_000, 20_000] {
@@ -229,16 +198,10 @@ impl Service for FanoutClient {
 #[test]
 fn links_spread_over_workers_and_work_crosses_by_mailbox() {
     let (server_cipher, client_cipher, server_key, _) = keys::server_and_client();
-    let (server_tx, _server_rx) = channel();
-    let two =
-        |listen| ring::Config { workers: 2, pin_workers: false, listen, ..ring::Config::default() };
-    let server =
-        Engine::start(two(Some("127.0.0.1:0".parse().unwrap())), server_cipher, move |_| Echo {
-            report: server_tx.clone(),
-        })
-        .unwrap();
+    let listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = Engine::start(config(2, listen), server_cipher, |_| Echo::default()).unwrap();
     let (client_tx, client_rx) = channel();
-    let client = Engine::start(two(None), client_cipher, move |_| FanoutClient {
+    let client = Engine::start(config(2, None), client_cipher, move |_| FanoutClient {
         report: client_tx.clone(),
     })
     .unwrap();
@@ -274,11 +237,8 @@ fn a_connection_that_never_completes_its_handshake_is_closed() {
     let mut server_cipher = Arc::unwrap_or_clone(server_cipher);
     // The handshake deadline is the session's, enforced by the engine's timer on the socket.
     server_cipher.handshake_timeout = Duration::from_millis(300);
-    let (server_tx, _server_rx) = channel();
-    let config = config(Some("127.0.0.1:0".parse().unwrap()));
-    let server =
-        Engine::start(config, Arc::new(server_cipher), move |_| Echo { report: server_tx.clone() })
-            .unwrap();
+    let config = config(1, Some("127.0.0.1:0".parse().unwrap()));
+    let server = Engine::start(config, Arc::new(server_cipher), |_| Echo::default()).unwrap();
     // A peer that connects and says nothing, and one that says garbage.
     let mut silent = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
     let mut garbage = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();

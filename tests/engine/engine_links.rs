@@ -14,8 +14,8 @@ use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN};
 use ringspan::ring::{self, CloseReason, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 
-use crate::support::keys;
 use crate::support::wait::now;
+use crate::support::{engines, keys};
 
 /// What a service saw.
 #[derive(Debug)]
@@ -201,7 +201,7 @@ impl Probed {
 }
 
 fn one_worker(listen: Option<SocketAddr>) -> ring::Config {
-    ring::Config { workers: 1, pin_workers: false, listen, ..ring::Config::default() }
+    engines::config(1, listen)
 }
 
 #[test]

@@ -2,16 +2,17 @@
 //! workers, so no other process (of the same user or not) can bind the port and be dealt a
 //! share of the node's connections.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Duration;
 
 use ringspan::ids::LinkId;
-use ringspan::ring::{self, Engine, LinkCtx, Service, StartError};
+use ringspan::ring::{Engine, LinkCtx, Service, StartError};
 use ringspan::txn::Received;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::support::engines::config;
 use crate::support::keys;
 
 /// Reports each link that comes up.
@@ -25,10 +26,6 @@ impl Service for Up {
     }
 
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
-}
-
-fn config(workers: usize, listen: Option<SocketAddr>) -> ring::Config {
-    ring::Config { workers, pin_workers: false, listen, ..ring::Config::default() }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod counting;
+pub mod engines;
 pub mod host;
 pub mod keys;
 pub mod node;
