@@ -19,20 +19,21 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ringspan::cipher::identity::write_new_key_file;
-use ringspan::cipher::{Identity, PrivateKey, PublicKey};
-use ringspan::daemon::{CALL, Call, CallEvent, Handle, PeerSpec, Settings, Snapshot, control};
+use ringspan::cipher::Identity;
+use ringspan::daemon::{CALL, Call, CallEvent, Handle, Settings};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::ErrorCode;
 
+use crate::support::config;
 use crate::support::host::scratch;
-use crate::support::process::{BIN, Proc, free_port, run_node};
+use crate::support::node::{Node, key_file};
+use crate::support::process::{BIN, Proc};
 use crate::support::wait::wait_for;
 
 const MOUNT: &str = "0x1:0x10";
@@ -45,29 +46,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const CONCURRENCY: usize = 64;
 /// Calls held open (both ways) through the relay that is killed.
 const HELD: usize = 8;
-
-struct Node {
-    name: &'static str,
-    port: u16,
-    public: String,
-    config: PathBuf,
-}
-
-fn key(dir: &Path, name: &str) -> String {
-    let path = dir.join(format!("{name}.key"));
-    let key = PrivateKey::generate().unwrap();
-    write_new_key_file(&path, &key).unwrap();
-    key.public_key().unwrap().to_base64()
-}
-
-fn snapshot(node: &Node) -> Option<Snapshot> {
-    let text = control::fetch(&node.config.with_extension("sock")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn run(node: &Node) -> Proc {
-    run_node(&node.config)
-}
 
 fn call(config: &Path, calls: u64) -> Command {
     let mut cmd = Command::new(BIN);
@@ -99,7 +77,7 @@ fn count(v: &serde_json::Value, field: &str) -> u64 {
 
 /// The peer a node's route to `mount` (its id in hex) goes through.
 fn via(node: &Node, mount: &str) -> String {
-    let s = snapshot(node).unwrap();
+    let s = node.snapshot();
     s.routes.iter().find(|r| r.mount == mount).map(|r| r.via.clone()).unwrap_or_default()
 }
 
@@ -132,8 +110,7 @@ impl Drop for StopOnDrop<'_> {
 fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
     let mut settings = Settings::new(identity);
     settings.role = role;
-    let key = PublicKey::from_base64(peer.public.as_bytes()).unwrap();
-    settings.peers = vec![PeerSpec::router(Some(([127, 0, 0, 1], peer.port).into()), key)];
+    settings.peers = vec![peer.peer()];
     settings.recv_buffers = 8;
     settings.limits.keepalive = Duration::from_millis(200);
     settings.limits.idle_timeout = Duration::from_millis(1000);
@@ -208,76 +185,47 @@ fn load(handle: &Handle, stop: &AtomicBool, completed: &AtomicU64) -> Tally {
 fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     let dir = scratch("cluster");
     let names = ["a", "b", "c", "d", "e"];
-    let nodes: Vec<Node> = names
-        .iter()
-        .map(|&name| Node {
-            name,
-            port: free_port(),
-            public: key(&dir, name),
-            config: dir.join(format!("{name}.toml")),
-        })
-        .collect();
-    let client_public = key(&dir, "client");
+    let nodes: Vec<Node> = names.iter().map(|&name| Node::new(&dir, name)).collect();
+    let client_public = key_file(&dir, "client").public_key().unwrap();
     let caller_id = Identity::generate().unwrap();
-    let caller_public = caller_id.public_key().to_base64();
     let server_id = Identity::generate().unwrap();
-    let server_public = server_id.public_key().to_base64();
     let idx = |name: &str| names.iter().position(|&n| n == name).unwrap();
     // Each link is dialled by its first node and accepted by its second.
     let links = [("a", "b"), ("b", "c"), ("a", "d"), ("d", "c"), ("c", "e")];
+    let limits =
+        "keepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     for node in &nodes {
-        let mut text = format!(
-            "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\n",
-            node.name, node.port
-        );
-        if node.name == "a" {
-            text.push_str(&format!("allow = [\"{client_public}\", \"{caller_public}\"]\n"));
-        }
-        if node.name == "e" {
+        let allow = match node.name {
+            "a" => config::allow(&[(client_public, "client"), (caller_id.public_key(), "client")]),
             // The server attaches a mount the cluster must hear of: its key is a router's.
-            text.push_str(&format!(
-                "allow = [{{ key = \"{server_public}\", role = \"router\" }}]\n"
-            ));
-        }
-        text.push_str("\n[limits]\nkeepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n");
+            "e" => config::allow(&[(server_id.public_key(), "router")]),
+            _ => String::new(),
+        };
+        let mut tables = String::new();
         for &(from, to) in &links {
-            let other = if from == node.name {
-                Some((to, true))
+            if from == node.name {
+                tables += &config::peer(&nodes[idx(to)], true);
             } else if to == node.name {
-                Some((from, false))
-            } else {
-                None
-            };
-            if let Some((other, dial)) = other {
-                let peer = &nodes[idx(other)];
-                text.push_str(&format!(
-                    "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n",
-                    other, peer.public
-                ));
-                if dial {
-                    text.push_str(&format!("address = \"127.0.0.1:{}\"\n", peer.port));
-                }
+                tables += &config::peer(&nodes[idx(from)], false);
             }
         }
         if node.name == "e" {
-            text.push_str("\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nlabel = \"e/master\"\nservice = \"echo\"\n");
+            tables += &config::echo_mount(MASTER, "master", "e/master");
         }
-        std::fs::write(&node.config, text).unwrap();
+        config::write(node, &allow, limits, &tables);
     }
+    // The client is no node of the cluster: it listens nowhere.
     let client = dir.join("client.toml");
-    std::fs::write(
-        &client,
-        format!(
-            "[node]\nkey = \"client.key\"\nrole = \"client\"\n\n[[peer]]\nname = \"a\"\naddress = \"127.0.0.1:{}\"\nkey = \"{}\"\n",
-            nodes[0].port, nodes[0].public
-        ),
-    )
-    .unwrap();
+    let text = format!(
+        "[node]\nkey = \"client.key\"\nrole = \"client\"\n{}",
+        config::peer(&nodes[0], true)
+    );
+    std::fs::write(&client, text).unwrap();
 
-    let mut procs: Vec<Option<Proc>> = nodes.iter().map(|n| Some(run(n))).collect();
+    let mut procs: Vec<Option<Proc>> = nodes.iter().map(|n| Some(n.run())).collect();
     let a = &nodes[0];
     wait_for("a route from a to the master", Duration::from_secs(20), || {
-        snapshot(a).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10" && r.metric == 3))
+        a.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10" && r.metric == 3))
     });
 
     // 10k calls through three relays (a, then b or d, then c) to the echo master at e.
@@ -287,7 +235,7 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
 
     // Kill the relay in the middle of the path while calls go through it.
     let through = via(a, "10");
-    let victim = if through.contains(&snapshot(&nodes[1]).unwrap().node) { "b" } else { "d" };
+    let victim = if through.contains(&nodes[1].snapshot().node) { "b" } else { "d" };
     let other = if victim == "b" { "d" } else { "b" };
     let relay = &nodes[idx(victim)];
     let caller = app(caller_id, Role::Client, a);
@@ -309,7 +257,7 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
         .collect();
     let mut relayed = 0;
     wait_for("the held calls at the relay", WAIT, || {
-        snapshot(relay).is_some_and(|s| {
+        relay.try_snapshot().is_some_and(|s| {
             relayed = s.counters.relayed;
             s.circuits == HELD
         })
@@ -324,7 +272,7 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
         // Should a wait below fail, the load still stops (the scope waits for it).
         let _stop = StopOnDrop(stop);
         wait_for("the load to flow through the relay", WAIT, || {
-            snapshot(relay).is_some_and(|s| s.counters.relayed >= relayed + 100)
+            relay.try_snapshot().is_some_and(|s| s.counters.relayed >= relayed + 100)
         });
         drop(procs[idx(victim)].take());
         // The held calls were in flight through it: each ends at both ends, with LOST_LINK.
@@ -357,13 +305,13 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     assert_eq!(count(&third, "completed"), 2_000, "{third}");
 
     // The killed relay restarts and rejoins; with the other one gone, it carries the traffic.
-    procs[idx(victim)] = Some(run(&nodes[idx(victim)]));
+    procs[idx(victim)] = Some(nodes[idx(victim)].run());
     wait_for("the restarted relay to rejoin", Duration::from_secs(20), || {
-        snapshot(&nodes[idx(victim)]).is_some_and(|s| s.links.len() == 2)
+        nodes[idx(victim)].try_snapshot().is_some_and(|s| s.links.len() == 2)
     });
     drop(procs[idx(other)].take());
     wait_for("the route through the restarted relay", Duration::from_secs(20), || {
-        let s = snapshot(&nodes[idx(victim)]);
+        let s = nodes[idx(victim)].try_snapshot();
         let v = via(a, "10");
         s.is_some_and(|s| v.contains(&s.node))
     });
@@ -371,7 +319,7 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     assert_eq!(count(&fourth, "completed"), 2_000, "{fourth}");
     // Snapshots are refreshed every 200 ms.
     wait_for("the restarted relay's counters to show the calls", Duration::from_secs(5), || {
-        snapshot(&nodes[idx(victim)]).is_some_and(|s| s.counters.relayed >= 2_000)
+        nodes[idx(victim)].try_snapshot().is_some_and(|s| s.counters.relayed >= 2_000)
     });
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ringspan::daemon::control;
 
+use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::{BIN, Proc, exit_of, free_port, run_node, signal};
@@ -108,25 +109,12 @@ fn a_peers_label_reaches_show_escaped_and_metrics_answer() {
     let dir = scratch("ctlp-label");
     let [a, b] = ["a", "b"].map(|n| Node::new(&dir, n));
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let head = |n: &Node| {
-        format!("[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\n", n.name, n.port)
-    };
-    let peer = |n: &Node, dial: bool| {
-        let address =
-            if dial { format!("address = \"127.0.0.1:{}\"\n", n.port) } else { String::new() };
-        format!(
-            "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n{address}",
-            n.name,
-            n.public().to_base64()
-        )
-    };
     // a advertises a mount whose label would clear the screen, retitle the terminal, ring the
     // bell and (as a C1 CSI) colour what follows, were it printed raw.
     let mount = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\n\
                  label = \"\\u001b[2J\\u001b]0;pwned\\u0007\\u009b31m\"\n";
-    std::fs::write(&a.config, head(&a) + &peer(&b, false) + mount).unwrap();
-    std::fs::write(&b.config, head(&b) + &format!("metrics = \"{metrics}\"\n") + &peer(&a, true))
-        .unwrap();
+    config::write(&a, "", "", &(config::peer(&b, false) + mount));
+    config::write(&b, &format!("metrics = \"{metrics}\"\n"), "", &config::peer(&a, true));
     let _a = a.run();
     let _b = b.run();
     wait_for("b to learn a's mount", PATIENCE, || {

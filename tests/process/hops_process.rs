@@ -7,22 +7,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ringspan::cipher::PrivateKey;
-use ringspan::cipher::identity::write_new_key_file;
-use ringspan::daemon::{Snapshot, control};
-
+use crate::support::config;
 use crate::support::host::scratch;
-use crate::support::process::{BENCH, Proc, free_port, run_node};
+use crate::support::node::{Node, key_file};
+use crate::support::process::{BENCH, Proc};
 use crate::support::wait::wait_for;
 
 const MOUNT: &str = "0x1:0x10";
-
-fn key(dir: &Path, name: &str) -> String {
-    let path = dir.join(format!("{name}.key"));
-    let key = PrivateKey::generate().unwrap();
-    write_new_key_file(&path, &key).unwrap();
-    key.public_key().unwrap().to_base64()
-}
 
 /// Runs `ringspan-bench hops send` with `args` and returns its JSON outcome.
 fn send(dir: &Path, port: u16, relay: &str, args: &[&str]) -> serde_json::Value {
@@ -44,42 +35,33 @@ fn send(dir: &Path, port: u16, relay: &str, args: &[&str]) -> serde_json::Value 
 fn run_chain(relays: usize) {
     let path = scratch(&format!("hops-{relays}"));
     let dir = path.as_path();
-    let sender = key(dir, "sender");
-    let receiver = key(dir, "receiver");
-    let names: Vec<String> = (1..=relays).map(|i| format!("r{i}")).collect();
-    let keys: Vec<String> = names.iter().map(|n| key(dir, n)).collect();
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let sender = key_file(dir, "sender").public_key().unwrap();
+    let receiver = key_file(dir, "receiver").public_key().unwrap();
+    let nodes: Vec<Node> =
+        ["r1", "r2"][..relays].iter().map(|&name| Node::new(dir, name)).collect();
+    let keys: Vec<String> = nodes.iter().map(|n| n.public().to_base64()).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let mut procs: Vec<Proc> = Vec::new();
-    for i in 0..relays {
+    for (i, node) in nodes.iter().enumerate() {
         let mut allow = Vec::new();
         if i == 0 {
-            allow.push(format!("\"{sender}\""));
+            allow.push((sender, "client"));
         }
         if i + 1 == relays {
             // The receiver attaches the mount: its key is granted a router's rights.
-            allow.push(format!("{{ key = \"{receiver}\", role = \"router\" }}"));
+            allow.push((receiver, "router"));
         }
-        let mut text = format!(
-            "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nworkers = 1\nallow = [{}]\n\
-             control = \"{}.sock\"\n",
-            names[i],
-            ports[i],
-            allow.join(", "),
-            names[i]
-        );
+        let node_lines =
+            format!("workers = 1\n{}control = \"{}.sock\"\n", config::allow(&allow), node.name);
+        let mut tables = String::new();
         if i > 0 {
-            text += &format!("\n[[peer]]\nkey = \"{}\"\n", keys[i - 1]);
+            tables += &config::peer(&nodes[i - 1], false);
         }
         if i + 1 < relays {
-            text += &format!(
-                "\n[[peer]]\nkey = \"{}\"\naddress = \"127.0.0.1:{}\"\n",
-                keys[i + 1],
-                ports[i + 1]
-            );
+            tables += &config::peer(&nodes[i + 1], true);
         }
-        let config = dir.join(format!("{}.toml", names[i]));
-        std::fs::write(&config, text).unwrap();
-        procs.push(run_node(&config));
+        config::write(node, &node_lines, "", &tables);
+        procs.push(node.run());
     }
     let last = relays - 1;
     procs.push(Proc(
@@ -108,17 +90,11 @@ fn run_chain(relays: usize) {
     assert!(paced["window_seconds"].as_f64().unwrap() > 0.0, "{paced}");
     assert!(paced["msgs_per_sec"].as_f64().unwrap() > 0.0, "{paced}");
     // Past the call's first record, every relay forwarded the stream's records whole.
-    for name in &names {
-        let socket = dir.join(format!("{name}.sock"));
-        let whole = || {
-            let snapshot = control::fetch(&socket).ok()?;
-            let snapshot: Snapshot = serde_json::from_str(&snapshot).ok()?;
-            Some(snapshot.counters.whole_records)
-        };
+    for node in &nodes {
         wait_for(
-            &format!("{name} to count records forwarded whole"),
+            &format!("{} to count records forwarded whole", node.name),
             Duration::from_secs(5),
-            || whole().is_some_and(|n| n > 0),
+            || node.try_snapshot().is_some_and(|s| s.counters.whole_records > 0),
         );
     }
 

@@ -28,6 +28,7 @@ use ringspan::limits::{RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN, 
 use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
+use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::{exit_of, free_port, run_node, signal};
@@ -38,9 +39,11 @@ use crate::support::wait::{now, wait_for};
 const WAIT: Duration = Duration::from_secs(60);
 /// The echo master of the tests' cluster 1.
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
-/// Its config entry.
-const ECHO_MASTER: &str = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\n\
-                           label = \"echo\"\nservice = \"echo\"\n";
+
+/// The echo master's config entry.
+fn echo_master() -> String {
+    config::echo_mount(MASTER, "master", "echo")
+}
 
 /// `node`'s id, as snapshots show node ids.
 fn id_of(node: &Node) -> String {
@@ -61,27 +64,6 @@ fn rows_to<'a>(snapshot: &'a Snapshot, peer: &str) -> Vec<&'a LinkRow> {
 /// The node id a route's `via` or `standby` names ("link 0:5.1 (PEER)").
 fn peer_in(hop: &str) -> &str {
     hop.rsplit_once(" (").map_or("", |(_, peer)| peer.trim_end_matches(')'))
-}
-
-/// Writes `node`'s config: its key and listener, then `node_extra` (more of `[node]`), then
-/// `[limits]` with `limits`, then `extra` (peers, mounts).
-fn configure(node: &Node, node_extra: &str, limits: &str, extra: &str) {
-    let text = format!(
-        "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\n{node_extra}\n[limits]\n{limits}\n{extra}",
-        node.name, node.port
-    );
-    std::fs::write(&node.config, text).unwrap();
-}
-
-/// A `[[peer]]` entry for `node`, with its address if `dial`.
-fn peer_entry(node: &Node, dial: bool) -> String {
-    let address =
-        if dial { format!("address = \"127.0.0.1:{}\"\n", node.port) } else { String::new() };
-    format!(
-        "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n{address}",
-        node.name,
-        node.public().to_base64()
-    )
 }
 
 /// A rogue that said hello as a client and heard `node`'s span for the echo master.
@@ -128,8 +110,9 @@ fn a_second_node_on_a_running_nodes_port_exits_and_the_first_serves_on() {
     let config = |control: &str| {
         format!(
             "[node]\nkey = \"a.key\"\nlisten = [\"127.0.0.1:{}\"]\ncontrol = \"{control}\"\n\
-             accept_unknown_keys = true\n{ECHO_MASTER}",
-            a.port
+             accept_unknown_keys = true\n{}",
+            a.port,
+            echo_master()
         )
     };
     std::fs::write(&a.config, config("a.sock")).unwrap();
@@ -175,13 +158,14 @@ fn a_key_used_by_two_processes_gets_one_link_and_calls_go_on_it() {
     let k2 =
         Node { name: "k2", port: free_port(), key: k1.key.clone(), config: dir.join("k2.toml") };
     let k = id_of(&k1);
-    configure(&m, "accept_unknown_keys = true", "", &peer_entry(&k1, false));
+    config::write(&m, "accept_unknown_keys = true", "", &config::peer(&k1, false));
     let k_config = |n: &Node| {
         let text = format!(
             "[node]\nkey = \"k1.key\"\nlisten = [\"127.0.0.1:{}\"]\n[limits]\nredial_min_ms = 50\n\
-             redial_max_ms = 500\n{}{ECHO_MASTER}",
+             redial_max_ms = 500\n{}{}",
             n.port,
-            peer_entry(&m, true)
+            config::peer(&m, true),
+            echo_master()
         );
         std::fs::write(&n.config, text).unwrap();
     };
@@ -280,9 +264,14 @@ fn routers_that_all_dial_each_other_keep_one_link_per_pair() {
     let limits = "keepalive_ms = 1000\nidle_timeout_ms = 20000\nhandshake_timeout_ms = 60000\n\
                   redial_min_ms = 50\nredial_max_ms = 300\n";
     let a_extra = "accept_unknown_keys = true";
-    configure(&a, a_extra, limits, &(peer_entry(&b, true) + &peer_entry(&c, true)));
-    configure(&b, "", limits, &(peer_entry(&a, true) + &peer_entry(&c, true)));
-    configure(&c, "", limits, &(peer_entry(&a, true) + &peer_entry(&b, true) + ECHO_MASTER));
+    config::write(&a, a_extra, limits, &(config::peer(&b, true) + &config::peer(&c, true)));
+    config::write(&b, "", limits, &(config::peer(&a, true) + &config::peer(&c, true)));
+    config::write(
+        &c,
+        "",
+        limits,
+        &(config::peer(&a, true) + &config::peer(&b, true) + &echo_master()),
+    );
     let ids = [&a, &b, &c].map(id_of);
 
     // Races for certain: b and c linked to each other and dialling a (refused: it is not up),
@@ -370,12 +359,12 @@ fn a_node_keeps_alive_as_often_as_its_peers_idle_timeout_needs() {
     let dir = scratch("links-keepalive");
     let a = Node::new(&dir, "a");
     let b = Node::new(&dir, "b");
-    configure(&a, "", "keepalive_ms = 200\nidle_timeout_ms = 600\n", &peer_entry(&b, false));
-    configure(
+    config::write(&a, "", "keepalive_ms = 200\nidle_timeout_ms = 600\n", &config::peer(&b, false));
+    config::write(
         &b,
         "",
         "keepalive_ms = 3000\nidle_timeout_ms = 10000\nredial_min_ms = 50\nredial_max_ms = 500\n",
-        &peer_entry(&a, true),
+        &config::peer(&a, true),
     );
     let _a = a.run();
     let _b = b.run();
@@ -411,7 +400,7 @@ fn a_node_keeps_alive_as_often_as_its_peers_idle_timeout_needs() {
 fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
     let dir = scratch("links-shortidle");
     let n = Node::new(&dir, "n");
-    configure(&n, "accept_unknown_keys = true", "", ECHO_MASTER);
+    config::write(&n, "accept_unknown_keys = true", "", &echo_master());
     let _n = n.run();
     wait_for("n to serve its master", WAIT, || {
         answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
@@ -461,7 +450,7 @@ fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
 fn a_record_trickled_a_byte_at_a_time_is_cut_off_and_the_node_serves_on() {
     let dir = scratch("links-trickle");
     let n = Node::new(&dir, "n");
-    configure(&n, "accept_unknown_keys = true", "", ECHO_MASTER);
+    config::write(&n, "accept_unknown_keys = true", "", &echo_master());
     let _n = n.run();
     wait_for("n to serve its master", WAIT, || {
         answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))

@@ -19,8 +19,11 @@ use std::time::Duration;
 
 use ringspan::cipher::{Identity, PublicKey};
 use ringspan::daemon::Snapshot;
+use ringspan::ids::{ClusterId, MountId};
+use ringspan::span::MountKey;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::support::config;
 use crate::support::host::{raise_nofile_limit, scratch};
 use crate::support::node::Node;
 use crate::support::process::{BIN, Proc};
@@ -41,6 +44,8 @@ const RESERVED: usize = 16;
 const HELD_MAX: usize = 150;
 /// Calls made through the node during the flood.
 const CALLS: u64 = 20;
+/// The echo master p serves.
+const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 
 /// `node`'s snapshot, if its worker answered (an empty one is not a sample).
 fn answered(node: &Node) -> Option<Snapshot> {
@@ -52,27 +57,6 @@ fn answered(node: &Node) -> Option<Snapshot> {
 fn links_to(snapshot: &Snapshot, peer: &Node) -> bool {
     let id = peer.public().node_id().to_string();
     snapshot.links.iter().any(|l| l.peer == id)
-}
-
-/// Writes `node`'s config: its key and listener, `node_extra`, `[limits]` with `limits`, then
-/// `extra`.
-fn configure(node: &Node, node_extra: &str, limits: &str, extra: &str) {
-    let text = format!(
-        "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\n{node_extra}\n[limits]\n{limits}\n{extra}",
-        node.name, node.port
-    );
-    std::fs::write(&node.config, text).unwrap();
-}
-
-/// A `[[peer]]` entry for `node` granted `role`, with its address if `dial`.
-fn peer_entry(node: &Node, role: &str, dial: bool) -> String {
-    let address =
-        if dial { format!("address = \"127.0.0.1:{}\"\n", node.port) } else { String::new() };
-    format!(
-        "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\nrole = \"{role}\"\n{address}",
-        node.name,
-        node.public().to_base64()
-    )
 }
 
 /// The flood: from [`STRANGER`], raw connects that never say a word and handshakes from fresh
@@ -151,13 +135,12 @@ fn cluster(name: &str, reserved: usize) -> Cluster {
          trusted_handshakes_per_sec = {RATE}\nreserved_links = {reserved}\n\
          handshake_timeout_ms = 120000\nidle_timeout_ms = 120000\n"
     );
-    let peers = peer_entry(&p, "router", false) + &peer_entry(&q, "client", false);
-    configure(&n, "accept_unknown_keys = true", &limits, &peers);
+    let peers = config::peer_as(&p, "router", false) + &config::peer_as(&q, "client", false);
+    config::write(&n, "accept_unknown_keys = true", &limits, &peers);
     let redial = "redial_min_ms = 50\nredial_max_ms = 250\n";
-    let master = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\n\
-                  service = \"echo\"\n";
-    configure(&p, "", redial, &(peer_entry(&n, "router", true) + master));
-    configure(&q, "role = \"client\"", redial, &peer_entry(&n, "router", true));
+    let master = config::echo_mount(MASTER, "master", "");
+    config::write(&p, "", redial, &(config::peer_as(&n, "router", true) + &master));
+    config::write(&q, "role = \"client\"", redial, &config::peer_as(&n, "router", true));
     Cluster { dir, n, p, q }
 }
 

@@ -21,6 +21,7 @@ use ringspan::ring;
 use ringspan::span::{Metric, MountKey, MountKind, Role, Wants};
 use ringspan::wire::{Command, ErrorCode};
 
+use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
@@ -57,35 +58,15 @@ fn cluster(name: &str) -> Cluster {
     let dir = scratch(&format!("rights-{name}"));
     let [r, s] = ["r", "s"].map(|n| Node::new(&dir, n));
     let caller_id = Identity::generate().unwrap();
-    let head = |n: &Node, role: &str, extra: &str| {
-        format!(
-            "[node]\nkey = \"{}.key\"\nlisten = [\"{}\"]\nrole = \"{role}\"\n{extra}\n\
-             [limits]\nkeepalive_ms = 200\nidle_timeout_ms = 5000\nredial_min_ms = 50\n\
-             redial_max_ms = 500\n",
-            n.name,
-            n.addr()
-        )
-    };
-    let r_text = head(
-        &r,
-        "router",
-        &format!(
-            "allow = [{{ key = \"{}\", role = \"router\" }}]\n",
-            caller_id.public_key().to_base64()
-        ),
-    ) + &format!(
-        "\n[[peer]]\nname = \"s\"\nkey = \"{}\"\nrole = \"satellite\"\n\n\
-         [[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nservice = \"echo\"\n",
-        s.public().to_base64()
-    );
-    let s_text = head(&s, "satellite", "accept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n")
-        + &format!(
-            "\n[[peer]]\nname = \"r\"\nkey = \"{}\"\naddress = \"{}\"\n",
-            r.public().to_base64(),
-            r.addr()
-        );
-    std::fs::write(&r.config, r_text).unwrap();
-    std::fs::write(&s.config, s_text).unwrap();
+    let limits =
+        "keepalive_ms = 200\nidle_timeout_ms = 5000\nredial_min_ms = 50\nredial_max_ms = 500\n";
+    let r_lines =
+        format!("role = \"router\"\n{}", config::allow(&[(caller_id.public_key(), "router")]));
+    let r_tables =
+        config::peer_as(&s, "satellite", false) + &config::echo_mount(MASTER, "master", "");
+    config::write(&r, &r_lines, limits, &r_tables);
+    let s_lines = "role = \"satellite\"\naccept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n";
+    config::write(&s, s_lines, limits, &config::peer(&r, true));
     let procs = [r.run(), s.run()];
     wait_for("the satellite to link to the core", WAIT, || {
         s.try_snapshot().is_some_and(|snap| snap.links.len() == 1)

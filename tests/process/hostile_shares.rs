@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ringspan::cipher::Identity;
+use ringspan::cipher::{Identity, PublicKey};
 use ringspan::daemon::{CALL, CallEvent, Closes, Handle};
 use ringspan::ids::{ClusterId, MountId, TxnId};
 use ringspan::limits::{
@@ -24,6 +24,7 @@ use ringspan::limits::{
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{ErrorCode, Flags};
 
+use crate::support::config::{allow, echo_mount, peer_as};
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
@@ -38,7 +39,7 @@ const BATCH: usize = 1_024;
 /// lets in `keys` with their roles and `x_extra` in `[node]`.
 fn relay_and_echo(
     dir: &Path,
-    keys: &[(&Identity, &str)],
+    keys: &[(PublicKey, &str)],
     x_role: &str,
     x_extra: &str,
 ) -> (Node, Node, [Proc; 2]) {
@@ -48,10 +49,10 @@ fn relay_and_echo(
         "router",
         "",
         "",
-        &(peer(&x, if x_role == "satellite" { "satellite" } else { "router" }, false)
-            + &echo_mount(MASTER, "master")),
+        &(peer_as(&x, if x_role == "satellite" { "satellite" } else { "router" }, false)
+            + &echo_mount(MASTER, "master", "echo")),
     );
-    configure(&x, x_role, &(allow(keys) + x_extra), "", &peer(&e, "router", true));
+    configure(&x, x_role, &(allow(keys) + x_extra), "", &peer_as(&e, "router", true));
     let procs = [e.run(), x.run()];
     wait_for("x to learn the master from e", WAIT, || {
         x.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
@@ -66,8 +67,12 @@ fn relay_and_echo(
 fn a_router_hogging_circuits_gives_way() {
     let dir = scratch("shares-hog");
     let (rogue_id, app_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-    let (x, e, _procs) =
-        relay_and_echo(&dir, &[(&rogue_id, "router"), (&app_id, "client")], "router", "");
+    let (x, e, _procs) = relay_and_echo(
+        &dir,
+        &[(rogue_id.public_key(), "router"), (app_id.public_key(), "client")],
+        "router",
+        "",
+    );
     let mut hog = rogue_at(&x, &rogue_id, Role::Router, MASTER);
     let span = hog.span_of(MASTER).unwrap();
 
@@ -253,7 +258,13 @@ fn strangers_together_cannot_starve_a_satellites_clients() {
 fn transactions_a_client_never_closes_cost_it_its_own_link() {
     let dir = scratch("shares-unclosed");
     let x = Node::new(&dir, "x");
-    configure(&x, "router", "accept_unknown_keys = true\n", "", &echo_mount(MASTER, "master"));
+    configure(
+        &x,
+        "router",
+        "accept_unknown_keys = true\n",
+        "",
+        &echo_mount(MASTER, "master", "echo"),
+    );
     let _proc = x.run();
     wait_for("x to attach its master", WAIT, || {
         x.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
@@ -367,9 +378,13 @@ fn idle_circuits_are_aborted() {
     configure(
         &x,
         "router",
-        &allow(&[(&rogue_id, "router"), (&server_id, "router"), (&caller_id, "client")]),
+        &allow(&[
+            (rogue_id.public_key(), "router"),
+            (server_id.public_key(), "router"),
+            (caller_id.public_key(), "client"),
+        ]),
         &format!("circuit_idle_ms = {IDLE_MS}\n"),
-        &echo_mount(MASTER, "master"),
+        &echo_mount(MASTER, "master", "echo"),
     );
     let _proc = x.run();
     // The streaming peer, attached at x through its own node, and an honest caller of it.

@@ -19,6 +19,7 @@ use ringspan::span::codec::{ADVERT_LEN_MAX, decode_advert, encode_advert, encode
 use ringspan::span::{Clusters, KindSet, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
+use crate::support::config::{allow, echo_mount, peer_as};
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::rogue::{Rogue, Seen, pump_all_until};
@@ -111,9 +112,19 @@ fn a_full_mount_table_refuses_the_newcomer_alone() {
     let (x, l) = (Node::new(&dir, "x"), Node::new(&dir, "l"));
     let ids: [Identity; 3] = std::array::from_fn(|_| Identity::generate().unwrap());
     let [a_id, b_id, app_id] = &ids;
-    let keys = allow(&[(a_id, "router"), (b_id, "router"), (app_id, "client")]);
-    configure(&x, "router", &keys, "", &peer(&l, "router", false));
-    configure(&l, "router", "", "", &(peer(&x, "router", true) + &echo_mount(L_MOUNT, "master")));
+    let keys = allow(&[
+        (a_id.public_key(), "router"),
+        (b_id.public_key(), "router"),
+        (app_id.public_key(), "client"),
+    ]);
+    configure(&x, "router", &keys, "", &peer_as(&l, "router", false));
+    configure(
+        &l,
+        "router",
+        "",
+        "",
+        &(peer_as(&x, "router", true) + &echo_mount(L_MOUNT, "master", "echo")),
+    );
     let _x_proc = x.run();
     let mut l_proc = Some(l.run());
     wait_for("x to learn l's mount", WAIT, || {
@@ -236,12 +247,12 @@ fn departed_mounts_are_charged_to_their_peer() {
     configure(
         &x,
         "router",
-        &allow(&[(&r_id, "router"), (&app_id, "client")]),
+        &allow(&[(r_id.public_key(), "router"), (app_id.public_key(), "client")]),
         "",
-        &(peer(&l, "router", false) + &echo_mount(MASTER, "master")),
+        &(peer_as(&l, "router", false) + &echo_mount(MASTER, "master", "echo")),
     );
-    let l_tail: String = l_mounts.iter().map(|&m| echo_mount(m, "master")).collect();
-    configure(&l, "router", "", "", &(peer(&x, "router", true) + &l_tail));
+    let l_tail: String = l_mounts.iter().map(|&m| echo_mount(m, "master", "echo")).collect();
+    configure(&l, "router", "", "", &(peer_as(&x, "router", true) + &l_tail));
     let _x_proc = x.run();
     let mut l_proc = Some(l.run());
     let l_id = l.public().node_id();
@@ -313,8 +324,8 @@ fn seqno_requests_are_rate_limited_coalesced_and_clamped() {
     let dir = scratch("shares-seqno");
     let x = Node::new(&dir, "x");
     let observer_id = Identity::generate().unwrap();
-    let keys = allow(&[(&observer_id, "router")]) + "accept_unknown_keys = true\n";
-    configure(&x, "router", &keys, "", &echo_mount(MASTER, "master"));
+    let keys = allow(&[(observer_id.public_key(), "router")]) + "accept_unknown_keys = true\n";
+    configure(&x, "router", &keys, "", &echo_mount(MASTER, "master", "echo"));
     let _proc = x.run();
     wait_for("x to attach its master", WAIT, || {
         x.try_snapshot().is_some_and(|s| has_route(&s, MASTER))

@@ -13,6 +13,7 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
+use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
@@ -27,22 +28,16 @@ const CLIENT: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x1000
 
 /// Writes `node`'s config: a listener, `role`, any key let in, and `extra` (peers, mounts).
 fn configure(node: &Node, role: &str, node_extra: &str, extra: &str) {
-    let text = format!(
-        "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nrole = \"{role}\"\naccept_unknown_keys = true\n{node_extra}\n[limits]\nkeepalive_ms = 200\nidle_timeout_ms = 5000\nredial_min_ms = 50\nredial_max_ms = 500\n{extra}",
-        node.name, node.port
-    );
-    std::fs::write(&node.config, text).unwrap();
+    let node_lines = format!("role = \"{role}\"\naccept_unknown_keys = true\n{node_extra}");
+    let limits =
+        "keepalive_ms = 200\nidle_timeout_ms = 5000\nredial_min_ms = 50\nredial_max_ms = 500\n";
+    config::write(node, &node_lines, limits, extra);
 }
 
 /// A router with the echo master, running and listening.
 fn echo_node(dir: &Path) -> (Node, Proc) {
     let node = Node::new(dir, "echo");
-    configure(
-        &node,
-        "router",
-        "",
-        "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nlabel = \"echo\"\nservice = \"echo\"\n",
-    );
+    configure(&node, "router", "", &config::echo_mount(MASTER, "master", "echo"));
     let proc = node.run();
     wait_for("the echo node to publish its master", WAIT, || {
         node.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
@@ -184,24 +179,13 @@ fn a_rogue_client_of_a_satellite_shows_as_its_aggregate_and_is_called_through_it
     let dir = scratch("rogue-satellite");
     let router = Node::new(&dir, "router");
     let satellite = Node::new(&dir, "satellite");
-    let peer = |n: &Node, dial: bool| {
-        let address =
-            if dial { format!("address = \"127.0.0.1:{}\"\n", n.port) } else { String::new() };
-        format!(
-            "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\n{address}",
-            n.name,
-            n.public().to_base64()
-        )
-    };
     // The rogue router below is allowed at the router by name, with a router's rights (a key
     // let in only by accept_unknown_keys is a client); the satellite serves clients of cluster 1.
     let caller_id = Identity::generate().unwrap();
-    let allow = format!(
-        "allow = [{{ key = \"{}\", role = \"router\" }}]\n",
-        caller_id.public_key().to_base64()
-    );
-    configure(&router, "router", &allow, &peer(&satellite, false));
-    configure(&satellite, "satellite", "client_clusters = [\"0x1\"]\n", &peer(&router, true));
+    let allow = config::allow(&[(caller_id.public_key(), "router")]);
+    configure(&router, "router", &allow, &config::peer(&satellite, false));
+    let clients_of_1 = "client_clusters = [\"0x1\"]\n";
+    configure(&satellite, "satellite", clients_of_1, &config::peer(&router, true));
     let _procs = [router.run(), satellite.run()];
     wait_for("the satellite to link to the router", WAIT, || {
         satellite.try_snapshot().is_some_and(|s| s.links.len() == 1)

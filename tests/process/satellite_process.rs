@@ -19,6 +19,7 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
+use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
@@ -74,40 +75,24 @@ fn satellites_carry_clients_both_ways_and_fail_over() {
     let [a, b, c, s1, s2] = ["a", "b", "c", "s1", "s2"].map(|n| Node::new(&dir, n));
     // The core side's application node (it calls clients), allowed at a.
     let caller_id = Identity::generate().unwrap();
-    let limits = "\n[limits]\nkeepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
+    let limits =
+        "keepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     let peer = |n: &Node, dial: bool| {
         // Satellites are granted what they are, routers a router's rights.
         let role = if n.name.starts_with('s') { "satellite" } else { "router" };
-        let mut t = format!(
-            "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\nrole = \"{role}\"\n",
-            n.name,
-            n.public().to_base64()
-        );
-        if dial {
-            t.push_str(&format!("address = \"127.0.0.1:{}\"\n", n.port));
-        }
-        t
+        config::peer_as(n, role, dial)
     };
-    let head = |n: &Node, role: &str, extra: &str| {
-        format!(
-            "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nrole = \"{role}\"\n{extra}{limits}",
-            n.name, n.port
-        )
+    let write = |n: &Node, role: &str, extra: &str, tables: String| {
+        config::write(n, &format!("role = \"{role}\"\n{extra}"), limits, &tables);
     };
-    let caller_key = caller_id.public_key().to_base64();
-    let write = |n: &Node, text: String| std::fs::write(&n.config, text).unwrap();
-    write(
-        &a,
-        head(&a, "router", &format!("allow = [{{ key = \"{caller_key}\", role = \"router\" }}]\n"))
-            + &peer(&b, true)
-            + &peer(&c, true)
-            + "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nservice = \"echo\"\n",
-    );
-    write(&b, head(&b, "router", "") + &peer(&a, false) + &peer(&c, true) + &peer(&s1, false));
-    write(&c, head(&c, "router", "") + &peer(&a, false) + &peer(&b, false) + &peer(&s2, false));
+    let allow = config::allow(&[(caller_id.public_key(), "router")]);
+    let master = config::echo_mount(MASTER, "master", "");
+    write(&a, "router", &allow, peer(&b, true) + &peer(&c, true) + &master);
+    write(&b, "router", "", peer(&a, false) + &peer(&c, true) + &peer(&s1, false));
+    write(&c, "router", "", peer(&a, false) + &peer(&b, false) + &peer(&s2, false));
     let clients_of_1 = "accept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n";
-    write(&s1, head(&s1, "satellite", clients_of_1) + &peer(&b, true));
-    write(&s2, head(&s2, "satellite", clients_of_1) + &peer(&c, true));
+    write(&s1, "satellite", clients_of_1, peer(&b, true));
+    write(&s2, "satellite", clients_of_1, peer(&c, true));
     let mut procs: Vec<Option<Proc>> =
         [&a, &b, &c, &s1, &s2].iter().map(|n| Some(n.run())).collect();
 

@@ -8,11 +8,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ringspan::cipher::PrivateKey;
-use ringspan::cipher::identity::write_new_key_file;
-
+use crate::support::config;
 use crate::support::host::{raise_nofile_limit, scratch};
-use crate::support::process::{BENCH, Proc, free_port, run_node};
+use crate::support::node::Node;
+use crate::support::process::{BENCH, Proc};
 use crate::support::wait::{now, wait_for, wait_until};
 
 const CLIENTS: u64 = 10_000;
@@ -30,21 +29,11 @@ fn a_satellite_takes_ten_thousand_client_links() {
     assert!(open >= want, "{CLIENTS} links need {want} open files; the hard limit allows {open}");
 
     let dir = scratch("clients");
-    let key = PrivateKey::generate().unwrap();
-    write_new_key_file(&dir.join("sat.key"), &key).unwrap();
-    let public = key.public_key().unwrap().to_base64();
-    let port = free_port();
-    let config = dir.join("sat.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nkey = \"sat.key\"\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 1\n\
-             role = \"satellite\"\naccept_unknown_keys = true\n\n\
-             [limits]\nkeepalive_ms = 15000\nidle_timeout_ms = 60000\n"
-        ),
-    )
-    .unwrap();
-    let _satellite = run_node(&config);
+    let sat = Node::new(&dir, "sat");
+    let (public, port) = (sat.public().to_base64(), sat.port);
+    let node_lines = "workers = 1\nrole = \"satellite\"\naccept_unknown_keys = true\n";
+    config::write(&sat, node_lines, "keepalive_ms = 15000\nidle_timeout_ms = 60000\n", "");
+    let _satellite = sat.run();
     wait_for("the satellite to listen", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });

@@ -43,6 +43,7 @@ use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, MountKey, Role, Wants};
 use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
+use crate::support::config;
 use crate::support::host::{raise_nofile_limit, scratch};
 use crate::support::node::Node;
 use crate::support::process::{BENCH, Proc, run_node};
@@ -231,40 +232,24 @@ fn the_core_does_not_grow_with_ten_thousand_clients_and_abusive_ones_are_cut_off
     let limits = "keepalive_ms = 15000\nidle_timeout_ms = 60000\nredial_min_ms = 50\n\
                   redial_max_ms = 500\n";
     let peer = |n: &Node, dial: bool| {
-        let key = n.public().to_base64();
         // Satellites are granted what they are, routers a router's rights.
         let role = if n.name.starts_with('s') { "satellite" } else { "router" };
-        let mut t =
-            format!("\n[[peer]]\nname = \"{}\"\nkey = \"{key}\"\nrole = \"{role}\"\n", n.name);
-        if dial {
-            t.push_str(&format!("address = \"{}\"\n", n.addr()));
-        }
-        t
+        config::peer_as(n, role, dial)
     };
-    let head = |n: &Node, role: &str, extra: &str, more_limits: &str| {
-        format!(
-            "[node]\nkey = \"{}.key\"\nlisten = [\"{}\"]\nworkers = 1\nrole = \"{role}\"\n{extra}\n\
-             [limits]\n{limits}{more_limits}",
-            n.name,
-            n.addr()
-        )
+    let write = |n: &Node, role: &str, extra: &str, more_limits: &str, tables: String| {
+        let node_lines = format!("workers = 1\nrole = \"{role}\"\n{extra}");
+        config::write(n, &node_lines, &format!("{limits}{more_limits}"), &tables);
     };
-    let write = |n: &Node, text: String| std::fs::write(&n.config, text).unwrap();
     let unknown = "accept_unknown_keys = true\nclient_clusters = [\"0x1\"]\n";
-    write(
-        &a,
-        head(&a, "router", "", "")
-            + &peer(&b, true)
-            + &peer(&c, true)
-            + "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nservice = \"echo\"\n",
-    );
-    write(&b, head(&b, "router", "", "") + &peer(&a, false) + &peer(&c, true) + &peer(&s1, false));
-    write(&c, head(&c, "router", "", "") + &peer(&a, false) + &peer(&b, false) + &peer(&s2, false));
+    let master = config::echo_mount(MASTER, "master", "");
+    write(&a, "router", "", "", peer(&b, true) + &peer(&c, true) + &master);
+    write(&b, "router", "", "", peer(&a, false) + &peer(&c, true) + &peer(&s1, false));
+    write(&c, "router", "", "", peer(&a, false) + &peer(&b, false) + &peer(&s2, false));
     let s1_limits = format!("max_handshakes_per_sec = {S1_HANDSHAKES_PER_SEC}\n");
-    write(&s1, head(&s1, "satellite", unknown, &s1_limits) + &peer(&b, true));
+    write(&s1, "satellite", unknown, &s1_limits, peer(&b, true));
     // Its links are all it may hold: none is reserved for trusted addresses.
     let s2_limits = format!("max_links = {S2_LINKS}\nreserved_links = 0\n");
-    write(&s2, head(&s2, "satellite", unknown, &s2_limits) + &peer(&c, true));
+    write(&s2, "satellite", unknown, &s2_limits, peer(&c, true));
     let nodes: Vec<Proc> = [&a, &b, &c, &s1, &s2].iter().map(|n| run_node(&n.config)).collect();
     let started = now();
 

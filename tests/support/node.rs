@@ -10,6 +10,13 @@ use ringspan::daemon::{PeerSpec, Snapshot, control};
 
 use super::process::{Proc, free_port, run_node};
 
+/// A fresh key written to `<dir>/<name>.key`, for a node or any process that takes a key file.
+pub fn key_file(dir: &Path, name: &str) -> PrivateKey {
+    let key = PrivateKey::generate().unwrap();
+    write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
+    key
+}
+
 pub struct Node {
     pub name: &'static str,
     pub port: u16,
@@ -21,8 +28,7 @@ pub struct Node {
 impl Node {
     /// A node named `name` in `dir`: a fresh key in `<name>.key`, a free port.
     pub fn new(dir: &Path, name: &'static str) -> Node {
-        let key = PrivateKey::generate().unwrap();
-        write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
+        let key = key_file(dir, name);
         Node { name, port: free_port(), key, config: dir.join(format!("{name}.toml")) }
     }
 
