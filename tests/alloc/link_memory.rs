@@ -7,8 +7,6 @@
 //! `ringspan run` node) and what the kernel keeps per socket; `perf/clients.sh` measures the
 //! whole satellite process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,65 +18,12 @@ use ringspan::span::{Hello, Role, Wants};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, Flags};
 
-#[path = "support/mod.rs"]
-mod support;
-use support::wait::wait_until;
+use crate::support::counting;
+use crate::support::host::raise_nofile_limit;
+use crate::support::wait::wait_until;
 
-/// The system allocator, keeping the net bytes allocated by threads marked with [`follow`].
-struct Following;
-
-thread_local! {
-    static FOLLOWED: Cell<bool> = const { Cell::new(false) };
-}
-
-static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-
-fn followed() -> bool {
-    FOLLOWED.try_with(Cell::get).unwrap_or(false)
-}
-
-fn follow() {
-    FOLLOWED.with(|on| on.set(true));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the accounting uses an
-// atomic and a const-initialised thread-local `Cell`, neither of which allocates.
-unsafe impl GlobalAlloc for Following {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if followed() {
-            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if followed() {
-            LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if followed() {
-            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if followed() {
-            LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Following = Following;
+/// The heap bytes the listening worker's thread holds (`counting::follow`).
+static WORKER_BYTES: AtomicI64 = AtomicI64::new(0);
 
 /// Links set up in the measurement.
 const LINKS: u64 = 2_000;
@@ -128,7 +73,7 @@ impl Service for Hellos {
 #[test]
 fn an_idle_established_link_costs_the_engine_about_one_kib() {
     // Both ends of every link are in this process.
-    let open = support::host::raise_nofile_limit(2 * LINKS + 256);
+    let open = raise_nofile_limit(2 * LINKS + 256);
     let links = LINKS.min(open.saturating_sub(256) / 2);
     assert!(links >= 200, "the descriptor limit ({open}) leaves room for only {links} links");
 
@@ -151,7 +96,7 @@ fn an_idle_established_link_costs_the_engine_about_one_kib() {
         Arc::new(server_cipher),
         move |_| {
             // The factory runs on the worker's thread: follow what that thread allocates.
-            follow();
+            counting::follow(&WORKER_BYTES);
             Hellos { role: Role::Satellite, up: up.clone(), hellos: hellos.clone() }
         },
     )
@@ -170,7 +115,7 @@ fn an_idle_established_link_costs_the_engine_about_one_kib() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = WORKER_BYTES.load(Ordering::Relaxed);
 
     let addr = server.local_addr().unwrap();
     for _ in 0..links {
@@ -182,7 +127,7 @@ fn an_idle_established_link_costs_the_engine_about_one_kib() {
     // Let the last sends complete and their buffers return to the pool, and the links' quiet
     // timers fire, after which every link has shed its record key schedules.
     std::thread::sleep(SHED_AFTER * 4);
-    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let after = WORKER_BYTES.load(Ordering::Relaxed);
     let per_link = (after - before) / links as i64;
     println!(
         "{links} idle links: the listening worker holds {} more bytes, {per_link} per link",

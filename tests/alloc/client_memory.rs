@@ -1,14 +1,13 @@
 //! User-space memory a satellite's protocol state keeps per idle client link: the link's
 //! transactions (`txn::Link`), its span protocol (`SpanLink`), the relay's per-link state and the
-//! span table's per-neighbour state, counted in bytes by a global allocator. (The engine's own
-//! per-connection state is measured by the engine's test; `perf/clients.sh` measures the whole
-//! process.)
+//! span table's per-neighbour state, counted in bytes by the allocator on the test's thread,
+//! where the satellite runs. (The engine's own per-connection state is measured by
+//! `link_memory`; `perf/clients.sh` measures the whole process.)
 //!
 //! Each client says hello and advertises one client mount (kept in the satellite's client
 //! directory, never in its span table); the satellite has one mount of its own to advertise to
 //! every client (as it would the cluster's master).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
@@ -18,36 +17,11 @@ use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wa
 use ringspan::txn::{self, Received};
 use ringspan::wire::{Command, Flags, Messages};
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support::counting;
 
-struct Live;
-
+/// The heap bytes the test's thread holds (`counting::follow`): the satellite's protocol state
+/// is built there, and nowhere else.
 static LIVE: AtomicI64 = AtomicI64::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; the counter is an atomic.
-unsafe impl GlobalAlloc for Live {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Live = Live;
 
 /// What one client sends: its hello and its mount's span, as encoded messages.
 fn client_bytes(i: u128) -> Vec<u8> {
@@ -73,12 +47,13 @@ fn client_bytes(i: u128) -> Vec<u8> {
 
 #[test]
 fn protocol_state_per_idle_client_link() {
+    counting::follow(&LIVE);
     // Enough for the per-link figure to settle, and just under a power-of-two table size (hash
     // maps then carry the least slack); small enough for a debug `cargo test`.
     const CLIENTS: usize = 14_000;
     let inputs: Vec<Vec<u8>> = (0..CLIENTS as u128).map(client_bytes).collect();
     // The node's time starts here and does not move.
-    let now = support::wait::now();
+    let now = crate::support::wait::now();
     let mut satellite = Node::new(NodeId(1), Hello::new(Role::Satellite, Wants::all()), now);
     satellite.serve_client_clusters([ClusterId(1)]);
     let master = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
