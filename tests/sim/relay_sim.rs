@@ -12,14 +12,9 @@ use ringspan::sim::net::Net;
 use ringspan::sim::rng::Rng;
 use ringspan::sim::topology::Topology;
 
-const SEEDS: u64 = 100;
+use crate::support::seeds::seeds;
 
-fn seeds(first: u64) -> Vec<u64> {
-    match std::env::var("RINGSPAN_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
-        None => (first..first + SEEDS).collect(),
-    }
-}
+const SEEDS: u64 = 100;
 
 /// One run: the graph, three mounts, then rounds of calls interleaved with faults.
 fn run(seed: u64, topology: Topology) -> Result<Net, String> {
@@ -120,7 +115,7 @@ fn run(seed: u64, topology: Topology) -> Result<Net, String> {
 fn topology_over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topology) {
     let mut totals = ringspan::sim::net::Outcomes::default();
     let (mut opened, mut steps, mut crashed, mut whole) = (0, 0, 0, 0);
-    for seed in seeds(first) {
+    for seed in seeds(first, SEEDS) {
         let net = run(seed, topology(seed)).unwrap_or_else(|e| panic!("{name}: {e}"));
         totals.completed += net.outcomes.completed;
         totals.lost_link += net.outcomes.lost_link;

@@ -14,6 +14,7 @@ use ringspan::sim::rng::Rng;
 use ringspan::sim::topology::Topology;
 use ringspan::span::{MountKind, NextHop};
 
+use crate::support::seeds::seeds;
 use crate::support::wait::now;
 
 const SEEDS: u64 = 200;
@@ -54,12 +55,7 @@ fn summary(name: &str, reports: &[Report], wall: Duration) {
 fn topology_over_seeds(name: &str, first: u64, size: impl Fn(u64) -> Topology) {
     let (reports, wall) = timed(|| {
         let mut all = Vec::new();
-        let seeds: Vec<u64> = match std::env::var("RINGSPAN_SEED").ok().and_then(|s| s.parse().ok())
-        {
-            Some(seed) => vec![seed],
-            None => (first..first + SEEDS).collect(),
-        };
-        for seed in seeds {
+        for seed in seeds(first, SEEDS) {
             let scenario =
                 Scenario { topology: size(seed), mounts: 5, faults: 20, max_latency_ms: 20 };
             all.extend(run_seeds(name, seed, 1, scenario));
@@ -163,13 +159,8 @@ fn standby_takes_over_without_repropagation() {
 #[test]
 fn mesh_with_churn() {
     let (reports, wall) = timed(|| {
-        let seeds: Vec<u64> = match std::env::var("RINGSPAN_SEED").ok().and_then(|s| s.parse().ok())
-        {
-            Some(seed) => vec![seed],
-            None => (100_000..100_000 + SEEDS).collect(),
-        };
         let mut all = Vec::new();
-        for seed in seeds {
+        for seed in seeds(100_000, SEEDS) {
             let topology = Topology::Mesh(4 + (seed % 9) as usize);
             let scenario = Scenario { topology, mounts: 6, faults: 30, max_latency_ms: 20 };
             all.extend(run_seeds("mesh_with_churn", seed, 1, scenario));

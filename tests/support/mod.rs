@@ -13,5 +13,6 @@ pub mod keys;
 pub mod node;
 pub mod process;
 pub mod rogue;
+pub mod seeds;
 pub mod shares;
 pub mod wait;
