@@ -175,8 +175,8 @@ pub const SHED_KEYS_AFTER_MS: u64 = 1_000;
 /// handshake work. A node runs on one worker (DESIGN 7c.3) and a satellite is meant to hold a
 /// million client links, so the default is 2^20: room for that goal, and still a ceiling a
 /// flood of connections cannot push memory past (3.2 KiB of engine state per idle link, as
-/// `tests/link_memory.rs` measures, so ~3.4 GiB at the bound). Where RLIMIT_NOFILE is lower,
-/// descriptors run out first and accepting pauses instead (DESIGN 7.8).
+/// `tests/alloc/link_memory.rs` measures, so ~3.4 GiB at the bound). Where RLIMIT_NOFILE is
+/// lower, descriptors run out first and accepting pauses instead (DESIGN 7.8).
 pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 
 /// Default handshakes a worker starts per second on accepted connections

@@ -1,5 +1,5 @@
 //! Services that put load on engine links and count what arrives: the engine's own tests
-//! drive real links with them (`tests/engine_alloc.rs`, `tests/engine_process.rs`), and
+//! drive real links with them (`tests/engine_alloc.rs`, `tests/process/engine_process.rs`), and
 //! `ringspan-bench link` and `ringspan-bench serve` (tools/bench) measure with the same ones. They
 //! stay in the library, not in the benchmark binary, because those tests need them and a test
 //! cannot reach into a binary; everything else that benchmarks lives in tools/bench.

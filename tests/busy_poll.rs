@@ -12,27 +12,16 @@ use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, Flags};
 
-#[path = "support/keys.rs"]
-mod keys;
+#[path = "support/mod.rs"]
+mod support;
+use support::engines::Echo;
+use support::keys;
 
 const REQUEST: Command = Command::new(16, 1);
 
 /// The tests run one at a time: one measures the process's CPU time, the other keeps a core
 /// busy.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Answers every one-shot request with its payload.
-struct Echo;
-
-impl Service for Echo {
-    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
-        if let Received::Txn(d) = received
-            && d.opens()
-        {
-            let _ = link.txn.send(&mut link.out, d.txn, REQUEST, d.payload, Flags::DELETE, d.error);
-        }
-    }
-}
 
 /// Opens one request when told to and reports its reply.
 struct Caller {
@@ -83,7 +72,7 @@ fn pair(busy_poll: Duration, core: Option<usize>) -> Pair {
     };
     let (server_cipher, client_cipher, server_key, _) = keys::server_and_client();
     let listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = Engine::start(config(listen), server_cipher, |_| Echo).unwrap();
+    let server = Engine::start(config(listen), server_cipher, |_| Echo::default()).unwrap();
     let (replies_tx, replies) = channel();
     let (up_tx, up) = channel();
     let client = Engine::start(config(None), client_cipher, move |_| Caller {

@@ -12,11 +12,9 @@ use ringspan::ring::{self, Engine, LinkCtx, Service, WorkerCtx};
 use ringspan::txn::Received;
 use ringspan::wire::{Command, ErrorCode, Flags};
 
-#[path = "support/keys.rs"]
-mod keys;
-
-#[path = "support/counting.rs"]
-mod counting;
+#[path = "support/mod.rs"]
+mod support;
+use support::{counting, keys};
 
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;

@@ -1,11 +1,11 @@
-//! cargo-fuzz target: the driver in `tests/boundaries/txn_link.rs`, which says what it checks. The
-//! same driver runs as a property test in `tests/boundaries.rs`.
+//! cargo-fuzz target: the driver in `tests/sim/boundaries/txn_link.rs`, which says what it
+//! checks. The same driver runs as a property test in `tests/sim/boundaries.rs`.
 
 #![no_main]
 
-#[path = "../../tests/boundaries/input.rs"]
+#[path = "../../tests/sim/boundaries/input.rs"]
 mod input;
-#[path = "../../tests/boundaries/txn_link.rs"]
+#[path = "../../tests/sim/boundaries/txn_link.rs"]
 mod txn_link;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| txn_link::run(data));

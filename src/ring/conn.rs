@@ -226,7 +226,8 @@ mod tests {
     use std::mem::size_of;
 
     /// The inline part of an idle link's state (its slab slot), by field group. Guards against
-    /// a field that makes every link larger; `tests/link_memory.rs` measures the heap around it.
+    /// a field that makes every link larger; `tests/alloc/link_memory.rs` measures the heap
+    /// around it.
     #[test]
     fn a_link_state_stays_small() {
         let crypto = size_of::<Crypto>();

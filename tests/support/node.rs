@@ -1,6 +1,5 @@
 //! A `ringspan run` node of a process test: its name, loopback port, key file and config path
-//! (its control socket and log sit beside the config), with what tests ask of it. Needs the
-//! test crate's `process` module (`#[path = "support/process.rs"] mod process;`).
+//! (its control socket and log sit beside the config), with what tests ask of it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,7 +8,14 @@ use ringspan::cipher::identity::write_new_key_file;
 use ringspan::cipher::{PrivateKey, PublicKey};
 use ringspan::daemon::{PeerSpec, Snapshot, control};
 
-use crate::process::{Proc, free_port, run_node};
+use super::process::{Proc, free_port, run_node};
+
+/// A fresh key written to `<dir>/<name>.key`, for a node or any process that takes a key file.
+pub fn key_file(dir: &Path, name: &str) -> PrivateKey {
+    let key = PrivateKey::generate().unwrap();
+    write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
+    key
+}
 
 pub struct Node {
     pub name: &'static str,
@@ -19,12 +25,10 @@ pub struct Node {
     pub config: PathBuf,
 }
 
-#[allow(dead_code)] // each test uses what it needs
 impl Node {
     /// A node named `name` in `dir`: a fresh key in `<name>.key`, a free port.
     pub fn new(dir: &Path, name: &'static str) -> Node {
-        let key = PrivateKey::generate().unwrap();
-        write_new_key_file(&dir.join(format!("{name}.key")), &key).unwrap();
+        let key = key_file(dir, name);
         Node { name, port: free_port(), key, config: dir.join(format!("{name}.toml")) }
     }
 

@@ -1,12 +1,8 @@
 //! What the hostile process tests of shares (`hostile_shares*.rs`) share: node configs, honest
 //! applications and their call loads, snapshot rows, and a running tally of what a rogue
-//! received. Needs the test crate's `process`, `node` and `rogue` modules (`#[path =
-//! "support/..."]`).
-
-#![allow(dead_code)] // each test binary uses what it needs
+//! received.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -17,70 +13,26 @@ use ringspan::ring;
 use ringspan::span::{MountKey, Role, Wants};
 use ringspan::wire::{ErrorCode, Flags};
 
-use crate::node::Node;
-use crate::process::now;
-use crate::rogue::{Rogue, Seen, pump_all_until};
+use super::config;
+use super::node::Node;
+use super::rogue::{Rogue, Seen, pump_all_until};
+use super::wait::now;
 
 /// Every wait on a condition: generous, for two busy cores and a debug build.
 pub const WAIT: Duration = Duration::from_secs(60);
 /// The echo master of cluster 1.
 pub const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 
-/// A fresh directory for one test's configs, keys, sockets and logs.
-pub fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringspan-shares-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+/// Timers that leave a rogue unpumped for a while alone.
+const LIMITS: &str =
+    "keepalive_ms = 1000\nidle_timeout_ms = 30000\nredial_min_ms = 50\nredial_max_ms = 500\n";
 
 /// Writes `node`'s config: a listener, `role`, `node_extra` in `[node]` (allow, client
 /// clusters), timers that leave a rogue unpumped for a while alone, `limits_extra` in
 /// `[limits]`, and `tail` (peers, mounts).
 pub fn configure(node: &Node, role: &str, node_extra: &str, limits_extra: &str, tail: &str) {
-    let text = format!(
-        "[node]\nkey = \"{}.key\"\nlisten = [\"{}\"]\nrole = \"{role}\"\n{node_extra}\n\
-         [limits]\nkeepalive_ms = 1000\nidle_timeout_ms = 30000\nredial_min_ms = 50\n\
-         redial_max_ms = 500\n{limits_extra}\n{tail}",
-        node.name,
-        node.addr()
-    );
-    std::fs::write(&node.config, text).unwrap();
-}
-
-/// A `[[peer]]` table for `n`, granted `role`, dialled if `dial`.
-pub fn peer(n: &Node, role: &str, dial: bool) -> String {
-    let address = if dial { format!("address = \"{}\"\n", n.addr()) } else { String::new() };
-    format!(
-        "\n[[peer]]\nname = \"{}\"\nkey = \"{}\"\nrole = \"{role}\"\n{address}",
-        n.name,
-        n.public().to_base64()
-    )
-}
-
-/// A `[[mount]]` table for an echo mount.
-pub fn echo_mount(mount: MountKey, kind: &str) -> String {
-    format!(
-        "\n[[mount]]\ncluster = \"{:#x}\"\nid = \"{:#x}\"\nkind = \"{kind}\"\nlabel = \"echo\"\n\
-         service = \"echo\"\n",
-        mount.cluster.0, mount.mount.0
-    )
-}
-
-/// `allow` naming each key with its role ("client" keys are listed bare).
-pub fn allow(keys: &[(&Identity, &str)]) -> String {
-    let entries: Vec<String> = keys
-        .iter()
-        .map(|(identity, role)| {
-            let key = identity.public_key().to_base64();
-            if *role == "client" {
-                format!("\"{key}\"")
-            } else {
-                format!("{{ key = \"{key}\", role = \"{role}\" }}")
-            }
-        })
-        .collect();
-    format!("allow = [{}]\n", entries.join(", "))
+    let node_lines = format!("role = \"{role}\"\n{node_extra}");
+    config::write(node, &node_lines, &format!("{LIMITS}{limits_extra}"), tail);
 }
 
 /// An honest application: a node of its own linked to `at`, saying it is `role`.

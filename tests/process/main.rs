@@ -1,0 +1,23 @@
+//! Tests that run the real binaries as processes: `ringspan run` nodes (clusters, satellites,
+//! relays killed and restarted), `ringspan-bench serve`, `hops` and `call` loads, the rogue peer
+//! kit against live nodes (`hostile_*`), the operator's surfaces of a running node, and the
+//! key commands.
+//!
+//! One test binary; each file is a module of it: `cargo test --test process hostile_links::`.
+//! The two tests at ten thousand clients are in `tests/scale/`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli_keys;
+mod cluster_process;
+mod control_process;
+mod engine_process;
+mod hops_process;
+mod hostile_links;
+mod hostile_links_flood;
+mod hostile_rights;
+mod hostile_shares;
+mod hostile_shares_spans;
+mod rogue_smoke;
+mod satellite_process;
