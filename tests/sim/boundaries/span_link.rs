@@ -87,6 +87,8 @@ struct Peer {
     all_spans: Vec<TxnId>,
     /// Transactions the node opened, as the peer sees them, with their commands.
     theirs: Vec<(TxnId, Command)>,
+    /// Of those, the ones the node has closed its side of (a retracted span, for one).
+    closed_by_node: Vec<TxnId>,
     /// Every live transaction at the peer.
     live: Vec<TxnId>,
     /// It wrote messages behind its transaction layer's back.
@@ -110,6 +112,7 @@ impl Peer {
             spans: Vec::new(),
             all_spans: Vec::new(),
             theirs: Vec::new(),
+            closed_by_node: Vec::new(),
             live: Vec::new(),
             raw: false,
             careful: !input.one_in(4),
@@ -340,10 +343,14 @@ impl World {
                 peer.theirs.push((delivery.txn, delivery.command));
                 peer.live.push(delivery.txn);
             }
+            if delivery.closes() {
+                peer.closed_by_node.push(delivery.txn);
+            }
             while let Some(event) = peer.link.poll_event() {
                 if let Event::Ended { txn, .. } = event {
                     peer.live.retain(|&t| t != txn);
                     peer.theirs.retain(|&(t, _)| t != txn);
+                    peer.closed_by_node.retain(|&t| t != txn);
                     peer.spans.retain(|&(t, _)| t != txn);
                     peer.all_spans.retain(|&t| t != txn);
                     if peer.conn == Some(txn) {
@@ -473,15 +480,18 @@ impl World {
                     peer.link.send(&mut peer.out, txn, command, &payload, flags, ErrorCode::NONE);
             }
             15 | 16 => {
-                // The close of one of the node's spans (its answer to a retraction, or not).
+                // The end of one of the node's spans: a refusal (a forced close) at any time, or
+                // a plain close, which a careful peer sends only to answer a retraction.
+                let refuse = input.one_in(4);
                 let theirs: Vec<TxnId> = peer
                     .theirs
                     .iter()
                     .filter(|&&(_, command)| !careful || command == Command::LINK_SPAN)
                     .map(|&(t, _)| t)
+                    .filter(|t| !careful || refuse || peer.closed_by_node.contains(t))
                     .collect();
                 let Some(txn) = pick(input, &theirs) else { return };
-                let _ = if input.one_in(4) {
+                let _ = if refuse {
                     peer.link.abort(&mut peer.out, txn, ErrorCode::ABORTED)
                 } else {
                     peer.link.close(&mut peer.out, txn, ErrorCode::NONE)
