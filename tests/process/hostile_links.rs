@@ -31,7 +31,7 @@ use ringspan::wire::{Command, ErrorCode};
 use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
-use crate::support::process::{exit_of, free_port, run_node, signal};
+use crate::support::process::{Proc, exit_of, free_port, run_node, signal};
 use crate::support::rogue::{self, CloseSeen, Rogue};
 use crate::support::wait::{now, wait_for};
 
@@ -64,6 +64,20 @@ fn rows_to<'a>(snapshot: &'a Snapshot, peer: &str) -> Vec<&'a LinkRow> {
 /// The node id a route's `via` or `standby` names ("link 0:5.1 (PEER)").
 fn peer_in(hop: &str) -> &str {
     hop.rsplit_once(" (").map_or("", |(_, peer)| peer.trim_end_matches(')'))
+}
+
+/// Node `n` in `dir`, letting strangers in and serving the echo master, and an honest client
+/// (from 127.0.0.2) whose first call it has answered.
+fn stranger_node_serving(dir: &std::path::Path) -> (Node, Proc, Rogue) {
+    let n = Node::new(dir, "n");
+    config::write(&n, "accept_unknown_keys = true", "", &echo_master());
+    let process = n.run();
+    wait_for("n to serve its master", WAIT, || {
+        answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
+    });
+    let mut good = client_of(&n, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+    good.echo_call(MASTER, CALL, b"before", WAIT);
+    (n, process, good)
 }
 
 /// A rogue that said hello as a client and heard `node`'s span for the echo master.
@@ -399,14 +413,7 @@ fn a_node_keeps_alive_as_often_as_its_peers_idle_timeout_needs() {
 #[test]
 fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
     let dir = scratch("links-shortidle");
-    let n = Node::new(&dir, "n");
-    config::write(&n, "accept_unknown_keys = true", "", &echo_master());
-    let _n = n.run();
-    wait_for("n to serve its master", WAIT, || {
-        answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
-    });
-    let mut good = client_of(&n, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-    good.echo_call(MASTER, CALL, b"before", WAIT);
+    let (n, _n, mut good) = stranger_node_serving(&dir);
 
     // 20 ms: below PEER_IDLE_TIMEOUT_MIN_MS (30). Closed at the hello, as misbehaviour.
     let mut rogue = Rogue::connect(n.addr(), &Identity::generate().unwrap(), None).unwrap();
@@ -449,14 +456,7 @@ fn a_hello_asking_for_a_too_short_idle_timeout_closes_its_link() {
 #[test]
 fn a_record_trickled_a_byte_at_a_time_is_cut_off_and_the_node_serves_on() {
     let dir = scratch("links-trickle");
-    let n = Node::new(&dir, "n");
-    config::write(&n, "accept_unknown_keys = true", "", &echo_master());
-    let _n = n.run();
-    wait_for("n to serve its master", WAIT, || {
-        answered(&n).is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
-    });
-    let mut good = client_of(&n, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-    good.echo_call(MASTER, CALL, b"before", WAIT);
+    let (n, _n, mut good) = stranger_node_serving(&dir);
 
     // A stranger announces the largest record, sends more of it than a small buffer holds (the
     // node moves it to a full-size one), then one byte every 50 ms, well inside the idle timeout.
