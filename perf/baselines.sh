@@ -43,10 +43,10 @@ fi
 have nats-server || echo "no nats-server: skipping the NATS baselines" >&2
 have socat || echo "no socat: skipping the relayed bulk baseline" >&2
 
-cargo build --release --quiet --bin ringspan-bench
-bench=./target/release/ringspan-bench
-work=$(mktemp -d /tmp/ringspan-baselines-XXXX)
 source perf/lib.sh
+cargo build --release --quiet --bin ringspan-bench
+bench=$release/ringspan-bench
+work=$(mktemp -d /tmp/ringspan-baselines-XXXX)
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

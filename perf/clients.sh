@@ -60,9 +60,10 @@ if ! ulimit -n "$want" 2>/dev/null; then
   exit 1
 fi
 
+source perf/lib.sh
 cargo build --release --quiet
-bin=./target/release/ringspan
-bench=./target/release/ringspan-bench
+bin=$release/ringspan
+bench=$release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-clients-XXXX)
 sats=()
 tools=()

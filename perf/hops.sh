@@ -31,12 +31,12 @@ for arg in "$@"; do
     *) echo "usage: $0 [--quick] [--pin]" >&2; exit 2 ;;
   esac
 done
+source perf/lib.sh
 echo "building release ..." >&2
 cargo build --release --quiet
-bin=./target/release/ringspan
-bench=./target/release/ringspan-bench
+bin=$release/ringspan
+bench=$release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-hops-XXXX)
-source perf/lib.sh
 cleanup() {
   local status=$?
   stop_all

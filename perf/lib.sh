@@ -1,4 +1,10 @@
-# Shared by the perf scripts (sourced): the processes a script started, and free ports.
+# shellcheck shell=bash
+# Shared by the perf scripts (sourced): where cargo puts the release binaries, the processes a
+# script started, and free ports.
+
+# The release binaries `cargo build --release` makes: in $CARGO_TARGET_DIR when it is set, as
+# cargo puts them there (relative to the checkout's root, where the scripts run).
+release=${CARGO_TARGET_DIR:-target}/release
 
 # Pids of the processes the script started; stop_all ends them.
 pids=()

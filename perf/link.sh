@@ -8,6 +8,7 @@
 #   perf/link.sh --quick    0.5 s per measurement (about 10 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source perf/lib.sh
 cargo build --release --quiet --bin ringspan-bench
 mkdir -p perf/results
-exec ./target/release/ringspan-bench link --csv perf/results/link.csv "$@"
+exec "$release/ringspan-bench" link --csv perf/results/link.csv "$@"

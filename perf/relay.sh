@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=20000
 [[ "${1:-}" == "--quick" ]] && calls=3000
+source perf/lib.sh
 cargo build --release --quiet
-bin=./target/release/ringspan
+bin=$release/ringspan
 work=$(mktemp -d /tmp/ringspan-relay-XXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
