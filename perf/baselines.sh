@@ -6,8 +6,9 @@
 #   - plain TCP ping-pong RTT at 16 B (no server);
 #   - one TCP stream of 64 KiB writes, direct and through one socat relay.
 # "hops" counts the processes between the two ends: 0 direct, 1 one nats-server or socat,
-# 2 leaf + hub. Writes perf/results/baselines.csv (scenario,hops,size,value,unit) and prints a
-# table. Installs nats-server and socat with apt-get if missing (skips what it cannot run).
+# 2 leaf + hub. Writes perf/results/baselines.csv (the stamp's date,commit,cpu,avx512,vaes, then
+# scenario,hops,size,value,unit; perf/lib.sh) and prints a table. Installs nats-server and socat
+# with apt-get if missing (skips what it cannot run).
 #
 #   perf/baselines.sh            3 s per measurement (about 40 s)
 #   perf/baselines.sh --quick    1 s per measurement (about 15 s)
@@ -45,6 +46,7 @@ have socat || echo "no socat: skipping the relayed bulk baseline" >&2
 
 source perf/lib.sh
 cargo build --release --quiet --bin ringspan-bench
+commit=$(commit_of_tree)
 bench=$release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-baselines-XXXX)
 cleanup() { stop_all; rm -rf "$work"; }
@@ -81,7 +83,8 @@ have socat && total=$((total + 1))
 step=0
 rows=()
 failed=0
-row() { rows+=("$1,$2,$3,$4,$5"); }
+row() { rows+=("$1,$2,$3,$4,$5"); stamps+=("$(stamp "$commit")"); }
+stamps=()
 # Runs one measurement: progress on stderr, the tool's key=value line in $out.
 measure() {
   local what=$1
@@ -174,8 +177,8 @@ fi
 mkdir -p perf/results
 csv=perf/results/baselines.csv
 {
-  echo "scenario,hops,size,value,unit"
-  printf '%s\n' "${rows[@]}"
+  echo "$stamp_header,scenario,hops,size,value,unit"
+  for i in "${!rows[@]}"; do echo "${stamps[$i]},${rows[$i]}"; done
 } >"$csv"
 echo
 printf '%-16s %4s %6s %12s %s\n' scenario hops size value unit
@@ -183,6 +186,7 @@ for r in "${rows[@]}"; do
   IFS=, read -r scenario hops size value unit <<<"$r"
   printf '%-16s %4s %6s %12s %s\n' "$scenario" "$hops" "$size" "$value" "$unit"
 done
+stamp_text "$commit"
 echo "wrote $csv ($seconds s per measurement; hops: processes between the two ends)"
 if ((failed)); then
   echo "$failed measurement(s) failed" >&2

@@ -11,7 +11,8 @@
 # 65,504-byte messages (the largest one record holds; payload bytes), and round trips
 # at 16 B, one at a time: `rtt` = a one-shot transaction per request (CREATE|DELETE, answered
 # with DELETE), `rtt_stream` = request and reply messages inside one long-lived transaction.
-# Writes perf/results/hops.csv (scenario,hops,size,value,unit) and prints a table.
+# Writes perf/results/hops.csv (the stamp's date,commit,cpu,avx512,vaes, then
+# scenario,hops,size,value,unit; perf/lib.sh) and prints a table.
 #
 #   perf/hops.sh            5 s per measurement (after 1 s of warm-up)
 #   perf/hops.sh --quick    1 s per measurement (0.3 s warm-up): under a minute
@@ -34,6 +35,7 @@ done
 source perf/lib.sh
 echo "building release ..." >&2
 cargo build --release --quiet
+commit=$(commit_of_tree)
 bin=$release/ringspan
 bench=$release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-hops-XXXX)
@@ -50,7 +52,7 @@ field() { python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(*(r[f] f
 
 mkdir -p perf/results
 csv=perf/results/hops.csv
-echo "scenario,hops,size,value,unit" > "$csv"
+echo "$stamp_header,scenario,hops,size,value,unit" > "$csv"
 rows=()
 send_pin=() recv_pin=()
 if ((pin)); then send_pin=(--core 0); recv_pin=(--core 1); fi
@@ -98,7 +100,7 @@ for hops in 1 2; do
     read -r rate sent received ooo < <(field "$out" msgs_per_sec sent received out_of_order)
     rate=$(printf '%.0f' "$rate")
     rows+=("$(printf '%-6s %-20s %6s %14s %s' "$hops" "one-way msgs/s" "$size" "$rate" "(sent $sent, received $received, out of order $ooo)")")
-    echo "msgs_per_sec,$hops,$size,$rate,msg/s" >> "$csv"
+    echo "$(stamp "$commit"),msgs_per_sec,$hops,$size,$rate,msg/s" >> "$csv"
   done
   # Bulk: the largest message a record holds, one-way; payload bytes per second.
   echo "  [${SECONDS}s] $label: one-way 65,504 B (bulk) ..." >&2
@@ -106,16 +108,17 @@ for hops in 1 2; do
   read -r rate sent received < <(field "$out" msgs_per_sec sent received)
   gbps=$(python3 -c "print(round($rate * 65504 / 1e9, 3))")
   rows+=("$(printf '%-6s %-20s %6s %14s %s' "$hops" "bulk GB/s" 65504 "$gbps" "(sent $sent, received $received)")")
-  echo "bulk_gbps,$hops,65504,$gbps,GB/s" >> "$csv"
+  echo "$(stamp "$commit"),bulk_gbps,$hops,65504,$gbps,GB/s" >> "$csv"
   for mode in rtt rtt-stream; do
     echo "  [${SECONDS}s] $label: $mode 16 B ..." >&2
     out=$(send --mode "$mode" --size 16)
+    # shellcheck disable=SC2034 # p50, p99, p999: read below as ${!q}
     read -r p50 p99 p999 n < <(field "$out" p50_us p99_us p999_us samples)
     name=${mode//-/_}
     for q in p50 p99 p999; do
       v=${!q}
       rows+=("$(printf '%-6s %-20s %6s %14.1f %s' "$hops" "$name $q µs" 16 "$v" "($n samples)")")
-      echo "${name}_${q}_us,$hops,16,$v,us" >> "$csv"
+      echo "$(stamp "$commit"),${name}_${q}_us,$hops,16,$v,us" >> "$csv"
     done
   done
   stop_all
@@ -126,4 +129,5 @@ done
 
 printf '\n%-6s %-20s %6s %14s\n' hops scenario size value
 printf '%s\n' "${rows[@]}"
+stamp_text "$commit"
 echo "wrote $csv"

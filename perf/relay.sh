@@ -2,7 +2,8 @@
 # Calls through a real cluster of `ringspan run` processes on loopback: a client node, an entry
 # node, 0–2 relays, and a node with an echo master mount. For each hop count, request-reply at
 # concurrency 1 (round-trip latency) and 64 (throughput), with `ringspan call`.
-# Writes perf/results/relay.csv and prints a table.
+# Writes perf/results/relay.csv (each row stamped with date, commit and CPU: perf/lib.sh) and
+# prints a table.
 #
 #   perf/relay.sh            20,000 calls per measurement
 #   perf/relay.sh --quick    3,000 calls per measurement
@@ -12,6 +13,7 @@ calls=20000
 [[ "${1:-}" == "--quick" ]] && calls=3000
 source perf/lib.sh
 cargo build --release --quiet
+commit=$(commit_of_tree)
 bin=$release/ringspan
 work=$(mktemp -d /tmp/ringspan-relay-XXXX)
 pids=()
@@ -23,7 +25,7 @@ key() { "$bin" keygen --out "$work/$1.key"; "$bin" pubkey --key "$work/$1.key"; 
 
 mkdir -p perf/results
 csv=perf/results/relay.csv
-echo "relays,concurrency,calls,completed,calls_per_second,rtt_p50_us,rtt_p99_us" > "$csv"
+echo "$stamp_header,relays,concurrency,calls,completed,calls_per_second,rtt_p50_us,rtt_p99_us" > "$csv"
 printf '%-7s %-12s %10s %12s %10s %10s\n' relays concurrency completed calls/s p50_us p99_us
 for relays in 0 1 2; do
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -54,7 +56,8 @@ for relays in 0 1 2; do
       --concurrency "$conc" --size 16)
     read -r completed cps p50 p99 < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["completed"], round(r["calls_per_second"]), r["rtt_p50_us"], r["rtt_p99_us"])' "$out")
     printf '%-7s %-12s %10s %12s %10s %10s\n' "$relays" "$conc" "$completed" "$cps" "$p50" "$p99"
-    echo "$relays,$conc,$calls,$completed,$cps,$p50,$p99" >> "$csv"
+    echo "$(stamp "$commit"),$relays,$conc,$calls,$completed,$cps,$p50,$p99" >> "$csv"
   done
 done
+stamp_text "$commit"
 echo "wrote $csv"
