@@ -4,7 +4,8 @@
 # key of its own and each opening a client's hello, spread over source addresses 127.0.0.x. Reads
 # the satellite's resident memory before the clients come and while they are held idle, and
 # prints handshakes/s, connect times and the satellite's RSS per idle client.
-# Appends a row to perf/results/clients.csv.
+# Appends a row to perf/results/clients.csv (and perf/results/handshakes.csv), each stamped with
+# date, commit and CPU (perf/lib.sh).
 #
 #   perf/clients.sh                   100,000 clients
 #   perf/clients.sh --quick           10,000 clients
@@ -62,8 +63,15 @@ fi
 
 source perf/lib.sh
 cargo build --release --quiet
+commit=$(commit_of_tree)
 bin=$release/ringspan
 bench=$release/ringspan-bench
+# The files the rows go to, checked before anything is measured.
+mkdir -p perf/results
+csv=perf/results/clients.csv
+hcsv=perf/results/handshakes.csv
+csv_ready "$csv" "$stamp_header,server,clients,rate,established,held,handshakes_per_sec,connect_p50_ms,connect_p99_ms,failed,lost,rss_before_kib,rss_held_kib,anon_before_kib,anon_held_kib,rss_per_client_bytes,anon_per_client_bytes"
+csv_ready "$hcsv" "$stamp_header,server,clients,rate,established,handshakes_per_sec,satellite_cpu_seconds,handshakes_per_cpu_second"
 work=$(mktemp -d /tmp/ringspan-clients-XXXX)
 sats=()
 tools=()
@@ -198,11 +206,7 @@ for f in sys.argv[1:]:
   grep -m3 WARN "$work"/sat*.log || true
 fi
 
-mkdir -p perf/results
-csv=perf/results/clients.csv
-[[ -f $csv ]] || echo "date,server,clients,rate,established,held,handshakes_per_sec,connect_p50_ms,connect_p99_ms,failed,lost,rss_before_kib,rss_held_kib,anon_before_kib,anon_held_kib,rss_per_client_bytes,anon_per_client_bytes" > "$csv"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$label,$clients,$rate,$established,$up,$hs,$p50,$p99,$failed,$lost,$rss_before,$rss_after,$anon_before,$anon_after,$per_client,$anon_per_client" >> "$csv"
-hcsv=perf/results/handshakes.csv
-[[ -f $hcsv ]] || echo "date,server,clients,rate,established,handshakes_per_sec,satellite_cpu_seconds,handshakes_per_cpu_second" > "$hcsv"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$label,$clients,$rate,$established,$hs,$cpu_dial,$hs_core" >> "$hcsv"
+stamp_text "$commit"
+echo "$(stamp "$commit"),$label,$clients,$rate,$established,$up,$hs,$p50,$p99,$failed,$lost,$rss_before,$rss_after,$anon_before,$anon_after,$per_client,$anon_per_client" >> "$csv"
+echo "$(stamp "$commit"),$label,$clients,$rate,$established,$hs,$cpu_dial,$hs_core" >> "$hcsv"
 echo "appended to $csv and $hcsv"
