@@ -8,7 +8,9 @@
 #   RTT p99 through 1 hop                    <= 0.5x nats-server through 1 server
 #
 # ringspan is encrypted (AES-256-GCM records), the references are plaintext. Writes
-# perf/results/compare.csv and perf/results/compare.svg (ratios, log scale, targets marked).
+# perf/results/compare.csv and perf/results/compare.svg (ratios, log scale, targets marked), both
+# stamped with the date, the commit the rounds' rows carry (hops.sh's and baselines.sh's builds)
+# and the CPU (perf/lib.sh).
 #
 #   perf/compare.sh              3 s (baselines) and 5 s (hops) per measurement, ~2 minutes
 #   perf/compare.sh --quick      1 s per measurement, under a minute of measuring
@@ -18,6 +20,7 @@
 #                                and compare.csv has every round's ratio
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source perf/lib.sh
 quick=() repeat=1
 while (($#)); do
   case $1 in
@@ -37,8 +40,14 @@ for ((round = 1; round <= repeat; round++)); do
   perf/hops.sh "${quick[@]}" > /dev/null
   cp perf/results/hops.csv "$rounds/hops-$round.csv"
 done
-ROUNDS=$rounds REPEAT=$repeat python3 - <<'PY'
-import csv, datetime, glob, os, statistics
+# The builds measured: the commits in the rounds' rows (one, unless the tree changed between
+# rounds: then each, space-separated).
+commit=$(awk -F, 'FNR == 1 { c = 0; for (i = 1; i <= NF; i++) if ($i == "commit") c = i; next }
+  c { print $c }' "$rounds"/*.csv | sort -u | paste -sd' ')
+commit=${commit:-unknown}
+STAMP=$(stamp "$commit") STAMP_TEXT=$(stamp_text "$commit") STAMP_HEADER=$stamp_header \
+  ROUNDS=$rounds REPEAT=$repeat python3 - <<'PY'
+import csv, glob, html, os, statistics
 
 def load(kind):
     # Every round's value per key; the median is compared, the spread reported.
@@ -97,28 +106,31 @@ if repeat > 1:
     print(f"(figures: medians of {repeat} rounds; ratio: the median of the rounds' ratios, "
           "each in perf/results/compare.csv)")
 
-stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+# perf/lib.sh's stamp (date,commit,cpu,avx512,vaes; no field holds a comma) first in each row.
+stamp = os.environ["STAMP"].split(",")
+print(os.environ["STAMP_TEXT"])
 with open("perf/results/compare.csv", "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["date", "comparison", "ringspan", "reference", "ratio", "better", "target",
-                "verdict", "rounds", "round_ratios"])
+    w.writerow(os.environ["STAMP_HEADER"].split(",") +
+               ["comparison", "ringspan", "reference", "ratio", "better", "target", "verdict",
+                "rounds", "round_ratios"])
     for what, a, b, ratio, higher, target, verdict, round_ratios in out:
-        w.writerow([stamp, what, a, b, round(ratio, 4), "higher" if higher else "lower",
-                    target if target is not None else "", verdict, repeat, round_ratios])
+        w.writerow(stamp + [what, a, b, round(ratio, 4), "higher" if higher else "lower",
+                            target if target is not None else "", verdict, repeat, round_ratios])
 
 # A bar per comparison: the ratio on a log scale around 1x, better-is-right for every bar
 # (lower-is-better ratios are drawn as their inverse), targets as ticks.
 import math
 width, bar_h, left = 900, 22, 360
-height = 40 + bar_h * len(out) + 40
+height = 40 + bar_h * len(out) + 60
 scale = lambda r: left + (math.log10(r) + 1) / 2 * (width - left - 20)  # 0.1x .. 10x
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
        'font-family="sans-serif" font-size="12">',
-       f'<text x="10" y="20" font-size="14">ringspan / reference ({stamp}, median of '
+       f'<text x="10" y="20" font-size="14">ringspan / reference ({stamp[0]}, median of '
        f'{repeat} round{"s" * (repeat > 1)}); right of 1x is better for ringspan</text>']
 for x in (0.1, 0.5, 1, 2, 5, 10):
-    svg.append(f'<line x1="{scale(x):.1f}" y1="30" x2="{scale(x):.1f}" y2="{height - 30}" '
-               f'stroke="#ccc"/><text x="{scale(x):.1f}" y="{height - 15}" '
+    svg.append(f'<line x1="{scale(x):.1f}" y1="30" x2="{scale(x):.1f}" y2="{height - 50}" '
+               f'stroke="#ccc"/><text x="{scale(x):.1f}" y="{height - 35}" '
                f'text-anchor="middle">{x}x</text>')
 for i, (what, a, b, ratio, higher, target, verdict, _) in enumerate(out):
     y = 35 + i * bar_h
@@ -134,6 +146,8 @@ for i, (what, a, b, ratio, higher, target, verdict, _) in enumerate(out):
         t = target if higher else 1 / target
         svg.append(f'<line x1="{scale(t):.1f}" y1="{y + 1}" x2="{scale(t):.1f}" '
                    f'y2="{y + bar_h - 1}" stroke="black" stroke-width="2"/>')
+svg.append(f'<text x="10" y="{height - 10}" font-size="11">'
+           f'{html.escape(os.environ["STAMP_TEXT"])}</text>')
 svg.append("</svg>")
 with open("perf/results/compare.svg", "w") as f:
     f.write("\n".join(svg) + "\n")
