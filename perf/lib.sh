@@ -64,15 +64,15 @@ commit_of_tree() {
 # tree is newer than the binary: the tree has moved on since the build, which was of an
 # earlier state of it.
 commit_of_binary() {
-  local bin=$1 src dir top commit newer
+  local bin=$1 src dir top commit
   [[ -f $bin.d ]] || { echo unknown; return; }
   src=$(awk 'NR == 1 { print $2; exit }' "$bin.d")
   dir=$(dirname "$src")
   top=$(git -C "$dir" rev-parse --show-toplevel 2>/dev/null) || { echo unknown; return; }
   commit=$(commit_of_tree "$top")
-  newer=$(sed '1s/^[^:]*://; s/\\$//' "$bin.d" | tr ' ' '\n' | grep "^$top/" |
-    xargs -r -d '\n' find -maxdepth 0 -newer "$bin" 2>/dev/null || true)
-  [[ -z $newer ]] || commit+=-stale
+  while read -r src; do
+    if [[ $src == "$top"/* && $src -nt $bin ]]; then commit+=-stale; break; fi
+  done < <(sed '1s/^[^:]*://' "$bin.d" | tr ' ' '\n')
   echo "$commit"
 }
 
