@@ -3,8 +3,13 @@
 # perf/hops.sh: `ringspan-bench hops send -> HOPS ringspan run relays -> ringspan-bench hops
 # receive`, every process from the build under test. Each BIN is a `ringspan` binary with the
 # build's `ringspan-bench` beside it (`cargo build --release` makes both). One line per run: the
-# binary and its msgs/s (one-way) or its RTT p50/p99/p99.9 µs. Alternating runs, on this noisy VM, are how the "changes and their
-# effect" rows of perf/RESULTS.md were measured.
+# binary and its msgs/s (one-way) or its RTT p50/p99/p99.9 µs, then perf/lib.sh's stamp as
+# key=value pairs: the date, that binary's own commit and the CPU. Alternating runs, on this
+# noisy VM, are how the "changes and their effect" rows of perf/RESULTS.md were measured.
+#
+# A binary's commit is that of the git tree that built it, found through cargo's dep-info file
+# beside it (BIN.d): "unknown" if there is none or its tree is gone, "-dirty" if the tree has
+# uncommitted changes, "-stale" if a source of it there is newer than the binary.
 #
 #   perf/ab.sh [--rounds N] [--size B] [--hops H] [--mode one-way|rtt|rtt-stream]
 #              [--seconds S] [--busy-poll-us U] [--window-bytes W] BIN...
@@ -14,6 +19,7 @@
 # --busy-poll-us and --window-bytes apply to every binary (relays' [limits] busy_poll_us, the
 # bench's flags); to compare settings, run the script once per setting, alternately.
 set -euo pipefail
+# shellcheck source=perf/lib.sh
 source "$(dirname "$0")/lib.sh"
 rounds=3 size=128 hops=1 mode=one-way seconds=3 poll="" window=""
 while (($#)); do
@@ -35,6 +41,9 @@ for bin in "$@"; do
   [[ -x $(dirname "$bin")/ringspan-bench ]] ||
     { echo "no ringspan-bench beside $bin (build both binaries: cargo build --release)" >&2; exit 2; }
 done
+# Each binary's commit, once, before anything runs.
+bins=("$@") commits=()
+for bin in "${bins[@]}"; do commits+=("$(commit_of_binary "$bin")"); done
 work=$(mktemp -d /tmp/ringspan-ab-XXXX)
 trap 'stop_all; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
@@ -42,7 +51,8 @@ bench_flags=()
 [[ -n $poll ]] && bench_flags+=(--busy-poll-us "$poll")
 
 for ((round = 1; round <= rounds; round++)); do
-  for bin in "$@"; do
+  for ((b = 0; b < ${#bins[@]}; b++)); do
+    bin=${bins[$b]}
     bench=$(dirname "$bin")/ringspan-bench
     rm -f "$work"/*.key
     key() { "$bin" keygen --out "$work/$1.key" >/dev/null; "$bin" pubkey --key "$work/$1.key"; }
@@ -77,10 +87,11 @@ import json, sys
 r = json.loads(sys.argv[2])
 rate = r.get("msgs_per_sec")
 if rate is not None:
-    print("%s  %.0f msgs/s" % (sys.argv[1], rate))
+    print("%s  %.0f msgs/s  %s" % (sys.argv[1], rate, sys.argv[3]))
 else:
-    print("%s  p50 %s / p99 %s / p99.9 %s us" % (sys.argv[1], r["p50_us"], r["p99_us"], r["p999_us"]))
-' "$bin" "$out"
+    print("%s  p50 %s / p99 %s / p99.9 %s us  %s" % (sys.argv[1], r["p50_us"], r["p99_us"],
+                                                   r["p999_us"], sys.argv[3]))
+' "$bin" "$out" "$(stamp_text "${commits[$b]}")"
     stop_all
   done
 done
