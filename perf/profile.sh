@@ -15,7 +15,8 @@
 #   perf/results/profile-<mode>-<size>[-<who>].top.txt    instructions per message, and the top
 #                                                         functions inclusive and self, also printed
 # The raw files (.folded, .svg, .callgrind) are large and name temporary paths: git ignores
-# them. The .txt summaries are short and meant to be committed.
+# them. The .txt summaries are short and meant to be committed; each opens with the command and
+# perf/lib.sh's stamp (date, the commit built, the CPU).
 #
 #   perf/profile.sh                          128 B one-way, 4 s
 #   perf/profile.sh --size 65504             bulk
@@ -46,15 +47,15 @@ else
     cargo install --quiet --locked inferno
   fi
 fi
+source perf/lib.sh
 # Frame pointers, so perf can walk every stack cheaply; a target directory of its own, so the
 # ordinary release build is left alone.
 echo "building release with frame pointers (target/profile) ..." >&2
 CARGO_TARGET_DIR=target/profile RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet
-built=$(git describe --always --dirty 2>/dev/null || echo "not a git checkout")
+commit=$(commit_of_tree)
 bin=./target/profile/release/ringspan
 bench=./target/profile/release/ringspan-bench
 work=$(mktemp -d /tmp/ringspan-profile-XXXX)
-source perf/lib.sh
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -120,7 +121,7 @@ if ((callgrind)); then
     callgrind_annotate --auto=no --threshold=100 "perf/results/$name.callgrind"
   } 2>/dev/null | python3 -c '
 import re, sys
-count, who, size, mode, built = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+count, who, size, mode, stamp = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 inclusive, self_, total = {}, {}, 0
 table = inclusive
 for line in sys.stdin:
@@ -143,7 +144,8 @@ handshake = sum(max((n for fn, n in inclusive.items()
                      if re.search(r"cipher::session::Session::" + step + r"\b", fn)), default=0)
                 for step in ("initiator", "handle_handshake_bytes"))
 print(f"# perf/profile.sh --callgrind --mode {mode} --size {size} --count {count} --who {who}")
-print(f"# build: {built}; valgrind Ir (instructions) per message, {count} messages of {size} B")
+print(f"# {stamp}")
+print(f"# valgrind Ir (instructions) per message, {count} messages of {size} B")
 print(f"# (generated; the raw dump perf/results/{sys.argv[6]}.callgrind is not in git)")
 print()
 print(f"{total / count:9.0f}  instructions per message, everything collected ({who})")
@@ -156,7 +158,7 @@ for title, table, top in (("inclusive (with what it calls)", inclusive, 30),
         print(f"{n / count:9.0f}  {100 * n / max(total, 1):5.1f}  {fn[:110]}")
 print()
 print("(valgrind has no VAES: AES-GCM runs ring\x27s AES-NI code here, unlike the wall-clock runs)")
-' "$count" "$who" "$size" "$mode" "$built" "$name" | tee "perf/results/$name.top.txt"
+' "$count" "$who" "$size" "$mode" "$(stamp_text "$commit")" "$name" | tee "perf/results/$name.top.txt"
   echo "wrote perf/results/$name.top.txt (and the raw perf/results/$name.callgrind)" >&2
   exit 0
 fi
@@ -171,7 +173,8 @@ perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "perf/res
 inferno-flamegraph --title "ringspan relay: $mode $size B" < "perf/results/$name.folded" > "perf/results/$name.svg"
 {
 echo "# perf/profile.sh --mode $mode --size $size --seconds $seconds: cpu-clock samples of the relay"
-echo "# build: $built (generated; the raw perf/results/$name.folded and .svg are not in git)"
+echo "# $(stamp_text "$commit")"
+echo "# (generated; the raw perf/results/$name.folded and .svg are not in git)"
 python3 - "perf/results/$name.folded" "$work/send.json" <<'PYEOF'
 import json, sys
 from collections import Counter
