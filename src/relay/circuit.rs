@@ -281,9 +281,11 @@ impl Node {
     /// delivered, looked up and written again. Consecutive messages of one transaction share one
     /// lookup.
     ///
-    /// Returns how many messages went; `None` if the record does not qualify (or `links` cannot
-    /// take it), and then nothing happened: hand its messages one by one to
-    /// [`Node::received_via`] as usual (which also reports anything malformed in it).
+    /// `txn` is `link`'s own transaction state, read only; `links` holds the others (the engine
+    /// lends them while the record is handled). Returns how many messages went; `None` if the
+    /// record does not qualify (or `links` cannot take it), and then nothing happened: hand its
+    /// messages one by one to
+    /// [`Node::received`] as usual (which also reports anything malformed in it).
     pub fn forward_record<L: LinkSet>(
         &mut self,
         link: LinkId,

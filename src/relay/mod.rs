@@ -1,6 +1,7 @@
 //! A node's logic: its links' span protocol, its span table and client directory, its local
 //! mounts, and the circuits it relays. Sans-IO: the caller owns the links' transaction state
-//! ([`txn::Link`]) and their output, and drives the node with what arrives and the time.
+//! ([`txn::Link`]) and their output, hands them over with every input ([`LinkSet`]), and drives
+//! the node with what arrives and the time.
 //!
 //! # Circuits
 //!
@@ -41,7 +42,8 @@
 //!
 //! - [`Node::link_up`] when a link's handshake is done; [`Node::received`] for each message the
 //!   link's transaction layer returns and [`Node::event`] for each of its events;
-//!   [`Node::link_down`] when the link is gone (after its synthesized events).
+//!   [`Node::link_down`] when the link is gone (after its synthesized events, which are handed
+//!   over with the closing link still in the set: what the node writes on it is dropped).
 //! - Time only moves forward: call [`Node::handle_timeout`] with the time of each input (it
 //!   is cheap when nothing is due) and when [`Node::poll_timeout`] falls due.
 //! - Every input is handed the caller's links ([`LinkSet`]: all of them, the one the input came
