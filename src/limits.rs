@@ -371,12 +371,6 @@ pub const RELAY_CIRCUITS_PER_LINK_MAX: usize = LOCAL_TXNS_PER_LINK_MAX - SPAN_MO
 /// accumulate. A node checks every half of it, so a circuit goes after 1 to 1.5 times this.
 pub const CIRCUIT_IDLE_MS: u64 = 300_000;
 
-/// Bytes the relay may queue for one link within one turn of the loop (forwarded payloads waiting
-/// for the link to be written). A circuit whose message would pass it is aborted with
-/// `LIMIT_REACHED`: a turn normally moves far less, and the engine's own send queue bound
-/// (`SEND_QUEUE_MAX_BYTES`) follows.
-pub const RELAY_QUEUE_MAX_BYTES: usize = 16 << 20;
-
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));

@@ -119,7 +119,7 @@ impl Service for Sink {
         }
     }
 
-    fn link_down(&mut self, _link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, _link: LinkId, reason: CloseReason) {
         self.counters.down(reason);
     }
 
@@ -244,7 +244,7 @@ impl Service for Source {
         }
     }
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
         self.links.retain(|(id, _)| *id != link);
         self.counters.down(reason);
     }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use crate::cipher::PublicKey;
 use crate::ids::{ClusterId, LinkId, NodeId};
 use crate::relay::redial::{PeerState, Redial};
-use crate::relay::{AppEvent, CallId, LinkUp, Links, Node, NodeCounters, Notice};
-use crate::ring::{CloseReason, LinkCtx, Peers, Service, TxSink, WorkerCtx};
+use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node, NodeCounters, Notice};
+use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
@@ -196,7 +196,7 @@ impl NodeService {
     }
 
     /// The local application: echo mounts answer, loads book their calls.
-    fn app(&mut self, now: Instant) {
+    fn app<L: LinkSet>(&mut self, now: Instant, links: &mut L) {
         // A call to an echo mount is answered with its payload; any other call to a mount here
         // is refused (no application serves it on this node). Both carry the call's command.
         let mut answers: Vec<(CallId, Command, Option<Vec<u8>>)> = Vec::new();
@@ -277,23 +277,23 @@ impl NodeService {
         for (call, command, echo) in answers {
             let _ = match echo {
                 Some(payload) => {
-                    self.node.send(call, command, &payload, Flags::DELETE, ErrorCode::NONE)
+                    self.node.send(call, command, &payload, Flags::DELETE, ErrorCode::NONE, links)
                 }
                 None => {
                     let refuse = Flags::ABORT | Flags::DELETE;
-                    self.node.send(call, command, &[], refuse, ErrorCode::REFUSED)
+                    self.node.send(call, command, &[], refuse, ErrorCode::REFUSED, links)
                 }
             };
         }
     }
 
     /// Keeps every load at its concurrency; reports the finished ones.
-    fn drive_loads(&mut self, now: Instant) {
+    fn drive_loads<L: LinkSet>(&mut self, now: Instant, links: &mut L) {
         let node = &mut self.node;
         for load in &mut self.loads {
             while load.left > 0 && load.in_flight < load.concurrency {
                 load.left -= 1;
-                match node.open(load.mount, CALL, &load.payload, Flags::DELETE) {
+                match node.open(load.mount, CALL, &load.payload, Flags::DELETE, links) {
                     Ok(call) => {
                         load.in_flight += 1;
                         load.started.insert(call, (now, false));
@@ -315,10 +315,6 @@ impl NodeService {
                 i += 1;
             }
         }
-    }
-
-    fn flush(&mut self, worker: &mut WorkerCtx<'_>) {
-        flush_dirty(&mut self.node, worker);
     }
 
     fn snapshot(&self, worker: &WorkerCtx<'_>) -> Snapshot {
@@ -449,72 +445,12 @@ impl NodeService {
     }
 }
 
-/// The engine lends a node the worker's other links while it handles a message, so relayed
-/// messages go straight to their next link (`relay::Links`).
-impl Links for Peers<'_> {
-    type Out<'b>
-        = TxSink<'b>
-    where
-        Self: 'b;
-
-    fn with<R>(
-        &mut self,
-        link: LinkId,
-        f: impl FnOnce(&mut crate::txn::Link, &mut TxSink<'_>) -> R,
-    ) -> Option<R> {
-        Peers::with(self, link, f)
-    }
-
-    fn with_record<R>(
-        &mut self,
-        link: LinkId,
-        plaintext: &[u8],
-        edit: impl FnOnce(&crate::txn::Link, &mut [u8]) -> Option<R>,
-    ) -> Option<R> {
-        Peers::with_record(self, link, plaintext, edit)
-    }
-}
-
-/// During a tick a node can write to any established link of the worker: the application's
-/// sends on its calls go straight to their link (`Node::send_via`).
-impl Links for WorkerCtx<'_> {
-    type Out<'b>
-        = TxSink<'b>
-    where
-        Self: 'b;
-
-    fn with<R>(
-        &mut self,
-        link: LinkId,
-        f: impl FnOnce(&mut crate::txn::Link, &mut TxSink<'_>) -> R,
-    ) -> Option<R> {
-        let mut ctx = self.link(link)?;
-        let LinkCtx { txn, out, .. } = &mut ctx;
-        Some(f(txn, out))
-    }
-}
-
-/// Writes a relay node's queued output onto each of its dirty links on this worker; a link
-/// gone meanwhile is reported to the node as down. Every engine service running a
-/// [`relay::Node`](Node) ends its turn with this.
-pub fn flush_dirty(node: &mut Node, worker: &mut WorkerCtx<'_>) {
-    while let Some(link) = node.poll_dirty() {
-        match worker.link(link) {
-            Some(mut ctx) => {
-                let LinkCtx { txn, out, .. } = &mut ctx;
-                node.flush(link, Some((&mut **txn, out)));
-            }
-            None => node.flush::<TxSink<'_>>(link, None),
-        }
-    }
-}
-
 impl Service for NodeService {
     fn link_up(&mut self, link: &mut LinkCtx<'_>) {
         let id = link.id();
         let peer = link.peer();
         self.now = link.now();
-        self.node.handle_timeout(self.now);
+        self.node.handle_timeout(self.now, link);
         let granted = self.granted(&peer);
         let dialled = link.dialled();
         if self.options.rights.contains_key(&peer)
@@ -524,8 +460,7 @@ impl Service for NodeService {
             // address keep their capacity during a flood of strangers.
             self.trusted.push(addr.ip());
         }
-        let LinkCtx { txn, out, .. } = link;
-        match self.node.link_up(id, peer.node_id(), granted, dialled, txn, out) {
+        match self.node.link_up(id, peer.node_id(), granted, dialled, link) {
             Ok(LinkUp::Up) => {
                 self.redial.up(&peer, id);
                 tracing::info!(%id, peer = %peer.node_id(), role = granted.name(), "link up");
@@ -558,9 +493,8 @@ impl Service for NodeService {
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let id = link.id();
         self.now = link.now();
-        self.node.handle_timeout(self.now);
-        let LinkCtx { txn, out, peers, .. } = link;
-        if let Err(error) = self.node.received_via(id, txn, out, peers, received) {
+        self.node.handle_timeout(self.now, link);
+        if let Err(error) = self.node.received(id, link, received) {
             self.refused(id, error);
         }
         self.notices();
@@ -569,22 +503,21 @@ impl Service for NodeService {
     fn event(&mut self, link: &mut LinkCtx<'_>, event: Event) {
         let id = link.id();
         self.now = link.now();
-        self.node.handle_timeout(self.now);
-        let LinkCtx { txn, out, peers, .. } = link;
-        if let Err(error) = self.node.event_via(id, txn, out, peers, event) {
+        self.node.handle_timeout(self.now, link);
+        if let Err(error) = self.node.event(id, link, event) {
             self.refused(id, error);
         }
         self.notices();
     }
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
         tracing::info!(%link, %reason, "link down");
         if self.misbehaving.remove(&link) {
             self.closes.misbehaved += 1;
         } else {
             self.closes.count(reason);
         }
-        self.node.link_down(link);
+        self.node.link_down(link, worker);
         match reason {
             // The peer refused the link (a duplicate of one it keeps, or its hello): dialling
             // it again at once would be refused again.
@@ -604,7 +537,7 @@ impl Service for NodeService {
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
         let now = worker.now();
         self.now = now;
-        self.node.handle_timeout(now);
+        self.node.handle_timeout(now, worker);
         self.notices();
         for (link, interval) in self.keepalives.drain(..) {
             worker.set_keepalive(link, interval);
@@ -615,7 +548,7 @@ impl Service for NodeService {
         if !self.started {
             self.started = true;
             for spec in self.options.mounts.clone() {
-                if let Err(error) = self.node.attach(spec.key, spec.kind, spec.label) {
+                if let Err(error) = self.node.attach(spec.key, spec.kind, spec.label, worker) {
                     tracing::error!(%error, "cannot attach a configured mount");
                 }
                 if spec.echo {
@@ -630,10 +563,9 @@ impl Service for NodeService {
         if let Some(at) = self.redial.next_deadline() {
             worker.wake_at(at);
         }
-        self.app(now);
-        self.drive_loads(now);
-        self.app(now);
-        self.flush(worker);
+        self.app(now, worker);
+        self.drive_loads(now, worker);
+        self.app(now, worker);
         for (link, code) in self.to_close.drain(..) {
             // The peer is told why: a refusal of what it sent, or a duplicate link.
             worker.close_with_notice(link, code);
@@ -659,22 +591,24 @@ impl Service for NodeService {
                 });
             }
             Request::Attach { mount, kind, label, reply } => {
-                let result = self.node.attach(mount, kind, label);
+                let result = self.node.attach(mount, kind, label, worker);
                 if result.is_ok() {
                     self.app_mounts.insert(mount);
                 }
                 let _ = reply.send(result);
             }
             Request::Detach { mount, reply } => {
-                let result = self.node.detach(mount);
+                let result = self.node.detach(mount, worker);
                 self.app_mounts.remove(&mount);
                 let _ = reply.send(result);
             }
             Request::Open { mount, command, payload, last, client, events, reply } => {
                 let flags = if last { Flags::DELETE } else { Flags::NONE };
                 let result = match client {
-                    None => self.node.open(mount, command, &payload, flags),
-                    Some(client) => self.node.open_client(mount, client, command, &payload, flags),
+                    None => self.node.open(mount, command, &payload, flags, worker),
+                    Some(client) => {
+                        self.node.open_client(mount, client, command, &payload, flags, worker)
+                    }
                 };
                 if let Ok(call) = result {
                     self.calls.insert(call, events);
@@ -703,7 +637,7 @@ impl Service for NodeService {
                 let _ = reply.send(self.snapshot(worker));
             }
             Request::Send { call, command, payload, flags, error } => {
-                if let Err(e) = self.node.send(call, command, &payload, flags, error) {
+                if let Err(e) = self.node.send(call, command, &payload, flags, error, worker) {
                     tracing::debug!(%e, "application send refused");
                 }
             }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{NodeService, Options};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
+use crate::relay::{NoLinks, OneLink};
 use crate::span::codec::{self, HELLO_LEN_MAX};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn::{self, Event, Received};
@@ -65,9 +66,8 @@ fn connect(svc: &mut NodeService) -> Peer {
         spans: HashMap::new(),
         answers: HashMap::new(),
     };
-    svc.node
-        .link_up(LINK, NodeId(2), Role::Router, false, &mut peer.ours, &mut peer.to_peer)
-        .unwrap();
+    let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
+    svc.node.link_up(LINK, NodeId(2), Role::Router, false, links).unwrap();
     let mut hello = [0u8; HELLO_LEN_MAX];
     let n = Hello::new(Role::Router, Wants::all()).encode(&mut hello);
     peer.txn.open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE).unwrap();
@@ -83,17 +83,16 @@ fn pump(svc: &mut NodeService, peer: &mut Peer) {
         for message in Messages::new(&bytes) {
             let received = peer.ours.handle_message(&mut peer.to_peer, &message.unwrap()).unwrap();
             if let Some(received) = received {
-                svc.node.received(LINK, &mut peer.ours, &mut peer.to_peer, received).unwrap();
+                let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
+                svc.node.received(LINK, links, received).unwrap();
             }
             while let Some(event) = peer.ours.poll_event() {
-                svc.node.event(LINK, &mut peer.ours, &mut peer.to_peer, event).unwrap();
+                let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
+                svc.node.event(LINK, links, event).unwrap();
             }
         }
         let now = svc.now;
-        svc.app(now);
-        while let Some(link) = svc.node.poll_dirty() {
-            svc.node.flush(link, Some((&mut peer.ours, &mut peer.to_peer)));
-        }
+        svc.app(now, &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer));
         let bytes = std::mem::take(&mut peer.to_peer);
         if bytes.is_empty() {
             return;
@@ -129,9 +128,9 @@ fn echo_mounts_and_unserved_mounts_answer_with_the_calls_own_command() {
     };
     let mut svc = service(now);
     let (echo, unserved) = (key(5), key(6));
-    svc.node.attach(echo, MountKind::Master, Label::EMPTY).unwrap();
+    svc.node.attach(echo, MountKind::Master, Label::EMPTY, &mut NoLinks).unwrap();
     svc.echo.insert(echo);
-    svc.node.attach(unserved, MountKind::Master, Label::EMPTY).unwrap();
+    svc.node.attach(unserved, MountKind::Master, Label::EMPTY, &mut NoLinks).unwrap();
     let mut peer = connect(&mut svc);
     let command = Command::new(7, 3);
     let mut call = |mount: MountKey, peer: &mut Peer| {

@@ -5,14 +5,12 @@ use std::cell::Cell;
 
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{LinkId, MountId, MsgId, TxnId};
-use crate::limits::{
-    CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX, RELAY_CIRCUITS_PER_LINK_MAX, RELAY_QUEUE_MAX_BYTES,
-};
+use crate::limits::{CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX, RELAY_CIRCUITS_PER_LINK_MAX};
 use crate::span::{MountKey, NextHop, Role};
 use crate::txn::{self, Delivery};
-use crate::wire::{Command, ErrorCode, Flags, Message, Sink};
+use crate::wire::{Command, ErrorCode, Flags, Message};
 
-use super::output::{Links, NoLinks, Op, Pending};
+use super::output::{LinkSet, Pending};
 use super::share::{Admission, Holder, Hook, Hooks, Pool};
 use super::{CLIENT_ADDRESS_LEN, CallId, Node, client_calls_left};
 
@@ -33,8 +31,8 @@ impl Side {
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum End {
-    /// A transaction on a link. `txn` is `None` while its open waits in the link's queue.
-    /// `closed`: we sent our DELETE on it (plain or forced); `forced`: we sent our one forced
+    /// A transaction on a link. `txn` is `None` until its open is written (a circuit is made
+    /// before the open on its next link, which may fail). `closed`: we sent our DELETE on it (plain or forced); `forced`: we sent our one forced
     /// close (which may follow a plain DELETE: PROTOCOL.md 6.5); `ended`: it is over.
     Link { link: LinkId, txn: Option<TxnId>, closed: bool, forced: bool, ended: bool },
     /// The local application.
@@ -98,53 +96,60 @@ impl Node {
     /// Opens a call to `mount` along its route. `flags` may hold DELETE (a one-shot request).
     /// No route: [`Misuse::NoRoute`] and nothing is opened. The application's calls count
     /// against the node's circuits and the next link's like a peer's.
-    pub fn open(
+    pub fn open<L: LinkSet>(
         &mut self,
         mount: MountKey,
         command: Command,
         payload: &[u8],
         flags: Flags,
+        links: &mut L,
     ) -> Result<CallId, Error> {
         let route = self.table.route(mount).ok_or(Misuse::NoRoute)?;
         let NextHop::Neighbour(n) = route.next_hop else { return Err(Misuse::NoRoute.into()) };
-        self.open_on(Self::link_of(n), mount, command, payload, flags)
+        let call = self.open_on(Self::link_of(n), mount, command, payload, flags, links);
+        self.settle(links);
+        call
     }
 
     /// Opens a call to the client mount `client` behind the node whose aggregate is
     /// `aggregate` (a satellite): the call goes to the aggregate, and the satellite passes it to
     /// its client. Otherwise as [`Node::open`].
-    pub fn open_client(
+    pub fn open_client<L: LinkSet>(
         &mut self,
         aggregate: MountKey,
         client: MountId,
         command: Command,
         payload: &[u8],
         flags: Flags,
+        links: &mut L,
     ) -> Result<CallId, Error> {
         if self.is_our_aggregate(aggregate) {
             let target = MountKey { cluster: aggregate.cluster, mount: client };
             let holder = self.clients.holder(target).ok_or(Misuse::NoRoute)?;
-            return self.open_on(Self::link_of(holder), target, command, payload, flags);
+            let call = self.open_on(Self::link_of(holder), target, command, payload, flags, links);
+            self.settle(links);
+            return call;
         }
         let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
         addressed.extend_from_slice(&client.0.to_le_bytes());
         addressed.extend_from_slice(payload);
-        self.open(aggregate, command, &addressed, flags)
+        self.open(aggregate, command, &addressed, flags, links)
     }
 
     /// Opens a call inside the span for `mount` that the peer on `link` advertises.
-    fn open_on(
+    fn open_on<L: LinkSet>(
         &mut self,
         link: LinkId,
         mount: MountKey,
         command: Command,
         payload: &[u8],
         flags: Flags,
+        links: &mut L,
     ) -> Result<CallId, Error> {
         check_payload(payload)?;
         let span =
             self.links.get(&link).and_then(|s| s.span.their_span(mount)).ok_or(Misuse::NoRoute)?;
-        if !self.admit(Holder::Local, Some(link)) {
+        if !self.admit(Holder::Local, Some(link), links) {
             self.counters.limited += 1;
             return Err(Limit::Circuits(CIRCUITS_MAX).into());
         }
@@ -154,36 +159,67 @@ impl Node {
         self.counters.opened += 1;
         let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
         state.counters.circuits_out += 1;
-        state.queue(&mut self.dirty, link, payload, |at, len| Op::Open {
-            circuit: slot,
-            generation,
-            side: Side::B,
-            parent: span,
-            command,
-            flags: flags & Flags::DELETE,
-            at,
-            len,
-        });
+        let open = Open { parent: span, command, flags: flags & Flags::DELETE, payload };
+        self.open_end(slot, Side::B, link, open, links);
         Ok(CallId { slot, generation })
     }
 
+    /// Opens the circuit's `side` end on `link` (inside the span `open.parent`). If the link
+    /// refuses (the span closed meanwhile, or a limit) the circuit cannot go on: it is aborted
+    /// back.
+    fn open_end<L: LinkSet>(
+        &mut self,
+        slot: u32,
+        side: Side,
+        link: LinkId,
+        open: Open<'_>,
+        links: &mut L,
+    ) {
+        let Open { parent, command, flags, payload } = open;
+        let opened = self
+            .write(links, link, |txn, out| txn.open(out, Some(parent), command, payload, flags));
+        match opened {
+            Some(Ok(id)) => {
+                let c = &mut self.circuits[slot as usize];
+                if let End::Link { txn: t, closed, .. } = c.end(side) {
+                    *t = Some(id);
+                    *closed |= flags.contains(Flags::DELETE);
+                }
+                self.by_txn.insert((link, id), (slot, side));
+            }
+            failed => {
+                let code = match failed {
+                    Some(Err(Error::LimitReached(_))) => ErrorCode::LIMIT_REACHED,
+                    _ => ErrorCode::NO_ROUTE,
+                };
+                let c = &mut self.circuits[slot as usize];
+                if let End::Link { ended, closed, forced, .. } = c.end(side) {
+                    *ended = true;
+                    *closed = true;
+                    *forced = true;
+                }
+                self.abort_both(slot, code, links);
+                self.maybe_free(slot);
+            }
+        }
+    }
+
     /// Sends on a call. `flags` may hold DELETE (our last), ABORT, or both (force-close).
-    /// Queued for [`Node::flush`].
-    pub fn send(
+    pub fn send<L: LinkSet>(
         &mut self,
         call: CallId,
         command: Command,
         payload: &[u8],
         flags: Flags,
         error: ErrorCode,
+        links: &mut L,
     ) -> Result<(), Error> {
-        self.send_via(call, command, payload, flags, error, &mut NoLinks)
+        let result = self.send_inner(call, command, payload, flags, error, links);
+        self.settle(links);
+        result
     }
 
-    /// [`Node::send`], with the caller's links at hand (see [`Links`]): a message with no flags
-    /// on a call open on its link, with nothing queued there, is written straight to that link
-    /// (no copy into the queue, no flush pass); anything else is queued as by `send`.
-    pub fn send_via<L: Links>(
+    fn send_inner<L: LinkSet>(
         &mut self,
         call: CallId,
         command: Command,
@@ -213,7 +249,6 @@ impl Node {
         if flags.contains(Flags::DELETE) {
             *closed = true;
         }
-        let generation = circuit.generation;
         let End::Link { link, closed: link_closed, forced: link_forced, ended, txn } =
             *circuit.end(link_side)
         else {
@@ -223,31 +258,18 @@ impl Node {
         if ended || !may_send(link_closed, link_forced, forced) {
             return Ok(());
         }
-        if let Some(id) = txn
-            && flags == Flags::NONE
-            && let Some(state) = self.links.get(&link)
-            && state.send_direct(links, link, id, command, payload, error)
-        {
-            return Ok(());
-        }
+        let Some(id) = txn else { return Ok(()) };
         if let End::Link { closed, forced: sent_forced, .. } = circuit.end(link_side) {
             *closed |= flags.contains(Flags::DELETE);
             *sent_forced |= forced;
         }
-        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownCall)?;
-        if forced {
+        if forced && let Some(state) = self.links.get_mut(&link) {
             state.counters.aborts_out += 1;
         }
-        state.queue(&mut self.dirty, link, payload, |at, len| Op::Send {
-            circuit: call.slot,
-            generation,
-            side: link_side,
-            command,
-            flags: flags & (Flags::DELETE | Flags::ABORT),
-            error,
-            at,
-            len,
-        });
+        let flags = flags & (Flags::DELETE | Flags::ABORT);
+        // Refused only if the peer's forced close crossed it: the transaction is ending anyway.
+        let _ =
+            self.write(links, link, |txn, out| txn.send(out, id, command, payload, flags, error));
         Ok(())
     }
 
@@ -259,10 +281,12 @@ impl Node {
     /// delivered, looked up and written again. Consecutive messages of one transaction share one
     /// lookup.
     ///
-    /// Returns how many messages went; `None` if the record does not qualify (or `links` cannot
-    /// take it), and then nothing happened: hand its messages one by one to
-    /// [`Node::received_via`] as usual (which also reports anything malformed in it).
-    pub fn forward_record<L: Links>(
+    /// `txn` is `link`'s own transaction state, read only; `links` holds the others (the engine
+    /// lends them while the record is handled). Returns how many messages went; `None` if the
+    /// record does not qualify (or `links` cannot take it), and then nothing happened: hand its
+    /// messages one by one to
+    /// [`Node::received`] as usual (which also reports anything malformed in it).
+    pub fn forward_record<L: LinkSet>(
         &mut self,
         link: LinkId,
         txn: &txn::Link,
@@ -272,11 +296,6 @@ impl Node {
         // The first message says where the record would go, before anything is copied.
         let first = Message::new_checked(plaintext).ok()?;
         let (next, _) = self.continues(link, txn.in_stream(first.flags(), first.msgid())?)?;
-        let state = self.links.get(&next)?;
-        if state.has_queued() {
-            // Output for that link waits in its queue: this must not overtake it.
-            return None;
-        }
         let node = &*self;
         let count = links.with_record(next, plaintext, |next_txn, copy| {
             let mut count = 0;
@@ -333,11 +352,10 @@ impl Node {
 
     /// A transaction the peer opened that is not the span protocol's: a circuit if it opened
     /// inside one of our spans and the peer has room for it, refused otherwise.
-    pub(super) fn incoming<S: Sink>(
+    pub(super) fn incoming<L: LinkSet>(
         &mut self,
         link: LinkId,
-        txn: &mut txn::Link,
-        out: &mut S,
+        links: &mut L,
         delivery: &Delivery<'_>,
     ) -> Result<(), Error> {
         let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
@@ -345,13 +363,13 @@ impl Node {
         let Some(mount) = mount else {
             // Not inside a span of ours: nothing to route it by.
             self.counters.refused += 1;
-            return refuse(txn, out, delivery, ErrorCode::REFUSED);
+            return self.refuse(link, links, delivery, ErrorCode::REFUSED);
         };
         state.counters.circuits_in += 1;
         if state.span.peer_role() == Some(Role::Client) && !client_calls_left(state.open_in) {
             state.counters.circuits_limited += 1;
             self.counters.limited += 1;
-            return refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED);
+            return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED);
         }
         let hop = match self.resolve(link, mount, delivery.payload) {
             Ok(hop) => hop,
@@ -361,19 +379,19 @@ impl Node {
                 } else {
                     self.counters.refused += 1;
                 }
-                return refuse(txn, out, delivery, code);
+                return self.refuse(link, links, delivery, code);
             }
         };
         let next = match hop {
             Hop::Local => None,
             Hop::Link { link: next, .. } => Some(next),
         };
-        if !self.admit(Holder::Link(link), next) {
+        if !self.admit(Holder::Link(link), next, links) {
             if let Some(state) = self.links.get_mut(&link) {
                 state.counters.circuits_limited += 1;
             }
             self.counters.limited += 1;
-            return refuse(txn, out, delivery, ErrorCode::LIMIT_REACHED);
+            return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED);
         }
         let a = End::link(link, Some(delivery.txn));
         let b = match next {
@@ -408,16 +426,9 @@ impl Node {
                 let payload = &delivery.payload[strip..];
                 let state = self.links.get_mut(&next).ok_or(Misuse::UnknownLink(next))?;
                 state.counters.circuits_out += 1;
-                state.queue(&mut self.dirty, next, payload, |at, len| Op::Open {
-                    circuit: slot,
-                    generation,
-                    side: Side::B,
-                    parent: span,
-                    command: delivery.command,
-                    flags: delivery.flags & Flags::DELETE,
-                    at,
-                    len,
-                });
+                let flags = delivery.flags & Flags::DELETE;
+                let open = Open { parent: span, command: delivery.command, flags, payload };
+                self.open_end(slot, Side::B, next, open, links);
             }
         }
         Ok(())
@@ -460,13 +471,13 @@ impl Node {
     /// `next`, in that link's pool, aborting the biggest holders' oldest circuits if the pools
     /// are full and `holder` holds fewer; `false` (nothing taken, nothing aborted beyond what
     /// was due) if `holder` has its share.
-    fn admit(&mut self, holder: Holder, next: Option<LinkId>) -> bool {
+    fn admit<L: LinkSet>(&mut self, holder: Holder, next: Option<LinkId>, links: &mut L) -> bool {
         // Each preemption frees a place in the pool it was found in, so each loop ends.
         loop {
             match self.pool.check(holder) {
                 Admission::Admit => break,
                 Admission::Refuse => return false,
-                Admission::Preempt(victim) => self.preempt(victim),
+                Admission::Preempt(victim) => self.preempt(victim, links),
             }
         }
         let Some(next) = next else { return true };
@@ -477,7 +488,7 @@ impl Node {
             match pool.check(holder) {
                 Admission::Admit => return true,
                 Admission::Refuse => return false,
-                Admission::Preempt(victim) => self.preempt(victim),
+                Admission::Preempt(victim) => self.preempt(victim, links),
             }
         }
     }
@@ -528,7 +539,7 @@ impl Node {
     }
 
     /// Aborts a circuit to make room for a holder with fewer, counting it against its holder.
-    fn preempt(&mut self, slot: u32) {
+    fn preempt<L: LinkSet>(&mut self, slot: u32, links: &mut L) {
         let Some(circuit) = self.circuits.get(slot as usize) else { return };
         if let Holder::Link(link) = circuit.holder
             && let Some(state) = self.links.get_mut(&link)
@@ -536,12 +547,12 @@ impl Node {
             state.counters.circuits_preempted += 1;
         }
         self.counters.preempted += 1;
-        self.abort_both(slot, ErrorCode::LIMIT_REACHED);
+        self.abort_both(slot, ErrorCode::LIMIT_REACHED, links);
         self.maybe_free(slot);
     }
 
     /// Aborts every circuit that carried nothing for two whole epochs (the idle bound).
-    pub(super) fn sweep_idle(&mut self) {
+    pub(super) fn sweep_idle<L: LinkSet>(&mut self, links: &mut L) {
         let epoch = self.epoch;
         let idle: Vec<u32> = self
             .circuits
@@ -556,14 +567,14 @@ impl Node {
                 state.counters.circuits_idle += 1;
             }
             self.counters.idle += 1;
-            self.abort_both(slot, ErrorCode::IDLE);
+            self.abort_both(slot, ErrorCode::IDLE, links);
             self.maybe_free(slot);
         }
     }
 
     /// Forwards a message that arrived on the circuit's `from` end to its other end: written
-    /// straight to the next link when `links` lends it, queued for [`Node::flush`] otherwise.
-    pub(super) fn forward<L: Links>(
+    /// straight into the next link, or handed to the application.
+    pub(super) fn forward<L: LinkSet>(
         &mut self,
         slot: u32,
         from: Side,
@@ -599,24 +610,7 @@ impl Node {
                 if ended || !may_send(closed, forced, forcing) {
                     return;
                 }
-                // The direct path: a message that neither closes nor aborts (so no end or
-                // counter changes), on a circuit open on the next link, with nothing queued
-                // there that it would overtake.
-                if let Some(id) = next
-                    && flags == Flags::NONE
-                    && let Some(state) = self.links.get_mut(&link)
-                    && state.send_direct(
-                        links,
-                        link,
-                        id,
-                        delivery.command,
-                        delivery.payload,
-                        delivery.error,
-                    )
-                {
-                    state.counters.forwarded += 1;
-                    return;
-                }
+                let Some(id) = next else { return };
                 if let End::Link { closed, forced, .. } = circuit.end(to) {
                     *closed |= flags.contains(Flags::DELETE);
                     *forced |= forcing;
@@ -624,65 +618,56 @@ impl Node {
                 if flags.contains(Flags::DELETE) && delivery.error == ErrorCode::LOST_LINK {
                     self.counters.lost += 1;
                 }
-                let Some(state) = self.links.get_mut(&link) else { return };
-                if state.queued_bytes() + delivery.payload.len() > RELAY_QUEUE_MAX_BYTES
-                    && !flags.contains(Flags::DELETE)
-                {
-                    // More than a turn's worth for one link: abort the circuit rather than queue
-                    // without bound. (Closes are always queued, so every end still ends.)
-                    self.abort_both(slot, ErrorCode::LIMIT_REACHED);
-                    return;
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.counters.forwarded += 1;
+                    if forcing {
+                        state.counters.aborts_out += 1;
+                    }
                 }
-                state.counters.forwarded += 1;
-                if flags.contains(Flags::ABORT | Flags::DELETE) {
-                    state.counters.aborts_out += 1;
+                if flags != Flags::NONE {
+                    // A close may end the transaction there: its event is handled at the end.
+                    self.touch(link);
                 }
-                state.queue(&mut self.dirty, link, delivery.payload, |at, len| Op::Send {
-                    circuit: slot,
-                    generation,
-                    side: to,
-                    command: delivery.command,
-                    flags,
-                    error: delivery.error,
-                    at,
-                    len,
+                let (command, error) = (delivery.command, delivery.error);
+                // Refused only if the peer's forced close crossed it: that transaction is ending
+                // anyway.
+                let _ = links.with(link, |txn, out| {
+                    txn.send(out, id, command, delivery.payload, flags, error)
                 });
             }
         }
     }
 
-    /// Force-closes both link ends of a circuit (queued), and tells a local end it ended. The
-    /// circuit holds no share from then on.
-    pub(super) fn abort_both(&mut self, slot: u32, error: ErrorCode) {
+    /// Force-closes both link ends of a circuit, and tells a local end it ended. The circuit
+    /// holds no share from then on.
+    pub(super) fn abort_both<L: LinkSet>(&mut self, slot: u32, error: ErrorCode, links: &mut L) {
         self.release(slot);
         let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
         circuit.aborting = true;
-        let generation = circuit.generation;
         if circuit.error == ErrorCode::NONE {
             circuit.error = error;
         }
+        let command = circuit.command;
         for side in [Side::A, Side::B] {
-            let End::Link { link, closed, forced, ended, .. } = circuit.end(side) else { continue };
+            let circuit = &mut self.circuits[slot as usize];
+            let End::Link { link, closed, forced, ended, txn } = circuit.end(side) else {
+                continue;
+            };
             // One forced close per end, also after a plain DELETE of ours.
             if *forced || *ended {
                 continue;
             }
             *closed = true;
             *forced = true;
-            let link = *link;
+            let (link, txn) = (*link, *txn);
             if let Some(state) = self.links.get_mut(&link) {
                 state.counters.aborts_out += 1;
-                state.queue(&mut self.dirty, link, &[], |at, len| Op::Send {
-                    circuit: slot,
-                    generation,
-                    side,
-                    command: circuit.command,
-                    flags: Flags::ABORT | Flags::DELETE,
-                    error,
-                    at,
-                    len,
-                });
             }
+            let Some(id) = txn else { continue };
+            let flags = Flags::ABORT | Flags::DELETE;
+            // Refused only if the peer's forced close crossed it: that end is ending anyway.
+            let _ =
+                self.write(links, link, |txn, out| txn.send(out, id, command, &[], flags, error));
         }
     }
 
@@ -698,7 +683,7 @@ impl Node {
 
     /// The circuits of a link that went down: those whose open on it was still queued, or whose
     /// transaction on it is gone, are aborted on their other end.
-    pub(super) fn circuits_link_down(&mut self, link: LinkId) {
+    pub(super) fn circuits_link_down<L: LinkSet>(&mut self, link: LinkId, links: &mut L) {
         let stale: Vec<u32> = self
             .circuits
             .iter()
@@ -722,7 +707,7 @@ impl Node {
                     *forced = true;
                 }
             }
-            self.abort_both(slot, ErrorCode::LOST_LINK);
+            self.abort_both(slot, ErrorCode::LOST_LINK, links);
             self.maybe_free(slot);
         }
     }
@@ -768,17 +753,29 @@ fn check_payload(payload: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Force-closes a transaction the peer opened that we will not carry. If the transaction layer
-/// already forced it (it was opened under a transaction we had forced: PROTOCOL.md 6.5), there
-/// is nothing more to send.
-fn refuse<S: Sink>(
-    txn: &mut txn::Link,
-    out: &mut S,
-    delivery: &Delivery<'_>,
-    error: ErrorCode,
-) -> Result<(), Error> {
-    match txn.send(out, delivery.txn, delivery.command, &[], Flags::ABORT | Flags::DELETE, error) {
-        Err(Error::Misuse(_)) => Ok(()),
-        result => result,
+/// What opening a circuit's end on its link sends.
+struct Open<'a> {
+    parent: TxnId,
+    command: Command,
+    flags: Flags,
+    payload: &'a [u8],
+}
+
+impl Node {
+    /// Force-closes a transaction the peer opened on `link` that we will not carry. If the
+    /// transaction layer already forced it (it was opened under a transaction we had forced:
+    /// PROTOCOL.md 6.5), there is nothing more to send.
+    fn refuse<L: LinkSet>(
+        &mut self,
+        link: LinkId,
+        links: &mut L,
+        delivery: &Delivery<'_>,
+        error: ErrorCode,
+    ) -> Result<(), Error> {
+        let (id, command, flags) = (delivery.txn, delivery.command, Flags::ABORT | Flags::DELETE);
+        match self.write(links, link, |txn, out| txn.send(out, id, command, &[], flags, error)) {
+            Some(Err(Error::Misuse(_))) | None => Ok(()),
+            Some(result) => result,
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A node's logic: its links' span protocol, its span table and client directory, its local
 //! mounts, and the circuits it relays. Sans-IO: the caller owns the links' transaction state
-//! ([`txn::Link`]) and their output, and drives the node with what arrives and the time.
+//! ([`txn::Link`]) and their output, hands them over with every input ([`LinkSet`]), and drives
+//! the node with what arrives and the time.
 //!
 //! # Circuits
 //!
@@ -41,17 +42,14 @@
 //!
 //! - [`Node::link_up`] when a link's handshake is done; [`Node::received`] for each message the
 //!   link's transaction layer returns and [`Node::event`] for each of its events;
-//!   [`Node::link_down`] when the link is gone (after its synthesized events).
+//!   [`Node::link_down`] when the link is gone (after its synthesized events, which are handed
+//!   over with the closing link still in the set: what the node writes on it is dropped).
 //! - Time only moves forward: call [`Node::handle_timeout`] with the time of each input (it
 //!   is cheap when nothing is due) and when [`Node::poll_timeout`] falls due.
-//! - Output for other links is queued, not written at once (the caller holds one link at a
-//!   time): after handling input, call [`Node::flush`] for each link [`Node::poll_dirty`]
-//!   returns, with that link's transaction state and sink (or `None` if it is gone).
-//! - A caller that can reach its other links while it handles a message passes them
-//!   ([`Links`], to [`Node::received_via`] and [`Node::event_via`]): a message in the middle
-//!   of a circuit whose next link has nothing queued is then written straight to that link,
-//!   without the queue's copy and the flush's second pass. Anything else still queues, so each
-//!   link's output stays in order.
+//! - Every input is handed the caller's links ([`LinkSet`]: all of them, the one the input came
+//!   on included), and whatever the node sends goes straight into the link it goes on: one
+//!   output path, in the order the node wrote it. The events that writing causes on a link (a
+//!   DELETE completing a pair ends the transaction) are handled before the input returns.
 //! - Drain [`Node::poll_notice`] after each input: links to close, keepalive intervals a peer
 //!   needs.
 //! - The application: [`Node::attach`] / [`Node::detach`] mounts; [`Node::open`] calls to a
@@ -59,7 +57,7 @@
 //!
 //! An error returned by `received` or `event` means the peer broke the protocol or a bound:
 //! close that link with it as the reason. Nothing here allocates per relayed message once its
-//! queues have grown to their working size.
+//! tables have grown to their working size.
 
 #![forbid(unsafe_code)]
 
@@ -78,7 +76,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-pub use output::{Links, NoLinks};
+pub use output::{LinkSet, NoLinks, OneLink};
 
 use crate::error::{Error, Misuse};
 use crate::ids::{ClusterId, LinkId, MountId, NeighbourId, NodeId};
@@ -90,7 +88,7 @@ use crate::span::{
     Clients, Hello, Label, MountKey, MountKind, Role, Route, SpanCtx, SpanLink, Table,
 };
 use crate::txn::{self, Event, Received};
-use crate::wire::{Command, ErrorCode, Flags, Sink};
+use crate::wire::{Command, ErrorCode, Flags};
 
 use circuit::{Circuit, Side};
 use output::{LinkState, Pending};
@@ -303,7 +301,8 @@ pub struct Node {
     links: Map<LinkId, Box<LinkState>>,
     /// The link kept to each linked node.
     by_peer: Map<NodeId, LinkId>,
-    dirty: Vec<LinkId>,
+    /// Links written to during the current input, whose events are handled before it returns.
+    touched: Vec<LinkId>,
     circuits: Slab<Circuit>,
     /// A link's transaction to the circuit it belongs to and which end it is.
     by_txn: Map<(LinkId, crate::ids::TxnId), (u32, Side)>,
@@ -340,7 +339,7 @@ impl Node {
             clients: Clients::new([]),
             links: Map::default(),
             by_peer: Map::default(),
-            dirty: Vec::new(),
+            touched: Vec::new(),
             circuits: Slab::new(),
             by_txn: Map::default(),
             pool: Pool::new(CIRCUITS_MAX),
@@ -460,14 +459,26 @@ impl Node {
     /// A link to the node `peer` finished its handshake; its key was granted `granted` (the
     /// most its hello may claim), and we dialled it if `dialled`. Our hello goes out on it,
     /// unless it duplicates a link to the same peer (see [`LinkUp`]).
-    pub fn link_up<S: Sink>(
+    pub fn link_up<L: LinkSet>(
         &mut self,
         link: LinkId,
         peer: NodeId,
         granted: Role,
         dialled: bool,
-        txn: &mut txn::Link,
-        out: &mut S,
+        links: &mut L,
+    ) -> Result<LinkUp, Error> {
+        let result = self.link_up_inner(link, peer, granted, dialled, links);
+        self.settle(links);
+        result
+    }
+
+    fn link_up_inner<L: LinkSet>(
+        &mut self,
+        link: LinkId,
+        peer: NodeId,
+        granted: Role,
+        dialled: bool,
+        links: &mut L,
     ) -> Result<LinkUp, Error> {
         let outcome = match self.by_peer.get(&peer) {
             _ if peer == self.id => LinkUp::Duplicate { keep: None },
@@ -491,14 +502,19 @@ impl Node {
         } else {
             if let LinkUp::Replaces { old } = outcome {
                 self.counters.duplicates += 1;
-                self.retire(old);
+                self.retire(old, links);
             }
-            txn.set_peer_transactions_max(if granted == Role::Client {
-                CLIENT_TXNS_PER_LINK_MAX
-            } else {
-                PEER_TXNS_PER_LINK_MAX
-            });
-            span.start(txn, out, &self.hello)?;
+            let hello = &self.hello;
+            links
+                .with(link, |txn, out| {
+                    txn.set_peer_transactions_max(if granted == Role::Client {
+                        CLIENT_TXNS_PER_LINK_MAX
+                    } else {
+                        PEER_TXNS_PER_LINK_MAX
+                    });
+                    span.start(txn, out, hello)
+                })
+                .ok_or(Misuse::UnknownLink(link))??;
             self.by_peer.insert(peer, link);
         }
         let state = LinkState::new(peer, span, dialled, closing);
@@ -510,77 +526,72 @@ impl Node {
     /// table forgets it as a neighbour at once, so no new circuit is routed over it and no
     /// route or client mount is kept through it; circuits already on it carry on until it
     /// closes.
-    fn retire(&mut self, old: LinkId) {
+    fn retire<L: LinkSet>(&mut self, old: LinkId, links: &mut L) {
         let Some(state) = self.links.get_mut(&old) else { return };
         state.retired = true;
         let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
         let _ = state.span.link_down(&mut ctx);
-        self.update_aggregates();
+        self.update_aggregates(links);
     }
 
     /// Attaches a local mount (advertised to every neighbour that wants it).
-    pub fn attach(&mut self, mount: MountKey, kind: MountKind, label: Label) -> Result<(), Error> {
+    pub fn attach<L: LinkSet>(
+        &mut self,
+        mount: MountKey,
+        kind: MountKind,
+        label: Label,
+        links: &mut L,
+    ) -> Result<(), Error> {
         self.table.attach(mount, kind, label)?;
-        self.route_table_output();
+        self.route_table_output(links);
+        self.settle(links);
         Ok(())
     }
 
     /// Detaches a local mount (retracted everywhere). Calls already open to it go on.
-    pub fn detach(&mut self, mount: MountKey) -> Result<(), Error> {
+    pub fn detach<L: LinkSet>(&mut self, mount: MountKey, links: &mut L) -> Result<(), Error> {
         self.table.detach(mount)?;
-        self.route_table_output();
+        self.route_table_output(links);
+        self.settle(links);
         Ok(())
     }
 
-    /// A message arrived on `link`.
-    pub fn received<S: Sink>(
+    /// A message arrived on `link` (one its transaction layer returned).
+    pub fn received<L: LinkSet>(
         &mut self,
         link: LinkId,
-        txn: &mut txn::Link,
-        out: &mut S,
-        received: Received<'_>,
-    ) -> Result<(), Error> {
-        self.received_via(link, txn, out, &mut NoLinks, received)
-    }
-
-    /// [`Node::received`], with the caller's other links at hand (see [`Links`]).
-    pub fn received_via<S: Sink, L: Links>(
-        &mut self,
-        link: LinkId,
-        txn: &mut txn::Link,
-        out: &mut S,
         links: &mut L,
         received: Received<'_>,
     ) -> Result<(), Error> {
-        match received {
+        let result = match received {
             // One-way messages of other protocols are not ours to interpret.
             Received::OneWay { .. } => Ok(()),
-            Received::Txn(delivery) => self.delivery(link, txn, out, links, &delivery),
-        }
+            Received::Txn(delivery) => self.delivery(link, links, &delivery),
+        };
+        self.settle(links);
+        result
     }
 
     /// A lifecycle event of `link`'s transactions.
-    pub fn event<S: Sink>(
+    pub fn event<L: LinkSet>(
         &mut self,
         link: LinkId,
-        txn: &mut txn::Link,
-        out: &mut S,
+        links: &mut L,
         event: Event,
     ) -> Result<(), Error> {
-        self.event_via(link, txn, out, &mut NoLinks, event)
+        let result = self.handle_event(link, links, event);
+        self.settle(links);
+        result
     }
 
-    /// [`Node::event`], with the caller's other links at hand (see [`Links`]).
-    pub fn event_via<S: Sink, L: Links>(
+    pub(super) fn handle_event<L: LinkSet>(
         &mut self,
         link: LinkId,
-        txn: &mut txn::Link,
-        out: &mut S,
         links: &mut L,
         event: Event,
     ) -> Result<(), Error> {
         match event {
-            Event::Delivery(delivery) => self.delivery(link, txn, out, links, &delivery),
+            Event::Delivery(delivery) => self.delivery(link, links, &delivery),
             Event::Ended { txn: id, .. } => {
                 if let Some(state) = self.links.get_mut(&link) {
                     state.span.ended(id);
@@ -598,11 +609,9 @@ impl Node {
         }
     }
 
-    fn delivery<S: Sink, L: Links>(
+    fn delivery<L: LinkSet>(
         &mut self,
         link: LinkId,
-        txn: &mut txn::Link,
-        out: &mut S,
         links: &mut L,
         delivery: &txn::Delivery<'_>,
     ) -> Result<(), Error> {
@@ -618,13 +627,21 @@ impl Node {
         }
         let heard = state.span.peer_idle_timeout_ms().is_some();
         let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
-        let handled = state.span.handle(txn, out, &mut ctx, delivery);
+        let span = &mut state.span;
+        let handled = links.with(link, |txn, out| span.handle(txn, out, &mut ctx, delivery));
+        self.touch(link);
+        let Some(state) = self.links.get_mut(&link) else {
+            return Err(Misuse::UnknownLink(link).into());
+        };
+        let Some(handled) = handled else {
+            return Err(Misuse::UnknownLink(link).into());
+        };
         if !heard && let Some(ms) = state.span.peer_idle_timeout_ms() {
             let idle_timeout = Duration::from_millis(u64::from(ms));
             let granted = state.span.granted();
             self.notices.push_back(Notice::PeerIdleTimeout { link, idle_timeout, granted });
         }
-        self.update_aggregates();
+        self.update_aggregates(links);
         if handled? {
             return Ok(());
         }
@@ -633,16 +650,16 @@ impl Node {
             return Ok(());
         }
         if delivery.opens() {
-            self.incoming(link, txn, out, delivery)?;
+            self.incoming(link, links, delivery)?;
         }
         // Anything else on a transaction that is no circuit (a close answering our refusal) is
         // left to the transaction layer.
         Ok(())
     }
 
-    /// The link is gone (its transactions' synthesized closes have been handled). Queued output
-    /// for it is dropped; circuits waiting to open on it are aborted back.
-    pub fn link_down(&mut self, link: LinkId) {
+    /// The link is gone (its transactions' synthesized closes have been handled): what it
+    /// advertised is withdrawn, and circuits still on it are aborted at their other end.
+    pub fn link_down<L: LinkSet>(&mut self, link: LinkId, links: &mut L) {
         let Some(mut state) = self.links.remove(&link) else { return };
         if self.by_peer.get(&state.peer) == Some(&link) {
             self.by_peer.remove(&state.peer);
@@ -652,28 +669,29 @@ impl Node {
             self.clients_gone.add(&gone);
         }
         let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
-        // Nothing queued for it will be sent; opens it held fail below with their circuits.
         let _ = state.span.link_down(&mut ctx);
-        self.update_aggregates();
-        self.circuits_link_down(link);
+        self.update_aggregates(links);
+        self.circuits_link_down(link, links);
+        self.settle(links);
     }
 
     /// The time moved to `now` (never backwards): serves the span table's waiting seqno
     /// requests, and aborts circuits idle beyond the bound, when they are due.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout<L: LinkSet>(&mut self, now: Instant, links: &mut L) {
         if now <= self.now {
             return;
         }
         self.now = now;
         if self.table.poll_timeout().is_some_and(|at| at <= now) {
             self.table.handle_timeout(now);
-            self.route_table_output();
+            self.route_table_output(links);
         }
         if now >= self.next_sweep {
             self.epoch = self.epoch.wrapping_add(1);
             self.next_sweep = now + self.circuit_idle / 2;
-            self.sweep_idle();
+            self.sweep_idle(links);
         }
+        self.settle(links);
     }
 
     /// When [`Node::handle_timeout`] next has work.
@@ -684,11 +702,6 @@ impl Node {
     /// The next thing the caller must do for the node.
     pub fn poll_notice(&mut self) -> Option<Notice> {
         self.notices.pop_front()
-    }
-
-    /// The next link with queued output.
-    pub fn poll_dirty(&mut self) -> Option<LinkId> {
-        self.dirty.pop()
     }
 
     /// The aggregate mount this node advertises for its clients in `cluster`.
@@ -702,7 +715,7 @@ impl Node {
 
     /// Attaches (or detaches) the aggregate of each cluster that gained its first (or lost its
     /// last) client mount here, and sends what the table asks.
-    fn update_aggregates(&mut self) {
+    fn update_aggregates<L: LinkSet>(&mut self, links: &mut L) {
         while let Some((cluster, present)) = self.clients.poll_aggregate() {
             let key = self.aggregate_of(cluster);
             if present {
@@ -713,7 +726,7 @@ impl Node {
                 let _ = self.table.detach(key);
             }
         }
-        self.route_table_output();
+        self.route_table_output(links);
     }
 
     fn generation(&mut self) -> u32 {

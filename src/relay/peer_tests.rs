@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{LinkCounters, LinkUp, Node};
+use super::{LinkCounters, LinkSet, LinkUp, Node};
 use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
@@ -38,6 +38,26 @@ struct Peer {
     spans: HashMap<MountKey, TxnId>,
     /// Why the node closed the link, if it did.
     closed: Option<Error>,
+}
+
+/// The node's ends of the peers' links, as the set it writes through: a link the node closed
+/// is not written.
+struct Ours<'a>(&'a mut [Peer]);
+
+impl LinkSet for Ours<'_> {
+    type Out<'b>
+        = Vec<u8>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        let peer = self.0.iter_mut().find(|p| p.link == link && p.closed.is_none())?;
+        Some(f(&mut peer.ours, &mut peer.to_peer))
+    }
 }
 
 struct Bench {
@@ -91,19 +111,22 @@ impl Bench {
             spans: HashMap::new(),
             closed: None,
         };
-        let up = self
-            .node
-            .link_up(link, NodeId(id), granted, false, &mut peer.ours, &mut peer.to_peer)
-            .unwrap();
-        assert_eq!(up, LinkUp::Up);
         let mut hello = [0u8; HELLO_LEN_MAX];
         let n = Hello::new(claims, Wants::all()).encode(&mut hello);
         peer.txn
             .open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE)
             .unwrap();
         self.peers.push(peer);
+        let (node, mut ours) = self.node();
+        let up = node.link_up(link, NodeId(id), granted, false, &mut ours).unwrap();
+        assert_eq!(up, LinkUp::Up);
         self.pump();
         self.peers.len() - 1
+    }
+
+    /// The node, and the set of links it writes through.
+    fn node(&mut self) -> (&mut Node, Ours<'_>) {
+        (&mut self.node, Ours(&mut self.peers))
     }
 
     /// What peer `p` sends next, written with its transactions.
@@ -119,21 +142,11 @@ impl Bench {
             for p in 0..self.peers.len() {
                 moved |= self.deliver_to_node(p);
             }
-            self.flush();
             for p in 0..self.peers.len() {
                 moved |= self.deliver_to_peer(p);
             }
             if !moved {
                 return;
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        while let Some(link) = self.node.poll_dirty() {
-            match self.peers.iter_mut().find(|p| p.link == link && p.closed.is_none()) {
-                Some(peer) => self.node.flush(link, Some((&mut peer.ours, &mut peer.to_peer))),
-                None => self.node.flush::<Vec<u8>>(link, None),
             }
         }
     }
@@ -145,20 +158,24 @@ impl Bench {
             return false;
         }
         let bytes = std::mem::take(&mut peer.to_node);
-        let node = &mut self.node;
-        node.handle_timeout(self.now);
+        let link = peer.link;
+        let now = self.now;
+        let (node, mut ours) = self.node();
+        node.handle_timeout(now, &mut ours);
         let mut result = Ok(());
         for message in Messages::new(&bytes) {
             let message = message.unwrap();
-            result = peer.ours.handle_message(&mut peer.to_peer, &message).and_then(|received| {
+            result = (|| {
+                let peer = &mut ours.0[p];
+                let received = peer.ours.handle_message(&mut peer.to_peer, &message)?;
                 if let Some(received) = received {
-                    node.received(peer.link, &mut peer.ours, &mut peer.to_peer, received)?;
+                    node.received(link, &mut ours, received)?;
                 }
-                while let Some(event) = peer.ours.poll_event() {
-                    node.event(peer.link, &mut peer.ours, &mut peer.to_peer, event)?;
+                while let Some(event) = ours.0[p].ours.poll_event() {
+                    node.event(link, &mut ours, event)?;
                 }
                 Ok(())
-            });
+            })();
             if result.is_err() {
                 break;
             }
@@ -172,14 +189,18 @@ impl Bench {
     /// Peer `p`'s link is gone (closed by the node for `why`, or cut): the node ends its
     /// transactions as the engine would.
     fn link_lost(&mut self, p: usize, why: Error) {
-        let peer = &mut self.peers[p];
-        peer.closed = Some(why);
-        peer.ours.handle_link_down(ErrorCode::LOST_LINK);
-        let mut sink = Vec::new();
-        while let Some(event) = peer.ours.poll_event() {
-            let _ = self.node.event(peer.link, &mut peer.ours, &mut sink, event);
+        let link = self.peers[p].link;
+        self.peers[p].ours.handle_link_down(ErrorCode::LOST_LINK);
+        // Its synthesized closes are handled with the link still in the set, as the engine
+        // hands a closing link's own state with them; what the node writes on it is dropped.
+        while let Some(event) = self.peers[p].ours.poll_event() {
+            let (node, mut ours) = self.node();
+            let _ = node.event(link, &mut ours, event);
         }
-        self.node.link_down(peer.link);
+        self.peers[p].to_peer.clear();
+        self.peers[p].closed = Some(why);
+        let (node, mut ours) = self.node();
+        node.link_down(link, &mut ours);
     }
 
     /// What the node wrote to peer `p`, handled by the peer's transactions and logged.
@@ -335,7 +356,8 @@ fn a_child_opened_under_a_circuit_the_node_forced_does_not_close_the_link() {
     // transaction inside it. The transaction layer forces the child itself; the node must not
     // then refuse it again (which used to close the link as a local misuse).
     let mut b = Bench::new(Role::Router);
-    b.node.attach(key(1, 9), MountKind::Master, Label::EMPTY).unwrap();
+    let (node, mut ours) = b.node();
+    node.attach(key(1, 9), MountKind::Master, Label::EMPTY, &mut ours).unwrap();
     let peer = b.connect(2, Role::Router, Role::Router);
     b.pump();
     let span = b.peers[peer].spans[&key(1, 9)];
@@ -345,8 +367,9 @@ fn a_child_opened_under_a_circuit_the_node_forced_does_not_close_the_link() {
         panic!("the call reaches the application")
     };
     // The application refuses it; before the peer hears, it opens a child inside.
-    b.node.send(app_call, CALL, &[], Flags::ABORT | Flags::DELETE, ErrorCode::REFUSED).unwrap();
-    b.flush();
+    let (node, mut ours) = b.node();
+    node.send(app_call, CALL, &[], Flags::ABORT | Flags::DELETE, ErrorCode::REFUSED, &mut ours)
+        .unwrap();
     b.send(peer, |txn, out| txn.open(out, Some(call), CALL, b"child", Flags::NONE).unwrap());
     b.pump();
     assert!(b.peers[peer].closed.is_none(), "{:?}", b.peers[peer].closed);
@@ -398,7 +421,6 @@ fn a_path_lost_after_the_last_reply_still_reaches_the_caller() {
     });
     b.pump();
     b.link_lost(server, Error::Misuse(crate::error::Misuse::LinkDown));
-    b.flush();
     b.pump();
     assert_eq!(b.forced(caller, call), [ErrorCode::LOST_LINK]);
     assert_eq!(b.node.circuits(), 0);
@@ -468,7 +490,9 @@ fn circuits_idle_past_the_bound_are_aborted_at_both_ends() {
     // Busy for a while: it stays.
     for _ in 0..4 {
         b.now += idle / 2;
-        b.node.handle_timeout(b.now);
+        let now = b.now;
+        let (node, mut ours) = b.node();
+        node.handle_timeout(now, &mut ours);
         b.send(caller, |txn, out| {
             txn.send(out, call, CALL, b"tick", Flags::NONE, ErrorCode::NONE).unwrap()
         });
@@ -478,7 +502,9 @@ fn circuits_idle_past_the_bound_are_aborted_at_both_ends() {
     // Quiet past the bound (at most one and a half times it): aborted both ways.
     for _ in 0..3 {
         b.now += idle / 2;
-        b.node.handle_timeout(b.now);
+        let now = b.now;
+        let (node, mut ours) = b.node();
+        node.handle_timeout(now, &mut ours);
         b.pump();
     }
     assert_eq!(b.forced(caller, call), [ErrorCode::IDLE]);
@@ -494,7 +520,8 @@ fn a_second_link_to_a_linked_node_is_resolved_alike_at_both_ends() {
     let (mut small, mut big) = (node(1), node(2));
     let up = |n: &mut Node, link: u64, peer: u128, dialled: bool| {
         let (mut txn, mut out) = (txn::Link::new(), Vec::new());
-        n.link_up(LinkId(link), NodeId(peer), Role::Router, dialled, &mut txn, &mut out).unwrap()
+        let links = &mut super::OneLink::new(LinkId(link), &mut txn, &mut out);
+        n.link_up(LinkId(link), NodeId(peer), Role::Router, dialled, links).unwrap()
     };
     // Both dial at once: link 1 dialled by the smaller id, link 2 by the bigger. Each end sees
     // them in a different order, and both keep link 1.
@@ -507,4 +534,81 @@ fn a_second_link_to_a_linked_node_is_resolved_alike_at_both_ends() {
     // A link to itself is refused.
     assert_eq!(up(&mut small, 4, 1, true), LinkUp::Duplicate { keep: None });
     assert_eq!(small.counters().duplicates, 3);
+}
+
+/// A router `server` advertising `mount`, and a router `caller` that heard of it: the bench and
+/// both peers' indexes.
+fn server_and_caller(mount: MountKey) -> (Bench, usize, usize) {
+    let mut b = Bench::new(Role::Router);
+    let server = b.connect(2, Role::Router, Role::Router);
+    b.send(server, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
+            .unwrap()
+    });
+    b.pump();
+    let caller = b.connect(3, Role::Router, Role::Router);
+    (b, server, caller)
+}
+
+#[test]
+fn a_close_written_into_the_next_link_ends_its_transaction_before_the_input_returns() {
+    // The server has sent its last reply; the caller's DELETE, written straight into the server's
+    // link, completes the pair there. That end is handled (the circuit freed) within the same
+    // input, not left for later.
+    let mount = key(1, 7);
+    let (mut b, server, caller) = server_and_caller(mount);
+    let span = b.peers[caller].spans[&mount];
+    let before = b.peers[server].ours.len();
+    let call =
+        b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"q", Flags::NONE).unwrap());
+    b.pump();
+    let upstream = b.peers[server].got.iter().find(|g| g.parent.is_some()).map(|g| g.txn).unwrap();
+    b.send(server, |txn, out| {
+        txn.send(out, upstream, CALL, b"a", Flags::DELETE, ErrorCode::NONE).unwrap()
+    });
+    b.pump();
+    assert_eq!(b.node.circuits(), 1, "half closed: the circuit stays");
+    b.send(caller, |txn, out| {
+        txn.send(out, call, CALL, &[], Flags::DELETE, ErrorCode::NONE).unwrap()
+    });
+    assert!(b.deliver_to_node(caller));
+    assert_eq!(b.node.circuits(), 0, "both ends over within the caller's input");
+    assert_eq!(b.peers[server].ours.len(), before, "the server link's transaction ended");
+    b.pump();
+    assert!(b.peers.iter().all(|p| p.closed.is_none()));
+    let closes = |p: usize, txn: TxnId| {
+        b.peers[p].got.iter().filter(|g| g.txn == txn && g.flags.contains(Flags::DELETE)).count()
+    };
+    assert_eq!((closes(caller, call), closes(server, upstream)), (1, 1), "one close each way");
+    assert!(b.forced(caller, call).is_empty() && b.forced(server, upstream).is_empty());
+}
+
+#[test]
+fn an_application_close_that_ends_its_call_reports_the_end_before_it_returns() {
+    // A call to the node's own mount: the caller closes its side first; the application's
+    // last reply then ends the transaction on the caller's link, and the application hears
+    // its call ended as soon as `send` returns (the event of the write is handled in it).
+    let mut b = Bench::new(Role::Router);
+    let (node, mut ours) = b.node();
+    node.attach(key(1, 9), MountKind::Master, Label::EMPTY, &mut ours).unwrap();
+    let peer = b.connect(2, Role::Router, Role::Router);
+    b.pump();
+    let span = b.peers[peer].spans[&key(1, 9)];
+    let call =
+        b.send(peer, |txn, out| txn.open(out, Some(span), CALL, b"x", Flags::DELETE).unwrap());
+    b.pump();
+    let Some(super::AppEvent::Opened { call: app_call, .. }) = b.node.poll_app() else {
+        panic!("the call reaches the application")
+    };
+    assert_eq!(b.node.poll_app(), None);
+    let (node, mut ours) = b.node();
+    node.send(app_call, CALL, b"y", Flags::DELETE, ErrorCode::NONE, &mut ours).unwrap();
+    assert_eq!(
+        b.node.poll_app(),
+        Some(super::AppEvent::Ended { call: app_call, error: ErrorCode::NONE })
+    );
+    assert_eq!(b.node.circuits(), 0);
+    b.pump();
+    let reply = b.peers[peer].got.iter().find(|g| g.txn == call && g.flags.contains(Flags::DELETE));
+    assert!(reply.is_some(), "the reply reached the caller");
 }

@@ -135,14 +135,19 @@ fn a_payload_no_message_can_carry_is_refused_at_once() {
     net.run(10_000).unwrap();
     let big = vec![0u8; MESSAGE_PAYLOAD_MAX + 1];
     let too_big = |result: Result<_, Error>| matches!(result, Err(Error::LimitReached(Limit::PayloadTooLarge(n))) if n == big.len());
-    assert!(too_big(net.node_mut(0).open(mount(7), ECHO, &big, Flags::DELETE).map(|_| ())));
+    {
+        let (node, mut links) = net.node_and_links(0);
+        assert!(too_big(node.open(mount(7), ECHO, &big, Flags::DELETE, &mut links).map(|_| ())));
+    }
     assert_eq!(net.node(0).circuits(), 0, "nothing opened");
     // On a call: refused, and the call goes on as if it had not been tried.
     let call = net.open_stream(0, 7, b"fits").unwrap().unwrap();
     net.run(10_000).unwrap();
-    let node = net.node_mut(0);
-    assert!(too_big(node.send(call, ECHO, &big, Flags::NONE, ErrorCode::NONE)));
-    assert!(too_big(node.send(call, ECHO, &big, Flags::DELETE, ErrorCode::NONE)));
+    {
+        let (node, mut links) = net.node_and_links(0);
+        assert!(too_big(node.send(call, ECHO, &big, Flags::NONE, ErrorCode::NONE, &mut links)));
+        assert!(too_big(node.send(call, ECHO, &big, Flags::DELETE, ErrorCode::NONE, &mut links)));
+    }
     net.stream_send(0, call, true).unwrap();
     net.run(10_000).unwrap();
     assert_eq!(net.outcomes.completed, 1, "{:?}", net.outcomes);

@@ -215,8 +215,9 @@ pub trait Service: 'static {
     /// A lifecycle event of a link's transactions. When a link goes down, every transaction on
     /// it arrives here as a synthesized close and an end, exactly like real ones.
     fn event(&mut self, _link: &mut LinkCtx<'_>, _event: Event) {}
-    /// A link is gone (after its transactions' events).
-    fn link_down(&mut self, _link: LinkId, _reason: CloseReason) {}
+    /// A link is gone (after its transactions' events). The worker's other links can be
+    /// written through `worker`.
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, _link: LinkId, _reason: CloseReason) {}
     /// A link we dialled to `addr` failed before its handshake completed (refused, timed out,
     /// wrong key...). No `link_up` or `link_down` is called for it.
     fn dial_failed(&mut self, _addr: SocketAddr, _reason: CloseReason) {}

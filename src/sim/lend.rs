@@ -1,9 +1,9 @@
 //! A node's in-memory links lent to it while it handles input that arrived on one of them, as
-//! the engine lends a worker's links (`relay::Links`): used by the simulator and by tests that
+//! the engine lends a worker's links (`relay::LinkSet`): used by the simulator and by tests that
 //! join nodes with byte vectors.
 
 use crate::ids::LinkId;
-use crate::relay::Links;
+use crate::relay::LinkSet;
 use crate::txn;
 
 /// An in-memory link between two nodes: each end's transactions and the bytes it wrote.
@@ -51,7 +51,7 @@ impl<'a, W: Wire> Lent<'a, W> {
     }
 }
 
-impl<W: Wire> Links for Lent<'_, W> {
+impl<W: Wire> LinkSet for Lent<'_, W> {
     type Out<'b>
         = Vec<u8>
     where

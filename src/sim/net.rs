@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::ids::{ClusterId, LinkId, MountId, NodeId};
-use crate::relay::{AppEvent, CallId, LinkUp, Node};
+use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
-use crate::txn::{self, Received};
+use crate::txn;
 use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 use super::cluster::Failure;
@@ -144,7 +144,7 @@ impl Net {
         self.nodes[i].mounts.push(mount(n));
         self.nodes[i]
             .node
-            .attach(mount(n), kind, Label::EMPTY)
+            .attach(mount(n), kind, Label::EMPTY, &mut Lent::all(&mut self.links, i))
             .map_err(|e| fail(format!("attach at {i}: {e}")))?;
         self.settle(i)
     }
@@ -163,7 +163,9 @@ impl Net {
         }
         self.opened += 1;
         let aggregate = self.nodes[satellite].node.aggregate_of(ClusterId(1));
-        match self.nodes[i].node.open_client(aggregate, MountId(n), ECHO, payload, Flags::DELETE) {
+        let links = &mut Lent::all(&mut self.links, i);
+        let node = &mut self.nodes[i].node;
+        match node.open_client(aggregate, MountId(n), ECHO, payload, Flags::DELETE, links) {
             Ok(call) => {
                 self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
             }
@@ -185,6 +187,12 @@ impl Net {
     /// The node `i`, to call its API directly (what it then opens, the harness does not book).
     pub fn node_mut(&mut self, i: usize) -> &mut Node {
         &mut self.nodes[i].node
+    }
+
+    /// The node `i` and the links it writes through, to call its API directly (what it then
+    /// opens, the harness does not book; what it writes goes in flight at the next step).
+    pub fn node_and_links(&mut self, i: usize) -> (&mut Node, impl LinkSet + '_) {
+        (&mut self.nodes[i].node, Lent::all(&mut self.links, i))
     }
 
     /// Batches the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
@@ -216,17 +224,10 @@ impl Net {
             let peer = NodeId(other as u128 + 1);
             // Each end's key is granted what the other end says it is; the first end dials.
             let granted = self.nodes[other].role;
-            let link = &mut self.links[l];
+            let links = &mut Lent::all(&mut self.links, node);
             let up = self.nodes[node]
                 .node
-                .link_up(
-                    LinkId(l as u64),
-                    peer,
-                    granted,
-                    side == 0,
-                    &mut link.txn[side],
-                    &mut link.out[side],
-                )
+                .link_up(LinkId(l as u64), peer, granted, side == 0, links)
                 .map_err(|e| fail(format!("link_up on node {node}: {e}")))?;
             match up {
                 LinkUp::Up => {}
@@ -248,7 +249,7 @@ impl Net {
         self.nodes[i].mounts.push(mount(n));
         self.nodes[i]
             .node
-            .attach(mount(n), MountKind::Master, Label::EMPTY)
+            .attach(mount(n), MountKind::Master, Label::EMPTY, &mut Lent::all(&mut self.links, i))
             .map_err(|e| fail(format!("attach at {i}: {e}")))?;
         self.settle(i)
     }
@@ -283,7 +284,8 @@ impl Net {
             return Ok(None);
         }
         self.opened += 1;
-        let call = match self.nodes[i].node.open(mount(n), ECHO, payload, flags) {
+        let links = &mut Lent::all(&mut self.links, i);
+        let call = match self.nodes[i].node.open(mount(n), ECHO, payload, flags, links) {
             Ok(call) => {
                 self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
                 Some(call)
@@ -303,7 +305,8 @@ impl Net {
         let sim = &mut self.nodes[i];
         let Some(open) = sim.open_calls.get_mut(&key_of(call)) else { return Ok(()) };
         let flags = if close { Flags::DELETE } else { Flags::NONE };
-        if sim.node.send(call, ECHO, &open.payload, flags, ErrorCode::NONE).is_ok() {
+        let links = &mut Lent::all(&mut self.links, i);
+        if sim.node.send(call, ECHO, &open.payload, flags, ErrorCode::NONE, links).is_ok() {
             open.sent += 1;
         }
         self.settle(i)
@@ -329,26 +332,31 @@ impl Net {
         if !self.links[l].up {
             return Ok(());
         }
-        self.links[l].up = false;
+        // Each end handles its transactions' synthesized closes with the link still in its set
+        // (as the engine hands a closing link's own state with them); nothing written on it
+        // arrives.
         for side in 0..2 {
             let node = self.links[l].ends[side];
-            self.links[l].inflight[side].clear();
-            self.links[l].out[side].clear();
             if !self.nodes[node].alive {
                 continue;
             }
-            let link = &mut self.links[l];
-            let txn = &mut link.txn[side];
-            txn.handle_link_down(ErrorCode::LOST_LINK);
-            let mut sink = Vec::new();
-            while let Some(event) = txn.poll_event() {
+            let id = LinkId(l as u64);
+            self.links[l].txn[side].handle_link_down(ErrorCode::LOST_LINK);
+            while let Some(event) = self.links[l].txn[side].poll_event() {
                 self.nodes[node]
                     .node
-                    .event(LinkId(l as u64), txn, &mut sink, event)
+                    .event(id, &mut Lent::all(&mut self.links, node), event)
                     .map_err(|e| fail(format!("synthesized close refused at {node}: {e}")))?;
             }
-            self.nodes[node].node.link_down(LinkId(l as u64));
+            self.links[l].up = false;
+            self.nodes[node].node.link_down(id, &mut Lent::all(&mut self.links, node));
+            self.links[l].up = true;
             self.settle(node)?;
+        }
+        self.links[l].up = false;
+        for side in 0..2 {
+            self.links[l].inflight[side].clear();
+            self.links[l].out[side].clear();
         }
         Ok(())
     }
@@ -395,6 +403,7 @@ impl Net {
     /// Delivers one batch of bytes on one link direction chosen at random. `false` when nothing
     /// was in flight.
     pub fn step(&mut self) -> Result<bool, Failure> {
+        self.launch();
         let busy: Vec<(usize, usize)> = (0..self.links.len())
             .flat_map(|l| (0..2).map(move |side| (l, side)))
             .filter(|&(l, side)| !self.links[l].inflight[side].is_empty())
@@ -408,38 +417,32 @@ impl Net {
         let node = self.links[l].ends[side];
         let id = LinkId(l as u64);
         let mut refused = None;
-        // Half the batches are handled as the engine does, with the node's other links lent
-        // (relayed messages go straight to them, whole batches if they qualify); the rest
-        // with none, everything relayed waiting for the node's flush.
-        let lend = self.rng.index(2) == 0;
-        let (link, mut others) =
-            Lent::split(&mut self.links, l, node).ok_or_else(|| fail("no such link".into()))?;
+        // Half the batches are offered whole first, as the engine does (forwarded as one record
+        // if every message in it continues on one link); the rest go message by message.
+        let whole_first = self.rng.index(2) == 0;
         let now = self.epoch + Duration::from_millis(self.steps);
         let sim = &mut self.nodes[node].node;
-        sim.handle_timeout(now);
-        let whole = lend && sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some();
+        sim.handle_timeout(now, &mut Lent::all(&mut self.links, node));
+        let whole = whole_first && {
+            let (link, mut others) =
+                Lent::split(&mut self.links, l, node).ok_or_else(|| fail("no such link".into()))?;
+            sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some()
+        };
         let messages = Messages::new(if whole { &[] } else { &bytes[..] });
         for message in messages {
             let message = message.map_err(|e| fail(format!("bad message on link {l}: {e}")))?;
-            let (txn, out) = (&mut link.txn[side], &mut link.out[side]);
-            let result = txn.handle_message(out, &message).and_then(|received| {
+            let links = &mut self.links;
+            let result = (|| {
+                let link = &mut links[l];
+                let received = link.txn[side].handle_message(&mut link.out[side], &message)?;
                 if let Some(received) = received {
-                    let copy: Received<'_> = received;
-                    if lend {
-                        sim.received_via(id, txn, out, &mut others, copy)?;
-                    } else {
-                        sim.received(id, txn, out, copy)?;
-                    }
+                    sim.received(id, &mut Lent::all(links, node), received)?;
                 }
-                while let Some(event) = txn.poll_event() {
-                    if lend {
-                        sim.event_via(id, txn, out, &mut others, event)?;
-                    } else {
-                        sim.event(id, txn, out, event)?;
-                    }
+                while let Some(event) = links[l].txn[side].poll_event() {
+                    sim.event(id, &mut Lent::all(links, node), event)?;
                 }
-                Ok(())
-            });
+                Ok::<(), crate::error::Error>(())
+            })();
             if let Err(error) = result {
                 // As the engine does: the link it came on is closed, with the reason.
                 refused = Some(format!("node {node} closed link {l}: {error}"));
@@ -464,28 +467,16 @@ impl Net {
         Err(fail(format!("not quiet after {max} steps")))
     }
 
-    /// After input at node `i`: its application answers what arrived, its queued output is
-    /// written, and what its links wrote is put in flight.
+    /// After input at node `i`: its application answers what arrived, and what its links
+    /// wrote is put in flight.
     fn settle(&mut self, i: usize) -> Result<(), Failure> {
-        loop {
-            self.app(i)?;
-            let mut wrote = false;
-            while let Some(link) = self.nodes[i].node.poll_dirty() {
-                wrote = true;
-                let l = link.0 as usize;
-                let Some(sim) = self.links.get_mut(l) else { continue };
-                let side = if sim.ends[0] == i { 0 } else { 1 };
-                if sim.up {
-                    let (txn, out) = (&mut sim.txn[side], &mut sim.out[side]);
-                    self.nodes[i].node.flush(link, Some((txn, out)));
-                } else {
-                    self.nodes[i].node.flush::<Vec<u8>>(link, None);
-                }
-            }
-            if !wrote {
-                break;
-            }
-        }
+        self.app(i)?;
+        self.launch();
+        Ok(())
+    }
+
+    /// Puts in flight what the links' ends wrote.
+    fn launch(&mut self) {
         for sim in &mut self.links {
             if !sim.up {
                 continue;
@@ -497,12 +488,18 @@ impl Net {
                 }
             }
         }
-        Ok(())
     }
 
     /// Node `i`'s application: echo every message of calls to its mounts (closing its side
     /// when the caller closes), book every end.
     fn app(&mut self, i: usize) -> Result<(), Failure> {
+        // Each answer may end calls at once, which the application hears of: until none is left.
+        while self.app_once(i)? {}
+        Ok(())
+    }
+
+    /// One pass of node `i`'s application over its events; whether it answered any.
+    fn app_once(&mut self, i: usize) -> Result<bool, Failure> {
         let sim = &mut self.nodes[i];
         // Echoes to send: the call, the payload, and whether it closes.
         let mut answers: Vec<(CallId, Vec<u8>, bool)> = Vec::new();
@@ -551,11 +548,13 @@ impl Net {
                 }
             }
         }
+        let answered = !answers.is_empty();
+        let links = &mut Lent::all(&mut self.links, i);
         for (call, payload, close) in answers {
             let flags = if close { Flags::DELETE } else { Flags::NONE };
-            let _ = sim.node.send(call, ECHO, &payload, flags, ErrorCode::NONE);
+            let _ = sim.node.send(call, ECHO, &payload, flags, ErrorCode::NONE, links);
         }
-        Ok(())
+        Ok(answered)
     }
 
     /// Once quiet: every call of a live node has ended at both ends, no circuit is left, and

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
-use ringspan::relay::Node;
+use ringspan::relay::{LinkSet, Node};
 use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
 use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::txn::{self, Received};
@@ -45,6 +45,26 @@ fn client_bytes(i: u128) -> Vec<u8> {
     out
 }
 
+/// The satellite's client links (link `i + 1` is `links[i]`, preallocated: the engine holds each
+/// inline in its connection), all writing into one scratch buffer.
+struct Clients {
+    links: Vec<txn::Link>,
+    out: Vec<u8>,
+}
+
+impl LinkSet for Clients {
+    type Out<'b> = Vec<u8>;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        let txn = self.links.get_mut(usize::try_from(link.0).ok()?.checked_sub(1)?)?;
+        Some(f(txn, &mut self.out))
+    }
+}
+
 #[test]
 fn protocol_state_per_idle_client_link() {
     counting::follow(&LIVE);
@@ -57,35 +77,26 @@ fn protocol_state_per_idle_client_link() {
     let mut satellite = Node::new(NodeId(1), Hello::new(Role::Satellite, Wants::all()), now);
     satellite.serve_client_clusters([ClusterId(1)]);
     let master = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
-    satellite.attach(master, MountKind::Master, Label::new(b"cluster/master").unwrap()).unwrap();
-    let mut links: Vec<txn::Link> = Vec::with_capacity(CLIENTS);
-    let mut scratch: Vec<u8> = Vec::with_capacity(1 << 20);
+    let label = Label::new(b"cluster/master").unwrap();
+    let mut links =
+        Clients { links: Vec::with_capacity(CLIENTS), out: Vec::with_capacity(1 << 20) };
+    satellite.attach(master, MountKind::Master, label, &mut links).unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     for (i, bytes) in inputs.iter().enumerate() {
         let id = LinkId(i as u64 + 1);
-        let mut link = txn::Link::new();
-        satellite
-            .link_up(id, NodeId(i as u128 + 10), Role::Client, false, &mut link, &mut scratch)
-            .unwrap();
+        links.links.push(txn::Link::new());
+        satellite.link_up(id, NodeId(i as u128 + 10), Role::Client, false, &mut links).unwrap();
         for message in Messages::new(bytes) {
             let message = message.unwrap();
-            if let Some(Received::Txn(d)) = link.handle_message(&mut scratch, &message).unwrap() {
-                satellite.received(id, &mut link, &mut scratch, Received::Txn(d)).unwrap();
+            let Clients { links: all, out } = &mut links;
+            if let Some(Received::Txn(d)) = all[i].handle_message(out, &message).unwrap() {
+                satellite.received(id, &mut links, Received::Txn(d)).unwrap();
             }
-            while let Some(event) = link.poll_event() {
-                satellite.event(id, &mut link, &mut scratch, event).unwrap();
-            }
-        }
-        while let Some(dirty) = satellite.poll_dirty() {
-            let target = dirty.0 as usize - 1;
-            if target == i {
-                satellite.flush(dirty, Some((&mut link, &mut scratch)));
-            } else {
-                satellite.flush(dirty, Some((&mut links[target], &mut scratch)));
+            while let Some(event) = links.links[i].poll_event() {
+                satellite.event(id, &mut links, event).unwrap();
             }
         }
-        scratch.clear();
-        links.push(link);
+        links.out.clear();
     }
     let after = LIVE.load(Ordering::Relaxed);
     // The `links` vector (allocated before counting began) stands for the engine's connections,

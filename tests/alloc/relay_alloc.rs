@@ -5,11 +5,10 @@
 //! on every node, the relay's circuits, queues and transaction tables included.
 //!
 //! The harness moves bytes between preallocated buffers, so what the counting allocator sees is
-//! the nodes' and links' own work. It runs three ways: with the relay's other link lent while a
-//! message is handled (`relay::Links`, as the engine does: messages inside a circuit go straight
-//! to the next link); the same, and each batch of bytes first offered whole
-//! (`Node::forward_record`, as the engine offers each record); and without (everything relayed
-//! waits in the relay's queue for a flush).
+//! the nodes' and links' own work. Each node is handed its links with every input
+//! (`relay::LinkSet`, as the engine does: whatever it sends goes straight into the link). It runs
+//! two ways: message by message, and each batch of bytes first offered whole
+//! (`Node::forward_record`, as the engine offers each record).
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
 use ringspan::relay::{AppEvent, CallId, Node};
@@ -35,11 +34,9 @@ struct Wire {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Relayed messages wait in the relay's queue for a flush.
-    Queued,
-    /// Relayed messages go straight to the next link.
-    Direct,
-    /// As `Direct`, each batch first offered whole.
+    /// Every message handed to its node one by one.
+    PerMessage,
+    /// Each batch first offered whole.
     Whole,
 }
 
@@ -56,10 +53,6 @@ struct Chain {
     stream_at_b: Option<CallId>,
     /// How a node handles what arrives (see the module doc).
     mode: Mode,
-    /// Times the relay had output queued for a flush.
-    relay_flushes: u64,
-    /// Times A or B had output queued for a flush.
-    end_flushes: u64,
 }
 
 impl lend::Wire for Wire {
@@ -91,28 +84,20 @@ impl Chain {
             received_at_b: 0,
             stream_at_b: None,
             mode,
-            relay_flushes: 0,
-            end_flushes: 0,
         };
         for l in 0..chain.wires.len() {
             for side in 0..2 {
                 let node = chain.wires[l].ends[side];
                 let peer = NodeId(chain.wires[l].ends[1 - side] as u128 + 1);
-                let wire = &mut chain.wires[l];
+                let links = &mut Lent::all(&mut chain.wires, node);
                 chain.nodes[node]
-                    .link_up(
-                        LinkId(l as u64),
-                        peer,
-                        Role::Router,
-                        side == 0,
-                        &mut wire.txn[side],
-                        &mut wire.out[side],
-                    )
+                    .link_up(LinkId(l as u64), peer, Role::Router, side == 0, links)
                     .unwrap();
             }
         }
         chain.pump();
-        chain.nodes[B].attach(MOUNT, MountKind::Master, Label::EMPTY).unwrap();
+        let links = &mut Lent::all(&mut chain.wires, B);
+        chain.nodes[B].attach(MOUNT, MountKind::Master, Label::EMPTY, links).unwrap();
         chain.pump();
         assert!(chain.nodes[A].route(MOUNT).is_some(), "A hears of B's mount through R");
         chain
@@ -123,8 +108,7 @@ impl Chain {
         usize::from(wire.ends[1] == node)
     }
 
-    /// Delivers everything written, flushes every node's queues and plays both applications,
-    /// until nothing moves.
+    /// Delivers everything written and plays both applications, until nothing moves.
     fn pump(&mut self) {
         loop {
             let mut moved = false;
@@ -138,48 +122,30 @@ impl Chain {
                     let to = 1 - from;
                     let n = self.wires[l].ends[to];
                     let node = &mut self.nodes[n];
-                    let (wire, mut others) = Lent::split(&mut self.wires, l, n).unwrap();
                     let link = LinkId(l as u64);
-                    let batch = &self.scratch;
-                    if self.mode == Mode::Whole
-                        && node.forward_record(link, &wire.txn[to], &mut others, batch).is_some()
-                    {
-                        self.scratch.clear();
-                        continue;
+                    if self.mode == Mode::Whole {
+                        let (wire, mut others) = Lent::split(&mut self.wires, l, n).unwrap();
+                        let batch = &self.scratch;
+                        if node.forward_record(link, &wire.txn[to], &mut others, batch).is_some() {
+                            self.scratch.clear();
+                            continue;
+                        }
                     }
-                    let direct = self.mode != Mode::Queued;
                     for message in Messages::new(&self.scratch) {
                         let message = message.unwrap();
+                        let wire = &mut self.wires[l];
                         let (txn, out) = (&mut wire.txn[to], &mut wire.out[to]);
                         if let Some(received @ Received::Txn(_)) =
                             txn.handle_message(out, &message).unwrap()
                         {
-                            if direct {
-                                node.received_via(link, txn, out, &mut others, received).unwrap();
-                            } else {
-                                node.received(link, txn, out, received).unwrap();
-                            }
+                            let links = &mut Lent::all(&mut self.wires, n);
+                            node.received(link, links, received).unwrap();
                         }
-                        while let Some(event) = txn.poll_event() {
-                            if direct {
-                                node.event_via(link, txn, out, &mut others, event).unwrap();
-                            } else {
-                                node.event(link, txn, out, event).unwrap();
-                            }
+                        while let Some(event) = self.wires[l].txn[to].poll_event() {
+                            node.event(link, &mut Lent::all(&mut self.wires, n), event).unwrap();
                         }
                     }
                     self.scratch.clear();
-                }
-            }
-            for n in 0..self.nodes.len() {
-                while let Some(link) = self.nodes[n].poll_dirty() {
-                    moved = true;
-                    self.relay_flushes += u64::from(n == R);
-                    self.end_flushes += u64::from(n != R);
-                    let wire = &mut self.wires[link.0 as usize];
-                    let side = Chain::side(wire, n);
-                    let io = (&mut wire.txn[side], &mut wire.out[side]);
-                    self.nodes[n].flush(link, Some(io));
                 }
             }
             moved |= self.applications();
@@ -210,8 +176,9 @@ impl Chain {
             }
             if let Some((call, len)) = reply.take() {
                 let payload = [7u8; 64];
+                let links = &mut Lent::all(&mut self.wires, B);
                 self.nodes[B]
-                    .send(call, ECHO, &payload[..len], Flags::DELETE, ErrorCode::NONE)
+                    .send(call, ECHO, &payload[..len], Flags::DELETE, ErrorCode::NONE, links)
                     .unwrap();
             }
         }
@@ -225,19 +192,15 @@ impl Chain {
     }
 
     fn call(&mut self, payload: &[u8]) {
-        self.nodes[A].open(MOUNT, ECHO, payload, Flags::DELETE).unwrap();
+        let links = &mut Lent::all(&mut self.wires, A);
+        self.nodes[A].open(MOUNT, ECHO, payload, Flags::DELETE, links).unwrap();
         self.pump();
     }
 }
 
 #[test]
 fn relaying_allocates_nothing_once_warm() {
-    relays_without_allocating(Mode::Queued);
-}
-
-#[test]
-fn relaying_straight_to_the_next_link_allocates_nothing_once_warm() {
-    relays_without_allocating(Mode::Direct);
+    relays_without_allocating(Mode::PerMessage);
 }
 
 #[test]
@@ -265,24 +228,17 @@ fn relays_without_allocating(mode: Mode) {
     assert_eq!(allocations, 0, "{allocations} allocations for {calls} relayed calls");
 
     // A long-lived call: messages streamed A → B and B → A inside it, batches of 32 per turn.
-    let call = chain.nodes[A].open(MOUNT, ECHO, b"open", Flags::NONE).unwrap();
+    let links = &mut Lent::all(&mut chain.wires, A);
+    let call = chain.nodes[A].open(MOUNT, ECHO, b"open", Flags::NONE, links).unwrap();
     chain.pump();
     let at_b = chain.stream_at_b.expect("the call opened at B");
     let stream = |chain: &mut Chain, turns: u32| {
         for _ in 0..turns {
             for _ in 0..32 {
                 let (none, error) = (Flags::NONE, ErrorCode::NONE);
-                if mode == Mode::Queued {
-                    chain.nodes[A].send(call, ECHO, &payload, none, error).unwrap();
-                    chain.nodes[B].send(at_b, ECHO, &payload, none, error).unwrap();
-                } else {
-                    // The applications write straight to their links too.
-                    for (node, call) in [(A, call), (B, at_b)] {
-                        let mut links = Lent::all(&mut chain.wires, node);
-                        chain.nodes[node]
-                            .send_via(call, ECHO, &payload, none, error, &mut links)
-                            .unwrap();
-                    }
+                for (node, call) in [(A, call), (B, at_b)] {
+                    let links = &mut Lent::all(&mut chain.wires, node);
+                    chain.nodes[node].send(call, ECHO, &payload, none, error, links).unwrap();
                 }
             }
             chain.pump();
@@ -290,32 +246,23 @@ fn relays_without_allocating(mode: Mode) {
     };
     stream(&mut chain, 200);
     let (b0, a0) = (chain.received_at_b, chain.received_at_a);
-    let flushes = chain.relay_flushes;
-    let end_flushes = chain.end_flushes;
     let whole = chain.nodes[R].counters().whole_records;
     let allocations = counting::on_this_thread(|| stream(&mut chain, 1_000));
     assert_eq!(chain.received_at_b - b0, 32_000, "every message reached B");
     assert_eq!(chain.received_at_a - a0, 32_000, "every message reached A");
     assert_eq!(allocations, 0, "{allocations} allocations for 64,000 streamed messages");
-    let flushes = chain.relay_flushes - flushes;
-    let end_flushes = chain.end_flushes - end_flushes;
-    if mode != Mode::Queued {
-        assert_eq!(end_flushes, 0, "A and B wrote their messages straight to their links");
-    }
     let whole = chain.nodes[R].counters().whole_records - whole;
     match mode {
-        Mode::Queued => assert!(flushes >= 2_000, "each turn queues both ways: {flushes}"),
-        // Inside the call every message went straight to the next link: nothing queued.
-        Mode::Direct => assert_eq!((flushes, whole), (0, 0), "queued, or whole batches"),
+        Mode::PerMessage => assert_eq!(whole, 0, "whole batches"),
         // Each turn's batch of 32, each way, crossed the relay as one.
-        Mode::Whole => assert_eq!((flushes, whole), (0, 2_000), "queued, or whole batches"),
+        Mode::Whole => assert_eq!(whole, 2_000, "whole batches"),
     }
 }
 
 #[test]
 fn the_harness_counts_a_relay_that_allocates() {
     // The first calls through a cold chain grow tables and queues: the counter sees it.
-    let mut chain = Chain::new(Mode::Queued);
+    let mut chain = Chain::new(Mode::PerMessage);
     let allocations = counting::on_this_thread(|| chain.call(&[0u8; 64]));
     assert!(allocations > 0);
 }

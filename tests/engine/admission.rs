@@ -101,7 +101,7 @@ impl Service for Pinger {
         }
     }
 
-    fn link_down(&mut self, _link: LinkId, _reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, _link: LinkId, _reason: CloseReason) {
         self.tally.down.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -55,7 +55,7 @@ impl Service for Client {
         }
     }
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
         let _ = self.report.send(Report::Down(link, reason));
     }
 

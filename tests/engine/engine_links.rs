@@ -36,7 +36,7 @@ impl Service for Reporter {
 
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
         let _ = self.seen.send(Seen::Down(link, reason));
     }
 }
@@ -143,7 +143,7 @@ impl Service for Prober {
 
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
         let _ = self.seen.send(Seen::Down(link, reason));
     }
 

@@ -59,7 +59,7 @@ impl Service for Client {
         }
     }
 
-    fn link_down(&mut self, _link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, _link: LinkId, reason: CloseReason) {
         let _ = self.report.send(Report::Down(reason));
     }
 

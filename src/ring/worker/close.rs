@@ -7,7 +7,6 @@ impl Worker {
     /// and frees it once the kernel is done with them.
     pub(super) fn close(&mut self, service: &mut impl Service, slot: u32, reason: CloseReason) {
         let id = self.link_id(slot);
-        let now = self.now;
         let conn = &mut self.conns[slot as usize];
         if conn.phase == Phase::Closing {
             return;
@@ -25,12 +24,12 @@ impl Worker {
                 _ => ErrorCode::LOST_LINK,
             };
             conn.io.txn.handle_link_down(code);
-            while let Some(event) = conn.io.txn.poll_event() {
-                if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
-                    service.event(&mut ctx, event);
+            self.with_link(slot, |ctx| {
+                while let Some(event) = ctx.txn.poll_event() {
+                    service.event(ctx, event);
                 }
-            }
-            service.link_down(id, reason);
+            });
+            service.link_down(&mut WorkerCtx { worker: self }, id, reason);
             tracing::debug!(link = id.0, %reason, "link closed");
         } else {
             self.stats.handshake_failures += 1;
@@ -80,6 +79,17 @@ impl Worker {
     /// link closes once the notice is sent. `false` (nothing done) if the link is not
     /// established.
     pub(super) fn drain(&mut self, service: &mut impl Service, slot: u32, code: ErrorCode) -> bool {
+        if !self.notify_close(slot, code) {
+            return false;
+        }
+        self.end_transactions(service, slot, code);
+        true
+    }
+
+    /// Sends `LINK_CLOSE` carrying `code` on an established link and marks it draining: from
+    /// now on it is not lent, and it closes once the notice is sent. `false` (nothing done) if
+    /// the link is not established.
+    fn notify_close(&mut self, slot: u32, code: ErrorCode) -> bool {
         let conn = &mut self.conns[slot as usize];
         let (Crypto::Established { sealer, .. }, Phase::Established) =
             (&mut conn.io.crypto, conn.phase)
@@ -88,18 +98,20 @@ impl Worker {
         };
         let mut sink = conn.io.tx.sink(sealer, &self.pool);
         let _ = conn.io.txn.send_oneway(&mut sink, WireCommand::LINK_CLOSE, code, &[]);
-        conn.io.txn.handle_link_down(code);
-        let (id, now) = (self.link_id(slot), self.now);
-        let conn = &mut self.conns[slot as usize];
-        while let Some(event) = conn.io.txn.poll_event() {
-            if let Some(mut ctx) = conn.ctx(id, &self.pool, now) {
-                service.event(&mut ctx, event);
-            }
-        }
         conn.phase = Phase::Draining;
         self.draining.insert(slot, code);
         self.touch(slot);
         true
+    }
+
+    /// Ends every transaction of a draining link with `code` (the service sees each end).
+    fn end_transactions(&mut self, service: &mut impl Service, slot: u32, code: ErrorCode) {
+        self.conns[slot as usize].io.txn.handle_link_down(code);
+        self.with_link(slot, |ctx| {
+            while let Some(event) = ctx.txn.poll_event() {
+                service.event(ctx, event);
+            }
+        });
     }
 
     pub(super) fn begin_shutdown(&mut self, service: &mut impl Service) {
@@ -124,14 +136,24 @@ impl Worker {
                 self.push(cancel);
             }
         }
+        // Every link is told first, and only then are their transactions ended: a circuit end
+        // forced closed on one link is not forwarded onto another link that is closing too
+        // (each far end ends its calls as on any link loss, alike whichever link went first).
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
+        let mut told = Vec::with_capacity(slots.len());
         for slot in slots {
             let phase = self.conns[slot as usize].phase;
-            if !matches!(phase, Phase::Closing | Phase::Draining)
-                && !self.drain(service, slot, ErrorCode::SHUTDOWN)
-            {
+            if matches!(phase, Phase::Closing | Phase::Draining) {
+                continue;
+            }
+            if self.notify_close(slot, ErrorCode::SHUTDOWN) {
+                told.push(slot);
+            } else {
                 self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
             }
+        }
+        for slot in told {
+            self.end_transactions(service, slot, ErrorCode::SHUTDOWN);
         }
     }
 }

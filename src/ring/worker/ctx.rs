@@ -1,7 +1,9 @@
 //! The worker as its service sees it: [`WorkerCtx`] during ticks and commands, and [`Peers`],
-//! the other links lent while a message is handled.
+//! the other links lent while a message is handled. Each is a [`LinkSet`] a relay node writes
+//! through, as is [`LinkCtx`] (its own link and the lent ones).
 
 use super::*;
+use crate::relay::LinkSet;
 
 /// A worker, as its service sees it during [`Service::tick`] and [`Service::command`].
 pub struct WorkerCtx<'a> {
@@ -242,5 +244,82 @@ impl<'a> Peers<'a> {
             inner.touched.push(slot);
         }
         Some((conn, inner.pool))
+    }
+}
+
+/// While a message on a link is handled, a node writes to that link and to the worker's other
+/// established links: a relayed message goes straight into the link it continues on.
+impl LinkSet for LinkCtx<'_> {
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        if link == self.id {
+            return Some(f(self.txn, &mut self.out));
+        }
+        self.peers.with(link, f)
+    }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        if link == self.id {
+            return None;
+        }
+        self.peers.with_record(link, plaintext, edit)
+    }
+}
+
+/// The worker's other links alone (a record forwarded whole reads its own link's transactions
+/// beside them: `relay::Node::forward_record`).
+impl LinkSet for Peers<'_> {
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        Peers::with(self, link, f)
+    }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        Peers::with_record(self, link, plaintext, edit)
+    }
+}
+
+/// During a tick or a command, and when a link went down, a node can write to any established
+/// link of the worker.
+impl LinkSet for WorkerCtx<'_> {
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        let mut ctx = self.link(link)?;
+        let LinkCtx { txn, out, .. } = &mut ctx;
+        Some(f(txn, out))
     }
 }

@@ -530,7 +530,6 @@ impl Worker {
 
     /// The handshake finished: switch to records and tell the service.
     fn establish(&mut self, service: &mut impl Service, slot: u32) -> Result<(), CloseReason> {
-        let id = self.link_id(slot);
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
         let Crypto::Handshake(session) = std::mem::replace(&mut conn.io.crypto, Crypto::None)
@@ -557,11 +556,42 @@ impl Worker {
         if let Some(at) = rekey_at {
             self.arm_timer(slot, TimerKind::Rekey, at);
         }
-        if let Some(mut ctx) = self.conns[slot as usize].ctx(id, &self.pool, now) {
-            service.link_up(&mut ctx);
-        }
+        self.with_link(slot, |ctx| service.link_up(ctx));
         self.touch(slot);
         Ok(())
+    }
+
+    /// Runs `f` with established link `slot` as its service sees it, the worker's other links
+    /// lent beside it ([`Peers`]): the link's state is lifted out of the slab meanwhile (its
+    /// place holds an empty `LinkIo`, which `Peers` does not lend). `None` if the link has no
+    /// record keys.
+    fn with_link<R>(&mut self, slot: u32, f: impl FnOnce(&mut LinkCtx<'_>) -> R) -> Option<R> {
+        let id = self.link_id(slot);
+        let now = self.now;
+        let conn = &mut self.conns[slot as usize];
+        let peer = conn.peer?;
+        let fd = conn.socket.as_raw_fd();
+        let mut io = std::mem::take(&mut conn.io);
+        let LinkIo { crypto, txn, tx, meta, .. } = &mut io;
+        let result = match crypto {
+            Crypto::Established { sealer, .. } => {
+                let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
+                let mut ctx = LinkCtx {
+                    id,
+                    peer,
+                    txn,
+                    out: tx.sink(sealer, pool),
+                    now,
+                    peers: Peers::new(conns, pool, touched, self.index),
+                    fd,
+                    meta,
+                };
+                Some(f(&mut ctx))
+            }
+            _ => None,
+        };
+        self.conns[slot as usize].io = io;
+        result
     }
 
     fn sent(&mut self, service: &mut impl Service, slot: u32, result: i32) {

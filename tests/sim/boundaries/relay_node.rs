@@ -200,9 +200,10 @@ impl World {
         }
         for i in 0..n {
             if input.bool() {
+                let links = &mut Lent::all(&mut world.links, i);
                 world.honest[i]
                     .node
-                    .attach(honest_mount(i), MountKind::Master, Label::EMPTY)
+                    .attach(honest_mount(i), MountKind::Master, Label::EMPTY, links)
                     .expect("attach");
                 world.settle(i);
             }
@@ -256,17 +257,10 @@ impl World {
             let other = self.links[l].ends[1 - side];
             let peer = if other == Z { Z_ID } else { node_id(other) };
             let granted = self.links[l].z.as_ref().map_or(Role::Router, |z| z.granted);
-            let link = &mut self.links[l];
+            let links = &mut Lent::all(&mut self.links, node);
             let up = self.honest[node]
                 .node
-                .link_up(
-                    LinkId(l as u64),
-                    peer,
-                    granted,
-                    side == 0,
-                    &mut link.txn[side],
-                    &mut link.out[side],
-                )
+                .link_up(LinkId(l as u64), peer, granted, side == 0, links)
                 .expect("link up");
             // One link per adjacency: honest nodes link once, the adversary once per home at a
             // time (it comes back only after its link was cut).
@@ -275,27 +269,10 @@ impl World {
         }
     }
 
-    /// After input at honest node `i`: its application answers, its queued output is written,
-    /// and what its links wrote is put in flight (as `sim::net` does).
+    /// After input at honest node `i`: its application answers (until it has nothing more to
+    /// answer), and what its links wrote is put in flight (as `sim::net` does).
     fn settle(&mut self, i: usize) {
-        loop {
-            self.app(i);
-            let mut wrote = false;
-            while let Some(link) = self.honest[i].node.poll_dirty() {
-                wrote = true;
-                let Some(net) = self.links.get_mut(link.0 as usize) else { continue };
-                let side = usize::from(net.ends[0] != i);
-                if net.up {
-                    let (txn, out) = (&mut net.txn[side], &mut net.out[side]);
-                    self.honest[i].node.flush(link, Some((txn, out)));
-                } else {
-                    self.honest[i].node.flush::<Vec<u8>>(link, None);
-                }
-            }
-            if !wrote {
-                break;
-            }
-        }
+        while self.app(i) {}
         self.put_in_flight();
         self.check_counters(i);
     }
@@ -316,8 +293,9 @@ impl World {
         }
     }
 
-    /// Honest node `i`'s application: echo every call to its mounts, book every end.
-    fn app(&mut self, i: usize) {
+    /// Honest node `i`'s application: echo every call to its mounts, book every end. Whether it
+    /// answered anything.
+    fn app(&mut self, i: usize) -> bool {
         let sim = &mut self.honest[i];
         let mut answers: Vec<(CallId, Vec<u8>, bool)> = Vec::new();
         while let Some(event) = sim.node.poll_app() {
@@ -357,10 +335,13 @@ impl World {
                 }
             }
         }
+        let answered = !answers.is_empty();
+        let links = &mut Lent::all(&mut self.links, i);
         for (call, payload, close) in answers {
             let flags = if close { Flags::DELETE } else { Flags::NONE };
-            let _ = sim.node.send(call, ECHO, &payload, flags, ErrorCode::NONE);
+            let _ = sim.node.send(call, ECHO, &payload, flags, ErrorCode::NONE, links);
         }
+        answered
     }
 
     /// Delivers the next batch in flight on link `l` toward `side`.
@@ -373,14 +354,15 @@ impl World {
         }
         let id = LinkId(l as u64);
         let mut refused = None;
-        let (link, mut others) = Lent::split(&mut self.links, l, node).expect("link exists");
         let sim = &mut self.honest[node].node;
-        sim.handle_timeout(self.now);
-        let whole = lend && sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some();
+        sim.handle_timeout(self.now, &mut Lent::all(&mut self.links, node));
+        let whole = lend && {
+            let (link, mut others) = Lent::split(&mut self.links, l, node).expect("link exists");
+            sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some()
+        };
         for message in Messages::new(if whole { &[] } else { &bytes[..] }) {
-            let (txn, out) = (&mut link.txn[side], &mut link.out[side]);
             if let Ok(m) = &message
-                && link.ends[1] == Z
+                && self.links[l].ends[1] == Z
             {
                 crate::trace!(
                     "adversary -> link {l}: {:?} {:?} msgid {} parent {} error {} {} bytes",
@@ -392,21 +374,15 @@ impl World {
                     m.payload_len()
                 );
             }
+            let links = &mut self.links;
             let result = message.and_then(|message| {
-                let received = txn.handle_message(out, &message)?;
+                let link = &mut links[l];
+                let received = link.txn[side].handle_message(&mut link.out[side], &message)?;
                 if let Some(received) = received {
-                    if lend {
-                        sim.received_via(id, txn, out, &mut others, received)?;
-                    } else {
-                        sim.received(id, txn, out, received)?;
-                    }
+                    sim.received(id, &mut Lent::all(links, node), received)?;
                 }
-                while let Some(event) = txn.poll_event() {
-                    if lend {
-                        sim.event_via(id, txn, out, &mut others, event)?;
-                    } else {
-                        sim.event(id, txn, out, event)?;
-                    }
+                while let Some(event) = links[l].txn[side].poll_event() {
+                    sim.event(id, &mut Lent::all(links, node), event)?;
                 }
                 Ok(())
             });
@@ -488,22 +464,19 @@ impl World {
             return;
         }
         crate::trace!("link {l} cut");
-        self.links[l].up = false;
+        // Each end handles its synthesized closes with the link still in its set (as the engine
+        // hands a closing link's own state with them); nothing written on it arrives.
         for side in 0..2 {
             let node = self.links[l].ends[side];
-            let net = &mut self.links[l];
-            net.inflight[side].clear();
-            net.out[side].clear();
-            let txn = &mut net.txn[side];
-            txn.handle_link_down(ErrorCode::LOST_LINK);
+            self.links[l].txn[side].handle_link_down(ErrorCode::LOST_LINK);
             if node == Z {
-                while txn.poll_event().is_some() {}
+                while self.links[l].txn[side].poll_event().is_some() {}
                 continue;
             }
             let id = LinkId(l as u64);
-            let mut sink = Vec::new();
-            while let Some(event) = txn.poll_event() {
-                if let Err(error) = self.honest[node].node.event(id, txn, &mut sink, event) {
+            while let Some(event) = self.links[l].txn[side].poll_event() {
+                let links = &mut Lent::all(&mut self.links, node);
+                if let Err(error) = self.honest[node].node.event(id, links, event) {
                     panic!("node {node} refused a synthesized close on link {l}: {error}");
                 }
             }
@@ -511,8 +484,15 @@ impl World {
             if let Some(info) = sim.node.link_info().find(|info| info.link == id) {
                 sim.gone.push(info.counters);
             }
-            sim.node.link_down(id);
+            self.links[l].up = false;
+            sim.node.link_down(id, &mut Lent::all(&mut self.links, node));
+            self.links[l].up = true;
             self.settle(node);
+        }
+        self.links[l].up = false;
+        for side in 0..2 {
+            self.links[l].inflight[side].clear();
+            self.links[l].out[side].clear();
         }
     }
 
@@ -561,7 +541,8 @@ impl World {
                 let streamed = input.bool();
                 let flags = if streamed { Flags::NONE } else { Flags::DELETE };
                 let sim = &mut self.honest[i];
-                if let Ok(call) = sim.node.open(mount, ECHO, &payload, flags) {
+                let links = &mut Lent::all(&mut self.links, i);
+                if let Ok(call) = sim.node.open(mount, ECHO, &payload, flags, links) {
                     crate::trace!("node {i}: opened {call:?} to {mount:?}");
                     sim.opened_count += 1;
                     let open = OpenCall { payload, sent: 1, echoed: 0, streamed };
@@ -574,7 +555,9 @@ impl World {
                 let aggregate = self.honest[satellite].node.aggregate_of(ClusterId(1));
                 let client = MountId(1 + input.below(3) as u128);
                 let sim = &mut self.honest[i];
-                let opened = sim.node.open_client(aggregate, client, ECHO, &payload, Flags::DELETE);
+                let links = &mut Lent::all(&mut self.links, i);
+                let opened =
+                    sim.node.open_client(aggregate, client, ECHO, &payload, Flags::DELETE, links);
                 if let Ok(call) = opened {
                     sim.opened_count += 1;
                     let open = OpenCall { payload, sent: 1, echoed: 0, streamed: false };
@@ -594,7 +577,9 @@ impl World {
                 let (call, open) = sim.open_calls.get_mut(key).expect("listed");
                 let close = input.bool();
                 let flags = if close { Flags::DELETE } else { Flags::NONE };
-                if sim.node.send(*call, ECHO, &open.payload, flags, ErrorCode::NONE).is_ok() {
+                let links = &mut Lent::all(&mut self.links, i);
+                if sim.node.send(*call, ECHO, &open.payload, flags, ErrorCode::NONE, links).is_ok()
+                {
                     open.sent += 1;
                     open.streamed = !close;
                 }
@@ -602,10 +587,11 @@ impl World {
             4 => {
                 let mount = honest_mount(i);
                 let sim = &mut self.honest[i];
+                let links = &mut Lent::all(&mut self.links, i);
                 if input.bool() {
-                    sim.node.attach(mount, MountKind::Master, Label::EMPTY).expect("attach");
+                    sim.node.attach(mount, MountKind::Master, Label::EMPTY, links).expect("attach");
                 } else {
-                    let _ = sim.node.detach(mount);
+                    let _ = sim.node.detach(mount, links);
                 }
             }
             _ => {
@@ -614,7 +600,8 @@ impl World {
                 let calls: Vec<CallId> = sim.open_calls.values().map(|(c, _)| *c).collect();
                 let Some(call) = pick(input, &calls) else { return };
                 let flags = Flags::ABORT | Flags::DELETE;
-                let _ = sim.node.send(call, ECHO, b"", flags, ErrorCode::ABORTED);
+                let links = &mut Lent::all(&mut self.links, i);
+                let _ = sim.node.send(call, ECHO, b"", flags, ErrorCode::ABORTED, links);
             }
         }
         self.settle(i);
@@ -839,8 +826,9 @@ impl World {
                 .map(|(c, _)| *c)
                 .collect();
             for call in streams {
+                let links = &mut Lent::all(&mut self.links, i);
                 let sim = &mut self.honest[i];
-                let _ = sim.node.send(call, ECHO, b"", Flags::DELETE, ErrorCode::NONE);
+                let _ = sim.node.send(call, ECHO, b"", Flags::DELETE, ErrorCode::NONE, links);
             }
             self.settle(i);
         }

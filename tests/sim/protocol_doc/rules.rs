@@ -3,7 +3,7 @@
 
 use ringspan::Error;
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
-use ringspan::relay::{AppEvent, CallId, Node};
+use ringspan::relay::{AppEvent, CallId, NoLinks, Node, OneLink};
 use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
@@ -40,10 +40,11 @@ impl Peer {
     pub fn new() -> (Peer, Vec<Seen>) {
         let hello = Hello::new(Role::Router, Wants::all());
         let mut node = Node::new(NodeId(1), hello.clone(), t0());
-        node.attach(MOUNT, MountKind::Master, Label::new(b"m").unwrap()).unwrap();
+        node.attach(MOUNT, MountKind::Master, Label::new(b"m").unwrap(), &mut NoLinks).unwrap();
         let (mut n, mut p) = (txn::Link::new(), txn::Link::new());
         let mut to_p = Vec::new();
-        node.link_up(LINK, NodeId(2), Role::Router, false, &mut n, &mut to_p).unwrap();
+        let links = &mut OneLink::new(LINK, &mut n, &mut to_p);
+        node.link_up(LINK, NodeId(2), Role::Router, false, links).unwrap();
         let mut payload = [0u8; HELLO_LEN_MAX];
         let len = hello.encode(&mut payload);
         let mut bytes = Vec::new();
@@ -60,15 +61,13 @@ impl Peer {
         for message in Messages::new(bytes) {
             let message = message.unwrap();
             if let Some(received) = self.n.handle_message(&mut to_p, &message)? {
-                self.node.received(LINK, &mut self.n, &mut to_p, received)?;
+                let links = &mut OneLink::new(LINK, &mut self.n, &mut to_p);
+                self.node.received(LINK, links, received)?;
             }
             while let Some(event) = self.n.poll_event() {
-                self.node.event(LINK, &mut self.n, &mut to_p, event)?;
+                let links = &mut OneLink::new(LINK, &mut self.n, &mut to_p);
+                self.node.event(LINK, links, event)?;
             }
-        }
-        while let Some(link) = self.node.poll_dirty() {
-            assert_eq!(link, LINK);
-            self.node.flush(link, Some((&mut self.n, &mut to_p)));
         }
         Ok(self.send_to_peer(&to_p))
     }

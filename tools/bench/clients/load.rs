@@ -283,7 +283,7 @@ impl Service for ClientLoad {
         }
     }
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
+    fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
         self.awaiting_hello.remove(&link);
         self.lost += 1;
         *self.lost_reasons.entry(reason.to_string()).or_default() += 1;

@@ -9,9 +9,9 @@
 //!   the mount, then runs one [`Plan`]:
 //!   - [`Mode::OneWay`]: one long-lived call (a transaction opened with [`OPEN_STREAM`]) carrying
 //!     `size`-byte [`DATA`] messages, each starting with its sequence number, as fast as a
-//!     credit window lets it. The relays forward without backpressure of their own (a circuit
-//!     that would queue more than `RELAY_QUEUE_MAX_BYTES` for one link in a turn is aborted, and
-//!     a link with more than `SEND_QUEUE_MAX_BYTES` unsent is closed), so the receiver returns
+//!     credit window lets it. The relays forward without backpressure of their own (each
+//!     message goes straight into the next link, and a link with more than
+//!     `SEND_QUEUE_MAX_BYTES` unsent is closed), so the receiver returns
 //!     an [`ACK`] with its running count every `ack_every` messages, and the sender keeps at most
 //!     `window` messages unacknowledged. Two [`MARK`] messages bound the measured window (after
 //!     the warm-up, and at the end); the receiver notes its own clock and count at each, and its
@@ -265,11 +265,7 @@ impl Hops {
         })
     }
 
-    fn flush(&mut self, worker: &mut WorkerCtx<'_>) {
-        ringspan::daemon::flush_dirty(&mut self.node, worker);
-    }
-
-    fn receive(&mut self, now: Instant) {
+    fn receive(&mut self, now: Instant, worker: &mut WorkerCtx<'_>) {
         while let Some(app) = self.next_app() {
             let Some(receiver) = self.receiver.as_mut() else { return };
             let payload = &self.scratch;
@@ -277,7 +273,8 @@ impl Hops {
             match app {
                 App::Opened { call, command, flags } if flags.contains(Flags::DELETE) => {
                     // A one-shot request: answer with its payload.
-                    let _ = node.send(call, command, payload, Flags::DELETE, ErrorCode::NONE);
+                    let _ =
+                        node.send(call, command, payload, Flags::DELETE, ErrorCode::NONE, worker);
                 }
                 App::Opened { call, command: OPEN_STREAM, .. } => {
                     let ack_every = payload
@@ -298,6 +295,7 @@ impl Hops {
                         &[],
                         Flags::ABORT | Flags::DELETE,
                         ErrorCode::REFUSED,
+                        worker,
                     );
                 }
                 App::Message { call, command, flags } => {
@@ -320,12 +318,20 @@ impl Hops {
                         {
                             report[i * 8..i * 8 + 8].copy_from_slice(&value.to_le_bytes());
                         }
-                        let _ = node.send(call, REPORT, &report, Flags::DELETE, ErrorCode::NONE);
+                        let _ = node.send(
+                            call,
+                            REPORT,
+                            &report,
+                            Flags::DELETE,
+                            ErrorCode::NONE,
+                            worker,
+                        );
                         continue;
                     }
                     if stream.echo {
                         stream.received += 1;
-                        let _ = node.send(call, command, payload, Flags::NONE, ErrorCode::NONE);
+                        let _ =
+                            node.send(call, command, payload, Flags::NONE, ErrorCode::NONE, worker);
                         continue;
                     }
                     match command {
@@ -342,7 +348,14 @@ impl Hops {
                             if stream.since_ack >= stream.ack_every {
                                 stream.since_ack = 0;
                                 let count = stream.received.to_le_bytes();
-                                let _ = node.send(call, ACK, &count, Flags::NONE, ErrorCode::NONE);
+                                let _ = node.send(
+                                    call,
+                                    ACK,
+                                    &count,
+                                    Flags::NONE,
+                                    ErrorCode::NONE,
+                                    worker,
+                                );
                             }
                         }
                         MARK => {
@@ -390,6 +403,7 @@ impl Hops {
                         &[],
                         Flags::ABORT | Flags::DELETE,
                         ErrorCode::REFUSED,
+                        worker,
                     );
                 }
                 App::Message { call, command, flags } if Some(call) == s.call => {
@@ -509,10 +523,10 @@ impl Hops {
                 let opened = match s.plan.mode {
                     Mode::OneWay => {
                         let ack = (s.ack_every as u32).to_le_bytes();
-                        self.node.open(mount, OPEN_STREAM, &ack, Flags::NONE).map(Some)
+                        self.node.open(mount, OPEN_STREAM, &ack, Flags::NONE, worker).map(Some)
                     }
                     Mode::RoundTrip { stream: true } => {
-                        self.node.open(mount, OPEN_ECHO, &[], Flags::NONE).map(Some)
+                        self.node.open(mount, OPEN_ECHO, &[], Flags::NONE, worker).map(Some)
                     }
                     Mode::RoundTrip { stream: false } => Ok(None),
                 };
@@ -541,7 +555,7 @@ impl Hops {
         let Some(s) = self.sender.as_mut() else { return };
         let Some(call) = s.call else { return };
         if s.marks == 0 && now >= s.deadline {
-            let _ = self.node.send(call, MARK, &[], Flags::NONE, ErrorCode::NONE);
+            let _ = self.node.send(call, MARK, &[], Flags::NONE, ErrorCode::NONE, worker);
             s.marks = 1;
             s.measure_end = Some(now + s.plan.seconds);
         }
@@ -551,8 +565,8 @@ impl Hops {
             (None, None) => false,
         };
         if over {
-            let _ = self.node.send(call, MARK, &[], Flags::NONE, ErrorCode::NONE);
-            let _ = self.node.send(call, REPORT, &[], Flags::DELETE, ErrorCode::NONE);
+            let _ = self.node.send(call, MARK, &[], Flags::NONE, ErrorCode::NONE, worker);
+            let _ = self.node.send(call, REPORT, &[], Flags::DELETE, ErrorCode::NONE, worker);
             s.phase = Phase::Finishing;
             return;
         }
@@ -573,8 +587,7 @@ impl Hops {
             if s.payload.len() >= 8 {
                 s.payload[..8].copy_from_slice(&s.sent.to_le_bytes());
             }
-            let sent =
-                self.node.send_via(call, DATA, &s.payload, Flags::NONE, ErrorCode::NONE, worker);
+            let sent = self.node.send(call, DATA, &s.payload, Flags::NONE, ErrorCode::NONE, worker);
             if sent.is_err() {
                 break;
             }
@@ -611,7 +624,8 @@ impl Hops {
                 .map_or(0.0, |since| now.saturating_duration_since(since).as_secs_f64());
             if stream {
                 if let Some(call) = s.call {
-                    let _ = self.node.send(call, REPORT, &[], Flags::DELETE, ErrorCode::NONE);
+                    let _ =
+                        self.node.send(call, REPORT, &[], Flags::DELETE, ErrorCode::NONE, worker);
                 }
                 s.phase = Phase::Finishing;
             } else {
@@ -626,11 +640,15 @@ impl Hops {
         }
         let sent = if stream {
             match s.call {
-                Some(call) => self.node.send(call, ECHO, &s.payload, Flags::NONE, ErrorCode::NONE),
+                Some(call) => {
+                    self.node.send(call, ECHO, &s.payload, Flags::NONE, ErrorCode::NONE, worker)
+                }
                 None => Err(ringspan::error::Misuse::UnknownCall.into()),
             }
         } else {
-            self.node.open(mount, ECHO, &s.payload, Flags::DELETE).map(|call| s.call = Some(call))
+            self.node
+                .open(mount, ECHO, &s.payload, Flags::DELETE, worker)
+                .map(|call| s.call = Some(call))
         };
         match sent {
             Ok(()) => s.request_at = Some(now),
@@ -652,32 +670,28 @@ impl Service for Hops {
             return;
         }
         self.link = Some(id);
-        let LinkCtx { txn, out, .. } = link;
         // The relay it dialled is trusted with routes; a second link was refused above.
-        if let Err(error) = self.node.link_up(id, peer.node_id(), SpanRole::Router, true, txn, out)
-        {
+        if let Err(error) = self.node.link_up(id, peer.node_id(), SpanRole::Router, true, link) {
             self.refused(id, error);
         }
     }
 
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
         let id = link.id();
-        let LinkCtx { txn, out, peers, .. } = link;
-        if let Err(error) = self.node.received_via(id, txn, out, peers, received) {
+        if let Err(error) = self.node.received(id, link, received) {
             self.refused(id, error);
         }
     }
 
     fn event(&mut self, link: &mut LinkCtx<'_>, event: Event) {
         let id = link.id();
-        let LinkCtx { txn, out, peers, .. } = link;
-        if let Err(error) = self.node.event_via(id, txn, out, peers, event) {
+        if let Err(error) = self.node.event(id, link, event) {
             self.refused(id, error);
         }
     }
 
-    fn link_down(&mut self, link: LinkId, reason: CloseReason) {
-        self.node.link_down(link);
+    fn link_down(&mut self, worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
+        self.node.link_down(link, worker);
         if self.link == Some(link) {
             self.link = None;
             match self.sender.as_ref().map(|s| s.phase) {
@@ -703,7 +717,8 @@ impl Service for Hops {
         if !self.started {
             self.started = true;
             if self.receiver.is_some()
-                && let Err(error) = self.node.attach(self.mount, MountKind::Master, Label::EMPTY)
+                && let Err(error) =
+                    self.node.attach(self.mount, MountKind::Master, Label::EMPTY, worker)
             {
                 tracing::error!(%error, "cannot attach the mount");
             }
@@ -717,11 +732,10 @@ impl Service for Hops {
             }
         }
         if self.receiver.is_some() {
-            self.receive(now);
+            self.receive(now, worker);
         } else {
             self.send(worker);
         }
-        self.flush(worker);
         for (link, code) in self.to_close.drain(..) {
             worker.close(link, code);
         }
