@@ -339,6 +339,11 @@ impl TxSink<'_> {
     pub fn queued_bytes(&self) -> usize {
         self.tx.queued_bytes + self.tx.building_len as usize
     }
+
+    /// The same sink, borrowed for a shorter while.
+    pub fn reborrow(&mut self) -> TxSink<'_> {
+        TxSink { tx: self.tx, sealer: self.sealer, pool: self.pool }
+    }
 }
 
 impl Sink for TxSink<'_> {

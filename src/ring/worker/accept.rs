@@ -122,7 +122,7 @@ impl Worker {
         };
         let slot = self.new_conn(socket, Phase::Connecting, Crypto::None);
         let conn = &mut self.conns[slot as usize];
-        conn.io.meta.dialled = true;
+        conn.link.meta_mut().dialled = true;
         let dial = conn.dial.insert(Box::new(Dial {
             addr: SockAddr::from(addr),
             expected_peer: peer,
@@ -180,9 +180,9 @@ impl Worker {
         };
         match Session::initiator(cipher, expected, self.now) {
             Ok(session) => {
-                conn.io.crypto = Crypto::Handshake(Box::new(session));
+                conn.link.start_handshake(Box::new(session), self.pool.get_mut());
                 conn.phase = Phase::Handshake;
-                self.pump_handshake(slot);
+                self.touch(slot);
                 self.arm_recv(slot);
             }
             Err(error) => self.close(service, slot, CloseReason::Protocol(error)),

@@ -23,7 +23,7 @@ impl Worker {
                 CloseReason::Local(code) => code,
                 _ => ErrorCode::LOST_LINK,
             };
-            conn.io.txn.handle_link_down(code);
+            conn.link.handle_link_down(code);
             self.with_link(slot, |ctx| {
                 while let Some(event) = ctx.txn.poll_event() {
                     service.event(ctx, event);
@@ -40,7 +40,7 @@ impl Worker {
         }
         self.stats.closed += 1;
         let conn = &mut self.conns[slot as usize];
-        conn.io.crypto = Crypto::None;
+        conn.link.close();
         if conn.ops > 0 {
             // Shutting the socket down ends its operations; the cancellations make sure. Each
             // names one operation by its `user_data`, which the kernel finds by hash: cancelling
@@ -48,7 +48,7 @@ impl Worker {
             let _ = conn.socket.shutdown(std::net::Shutdown::Both);
             let in_flight = [
                 (op::RECV, conn.recv_armed),
-                (op::SEND, conn.clock.sending()),
+                (op::SEND, conn.link.sending()),
                 (op::CONNECT, connecting),
             ];
             let generation = conn.generation;
@@ -69,8 +69,7 @@ impl Worker {
             return;
         }
         let mut conn = self.conns.remove(slot as usize);
-        conn.io.rx.release(self.pool.get_mut());
-        conn.io.tx.release(self.pool.get_mut());
+        conn.link.release(self.pool.get_mut());
         // Dropping the socket closes it.
     }
 
@@ -91,13 +90,9 @@ impl Worker {
     /// the link is not established.
     fn notify_close(&mut self, slot: u32, code: ErrorCode) -> bool {
         let conn = &mut self.conns[slot as usize];
-        let (Crypto::Established { sealer, .. }, Phase::Established) =
-            (&mut conn.io.crypto, conn.phase)
-        else {
+        if conn.phase != Phase::Established || !conn.link.send_close_notice(code, &self.pool) {
             return false;
-        };
-        let mut sink = conn.io.tx.sink(sealer, &self.pool);
-        let _ = conn.io.txn.send_oneway(&mut sink, WireCommand::LINK_CLOSE, code, &[]);
+        }
         conn.phase = Phase::Draining;
         self.draining.insert(slot, code);
         self.touch(slot);
@@ -106,7 +101,7 @@ impl Worker {
 
     /// Ends every transaction of a draining link with `code` (the service sees each end).
     fn end_transactions(&mut self, service: &mut impl Service, slot: u32, code: ErrorCode) {
-        self.conns[slot as usize].io.txn.handle_link_down(code);
+        self.conns[slot as usize].link.handle_link_down(code);
         self.with_link(slot, |ctx| {
             while let Some(event) = ctx.txn.poll_event() {
                 service.event(ctx, event);

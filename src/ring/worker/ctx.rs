@@ -46,7 +46,7 @@ impl WorkerCtx<'_> {
     /// Counters of a link.
     pub fn link_stats(&self, id: LinkId) -> Option<crate::ring::LinkStats> {
         let slot = self.worker.slot_of(id)?;
-        Some(self.worker.conns[slot as usize].stats)
+        Some(self.worker.conns[slot as usize].link.stats())
     }
 
     /// Workers of the engine.
@@ -120,7 +120,7 @@ impl WorkerCtx<'_> {
     /// handshaking starts with it.
     pub fn set_keepalive(&mut self, link: LinkId, interval: Duration) {
         let Some(slot) = self.worker.slot_of(link) else { return };
-        let meta = &mut self.worker.conns[slot as usize].io.meta;
+        let meta = self.worker.conns[slot as usize].link.meta_mut();
         meta.keepalive_ms = crate::ring::keepalive_ms(interval);
         meta.keepalive_changed = true;
         self.worker.touch(slot);
@@ -196,11 +196,8 @@ impl<'a> Peers<'a> {
         f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
         let (conn, pool) = self.lent(id)?;
-        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
-        else {
-            return None;
-        };
-        Some(f(txn, &mut tx.sink(sealer, pool)))
+        let mut parts = conn.link.parts(pool)?;
+        Some(f(parts.txn, &mut parts.out))
     }
 
     /// Sends `plaintext` on link `id` as one record, if that link is lent (as for
@@ -214,15 +211,7 @@ impl<'a> Peers<'a> {
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         let (conn, pool) = self.lent(id)?;
-        let LinkIo { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = &mut conn.io
-        else {
-            return None;
-        };
-        // The record being built, if any, is sealed ahead of this one: both count.
-        let records = 1 + u16::from(tx.has_pending());
-        let result = tx.queue_record(sealer, pool, plaintext, |body| edit(txn, body))?;
-        conn.records_queued = conn.records_queued.saturating_add(records);
-        Some(result)
+        conn.link.queue_record(pool, plaintext, edit)
     }
 
     /// Link `id`'s state and the pool, if the link is lent: on this worker, established, and
@@ -235,7 +224,7 @@ impl<'a> Peers<'a> {
         if worker != inner.worker as u64
             || conn.generation & 0xff_ffff != generation
             || conn.phase != Phase::Established
-            || !matches!(conn.io.crypto, Crypto::Established { .. })
+            || !conn.link.is_established()
         {
             return None;
         }

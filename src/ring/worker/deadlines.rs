@@ -16,10 +16,7 @@ impl Worker {
     /// the record it then finds a period of its own (`TimerKind::Reassembly`).
     pub(super) fn arm_reassembly(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        let rx = &mut conn.io.rx;
-        let needs = rx.holds_large_buffer() && !rx.deadline_armed();
-        if let Some(at) = conn.clock.arm_reassembly(self.now, needs, &self.periods) {
-            rx.arm_deadline();
+        if let Some(at) = conn.link.arm_reassembly(self.now, &self.periods) {
             self.arm_timer(slot, TimerKind::Reassembly, at);
         }
     }
@@ -45,18 +42,11 @@ impl Worker {
                         self.close(service, slot, CloseReason::Protocol(error));
                     }
                 }
-                TimerKind::Rekey => {
-                    if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
-                        match sealer.handle_timeout(self.now) {
-                            Ok(()) => {
-                                if let Some(at) = sealer.poll_timeout() {
-                                    self.arm_timer(slot, TimerKind::Rekey, at);
-                                }
-                            }
-                            Err(error) => self.close(service, slot, CloseReason::Protocol(error)),
-                        }
-                    }
-                }
+                TimerKind::Rekey => match conn.link.handle_rekey(self.now) {
+                    Ok(Some(at)) => self.arm_timer(slot, TimerKind::Rekey, at),
+                    Ok(None) => {}
+                    Err(reason) => self.close(service, slot, reason),
+                },
                 TimerKind::Keepalive
                 | TimerKind::Idle
                 | TimerKind::SendStall
@@ -69,53 +59,21 @@ impl Worker {
                         TimerKind::Shed => Deadline::Shed,
                         _ => Deadline::Reassembly,
                     };
-                    let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
-                    let rx = RxState { unfinished: conn.io.rx.deadline_armed() };
-                    let pending = conn.io.tx.has_pending();
-                    match conn.clock.fire(deadline, self.now, interval, pending, rx, &self.periods)
-                    {
-                        Fired::Stale => {
-                            if deadline == Deadline::Reassembly {
-                                // A later record (or none) holds the buffer now: it gets a
-                                // period of its own.
-                                self.arm_reassembly(slot);
-                            }
-                        }
-                        Fired::Later(at) => self.arm_timer(slot, timer.kind, at),
-                        Fired::Ping { next } => {
-                            if let Crypto::Established { sealer, .. } = &mut conn.io.crypto {
-                                let mut sink = conn.io.tx.sink(sealer, &self.pool);
-                                let _ = conn.io.txn.send_oneway(
-                                    &mut sink,
-                                    WireCommand::LINK_PING,
-                                    ErrorCode::NONE,
-                                    &[],
-                                );
-                            }
+                    let keepalive = self.config.keepalive_interval;
+                    match conn.link.handle_timeout(
+                        deadline,
+                        self.now,
+                        keepalive,
+                        &self.pool,
+                        &self.periods,
+                    ) {
+                        Timeout::Nothing => {}
+                        Timeout::Arm(deadline, at) => self.arm_timer(slot, kind_of(deadline), at),
+                        Timeout::Pinged(next) => {
                             self.touch(slot);
                             self.arm_timer(slot, TimerKind::Keepalive, next);
                         }
-                        Fired::ShedKeys => {
-                            if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
-                                // Quiet for a while: keep the keys' bytes, not their expanded
-                                // schedules (rebuilt at the next record).
-                                sealer.shed_keys();
-                                opener.shed_keys();
-                            }
-                        }
-                        Fired::Expired(expiry) => {
-                            let reason = match expiry {
-                                Expiry::Idle => CloseReason::IdleTimeout,
-                                Expiry::SendStall => CloseReason::SendStall,
-                                Expiry::Reassembly => {
-                                    let stalled =
-                                        "a record stayed unfinished past the reassembly deadline";
-                                    let violation = crate::error::Violation::LinkProtocol(stalled);
-                                    CloseReason::Protocol(Error::from(violation))
-                                }
-                            };
-                            self.close(service, slot, reason);
-                        }
+                        Timeout::Close(reason) => self.close(service, slot, reason),
                     }
                 }
             }

@@ -15,21 +15,21 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
-use crate::limits::{HANDSHAKE_FRAME_MAX, POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
-use crate::link::{Deadline, Expiry, Fired, LinkClock, Periods, RxState};
-use crate::txn::{self, Received};
-use crate::wire::{Command as WireCommand, ErrorCode, Messages};
+use crate::limits::{POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
+use crate::link::{Deadline, Input, Link, Periods, Timeout};
+use crate::txn;
+use crate::wire::ErrorCode;
 
 use super::admission::Admission;
 use super::bufring::BufRing;
-use super::conn::{CloseReason, Conn, Crypto, Dial, LinkIo, LinkMeta, Phase};
+use super::conn::{CloseReason, Conn, Crypto, Dial, Phase};
 use super::mailbox::{Command, Mailbox};
 use super::timer::{Timer, TimerKind, Timers};
 use super::uring::{SendVec, op};
 pub(crate) use super::uring::{bind_listener, new_ring};
 use super::{Config, LinkCtx, Service};
 use crate::link::pool::Pool;
-use crate::link::stream::{Rx, Tx, TxSink};
+use crate::link::stream::TxSink;
 
 mod accept;
 mod close;
@@ -293,19 +293,10 @@ impl Worker {
             recv_armed: false,
             recv_rearm: false,
             touched: false,
-            io: LinkIo {
-                crypto,
-                txn: txn::Link::new(),
-                rx: Rx::default(),
-                tx: Tx::default(),
-                meta: LinkMeta::default(),
-            },
+            link: Link::new(crypto, now),
             peer: None,
             dial: None,
             send_vec: None,
-            clock: LinkClock::new(now),
-            records_queued: 0,
-            stats: Default::default(),
         }) as u32
     }
 
@@ -318,19 +309,6 @@ impl Worker {
         let (worker, slot, generation) = decode_link(id);
         let conn = self.conns.get(slot as usize)?;
         (worker == self.index as u64 && conn.generation & 0xff_ffff == generation).then_some(slot)
-    }
-
-    /// Queues whatever handshake frames the session has to send.
-    fn pump_handshake(&mut self, slot: u32) {
-        let conn = &mut self.conns[slot as usize];
-        let Crypto::Handshake(session) = &mut conn.io.crypto else {
-            return;
-        };
-        let mut frame = [0u8; HANDSHAKE_FRAME_MAX];
-        while let Ok(len @ 1..) = session.poll_transmit(&mut frame) {
-            conn.io.tx.queue_raw(&frame[..len], self.pool.get_mut());
-        }
-        self.touch(slot);
     }
 
     fn arm_recv(&mut self, slot: u32) {
@@ -364,7 +342,7 @@ impl Worker {
         }
         if conn.phase == Phase::Draining && result > 0 {
             // We said we are closing and ended every transaction: what still arrives is moot.
-            conn.clock.received(self.now);
+            conn.link.received_bytes(0, self.now);
             if !more {
                 conn.recv_rearm = true;
                 self.rearm.push((slot, conn.generation));
@@ -375,8 +353,7 @@ impl Worker {
             (1.., Some(bid)) => {
                 let len = result as usize;
                 self.busy_at = self.now;
-                conn.clock.received(self.now);
-                conn.stats.bytes_in += len as u64;
+                conn.link.received_bytes(len, self.now);
                 self.stats.bytes_in += len as u64;
                 self.on_bytes(service, slot, bid, len)
             }
@@ -411,16 +388,13 @@ impl Worker {
     ) -> Result<(), CloseReason> {
         let mut start = 0;
         if self.conns[slot as usize].phase == Phase::Handshake {
-            let conn = &mut self.conns[slot as usize];
-            let Crypto::Handshake(session) = &mut conn.io.crypto else {
-                return Err(CloseReason::Internal("a handshaking link without a session"));
-            };
             let bytes = &self.bufring.bytes_mut(bid)[..len];
-            start =
-                session.handle_handshake_bytes(bytes, self.now).map_err(CloseReason::Protocol)?;
-            let established = session.is_established();
-            self.pump_handshake(slot);
-            if !established {
+            let conn = &mut self.conns[slot as usize];
+            let (used, done) =
+                conn.link.handle_handshake_bytes(bytes, self.now, self.pool.get_mut())?;
+            start = used;
+            self.touch(slot);
+            if !done {
                 return Ok(());
             }
             self.establish(service, slot)?;
@@ -434,123 +408,61 @@ impl Worker {
         let Some(peer) = conn.peer else {
             return Err(CloseReason::Internal("records on a link without a peer"));
         };
-        // Lift the link's record layer, transactions and streams out of the slab while its
-        // records are handled, so the service can reach the worker's other links meanwhile
-        // (`Peers`: a relayed message goes straight to the link it continues on). This link's
-        // place holds an empty `LinkIo`, which `Peers` does not lend.
-        let mut io = std::mem::take(&mut conn.io);
-        let mut last_data = conn.clock.last_data();
-        let data_before = last_data;
         let fd = conn.socket.as_raw_fd();
-        let (mut records, mut messages, mut reassembled) = (0, 0, 0);
-        let LinkIo { rx, tx, txn, crypto, meta } = &mut io;
-        let result = match crypto {
-            Crypto::Established { sealer, opener } => {
-                let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
-                // A record outside the receive buffer was put together in a pooled one.
-                let received = bytes.as_ptr_range();
-                let shed_after = self.config.shed_keys_after;
-                let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
-                let worker = self.index;
-                rx.feed(bytes, pool, |record| -> Result<(), CloseReason> {
-                    reassembled += u64::from(!received.contains(&record.as_ptr()));
-                    let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
-                    records += 1;
-                    let mut ctx = LinkCtx {
-                        id,
-                        peer,
-                        txn,
-                        out: tx.sink(sealer, pool),
-                        now,
-                        peers: Peers::new(conns, pool, touched, worker),
-                        fd,
-                        meta,
-                    };
-                    // One context for the record: offered whole first, then message by message.
-                    if let Some(n) = service.record(&mut ctx, plaintext) {
-                        // Taken whole (forwarded by a relay): transaction messages, so data.
-                        messages += n as u64;
-                        last_data = now;
-                        return Ok(());
-                    }
-                    let mut data = false;
-                    for message in Messages::new(plaintext) {
-                        let message = message.map_err(CloseReason::Protocol)?;
-                        messages += 1;
-                        if message.command() != WireCommand::LINK_PING {
-                            last_data = now;
-                            data = true;
-                        }
-                        let received = ctx
-                            .txn
-                            .handle_message(&mut ctx.out, &message)
-                            .map_err(CloseReason::Protocol)?;
-                        let received = match received {
-                            Some(Received::OneWay { command: WireCommand::LINK_PING, .. }) => None,
-                            Some(Received::OneWay {
-                                command: WireCommand::LINK_CLOSE,
-                                error,
-                                ..
-                            }) => {
-                                return Err(CloseReason::PeerSaid(error));
-                            }
-                            other => other,
-                        };
-                        if let Some(received) = received {
-                            service.received(&mut ctx, received);
-                        }
-                        while let Some(event) = ctx.txn.poll_event() {
-                            service.event(&mut ctx, event);
-                        }
-                    }
-                    if !data && now >= last_data + shed_after {
-                        // A keepalive on a quiet link: the opener need not keep its schedule.
-                        opener.shed_keys();
-                    }
-                    Ok(())
-                })
+        // Lift the link out of the slab while its records are handled, so the service can reach
+        // the worker's other links meanwhile (`Peers`: a relayed message goes straight to the
+        // link it continues on). Its place holds an empty link, which `Peers` does not lend.
+        let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
+        let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
+        let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
+        let worker = self.index;
+        let result = link.handle_records(bytes, pool, now, &self.periods, |parts, input| {
+            let mut ctx = LinkCtx {
+                id,
+                peer,
+                txn: &mut *parts.txn,
+                out: parts.out.reborrow(),
+                now,
+                peers: Peers::new(conns, pool, touched, worker),
+                fd,
+                meta: &mut *parts.meta,
+            };
+            match input {
+                Input::Record(plaintext) => service.record(&mut ctx, plaintext),
+                Input::Received(received) => {
+                    service.received(&mut ctx, received);
+                    None
+                }
+                Input::Event(event) => {
+                    service.event(&mut ctx, event);
+                    None
+                }
             }
-            _ => Err(CloseReason::Internal("records on a link without record keys")),
-        };
-        let conn = &mut self.conns[slot as usize];
-        conn.io = io;
-        conn.stats.records_in += records;
-        conn.stats.messages_in += messages;
-        self.stats.messages_in += messages;
-        self.stats.records_reassembled += reassembled;
-        if last_data != data_before
-            && let Some(at) = conn.clock.received_data(last_data, &self.periods)
-        {
+        });
+        self.conns[slot as usize].link = link;
+        let count = result?;
+        self.stats.messages_in += count.messages;
+        self.stats.records_reassembled += count.reassembled;
+        if let Some(at) = count.shed_at {
             self.arm_timer(slot, TimerKind::Shed, at);
         }
         self.arm_reassembly(slot);
         self.touch(slot);
-        result
+        Ok(())
     }
 
     /// The handshake finished: switch to records and tell the service.
     fn establish(&mut self, service: &mut impl Service, slot: u32) -> Result<(), CloseReason> {
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
-        let Crypto::Handshake(session) = std::mem::replace(&mut conn.io.crypto, Crypto::None)
-        else {
-            return Err(CloseReason::Internal("establishing a link that is not handshaking"));
-        };
-        let Some(peer) = session.peer() else {
-            return Err(CloseReason::Internal("handshake finished without the peer's key"));
-        };
-        let Some((sealer, opener)) = session.into_record_layer() else {
-            return Err(CloseReason::Internal("handshake finished without record keys"));
-        };
-        let rekey_at = sealer.poll_timeout();
-        conn.io.crypto = Crypto::Established { sealer, opener };
+        let keepalive = self.config.keepalive_interval;
+        let (peer, deadlines, rekey_at) = conn.link.establish(now, keepalive, &self.periods)?;
         conn.phase = Phase::Established;
         conn.peer = Some(peer);
         // The connect is long complete: the dial's address and identity are not needed again.
         conn.dial = None;
         self.stats.established += 1;
-        let keepalive = conn.io.meta.keepalive(self.config.keepalive_interval);
-        for (deadline, at) in conn.clock.established(now, keepalive, &self.periods) {
+        for (deadline, at) in deadlines {
             self.arm_timer(slot, deadlines::kind_of(deadline), at);
         }
         if let Some(at) = rekey_at {
@@ -571,36 +483,33 @@ impl Worker {
         let conn = &mut self.conns[slot as usize];
         let peer = conn.peer?;
         let fd = conn.socket.as_raw_fd();
-        let mut io = std::mem::take(&mut conn.io);
-        let LinkIo { crypto, txn, tx, meta, .. } = &mut io;
-        let result = match crypto {
-            Crypto::Established { sealer, .. } => {
-                let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
-                let mut ctx = LinkCtx {
-                    id,
-                    peer,
-                    txn,
-                    out: tx.sink(sealer, pool),
-                    now,
-                    peers: Peers::new(conns, pool, touched, self.index),
-                    fd,
-                    meta,
-                };
-                Some(f(&mut ctx))
-            }
-            _ => None,
-        };
-        self.conns[slot as usize].io = io;
+        let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
+        let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
+        let result = link.parts(pool).map(|parts| {
+            let mut ctx = LinkCtx {
+                id,
+                peer,
+                txn: parts.txn,
+                out: parts.out,
+                now,
+                peers: Peers::new(conns, pool, touched, self.index),
+                fd,
+                meta: parts.meta,
+            };
+            f(&mut ctx)
+        });
+        self.conns[slot as usize].link = link;
         result
     }
 
     fn sent(&mut self, service: &mut impl Service, slot: u32, result: i32) {
         let conn = &mut self.conns[slot as usize];
         conn.ops -= 1;
-        conn.clock.send_done();
         if let Some(vec) = conn.send_vec.take() {
             self.send_vecs.push(vec);
         }
+        let sent = usize::try_from(result).unwrap_or(0);
+        conn.link.sent(sent, self.pool.get_mut());
         if conn.phase == Phase::Closing {
             self.maybe_free(slot);
             return;
@@ -609,10 +518,8 @@ impl Worker {
             return self.close(service, slot, CloseReason::Io(-result));
         }
         self.busy_at = self.now;
-        conn.stats.bytes_out += result as u64;
         self.stats.bytes_out += result as u64;
-        conn.io.tx.advance(result as usize, self.pool.get_mut());
-        if conn.phase == Phase::Draining && conn.io.tx.is_empty() && !conn.io.tx.has_pending() {
+        if conn.phase == Phase::Draining && conn.link.is_idle() {
             let code = self.draining.remove(&slot).unwrap_or(ErrorCode::SHUTDOWN);
             return self.close(service, slot, CloseReason::Local(code));
         }
@@ -623,18 +530,22 @@ impl Worker {
     /// a send is already in flight: one at a time keeps the byte stream in order.
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        if conn.clock.sending() || conn.phase == Phase::Closing || conn.io.tx.is_empty() {
+        if conn.link.sending() || conn.phase == Phase::Closing {
+            return;
+        }
+        let mut chunks = conn.link.transmit().peekable();
+        if chunks.peek().is_none() {
             return;
         }
         let mut vec = self.send_vecs.pop().unwrap_or_else(SendVec::new);
-        let msg = vec.prepare(conn.io.tx.chunks());
+        let msg = vec.prepare(chunks);
         let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(op::encode(op::SEND, slot, conn.generation));
         conn.send_vec = Some(vec);
         conn.ops += 1;
-        let stall = conn.clock.send_started(self.now, &self.periods);
+        let stall = conn.link.send_started(self.now, &self.periods);
         self.push(entry);
         if let Some(at) = stall {
             self.arm_timer(slot, TimerKind::SendStall, at);
@@ -659,44 +570,23 @@ impl Worker {
                 continue;
             };
             conn.touched = false;
-            if let Crypto::Established { sealer, opener } = &mut conn.io.crypto {
-                // Records written whole this turn (forwarded by a relay) are data; so is the
-                // record being built, unless it holds only a keepalive.
-                let whole = u64::from(std::mem::take(&mut conn.records_queued));
-                let building = conn.io.tx.has_pending();
-                if building || whole > 0 {
-                    if building {
-                        conn.io.tx.flush(sealer, self.pool.get_mut());
-                    }
-                    let records = whole + u64::from(building);
-                    conn.stats.records_out += records;
-                    self.stats.records_out += records;
-                    if let Some(at) = conn.clock.sealed(self.now, whole > 0, &self.periods) {
-                        let generation = conn.generation;
-                        self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Shed });
-                    }
-                }
-                if conn.clock.end_turn() {
-                    // Quiet for a while: keep the keys' bytes, not their expanded schedules
-                    // (rebuilt at the next record). An idle client costs that much less.
-                    sealer.shed_keys();
-                    opener.shed_keys();
-                }
+            let end = conn.link.end_turn(
+                self.now,
+                self.config.keepalive_interval,
+                self.config.send_queue_max_bytes,
+                self.pool.get_mut(),
+                &self.periods,
+            );
+            self.stats.records_out += end.records;
+            let generation = conn.generation;
+            if let Some(at) = end.shed_at {
+                self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Shed });
             }
-            if conn.io.meta.keepalive_changed && conn.phase == Phase::Established {
-                // A new interval: an entry for the deadline it gives.
-                conn.io.meta.keepalive_changed = false;
-                let interval = conn.io.meta.keepalive(self.config.keepalive_interval);
-                let at = conn.clock.keepalive_changed(self.now, interval);
-                let generation = conn.generation;
+            if let Some(at) = end.keepalive_at {
                 self.timers.arm(Timer { at, slot, generation, kind: TimerKind::Keepalive });
             }
-            if let Some(error) = conn.io.tx.take_failure() {
-                self.close(service, slot, CloseReason::Protocol(error));
-                continue;
-            }
-            if conn.io.tx.queued_bytes() > self.config.send_queue_max_bytes {
-                self.close(service, slot, CloseReason::SendQueueFull);
+            if let Some(reason) = end.close {
+                self.close(service, slot, reason);
                 continue;
             }
             self.start_send(slot);

@@ -1,0 +1,594 @@
+//! [`Link`]: everything of one link that is protocol, in one sans-IO value — its record keys
+//! (or its handshake), its byte streams, its transaction table, its deadlines, its counters and
+//! what it was told about itself (who dialled, its keepalive interval).
+//!
+//! It is fed with what happened — bytes received ([`Link::handle_handshake_bytes`],
+//! [`Link::handle_records`]), a deadline that came due ([`Link::handle_timeout`]), bytes the
+//! socket took ([`Link::sent`]) — and answers what to do: deadlines to arm, a reason to close,
+//! bytes to send ([`Link::transmit`]). The link's own messages (`LINK_PING`, `LINK_CLOSE`) never
+//! leave it: a keepalive is written and consumed here, a peer's close notice is a close reason.
+//! Who owns the socket, the buffers' memory and the timer heap (the engine in production, the
+//! simulator in tests) interprets no message.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
+use crate::error::{Error, Violation};
+use crate::limits::HANDSHAKE_FRAME_MAX;
+use crate::txn::{self, Event, Received};
+use crate::wire::{Command, ErrorCode, Messages};
+
+use super::clock::{Deadline, Expiry, Fired, LinkClock, Periods, RxState};
+use super::pool::Pool;
+use super::stream::{Rx, Tx, TxSink};
+
+/// Why a link closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the connection (end of stream) without saying why.
+    PeerClosed,
+    /// The peer said why it closed the link.
+    PeerSaid(ErrorCode),
+    /// A socket error (errno).
+    Io(i32),
+    /// The peer's bytes broke the protocol, failed to authenticate, or a limit was hit.
+    Protocol(Error),
+    /// Nothing was received for longer than the idle timeout.
+    IdleTimeout,
+    /// A send made no progress for longer than the send-stall timeout: the peer does not read.
+    SendStall,
+    /// More bytes were queued than the send-queue limit: the peer does not read.
+    SendQueueFull,
+    /// The local node closed the link (a service request, or shutdown).
+    Local(ErrorCode),
+    /// A broken invariant of the engine itself (a bug): only this link is closed.
+    Internal(&'static str),
+}
+
+impl From<Error> for CloseReason {
+    fn from(error: Error) -> CloseReason {
+        CloseReason::Protocol(error)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::PeerSaid(code) => write!(f, "peer closed the link: {code}"),
+            CloseReason::Io(errno) => {
+                write!(f, "socket error: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+            CloseReason::Protocol(error) => write!(f, "{error}"),
+            CloseReason::IdleTimeout => f.write_str("nothing received within the idle timeout"),
+            CloseReason::SendStall => {
+                f.write_str("peer not reading: a send made no progress within the stall timeout")
+            }
+            CloseReason::SendQueueFull => f.write_str("peer not reading: send queue full"),
+            CloseReason::Local(code) => write!(f, "closed locally: {code}"),
+            CloseReason::Internal(what) => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+/// Counters of one link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Records opened.
+    pub records_in: u64,
+    /// Records sealed.
+    pub records_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+}
+
+/// The link's cryptographic state.
+// The established variant is the common case and is read on every record: it stays inline,
+// and the rare, larger-in-code handshake state is boxed instead.
+#[allow(clippy::large_enum_variant)]
+#[derive(Default)]
+pub enum Crypto {
+    /// The handshake is in progress.
+    Handshake(Box<Session>),
+    /// Records flow.
+    Established {
+        /// The sending half.
+        sealer: RecordSealer,
+        /// The receiving half.
+        opener: RecordOpener,
+    },
+    /// Not started (a dial not yet connected), or closed.
+    #[default]
+    None,
+}
+
+/// What the owner of a link reads or sets about it besides its traffic. Eight bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkMeta {
+    /// This end dialled the link (it did not accept it).
+    pub dialled: bool,
+    /// The link's own keepalive interval in milliseconds; 0: the default one.
+    pub keepalive_ms: u32,
+    /// `keepalive_ms` was set since the link last armed its keepalive by it.
+    pub keepalive_changed: bool,
+}
+
+impl LinkMeta {
+    /// The link's keepalive interval: its own if one was set, else `default`.
+    pub fn keepalive(&self, default: Duration) -> Duration {
+        match self.keepalive_ms {
+            0 => default,
+            ms => Duration::from_millis(ms.into()),
+        }
+    }
+}
+
+/// What handling a received record or message may touch on its own link: its transactions, its
+/// output and its settings.
+pub struct Parts<'a> {
+    /// The link's transactions.
+    pub txn: &'a mut txn::Link,
+    /// Where messages sent on the link go.
+    pub out: TxSink<'a>,
+    /// What the link's owner reads or sets.
+    pub meta: &'a mut LinkMeta,
+}
+
+/// What a received record hands to its link's user, in order.
+pub enum Input<'a> {
+    /// A record, opened: its messages, not yet handled. The user may take it whole (a relay
+    /// forwarding every message of it to one other link) by answering how many messages it
+    /// held; otherwise each message follows as [`Input::Received`] and [`Input::Event`]s.
+    Record(&'a [u8]),
+    /// A message the transaction layer returned.
+    Received(Received<'a>),
+    /// A lifecycle event of the link's transactions.
+    Event(Event),
+}
+
+/// What a batch of received bytes did, for the owner's counters and timers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordsIn {
+    /// Records opened.
+    pub records: u64,
+    /// Messages in them.
+    pub messages: u64,
+    /// Records that had been cut by a buffer boundary (put together in a pooled buffer).
+    pub reassembled: u64,
+    /// Arm a shed deadline at this time.
+    pub shed_at: Option<Instant>,
+}
+
+/// What a deadline that came due asks of the link's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// Nothing (a stale entry, or the keys were shed).
+    Nothing,
+    /// Arm `Deadline` again at this time.
+    Arm(Deadline, Instant),
+    /// A keepalive was written: send it, and arm the next at this time.
+    Pinged(Instant),
+    /// Close the link.
+    Close(CloseReason),
+}
+
+/// What the end of a turn asks of the link's owner.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EndTurn {
+    /// Records sealed this turn.
+    pub records: u64,
+    /// Arm a shed deadline at this time.
+    pub shed_at: Option<Instant>,
+    /// Arm a keepalive deadline at this time (the interval changed).
+    pub keepalive_at: Option<Instant>,
+    /// Close the link: its output failed, or more is queued than `send_queue_max` allows.
+    pub close: Option<CloseReason>,
+}
+
+/// One link's protocol state. See the module documentation.
+pub struct Link {
+    crypto: Crypto,
+    txn: txn::Link,
+    rx: Rx,
+    tx: Tx,
+    meta: LinkMeta,
+    clock: LinkClock,
+    stats: LinkStats,
+    /// Records queued whole this turn ([`Link::queue_record`]), counted at the end of the turn.
+    records_queued: u16,
+}
+
+impl Link {
+    /// A link that starts at `now` with `crypto`: a handshake, or nothing yet (a dial not yet
+    /// connected; also the empty place a link is lifted out of while it is handled).
+    pub fn new(crypto: Crypto, now: Instant) -> Link {
+        Link {
+            crypto,
+            txn: txn::Link::new(),
+            rx: Rx::default(),
+            tx: Tx::default(),
+            meta: LinkMeta::default(),
+            clock: LinkClock::new(now),
+            stats: LinkStats::default(),
+            records_queued: 0,
+        }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    /// What its owner reads or sets about it.
+    pub fn meta(&self) -> &LinkMeta {
+        &self.meta
+    }
+
+    /// What its owner reads or sets about it.
+    pub fn meta_mut(&mut self) -> &mut LinkMeta {
+        &mut self.meta
+    }
+
+    /// Its transactions (to end them, or read them).
+    pub fn txn(&mut self) -> &mut txn::Link {
+        &mut self.txn
+    }
+
+    /// Whether records flow (the handshake is done and the link not closed).
+    pub fn is_established(&self) -> bool {
+        matches!(self.crypto, Crypto::Established { .. })
+    }
+
+    /// The handshake starts (a dial connected): `session` speaks first if it is the initiator.
+    pub fn start_handshake(&mut self, session: Box<Session>, pool: &mut Pool) {
+        self.crypto = Crypto::Handshake(session);
+        self.poll_handshake(pool);
+    }
+
+    /// Queues whatever handshake frames the session has to send.
+    pub fn poll_handshake(&mut self, pool: &mut Pool) {
+        let Crypto::Handshake(session) = &mut self.crypto else { return };
+        let mut frame = [0u8; HANDSHAKE_FRAME_MAX];
+        while let Ok(len @ 1..) = session.poll_transmit(&mut frame) {
+            self.tx.queue_raw(&frame[..len], pool);
+        }
+    }
+
+    /// Bytes arrived at `now` (counted; the idle deadline moves).
+    pub fn received_bytes(&mut self, len: usize, now: Instant) {
+        self.clock.received(now);
+        self.stats.bytes_in += len as u64;
+    }
+
+    /// Handshake bytes arrived: how many of them the handshake took (the rest, if any, are
+    /// records), and whether it is done. Replies are queued.
+    pub fn handle_handshake_bytes(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        pool: &mut Pool,
+    ) -> Result<(usize, bool), CloseReason> {
+        let Crypto::Handshake(session) = &mut self.crypto else {
+            return Err(CloseReason::Internal("a handshaking link without a session"));
+        };
+        let used = session.handle_handshake_bytes(bytes, now).map_err(CloseReason::Protocol)?;
+        let done = session.is_established();
+        self.poll_handshake(pool);
+        Ok((used, done))
+    }
+
+    /// The handshake finished at `now`: switch to records. Returns the peer's key, the
+    /// deadlines to arm (keepalive at the link's interval or `keepalive`, idle, key shedding)
+    /// and when the sending keys change, if they ever do by time.
+    #[allow(clippy::type_complexity)]
+    pub fn establish(
+        &mut self,
+        now: Instant,
+        keepalive: Duration,
+        periods: &Periods,
+    ) -> Result<(PublicKey, [(Deadline, Instant); 3], Option<Instant>), CloseReason> {
+        let Crypto::Handshake(session) = std::mem::take(&mut self.crypto) else {
+            return Err(CloseReason::Internal("establishing a link that is not handshaking"));
+        };
+        let Some(peer) = session.peer() else {
+            return Err(CloseReason::Internal("handshake finished without the peer's key"));
+        };
+        let Some((sealer, opener)) = session.into_record_layer() else {
+            return Err(CloseReason::Internal("handshake finished without record keys"));
+        };
+        let rekey_at = sealer.poll_timeout();
+        self.crypto = Crypto::Established { sealer, opener };
+        let keepalive = self.meta.keepalive(keepalive);
+        Ok((peer, self.clock.established(now, keepalive, periods), rekey_at))
+    }
+
+    /// Records arrived at `now` in `bytes`: each is cut, opened in place (or put together in a
+    /// pooled buffer if a buffer boundary cut it) and handed to `deliver` — first whole
+    /// ([`Input::Record`]; `deliver` answers `Some(messages)` if it took it), else message by
+    /// message with the transactions' events. The link's own messages are handled here: a
+    /// keepalive is consumed, a peer's `LINK_CLOSE` ends the batch with
+    /// [`CloseReason::PeerSaid`]. A quiet link's receive keys are shed after a record of
+    /// keepalives alone once `shed_after` has passed without data. The pool is borrowed only
+    /// between records (`deliver` may write to other links meanwhile).
+    pub fn handle_records(
+        &mut self,
+        bytes: &mut [u8],
+        pool: &RefCell<Pool>,
+        now: Instant,
+        periods: &Periods,
+        mut deliver: impl FnMut(&mut Parts<'_>, Input<'_>) -> Option<usize>,
+    ) -> Result<RecordsIn, CloseReason> {
+        let Link { crypto, txn, rx, tx, meta, clock, stats, .. } = self;
+        let Crypto::Established { sealer, opener } = crypto else {
+            return Err(CloseReason::Internal("records on a link without record keys"));
+        };
+        let mut last_data = clock.last_data();
+        let data_before = last_data;
+        let mut count = RecordsIn::default();
+        // A record outside the receive buffer was put together in a pooled one.
+        let received = bytes.as_ptr_range();
+        let result = rx.feed(bytes, pool, |record| -> Result<(), CloseReason> {
+            count.reassembled += u64::from(!received.contains(&record.as_ptr()));
+            let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
+            count.records += 1;
+            let mut parts = Parts { txn, out: tx.sink(sealer, pool), meta };
+            // Offered whole first, then message by message.
+            if let Some(n) = deliver(&mut parts, Input::Record(plaintext)) {
+                // Taken whole (forwarded by a relay): transaction messages, so data.
+                count.messages += n as u64;
+                last_data = now;
+                return Ok(());
+            }
+            let mut data = false;
+            for message in Messages::new(plaintext) {
+                let message = message.map_err(CloseReason::Protocol)?;
+                count.messages += 1;
+                if message.command() != Command::LINK_PING {
+                    last_data = now;
+                    data = true;
+                }
+                let received = parts
+                    .txn
+                    .handle_message(&mut parts.out, &message)
+                    .map_err(CloseReason::from)?;
+                match received {
+                    Some(Received::OneWay { command: Command::LINK_PING, .. }) | None => {}
+                    Some(Received::OneWay { command: Command::LINK_CLOSE, error, .. }) => {
+                        return Err(CloseReason::PeerSaid(error));
+                    }
+                    Some(received) => {
+                        deliver(&mut parts, Input::Received(received));
+                    }
+                }
+                while let Some(event) = parts.txn.poll_event() {
+                    deliver(&mut parts, Input::Event(event));
+                }
+            }
+            if !data && now >= last_data + periods.shed_keys_after {
+                // A keepalive on a quiet link: the opener need not keep its schedule.
+                opener.shed_keys();
+            }
+            Ok(())
+        });
+        stats.records_in += count.records;
+        stats.messages_in += count.messages;
+        if last_data != data_before {
+            count.shed_at = clock.received_data(last_data, periods);
+        }
+        result.map(|()| count)
+    }
+
+    /// Whether the link holds part of a record in a full-size buffer with no deadline yet:
+    /// returns when to arm its reassembly deadline, if so.
+    pub fn arm_reassembly(&mut self, now: Instant, periods: &Periods) -> Option<Instant> {
+        let needs = self.rx.holds_large_buffer() && !self.rx.deadline_armed();
+        let at = self.clock.arm_reassembly(now, needs, periods)?;
+        self.rx.arm_deadline();
+        Some(at)
+    }
+
+    /// A deadline of the link came due at `now`. `keepalive` is the default keepalive interval.
+    pub fn handle_timeout(
+        &mut self,
+        deadline: Deadline,
+        now: Instant,
+        keepalive: Duration,
+        pool: &RefCell<Pool>,
+        periods: &Periods,
+    ) -> Timeout {
+        let interval = self.meta.keepalive(keepalive);
+        let rx = RxState { unfinished: self.rx.deadline_armed() };
+        let pending = self.tx.has_pending();
+        match self.clock.fire(deadline, now, interval, pending, rx, periods) {
+            Fired::Stale => match deadline {
+                // A later record (or none) holds the buffer now: it gets a period of its own.
+                Deadline::Reassembly => match self.arm_reassembly(now, periods) {
+                    Some(at) => Timeout::Arm(Deadline::Reassembly, at),
+                    None => Timeout::Nothing,
+                },
+                _ => Timeout::Nothing,
+            },
+            Fired::Later(at) => Timeout::Arm(deadline, at),
+            Fired::Ping { next } => {
+                if let Crypto::Established { sealer, .. } = &mut self.crypto {
+                    let mut sink = self.tx.sink(sealer, pool);
+                    let _ =
+                        self.txn.send_oneway(&mut sink, Command::LINK_PING, ErrorCode::NONE, &[]);
+                }
+                Timeout::Pinged(next)
+            }
+            Fired::ShedKeys => {
+                if let Crypto::Established { sealer, opener } = &mut self.crypto {
+                    // Quiet for a while: keep the keys' bytes, not their expanded schedules
+                    // (rebuilt at the next record).
+                    sealer.shed_keys();
+                    opener.shed_keys();
+                }
+                Timeout::Nothing
+            }
+            Fired::Expired(expiry) => Timeout::Close(match expiry {
+                Expiry::Idle => CloseReason::IdleTimeout,
+                Expiry::SendStall => CloseReason::SendStall,
+                Expiry::Reassembly => {
+                    let stalled = "a record stayed unfinished past the reassembly deadline";
+                    CloseReason::Protocol(Error::from(Violation::LinkProtocol(stalled)))
+                }
+            }),
+        }
+    }
+
+    /// The sending keys' time to change came at `now`: returns when they next change, if ever.
+    pub fn handle_rekey(&mut self, now: Instant) -> Result<Option<Instant>, CloseReason> {
+        let Crypto::Established { sealer, .. } = &mut self.crypto else { return Ok(None) };
+        sealer.handle_timeout(now).map_err(CloseReason::Protocol)?;
+        Ok(sealer.poll_timeout())
+    }
+
+    /// The link as its user writes to it: its transactions, its output and its settings;
+    /// `None` until records flow.
+    pub fn parts<'a>(&'a mut self, pool: &'a RefCell<Pool>) -> Option<Parts<'a>> {
+        let Link { crypto: Crypto::Established { sealer, .. }, txn, tx, meta, .. } = self else {
+            return None;
+        };
+        Some(Parts { txn, out: tx.sink(sealer, pool), meta })
+    }
+
+    /// Sends `plaintext` (whole messages) as one record of its own behind whatever the link
+    /// wrote before: a copy is made in a pooled buffer, `edit` rewrites it with the link's
+    /// transactions at hand, and it is sealed and queued if `edit` returns `Some`. `None` if
+    /// records do not flow, or `edit` refused.
+    pub fn queue_record<R>(
+        &mut self,
+        pool: &RefCell<Pool>,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let Link { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = self else {
+            return None;
+        };
+        // The record being built, if any, is sealed ahead of this one: both count.
+        let records = 1 + u16::from(tx.has_pending());
+        let result = tx.queue_record(sealer, pool, plaintext, |body| edit(txn, body))?;
+        self.records_queued = self.records_queued.saturating_add(records);
+        Some(result)
+    }
+
+    /// Sends `LINK_CLOSE` carrying `code`: the link's last message. `false` if records do not
+    /// flow (nothing sent).
+    pub fn send_close_notice(&mut self, code: ErrorCode, pool: &RefCell<Pool>) -> bool {
+        let Some(mut parts) = self.parts(pool) else { return false };
+        let _ = parts.txn.send_oneway(&mut parts.out, Command::LINK_CLOSE, code, &[]);
+        true
+    }
+
+    /// The link is gone, or closing: every transaction ends at once, with `code` as the loss's
+    /// error (their events follow from [`Link::poll_event`]).
+    pub fn handle_link_down(&mut self, code: ErrorCode) {
+        self.txn.handle_link_down(code);
+    }
+
+    /// The next event of the link's transactions.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.txn.poll_event()
+    }
+
+    /// The turn ends at `now`: what the link wrote is sealed into a record. Returns what to
+    /// arm, and whether to close (its output failed, or more than `send_queue_max` bytes wait).
+    pub fn end_turn(
+        &mut self,
+        now: Instant,
+        keepalive: Duration,
+        send_queue_max: usize,
+        pool: &mut Pool,
+        periods: &Periods,
+    ) -> EndTurn {
+        let mut end = EndTurn::default();
+        if let Crypto::Established { sealer, opener } = &mut self.crypto {
+            // Records written whole this turn (forwarded by a relay) are data; so is the record
+            // being built, unless it holds only a keepalive.
+            let whole = u64::from(std::mem::take(&mut self.records_queued));
+            let building = self.tx.has_pending();
+            if building || whole > 0 {
+                if building {
+                    self.tx.flush(sealer, pool);
+                }
+                end.records = whole + u64::from(building);
+                self.stats.records_out += end.records;
+                end.shed_at = self.clock.sealed(now, whole > 0, periods);
+            }
+            if self.clock.end_turn() {
+                // Quiet for a while: keep the keys' bytes, not their expanded schedules
+                // (rebuilt at the next record). An idle client costs that much less.
+                sealer.shed_keys();
+                opener.shed_keys();
+            }
+            if self.meta.keepalive_changed {
+                // A new interval: an entry for the deadline it gives.
+                self.meta.keepalive_changed = false;
+                let interval = self.meta.keepalive(keepalive);
+                end.keepalive_at = Some(self.clock.keepalive_changed(now, interval));
+            }
+        }
+        if let Some(error) = self.tx.take_failure() {
+            end.close = Some(CloseReason::Protocol(error));
+        } else if self.tx.queued_bytes() > send_queue_max {
+            end.close = Some(CloseReason::SendQueueFull);
+        }
+        end
+    }
+
+    /// The bytes to send, in order (sealed records, or handshake frames).
+    pub fn transmit(&self) -> impl Iterator<Item = &[u8]> {
+        self.tx.chunks()
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_idle(&self) -> bool {
+        self.tx.is_empty() && !self.tx.has_pending()
+    }
+
+    /// Bytes written and not yet sent (sealed, or in the record being built).
+    pub fn queued_bytes(&self) -> usize {
+        self.tx.queued_bytes()
+    }
+
+    /// Whether a send is in flight.
+    pub fn sending(&self) -> bool {
+        self.clock.sending()
+    }
+
+    /// A send of what [`Link::transmit`] gave started at `now`: returns when to arm its stall
+    /// deadline, if none is armed. `None` also if there was nothing to send.
+    pub fn send_started(&mut self, now: Instant, periods: &Periods) -> Option<Instant> {
+        self.clock.send_started(now, periods)
+    }
+
+    /// The send in flight completed, `n` bytes taken (0 for a failed send).
+    pub fn sent(&mut self, n: usize, pool: &mut Pool) {
+        self.clock.send_done();
+        self.stats.bytes_out += n as u64;
+        self.tx.advance(n, pool);
+    }
+
+    /// The link is closed: its keys are dropped at once, its buffers when [`Link::release`]d.
+    pub fn close(&mut self) {
+        self.crypto = Crypto::None;
+    }
+
+    /// Gives the link's buffers back to the pool.
+    pub fn release(&mut self, pool: &mut Pool) {
+        self.rx.release(pool);
+        self.tx.release(pool);
+    }
+
+    /// Heap bytes the link's streams hold (buffers in use).
+    pub fn heap_bytes(&self) -> usize {
+        self.tx.heap_bytes()
+    }
+}
