@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ringspan::sim::pair::{Output, Pair, Peer, Side};
+use ringspan::sim::pair::{Output, Pair, Parts, Side};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
@@ -19,14 +19,14 @@ const SIZES: [usize; 6] = [0, 16, 64, 200, 1_000, 4_000];
 /// B's application: answers each message with one of the same size, opens a child inside each
 /// transaction A opens, and closes its direction when A closes. A's application closes the
 /// children B opens.
-fn app(side: Side, peer: &mut Peer, output: Output<'_>) {
+fn app(side: Side, peer: &mut Parts<'_>, output: Output<'_>) {
     let Output::Received(Received::Txn(d)) = output else {
-        if let Output::Closed(error) = output {
-            panic!("link closed: {error}");
+        if let Output::Closed(reason) = output {
+            panic!("link closed: {reason}");
         }
         return;
     };
-    let Peer { link, out } = peer;
+    let Parts { txn: link, out, .. } = peer;
     match side {
         Side::B if d.opens() && d.parent.is_none() => {
             link.send(out, d.txn, DATA, d.payload, Flags::NONE, ErrorCode::NONE).unwrap();
@@ -44,21 +44,21 @@ fn app(side: Side, peer: &mut Peer, output: Output<'_>) {
 /// One transaction: A opens it, streams every size, closes; B echoes and stacks a child that
 /// A closes. Returns after both tables are empty again.
 fn cycle(pair: &mut Pair, payload: &[u8]) {
-    let a = &mut pair.a;
-    let txn = a.link.open(&mut a.out, None, OPEN, &payload[..64], Flags::NONE).unwrap();
+    let mut a = pair.a.parts();
+    let txn = a.txn.open(&mut a.out, None, OPEN, &payload[..64], Flags::NONE).unwrap();
     for &size in &SIZES {
-        a.link.send(&mut a.out, txn, DATA, &payload[..size], Flags::NONE, ErrorCode::NONE).unwrap();
+        a.txn.send(&mut a.out, txn, DATA, &payload[..size], Flags::NONE, ErrorCode::NONE).unwrap();
     }
     pair.drive(&mut app);
-    let a = &mut pair.a;
-    a.link.close(&mut a.out, txn, ErrorCode::NONE).unwrap();
+    let mut a = pair.a.parts();
+    a.txn.close(&mut a.out, txn, ErrorCode::NONE).unwrap();
     pair.drive(&mut app);
     for peer in [&mut pair.a, &mut pair.b] {
-        while let Some(event) = peer.link.poll_event() {
+        while let Some(event) = peer.txn().poll_event() {
             assert!(matches!(event, Event::Ended { error: ErrorCode::NONE, .. }));
         }
     }
-    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+    assert!(pair.a.txn().is_empty() && pair.b.txn().is_empty());
 }
 
 #[test]
