@@ -657,3 +657,5 @@ impl Pair {
     }
 }
 
+#[cfg(test)]
+mod tests;
