@@ -576,7 +576,9 @@ impl Pair {
     /// Transmits and delivers until nothing is in flight, advancing virtual time to each
     /// arrival (and to each deadline that comes due before it). Fails after `max_rounds`
     /// rounds: a livelock in the protocol or the application. Deadlines after the last arrival
-    /// are left for [`Pair::advance`] or [`Pair::run_for`].
+    /// are left for [`Pair::advance`] or [`Pair::run_for`]. A link is never silent for long
+    /// (keepalives): with a latency near the keepalive interval or above, there is always a
+    /// keepalive in flight and this never settles; run such a pair with [`Pair::run_for`].
     pub fn drive_bounded(
         &mut self,
         max_rounds: usize,

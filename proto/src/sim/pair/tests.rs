@@ -266,3 +266,21 @@ fn sending_keys_change_on_virtual_time() {
     assert!(pair.is_connected());
     assert_eq!(log.b.payloads.len(), 11);
 }
+
+#[test]
+fn a_links_own_keepalive_interval_takes_effect() {
+    let mut pair = Pair::new(ms(1));
+    let mut log = Log::default();
+    // Set by the link's user (as a client asks for its own interval), armed at the end of the
+    // turn.
+    let parts = pair.a.parts();
+    parts.meta.keepalive_ms = 100;
+    parts.meta.keepalive_changed = true;
+    let opened = |pair: &Pair| (pair.b.link().stats().records_in, pair.a.link().stats().records_in);
+    let before = opened(&pair);
+    pair.run_for(ms(2_500), &mut log.app());
+    let after = opened(&pair);
+    // Ten keepalives a second from A; B keeps the default of one a second.
+    assert_eq!((after.0 - before.0, after.1 - before.1), (25, 2));
+    assert!(pair.is_connected());
+}
