@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringspan::ids::TxnId;
 use ringspan::limits::RECORD_PLAINTEXT_MAX;
-use ringspan::sim::pair::{Output, Pair, Peer, Side};
+use ringspan::sim::pair::{Output, Pair, Parts, Side};
 use ringspan::txn::{Event, Link, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
 
@@ -258,32 +258,33 @@ fn pair_cycle(c: &mut Criterion) {
     let request = payload(CYCLE_PAYLOAD);
     let reply = payload(CYCLE_PAYLOAD);
     let ended = Cell::new(0u64);
-    let mut app = |side: Side, peer: &mut Peer, output: Output<'_>| match (side, output) {
+    let mut app = |side: Side, peer: &mut Parts<'_>, output: Output<'_>| match (side, output) {
         (Side::B, Output::Received(Received::Txn(delivery))) if delivery.opens() => {
             let flags = Flags::DELETE;
             let txn = delivery.txn;
-            peer.link.send(&mut peer.out, txn, COMMAND, &reply, flags, ErrorCode::NONE).unwrap();
+            peer.txn.send(&mut peer.out, txn, COMMAND, &reply, flags, ErrorCode::NONE).unwrap();
         }
         (Side::A, Output::Received(Received::Txn(delivery))) if delivery.closes() => {
-            peer.link.close(&mut peer.out, delivery.txn, ErrorCode::NONE).unwrap();
+            peer.txn.close(&mut peer.out, delivery.txn, ErrorCode::NONE).unwrap();
         }
         (_, Output::Event(event)) => {
             ended.set(ended.get() + u64::from(matches!(event, Event::Ended { .. })));
             black_box(event);
         }
-        (_, Output::Closed(error)) => panic!("link closed: {error}"),
+        (_, Output::Closed(reason)) => panic!("link closed: {reason}"),
         (_, Output::Received(received)) => {
             black_box(received);
         }
     };
     let mut pair = Pair::new(Duration::ZERO);
     let mut run = |pair: &mut Pair| {
-        pair.a.link.open(&mut pair.a.out, None, COMMAND, &request, Flags::NONE).unwrap();
+        let mut a = pair.a.parts();
+        a.txn.open(&mut a.out, None, COMMAND, &request, Flags::NONE).unwrap();
         pair.drive(&mut app);
     };
     run(&mut pair);
     assert_eq!(ended.get(), 2, "each end ends the transaction once");
-    assert!(pair.a.link.is_empty() && pair.b.link.is_empty());
+    assert!(pair.a.txn().is_empty() && pair.b.txn().is_empty());
     let allocations = allocations_after_warm_up(|| run(&mut pair));
     eprintln!("txn/cycle/pair: {allocations} allocations in {COUNTED} cycles after warm-up");
 

@@ -17,7 +17,7 @@
 //! - [`relay`]: a node: its span table, links and circuits relayed hop by hop. No I/O, no clock.
 //! - [`ids`], [`limits`], [`error`]: id newtypes, every bound with its reason, the errors.
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers without sockets, on
-//!   virtual time: `sim::pair::Pair` joins two transaction endpoints, and
+//!   virtual time: `sim::pair::Pair` joins two production links, and
 //!   `sim::cluster::Cluster` runs many span tables with link and node faults.
 //!
 //! This crate adds what does I/O:

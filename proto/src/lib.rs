@@ -17,7 +17,7 @@
 //! - [`relay`]: a node: its span table, links and circuits relayed hop by hop; redial backoff.
 //! - [`ids`], [`limits`], [`error`]: id newtypes, every bound with its reason, the errors.
 //! - `sim` (feature `sim`): deterministic harnesses that drive the layers on virtual time, whose
-//!   origin is the one clock reading: `sim::pair::Pair` joins two transaction endpoints,
+//!   origin is the one clock reading: `sim::pair::Pair` joins two production links,
 //!   `sim::cluster::Cluster` runs many span tables with link and node faults, and `sim::net`
 //!   full relay nodes.
 //!

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use ringspan::error::{Error, Misuse};
 use ringspan::ids::TxnId;
-use ringspan::sim::pair::{Output, Pair, Peer, Side};
+use ringspan::sim::pair::{Output, Pair, Parts, Side};
 use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags};
 
@@ -79,7 +79,7 @@ impl Model {
         }
     }
 
-    fn app(&mut self) -> impl FnMut(Side, &mut Peer, Output<'_>) + '_ {
+    fn app(&mut self) -> impl FnMut(Side, &mut Parts<'_>, Output<'_>) + '_ {
         move |side, _peer, output| {
             let books = self.books(side);
             match output {
@@ -99,8 +99,8 @@ impl Model {
                     *books.ended.entry(txn).or_default() += 1;
                     books.live.retain(|&t| t != txn);
                 }
-                Output::Closed(error) => {
-                    books.failures.push(format!("{side:?}: link closed: {error}"));
+                Output::Closed(reason) => {
+                    books.failures.push(format!("{side:?}: link closed: {reason}"));
                 }
             }
         }
@@ -149,9 +149,10 @@ fn expected(result: Result<(), Error>) -> Result<(), TestCaseError> {
 fn drain_events(pair: &mut Pair, model: &mut Model) {
     let mut app = model.app();
     for side in [Side::A, Side::B] {
-        let peer = pair.peer(side);
-        while let Some(event) = peer.link.poll_event() {
-            app(side, &mut Peer::default(), Output::Event(event));
+        // A closed link's events were all shown when it closed.
+        let Some(mut parts) = pair.peer(side).try_parts() else { continue };
+        while let Some(event) = parts.txn.poll_event() {
+            app(side, &mut parts, Output::Event(event));
         }
     }
 }
@@ -162,8 +163,8 @@ fn apply(pair: &mut Pair, model: &mut Model, op: &Op) -> Result<(), TestCaseErro
         Op::Open { side, parent, one_shot, len } => {
             let parent = parent.and_then(|i| pick(&model.books(side).live, i));
             let flags = if one_shot { Flags::DELETE } else { Flags::NONE };
-            let peer = pair.peer(side);
-            match peer.link.open(&mut peer.out, parent, CMD, &payload[..len], flags) {
+            let mut peer = pair.peer(side).parts();
+            match peer.txn.open(&mut peer.out, parent, CMD, &payload[..len], flags) {
                 Ok(txn) => {
                     let books = model.books(side);
                     if parent.is_some() {
@@ -179,28 +180,22 @@ fn apply(pair: &mut Pair, model: &mut Model, op: &Op) -> Result<(), TestCaseErro
         Op::Send { side, txn, len, advisory_abort } => {
             if let Some(txn) = pick(&model.books(side).live, txn) {
                 let flags = if advisory_abort { Flags::ABORT } else { Flags::NONE };
-                let peer = pair.peer(side);
-                let result = peer.link.send(
-                    &mut peer.out,
-                    txn,
-                    CMD,
-                    &payload[..len],
-                    flags,
-                    ErrorCode::NONE,
-                );
+                let mut peer = pair.peer(side).parts();
+                let result =
+                    peer.txn.send(&mut peer.out, txn, CMD, &payload[..len], flags, ErrorCode::NONE);
                 expected(result)?;
             }
         }
         Op::Close { side, txn } => {
             if let Some(txn) = pick(&model.books(side).live, txn) {
-                let peer = pair.peer(side);
-                expected(peer.link.close(&mut peer.out, txn, ErrorCode::NONE))?;
+                let mut peer = pair.peer(side).parts();
+                expected(peer.txn.close(&mut peer.out, txn, ErrorCode::NONE))?;
             }
         }
         Op::Abort { side, txn } => {
             if let Some(txn) = pick(&model.books(side).live, txn) {
-                let peer = pair.peer(side);
-                expected(peer.link.abort(&mut peer.out, txn, ErrorCode::ABORTED))?;
+                let mut peer = pair.peer(side).parts();
+                expected(peer.txn.abort(&mut peer.out, txn, ErrorCode::ABORTED))?;
             }
         }
         Op::Deliver => {
@@ -223,16 +218,16 @@ fn close_everything(pair: &mut Pair, model: &mut Model) -> Result<(), TestCaseEr
     for _ in 0..64 {
         for side in [Side::A, Side::B] {
             let live = model.books(side).live.clone();
-            let peer = pair.peer(side);
+            let mut peer = pair.peer(side).parts();
             for txn in live {
-                expected(peer.link.close(&mut peer.out, txn, ErrorCode::NONE))?;
+                expected(peer.txn.close(&mut peer.out, txn, ErrorCode::NONE))?;
             }
         }
         drain_events(pair, model);
         pair.drive_bounded(10_000, &mut model.app())
             .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         drain_events(pair, model);
-        if pair.a.link.is_empty() && pair.b.link.is_empty() {
+        if pair.a.txn().is_empty() && pair.b.txn().is_empty() {
             return Ok(());
         }
     }
@@ -247,8 +242,8 @@ fn force_everything_from_a(pair: &mut Pair, model: &mut Model) -> Result<(), Tes
     for _ in 0..2 {
         let live = model.a.live.clone();
         for txn in live.into_iter().filter(|txn| !model.a.stacked.contains_key(txn)) {
-            let peer = &mut pair.a;
-            match peer.link.abort(&mut peer.out, txn, ErrorCode::ABORTED) {
+            let mut peer = pair.a.parts();
+            match peer.txn.abort(&mut peer.out, txn, ErrorCode::ABORTED) {
                 // Already forced, or ended meanwhile by a cascade from its parent.
                 Err(Error::Misuse(Misuse::UnknownTransaction(_))) => {}
                 result => expected(result)?,
@@ -259,8 +254,8 @@ fn force_everything_from_a(pair: &mut Pair, model: &mut Model) -> Result<(), Tes
             .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         drain_events(pair, model);
     }
-    prop_assert!(pair.a.link.is_empty(), "A still holds {}", pair.a.link.len());
-    prop_assert!(pair.b.link.is_empty(), "B still holds {}", pair.b.link.len());
+    prop_assert!(pair.a.txn().is_empty(), "A still holds {}", pair.a.txn().len());
+    prop_assert!(pair.b.txn().is_empty(), "B still holds {}", pair.b.txn().len());
     Ok(())
 }
 
