@@ -118,7 +118,11 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
     let fds = raise_nofile_limit(4_096);
     // Raw connects held open, the listener's side of admitted ones, the storm's dials.
     let waves = 30u32;
-    let per_wave = ((fds.saturating_sub(400) / 3) / u64::from(waves)).min(20) as usize;
+    // A burst of twice the handshake rate opens the storm, so the rate refuses some whatever
+    // the machine's speed (accepting is cheap; the bucket refills at RATE a second).
+    let burst = 2 * RATE as usize;
+    let budget = fds.saturating_sub(400 + burst as u64);
+    let per_wave = ((budget / 3) / u64::from(waves)).min(20) as usize;
     assert!(per_wave >= 5, "the descriptor limit ({fds}) is too low for this test");
 
     let server_id = Identity::generate().unwrap();
@@ -165,6 +169,11 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
     let answered_before = tally.answered.load(Ordering::Relaxed);
     let mut silent = Vec::new();
     let storm_start = now();
+    for _ in 0..burst {
+        if let Ok(stream) = TcpStream::connect(addr) {
+            silent.push(stream);
+        }
+    }
     for wave in 0..waves {
         for _ in 0..per_wave {
             // A refused connection may be reset before the connect returns.
@@ -197,7 +206,7 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
         "storm: {} raw connects and {} dials in {STORM:?}; listener: {} handshakes started, \
          {} refused at max_links, {} refused by rate; the established link answered {} requests \
          ({answered_during} during the storm)",
-        per_wave * waves as usize,
+        burst + per_wave * waves as usize,
         storm_stats[0].dialled,
         s.accepted,
         s.refused_max_links,

@@ -184,6 +184,13 @@ impl LinkClock {
         self.take_arm(SHED_ARMED).then(|| now + periods.shed_keys_after)
     }
 
+    /// Data was written this turn after all (the application wrote into the record a keepalive
+    /// had started, or a record filled up): this turn's records are data, not keepalives alone,
+    /// and the keys stay. Call it before [`LinkClock::sealed`].
+    pub fn data_written(&mut self) {
+        self.set(PING_ONLY | SHED_AFTER_TURN, false);
+    }
+
     /// The turn's records are sealed: whether to shed the keys now (an idle keepalive asked).
     pub fn end_turn(&mut self) -> bool {
         let shed = self.has(SHED_AFTER_TURN);

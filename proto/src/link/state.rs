@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 
 use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::{Error, Violation};
-use crate::limits::HANDSHAKE_FRAME_MAX;
+use crate::limits::{HANDSHAKE_FRAME_MAX, MESSAGE_HEADER_LEN};
 use crate::txn::{self, Event, Received};
 use crate::wire::{Command, ErrorCode, Messages};
 
 use super::clock::{Deadline, Expiry, Fired, LinkClock, Periods, RxState};
 use super::pool::Pool;
 use super::stream::{Rx, Tx, TxSink};
+
+/// Plaintext bytes of a keepalive (`LINK_PING`, a header and no payload).
+const KEEPALIVE_LEN: usize = MESSAGE_HEADER_LEN;
 
 /// Why a link closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,8 +203,8 @@ pub struct Link {
     meta: LinkMeta,
     clock: LinkClock,
     stats: LinkStats,
-    /// Records queued whole this turn ([`Link::queue_record`]), counted at the end of the turn.
-    records_queued: u16,
+    /// A record was queued whole this turn ([`Link::queue_record`]: forwarded, so data).
+    whole_this_turn: bool,
 }
 
 impl Link {
@@ -216,7 +219,7 @@ impl Link {
             meta: LinkMeta::default(),
             clock: LinkClock::new(now),
             stats: LinkStats::default(),
-            records_queued: 0,
+            whole_this_turn: false,
         }
     }
 
@@ -238,6 +241,12 @@ impl Link {
     /// Its transactions (to end them, or read them).
     pub fn txn(&mut self) -> &mut txn::Link {
         &mut self.txn
+    }
+
+    /// The last time a record either way carried more than keepalives (key shedding counts
+    /// quiet from it).
+    pub fn last_data(&self) -> Instant {
+        self.clock.last_data()
     }
 
     /// Whether records flow (the handshake is done and the link not closed).
@@ -472,10 +481,8 @@ impl Link {
         let Link { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = self else {
             return None;
         };
-        // The record being built, if any, is sealed ahead of this one: both count.
-        let records = 1 + u16::from(tx.has_pending());
         let result = tx.queue_record(sealer, pool, plaintext, |body| edit(txn, body))?;
-        self.records_queued = self.records_queued.saturating_add(records);
+        self.whole_this_turn = true;
         Some(result)
     }
 
@@ -510,18 +517,24 @@ impl Link {
     ) -> EndTurn {
         let mut end = EndTurn::default();
         if let Crypto::Established { sealer, opener } = &mut self.crypto {
-            // Records written whole this turn (forwarded by a relay) are data; so is the record
-            // being built, unless it holds only a keepalive.
-            let whole = u64::from(std::mem::take(&mut self.records_queued));
-            let building = self.tx.has_pending();
-            if building || whole > 0 {
-                if building {
-                    self.tx.flush(sealer, pool);
-                }
-                end.records = whole + u64::from(building);
-                self.stats.records_out += end.records;
-                end.shed_at = self.clock.sealed(now, whole > 0, periods);
+            // This turn wrote data if a record went whole (forwarded by a relay), if a record
+            // filled up and was sealed already (a keepalive alone never fills one), or if the
+            // record being built holds more than a keepalive: whatever a keepalive that fired
+            // this turn assumed, the application may have written into its record since.
+            let whole = std::mem::take(&mut self.whole_this_turn);
+            let sealed = self.tx.take_sealed();
+            if whole || sealed > 0 || self.tx.pending_len() > KEEPALIVE_LEN {
+                self.clock.data_written();
             }
+            if self.tx.has_pending() {
+                self.tx.flush(sealer, pool);
+            }
+            // Every record sealed this turn counts: at its end, filled up, or whole.
+            end.records = u64::from(sealed) + u64::from(self.tx.take_sealed());
+            if end.records > 0 {
+                end.shed_at = self.clock.sealed(now, whole, periods);
+            }
+            self.stats.records_out += end.records;
             if self.clock.end_turn() {
                 // Quiet for a while: keep the keys' bytes, not their expanded schedules
                 // (rebuilt at the next record). An idle client costs that much less.

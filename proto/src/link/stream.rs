@@ -168,6 +168,8 @@ pub struct Tx {
     /// Sealed records (or handshake frames) behind the front one, in order, with their lengths.
     queue: VecDeque<(RecordBuf, u32)>,
     queued_bytes: usize,
+    /// Records sealed since [`Tx::take_sealed`] (at the end of a turn, or when one filled up).
+    sealed: u32,
     /// A sealing failure, to close the link with after the current callback. Boxed: it
     /// happens at most once in a link's life, and closes it.
     failed: Option<Box<Error>>,
@@ -208,7 +210,10 @@ impl Tx {
         };
         let len = std::mem::take(&mut self.building_len) as usize;
         match sealer.seal(&mut buf, len) {
-            Ok(wire_len) => self.push(buf, wire_len),
+            Ok(wire_len) => {
+                self.sealed = self.sealed.saturating_add(1);
+                self.push(buf, wire_len);
+            }
             Err(error) => {
                 pool.give(buf);
                 self.failed.get_or_insert_with(|| Box::new(error));
@@ -242,7 +247,10 @@ impl Tx {
         let mut pool = pool.borrow_mut();
         self.flush(sealer, &mut pool);
         match sealer.seal(&mut buf, len) {
-            Ok(wire_len) => self.push(buf, wire_len),
+            Ok(wire_len) => {
+                self.sealed = self.sealed.saturating_add(1);
+                self.push(buf, wire_len);
+            }
             Err(error) => {
                 pool.give(buf);
                 self.failed.get_or_insert_with(|| Box::new(error));
@@ -254,6 +262,17 @@ impl Tx {
     /// Whether a record is being built (messages written since the last flush).
     pub fn has_pending(&self) -> bool {
         self.building.is_some()
+    }
+
+    /// Plaintext bytes in the record being built.
+    pub fn pending_len(&self) -> usize {
+        self.building_len as usize
+    }
+
+    /// Records sealed since the last call: every one, whether sealed at the end of a turn, when
+    /// it filled up, or whole (a forwarded record).
+    pub fn take_sealed(&mut self) -> u32 {
+        std::mem::take(&mut self.sealed)
     }
 
     /// The bytes to send next, in order: the unsent part of the front chunk, then the chunks

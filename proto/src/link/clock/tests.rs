@@ -126,6 +126,22 @@ fn a_keepalive_riding_with_data_is_data() {
 }
 
 #[test]
+fn data_written_after_a_keepalive_in_the_same_turn_is_data() {
+    // The keepalive fires alone (nothing built yet), then the application writes into the
+    // same record before the turn ends: the record is data, and the keys stay.
+    let t0 = epoch();
+    let mut clock = up(t0);
+    assert_eq!(
+        fire(&mut clock, Deadline::Keepalive, ms(t0, 1_200)),
+        Fired::Ping { next: ms(t0, 1_400) }
+    );
+    clock.data_written();
+    clock.sealed(ms(t0, 1_200), false, &PERIODS);
+    assert!(!clock.end_turn(), "the record carried data too");
+    assert_eq!(clock.last_data(), ms(t0, 1_200));
+}
+
+#[test]
 fn the_shed_entry_follows_data_and_is_armed_again_after_a_shed() {
     let t0 = epoch();
     let mut clock = up(t0);

@@ -284,3 +284,31 @@ fn a_links_own_keepalive_interval_takes_effect() {
     assert_eq!((after.0 - before.0, after.1 - before.1), (25, 2));
     assert!(pair.is_connected());
 }
+
+#[test]
+fn data_written_in_the_turn_a_keepalive_fired_counts_as_data() {
+    // A keepalive fires on an idle link and writes its ping; later in the same turn the
+    // application writes into that record. The record is data: the last-data time moves (else a
+    // sender writing once per keepalive interval would shed its keys after every record).
+    let mut pair = Pair::new(ms(2));
+    let mut log = Log::default();
+    open_some(&mut pair, &mut log);
+    let txn = log.a.known[0];
+    pair.run_for(ms(3_500), &mut log.app());
+    // Step until A's keepalive fires: its ping waits in the record being built.
+    let mut steps = 0;
+    while pair.a.link().is_idle() {
+        pair.advance(ms(1));
+        pair.deliver(&mut log.app());
+        steps += 1;
+        assert!(steps < 2_000, "no keepalive fired");
+    }
+    let fired = pair.now();
+    assert!(pair.a.link().last_data() < fired, "quiet since the opens");
+    let mut a = pair.a.parts();
+    a.txn.send(&mut a.out, txn, DATA, b"late", Flags::NONE, ErrorCode::NONE).unwrap();
+    pair.transmit();
+    assert_eq!(pair.a.link().last_data(), fired, "the ping's record carried data");
+    pair.run_for(ms(100), &mut log.app());
+    assert_eq!(log.b.payloads.last().map(Vec::as_slice), Some(&b"late"[..]));
+}
