@@ -61,7 +61,7 @@ impl Worker {
     /// armed by [`Worker::accepted`] when the cancelled one's last completion arrives: it queues
     /// behind the others, and first takes whatever connections are already waiting. One
     /// submission per turn that accepted, however many connections it took, and one more when
-    /// the cancellation completes.
+    /// the cancellation completes. A lone worker has nowhere to move to, and does nothing.
     ///
     /// Never a new accept beside the cancelled one: with `DEFER_TASKRUN` the cancelled accept
     /// leaves the socket's wait queue only when the worker next waits in the kernel, and until
@@ -75,6 +75,7 @@ impl Worker {
     /// handshakes timed out.
     pub(super) fn rotate_accept(&mut self) {
         if !std::mem::take(&mut self.accepted_in_turn)
+            || self.mailboxes.len() < 2
             || self.listener.is_none()
             || self.shutdown_deadline.is_some()
             || self.accept_paused_until.is_some()
@@ -217,15 +218,14 @@ mod tests {
         fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
     }
 
-    /// A worker of a two-worker engine (so it rotates its accept), listening, not running: the
-    /// test takes its turns.
-    fn worker() -> (Worker, SocketAddr) {
-        let config =
-            Config { workers: 2, pin_workers: false, recv_buffers: 64, ..Config::default() };
+    /// The first worker of an engine of `workers`, listening, not running: the test takes its
+    /// turns.
+    fn worker(workers: usize) -> (Worker, SocketAddr) {
+        let config = Config { workers, pin_workers: false, recv_buffers: 64, ..Config::default() };
         let identity = Identity::generate().unwrap();
         let cipher = Arc::new(cipher::Config::new(identity).unwrap());
         let mailboxes: Arc<[Arc<Mailbox>]> =
-            (0..2).map(|_| Arc::new(Mailbox::new().unwrap())).collect();
+            (0..workers).map(|_| Arc::new(Mailbox::new().unwrap())).collect();
         let (mut listener, addr) = bind_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap();
         let worker = Worker::new(0, Arc::new(config), cipher, mailboxes, listener.pop()).unwrap();
         (worker, addr)
@@ -257,7 +257,8 @@ mod tests {
 
     #[test]
     fn a_connection_that_arrives_while_the_accept_rotates_is_accepted() {
-        let (mut worker, addr) = worker();
+        // One of two workers, so it rotates its accept.
+        let (mut worker, addr) = worker(2);
         worker.arm_accept();
         let _first = TcpStream::connect(addr).unwrap();
         accept_until(&mut worker, 1);
@@ -269,5 +270,17 @@ mod tests {
         // No later connection wakes an accept: this one is taken all the same.
         accept_until(&mut worker, 2);
         assert_eq!(worker.stats.refused_handshake_rate + worker.stats.refused_max_links, 0);
+    }
+
+    #[test]
+    fn a_lone_worker_keeps_its_accept() {
+        let (mut worker, addr) = worker(1);
+        worker.arm_accept();
+        let generation = worker.accept_generation;
+        let _first = TcpStream::connect(addr).unwrap();
+        accept_until(&mut worker, 1);
+        let _second = TcpStream::connect(addr).unwrap();
+        accept_until(&mut worker, 2);
+        assert_eq!(worker.accept_generation, generation, "the same accept took both");
     }
 }
