@@ -27,6 +27,7 @@ use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
 use super::config::NodeConfig;
+use super::demo::free_port;
 use super::run::start;
 
 const CALL: Cmd = Cmd::new(1, 1);
@@ -61,11 +62,6 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("timed out waiting for {what}"))
-}
-
-fn port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 fn key(dir: &Path, name: &str) -> Result<PrivateKey, String> {
@@ -108,7 +104,7 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     }
     let names = ["n0", "n1", "n2", "sat"];
     let keys = names.iter().map(|n| key(dir, n)).collect::<Result<Vec<_>, _>>()?;
-    let ports = names.iter().map(|_| port()).collect::<Result<Vec<_>, _>>()?;
+    let ports = names.iter().map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
     let caller_id = Identity::generate().map_err(|e| e.to_string())?;
     let limits = "\n[limits]\nkeepalive_ms = 15000\nidle_timeout_ms = 60000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     let peer = |i: usize, dial: bool| -> Result<String, String> {
@@ -151,11 +147,13 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
         }
     }
     let sat_config = dir.join("sat.toml");
-    let satellite = Kid(Command::new(&exe)
+    // Its log (warnings and errors) says why, if it does not join.
+    let sat_log = dir.join("sat.log");
+    let mut satellite = Kid(Command::new(&exe)
         .args(["run", "--config"])
         .arg(&sat_config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&sat_log).map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| format!("cannot start the satellite: {e}"))?);
     let sat_snapshot = || -> Option<Snapshot> {
@@ -165,9 +163,21 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     let sat_addr = format!("127.0.0.1:{}", ports[3]);
     println!("ringspan demo --satellites: a 3-node core (n0 holds an echo master) and a satellite");
     println!("  process on n1; {clients} idle clients and 2 client applications attach to it\n");
-    wait_for("the satellite to join the core", || {
-        sat_snapshot().is_some_and(|s| s.links.len() == 1)
-    })?;
+    let mut exited = None;
+    let joined = wait_for("the satellite to join the core", || {
+        exited = satellite.0.try_wait().ok().flatten();
+        exited.is_some() || sat_snapshot().is_some_and(|s| s.links.len() == 1)
+    });
+    if exited.is_some() || joined.is_err() {
+        let log = std::fs::read_to_string(&sat_log).unwrap_or_default();
+        let log = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev();
+        let log = log.collect::<Vec<_>>().join("\n  ");
+        let what = match exited {
+            Some(status) => format!("the satellite exited ({status})"),
+            None => format!("the satellite did not join the core within {} s", WAIT.as_secs()),
+        };
+        return Err(format!("{what}; its log:\n  {log}"));
+    }
     let core_routes = |core: &[Handle]| core[0].routes().len();
     println!("core routes at n0 with no client:       {}", core_routes(&core));
 
