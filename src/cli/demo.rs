@@ -49,9 +49,31 @@ fn now() -> Instant {
     Instant::now()
 }
 
-fn free_port() -> Result<u16, String> {
+/// A loopback port free at the time of asking, for a node to listen on: below the ephemeral
+/// range when there is room (the 10,000 ports under it), so that no outgoing connection (the
+/// demo's own nodes dial each other while the later ones start, and other processes dial too)
+/// is given it as its source port before the node binds it. Never one given before by this
+/// process. Else one the system picks.
+pub(super) fn free_port() -> Result<u16, String> {
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let low = range.ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+    if let Some(low) = low.filter(|&low| low >= 12_000) {
+        for _ in 0..1_000 {
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            let port = low - 10_000 + (random % 10_000) as u16;
+            if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    given.push(port);
+    Ok(port)
 }
 
 struct Member {

@@ -6,8 +6,15 @@
 //! hello; the `ringspan-bench` binary beside this one), and two client applications with client mounts run here. The demo shows that the
 //! core's table does not grow with the clients, that calls go client → master and master →
 //! client through the satellite, and what an idle client costs the satellite.
+//!
+//! The crowd redials a client whose dial failed, as a client node does, and says when it has
+//! dialled them all how many came up and why the others did not; the demo waits for that, then
+//! for the satellite to hold them, as long as either makes progress. If some clients did not
+//! attach, the demo says so with the crowd's reasons and the satellite's counters, carries on
+//! with those that did, and exits non-zero.
 
 use std::fmt::Write as _;
+use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,11 +27,16 @@ use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
 use super::config::NodeConfig;
+use super::demo::free_port;
 use super::run::start;
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
 const WAIT: Duration = Duration::from_secs(30);
+/// How long the attaching may make no progress at all (the satellite holds no more clients and
+/// the crowd has not said it is done) before the demo stops waiting: past the crowd's own bound,
+/// a minute without any dial ending, and its handshake timeout.
+const ATTACH_STALL: Duration = Duration::from_secs(90);
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock
 fn now() -> Instant {
@@ -50,11 +62,6 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("timed out waiting for {what}"))
-}
-
-fn port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 fn key(dir: &Path, name: &str) -> Result<PrivateKey, String> {
@@ -97,7 +104,7 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     }
     let names = ["n0", "n1", "n2", "sat"];
     let keys = names.iter().map(|n| key(dir, n)).collect::<Result<Vec<_>, _>>()?;
-    let ports = names.iter().map(|_| port()).collect::<Result<Vec<_>, _>>()?;
+    let ports = names.iter().map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
     let caller_id = Identity::generate().map_err(|e| e.to_string())?;
     let limits = "\n[limits]\nkeepalive_ms = 15000\nidle_timeout_ms = 60000\nredial_min_ms = 50\nredial_max_ms = 500\n";
     let peer = |i: usize, dial: bool| -> Result<String, String> {
@@ -140,11 +147,13 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
         }
     }
     let sat_config = dir.join("sat.toml");
-    let satellite = Kid(Command::new(&exe)
+    // Its log (warnings and errors) says why, if it does not join.
+    let sat_log = dir.join("sat.log");
+    let mut satellite = Kid(Command::new(&exe)
         .args(["run", "--config"])
         .arg(&sat_config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&sat_log).map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| format!("cannot start the satellite: {e}"))?);
     let sat_snapshot = || -> Option<Snapshot> {
@@ -154,9 +163,21 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     let sat_addr = format!("127.0.0.1:{}", ports[3]);
     println!("ringspan demo --satellites: a 3-node core (n0 holds an echo master) and a satellite");
     println!("  process on n1; {clients} idle clients and 2 client applications attach to it\n");
-    wait_for("the satellite to join the core", || {
-        sat_snapshot().is_some_and(|s| s.links.len() == 1)
-    })?;
+    let mut exited = None;
+    let joined = wait_for("the satellite to join the core", || {
+        exited = satellite.0.try_wait().ok().flatten();
+        exited.is_some() || sat_snapshot().is_some_and(|s| s.links.len() == 1)
+    });
+    if exited.is_some() || joined.is_err() {
+        let log = std::fs::read_to_string(&sat_log).unwrap_or_default();
+        let log = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev();
+        let log = log.collect::<Vec<_>>().join("\n  ");
+        let what = match exited {
+            Some(status) => format!("the satellite exited ({status})"),
+            None => format!("the satellite did not join the core within {} s", WAIT.as_secs()),
+        };
+        return Err(format!("{what}; its log:\n  {log}"));
+    }
     let core_routes = |core: &[Handle]| core[0].routes().len();
     println!("core routes at n0 with no client:       {}", core_routes(&core));
 
@@ -188,38 +209,51 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     );
     let rss_before = rss_kib(satellite.0.id()).unwrap_or(0);
 
-    // The crowd.
+    // The crowd: it dials every client (again after a backoff if a dial fails, as a client
+    // does), then holds the links until it is killed. Its `holding` line on stderr says how
+    // many came up, and why the others did not.
     let t0 = now();
-    let crowd = Kid(Command::new(&bench)
+    let mut crowd = Kid(Command::new(&bench)
         .args(["clients", "--connect", &sat_addr, "--peer-key"])
         .arg(public(&keys[3])?)
-        .args(["--clients", &clients.to_string(), "--rate", "2000", "--hold", "30", "--json"])
+        .args(["--clients", &clients.to_string(), "--rate", "2000", "--hold", "86400", "--json"])
         .args(["--keepalive-ms", "15000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the client crowd: {e}"))?);
+    let crowd_lines = {
+        let stderr = crowd.0.stderr.take().ok_or("the client crowd has no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
     let total = clients as usize + 2;
-    let mut last = 0;
-    wait_for("every client to attach", || {
-        let held = sat_snapshot().map_or(0, |s| s.clients);
-        if held != last {
-            print!("\r  clients attached to the satellite: {held:>7}");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-            last = held;
-        }
-        held >= total
-    })?;
+    let attach = wait_for_clients(total, &mut crowd, &crowd_lines, &sat_snapshot);
     let attach_time = t0.elapsed();
-    println!(
-        "\r  clients attached to the satellite: {total:>7} in {:.1} s",
-        attach_time.as_secs_f64()
-    );
+    let held = attach.held;
+    match &attach.short {
+        None => println!(
+            "\r  clients attached to the satellite: {total:>7} in {:.1} s",
+            attach_time.as_secs_f64()
+        ),
+        Some(why) => println!(
+            "\r  clients attached to the satellite: {held:>7} of {total}, after {:.1} s\n  \
+             not all attached: {why}",
+            attach_time.as_secs_f64()
+        ),
+    }
     // Let the links go quiet, as idle clients are, then read the satellite's memory.
     std::thread::sleep(Duration::from_secs(2));
     let rss_after = rss_kib(satellite.0.id()).unwrap_or(0);
     println!(
-        "core routes at n0 with {total} clients: {}  (unchanged: no route per client)",
+        "core routes at n0 with {held} clients: {}  (unchanged: no route per client)",
         core_routes(&core)
     );
 
@@ -275,11 +309,16 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     println!("calls client -> master through the satellite: {up} of 100 answered");
     println!("calls core -> client through the satellite:   {down} of 100 answered");
 
-    let per_client = (rss_after.saturating_sub(rss_before) * 1024) / clients.max(1);
+    let crowd_held = held.saturating_sub(2).max(1) as u64;
+    let per_client = (rss_after.saturating_sub(rss_before) * 1024) / crowd_held;
     println!("\nSUMMARY");
     println!("  {:<40} {}", "clients on the satellite", snapshot.clients);
     println!("  {:<40} {}", "routes in the core's table (n0)", core_routes(&core));
-    println!("  {:<40} {:.0}/s", "handshakes", clients as f64 / attach_time.as_secs_f64());
+    println!(
+        "  {:<40} {:.0}/s",
+        "handshakes",
+        held.saturating_sub(2) as f64 / attach_time.as_secs_f64()
+    );
     println!(
         "  {:<40} {} -> {} KiB",
         "satellite RSS before -> with the crowd", rss_before, rss_after
@@ -299,8 +338,95 @@ pub fn run(dir: &Path, clients: u64) -> Result<(), String> {
     for node in core {
         node.shutdown();
     }
+    if let Some(why) = attach.short {
+        return Err(format!("only {held} of {total} clients attached: {why}"));
+    }
     if up + down != 200 {
         return Err(format!("only {} of 200 calls were answered", up + down));
     }
     Ok(())
+}
+
+/// How the clients attached: how many the satellite holds, and if not all, why.
+struct Attached {
+    held: usize,
+    short: Option<String>,
+}
+
+/// Waits for the satellite to hold `total` clients, printing its count as it grows. Ends
+/// early once the crowd has said it is done dialling (or has exited) and the satellite holds
+/// every client the crowd got up, or when nothing has progressed for [`ATTACH_STALL`]; the
+/// reason then says what the crowd and the satellite saw.
+fn wait_for_clients(
+    total: usize,
+    crowd: &mut Kid,
+    crowd_lines: &std::sync::mpsc::Receiver<String>,
+    sat_snapshot: &dyn Fn() -> Option<Snapshot>,
+) -> Attached {
+    let mut held = 0;
+    let mut last_snapshot = None;
+    let mut crowd_said: Option<String> = None;
+    let mut crowd_up: Option<usize> = None;
+    let mut crowd_log = Vec::new();
+    let mut progress_at = now();
+    loop {
+        while let Ok(line) = crowd_lines.try_recv() {
+            if let Some(rest) = line.strip_prefix("holding ") {
+                crowd_up = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+                // What follows "holding N links idle for S s" says why links are missing.
+                crowd_said = Some(match line.split_once("; ") {
+                    Some((_, why)) => format!("the crowd: {why}"),
+                    None => format!("the crowd: every link up ({rest})"),
+                });
+                progress_at = now();
+            } else if !line.trim().is_empty() {
+                crowd_log.push(line);
+            }
+        }
+        if crowd_said.is_none()
+            && let Ok(Some(status)) = crowd.0.try_wait()
+        {
+            crowd_up = Some(0);
+            crowd_said =
+                Some(format!("the client crowd exited ({status}): {}", crowd_log.join("; ")));
+        }
+        if let Some(snapshot) = sat_snapshot() {
+            if snapshot.clients != held {
+                held = snapshot.clients;
+                progress_at = now();
+                print!("\r  clients attached to the satellite: {held:>7}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+            last_snapshot = Some(snapshot);
+        }
+        if held >= total {
+            return Attached { held, short: None };
+        }
+        // Every client the crowd got up is here (two are the client applications).
+        let all_it_got = crowd_up.is_some_and(|up| held >= up + 2);
+        let stalled = now().duration_since(progress_at) > ATTACH_STALL;
+        if all_it_got || stalled {
+            let mut why = crowd_said.unwrap_or_else(|| {
+                format!(
+                    "the crowd has not finished dialling, and no client attached for {} s",
+                    ATTACH_STALL.as_secs()
+                )
+            });
+            if let Some(s) = last_snapshot {
+                let _ = write!(
+                    why,
+                    "; the satellite: {} connections accepted, {} refused at accept (handshake \
+                     rate {}, max links {}), {} handshakes failed, {} in progress",
+                    s.accepted,
+                    s.refused_handshake_rate + s.refused_max_links,
+                    s.refused_handshake_rate,
+                    s.refused_max_links,
+                    s.handshake_failures,
+                    s.handshaking
+                );
+            }
+            return Attached { held, short: Some(why) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

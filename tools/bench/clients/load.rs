@@ -4,13 +4,21 @@
 //! in every cluster), optionally advertising one client mount once the satellite's hello has
 //! arrived (a `LINK_SPAN`, as a client node with one attached mount does), then held idle.
 //!
+//! A dial that fails (refused, reset by the satellite's admission, handshake timed out) is
+//! dialled again under the same key after a backoff, as a client node redials its satellite:
+//! from [`Plan::redial_min`] doubling to [`Plan::redial_max`], each wait jittered down by up to
+//! half so links that failed together do not come back together; a link is given up after
+//! [`Plan::attempts`] failed dials. Links that go down after they were up are counted, not
+//! redialled: holding them is what is measured.
+//!
 //! [`ClientLoad`] is the worker's service. The thread running the benchmark asks it for a
 //! [`ClientsReport`] with [`Progress`] (a [`ringspan::ring::Command::Service`]); nothing is shared
 //! between them otherwise.
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -53,6 +61,12 @@ pub struct Plan {
     /// The idle timeout each link's hello asks the satellite to keep alive for (the load's
     /// engine's own), as a client node's does.
     pub idle_timeout: Duration,
+    /// Dials per link before it is given up (1: a failed dial is not redialled).
+    pub attempts: u32,
+    /// The first wait before a failed dial is redialled.
+    pub redial_min: Duration,
+    /// The longest wait between two dials of a link.
+    pub redial_max: Duration,
 }
 
 /// Asks a [`ClientLoad`] for its report so far.
@@ -67,13 +81,17 @@ pub struct ClientsReport {
     pub sources: usize,
     /// Dials per second asked for.
     pub rate: f64,
-    /// Dials started.
+    /// Links dialled (their first dial).
     pub dialled: u64,
+    /// Dials again of links whose dial had failed.
+    pub redialled: u64,
     /// Links whose handshake completed.
     pub established: u64,
-    /// Dials that failed before their handshake completed.
+    /// Dials that failed before their handshake completed (first dials and redials).
     pub failed: u64,
-    /// Dials neither up nor failed yet.
+    /// Links given up: each of their dials failed.
+    pub given_up: u64,
+    /// Links dialled and neither up nor given up yet (handshaking, or waiting to be redialled).
     pub pending: u64,
     /// Links that went down after they were up.
     pub lost: u64,
@@ -105,6 +123,59 @@ struct ClientMount {
     mount: MountId,
 }
 
+/// A link not up yet: what it dials as, and how many of its dials failed.
+struct Link {
+    /// The key it dials under (`None`: the engine's).
+    identity: Option<Arc<cipher::Config>>,
+    /// The client mount it advertises once up, if any.
+    advert: Option<ClientMount>,
+    failures: u32,
+}
+
+/// A link waiting to be dialled again, first due first.
+struct Redial {
+    due: Instant,
+    /// Breaks ties in failure order.
+    seq: u64,
+    link: Link,
+}
+
+impl PartialEq for Redial {
+    fn eq(&self, other: &Redial) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+
+impl Eq for Redial {}
+
+impl PartialOrd for Redial {
+    fn partial_cmp(&self, other: &Redial) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Redial {
+    fn cmp(&self, other: &Redial) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+/// The wait before the next dial of a link whose last `failures` dials failed (at least one):
+/// `min` doubling with each failure up to `max`, jittered down by up to half (`rng`, a
+/// xorshift state, never zero).
+fn backoff(min: Duration, max: Duration, failures: u32, rng: &mut u64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    let wait = min.saturating_mul(1 << doublings).min(max);
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    wait.mul_f64(1.0 - (*rng % 1024) as f64 / 2048.0)
+}
+
+/// How often, at most, the links still dialling are looked over for the ones that failed
+/// (see [`ClientLoad::match_failures`]).
+const MATCH_EVERY: Duration = Duration::from_millis(10);
+
 /// The worker's service: dials, opens hellos, counts.
 pub struct ClientLoad {
     addr: SocketAddr,
@@ -119,13 +190,30 @@ pub struct ClientLoad {
     hello_len: usize,
     started: Option<Instant>,
     dialled: u64,
-    /// When each link still handshaking was dialled, and the client mount it is to advertise,
-    /// if any.
-    dialling: HashMap<LinkId, (Instant, Option<ClientMount>), foldhash::fast::RandomState>,
+    /// Dials started, first dials and redials (picks the source address).
+    attempts: u64,
+    /// When each link still connecting or handshaking was dialled (this time), and the link.
+    dialling: HashMap<LinkId, (Instant, Link), foldhash::fast::RandomState>,
+    /// Links whose dial failed, waiting to be dialled again.
+    redials: BinaryHeap<Reverse<Redial>>,
+    redial_seq: u64,
+    max_attempts: u32,
+    redial_min: Duration,
+    redial_max: Duration,
+    rng: u64,
+    /// Dials that could not start (`connect_as` returned no link), already handled, whose
+    /// `dial_failed` is still to come.
+    failed_to_start: u64,
+    /// Failures heard of in `dial_failed` (which does not say which link) not yet matched to
+    /// their link in `dialling`.
+    unmatched_failures: u64,
+    next_match: Option<Instant>,
     /// Links up whose advertisement waits for the satellite's hello.
     awaiting_hello: HashMap<LinkId, ClientMount, foldhash::fast::RandomState>,
     established: u64,
+    redialled: u64,
     failed: u64,
+    given_up: u64,
     lost: u64,
     advertised: u64,
     last_up: Option<Instant>,
@@ -155,10 +243,22 @@ impl ClientLoad {
             hello_len,
             started: None,
             dialled: 0,
+            attempts: 0,
             dialling: HashMap::default(),
+            redials: BinaryHeap::new(),
+            redial_seq: 0,
+            max_attempts: plan.attempts.max(1),
+            redial_min: plan.redial_min,
+            redial_max: plan.redial_max.max(plan.redial_min),
+            rng: std::hash::BuildHasher::hash_one(&foldhash::fast::RandomState::default(), 0) | 1,
+            failed_to_start: 0,
+            unmatched_failures: 0,
+            next_match: None,
             awaiting_hello: HashMap::default(),
             established: 0,
+            redialled: 0,
             failed: 0,
+            given_up: 0,
             lost: 0,
             advertised: 0,
             last_up: None,
@@ -170,28 +270,82 @@ impl ClientLoad {
         }
     }
 
-    fn dial(&mut self, worker: &mut WorkerCtx<'_>) {
-        let from = match self.sources.len() {
-            0 => None,
-            n => Some(self.sources[(self.dialled % n as u64) as usize]),
-        };
+    /// Dials a new link: the next identity, and the client mount that goes with it.
+    fn dial_new(&mut self, worker: &mut WorkerCtx<'_>) {
         let index = self.dialled;
         self.dialled += 1;
-        let (id, origin, mount) = match self.identities.next() {
+        let identity = self.identities.next();
+        let (origin, mount) = match &identity {
             Some(cipher) => {
                 let origin = cipher.identity().public_key().node_id();
-                let id = worker.connect_as(self.addr, from, Some(self.peer), cipher);
-                (id, origin, MountId(origin.0))
+                (origin, MountId(origin.0))
             }
-            None => {
-                let id = worker.connect_from(self.addr, from, Some(self.peer));
-                (id, self.node, MountId(self.node.0.wrapping_add(u128::from(index))))
-            }
+            None => (self.node, MountId(self.node.0.wrapping_add(u128::from(index)))),
         };
         let advert = self.mount_cluster.map(|_| ClientMount { origin, mount });
-        // A dial that could not start is reported through `dial_failed`.
-        if let Some(id) = id {
-            self.dialling.insert(id, (worker.now(), advert));
+        self.dial(worker, Link { identity, advert, failures: 0 });
+    }
+
+    /// Starts one dial of `link`.
+    fn dial(&mut self, worker: &mut WorkerCtx<'_>, link: Link) {
+        let from = match self.sources.len() {
+            0 => None,
+            n => Some(self.sources[(self.attempts % n as u64) as usize]),
+        };
+        self.attempts += 1;
+        let id = match &link.identity {
+            Some(cipher) => worker.connect_as(self.addr, from, Some(self.peer), cipher.clone()),
+            None => worker.connect_from(self.addr, from, Some(self.peer)),
+        };
+        match id {
+            Some(id) => {
+                self.dialling.insert(id, (worker.now(), link));
+            }
+            None => {
+                // `dial_failed` counts it after this turn's callbacks.
+                self.failed_to_start += 1;
+                self.dial_ended_in_failure(worker.now(), link);
+            }
+        }
+    }
+
+    /// A dial of `link` failed at `now`: it is dialled again after its backoff, or given up.
+    fn dial_ended_in_failure(&mut self, now: Instant, mut link: Link) {
+        link.failures += 1;
+        if link.failures >= self.max_attempts {
+            self.given_up += 1;
+            return;
+        }
+        let wait = backoff(self.redial_min, self.redial_max, link.failures, &mut self.rng);
+        self.redial_seq += 1;
+        self.redials.push(Reverse(Redial { due: now + wait, seq: self.redial_seq, link }));
+    }
+
+    /// `dial_failed` does not say which dial failed: the links still dialling whose link is
+    /// gone from the engine (freed once closed) are the ones. Looked over at most every
+    /// [`MATCH_EVERY`], and only while some failure is unmatched.
+    fn match_failures(&mut self, worker: &mut WorkerCtx<'_>) {
+        let now = worker.now();
+        if self.unmatched_failures == 0 {
+            return;
+        }
+        if self.next_match.is_some_and(|at| now < at) {
+            worker.wake_at(self.next_match.unwrap_or(now));
+            return;
+        }
+        let gone: Vec<LinkId> =
+            self.dialling.keys().copied().filter(|&id| worker.link_stats(id).is_none()).collect();
+        for id in gone {
+            if let Some((_, link)) = self.dialling.remove(&id) {
+                self.unmatched_failures = self.unmatched_failures.saturating_sub(1);
+                self.dial_ended_in_failure(now, link);
+            }
+        }
+        if self.unmatched_failures > 0 {
+            // Closed, not freed yet: its last operations are still completing.
+            let at = now + MATCH_EVERY;
+            self.next_match = Some(at);
+            worker.wake_at(at);
         }
     }
 
@@ -229,9 +383,11 @@ impl ClientLoad {
             sources: self.sources.len(),
             rate: self.rate,
             dialled: self.dialled,
+            redialled: self.redialled,
             established: self.established,
             failed: self.failed,
-            pending: self.dialled - self.established - self.failed,
+            given_up: self.given_up,
+            pending: self.dialled.saturating_sub(self.established + self.given_up),
             lost: self.lost,
             advertised: self.advertised,
             up_now,
@@ -255,7 +411,7 @@ impl Service for ClientLoad {
         let now = link.now();
         self.established += 1;
         self.last_up = Some(now);
-        if let Some((dialled, advert)) = self.dialling.remove(&link.id()) {
+        if let Some((dialled, Link { advert, .. })) = self.dialling.remove(&link.id()) {
             let us = now.saturating_duration_since(dialled).as_micros() as u64;
             let _ = self.connect_us.record(us.max(1));
             if let Some(advert) = advert {
@@ -292,22 +448,41 @@ impl Service for ClientLoad {
     fn dial_failed(&mut self, _addr: SocketAddr, reason: CloseReason) {
         self.failed += 1;
         *self.failures.entry(reason.to_string()).or_default() += 1;
+        if self.failed_to_start > 0 {
+            self.failed_to_start -= 1;
+        } else {
+            self.unmatched_failures += 1;
+        }
     }
 
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
+        let now = worker.now();
+        self.match_failures(worker);
+        while let Some(Reverse(redial)) = self.redials.peek() {
+            if redial.due > now {
+                worker.wake_at(redial.due);
+                break;
+            }
+            let Some(Reverse(redial)) = self.redials.pop() else { break };
+            self.redialled += 1;
+            self.dial(worker, redial.link);
+        }
         if self.dialled >= self.clients {
             return;
         }
-        let now = worker.now();
         let started = *self.started.get_or_insert(now);
         let elapsed = now.saturating_duration_since(started).as_secs_f64();
         let due = ((elapsed * self.rate) as u64 + 1).min(self.clients);
         while self.dialled < due {
-            self.dial(worker);
+            self.dial_new(worker);
         }
         if self.dialled < self.clients {
             let next = Duration::from_secs_f64(self.dialled as f64 / self.rate);
             worker.wake_at(started + next);
+        }
+        if let Some(Reverse(redial)) = self.redials.peek() {
+            // One that could not even start, just now.
+            worker.wake_at(redial.due);
         }
     }
 
@@ -315,5 +490,27 @@ impl Service for ClientLoad {
         if let Ok(progress) = command.downcast::<Progress>() {
             let _ = progress.0.send(self.report());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redials_back_off_doubling_up_to_the_longest_wait_jittered_down_by_up_to_half() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(5_000));
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        for failures in 1..40 {
+            let full = (min * 2u32.pow((failures - 1).min(20))).min(max);
+            for _ in 0..100 {
+                let wait = backoff(min, max, failures, &mut rng);
+                assert!(wait <= full && wait >= full / 2, "{failures}: {wait:?} of {full:?}");
+            }
+        }
+        // Links that failed together do not come back together.
+        let waits: std::collections::BTreeSet<_> =
+            (0..100).map(|_| backoff(min, max, 3, &mut rng)).collect();
+        assert!(waits.len() > 50, "{waits:?}");
     }
 }

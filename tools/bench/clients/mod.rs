@@ -44,6 +44,18 @@ pub struct ClientsArgs {
     /// Keepalive interval of the links, in milliseconds; their idle timeout is four times it.
     #[arg(long, default_value_t = 15_000)]
     keepalive_ms: u64,
+    /// Dials per link before it is given up: a dial that fails (refused, reset by the
+    /// satellite's admission, handshake timed out) is dialled again under the same key after
+    /// a backoff, as a client node redials its satellite. 1: never redialled.
+    #[arg(long, default_value_t = 10)]
+    attempts: u32,
+    /// The first wait before a failed dial is redialled, in milliseconds; it doubles after each
+    /// failure of the link up to --redial-max-ms, each wait jittered down by up to half.
+    #[arg(long, default_value_t = ringspan::limits::REDIAL_MIN_MS)]
+    redial_min_ms: u64,
+    /// The longest wait between two dials of a link, in milliseconds.
+    #[arg(long, default_value_t = ringspan::limits::REDIAL_MAX_MS)]
+    redial_max_ms: u64,
     /// Every link dials under one shared key instead of a key of its own.
     #[arg(long)]
     shared_key: bool,
@@ -82,6 +94,12 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
     }
     if !(1..=3_600_000).contains(&args.keepalive_ms) {
         return Err("--keepalive-ms must be between 1 and 3,600,000".into());
+    }
+    if args.attempts == 0 {
+        return Err("--attempts must be at least 1".into());
+    }
+    if args.redial_min_ms > args.redial_max_ms || args.redial_max_ms > 3_600_000 {
+        return Err("--redial-min-ms must not exceed --redial-max-ms, nor that an hour".into());
     }
     let peer = PublicKey::from_base64(args.peer_key.trim().as_bytes())
         .map_err(|e| format!("--peer-key: {e}"))?;
@@ -152,6 +170,9 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
         node,
         mount_cluster,
         idle_timeout,
+        attempts: args.attempts,
+        redial_min: Duration::from_millis(args.redial_min_ms),
+        redial_max: Duration::from_millis(args.redial_max_ms),
     }));
     let engine = Engine::start(config, Arc::new(own), move |_| {
         // One worker: the plan is taken once.
@@ -166,6 +187,9 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
             node,
             mount_cluster: None,
             idle_timeout,
+            attempts: 1,
+            redial_min: Duration::ZERO,
+            redial_max: Duration::ZERO,
         }))
     })
     .map_err(|e| e.to_string())?;
@@ -177,8 +201,8 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
             .map_err(|_| "the client worker does not answer".to_string())
     };
     let terminal = std::io::stderr().is_terminal() && !args.json;
-    // Dial, then wait for every dial to end up or failed: each is bounded by the handshake
-    // timeout, which covers the TCP connect too.
+    // Dial, then wait for every link to be up or given up: each dial is bounded by the
+    // handshake timeout, which covers the TCP connect too, and each link by its attempts.
     let mut report = progress(&engine)?;
     let mut last_change = clock();
     let mut last_line = clock();
@@ -186,6 +210,7 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
     while report.dialled < args.clients || report.pending > 0 {
         std::thread::sleep(Duration::from_millis(250));
         report = progress(&engine)?;
+        // Any dial ending, up or failed, is progress.
         let settled = report.established + report.failed;
         if settled != seen {
             seen = settled;
@@ -211,8 +236,9 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
 
     // Hold the links idle, so that the satellite's memory can be measured meanwhile.
     if args.hold > 0.0 {
-        // Also with --json: a script measuring the satellite waits for this line.
-        eprintln!("holding {} links idle for {} s", dialled.up_now, args.hold);
+        // Also with --json: a script measuring the satellite waits for this line (and may
+        // show the rest, which says why links are missing, if any are).
+        eprintln!("holding {} links idle for {} s{}", dialled.up_now, args.hold, missing(&dialled));
         std::thread::sleep(Duration::from_secs_f64(args.hold));
         report = progress(&engine)?;
     }
@@ -239,9 +265,31 @@ pub fn run(args: ClientsArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// How long to wait, once every dial has started, for a dial to end one way or the other
-/// before giving up on the rest: well past the handshake timeout, which covers the connect.
+/// How long to wait, once every link has been dialled, for a dial to end one way or the other
+/// before giving up on the rest: well past the handshake timeout, which covers the connect,
+/// plus the longest wait before a redial.
 const STALL: Duration = Duration::from_secs(60);
+
+/// Why links are not up, for the `holding` line: empty when every link is up and no dial
+/// failed; else the dials that failed, by reason, and the links given up or still pending.
+fn missing(r: &ClientsReport) -> String {
+    if r.failed == 0 && r.up_now == r.clients {
+        return String::new();
+    }
+    let reasons: Vec<String> = r.failures.iter().map(|(why, n)| format!("{n} x {why}")).collect();
+    let mut text = format!(
+        "; {} of {} links up, {} given up, {} pending; {} dials failed",
+        r.established, r.clients, r.given_up, r.pending, r.failed
+    );
+    if !reasons.is_empty() {
+        let _ = write!(text, " ({})", reasons.join(", "));
+    }
+    let _ = write!(text, ", {} redialled", r.redialled);
+    if r.lost > 0 {
+        let _ = write!(text, "; {} lost after up", r.lost);
+    }
+    text
+}
 
 /// One key per link, made on every core.
 fn client_identities(count: u64) -> Result<Vec<Arc<cipher::Config>>, String> {
@@ -275,8 +323,8 @@ fn client_identities(count: u64) -> Result<Vec<Arc<cipher::Config>>, String> {
 
 fn progress_line(r: &ClientsReport) -> String {
     format!(
-        "dialled {}/{}, up {}, failed {}, pending {}, lost {}",
-        r.dialled, r.clients, r.established, r.failed, r.pending, r.lost
+        "dialled {}/{}, up {}, failed {} (redialled {}, given up {}), pending {}, lost {}",
+        r.dialled, r.clients, r.established, r.failed, r.redialled, r.given_up, r.pending, r.lost
     )
 }
 
@@ -293,9 +341,13 @@ fn clients_table(r: &ClientsReport) -> String {
         "connect time        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (dial to link up)",
         r.connect_p50_ms, r.connect_p99_ms, r.connect_max_ms
     );
-    let _ = writeln!(out, "failed              {}", r.failed);
+    let _ = writeln!(out, "dials failed        {}", r.failed);
     for (reason, count) in &r.failures {
         let _ = writeln!(out, "  {count:>8}  {reason}");
+    }
+    if r.redialled > 0 || r.given_up > 0 {
+        let _ = writeln!(out, "redialled           {}", r.redialled);
+        let _ = writeln!(out, "links given up      {}", r.given_up);
     }
     if r.pending > 0 {
         let _ = writeln!(out, "still pending       {}", r.pending);
