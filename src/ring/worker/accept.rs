@@ -212,6 +212,7 @@ mod tests {
 
     use super::*;
     use crate::cipher::Identity;
+    use crate::txn::Received;
 
     struct Nothing;
     impl Service for Nothing {

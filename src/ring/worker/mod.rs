@@ -89,7 +89,8 @@ pub(crate) struct Worker {
     /// Accepting resumes then, after a failure such as running out of descriptors.
     accept_paused_until: Option<Instant>,
     /// The generation of the accept in flight (in its `user_data`): completions of earlier
-    /// ones, cancelled to move this worker to the back of the listener's queue, re-arm nothing.
+    /// ones, cancelled to move this worker to the back of the listener's queue, re-arm nothing;
+    /// only the cancelled one's last completion arms the next (`Worker::accepted`).
     accept_generation: u32,
     /// A connection was accepted this turn (see `Worker::rotate_accept`).
     accepted_in_turn: bool,
