@@ -50,8 +50,9 @@
 //!   on included), and whatever the node sends goes straight into the link it goes on: one
 //!   output path, in the order the node wrote it. The events that writing causes on a link (a
 //!   DELETE completing a pair ends the transaction) are handled before the input returns.
-//! - Drain [`Node::poll_notice`] after each input: links to close, keepalive intervals a peer
-//!   needs.
+//! - Drain [`Node::poll_notice`] after each input: the keepalive interval a peer's idle timeout
+//!   needs. (Links to close come back from [`Node::link_up`] as [`LinkUp`], and as errors from
+//!   `received` and `event`.)
 //! - The application: [`Node::attach`] / [`Node::detach`] mounts; [`Node::open`] calls to a
 //!   mount, [`Node::send`] on calls; drain [`Node::poll_app`] after each input.
 //!
