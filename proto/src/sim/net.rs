@@ -1254,3 +1254,7 @@ impl SimNode {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod tests;
