@@ -4,8 +4,8 @@
 //! and clients that open calls. Deterministic: every choice comes from a seeded RNG.
 //!
 //! Each link is two [`link::Link`]s and the bytes in flight each way. [`Net::connect`] runs a
-//! Noise handshake between the two nodes' identities over those bytes before either node hears
-//! of the link; from then on everything a node writes goes through the link as the engine's
+//! Noise handshake between the two nodes' identities over those bytes (in no virtual time)
+//! before either node hears of the link; from then on everything a node writes goes through the link as the engine's
 //! worker drives it: written into the record being built ([`link::Link::parts`], or a record
 //! forwarded whole), sealed with AES-GCM at the end of the node's input (`end_turn`), sent as
 //! one batch of bytes, and at the other end cut into records, opened and handed over whole or
@@ -26,7 +26,8 @@
 //!
 //! After every step it checks that no call ends twice or ends without having been opened, and
 //! [`Net::check_quiet`] checks, once nothing is in flight, that every call opened on a live node
-//! has ended at both ends, no node holds a circuit, and every link holds only its span protocol.
+//! has ended at both ends, no node holds a circuit, every link holds only its span protocol, and
+//! every record buffer is back in the pool.
 //!
 //! [`relay::Node`]: crate::relay::Node
 //! [`link::Link`]: crate::link::Link
@@ -462,7 +463,7 @@ impl Net {
         (&mut self.nodes[i].node, Lent::all_with(&mut self.links, &self.shared, i))
     }
 
-    /// Batches the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
+    /// Records the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
     pub fn whole_records(&self) -> u64 {
         self.nodes.iter().map(|sim| sim.node.counters().whole_records).sum()
     }
