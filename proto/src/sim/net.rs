@@ -21,7 +21,8 @@
 //! keep up with a keepalive per link per second on a network of a thousand links. Faults:
 //! [`Net::cut`], [`Net::crash`], [`Net::mute`] (an end's bytes are lost from then on, so the
 //! other end's idle deadline closes the link) and [`Net::corrupt`] (a batch fails to
-//! authenticate). The ephemeral keys are random, but nothing depends on them: record lengths
+//! authenticate); and an end may close its link with a notice ([`Net::close_with_notice`], as
+//! the engine drains a link), which closes the other end when it arrives. The ephemeral keys are random, but nothing depends on them: record lengths
 //! do not, and a seed replays the same steps.
 //!
 //! After every step it checks that no call ends twice or ends without having been opened, and
@@ -696,34 +697,15 @@ impl Net {
         if !self.links[l].up {
             return Ok(());
         }
-        let id = LinkId(l as u64);
         for side in 0..2 {
             let node = self.links[l].ends[side];
-            if !self.nodes[node].alive {
+            if !self.nodes[node].alive || !self.links[l].links[side].is_established() {
+                // A dead node's end, or one closed already (it sent a close notice).
                 self.links[l].links[side].close();
                 continue;
             }
-            // Each end handles its transactions' synthesized closes with the link still in its
-            // set (as the engine hands a closing link's own state with them); nothing written
-            // on it arrives. Then the link is closed (no longer lent) and the node told.
-            let Net { links, nodes, shared, .. } = self;
-            let (wire, mut others) = Lent::split_with(links, shared, l, node)
-                .ok_or_else(|| fail("no such link".into()))?;
-            let link = &mut wire.links[side];
-            link.handle_link_down(ErrorCode::LOST_LINK);
-            if let Some(mut parts) = link.parts(&shared.pool) {
-                while let Some(event) = parts.txn.poll_event() {
-                    let links = &mut OnLink { id, parts: &mut parts, others: &mut others };
-                    nodes[node]
-                        .node
-                        .event(id, links, event)
-                        .map_err(|e| fail(format!("synthesized close refused at {node}: {e}")))?;
-                }
-            }
-            link.close();
-            let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
-            self.nodes[node].node.link_down(id, links);
-            self.settle(node)?;
+            self.end_transactions(l, side, ErrorCode::LOST_LINK)?;
+            self.close_end(l, side)?;
         }
         let sim = &mut self.links[l];
         sim.up = false;
@@ -733,6 +715,68 @@ impl Net {
             sim.links[side].release(&mut self.shared.pool.borrow_mut());
         }
         Ok(())
+    }
+
+    /// End `side` of link `l` closes it telling the peer why, as the engine drains a link: a
+    /// `LINK_CLOSE` carrying `code` goes out, the end's transactions end at once with `code`,
+    /// and once the notice is sent the end is closed (its node hears `link_down`). The other
+    /// end closes when the notice arrives ([`CloseReason::PeerSaid`], in [`Net::closes`]), or
+    /// by its idle deadline if it never does. `false` (nothing done) if the end is not open.
+    pub fn close_with_notice(
+        &mut self,
+        l: usize,
+        side: usize,
+        code: ErrorCode,
+    ) -> Result<bool, Failure> {
+        let node = self.links[l].ends[side];
+        let sim = &mut self.links[l];
+        if !sim.up || !self.nodes[node].alive {
+            return Ok(false);
+        }
+        if !sim.links[side].send_close_notice(code, &self.shared.pool) {
+            return Ok(false);
+        }
+        sim.touch(side, &self.shared);
+        self.end_transactions(l, side, code)?;
+        // The notice goes with whatever else the node wrote meanwhile.
+        self.settle(node)?;
+        self.close_end(l, side)?;
+        Ok(true)
+    }
+
+    /// Ends every transaction of end `side` of link `l` with `code`: its node handles the
+    /// synthesized closes with the link still in its set (as the engine hands a closing link's
+    /// own state with them).
+    fn end_transactions(&mut self, l: usize, side: usize, code: ErrorCode) -> Result<(), Failure> {
+        let id = LinkId(l as u64);
+        let node = self.links[l].ends[side];
+        let Net { links, nodes, shared, .. } = self;
+        let (wire, mut others) =
+            Lent::split_with(links, shared, l, node).ok_or_else(|| fail("no such link".into()))?;
+        let link = &mut wire.links[side];
+        link.handle_link_down(code);
+        if let Some(mut parts) = link.parts(&shared.pool) {
+            while let Some(event) = parts.txn.poll_event() {
+                let links = &mut OnLink { id, parts: &mut parts, others: &mut others };
+                nodes[node]
+                    .node
+                    .event(id, links, event)
+                    .map_err(|e| fail(format!("synthesized close refused at {node}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes end `side` of link `l` (nothing written on it is sent any more, and it is no
+    /// longer lent) and tells its node.
+    fn close_end(&mut self, l: usize, side: usize) -> Result<(), Failure> {
+        let node = self.links[l].ends[side];
+        let link = &mut self.links[l].links[side];
+        link.close();
+        link.release(&mut self.shared.pool.borrow_mut());
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
+        self.nodes[node].node.link_down(LinkId(l as u64), links);
+        self.settle(node)
     }
 
     /// End `side` of link `l` closed it for `reason`: recorded, and the link is cut (the
@@ -828,6 +872,10 @@ impl Net {
         let Net { links, nodes, shared, timing, timers, .. } = self;
         let (wire, mut others) =
             Lent::split_with(links, shared, l, node).ok_or_else(|| fail("no such link".into()))?;
+        if !wire.links[side].is_established() {
+            // That end closed (it sent a close notice): the connection is gone there.
+            return Ok(());
+        }
         wire.heard[side] = now;
         wire.touch(side, shared);
         let link = &mut wire.links[side];
@@ -1145,6 +1193,9 @@ impl Net {
             }
             for side in 0..2 {
                 let node = link.ends[side];
+                if !link.links[side].is_established() {
+                    continue;
+                }
                 let info = self.nodes[node]
                     .node
                     .link_info()
