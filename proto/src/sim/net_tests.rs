@@ -1,11 +1,12 @@
-//! The production link under the simulator: keepalives, the idle deadline, bad bytes, and
-//! seeded replay, on virtual time.
+//! The production link under the simulator: keepalives, the idle deadline, bad bytes, close
+//! notices, and seeded replay, on virtual time.
 
 use std::time::Duration;
 
 use super::{Closed, Net, Outcomes, Timing};
 use crate::link::CloseReason;
 use crate::sim::rng::Rng;
+use crate::wire::ErrorCode;
 
 const KEEPALIVE: Duration = Duration::from_millis(100);
 const IDLE: Duration = Duration::from_millis(500);
@@ -104,7 +105,42 @@ fn a_record_that_fails_to_authenticate_closes_its_link() {
 
 type Transcript = (u64, Duration, Outcomes, Outcomes, Vec<(usize, usize, CloseReason, Duration)>);
 
-/// A run with calls, cuts, mutes and corrupted batches, picked by `seed`: what it did (steps,
+#[test]
+fn a_close_notice_closes_the_far_end_when_it_arrives_or_its_idle_deadline_if_lost() {
+    for lost in [false, true] {
+        let (mut net, _) = line_with_streams(3, 4);
+        if lost {
+            net.mute(1, 0);
+        }
+        let due = net.heard(1, 1) + IDLE;
+        // Node 1 closes its link to node 2, saying why: its end of every call across it ends
+        // with that code at once (and node 0's with it).
+        assert!(net.close_with_notice(1, 0, ErrorCode::REFUSED).unwrap());
+        assert!(net.is_up(1), "the far end stays open until it hears");
+        net.run(10_000).unwrap();
+        if lost {
+            assert!(net.is_up(1));
+            net.run_for(due - net.now()).unwrap();
+        }
+        assert!(!net.is_up(1), "lost: {lost}");
+        let reason =
+            if lost { CloseReason::IdleTimeout } else { CloseReason::PeerSaid(ErrorCode::REFUSED) };
+        assert!(
+            matches!(net.closes[..], [Closed { link: 1, node: 2, reason: r, .. }] if r == reason),
+            "lost: {lost}: {:?}",
+            net.closes
+        );
+        net.run(10_000).unwrap();
+        // Each call ended once at each end: with the notice's code at the callers' end, with
+        // the lost link at the mount's.
+        assert_eq!(net.served, Outcomes { lost_link: 3, ..Outcomes::default() });
+        assert_eq!(net.outcomes, Outcomes { other: 3, ..Outcomes::default() });
+        assert!(net.is_up(0));
+        net.check_quiet().unwrap();
+    }
+}
+
+/// A run with calls, cuts, mutes, corrupted batches and close notices, picked by `seed`: what it did (steps,
 /// virtual time, outcomes at both ends, the links' own closes).
 fn faulty_run(seed: u64) -> Transcript {
     let mut rng = Rng::new(seed);
@@ -124,10 +160,13 @@ fn faulty_run(seed: u64) -> Transcript {
         }
         let up: Vec<usize> = (0..net.link_count()).filter(|&l| net.is_up(l)).collect();
         let Some(&l) = up.get(rng.index(up.len().max(1))) else { break };
-        match rng.below(3) {
+        match rng.below(4) {
             0 => net.mute(l, rng.index(2)),
             1 => {
                 net.corrupt(l, rng.index(2));
+            }
+            2 => {
+                net.close_with_notice(l, rng.index(2), ErrorCode::REFUSED).unwrap();
             }
             _ => net.cut(l).unwrap(),
         }
@@ -147,5 +186,5 @@ fn a_seed_replays_the_same_run_whatever_the_ephemeral_keys() {
         closes += first.4.len();
         assert_eq!(first, faulty_run(seed), "seed {seed}");
     }
-    assert!(closes > 4, "links closed themselves (idle, bad bytes): {closes}");
+    assert!(closes > 4, "links closed themselves (idle, bad bytes, notices): {closes}");
 }
