@@ -522,7 +522,7 @@ impl Net {
     /// The two ends of a new link from `a` to `b` (its index the next one), once a Noise
     /// handshake between the nodes' identities has run over their bytes: `a` dials and pins
     /// `b`'s key, `b` accepts any; each then checks it reached the other. The ends' deadlines
-    /// are armed.
+    /// are armed once both are established.
     fn handshake(&mut self, a: usize, b: usize) -> Result<[Link; 2], Failure> {
         let l = self.links.len();
         let now = self.now();
@@ -537,6 +537,7 @@ impl Net {
         ends[0].meta_mut().dialled = true;
         ends[0].start_handshake(Box::new(dialler), &mut self.shared.pool.borrow_mut());
         let mut peers = [None; 2];
+        let mut deadlines = Vec::new();
         // Three frames: `a`, `b`, then `a` again.
         for _ in 0..3 {
             for side in 0..2 {
@@ -554,16 +555,13 @@ impl Net {
                     return Err(failed(&"records before the handshake's end"));
                 }
                 if done {
-                    let (peer, deadlines, rekey_at) = to
+                    let (peer, own, rekey_at) = to
                         .establish(now, self.timing.keepalive, &self.timing.periods)
                         .map_err(|e| failed(&e))?;
                     peers[1 - side] = Some(peer);
-                    for (deadline, at) in deadlines {
-                        self.timers.arm(at, l, 1 - side, TimerKind::of(deadline));
-                    }
-                    if let Some(at) = rekey_at {
-                        self.timers.arm(at, l, 1 - side, TimerKind::Rekey);
-                    }
+                    let own = own.map(|(deadline, at)| (at, TimerKind::of(deadline)));
+                    let rekey = rekey_at.map(|at| (at, TimerKind::Rekey));
+                    deadlines.extend(own.into_iter().chain(rekey).map(|entry| (1 - side, entry)));
                 }
             }
         }
@@ -571,6 +569,9 @@ impl Net {
             || !ends.iter().all(|end| end.is_established() && end.is_idle())
         {
             return Err(failed(&"the ends did not reach each other"));
+        }
+        for (side, (at, kind)) in deadlines {
+            self.timers.arm(at, l, side, kind);
         }
         Ok(ends)
     }
