@@ -1,9 +1,11 @@
-//! Full relay nodes on the simulator (`sim::net`): calls relayed hop by hop across ring, mesh,
-//! grid and random graphs while links are cut and restored and nodes crash and restart; one-shot
-//! calls, and streamed calls whose messages relays forward one by one, straight to the next
-//! link, or in whole batches (`Node::forward_record`), as the simulator picks. After
-//! every step no call ends twice or ends unopened; at every quiet point every call of a live
-//! node has ended at both ends, no circuit is left, and links hold only their spans.
+//! Full relay nodes on the simulator (`sim::net`, whose links run the production link: a Noise
+//! handshake, sealed records, deadlines): calls relayed hop by hop across ring, mesh, grid and
+//! random graphs while links are cut and restored and nodes crash and restart; one-shot calls,
+//! and streamed calls whose messages relays forward one by one, straight to the next link, or in
+//! whole records (`Node::forward_record`), as the simulator picks. After every step no call ends
+//! twice or ends unopened; at every quiet point every call of a live node has ended at both
+//! ends, no circuit is left, links hold only their spans and every record buffer is back in its
+//! pool.
 //!
 //! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test sim relay_sim::<name>`
 //! replays it. `-- --nocapture` prints the outcomes.
@@ -128,9 +130,9 @@ fn topology_over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topolog
     }
     println!(
         "{name}: {opened} calls: {totals:?}, {crashed} lost with their node; {steps} steps \
-         checked; {whole} batches forwarded whole"
+         checked; {whole} records forwarded whole"
     );
-    assert!(whole > 0, "{name}: some batches of streamed messages were forwarded whole");
+    assert!(whole > 0, "{name}: some records of streamed messages were forwarded whole");
     // Calls of crashed nodes end nowhere; every other call ended exactly once.
     let ended = totals.completed + totals.lost_link + totals.no_route + totals.other;
     assert_eq!(ended + crashed, opened, "{name}");

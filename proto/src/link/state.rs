@@ -604,4 +604,9 @@ impl Link {
     pub fn heap_bytes(&self) -> usize {
         self.tx.heap_bytes()
     }
+
+    /// Its transactions, to read.
+    pub fn transactions(&self) -> &txn::Link {
+        &self.txn
+    }
 }

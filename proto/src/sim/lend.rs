@@ -1,12 +1,50 @@
 //! A node's in-memory links lent to it while it handles input that arrived on one of them, as
 //! the engine lends a worker's links (`relay::LinkSet`): used by the simulator and by tests that
 //! join nodes with byte vectors.
+//!
+//! A link lent is a [`Lend`]: the simulator's links ([`super::net`]) are pairs of production
+//! [`crate::link::Link`]s writing into sealed records through the node's buffer pool (what the
+//! [`Lent`] set shares, [`Lend::Shared`]); a bare [`Wire`] is each end's transaction state and
+//! a byte vector of plaintext messages, for tests that need no more.
 
 use crate::ids::LinkId;
 use crate::relay::LinkSet;
 use crate::txn;
+use crate::wire::Sink;
 
-/// An in-memory link between two nodes: each end's transactions and the bytes it wrote.
+/// An in-memory link between two nodes, as its ends are written.
+pub trait Lend {
+    /// What all the links of a set write through besides their own state (a buffer pool), `()`
+    /// for nothing.
+    type Shared;
+    /// An end's output.
+    type Out<'b>: Sink
+    where
+        Self: 'b;
+
+    /// Which end of the link `node` holds (0 or 1), if the link can be written now.
+    fn end_of(&self, node: usize) -> Option<usize>;
+
+    /// Runs `f` with that end's transactions and output, if it can be written now.
+    fn with_end<R>(
+        &mut self,
+        end: usize,
+        shared: &Self::Shared,
+        f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
+    ) -> Option<R>;
+
+    /// Sends `plaintext` (whole messages) on that end as one record: see
+    /// [`LinkSet::with_record`].
+    fn record_at<R>(
+        &mut self,
+        end: usize,
+        shared: &Self::Shared,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R>;
+}
+
+/// A bare in-memory link: each end's transactions and the plaintext messages it wrote.
 pub trait Wire {
     /// Which end of the wire `node` holds (0 or 1), if the wire can be written now.
     fn end_of(&self, node: usize) -> Option<usize>;
@@ -14,68 +52,36 @@ pub trait Wire {
     fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>);
 }
 
-/// The wires lent to `node`, a link id being a wire's index: all of them, or all but the one
-/// the input being handled came on.
-pub struct Lent<'a, W> {
-    before: &'a mut [W],
-    after: &'a mut [W],
-    /// The wire the input came on (not lent), or `wires.len()` if none.
-    current: usize,
-    node: usize,
-}
-
-impl<'a, W: Wire> Lent<'a, W> {
-    /// Wire `current`, and the others lent to `node`.
-    pub fn split(wires: &'a mut [W], current: usize, node: usize) -> Option<(&'a mut W, Self)> {
-        let (before, rest) = wires.split_at_mut(current);
-        let (wire, after) = rest.split_first_mut()?;
-        Some((wire, Lent { before, after, current, node }))
-    }
-
-    /// Every wire lent to `node` (its application's own output, not input from a wire).
-    pub fn all(wires: &'a mut [W], node: usize) -> Self {
-        let current = wires.len();
-        Lent { before: wires, after: &mut [], current, node }
-    }
-
-    /// Wire `link`, if lent and writable, and the node's end of it.
-    fn get(&mut self, link: LinkId) -> Option<(&mut W, usize)> {
-        let l = usize::try_from(link.0).ok()?;
-        let wire = match l.cmp(&self.current) {
-            std::cmp::Ordering::Less => self.before.get_mut(l)?,
-            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
-            std::cmp::Ordering::Equal => return None,
-        };
-        let end = wire.end_of(self.node)?;
-        Some((wire, end))
-    }
-}
-
-impl<W: Wire> LinkSet for Lent<'_, W> {
+impl<W: Wire> Lend for W {
+    type Shared = ();
     type Out<'b>
         = Vec<u8>
     where
         Self: 'b;
 
-    fn with<R>(
+    fn end_of(&self, node: usize) -> Option<usize> {
+        Wire::end_of(self, node)
+    }
+
+    fn with_end<R>(
         &mut self,
-        link: LinkId,
+        end: usize,
+        _: &(),
         f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
     ) -> Option<R> {
-        let (wire, end) = self.get(link)?;
-        let (txn, out) = wire.end_mut(end);
+        let (txn, out) = self.end_mut(end);
         Some(f(txn, out))
     }
 
     /// The copy is appended to the wire's bytes, and taken off again if `edit` refuses it.
-    fn with_record<R>(
+    fn record_at<R>(
         &mut self,
-        link: LinkId,
+        end: usize,
+        _: &(),
         plaintext: &[u8],
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        let (wire, end) = self.get(link)?;
-        let (txn, out) = wire.end_mut(end);
+        let (txn, out) = self.end_mut(end);
         let start = out.len();
         out.extend_from_slice(plaintext);
         let result = edit(txn, &mut out[start..]);
@@ -83,5 +89,107 @@ impl<W: Wire> LinkSet for Lent<'_, W> {
             out.truncate(start);
         }
         result
+    }
+}
+
+/// The links lent to `node`, a link id being a link's index: all of them, or all but the one
+/// the input being handled came on.
+pub struct Lent<'a, W: Lend> {
+    before: &'a mut [W],
+    after: &'a mut [W],
+    /// The link the input came on (not lent), or `wires.len()` if none.
+    current: usize,
+    node: usize,
+    shared: &'a W::Shared,
+}
+
+impl<'a, W: Lend<Shared = ()>> Lent<'a, W> {
+    /// Wire `current`, and the others lent to `node`.
+    pub fn split(wires: &'a mut [W], current: usize, node: usize) -> Option<(&'a mut W, Self)> {
+        Lent::split_with(wires, &(), current, node)
+    }
+
+    /// Every wire lent to `node` (its application's own output, not input from a wire).
+    pub fn all(wires: &'a mut [W], node: usize) -> Self {
+        Lent::all_with(wires, &(), node)
+    }
+}
+
+impl<'a, W: Lend> Lent<'a, W> {
+    /// Link `current`, and the others lent to `node`, writing through `shared`.
+    pub fn split_with(
+        wires: &'a mut [W],
+        shared: &'a W::Shared,
+        current: usize,
+        node: usize,
+    ) -> Option<(&'a mut W, Self)> {
+        let (before, rest) = wires.split_at_mut(current);
+        let (wire, after) = rest.split_first_mut()?;
+        Some((wire, Lent { before, after, current, node, shared }))
+    }
+
+    /// Every link lent to `node`, writing through `shared`.
+    pub fn all_with(wires: &'a mut [W], shared: &'a W::Shared, node: usize) -> Self {
+        let current = wires.len();
+        Lent { before: wires, after: &mut [], current, node, shared }
+    }
+
+    /// Runs `f` with the node's end of link `link`, if lent and writable: [`LinkSet::with`],
+    /// callable where the trait's higher-ranked bound is too strict (another set wrapping this
+    /// one, as the simulator's set of the link being handled and the others).
+    pub fn lend<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut W::Out<'_>) -> R,
+    ) -> Option<R> {
+        let (wire, end, shared) = self.get(link)?;
+        wire.with_end(end, shared, f)
+    }
+
+    /// [`LinkSet::with_record`], as [`Lent::lend`] is [`LinkSet::with`].
+    pub fn lend_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let (wire, end, shared) = self.get(link)?;
+        wire.record_at(end, shared, plaintext, edit)
+    }
+
+    /// Link `link`, if lent and writable, and the node's end of it.
+    fn get(&mut self, link: LinkId) -> Option<(&mut W, usize, &W::Shared)> {
+        let l = usize::try_from(link.0).ok()?;
+        let wire = match l.cmp(&self.current) {
+            std::cmp::Ordering::Less => self.before.get_mut(l)?,
+            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
+            std::cmp::Ordering::Equal => return None,
+        };
+        let end = wire.end_of(self.node)?;
+        Some((wire, end, self.shared))
+    }
+}
+
+impl<W: Lend> LinkSet for Lent<'_, W> {
+    type Out<'b>
+        = W::Out<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut W::Out<'_>) -> R,
+    ) -> Option<R> {
+        self.lend(link, f)
+    }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        self.lend_record(link, plaintext, edit)
     }
 }

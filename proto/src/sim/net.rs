@@ -1,29 +1,67 @@
-//! `Net`: full relay nodes ([`relay::Node`]) joined by in-memory links that carry encoded
-//! messages through real transaction state ([`txn::Link`]), with link cuts and node crashes,
-//! and the application on every node played by the harness: mounts that answer every call with
-//! an echo, and clients that open calls. Deterministic: every choice comes from a seeded RNG.
+//! `Net`: full relay nodes ([`relay::Node`]) joined by in-memory links that run the production
+//! link ([`link::Link`]) at both ends, with link cuts, node crashes and byte faults, and the
+//! application on every node played by the harness: mounts that answer every call with an echo,
+//! and clients that open calls. Deterministic: every choice comes from a seeded RNG.
+//!
+//! Each link is two [`link::Link`]s and the bytes in flight each way. [`Net::connect`] runs a
+//! Noise handshake between the two nodes' identities over those bytes (in no virtual time)
+//! before either node hears of the link; from then on everything a node writes goes through the link as the engine's
+//! worker drives it: written into the record being built ([`link::Link::parts`], or a record
+//! forwarded whole), sealed with AES-GCM at the end of the node's input (`end_turn`), sent as
+//! one batch of bytes, and at the other end cut into records, opened and handed over whole or
+//! message by message (`handle_records`), keepalives and close notices consumed on the way.
+//! What a link's end closes (bad bytes, a peer's close notice, a deadline) cuts the link, the
+//! reason recorded in [`Net::closes`] and [`Net::refusals`].
+//!
+//! Virtual time moves a millisecond per batch delivered ([`Net::step`]), or jumps to the next
+//! deadline while nothing is in flight ([`Net::run_for`]). Each link's deadlines (keepalive,
+//! idle, send stall, key shedding, reassembly, rekey) are armed in one heap as the engine arms
+//! them and fired at their time. The default [`Timing`] is long (a keepalive every ten virtual
+//! minutes) so that tests that only move traffic see none of it: one batch a millisecond cannot
+//! keep up with a keepalive per link per second on a network of a thousand links. Faults:
+//! [`Net::cut`], [`Net::crash`], [`Net::mute`] (an end's bytes are lost from then on, so the
+//! other end's idle deadline closes the link) and [`Net::corrupt`] (a batch fails to
+//! authenticate); and an end may close its link with a notice ([`Net::close_with_notice`], as
+//! the engine drains a link), which closes the other end when it arrives. The ephemeral keys are random, but nothing depends on them: record lengths
+//! do not, and a seed replays the same steps.
 //!
 //! After every step it checks that no call ends twice or ends without having been opened, and
 //! [`Net::check_quiet`] checks, once nothing is in flight, that every call opened on a live node
-//! has ended at both ends, no node holds a circuit, and every link holds only its span protocol.
+//! has ended at both ends, no node holds a circuit, every link holds only its span protocol, and
+//! every record buffer is back in the pool.
+//!
+//! [`relay::Node`]: crate::relay::Node
+//! [`link::Link`]: crate::link::Link
+//! [`link::Link::parts`]: crate::link::Link::parts
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cipher::{self, Identity, PrivateKey, PublicKey, Session};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId};
-use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node};
+use crate::limits::{
+    KEEPALIVE_INTERVAL_MIN_MS, RECORD_COMPLETION_TIMEOUT_MS, SEND_QUEUE_MAX_BYTES,
+    SEND_STALL_TIMEOUT_MS, SHED_KEYS_AFTER_MS,
+};
+use crate::link::pool::Pool;
+use crate::link::stream::TxSink;
+use crate::link::{CloseReason, Crypto, Deadline, Input, Link, LinkStats, Parts, Periods, Timeout};
+use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node, Notice};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn;
-use crate::wire::{Command, ErrorCode, Flags, Messages};
+use crate::wire::{Command, ErrorCode, Flags};
 
 use super::cluster::Failure;
-use super::lend::{Lent, Wire};
+use super::lend::{Lend, Lent};
 use super::rng::Rng;
 
 /// The command the harness's calls use.
 pub const ECHO: Command = Command::new(1, 1);
 
-/// How one call ended, at the end that opened it.
+/// How calls ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcomes {
     /// Calls answered (ended with no error).
@@ -56,6 +94,17 @@ struct OpenCall {
     echoed: u64,
 }
 
+impl Outcomes {
+    fn count(&mut self, error: ErrorCode) {
+        match error {
+            ErrorCode::NONE => self.completed += 1,
+            ErrorCode::LOST_LINK => self.lost_link += 1,
+            ErrorCode::NO_ROUTE => self.no_route += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
 impl OpenCall {
     fn new(payload: &[u8]) -> OpenCall {
         OpenCall { payload: payload.to_vec(), sent: 1, echoed: 0 }
@@ -69,14 +118,146 @@ fn key_of(call: CallId) -> CallIdKey {
     format!("{call:?}")
 }
 
+/// The links' keepalive interval and the periods of their deadlines, in virtual time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// A link end that sent nothing for this long sends a keepalive.
+    pub keepalive: Duration,
+    /// The periods of the links' deadlines. Every node's hello says its `idle_timeout`.
+    pub periods: Periods,
+}
+
+impl Default for Timing {
+    /// Keepalives every ten minutes and an idle timeout of fifty (production's ratio, stretched
+    /// far beyond any traffic test: see the module documentation); the other periods are
+    /// production's.
+    fn default() -> Timing {
+        Timing {
+            keepalive: Duration::from_secs(600),
+            periods: Periods {
+                idle_timeout: Duration::from_secs(3_000),
+                send_stall_timeout: Duration::from_millis(SEND_STALL_TIMEOUT_MS),
+                shed_keys_after: Duration::from_millis(SHED_KEYS_AFTER_MS),
+                record_completion_timeout: Duration::from_millis(RECORD_COMPLETION_TIMEOUT_MS),
+            },
+        }
+    }
+}
+
+/// A link closed by one of its ends' link layer (not by the harness): bad bytes, a peer's close
+/// notice, a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The link.
+    pub link: usize,
+    /// The node whose end closed it.
+    pub node: usize,
+    /// Why.
+    pub reason: CloseReason,
+    /// When (virtual time).
+    pub at: Instant,
+}
+
 struct SimLink {
     ends: [usize; 2],
     up: bool,
-    txn: [txn::Link; 2],
-    /// Bytes written by each end, not yet moved.
-    out: [Vec<u8>; 2],
+    /// Each end's protocol state.
+    links: [Link; 2],
     /// Batches in flight toward each end.
     inflight: [VecDeque<Vec<u8>>; 2],
+    /// Its index.
+    index: usize,
+    /// Each end was written to since its last end of turn (and is in [`Shared::touched`]).
+    touched: [bool; 2],
+    /// What each end sends is lost ([`Net::mute`]).
+    muted: [bool; 2],
+    /// When each end last received bytes.
+    heard: [Instant; 2],
+}
+
+/// What every link writes through: the record buffers their streams take and give back, and
+/// the ends written to since they last ended their turn.
+struct Shared {
+    pool: RefCell<Pool>,
+    touched: RefCell<Vec<(usize, usize)>>,
+}
+
+/// A node's key pair and handshake configuration.
+struct NodeKey {
+    config: Arc<cipher::Config>,
+    public: PublicKey,
+}
+
+/// The deadlines armed for the links' ends, in one heap as the engine keeps them: an entry is
+/// never removed early, and one for a closed link is dropped when it comes due.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<Timer>>,
+    /// Entries armed so far: orders entries due at the same time by when they were armed.
+    armed: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Instant,
+    seq: u64,
+    link: usize,
+    side: usize,
+    kind: TimerKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Keepalive,
+    Idle,
+    SendStall,
+    Shed,
+    Reassembly,
+    Rekey,
+}
+
+impl TimerKind {
+    fn of(deadline: Deadline) -> TimerKind {
+        match deadline {
+            Deadline::Keepalive => TimerKind::Keepalive,
+            Deadline::Idle => TimerKind::Idle,
+            Deadline::SendStall => TimerKind::SendStall,
+            Deadline::Shed => TimerKind::Shed,
+            Deadline::Reassembly => TimerKind::Reassembly,
+        }
+    }
+
+    fn deadline(self) -> Option<Deadline> {
+        Some(match self {
+            TimerKind::Keepalive => Deadline::Keepalive,
+            TimerKind::Idle => Deadline::Idle,
+            TimerKind::SendStall => Deadline::SendStall,
+            TimerKind::Shed => Deadline::Shed,
+            TimerKind::Reassembly => Deadline::Reassembly,
+            TimerKind::Rekey => return None,
+        })
+    }
+}
+
+impl Timers {
+    fn arm(&mut self, at: Instant, link: usize, side: usize, kind: TimerKind) {
+        self.armed += 1;
+        self.heap.push(Reverse(Timer { at, seq: self.armed, link, side, kind }));
+    }
+
+    /// The earliest entry due at `now`, taken off.
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let Reverse(next) = self.heap.peek()?;
+        if next.at > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse(timer)| timer)
+    }
+
+    /// When the earliest entry comes due.
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(timer)| timer.at)
+    }
 }
 
 /// A network of relay nodes. See the module documentation.
@@ -86,16 +267,69 @@ pub struct Net {
     rng: Rng,
     /// Outcomes of the calls opened so far.
     pub outcomes: Outcomes,
+    /// How the calls to the harness's mounts ended, at the mount's end.
+    pub served: Outcomes,
     /// Calls opened.
     pub opened: u64,
     /// Steps taken.
     pub steps: u64,
     /// Calls open on nodes when they crashed (they end nowhere).
     pub crashed_calls: u64,
-    /// Links closed because a node refused what came on them, with the reason.
+    /// Links closed by one of their ends, with the reason: a node refused what came on them,
+    /// or the link layer closed them (see [`Net::closes`]).
     pub refusals: Vec<String>,
-    /// Virtual time zero; each step moves virtual time on by a millisecond.
+    /// Links closed by the link layer at one of their ends.
+    pub closes: Vec<Closed>,
+    /// Virtual time zero.
     epoch: Instant,
+    /// Virtual time passed since `epoch`.
+    elapsed: Duration,
+    timing: Timing,
+    /// What the links write through.
+    shared: Shared,
+    /// The link directions with batches in flight, `(link, toward end)`.
+    busy: BTreeSet<(usize, usize)>,
+    timers: Timers,
+    /// Each node's identity.
+    keys: Vec<NodeKey>,
+}
+
+/// The node's links while it handles input that came on `id`, whose [`Link`] is busy handling
+/// it: that link's own parts, and the others lent (the engine's `LinkCtx`).
+struct OnLink<'s, 'p, 'a> {
+    id: LinkId,
+    parts: &'s mut Parts<'p>,
+    others: &'s mut Lent<'a, SimLink>,
+}
+
+impl LinkSet for OnLink<'_, '_, '_> {
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
+    fn with<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        if link == self.id {
+            return Some(f(self.parts.txn, &mut self.parts.out.reborrow()));
+        }
+        self.others.lend(link, f)
+    }
+
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        if link == self.id {
+            return None;
+        }
+        self.others.lend_record(link, plaintext, edit)
+    }
 }
 
 /// A mount key for the harness: cluster 1, mount `n`.
@@ -108,33 +342,63 @@ fn fail(msg: String) -> Failure {
 }
 
 impl Net {
-    /// `n` nodes, no links, RNG seeded with `seed`.
+    /// `n` nodes, no links, RNG seeded with `seed`, the default [`Timing`].
     pub fn new(n: usize, seed: u64) -> Net {
         let epoch = epoch();
-        let nodes = (0..n).map(|i| SimNode::new(i, epoch)).collect();
+        let timing = Timing::default();
+        let nodes = (0..n).map(|i| SimNode::with_role(i, Role::Router, epoch, &timing)).collect();
         Net {
             nodes,
             links: Vec::new(),
             rng: Rng::new(seed),
             outcomes: Outcomes::default(),
+            served: Outcomes::default(),
             opened: 0,
             steps: 0,
             crashed_calls: 0,
             refusals: Vec::new(),
+            closes: Vec::new(),
             epoch,
+            elapsed: Duration::ZERO,
+            timing,
+            shared: Shared {
+                pool: RefCell::new(Pool::new(POOL_LARGE, POOL_SMALL)),
+                touched: RefCell::new(Vec::new()),
+            },
+            busy: BTreeSet::new(),
+            timers: Timers::default(),
+            keys: (0..n).map(node_key).collect(),
         }
     }
 
-    /// The virtual time now: a millisecond per step taken.
+    /// The same network with the links' keepalive and deadlines set by `timing` (and every
+    /// node's hello saying its idle timeout): before anything else is done with it.
+    pub fn with_timing(mut self, timing: Timing) -> Net {
+        debug_assert!(self.links.is_empty(), "the timing is set before any link is made");
+        self.timing = timing;
+        let now = self.now();
+        for (i, sim) in self.nodes.iter_mut().enumerate() {
+            *sim = SimNode::with_role(i, sim.role, now, &timing);
+        }
+        self
+    }
+
+    /// The links' timing.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// The virtual time now: a millisecond per step taken, plus the time [`Net::run_for`]
+    /// jumped over.
     pub fn now(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.steps)
+        self.epoch + self.elapsed
     }
 
     /// `roles.len()` nodes with these roles (each says it in its hello).
     pub fn with_roles(roles: &[Role], seed: u64) -> Net {
         let mut net = Net::new(roles.len(), seed);
         for (i, &role) in roles.iter().enumerate() {
-            net.nodes[i] = SimNode::with_role(i, role, net.now());
+            net.nodes[i] = SimNode::with_role(i, role, net.now(), &net.timing);
         }
         net
     }
@@ -144,7 +408,12 @@ impl Net {
         self.nodes[i].mounts.push(mount(n));
         self.nodes[i]
             .node
-            .attach(mount(n), kind, Label::EMPTY, &mut Lent::all(&mut self.links, i))
+            .attach(
+                mount(n),
+                kind,
+                Label::EMPTY,
+                &mut Lent::all_with(&mut self.links, &self.shared, i),
+            )
             .map_err(|e| fail(format!("attach at {i}: {e}")))?;
         self.settle(i)
     }
@@ -163,7 +432,7 @@ impl Net {
         }
         self.opened += 1;
         let aggregate = self.nodes[satellite].node.aggregate_of(ClusterId(1));
-        let links = &mut Lent::all(&mut self.links, i);
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, i);
         let node = &mut self.nodes[i].node;
         match node.open_client(aggregate, MountId(n), ECHO, payload, Flags::DELETE, links) {
             Ok(call) => {
@@ -192,10 +461,10 @@ impl Net {
     /// The node `i` and the links it writes through, to call its API directly (what it then
     /// opens, the harness does not book; what it writes goes in flight at the next step).
     pub fn node_and_links(&mut self, i: usize) -> (&mut Node, impl LinkSet + '_) {
-        (&mut self.nodes[i].node, Lent::all(&mut self.links, i))
+        (&mut self.nodes[i].node, Lent::all_with(&mut self.links, &self.shared, i))
     }
 
-    /// Batches the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
+    /// Records the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
     pub fn whole_records(&self) -> u64 {
         self.nodes.iter().map(|sim| sim.node.counters().whole_records).sum()
     }
@@ -205,15 +474,21 @@ impl Net {
         self.nodes[i].open_calls.len()
     }
 
-    /// Joins `a` and `b` with a new link; returns its index.
+    /// Joins `a` and `b` with a new link, `a` dialling: the handshake runs to its end (in no
+    /// time), then each node hears the link is up. Returns its index.
     pub fn connect(&mut self, a: usize, b: usize) -> Result<usize, Failure> {
         let l = self.links.len();
+        let links = self.handshake(a, b)?;
+        let now = self.now();
         self.links.push(SimLink {
             ends: [a, b],
             up: true,
-            txn: [txn::Link::new(), txn::Link::new()],
-            out: [Vec::new(), Vec::new()],
+            links,
             inflight: [VecDeque::new(), VecDeque::new()],
+            index: l,
+            touched: [false; 2],
+            muted: [false; 2],
+            heard: [now; 2],
         });
         // What each end closes: the new link or an older one, when the two nodes are linked
         // already (one link per adjacency; both ends decide alike).
@@ -224,7 +499,7 @@ impl Net {
             let peer = NodeId(other as u128 + 1);
             // Each end's key is granted what the other end says it is; the first end dials.
             let granted = self.nodes[other].role;
-            let links = &mut Lent::all(&mut self.links, node);
+            let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
             let up = self.nodes[node]
                 .node
                 .link_up(LinkId(l as u64), peer, granted, side == 0, links)
@@ -244,12 +519,74 @@ impl Net {
         Ok(l)
     }
 
+    /// The two ends of a new link from `a` to `b` (its index the next one), once a Noise
+    /// handshake between the nodes' identities has run over their bytes: `a` dials and pins
+    /// `b`'s key, `b` accepts any; each then checks it reached the other. The ends' deadlines
+    /// are armed once both are established.
+    fn handshake(&mut self, a: usize, b: usize) -> Result<[Link; 2], Failure> {
+        let l = self.links.len();
+        let now = self.now();
+        let failed = |e: &dyn std::fmt::Display| fail(format!("handshake {a}-{b}: {e}"));
+        let dialler =
+            Session::initiator(self.keys[a].config.clone(), Some(self.keys[b].public), now)
+                .map_err(|e| failed(&e))?;
+        let acceptor =
+            Session::responder(self.keys[b].config.clone(), now).map_err(|e| failed(&e))?;
+        let mut ends =
+            [Link::new(Crypto::None, now), Link::new(Crypto::Handshake(Box::new(acceptor)), now)];
+        ends[0].meta_mut().dialled = true;
+        ends[0].start_handshake(Box::new(dialler), &mut self.shared.pool.borrow_mut());
+        let mut peers = [None; 2];
+        let mut deadlines = Vec::new();
+        // Three frames: `a`, `b`, then `a` again.
+        for _ in 0..3 {
+            for side in 0..2 {
+                let bytes: Vec<u8> = ends[side].transmit().flatten().copied().collect();
+                if bytes.is_empty() {
+                    continue;
+                }
+                ends[side].sent(bytes.len(), &mut self.shared.pool.borrow_mut());
+                let to = &mut ends[1 - side];
+                to.received_bytes(bytes.len(), now);
+                let (used, done) = to
+                    .handle_handshake_bytes(&bytes, now, &mut self.shared.pool.borrow_mut())
+                    .map_err(|e| failed(&e))?;
+                if used != bytes.len() {
+                    return Err(failed(&"records before the handshake's end"));
+                }
+                if done {
+                    let (peer, own, rekey_at) = to
+                        .establish(now, self.timing.keepalive, &self.timing.periods)
+                        .map_err(|e| failed(&e))?;
+                    peers[1 - side] = Some(peer);
+                    let own = own.map(|(deadline, at)| (at, TimerKind::of(deadline)));
+                    let rekey = rekey_at.map(|at| (at, TimerKind::Rekey));
+                    deadlines.extend(own.into_iter().chain(rekey).map(|entry| (1 - side, entry)));
+                }
+            }
+        }
+        if peers != [Some(self.keys[b].public), Some(self.keys[a].public)]
+            || !ends.iter().all(|end| end.is_established() && end.is_idle())
+        {
+            return Err(failed(&"the ends did not reach each other"));
+        }
+        for (side, (at, kind)) in deadlines {
+            self.timers.arm(at, l, side, kind);
+        }
+        Ok(ends)
+    }
+
     /// Attaches mount `n` (a master) at node `i`.
     pub fn attach(&mut self, i: usize, n: u128) -> Result<(), Failure> {
         self.nodes[i].mounts.push(mount(n));
         self.nodes[i]
             .node
-            .attach(mount(n), MountKind::Master, Label::EMPTY, &mut Lent::all(&mut self.links, i))
+            .attach(
+                mount(n),
+                MountKind::Master,
+                Label::EMPTY,
+                &mut Lent::all_with(&mut self.links, &self.shared, i),
+            )
             .map_err(|e| fail(format!("attach at {i}: {e}")))?;
         self.settle(i)
     }
@@ -284,7 +621,7 @@ impl Net {
             return Ok(None);
         }
         self.opened += 1;
-        let links = &mut Lent::all(&mut self.links, i);
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, i);
         let call = match self.nodes[i].node.open(mount(n), ECHO, payload, flags, links) {
             Ok(call) => {
                 self.nodes[i].open_calls.insert(key_of(call), OpenCall::new(payload));
@@ -305,7 +642,7 @@ impl Net {
         let sim = &mut self.nodes[i];
         let Some(open) = sim.open_calls.get_mut(&key_of(call)) else { return Ok(()) };
         let flags = if close { Flags::DELETE } else { Flags::NONE };
-        let links = &mut Lent::all(&mut self.links, i);
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, i);
         if sim.node.send(call, ECHO, &open.payload, flags, ErrorCode::NONE, links).is_ok() {
             open.sent += 1;
         }
@@ -327,38 +664,129 @@ impl Net {
         self.links[l].ends
     }
 
+    /// The counters of end `side` of link `l`.
+    pub fn link_stats(&self, l: usize, side: usize) -> LinkStats {
+        self.links[l].links[side].stats()
+    }
+
+    /// When end `side` of link `l` last received bytes (virtual time).
+    pub fn heard(&self, l: usize, side: usize) -> Instant {
+        self.links[l].heard[side]
+    }
+
+    /// A fault: from now on, what end `side` of link `l` sends is lost (what is in flight
+    /// already arrives). Nothing tells either end: the other end's idle deadline finds out.
+    pub fn mute(&mut self, l: usize, side: usize) {
+        self.links[l].muted[side] = true;
+    }
+
+    /// A fault: the last byte of the next batch in flight from end `side` of link `l` (the
+    /// authentication tag of its last record) is flipped, so the other end fails to open that
+    /// record and closes the link. `false` if nothing was in flight that way.
+    pub fn corrupt(&mut self, l: usize, side: usize) -> bool {
+        let Some(byte) =
+            self.links[l].inflight[1 - side].front_mut().and_then(|batch| batch.last_mut())
+        else {
+            return false;
+        };
+        *byte ^= 1;
+        true
+    }
+
     /// Cuts link `l`: what is in flight is lost, both ends' transactions end.
     pub fn cut(&mut self, l: usize) -> Result<(), Failure> {
         if !self.links[l].up {
             return Ok(());
         }
-        // Each end handles its transactions' synthesized closes with the link still in its set
-        // (as the engine hands a closing link's own state with them); nothing written on it
-        // arrives.
         for side in 0..2 {
             let node = self.links[l].ends[side];
-            if !self.nodes[node].alive {
+            if !self.nodes[node].alive || !self.links[l].links[side].is_established() {
+                // A dead node's end, or one closed already (it sent a close notice).
+                self.links[l].links[side].close();
                 continue;
             }
-            let id = LinkId(l as u64);
-            self.links[l].txn[side].handle_link_down(ErrorCode::LOST_LINK);
-            while let Some(event) = self.links[l].txn[side].poll_event() {
-                self.nodes[node]
-                    .node
-                    .event(id, &mut Lent::all(&mut self.links, node), event)
-                    .map_err(|e| fail(format!("synthesized close refused at {node}: {e}")))?;
-            }
-            self.links[l].up = false;
-            self.nodes[node].node.link_down(id, &mut Lent::all(&mut self.links, node));
-            self.links[l].up = true;
-            self.settle(node)?;
+            self.end_transactions(l, side, ErrorCode::LOST_LINK)?;
+            self.close_end(l, side)?;
         }
-        self.links[l].up = false;
+        let sim = &mut self.links[l];
+        sim.up = false;
         for side in 0..2 {
-            self.links[l].inflight[side].clear();
-            self.links[l].out[side].clear();
+            sim.inflight[side].clear();
+            self.busy.remove(&(l, side));
+            sim.links[side].release(&mut self.shared.pool.borrow_mut());
         }
         Ok(())
+    }
+
+    /// End `side` of link `l` closes it telling the peer why, as the engine drains a link: a
+    /// `LINK_CLOSE` carrying `code` goes out, the end's transactions end at once with `code`,
+    /// and once the notice is sent the end is closed (its node hears `link_down`). The other
+    /// end closes when the notice arrives ([`CloseReason::PeerSaid`], in [`Net::closes`]), or
+    /// by its idle deadline if it never does. `false` (nothing done) if the end is not open.
+    pub fn close_with_notice(
+        &mut self,
+        l: usize,
+        side: usize,
+        code: ErrorCode,
+    ) -> Result<bool, Failure> {
+        let node = self.links[l].ends[side];
+        let sim = &mut self.links[l];
+        if !sim.up || !self.nodes[node].alive {
+            return Ok(false);
+        }
+        if !sim.links[side].send_close_notice(code, &self.shared.pool) {
+            return Ok(false);
+        }
+        sim.touch(side, &self.shared);
+        self.end_transactions(l, side, code)?;
+        // The notice goes with whatever else the node wrote meanwhile.
+        self.settle(node)?;
+        self.close_end(l, side)?;
+        Ok(true)
+    }
+
+    /// Ends every transaction of end `side` of link `l` with `code`: its node handles the
+    /// synthesized closes with the link still in its set (as the engine hands a closing link's
+    /// own state with them).
+    fn end_transactions(&mut self, l: usize, side: usize, code: ErrorCode) -> Result<(), Failure> {
+        let id = LinkId(l as u64);
+        let node = self.links[l].ends[side];
+        let Net { links, nodes, shared, .. } = self;
+        let (wire, mut others) =
+            Lent::split_with(links, shared, l, node).ok_or_else(|| fail("no such link".into()))?;
+        let link = &mut wire.links[side];
+        link.handle_link_down(code);
+        if let Some(mut parts) = link.parts(&shared.pool) {
+            while let Some(event) = parts.txn.poll_event() {
+                let links = &mut OnLink { id, parts: &mut parts, others: &mut others };
+                nodes[node]
+                    .node
+                    .event(id, links, event)
+                    .map_err(|e| fail(format!("synthesized close refused at {node}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes end `side` of link `l` (nothing written on it is sent any more, and it is no
+    /// longer lent) and tells its node.
+    fn close_end(&mut self, l: usize, side: usize) -> Result<(), Failure> {
+        let node = self.links[l].ends[side];
+        let link = &mut self.links[l].links[side];
+        link.close();
+        link.release(&mut self.shared.pool.borrow_mut());
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
+        self.nodes[node].node.link_down(LinkId(l as u64), links);
+        self.settle(node)
+    }
+
+    /// End `side` of link `l` closed it for `reason`: recorded, and the link is cut (the
+    /// connection is gone: the other end hears of it at once).
+    fn closed(&mut self, l: usize, side: usize, reason: CloseReason) -> Result<(), Failure> {
+        let node = self.links[l].ends[side];
+        self.closes.push(Closed { link: l, node, reason, at: self.now() });
+        self.refusals.push(format!("node {node} closed link {l}: {reason}"));
+        self.cut(l)
     }
 
     /// Crashes node `i`: its links are cut and everything it held is forgotten, its calls with it
@@ -373,7 +801,7 @@ impl Net {
         }
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
         let role = self.nodes[i].role;
-        self.nodes[i] = SimNode::with_role(i, role, self.now());
+        self.nodes[i] = SimNode::with_role(i, role, self.now(), &self.timing);
         self.nodes[i].alive = false;
         self.nodes[i].mounts = mounts;
         Ok(())
@@ -383,7 +811,7 @@ impl Net {
     pub fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
         let role = self.nodes[i].role;
-        self.nodes[i] = SimNode::with_role(i, role, self.now());
+        self.nodes[i] = SimNode::with_role(i, role, self.now(), &self.timing);
         for m in mounts {
             self.attach(i, m.mount.0)?;
         }
@@ -397,64 +825,152 @@ impl Net {
 
     /// Whether anything is in flight.
     pub fn is_quiet(&self) -> bool {
-        self.links.iter().all(|l| l.inflight.iter().all(VecDeque::is_empty))
+        self.busy.is_empty()
     }
 
-    /// Delivers one batch of bytes on one link direction chosen at random. `false` when nothing
-    /// was in flight.
+    /// Delivers one batch of bytes on one link direction chosen at random, a millisecond on;
+    /// then the links' deadlines due by then fire. `false` when nothing was in flight.
     pub fn step(&mut self) -> Result<bool, Failure> {
-        self.launch();
-        let busy: Vec<(usize, usize)> = (0..self.links.len())
-            .flat_map(|l| (0..2).map(move |side| (l, side)))
-            .filter(|&(l, side)| !self.links[l].inflight[side].is_empty())
-            .collect();
-        if busy.is_empty() {
+        self.launch()?;
+        if self.busy.is_empty() {
             return Ok(false);
         }
-        let (l, side) = busy[self.rng.index(busy.len())];
-        let bytes = self.links[l].inflight[side].pop_front().unwrap_or_default();
-        self.steps += 1;
-        let node = self.links[l].ends[side];
-        let id = LinkId(l as u64);
-        let mut refused = None;
-        // Half the batches are offered whole first, as the engine does (forwarded as one record
-        // if every message in it continues on one link); the rest go message by message.
-        let whole_first = self.rng.index(2) == 0;
-        let now = self.epoch + Duration::from_millis(self.steps);
-        let sim = &mut self.nodes[node].node;
-        sim.handle_timeout(now, &mut Lent::all(&mut self.links, node));
-        let whole = whole_first && {
-            let (link, mut others) =
-                Lent::split(&mut self.links, l, node).ok_or_else(|| fail("no such link".into()))?;
-            sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some()
-        };
-        let messages = Messages::new(if whole { &[] } else { &bytes[..] });
-        for message in messages {
-            let message = message.map_err(|e| fail(format!("bad message on link {l}: {e}")))?;
-            let links = &mut self.links;
-            let result = (|| {
-                let link = &mut links[l];
-                let received = link.txn[side].handle_message(&mut link.out[side], &message)?;
-                if let Some(received) = received {
-                    sim.received(id, &mut Lent::all(links, node), received)?;
-                }
-                while let Some(event) = links[l].txn[side].poll_event() {
-                    sim.event(id, &mut Lent::all(links, node), event)?;
-                }
-                Ok::<(), crate::error::Error>(())
-            })();
-            if let Err(error) = result {
-                // As the engine does: the link it came on is closed, with the reason.
-                refused = Some(format!("node {node} closed link {l}: {error}"));
-                break;
-            }
+        let pick = self.rng.index(self.busy.len());
+        let Some(&(l, side)) = self.busy.iter().nth(pick) else { return Ok(false) };
+        let inflight = &mut self.links[l].inflight[side];
+        let bytes = inflight.pop_front().unwrap_or_default();
+        if inflight.is_empty() {
+            self.busy.remove(&(l, side));
         }
+        self.steps += 1;
+        self.elapsed += Duration::from_millis(1);
+        // Half the batches have their records offered whole first, as the engine does
+        // (forwarded as one record if every message in it continues on one link); the rest go
+        // message by message.
+        let whole_first = self.rng.index(2) == 0;
+        let node = self.links[l].ends[side];
+        let now = self.now();
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
+        self.nodes[node].node.handle_timeout(now, links);
+        self.deliver(l, side, bytes, whole_first)?;
+        self.fire_timers()?;
+        Ok(true)
+    }
+
+    /// End `side` of link `l` received `bytes`: its link cuts them into records and opens them,
+    /// and its node handles them (each record offered whole first if `whole_first`).
+    fn deliver(
+        &mut self,
+        l: usize,
+        side: usize,
+        mut bytes: Vec<u8>,
+        whole_first: bool,
+    ) -> Result<(), Failure> {
+        let now = self.now();
+        let id = LinkId(l as u64);
+        let node = self.links[l].ends[side];
+        let mut refused = None;
+        let Net { links, nodes, shared, timing, timers, .. } = self;
+        let (wire, mut others) =
+            Lent::split_with(links, shared, l, node).ok_or_else(|| fail("no such link".into()))?;
+        if !wire.links[side].is_established() {
+            // That end closed (it sent a close notice): the connection is gone there.
+            return Ok(());
+        }
+        wire.heard[side] = now;
+        wire.touch(side, shared);
+        let link = &mut wire.links[side];
+        link.received_bytes(bytes.len(), now);
+        let sim = &mut nodes[node].node;
+        let periods = &timing.periods;
+        let result = link.handle_records(&mut bytes, &shared.pool, now, periods, |parts, input| {
+            // As the engine does, a refusal closes the link after the input; what follows it
+            // is still handed over.
+            let result = match input {
+                Input::Record(plaintext) => {
+                    let taken = whole_first
+                        .then(|| sim.forward_record(id, parts.txn, &mut others, plaintext));
+                    return taken.flatten();
+                }
+                Input::Received(received) => {
+                    sim.received(id, &mut OnLink { id, parts, others: &mut others }, received)
+                }
+                Input::Event(event) => {
+                    sim.event(id, &mut OnLink { id, parts, others: &mut others }, event)
+                }
+            };
+            if let Err(error) = result {
+                refused.get_or_insert(error);
+            }
+            None
+        });
+        let closed = match result {
+            Ok(count) => {
+                if let Some(at) = count.shed_at {
+                    timers.arm(at, l, side, TimerKind::Shed);
+                }
+                if let Some(at) = link.arm_reassembly(now, periods) {
+                    timers.arm(at, l, side, TimerKind::Reassembly);
+                }
+                None
+            }
+            Err(reason) => Some(reason),
+        };
         self.settle(node)?;
-        if let Some(reason) = refused {
-            self.refusals.push(reason);
+        if let Some(reason) = closed {
+            self.closed(l, side, reason)?;
+        } else if let Some(error) = refused {
+            // As the engine does: the link it came on is closed, with the reason.
+            self.refusals.push(format!("node {node} closed link {l}: {error}"));
             self.cut(l)?;
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Fires the links' deadlines due by now, as the engine's worker does, and puts in flight
+    /// what they wrote (keepalives).
+    fn fire_timers(&mut self) -> Result<(), Failure> {
+        let now = self.now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            let (l, side) = (timer.link, timer.side);
+            let sim = &mut self.links[l];
+            let link = &mut sim.links[side];
+            if !sim.up || !link.is_established() {
+                continue;
+            }
+            let close = match timer.kind.deadline() {
+                None => match link.handle_rekey(now) {
+                    Ok(Some(at)) => {
+                        self.timers.arm(at, l, side, TimerKind::Rekey);
+                        None
+                    }
+                    Ok(None) => None,
+                    Err(reason) => Some(reason),
+                },
+                Some(deadline) => {
+                    let keepalive = self.timing.keepalive;
+                    let periods = &self.timing.periods;
+                    let pool = &self.shared.pool;
+                    match link.handle_timeout(deadline, now, keepalive, pool, periods) {
+                        Timeout::Nothing => None,
+                        Timeout::Arm(deadline, at) => {
+                            self.timers.arm(at, l, side, TimerKind::of(deadline));
+                            None
+                        }
+                        Timeout::Pinged(next) => {
+                            sim.touch(side, &self.shared);
+                            self.timers.arm(next, l, side, TimerKind::Keepalive);
+                            None
+                        }
+                        Timeout::Close(reason) => Some(reason),
+                    }
+                }
+            };
+            if let Some(reason) = close {
+                self.closed(l, side, reason)?;
+            }
+        }
+        self.launch()
     }
 
     /// Runs until nothing is in flight (at most `max` steps).
@@ -467,27 +983,113 @@ impl Net {
         Err(fail(format!("not quiet after {max} steps")))
     }
 
-    /// After input at node `i`: its application answers what arrived, and what its links
-    /// wrote is put in flight.
-    fn settle(&mut self, i: usize) -> Result<(), Failure> {
-        self.app(i)?;
-        self.launch();
+    /// Runs the network for `by` of virtual time: a batch in flight is delivered every
+    /// millisecond (as [`Net::step`] does); while nothing is in flight, time jumps to the links'
+    /// next deadline and fires it.
+    pub fn run_for(&mut self, by: Duration) -> Result<(), Failure> {
+        let until = self.now() + by;
+        while self.now() < until {
+            self.launch()?;
+            if !self.is_quiet() {
+                self.step()?;
+                continue;
+            }
+            let next = self.timers.next().map_or(until, |at| at.min(until));
+            self.elapsed = self.elapsed.max(next - self.epoch);
+            self.fire_timers()?;
+        }
         Ok(())
     }
 
-    /// Puts in flight what the links' ends wrote.
-    fn launch(&mut self) {
-        for sim in &mut self.links {
-            if !sim.up {
+    /// After input at node `i`: its application answers what arrived, the keepalives its
+    /// notices ask for are set, and what its links wrote is put in flight.
+    fn settle(&mut self, i: usize) -> Result<(), Failure> {
+        self.app(i)?;
+        self.notices(i);
+        self.launch()
+    }
+
+    /// What node `i` asks of its links, as the daemon does it: a peer whose idle timeout is
+    /// short hears from us at least every third of it.
+    fn notices(&mut self, i: usize) {
+        while let Some(notice) = self.nodes[i].node.poll_notice() {
+            let Notice::PeerIdleTimeout { link, idle_timeout, .. } = notice;
+            let needed = idle_timeout / 3;
+            let Some(sim) = usize::try_from(link.0).ok().and_then(|l| self.links.get_mut(l)) else {
+                continue;
+            };
+            if needed >= self.timing.keepalive || !sim.up {
                 continue;
             }
-            for side in 0..2 {
-                if !sim.out[side].is_empty() {
-                    let bytes = std::mem::take(&mut sim.out[side]);
-                    sim.inflight[1 - side].push_back(bytes);
-                }
+            let side = usize::from(sim.ends[1] == i);
+            let meta = sim.links[side].meta_mut();
+            let ms = needed.as_millis().max(u128::from(KEEPALIVE_INTERVAL_MIN_MS));
+            meta.keepalive_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+            meta.keepalive_changed = true;
+            sim.touch(side, &self.shared);
+        }
+    }
+
+    /// Ends the turn of every link end written to: what it wrote is sealed, and sent in one
+    /// batch (lost if the end is muted).
+    fn launch(&mut self) -> Result<(), Failure> {
+        let now = self.now();
+        let mut touched = std::mem::take(&mut *self.shared.touched.borrow_mut());
+        let mut failed = Vec::new();
+        let Net { links, shared, timing, timers, busy, .. } = self;
+        let pool = &shared.pool;
+        for &(l, side) in &touched {
+            let sim = &mut links[l];
+            sim.touched[side] = false;
+            let link = &mut sim.links[side];
+            if !sim.up || !link.is_established() {
+                continue;
+            }
+            let end = link.end_turn(
+                now,
+                timing.keepalive,
+                SEND_QUEUE_MAX_BYTES,
+                &mut pool.borrow_mut(),
+                &timing.periods,
+            );
+            if let Some(at) = end.shed_at {
+                timers.arm(at, l, side, TimerKind::Shed);
+            }
+            if let Some(at) = end.keepalive_at {
+                timers.arm(at, l, side, TimerKind::Keepalive);
+            }
+            if let Some(reason) = end.close {
+                failed.push((l, side, reason));
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(link.queued_bytes());
+            for chunk in link.transmit() {
+                bytes.extend_from_slice(chunk);
+            }
+            if bytes.is_empty() {
+                continue;
+            }
+            // The socket takes it all at once.
+            if let Some(at) = link.send_started(now, &timing.periods) {
+                timers.arm(at, l, side, TimerKind::SendStall);
+            }
+            link.sent(bytes.len(), &mut pool.borrow_mut());
+            if !sim.muted[side] {
+                sim.inflight[1 - side].push_back(bytes);
+                busy.insert((l, 1 - side));
             }
         }
+        // The list's memory back, unless ends were touched meanwhile.
+        touched.clear();
+        let mut list = shared.touched.borrow_mut();
+        if list.is_empty() {
+            *list = touched;
+        }
+        drop(list);
+        for (l, side, reason) in failed {
+            self.closed(l, side, reason)?;
+        }
+        Ok(())
     }
 
     /// Node `i`'s application: echo every message of calls to its mounts (closing its side
@@ -534,13 +1136,10 @@ impl Net {
                                 open.sent, open.echoed
                             )));
                         }
-                        match error {
-                            ErrorCode::NONE => self.outcomes.completed += 1,
-                            ErrorCode::LOST_LINK => self.outcomes.lost_link += 1,
-                            ErrorCode::NO_ROUTE => self.outcomes.no_route += 1,
-                            _ => self.outcomes.other += 1,
-                        }
-                    } else if !sim.served.remove(&key) {
+                        self.outcomes.count(error);
+                    } else if sim.served.remove(&key) {
+                        self.served.count(error);
+                    } else {
                         return Err(fail(format!(
                             "node {i}: call {call:?} ended twice or never opened"
                         )));
@@ -549,7 +1148,7 @@ impl Net {
             }
         }
         let answered = !answers.is_empty();
-        let links = &mut Lent::all(&mut self.links, i);
+        let links = &mut Lent::all_with(&mut self.links, &self.shared, i);
         for (call, payload, close) in answers {
             let flags = if close { Flags::DELETE } else { Flags::NONE };
             let _ = sim.node.send(call, ECHO, &payload, flags, ErrorCode::NONE, links);
@@ -557,9 +1156,23 @@ impl Net {
         Ok(answered)
     }
 
-    /// Once quiet: every call of a live node has ended at both ends, no circuit is left, and
-    /// every link holds only its span protocol.
+    /// Record buffers the links took while the pool was empty (allocated then).
+    pub fn pool_misses(&self) -> u64 {
+        self.shared.pool.borrow().misses()
+    }
+
+    /// Once quiet: every call of a live node has ended at both ends, no circuit is left, every
+    /// link holds only its span protocol, and every record buffer is back in the pool.
     pub fn check_quiet(&self) -> Result<(), Failure> {
+        let pool = self.shared.pool.borrow();
+        let (large, small) = (pool.available(), pool.available_small());
+        if (large, small) != (POOL_LARGE, POOL_SMALL) {
+            return Err(fail(format!(
+                "record buffers held: {} large, {} small",
+                POOL_LARGE - large,
+                POOL_SMALL - small
+            )));
+        }
         for (i, sim) in self.nodes.iter().enumerate() {
             if !sim.alive {
                 continue;
@@ -581,16 +1194,19 @@ impl Net {
             }
             for side in 0..2 {
                 let node = link.ends[side];
+                if !link.links[side].is_established() {
+                    continue;
+                }
                 let info = self.nodes[node]
                     .node
                     .link_info()
                     .find(|info| info.link == LinkId(l as u64))
                     .ok_or_else(|| fail(format!("node {node} lost track of link {l}")))?;
                 let expected = 2 + info.spans_in + info.spans_out;
-                if link.txn[side].len() != expected {
+                let held = link.links[side].transactions().len();
+                if held != expected {
                     return Err(fail(format!(
-                        "link {l} at node {node}: {} transactions, {expected} expected",
-                        link.txn[side].len()
+                        "link {l} at node {node}: {held} transactions, {expected} expected"
                     )));
                 }
             }
@@ -605,23 +1221,80 @@ fn epoch() -> Instant {
     Instant::now()
 }
 
-impl Wire for SimLink {
+impl SimLink {
+    /// End `end` was written to: its turn ends at the next launch.
+    fn touch(&mut self, end: usize, shared: &Shared) {
+        if !std::mem::replace(&mut self.touched[end], true) {
+            shared.touched.borrow_mut().push((self.index, end));
+        }
+    }
+}
+
+impl Lend for SimLink {
+    type Shared = Shared;
+    type Out<'b>
+        = TxSink<'b>
+    where
+        Self: 'b;
+
     fn end_of(&self, node: usize) -> Option<usize> {
         self.up.then(|| usize::from(self.ends[1] == node))
     }
 
-    fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>) {
-        (&mut self.txn[end], &mut self.out[end])
+    /// Through the end's [`Link::parts`]: `None` once it is closed.
+    fn with_end<R>(
+        &mut self,
+        end: usize,
+        shared: &Shared,
+        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        if !self.links[end].is_established() {
+            return None;
+        }
+        self.touch(end, shared);
+        let mut parts = self.links[end].parts(&shared.pool)?;
+        Some(f(parts.txn, &mut parts.out))
+    }
+
+    /// Through the end's [`Link::queue_record`].
+    fn record_at<R>(
+        &mut self,
+        end: usize,
+        shared: &Shared,
+        plaintext: &[u8],
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let result = self.links[end].queue_record(&shared.pool, plaintext, edit)?;
+        self.touch(end, shared);
+        Some(result)
     }
 }
 
-impl SimNode {
-    fn new(i: usize, now: Instant) -> SimNode {
-        SimNode::with_role(i, Role::Router, now)
-    }
+/// Record buffers in the simulator's pool: few large ones (its records are small), and small
+/// ones for a node that writes to its thousand client links in one input.
+const POOL_LARGE: usize = 8;
+const POOL_SMALL: usize = 1_024;
 
-    fn with_role(i: usize, role: Role, now: Instant) -> SimNode {
-        let mut node = Node::new(NodeId(i as u128 + 1), Hello::new(role, Wants::all()), now);
+/// Node `i`'s identity, the same across restarts: its handshakes accept any peer's key (the
+/// dialling end pins the key it expects, and the harness checks both).
+fn node_key(i: usize) -> NodeKey {
+    let mut private = [0x5a; 32];
+    private[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let identity = Identity::new(PrivateKey::from_bytes(private))
+        .unwrap_or_else(|e| panic!("node {i}'s key: {e}"));
+    let public = identity.public_key();
+    let mut config =
+        cipher::Config::new(identity).unwrap_or_else(|e| panic!("node {i}'s handshakes: {e}"));
+    config.accept_unknown_keys = true;
+    NodeKey { config: Arc::new(config), public }
+}
+
+impl SimNode {
+    fn with_role(i: usize, role: Role, now: Instant, timing: &Timing) -> SimNode {
+        let mut hello = Hello::new(role, Wants::all());
+        let idle_ms = timing.periods.idle_timeout.as_millis();
+        hello.idle_timeout_ms = u32::try_from(idle_ms).unwrap_or(u32::MAX);
+        let mut node = Node::new(NodeId(i as u128 + 1), hello, now);
         // The harness's clients attach their mounts in cluster 1 (`mount`).
         node.serve_client_clusters([ClusterId(1)]);
         SimNode {
@@ -634,3 +1307,7 @@ impl SimNode {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod tests;
