@@ -135,8 +135,9 @@ fn bytes_on_the_wire_are_sealed() {
     assert_eq!(RecordHeader::parse(&wire).unwrap().plaintext_len, plaintext_len);
     let found = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
     assert!(!found(marker), "the payload crossed in the clear");
-    // Not even a part of it.
-    assert!(marker.chunks(8).all(|part| !found(part)));
+    // Not even a part of it: no 8-byte piece (a shorter one could turn up in random ciphertext
+    // by chance: two bytes do about once in 650 runs).
+    assert!(marker.chunks_exact(8).all(|part| !found(part)));
     pair.drive(&mut log.app());
     assert_eq!(log.b.payloads, [marker.to_vec()]);
 }
