@@ -176,8 +176,9 @@ impl Node {
         links: &mut L,
     ) {
         let Open { parent, command, flags, payload } = open;
-        let opened = self
-            .write(links, link, |txn, out| txn.open(out, Some(parent), command, payload, flags));
+        // An open ends nothing: no event of this write to handle.
+        let opened =
+            links.with(link, |txn, out| txn.open(out, Some(parent), command, payload, flags));
         match opened {
             Some(Ok(id)) => {
                 let c = &mut self.circuits[slot as usize];
@@ -267,9 +268,12 @@ impl Node {
             state.counters.aborts_out += 1;
         }
         let flags = flags & (Flags::DELETE | Flags::ABORT);
+        if flags != Flags::NONE {
+            // A close may end the transaction there: its event is handled at the end.
+            self.touch(link);
+        }
         // Refused only if the peer's forced close crossed it: the transaction is ending anyway.
-        let _ =
-            self.write(links, link, |txn, out| txn.send(out, id, command, payload, flags, error));
+        let _ = links.with(link, |txn, out| txn.send(out, id, command, payload, flags, error));
         Ok(())
     }
 

@@ -629,8 +629,9 @@ impl Node {
         let heard = state.span.peer_idle_timeout_ms().is_some();
         let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
         let span = &mut state.span;
+        // What the span link writes here ends transactions of this link only, whose events the
+        // caller hands over after this message, as it does for every message of the link.
         let handled = links.with(link, |txn, out| span.handle(txn, out, &mut ctx, delivery));
-        self.touch(link);
         let Some(state) = self.links.get_mut(&link) else {
             return Err(Misuse::UnknownLink(link).into());
         };
