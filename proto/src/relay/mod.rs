@@ -48,8 +48,10 @@
 //!   is cheap when nothing is due) and when [`Node::poll_timeout`] falls due.
 //! - Every input is handed the caller's links ([`LinkSet`]: all of them, the one the input came
 //!   on included), and whatever the node sends goes straight into the link it goes on: one
-//!   output path, in the order the node wrote it. The events that writing causes on a link (a
-//!   DELETE completing a pair ends the transaction) are handled before the input returns.
+//!   output path, in the order the node wrote it. The events that writing causes on another
+//!   link (a DELETE completing a pair ends the transaction) are handled before the input
+//!   returns; those of the link the input came on, the caller hands over after the message, as
+//!   it does for every message of that link.
 //! - Drain [`Node::poll_notice`] after each input: the keepalive interval a peer's idle timeout
 //!   needs. (Links to close come back from [`Node::link_up`] as [`LinkUp`], and as errors from
 //!   `received` and `event`.)
