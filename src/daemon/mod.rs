@@ -528,7 +528,7 @@ impl Service for NodeService {
         }
     }
 
-    fn dial_failed(&mut self, addr: SocketAddr, reason: CloseReason) {
+    fn dial_failed(&mut self, _link: Option<LinkId>, addr: SocketAddr, reason: CloseReason) {
         tracing::debug!(%addr, %reason, "dial failed");
         self.handshake_failures += 1;
         self.redial.failed(addr, self.now);

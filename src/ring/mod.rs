@@ -219,8 +219,9 @@ pub trait Service: 'static {
     /// written through `worker`.
     fn link_down(&mut self, _worker: &mut WorkerCtx<'_>, _link: LinkId, _reason: CloseReason) {}
     /// A link we dialled to `addr` failed before its handshake completed (refused, timed out,
-    /// wrong key...). No `link_up` or `link_down` is called for it.
-    fn dial_failed(&mut self, _addr: SocketAddr, _reason: CloseReason) {}
+    /// wrong key...): `link` is the id the dial returned, or `None` for a dial that could not
+    /// start (and returned none). No `link_up` or `link_down` is called for it.
+    fn dial_failed(&mut self, _link: Option<LinkId>, _addr: SocketAddr, _reason: CloseReason) {}
     /// Once per turn of the worker's loop, after completions and timers.
     fn tick(&mut self, _worker: &mut WorkerCtx<'_>) {}
     /// A command for the service from another thread ([`Command::Service`]).

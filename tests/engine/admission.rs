@@ -320,7 +320,7 @@ impl Service for Dialler {
 
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
 
-    fn dial_failed(&mut self, _addr: SocketAddr, _reason: CloseReason) {
+    fn dial_failed(&mut self, _link: Option<LinkId>, _addr: SocketAddr, _reason: CloseReason) {
         self.outcomes.failed.fetch_add(1, Ordering::Relaxed);
     }
 }

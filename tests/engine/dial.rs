@@ -39,7 +39,7 @@ impl Service for Reporter {
 
     fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
 
-    fn dial_failed(&mut self, addr: SocketAddr, reason: CloseReason) {
+    fn dial_failed(&mut self, _link: Option<LinkId>, addr: SocketAddr, reason: CloseReason) {
         let _ = self.seen.send(Seen::Failed(addr, reason));
     }
 

@@ -174,7 +174,7 @@ impl Worker {
     /// Reports the dials that failed before they had a link.
     pub(super) fn report_dial_errors(&mut self, service: &mut impl Service) {
         while let Some((addr, reason)) = self.dial_errors.pop() {
-            service.dial_failed(addr, reason);
+            service.dial_failed(None, addr, reason);
         }
     }
 

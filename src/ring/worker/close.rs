@@ -35,7 +35,7 @@ impl Worker {
             self.stats.handshake_failures += 1;
             tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
             if let Some(addr) = conn.dial.as_ref().and_then(|dial| dial.addr.as_socket()) {
-                service.dial_failed(addr, reason);
+                service.dial_failed(Some(id), addr, reason);
             }
         }
         self.stats.closed += 1;

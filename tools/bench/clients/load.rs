@@ -172,10 +172,6 @@ fn backoff(min: Duration, max: Duration, failures: u32, rng: &mut u64) -> Durati
     wait.mul_f64(1.0 - (*rng % 1024) as f64 / 2048.0)
 }
 
-/// How often, at most, the links still dialling are looked over for the ones that failed
-/// (see [`ClientLoad::match_failures`]).
-const MATCH_EVERY: Duration = Duration::from_millis(10);
-
 /// The worker's service: dials, opens hellos, counts.
 pub struct ClientLoad {
     addr: SocketAddr,
@@ -201,13 +197,8 @@ pub struct ClientLoad {
     redial_min: Duration,
     redial_max: Duration,
     rng: u64,
-    /// Dials that could not start (`connect_as` returned no link), already handled, whose
-    /// `dial_failed` is still to come.
-    failed_to_start: u64,
-    /// Failures heard of in `dial_failed` (which does not say which link) not yet matched to
-    /// their link in `dialling`.
-    unmatched_failures: u64,
-    next_match: Option<Instant>,
+    /// Dialled links that failed (`dial_failed`), to dial again or give up on at the next tick.
+    failed_dials: Vec<LinkId>,
     /// Links up whose advertisement waits for the satellite's hello.
     awaiting_hello: HashMap<LinkId, ClientMount, foldhash::fast::RandomState>,
     established: u64,
@@ -251,9 +242,7 @@ impl ClientLoad {
             redial_min: plan.redial_min,
             redial_max: plan.redial_max.max(plan.redial_min),
             rng: std::hash::BuildHasher::hash_one(&foldhash::fast::RandomState::default(), 0) | 1,
-            failed_to_start: 0,
-            unmatched_failures: 0,
-            next_match: None,
+            failed_dials: Vec::new(),
             awaiting_hello: HashMap::default(),
             established: 0,
             redialled: 0,
@@ -302,8 +291,7 @@ impl ClientLoad {
                 self.dialling.insert(id, (worker.now(), link));
             }
             None => {
-                // `dial_failed` counts it after this turn's callbacks.
-                self.failed_to_start += 1;
+                // `dial_failed` counts it after this turn's callbacks (with no link).
                 self.dial_ended_in_failure(worker.now(), link);
             }
         }
@@ -321,31 +309,13 @@ impl ClientLoad {
         self.redials.push(Reverse(Redial { due: now + wait, seq: self.redial_seq, link }));
     }
 
-    /// `dial_failed` does not say which dial failed: the links still dialling whose link is
-    /// gone from the engine (freed once closed) are the ones. Looked over at most every
-    /// [`MATCH_EVERY`], and only while some failure is unmatched.
-    fn match_failures(&mut self, worker: &mut WorkerCtx<'_>) {
-        let now = worker.now();
-        if self.unmatched_failures == 0 {
-            return;
-        }
-        if self.next_match.is_some_and(|at| now < at) {
-            worker.wake_at(self.next_match.unwrap_or(now));
-            return;
-        }
-        let gone: Vec<LinkId> =
-            self.dialling.keys().copied().filter(|&id| worker.link_stats(id).is_none()).collect();
-        for id in gone {
+    /// The dials that failed since the last tick: each is dialled again after its backoff, or
+    /// given up.
+    fn redial_failed(&mut self, now: Instant) {
+        for id in std::mem::take(&mut self.failed_dials) {
             if let Some((_, link)) = self.dialling.remove(&id) {
-                self.unmatched_failures = self.unmatched_failures.saturating_sub(1);
                 self.dial_ended_in_failure(now, link);
             }
-        }
-        if self.unmatched_failures > 0 {
-            // Closed, not freed yet: its last operations are still completing.
-            let at = now + MATCH_EVERY;
-            self.next_match = Some(at);
-            worker.wake_at(at);
         }
     }
 
@@ -445,19 +415,18 @@ impl Service for ClientLoad {
         *self.lost_reasons.entry(reason.to_string()).or_default() += 1;
     }
 
-    fn dial_failed(&mut self, _addr: SocketAddr, reason: CloseReason) {
+    fn dial_failed(&mut self, link: Option<LinkId>, _addr: SocketAddr, reason: CloseReason) {
         self.failed += 1;
         *self.failures.entry(reason.to_string()).or_default() += 1;
-        if self.failed_to_start > 0 {
-            self.failed_to_start -= 1;
-        } else {
-            self.unmatched_failures += 1;
+        // A dial that could not start (no link) was handled when it was made.
+        if let Some(link) = link {
+            self.failed_dials.push(link);
         }
     }
 
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
         let now = worker.now();
-        self.match_failures(worker);
+        self.redial_failed(now);
         while let Some(Reverse(redial)) = self.redials.peek() {
             if redial.due > now {
                 worker.wake_at(redial.due);

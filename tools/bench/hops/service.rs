@@ -706,7 +706,7 @@ impl Service for Hops {
         }
     }
 
-    fn dial_failed(&mut self, addr: SocketAddr, reason: CloseReason) {
+    fn dial_failed(&mut self, _link: Option<LinkId>, addr: SocketAddr, reason: CloseReason) {
         tracing::debug!(%addr, %reason, "dial failed; dialling again");
         self.dial_at = Some(self.now + REDIAL);
     }
