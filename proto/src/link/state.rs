@@ -600,11 +600,6 @@ impl Link {
         self.tx.release(pool);
     }
 
-    /// Heap bytes the link's streams hold (buffers in use).
-    pub fn heap_bytes(&self) -> usize {
-        self.tx.heap_bytes()
-    }
-
     /// Its transactions, to read.
     pub fn transactions(&self) -> &txn::Link {
         &self.txn

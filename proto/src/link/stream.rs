@@ -205,10 +205,22 @@ impl Tx {
 
     /// Seals the record being built, if any, and queues it.
     pub fn flush(&mut self, sealer: &mut RecordSealer, pool: &mut Pool) {
-        let Some(mut buf) = self.building.take() else {
+        let Some(buf) = self.building.take() else {
             return;
         };
         let len = std::mem::take(&mut self.building_len) as usize;
+        self.seal_and_push(sealer, pool, buf, len);
+    }
+
+    /// Seals `buf`, holding `len` bytes of plaintext after its header room, and queues it; a
+    /// sealing failure is kept to close the link with, and the buffer goes back to the pool.
+    fn seal_and_push(
+        &mut self,
+        sealer: &mut RecordSealer,
+        pool: &mut Pool,
+        mut buf: RecordBuf,
+        len: usize,
+    ) {
         match sealer.seal(&mut buf, len) {
             Ok(wire_len) => {
                 self.sealed = self.sealed.saturating_add(1);
@@ -246,16 +258,7 @@ impl Tx {
         };
         let mut pool = pool.borrow_mut();
         self.flush(sealer, &mut pool);
-        match sealer.seal(&mut buf, len) {
-            Ok(wire_len) => {
-                self.sealed = self.sealed.saturating_add(1);
-                self.push(buf, wire_len);
-            }
-            Err(error) => {
-                pool.give(buf);
-                self.failed.get_or_insert_with(|| Box::new(error));
-            }
-        }
+        self.seal_and_push(sealer, &mut pool, buf, len);
         Some(result)
     }
 

@@ -124,6 +124,17 @@ impl Bench {
         self.peers.len() - 1
     }
 
+    /// A router peer (id 2) advertising `mount` as a master, heard by the node. Its index.
+    fn advertising_server(&mut self, mount: MountKey) -> usize {
+        let server = self.connect(2, Role::Router, Role::Router);
+        self.send(server, |txn, out| {
+            txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
+                .unwrap()
+        });
+        self.pump();
+        server
+    }
+
     /// The node, and the set of links it writes through.
     fn node(&mut self) -> (&mut Node, Ours<'_>) {
         (&mut self.node, Ours(&mut self.peers))
@@ -384,13 +395,8 @@ fn a_path_lost_after_the_last_reply_still_reaches_the_caller() {
     // then the server's link is lost. The caller must hear LOST_LINK (one forced close may
     // follow a DELETE: PROTOCOL.md 6.5), not keep a call that silently goes nowhere.
     let mut b = Bench::new(Role::Router);
-    let server = b.connect(2, Role::Router, Role::Router);
     let mount = key(1, 7);
-    b.send(server, |txn, out| {
-        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
-            .unwrap()
-    });
-    b.pump();
+    let server = b.advertising_server(mount);
     let caller = b.connect(3, Role::Router, Role::Router);
     let span = b.peers[caller].spans[&mount];
     let call =
@@ -431,13 +437,8 @@ fn a_link_full_of_one_peers_circuits_gives_way_to_a_peer_holding_fewer() {
     // A hog and an honest caller, both routers, calling a mount behind a third peer. The hog
     // opens as many circuits as the next link holds and never closes them.
     let mut b = Bench::new(Role::Router);
-    let server = b.connect(2, Role::Router, Role::Router);
     let mount = key(1, 7);
-    b.send(server, |txn, out| {
-        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
-            .unwrap()
-    });
-    b.pump();
+    let server = b.advertising_server(mount);
     let hog = b.connect(3, Role::Router, Role::Router);
     let honest = b.connect(4, Role::Router, Role::Router);
     let span = |b: &Bench, p: usize| b.peers[p].spans[&mount];
@@ -473,13 +474,8 @@ fn a_link_full_of_one_peers_circuits_gives_way_to_a_peer_holding_fewer() {
 #[test]
 fn circuits_idle_past_the_bound_are_aborted_at_both_ends() {
     let mut b = Bench::new(Role::Router);
-    let server = b.connect(2, Role::Router, Role::Router);
     let mount = key(1, 7);
-    b.send(server, |txn, out| {
-        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
-            .unwrap()
-    });
-    b.pump();
+    let server = b.advertising_server(mount);
     let caller = b.connect(3, Role::Router, Role::Router);
     let idle = Duration::from_secs(10);
     b.node.set_circuit_idle(idle);
@@ -540,12 +536,7 @@ fn a_second_link_to_a_linked_node_is_resolved_alike_at_both_ends() {
 /// both peers' indexes.
 fn server_and_caller(mount: MountKey) -> (Bench, usize, usize) {
     let mut b = Bench::new(Role::Router);
-    let server = b.connect(2, Role::Router, Role::Router);
-    b.send(server, |txn, out| {
-        txn.open(out, None, Command::LINK_SPAN, &advert(mount, MountKind::Master), Flags::NONE)
-            .unwrap()
-    });
-    b.pump();
+    let server = b.advertising_server(mount);
     let caller = b.connect(3, Role::Router, Role::Router);
     (b, server, caller)
 }
