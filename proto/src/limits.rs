@@ -94,6 +94,18 @@ pub const RING_ENTRIES: u32 = 4096;
 /// per worker.
 pub const RECV_BUFFERS: u16 = 64;
 
+/// Of a worker's receive buffers, the share its sends may hold at once through records
+/// forwarded from where they arrived (one record pins its whole buffer until its send
+/// completes): one in `RECV_LENT_SHARE`, half. Past it a forwarded record is copied, so the
+/// other half always remains for receiving, however slowly the next links drain.
+pub const RECV_LENT_SHARE: u16 = 2;
+
+/// Of a worker's receive buffers, the share one link's sends may hold through records
+/// forwarded in place: one in `RECV_LENT_LINK_SHARE` (at least one record), a quarter. Past it
+/// that link is sent copies, so a link whose peer reads slowly (or not at all) pins at most
+/// this much of its worker's receive memory.
+pub const RECV_LENT_LINK_SHARE: u16 = 4;
+
 /// Bytes per provided receive buffer. Four maximum records: a receive takes whatever the
 /// socket holds up to this, most records land whole and are opened where they landed, and only
 /// the one cut by the buffer's end is copied to be reassembled.

@@ -28,7 +28,7 @@ use crate::cipher::PublicKey;
 use crate::ids::{ClusterId, LinkId, NodeId};
 use crate::relay::redial::{PeerState, Redial};
 use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node, NodeCounters, Notice};
-use crate::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
+use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
 use crate::span::{Hello, Label, MountKey, MountKind, NextHop, Role};
 use crate::txn::{Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
@@ -424,6 +424,7 @@ impl NodeService {
                 lost,
                 refused,
                 whole_records,
+                records_in_place: stats.records_in_place,
                 limited,
                 preempted,
                 idle,
@@ -484,10 +485,10 @@ impl Service for NodeService {
         }
     }
 
-    fn record(&mut self, link: &mut LinkCtx<'_>, plaintext: &[u8]) -> Option<usize> {
+    fn record(&mut self, link: &mut LinkCtx<'_>, record: &mut RecordIn<'_>) -> Option<usize> {
         let id = link.id();
         let LinkCtx { txn, peers, .. } = link;
-        self.node.forward_record(id, txn, peers, plaintext)
+        self.node.forward_record(id, txn, peers, record)
     }
 
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {

@@ -182,6 +182,11 @@ pub fn prometheus(s: &Snapshot) -> String {
             "Received records forwarded whole (every message in them continued on one link).",
             c.whole_records,
         ),
+        (
+            "records_in_place_total",
+            "Of the records forwarded whole, those sent from where they lay (no copy).",
+            c.records_in_place,
+        ),
         ("limited_total", "Circuits refused for a limit (a peer's share).", c.limited),
         ("preempted_total", "Circuits aborted to make room for a peer holding fewer.", c.preempted),
         ("idle_total", "Circuits aborted after carrying nothing for the idle bound.", c.idle),
@@ -412,7 +417,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
             out,
             "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}\n\
              handshakes in progress {}  failed {}\n\
-             records forwarded whole {}\n\
+             records forwarded whole {} (from where they arrived {})\n\
              refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
             s.circuits,
             c.relayed,
@@ -423,6 +428,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
             s.handshaking,
             s.handshake_failures,
             c.whole_records,
+            c.records_in_place,
             c.limited,
             c.preempted,
             c.idle,

@@ -156,6 +156,10 @@ pub struct Counters {
     /// Received records forwarded whole: every message in them continued on one link.
     #[serde(default)]
     pub whole_records: u64,
+    /// Of those, records sent on from where they lay: the receive buffer they arrived in, or the
+    /// buffer they were put together in (no copy).
+    #[serde(default)]
+    pub records_in_place: u64,
     /// Circuits refused for a limit (a peer's share, a client's calls).
     #[serde(default)]
     pub limited: u64,

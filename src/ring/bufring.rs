@@ -3,6 +3,11 @@
 //! The kernel picks a free buffer when data arrives on any socket with a multishot receive in
 //! flight, so an idle link holds no receive buffer at all. A buffer is either the kernel's (in
 //! the ring) or ours (reported by a completion, until [`BufRing::recycle`] gives it back).
+//!
+//! A buffer of ours may be lent to sends: a relay forwards a received record from where it lies
+//! ([`Lender::lend`]), and the buffer goes back to the kernel only when the receive that filled
+//! it has been handled and every send from it has completed (or its link was released). Each
+//! buffer counts its holders: the receive, and one per record lent.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
@@ -24,8 +29,34 @@ pub struct BufRing {
     group: u16,
     /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
     tail: u16,
-    /// Whether each buffer is ours (reported by a completion and not yet recycled).
-    ours: Vec<bool>,
+    /// Holders of each buffer: 0 while it is the kernel's; the receive that reported it (until
+    /// [`BufRing::recycle`]) and each record lent from it (until [`BufRing::unlend`]).
+    holds: Vec<u16>,
+    /// Records lent, over all buffers.
+    lent: u32,
+}
+
+/// What a relay needs to lend records of one buffer to sends, while that buffer's bytes are
+/// borrowed: see [`BufRing::lender`].
+pub struct Lender<'a> {
+    holds: &'a mut u16,
+    lent: &'a mut u32,
+    /// The buffer.
+    pub buffer: u16,
+}
+
+impl Lender<'_> {
+    /// Records lent, over all buffers of the ring.
+    pub fn lent(&self) -> u32 {
+        *self.lent
+    }
+
+    /// One more record of the buffer is lent to a send: the buffer stays ours until it comes
+    /// back ([`BufRing::unlend`]).
+    pub fn lend(&mut self) {
+        *self.holds += 1;
+        *self.lent += 1;
+    }
 }
 
 impl BufRing {
@@ -68,7 +99,8 @@ impl BufRing {
             buf_size,
             group,
             tail: 0,
-            ours: vec![true; entries as usize],
+            holds: vec![1; entries as usize],
+            lent: 0,
         };
         // SAFETY: `ring_mem` is page aligned, zeroed, holds `entries` entries, and lives until
         // `Drop`, which the caller orders after the ring's destruction (see above).
@@ -101,12 +133,30 @@ impl BufRing {
     /// [`BufRing::recycle`]. Returns `None` if the completion is impossible (an unknown buffer,
     /// one already ours, or a length past its end).
     pub fn take(&mut self, bid: u16, len: usize) -> Option<()> {
-        let owned = self.ours.get_mut(bid as usize)?;
-        if *owned || len > self.buf_size as usize {
+        let holds = self.holds.get_mut(bid as usize)?;
+        if *holds > 0 || len > self.buf_size as usize {
             return None;
         }
-        *owned = true;
+        *holds = 1;
         Some(())
+    }
+
+    /// The bytes of a buffer a receive just reported, to handle them in place, and its
+    /// [`Lender`].
+    ///
+    /// # Panics
+    /// If the buffer is the kernel's: a local bug (only [`BufRing::take`]n buffers are read).
+    pub fn lender(&mut self, bid: u16) -> (&mut [u8], Lender<'_>) {
+        let holds = &mut self.holds[bid as usize];
+        assert!(*holds > 0, "buffer {bid} belongs to the kernel");
+        let start = bid as usize * self.buf_size as usize;
+        // SAFETY: the range lies inside the `bufs` allocation; the buffer is ours (not in the
+        // ring, so the kernel does not write it) and `&mut self` makes this borrow exclusive:
+        // no send reads the buffer while it is handled, as sends start after the turn's
+        // receives are handled, and records lent from it before are never handed out again.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(self.bufs.add(start), self.buf_size as usize) };
+        (bytes, Lender { holds, lent: &mut self.lent, buffer: bid })
     }
 
     /// The bytes of a buffer we hold.
@@ -114,17 +164,57 @@ impl BufRing {
     /// # Panics
     /// If the buffer is the kernel's: a local bug (only [`BufRing::take`]n buffers are read).
     pub fn bytes_mut(&mut self, bid: u16) -> &mut [u8] {
-        assert!(self.ours[bid as usize], "buffer {bid} belongs to the kernel");
-        let start = bid as usize * self.buf_size as usize;
-        // SAFETY: the range lies inside the `bufs` allocation; the buffer is ours (not in the
-        // ring, so the kernel does not write it) and `&mut self` makes this borrow exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.bufs.add(start), self.buf_size as usize) }
+        self.lender(bid).0
     }
 
-    /// Gives a buffer back to the kernel. Call [`BufRing::publish`] once after a batch.
+    /// `len` bytes from `offset` of a buffer lent to a send, for the kernel to read.
+    ///
+    /// # Panics
+    /// If the buffer is the kernel's or the range leaves it: a local bug.
+    pub fn lent_bytes(&self, bid: u16, offset: u32, len: u32) -> &[u8] {
+        assert!(self.holds[bid as usize] > 0, "buffer {bid} belongs to the kernel");
+        let (offset, len) = (offset as usize, len as usize);
+        assert!(offset + len <= self.buf_size as usize, "a lent range leaves buffer {bid}");
+        let start = bid as usize * self.buf_size as usize + offset;
+        // SAFETY: the range lies inside the buffer (checked), inside the `bufs` allocation; the
+        // buffer is ours, so the kernel does not write it, and nothing of ours writes a lent
+        // record until it comes back (`&self` excludes `lender` meanwhile).
+        unsafe { std::slice::from_raw_parts(self.bufs.add(start), len) }
+    }
+
+    /// Records lent, over all buffers.
+    pub fn lent(&self) -> u32 {
+        self.lent
+    }
+
+    /// Buffers that are ours (handled now, or held by records lent).
+    pub fn held(&self) -> usize {
+        self.holds.iter().filter(|&&holds| holds > 0).count()
+    }
+
+    /// The receive that reported a buffer is handled: the buffer goes back to the kernel
+    /// unless records of it are lent. Call [`BufRing::publish`] once after a batch.
     pub fn recycle(&mut self, bid: u16) {
-        if self.ours.get(bid as usize) == Some(&true) {
-            self.push(bid);
+        self.release(bid);
+    }
+
+    /// A record lent from a buffer came back (its send completed, or its link was released):
+    /// the buffer goes back to the kernel once nothing holds it.
+    pub fn unlend(&mut self, bid: u16) {
+        if self.holds.get(bid as usize).is_some_and(|&holds| holds > 0) {
+            self.lent -= 1;
+            self.release(bid);
+        }
+    }
+
+    fn release(&mut self, bid: u16) {
+        if let Some(holds) = self.holds.get_mut(bid as usize)
+            && *holds > 0
+        {
+            *holds -= 1;
+            if *holds == 0 {
+                self.push(bid);
+            }
         }
     }
 
@@ -146,7 +236,7 @@ impl BufRing {
         entry.set_addr(addr as u64);
         entry.set_len(self.buf_size);
         entry.set_bid(bid);
-        self.ours[bid as usize] = false;
+        self.holds[bid as usize] = 0;
         self.tail = self.tail.wrapping_add(1);
     }
 }

@@ -53,6 +53,7 @@ use crate::ids::LinkId;
 use crate::limits;
 use crate::txn::{self, Event, Received};
 
+pub use crate::link::RecordIn;
 pub use crate::link::stream::TxSink;
 use conn::LinkMeta;
 pub use conn::{CloseReason, LinkStats};
@@ -203,13 +204,15 @@ pub trait Service: 'static {
     /// A message arrived on a link. Link-level one-way messages (keepalive, close) are handled
     /// by the engine and never reach the service.
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>);
-    /// A record arrived on a link, opened: `plaintext` holds its messages, not yet handled. A
-    /// service that can take the record whole (a relay forwarding every message in it to one
-    /// other link, [`relay::Node::forward_record`](crate::relay::Node::forward_record)) does so
-    /// and returns how many messages it held; `None` (the default) has them handed to
-    /// [`Service::received`] one by one. Only messages the link's transaction layer would
-    /// merely deliver may be taken so ([`txn::Link::in_stream`]).
-    fn record(&mut self, _link: &mut LinkCtx<'_>, _plaintext: &[u8]) -> Option<usize> {
+    /// A record arrived on a link, opened in the receive buffer it arrived in: `record` holds its
+    /// messages, not yet handled. A service that can take the record whole (a relay forwarding
+    /// every message in it to one other link,
+    /// [`relay::Node::forward_record`](crate::relay::Node::forward_record), which sends it from
+    /// where it lies when the link's share of receive buffers allows) does so and returns how
+    /// many messages it held; `None` (the default) has them handed to [`Service::received`] one
+    /// by one, and the record must then be as it arrived. Only messages the link's transaction
+    /// layer would merely deliver may be taken so ([`txn::Link::in_stream`]).
+    fn record(&mut self, _link: &mut LinkCtx<'_>, _record: &mut RecordIn<'_>) -> Option<usize> {
         None
     }
     /// A lifecycle event of a link's transactions. When a link goes down, every transaction on

@@ -11,6 +11,7 @@
 //! (`Node::forward_record`, as the engine offers each record).
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
+use ringspan::link::RecordIn;
 use ringspan::relay::{AppEvent, CallId, Node};
 use ringspan::sim::lend::{self, Lent};
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
@@ -125,7 +126,7 @@ impl Chain {
                     let link = LinkId(l as u64);
                     if self.mode == Mode::Whole {
                         let (wire, mut others) = Lent::split(&mut self.wires, l, n).unwrap();
-                        let batch = &self.scratch;
+                        let batch = &mut RecordIn::plaintext_only(&mut self.scratch);
                         if node.forward_record(link, &wire.txn[to], &mut others, batch).is_some() {
                             self.scratch.clear();
                             continue;

@@ -89,12 +89,17 @@ fn run_chain(relays: usize) {
     assert_eq!(paced["out_of_order"].as_u64(), Some(0), "{paced}");
     assert!(paced["window_seconds"].as_f64().unwrap() > 0.0, "{paced}");
     assert!(paced["msgs_per_sec"].as_f64().unwrap() > 0.0, "{paced}");
-    // Past the call's first record, every relay forwarded the stream's records whole.
+    // Past the call's first record, every relay forwarded the stream's records whole, and
+    // sent them from the receive buffers they arrived in.
     for node in &nodes {
         wait_for(
-            &format!("{} to count records forwarded whole", node.name),
+            &format!("{} to count records forwarded whole, in place", node.name),
             Duration::from_secs(5),
-            || node.try_snapshot().is_some_and(|s| s.counters.whole_records > 0),
+            || {
+                node.try_snapshot().is_some_and(|s| {
+                    s.counters.whole_records > 0 && s.counters.records_in_place > 0
+                })
+            },
         );
     }
 

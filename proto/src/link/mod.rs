@@ -14,5 +14,7 @@ pub mod stream;
 
 pub use clock::{Deadline, Expiry, Fired, LinkClock, Periods, RxState};
 pub use state::{
-    CloseReason, Crypto, EndTurn, Input, Link, LinkMeta, LinkStats, Parts, RecordsIn, Timeout,
+    CloseReason, Crypto, EndTurn, Input, Link, LinkMeta, LinkStats, Parts, RecordIn, RecordsIn,
+    Timeout,
 };
+pub use stream::{Chunk, Lent};

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::{Error, Violation};
-use crate::limits::{HANDSHAKE_FRAME_MAX, MESSAGE_HEADER_LEN};
+use crate::limits::{HANDSHAKE_FRAME_MAX, MESSAGE_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::txn::{self, Event, Received};
 use crate::wire::{Command, ErrorCode, Messages};
 
 use super::clock::{Deadline, Expiry, Fired, LinkClock, Periods, RxState};
 use super::pool::Pool;
-use super::stream::{Rx, Tx, TxSink};
+use super::pool::RecordBuf;
+use super::stream::{Chunk, Cut, Lent, Rx, Tx, TxSink};
 
 /// Plaintext bytes of a keepalive (`LINK_PING`, a header and no payload).
 const KEEPALIVE_LEN: usize = MESSAGE_HEADER_LEN;
@@ -143,12 +144,82 @@ pub struct Parts<'a> {
     pub meta: &'a mut LinkMeta,
 }
 
+/// A received record, opened in place: the record (header, plaintext, tag) with its plaintext
+/// opened, where it lies — in a receive buffer its driver can lend to a send ([`Lent`]), or in
+/// the pooled buffer it was put together in. A relay forwards such a record from where it lies
+/// ([`Link::forward_in_place`]); any other is forwarded as a copy.
+pub struct RecordIn<'a> {
+    wire: Wire<'a>,
+    /// Its plaintext: `len` bytes from `start`.
+    start: usize,
+    len: usize,
+}
+
+/// Where a received record lies.
+enum Wire<'a> {
+    /// Where it arrived, in a receive buffer (lendable, if the driver said so).
+    Arrived(&'a mut [u8], Option<Lent>),
+    /// Its first `usize` bytes, in the pooled buffer it was put together in (taken out when the
+    /// record is sent on from there).
+    Reassembled(&'a mut Option<RecordBuf>, usize),
+}
+
+impl<'a> RecordIn<'a> {
+    /// Plaintext alone, lying nowhere it could be sent from (tests, tools, simulators): it is
+    /// forwarded as a copy.
+    pub fn plaintext_only(plaintext: &'a mut [u8]) -> RecordIn<'a> {
+        let len = plaintext.len();
+        RecordIn { wire: Wire::Arrived(plaintext, None), start: 0, len }
+    }
+
+    fn wire(&self) -> &[u8] {
+        match &self.wire {
+            Wire::Arrived(wire, _) => wire,
+            Wire::Reassembled(held, len) => held.as_deref().map_or(&[], |buf| &buf[..*len]),
+        }
+    }
+
+    fn wire_mut(&mut self) -> &mut [u8] {
+        match &mut self.wire {
+            Wire::Arrived(wire, _) => wire,
+            Wire::Reassembled(held, len) => {
+                held.as_deref_mut().map_or(&mut [], |buf| &mut buf[..*len])
+            }
+        }
+    }
+
+    /// Its plaintext: whole messages (none once it was sent on from where it lay).
+    pub fn plaintext(&self) -> &[u8] {
+        self.wire().get(self.start..self.start + self.len).unwrap_or_default()
+    }
+
+    /// Its plaintext, to rewrite in place.
+    pub fn plaintext_mut(&mut self) -> &mut [u8] {
+        let (start, len) = (self.start, self.len);
+        self.wire_mut().get_mut(start..start + len).unwrap_or_default()
+    }
+
+    /// Where it lies, if in a receive buffer its driver can lend to a send.
+    pub fn lent(&self) -> Option<Lent> {
+        match self.wire {
+            Wire::Arrived(_, lent) => lent,
+            Wire::Reassembled(..) => None,
+        }
+    }
+
+    /// Whether it lies in the pooled buffer it was put together in (and can be sent on from
+    /// there without lending anything).
+    pub fn reassembled(&self) -> bool {
+        matches!(&self.wire, Wire::Reassembled(held, _) if held.is_some())
+    }
+}
+
 /// What a received record hands to its link's user, in order.
-pub enum Input<'a> {
+pub enum Input<'a, 'r> {
     /// A record, opened: its messages, not yet handled. The user may take it whole (a relay
     /// forwarding every message of it to one other link) by answering how many messages it
     /// held; otherwise each message follows as [`Input::Received`] and [`Input::Event`]s.
-    Record(&'a [u8]),
+    Record(&'r mut RecordIn<'a>),
     /// A message the transaction layer returned.
     Received(Received<'a>),
     /// A lifecycle event of the link's transactions.
@@ -319,7 +390,9 @@ impl Link {
 
     /// Records arrived at `now` in `bytes`: each is cut, opened in place (or put together in a
     /// pooled buffer if a buffer boundary cut it) and handed to `deliver` — first whole
-    /// ([`Input::Record`]; `deliver` answers `Some(messages)` if it took it), else message by
+    /// ([`Input::Record`]; `deliver` answers `Some(messages)` if it took it; with `lent`, `bytes`
+    /// start at that place of a receive buffer the driver can lend to a send, and so does each
+    /// record not put together), else message by
     /// message with the transactions' events. The link's own messages are handled here: a
     /// keepalive is consumed, a peer's `LINK_CLOSE` ends the batch with
     /// [`CloseReason::PeerSaid`]. A quiet link's receive keys are shed after a record of
@@ -328,10 +401,11 @@ impl Link {
     pub fn handle_records(
         &mut self,
         bytes: &mut [u8],
+        lent: Option<Lent>,
         pool: &RefCell<Pool>,
         now: Instant,
         periods: &Periods,
-        mut deliver: impl FnMut(&mut Parts<'_>, Input<'_>) -> Option<usize>,
+        mut deliver: impl FnMut(&mut Parts<'_>, Input<'_, '_>) -> Option<usize>,
     ) -> Result<RecordsIn, CloseReason> {
         let Link { crypto, txn, rx, tx, meta, clock, stats, .. } = self;
         let Crypto::Established { sealer, opener } = crypto else {
@@ -340,22 +414,36 @@ impl Link {
         let mut last_data = clock.last_data();
         let data_before = last_data;
         let mut count = RecordsIn::default();
-        // A record outside the receive buffer was put together in a pooled one.
-        let received = bytes.as_ptr_range();
-        let result = rx.feed(bytes, pool, |record| -> Result<(), CloseReason> {
-            count.reassembled += u64::from(!received.contains(&record.as_ptr()));
-            let plaintext = opener.open(record).map_err(CloseReason::Protocol)?;
+        // Where the bytes start, to find each record's offset from.
+        let start = bytes.as_ptr() as usize;
+        let result = rx.feed(bytes, pool, |cut| -> Result<(), CloseReason> {
+            let wire = match cut {
+                Cut::Arrived(record) => {
+                    // Where the record lies in the lendable buffer (an offset below its size).
+                    let lent = lent.map(|at| Lent {
+                        buffer: at.buffer,
+                        offset: at.offset + (record.as_ptr() as usize - start) as u32,
+                    });
+                    Wire::Arrived(record, lent)
+                }
+                Cut::Reassembled(held, len) => {
+                    count.reassembled += 1;
+                    Wire::Reassembled(held, len)
+                }
+            };
+            let mut whole = RecordIn { wire, start: RECORD_HEADER_LEN, len: 0 };
+            whole.len = opener.open(whole.wire_mut()).map_err(CloseReason::Protocol)?.len();
             count.records += 1;
             let mut parts = Parts { txn, out: tx.sink(sealer, pool), meta };
             // Offered whole first, then message by message.
-            if let Some(n) = deliver(&mut parts, Input::Record(plaintext)) {
+            if let Some(n) = deliver(&mut parts, Input::Record(&mut whole)) {
                 // Taken whole (forwarded by a relay): transaction messages, so data.
                 count.messages += n as u64;
                 last_data = now;
                 return Ok(());
             }
             let mut data = false;
-            for message in Messages::new(plaintext) {
+            for message in Messages::new(whole.plaintext()) {
                 let message = message.map_err(CloseReason::Protocol)?;
                 count.messages += 1;
                 if message.command() != Command::LINK_PING {
@@ -486,6 +574,50 @@ impl Link {
         Some(result)
     }
 
+    /// Sends a received `record` on this link from where it lies — in a lent receive buffer, or
+    /// in the pooled buffer it was put together in: `edit` rewrites its plaintext in place with
+    /// the link's transactions at hand, and if it returns `Some`, the record is sealed there
+    /// with this link's key and queued behind whatever the link wrote before. A lent buffer
+    /// comes back through [`Link::sent`] or [`Link::release`]; a pooled one goes with the link's
+    /// own. `None` if the record lies in neither, records do not flow, or `edit` refused: then
+    /// `edit` must have left the plaintext as it was.
+    pub fn forward_in_place<R>(
+        &mut self,
+        pool: &RefCell<Pool>,
+        record: &mut RecordIn<'_>,
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        if record.lent().is_none() && !record.reassembled() {
+            return None;
+        }
+        let Link { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = self else {
+            return None;
+        };
+        let result = edit(txn, record.plaintext_mut())?;
+        let len = record.len;
+        let pool = &mut pool.borrow_mut();
+        // A failed seal is kept to close the link with at the end of the turn: the record is
+        // lost with the link, whose transactions all end.
+        match &mut record.wire {
+            Wire::Arrived(wire, Some(at)) => {
+                tx.queue_lent(sealer, pool, wire, len, *at);
+            }
+            Wire::Reassembled(held, _) => {
+                if let Some(buf) = held.take() {
+                    tx.queue_reassembled(sealer, pool, buf, len);
+                }
+            }
+            Wire::Arrived(_, None) => {}
+        }
+        self.whole_this_turn = true;
+        Some(result)
+    }
+
+    /// Records queued in lent receive buffers, not yet sent.
+    pub fn lent_chunks(&self) -> usize {
+        self.tx.lent_chunks()
+    }
+
     /// Sends `LINK_CLOSE` carrying `code`: the link's last message. `false` if records do not
     /// flow (nothing sent).
     pub fn send_close_notice(&mut self, code: ErrorCode, pool: &RefCell<Pool>) -> bool {
@@ -556,8 +688,9 @@ impl Link {
         end
     }
 
-    /// The bytes to send, in order (sealed records, or handshake frames).
-    pub fn transmit(&self) -> impl Iterator<Item = &[u8]> {
+    /// The bytes to send, in order (sealed records, or handshake frames): the link's own, or
+    /// places in lent receive buffers.
+    pub fn transmit(&self) -> impl Iterator<Item = Chunk<'_>> {
         self.tx.chunks()
     }
 
@@ -582,11 +715,12 @@ impl Link {
         self.clock.send_started(now, periods)
     }
 
-    /// The send in flight completed, `n` bytes taken (0 for a failed send).
-    pub fn sent(&mut self, n: usize, pool: &mut Pool) {
+    /// The send in flight completed, `n` bytes taken (0 for a failed send). Lent receive
+    /// buffers sent from in full come back through `unlend`.
+    pub fn sent(&mut self, n: usize, pool: &mut Pool, unlend: &mut impl FnMut(Lent)) {
         self.clock.send_done();
         self.stats.bytes_out += n as u64;
-        self.tx.advance(n, pool);
+        self.tx.advance(n, pool, unlend);
     }
 
     /// The link is closed: its keys are dropped at once, its buffers when [`Link::release`]d.
@@ -594,10 +728,10 @@ impl Link {
         self.crypto = Crypto::None;
     }
 
-    /// Gives the link's buffers back to the pool.
-    pub fn release(&mut self, pool: &mut Pool) {
+    /// Gives the link's buffers back to the pool, and the lent ones through `unlend`.
+    pub fn release(&mut self, pool: &mut Pool, unlend: &mut impl FnMut(Lent)) {
         self.rx.release(pool);
-        self.tx.release(pool);
+        self.tx.release(pool, unlend);
     }
 
     /// Its transactions, to read.

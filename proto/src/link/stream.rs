@@ -7,6 +7,13 @@
 //! record fits there, a full-size one after. Outgoing messages are written straight into
 //! the record being built; at each flush (once per event-loop turn, or when a record is full)
 //! the record is sealed in place and queued for sending.
+//!
+//! A relay forwards a record whose messages all continue on one link without copying it: the
+//! record is opened in the receive buffer it arrived in, its headers rewritten there, sealed
+//! there with the next link's key, and queued on that link as a [`Lent`] chunk: a place in a
+//! receive buffer the driver lent to the send. The driver resolves it to bytes when it sends
+//! ([`Chunk::Lent`]) and gets it back, to return the buffer to the kernel, when the chunk is
+//! sent or the link released.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,6 +25,25 @@ use crate::wire::record::peek_wire_len;
 use crate::wire::{Repr, Sink};
 
 use super::pool::{Pool, RecordBuf};
+
+/// A complete record as [`Rx::feed`] hands it over.
+pub enum Cut<'a> {
+    /// Where it arrived, in the bytes fed.
+    Arrived(&'a mut [u8]),
+    /// Put together in a pooled buffer: its first `len` bytes. Whoever takes the buffer out
+    /// keeps it (and gives it back to the pool in the end); one left here goes back at once.
+    Reassembled(&'a mut Option<RecordBuf>, usize),
+}
+
+impl<'a> Cut<'a> {
+    /// The record's bytes (none if its buffer was taken).
+    pub fn bytes(self) -> &'a mut [u8] {
+        match self {
+            Cut::Arrived(bytes) => bytes,
+            Cut::Reassembled(held, len) => held.as_mut().map_or(&mut [], |buf| &mut buf[..len]),
+        }
+    }
+}
 
 /// Reassembles records from received bytes.
 ///
@@ -66,15 +92,16 @@ impl Rx {
         self.deadline_armed && self.holds_large_buffer()
     }
 
-    /// Feeds received bytes. Calls `on_record` with each complete record, in order, as a
-    /// mutable slice (to be opened in place). Stops at the first error, which closes the link
-    /// (the buffer held, if any, is back in the pool by then).
+    /// Feeds received bytes. Calls `on_record` with each complete record, in order, where it
+    /// lies (to be opened in place): in `bytes`, or put together in a pooled buffer, which
+    /// `on_record` may keep (a relay sends the record on from there). Stops at the first error,
+    /// which closes the link (the buffer held, if any, is back in the pool by then).
     /// The pool is borrowed only between records (`on_record` may write to links meanwhile).
     pub fn feed<E: From<Error>>(
         &mut self,
         bytes: &mut [u8],
         pool: &RefCell<Pool>,
-        mut on_record: impl FnMut(&mut [u8]) -> Result<(), E>,
+        mut on_record: impl FnMut(Cut<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut pos = 0;
         if let Some(mut buf) = self.partial.take() {
@@ -104,8 +131,11 @@ impl Rx {
                 pos += take;
                 if have + take == wanted && wanted > RECORD_HEADER_LEN {
                     self.reset();
-                    let result = on_record(&mut buf[..wanted]);
-                    pool.borrow_mut().give(buf);
+                    let mut held = Some(buf);
+                    let result = on_record(Cut::Reassembled(&mut held, wanted));
+                    if let Some(buf) = held {
+                        pool.borrow_mut().give(buf);
+                    }
                     result?;
                     break;
                 }
@@ -119,7 +149,7 @@ impl Rx {
             let rest = &mut bytes[pos..];
             match peek_wire_len(rest)? {
                 Some(len) if len <= rest.len() => {
-                    on_record(&mut rest[..len])?;
+                    on_record(Cut::Arrived(&mut rest[..len]))?;
                     pos += len;
                 }
                 _ => break,
@@ -151,6 +181,81 @@ impl Rx {
     }
 }
 
+/// Where a received record lies in a receive buffer its driver can lend to a send: the
+/// buffer's id and the record's offset in it (the driver's own numbering; this layer never
+/// reads the buffer through it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lent {
+    /// The receive buffer.
+    pub buffer: u16,
+    /// The record's first byte in it.
+    pub offset: u32,
+}
+
+/// A queued chunk and its length: a pooled buffer, or a record sealed in place in a lent
+/// receive buffer. (The lengths inside let `Option<Queued>` take no more room than `Queued`.)
+enum Queued {
+    Pooled(RecordBuf, u32),
+    Lent(Lent, u32),
+}
+
+impl Queued {
+    fn len(&self) -> u32 {
+        match self {
+            Queued::Pooled(_, len) | Queued::Lent(_, len) => *len,
+        }
+    }
+}
+
+/// The next bytes to send, as [`Tx::chunks`] gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// Bytes in one of the link's pooled buffers.
+    Bytes(&'a [u8]),
+    /// `len` bytes from `offset` of lent receive buffer `buffer`.
+    Lent {
+        /// The receive buffer.
+        buffer: u16,
+        /// The first byte to send.
+        offset: u32,
+        /// Bytes to send.
+        len: u32,
+    },
+}
+
+impl<'a> Chunk<'a> {
+    /// The bytes, if they are the link's own (not in a lent buffer).
+    pub fn bytes(self) -> Option<&'a [u8]> {
+        match self {
+            Chunk::Bytes(bytes) => Some(bytes),
+            Chunk::Lent { .. } => None,
+        }
+    }
+
+    /// Bytes in the chunk.
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(bytes) => bytes.len(),
+            Chunk::Lent { len, .. } => *len as usize,
+        }
+    }
+
+    /// Whether the chunk is empty (never, as queued).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The part of a queued chunk from byte `from`.
+fn part(chunk: &Queued, from: u32) -> Chunk<'_> {
+    match chunk {
+        Queued::Pooled(buf, len) => Chunk::Bytes(&buf[from as usize..*len as usize]),
+        Queued::Lent(at, len) => {
+            Chunk::Lent { buffer: at.buffer, offset: at.offset + from, len: len - from }
+        }
+    }
+}
+
 /// Outgoing bytes of one link: the record being built, and sealed chunks waiting to be sent.
 ///
 /// The send queue keeps its first chunk inline and only the chunks behind it in a `VecDeque`:
@@ -163,11 +268,13 @@ pub struct Tx {
     building_len: u32,
     /// Bytes of the front chunk already sent.
     sent: u32,
-    /// The chunk being sent (or next to be), with its length.
-    front: Option<(RecordBuf, u32)>,
-    /// Sealed records (or handshake frames) behind the front one, in order, with their lengths.
-    queue: VecDeque<(RecordBuf, u32)>,
+    /// The chunk being sent (or next to be).
+    front: Option<Queued>,
+    /// Sealed records (or handshake frames) behind the front one, in order.
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
+    /// Chunks in lent receive buffers queued (and not yet handed back).
+    lent: u32,
     /// Records sealed since [`Tx::take_sealed`] (at the end of a turn, or when one filled up).
     sealed: u32,
     /// A sealing failure, to close the link with after the current callback. Boxed: it
@@ -185,10 +292,8 @@ impl Tx {
         TxSink { tx: self, sealer, pool }
     }
 
-    fn push(&mut self, buf: RecordBuf, len: usize) {
-        self.queued_bytes += len;
-        // A chunk is at most one record on the wire, far below 4 GiB.
-        let chunk = (buf, len as u32);
+    fn push(&mut self, chunk: Queued) {
+        self.queued_bytes += chunk.len() as usize;
         if self.front.is_none() {
             self.front = Some(chunk);
         } else {
@@ -200,7 +305,8 @@ impl Tx {
     pub fn queue_raw(&mut self, bytes: &[u8], pool: &mut Pool) {
         let mut buf = pool.take_for(bytes.len());
         buf[..bytes.len()].copy_from_slice(bytes);
-        self.push(buf, bytes.len());
+        // A chunk is at most one record on the wire, far below 4 GiB.
+        self.push(Queued::Pooled(buf, bytes.len() as u32));
     }
 
     /// Seals the record being built, if any, and queues it.
@@ -224,7 +330,7 @@ impl Tx {
         match sealer.seal(&mut buf, len) {
             Ok(wire_len) => {
                 self.sealed = self.sealed.saturating_add(1);
-                self.push(buf, wire_len);
+                self.push(Queued::Pooled(buf, wire_len as u32));
             }
             Err(error) => {
                 pool.give(buf);
@@ -262,6 +368,56 @@ impl Tx {
         Some(result)
     }
 
+    /// Queues a received record that was opened and edited in place, in the lent receive buffer
+    /// at `at`: `wire` is the whole record (header, `plaintext_len` bytes of plaintext, tag),
+    /// sealed here with this link's key behind the record being built (sealed first). `false`,
+    /// with nothing queued, if sealing failed (kept to close the link with) or the sealed
+    /// record would not have the received one's length.
+    pub fn queue_lent(
+        &mut self,
+        sealer: &mut RecordSealer,
+        pool: &mut Pool,
+        wire: &mut [u8],
+        plaintext_len: usize,
+        at: Lent,
+    ) -> bool {
+        if RECORD_HEADER_LEN + plaintext_len + RECORD_TAG_LEN != wire.len() {
+            return false;
+        }
+        self.flush(sealer, pool);
+        match sealer.seal(wire, plaintext_len) {
+            Ok(wire_len) => {
+                self.sealed = self.sealed.saturating_add(1);
+                self.lent += 1;
+                self.push(Queued::Lent(at, wire_len as u32));
+                true
+            }
+            Err(error) => {
+                self.failed.get_or_insert_with(|| Box::new(error));
+                false
+            }
+        }
+    }
+
+    /// Queues a received record that was put together in pooled buffer `buf` and opened and
+    /// edited there (`plaintext_len` bytes of plaintext after its header room): sealed in place
+    /// with this link's key behind the record being built (sealed first), and sent from there.
+    pub fn queue_reassembled(
+        &mut self,
+        sealer: &mut RecordSealer,
+        pool: &mut Pool,
+        buf: RecordBuf,
+        plaintext_len: usize,
+    ) {
+        self.flush(sealer, pool);
+        self.seal_and_push(sealer, pool, buf, plaintext_len);
+    }
+
+    /// Chunks in lent receive buffers queued and not yet handed back.
+    pub fn lent_chunks(&self) -> usize {
+        self.lent as usize
+    }
+
     /// Whether a record is being built (messages written since the last flush).
     pub fn has_pending(&self) -> bool {
         self.building.is_some()
@@ -280,9 +436,10 @@ impl Tx {
 
     /// The bytes to send next, in order: the unsent part of the front chunk, then the chunks
     /// after it.
-    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
-        let front = self.front.iter().map(|(buf, len)| &buf[self.sent as usize..*len as usize]);
-        front.chain(self.queue.iter().map(|(buf, len)| &buf[..*len as usize]))
+    pub fn chunks(&self) -> impl Iterator<Item = Chunk<'_>> {
+        let sent = self.sent;
+        let front = self.front.iter().map(move |chunk| part(chunk, sent));
+        front.chain(self.queue.iter().map(|chunk| part(chunk, 0)))
     }
 
     /// Whether anything sealed waits to be sent.
@@ -291,13 +448,13 @@ impl Tx {
     }
 
     /// `n` bytes from the front of [`Tx::chunks`] were sent: finished chunks go back to the
-    /// pool.
-    pub fn advance(&mut self, n: usize, pool: &mut Pool) {
+    /// pool, or to the driver through `unlend`.
+    pub fn advance(&mut self, n: usize, pool: &mut Pool, unlend: &mut impl FnMut(Lent)) {
         self.queued_bytes -= n;
         let mut n = n;
         while n > 0 {
-            let Some((_, len)) = &self.front else { return };
-            let rest = (*len - self.sent) as usize;
+            let Some(front) = &self.front else { return };
+            let rest = (front.len() - self.sent) as usize;
             if n < rest {
                 // `n` is below the front chunk's length, itself a u32.
                 self.sent += n as u32;
@@ -305,8 +462,18 @@ impl Tx {
             }
             n -= rest;
             self.sent = 0;
-            if let Some((buf, _)) = std::mem::replace(&mut self.front, self.queue.pop_front()) {
-                pool.give(buf);
+            if let Some(chunk) = std::mem::replace(&mut self.front, self.queue.pop_front()) {
+                self.give(chunk, pool, unlend);
+            }
+        }
+    }
+
+    fn give(&mut self, chunk: Queued, pool: &mut Pool, unlend: &mut impl FnMut(Lent)) {
+        match chunk {
+            Queued::Pooled(buf, _) => pool.give(buf),
+            Queued::Lent(at, _) => {
+                self.lent -= 1;
+                unlend(at);
             }
         }
     }
@@ -328,19 +495,20 @@ impl Tx {
 
     /// Bytes this link holds on the heap for its queue (not the pooled record buffers).
     pub fn heap_bytes(&self) -> usize {
-        self.queue.capacity() * std::mem::size_of::<(RecordBuf, u32)>()
+        self.queue.capacity() * std::mem::size_of::<Queued>()
     }
 
-    /// Returns every buffer to the pool (the link is closed and no send is in flight).
-    pub fn release(&mut self, pool: &mut Pool) {
+    /// Returns every buffer to the pool, and every lent one through `unlend` (the link is
+    /// closed and no send is in flight).
+    pub fn release(&mut self, pool: &mut Pool, unlend: &mut impl FnMut(Lent)) {
         if let Some(buf) = self.building.take() {
             pool.give(buf);
         }
-        if let Some((buf, _)) = self.front.take() {
-            pool.give(buf);
+        if let Some(chunk) = self.front.take() {
+            self.give(chunk, pool, unlend);
         }
-        for (buf, _) in self.queue.drain(..) {
-            pool.give(buf);
+        while let Some(chunk) = self.queue.pop_front() {
+            self.give(chunk, pool, unlend);
         }
         self.building_len = 0;
         self.sent = 0;
@@ -397,252 +565,4 @@ impl Sink for TxSink<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cipher::RekeyLimits;
-    use crate::cipher::record::dangerous_record_layer_from_secrets;
-    use crate::ids::MsgId;
-    use crate::limits::SMALL_RECORD_BUF;
-    use crate::wire::record::peek_wire_len;
-    use crate::wire::{Command, Messages};
-
-    #[allow(clippy::disallowed_methods)] // a test's fixed epoch
-    fn now() -> std::time::Instant {
-        std::time::Instant::now()
-    }
-
-    /// Builds a stream of records holding `count` messages of assorted sizes.
-    fn stream(count: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
-        let (mut sealer, _) =
-            dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
-                .unwrap();
-        let pool = RefCell::new(Pool::new(4, 4));
-        let mut tx = Tx::default();
-        let mut payloads = Vec::new();
-        for i in 0..count {
-            let payload = vec![i as u8; (i * 37) % 3000];
-            let repr = Repr {
-                command: Command::new(1, 1),
-                payload_len: payload.len() as u32,
-                ..Repr::default()
-            };
-            tx.sink(&mut sealer, &pool).put(&repr, &payload);
-            payloads.push(payload);
-            if i % 7 == 6 {
-                tx.flush(&mut sealer, &mut pool.borrow_mut());
-            }
-        }
-        tx.flush(&mut sealer, &mut pool.borrow_mut());
-        let mut bytes = Vec::new();
-        // Send in odd-sized pieces that cut across chunks, as partial sends do.
-        while !tx.is_empty() {
-            let all: Vec<u8> = tx.chunks().flatten().copied().collect();
-            let n = all.len().min(bytes.len() % 9_999 + 1_234);
-            bytes.extend_from_slice(&all[..n]);
-            tx.advance(n, &mut pool.borrow_mut());
-        }
-        assert_eq!(tx.queued_bytes(), 0);
-        (bytes, payloads)
-    }
-
-    /// Feeds `bytes` cut at `cuts` and returns every payload opened, in order.
-    fn receive(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let (_, mut opener) =
-            dangerous_record_layer_from_secrets(&[2; 32], &[1; 32], RekeyLimits::default(), now())
-                .unwrap();
-        let pool = RefCell::new(Pool::new(2, 2));
-        let mut rx = Rx::default();
-        let mut got = Vec::new();
-        let mut start = 0;
-        for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            let mut piece = bytes[start..end].to_vec();
-            rx.feed(&mut piece, &pool, |record| -> Result<(), Error> {
-                let plaintext = opener.open(record)?;
-                for message in Messages::new(plaintext) {
-                    let message = message?;
-                    assert_eq!(message.msgid(), MsgId::ROOT);
-                    got.push(message.payload().to_vec());
-                }
-                Ok(())
-            })
-            .unwrap();
-            // Memory in proportion to what arrived: a full-size buffer only past a small one.
-            assert_eq!(rx.holds_large_buffer(), rx.partial_len() > SMALL_RECORD_BUF);
-            start = end;
-        }
-        assert!(!rx.holds_buffer(), "the stream ended on a record boundary");
-        got
-    }
-
-    #[test]
-    fn records_survive_every_cut() {
-        let (bytes, payloads) = stream(60);
-        assert_eq!(receive(&bytes, &[]), payloads);
-        // One cut at every position of the first 300 bytes, then a sample of the rest.
-        for cut in (1..300).chain((300..bytes.len()).step_by(97)) {
-            assert_eq!(receive(&bytes, &[cut]), payloads, "cut at {cut}");
-        }
-        // Byte by byte.
-        let cuts: Vec<usize> = (1..bytes.len()).collect();
-        assert_eq!(receive(&bytes, &cuts), payloads);
-    }
-
-    #[test]
-    fn full_records_are_sealed_as_they_fill() {
-        let (mut sealer, _) =
-            dangerous_record_layer_from_secrets(&[1; 32], &[2; 32], RekeyLimits::default(), now())
-                .unwrap();
-        let pool = RefCell::new(Pool::new(4, 4));
-        let mut tx = Tx::default();
-        let payload = [0u8; 1000];
-        let repr = Repr { payload_len: 1000, ..Repr::default() };
-        for _ in 0..200 {
-            tx.sink(&mut sealer, &pool).put(&repr, &payload);
-        }
-        // 63 messages of 1,032 bytes fit a 64 KiB record: three are full, one is still open.
-        assert_eq!(tx.queued_chunks(), 3);
-        assert!(tx.has_pending());
-        tx.flush(&mut sealer, &mut pool.borrow_mut());
-        assert_eq!(tx.queued_chunks(), 4);
-        assert_eq!(tx.take_failure(), None);
-    }
-
-    #[test]
-    fn a_whole_record_is_queued_edited_and_behind_what_was_built() {
-        let (mut sealer, mut opener) =
-            dangerous_record_layer_from_secrets(&[1; 32], &[1; 32], RekeyLimits::default(), now())
-                .unwrap();
-        let pool = RefCell::new(Pool::new(4, 4));
-        let mut tx = Tx::default();
-        let message = |byte: u8| {
-            let mut bytes = Vec::new();
-            let repr = Repr { payload_len: 3, ..Repr::default() };
-            bytes.put(&repr, &[byte; 3]);
-            bytes
-        };
-        tx.sink(&mut sealer, &pool).put(&Repr { payload_len: 3, ..Repr::default() }, &[1; 3]);
-        // Refused by its edit: nothing changes, the buffer goes back.
-        let available = pool.borrow().available();
-        assert_eq!(tx.queue_record(&mut sealer, &pool, &message(2), |_| None::<()>), None);
-        assert_eq!((tx.queued_chunks(), pool.borrow().available()), (0, available));
-        assert!(tx.has_pending());
-        // Taken: the record being built is sealed first, then the edited copy.
-        let original = [message(2), message(3)].concat();
-        let edited = tx.queue_record(&mut sealer, &pool, &original, |body| {
-            body[32] = 9;
-            Some(body.len())
-        });
-        assert_eq!(edited, Some(original.len()));
-        assert_eq!(original[32], 2, "the original is left as it was");
-        assert!(!tx.has_pending());
-        let mut wire: Vec<u8> = tx.chunks().flatten().copied().collect();
-        let mut payloads = Vec::new();
-        let rx_pool = RefCell::new(Pool::new(1, 1));
-        Rx::default()
-            .feed(&mut wire, &rx_pool, |record| -> Result<(), Error> {
-                for message in Messages::new(opener.open(record)?) {
-                    payloads.push(message?.payload().to_vec());
-                }
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(payloads, [vec![1; 3], vec![9, 2, 2], vec![3; 3]]);
-    }
-
-    /// A record header announcing the largest record, sealed length included.
-    fn largest_header() -> [u8; RECORD_HEADER_LEN] {
-        let mut header = [0u8; RECORD_HEADER_LEN];
-        let sealed = (RECORD_PLAINTEXT_MAX + RECORD_TAG_LEN) as u32;
-        header[..4].copy_from_slice(&sealed.to_le_bytes());
-        header
-    }
-
-    fn nothing(_: &mut [u8]) -> Result<(), Error> {
-        panic!("no record is complete")
-    }
-
-    #[test]
-    fn a_record_announced_large_holds_a_small_buffer_until_more_than_that_arrives() {
-        let pool = RefCell::new(Pool::new(2, 2));
-        let mut rx = Rx::default();
-        // A header announcing 64 KiB, and a few bytes of it.
-        let mut start = [largest_header().as_slice(), &[7; 5]].concat();
-        rx.feed(&mut start, &pool, nothing).unwrap();
-        assert!(rx.holds_buffer() && !rx.holds_large_buffer());
-        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (2, 1));
-        // Up to a small buffer's worth, in pieces: still small.
-        let mut arrived = start.len();
-        while arrived < SMALL_RECORD_BUF {
-            let mut piece = vec![7; (SMALL_RECORD_BUF - arrived).min(100)];
-            rx.feed(&mut piece, &pool, nothing).unwrap();
-            arrived += piece.len();
-            assert!(!rx.holds_large_buffer(), "{arrived} bytes arrived");
-        }
-        assert_eq!(rx.partial_len(), SMALL_RECORD_BUF);
-        // One byte more: a full-size buffer, and the small one back in the pool.
-        rx.feed(&mut [7], &pool, nothing).unwrap();
-        assert!(rx.holds_large_buffer());
-        assert_eq!(rx.partial_len(), SMALL_RECORD_BUF + 1);
-        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (1, 2));
-        // Closing gives it back.
-        rx.release(&mut pool.borrow_mut());
-        assert!(!rx.holds_buffer());
-        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (2, 2));
-        assert_eq!(pool.borrow().misses(), 0);
-    }
-
-    #[test]
-    fn a_record_that_starts_past_a_small_buffer_takes_a_large_one_at_once() {
-        let pool = RefCell::new(Pool::new(1, 1));
-        let mut rx = Rx::default();
-        let mut start = [largest_header().as_slice(), &[0; SMALL_RECORD_BUF]].concat();
-        rx.feed(&mut start, &pool, nothing).unwrap();
-        assert!(rx.holds_large_buffer());
-        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (0, 1));
-        // The deadline note belongs to this buffer only.
-        assert!(!rx.deadline_armed());
-        rx.arm_deadline();
-        assert!(rx.deadline_armed());
-        rx.release(&mut pool.borrow_mut());
-        assert!(!rx.deadline_armed());
-        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (1, 1));
-    }
-
-    #[test]
-    fn a_failed_record_gives_its_buffer_back_whatever_its_size() {
-        // A record that fails to open (here: any record) after it was reassembled, in a small
-        // buffer and in a large one.
-        let (bytes, _) = stream(60);
-        let first = peek_wire_len(&bytes).unwrap().unwrap();
-        for cut in [3, 100, first - 1] {
-            let pool = RefCell::new(Pool::new(2, 2));
-            let mut rx = Rx::default();
-            let fail = |_: &mut [u8]| {
-                Err::<(), _>(Error::from(crate::error::Malformed::RecordReserved(0)))
-            };
-            rx.feed(&mut bytes[..cut].to_vec(), &pool, fail).unwrap();
-            assert_eq!(rx.holds_large_buffer(), cut > SMALL_RECORD_BUF);
-            rx.arm_deadline();
-            assert!(rx.feed(&mut bytes[cut..first].to_vec(), &pool, fail).is_err());
-            assert!(!rx.holds_buffer() && !rx.deadline_armed());
-            assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (2, 2));
-            assert_eq!(pool.borrow().misses(), 0);
-        }
-    }
-
-    #[test]
-    fn garbage_is_refused_and_buffers_return() {
-        let pool = RefCell::new(Pool::new(1, 1));
-        let mut rx = Rx::default();
-        let mut bytes = [0xffu8; 20];
-        let error = rx.feed(&mut bytes, &pool, |_| Ok::<_, Error>(())).unwrap_err();
-        assert!(error.closes_link());
-        // A partial header, then garbage completing it.
-        let mut rx = Rx::default();
-        rx.feed(&mut [0x30, 0, 0], &pool, |_| Ok::<_, Error>(())).unwrap();
-        assert!(rx.holds_buffer() && !rx.holds_large_buffer());
-        assert!(rx.feed(&mut [0, 0xff, 0, 0, 0, 0], &pool, |_| Ok::<_, Error>(())).is_err());
-        assert!(!rx.holds_buffer());
-        assert_eq!((pool.borrow().available(), pool.borrow().available_small()), (1, 1));
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@ use std::cell::Cell;
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{LinkId, MountId, MsgId, TxnId};
 use crate::limits::{CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX, RELAY_CIRCUITS_PER_LINK_MAX};
+use crate::link::RecordIn;
 use crate::span::{MountKey, NextHop, Role};
 use crate::txn::{self, Delivery};
 use crate::wire::{Command, ErrorCode, Flags, Message};
@@ -279,54 +280,40 @@ impl Node {
 
     /// Forwards a whole record that arrived on `link` as one record on the next link, when every
     /// message in it is in the middle of a circuit's stream (no CREATE, DELETE or ABORT: nothing
-    /// changes but the counters) and all of them continue on that same link: the record's
-    /// plaintext is copied once into the next link's output and each message's header rewritten
-    /// there (its msgid and REPLY flag are per link), instead of each message being parsed,
-    /// delivered, looked up and written again. Consecutive messages of one transaction share one
-    /// lookup.
+    /// changes but the counters) and all of them continue on that same link: each message's
+    /// header is rewritten (its msgid and REPLY flag are per link) and the record sealed for the
+    /// next link as a whole — where it lies, in the receive buffer it arrived in, if `links` can
+    /// send from there, else in a copy — instead of each message being parsed, delivered, looked
+    /// up and written again. Consecutive messages of one transaction share one lookup.
     ///
     /// `txn` is `link`'s own transaction state, read only; `links` holds the others (the engine
     /// lends them while the record is handled). Returns how many messages went; `None` if the
-    /// record does not qualify (or `links` cannot take it), and then nothing happened: hand its
-    /// messages one by one to
-    /// [`Node::received`] as usual (which also reports anything malformed in it).
+    /// record does not qualify (or `links` cannot take it), and then nothing happened, to the
+    /// record either: hand its messages one by one to [`Node::received`] as usual (which also
+    /// reports anything malformed in it).
     pub fn forward_record<L: LinkSet>(
         &mut self,
         link: LinkId,
         txn: &txn::Link,
         links: &mut L,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
     ) -> Option<usize> {
-        // The first message says where the record would go, before anything is copied.
-        let first = Message::new_checked(plaintext).ok()?;
+        // The first message says where the record would go, before anything is touched.
+        let first = Message::new_checked(record.plaintext()).ok()?;
         let (next, _) = self.continues(link, txn.in_stream(first.flags(), first.msgid())?)?;
         let node = &*self;
-        let count = links.with_record(next, plaintext, |next_txn, copy| {
-            let mut count = 0;
-            // The last (flags, msgid) seen, and the header it becomes on the next link.
-            let mut last: Option<((Flags, MsgId), (Flags, MsgId))> = None;
-            let mut at = 0;
-            while at < copy.len() {
-                let mut message = Message::new_checked(&mut copy[at..]).ok()?;
-                let key = (message.flags(), message.msgid());
-                let (flags, msgid) = match last {
-                    Some((seen, header)) if seen == key => header,
-                    _ => {
-                        let (to, out) = node.continues(link, txn.in_stream(key.0, key.1)?)?;
-                        if to != next {
-                            return None;
-                        }
-                        let header = next_txn.in_stream_header(out)?;
-                        last = Some((key, header));
-                        header
-                    }
-                };
-                message.set_flags(flags);
-                message.set_msgid(msgid);
-                at += message.wire_len();
-                count += 1;
-            }
-            Some(count)
+        let count = links.with_record(next, record, |next_txn, body| {
+            let header_of = |(flags, msgid): (Flags, MsgId)| {
+                let (to, out) = node.continues(link, txn.in_stream(flags, msgid)?)?;
+                if to != next {
+                    return None;
+                }
+                next_txn.in_stream_header(out)
+            };
+            // Every message is checked before any is rewritten: `body` may be the received
+            // record itself, which must stay as it arrived if the record does not qualify.
+            rewrite_headers(body, header_of, false)?;
+            rewrite_headers(body, header_of, true)
         })?;
         if let Some(state) = self.links.get_mut(&next) {
             state.counters.forwarded += count as u64;
@@ -782,4 +769,38 @@ impl Node {
             Some(result) => result,
         }
     }
+}
+
+/// Walks the messages of a record's plaintext, finding each one's header on the next link with
+/// `header_of` (once per run of messages of one transaction), and writes it into each if
+/// `write`. Returns how many messages the record holds; `None` at the first message that is
+/// malformed or has no header there (having written the ones before it, if `write`).
+fn rewrite_headers(
+    body: &mut [u8],
+    header_of: impl Fn((Flags, MsgId)) -> Option<(Flags, MsgId)>,
+    write: bool,
+) -> Option<usize> {
+    let mut count = 0;
+    // The last (flags, msgid) seen, and the header it becomes on the next link.
+    let mut last: Option<((Flags, MsgId), (Flags, MsgId))> = None;
+    let mut at = 0;
+    while at < body.len() {
+        let mut message = Message::new_checked(&mut body[at..]).ok()?;
+        let key = (message.flags(), message.msgid());
+        let (flags, msgid) = match last {
+            Some((seen, header)) if seen == key => header,
+            _ => {
+                let header = header_of(key)?;
+                last = Some((key, header));
+                header
+            }
+        };
+        if write {
+            message.set_flags(flags);
+            message.set_msgid(msgid);
+        }
+        at += message.wire_len();
+        count += 1;
+    }
+    Some(count)
 }

@@ -2,6 +2,7 @@
 //! written straight into the link it goes on. What the node keeps of each link.
 
 use crate::ids::{LinkId, NodeId};
+use crate::link::RecordIn;
 use crate::span::{MountKey, SpanLink};
 use crate::txn;
 use crate::wire::{Command, ErrorCode, Flags, Sink};
@@ -27,15 +28,17 @@ pub trait LinkSet {
         f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
     ) -> Option<R>;
 
-    /// Sends `plaintext` (whole messages, as a received record held them) on `link` as one
-    /// record of its own, if that link can be written now: a copy of it is made in the link's
-    /// output, `edit` rewrites the copy with the link's transaction state at hand, and the copy
-    /// is sent if `edit` returns `Some` (dropped, with nothing sent, if it returns `None`).
-    /// Whatever the link had written before goes first. By default no record can be sent so.
+    /// Sends a received `record` (whole messages) on `link` as one record of its own, if that
+    /// link can be written now: `edit` rewrites its plaintext with the link's transaction state
+    /// at hand — where it lies, if the set can send it from there
+    /// ([`Link::forward_in_place`](crate::link::Link::forward_in_place)), else a copy in the
+    /// link's output — and it is sent if `edit` returns `Some` (nothing is sent if it returns
+    /// `None`, and `edit` must then have left the plaintext as it was). Whatever the link had
+    /// written before goes first. By default no record can be sent so.
     fn with_record<R>(
         &mut self,
         _link: LinkId,
-        _plaintext: &[u8],
+        _record: &mut RecordIn<'_>,
         _edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         None

@@ -9,6 +9,7 @@ use super::{LinkCounters, LinkSet, LinkUp, Node};
 use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
+use crate::link::RecordIn;
 use crate::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use crate::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use crate::txn::{self, Event, Received};
@@ -57,6 +58,20 @@ impl LinkSet for Ours<'_> {
     ) -> Option<R> {
         let peer = self.0.iter_mut().find(|p| p.link == link && p.closed.is_none())?;
         Some(f(&mut peer.ours, &mut peer.to_peer))
+    }
+
+    /// As the engine forwards a record from the receive buffer it arrived in: `edit` rewrites
+    /// the received record itself.
+    fn with_record<R>(
+        &mut self,
+        link: LinkId,
+        record: &mut RecordIn<'_>,
+        edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
+    ) -> Option<R> {
+        let peer = self.0.iter_mut().find(|p| p.link == link && p.closed.is_none())?;
+        let result = edit(&peer.ours, record.plaintext_mut())?;
+        peer.to_peer.extend_from_slice(record.plaintext());
+        Some(result)
     }
 }
 
@@ -602,4 +617,52 @@ fn an_application_close_that_ends_its_call_reports_the_end_before_it_returns() {
     b.pump();
     let reply = b.peers[peer].got.iter().find(|g| g.txn == call && g.flags.contains(Flags::DELETE));
     assert!(reply.is_some(), "the reply reached the caller");
+}
+
+#[test]
+fn a_record_forwarded_where_it_arrived_is_left_as_it_was_unless_all_of_it_goes_on() {
+    // Two calls from one caller through the node, to mounts behind two servers.
+    let (first, second) = (key(1, 7), key(1, 8));
+    let mut b = Bench::new(Role::Router);
+    let server = b.advertising_server(first);
+    let other = b.connect(4, Role::Router, Role::Router);
+    b.send(other, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(second, MountKind::Master), Flags::NONE)
+            .unwrap()
+    });
+    let caller = b.connect(3, Role::Router, Role::Router);
+    b.pump();
+    let spans = &b.peers[caller].spans;
+    let (to_first, to_second) = (spans[&first], spans[&second]);
+    let calls = [to_first, to_second]
+        .map(|span| b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"o", Flags::NONE)));
+    let [one, two] = calls.map(Result::unwrap);
+    b.pump();
+    let upstream = b.peers[server].got.iter().find(|g| g.parent.is_some()).unwrap().txn;
+    // A record as it arrived: two messages of the first call's stream, then one of the second's.
+    let mut record = Vec::new();
+    let caller_txn = &mut b.peers[caller].txn;
+    for (call, payload) in [(one, b"a"), (one, b"b"), (two, b"c")] {
+        caller_txn.send(&mut record, call, CALL, payload, Flags::NONE, ErrorCode::NONE).unwrap();
+    }
+    let arrived = record.clone();
+    let link = b.peers[caller].link;
+    let ours = std::mem::take(&mut b.peers[caller].ours);
+    let forward = |b: &mut Bench, record: &mut Vec<u8>| {
+        let (node, mut links) = b.node();
+        node.forward_record(link, &ours, &mut links, &mut RecordIn::plaintext_only(record))
+    };
+    // Not all of it continues on one link: nothing is sent, and not a byte of it changed.
+    assert_eq!(forward(&mut b, &mut record), None);
+    assert_eq!(record, arrived, "the record is as it arrived");
+    // The first call's two messages alone go on, rewritten for the server's link.
+    let two_messages: usize = Messages::new(&arrived).take(2).map(|m| m.unwrap().wire_len()).sum();
+    record.truncate(two_messages);
+    let before = b.peers[server].got.iter().filter(|g| g.txn == upstream).count();
+    assert_eq!(forward(&mut b, &mut record), Some(2));
+    b.peers[caller].ours = ours;
+    b.pump();
+    let after = b.peers[server].got.iter().filter(|g| g.txn == upstream).count();
+    assert_eq!(after, before + 2, "the server's transaction took both");
+    assert!(b.peers.iter().all(|p| p.closed.is_none()));
 }

@@ -8,6 +8,7 @@
 //! a byte vector of plaintext messages, for tests that need no more.
 
 use crate::ids::LinkId;
+use crate::link::RecordIn;
 use crate::relay::LinkSet;
 use crate::txn;
 use crate::wire::Sink;
@@ -187,9 +188,9 @@ impl<W: Lend> LinkSet for Lent<'_, W> {
     fn with_record<R>(
         &mut self,
         link: LinkId,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        self.lend_record(link, plaintext, edit)
+        self.lend_record(link, record.plaintext(), edit)
     }
 }

@@ -48,7 +48,9 @@ use crate::limits::{
 };
 use crate::link::pool::Pool;
 use crate::link::stream::TxSink;
-use crate::link::{CloseReason, Crypto, Deadline, Input, Link, LinkStats, Parts, Periods, Timeout};
+use crate::link::{
+    CloseReason, Crypto, Deadline, Input, Link, LinkStats, Parts, Periods, RecordIn, Timeout,
+};
 use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node, Notice};
 use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn;
@@ -57,6 +59,7 @@ use crate::wire::{Command, ErrorCode, Flags};
 use super::cluster::Failure;
 use super::lend::{Lend, Lent};
 use super::rng::Rng;
+use super::{never_lent, own_bytes};
 
 mod wires;
 

@@ -355,13 +355,13 @@ impl Pair {
         }
         let before = wire.bytes.len();
         let mut sent = 0;
-        for chunk in peer.link.transmit() {
+        for chunk in peer.link.transmit().map(super::own_bytes) {
             sent += chunk.len();
             if !peer.muted {
                 wire.bytes.extend_from_slice(chunk);
             }
         }
-        peer.link.sent(sent, peer.pool.get_mut());
+        peer.link.sent(sent, peer.pool.get_mut(), &mut super::never_lent);
         if wire.bytes.len() > before {
             peer.wire_bytes += (wire.bytes.len() - before) as u64;
             wire.arrivals.push_back((now + settings.latency, wire.bytes.len()));
@@ -523,7 +523,7 @@ impl Pair {
             }
         }
         peer.link.close();
-        peer.link.release(peer.pool.get_mut());
+        peer.link.release(peer.pool.get_mut(), &mut super::never_lent);
         peer.timers.clear();
         if !peer.muted {
             out.eof = Some(now + latency);

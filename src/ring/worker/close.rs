@@ -69,7 +69,8 @@ impl Worker {
             return;
         }
         let mut conn = self.conns.remove(slot as usize);
-        conn.link.release(self.pool.get_mut());
+        let bufring = &mut self.bufring;
+        conn.link.release(self.pool.get_mut(), &mut |at| bufring.unlend(at.buffer));
         // Dropping the socket closes it.
     }
 

@@ -3,6 +3,7 @@
 //! through, as is [`LinkCtx`] (its own link and the lent ones).
 
 use super::*;
+use crate::link::RecordIn;
 use crate::relay::LinkSet;
 
 /// A worker, as its service sees it during [`Service::tick`] and [`Service::command`].
@@ -170,6 +171,33 @@ struct PeersInner<'a> {
     pool: &'a RefCell<Pool>,
     touched: &'a mut Vec<u32>,
     worker: usize,
+    /// The receive buffer a record being handled lies in, if records may be sent from it.
+    lending: Option<&'a mut Lending>,
+}
+
+/// How records of the receive buffer being handled are lent to other links' sends (forwarded
+/// from where they arrived), within two shares of the worker's receive buffers
+/// ([`RECV_LENT_SHARE`](crate::limits::RECV_LENT_SHARE) in all,
+/// [`RECV_LENT_LINK_SHARE`](crate::limits::RECV_LENT_LINK_SHARE) per link): past either, a
+/// record is forwarded as a copy.
+pub(super) struct Lending {
+    /// Records the worker may still lend.
+    left: u32,
+    /// Records one link may hold.
+    link_max: usize,
+    /// Records lent from this buffer.
+    pub(super) records: u32,
+    /// Records put together in pooled buffers, sent on from there.
+    pub(super) moved: u32,
+}
+
+impl Lending {
+    /// With `lent` records of the worker's `buffers` receive buffers lent already.
+    pub(super) fn new(lent: u32, buffers: u16) -> Lending {
+        let max = u32::from(buffers / crate::limits::RECV_LENT_SHARE);
+        let link_max = usize::from(buffers / crate::limits::RECV_LENT_LINK_SHARE).max(1);
+        Lending { left: max.saturating_sub(lent), link_max, records: 0, moved: 0 }
+    }
 }
 
 impl<'a> Peers<'a> {
@@ -179,7 +207,16 @@ impl<'a> Peers<'a> {
         touched: &'a mut Vec<u32>,
         worker: usize,
     ) -> Peers<'a> {
-        Peers { inner: Some(PeersInner { conns, pool, touched, worker }) }
+        Peers { inner: Some(PeersInner { conns, pool, touched, worker, lending: None }) }
+    }
+
+    /// The same, sending records of the buffer being handled from where they lie, within
+    /// `lending`'s shares.
+    pub(super) fn lending(mut self, lending: &'a mut Lending) -> Peers<'a> {
+        if let Some(inner) = &mut self.inner {
+            inner.lending = Some(lending);
+        }
+        self
     }
 
     /// No link is lent.
@@ -195,29 +232,53 @@ impl<'a> Peers<'a> {
         id: LinkId,
         f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
-        let (conn, pool) = self.lent(id)?;
+        let (conn, pool, _) = self.lent(id)?;
         let mut parts = conn.link.parts(pool)?;
         Some(f(parts.txn, &mut parts.out))
     }
 
-    /// Sends `plaintext` on link `id` as one record, if that link is lent (as for
-    /// [`Peers::with`]): a copy is made in a pooled buffer, `edit` rewrites it with the link's
-    /// transactions at hand, and it is sealed and queued, behind whatever the link wrote before,
-    /// if `edit` returns `Some`. Sent at the end of the turn.
+    /// Sends a received `record` on link `id` as one record, if that link is lent (as for
+    /// [`Peers::with`]): `edit` rewrites its plaintext with the link's transactions at hand, and
+    /// it is sealed and queued, behind whatever the link wrote before, if `edit` returns `Some`.
+    /// The record is sent from where it lies in its receive buffer if it lies in one and the
+    /// shares of receive buffers allow ([`Lending`]), else from a copy in a pooled buffer. Sent
+    /// at the end of the turn.
     pub fn with_record<R>(
         &mut self,
         id: LinkId,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        let (conn, pool) = self.lent(id)?;
-        conn.link.queue_record(pool, plaintext, edit)
+        let (conn, pool, lending) = self.lent(id)?;
+        let Some(lending) = lending else {
+            return conn.link.queue_record(pool, record.plaintext(), edit);
+        };
+        if record.reassembled() {
+            // Put together in a pooled buffer: sent on from there, nothing lent.
+            let result = conn.link.forward_in_place(pool, record, edit);
+            lending.moved += u32::from(result.is_some());
+            return result;
+        }
+        if record.lent().is_some() && lending.left > 0 && conn.link.lent_chunks() < lending.link_max
+        {
+            let before = conn.link.lent_chunks();
+            let result = conn.link.forward_in_place(pool, record, edit);
+            // Counted by what the link queued (a failed seal queues nothing).
+            if conn.link.lent_chunks() > before {
+                lending.left -= 1;
+                lending.records += 1;
+            }
+            return result;
+        }
+        conn.link.queue_record(pool, record.plaintext(), edit)
     }
 
-    /// Link `id`'s state and the pool, if the link is lent: on this worker, established, and
-    /// not the one whose message is being handled (its state is lifted out, so it has no record
-    /// keys). It is marked as touched: whatever is written to it is sent at the end of the turn.
-    fn lent(&mut self, id: LinkId) -> Option<(&mut Conn, &'a RefCell<Pool>)> {
+    /// Link `id`'s state, the pool and the lending of the buffer being handled, if the link is
+    /// lent: on this worker, established, and not the one whose message is being handled (its
+    /// state is lifted out, so it has no record keys). It is marked as touched: whatever is
+    /// written to it is sent at the end of the turn.
+    #[allow(clippy::type_complexity)]
+    fn lent(&mut self, id: LinkId) -> Option<(&mut Conn, &'a RefCell<Pool>, Option<&mut Lending>)> {
         let inner = self.inner.as_mut()?;
         let (worker, slot, generation) = decode_link(id);
         let conn = inner.conns.get_mut(slot as usize)?;
@@ -232,7 +293,7 @@ impl<'a> Peers<'a> {
             conn.touched = true;
             inner.touched.push(slot);
         }
-        Some((conn, inner.pool))
+        Some((conn, inner.pool, inner.lending.as_deref_mut()))
     }
 }
 
@@ -258,13 +319,13 @@ impl LinkSet for LinkCtx<'_> {
     fn with_record<R>(
         &mut self,
         link: LinkId,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         if link == self.id {
             return None;
         }
-        self.peers.with_record(link, plaintext, edit)
+        self.peers.with_record(link, record, edit)
     }
 }
 
@@ -287,10 +348,10 @@ impl LinkSet for Peers<'_> {
     fn with_record<R>(
         &mut self,
         link: LinkId,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        Peers::with_record(self, link, plaintext, edit)
+        Peers::with_record(self, link, record, edit)
     }
 }
 

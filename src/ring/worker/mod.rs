@@ -16,7 +16,7 @@ use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
 use crate::limits::{POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
-use crate::link::{Deadline, Input, Link, Periods, Timeout};
+use crate::link::{Chunk, Deadline, Input, Lent, Link, Periods, Timeout};
 use crate::txn;
 use crate::wire::ErrorCode;
 
@@ -30,6 +30,7 @@ pub(crate) use super::uring::{bind_listener, new_ring};
 use super::{Config, LinkCtx, Service};
 use crate::link::pool::Pool;
 use crate::link::stream::TxSink;
+use ctx::Lending;
 
 mod accept;
 mod close;
@@ -414,33 +415,44 @@ impl Worker {
         // the worker's other links meanwhile (`Peers`: a relayed message goes straight to the
         // link it continues on). Its place holds an empty link, which `Peers` does not lend.
         let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
-        let bytes = &mut self.bufring.bytes_mut(bid)[start..len];
+        let (bytes, mut lender) = self.bufring.lender(bid);
+        let bytes = &mut bytes[start..len];
+        // The buffer is lent to other links' sends, record by record, within the shares.
+        let mut lending = Lending::new(lender.lent(), self.config.recv_buffers);
+        let at = Lent { buffer: bid, offset: start as u32 };
         let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
         let worker = self.index;
-        let result = link.handle_records(bytes, pool, now, &self.periods, |parts, input| {
-            let mut ctx = LinkCtx {
-                id,
-                peer,
-                txn: &mut *parts.txn,
-                out: parts.out.reborrow(),
-                now,
-                peers: Peers::new(conns, pool, touched, worker),
-                fd,
-                meta: &mut *parts.meta,
-            };
-            match input {
-                Input::Record(plaintext) => service.record(&mut ctx, plaintext),
-                Input::Received(received) => {
-                    service.received(&mut ctx, received);
-                    None
+        let result =
+            link.handle_records(bytes, Some(at), pool, now, &self.periods, |parts, input| {
+                let mut ctx = LinkCtx {
+                    id,
+                    peer,
+                    txn: &mut *parts.txn,
+                    out: parts.out.reborrow(),
+                    now,
+                    peers: Peers::new(conns, pool, touched, worker).lending(&mut lending),
+                    fd,
+                    meta: &mut *parts.meta,
+                };
+                match input {
+                    Input::Record(record) => service.record(&mut ctx, record),
+                    Input::Received(received) => {
+                        service.received(&mut ctx, received);
+                        None
+                    }
+                    Input::Event(event) => {
+                        service.event(&mut ctx, event);
+                        None
+                    }
                 }
-                Input::Event(event) => {
-                    service.event(&mut ctx, event);
-                    None
-                }
-            }
-        });
+            });
         self.conns[slot as usize].link = link;
+        // Counted as lent now, before any of them can come back: a send completes, or a link
+        // is released, only after the turn's receives are handled.
+        for _ in 0..lending.records {
+            lender.lend();
+        }
+        self.stats.records_in_place += u64::from(lending.records + lending.moved);
         let count = result?;
         self.stats.messages_in += count.messages;
         self.stats.records_reassembled += count.reassembled;
@@ -510,7 +522,8 @@ impl Worker {
             self.send_vecs.push(vec);
         }
         let sent = usize::try_from(result).unwrap_or(0);
-        conn.link.sent(sent, self.pool.get_mut());
+        let bufring = &mut self.bufring;
+        conn.link.sent(sent, self.pool.get_mut(), &mut |at| bufring.unlend(at.buffer));
         if conn.phase == Phase::Closing {
             self.maybe_free(slot);
             return;
@@ -534,7 +547,15 @@ impl Worker {
         if conn.link.sending() || conn.phase == Phase::Closing {
             return;
         }
-        let mut chunks = conn.link.transmit().peekable();
+        let bufring = &self.bufring;
+        let mut chunks = conn
+            .link
+            .transmit()
+            .map(|chunk| match chunk {
+                Chunk::Bytes(bytes) => bytes,
+                Chunk::Lent { buffer, offset, len } => bufring.lent_bytes(buffer, offset, len),
+            })
+            .peekable();
         if chunks.peek().is_none() {
             return;
         }

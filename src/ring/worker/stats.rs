@@ -52,6 +52,10 @@ pub struct WorkerStats {
     /// Records that arrived cut across two receive buffers and were copied whole before being
     /// opened (the rest are opened where the kernel put them).
     pub records_reassembled: u64,
+    /// Records forwarded from where they lay: the receive buffer they arrived in, or the pooled
+    /// buffer a record cut across two receive buffers was put together in (opened, rewritten
+    /// and sealed there, and sent from there): no copy at the relay.
+    pub records_in_place: u64,
     /// Busy polls (`Config::busy_poll`) that found work before the worker would have slept.
     pub busy_poll_hits: u64,
     /// Busy polls that ran out, after which the worker slept.

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
+use ringspan::link::RecordIn;
 use ringspan::relay::{AppEvent, CallId, LinkCounters, LinkUp, Node, NodeCounters};
 use ringspan::sim::lend::{Lent, Wire};
 use ringspan::span::codec::{decode_advert, decode_seqno_request};
@@ -351,7 +352,7 @@ impl World {
 
     /// Delivers the next batch in flight on link `l` toward `side`.
     fn step(&mut self, l: usize, side: usize, lend: bool) {
-        let Some(bytes) = self.links[l].inflight[side].pop_front() else { return };
+        let Some(mut bytes) = self.links[l].inflight[side].pop_front() else { return };
         let node = self.links[l].ends[side];
         if node == Z {
             self.deliver_to_adversary(l, &bytes);
@@ -363,7 +364,8 @@ impl World {
         sim.handle_timeout(self.now, &mut Lent::all(&mut self.links, node));
         let whole = lend && {
             let (link, mut others) = Lent::split(&mut self.links, l, node).expect("link exists");
-            sim.forward_record(id, &link.txn[side], &mut others, &bytes).is_some()
+            let record = &mut RecordIn::plaintext_only(&mut bytes);
+            sim.forward_record(id, &link.txn[side], &mut others, record).is_some()
         };
         for message in Messages::new(if whole { &[] } else { &bytes[..] }) {
             if let Ok(m) = &message

@@ -134,13 +134,13 @@ impl LinkSet for OnLink<'_, '_, '_> {
     fn with_record<R>(
         &mut self,
         link: LinkId,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         if link == self.id {
             return None;
         }
-        self.others.lend_record(link, plaintext, edit)
+        self.others.lend_record(link, record.plaintext(), edit)
     }
 }
 
@@ -281,11 +281,11 @@ impl Net {
         // Three frames: `a`, `b`, then `a` again.
         for _ in 0..3 {
             for side in 0..2 {
-                let bytes: Vec<u8> = ends[side].transmit().flatten().copied().collect();
+                let bytes: Vec<u8> = ends[side].transmit().flat_map(own_bytes).copied().collect();
                 if bytes.is_empty() {
                     continue;
                 }
-                ends[side].sent(bytes.len(), &mut self.shared.pool.borrow_mut());
+                ends[side].sent(bytes.len(), &mut self.shared.pool.borrow_mut(), &mut never_lent);
                 let to = &mut ends[1 - side];
                 to.received_bytes(bytes.len(), now);
                 let (used, done) = to
@@ -355,7 +355,7 @@ impl Net {
         for side in 0..2 {
             sim.inflight[side].clear();
             self.busy.remove(&(l, side));
-            sim.links[side].release(&mut self.shared.pool.borrow_mut());
+            sim.links[side].release(&mut self.shared.pool.borrow_mut(), &mut never_lent);
         }
         Ok(())
     }
@@ -421,7 +421,7 @@ impl Net {
         let node = self.links[l].ends[side];
         let link = &mut self.links[l].links[side];
         link.close();
-        link.release(&mut self.shared.pool.borrow_mut());
+        link.release(&mut self.shared.pool.borrow_mut(), &mut never_lent);
         let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
         self.nodes[node].node.link_down(LinkId(l as u64), links);
         self.settle(node)
@@ -496,27 +496,28 @@ impl Net {
         link.received_bytes(bytes.len(), now);
         let sim = &mut nodes[node].node;
         let periods = &timing.periods;
-        let result = link.handle_records(&mut bytes, &shared.pool, now, periods, |parts, input| {
-            // As the engine does, a refusal closes the link after the input; what follows it
-            // is still handed over.
-            let result = match input {
-                Input::Record(plaintext) => {
-                    let taken = whole_first
-                        .then(|| sim.forward_record(id, parts.txn, &mut others, plaintext));
-                    return taken.flatten();
+        let result =
+            link.handle_records(&mut bytes, None, &shared.pool, now, periods, |parts, input| {
+                // As the engine does, a refusal closes the link after the input; what follows it
+                // is still handed over.
+                let result = match input {
+                    Input::Record(record) => {
+                        let taken = whole_first
+                            .then(|| sim.forward_record(id, parts.txn, &mut others, record));
+                        return taken.flatten();
+                    }
+                    Input::Received(received) => {
+                        sim.received(id, &mut OnLink { id, parts, others: &mut others }, received)
+                    }
+                    Input::Event(event) => {
+                        sim.event(id, &mut OnLink { id, parts, others: &mut others }, event)
+                    }
+                };
+                if let Err(error) = result {
+                    refused.get_or_insert(error);
                 }
-                Input::Received(received) => {
-                    sim.received(id, &mut OnLink { id, parts, others: &mut others }, received)
-                }
-                Input::Event(event) => {
-                    sim.event(id, &mut OnLink { id, parts, others: &mut others }, event)
-                }
-            };
-            if let Err(error) = result {
-                refused.get_or_insert(error);
-            }
-            None
-        });
+                None
+            });
         let closed = match result {
             Ok(count) => {
                 if let Some(at) = count.shed_at {
@@ -648,7 +649,7 @@ impl Net {
             }
             let mut bytes = Vec::with_capacity(link.queued_bytes());
             for chunk in link.transmit() {
-                bytes.extend_from_slice(chunk);
+                bytes.extend_from_slice(own_bytes(chunk));
             }
             if bytes.is_empty() {
                 continue;
@@ -657,7 +658,7 @@ impl Net {
             if let Some(at) = link.send_started(now, &timing.periods) {
                 timers.arm(at, l, side, TimerKind::SendStall);
             }
-            link.sent(bytes.len(), &mut pool.borrow_mut());
+            link.sent(bytes.len(), &mut pool.borrow_mut(), &mut never_lent);
             if !sim.muted[side] {
                 sim.inflight[1 - side].push_back(bytes);
                 busy.insert((l, 1 - side));

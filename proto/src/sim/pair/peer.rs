@@ -212,6 +212,7 @@ impl Peer {
         let mut shown = false;
         let count = self.link.handle_records(
             &mut bytes[start..],
+            None,
             &self.pool,
             now,
             &settings.periods,
