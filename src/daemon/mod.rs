@@ -16,6 +16,7 @@
 //! never hands a message across cores (a hand-off costs ~20 µs on this machine).
 
 mod app;
+pub mod config;
 pub mod control;
 mod handle;
 mod host;

@@ -93,7 +93,7 @@ enum HopsMode {
 
 /// Runs `ringspan-bench hops`.
 pub fn run(args: HopsArgs) -> Result<(), String> {
-    let mount = crate::ids::parse_mount(&args.mount)?;
+    let mount = ringspan::daemon::config::parse_mount(&args.mount)?;
     let relay_key = PublicKey::from_base64(args.relay_key.trim().as_bytes())
         .map_err(|e| format!("--relay-key: {e}"))?;
     let identity = match &args.key {
