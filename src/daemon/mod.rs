@@ -9,6 +9,8 @@
 //!   endpoint when one is asked for (nothing is walked while nobody asks).
 //! - [`Handle`] (`handle.rs`): a `Host<DaemonApp>` on an engine thread of its own, and the
 //!   mount API; [`Settings`], [`Limits`], [`PeerSpec`], [`MountSpec`]: how a node is set up.
+//! - [`config`]: the configuration file `ringspan run` reads, parsed and checked into those
+//!   (`NodeConfig::settings`), and ids as operators write them.
 //! - [`Request`], [`Shared`] (`request.rs`): how other threads reach it; [`Snapshot`]
 //!   (`snapshot.rs`); the control socket and the metrics endpoint ([`control`]).
 //!
