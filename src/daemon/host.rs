@@ -171,7 +171,7 @@ impl HostState {
 
     /// Closes `link` at the end of the turn for `error` of its peer's (a refusal, counted as
     /// misbehaviour if the error closes links).
-    pub fn refuse(&mut self, link: LinkId, error: crate::Error) {
+    fn refuse(&mut self, link: LinkId, error: crate::Error) {
         tracing::warn!(%link, %error, "closing link: protocol error");
         if error.closes_link() {
             self.misbehaving.insert(link);
