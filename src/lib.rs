@@ -24,8 +24,10 @@
 //!
 //! - [`ring`]: the io_uring engine that owns sockets, buffers and time and drives the layers
 //!   above: a pinned worker per core.
-//! - [`daemon`]: a relay node on the engine: the service, snapshots, the control socket,
-//!   metrics, and the mount API for applications.
+//! - [`daemon`]: a relay node on the engine: [`daemon::Host`], the one engine service hosting
+//!   a relay node and an application (the daemon's own, or a benchmark's), built from
+//!   [`daemon::Settings`], which the configuration file ([`daemon::config`]) parses into;
+//!   snapshots, the control socket, metrics, and the mount API for applications.
 //! - [`link_load`]: services that load engine links and count what arrives, for the engine's
 //!   tests and `ringspan-bench link`. The benchmark tools themselves are the `ringspan-bench`
 //!   binary (tools/bench), not part of the library.

@@ -21,9 +21,8 @@ use ringspan::daemon::control::{self, View};
 use ringspan::daemon::{Handle, LoadReport, Request, Snapshot};
 use ringspan::ring;
 
-use super::config::NodeConfig;
-use super::ids::parse_mount;
 use super::run::start;
+use ringspan::daemon::config::{NodeConfig, parse_mount};
 
 /// `ringspan demo`.
 #[derive(Args, Debug)]

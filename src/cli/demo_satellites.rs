@@ -26,9 +26,9 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::{Command as Cmd, ErrorCode};
 
-use super::config::NodeConfig;
 use super::demo::free_port;
 use super::run::start;
+use ringspan::daemon::config::NodeConfig;
 
 const CALL: Cmd = Cmd::new(1, 1);
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };

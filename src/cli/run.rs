@@ -12,8 +12,7 @@ use ringspan::daemon::control::{self, View};
 use ringspan::daemon::{Handle, LoadReport, Request};
 use ringspan::ring;
 
-use super::config::NodeConfig;
-use super::ids::parse_mount;
+use ringspan::daemon::config::{NodeConfig, parse_mount};
 
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, ValueEnum)]

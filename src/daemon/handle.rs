@@ -9,21 +9,20 @@
 //! call every mount, and its client mounts are reachable through its host's aggregate.
 //! `ringspan run` is this same handle, configured from a file.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use super::{MountSpec, NodeService, Options, Request, RouteRow, Shared, Snapshot, control};
+use super::{DaemonApp, Host, MountSpec, Request, RouteRow, Shared, Snapshot, control};
 use crate::cipher::{self, Identity, PublicKey};
 use crate::error::Misuse;
 use crate::ids::{ClusterId, NodeId};
 use crate::limits;
 use crate::relay::CallId;
 use crate::ring::{self, Engine, Remote};
-use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use crate::span::{Label, MountKey, MountKind, Role};
 use crate::wire::{Command, ErrorCode, Flags};
 
 /// A neighbour to link to.
@@ -263,26 +262,6 @@ impl Handle {
         cipher.allowlist.extend(settings.allow.iter().map(|(key, _)| *key));
         cipher.accept_unknown_keys = settings.accept_unknown_keys;
         cipher.handshake_timeout = settings.limits.handshake_timeout;
-        let mut hello = Hello::new(settings.role, Wants::all());
-        hello.idle_timeout_ms =
-            u32::try_from(settings.limits.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
-        // Rights are bound to keys: a peer's role, an allowed key's role; anyone else (let in by
-        // `accept_unknown_keys`) is a client.
-        let mut rights = HashMap::new();
-        rights.extend(settings.allow.iter().copied());
-        rights.extend(settings.peers.iter().map(|p| (p.key, p.role)));
-        let options = Options {
-            id,
-            hello,
-            mounts: settings.mounts.clone(),
-            peers: settings.peers.iter().filter_map(|p| Some((p.address?, p.key))).collect(),
-            rights,
-            client_clusters: settings.client_clusters.clone(),
-            circuit_idle: settings.limits.circuit_idle,
-            keepalive: settings.limits.keepalive,
-            redial_min: settings.limits.redial_min,
-            redial_max: settings.limits.redial_max,
-        };
         let engine_config = ring::Config {
             workers: 1,
             // Several nodes may share a host: let the scheduler place them.
@@ -316,7 +295,8 @@ impl Handle {
         }
         let (incoming_tx, incoming) = mpsc::channel();
         let engine = Engine::start(engine_config, Arc::new(cipher), move |_| {
-            NodeService::new(options.clone(), Some(incoming_tx.clone()), now())
+            let app = DaemonApp::new(&settings, Some(incoming_tx.clone()));
+            Host::new(&settings, app, now())
         })
         .map_err(|e| e.to_string())?;
         let remote = engine.remote(0).ok_or("the engine has no worker")?;

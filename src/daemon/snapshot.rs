@@ -4,7 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ring::CloseReason;
+use super::HostState;
+use crate::ids::LinkId;
+use crate::relay::redial::PeerState;
+use crate::relay::{LinkInfo, Node, NodeCounters};
+use crate::ring::{CloseReason, WorkerCtx};
+use crate::span::{NextHop, Role};
 
 /// What `ringspan show` and the metrics endpoint see, built by the node's worker when asked.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -59,6 +64,137 @@ pub struct Snapshot {
     /// Links still connecting or handshaking, accepted or dialled.
     #[serde(default)]
     pub handshaking: u64,
+}
+
+impl Snapshot {
+    /// The snapshot of a host's node now, with its worker's link and admission counters.
+    pub fn of(host: &HostState, worker: &WorkerCtx<'_>) -> Snapshot {
+        let node = &host.node;
+        // Client links are counted, not listed: a satellite holds a great many.
+        let is_client = |info: &LinkInfo| info.granted == Role::Client;
+        let mut clients = 0;
+        // Those of client links gone too: exported as counters, they never go down.
+        let mut client_refusals = Refusals::of(&node.clients_gone());
+        for info in node.link_info().filter(is_client) {
+            clients += 1;
+            client_refusals.add(Refusals::of(&info.counters));
+        }
+        let mut links: Vec<LinkRow> = node
+            .link_info()
+            .filter(|info| !is_client(info))
+            .map(|info| {
+                let stats = worker.link_stats(info.link).unwrap_or_default();
+                LinkRow {
+                    link: info.link.0,
+                    peer: info.peer.to_string(),
+                    role: info.role.map_or("-", Role::name).to_owned(),
+                    granted: info.granted.name().to_owned(),
+                    spans_in: info.spans_in,
+                    spans_out: info.spans_out,
+                    bytes_in: stats.bytes_in,
+                    bytes_out: stats.bytes_out,
+                    records_in: stats.records_in,
+                    records_out: stats.records_out,
+                    circuits_in: info.counters.circuits_in,
+                    circuits_out: info.counters.circuits_out,
+                    aborts_in: info.counters.aborts_in,
+                    aborts_out: info.counters.aborts_out,
+                    circuits_open: info.circuits_open,
+                    refusals: Refusals::of(&info.counters),
+                }
+            })
+            .collect();
+        links.sort_by_key(|l| l.link);
+        let peer_of = |link: LinkId| {
+            links.iter().find(|l| l.link == link.0).map_or(String::new(), |l| l.peer.clone())
+        };
+        let hop = |next: NextHop| match next {
+            NextHop::Local => "local".to_string(),
+            NextHop::Neighbour(n) => {
+                let link = Node::link_of(n);
+                format!("{link} ({})", peer_of(link))
+            }
+        };
+        let table = node.table();
+        let mut routes: Vec<RouteRow> = table
+            .mounts()
+            .filter_map(|(key, route)| {
+                let route = route?;
+                Some(RouteRow {
+                    cluster: format!("{:x}", key.cluster.0),
+                    mount: format!("{:x}", key.mount.0),
+                    kind: format!("{:?}", route.kind).to_lowercase(),
+                    label: String::from_utf8_lossy(route.label.as_bytes()).into_owned(),
+                    origin: route.origin.to_string(),
+                    metric: route.metric.0,
+                    via: hop(route.next_hop),
+                    standby: table.standby(key).map(|s| hop(s.next_hop)),
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| (&a.cluster, &a.mount).cmp(&(&b.cluster, &b.mount)));
+        let peers = host
+            .redial()
+            .peers()
+            .map(|(addr, key, state)| PeerRow {
+                address: addr.to_string(),
+                peer: key.node_id().to_string(),
+                state: match state {
+                    PeerState::Up(link) => format!("up ({link})"),
+                    PeerState::Dialling => "dialling".into(),
+                    PeerState::Waiting(_) => "waiting".into(),
+                    PeerState::Standby => "standby".into(),
+                },
+            })
+            .collect();
+        let NodeCounters {
+            relayed,
+            served,
+            opened,
+            no_route,
+            lost,
+            refused,
+            whole_records,
+            limited,
+            preempted,
+            idle,
+            duplicates,
+        } = node.counters();
+        let stats = worker.stats();
+        Snapshot {
+            node: node.id().to_string(),
+            links,
+            routes,
+            peers,
+            circuits: node.circuits(),
+            counters: Counters {
+                relayed,
+                served,
+                opened,
+                no_route,
+                lost,
+                refused,
+                whole_records,
+                records_in_place: stats.records_in_place,
+                limited,
+                preempted,
+                idle,
+                duplicates,
+            },
+            handshake_failures: stats.handshake_failures,
+            clients,
+            accepted: stats.accepted,
+            refused_max_links: stats.refused_max_links,
+            refused_handshake_rate: stats.refused_handshake_rate,
+            trusted_accepted: stats.trusted_accepted,
+            trusted_refused: stats.trusted_refused_max_links + stats.trusted_refused_handshake_rate,
+            closes: host.closes().clone(),
+            client_refusals,
+            client_mounts: node.clients().len(),
+            tombstones: table.tombstones(),
+            handshaking: stats.handshaking(),
+        }
+    }
 }
 
 /// What a link's peer was refused or lost for exceeding its share (one link's, or the client

@@ -1,10 +1,12 @@
-//! The node service's own application, driven without the engine: one scripted peer (a bare
-//! transaction link) calls the node's mounts, and the service answers in [`NodeService::app`].
+//! The daemon's application on its host, driven without the engine: one scripted peer (a bare
+//! transaction link) calls the node's mounts, and the application answers in
+//! [`DaemonApp::answer`].
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{NodeService, Options};
+use super::{DaemonApp, Host, Settings};
+use crate::cipher::Identity;
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::relay::{NoLinks, OneLink};
 use crate::span::codec::{self, HELLO_LEN_MAX};
@@ -40,24 +42,13 @@ fn key(mount: u128) -> MountKey {
     MountKey { cluster: ClusterId(1), mount: MountId(mount) }
 }
 
-fn service(now: Instant) -> NodeService {
-    let options = Options {
-        id: NodeId(1),
-        hello: Hello::new(Role::Router, Wants::all()),
-        mounts: Vec::new(),
-        peers: Vec::new(),
-        rights: HashMap::new(),
-        client_clusters: Vec::new(),
-        circuit_idle: Duration::from_secs(60),
-        keepalive: Duration::from_secs(1),
-        redial_min: Duration::from_millis(100),
-        redial_max: Duration::from_secs(1),
-    };
-    NodeService::new(options, None, now)
+fn service(now: Instant) -> Host<DaemonApp> {
+    let settings = Settings::new(Identity::generate().unwrap());
+    Host::new(&settings, DaemonApp::new(&settings, None), now)
 }
 
 /// A router peer linked to the service's node, its hello exchanged.
-fn connect(svc: &mut NodeService) -> Peer {
+fn connect(svc: &mut Host<DaemonApp>) -> Peer {
     let mut peer = Peer {
         txn: txn::Link::new(),
         ours: txn::Link::new(),
@@ -67,7 +58,7 @@ fn connect(svc: &mut NodeService) -> Peer {
         answers: HashMap::new(),
     };
     let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
-    svc.node.link_up(LINK, NodeId(2), Role::Router, false, links).unwrap();
+    svc.state_mut().node.link_up(LINK, NodeId(2), Role::Router, false, links).unwrap();
     let mut hello = [0u8; HELLO_LEN_MAX];
     let n = Hello::new(Role::Router, Wants::all()).encode(&mut hello);
     peer.txn.open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE).unwrap();
@@ -77,22 +68,24 @@ fn connect(svc: &mut NodeService) -> Peer {
 
 /// Moves everything both ways, the service's application answering in between, until nothing
 /// moves.
-fn pump(svc: &mut NodeService, peer: &mut Peer) {
+fn pump(svc: &mut Host<DaemonApp>, peer: &mut Peer) {
     loop {
         let bytes = std::mem::take(&mut peer.to_node);
         for message in Messages::new(&bytes) {
             let received = peer.ours.handle_message(&mut peer.to_peer, &message.unwrap()).unwrap();
             if let Some(received) = received {
                 let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
-                svc.node.received(LINK, links, received).unwrap();
+                svc.state_mut().node.received(LINK, links, received).unwrap();
             }
             while let Some(event) = peer.ours.poll_event() {
                 let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
-                svc.node.event(LINK, links, event).unwrap();
+                svc.state_mut().node.event(LINK, links, event).unwrap();
             }
         }
-        let now = svc.now;
-        svc.app(now, &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer));
+        let now = svc.state().now();
+        let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
+        let (state, app) = svc.parts_mut();
+        app.answer(&mut state.node, now, links);
         let bytes = std::mem::take(&mut peer.to_peer);
         if bytes.is_empty() {
             return;
@@ -128,9 +121,10 @@ fn echo_mounts_and_unserved_mounts_answer_with_the_calls_own_command() {
     };
     let mut svc = service(now);
     let (echo, unserved) = (key(5), key(6));
-    svc.node.attach(echo, MountKind::Master, Label::EMPTY, &mut NoLinks).unwrap();
-    svc.echo.insert(echo);
-    svc.node.attach(unserved, MountKind::Master, Label::EMPTY, &mut NoLinks).unwrap();
+    let node = &mut svc.state_mut().node;
+    node.attach(echo, MountKind::Master, Label::EMPTY, &mut NoLinks).unwrap();
+    node.attach(unserved, MountKind::Master, Label::EMPTY, &mut NoLinks).unwrap();
+    svc.app_mut().echo(echo);
     let mut peer = connect(&mut svc);
     let command = Command::new(7, 3);
     let mut call = |mount: MountKey, peer: &mut Peer| {

@@ -21,9 +21,6 @@ use clap::{Parser, Subcommand};
 mod clients;
 mod direct;
 mod hops;
-// Ids as the `ringspan` binary reads them (`--mount`, `--mount-cluster`).
-#[path = "../../src/cli/ids.rs"]
-mod ids;
 mod link;
 mod nats;
 

@@ -157,7 +157,8 @@ pub fn run(data: &[u8]) {
         let mut chunk = stream[fed..fed + len].to_vec();
         fed += len;
         let mut callback_failed = false;
-        let result = rx.feed(&mut chunk, &pool, |record| -> Result<(), Error> {
+        let result = rx.feed(&mut chunk, &pool, |cut| -> Result<(), Error> {
+            let record = cut.bytes();
             assert!(!callback_failed, "a record was handed out after the callback failed");
             let Some(expected) = records.get(delivered) else {
                 panic!("record {delivered} handed out; the stream holds {}", records.len());

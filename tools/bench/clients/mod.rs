@@ -78,7 +78,7 @@ pub struct ClientsArgs {
 const LINKS_PER_SOURCE: u64 = 10_000;
 
 fn cluster_id(text: &str) -> Result<u128, String> {
-    crate::ids::parse_id(text)
+    ringspan::daemon::config::parse_id(text)
 }
 
 /// Runs `ringspan-bench clients`.

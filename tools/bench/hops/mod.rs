@@ -1,8 +1,12 @@
-//! `ringspan-bench hops`: a sender or a receiver ([`service::Hops`]) on one engine worker, on
-//! either side of `ringspan run` relays (see perf/hops.sh).
+//! `ringspan-bench hops`: a sender or a receiver ([`app::HopsApp`] on the daemon's
+//! [`Host`]) on one engine worker, on either side of `ringspan run` relays (see perf/hops.sh).
+//! `app.rs`: the application and what both sides share; `sender.rs`, `receiver.rs`: each side;
+//! `plan.rs`: what a run is given and reports.
 
+mod app;
 mod plan;
-mod service;
+mod receiver;
+mod sender;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,11 +15,12 @@ use std::time::Duration;
 
 use clap::Args;
 use ringspan::cipher::{self, Identity, PublicKey};
+use ringspan::daemon::Host;
 use ringspan::ring::{self, Engine};
 
 use crate::clock;
+use app::HopsApp;
 use plan::{Outcome, Plan, Role};
-use service::Hops;
 
 /// Options of `ringspan-bench hops`.
 #[derive(Args)]
@@ -88,7 +93,7 @@ enum HopsMode {
 
 /// Runs `ringspan-bench hops`.
 pub fn run(args: HopsArgs) -> Result<(), String> {
-    let mount = crate::ids::parse_mount(&args.mount)?;
+    let mount = ringspan::daemon::config::parse_mount(&args.mount)?;
     let relay_key = PublicKey::from_base64(args.relay_key.trim().as_bytes())
         .map_err(|e| format!("--relay-key: {e}"))?;
     let identity = match &args.key {
@@ -117,7 +122,6 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
     if !(1..=HOPS_WINDOW_MAX).contains(&args.window_bytes) {
         return Err(format!("--window-bytes must be between 1 and {HOPS_WINDOW_MAX}"));
     }
-    let id = identity.public_key().node_id();
     let config = ring::Config {
         workers: 1,
         pin_workers: args.core.is_some(),
@@ -125,7 +129,9 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
         busy_poll: Duration::from_micros(args.busy_poll_us.min(ringspan::limits::BUSY_POLL_US_MAX)),
         ..ring::Config::default()
     };
-    let cipher = Arc::new(cipher::Config::new(identity).map_err(|e| e.to_string())?);
+    let cipher = Arc::new(cipher::Config::new(identity.clone()).map_err(|e| e.to_string())?);
+    let sender = matches!(args.role, HopsRole::Send);
+    let settings = app::settings(identity, sender, args.relay, relay_key, mount);
     let start = clock();
     let (relay, json) = (args.relay, args.json);
     match args.role {
@@ -133,7 +139,7 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
             let (tx, rx) = std::sync::mpsc::channel();
             let engine = Engine::start(config, cipher, move |_| {
                 let role = Role::Receive { summaries: Some(tx.clone()) };
-                Hops::new(role, id, relay, relay_key, mount, clock())
+                Host::new(&settings, HopsApp::new(role, mount, clock()), clock())
             })
             .map_err(|e| e.to_string())?;
             eprintln!("bench hops receive: mount {} behind {relay}", args.mount);
@@ -172,7 +178,7 @@ pub fn run(args: HopsArgs) -> Result<(), String> {
                     Some(plan) => Role::Send(plan),
                     None => Role::Receive { summaries: None },
                 };
-                Hops::new(role, id, relay, relay_key, mount, clock())
+                Host::new(&settings, HopsApp::new(role, mount, clock()), clock())
             })
             .map_err(|e| e.to_string())?;
             // The run's own length, the route wait, and room for the end (a count may take long:

@@ -1,6 +1,6 @@
 //! What a `ringspan-bench hops` run is given and what it reports: the side an engine takes
 //! ([`Role`]), a sender's [`Plan`] and its [`Outcome`], and a receiver's [`StreamSummary`] per
-//! stream. The service that runs them is [`super::service::Hops`].
+//! stream. The application that runs them is [`super::app::HopsApp`].
 
 use std::sync::mpsc::Sender;
 use std::time::Duration;

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cipher::{Identity, PublicKey};
+use crate::daemon::{Limits, MountSpec, PeerSpec, control};
+use crate::ids::{ClusterId, MountId};
+use crate::limits;
+use crate::span::{Label, MountKey, MountKind, Role};
 use proptest::prelude::*;
-use ringspan::cipher::{Identity, PublicKey};
-use ringspan::daemon::{Limits, MountSpec, PeerSpec, control};
-use ringspan::ids::{ClusterId, MountId};
-use ringspan::limits;
-use ringspan::span::{Label, MountKey, MountKind, Role};
 
 use super::source::line_column;
 use super::{ConfigError, NodeConfig, Peer};

@@ -6,9 +6,9 @@ use std::ops::Range;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use ringspan::cipher::PublicKey;
-use ringspan::error::KeyFile;
-use ringspan::limits;
+use crate::cipher::PublicKey;
+use crate::error::KeyFile;
+use crate::limits;
 use toml::Spanned;
 
 use super::ConfigError;
@@ -136,11 +136,11 @@ impl Source<'_> {
         }
         PublicKey::from_base64(text.get_ref().as_bytes()).map_err(|e| {
             let why = match e {
-                ringspan::Error::KeyFile(KeyFile::Encoding) => {
+                crate::Error::KeyFile(KeyFile::Encoding) => {
                     "not valid base64 (expected the 44 characters `ringspan pubkey` prints)"
                         .to_owned()
                 }
-                ringspan::Error::KeyFile(KeyFile::Length(n)) => {
+                crate::Error::KeyFile(KeyFile::Length(n)) => {
                     format!("the base64 decodes to {n} bytes; a public key has 32")
                 }
                 other => other.to_string(),

@@ -3,8 +3,8 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use ringspan::daemon::Limits;
-use ringspan::limits;
+use crate::daemon::Limits;
+use crate::limits;
 use toml::Spanned;
 
 use super::ConfigError;

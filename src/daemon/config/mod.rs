@@ -119,12 +119,13 @@
 //! - The control socket's path, once resolved, fits a Unix socket address
 //!   ([`limits::CONTROL_PATH_MAX`] bytes).
 
+mod ids;
 mod limits_table;
 mod lists;
 mod raw;
 mod source;
 
-pub use super::ids::parse_id;
+pub use ids::{parse_id, parse_mount};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -132,12 +133,12 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use ringspan::cipher::{Identity, PublicKey};
-use ringspan::daemon::{Limits, MountSpec, PeerSpec, Settings, control};
-use ringspan::ids::ClusterId;
+use crate::cipher::{Identity, PublicKey};
+use crate::daemon::{Limits, MountSpec, PeerSpec, Settings, control};
+use crate::ids::ClusterId;
 #[cfg(doc)]
-use ringspan::limits;
-use ringspan::span::Role;
+use crate::limits;
+use crate::span::Role;
 
 use raw::RawFile;
 use source::Source;

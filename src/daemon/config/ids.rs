@@ -1,11 +1,10 @@
 //! Ids as operators write them, in the configuration file and on the command line. Both
-//! binaries read them: `ringspan` (the config, `call --mount`, the demo) and `ringspan-bench`
-//! (`clients --mount-cluster`, `hops --mount`), which includes this file by its path
-//! (tools/bench/main.rs). It is text for people, not part of the engine, so it is not in the
-//! library; it keeps no state and needs nothing beyond the library's id types.
+//! binaries read them so: `ringspan` (the config, `call --mount`, the demo) and
+//! `ringspan-bench` (`clients --mount-cluster`, `hops --mount`). Text for people, beside the
+//! configuration that reads it; it keeps no state and needs nothing beyond the id types.
 
-use ringspan::ids::{ClusterId, MountId};
-use ringspan::span::MountKey;
+use crate::ids::{ClusterId, MountId};
+use crate::span::MountKey;
 
 /// Parses a 128-bit id: `0x` and hexadecimal digits, decimal digits, or a UUID
 /// (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, read as one big-endian number). Command-line ids

@@ -1,9 +1,9 @@
 //! The lists' tests: peers, allowed keys, client clusters, ids and mounts.
 
-use ringspan::cipher::PublicKey;
-use ringspan::ids::ClusterId;
-use ringspan::limits;
-use ringspan::span::Role;
+use crate::cipher::PublicKey;
+use crate::ids::ClusterId;
+use crate::limits;
+use crate::span::Role;
 
 use super::super::parse_id;
 use super::{MINIMAL, b64, key, parse, refused};

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use ringspan::span::{MountKind, Role};
+use crate::span::{MountKind, Role};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -106,7 +106,7 @@ pub(super) struct RawMount {
 }
 
 /// Who serves a mount's transactions (the node takes it as
-/// [`MountSpec::echo`](ringspan::daemon::MountSpec::echo)).
+/// [`MountSpec::echo`](crate::daemon::MountSpec::echo)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(super) enum Service {

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use ringspan::cipher::PublicKey;
-use ringspan::daemon::{MountSpec, PeerSpec};
-use ringspan::ids::{ClusterId, MountId};
-use ringspan::limits;
-use ringspan::span::{Label, MountKey, Role};
+use crate::cipher::PublicKey;
+use crate::daemon::{MountSpec, PeerSpec};
+use crate::ids::{ClusterId, MountId};
+use crate::limits;
+use crate::span::{Label, MountKey, Role};
 use serde::Deserialize;
 use serde::de::IntoDeserializer as _;
 use toml::Spanned;

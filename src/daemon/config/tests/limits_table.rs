@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ringspan::daemon::Limits;
-use ringspan::limits;
+use crate::daemon::Limits;
+use crate::limits;
 
 use super::{MINIMAL, ms, parse, refused};
 

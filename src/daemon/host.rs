@@ -1,0 +1,422 @@
+//! One engine service hosting a relay node and an application: [`Host`] runs a
+//! [`relay::Node`](crate::relay::Node) on an engine worker and does everything a node needs of
+//! its worker whatever it is for; an [`App`] does the rest.
+//!
+//! The host keeps, beside the node ([`HostState`]):
+//!
+//! - the configured peers dialled and redialled ([`Redial`]; a client keeps one at a time and
+//!   fails over down its list), told when links come up, go down, are refused or fail to dial;
+//! - the rights bound to keys: each link's granted role is its key's configured one (a peer's
+//!   `role`, an `allow` entry's), or client for a key let in by `accept_unknown_keys`; the
+//!   addresses a configured key linked from, handed to the engine's admission as trusted;
+//! - links to close at the end of the turn (a protocol error, a duplicate), with the peer told
+//!   why; which of them misbehaved; why links went down ([`Closes`]); dials that failed;
+//! - the keepalive interval a peer's short idle timeout asks for (`Node::poll_notice`);
+//! - the configured mounts, attached at the first tick; the node's time, moved on with every
+//!   input (`Node::handle_timeout`), and its next deadline, which wakes the worker.
+//!
+//! The application is what differs: the daemon's ([`DaemonApp`](super::DaemonApp): echo
+//! mounts, the mount API's calls, call loads, control requests) and the benchmark's
+//! (`ringspan-bench hops`: a sender or a receiver). It sees the node through [`HostState`] once
+//! per turn ([`App::tick`], where it drains `Node::poll_app`), hears of links coming and going,
+//! and takes the commands other threads send its worker.
+//!
+//! Everything is built from [`Settings`] as they are: the configuration file parses into them,
+//! and the daemon, the demo and the benchmarks make them in code.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::{Closes, MountSpec, Settings};
+use crate::cipher::PublicKey;
+use crate::ids::{LinkId, NodeId};
+use crate::relay::redial::Redial;
+use crate::relay::{LinkUp, Node, Notice};
+use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
+use crate::span::{Hello, Role, Wants};
+use crate::txn::{Event, Received};
+use crate::wire::ErrorCode;
+
+/// The hasher of the maps consulted per message (as in `relay`): seeded per process, and several
+/// times cheaper than the standard library's SipHash on these small keys.
+pub(super) type Hasher = foldhash::fast::RandomState;
+
+/// What a [`Host`] runs beside its node: the part that differs between the daemon and the
+/// benchmarks. Every hook runs on the node's worker, with the time of the engine's turn.
+pub trait App: 'static {
+    /// A link finished its handshake with the peer whose key is `peer`, before the node hears
+    /// of it: `false` refuses it (closed at the end of the turn with `REFUSED`; the node never
+    /// sees it). Every link offered here is later reported to [`App::link_down`], refused or
+    /// not.
+    fn link_up(&mut self, _link: LinkId, _peer: &PublicKey) -> bool {
+        true
+    }
+
+    /// A link that was up is gone (after the node has handled its loss).
+    fn link_down(&mut self, _link: LinkId, _reason: CloseReason) {}
+
+    /// Once per turn of the worker, after the node's timers, the dials and the configured
+    /// mounts, and after each command: drain `host.node.poll_app()` and move the work on.
+    fn tick(&mut self, host: &mut HostState, worker: &mut WorkerCtx<'_>);
+
+    /// A command for the application from another thread (whatever `ring::Command::Service`
+    /// carried). The host ticks after it.
+    fn command(
+        &mut self,
+        _host: &mut HostState,
+        _worker: &mut WorkerCtx<'_>,
+        _command: Box<dyn Any + Send>,
+    ) {
+    }
+}
+
+/// The node and what the host keeps around it; what an [`App`] is handed. See the module
+/// documentation.
+pub struct HostState {
+    /// The relay node.
+    pub node: Node,
+    redial: Redial,
+    /// The role each known key is granted (the most its hello may claim); any other key that
+    /// gets in is a client.
+    rights: HashMap<PublicKey, Role>,
+    /// The node's own keepalive interval (a peer with a short idle timeout gets more).
+    keepalive: Duration,
+    /// Mounts attached at the first tick.
+    mounts: Vec<MountSpec>,
+    started: bool,
+    /// Links to close at the end of the turn, with why.
+    to_close: Vec<(LinkId, ErrorCode)>,
+    /// Links whose keepalive interval must be shortened for their peer's idle timeout.
+    keepalives: Vec<(LinkId, Duration)>,
+    /// Addresses a configured key linked from, to be trusted by the engine's admission.
+    trusted: Vec<IpAddr>,
+    /// Links being closed because the peer broke the protocol as the node checks it (their
+    /// close is counted as misbehaviour, not as a local close).
+    misbehaving: HashSet<LinkId, Hasher>,
+    closes: Closes,
+    dial_failures: u64,
+    /// The time of the latest callback that told it (the engine's turn time).
+    now: Instant,
+}
+
+impl HostState {
+    fn new(settings: &Settings, now: Instant) -> HostState {
+        let id = settings.identity.public_key().node_id();
+        let mut hello = Hello::new(settings.role, Wants::all());
+        hello.idle_timeout_ms =
+            u32::try_from(settings.limits.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+        // Rights are bound to keys: a peer's role, an allowed key's role; anyone else (let in by
+        // `accept_unknown_keys`) is a client.
+        let mut rights = HashMap::new();
+        rights.extend(settings.allow.iter().copied());
+        rights.extend(settings.peers.iter().map(|p| (p.key, p.role)));
+        let mut redial = Redial::new(
+            settings.peers.iter().filter_map(|p| Some((p.address?, p.key))),
+            settings.limits.redial_min,
+            settings.limits.redial_max,
+            id.0 as u64,
+            now,
+        );
+        if settings.role == Role::Client {
+            // A client keeps one satellite (or node) at a time and fails over down its list.
+            redial = redial.one_at_a_time();
+        }
+        let mut node = Node::new(id, hello, now);
+        node.serve_client_clusters(settings.client_clusters.iter().copied());
+        node.set_circuit_idle(settings.limits.circuit_idle);
+        HostState {
+            node,
+            redial,
+            rights,
+            keepalive: settings.limits.keepalive,
+            mounts: settings.mounts.clone(),
+            started: false,
+            to_close: Vec::new(),
+            keepalives: Vec::new(),
+            trusted: Vec::new(),
+            misbehaving: HashSet::default(),
+            closes: Closes::default(),
+            dial_failures: 0,
+            now,
+        }
+    }
+
+    /// The time of the latest input (the engine's turn time).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The configured peers and their dialling state.
+    pub fn redial(&self) -> &Redial {
+        &self.redial
+    }
+
+    /// Why links that were up went down, since the node started.
+    pub fn closes(&self) -> &Closes {
+        &self.closes
+    }
+
+    /// Dials that failed before their handshake completed.
+    pub fn dial_failures(&self) -> u64 {
+        self.dial_failures
+    }
+
+    /// The role a peer's key is granted: its configured one, or client for a key let in only
+    /// by `accept_unknown_keys`.
+    pub fn granted(&self, key: &PublicKey) -> Role {
+        self.rights.get(key).copied().unwrap_or(Role::Client)
+    }
+
+    /// Closes `link` at the end of the turn for `error` of its peer's (a refusal, counted as
+    /// misbehaviour if the error closes links).
+    fn refuse(&mut self, link: LinkId, error: crate::Error) {
+        tracing::warn!(%link, %error, "closing link: protocol error");
+        if error.closes_link() {
+            self.misbehaving.insert(link);
+        }
+        self.to_close.push((link, ErrorCode::REFUSED));
+    }
+
+    /// Cuts the links to the node `peer` now (no notice: as a failure looks) and does not
+    /// redial it for `hold`.
+    pub fn cut(&mut self, peer: NodeId, hold: Duration, worker: &mut WorkerCtx<'_>) {
+        let until = worker.now() + hold;
+        let keys: Vec<PublicKey> = self
+            .redial
+            .peers()
+            .filter(|(_, key, _)| key.node_id() == peer)
+            .map(|(_, key, _)| key)
+            .collect();
+        for key in keys {
+            self.redial.hold(&key, until);
+        }
+        let links: Vec<LinkId> =
+            self.node.link_info().filter(|l| l.peer == peer).map(|l| l.link).collect();
+        for link in links {
+            tracing::info!(%link, %peer, "cutting the link on request");
+            worker.close(link, ErrorCode::LOST_LINK);
+        }
+    }
+
+    /// Acts on what the node asks of the engine after an input.
+    fn notices(&mut self) {
+        while let Some(notice) = self.node.poll_notice() {
+            match notice {
+                Notice::PeerIdleTimeout { link, idle_timeout, granted } => {
+                    // A third of the peer's idle timeout lets two keepalives be late.
+                    let needed = idle_timeout / 3;
+                    if needed < self.keepalive {
+                        let peer_idle_ms = idle_timeout.as_millis() as u64;
+                        let keepalive_ms = needed.as_millis() as u64;
+                        const SHORT: &str =
+                            "the peer's idle timeout is short: keeping its link alive more often";
+                        // A configured peer's is worth the operator's attention (the pair's
+                        // settings disagree); a client's is one line per client, of very many.
+                        if granted == Role::Client {
+                            tracing::debug!(%link, peer_idle_ms, keepalive_ms, "{SHORT}");
+                        } else {
+                            tracing::warn!(%link, peer_idle_ms, keepalive_ms, "{SHORT}");
+                        }
+                        self.keepalives.push((link, needed));
+                    }
+                }
+            }
+        }
+    }
+
+    /// What comes before the application in a tick: the node's time and notices, trusted
+    /// addresses, the configured mounts (at the first), dials.
+    fn before_app(&mut self, worker: &mut WorkerCtx<'_>) {
+        let now = worker.now();
+        self.now = now;
+        self.node.handle_timeout(now, worker);
+        self.notices();
+        for (link, interval) in self.keepalives.drain(..) {
+            worker.set_keepalive(link, interval);
+        }
+        for ip in self.trusted.drain(..) {
+            worker.trust_source(ip);
+        }
+        if !self.started {
+            self.started = true;
+            for spec in std::mem::take(&mut self.mounts) {
+                if let Err(error) = self.node.attach(spec.key, spec.kind, spec.label, worker) {
+                    tracing::error!(%error, "cannot attach a configured mount");
+                }
+            }
+        }
+        while let Some((addr, key)) = self.redial.poll_dial(now) {
+            tracing::debug!(%addr, "dialling");
+            worker.connect(addr, Some(key));
+        }
+        if let Some(at) = self.redial.next_deadline() {
+            worker.wake_at(at);
+        }
+    }
+
+    /// What comes after it: the links to close, the node's next deadline.
+    fn after_app(&mut self, worker: &mut WorkerCtx<'_>) {
+        for (link, code) in self.to_close.drain(..) {
+            // The peer is told why: a refusal of what it sent, or a duplicate link.
+            worker.close_with_notice(link, code);
+        }
+        if let Some(at) = self.node.poll_timeout() {
+            worker.wake_at(at);
+        }
+    }
+}
+
+/// The engine service hosting a relay node and an application. See the module documentation.
+pub struct Host<A: App> {
+    state: HostState,
+    app: A,
+}
+
+impl<A: App> Host<A> {
+    /// A host for the node `settings` describe, running `app`, at time `now`. Of the settings it
+    /// takes the identity's node id, the role, the peers (dialled if they have an address), the
+    /// rights (`peers` and `allow`), the client clusters, the mounts (attached at the first
+    /// tick) and the limits the node and the redialler use; the engine's own (the listener,
+    /// buffers, admission) are the caller's to give the engine.
+    pub fn new(settings: &Settings, app: A, now: Instant) -> Host<A> {
+        Host { state: HostState::new(settings, now), app }
+    }
+
+    /// The node and what the host keeps around it.
+    pub fn state(&self) -> &HostState {
+        &self.state
+    }
+
+    /// The same, to change.
+    pub fn state_mut(&mut self) -> &mut HostState {
+        &mut self.state
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// The same, to change.
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
+    }
+
+    /// Both, to change together (as the hooks get them).
+    pub fn parts_mut(&mut self) -> (&mut HostState, &mut A) {
+        (&mut self.state, &mut self.app)
+    }
+}
+
+impl<A: App> Service for Host<A> {
+    fn link_up(&mut self, link: &mut LinkCtx<'_>) {
+        let id = link.id();
+        let peer = link.peer();
+        let s = &mut self.state;
+        s.now = link.now();
+        s.node.handle_timeout(s.now, link);
+        if !self.app.link_up(id, &peer) {
+            tracing::warn!(%id, peer = %peer.node_id(), "link refused by the application");
+            s.to_close.push((id, ErrorCode::REFUSED));
+            return;
+        }
+        let granted = s.granted(&peer);
+        let dialled = link.dialled();
+        if s.rights.contains_key(&peer)
+            && let Some(addr) = link.remote_addr()
+        {
+            // A key the configuration names proved itself from there: connections from that
+            // address keep their capacity during a flood of strangers.
+            s.trusted.push(addr.ip());
+        }
+        match s.node.link_up(id, peer.node_id(), granted, dialled, link) {
+            Ok(LinkUp::Up) => {
+                s.redial.up(&peer, id);
+                tracing::info!(%id, peer = %peer.node_id(), role = granted.name(), "link up");
+            }
+            Ok(LinkUp::Duplicate { keep }) => {
+                match keep {
+                    Some(keep) => {
+                        s.redial.up(&peer, keep);
+                        tracing::warn!(%id, %keep, peer = %peer.node_id(), "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
+                    }
+                    None => tracing::warn!(%id, "a link to this node itself: closed"),
+                }
+                s.to_close.push((id, ErrorCode::DUPLICATE));
+            }
+            Ok(LinkUp::Replaces { old }) => {
+                s.redial.up(&peer, id);
+                tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
+                s.to_close.push((old, ErrorCode::DUPLICATE));
+            }
+            Err(error) => s.refuse(id, error),
+        }
+    }
+
+    fn record(&mut self, link: &mut LinkCtx<'_>, record: &mut RecordIn<'_>) -> Option<usize> {
+        let id = link.id();
+        let LinkCtx { txn, peers, .. } = link;
+        self.state.node.forward_record(id, txn, peers, record)
+    }
+
+    fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
+        let id = link.id();
+        let s = &mut self.state;
+        s.now = link.now();
+        s.node.handle_timeout(s.now, link);
+        if let Err(error) = s.node.received(id, link, received) {
+            s.refuse(id, error);
+        }
+        s.notices();
+    }
+
+    fn event(&mut self, link: &mut LinkCtx<'_>, event: Event) {
+        let id = link.id();
+        let s = &mut self.state;
+        s.now = link.now();
+        s.node.handle_timeout(s.now, link);
+        if let Err(error) = s.node.event(id, link, event) {
+            s.refuse(id, error);
+        }
+        s.notices();
+    }
+
+    fn link_down(&mut self, worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
+        tracing::info!(%link, %reason, "link down");
+        let s = &mut self.state;
+        if s.misbehaving.remove(&link) {
+            s.closes.misbehaved += 1;
+        } else {
+            s.closes.count(reason);
+        }
+        s.node.link_down(link, worker);
+        match reason {
+            // The peer refused the link (a duplicate of one it keeps, or its hello): dialling
+            // it again at once would be refused again.
+            CloseReason::PeerSaid(ErrorCode::DUPLICATE | ErrorCode::REFUSED) => {
+                s.redial.refused(link, s.now)
+            }
+            _ => s.redial.down(link, s.now),
+        }
+        self.app.link_down(link, reason);
+    }
+
+    fn dial_failed(&mut self, _link: Option<LinkId>, addr: SocketAddr, reason: CloseReason) {
+        tracing::debug!(%addr, %reason, "dial failed");
+        self.state.dial_failures += 1;
+        self.state.redial.failed(addr, self.state.now);
+    }
+
+    fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
+        self.state.before_app(worker);
+        self.app.tick(&mut self.state, worker);
+        self.state.after_app(worker);
+    }
+
+    fn command(&mut self, worker: &mut WorkerCtx<'_>, command: Box<dyn Any + Send>) {
+        self.app.command(&mut self.state, worker, command);
+        self.tick(worker);
+    }
+}
