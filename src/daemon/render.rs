@@ -164,6 +164,18 @@ pub fn prometheus(s: &Snapshot) -> String {
         &[(String::new(), s.handshaking)],
     );
     gauge(
+        "lent_records",
+        "Records forwarded from the receive buffers they arrived in, their sends not complete.",
+        "gauge",
+        &[(String::new(), s.lent_records)],
+    );
+    gauge(
+        "recv_buffers_held",
+        "Receive buffers out of the kernel's hands (being handled, or holding lent records).",
+        "gauge",
+        &[(String::new(), s.recv_buffers_held)],
+    );
+    gauge(
         "tombstones",
         "Mounts that went away, remembered for their feasibility distance.",
         "gauge",
@@ -417,7 +429,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
             out,
             "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}\n\
              handshakes in progress {}  failed {}\n\
-             records forwarded whole {} (from where they arrived {})\n\
+             records forwarded whole {} (from where they arrived {}; lent now {}, at most {})\n\
              refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
             s.circuits,
             c.relayed,
@@ -429,6 +441,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
             s.handshake_failures,
             c.whole_records,
             c.records_in_place,
+            s.lent_records,
+            s.lent_records_max,
             c.limited,
             c.preempted,
             c.idle,

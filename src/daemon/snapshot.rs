@@ -64,6 +64,15 @@ pub struct Snapshot {
     /// Links still connecting or handshaking, accepted or dialled.
     #[serde(default)]
     pub handshaking: u64,
+    /// Records forwarded from the receive buffers they arrived in whose sends are not complete.
+    #[serde(default)]
+    pub lent_records: u64,
+    /// The most such records at once since the node started.
+    #[serde(default)]
+    pub lent_records_max: u64,
+    /// Receive buffers out of the kernel's hands (being handled, or holding lent records).
+    #[serde(default)]
+    pub recv_buffers_held: u64,
 }
 
 impl Snapshot {
@@ -193,6 +202,9 @@ impl Snapshot {
             client_mounts: node.clients().len(),
             tombstones: table.tombstones(),
             handshaking: stats.handshaking(),
+            lent_records: stats.lent_records,
+            lent_records_max: stats.lent_records_max,
+            recv_buffers_held: stats.recv_buffers_held,
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct BufRing {
     holds: Vec<u16>,
     /// Records lent, over all buffers.
     lent: u32,
+    /// The most records lent at once.
+    lent_max: u32,
 }
 
 /// What a relay needs to lend records of one buffer to sends, while that buffer's bytes are
@@ -41,6 +43,7 @@ pub struct BufRing {
 pub struct Lender<'a> {
     holds: &'a mut u16,
     lent: &'a mut u32,
+    lent_max: &'a mut u32,
     /// The buffer.
     pub buffer: u16,
 }
@@ -56,6 +59,7 @@ impl Lender<'_> {
     pub fn lend(&mut self) {
         *self.holds += 1;
         *self.lent += 1;
+        *self.lent_max = (*self.lent_max).max(*self.lent);
     }
 }
 
@@ -101,6 +105,7 @@ impl BufRing {
             tail: 0,
             holds: vec![1; entries as usize],
             lent: 0,
+            lent_max: 0,
         };
         // SAFETY: `ring_mem` is page aligned, zeroed, holds `entries` entries, and lives until
         // `Drop`, which the caller orders after the ring's destruction (see above).
@@ -156,7 +161,7 @@ impl BufRing {
         // receives are handled, and records lent from it before are never handed out again.
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(self.bufs.add(start), self.buf_size as usize) };
-        (bytes, Lender { holds, lent: &mut self.lent, buffer: bid })
+        (bytes, Lender { holds, lent: &mut self.lent, lent_max: &mut self.lent_max, buffer: bid })
     }
 
     /// The bytes of a buffer we hold.
@@ -185,6 +190,11 @@ impl BufRing {
     /// Records lent, over all buffers.
     pub fn lent(&self) -> u32 {
         self.lent
+    }
+
+    /// The most records lent at once so far.
+    pub fn lent_max(&self) -> u32 {
+        self.lent_max
     }
 
     /// Buffers that are ours (handled now, or held by records lent).

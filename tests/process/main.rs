@@ -14,6 +14,7 @@ mod cluster_process;
 mod control_process;
 mod engine_process;
 mod hops_process;
+mod hostile_buffers;
 mod hostile_links;
 mod hostile_links_flood;
 mod hostile_rights;

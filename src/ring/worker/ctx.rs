@@ -154,7 +154,7 @@ impl WorkerCtx<'_> {
 
     /// The worker's counters so far.
     pub fn stats(&self) -> WorkerStats {
-        WorkerStats { pool_misses: self.worker.pool.borrow().misses(), ..self.worker.stats }
+        self.worker.current_stats()
     }
 }
 

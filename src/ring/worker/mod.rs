@@ -211,8 +211,18 @@ impl Worker {
                 }
             }
         }
-        self.stats.pool_misses = self.pool.get_mut().misses();
-        self.stats
+        self.current_stats()
+    }
+
+    /// The counters so far, with the gauges read now.
+    fn current_stats(&self) -> WorkerStats {
+        WorkerStats {
+            pool_misses: self.pool.borrow().misses(),
+            lent_records: u64::from(self.bufring.lent()),
+            lent_records_max: u64::from(self.bufring.lent_max()),
+            recv_buffers_held: self.bufring.held() as u64,
+            ..self.stats
+        }
     }
 
     /// Queues one operation, submitting first if the queue is full.

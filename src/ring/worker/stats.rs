@@ -56,6 +56,14 @@ pub struct WorkerStats {
     /// buffer a record cut across two receive buffers was put together in (opened, rewritten
     /// and sealed there, and sent from there): no copy at the relay.
     pub records_in_place: u64,
+    /// Records lent to sends now (forwarded from the receive buffer they arrived in, their
+    /// send not yet complete): a gauge.
+    pub lent_records: u64,
+    /// The most records lent to sends at once so far.
+    pub lent_records_max: u64,
+    /// Receive buffers out of the kernel's hands now (being handled, or holding records lent
+    /// to sends): a gauge.
+    pub recv_buffers_held: u64,
     /// Busy polls (`Config::busy_poll`) that found work before the worker would have slept.
     pub busy_poll_hits: u64,
     /// Busy polls that ran out, after which the worker slept.
