@@ -4,7 +4,10 @@
 # receive`, every process from the build under test. Each BIN is a `ringspan` binary with the
 # build's `ringspan-bench` beside it (`cargo build --release` makes both). One line per run: the
 # binary and its msgs/s (one-way) or its RTT p50/p99/p99.9 µs, then perf/lib.sh's stamp as
-# key=value pairs: the date, that binary's own commit and the CPU. Alternating runs, on this
+# key=value pairs: the date, that binary's own commit and the CPU. With the rate, the relays'
+# CPU time per message and hop (user + system, from /proc, over the whole run, warm-up
+# included): on a 2-core machine, where sender, relays and receiver share the cores, the rate
+# moves with the load generators while the relays' own cost per message does not. Alternating runs, on this
 # noisy VM, are how the "changes and their effect" rows of perf/RESULTS.md were measured.
 #
 # A binary's commit is that of the git tree that built it, found through cargo's dep-info file
@@ -79,19 +82,27 @@ for ((round = 1; round <= rounds; round++)); do
     "$bench" hops receive --relay "127.0.0.1:${prt[$hops]}" --relay-key "${pub[$hops]}" \
       --key "$work/receiver.key" "${bench_flags[@]}" >/dev/null 2>&1 &
     pids+=($!)
+    relays=("${pids[@]:0:hops}")
     out=$("$bench" hops send --relay "127.0.0.1:${prt[1]}" --relay-key "${pub[1]}" \
       --key "$work/sender.key" --mode "$mode" --size "$size" --seconds "$seconds" --warmup 1 \
       --json "${bench_flags[@]}" ${window:+--window-bytes "$window"} 2>/dev/null)
+    # utime + stime of every relay, in clock ticks.
+    ticks=0
+    for p in "${relays[@]}"; do
+      ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
     python3 -c '
 import json, sys
 r = json.loads(sys.argv[2])
 rate = r.get("msgs_per_sec")
+cpu_us = int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / int(sys.argv[6])
 if rate is not None:
-    print("%s  %.0f msgs/s  %s" % (sys.argv[1], rate, sys.argv[3]))
+    print("%s  %.0f msgs/s  relay %.2f us/msg/hop  %s" % (sys.argv[1], rate,
+          cpu_us / max(r["sent"], 1), sys.argv[3]))
 else:
     print("%s  p50 %s / p99 %s / p99.9 %s us  %s" % (sys.argv[1], r["p50_us"], r["p99_us"],
                                                    r["p999_us"], sys.argv[3]))
-' "$bin" "$out" "$(stamp_text "${commits[$b]}")"
+' "$bin" "$out" "$(stamp_text "${commits[$b]}")" "$ticks" "$(getconf CLK_TCK)" "$hops"
     stop_all
   done
 done

@@ -2,7 +2,9 @@
 //! handshake, sealed records, deadlines): calls relayed hop by hop across ring, mesh, grid and
 //! random graphs while links are cut and restored and nodes crash and restart; one-shot calls,
 //! and streamed calls whose messages relays forward one by one, straight to the next link, or in
-//! whole records (`Node::forward_record`), as the simulator picks. After every step no call ends
+//! whole records (`Node::forward_record`), as the simulator picks; half the batches arrive in two
+//! pieces, so records are put together and some are forwarded from the buffer they were put
+//! together in (`Link::forward_in_place`). After every step no call ends
 //! twice or ends unopened; at every quiet point every call of a live node has ended at both
 //! ends, no circuit is left, links hold only their spans and every record buffer is back in its
 //! pool.
@@ -22,7 +24,7 @@ const SEEDS: u64 = 100;
 fn run(seed: u64, topology: Topology) -> Result<Net, String> {
     let mut rng = Rng::new(seed);
     let n = topology.nodes();
-    let mut net = Net::new(n, seed);
+    let mut net = Net::new(n, seed).with_cut_batches();
     let fail = |e: ringspan::sim::cluster::Failure| format!("seed {seed}: {e}");
     let mut edges = Vec::new();
     for (a, b) in topology.edges(&mut rng) {
@@ -117,6 +119,7 @@ fn run(seed: u64, topology: Topology) -> Result<Net, String> {
 fn topology_over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topology) {
     let mut totals = ringspan::sim::net::Outcomes::default();
     let (mut opened, mut steps, mut crashed, mut whole) = (0, 0, 0, 0);
+    let (mut reassembled, mut moved) = (0, 0);
     for seed in seeds(first, SEEDS) {
         let net = run(seed, topology(seed)).unwrap_or_else(|e| panic!("{name}: {e}"));
         totals.completed += net.outcomes.completed;
@@ -127,12 +130,16 @@ fn topology_over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topolog
         steps += net.steps;
         crashed += net.crashed_calls;
         whole += net.whole_records();
+        reassembled += net.records_reassembled();
+        moved += net.records_moved();
     }
     println!(
         "{name}: {opened} calls: {totals:?}, {crashed} lost with their node; {steps} steps \
-         checked; {whole} records forwarded whole"
+         checked; {whole} records forwarded whole; {reassembled} put together from pieces, \
+         {moved} of them forwarded from there"
     );
     assert!(whole > 0, "{name}: some records of streamed messages were forwarded whole");
+    assert!(moved > 0, "{name}: some were forwarded from the buffer they were put together in");
     // Calls of crashed nodes end nowhere; every other call ended exactly once.
     let ended = totals.completed + totals.lost_link + totals.no_route + totals.other;
     assert_eq!(ended + crashed, opened, "{name}");

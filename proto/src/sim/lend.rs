@@ -34,13 +34,13 @@ pub trait Lend {
         f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
     ) -> Option<R>;
 
-    /// Sends `plaintext` (whole messages) on that end as one record: see
+    /// Sends a received `record` (whole messages) on that end as one record: see
     /// [`LinkSet::with_record`].
     fn record_at<R>(
         &mut self,
         end: usize,
         shared: &Self::Shared,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R>;
 }
@@ -79,12 +79,12 @@ impl<W: Wire> Lend for W {
         &mut self,
         end: usize,
         _: &(),
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         let (txn, out) = self.end_mut(end);
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        out.extend_from_slice(record.plaintext());
         let result = edit(txn, &mut out[start..]);
         if result.is_none() {
             out.truncate(start);
@@ -151,11 +151,11 @@ impl<'a, W: Lend> Lent<'a, W> {
     pub fn lend_record<R>(
         &mut self,
         link: LinkId,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         let (wire, end, shared) = self.get(link)?;
-        wire.record_at(end, shared, plaintext, edit)
+        wire.record_at(end, shared, record, edit)
     }
 
     /// Link `link`, if lent and writable, and the node's end of it.
@@ -191,6 +191,6 @@ impl<W: Lend> LinkSet for Lent<'_, W> {
         record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        self.lend_record(link, record.plaintext(), edit)
+        self.lend_record(link, record, edit)
     }
 }

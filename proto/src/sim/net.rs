@@ -34,7 +34,7 @@
 //! [`link::Link`]: crate::link::Link
 //! [`link::Link::parts`]: crate::link::Link::parts
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -197,6 +197,8 @@ pub struct Net {
     timers: Timers,
     /// Each node's identity.
     keys: Vec<NodeKey>,
+    /// Whether a batch may arrive in two pieces ([`Net::with_cut_batches`]).
+    cut_batches: bool,
 }
 
 /// A mount key for the harness: cluster 1, mount `n`.
@@ -231,11 +233,32 @@ impl Net {
             shared: Shared {
                 pool: RefCell::new(Pool::new(POOL_LARGE, POOL_SMALL)),
                 touched: RefCell::new(Vec::new()),
+                reassembled: Cell::new(0),
+                moved: Cell::new(0),
             },
             busy: BTreeSet::new(),
             timers: Timers::default(),
             keys: (0..n).map(node_key).collect(),
+            cut_batches: false,
         }
+    }
+
+    /// The same network, with half the batches cut in two at a random byte, the rest arriving
+    /// in a later step (as a receive buffer's end cuts a stream): records are put together
+    /// from pieces, and a relay forwards such a record from the buffer it was put together in.
+    pub fn with_cut_batches(mut self) -> Net {
+        self.cut_batches = true;
+        self
+    }
+
+    /// Records that arrived in two pieces and were put together.
+    pub fn records_reassembled(&self) -> u64 {
+        self.shared.reassembled.get()
+    }
+
+    /// Of the records forwarded whole, those sent on from the buffer they were put together in.
+    pub fn records_moved(&self) -> u64 {
+        self.shared.moved.get()
     }
 
     /// The same network with the links' keepalive and deadlines set by `timing` (and every

@@ -26,6 +26,10 @@ pub(super) struct SimLink {
 pub(super) struct Shared {
     pub(super) pool: RefCell<Pool>,
     pub(super) touched: RefCell<Vec<(usize, usize)>>,
+    /// Records put together from pieces ([`Net::with_cut_batches`]).
+    pub(super) reassembled: Cell<u64>,
+    /// Records forwarded whole from the buffer they were put together in.
+    pub(super) moved: Cell<u64>,
 }
 
 /// A node's key pair and handshake configuration.
@@ -140,7 +144,7 @@ impl LinkSet for OnLink<'_, '_, '_> {
         if link == self.id {
             return None;
         }
-        self.others.lend_record(link, record.plaintext(), edit)
+        self.others.lend_record(link, record, edit)
     }
 }
 
@@ -180,14 +184,23 @@ impl Lend for SimLink {
     }
 
     /// Through the end's [`Link::queue_record`].
+    /// A record put together in a pooled buffer is sent on from there, as the engine does; any
+    /// other is copied (the simulator lends no receive buffer).
     fn record_at<R>(
         &mut self,
         end: usize,
         shared: &Shared,
-        plaintext: &[u8],
+        record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        let result = self.links[end].queue_record(&shared.pool, plaintext, edit)?;
+        let link = &mut self.links[end];
+        let result = if record.reassembled() {
+            let result = link.forward_in_place(&shared.pool, record, edit)?;
+            shared.moved.set(shared.moved.get() + 1);
+            result
+        } else {
+            link.queue_record(&shared.pool, record.plaintext(), edit)?
+        };
         self.touch(end, shared);
         Some(result)
     }
@@ -450,9 +463,13 @@ impl Net {
         }
         let pick = self.rng.index(self.busy.len());
         let Some(&(l, side)) = self.busy.iter().nth(pick) else { return Ok(false) };
-        let inflight = &mut self.links[l].inflight[side];
-        let bytes = inflight.pop_front().unwrap_or_default();
-        if inflight.is_empty() {
+        let mut bytes = self.links[l].inflight[side].pop_front().unwrap_or_default();
+        if self.cut_batches && bytes.len() > 1 && self.rng.index(2) == 0 {
+            // The rest of the batch arrives later, before anything sent after it.
+            let rest = bytes.split_off(1 + self.rng.index(bytes.len() - 1));
+            self.links[l].inflight[side].push_front(rest);
+        }
+        if self.links[l].inflight[side].is_empty() {
             self.busy.remove(&(l, side));
         }
         self.steps += 1;
@@ -520,6 +537,8 @@ impl Net {
             });
         let closed = match result {
             Ok(count) => {
+                let reassembled = &shared.reassembled;
+                reassembled.set(reassembled.get() + count.reassembled);
                 if let Some(at) = count.shed_at {
                     timers.arm(at, l, side, TimerKind::Shed);
                 }
