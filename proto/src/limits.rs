@@ -115,6 +115,12 @@ pub const RECV_BUFFER_SIZE: u32 = 256 * 1024;
 /// arrived split across receive buffers. A miss allocates and is counted, never fails.
 pub const POOL_RECORDS: usize = 256;
 
+/// Send descriptors (a `msghdr` and its iovecs, ~320 bytes, held by the kernel while a send is
+/// in flight) made per worker at start: as many links may have a send in flight at once before
+/// one more is allocated (and kept for reuse). Without them, the first time a keepalive's send
+/// overlapped a busy link's, the worker allocated in the middle of its traffic.
+pub const SEND_VECS: usize = 64;
+
 /// Bytes of a small record buffer (see `link::pool`): a record starts in one and moves to a
 /// full-size buffer only if it outgrows it. 512 holds every control record with room to
 /// spare — a keepalive or close notice is 56 bytes on the wire, a handshake frame at most 100,

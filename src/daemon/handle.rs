@@ -252,35 +252,49 @@ fn now() -> Instant {
     Instant::now()
 }
 
+impl Settings {
+    /// The handshake's configuration for these settings: the node's key pair, and the keys
+    /// allowed in (every peer's and allowed key, or any with `accept_unknown_keys`).
+    pub fn cipher_config(&self) -> Result<cipher::Config, String> {
+        let mut cipher = cipher::Config::new(self.identity.clone()).map_err(|e| e.to_string())?;
+        cipher.allowlist.extend(self.peers.iter().map(|p| p.key));
+        cipher.allowlist.extend(self.allow.iter().map(|(key, _)| *key));
+        cipher.accept_unknown_keys = self.accept_unknown_keys;
+        cipher.handshake_timeout = self.limits.handshake_timeout;
+        Ok(cipher)
+    }
+
+    /// The engine's configuration for these settings: one worker (a node runs on one), not
+    /// pinned, the listener, the timers and bounds.
+    pub fn engine_config(&self) -> ring::Config {
+        ring::Config {
+            workers: 1,
+            // Several nodes may share a host: let the scheduler place them.
+            pin_workers: false,
+            listen: self.listen,
+            keepalive_interval: self.limits.keepalive,
+            idle_timeout: self.limits.idle_timeout,
+            send_queue_max_bytes: self.limits.send_queue_max_bytes,
+            recv_buffers: self.recv_buffers,
+            max_links: self.limits.max_links,
+            max_handshakes_per_sec: self.limits.max_handshakes_per_sec,
+            // The configured peers' addresses are trusted from the start; the node trusts the
+            // addresses other configured keys link from as they do.
+            trusted_sources: trusted_sources(&self.peers),
+            trusted_handshakes_per_sec: self.limits.trusted_handshakes_per_sec,
+            reserved_links: self.limits.reserved_links,
+            busy_poll: self.limits.busy_poll,
+            ..ring::Config::default()
+        }
+    }
+}
+
 impl Handle {
     /// Starts the node on an engine thread of its own.
     pub fn start(settings: Settings) -> Result<Handle, String> {
         let id = settings.identity.public_key().node_id();
-        let mut cipher =
-            cipher::Config::new(settings.identity.clone()).map_err(|e| e.to_string())?;
-        cipher.allowlist.extend(settings.peers.iter().map(|p| p.key));
-        cipher.allowlist.extend(settings.allow.iter().map(|(key, _)| *key));
-        cipher.accept_unknown_keys = settings.accept_unknown_keys;
-        cipher.handshake_timeout = settings.limits.handshake_timeout;
-        let engine_config = ring::Config {
-            workers: 1,
-            // Several nodes may share a host: let the scheduler place them.
-            pin_workers: false,
-            listen: settings.listen,
-            keepalive_interval: settings.limits.keepalive,
-            idle_timeout: settings.limits.idle_timeout,
-            send_queue_max_bytes: settings.limits.send_queue_max_bytes,
-            recv_buffers: settings.recv_buffers,
-            max_links: settings.limits.max_links,
-            max_handshakes_per_sec: settings.limits.max_handshakes_per_sec,
-            // The configured peers' addresses are trusted from the start; the node trusts the
-            // addresses other configured keys link from as they do.
-            trusted_sources: trusted_sources(&settings.peers),
-            trusted_handshakes_per_sec: settings.limits.trusted_handshakes_per_sec,
-            reserved_links: settings.limits.reserved_links,
-            busy_poll: settings.limits.busy_poll,
-            ..ring::Config::default()
-        };
+        let cipher = settings.cipher_config()?;
+        let engine_config = settings.engine_config();
         let shared = Arc::new(Shared::default());
         let control = match &settings.control {
             Some(path) => Some(

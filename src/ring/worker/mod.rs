@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
-use crate::limits::{POOL_SMALL_RECORDS, SHUTDOWN_GRACE_MS};
+use crate::limits::{POOL_SMALL_RECORDS, SEND_VECS, SHUTDOWN_GRACE_MS};
 use crate::link::{Chunk, Deadline, Input, Lent, Link, Periods, Timeout};
 use crate::txn;
 use crate::wire::ErrorCode;
@@ -133,7 +133,7 @@ impl Worker {
             completions: Vec::with_capacity(1024),
             touched: Vec::with_capacity(1024),
             rearm: Vec::with_capacity(64),
-            send_vecs: Vec::new(),
+            send_vecs: (0..SEND_VECS).map(|_| SendVec::new()).collect(),
             deferred_closes: Vec::new(),
             draining: std::collections::HashMap::new(),
             dial_errors: Vec::new(),
