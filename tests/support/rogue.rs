@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 use ringspan::cipher::{self, Identity, PublicKey, RecordOpener, RecordSealer, Session};
 use ringspan::ids::{MountId, NodeId, TxnId};
 use ringspan::limits::HANDSHAKE_FRAME_MAX;
-use ringspan::relay::CLIENT_ADDRESS_LEN;
 use ringspan::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::txn::{self, Delivery};
-use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
-use ringspan::wire::{Command, ErrorCode, Flags};
+use ringspan::wire::{
+    ADVERT_LEN_MAX, CLIENT_ADDRESS_LEN, ClientAddress, Command, ErrorCode, Flags, HELLO_LEN_MAX,
+};
 
 use super::wait::now;
 
@@ -457,7 +457,7 @@ impl Rogue {
         flags: Flags,
     ) -> TxnId {
         let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
-        addressed.extend_from_slice(&client.0.to_le_bytes());
+        addressed.extend_from_slice(&ClientAddress { client }.emit());
         addressed.extend_from_slice(payload);
         self.open(aggregate_span, command, &addressed, flags)
     }

@@ -4,17 +4,19 @@
 //! A link's byte stream starts with three [`handshake`] frames, then is a sequence of
 //! [`record`]s; a record's plaintext is a sequence of [`message`]s. The span protocol's messages
 //! carry a [`hello`] (`LINK_CONN`), an [`advert`]isement (`LINK_SPAN`) or a [`seqno_request`]
-//! (`LINK_SPAN_REQUEST`). Views (`Record<T>`, `Message<T>`, `HelloPayload<T>`,
-//! `AdvertPayload<T>`) wrap a caller's buffer and read or write fields in place; `new_checked`
-//! validates untrusted input once, after which accessors cannot fail. Fixed-size headers
-//! (`RecordHeader`, `HandshakeHeader`, `SeqnoRequest`) are parsed and emitted whole. `Repr`
-//! values hold field combinations and emit them. Nothing here allocates or keeps state, or knows
-//! what a value means to the layers above (`span` turns the span payloads' raw fields into its
-//! roles, kinds and wants). `docs/PROTOCOL.md` describes every byte.
+//! (`LINK_SPAN_REQUEST`); a call to a satellite's aggregate starts with a [`client_address`].
+//! Views (`Record<T>`, `Message<T>`, `HelloPayload<T>`, `AdvertPayload<T>`) wrap a caller's
+//! buffer and read or write fields in place; `new_checked` validates untrusted input once, after
+//! which accessors cannot fail. Fixed-size parts (`RecordHeader`, `HandshakeHeader`,
+//! `SeqnoRequest`, `ClientAddress`) are parsed and emitted whole. `Repr` values hold field
+//! combinations and emit them. Nothing here allocates or keeps state, or knows what a value
+//! means to the layers above (`span` turns the span payloads' raw fields into its roles, kinds
+//! and wants). `docs/PROTOCOL.md` describes every byte.
 
 #![forbid(unsafe_code)]
 
 pub mod advert;
+pub mod client_address;
 pub mod handshake;
 pub mod hello;
 pub mod message;
@@ -22,6 +24,7 @@ pub mod record;
 pub mod seqno_request;
 
 pub use advert::{ADVERT_LEN_MAX, AdvertPayload, AdvertRepr};
+pub use client_address::{CLIENT_ADDRESS_LEN, ClientAddress};
 pub use handshake::HandshakeHeader;
 pub use hello::{HELLO_LEN_MAX, HelloPayload, HelloRepr};
 pub use message::{Command, ErrorCode, Flags, Message, Messages, Repr, Sink};
