@@ -9,9 +9,9 @@ use super::{DaemonApp, Host, Settings};
 use crate::cipher::Identity;
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::relay::{NoLinks, OneLink};
-use crate::span::codec::{self, HELLO_LEN_MAX};
-use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use crate::span::{Advert, Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn::{self, Event, Received};
+use crate::wire::HELLO_LEN_MAX;
 use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 const LINK: LinkId = LinkId(7);
@@ -94,7 +94,7 @@ fn pump(svc: &mut Host<DaemonApp>, peer: &mut Peer) {
             let received = peer.txn.handle_message(&mut peer.to_node, &message.unwrap()).unwrap();
             if let Some(Received::Txn(d)) = received {
                 if d.opens() && d.command == Command::LINK_SPAN {
-                    let advert = codec::decode_advert(d.payload).unwrap();
+                    let advert = Advert::decode(d.payload).unwrap();
                     peer.spans.insert(advert.mount, d.txn);
                 }
                 let answer = Answer {

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
 use ringspan::relay::{LinkSet, Node};
-use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
+use ringspan::span::Hello;
 use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::txn::{self, Received};
+use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::wire::{Command, Flags, Messages};
 
 use crate::support::counting;
@@ -40,7 +41,7 @@ fn client_bytes(i: u128) -> Vec<u8> {
         metric: Metric::ZERO,
     };
     let mut buf = [0u8; ADVERT_LEN_MAX];
-    let n = codec::encode_advert(&advert, &mut buf);
+    let n = advert.encode(&mut buf);
     peer.open(&mut out, None, Command::LINK_SPAN, &buf[..n], Flags::NONE).unwrap();
     out
 }

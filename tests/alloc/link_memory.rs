@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use ringspan::cipher::{self, Identity};
 use ringspan::ring::{self, Engine, LinkCtx, Service};
-use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, Role, Wants};
 use ringspan::txn::Received;
+use ringspan::wire::HELLO_LEN_MAX;
 use ringspan::wire::{Command, Flags};
 
 use crate::support::counting;

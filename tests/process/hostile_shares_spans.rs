@@ -15,9 +15,8 @@ use ringspan::ids::{ClusterId, MountId, TxnId};
 use ringspan::limits::{
     DEPARTED_PER_NEIGHBOUR_MAX, SEQNO_RAISE_INTERVAL_MS, SPAN_MOUNTS_MAX, SPANS_PER_NEIGHBOUR_MAX,
 };
-use ringspan::span::codec::{ADVERT_LEN_MAX, decode_advert, encode_advert, encode_seqno_request};
-use ringspan::span::{Clusters, KindSet, MountKey, MountKind, Role, Seqno, Wants};
-use ringspan::wire::{Command, ErrorCode, Flags};
+use ringspan::span::{Advert, Clusters, KindSet, MountKey, MountKind, Role, Seqno, Wants};
+use ringspan::wire::{ADVERT_LEN_MAX, Command, ErrorCode, Flags};
 
 use crate::support::config::{allow, echo_mount, peer_as};
 use crate::support::host::scratch;
@@ -48,7 +47,7 @@ fn advertise_all(rogue: &mut Rogue, keys: &[MountKey]) -> Vec<TxnId> {
             .iter()
             .map(|advert| {
                 let mut buf = [0u8; ADVERT_LEN_MAX];
-                let len = encode_advert(advert, &mut buf);
+                let len = advert.encode(&mut buf);
                 link.open(out, None, Command::LINK_SPAN, &buf[..len], Flags::NONE).unwrap()
             })
             .collect()
@@ -345,7 +344,7 @@ fn seqno_requests_are_rate_limited_coalesced_and_clamped() {
             .filter_map(|seen| match seen {
                 Seen::Delivery(d) if d.txn == observed && !d.opens() && !d.closes() => {
                     assert_eq!(d.command, Command::LINK_SPAN);
-                    Some(decode_advert(&d.payload).unwrap().seqno)
+                    Some(Advert::decode(&d.payload).unwrap().seqno)
                 }
                 _ => None,
             })
@@ -361,7 +360,7 @@ fn seqno_requests_are_rate_limited_coalesced_and_clamped() {
             updates(&observer).len()
         );
         let known = asker.spans()[&MASTER].1.seqno;
-        let request = encode_seqno_request(Seqno(known.0.wrapping_add(0x4000)));
+        let request = Seqno::encode_request(Seqno(known.0.wrapping_add(0x4000)));
         asker.send(|link, out| {
             for _ in 0..PER_BATCH {
                 let (request, none) = (&request[..], ErrorCode::NONE);

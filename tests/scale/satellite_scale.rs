@@ -39,8 +39,8 @@ use ringspan::cipher::{self, Identity, Session};
 use ringspan::daemon::{CallEvent, Closes, Handle, Settings, Snapshot};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::limits::{HANDSHAKE_FRAME_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
-use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, MountKey, Role, Wants};
+use ringspan::wire::HELLO_LEN_MAX;
 use ringspan::wire::{Command as Cmd, ErrorCode, Flags};
 
 use crate::support::config;

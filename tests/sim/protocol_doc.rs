@@ -9,8 +9,9 @@
 //!   a name it has no check for, or hex bytes anywhere else in the document (a fenced block
 //!   without the marker, or an inline code span), so no example escapes the check;
 //! - builds each named example with the node's code — the wire encoders (`wire::Repr`),
-//!   `txn::Link`, the span codec, and `cipher::Session` for the handshake and sealed records
-//!   (with fixed ephemeral keys, feature `test-vectors`) — and compares it byte for byte;
+//!   `txn::Link`, the span payloads (`span::Hello`, `span::Advert`, over `wire`), and
+//!   `cipher::Session` for the handshake and sealed records (with fixed ephemeral keys, feature
+//!   `test-vectors`) — and compares it byte for byte;
 //! - checks the handshake and key-schedule vectors once more against independent code: snow's
 //!   pure-Rust resolver (curve25519-dalek, RustCrypto AES-GCM) for the handshake, and `ring`'s
 //!   HMAC and AES-GCM for the HKDF chain and the records.

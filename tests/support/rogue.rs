@@ -1,7 +1,7 @@
 //! A rogue peer for process tests: a link to a real `ringspan run` node over loopback TCP, built
 //! from the crate's own protocol code (the Noise handshake of [`cipher::Session`], its record
 //! sealer and opener, the message views of `ringspan::wire`, the transaction machine
-//! [`txn::Link`], the span codec), driven by the test one step at a time.
+//! [`txn::Link`], the span payloads), driven by the test one step at a time.
 //!
 //! It speaks the protocol correctly by default: it answers forced closes (the transaction layer
 //! does) and the node's retractions, and pings when it has sent nothing for a while, so the
@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 use ringspan::cipher::{self, Identity, PublicKey, RecordOpener, RecordSealer, Session};
 use ringspan::ids::{MountId, NodeId, TxnId};
 use ringspan::limits::HANDSHAKE_FRAME_MAX;
-use ringspan::relay::CLIENT_ADDRESS_LEN;
-use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::txn::{self, Delivery};
-use ringspan::wire::{Command, ErrorCode, Flags};
+use ringspan::wire::{
+    ADVERT_LEN_MAX, CLIENT_ADDRESS_LEN, ClientAddress, Command, ErrorCode, Flags, HELLO_LEN_MAX,
+};
 
 use super::wait::now;
 
@@ -383,7 +383,7 @@ impl Rogue {
     /// Opens a span advertising `advert` (a top-level `LINK_SPAN`). Returns the span.
     pub fn advertise(&mut self, advert: &Advert) -> TxnId {
         let mut buf = [0u8; ADVERT_LEN_MAX];
-        let len = codec::encode_advert(advert, &mut buf);
+        let len = advert.encode(&mut buf);
         let span = self
             .send(|link, out| link.open(out, None, Command::LINK_SPAN, &buf[..len], Flags::NONE))
             .unwrap_or_else(|error| panic!("rogue: cannot open LINK_SPAN: {error}"));
@@ -394,7 +394,7 @@ impl Rogue {
     /// Sends `advert` as an update on the rogue's open span `span`.
     pub fn update(&mut self, span: TxnId, advert: &Advert) {
         let mut buf = [0u8; ADVERT_LEN_MAX];
-        let len = codec::encode_advert(advert, &mut buf);
+        let len = advert.encode(&mut buf);
         self.send(|link, out| {
             link.send(out, span, Command::LINK_SPAN, &buf[..len], Flags::NONE, ErrorCode::NONE)
         })
@@ -410,7 +410,7 @@ impl Rogue {
     /// Asks for a seqno at least `seqno` on the node's span `their_span` (`LINK_SPAN_REQUEST`,
     /// in the reply direction).
     pub fn seqno_request(&mut self, their_span: TxnId, seqno: Seqno) {
-        let payload = codec::encode_seqno_request(seqno);
+        let payload = seqno.encode_request();
         self.send(|link, out| {
             link.send(
                 out,
@@ -457,7 +457,7 @@ impl Rogue {
         flags: Flags,
     ) -> TxnId {
         let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
-        addressed.extend_from_slice(&client.0.to_le_bytes());
+        addressed.extend_from_slice(&ClientAddress { client }.emit());
         addressed.extend_from_slice(payload);
         self.open(aggregate_span, command, &addressed, flags)
     }

@@ -12,8 +12,8 @@ use super::resolver::AwsLcResolver;
 use crate::error::{Error, Handshake, Misuse};
 use crate::limits::{
     HANDSHAKE_FRAME_HEADER_LEN, HANDSHAKE_FRAME_MAX, HANDSHAKE_MESSAGE_MAX, HANDSHAKE_TIMEOUT_MS,
-    PROTOCOL_VERSION,
 };
+use crate::wire::handshake::{HandshakeHeader, message_len};
 
 /// The Noise protocol name. See the module doc of [`crate::cipher`] for why XX.
 pub const NOISE_PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256";
@@ -21,12 +21,6 @@ pub const NOISE_PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256";
 /// The Noise prologue: binds the protocol version into the handshake hash, so peers of two
 /// versions never agree on keys.
 pub const PROLOGUE: &[u8] = b"ringspan/1";
-
-/// The exact length of each Noise message of the XX pattern with empty payloads, indexed by
-/// step - 1: `-> e` (32), `<- e, ee, s, es` (32 + 48 + 16), `-> s, se` (48 + 16).
-const MESSAGE_LEN: [usize; 3] = [32, 96, 64];
-
-const _: () = assert!(MESSAGE_LEN[1] <= HANDSHAKE_MESSAGE_MAX);
 
 /// What a node accepts and how it keys its links. Shared by all of the node's sessions.
 #[derive(Clone, Debug)]
@@ -99,6 +93,8 @@ pub struct Session {
     peer: Option<PublicKey>,
     incoming: [u8; HANDSHAKE_FRAME_MAX],
     incoming_len: usize,
+    /// The header of the frame arriving, once its 4 bytes have arrived and passed the checks.
+    incoming_header: Option<HandshakeHeader>,
     outgoing: [u8; HANDSHAKE_FRAME_MAX],
     outgoing_len: usize,
 }
@@ -195,6 +191,7 @@ impl Session {
             peer: None,
             incoming: [0; HANDSHAKE_FRAME_MAX],
             incoming_len: 0,
+            incoming_header: None,
             outgoing: [0; HANDSHAKE_FRAME_MAX],
             outgoing_len: 0,
         }
@@ -214,24 +211,29 @@ impl Session {
         }
         let mut consumed = 0;
         while consumed < bytes.len() && !self.is_established() {
-            let wanted = if self.incoming_len < HANDSHAKE_FRAME_HEADER_LEN {
-                HANDSHAKE_FRAME_HEADER_LEN
-            } else {
-                HANDSHAKE_FRAME_HEADER_LEN + usize::from(self.frame_len())
+            let wanted = match self.incoming_header {
+                None => HANDSHAKE_FRAME_HEADER_LEN,
+                Some(header) => header.frame_len(),
             };
             let take = (wanted - self.incoming_len).min(bytes.len() - consumed);
             self.incoming[self.incoming_len..self.incoming_len + take]
                 .copy_from_slice(&bytes[consumed..consumed + take]);
             self.incoming_len += take;
             consumed += take;
-            if self.incoming_len == HANDSHAKE_FRAME_HEADER_LEN
-                && let Err(error) = self.check_frame_header()
-            {
-                return Err(self.fail(error));
+            if self.incoming_header.is_none() && self.incoming_len == HANDSHAKE_FRAME_HEADER_LEN {
+                let mut header = [0u8; HANDSHAKE_FRAME_HEADER_LEN];
+                header.copy_from_slice(&self.incoming[..HANDSHAKE_FRAME_HEADER_LEN]);
+                match HandshakeHeader::parse(&header, self.expected_step()) {
+                    Ok(header) => self.incoming_header = Some(header),
+                    Err(error) => return Err(self.fail(error)),
+                }
             }
-            if self.incoming_len == HANDSHAKE_FRAME_HEADER_LEN + usize::from(self.frame_len()) {
+            if let Some(header) = self.incoming_header
+                && self.incoming_len == header.frame_len()
+            {
                 self.incoming_len = 0;
-                if let Err(error) = self.handle_frame(now) {
+                self.incoming_header = None;
+                if let Err(error) = self.handle_frame(header, now) {
                     return Err(self.fail(error));
                 }
             }
@@ -326,11 +328,8 @@ impl Session {
         self.state = State::Failed(error);
         self.outgoing_len = 0;
         self.incoming_len = 0;
+        self.incoming_header = None;
         error
-    }
-
-    fn frame_len(&self) -> u16 {
-        u16::from_le_bytes([self.incoming[0], self.incoming[1]])
     }
 
     fn expected_step(&self) -> u8 {
@@ -341,32 +340,10 @@ impl Session {
         }
     }
 
-    /// Checks a frame header as soon as it has arrived, before buffering its body.
-    fn check_frame_header(&self) -> Result<(), Error> {
-        let version = self.incoming[2];
-        if version != PROTOCOL_VERSION {
-            return Err(Handshake::Version(version).into());
-        }
-        let (expected, got) = (self.expected_step(), self.incoming[3]);
-        if got != expected {
-            return Err(Handshake::UnexpectedStep { expected, got }.into());
-        }
-        let len = self.frame_len();
-        let exact = MESSAGE_LEN[usize::from(expected - 1)];
-        if usize::from(len) < exact {
-            return Err(Handshake::Truncated { step: expected, len }.into());
-        }
-        if usize::from(len) > exact {
-            return Err(Handshake::TooLong { step: expected, len }.into());
-        }
-        Ok(())
-    }
-
     /// Handles one whole frame, already checked, in `self.incoming`.
-    fn handle_frame(&mut self, now: Instant) -> Result<(), Error> {
-        let step = self.expected_step();
-        let len = usize::from(self.frame_len());
-        let message = &self.incoming[HANDSHAKE_FRAME_HEADER_LEN..HANDSHAKE_FRAME_HEADER_LEN + len];
+    fn handle_frame(&mut self, header: HandshakeHeader, now: Instant) -> Result<(), Error> {
+        let step = header.step;
+        let message = &self.incoming[HANDSHAKE_FRAME_HEADER_LEN..header.frame_len()];
         let mut payload = [0u8; HANDSHAKE_MESSAGE_MAX];
         let state = core::mem::replace(&mut self.state, State::Failed(Handshake::Timeout.into()));
         match state {
@@ -405,12 +382,11 @@ impl Session {
                 _ => Error::Crypto("noise write_message"),
             },
         )?;
-        debug_assert_eq!(len, MESSAGE_LEN[usize::from(step - 1)]);
-        let len16 = u16::try_from(len).map_err(|_| Error::Crypto("noise message length"))?;
-        self.outgoing[..2].copy_from_slice(&len16.to_le_bytes());
-        self.outgoing[2] = PROTOCOL_VERSION;
-        self.outgoing[3] = step;
-        self.outgoing_len = HANDSHAKE_FRAME_HEADER_LEN + len;
+        debug_assert_eq!(Some(len), message_len(step));
+        let len = u16::try_from(len).map_err(|_| Error::Crypto("noise message length"))?;
+        let header = HandshakeHeader { len, step };
+        header.emit(&mut self.outgoing);
+        self.outgoing_len = header.frame_len();
         Ok(())
     }
 

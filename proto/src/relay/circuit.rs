@@ -9,7 +9,7 @@ use crate::limits::{CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX, RELAY_CIRCUITS_PER_LINK_M
 use crate::link::RecordIn;
 use crate::span::{MountKey, NextHop, Role};
 use crate::txn::{self, Delivery};
-use crate::wire::{Command, ErrorCode, Flags, Message};
+use crate::wire::{ClientAddress, Command, ErrorCode, Flags, Message};
 
 use super::output::{LinkSet, Pending};
 use super::share::{Admission, Holder, Hook, Hooks, Pool};
@@ -132,7 +132,7 @@ impl Node {
             return call;
         }
         let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
-        addressed.extend_from_slice(&client.0.to_le_bytes());
+        addressed.extend_from_slice(&ClientAddress { client }.emit());
         addressed.extend_from_slice(payload);
         self.open(aggregate, command, &addressed, flags, links)
     }
@@ -432,11 +432,8 @@ impl Node {
         let from_client =
             self.links.get(&from).is_some_and(|s| s.span.peer_role() == Some(Role::Client));
         let (link, target, strip) = if self.is_our_aggregate(mount) {
-            let id = payload.get(..CLIENT_ADDRESS_LEN).ok_or(ErrorCode::REFUSED)?;
-            let mut raw = [0u8; CLIENT_ADDRESS_LEN];
-            raw.copy_from_slice(id);
-            let target =
-                MountKey { cluster: mount.cluster, mount: MountId(u128::from_le_bytes(raw)) };
+            let (address, _) = ClientAddress::parse(payload).ok_or(ErrorCode::REFUSED)?;
+            let target = MountKey { cluster: mount.cluster, mount: address.client };
             let holder = self.clients.holder(target).ok_or(ErrorCode::NO_ROUTE)?;
             if from_client {
                 // A client never hears of aggregates; it may not reach another client.

@@ -97,8 +97,9 @@ use circuit::{Circuit, Side};
 use output::{LinkState, Pending};
 use share::Pool;
 
-/// Bytes that name the client at the start of a call to a satellite's aggregate.
-pub const CLIENT_ADDRESS_LEN: usize = 16;
+/// Bytes that name the client at the start of a call to a satellite's aggregate; the format is
+/// [`crate::wire::client_address`].
+pub use crate::wire::client_address::CLIENT_ADDRESS_LEN;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 

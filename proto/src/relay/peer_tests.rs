@@ -10,9 +10,9 @@ use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
 use crate::link::RecordIn;
-use crate::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use crate::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use crate::txn::{self, Event, Received};
+use crate::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 const CALL: Command = Command::new(1, 1);
@@ -100,7 +100,7 @@ fn advert(mount: MountKey, kind: MountKind) -> Vec<u8> {
         metric: Metric(0),
     };
     let mut buf = [0u8; ADVERT_LEN_MAX];
-    let n = codec::encode_advert(&advert, &mut buf);
+    let n = advert.encode(&mut buf);
     buf[..n].to_vec()
 }
 
@@ -241,7 +241,7 @@ impl Bench {
             let received = peer.txn.handle_message(&mut peer.to_node, &message).unwrap();
             if let Some(Received::Txn(d)) = received {
                 if d.opens() && d.command == Command::LINK_SPAN {
-                    let advert = codec::decode_advert(d.payload).unwrap();
+                    let advert = Advert::decode(d.payload).unwrap();
                     peer.spans.insert(advert.mount, d.txn);
                 }
                 peer.got.push(Got { txn: d.txn, parent: d.parent, flags: d.flags, error: d.error });
@@ -355,7 +355,7 @@ fn a_clients_updates_keep_its_mount_and_only_client_kinds_pass() {
         let advert =
             Advert { mount, kind, label, origin: NodeId(2), seqno: Seqno(2), metric: Metric(0) };
         let mut buf = [0u8; ADVERT_LEN_MAX];
-        let n = codec::encode_advert(&advert, &mut buf);
+        let n = advert.encode(&mut buf);
         b.send(client, |txn, out| {
             txn.send(out, span, Command::LINK_SPAN, &buf[..n], Flags::NONE, ErrorCode::NONE)
                 .unwrap()

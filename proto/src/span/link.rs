@@ -48,10 +48,11 @@ use crate::limits::{
 use crate::txn::{self, Delivery};
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
+use super::Hello;
 use super::clients::{ClientRefusal, Clients};
-use super::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
 use super::small::SmallMap;
-use super::{Advert, MountKey, Outbound, Role, Table};
+use super::{Advert, MountKey, Outbound, Role, Seqno, Table};
+use crate::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 
 /// What the span protocol of a link works on: the node's table and client directory, and the
 /// time of the input.
@@ -204,7 +205,7 @@ impl SpanLink {
         match *outbound {
             Outbound::Advert(advert) => {
                 let mut buf = [0u8; ADVERT_LEN_MAX];
-                let len = codec::encode_advert(&advert, &mut buf);
+                let len = advert.encode(&mut buf);
                 match self.ours.get(&advert.mount) {
                     Some(&span) => link.send(
                         out,
@@ -229,7 +230,7 @@ impl SpanLink {
             }
             Outbound::SeqnoRequest { mount, seqno } => {
                 if let Some(&span) = self.theirs.get(&mount) {
-                    let payload = codec::encode_seqno_request(seqno);
+                    let payload = seqno.encode_request();
                     link.send(
                         out,
                         span,
@@ -312,7 +313,7 @@ impl SpanLink {
         if self.peer.is_none() {
             return Err(Violation::LinkProtocol("a LINK_SPAN before the LINK_CONN").into());
         }
-        let advert = codec::decode_advert(delivery.payload)?;
+        let advert = Advert::decode(delivery.payload)?;
         self.check_client_kind(&advert)?;
         if self.theirs.contains_key(&advert.mount) {
             return Err(Violation::LinkProtocol("a second open LINK_SPAN for one mount").into());
@@ -444,7 +445,7 @@ impl SpanLink {
         if delivery.command != Command::LINK_SPAN {
             return Err(Violation::LinkProtocol("a span update that is not a LINK_SPAN").into());
         }
-        let advert = codec::decode_advert(delivery.payload)?;
+        let advert = Advert::decode(delivery.payload)?;
         if advert.mount != mount {
             return Err(Violation::LinkProtocol("a span update naming another mount").into());
         }
@@ -477,7 +478,7 @@ impl SpanLink {
             return Err(Violation::LinkProtocol("a DELETE on a span before its retraction").into());
         }
         if delivery.command == Command::LINK_SPAN_REQUEST {
-            let seqno = codec::decode_seqno_request(delivery.payload)?;
+            let seqno = Seqno::decode_request(delivery.payload)?;
             ctx.table.handle_seqno_request(self.neighbour, mount, seqno, ctx.now)?;
         } else if !delivery.closes() {
             return Err(

@@ -76,7 +76,7 @@
 #![forbid(unsafe_code)]
 
 mod clients;
-pub mod codec;
+mod codec;
 mod departed;
 mod link;
 mod requests;

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX, Hello};
+use super::Hello;
 use super::*;
 use crate::error::{Malformed, Violation};
 use crate::ids::{ClusterId, MountId, NeighbourId, NodeId, TxnId};
 use crate::txn::{self, Event, Received};
+use crate::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 struct End {
@@ -308,7 +309,7 @@ fn advert_bytes(mount: MountKey) -> Vec<u8> {
         metric: Metric(0),
     };
     let mut buf = [0u8; ADVERT_LEN_MAX];
-    let n = codec::encode_advert(&advert, &mut buf);
+    let n = advert.encode(&mut buf);
     buf[..n].to_vec()
 }
 
@@ -470,7 +471,7 @@ fn a_seqno_request_on_our_span_reaches_the_table() {
         &mut wire,
         span.unwrap(),
         Command::LINK_SPAN_REQUEST,
-        &codec::encode_seqno_request(want),
+        &want.encode_request(),
         Flags::NONE,
         ErrorCode::NONE,
     )

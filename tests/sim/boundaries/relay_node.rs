@@ -36,8 +36,7 @@ use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use ringspan::link::RecordIn;
 use ringspan::relay::{AppEvent, CallId, LinkCounters, LinkUp, Node, NodeCounters};
 use ringspan::sim::lend::{Lent, Wire};
-use ringspan::span::codec::{decode_advert, decode_seqno_request};
-use ringspan::span::{Hello, Label, MountKey, MountKind, NextHop, Role, Wants};
+use ringspan::span::{Advert, Hello, Label, MountKey, MountKind, NextHop, Role, Seqno, Wants};
 use ringspan::txn::{self, Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages, Repr, Sink};
 

@@ -38,10 +38,10 @@ impl World {
                     Hello::decode(delivery.payload).expect("an honest hello decodes");
                 }
                 Command::LINK_SPAN if data && delivery.parent.is_none() => {
-                    decode_advert(delivery.payload).expect("an honest advert decodes");
+                    Advert::decode(delivery.payload).expect("an honest advert decodes");
                 }
                 Command::LINK_SPAN_REQUEST if data && delivery.parent.is_none() => {
-                    decode_seqno_request(delivery.payload).expect("an honest request decodes");
+                    Seqno::decode_request(delivery.payload).expect("an honest request decodes");
                 }
                 _ => {}
             }

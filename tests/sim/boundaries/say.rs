@@ -6,10 +6,10 @@
 #![allow(dead_code)] // Each fuzz target includes only what its driver uses.
 
 use ringspan::ids::{ClusterId, MountId, NodeId};
-use ringspan::span::codec::{ADVERT_LEN_MAX, HELLO_LEN_MAX, encode_advert, encode_seqno_request};
 use ringspan::span::{
     Advert, Clusters, Hello, KindSet, Label, Metric, MountKey, MountKind, Role, Seqno, Wants,
 };
+use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 
 use crate::input::Input;
 
@@ -82,14 +82,14 @@ pub fn advert_of(input: &mut Input<'_>, mount: MountKey, origins: &[NodeId]) -> 
 /// An advertisement's payload, well formed.
 pub fn advert_clean(advert: &Advert) -> Vec<u8> {
     let mut buf = [0u8; ADVERT_LEN_MAX];
-    let len = encode_advert(advert, &mut buf);
+    let len = advert.encode(&mut buf);
     buf[..len].to_vec()
 }
 
 /// An advertisement's payload: well formed, or with a byte changed or made up.
 pub fn advert_payload(input: &mut Input<'_>, advert: &Advert) -> Vec<u8> {
     let mut buf = [0u8; ADVERT_LEN_MAX];
-    let len = encode_advert(advert, &mut buf);
+    let len = advert.encode(&mut buf);
     let mut payload = buf[..len].to_vec();
     match input.below(16) {
         0 => input.vec(80),
@@ -108,7 +108,7 @@ pub fn advert_payload(input: &mut Input<'_>, advert: &Advert) -> Vec<u8> {
 
 /// A seqno request's payload, well formed.
 pub fn seqno_clean(input: &mut Input<'_>) -> Vec<u8> {
-    encode_seqno_request(Seqno(input.pick(&[0, 1, 2, 4, 0x8000, 0xffff]))).to_vec()
+    Seqno::encode_request(Seqno(input.pick(&[0, 1, 2, 4, 0x8000, 0xffff]))).to_vec()
 }
 
 /// A seqno request's payload: well formed, or made up.
@@ -116,5 +116,5 @@ pub fn seqno_payload(input: &mut Input<'_>) -> Vec<u8> {
     if input.one_in(12) {
         return input.vec(12);
     }
-    encode_seqno_request(Seqno(input.pick(&[0, 1, 2, 4, 0x8000, 0xffff]))).to_vec()
+    Seqno::encode_request(Seqno(input.pick(&[0, 1, 2, 4, 0x8000, 0xffff]))).to_vec()
 }

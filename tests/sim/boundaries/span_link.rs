@@ -42,10 +42,9 @@ use std::time::{Duration, Instant};
 use ringspan::error::Error;
 use ringspan::ids::{ClusterId, NeighbourId, NodeId, TxnId};
 use ringspan::limits::SPANS_PER_NEIGHBOUR_MAX;
-use ringspan::span::codec::{decode_advert, decode_seqno_request};
 use ringspan::span::{
-    Advert, Clients, Hello, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, SpanCtx,
-    SpanLink, Table, Wants,
+    Advert, Clients, Hello, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, Seqno,
+    SpanCtx, SpanLink, Table, Wants,
 };
 use ringspan::txn::{self, Delivery, Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages, Repr, Sink};
@@ -711,7 +710,7 @@ fn check_from_x(peer: &Peer, delivery: &Delivery<'_>, _attached: &HashMap<MountK
             Hello::decode(delivery.payload).expect("the node's hello decodes");
         }
         Command::LINK_SPAN if !delivery.closes() && !forced => {
-            let advert = decode_advert(delivery.payload).expect("the node's advert decodes");
+            let advert = Advert::decode(delivery.payload).expect("the node's advert decodes");
             if let Some(hello) = peer.hello.as_ref().filter(|_| !peer.raw) {
                 assert!(
                     hello.wants.admits(advert.kind, advert.mount.cluster),
@@ -727,7 +726,7 @@ fn check_from_x(peer: &Peer, delivery: &Delivery<'_>, _attached: &HashMap<MountK
             }
         }
         Command::LINK_SPAN_REQUEST if !delivery.closes() => {
-            decode_seqno_request(delivery.payload).expect("the node's seqno request decodes");
+            Seqno::decode_request(delivery.payload).expect("the node's seqno request decodes");
             assert!(
                 peer.all_spans.contains(&delivery.txn),
                 "a seqno request outside the peer's spans"

@@ -8,11 +8,11 @@ use ringspan::cipher::record::record_nonce;
 use ringspan::cipher::{Config, Identity, PrivateKey, Session};
 use ringspan::ids::{ClusterId, MountId, MsgId, NodeId};
 use ringspan::limits::{HANDSHAKE_FRAME_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
-use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::span::{
     Advert, Clusters, Hello, KindSet, Label, Metric, MountKey, MountKind, Role, Seqno, Wants,
 };
 use ringspan::txn::{self, Received};
+use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::wire::{Command, ErrorCode, Flags, Message, Messages, Repr};
 
 // One real instant to offset virtual time from.
@@ -365,12 +365,12 @@ fn span_payloads() -> Vec<(&'static str, Vec<u8>)> {
     };
     let (client, router) = (encoded(&client), encoded(&router));
     let mut advert = [0u8; ADVERT_LEN_MAX];
-    let len = codec::encode_advert(&example_advert(), &mut advert);
+    let len = example_advert().encode(&mut advert);
     vec![
         ("hello-client", client),
         ("hello-router", router),
         ("advert-example", advert[..len].to_vec()),
-        ("seqno-request-example", codec::encode_seqno_request(Seqno(0x1235)).to_vec()),
+        ("seqno-request-example", Seqno(0x1235).encode_request().to_vec()),
     ]
 }
 
@@ -383,7 +383,7 @@ fn call() -> Vec<(&'static str, Vec<u8>)> {
     deliver(&mut p, &hello_message(&mut n, &hello));
     deliver(&mut n, &hello_message(&mut p, &hello));
     let mut advert = [0u8; ADVERT_LEN_MAX];
-    let len = codec::encode_advert(&example_advert(), &mut advert);
+    let len = example_advert().encode(&mut advert);
     let mut span = Vec::new();
     n.open(&mut span, None, Command::LINK_SPAN, &advert[..len], Flags::NONE).unwrap();
     let at_p = deliver(&mut p, &span)[0];

@@ -4,9 +4,9 @@
 use ringspan::Error;
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use ringspan::relay::{AppEvent, CallId, NoLinks, Node, OneLink};
-use ringspan::span::codec::HELLO_LEN_MAX;
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
+use ringspan::wire::HELLO_LEN_MAX;
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
 
 // One real instant to start from.

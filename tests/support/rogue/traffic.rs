@@ -8,8 +8,7 @@ use std::time::Duration;
 use ringspan::limits::{
     MESSAGE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN,
 };
-use ringspan::span::Hello;
-use ringspan::span::codec;
+use ringspan::span::{Advert, Hello};
 use ringspan::txn::{Delivery, Event, Received};
 use ringspan::wire::record::peek_wire_len;
 use ringspan::wire::{Command, ErrorCode, Message, Messages};
@@ -148,7 +147,7 @@ impl Rogue {
                     Err(error) => self.refuse(error),
                 }
             } else if delivery.command == Command::LINK_SPAN {
-                match codec::decode_advert(delivery.payload) {
+                match Advert::decode(delivery.payload) {
                     Ok(advert) => {
                         self.spans.insert(advert.mount, (txn, advert));
                         self.span_mounts.insert(txn, advert.mount);
@@ -175,7 +174,7 @@ impl Rogue {
                 self.withheld.push(Withheld::Retraction(txn));
             }
         } else if delivery.command == Command::LINK_SPAN {
-            match codec::decode_advert(delivery.payload) {
+            match Advert::decode(delivery.payload) {
                 Ok(advert) if advert.mount == mount => {
                     self.spans.insert(mount, (txn, advert));
                 }

@@ -30,9 +30,9 @@ use serde::Serialize;
 use ringspan::cipher::{self, PublicKey};
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
 use ringspan::ring::{CloseReason, LinkCtx, Service, WorkerCtx};
-use ringspan::span::codec::{self, ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
 use ringspan::txn::Received;
+use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::wire::{Command, Flags};
 
 /// What to open.
@@ -331,7 +331,7 @@ impl ClientLoad {
             metric: Metric::ZERO,
         };
         let mut buf = [0u8; ADVERT_LEN_MAX];
-        let len = codec::encode_advert(&advert, &mut buf);
+        let len = advert.encode(&mut buf);
         match link.txn.open(&mut link.out, None, Command::LINK_SPAN, &buf[..len], Flags::NONE) {
             Ok(_) => self.advertised += 1,
             Err(error) => {
