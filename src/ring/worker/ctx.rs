@@ -241,8 +241,9 @@ impl<'a> Peers<'a> {
     /// [`Peers::with`]): `edit` rewrites its plaintext with the link's transactions at hand, and
     /// it is sealed and queued, behind whatever the link wrote before, if `edit` returns `Some`.
     /// The record is sent from where it lies in its receive buffer if it lies in one and the
-    /// shares of receive buffers allow ([`Lending`]), else from a copy in a pooled buffer. Sent
-    /// at the end of the turn.
+    /// shares of receive buffers allow (`RECV_LENT_SHARE`, `RECV_LENT_LINK_SHARE`), from its
+    /// reassembly buffer if it was put together, else from a copy in a pooled buffer. Sent at
+    /// the end of the turn.
     pub fn with_record<R>(
         &mut self,
         id: LinkId,
