@@ -97,7 +97,7 @@ r = json.loads(sys.argv[2])
 rate = r.get("msgs_per_sec")
 cpu_us = int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / int(sys.argv[6])
 if rate is not None:
-    print("%s  %.0f msgs/s  relay %.2f us/msg/hop  %s" % (sys.argv[1], rate,
+    print("%s  %.0f msgs/s  relay %.3f us/msg/hop  %s" % (sys.argv[1], rate,
           cpu_us / max(r["sent"], 1), sys.argv[3]))
 else:
     print("%s  p50 %s / p99 %s / p99.9 %s us  %s" % (sys.argv[1], r["p50_us"], r["p99_us"],
