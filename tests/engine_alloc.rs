@@ -85,6 +85,17 @@ impl Service for Mixed {
     }
 }
 
+/// Waits until `counters` saw `messages` messages (a minute at most, then fails).
+fn arrived(counters: &Counters, messages: u64) {
+    for _ in 0..12_000 {
+        if counters.snapshot().0 >= messages {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("only {} of {messages} messages arrived", counters.snapshot().0);
+}
+
 #[test]
 fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,15 +144,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     .unwrap();
     client.connect(server.local_addr().unwrap(), Some(server_key));
 
-    let wait_for = |messages: u64| {
-        for _ in 0..6_000 {
-            if counters.snapshot().0 >= messages {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("only {} of {messages} messages arrived", counters.snapshot().0);
-    };
+    let wait_for = |messages: u64| arrived(&counters, messages);
 
     // Warm up: tables, queues and pools grow to their working size.
     budget.store(30_000, Ordering::Relaxed);
@@ -293,15 +296,7 @@ fn zero_allocations_per_relayed_message_on_a_relay_engine() {
     };
     let sender = node(sender, streamer);
 
-    let wait_for = |messages: u64| {
-        for _ in 0..12_000 {
-            if counters.snapshot().0 >= messages {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("only {} of {messages} messages arrived", counters.snapshot().0);
-    };
+    let wait_for = |messages: u64| arrived(&counters, messages);
     // Warm up: routes, the circuit, tables, queues and pools grow to their working size.
     budget.store(30_000, Ordering::Relaxed);
     wait_for(30_000);

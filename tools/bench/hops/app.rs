@@ -122,6 +122,12 @@ pub enum Input {
     Ended { call: CallId, error: ErrorCode },
 }
 
+/// Refuses a call opened to this end (nothing is served here), with its own command.
+pub fn refuse(node: &mut Node, call: CallId, command: Command, worker: &mut WorkerCtx<'_>) {
+    let refuse = Flags::ABORT | Flags::DELETE;
+    let _ = node.send(call, command, &[], refuse, ErrorCode::REFUSED, worker);
+}
+
 /// Copies the next application event out of `node`, its payload into `scratch`: of a plain
 /// [`DATA`] message on a call `counted` names, only the sequence number (the first 8 bytes).
 pub fn next_input(

@@ -12,7 +12,7 @@ use ringspan::wire::{ErrorCode, Flags};
 
 use super::app::{
     ACK, ACK_EVERY_MAX, DATA, DEFAULT_ACK_EVERY, Input, MARK, OPEN_ECHO, OPEN_STREAM, REPORT,
-    REPORT_LEN, next_input,
+    REPORT_LEN, next_input, refuse,
 };
 use super::plan::StreamSummary;
 
@@ -94,14 +94,7 @@ impl Receiving {
                     self.streams.insert(call, Inbound { echo: true, ..Inbound::default() });
                 }
                 Input::Opened { call, command, .. } => {
-                    let _ = node.send(
-                        call,
-                        command,
-                        &[],
-                        Flags::ABORT | Flags::DELETE,
-                        ErrorCode::REFUSED,
-                        worker,
-                    );
+                    refuse(node, call, command, worker);
                 }
                 Input::Message { call, command, flags } => {
                     let Some(stream) = self.streams.get_mut(&call) else { continue };

@@ -12,6 +12,7 @@ use ringspan::wire::{ErrorCode, Flags};
 
 use super::app::{
     ACK, DATA, ECHO, HEADER, Input, MARK, OPEN_ECHO, OPEN_STREAM, REPORT, REPORT_LEN, next_input,
+    refuse,
 };
 use super::plan::{Mode, OneWayReport, Outcome, Plan, round_trip_report};
 
@@ -113,14 +114,7 @@ impl Sending {
             match input {
                 Input::Opened { call, command, .. } => {
                     // Nothing is served here.
-                    let _ = node.send(
-                        call,
-                        command,
-                        &[],
-                        Flags::ABORT | Flags::DELETE,
-                        ErrorCode::REFUSED,
-                        worker,
-                    );
+                    refuse(node, call, command, worker);
                 }
                 Input::Message { call, command, flags } if Some(call) == self.call => {
                     if flags.contains(Flags::ABORT) {
