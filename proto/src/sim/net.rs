@@ -20,10 +20,13 @@
 //! minutes) so that tests that only move traffic see none of it: one batch a millisecond cannot
 //! keep up with a keepalive per link per second on a network of a thousand links. Faults:
 //! [`Net::cut`], [`Net::crash`], [`Net::mute`] (an end's bytes are lost from then on, so the
-//! other end's idle deadline closes the link) and [`Net::corrupt`] (a batch fails to
-//! authenticate); and an end may close its link with a notice ([`Net::close_with_notice`], as
-//! the engine drains a link), which closes the other end when it arrives. The ephemeral keys are random, but nothing depends on them: record lengths
-//! do not, and a seed replays the same steps.
+//! other end's idle deadline closes the link), [`Net::stop_reading`] (an end takes nothing more,
+//! so the other end's send stalls and its send-stall deadline closes the link) and
+//! [`Net::corrupt`] (a batch fails to authenticate); an end may close its link with a notice
+//! ([`Net::close_with_notice`], as the engine drains a link), which closes the other end when it
+//! arrives; and [`Net::with_cut_batches`] delivers batches in two pieces, so records are put
+//! together. The ephemeral keys are random, but nothing depends on them: record lengths do not,
+//! and a seed replays the same steps.
 //!
 //! After every step it checks that no call ends twice or ends without having been opened, and
 //! [`Net::check_quiet`] checks, once nothing is in flight, that every call opened on a live node

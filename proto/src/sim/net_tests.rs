@@ -82,6 +82,42 @@ fn a_silent_link_is_cut_by_its_idle_deadline_and_calls_across_it_end_once() {
 }
 
 #[test]
+fn a_peer_that_stops_reading_is_cut_at_the_send_stall_deadline_and_calls_end_once() {
+    // A send stall shorter than the idle timeout, so the end whose sends stall finds out first.
+    const STALL: Duration = Duration::from_millis(200);
+    let mut timing = short();
+    timing.periods.send_stall_timeout = STALL;
+    let mut net = Net::new(3, 5).with_timing(timing);
+    net.connect(0, 1).unwrap();
+    net.connect(1, 2).unwrap();
+    net.attach(2, 7).unwrap();
+    net.run(10_000).unwrap();
+    let calls: Vec<_> =
+        (0..3).map(|_| net.open_stream(0, 7, b"stream").unwrap().unwrap()).collect();
+    net.run(10_000).unwrap();
+    // Node 2 takes nothing more from link 1; what it sends still arrives at node 1.
+    net.stop_reading(1, 1);
+    for &call in &calls {
+        net.stream_send(0, call, false).unwrap();
+    }
+    net.run(10_000).unwrap();
+    let since = net.stalled_since(1, 0).expect("node 1's send on link 1 stalled");
+    assert!(net.is_up(1));
+    net.run_for(since + STALL - MS - net.now()).unwrap();
+    assert!(net.is_up(1), "cut before its send-stall deadline: {:?}", net.closes);
+    net.run_for(MS).unwrap();
+    assert!(!net.is_up(1), "not cut at its send-stall deadline");
+    let closed = Closed { link: 1, node: 1, reason: CloseReason::SendStall, at: since + STALL };
+    assert_eq!(net.closes, [closed]);
+    assert!(net.is_up(0));
+    net.run(10_000).unwrap();
+    // Each call ended once at each end, with the lost link.
+    let lost = Outcomes { lost_link: 3, ..Outcomes::default() };
+    assert_eq!((net.outcomes, net.served), (lost, lost));
+    net.check_quiet().unwrap();
+}
+
+#[test]
 fn a_record_that_fails_to_authenticate_closes_its_link() {
     let (mut net, calls) = line_with_streams(2, 3);
     net.stream_send(0, calls[0], false).unwrap();

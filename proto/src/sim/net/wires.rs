@@ -17,6 +17,11 @@ pub(super) struct SimLink {
     pub(super) touched: [bool; 2],
     /// What each end sends is lost ([`Net::mute`]).
     pub(super) muted: [bool; 2],
+    /// Each end's send, if it has been stalled since then: the other end stopped reading
+    /// ([`Net::stop_reading`]).
+    pub(super) stalled: [Option<Instant>; 2],
+    /// The other end of each end reads nothing any more.
+    pub(super) unread: [bool; 2],
     /// When each end last received bytes.
     pub(super) heard: [Instant; 2],
 }
@@ -241,6 +246,8 @@ impl Net {
             index: l,
             touched: [false; 2],
             muted: [false; 2],
+            stalled: [None; 2],
+            unread: [false; 2],
             heard: [now; 2],
         });
         // What each end closes: the new link or an older one, when the two nodes are linked
@@ -333,6 +340,19 @@ impl Net {
     /// already arrives). Nothing tells either end: the other end's idle deadline finds out.
     pub fn mute(&mut self, l: usize, side: usize) {
         self.links[l].muted[side] = true;
+    }
+
+    /// A fault: from now on end `side` of link `l` reads nothing (what is in flight to it
+    /// already arrives): the other end's next send never completes, and that end's send-stall
+    /// deadline finds out. What end `side` sends still arrives.
+    pub fn stop_reading(&mut self, l: usize, side: usize) {
+        self.links[l].unread[1 - side] = true;
+    }
+
+    /// Since when end `side` of link `l` has had a send that cannot complete, if it has
+    /// ([`Net::stop_reading`]).
+    pub fn stalled_since(&self, l: usize, side: usize) -> Option<Instant> {
+        self.links[l].stalled[side]
     }
 
     /// A fault: the last byte of the next batch in flight from end `side` of link `l` (the
@@ -664,6 +684,16 @@ impl Net {
             }
             if let Some(reason) = end.close {
                 failed.push((l, side, reason));
+                continue;
+            }
+            if sim.unread[side] {
+                // Nobody reads: the send starts and never completes (once: one at a time).
+                if sim.stalled[side].is_none() && !link.is_idle() && !link.sending() {
+                    sim.stalled[side] = Some(now);
+                    if let Some(at) = link.send_started(now, &timing.periods) {
+                        timers.arm(at, l, side, TimerKind::SendStall);
+                    }
+                }
                 continue;
             }
             let mut bytes = Vec::with_capacity(link.queued_bytes());
