@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
-use ringspan::daemon::{App, Host, HostState, MountSpec, PeerSpec, Settings};
+use ringspan::daemon::{App, Host, HostState, MountService, MountSpec, PeerSpec, Settings};
 use ringspan::ids::{ClusterId, LinkId, MountId, TxnId};
 use ringspan::link_load::{Counters, Sink};
 use ringspan::relay::{AppEvent, CallId};
@@ -273,7 +273,7 @@ fn zero_allocations_per_relayed_message_on_a_relay_engine() {
         key: STREAM_MOUNT,
         kind: MountKind::Master,
         label: Label::EMPTY,
-        echo: false,
+        service: MountService::App,
     }];
     let counters = Arc::new(Counters::default());
     let receiver = node(receiver, Receiver(counters.clone()));

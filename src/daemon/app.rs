@@ -10,7 +10,10 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use super::host::Hasher;
-use super::{App, CALL, CallEvent, HostState, Incoming, LoadReport, Request, Settings, Snapshot};
+use super::{
+    App, CALL, CallEvent, HostState, Incoming, LoadReport, MountService, Request, Settings,
+    Snapshot,
+};
 use crate::relay::{AppEvent, CallId, LinkSet, Node};
 use crate::ring::WorkerCtx;
 use crate::span::MountKey;
@@ -45,7 +48,12 @@ impl DaemonApp {
     /// go to `incoming`.
     pub fn new(settings: &Settings, incoming: Option<Sender<Incoming>>) -> DaemonApp {
         DaemonApp {
-            echo: settings.mounts.iter().filter(|m| m.echo).map(|m| m.key).collect(),
+            echo: settings
+                .mounts
+                .iter()
+                .filter(|m| m.service == MountService::Echo)
+                .map(|m| m.key)
+                .collect(),
             app_mounts: HashSet::default(),
             incoming,
             calls: HashMap::default(),

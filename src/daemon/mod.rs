@@ -50,6 +50,20 @@ pub struct MountSpec {
     pub kind: MountKind,
     /// Its label.
     pub label: Label,
-    /// Whether the node answers its calls itself, echoing each payload back.
-    pub echo: bool,
+    /// Who answers its calls.
+    pub service: MountService,
+}
+
+/// Who answers a mount's calls (`[[mount]] service` in the configuration, which deserializes
+/// straight into this).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum MountService {
+    /// `"echo"`: the node itself, sending each payload back.
+    #[serde(rename = "echo")]
+    Echo,
+    /// `"none"`, the default: an application attached through the mount API serves it (with
+    /// none attached, its calls are refused).
+    #[default]
+    #[serde(rename = "none")]
+    App,
 }

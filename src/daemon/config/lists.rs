@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::IntoDeserializer as _;
 use toml::Spanned;
 
-use super::raw::{IdText, RawAllow, RawMount, RawPeer, Service};
+use super::raw::{IdText, RawAllow, RawMount, RawPeer};
 use super::source::Source;
 use super::{ConfigError, Peer};
 
@@ -233,7 +233,7 @@ impl Source<'_> {
                 key: MountKey { cluster: ClusterId(cluster_value), mount: MountId(id_value) },
                 kind,
                 label,
-                echo: mount.service == Service::Echo,
+                service: mount.service,
             });
         }
         Ok(mounts)

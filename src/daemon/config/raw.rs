@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::daemon::MountService;
 use crate::span::{MountKind, Role};
 use serde::Deserialize;
 use toml::Spanned;
@@ -101,20 +102,9 @@ pub(super) struct RawMount {
     pub(super) id: Option<Spanned<IdText>>,
     pub(super) kind: Option<MountKind>,
     pub(super) label: Option<Spanned<String>>,
+    /// The node's own type, as written.
     #[serde(default)]
-    pub(super) service: Service,
-}
-
-/// Who serves a mount's transactions (the node takes it as
-/// [`MountSpec::echo`](crate::daemon::MountSpec::echo)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(super) enum Service {
-    /// `"echo"`: the node itself answers every transaction by sending its payload back.
-    Echo,
-    /// `"none"`, the default: an application attached through the mount API serves it.
-    #[default]
-    None,
+    pub(super) service: MountService,
 }
 
 /// `[limits]`: each value as written, in milliseconds unless its name says otherwise.

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringspan::cipher::{Identity, PublicKey};
-use ringspan::daemon::{App, HostState, Limits, MountSpec, PeerSpec, Settings};
+use ringspan::daemon::{App, HostState, Limits, MountService, MountSpec, PeerSpec, Settings};
 use ringspan::ids::LinkId;
 use ringspan::relay::{AppEvent, CallId, Node};
 use ringspan::ring::{CloseReason, WorkerCtx};
@@ -100,7 +100,7 @@ pub fn settings(
             key: mount,
             kind: MountKind::Master,
             label: Label::EMPTY,
-            echo: false,
+            service: MountService::App,
         }],
     };
     Settings {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cipher::{Identity, PublicKey};
-use crate::daemon::{Limits, MountSpec, PeerSpec, control};
+use crate::daemon::{Limits, MountService, MountSpec, PeerSpec, control};
 use crate::ids::{ClusterId, MountId};
 use crate::limits;
 use crate::span::{Label, MountKey, MountKind, Role};
@@ -115,7 +115,7 @@ fn the_documented_example_parses_to_its_values() {
             key: mount_key(1, 0x10),
             kind: MountKind::Master,
             label: Label::new(b"a/master").unwrap(),
-            echo: true,
+            service: MountService::Echo,
         }],
         limits: Limits::default(),
     };
@@ -210,13 +210,13 @@ circuit_idle_ms = 60000
                 key: mount_key(0x3f2504e0_4f89_11d3_9a0c_0305e82c3301, 42),
                 kind: MountKind::SoftSlave,
                 label: Label::new(b"pfs/home").unwrap(),
-                echo: false,
+                service: MountService::App,
             },
             MountSpec {
                 key: mount_key(7, u128::MAX),
                 kind: MountKind::Client,
                 label: Label::EMPTY,
-                echo: false,
+                service: MountService::App,
             },
         ]
     );
@@ -302,11 +302,11 @@ fn every_kind_role_and_service_has_its_name() {
         // The name `show` prints is the one the config takes.
         assert_eq!(role.name(), name);
     }
-    for (name, echo) in [("echo", true), ("none", false)] {
+    for (name, service) in [("echo", MountService::Echo), ("none", MountService::App)] {
         let text = format!(
             "{MINIMAL}[[mount]]\ncluster = 1\nid = 1\nkind = \"cache\"\nservice = \"{name}\"\n"
         );
-        assert_eq!(parse(&text).unwrap().mounts[0].echo, echo, "{name}");
+        assert_eq!(parse(&text).unwrap().mounts[0].service, service, "{name}");
     }
 }
 
