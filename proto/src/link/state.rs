@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::{Error, Violation};
-use crate::limits::{HANDSHAKE_FRAME_MAX, MESSAGE_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::limits::{HANDSHAKE_FRAME_MAX, MESSAGE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_TAG_LEN};
 use crate::txn::{self, Event, Received};
 use crate::wire::{Command, ErrorCode, Messages};
 
@@ -587,7 +587,10 @@ impl Link {
         record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        if record.lent().is_none() && !record.reassembled() {
+        // Where it lies, and laid out as a sealed record of its length is (so sealing there
+        // cannot fail for want of room): checked before `edit` touches it.
+        let whole = record.wire().len() == RECORD_HEADER_LEN + record.len + RECORD_TAG_LEN;
+        if !whole || (record.lent().is_none() && !record.reassembled()) {
             return None;
         }
         let Link { crypto: Crypto::Established { sealer, .. }, txn, tx, .. } = self else {
