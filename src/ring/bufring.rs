@@ -156,15 +156,16 @@ impl BufRing {
         assert!(*holds > 0, "buffer {bid} belongs to the kernel");
         let start = bid as usize * self.buf_size as usize;
         // SAFETY: the range lies inside the `bufs` allocation; the buffer is ours (not in the
-        // ring, so the kernel does not write it) and `&mut self` makes this borrow exclusive:
-        // no send reads the buffer while it is handled, as sends start after the turn's
-        // receives are handled, and records lent from it before are never handed out again.
+        // ring, so the kernel does not write it) and `&mut self` makes this borrow exclusive.
+        // No send reads it: a buffer goes back to the ring only once nothing holds it, so the
+        // receive that reported it found no record of it lent, and records lent while it is
+        // handled are sent only after this borrow ends (sends start at the end of the turn).
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(self.bufs.add(start), self.buf_size as usize) };
         (bytes, Lender { holds, lent: &mut self.lent, lent_max: &mut self.lent_max, buffer: bid })
     }
 
-    /// The bytes of a buffer we hold.
+    /// The bytes of a buffer a receive just reported (as [`BufRing::lender`]).
     ///
     /// # Panics
     /// If the buffer is the kernel's: a local bug (only [`BufRing::take`]n buffers are read).
