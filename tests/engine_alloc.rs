@@ -96,6 +96,23 @@ fn arrived(counters: &Counters, messages: u64) {
     panic!("only {} of {messages} messages arrived", counters.snapshot().0);
 }
 
+/// Lets the sender go to 30k messages (the warm-up: routes, tables, queues and pools grow to
+/// their working size), then counts every thread's allocations while 100k more arrive.
+fn allocations_over_100k(budget: &AtomicU64, counters: &Counters) -> u64 {
+    budget.store(30_000, Ordering::Relaxed);
+    arrived(counters, 30_000);
+    std::thread::sleep(Duration::from_millis(100));
+    let allocations = counting::on_every_thread(|| {
+        budget.store(130_000, Ordering::Relaxed);
+        arrived(counters, 130_000);
+    });
+    let (messages, bytes) = counters.snapshot();
+    println!(
+        "{messages} messages, {bytes} payload bytes; {allocations} allocations in the last 100k"
+    );
+    allocations
+}
+
 #[test]
 fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,22 +161,8 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
     .unwrap();
     client.connect(server.local_addr().unwrap(), Some(server_key));
 
-    let wait_for = |messages: u64| arrived(&counters, messages);
-
-    // Warm up: tables, queues and pools grow to their working size.
-    budget.store(30_000, Ordering::Relaxed);
-    wait_for(30_000);
-    std::thread::sleep(Duration::from_millis(100));
-
-    let allocations = counting::on_every_thread(|| {
-        budget.store(130_000, Ordering::Relaxed);
-        wait_for(130_000);
-    });
-
-    let (messages, bytes) = counters.snapshot();
-    println!(
-        "{messages} messages, {bytes} payload bytes; {allocations} allocations in the last 100k"
-    );
+    let allocations = allocations_over_100k(&budget, &counters);
+    let (_, bytes) = counters.snapshot();
     client.shutdown();
     client.join();
     server.shutdown();
@@ -296,19 +299,8 @@ fn zero_allocations_per_relayed_message_on_a_relay_engine() {
     };
     let sender = node(sender, streamer);
 
-    let wait_for = |messages: u64| arrived(&counters, messages);
-    // Warm up: routes, the circuit, tables, queues and pools grow to their working size.
-    budget.store(30_000, Ordering::Relaxed);
-    wait_for(30_000);
-    std::thread::sleep(Duration::from_millis(100));
-    let allocations = counting::on_every_thread(|| {
-        budget.store(130_000, Ordering::Relaxed);
-        wait_for(130_000);
-    });
-    let (messages, bytes) = counters.snapshot();
-    println!(
-        "{messages} messages, {bytes} payload bytes; {allocations} allocations in the last 100k"
-    );
+    let allocations = allocations_over_100k(&budget, &counters);
+    let (_, bytes) = counters.snapshot();
     let mut stats = Vec::new();
     for engine in [sender, relay, receiver] {
         engine.shutdown();

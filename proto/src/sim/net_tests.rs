@@ -22,7 +22,16 @@ fn short() -> Timing {
 /// 0 – 1 – 2 (links 0 and 1), mount 7 at node 2, and `streams` streamed calls from node 0 to
 /// it, open at both ends.
 fn line_with_streams(streams: usize, seed: u64) -> (Net, Vec<crate::relay::CallId>) {
-    let mut net = Net::new(3, seed).with_timing(short());
+    line_with_streams_timed(streams, seed, short())
+}
+
+/// [`line_with_streams`] with the links' `timing`.
+fn line_with_streams_timed(
+    streams: usize,
+    seed: u64,
+    timing: Timing,
+) -> (Net, Vec<crate::relay::CallId>) {
+    let mut net = Net::new(3, seed).with_timing(timing);
     net.connect(0, 1).unwrap();
     net.connect(1, 2).unwrap();
     net.attach(2, 7).unwrap();
@@ -87,14 +96,7 @@ fn a_peer_that_stops_reading_is_cut_at_the_send_stall_deadline_and_calls_end_onc
     const STALL: Duration = Duration::from_millis(200);
     let mut timing = short();
     timing.periods.send_stall_timeout = STALL;
-    let mut net = Net::new(3, 5).with_timing(timing);
-    net.connect(0, 1).unwrap();
-    net.connect(1, 2).unwrap();
-    net.attach(2, 7).unwrap();
-    net.run(10_000).unwrap();
-    let calls: Vec<_> =
-        (0..3).map(|_| net.open_stream(0, 7, b"stream").unwrap().unwrap()).collect();
-    net.run(10_000).unwrap();
+    let (mut net, calls) = line_with_streams_timed(3, 5, timing);
     // Node 2 takes nothing more from link 1; what it sends still arrives at node 1.
     net.stop_reading(1, 1);
     for &call in &calls {
