@@ -54,11 +54,11 @@ impl Lender<'_> {
         *self.lent
     }
 
-    /// One more record of the buffer is lent to a send: the buffer stays ours until it comes
-    /// back ([`BufRing::unlend`]).
-    pub fn lend(&mut self) {
-        *self.holds += 1;
-        *self.lent += 1;
+    /// `n` more records of the buffer are lent to sends: the buffer stays ours until each
+    /// comes back ([`BufRing::unlend`]). At most a share of the ring, far below `u16::MAX`.
+    pub fn lend(&mut self, n: u16) {
+        *self.holds += n;
+        *self.lent += u32::from(n);
         *self.lent_max = (*self.lent_max).max(*self.lent);
     }
 }

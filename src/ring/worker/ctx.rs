@@ -185,10 +185,10 @@ pub(super) struct Lending {
     left: u32,
     /// Records one link may hold.
     link_max: usize,
-    /// Records lent from this buffer.
-    pub(super) records: u32,
+    /// Records lent from this buffer (at most the worker's share of its buffers).
+    pub(super) records: u16,
     /// Records put together in pooled buffers, sent on from there.
-    pub(super) moved: u32,
+    pub(super) moved: u64,
 }
 
 impl Lending {
@@ -257,7 +257,7 @@ impl<'a> Peers<'a> {
         if record.reassembled() {
             // Put together in a pooled buffer: sent on from there, nothing lent.
             let result = conn.link.forward_in_place(pool, record, edit);
-            lending.moved += u32::from(result.is_some());
+            lending.moved += u64::from(result.is_some());
             return result;
         }
         if record.lent().is_some() && lending.left > 0 && conn.link.lent_chunks() < lending.link_max

@@ -459,10 +459,8 @@ impl Worker {
         self.conns[slot as usize].link = link;
         // Counted as lent now, before any of them can come back: a send completes, or a link
         // is released, only after the turn's receives are handled.
-        for _ in 0..lending.records {
-            lender.lend();
-        }
-        self.stats.records_in_place += u64::from(lending.records + lending.moved);
+        lender.lend(lending.records);
+        self.stats.records_in_place += u64::from(lending.records) + lending.moved;
         let count = result?;
         self.stats.messages_in += count.messages;
         self.stats.records_reassembled += count.reassembled;
