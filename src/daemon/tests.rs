@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{DaemonApp, Host, Settings};
 use crate::cipher::Identity;
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
-use crate::relay::{NoLinks, OneLink};
+use crate::relay::{BareLink, NoLinks, OneLink};
 use crate::span::{Advert, Hello, Label, MountKey, MountKind, Role, Wants};
 use crate::txn::{self, Event, Received};
 use crate::wire::HELLO_LEN_MAX;
@@ -29,7 +29,7 @@ struct Peer {
     /// The peer's transactions.
     txn: txn::Link,
     /// The node's transactions on the link.
-    ours: txn::Link,
+    ours: BareLink,
     to_node: Vec<u8>,
     to_peer: Vec<u8>,
     /// The node's spans, by mount.
@@ -51,7 +51,7 @@ fn service(now: Instant) -> Host<DaemonApp> {
 fn connect(svc: &mut Host<DaemonApp>) -> Peer {
     let mut peer = Peer {
         txn: txn::Link::new(),
-        ours: txn::Link::new(),
+        ours: BareLink::default(),
         to_node: Vec::new(),
         to_peer: Vec::new(),
         spans: HashMap::new(),
@@ -72,12 +72,13 @@ fn pump(svc: &mut Host<DaemonApp>, peer: &mut Peer) {
     loop {
         let bytes = std::mem::take(&mut peer.to_node);
         for message in Messages::new(&bytes) {
-            let received = peer.ours.handle_message(&mut peer.to_peer, &message.unwrap()).unwrap();
+            let received =
+                peer.ours.txn.handle_message(&mut peer.to_peer, &message.unwrap()).unwrap();
             if let Some(received) = received {
                 let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
                 svc.state_mut().node.received(LINK, links, received).unwrap();
             }
-            while let Some(event) = peer.ours.poll_event() {
+            while let Some(event) = peer.ours.txn.poll_event() {
                 let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
                 svc.state_mut().node.event(LINK, links, event).unwrap();
             }

@@ -81,6 +81,7 @@ impl Conn {
             id,
             peer,
             txn: parts.txn,
+            span: parts.span,
             out: parts.out,
             now,
             peers: Peers::none(),
@@ -105,6 +106,7 @@ mod tests {
         use crate::txn;
         let crypto = size_of::<Crypto>();
         let txn = size_of::<txn::Link>();
+        let span = size_of::<crate::span::SpanLink>();
         let streams = size_of::<Rx>() + size_of::<Tx>();
         let meta = size_of::<LinkMeta>();
         let clock = size_of::<LinkClock>();
@@ -113,11 +115,14 @@ mod tests {
         let conn = size_of::<Conn>();
         let rest = conn - link;
         println!(
-            "Conn {conn} bytes: link {link} (crypto {crypto}, txn {txn}, rx+tx {streams}, meta \
-             {meta}, clock {clock}, stats {stats}), the rest {rest}"
+            "Conn {conn} bytes: link {link} (crypto {crypto}, txn {txn}, span {span}, rx+tx \
+             {streams}, meta {meta}, clock {clock}, stats {stats}), the rest {rest}"
         );
         // Four AES-256-GCM key schedules (both directions, current and next key each).
         assert!(crypto <= 2_352, "crypto state {crypto}");
+        // Who the peer is and what it was granted, the LINK_CONN pair, the idle timeout it asked
+        // for, four small maps of spans (a vector each until it grows past eight), the counters.
+        assert!(span <= 176, "span state {span}");
         // Two buffers, their lengths, the send queue, and the count of records sealed this turn.
         assert!(streams <= 128, "streams {streams}");
         // Who dialled, and the link's own keepalive interval.
@@ -125,7 +130,7 @@ mod tests {
         // Four instants and the clock's flags.
         assert!(clock <= 72, "clock {clock}");
         // The parts, the count of records queued whole, and padding.
-        assert!(link <= crypto + txn + streams + meta + clock + stats + 8, "link {link}");
+        assert!(link <= crypto + txn + span + streams + meta + clock + stats + 8, "link {link}");
         // Socket, phase, flags, generation, operations, peer key, and the boxed dial and send.
         assert!(rest <= 80, "other fields {rest}");
     }

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use crate::cipher::{self, PublicKey};
 use crate::ids::LinkId;
 use crate::limits;
+use crate::span::SpanLink;
 use crate::txn::{self, Event, Received};
 
 pub use crate::link::RecordIn;
@@ -237,6 +238,8 @@ pub struct LinkCtx<'a> {
     peer: PublicKey,
     /// The link's transactions.
     pub txn: &'a mut txn::Link,
+    /// The link's span protocol state (its relay node's).
+    pub span: &'a mut SpanLink,
     /// Where messages sent on the link go (pass `&mut link.out` to `txn` methods).
     pub out: TxSink<'a>,
     now: Instant,

@@ -1,5 +1,6 @@
 //! User-space memory a satellite's protocol state keeps per idle client link: the link's
-//! transactions (`txn::Link`), its span protocol (`SpanLink`), the relay's per-link state and the
+//! transactions and span protocol (`txn::Link` and `SpanLink`, inline in the link), the relay's
+//! per-link state and the
 //! span table's per-neighbour state, counted in bytes by the allocator on the test's thread,
 //! where the satellite runs. (The engine's own per-connection state is measured by
 //! `link_memory`; `perf/clients.sh` measures the whole process.)
@@ -11,9 +12,9 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
-use ringspan::relay::{LinkSet, Node};
+use ringspan::relay::{BareLink, LinkSet, Node};
 use ringspan::span::Hello;
-use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
+use ringspan::span::{Advert, Label, Metric, MountKey, MountKind, Role, Seqno, SpanLink, Wants};
 use ringspan::txn::{self, Received};
 use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::wire::{Command, Flags, Messages};
@@ -49,20 +50,31 @@ fn client_bytes(i: u128) -> Vec<u8> {
 /// The satellite's client links (link `i + 1` is `links[i]`, preallocated: the engine holds each
 /// inline in its connection), all writing into one scratch buffer.
 struct Clients {
-    links: Vec<txn::Link>,
+    links: Vec<BareLink>,
     out: Vec<u8>,
+}
+
+impl Clients {
+    fn get(&mut self, link: LinkId) -> Option<&mut BareLink> {
+        self.links.get_mut(usize::try_from(link.0).ok()?.checked_sub(1)?)
+    }
 }
 
 impl LinkSet for Clients {
     type Out<'b> = Vec<u8>;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut Vec<u8>) -> R,
     ) -> Option<R> {
-        let txn = self.links.get_mut(usize::try_from(link.0).ok()?.checked_sub(1)?)?;
-        Some(f(txn, &mut self.out))
+        let Clients { links, out } = self;
+        let link = links.get_mut(usize::try_from(link.0).ok()?.checked_sub(1)?)?;
+        Some(f(&mut link.span, &mut link.txn, out))
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        Some(&mut self.get(link)?.span)
     }
 }
 
@@ -85,15 +97,15 @@ fn protocol_state_per_idle_client_link() {
     let before = LIVE.load(Ordering::Relaxed);
     for (i, bytes) in inputs.iter().enumerate() {
         let id = LinkId(i as u64 + 1);
-        links.links.push(txn::Link::new());
+        links.links.push(BareLink::default());
         satellite.link_up(id, NodeId(i as u128 + 10), Role::Client, false, &mut links).unwrap();
         for message in Messages::new(bytes) {
             let message = message.unwrap();
             let Clients { links: all, out } = &mut links;
-            if let Some(Received::Txn(d)) = all[i].handle_message(out, &message).unwrap() {
+            if let Some(Received::Txn(d)) = all[i].txn.handle_message(out, &message).unwrap() {
                 satellite.received(id, &mut links, Received::Txn(d)).unwrap();
             }
-            while let Some(event) = links.links[i].poll_event() {
+            while let Some(event) = links.links[i].txn.poll_event() {
                 satellite.event(id, &mut links, event).unwrap();
             }
         }
@@ -101,15 +113,16 @@ fn protocol_state_per_idle_client_link() {
     }
     let after = LIVE.load(Ordering::Relaxed);
     // The `links` vector (allocated before counting began) stands for the engine's connections,
-    // which hold each `txn::Link` inline: count its size, not the vector.
+    // which hold each link's transactions and span state inline: count their size, not the
+    // vector.
     let per_link =
-        (after - before) as f64 / CLIENTS as f64 + std::mem::size_of::<txn::Link>() as f64;
+        (after - before) as f64 / CLIENTS as f64 + std::mem::size_of::<BareLink>() as f64;
     let table_routes = satellite.table().mounts().count();
     println!(
         "{CLIENTS} idle client links: {per_link:.0} bytes each of protocol state \
-         (txn::Link inline {} B, the rest on the heap); {table_routes} mounts in the table, \
-         {} in the client directory",
-        std::mem::size_of::<txn::Link>(),
+         (txn::Link and SpanLink inline {} B, the rest on the heap); {table_routes} mounts in \
+         the table, {} in the client directory",
+        std::mem::size_of::<BareLink>(),
         satellite.clients().len()
     );
     assert_eq!(table_routes, 2, "the master and the aggregate: no client mount is a route");

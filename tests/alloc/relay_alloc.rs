@@ -12,10 +12,10 @@
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId};
 use ringspan::link::RecordIn;
-use ringspan::relay::{AppEvent, CallId, Node};
+use ringspan::relay::{AppEvent, BareLink, CallId, Node};
 use ringspan::sim::lend::{self, Lent};
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
-use ringspan::txn::{self, Received};
+use ringspan::txn::Received;
 use ringspan::wire::{Command, ErrorCode, Flags, Messages};
 
 use crate::support::counting;
@@ -26,10 +26,10 @@ const A: usize = 0;
 const R: usize = 1;
 const B: usize = 2;
 
-/// One link: each end's transaction state and the bytes it wrote, not yet delivered.
+/// One link: each end's transaction and span state and the bytes it wrote, not yet delivered.
 struct Wire {
     ends: [usize; 2],
-    txn: [txn::Link; 2],
+    link: [BareLink; 2],
     out: [Vec<u8>; 2],
 }
 
@@ -57,12 +57,16 @@ struct Chain {
 }
 
 impl lend::Wire for Wire {
-    fn end_of(&self, node: usize) -> Option<usize> {
+    fn held_by(&self, node: usize) -> Option<usize> {
         Some(Chain::side(self, node))
     }
 
-    fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>) {
-        (&mut self.txn[end], &mut self.out[end])
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    fn end_mut(&mut self, end: usize) -> (&mut BareLink, &mut Vec<u8>) {
+        (&mut self.link[end], &mut self.out[end])
     }
 }
 
@@ -74,7 +78,7 @@ impl Chain {
         let nodes = (0..3).map(|i| Node::new(NodeId(i as u128 + 1), hello.clone(), now)).collect();
         let wire = |a, b| Wire {
             ends: [a, b],
-            txn: [txn::Link::new(), txn::Link::new()],
+            link: [BareLink::default(), BareLink::default()],
             out: [Vec::with_capacity(1 << 16), Vec::with_capacity(1 << 16)],
         };
         let mut chain = Chain {
@@ -127,7 +131,10 @@ impl Chain {
                     if self.mode == Mode::Whole {
                         let (wire, mut others) = Lent::split(&mut self.wires, l, n).unwrap();
                         let batch = &mut RecordIn::plaintext_only(&mut self.scratch);
-                        if node.forward_record(link, &wire.txn[to], &mut others, batch).is_some() {
+                        if node
+                            .forward_record(link, &wire.link[to].txn, &mut others, batch)
+                            .is_some()
+                        {
                             self.scratch.clear();
                             continue;
                         }
@@ -135,14 +142,14 @@ impl Chain {
                     for message in Messages::new(&self.scratch) {
                         let message = message.unwrap();
                         let wire = &mut self.wires[l];
-                        let (txn, out) = (&mut wire.txn[to], &mut wire.out[to]);
+                        let (txn, out) = (&mut wire.link[to].txn, &mut wire.out[to]);
                         if let Some(received @ Received::Txn(_)) =
                             txn.handle_message(out, &message).unwrap()
                         {
                             let links = &mut Lent::all(&mut self.wires, n);
                             node.received(link, links, received).unwrap();
                         }
-                        while let Some(event) = self.wires[l].txn[to].poll_event() {
+                        while let Some(event) = self.wires[l].link[to].txn.poll_event() {
                             node.event(link, &mut Lent::all(&mut self.wires, n), event).unwrap();
                         }
                     }

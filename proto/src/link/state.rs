@@ -1,6 +1,7 @@
 //! [`Link`]: everything of one link that is protocol, in one sans-IO value — its record keys
-//! (or its handshake), its byte streams, its transaction table, its deadlines, its counters and
-//! what it was told about itself (who dialled, its keepalive interval).
+//! (or its handshake), its byte streams, its transaction table, its span protocol state, its
+//! deadlines, its counters and what it was told about itself (who dialled, its keepalive
+//! interval).
 //!
 //! It is fed with what happened — bytes received ([`Link::handle_handshake_bytes`],
 //! [`Link::handle_records`]), a deadline that came due ([`Link::handle_timeout`]), bytes the
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::cipher::{PublicKey, RecordOpener, RecordSealer, Session};
 use crate::error::{Error, Violation};
 use crate::limits::{HANDSHAKE_FRAME_MAX, MESSAGE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_TAG_LEN};
+use crate::span::SpanLink;
 use crate::txn::{self, Event, Received};
 use crate::wire::{Command, ErrorCode, Messages};
 
@@ -138,6 +140,8 @@ impl LinkMeta {
 pub struct Parts<'a> {
     /// The link's transactions.
     pub txn: &'a mut txn::Link,
+    /// The link's span protocol state (its node's, through `relay::LinkSet`).
+    pub span: &'a mut SpanLink,
     /// Where messages sent on the link go.
     pub out: TxSink<'a>,
     /// What the link's owner reads or sets.
@@ -269,6 +273,7 @@ pub struct EndTurn {
 pub struct Link {
     crypto: Crypto,
     txn: txn::Link,
+    span: SpanLink,
     rx: Rx,
     tx: Tx,
     meta: LinkMeta,
@@ -285,6 +290,7 @@ impl Link {
         Link {
             crypto,
             txn: txn::Link::new(),
+            span: SpanLink::default(),
             rx: Rx::default(),
             tx: Tx::default(),
             meta: LinkMeta::default(),
@@ -312,6 +318,12 @@ impl Link {
     /// Its transactions (to end them, or read them).
     pub fn txn(&mut self) -> &mut txn::Link {
         &mut self.txn
+    }
+
+    /// Its span protocol state, whatever the link's phase (a closed link's too, until it is
+    /// dropped: its node withdraws what the link advertised from it).
+    pub fn span(&mut self) -> &mut SpanLink {
+        &mut self.span
     }
 
     /// The last time a record either way carried more than keepalives (key shedding counts
@@ -407,7 +419,7 @@ impl Link {
         periods: &Periods,
         mut deliver: impl FnMut(&mut Parts<'_>, Input<'_, '_>) -> Option<usize>,
     ) -> Result<RecordsIn, CloseReason> {
-        let Link { crypto, txn, rx, tx, meta, clock, stats, .. } = self;
+        let Link { crypto, txn, span, rx, tx, meta, clock, stats, .. } = self;
         let Crypto::Established { sealer, opener } = crypto else {
             return Err(CloseReason::Internal("records on a link without record keys"));
         };
@@ -434,7 +446,7 @@ impl Link {
             let mut whole = RecordIn { wire, start: RECORD_HEADER_LEN, len: 0 };
             whole.len = opener.open(whole.wire_mut()).map_err(CloseReason::Protocol)?.len();
             count.records += 1;
-            let mut parts = Parts { txn, out: tx.sink(sealer, pool), meta };
+            let mut parts = Parts { txn, span, out: tx.sink(sealer, pool), meta };
             // Offered whole first, then message by message.
             if let Some(n) = deliver(&mut parts, Input::Record(&mut whole)) {
                 // Taken whole (forwarded by a relay): transaction messages, so data.
@@ -550,10 +562,11 @@ impl Link {
     /// The link as its user writes to it: its transactions, its output and its settings;
     /// `None` until records flow.
     pub fn parts<'a>(&'a mut self, pool: &'a RefCell<Pool>) -> Option<Parts<'a>> {
-        let Link { crypto: Crypto::Established { sealer, .. }, txn, tx, meta, .. } = self else {
+        let Link { crypto: Crypto::Established { sealer, .. }, txn, span, tx, meta, .. } = self
+        else {
             return None;
         };
-        Some(Parts { txn, out: tx.sink(sealer, pool), meta })
+        Some(Parts { txn, span, out: tx.sink(sealer, pool), meta })
     }
 
     /// Sends `plaintext` (whole messages) as one record of its own behind whatever the link

@@ -148,8 +148,10 @@ impl Node {
         links: &mut L,
     ) -> Result<CallId, Error> {
         check_payload(payload)?;
-        let span =
-            self.links.get(&link).and_then(|s| s.span.their_span(mount)).ok_or(Misuse::NoRoute)?;
+        if !self.links.contains_key(&link) {
+            return Err(Misuse::NoRoute.into());
+        }
+        let span = links.span(link).and_then(|s| s.their_span(mount)).ok_or(Misuse::NoRoute)?;
         if !self.admit(Holder::Local, Some(link), links) {
             self.counters.limited += 1;
             return Err(Limit::Circuits(CIRCUITS_MAX).into());
@@ -349,20 +351,21 @@ impl Node {
         links: &mut L,
         delivery: &Delivery<'_>,
     ) -> Result<(), Error> {
+        let span = links.span(link).ok_or(Misuse::UnknownLink(link))?;
+        let mount = delivery.parent.and_then(|parent| span.our_span_mount(parent));
         let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
-        let mount = delivery.parent.and_then(|parent| state.span.our_span_mount(parent));
         let Some(mount) = mount else {
             // Not inside a span of ours: nothing to route it by.
             self.counters.refused += 1;
             return self.refuse(link, links, delivery, ErrorCode::REFUSED);
         };
         state.counters.circuits_in += 1;
-        if state.span.peer_role() == Some(Role::Client) && !client_calls_left(state.open_in) {
+        if state.span.role == Some(Role::Client) && !client_calls_left(state.open_in) {
             state.counters.circuits_limited += 1;
             self.counters.limited += 1;
             return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED);
         }
-        let hop = match self.resolve(link, mount, delivery.payload) {
+        let hop = match self.resolve(link, mount, delivery.payload, links) {
             Ok(hop) => hop,
             Err(code) => {
                 if code == ErrorCode::NO_ROUTE {
@@ -428,9 +431,14 @@ impl Node {
     /// Where a circuit to `mount` arriving on `from` goes next. A circuit to one of our
     /// aggregates names the client in its first 16 payload bytes (stripped here), and goes to
     /// the client holding that mount in the client directory, never anywhere else.
-    fn resolve(&self, from: LinkId, mount: MountKey, payload: &[u8]) -> Result<Hop, ErrorCode> {
-        let from_client =
-            self.links.get(&from).is_some_and(|s| s.span.peer_role() == Some(Role::Client));
+    fn resolve<L: LinkSet>(
+        &self,
+        from: LinkId,
+        mount: MountKey,
+        payload: &[u8],
+        links: &mut L,
+    ) -> Result<Hop, ErrorCode> {
+        let from_client = self.links.get(&from).is_some_and(|s| s.span.role == Some(Role::Client));
         let (link, target, strip) = if self.is_our_aggregate(mount) {
             let (address, _) = ClientAddress::parse(payload).ok_or(ErrorCode::REFUSED)?;
             let target = MountKey { cluster: mount.cluster, mount: address.client };
@@ -450,8 +458,11 @@ impl Node {
         if link == from {
             return Err(ErrorCode::NO_ROUTE);
         }
-        let state = self.links.get(&link).ok_or(ErrorCode::NO_ROUTE)?;
-        let span = state.span.their_span(target).ok_or(ErrorCode::NO_ROUTE)?;
+        if !self.links.contains_key(&link) {
+            return Err(ErrorCode::NO_ROUTE);
+        }
+        let span =
+            links.span(link).and_then(|s| s.their_span(target)).ok_or(ErrorCode::NO_ROUTE)?;
         Ok(Hop::Link { link, span, strip })
     }
 

@@ -79,7 +79,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-pub use output::{LinkSet, NoLinks, OneLink};
+pub use output::{BareLink, LinkSet, NoLinks, OneLink};
 
 use crate::error::{Error, Misuse};
 use crate::ids::{ClusterId, LinkId, MountId, NeighbourId, NodeId};
@@ -404,10 +404,10 @@ impl Node {
         self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&link, state)| LinkInfo {
             link,
             peer: state.peer,
-            granted: state.span.granted(),
-            role: state.span.peer_role(),
-            spans_in: state.span.spans_received(),
-            spans_out: state.span.spans_sent(),
+            granted: state.granted,
+            role: state.span.role,
+            spans_in: state.span.spans_in as usize,
+            spans_out: state.span.spans_out as usize,
             circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
             counters: self.link_counters(link, state),
         })
@@ -420,7 +420,7 @@ impl Node {
     }
 
     fn link_counters(&self, link: LinkId, state: &LinkState) -> LinkCounters {
-        let span = state.span.counters();
+        let span = state.span.counters;
         let output::Counted {
             circuits_in,
             circuits_out,
@@ -499,7 +499,10 @@ impl Node {
                 }
             }
         };
-        let mut span = SpanLink::new(Self::neighbour_of(link), peer, granted);
+        // The link's span state is bound to it as a neighbour even if it is a duplicate being
+        // closed (never started then): its `link_down` must not name another link's neighbour.
+        let bound = SpanLink::new(Self::neighbour_of(link), peer, granted);
+        *links.span(link).ok_or(Misuse::UnknownLink(link))? = bound;
         let closing = matches!(outcome, LinkUp::Duplicate { .. });
         if closing {
             self.counters.duplicates += 1;
@@ -510,7 +513,7 @@ impl Node {
             }
             let hello = &self.hello;
             links
-                .with(link, |txn, out| {
+                .with_span(link, |span, txn, out| {
                     txn.set_peer_transactions_max(if granted == Role::Client {
                         CLIENT_TXNS_PER_LINK_MAX
                     } else {
@@ -521,7 +524,7 @@ impl Node {
                 .ok_or(Misuse::UnknownLink(link))??;
             self.by_peer.insert(peer, link);
         }
-        let state = LinkState::new(peer, span, dialled, closing);
+        let state = LinkState::new(peer, granted, dialled, closing);
         self.links.insert(link, Box::new(state));
         Ok(outcome)
     }
@@ -533,8 +536,7 @@ impl Node {
     fn retire<L: LinkSet>(&mut self, old: LinkId, links: &mut L) {
         let Some(state) = self.links.get_mut(&old) else { return };
         state.retired = true;
-        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
-        let _ = state.span.link_down(&mut ctx);
+        self.span_down(old, links);
         self.update_aggregates(links);
     }
 
@@ -597,8 +599,11 @@ impl Node {
         match event {
             Event::Delivery(delivery) => self.delivery(link, links, &delivery),
             Event::Ended { txn: id, .. } => {
-                if let Some(state) = self.links.get_mut(&link) {
-                    state.span.ended(id);
+                if let Some(state) = self.links.get_mut(&link)
+                    && let Some(span) = links.span(link)
+                {
+                    span.ended(id);
+                    state.span = span.summary();
                 }
                 if let Some((slot, side)) = self.by_txn.remove(&(link, id)) {
                     if side == Side::A
@@ -629,21 +634,29 @@ impl Node {
         if delivery.is_forced_close() {
             state.counters.aborts_in += 1;
         }
-        let heard = state.span.peer_idle_timeout_ms().is_some();
         let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
-        let span = &mut state.span;
         // What the span link writes here ends transactions of this link only, whose events the
         // caller hands over after this message, as it does for every message of the link.
-        let handled = links.with(link, |txn, out| span.handle(txn, out, &mut ctx, delivery));
+        let handled = links.with_span(link, |span, txn, out| {
+            let heard = span.peer_idle_timeout_ms().is_some();
+            let handled = span.handle(txn, out, &mut ctx, delivery);
+            // A message that is not the span protocol's changes nothing of it.
+            let changed = !matches!(handled, Ok(false));
+            let idle = if heard { None } else { span.peer_idle_timeout_ms() };
+            (handled, changed.then(|| span.summary()), idle)
+        });
+        let Some((handled, summary, idle)) = handled else {
+            return Err(Misuse::UnknownLink(link).into());
+        };
         let Some(state) = self.links.get_mut(&link) else {
             return Err(Misuse::UnknownLink(link).into());
         };
-        let Some(handled) = handled else {
-            return Err(Misuse::UnknownLink(link).into());
-        };
-        if !heard && let Some(ms) = state.span.peer_idle_timeout_ms() {
+        if let Some(summary) = summary {
+            state.span = summary;
+        }
+        if let Some(ms) = idle {
             let idle_timeout = Duration::from_millis(u64::from(ms));
-            let granted = state.span.granted();
+            let granted = state.granted;
             self.notices.push_back(Notice::PeerIdleTimeout { link, idle_timeout, granted });
         }
         self.update_aggregates(links);
@@ -665,19 +678,37 @@ impl Node {
     /// The link is gone (its transactions' synthesized closes have been handled): what it
     /// advertised is withdrawn, and circuits still on it are aborted at their other end.
     pub fn link_down<L: LinkSet>(&mut self, link: LinkId, links: &mut L) {
-        let Some(mut state) = self.links.remove(&link) else { return };
+        let Some(state) = self.links.remove(&link) else { return };
         if self.by_peer.get(&state.peer) == Some(&link) {
             self.by_peer.remove(&state.peer);
         }
-        if state.span.granted() == Role::Client {
+        if state.granted == Role::Client {
             let gone = self.link_counters(link, &state);
             self.clients_gone.add(&gone);
         }
-        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
-        let _ = state.span.link_down(&mut ctx);
+        self.span_down(link, links);
         self.update_aggregates(links);
         self.circuits_link_down(link, links);
         self.settle(links);
+    }
+
+    /// The table forgets `link` as a neighbour (failing its mounts over at once), and a client's
+    /// mounts leave the directory: through the link's span state, which the set must still hold
+    /// (see [`LinkSet::span`]). If it does not, the table forgets the neighbour all the same.
+    fn span_down<L: LinkSet>(&mut self, link: LinkId, links: &mut L) {
+        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
+        match links.span(link) {
+            Some(span) => {
+                let _ = span.link_down(&mut ctx);
+            }
+            None => {
+                tracing::warn!(%link, "a link went down without its span state");
+                let neighbour = Self::neighbour_of(link);
+                if self.table.has_neighbour(neighbour) {
+                    let _ = self.table.handle_neighbour_down(neighbour);
+                }
+            }
+        }
     }
 
     /// The time moved to `now` (never backwards): serves the span table's waiting seqno

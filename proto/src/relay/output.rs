@@ -1,9 +1,11 @@
 //! Where a node's output goes: the [`LinkSet`] it is handed on every input, each message
-//! written straight into the link it goes on. What the node keeps of each link.
+//! written straight into the link it goes on, and through which it reaches each link's span
+//! protocol state (the link's own: [`crate::link::Link::span`]). What the node keeps of each
+//! link besides.
 
 use crate::ids::{LinkId, NodeId};
 use crate::link::RecordIn;
-use crate::span::{MountKey, SpanLink};
+use crate::span::{MountKey, Role, SpanLink, SpanSummary};
 use crate::txn;
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
@@ -15,18 +17,37 @@ use super::{CallId, Node};
 /// this (smoltcp's interface is polled with its whole socket set the same way). A link the set
 /// cannot write (gone, or closing) drops what is written to it; the node hears of its end
 /// through [`Node::link_down`].
+///
+/// Each link's span protocol state ([`SpanLink`]) is the link's, not the node's: the node reaches
+/// it through the set, with the link's transactions and output ([`LinkSet::with_span`]) or alone
+/// ([`LinkSet::span`], which also reaches a link that can no longer be written).
 pub trait LinkSet {
     /// A link's output.
     type Out<'b>: Sink
     where
         Self: 'b;
 
+    /// Runs `f` with `link`'s span protocol state, transaction state and output, if that link
+    /// can be written now.
+    fn with_span<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut Self::Out<'_>) -> R,
+    ) -> Option<R>;
+
     /// Runs `f` with `link`'s transaction state and output, if that link can be written now.
     fn with<R>(
         &mut self,
         link: LinkId,
         f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
-    ) -> Option<R>;
+    ) -> Option<R> {
+        self.with_span(link, |_, txn, out| f(txn, out))
+    }
+
+    /// `link`'s span protocol state, if the set holds that link, whether or not it can be
+    /// written: a link going down keeps it until [`Node::link_down`] has withdrawn what the link
+    /// advertised.
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink>;
 
     /// Sends a received `record` (whole messages) on `link` as one record of its own, if that
     /// link can be written now: `edit` rewrites its plaintext with the link's transaction state
@@ -51,27 +72,42 @@ pub struct NoLinks;
 impl LinkSet for NoLinks {
     type Out<'b> = Vec<u8>;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         _link: LinkId,
-        _f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+        _f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut Vec<u8>) -> R,
     ) -> Option<R> {
+        None
+    }
+
+    fn span(&mut self, _link: LinkId) -> Option<&mut SpanLink> {
         None
     }
 }
 
-/// A set of one link, its transaction state and output borrowed: a node joined to a single
-/// peer (tests, tools).
+/// A link's state as a bare in-memory end holds it for a [`LinkSet`]: its transactions and its
+/// span protocol state (the parts of [`crate::link::Link`] a node reaches), for tests and tools
+/// that join nodes without records.
+#[derive(Debug, Default)]
+pub struct BareLink {
+    /// Its transactions.
+    pub txn: txn::Link,
+    /// Its span protocol state.
+    pub span: SpanLink,
+}
+
+/// A set of one link, its state and output borrowed: a node joined to a single peer (tests,
+/// tools).
 pub struct OneLink<'a, S> {
     id: LinkId,
-    txn: &'a mut txn::Link,
+    link: &'a mut BareLink,
     out: &'a mut S,
 }
 
 impl<'a, S: Sink> OneLink<'a, S> {
-    /// Link `id`, with its transaction state and output.
-    pub fn new(id: LinkId, txn: &'a mut txn::Link, out: &'a mut S) -> OneLink<'a, S> {
-        OneLink { id, txn, out }
+    /// Link `id`, with its state and output.
+    pub fn new(id: LinkId, link: &'a mut BareLink, out: &'a mut S) -> OneLink<'a, S> {
+        OneLink { id, link, out }
     }
 }
 
@@ -81,8 +117,16 @@ impl<S: Sink> LinkSet for OneLink<'_, S> {
     where
         Self: 'b;
 
-    fn with<R>(&mut self, link: LinkId, f: impl FnOnce(&mut txn::Link, &mut S) -> R) -> Option<R> {
-        (link == self.id).then(|| f(self.txn, self.out))
+    fn with_span<R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut S) -> R,
+    ) -> Option<R> {
+        (link == self.id).then(|| f(&mut self.link.span, &mut self.link.txn, self.out))
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        (link == self.id).then_some(&mut self.link.span)
     }
 }
 
@@ -90,7 +134,11 @@ impl<S: Sink> LinkSet for OneLink<'_, S> {
 #[derive(Debug)]
 pub(super) struct LinkState {
     pub(super) peer: NodeId,
-    pub(super) span: SpanLink,
+    /// The role the peer's key was granted.
+    pub(super) granted: Role,
+    /// What `show` reads of the link's span protocol state, as of the last input that reached
+    /// it.
+    pub(super) span: SpanSummary,
     pub(super) counters: Counted,
     /// We dialled it.
     pub(super) dialled: bool,
@@ -150,10 +198,11 @@ pub(super) enum Pending {
 }
 
 impl LinkState {
-    pub(super) fn new(peer: NodeId, span: SpanLink, dialled: bool, closing: bool) -> LinkState {
+    pub(super) fn new(peer: NodeId, granted: Role, dialled: bool, closing: bool) -> LinkState {
         LinkState {
             peer,
-            span,
+            granted,
+            span: SpanSummary::default(),
             counters: Counted::default(),
             dialled,
             closing,
@@ -210,10 +259,14 @@ impl Node {
         while let Some((to, outbound)) = self.table.poll_transmit() {
             let link = Self::link_of(to);
             let Some(state) = self.links.get_mut(&link) else { continue };
-            let span = &mut state.span;
-            let sent = links.with(link, |txn, out| span.transmit(txn, out, &outbound));
-            if let Some(Err(error)) = sent {
-                tracing::debug!(%link, %error, "span output refused");
+            let sent = links.with_span(link, |span, txn, out| {
+                (span.transmit(txn, out, &outbound), span.summary())
+            });
+            if let Some((sent, summary)) = sent {
+                state.span = summary;
+                if let Err(error) = sent {
+                    tracing::debug!(%link, %error, "span output refused");
+                }
             }
             self.touch(link);
         }

@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{LinkCounters, LinkSet, LinkUp, Node};
+use super::{BareLink, LinkCounters, LinkSet, LinkUp, Node};
 use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
 use crate::link::RecordIn;
-use crate::span::{Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, Wants};
+use crate::span::{
+    Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, SpanLink, Wants,
+};
 use crate::txn::{self, Event, Received};
 use crate::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use crate::wire::{Command, ErrorCode, Flags, Messages};
@@ -30,8 +32,8 @@ struct Peer {
     link: LinkId,
     /// The peer's transactions.
     txn: txn::Link,
-    /// The node's transactions on this link.
-    ours: txn::Link,
+    /// The node's end of this link: its transactions and span state.
+    ours: BareLink,
     to_node: Vec<u8>,
     to_peer: Vec<u8>,
     got: Vec<Got>,
@@ -51,13 +53,17 @@ impl LinkSet for Ours<'_> {
     where
         Self: 'b;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut Vec<u8>) -> R,
     ) -> Option<R> {
         let peer = self.0.iter_mut().find(|p| p.link == link && p.closed.is_none())?;
-        Some(f(&mut peer.ours, &mut peer.to_peer))
+        Some(f(&mut peer.ours.span, &mut peer.ours.txn, &mut peer.to_peer))
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        Some(&mut self.0.iter_mut().find(|p| p.link == link)?.ours.span)
     }
 
     /// As the engine forwards a record from the receive buffer it arrived in: `edit` rewrites
@@ -69,7 +75,7 @@ impl LinkSet for Ours<'_> {
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
         let peer = self.0.iter_mut().find(|p| p.link == link && p.closed.is_none())?;
-        let result = edit(&peer.ours, record.plaintext_mut())?;
+        let result = edit(&peer.ours.txn, record.plaintext_mut())?;
         peer.to_peer.extend_from_slice(record.plaintext());
         Some(result)
     }
@@ -119,7 +125,7 @@ impl Bench {
         let mut peer = Peer {
             link,
             txn: txn::Link::new(),
-            ours: txn::Link::new(),
+            ours: BareLink::default(),
             to_node: Vec::new(),
             to_peer: Vec::new(),
             got: Vec::new(),
@@ -193,11 +199,11 @@ impl Bench {
             let message = message.unwrap();
             result = (|| {
                 let peer = &mut ours.0[p];
-                let received = peer.ours.handle_message(&mut peer.to_peer, &message)?;
+                let received = peer.ours.txn.handle_message(&mut peer.to_peer, &message)?;
                 if let Some(received) = received {
                     node.received(link, &mut ours, received)?;
                 }
-                while let Some(event) = ours.0[p].ours.poll_event() {
+                while let Some(event) = ours.0[p].ours.txn.poll_event() {
                     node.event(link, &mut ours, event)?;
                 }
                 Ok(())
@@ -216,10 +222,10 @@ impl Bench {
     /// transactions as the engine would.
     fn link_lost(&mut self, p: usize, why: Error) {
         let link = self.peers[p].link;
-        self.peers[p].ours.handle_link_down(ErrorCode::LOST_LINK);
+        self.peers[p].ours.txn.handle_link_down(ErrorCode::LOST_LINK);
         // Its synthesized closes are handled with the link still in the set, as the engine
         // hands a closing link's own state with them; what the node writes on it is dropped.
-        while let Some(event) = self.peers[p].ours.poll_event() {
+        while let Some(event) = self.peers[p].ours.txn.poll_event() {
             let (node, mut ours) = self.node();
             let _ = node.event(link, &mut ours, event);
         }
@@ -530,8 +536,8 @@ fn a_second_link_to_a_linked_node_is_resolved_alike_at_both_ends() {
     let node = |id: u128| Node::new(NodeId(id), Hello::new(Role::Router, Wants::all()), now);
     let (mut small, mut big) = (node(1), node(2));
     let up = |n: &mut Node, link: u64, peer: u128, dialled: bool| {
-        let (mut txn, mut out) = (txn::Link::new(), Vec::new());
-        let links = &mut super::OneLink::new(LinkId(link), &mut txn, &mut out);
+        let (mut ours, mut out) = (BareLink::default(), Vec::new());
+        let links = &mut super::OneLink::new(LinkId(link), &mut ours, &mut out);
         n.link_up(LinkId(link), NodeId(peer), Role::Router, dialled, links).unwrap()
     };
     // Both dial at once: link 1 dialled by the smaller id, link 2 by the bigger. Each end sees
@@ -564,7 +570,7 @@ fn a_close_written_into_the_next_link_ends_its_transaction_before_the_input_retu
     let mount = key(1, 7);
     let (mut b, server, caller) = server_and_caller(mount);
     let span = b.peers[caller].spans[&mount];
-    let before = b.peers[server].ours.len();
+    let before = b.peers[server].ours.txn.len();
     let call =
         b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"q", Flags::NONE).unwrap());
     b.pump();
@@ -579,7 +585,7 @@ fn a_close_written_into_the_next_link_ends_its_transaction_before_the_input_retu
     });
     assert!(b.deliver_to_node(caller));
     assert_eq!(b.node.circuits(), 0, "both ends over within the caller's input");
-    assert_eq!(b.peers[server].ours.len(), before, "the server link's transaction ended");
+    assert_eq!(b.peers[server].ours.txn.len(), before, "the server link's transaction ended");
     b.pump();
     assert!(b.peers.iter().all(|p| p.closed.is_none()));
     let closes = |p: usize, txn: TxnId| {
@@ -650,7 +656,7 @@ fn a_record_forwarded_where_it_arrived_is_left_as_it_was_unless_all_of_it_goes_o
     let ours = std::mem::take(&mut b.peers[caller].ours);
     let forward = |b: &mut Bench, record: &mut Vec<u8>| {
         let (node, mut links) = b.node();
-        node.forward_record(link, &ours, &mut links, &mut RecordIn::plaintext_only(record))
+        node.forward_record(link, &ours.txn, &mut links, &mut RecordIn::plaintext_only(record))
     };
     // Not all of it continues on one link: nothing is sent, and not a byte of it changed.
     assert_eq!(forward(&mut b, &mut record), None);
@@ -665,4 +671,42 @@ fn a_record_forwarded_where_it_arrived_is_left_as_it_was_unless_all_of_it_goes_o
     let after = b.peers[server].got.iter().filter(|g| g.txn == upstream).count();
     assert_eq!(after, before + 2, "the server's transaction took both");
     assert!(b.peers.iter().all(|p| p.closed.is_none()));
+}
+
+#[test]
+fn a_link_going_down_is_withdrawn_through_its_own_span_state() {
+    let mut b = Bench::new(Role::Satellite);
+    let server = b.advertising_server(key(1, 9));
+    let client = b.connect(3, Role::Client, Role::Client);
+    b.send(client, |txn, out| {
+        txn.open(out, None, Command::LINK_SPAN, &advert(key(1, 5), MountKind::Client), Flags::NONE)
+            .unwrap()
+    });
+    b.pump();
+    // The span state is the link's: what the node reports of it comes from there.
+    let client_link = b.peers[client].link;
+    assert_eq!(b.peers[client].ours.span.spans_received(), 1);
+    let info = b.node.link_info().find(|i| i.link == client_link).unwrap();
+    assert_eq!((info.role, info.spans_in), (Some(Role::Client), 1));
+    assert!(b.node.route(key(1, 9)).is_some());
+    assert_eq!(b.node.clients().len(), 1);
+    // Closed links cannot be written, yet the node reaches their span state to withdraw what
+    // they advertised: the client's mount leaves the directory, the server's route the table.
+    b.link_lost(client, Error::Misuse(crate::error::Misuse::LinkDown));
+    assert_eq!(b.node.clients().len(), 0);
+    assert_eq!(b.peers[client].ours.span.spans_received(), 0, "cleared at link down");
+    b.link_lost(server, Error::Misuse(crate::error::Misuse::LinkDown));
+    assert!(b.node.route(key(1, 9)).is_none());
+}
+
+#[test]
+fn a_link_whose_span_state_is_gone_still_leaves_the_table() {
+    let mut b = Bench::new(Role::Router);
+    let server = b.advertising_server(key(1, 9));
+    assert!(b.node.route(key(1, 9)).is_some());
+    // A set that no longer holds the link (a driver that dropped it too early): the table
+    // forgets the neighbour all the same, so no route points at a link that is gone.
+    b.node.link_down(b.peers[server].link, &mut super::NoLinks);
+    assert!(b.node.route(key(1, 9)).is_none());
+    assert_eq!(b.node.link_info().count(), 0);
 }

@@ -4,12 +4,13 @@
 //!
 //! A link lent is a [`Lend`]: the simulator's links ([`super::net`]) are pairs of production
 //! [`crate::link::Link`]s writing into sealed records through the node's buffer pool (what the
-//! [`Lent`] set shares, [`Lend::Shared`]); a bare [`Wire`] is each end's transaction state and
-//! a byte vector of plaintext messages, for tests that need no more.
+//! [`Lent`] set shares, [`Lend::Shared`]); a bare [`Wire`] is each end's transaction and span
+//! state ([`BareLink`]) and a byte vector of plaintext messages, for tests that need no more.
 
 use crate::ids::LinkId;
 use crate::link::RecordIn;
-use crate::relay::LinkSet;
+use crate::relay::{BareLink, LinkSet};
+use crate::span::SpanLink;
 use crate::txn;
 use crate::wire::Sink;
 
@@ -26,13 +27,17 @@ pub trait Lend {
     /// Which end of the link `node` holds (0 or 1), if the link can be written now.
     fn end_of(&self, node: usize) -> Option<usize>;
 
-    /// Runs `f` with that end's transactions and output, if it can be written now.
+    /// Runs `f` with that end's span state, transactions and output, if it can be written now.
     fn with_end<R>(
         &mut self,
         end: usize,
         shared: &Self::Shared,
-        f: impl FnOnce(&mut txn::Link, &mut Self::Out<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut Self::Out<'_>) -> R,
     ) -> Option<R>;
+
+    /// The span state of the end `node` holds, whether or not the link can be written
+    /// ([`LinkSet::span`]).
+    fn span_of(&mut self, node: usize) -> Option<&mut SpanLink>;
 
     /// Sends a received `record` (whole messages) on that end as one record: see
     /// [`LinkSet::with_record`].
@@ -45,12 +50,15 @@ pub trait Lend {
     ) -> Option<R>;
 }
 
-/// A bare in-memory link: each end's transactions and the plaintext messages it wrote.
+/// A bare in-memory link: each end's transaction and span state and the plaintext messages it
+/// wrote.
 pub trait Wire {
-    /// Which end of the wire `node` holds (0 or 1), if the wire can be written now.
-    fn end_of(&self, node: usize) -> Option<usize>;
-    /// That end's transactions and output.
-    fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>);
+    /// Which end of the wire `node` holds (0 or 1), up or not.
+    fn held_by(&self, node: usize) -> Option<usize>;
+    /// Whether the wire can be written now.
+    fn is_up(&self) -> bool;
+    /// That end's state and output.
+    fn end_mut(&mut self, end: usize) -> (&mut BareLink, &mut Vec<u8>);
 }
 
 impl<W: Wire> Lend for W {
@@ -61,17 +69,22 @@ impl<W: Wire> Lend for W {
         Self: 'b;
 
     fn end_of(&self, node: usize) -> Option<usize> {
-        Wire::end_of(self, node)
+        self.is_up().then(|| self.held_by(node)).flatten()
     }
 
     fn with_end<R>(
         &mut self,
         end: usize,
         _: &(),
-        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut Vec<u8>) -> R,
     ) -> Option<R> {
-        let (txn, out) = self.end_mut(end);
-        Some(f(txn, out))
+        let (link, out) = self.end_mut(end);
+        Some(f(&mut link.span, &mut link.txn, out))
+    }
+
+    fn span_of(&mut self, node: usize) -> Option<&mut SpanLink> {
+        let end = self.held_by(node)?;
+        Some(&mut self.end_mut(end).0.span)
     }
 
     /// The copy is appended to the wire's bytes, and taken off again if `edit` refuses it.
@@ -82,10 +95,10 @@ impl<W: Wire> Lend for W {
         record: &mut RecordIn<'_>,
         edit: impl FnOnce(&txn::Link, &mut [u8]) -> Option<R>,
     ) -> Option<R> {
-        let (txn, out) = self.end_mut(end);
+        let (link, out) = self.end_mut(end);
         let start = out.len();
         out.extend_from_slice(record.plaintext());
-        let result = edit(txn, &mut out[start..]);
+        let result = edit(&link.txn, &mut out[start..]);
         if result.is_none() {
             out.truncate(start);
         }
@@ -141,10 +154,16 @@ impl<'a, W: Lend> Lent<'a, W> {
     pub fn lend<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut W::Out<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut W::Out<'_>) -> R,
     ) -> Option<R> {
         let (wire, end, shared) = self.get(link)?;
         wire.with_end(end, shared, f)
+    }
+
+    /// [`LinkSet::span`], as [`Lent::lend`] is [`LinkSet::with_span`].
+    pub fn lend_span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        let node = self.node;
+        self.wire(link)?.span_of(node)
     }
 
     /// [`LinkSet::with_record`], as [`Lent::lend`] is [`LinkSet::with`].
@@ -160,14 +179,21 @@ impl<'a, W: Lend> Lent<'a, W> {
 
     /// Link `link`, if lent and writable, and the node's end of it.
     fn get(&mut self, link: LinkId) -> Option<(&mut W, usize, &W::Shared)> {
+        let node = self.node;
+        let shared = self.shared;
+        let wire = self.wire(link)?;
+        let end = wire.end_of(node)?;
+        Some((wire, end, shared))
+    }
+
+    /// Link `link`, if lent, up or not.
+    fn wire(&mut self, link: LinkId) -> Option<&mut W> {
         let l = usize::try_from(link.0).ok()?;
-        let wire = match l.cmp(&self.current) {
-            std::cmp::Ordering::Less => self.before.get_mut(l)?,
-            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1)?,
-            std::cmp::Ordering::Equal => return None,
-        };
-        let end = wire.end_of(self.node)?;
-        Some((wire, end, self.shared))
+        match l.cmp(&self.current) {
+            std::cmp::Ordering::Less => self.before.get_mut(l),
+            std::cmp::Ordering::Greater => self.after.get_mut(l - self.current - 1),
+            std::cmp::Ordering::Equal => None,
+        }
     }
 }
 
@@ -177,12 +203,16 @@ impl<W: Lend> LinkSet for Lent<'_, W> {
     where
         Self: 'b;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut W::Out<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut W::Out<'_>) -> R,
     ) -> Option<R> {
         self.lend(link, f)
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        self.lend_span(link)
     }
 
     fn with_record<R>(

@@ -66,6 +66,7 @@ use super::{never_lent, own_bytes};
 
 mod wires;
 
+use crate::span::SpanLink;
 use wires::{NodeKey, POOL_LARGE, POOL_SMALL, Shared, SimLink, Timers, node_key};
 
 /// The command the harness's calls use.

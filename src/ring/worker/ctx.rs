@@ -5,6 +5,7 @@
 use super::*;
 use crate::link::RecordIn;
 use crate::relay::LinkSet;
+use crate::span::SpanLink;
 
 /// A worker, as its service sees it during [`Service::tick`] and [`Service::command`].
 pub struct WorkerCtx<'a> {
@@ -224,17 +225,40 @@ impl<'a> Peers<'a> {
         Peers { inner: None }
     }
 
-    /// Runs `f` with link `id`'s transactions and output, if that link is lent: established,
-    /// on this worker, and not the one whose message is being handled. What `f` writes is
-    /// sealed and sent at the end of the turn, like anything else written to the link.
+    /// Runs `f` with link `id`'s span state, transactions and output, if that link is lent:
+    /// established, on this worker, and not the one whose message is being handled. What `f`
+    /// writes is sealed and sent at the end of the turn, like anything else written to the link.
+    pub fn with_span<R>(
+        &mut self,
+        id: LinkId,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut TxSink<'_>) -> R,
+    ) -> Option<R> {
+        let (conn, pool, _) = self.lent(id)?;
+        let mut parts = conn.link.parts(pool)?;
+        Some(f(parts.span, parts.txn, &mut parts.out))
+    }
+
+    /// Runs `f` with link `id`'s transactions and output, if that link is lent (as for
+    /// [`Peers::with_span`]).
     pub fn with<R>(
         &mut self,
         id: LinkId,
         f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
-        let (conn, pool, _) = self.lent(id)?;
-        let mut parts = conn.link.parts(pool)?;
-        Some(f(parts.txn, &mut parts.out))
+        self.with_span(id, |_, txn, out| f(txn, out))
+    }
+
+    /// Link `id`'s span state, if that link is lent (as for [`Peers::with_span`]; nothing is
+    /// marked written).
+    pub fn span(&mut self, id: LinkId) -> Option<&mut SpanLink> {
+        let inner = self.inner.as_mut()?;
+        let (worker, slot, generation) = decode_link(id);
+        let conn = inner.conns.get_mut(slot as usize)?;
+        let lent = worker == inner.worker as u64
+            && conn.generation & 0xff_ffff == generation
+            && conn.phase == Phase::Established
+            && conn.link.is_established();
+        lent.then(|| conn.link.span())
     }
 
     /// Sends a received `record` on link `id` as one record, if that link is lent (as for
@@ -306,15 +330,22 @@ impl LinkSet for LinkCtx<'_> {
     where
         Self: 'b;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
         if link == self.id {
-            return Some(f(self.txn, &mut self.out));
+            return Some(f(self.span, self.txn, &mut self.out));
         }
-        self.peers.with(link, f)
+        self.peers.with_span(link, f)
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        if link == self.id {
+            return Some(self.span);
+        }
+        self.peers.span(link)
     }
 
     fn with_record<R>(
@@ -338,12 +369,16 @@ impl LinkSet for Peers<'_> {
     where
         Self: 'b;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
-        Peers::with(self, link, f)
+        Peers::with_span(self, link, f)
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        Peers::span(self, link)
     }
 
     fn with_record<R>(
@@ -364,13 +399,21 @@ impl LinkSet for WorkerCtx<'_> {
     where
         Self: 'b;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
         let mut ctx = self.link(link)?;
-        let LinkCtx { txn, out, .. } = &mut ctx;
-        Some(f(txn, out))
+        let LinkCtx { span, txn, out, .. } = &mut ctx;
+        Some(f(span, txn, out))
+    }
+
+    /// Any link of the worker, whatever its phase: a closing link's too (its node withdraws
+    /// what the link advertised when it goes down). No link is lifted out of the worker while
+    /// a `WorkerCtx` exists.
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        let slot = self.worker.slot_of(link)?;
+        Some(self.worker.conns[slot as usize].link.span())
     }
 }

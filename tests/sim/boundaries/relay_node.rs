@@ -34,10 +34,10 @@ use std::time::Instant;
 
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use ringspan::link::RecordIn;
-use ringspan::relay::{AppEvent, CallId, LinkCounters, LinkUp, Node, NodeCounters};
+use ringspan::relay::{AppEvent, BareLink, CallId, LinkCounters, LinkUp, Node, NodeCounters};
 use ringspan::sim::lend::{Lent, Wire};
 use ringspan::span::{Advert, Hello, Label, MountKey, MountKind, NextHop, Role, Seqno, Wants};
-use ringspan::txn::{self, Event, Received};
+use ringspan::txn::{Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages, Repr, Sink};
 
 use crate::input::Input;
@@ -147,7 +147,7 @@ impl Default for Adversary {
 struct NetLink {
     ends: [usize; 2],
     up: bool,
-    txn: [txn::Link; 2],
+    link: [BareLink; 2],
     out: [Vec<u8>; 2],
     inflight: [VecDeque<Vec<u8>>; 2],
     /// On the adversary's links (always at end 1): its books.
@@ -155,12 +155,16 @@ struct NetLink {
 }
 
 impl Wire for NetLink {
-    fn end_of(&self, node: usize) -> Option<usize> {
-        self.up.then(|| usize::from(self.ends[1] == node))
+    fn held_by(&self, node: usize) -> Option<usize> {
+        self.ends.iter().position(|&n| n == node)
     }
 
-    fn end_mut(&mut self, end: usize) -> (&mut txn::Link, &mut Vec<u8>) {
-        (&mut self.txn[end], &mut self.out[end])
+    fn is_up(&self) -> bool {
+        self.up
+    }
+
+    fn end_mut(&mut self, end: usize) -> (&mut BareLink, &mut Vec<u8>) {
+        (&mut self.link[end], &mut self.out[end])
     }
 }
 
@@ -225,7 +229,7 @@ impl World {
         self.links.push(NetLink {
             ends: [a, b],
             up: true,
-            txn: [txn::Link::new(), txn::Link::new()],
+            link: [BareLink::default(), BareLink::default()],
             out: [Vec::new(), Vec::new()],
             inflight: [VecDeque::new(), VecDeque::new()],
             z: (b == Z).then(Adversary::default),
@@ -248,7 +252,9 @@ impl World {
             if z.careful || !input.one_in(8) {
                 z.role = hello.map(|h| h.role);
                 let conn = Command::LINK_CONN;
-                if let Ok(t) = net.txn[1].open(&mut net.out[1], None, conn, &payload, Flags::NONE) {
+                if let Ok(t) =
+                    net.link[1].txn.open(&mut net.out[1], None, conn, &payload, Flags::NONE)
+                {
                     z.conn = Some(t);
                     z.live.push(t);
                 }
@@ -364,7 +370,7 @@ impl World {
         let whole = lend && {
             let (link, mut others) = Lent::split(&mut self.links, l, node).expect("link exists");
             let record = &mut RecordIn::plaintext_only(&mut bytes);
-            sim.forward_record(id, &link.txn[side], &mut others, record).is_some()
+            sim.forward_record(id, &link.link[side].txn, &mut others, record).is_some()
         };
         for message in Messages::new(if whole { &[] } else { &bytes[..] }) {
             if let Ok(m) = &message
@@ -383,11 +389,11 @@ impl World {
             let links = &mut self.links;
             let result = message.and_then(|message| {
                 let link = &mut links[l];
-                let received = link.txn[side].handle_message(&mut link.out[side], &message)?;
+                let received = link.link[side].txn.handle_message(&mut link.out[side], &message)?;
                 if let Some(received) = received {
                     sim.received(id, &mut Lent::all(links, node), received)?;
                 }
-                while let Some(event) = links[l].txn[side].poll_event() {
+                while let Some(event) = links[l].link[side].txn.poll_event() {
                     sim.event(id, &mut Lent::all(links, node), event)?;
                 }
                 Ok(())
@@ -417,13 +423,13 @@ impl World {
         // hands a closing link's own state with them); nothing written on it arrives.
         for side in 0..2 {
             let node = self.links[l].ends[side];
-            self.links[l].txn[side].handle_link_down(ErrorCode::LOST_LINK);
+            self.links[l].link[side].txn.handle_link_down(ErrorCode::LOST_LINK);
             if node == Z {
-                while self.links[l].txn[side].poll_event().is_some() {}
+                while self.links[l].link[side].txn.poll_event().is_some() {}
                 continue;
             }
             let id = LinkId(l as u64);
-            while let Some(event) = self.links[l].txn[side].poll_event() {
+            while let Some(event) = self.links[l].link[side].txn.poll_event() {
                 let links = &mut Lent::all(&mut self.links, node);
                 if let Err(error) = self.honest[node].node.event(id, links, event) {
                     panic!("node {node} refused a synthesized close on link {l}: {error}");
@@ -609,7 +615,7 @@ impl World {
                 let info = self.honest[node].node.link_info().find(|i| i.link == LinkId(l as u64));
                 let info = info.unwrap_or_else(|| panic!("node {node} lost track of link {l}"));
                 let expected = 2 + info.spans_in + info.spans_out;
-                assert_eq!(net.txn[side].len(), expected, "link {l} at node {node}");
+                assert_eq!(net.link[side].txn.len(), expected, "link {l} at node {node}");
             }
         }
         for (i, sim) in self.honest.iter().enumerate() {

@@ -9,7 +9,7 @@ impl World {
     pub(super) fn deliver_to_adversary(&mut self, l: usize, bytes: &[u8]) {
         let net = &mut self.links[l];
         let z = net.z.as_mut().expect("the adversary's link");
-        let (txn, out) = (&mut net.txn[1], &mut net.out[1]);
+        let (txn, out) = (&mut net.link[1].txn, &mut net.out[1]);
         for message in Messages::new(bytes) {
             let message = message.expect("an honest node wrote a malformed message");
             crate::trace!(
@@ -80,7 +80,7 @@ impl World {
         let net = &mut self.links[l];
         let z = net.z.as_mut().expect("the adversary's link");
         let careful = z.careful;
-        let (txn, out) = (&mut net.txn[1], &mut net.out[1]);
+        let (txn, out) = (&mut net.link[1].txn, &mut net.out[1]);
         match input.below(32) {
             0 if !careful => {
                 let (payload, _) = say::hello(input);

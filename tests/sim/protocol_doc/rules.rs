@@ -3,7 +3,7 @@
 
 use ringspan::Error;
 use ringspan::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
-use ringspan::relay::{AppEvent, CallId, NoLinks, Node, OneLink};
+use ringspan::relay::{AppEvent, BareLink, CallId, NoLinks, Node, OneLink};
 use ringspan::span::{Hello, Label, MountKey, MountKind, Role, Wants};
 use ringspan::txn::{self, Received};
 use ringspan::wire::HELLO_LEN_MAX;
@@ -29,7 +29,7 @@ pub struct Seen {
 /// A node N with a mount attached, linked to a peer P whose transaction layer the test drives.
 pub struct Peer {
     pub node: Node,
-    n: txn::Link,
+    n: BareLink,
     p: txn::Link,
     /// P's `LINK_CONN`.
     pub hello: TxnId,
@@ -41,7 +41,7 @@ impl Peer {
         let hello = Hello::new(Role::Router, Wants::all());
         let mut node = Node::new(NodeId(1), hello.clone(), t0());
         node.attach(MOUNT, MountKind::Master, Label::new(b"m").unwrap(), &mut NoLinks).unwrap();
-        let (mut n, mut p) = (txn::Link::new(), txn::Link::new());
+        let (mut n, mut p) = (BareLink::default(), txn::Link::new());
         let mut to_p = Vec::new();
         let links = &mut OneLink::new(LINK, &mut n, &mut to_p);
         node.link_up(LINK, NodeId(2), Role::Router, false, links).unwrap();
@@ -60,11 +60,11 @@ impl Peer {
         let mut to_p = Vec::new();
         for message in Messages::new(bytes) {
             let message = message.unwrap();
-            if let Some(received) = self.n.handle_message(&mut to_p, &message)? {
+            if let Some(received) = self.n.txn.handle_message(&mut to_p, &message)? {
                 let links = &mut OneLink::new(LINK, &mut self.n, &mut to_p);
                 self.node.received(LINK, links, received)?;
             }
-            while let Some(event) = self.n.poll_event() {
+            while let Some(event) = self.n.txn.poll_event() {
                 let links = &mut OneLink::new(LINK, &mut self.n, &mut to_p);
                 self.node.event(LINK, links, event)?;
             }

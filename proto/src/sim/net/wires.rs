@@ -129,15 +129,22 @@ impl LinkSet for OnLink<'_, '_, '_> {
     where
         Self: 'b;
 
-    fn with<R>(
+    fn with_span<R>(
         &mut self,
         link: LinkId,
-        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
         if link == self.id {
-            return Some(f(self.parts.txn, &mut self.parts.out.reborrow()));
+            return Some(f(self.parts.span, self.parts.txn, &mut self.parts.out.reborrow()));
         }
         self.others.lend(link, f)
+    }
+
+    fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
+        if link == self.id {
+            return Some(self.parts.span);
+        }
+        self.others.lend_span(link)
     }
 
     fn with_record<R>(
@@ -178,14 +185,20 @@ impl Lend for SimLink {
         &mut self,
         end: usize,
         shared: &Shared,
-        f: impl FnOnce(&mut txn::Link, &mut TxSink<'_>) -> R,
+        f: impl FnOnce(&mut SpanLink, &mut txn::Link, &mut TxSink<'_>) -> R,
     ) -> Option<R> {
         if !self.links[end].is_established() {
             return None;
         }
         self.touch(end, shared);
         let mut parts = self.links[end].parts(&shared.pool)?;
-        Some(f(parts.txn, &mut parts.out))
+        Some(f(parts.span, parts.txn, &mut parts.out))
+    }
+
+    /// The end's own ([`Link::span`]), up or not.
+    fn span_of(&mut self, node: usize) -> Option<&mut SpanLink> {
+        let end = self.ends.iter().position(|&n| n == node)?;
+        Some(self.links[end].span())
     }
 
     /// Through the end's [`Link::queue_record`].
