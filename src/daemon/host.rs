@@ -193,7 +193,7 @@ impl HostState {
             self.redial.hold(&key, until);
         }
         let links: Vec<LinkId> =
-            self.node.link_info().filter(|l| l.peer == peer).map(|l| l.link).collect();
+            self.node.peers().filter(|&(_, p)| p == peer).map(|(link, _)| link).collect();
         for link in links {
             tracing::info!(%link, %peer, "cutting the link on request");
             worker.close(link, ErrorCode::LOST_LINK);

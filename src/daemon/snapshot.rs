@@ -77,20 +77,24 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The snapshot of a host's node now, with its worker's link and admission counters.
-    pub fn of(host: &HostState, worker: &WorkerCtx<'_>) -> Snapshot {
+    pub fn of(host: &HostState, worker: &mut WorkerCtx<'_>) -> Snapshot {
         let node = &host.node;
         // Client links are counted, not listed: a satellite holds a great many.
-        let is_client = |info: &LinkInfo| info.granted == Role::Client;
         let mut clients = 0;
         // Those of client links gone too: exported as counters, they never go down.
         let mut client_refusals = Refusals::of(&node.clients_gone());
-        for info in node.link_info().filter(is_client) {
-            clients += 1;
-            client_refusals.add(Refusals::of(&info.counters));
+        let mut others: Vec<LinkInfo> = Vec::new();
+        // What each link's span state says is read from the link, on the worker.
+        for info in node.link_info(worker) {
+            if info.granted == Role::Client {
+                clients += 1;
+                client_refusals.add(Refusals::of(&info.counters));
+            } else {
+                others.push(info);
+            }
         }
-        let mut links: Vec<LinkRow> = node
-            .link_info()
-            .filter(|info| !is_client(info))
+        let mut links: Vec<LinkRow> = others
+            .into_iter()
             .map(|info| {
                 let stats = worker.link_stats(info.link).unwrap_or_default();
                 LinkRow {

@@ -322,7 +322,12 @@ impl Link {
 
     /// Its span protocol state, whatever the link's phase (a closed link's too, until it is
     /// dropped: its node withdraws what the link advertised from it).
-    pub fn span(&mut self) -> &mut SpanLink {
+    pub fn span(&self) -> &SpanLink {
+        &self.span
+    }
+
+    /// Its span protocol state, to change ([`Link::span`]).
+    pub fn span_mut(&mut self) -> &mut SpanLink {
         &mut self.span
     }
 

@@ -353,6 +353,7 @@ impl Node {
     ) -> Result<(), Error> {
         let span = links.span(link).ok_or(Misuse::UnknownLink(link))?;
         let mount = delivery.parent.and_then(|parent| span.our_span_mount(parent));
+        let from_client = span.peer_role() == Some(Role::Client);
         let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
         let Some(mount) = mount else {
             // Not inside a span of ours: nothing to route it by.
@@ -360,12 +361,12 @@ impl Node {
             return self.refuse(link, links, delivery, ErrorCode::REFUSED);
         };
         state.counters.circuits_in += 1;
-        if state.span.role == Some(Role::Client) && !client_calls_left(state.open_in) {
+        if from_client && !client_calls_left(state.open_in) {
             state.counters.circuits_limited += 1;
             self.counters.limited += 1;
             return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED);
         }
-        let hop = match self.resolve(link, mount, delivery.payload, links) {
+        let hop = match self.resolve(link, from_client, mount, delivery.payload, links) {
             Ok(hop) => hop,
             Err(code) => {
                 if code == ErrorCode::NO_ROUTE {
@@ -428,17 +429,18 @@ impl Node {
         Ok(())
     }
 
-    /// Where a circuit to `mount` arriving on `from` goes next. A circuit to one of our
-    /// aggregates names the client in its first 16 payload bytes (stripped here), and goes to
-    /// the client holding that mount in the client directory, never anywhere else.
+    /// Where a circuit to `mount` arriving on `from` (a client's link if `from_client`) goes
+    /// next. A circuit to one of our aggregates names the client in its first 16 payload bytes
+    /// (stripped here), and goes to the client holding that mount in the client directory,
+    /// never anywhere else.
     fn resolve<L: LinkSet>(
         &self,
         from: LinkId,
+        from_client: bool,
         mount: MountKey,
         payload: &[u8],
         links: &mut L,
     ) -> Result<Hop, ErrorCode> {
-        let from_client = self.links.get(&from).is_some_and(|s| s.span.role == Some(Role::Client));
         let (link, target, strip) = if self.is_our_aggregate(mount) {
             let (address, _) = ClientAddress::parse(payload).ok_or(ErrorCode::REFUSED)?;
             let target = MountKey { cluster: mount.cluster, mount: address.client };

@@ -399,18 +399,30 @@ impl Node {
         self.circuits.len()
     }
 
-    /// The links, for `show`.
-    pub fn link_info(&self) -> impl Iterator<Item = LinkInfo> + '_ {
-        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&link, state)| LinkInfo {
-            link,
-            peer: state.peer,
-            granted: state.granted,
-            role: state.span.role,
-            spans_in: state.span.spans_in as usize,
-            spans_out: state.span.spans_out as usize,
-            circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
-            counters: self.link_counters(link, state),
+    /// The links, for `show`: what the node keeps of each, and what its span state in `links`
+    /// says (the peer's role, the spans each way, what they refused).
+    pub fn link_info<'a, L: LinkSet>(
+        &'a self,
+        links: &'a mut L,
+    ) -> impl Iterator<Item = LinkInfo> + 'a {
+        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(move |(&link, state)| {
+            let span = links.span(link).map(|span| &*span);
+            LinkInfo {
+                link,
+                peer: state.peer,
+                granted: state.granted,
+                role: span.and_then(SpanLink::peer_role),
+                spans_in: span.map_or(0, SpanLink::spans_received),
+                spans_out: span.map_or(0, SpanLink::spans_sent),
+                circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
+                counters: self.link_counters(link, state, span),
+            }
         })
+    }
+
+    /// The links, and the node at the other end of each.
+    pub fn peers(&self) -> impl Iterator<Item = (LinkId, NodeId)> + '_ {
+        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&l, s)| (l, s.peer))
     }
 
     /// What the client links that went down had counted, in all (with the live client links'
@@ -419,8 +431,13 @@ impl Node {
         self.clients_gone
     }
 
-    fn link_counters(&self, link: LinkId, state: &LinkState) -> LinkCounters {
-        let span = state.span.counters;
+    fn link_counters(
+        &self,
+        link: LinkId,
+        state: &LinkState,
+        span: Option<&SpanLink>,
+    ) -> LinkCounters {
+        let span = span.map(SpanLink::counters).unwrap_or_default();
         let output::Counted {
             circuits_in,
             circuits_out,
@@ -599,11 +616,10 @@ impl Node {
         match event {
             Event::Delivery(delivery) => self.delivery(link, links, &delivery),
             Event::Ended { txn: id, .. } => {
-                if let Some(state) = self.links.get_mut(&link)
+                if self.links.contains_key(&link)
                     && let Some(span) = links.span(link)
                 {
                     span.ended(id);
-                    state.span = span.summary();
                 }
                 if let Some((slot, side)) = self.by_txn.remove(&(link, id)) {
                     if side == Side::A
@@ -640,20 +656,15 @@ impl Node {
         let handled = links.with_span(link, |span, txn, out| {
             let heard = span.peer_idle_timeout_ms().is_some();
             let handled = span.handle(txn, out, &mut ctx, delivery);
-            // A message that is not the span protocol's changes nothing of it.
-            let changed = !matches!(handled, Ok(false));
             let idle = if heard { None } else { span.peer_idle_timeout_ms() };
-            (handled, changed.then(|| span.summary()), idle)
+            (handled, idle)
         });
-        let Some((handled, summary, idle)) = handled else {
+        let Some((handled, idle)) = handled else {
             return Err(Misuse::UnknownLink(link).into());
         };
         let Some(state) = self.links.get_mut(&link) else {
             return Err(Misuse::UnknownLink(link).into());
         };
-        if let Some(summary) = summary {
-            state.span = summary;
-        }
         if let Some(ms) = idle {
             let idle_timeout = Duration::from_millis(u64::from(ms));
             let granted = state.granted;
@@ -683,7 +694,8 @@ impl Node {
             self.by_peer.remove(&state.peer);
         }
         if state.granted == Role::Client {
-            let gone = self.link_counters(link, &state);
+            let span = links.span(link).map(|span| &*span);
+            let gone = self.link_counters(link, &state, span);
             self.clients_gone.add(&gone);
         }
         self.span_down(link, links);

@@ -5,7 +5,7 @@
 
 use crate::ids::{LinkId, NodeId};
 use crate::link::RecordIn;
-use crate::span::{MountKey, Role, SpanLink, SpanSummary};
+use crate::span::{MountKey, Role, SpanLink};
 use crate::txn;
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
@@ -134,11 +134,9 @@ impl<S: Sink> LinkSet for OneLink<'_, S> {
 #[derive(Debug)]
 pub(super) struct LinkState {
     pub(super) peer: NodeId,
-    /// The role the peer's key was granted.
+    /// The role the peer's key was granted (also in the link's span state; kept here for the
+    /// links that go down, whose counters go to the clients' totals).
     pub(super) granted: Role,
-    /// What `show` reads of the link's span protocol state, as of the last input that reached
-    /// it.
-    pub(super) span: SpanSummary,
     pub(super) counters: Counted,
     /// We dialled it.
     pub(super) dialled: bool,
@@ -202,7 +200,6 @@ impl LinkState {
         LinkState {
             peer,
             granted,
-            span: SpanSummary::default(),
             counters: Counted::default(),
             dialled,
             closing,
@@ -258,15 +255,12 @@ impl Node {
     pub(super) fn route_table_output<L: LinkSet>(&mut self, links: &mut L) {
         while let Some((to, outbound)) = self.table.poll_transmit() {
             let link = Self::link_of(to);
-            let Some(state) = self.links.get_mut(&link) else { continue };
-            let sent = links.with_span(link, |span, txn, out| {
-                (span.transmit(txn, out, &outbound), span.summary())
-            });
-            if let Some((sent, summary)) = sent {
-                state.span = summary;
-                if let Err(error) = sent {
-                    tracing::debug!(%link, %error, "span output refused");
-                }
+            if !self.links.contains_key(&link) {
+                continue;
+            }
+            let sent = links.with_span(link, |span, txn, out| span.transmit(txn, out, &outbound));
+            if let Some(Err(error)) = sent {
+                tracing::debug!(%link, %error, "span output refused");
             }
             self.touch(link);
         }

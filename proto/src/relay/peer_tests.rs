@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{BareLink, LinkCounters, LinkSet, LinkUp, Node};
+use super::{BareLink, LinkCounters, LinkInfo, LinkSet, LinkUp, Node};
 use crate::error::{Error, Violation};
 use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
@@ -161,6 +161,18 @@ impl Bench {
         (&mut self.node, Ours(&mut self.peers))
     }
 
+    /// What the node reports of its links.
+    fn infos(&mut self) -> Vec<LinkInfo> {
+        let (node, mut ours) = self.node();
+        node.link_info(&mut ours).collect()
+    }
+
+    /// What the node reports of the link to peer `p`.
+    fn info(&mut self, p: usize) -> LinkInfo {
+        let link = self.peers[p].link;
+        self.infos().into_iter().find(|i| i.link == link).unwrap()
+    }
+
     /// What peer `p` sends next, written with its transactions.
     fn send<R>(&mut self, p: usize, f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> R) -> R {
         let peer = &mut self.peers[p];
@@ -289,7 +301,7 @@ fn a_hello_claiming_more_than_its_key_was_granted_closes_its_link_alone() {
     );
     assert!(b.peers[stranger].closed.unwrap().closes_link(), "counted as the peer's fault");
     assert!(b.peers[honest].closed.is_none() && b.peers[modest].closed.is_none());
-    let roles: Vec<Option<Role>> = b.node.link_info().map(|i| i.role).collect();
+    let roles: Vec<Option<Role>> = b.infos().iter().map(|i| i.role).collect();
     assert_eq!(roles.len(), 2);
     assert!(roles.contains(&Some(Role::Router)) && roles.contains(&Some(Role::Client)));
 }
@@ -330,7 +342,7 @@ fn a_clients_mounts_are_refused_alone_outside_its_rights() {
     assert_eq!(b.node.clients().len(), CLIENT_MOUNTS_PER_CLIENT);
     let routes: Vec<MountKey> = b.node.table().mounts().map(|(k, _)| k).collect();
     assert_eq!(routes, [b.node.aggregate_of(ClusterId(1))]);
-    let info = b.node.link_info().find(|i| i.link == b.peers[first].link).unwrap();
+    let info = b.info(first);
     assert_eq!((info.counters.spans_refused, info.counters.spans_limited), (1, 1));
     // What the clients counted outlives their links: an operator's counters never go down.
     assert_eq!(b.node.clients_gone(), LinkCounters::default());
@@ -338,7 +350,7 @@ fn a_clients_mounts_are_refused_alone_outside_its_rights() {
     b.link_lost(second, Error::Misuse(crate::error::Misuse::LinkDown));
     let gone = b.node.clients_gone();
     assert_eq!((gone.spans_refused, gone.spans_limited), (2, 1));
-    assert_eq!(b.node.link_info().count(), 0);
+    assert_eq!(b.infos().len(), 0);
 }
 
 #[test]
@@ -470,7 +482,7 @@ fn a_link_full_of_one_peers_circuits_gives_way_to_a_peer_holding_fewer() {
         })
         .collect();
     b.pump();
-    let to_server = b.node.link_info().find(|i| i.link == b.peers[server].link).unwrap();
+    let to_server = b.info(server);
     assert_eq!(to_server.circuits_open, RELAY_CIRCUITS_PER_LINK_MAX);
     // The hog's next one is refused; the honest caller's goes through, in place of the hog's
     // oldest, which is aborted back to the hog with LIMIT_REACHED.
@@ -484,11 +496,9 @@ fn a_link_full_of_one_peers_circuits_gives_way_to_a_peer_holding_fewer() {
     assert!(b.forced(honest, fair).is_empty(), "the honest call is carried");
     assert_eq!(b.forced(hog, hog_calls[0]), [ErrorCode::LIMIT_REACHED], "the oldest gave way");
     assert!(b.forced(hog, hog_calls[1]).is_empty());
-    let info =
-        |b: &Bench, p: usize| b.node.link_info().find(|i| i.link == b.peers[p].link).unwrap();
-    assert_eq!(info(&b, hog).counters.circuits_preempted, 1);
-    assert_eq!(info(&b, hog).counters.circuits_limited, 1);
-    assert_eq!(info(&b, honest).counters.circuits_limited, 0);
+    assert_eq!(b.info(hog).counters.circuits_preempted, 1);
+    assert_eq!(b.info(hog).counters.circuits_limited, 1);
+    assert_eq!(b.info(honest).counters.circuits_limited, 0);
     assert!(b.peers.iter().all(|p| p.closed.is_none()));
 }
 
@@ -684,9 +694,8 @@ fn a_link_going_down_is_withdrawn_through_its_own_span_state() {
     });
     b.pump();
     // The span state is the link's: what the node reports of it comes from there.
-    let client_link = b.peers[client].link;
     assert_eq!(b.peers[client].ours.span.spans_received(), 1);
-    let info = b.node.link_info().find(|i| i.link == client_link).unwrap();
+    let info = b.info(client);
     assert_eq!((info.role, info.spans_in), (Some(Role::Client), 1));
     assert!(b.node.route(key(1, 9)).is_some());
     assert_eq!(b.node.clients().len(), 1);
@@ -708,5 +717,5 @@ fn a_link_whose_span_state_is_gone_still_leaves_the_table() {
     // forgets the neighbour all the same, so no route points at a link that is gone.
     b.node.link_down(b.peers[server].link, &mut super::NoLinks);
     assert!(b.node.route(key(1, 9)).is_none());
-    assert_eq!(b.node.link_info().count(), 0);
+    assert_eq!(b.infos().len(), 0);
 }

@@ -639,12 +639,11 @@ impl Net {
                 if !link.links[side].is_established() {
                     continue;
                 }
-                let info = self.nodes[node]
-                    .node
-                    .link_info()
-                    .find(|info| info.link == LinkId(l as u64))
-                    .ok_or_else(|| fail(format!("node {node} lost track of link {l}")))?;
-                let expected = 2 + info.spans_in + info.spans_out;
+                if !self.nodes[node].node.peers().any(|(id, _)| id == LinkId(l as u64)) {
+                    return Err(fail(format!("node {node} lost track of link {l}")));
+                }
+                let span = link.links[side].span();
+                let expected = 2 + span.spans_received() + span.spans_sent();
                 let held = link.links[side].transactions().len();
                 if held != expected {
                     return Err(fail(format!(

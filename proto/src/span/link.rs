@@ -75,20 +75,6 @@ pub struct SpanCounters {
     pub spans_refused: u64,
 }
 
-/// What `show` and the metrics read of a link's span protocol: a copy its node keeps, refreshed
-/// after every input that reaches the span link ([`SpanLink::summary`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SpanSummary {
-    /// What the peer said it is, once its hello has arrived.
-    pub role: Option<Role>,
-    /// Spans the peer has open to us.
-    pub spans_in: u32,
-    /// Spans we have open to the peer.
-    pub spans_out: u32,
-    /// What the span protocol refused.
-    pub counters: SpanCounters,
-}
-
 /// The span protocol state of one link: part of the link's own state
 /// ([`crate::link::Link::span`]), reached by its node through [`crate::relay::LinkSet`]. A link
 /// starts with an unbound one ([`SpanLink::default`]: no neighbour, granted nothing beyond a
@@ -145,16 +131,6 @@ impl SpanLink {
             theirs: SmallMap::default(),
             theirs_by_txn: SmallMap::default(),
             counters: SpanCounters::default(),
-        }
-    }
-
-    /// What `show` reads of it.
-    pub fn summary(&self) -> SpanSummary {
-        SpanSummary {
-            role: self.peer_role(),
-            spans_in: u32::try_from(self.theirs.len()).unwrap_or(u32::MAX),
-            spans_out: u32::try_from(self.ours.len()).unwrap_or(u32::MAX),
-            counters: self.counters,
         }
     }
 

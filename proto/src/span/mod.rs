@@ -95,7 +95,7 @@ use small::SmallMap;
 
 pub use clients::{ClientRefusal, Clients};
 pub use codec::Hello;
-pub use link::{SpanCounters, SpanCtx, SpanLink, SpanSummary};
+pub use link::{SpanCounters, SpanCtx, SpanLink};
 pub use types::{
     Advert, Clusters, KindSet, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, Route,
     Seqno, Wants,

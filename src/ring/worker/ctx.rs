@@ -258,7 +258,7 @@ impl<'a> Peers<'a> {
             && conn.generation & 0xff_ffff == generation
             && conn.phase == Phase::Established
             && conn.link.is_established();
-        lent.then(|| conn.link.span())
+        lent.then(|| conn.link.span_mut())
     }
 
     /// Sends a received `record` on link `id` as one record, if that link is lent (as for
@@ -414,6 +414,6 @@ impl LinkSet for WorkerCtx<'_> {
     /// a `WorkerCtx` exists.
     fn span(&mut self, link: LinkId) -> Option<&mut SpanLink> {
         let slot = self.worker.slot_of(link)?;
-        Some(self.worker.conns[slot as usize].link.span())
+        Some(self.worker.conns[slot as usize].link.span_mut())
     }
 }

@@ -436,7 +436,8 @@ impl World {
                 }
             }
             let sim = &mut self.honest[node];
-            if let Some(info) = sim.node.link_info().find(|info| info.link == id) {
+            let links = &mut Lent::all(&mut self.links, node);
+            if let Some(info) = sim.node.link_info(links).find(|info| info.link == id) {
                 sim.gone.push(info.counters);
             }
             self.links[l].up = false;
@@ -468,7 +469,9 @@ impl World {
             assert!(after >= before, "node {i}: counter {name} went down");
         }
         sim.last = now;
-        let links = sim.node.link_info().map(|info| info.counters).chain(sim.gone.iter().copied());
+        let set = &mut Lent::all(&mut self.links, i);
+        let links =
+            sim.node.link_info(set).map(|info| info.counters).chain(sim.gone.iter().copied());
         let (mut circuits_in, mut circuits_out) = (0, 0);
         for counters in links {
             circuits_in += counters.circuits_in;
@@ -612,9 +615,10 @@ impl World {
             }
             for side in 0..2 {
                 let node = net.ends[side];
-                let info = self.honest[node].node.link_info().find(|i| i.link == LinkId(l as u64));
-                let info = info.unwrap_or_else(|| panic!("node {node} lost track of link {l}"));
-                let expected = 2 + info.spans_in + info.spans_out;
+                let known = self.honest[node].node.peers().any(|(id, _)| id == LinkId(l as u64));
+                assert!(known, "node {node} lost track of link {l}");
+                let span = &net.link[side].span;
+                let expected = 2 + span.spans_received() + span.spans_sent();
                 assert_eq!(net.link[side].txn.len(), expected, "link {l} at node {node}");
             }
         }

@@ -198,7 +198,7 @@ impl Lend for SimLink {
     /// The end's own ([`Link::span`]), up or not.
     fn span_of(&mut self, node: usize) -> Option<&mut SpanLink> {
         let end = self.ends.iter().position(|&n| n == node)?;
-        Some(self.links[end].span())
+        Some(self.links[end].span_mut())
     }
 
     /// Through the end's [`Link::queue_record`].
