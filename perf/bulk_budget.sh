@@ -26,8 +26,8 @@
 # same at that rate; socat's measured figure falls when the machine is shared). The part of
 # ringspan's cost that is AES-GCM is estimated from the project's cipher benchmark in its paired
 # mode (benches/cipher.rs with RINGSPAN_BENCH_PAIRED=1, run as a plain binary: no criterion, a
-# few seconds; data in cache, so a lower bound of what AES costs in the pipeline): 1 hop = 2
-# seals + 2 opens of a 64 KiB record per message. Medians over the rounds; the ratios are
+# few seconds, once per round; data in cache, so a lower bound of what AES costs in the
+# pipeline): 1 hop = 2 seals + 2 opens of a 64 KiB record per message. Medians over the rounds; the ratios are
 # medians of the rounds' own.
 #
 # Appends to perf/results/bulk_budget.csv (the stamp's date,commit,cpu,avx512,vaes, then
@@ -242,23 +242,34 @@ run_ringspan() {
 }
 
 : >"$work/samples"
+: >"$work/aes"
+# AES-GCM at 64 KiB on this CPU, in the record layer ringspan uses ("ours"), medians of 201
+# interleaved rounds: appends "SEAL_NS OPEN_NS" to $work/aes.
+aes_round() {
+  local out
+  echo "  [${SECONDS}s] round $1/$rounds: AES-GCM seal and open (benches/cipher.rs, paired) ..." >&2
+  if out=$(RINGSPAN_BENCH_PAIRED=1 "$cipher_bench" 2>/dev/null); then
+    printf '        %s\n' "${out//$'\n'/$'\n'        }" >&2
+    awk '$1 == 65536 { for (i = 1; i <= NF; i++) { if ($i == "seal") s = $(i + 2); if ($i == "open") o = $(i + 2) } print s, o }' \
+      <<<"$out" >>"$work/aes"
+  fi
+}
 for ((round = 1; round <= rounds; round++)); do
   echo "  [${SECONDS}s] round $round/$rounds: socat ..." >&2
   run_socat "$round"
   echo "  [${SECONDS}s] round $round/$rounds: ringspan ..." >&2
   run_ringspan "$round"
+  [[ -z $cipher_bench ]] || aes_round "$round"
 done
-
-# AES-GCM at 64 KiB on this CPU, in the record layer ringspan uses ("ours"), medians of 201
-# interleaved rounds: "SEAL_NS OPEN_NS", or nothing.
+# The medians of the AES rounds, or nothing.
 aes_ns=""
-if [[ -n $cipher_bench ]]; then
-  echo "  [${SECONDS}s] AES-GCM seal and open, 64 KiB (benches/cipher.rs, paired mode) ..." >&2
-  if out=$(RINGSPAN_BENCH_PAIRED=1 "$cipher_bench" 2>/dev/null); then
-    printf '        %s\n' "${out//$'\n'/$'\n'        }" >&2
-    aes_ns=$(awk '$1 == 65536 { for (i = 1; i <= NF; i++) { if ($i == "seal") s = $(i + 2); if ($i == "open") o = $(i + 2) } print s, o }' <<<"$out")
-  fi
-  [[ -n $aes_ns ]] || echo "the cipher benchmark printed no 64 KiB line: per-process figures only" >&2
+if [[ -s $work/aes ]]; then
+  aes_ns=$(python3 -c '
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1]) if len(line.split()) == 2]
+print(*(statistics.median(float(r[i]) for r in rows) for i in (0, 1)))' "$work/aes")
+elif [[ -n $cipher_bench ]]; then
+  echo "the cipher benchmark printed no 64 KiB line: per-process figures only" >&2
 fi
 
 python3 - "$work/samples" "$csv" "$(stamp "$commit")" "$hz" "$cores" "$seconds" "$aes_ns" <<'EOF'
@@ -354,7 +365,7 @@ print(f"best reachable ratio, ringspan ceiling / socat measured: {ceiling_ratio:
 print(f"ringspan ceiling / socat ceiling (CPU per message, socat / ringspan): {cost_ratio:.2f}x")
 if aes:
     rest = r["total"] - aes_of["total"]
-    print(f"AES-GCM, 64 KiB (benches/cipher.rs paired mode, data in cache): seal {seal:.2f} µs,"
+    print(f"AES-GCM, 64 KiB (benches/cipher.rs paired mode, data in cache, median of the rounds): seal {seal:.2f} µs,"
           f" open {open_:.2f} µs; 1 hop = 2 seals + 2 opens = {aes_of['total']:.2f} µs of"
           f" ringspan's {r['total']:.2f} µs ({100 * aes_of['total'] / r['total']:.0f}%);"
           f" without it {rest:.2f} µs/msg, ceiling {cores * 65504 / rest / 1e3:.2f} GB/s ="
