@@ -34,6 +34,7 @@
 mod admission;
 pub mod bufring;
 mod conn;
+pub mod lane;
 pub mod mailbox;
 pub mod probe;
 pub mod sys;
