@@ -311,7 +311,7 @@ mod tests {
                     // said it will sleep (it has drained the lane), so the wake-up path runs.
                     batch = batch % 5_000 + 7;
                     batches += 1;
-                    while batches % 16 == 0 && !sleeper.sleeping.load(Ordering::SeqCst) {
+                    while batches.is_multiple_of(16) && !sleeper.sleeping.load(Ordering::SeqCst) {
                         std::hint::spin_loop();
                     }
                     let end = (sent + batch).min(TOTAL);
