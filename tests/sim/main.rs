@@ -10,6 +10,7 @@ mod support;
 
 mod boundaries;
 mod cipher;
+mod planes_sim;
 mod protocol_doc;
 mod relay_sim;
 mod satellite_sim;

@@ -405,6 +405,31 @@ impl Node {
         Ok(outcome)
     }
 
+    /// A link to another plane of this node came up: an internal link between two of the
+    /// node's workers (DESIGN 7c.3), which the node treats as a link to a router of its own id.
+    /// Our hello goes out on it. It is never a duplicate (one node has many such links, all to
+    /// its own id), so it takes no part in the one-link-per-peer rule.
+    pub fn sibling_up<L: LinkSet>(&mut self, link: LinkId, links: &mut L) -> Result<(), Error> {
+        let result = self.sibling_up_inner(link, links);
+        self.settle(links);
+        result
+    }
+
+    fn sibling_up_inner<L: LinkSet>(&mut self, link: LinkId, links: &mut L) -> Result<(), Error> {
+        let bound = SpanLink::new(Self::neighbour_of(link), self.id, Role::Router);
+        *links.span(link).ok_or(Misuse::UnknownLink(link))? = bound;
+        let hello = &self.hello;
+        links
+            .with_span(link, |span, txn, out| {
+                txn.set_peer_transactions_max(PEER_TXNS_PER_LINK_MAX);
+                span.start(txn, out, hello)
+            })
+            .ok_or(Misuse::UnknownLink(link))??;
+        let state = LinkState::new(self.id, Role::Router, false, false);
+        self.links.insert(link, Box::new(state));
+        Ok(())
+    }
+
     /// An older link to a peer is being replaced by a newer one (and closed by the caller): the
     /// table forgets it as a neighbour at once, so no new circuit is routed over it and no
     /// route or client mount is kept through it; circuits already on it carry on until it

@@ -719,3 +719,36 @@ fn a_link_whose_span_state_is_gone_still_leaves_the_table() {
     assert!(b.node.route(key(1, 9)).is_none());
     assert_eq!(b.infos().len(), 0);
 }
+
+#[test]
+fn links_to_sibling_planes_are_never_duplicates_but_a_link_to_our_own_key_is() {
+    let mut b = Bench::new(Role::Router);
+    let own = b.node.id();
+    // Two planes beside this one (internal links): both up, both with our own id.
+    for (p, link) in [(0u64, 10u64), (1, 11)] {
+        b.peers.push(Peer {
+            link: LinkId(link),
+            txn: txn::Link::new(),
+            ours: BareLink::default(),
+            to_node: Vec::new(),
+            to_peer: Vec::new(),
+            got: Vec::new(),
+            spans: HashMap::new(),
+            closed: None,
+        });
+        let (node, mut ours) = b.node();
+        node.sibling_up(LinkId(link), &mut ours).unwrap();
+        assert_eq!(b.peers[p as usize].ours.span.granted(), Role::Router);
+    }
+    let infos = b.infos();
+    assert_eq!(infos.len(), 2);
+    assert!(infos.iter().all(|i| i.peer == own && i.granted == Role::Router));
+    // Our hello went out on each.
+    assert!(b.peers.iter().all(|p| !p.to_peer.is_empty()));
+    // A link from outside showing our own key is refused as a link to ourselves.
+    let mut lone = BareLink::default();
+    let mut out = Vec::new();
+    let links = &mut super::OneLink::new(LinkId(12), &mut lone, &mut out);
+    let up = b.node.link_up(LinkId(12), own, Role::Router, false, links).unwrap();
+    assert_eq!(up, LinkUp::Duplicate { keep: None });
+}

@@ -87,6 +87,8 @@ pub struct Outcomes {
 
 struct SimNode {
     node: Node,
+    /// Its node id: its own, or the node's it is a plane of ([`Net::add_plane`]).
+    id: NodeId,
     /// What it says it is, and what its neighbours grant its key.
     role: Role,
     alive: bool,
@@ -219,7 +221,8 @@ impl Net {
     pub fn new(n: usize, seed: u64) -> Net {
         let epoch = epoch();
         let timing = Timing::default();
-        let nodes = (0..n).map(|i| SimNode::with_role(i, Role::Router, epoch, &timing)).collect();
+        let nodes =
+            (0..n).map(|i| SimNode::with_role(id_of(i), Role::Router, epoch, &timing)).collect();
         Net {
             nodes,
             links: Vec::new(),
@@ -271,8 +274,8 @@ impl Net {
         debug_assert!(self.links.is_empty(), "the timing is set before any link is made");
         self.timing = timing;
         let now = self.now();
-        for (i, sim) in self.nodes.iter_mut().enumerate() {
-            *sim = SimNode::with_role(i, sim.role, now, &timing);
+        for sim in self.nodes.iter_mut() {
+            *sim = SimNode::with_role(sim.id, sim.role, now, &timing);
         }
         self
     }
@@ -292,9 +295,19 @@ impl Net {
     pub fn with_roles(roles: &[Role], seed: u64) -> Net {
         let mut net = Net::new(roles.len(), seed);
         for (i, &role) in roles.iter().enumerate() {
-            net.nodes[i] = SimNode::with_role(i, role, net.now(), &net.timing);
+            net.nodes[i] = SimNode::with_role(id_of(i), role, net.now(), &net.timing);
         }
         net
+    }
+
+    /// A new plane of node `of` (DESIGN 7c.3): a node of its own in the simulator, with `of`'s
+    /// id, key and role, as a worker of a node runs a `relay::Node` of its own. Links between two
+    /// planes of one node ([`Net::connect`]) come up as sibling links. Returns its index.
+    pub fn add_plane(&mut self, of: usize) -> usize {
+        let (id, role) = (self.nodes[of].id, self.nodes[of].role);
+        self.nodes.push(SimNode::with_role(id, role, self.now(), &self.timing));
+        self.keys.push(self.keys[of].clone());
+        self.nodes.len() - 1
     }
 
     /// Attaches mount `n` of `kind` at node `i`.
@@ -478,7 +491,7 @@ impl Net {
         }
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
         let role = self.nodes[i].role;
-        self.nodes[i] = SimNode::with_role(i, role, self.now(), &self.timing);
+        self.nodes[i] = SimNode::with_role(self.nodes[i].id, role, self.now(), &self.timing);
         self.nodes[i].alive = false;
         self.nodes[i].mounts = mounts;
         Ok(())
@@ -488,7 +501,7 @@ impl Net {
     pub fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
         let role = self.nodes[i].role;
-        self.nodes[i] = SimNode::with_role(i, role, self.now(), &self.timing);
+        self.nodes[i] = SimNode::with_role(self.nodes[i].id, role, self.now(), &self.timing);
         for m in mounts {
             self.attach(i, m.mount.0)?;
         }
@@ -657,21 +670,27 @@ impl Net {
 }
 
 /// Virtual time zero: the clock read once, as `Pair` does; from then on only durations are added.
+/// Node `i`'s id, unless it is a plane of another node.
+fn id_of(i: usize) -> NodeId {
+    NodeId(i as u128 + 1)
+}
+
 #[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
     Instant::now()
 }
 
 impl SimNode {
-    fn with_role(i: usize, role: Role, now: Instant, timing: &Timing) -> SimNode {
+    fn with_role(id: NodeId, role: Role, now: Instant, timing: &Timing) -> SimNode {
         let mut hello = Hello::new(role, Wants::all());
         let idle_ms = timing.periods.idle_timeout.as_millis();
         hello.idle_timeout_ms = u32::try_from(idle_ms).unwrap_or(u32::MAX);
-        let mut node = Node::new(NodeId(i as u128 + 1), hello, now);
+        let mut node = Node::new(id, hello, now);
         // The harness's clients attach their mounts in cluster 1 (`mount`).
         node.serve_client_clusters([ClusterId(1)]);
         SimNode {
             node,
+            id,
             role,
             alive: true,
             mounts: Vec::new(),

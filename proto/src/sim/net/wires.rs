@@ -38,6 +38,7 @@ pub(super) struct Shared {
 }
 
 /// A node's key pair and handshake configuration.
+#[derive(Clone)]
 pub(super) struct NodeKey {
     pub(super) config: Arc<cipher::Config>,
     pub(super) public: PublicKey,
@@ -269,14 +270,23 @@ impl Net {
         for side in 0..2 {
             let node = self.links[l].ends[side];
             let other = self.links[l].ends[1 - side];
-            let peer = NodeId(other as u128 + 1);
+            let peer = self.nodes[other].id;
             // Each end's key is granted what the other end says it is; the first end dials.
             let granted = self.nodes[other].role;
             let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
-            let up = self.nodes[node]
-                .node
-                .link_up(LinkId(l as u64), peer, granted, side == 0, links)
-                .map_err(|e| fail(format!("link_up on node {node}: {e}")))?;
+            let up = if peer == self.nodes[node].id {
+                // Two planes of one node: an internal link.
+                self.nodes[node]
+                    .node
+                    .sibling_up(LinkId(l as u64), links)
+                    .map(|()| LinkUp::Up)
+                    .map_err(|e| fail(format!("sibling_up on node {node}: {e}")))?
+            } else {
+                self.nodes[node]
+                    .node
+                    .link_up(LinkId(l as u64), peer, granted, side == 0, links)
+                    .map_err(|e| fail(format!("link_up on node {node}: {e}")))?
+            };
             match up {
                 LinkUp::Up => {}
                 LinkUp::Duplicate { .. } => losers.push(l),
