@@ -35,8 +35,11 @@
 //! [`SpanLink::ended`]. Send what the table asks for this neighbour with
 //! [`SpanLink::transmit`]. When the link goes down the table forgets the neighbour at once (at
 //! the first synthesized close handed to `handle`, or at [`SpanLink::link_down`], whichever
-//! comes first), and the other synthesized closes are absorbed. An error from `handle` means the peer broke the protocol or a
-//! bound: close the link with it as the reason.
+//! comes first), and the other synthesized closes are absorbed. An error from `handle` means
+//! the peer broke the protocol or a bound: close the link with it as the reason.
+//!
+//! The state is part of its link's ([`crate::link::Link::span`]); `relay::Node` makes these
+//! calls through the `relay::LinkSet` it is handed with each input.
 
 use std::time::Instant;
 
