@@ -22,29 +22,14 @@ for arg in "$@"; do
   esac
 done
 
-have() { command -v "$1" >/dev/null 2>&1; }
+source perf/lib.sh
 missing=()
 have nats-server || missing+=(nats-server)
 have socat || missing+=(socat)
-if ((${#missing[@]})); then
-  if have apt-get; then
-    sudo=()
-    [[ $(id -u) == 0 ]] || sudo=(sudo -n)
-    echo "installing ${missing[*]} with apt-get ..." >&2
-    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
-      >/dev/null 2>&1; then
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
-        >/dev/null 2>&1 || echo "apt-get could not install ${missing[*]}" >&2
-    fi
-  else
-    echo "apt-get is not available: install ${missing[*]} by hand; skipping what needs them" >&2
-  fi
-fi
+install_missing "${missing[@]}"
 have nats-server || echo "no nats-server: skipping the NATS baselines" >&2
 have socat || echo "no socat: skipping the relayed bulk baseline" >&2
 
-source perf/lib.sh
 cargo build --release --quiet --bin ringspan-bench
 commit=$(commit_of_tree)
 bench=$release/ringspan-bench

@@ -54,28 +54,15 @@ done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive integer" >&2; exit 2; }
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "--seconds must be a positive integer" >&2; exit 2; }
 
-have() { command -v "$1" >/dev/null 2>&1; }
+source perf/lib.sh
 missing=()
 have socat || missing+=(socat)
 have ss || missing+=(iproute2)
-if ((${#missing[@]})); then
-  if have apt-get; then
-    sudo=()
-    [[ $(id -u) == 0 ]] || sudo=(sudo -n)
-    echo "installing ${missing[*]} with apt-get ..." >&2
-    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
-      >/dev/null 2>&1; then
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
-        >/dev/null 2>&1 || echo "apt-get could not install ${missing[*]}" >&2
-    fi
-  fi
-fi
+install_missing "${missing[@]}"
 for tool in socat ss python3; do
   have "$tool" || { echo "$tool is needed (install it by hand)" >&2; exit 1; }
 done
 
-source perf/lib.sh
 csv=perf/results/bulk_budget.csv
 mkdir -p perf/results
 csv_ready "$csv" "$stamp_header,round,pipeline,measure,value,unit"

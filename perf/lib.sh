@@ -10,6 +10,29 @@ release=${CARGO_TARGET_DIR:-target}/release
 # Pids of the processes the script started; stop_all ends them.
 pids=()
 
+# Whether a command is on the PATH.
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Installs the Debian packages named (those whose command is missing; the caller lists them)
+# with apt-get, as root or through sudo -n, updating the package lists once if the first try
+# fails. Says so and goes on if it cannot: the caller checks `have` afterwards.
+install_missing() {
+  (($#)) || return 0
+  if ! have apt-get; then
+    echo "apt-get is not available: install $* by hand" >&2
+    return 0
+  fi
+  local sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+  echo "installing $* with apt-get ..." >&2
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" \
+    >/dev/null 2>&1; then
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" \
+      >/dev/null 2>&1 || echo "apt-get could not install $*" >&2
+  fi
+}
+
 # Ends every process in $pids and waits for them.
 stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

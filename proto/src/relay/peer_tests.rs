@@ -119,11 +119,10 @@ impl Bench {
         Bench { node, peers: Vec::new(), now }
     }
 
-    /// A peer `id` whose key the node grants `granted`, saying hello as `claims`. Its index.
-    fn connect(&mut self, id: u128, granted: Role, claims: Role) -> usize {
-        let link = LinkId(self.peers.len() as u64 + 10);
-        let mut peer = Peer {
-            link,
+    /// A scripted peer on a new link, not yet known to the node. Its index.
+    fn add_peer(&mut self) -> usize {
+        self.peers.push(Peer {
+            link: LinkId(self.peers.len() as u64 + 10),
             txn: txn::Link::new(),
             ours: BareLink::default(),
             to_node: Vec::new(),
@@ -131,18 +130,24 @@ impl Bench {
             got: Vec::new(),
             spans: HashMap::new(),
             closed: None,
-        };
+        });
+        self.peers.len() - 1
+    }
+
+    /// A peer `id` whose key the node grants `granted`, saying hello as `claims`. Its index.
+    fn connect(&mut self, id: u128, granted: Role, claims: Role) -> usize {
+        let p = self.add_peer();
+        let (link, peer) = (self.peers[p].link, &mut self.peers[p]);
         let mut hello = [0u8; HELLO_LEN_MAX];
         let n = Hello::new(claims, Wants::all()).encode(&mut hello);
         peer.txn
             .open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE)
             .unwrap();
-        self.peers.push(peer);
         let (node, mut ours) = self.node();
         let up = node.link_up(link, NodeId(id), granted, false, &mut ours).unwrap();
         assert_eq!(up, LinkUp::Up);
         self.pump();
-        self.peers.len() - 1
+        p
     }
 
     /// A router peer (id 2) advertising `mount` as a master, heard by the node. Its index.
@@ -725,20 +730,12 @@ fn links_to_sibling_planes_are_never_duplicates_but_a_link_to_our_own_key_is() {
     let mut b = Bench::new(Role::Router);
     let own = b.node.id();
     // Two planes beside this one (internal links): both up, both with our own id.
-    for (p, link) in [(0u64, 10u64), (1, 11)] {
-        b.peers.push(Peer {
-            link: LinkId(link),
-            txn: txn::Link::new(),
-            ours: BareLink::default(),
-            to_node: Vec::new(),
-            to_peer: Vec::new(),
-            got: Vec::new(),
-            spans: HashMap::new(),
-            closed: None,
-        });
+    for _ in 0..2 {
+        let p = b.add_peer();
+        let link = b.peers[p].link;
         let (node, mut ours) = b.node();
-        node.sibling_up(LinkId(link), &mut ours).unwrap();
-        assert_eq!(b.peers[p as usize].ours.span.granted(), Role::Router);
+        node.sibling_up(link, &mut ours).unwrap();
+        assert_eq!(b.peers[p].ours.span.granted(), Role::Router);
     }
     let infos = b.infos();
     assert_eq!(infos.len(), 2);
