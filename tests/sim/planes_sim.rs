@@ -2,8 +2,9 @@
 //! runs a `relay::Node` per worker, its planes joined by internal links (`Node::sibling_up`),
 //! each plane holding some of the node's links to other nodes — one, or a parallel one beside
 //! another plane's. Calls enter a node on one plane and leave it on another, mounts live on any
-//! plane, and links to other nodes are cut and made again on other planes while calls and
-//! streams run: every call still ends exactly once, most complete, and traffic does cross the
+//! plane, links to other nodes are cut and made again on other planes, and a node's process
+//! crashes with all its planes and starts again, while calls and streams run: every call of a
+//! node that did not crash still ends exactly once, most complete, and traffic does cross the
 //! internal links.
 //!
 //! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test sim planes_sim::<name>`
@@ -31,6 +32,40 @@ impl Planes {
     fn plane_of(&self, node: usize, rng: &mut Rng) -> usize {
         let planes = &self.planes[node];
         planes[rng.index(planes.len())]
+    }
+
+    /// Node `node`'s process crashes: every plane of it at once.
+    fn crash(&mut self, node: usize) -> Result<(), ringspan::sim::cluster::Failure> {
+        for &plane in &self.planes[node] {
+            self.net.crash(plane)?;
+        }
+        Ok(())
+    }
+
+    /// Node `node` starts again: its planes, joined again, and a link on each of its edges from
+    /// planes picked anew.
+    fn restart(
+        &mut self,
+        node: usize,
+        edges: &[(usize, usize)],
+        rng: &mut Rng,
+    ) -> Result<(), ringspan::sim::cluster::Failure> {
+        let planes = self.planes[node].clone();
+        for &plane in &planes {
+            self.net.restart(plane)?;
+        }
+        for (i, &a) in planes.iter().enumerate() {
+            for &b in &planes[i + 1..] {
+                self.net.connect(a, b)?;
+            }
+        }
+        for &(a, b) in edges {
+            if a == node || b == node {
+                let (pa, pb) = (self.plane_of(a, rng), self.plane_of(b, rng));
+                self.net.connect(pa, pb)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether link `l` joins two planes of one node.
@@ -126,9 +161,17 @@ fn run(seed: u64, topology: Topology) -> Result<Planes, String> {
                 p.net.stream_send(from, call, false).map_err(fail)?;
             }
         }
-        // A fault between nodes (the internal links of a process do not fail), or a link made
-        // again, from planes picked anew.
-        if rng.below(2) == 0 {
+        // A fault between nodes (the internal links of a process do not fail), a link made
+        // again from planes picked anew, or a node's process crashing with all its planes.
+        let fault = rng.below(5);
+        if fault == 4 {
+            let victim = rng.index(n);
+            p.crash(victim).map_err(fail)?;
+            for _ in 0..rng.below(20) {
+                p.net.step().map_err(fail)?;
+            }
+            p.restart(victim, &edges, &mut rng).map_err(fail)?;
+        } else if fault < 2 {
             let external: Vec<usize> =
                 (0..p.net.link_count()).filter(|&l| p.net.is_up(l) && !p.is_internal(l)).collect();
             if !external.is_empty() {
@@ -161,7 +204,7 @@ fn run(seed: u64, topology: Topology) -> Result<Planes, String> {
 
 fn over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topology) {
     let mut totals = ringspan::sim::net::Outcomes::default();
-    let (mut opened, mut internal) = (0, 0);
+    let (mut opened, mut internal, mut crashed) = (0, 0, 0);
     for seed in seeds(first, SEEDS) {
         let mut p = run(seed, topology(seed)).unwrap_or_else(|e| panic!("{name}: {e}"));
         totals.completed += p.net.outcomes.completed;
@@ -169,12 +212,16 @@ fn over_seeds(name: &str, first: u64, topology: impl Fn(u64) -> Topology) {
         totals.no_route += p.net.outcomes.no_route;
         totals.other += p.net.outcomes.other;
         opened += p.net.opened;
+        crashed += p.net.crashed_calls;
         internal += p.forwarded_internally();
     }
-    println!("{name}: {opened} calls: {totals:?}; {internal} messages forwarded between planes");
-    // No node crashes here: every call ended exactly once.
+    println!(
+        "{name}: {opened} calls: {totals:?}, {crashed} lost with their node; {internal} messages \
+         forwarded between planes"
+    );
+    // Calls of crashed planes end nowhere; every other call ended exactly once.
     let ended = totals.completed + totals.lost_link + totals.no_route + totals.other;
-    assert_eq!(ended, opened, "{name}");
+    assert_eq!(ended + crashed, opened, "{name}");
     assert!(totals.completed > opened / 2, "{name}: most calls complete: {totals:?} of {opened}");
     assert!(internal > 0, "{name}: calls crossed from plane to plane");
 }
