@@ -14,6 +14,10 @@
 //! per destination worker per turn, and none while the destination is busy. The two sides'
 //! sequentially consistent store-then-load pairs (Dekker's pattern) make sure a batch is never
 //! left unseen by a consumer gone to sleep.
+//!
+//! The other way round, a producer that found its lane full says it wants room; the consumer
+//! that frees some next learns so from [`LaneRx::consume`] and wakes the producer, which then
+//! writes the rest. Only a full lane costs that wake-up.
 
 use std::cell::UnsafeCell;
 use std::sync::Arc;
@@ -33,6 +37,8 @@ struct Ring {
     head: Padded,
     /// Bytes ever published (the producer's store; wraps).
     tail: Padded,
+    /// The producer found the lane full and waits for room.
+    wants_room: AtomicBool,
 }
 
 // SAFETY: the producer writes only bytes in [tail, head + capacity) and the consumer reads only
@@ -70,6 +76,7 @@ pub fn lane(capacity: usize) -> (LaneTx, LaneRx) {
         mask: capacity - 1,
         head: Padded(AtomicUsize::new(0)),
         tail: Padded(AtomicUsize::new(0)),
+        wants_room: AtomicBool::new(false),
     });
     (LaneTx { ring: ring.clone(), tail: 0, head: 0 }, LaneRx { ring, head: 0, tail: 0 })
 }
@@ -94,28 +101,46 @@ impl LaneTx {
     }
 
     /// Copies as much of `bytes` as fits and publishes it. Returns how many were taken: fewer
-    /// than offered when the lane is full (the caller keeps the rest, in order).
+    /// than offered when the lane is full (the caller keeps the rest, in order, and the consumer
+    /// is told to wake this side when it frees room: see [`LaneRx::consume`]).
     pub fn write(&mut self, bytes: &[u8]) -> usize {
-        let n = self.copy_in(bytes);
-        if n > 0 {
-            self.ring.tail.0.store(self.tail, Ordering::Release);
-        }
-        n
+        self.write_all_of(&[bytes])
     }
 
     /// [`LaneTx::write`] of several slices in order, published once: stops at the first that
     /// does not fit whole (it is taken in part). Returns the bytes taken.
     pub fn write_all_of(&mut self, parts: &[&[u8]]) -> usize {
-        let mut taken = 0;
-        for part in parts {
-            let n = self.copy_in(part);
-            taken += n;
-            if n < part.len() {
-                break;
-            }
+        let offered: usize = parts.iter().map(|part| part.len()).sum();
+        let mut taken = self.copy_parts(parts, 0);
+        if taken < offered {
+            // Full: ask for a wake-up when room is made, then look once more, in case the
+            // consumer made it before it could see the request (Dekker's pattern again).
+            self.ring.wants_room.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            taken += self.copy_parts(parts, taken);
         }
         if taken > 0 {
-            self.ring.tail.0.store(self.tail, Ordering::Release);
+            self.ring.tail.0.store(self.tail, Ordering::SeqCst);
+        }
+        taken
+    }
+
+    /// Copies `parts` from byte `skip` of their concatenation, as far as they fit, without
+    /// publishing; stops at the first part that does not fit whole.
+    fn copy_parts(&mut self, parts: &[&[u8]], mut skip: usize) -> usize {
+        let mut taken = 0;
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            let n = self.copy_in(rest);
+            taken += n;
+            if n < rest.len() {
+                break;
+            }
         }
         taken
     }
@@ -165,13 +190,19 @@ impl LaneRx {
         }
     }
 
-    /// Frees the first `n` bytes waiting (at most what [`LaneRx::peek`] showed) for the producer.
-    pub fn consume(&mut self, n: usize) {
+    /// Frees the first `n` bytes waiting (at most what [`LaneRx::peek`] showed) for the
+    /// producer. Returns `true` if the producer had found the lane full and waits for room:
+    /// wake it (once; the request is taken).
+    pub fn consume(&mut self, n: usize) -> bool {
         let n = n.min(self.tail.wrapping_sub(self.head));
-        if n > 0 {
-            self.head = self.head.wrapping_add(n);
-            self.ring.head.0.store(self.head, Ordering::Release);
+        if n == 0 {
+            return false;
         }
+        self.head = self.head.wrapping_add(n);
+        self.ring.head.0.store(self.head, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.ring.wants_room.load(Ordering::Relaxed)
+            && self.ring.wants_room.swap(false, Ordering::AcqRel)
     }
 
     /// Whether nothing is waiting, as of now (a fresh read of the producer's tail). Sequentially
@@ -286,6 +317,20 @@ mod tests {
         assert_eq!(tx.free(), 64);
         tx.write(b"6");
         assert_eq!(rx.peek(), (&b"6"[..], &b""[..]));
+    }
+
+    #[test]
+    fn a_producer_that_found_the_lane_full_is_woken_once_when_room_is_made() {
+        let (mut tx, mut rx) = lane(64);
+        assert_eq!(tx.write(&[1; 40]), 40);
+        let (a, _) = rx.peek();
+        let n = a.len();
+        assert!(!rx.consume(n), "nobody waits for room");
+        assert_eq!(tx.write(&[2; 100]), 64, "full");
+        rx.peek();
+        assert!(rx.consume(10), "the producer waits: wake it");
+        rx.peek();
+        assert!(!rx.consume(10), "woken once");
     }
 
     /// A producer and a consumer on two threads, the consumer sleeping on a real eventfd whenever

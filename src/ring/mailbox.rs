@@ -83,7 +83,7 @@ impl Mailbox {
         self.eventfd.as_raw_fd()
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A failure (the counter is
         // saturated) still leaves the worker due to wake, so it is ignored.

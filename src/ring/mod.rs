@@ -231,6 +231,12 @@ pub trait Service: 'static {
     fn tick(&mut self, _worker: &mut WorkerCtx<'_>) {}
     /// A command for the service from another thread ([`Command::Service`]).
     fn command(&mut self, _worker: &mut WorkerCtx<'_>, _command: Box<dyn std::any::Any + Send>) {}
+    /// Bytes another worker (`from`) wrote to this one through their lane
+    /// ([`WorkerCtx::lane_write`]), in order: returns how many it took; the rest is offered
+    /// again, before anything newer, at the next turn. A service that uses no lane gets none.
+    fn lane(&mut self, _worker: &mut WorkerCtx<'_>, _from: usize, bytes: &[u8]) -> usize {
+        bytes.len()
+    }
 }
 
 /// One link, as a service sees it: its transactions and the sink to send with.
@@ -402,6 +408,7 @@ impl Engine {
         let config = Arc::new(config);
         let factory = Arc::new(factory);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut lanes = worker::mesh(workers, limits::LANE_BYTES).into_iter();
         let mut threads = Vec::with_capacity(workers);
         let mailboxes: Arc<[Arc<Mailbox>]> = (0..workers)
             .map(|index| {
@@ -411,6 +418,7 @@ impl Engine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (index, listener) in listeners.into_iter().enumerate() {
             let (config, cipher, factory) = (config.clone(), cipher.clone(), factory.clone());
+            let lanes = lanes.next().expect("one worker's lanes per worker");
             let mailboxes = mailboxes.clone();
             let core = (config.pin_workers && !cores.is_empty())
                 .then(|| cores[(config.first_core + index) % cores.len()]);
@@ -421,7 +429,7 @@ impl Engine {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    match worker::Worker::new(index, config, cipher, mailboxes, listener) {
+                    match worker::Worker::new(index, config, cipher, mailboxes, listener, lanes) {
                         Ok(mut worker) => {
                             let _ = ready.send(Ok(()));
                             let mut service = factory(index);

@@ -14,4 +14,5 @@ mod dial;
 mod engine;
 mod engine_links;
 mod engine_listen;
+mod lanes;
 mod mount_api;

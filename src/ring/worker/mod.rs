@@ -36,8 +36,11 @@ mod accept;
 mod close;
 mod ctx;
 mod deadlines;
+mod lanes;
 mod stats;
 mod wait;
+
+pub(crate) use lanes::{Lanes, mesh};
 
 pub use ctx::{Peers, WorkerCtx};
 pub use stats::WorkerStats;
@@ -101,6 +104,8 @@ pub(crate) struct Worker {
     busy_at: Instant,
     /// No busy polling before then: the core was contended (see `Worker::busy_poll`).
     poll_backoff_until: Option<Instant>,
+    /// Its lanes to and from the engine's other workers.
+    lanes: Lanes,
     stats: WorkerStats,
 }
 
@@ -111,6 +116,7 @@ impl Worker {
         cipher: Arc<cipher::Config>,
         mailboxes: Arc<[Arc<Mailbox>]>,
         listener: Option<Socket>,
+        lanes: Lanes,
     ) -> io::Result<Worker> {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
@@ -147,6 +153,7 @@ impl Worker {
             service_wake: None,
             busy_at: now,
             poll_backoff_until: None,
+            lanes,
             stats: WorkerStats::default(),
         })
     }
@@ -159,6 +166,7 @@ impl Worker {
         service.tick(&mut WorkerCtx { worker: self });
         self.report_dial_errors(service);
         self.flush_touched(service);
+        self.wake_lanes();
         loop {
             if let Err(error) = self.submit_and_wait() {
                 tracing::error!(worker = self.index, %error, "io_uring_enter failed");
@@ -184,6 +192,7 @@ impl Worker {
             if self.service_wake.is_some_and(|at| self.now >= at) {
                 self.service_wake = None;
             }
+            self.deliver_lanes(service);
             service.tick(&mut WorkerCtx { worker: self });
             while let Some((id, code, notice)) = self.deferred_closes.pop() {
                 let Some(slot) = self.slot_of(id) else { continue };
@@ -197,6 +206,7 @@ impl Worker {
             }
             self.report_dial_errors(service);
             self.flush_touched(service);
+            self.wake_lanes();
             self.rearm_receives();
             self.bufring.publish();
             if let Some(deadline) = self.shutdown_deadline {

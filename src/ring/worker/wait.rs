@@ -14,6 +14,17 @@ impl Worker {
         if self.busy_poll() {
             return Ok(());
         }
+        if self.lanes_say_sleep() {
+            // Bytes from another worker wait: submit, and take the next turn at once.
+            return self.ring.submit().map(|_| ());
+        }
+        let result = self.wait_in_kernel();
+        self.lanes_awake();
+        result
+    }
+
+    /// One `io_uring_enter` that submits and waits for a completion or the next deadline.
+    fn wait_in_kernel(&mut self) -> io::Result<()> {
         let next = [
             self.timers.next(),
             self.shutdown_deadline,
