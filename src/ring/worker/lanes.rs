@@ -66,6 +66,12 @@ impl Lanes {
         }
     }
 
+    /// Whether there are other workers to share lanes with (a lone worker has nothing to do
+    /// for lanes, and does nothing).
+    fn meshed(&self) -> bool {
+        self.from.len() > 1
+    }
+
     /// Whether a lane to this worker has bytes waiting (a fresh look, for the check before
     /// sleeping).
     fn any_waiting(&mut self) -> bool {
@@ -77,6 +83,9 @@ impl Worker {
     /// Hands the service what other workers wrote to this one, lane by lane, as long as it takes
     /// some; what it leaves stays for the next turn.
     pub(super) fn deliver_lanes(&mut self, service: &mut impl Service) {
+        if !self.lanes.meshed() {
+            return;
+        }
         for from in 0..self.lanes.from.len() {
             let Some(mut rx) = self.lanes.from[from].take() else { continue };
             loop {
@@ -100,6 +109,9 @@ impl Worker {
     /// At the end of a turn: wakes each worker written to that said it would sleep, and each
     /// that waits for room we made.
     pub(super) fn wake_lanes(&mut self) {
+        if !self.lanes.meshed() {
+            return;
+        }
         let lanes = &mut self.lanes;
         for to in 0..lanes.written.len() {
             let written = std::mem::take(&mut lanes.written[to]);
@@ -113,7 +125,7 @@ impl Worker {
     /// Before waiting in the kernel: says this worker will sleep, then looks at its lanes once
     /// more. `true` if bytes wait in one (do not sleep: the turn must deliver them).
     pub(super) fn lanes_say_sleep(&mut self) -> bool {
-        if self.lanes.from.len() < 2 {
+        if !self.lanes.meshed() {
             return false;
         }
         self.lanes.sleepers[self.index].about_to_sleep();
@@ -126,8 +138,8 @@ impl Worker {
 
     /// After waiting: this worker runs again.
     pub(super) fn lanes_awake(&mut self) {
-        if let Some(sleeper) = self.lanes.sleepers.get(self.index) {
-            sleeper.awake();
+        if self.lanes.meshed() {
+            self.lanes.sleepers[self.index].awake();
         }
     }
 }
