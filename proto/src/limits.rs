@@ -177,7 +177,7 @@ pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
 pub const MAILBOX_COMMANDS: usize = 1024;
 
 /// Bytes of each lane between two workers of one engine (one per ordered pair: an engine of W
-/// workers holds W × (W − 1) of them, 28 MiB at 16 workers). A full lane takes what fits and
+/// workers holds W × (W − 1) of them, 30 MiB at 16 workers). A full lane takes what fits and
 /// the writer keeps the rest (DESIGN 7c.3).
 pub const LANE_BYTES: usize = 128 << 10;
 
