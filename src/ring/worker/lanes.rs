@@ -136,6 +136,12 @@ impl Worker {
         false
     }
 
+    /// Whether another worker's bytes wait in a lane to this one (for a busy poll, which does
+    /// not say it sleeps, so no writer wakes it).
+    pub(super) fn lanes_waiting(&mut self) -> bool {
+        self.lanes.meshed() && self.lanes.any_waiting()
+    }
+
     /// After waiting: this worker runs again.
     pub(super) fn lanes_awake(&mut self) {
         if self.lanes.meshed() {

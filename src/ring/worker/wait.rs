@@ -83,7 +83,7 @@ impl Worker {
         // Taken before the first yield only: a poll that finds work at once costs no syscall.
         let mut switches = None;
         loop {
-            if !self.ring.completion().is_empty() {
+            if !self.ring.completion().is_empty() || self.lanes_waiting() {
                 self.stats.busy_poll_hits += 1;
                 return true;
             }
