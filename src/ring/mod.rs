@@ -12,9 +12,12 @@
 //!
 //! Other threads reach a worker only through its [`mailbox`]: a bounded queue of commands and an
 //! eventfd that wakes the worker. A command carries owned values (addresses, buffers), never a
-//! reference into another worker's state. A wake-up of a thread on the other core costs ~20 µs
-//! on our development VM (the task's machine notes), so hand-offs are for control and batches,
-//! never for single messages.
+//! reference into another worker's state. Workers of one engine also share a [`lane`] per
+//! ordered pair, a byte ring their services write to each other through
+//! ([`WorkerCtx::lane_write`], [`Service::lane`]). A wake-up of a thread on the other core costs
+//! ~20 µs on our development VM (the task's machine notes), so hand-offs are for control and
+//! batches, never for single messages: a worker wakes another for its lane at most once a turn,
+//! and only if it said it would sleep.
 //!
 //! # One turn of a worker
 //!
@@ -23,10 +26,12 @@
 //!    links; receives feed handshakes and records (opened in place in the provided buffer);
 //!    send completions advance the send queues.
 //! 3. Fire due timers (handshake timeout, keepalive, idle timeout, rekey, send stall).
-//! 4. Let the service act ([`Service::tick`]).
+//! 4. Hand the service what other workers wrote to this one ([`Service::lane`]), then let it act
+//!    ([`Service::tick`]).
 //! 5. Seal each touched link's pending record (every message written during the turn goes into
-//!    one record: batching) and start its send if none is in flight; re-arm receives that ran
-//!    out of buffers; give consumed receive buffers back to the kernel.
+//!    one record: batching) and start its send if none is in flight; wake the workers this turn
+//!    wrote to that sleep (and those waiting for room it made in their lanes); re-arm receives
+//!    that ran out of buffers; give consumed receive buffers back to the kernel.
 //!
 //! `user_data` of every operation encodes its kind, the link's table slot and generation, so a
 //! completion for a link that has since been replaced is recognised and ignored.
