@@ -400,7 +400,7 @@ impl Node {
                 .ok_or(Misuse::UnknownLink(link))??;
             self.by_peer.insert(peer, link);
         }
-        let state = LinkState::new(peer, granted, dialled, closing);
+        let state = LinkState::new(peer, dialled, closing);
         self.links.insert(link, Box::new(state));
         Ok(outcome)
     }
@@ -425,7 +425,7 @@ impl Node {
                 span.start(txn, out, hello)
             })
             .ok_or(Misuse::UnknownLink(link))??;
-        let state = LinkState::new(self.id, Role::Router, false, false);
+        let state = LinkState::new(self.id, false, false);
         self.links.insert(link, Box::new(state));
         Ok(())
     }
@@ -541,17 +541,13 @@ impl Node {
             let heard = span.peer_idle_timeout_ms().is_some();
             let handled = span.handle(txn, out, &mut ctx, delivery);
             let idle = if heard { None } else { span.peer_idle_timeout_ms() };
-            (handled, idle)
+            (handled, idle.map(|ms| (ms, span.granted())))
         });
         let Some((handled, idle)) = handled else {
             return Err(Misuse::UnknownLink(link).into());
         };
-        let Some(state) = self.links.get_mut(&link) else {
-            return Err(Misuse::UnknownLink(link).into());
-        };
-        if let Some(ms) = idle {
+        if let Some((ms, granted)) = idle {
             let idle_timeout = Duration::from_millis(u64::from(ms));
-            let granted = state.granted;
             self.notices.push_back(Notice::PeerIdleTimeout { link, idle_timeout, granted });
         }
         self.update_aggregates(links);
@@ -577,8 +573,8 @@ impl Node {
         if self.by_peer.get(&state.peer) == Some(&link) {
             self.by_peer.remove(&state.peer);
         }
-        if state.granted == Role::Client {
-            let span = links.span(link).map(|span| &*span);
+        let span = links.span(link).map(|span| &*span);
+        if span.is_some_and(|span| span.granted() == Role::Client) {
             let gone = self.link_counters(link, &state, span);
             self.clients_gone.add(&gone);
         }

@@ -5,7 +5,7 @@
 
 use crate::ids::{LinkId, NodeId};
 use crate::link::RecordIn;
-use crate::span::{MountKey, Role, SpanLink};
+use crate::span::{MountKey, SpanLink};
 use crate::txn;
 use crate::wire::{Command, ErrorCode, Flags, Sink};
 
@@ -134,9 +134,6 @@ impl<S: Sink> LinkSet for OneLink<'_, S> {
 #[derive(Debug)]
 pub(super) struct LinkState {
     pub(super) peer: NodeId,
-    /// The role the peer's key was granted (also in the link's span state; kept here for the
-    /// links that go down, whose counters go to the clients' totals).
-    pub(super) granted: Role,
     pub(super) counters: Counted,
     /// We dialled it.
     pub(super) dialled: bool,
@@ -196,10 +193,9 @@ pub(super) enum Pending {
 }
 
 impl LinkState {
-    pub(super) fn new(peer: NodeId, granted: Role, dialled: bool, closing: bool) -> LinkState {
+    pub(super) fn new(peer: NodeId, dialled: bool, closing: bool) -> LinkState {
         LinkState {
             peer,
-            granted,
             counters: Counted::default(),
             dialled,
             closing,

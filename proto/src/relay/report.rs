@@ -88,23 +88,25 @@ pub struct LinkInfo {
 
 impl Node {
     /// The links, for `show`: what the node keeps of each, and what its span state in `links`
-    /// says (the peer's role, the spans each way, what they refused).
+    /// says (the role its key was granted, the peer's hello, the spans each way, what they
+    /// refused). A link whose span state the set does not hold is left out.
     pub fn link_info<'a, L: LinkSet>(
         &'a self,
         links: &'a mut L,
     ) -> impl Iterator<Item = LinkInfo> + 'a {
-        self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(move |(&link, state)| {
-            let span = links.span(link).map(|span| &*span);
-            LinkInfo {
+        let live = self.links.iter().filter(|(_, s)| !s.closing && !s.retired);
+        live.filter_map(move |(&link, state)| {
+            let span: &SpanLink = links.span(link)?;
+            Some(LinkInfo {
                 link,
                 peer: state.peer,
-                granted: state.granted,
-                role: span.and_then(SpanLink::peer_role),
-                spans_in: span.map_or(0, SpanLink::spans_received),
-                spans_out: span.map_or(0, SpanLink::spans_sent),
+                granted: span.granted(),
+                role: span.peer_role(),
+                spans_in: span.spans_received(),
+                spans_out: span.spans_sent(),
                 circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
-                counters: self.link_counters(link, state, span),
-            }
+                counters: self.link_counters(link, state, Some(span)),
+            })
         })
     }
 

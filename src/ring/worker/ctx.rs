@@ -54,11 +54,6 @@ impl WorkerCtx<'_> {
         self.worker.lanes.write(to, bytes)
     }
 
-    /// Bytes the lane to worker `to` takes now.
-    pub fn lane_free(&mut self, to: usize) -> usize {
-        self.worker.lanes.free(to)
-    }
-
     /// Counters of a link.
     pub fn link_stats(&self, id: LinkId) -> Option<crate::ring::LinkStats> {
         let slot = self.worker.slot_of(id)?;

@@ -58,14 +58,6 @@ impl Lanes {
         n
     }
 
-    /// Bytes the lane to worker `to` takes now.
-    pub(crate) fn free(&mut self, to: usize) -> usize {
-        match self.out.get_mut(to) {
-            Some(Some(tx)) => tx.free(),
-            _ => 0,
-        }
-    }
-
     /// Whether there are other workers to share lanes with (a lone worker has nothing to do
     /// for lanes, and does nothing).
     fn meshed(&self) -> bool {
