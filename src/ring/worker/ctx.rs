@@ -261,13 +261,8 @@ impl<'a> Peers<'a> {
     /// marked written).
     pub fn span(&mut self, id: LinkId) -> Option<&mut SpanLink> {
         let inner = self.inner.as_mut()?;
-        let (worker, slot, generation) = decode_link(id);
-        let conn = inner.conns.get_mut(slot as usize)?;
-        let lent = worker == inner.worker as u64
-            && conn.generation & 0xff_ffff == generation
-            && conn.phase == Phase::Established
-            && conn.link.is_established();
-        lent.then(|| conn.link.span_mut())
+        let (_, conn) = lendable(inner.conns, inner.worker, id)?;
+        Some(conn.link.span_mut())
     }
 
     /// Sends a received `record` on link `id` as one record, if that link is lent (as for
@@ -314,21 +309,26 @@ impl<'a> Peers<'a> {
     #[allow(clippy::type_complexity)]
     fn lent(&mut self, id: LinkId) -> Option<(&mut Conn, &'a RefCell<Pool>, Option<&mut Lending>)> {
         let inner = self.inner.as_mut()?;
-        let (worker, slot, generation) = decode_link(id);
-        let conn = inner.conns.get_mut(slot as usize)?;
-        if worker != inner.worker as u64
-            || conn.generation & 0xff_ffff != generation
-            || conn.phase != Phase::Established
-            || !conn.link.is_established()
-        {
-            return None;
-        }
+        let (slot, conn) = lendable(inner.conns, inner.worker, id)?;
         if !conn.touched {
             conn.touched = true;
             inner.touched.push(slot);
         }
         Some((conn, inner.pool, inner.lending.as_deref_mut()))
     }
+}
+
+/// Link `id` among worker `index`'s `conns`, and its slot, if it can be lent: on this worker,
+/// established, and not the one whose message is being handled (its state is lifted out, so it
+/// has no record keys).
+fn lendable(conns: &mut Slab<Conn>, index: usize, id: LinkId) -> Option<(u32, &mut Conn)> {
+    let (worker, slot, generation) = decode_link(id);
+    let conn = conns.get_mut(slot as usize)?;
+    let lendable = worker == index as u64
+        && conn.generation & 0xff_ffff == generation
+        && conn.phase == Phase::Established
+        && conn.link.is_established();
+    lendable.then_some((slot, conn))
 }
 
 /// While a message on a link is handled, a node writes to that link and to the worker's other
