@@ -377,8 +377,7 @@ impl Node {
         };
         // The link's span state is bound to it as a neighbour even if it is a duplicate being
         // closed (never started then): its `link_down` must not name another link's neighbour.
-        let bound = SpanLink::new(Self::neighbour_of(link), peer, granted);
-        *links.span(link).ok_or(Misuse::UnknownLink(link))? = bound;
+        Self::bind_span(link, peer, granted, links)?;
         let closing = matches!(outcome, LinkUp::Duplicate { .. });
         if closing {
             self.counters.duplicates += 1;
@@ -387,17 +386,7 @@ impl Node {
                 self.counters.duplicates += 1;
                 self.retire(old, links);
             }
-            let hello = &self.hello;
-            links
-                .with_span(link, |span, txn, out| {
-                    txn.set_peer_transactions_max(if granted == Role::Client {
-                        CLIENT_TXNS_PER_LINK_MAX
-                    } else {
-                        PEER_TXNS_PER_LINK_MAX
-                    });
-                    span.start(txn, out, hello)
-                })
-                .ok_or(Misuse::UnknownLink(link))??;
+            self.say_hello(link, granted, links)?;
             self.by_peer.insert(peer, link);
         }
         let state = LinkState::new(peer, dialled, closing);
@@ -416,18 +405,42 @@ impl Node {
     }
 
     fn sibling_up_inner<L: LinkSet>(&mut self, link: LinkId, links: &mut L) -> Result<(), Error> {
-        let bound = SpanLink::new(Self::neighbour_of(link), self.id, Role::Router);
-        *links.span(link).ok_or(Misuse::UnknownLink(link))? = bound;
-        let hello = &self.hello;
-        links
-            .with_span(link, |span, txn, out| {
-                txn.set_peer_transactions_max(PEER_TXNS_PER_LINK_MAX);
-                span.start(txn, out, hello)
-            })
-            .ok_or(Misuse::UnknownLink(link))??;
+        Self::bind_span(link, self.id, Role::Router, links)?;
+        self.say_hello(link, Role::Router, links)?;
         let state = LinkState::new(self.id, false, false);
         self.links.insert(link, Box::new(state));
         Ok(())
+    }
+
+    /// Binds `link`'s span state to it: the table's neighbour for the link, the node at its other
+    /// end, and the role that node's key was granted.
+    fn bind_span<L: LinkSet>(
+        link: LinkId,
+        peer: NodeId,
+        granted: Role,
+        links: &mut L,
+    ) -> Result<(), Error> {
+        let span = links.span(link).ok_or(Misuse::UnknownLink(link))?;
+        *span = SpanLink::new(Self::neighbour_of(link), peer, granted);
+        Ok(())
+    }
+
+    /// Opens our `LINK_CONN` with our hello on `link`, whose peer was granted `granted` (which
+    /// sets how many transactions it may hold open on the link).
+    fn say_hello<L: LinkSet>(
+        &self,
+        link: LinkId,
+        granted: Role,
+        links: &mut L,
+    ) -> Result<(), Error> {
+        let most =
+            if granted == Role::Client { CLIENT_TXNS_PER_LINK_MAX } else { PEER_TXNS_PER_LINK_MAX };
+        links
+            .with_span(link, |span, txn, out| {
+                txn.set_peer_transactions_max(most);
+                span.start(txn, out, &self.hello)
+            })
+            .ok_or(Misuse::UnknownLink(link))?
     }
 
     /// An older link to a peer is being replaced by a newer one (and closed by the caller): the
