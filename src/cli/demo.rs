@@ -245,14 +245,11 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
             // Midway, while calls cross it: cut the link from n0 to the relay on the active
             // path, as a failure would (no notice), and keep it cut until the end.
             std::thread::sleep(Duration::from_millis(5));
-            let cut = Request::Cut { peer: victim_id, hold: Duration::from_secs(seconds) };
             members[0]
                 .node
                 .as_ref()
                 .ok_or("n0 is gone")?
-                .remote()
-                .send(ring::Command::Service(Box::new(cut)))
-                .map_err(|_| "n0 does not take requests".to_string())?;
+                .cut(victim_id, Duration::from_secs(seconds))?;
             cut_at = Some(now());
         }
         let report = rx.recv().map_err(|_| "the client node stopped".to_string())?;

@@ -84,10 +84,14 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
             config.listen.len()
         ));
     }
-    if config.workers.is_some_and(|w| w > 1) {
-        tracing::warn!("a node runs on one worker for now; `workers` above 1 is ignored");
+    let settings = config.settings(identity);
+    if settings.planes() < settings.workers && config.workers.is_some() {
+        tracing::warn!(
+            "a client, and a node serving clients' mounts, run on one worker for now; \
+             `workers` above 1 is ignored"
+        );
     }
-    Handle::start(config.settings(identity))
+    Handle::start(settings)
 }
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use super::{DaemonApp, Host, MountSpec, Request, RouteRow, Shared, Snapshot, control};
+use super::{DaemonApp, Host, MountSpec, Plane, Request, RouteRow, Shared, Snapshot, control};
 use crate::cipher::{self, Identity, PublicKey};
 use crate::error::Misuse;
 use crate::ids::{ClusterId, NodeId};
@@ -70,6 +70,9 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Receive buffers the engine gives the kernel (each 256 KiB; 64 by default).
     pub recv_buffers: u16,
+    /// Workers to run on (DESIGN 7c.3), one plane of the node each; see
+    /// [`Settings::planes`] for when fewer are used.
+    pub workers: usize,
 }
 
 impl Settings {
@@ -88,6 +91,18 @@ impl Settings {
             control: None,
             metrics: None,
             recv_buffers: limits::RECV_BUFFERS,
+            workers: 1,
+        }
+    }
+
+    /// The workers the node runs on: `workers`, except that a client, and a node serving
+    /// clients' mounts (`client_clusters`), run on one for now — a call to a client's mount must
+    /// find the plane whose client directory holds it, which planes do not yet share.
+    pub fn planes(&self) -> usize {
+        if self.role == Role::Client || !self.client_clusters.is_empty() {
+            1
+        } else {
+            self.workers.clamp(1, limits::CONFIG_WORKERS_MAX)
         }
     }
 }
@@ -264,11 +279,11 @@ impl Settings {
         Ok(cipher)
     }
 
-    /// The engine's configuration for these settings: one worker (a node runs on one), not
-    /// pinned, the listener, the timers and bounds.
+    /// The engine's configuration for these settings: a worker per plane ([`Settings::planes`]),
+    /// not pinned, the listener, the timers and bounds.
     pub fn engine_config(&self) -> ring::Config {
         ring::Config {
-            workers: 1,
+            workers: self.planes(),
             // Several nodes may share a host: let the scheduler place them.
             pin_workers: false,
             listen: self.listen,
@@ -308,14 +323,18 @@ impl Handle {
                 .map_err(|e| format!("metrics address {addr}: {e}"))?;
         }
         let (incoming_tx, incoming) = mpsc::channel();
-        let engine = Engine::start(engine_config, Arc::new(cipher), move |_| {
-            let app = DaemonApp::new(&settings, Some(incoming_tx.clone()));
-            Host::new(&settings, app, now())
+        let planes = Plane::all(engine_config.workers);
+        let engine = Engine::start(engine_config, Arc::new(cipher), move |index| {
+            let plane = planes[index].clone();
+            // The application's calls come and go on the first plane (DESIGN 7c.3).
+            let incoming = plane.is_first().then(|| incoming_tx.clone());
+            let app = DaemonApp::new(&settings, incoming);
+            Host::on_plane(&settings, app, now(), plane)
         })
         .map_err(|e| e.to_string())?;
         let remote = engine.remote(0).ok_or("the engine has no worker")?;
-        // From now on snapshots are asked of the node's worker.
-        shared.connect(remote.clone());
+        // From now on snapshots are asked of the node's workers.
+        shared.connect((0..engine.workers()).filter_map(|i| engine.remote(i)).collect());
         Ok(Handle { engine, remote, shared, id, incoming, control })
     }
 
@@ -432,7 +451,26 @@ impl Handle {
         self.incoming.recv_timeout(timeout).ok()
     }
 
-    /// The engine, for requests not covered here (`Request::Load`).
+    /// Cuts the links to the node `peer` (no notice: as a failure looks), on every worker, and
+    /// does not redial it for `hold`.
+    pub fn cut(&self, peer: NodeId, hold: Duration) -> Result<(), String> {
+        for worker in 0..self.engine.workers() {
+            let request = Request::Cut { peer, hold };
+            let remote = self.engine.remote(worker).ok_or("the node has stopped")?;
+            remote
+                .send(ring::Command::Service(Box::new(request)))
+                .map_err(|_| "the node does not take requests".to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Workers the node runs on (one plane each).
+    pub fn workers(&self) -> usize {
+        self.engine.workers()
+    }
+
+    /// The engine's first worker, which runs the application's work, for requests not covered
+    /// here (`Request::Load`).
     pub fn remote(&self) -> &Remote {
         &self.remote
     }

@@ -23,12 +23,23 @@
 //!
 //! Everything is built from [`Settings`] as they are: the configuration file parses into them,
 //! and the daemon, the demo and the benchmarks make them in code.
+//!
+//! # Planes
+//!
+//! A node on several workers runs a host on each, each with a node of its own — a *plane*
+//! (DESIGN 7c.3) — joined to the others by the engine's internal links, which its node takes up
+//! as links to itself ([`Node::sibling_up`]). Each plane dials its share of the configured peers
+//! ([`Plane`]); accepted links land on whichever worker accepted them. Plane 0 attaches the
+//! configured mounts and runs the application's work; the others reach them through their
+//! internal links.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::planes::{Claim, Linked, PlaneCommand};
 use super::{Closes, MountSpec, Settings};
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
@@ -72,6 +83,42 @@ pub trait App: 'static {
     }
 }
 
+/// Which plane of a node a host runs, of how many (DESIGN 7c.3), and what the planes share.
+#[derive(Clone, Debug)]
+pub struct Plane {
+    /// This plane's index: its worker's.
+    pub index: usize,
+    /// The node's planes: its workers.
+    pub of: usize,
+    /// Which link holds each linked peer, across the planes.
+    linked: Arc<Linked>,
+}
+
+impl Plane {
+    /// The only plane of a node on one worker.
+    pub fn one() -> Plane {
+        Plane { index: 0, of: 1, linked: Arc::default() }
+    }
+
+    /// The planes of a node on `of` workers, by index, sharing what they must.
+    pub fn all(of: usize) -> Vec<Plane> {
+        let linked: Arc<Linked> = Arc::default();
+        (0..of.max(1)).map(|index| Plane { index, of, linked: linked.clone() }).collect()
+    }
+
+    /// Whether this plane dials the `n`th configured peer with an address: peers are dealt
+    /// round robin, so each is dialled by one plane and the dials are balanced.
+    pub fn dials(&self, n: usize) -> bool {
+        n % self.of.max(1) == self.index
+    }
+
+    /// Whether this is the plane that attaches the configured mounts and runs the
+    /// application's work (plane 0).
+    pub fn is_first(&self) -> bool {
+        self.index == 0
+    }
+}
+
 /// The node and what the host keeps around it; what an [`App`] is handed. See the module
 /// documentation.
 pub struct HostState {
@@ -95,6 +142,15 @@ pub struct HostState {
     /// Links being closed because the peer broke the protocol as the node checks it (their
     /// close is counted as misbehaviour, not as a local close).
     misbehaving: HashSet<LinkId, Hasher>,
+    /// Which plane of the node this is.
+    plane: Plane,
+    /// The internal links to the node's other planes.
+    siblings: Vec<LinkId>,
+    /// Links closed because a link on another plane to the same node was kept (counted with
+    /// the node's own duplicates).
+    duplicates: u64,
+    /// What to tell other planes at the end of the turn.
+    to_planes: Vec<(usize, PlaneCommand)>,
     closes: Closes,
     dial_failures: u64,
     /// The time of the latest callback that told it (the engine's turn time).
@@ -102,7 +158,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    fn new(settings: &Settings, now: Instant) -> HostState {
+    fn new(settings: &Settings, now: Instant, plane: Plane) -> HostState {
         let id = settings.identity.public_key().node_id();
         let mut hello = Hello::new(settings.role, Wants::all());
         hello.idle_timeout_ms =
@@ -113,7 +169,13 @@ impl HostState {
         rights.extend(settings.allow.iter().copied());
         rights.extend(settings.peers.iter().map(|p| (p.key, p.role)));
         let mut redial = Redial::new(
-            settings.peers.iter().filter_map(|p| Some((p.address?, p.key))),
+            settings
+                .peers
+                .iter()
+                .filter_map(|p| Some((p.address?, p.key)))
+                .enumerate()
+                .filter(|&(n, _)| plane.dials(n))
+                .map(|(_, peer)| peer),
             settings.limits.redial_min,
             settings.limits.redial_max,
             id.0 as u64,
@@ -131,12 +193,16 @@ impl HostState {
             redial,
             rights,
             keepalive: settings.limits.keepalive,
-            mounts: settings.mounts.clone(),
+            mounts: if plane.is_first() { settings.mounts.clone() } else { Vec::new() },
             started: false,
             to_close: Vec::new(),
             keepalives: Vec::new(),
             trusted: Vec::new(),
             misbehaving: HashSet::default(),
+            plane,
+            siblings: Vec::new(),
+            duplicates: 0,
+            to_planes: Vec::new(),
             closes: Closes::default(),
             dial_failures: 0,
             now,
@@ -148,7 +214,22 @@ impl HostState {
         self.now
     }
 
-    /// The configured peers and their dialling state.
+    /// Which plane of its node this host runs.
+    pub fn plane(&self) -> &Plane {
+        &self.plane
+    }
+
+    /// Second links to a linked node closed, this plane's and across planes.
+    pub fn duplicates(&self) -> u64 {
+        self.node.counters().duplicates + self.duplicates
+    }
+
+    /// The internal links to the node's other planes.
+    pub fn siblings(&self) -> &[LinkId] {
+        &self.siblings
+    }
+
+    /// The configured peers this plane dials, and their dialling state.
     pub fn redial(&self) -> &Redial {
         &self.redial
     }
@@ -197,6 +278,17 @@ impl HostState {
         for link in links {
             tracing::info!(%link, %peer, "cutting the link on request");
             worker.close(link, ErrorCode::LOST_LINK);
+        }
+    }
+
+    /// What another plane of the node asks.
+    fn plane_command(&mut self, command: PlaneCommand, worker: &mut WorkerCtx<'_>) {
+        match command {
+            PlaneCommand::Close { link } => {
+                tracing::info!(%link, "closing a link another worker's link to the same node replaced");
+                worker.close_with_notice(link, ErrorCode::DUPLICATE);
+            }
+            PlaneCommand::Gone { link } => self.redial.down(link, self.now),
         }
     }
 
@@ -256,11 +348,19 @@ impl HostState {
         }
     }
 
-    /// What comes after it: the links to close, the node's next deadline.
+    /// What comes after it: the links to close, the commands to other planes, the node's next
+    /// deadline.
     fn after_app(&mut self, worker: &mut WorkerCtx<'_>) {
         for (link, code) in self.to_close.drain(..) {
             // The peer is told why: a refusal of what it sent, or a duplicate link.
             worker.close_with_notice(link, code);
+        }
+        for (plane, command) in self.to_planes.drain(..) {
+            // Rare (a duplicate link, a peer's link gone): a mailbox command each.
+            let command = crate::ring::Command::Service(Box::new(command));
+            if worker.send_to(plane, command).is_err() {
+                tracing::warn!(plane, "another worker's mailbox is full: a plane command is lost");
+            }
         }
         if let Some(at) = self.node.poll_timeout() {
             worker.wake_at(at);
@@ -281,7 +381,13 @@ impl<A: App> Host<A> {
     /// tick) and the limits the node and the redialler use; the engine's own (the listener,
     /// buffers, admission) are the caller's to give the engine.
     pub fn new(settings: &Settings, app: A, now: Instant) -> Host<A> {
-        Host { state: HostState::new(settings, now), app }
+        Host::on_plane(settings, app, now, Plane::one())
+    }
+
+    /// The host of `plane` of the node `settings` describe (see [`Plane`]): it dials its share
+    /// of the peers, and only the first plane attaches the configured mounts.
+    pub fn on_plane(settings: &Settings, app: A, now: Instant, plane: Plane) -> Host<A> {
+        Host { state: HostState::new(settings, now, plane), app }
     }
 
     /// The node and what the host keeps around it.
@@ -317,6 +423,17 @@ impl<A: App> Service for Host<A> {
         let s = &mut self.state;
         s.now = link.now();
         s.node.handle_timeout(s.now, link);
+        if let Some(other) = link.sibling() {
+            // Another plane of this node: no rights to check, nothing to redial.
+            match s.node.sibling_up(id, link) {
+                Ok(()) => {
+                    s.siblings.push(id);
+                    tracing::debug!(%id, plane = s.plane.index, other, "internal link up");
+                }
+                Err(error) => tracing::error!(%id, %error, "cannot take up an internal link"),
+            }
+            return;
+        }
         if !self.app.link_up(id, &peer) {
             tracing::warn!(%id, peer = %peer.node_id(), "link refused by the application");
             s.to_close.push((id, ErrorCode::REFUSED));
@@ -324,6 +441,7 @@ impl<A: App> Service for Host<A> {
         }
         let granted = s.granted(&peer);
         let dialled = link.dialled();
+        let (us, node) = (s.node.id(), peer.node_id());
         if s.rights.contains_key(&peer)
             && let Some(addr) = link.remote_addr()
         {
@@ -331,10 +449,26 @@ impl<A: App> Service for Host<A> {
             // address keep their capacity during a flood of strangers.
             s.trusted.push(addr.ip());
         }
-        match s.node.link_up(id, peer.node_id(), granted, dialled, link) {
+        // Another plane may hold a link to the same node: one link per adjacency, node-wide.
+        match s.plane.linked.claim(us, node, id, dialled, s.plane.index) {
+            Claim::Take => {}
+            Claim::Replaces { old } => {
+                s.duplicates += 1;
+                tracing::info!(%id, %old, peer = %node, "link up, replacing a duplicate on another worker");
+                s.to_planes.push((old.worker(), PlaneCommand::Close { link: old }));
+            }
+            Claim::Keep { keep } => {
+                s.duplicates += 1;
+                s.redial.up(&peer, keep);
+                tracing::warn!(%id, %keep, peer = %node, "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
+                s.to_close.push((id, ErrorCode::DUPLICATE));
+                return;
+            }
+        }
+        match s.node.link_up(id, node, granted, dialled, link) {
             Ok(LinkUp::Up) => {
                 s.redial.up(&peer, id);
-                tracing::info!(%id, peer = %peer.node_id(), role = granted.name(), "link up");
+                tracing::info!(%id, peer = %node, role = granted.name(), "link up");
             }
             Ok(LinkUp::Duplicate { keep }) => {
                 match keep {
@@ -347,6 +481,7 @@ impl<A: App> Service for Host<A> {
                 s.to_close.push((id, ErrorCode::DUPLICATE));
             }
             Ok(LinkUp::Replaces { old }) => {
+                s.plane.linked.kept(node, id, dialled);
                 s.redial.up(&peer, id);
                 tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
                 s.to_close.push((old, ErrorCode::DUPLICATE));
@@ -384,12 +519,24 @@ impl<A: App> Service for Host<A> {
     }
 
     fn link_down(&mut self, worker: &mut WorkerCtx<'_>, link: LinkId, reason: CloseReason) {
-        tracing::info!(%link, %reason, "link down");
         let s = &mut self.state;
+        if let Some(at) = s.siblings.iter().position(|&l| l == link) {
+            s.siblings.swap_remove(at);
+            tracing::debug!(%link, %reason, "internal link down");
+            s.node.link_down(link, worker);
+            return;
+        }
+        tracing::info!(%link, %reason, "link down");
         if s.misbehaving.remove(&link) {
             s.closes.misbehaved += 1;
         } else {
             s.closes.count(reason);
+        }
+        if let Some((_, peer)) = s.node.peers().find(|&(l, _)| l == link) {
+            // The planes whose redialler counted on this link redial the peer now.
+            for plane in s.plane.linked.gone(peer, link) {
+                s.to_planes.push((plane, PlaneCommand::Gone { link }));
+            }
         }
         s.node.link_down(link, worker);
         match reason {
@@ -416,7 +563,10 @@ impl<A: App> Service for Host<A> {
     }
 
     fn command(&mut self, worker: &mut WorkerCtx<'_>, command: Box<dyn Any + Send>) {
-        self.app.command(&mut self.state, worker, command);
+        match command.downcast::<PlaneCommand>() {
+            Ok(command) => self.state.plane_command(*command, worker),
+            Err(command) => self.app.command(&mut self.state, worker, command),
+        }
         self.tick(worker);
     }
 }

@@ -23,6 +23,7 @@ pub mod control;
 mod handle;
 mod host;
 mod metrics;
+mod planes;
 mod render;
 mod request;
 mod snapshot;
@@ -31,7 +32,7 @@ mod tests;
 
 pub use app::DaemonApp;
 pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
-pub use host::{App, Host, HostState};
+pub use host::{App, Host, HostState, Plane};
 pub use request::{LoadReport, Request, Shared};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
 

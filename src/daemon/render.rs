@@ -524,6 +524,7 @@ pub(crate) mod tests {
             node: "aaaa0000".into(),
             links: vec![LinkRow {
                 link: 3,
+                worker: 0,
                 peer: "bbbb1111".into(),
                 role: "router".into(),
                 spans_in: 1,

@@ -127,7 +127,8 @@ pub struct LoadReport {
 /// its snapshot.
 #[derive(Default)]
 pub struct Shared {
-    node: OnceLock<Remote>,
+    /// The worker of each plane of the node.
+    node: OnceLock<Vec<Remote>>,
     /// What it answers when no node is connected (tests of the surfaces).
     fixed: Option<Snapshot>,
 }
@@ -145,20 +146,35 @@ impl Shared {
         Shared { node: OnceLock::new(), fixed: Some(snapshot) }
     }
 
-    /// Connects the node's worker, once it runs.
-    pub fn connect(&self, node: Remote) {
-        let _ = self.node.set(node);
+    /// Connects the node's workers (one per plane), once they run.
+    pub fn connect(&self, planes: Vec<Remote>) {
+        let _ = self.node.set(planes);
     }
 
-    /// A snapshot of the node now, built by its worker (waiting up to 2 s for it); an empty one
-    /// if the node is not running.
+    /// A snapshot of the node now, each plane's built by its worker (waiting up to 2 s for
+    /// them) and merged ([`Snapshot::merge`]); an empty one if the node is not running.
     pub fn snapshot(&self) -> Snapshot {
-        let Some(node) = self.node.get() else { return self.fixed.clone().unwrap_or_default() };
+        let Some(planes) = self.node.get() else { return self.fixed.clone().unwrap_or_default() };
         let (reply, answer) = std::sync::mpsc::channel();
-        let request = Request::Snapshot { reply };
-        if node.send(crate::ring::Command::Service(Box::new(request))).is_err() {
-            return Snapshot::default();
+        let mut asked = 0;
+        for plane in planes {
+            let request = Request::Snapshot { reply: reply.clone() };
+            if plane.send(crate::ring::Command::Service(Box::new(request))).is_ok() {
+                asked += 1;
+            }
         }
-        answer.recv_timeout(SNAPSHOT_WAIT).unwrap_or_default()
+        drop(reply);
+        #[allow(clippy::disallowed_methods)] // a thread outside the protocol layers
+        let deadline = std::time::Instant::now() + SNAPSHOT_WAIT;
+        let mut parts = Vec::with_capacity(asked);
+        while parts.len() < asked {
+            #[allow(clippy::disallowed_methods)]
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match answer.recv_timeout(left) {
+                Ok(part) => parts.push(part),
+                Err(_) => return Snapshot::default(),
+            }
+        }
+        Snapshot::merge(parts)
     }
 }

@@ -73,6 +73,36 @@ pub struct Snapshot {
     /// Receive buffers out of the kernel's hands (being handled, or holding lent records).
     #[serde(default)]
     pub recv_buffers_held: u64,
+    /// Each worker the node runs on (a plane of it, DESIGN 7c.3), and its load.
+    #[serde(default)]
+    pub workers: Vec<WorkerRow>,
+}
+
+/// One worker of a node, and its load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerRow {
+    /// Its index.
+    pub worker: usize,
+    /// Links to other nodes on it (clients included).
+    pub links: usize,
+    /// Of those, client links.
+    pub clients: usize,
+    /// Circuits and calls its plane holds.
+    pub circuits: usize,
+    /// Messages received, from every link of it.
+    pub messages_in: u64,
+    /// Bytes received from sockets.
+    pub bytes_in: u64,
+    /// Bytes sent on sockets.
+    pub bytes_out: u64,
+    /// Connections it accepted and let start a handshake.
+    pub accepted: u64,
+    /// Links that completed their handshake on it.
+    pub established: u64,
+    /// Bytes it handed to other workers through its internal links.
+    pub internal_bytes_out: u64,
+    /// Bytes other workers handed to it.
+    pub internal_bytes_in: u64,
 }
 
 impl Snapshot {
@@ -84,9 +114,21 @@ impl Snapshot {
         // Those of client links gone too: exported as counters, they never go down.
         let mut client_refusals = Refusals::of(&node.clients_gone());
         let mut others: Vec<LinkInfo> = Vec::new();
+        let siblings = host.siblings();
+        // What the internal links carried: in the worker's row.
+        let (mut internal_bytes_in, mut internal_bytes_out) = (0, 0);
+        for &link in siblings {
+            let stats = worker.link_stats(link).unwrap_or_default();
+            internal_bytes_in += stats.bytes_in;
+            internal_bytes_out += stats.bytes_out;
+        }
+        // Circuits that came in from another plane: that plane counts them.
+        let mut from_planes = 0;
         // What each link's span state says is read from the link, on the worker.
         for info in node.link_info(worker) {
-            if info.granted == Role::Client {
+            if siblings.contains(&info.link) {
+                from_planes += info.circuits_held;
+            } else if info.granted == Role::Client {
                 clients += 1;
                 client_refusals.add(Refusals::of(&info.counters));
             } else {
@@ -99,6 +141,7 @@ impl Snapshot {
                 let stats = worker.link_stats(info.link).unwrap_or_default();
                 LinkRow {
                     link: info.link.0,
+                    worker: info.link.worker(),
                     peer: info.peer.to_string(),
                     role: info.role.map_or("-", Role::name).to_owned(),
                     granted: info.granted.name().to_owned(),
@@ -128,20 +171,29 @@ impl Snapshot {
                 format!("{link} ({})", peer_of(link))
             }
         };
+        // A path through an internal link is another plane's path, shown by that plane.
+        let outside = |next: &NextHop| match next {
+            NextHop::Local => true,
+            NextHop::Neighbour(n) => !siblings.contains(&Node::link_of(*n)),
+        };
         let table = node.table();
         let mut routes: Vec<RouteRow> = table
             .mounts()
             .filter_map(|(key, route)| {
-                let route = route?;
+                let mut paths = [route, table.standby(key)]
+                    .into_iter()
+                    .flatten()
+                    .filter(|path| outside(&path.next_hop));
+                let best = paths.next()?;
                 Some(RouteRow {
                     cluster: format!("{:x}", key.cluster.0),
                     mount: format!("{:x}", key.mount.0),
-                    kind: format!("{:?}", route.kind).to_lowercase(),
-                    label: String::from_utf8_lossy(route.label.as_bytes()).into_owned(),
-                    origin: route.origin.to_string(),
-                    metric: route.metric.0,
-                    via: hop(route.next_hop),
-                    standby: table.standby(key).map(|s| hop(s.next_hop)),
+                    kind: format!("{:?}", best.kind).to_lowercase(),
+                    label: String::from_utf8_lossy(best.label.as_bytes()).into_owned(),
+                    origin: best.origin.to_string(),
+                    metric: best.metric.0,
+                    via: hop(best.next_hop),
+                    standby: paths.next().map(|s| hop(s.next_hop)),
                 })
             })
             .collect();
@@ -171,15 +223,29 @@ impl Snapshot {
             limited,
             preempted,
             idle,
-            duplicates,
+            duplicates: _,
         } = node.counters();
+        let duplicates = host.duplicates();
         let stats = worker.stats();
+        let workers = vec![WorkerRow {
+            worker: worker.index(),
+            links: links.len() + clients,
+            clients,
+            circuits: node.circuits() - from_planes,
+            messages_in: stats.messages_in,
+            bytes_in: stats.bytes_in - internal_bytes_in,
+            bytes_out: stats.bytes_out - internal_bytes_out,
+            accepted: stats.accepted,
+            established: stats.established,
+            internal_bytes_out,
+            internal_bytes_in,
+        }];
         Snapshot {
             node: node.id().to_string(),
             links,
             routes,
             peers,
-            circuits: node.circuits(),
+            circuits: node.circuits() - from_planes,
             counters: Counters {
                 relayed,
                 served,
@@ -209,7 +275,62 @@ impl Snapshot {
             lent_records: stats.lent_records,
             lent_records_max: stats.lent_records_max,
             recv_buffers_held: stats.recv_buffers_held,
+            workers,
         }
+    }
+
+    /// The snapshot of a node on several workers, from each plane's (DESIGN 7c.3): links, peers
+    /// and workers listed together, counters summed, and each mount's route the best any plane
+    /// has (the next best as its standby). A circuit that crosses planes is counted once, by the
+    /// plane it came in on.
+    pub fn merge(mut planes: Vec<Snapshot>) -> Snapshot {
+        if planes.len() <= 1 {
+            return planes.pop().unwrap_or_default();
+        }
+        let mut all = Snapshot { node: planes[0].node.clone(), ..Snapshot::default() };
+        let mut routes: Vec<RouteRow> = Vec::new();
+        for plane in planes {
+            all.links.extend(plane.links);
+            all.peers.extend(plane.peers);
+            all.workers.extend(plane.workers);
+            routes.extend(plane.routes);
+            all.circuits += plane.circuits;
+            all.counters.add(&plane.counters);
+            all.handshake_failures += plane.handshake_failures;
+            all.clients += plane.clients;
+            all.accepted += plane.accepted;
+            all.refused_max_links += plane.refused_max_links;
+            all.refused_handshake_rate += plane.refused_handshake_rate;
+            all.trusted_accepted += plane.trusted_accepted;
+            all.trusted_refused += plane.trusted_refused;
+            all.closes.add(&plane.closes);
+            all.client_refusals.add(plane.client_refusals);
+            all.client_mounts += plane.client_mounts;
+            all.tombstones = all.tombstones.max(plane.tombstones);
+            all.handshaking += plane.handshaking;
+            all.lent_records += plane.lent_records;
+            all.lent_records_max += plane.lent_records_max;
+            all.recv_buffers_held += plane.recv_buffers_held;
+        }
+        all.links.sort_by_key(|l| l.link);
+        all.peers.sort_by(|a, b| a.address.cmp(&b.address));
+        all.workers.sort_by_key(|w| w.worker);
+        // Each mount once: the plane with the shortest path shows it, the next plane's path
+        // (or its own standby) standing by.
+        routes.sort_by(|a, b| {
+            (&a.cluster, &a.mount, a.metric).cmp(&(&b.cluster, &b.mount, b.metric))
+        });
+        for row in routes {
+            match all.routes.last_mut() {
+                Some(last) if (&last.cluster, &last.mount) == (&row.cluster, &row.mount) => {
+                    if last.standby.is_none() && row.via != last.via {
+                        last.standby = Some(row.via);
+                    }
+                }
+                _ => all.routes.push(row),
+            }
+        }
+        all
     }
 }
 
@@ -274,6 +395,15 @@ pub struct Closes {
 }
 
 impl Closes {
+    fn add(&mut self, other: &Closes) {
+        self.misbehaved += other.misbehaved;
+        self.peer_closed += other.peer_closed;
+        self.idle += other.idle;
+        self.not_reading += other.not_reading;
+        self.io += other.io;
+        self.local += other.local;
+    }
+
     pub(super) fn count(&mut self, reason: CloseReason) {
         let counter = match reason {
             CloseReason::Protocol(error) if error.closes_link() => &mut self.misbehaved,
@@ -326,11 +456,31 @@ pub struct Counters {
     pub duplicates: u64,
 }
 
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.relayed += other.relayed;
+        self.served += other.served;
+        self.opened += other.opened;
+        self.no_route += other.no_route;
+        self.lost += other.lost;
+        self.refused += other.refused;
+        self.whole_records += other.whole_records;
+        self.records_in_place += other.records_in_place;
+        self.limited += other.limited;
+        self.preempted += other.preempted;
+        self.idle += other.idle;
+        self.duplicates += other.duplicates;
+    }
+}
+
 /// One link, as shown.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkRow {
     /// The engine's link id.
     pub link: u64,
+    /// The worker it lives on.
+    #[serde(default)]
+    pub worker: usize,
     /// The peer's node id.
     pub peer: String,
     /// What the peer said it is.

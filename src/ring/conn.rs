@@ -49,6 +49,9 @@ pub struct Conn {
     pub dial: Option<Box<Dial>>,
     /// The descriptor of the send in flight (the kernel reads it until the send completes).
     pub send_vec: Option<Box<super::uring::SendVec>>,
+    /// For an internal link (DESIGN 7c.3): the worker at its other end, whose lanes carry its
+    /// bytes instead of the socket (a placeholder, never connected).
+    pub sibling: Option<u16>,
 }
 
 /// Where a link is in its life.
@@ -87,6 +90,7 @@ impl Conn {
             peers: Peers::none(),
             fd,
             meta: parts.meta,
+            sibling: self.sibling,
         })
     }
 }
@@ -131,7 +135,8 @@ mod tests {
         assert!(clock <= 72, "clock {clock}");
         // The parts, the count of records queued whole, and padding.
         assert!(link <= crypto + txn + span + streams + meta + clock + stats + 8, "link {link}");
-        // Socket, phase, flags, generation, operations, peer key, and the boxed dial and send.
+        // Socket, phase, flags, generation, operations, peer key, the boxed dial and send, and
+        // the worker at the other end of an internal link.
         assert!(rest <= 80, "other fields {rest}");
     }
 }

@@ -190,6 +190,21 @@ impl LaneRx {
         }
     }
 
+    /// The first run of bytes waiting (up to where the ring wraps), to change in place: the
+    /// consumer owns them until it [`LaneRx::consume`]s them (an internal link opens its records
+    /// where they lie). Empty if none wait.
+    pub fn peek_mut(&mut self) -> &mut [u8] {
+        self.tail = self.ring.tail.0.load(Ordering::Acquire);
+        let ring = &*self.ring;
+        let len = self.tail.wrapping_sub(self.head);
+        let at = self.head & ring.mask;
+        let first = len.min(ring.capacity() - at);
+        // SAFETY: as in `peek`: [head, head + first) was published by the producer, which does
+        // not touch it again until we publish a head past it, and no other reference to those
+        // bytes exists while the slice borrows `self` mutably.
+        unsafe { std::slice::from_raw_parts_mut(ring.base().add(at), first) }
+    }
+
     /// Frees the first `n` bytes waiting (at most what [`LaneRx::peek`] showed) for the
     /// producer. Returns `true` if the producer had found the lane full and waits for room:
     /// wake it (once; the request is taken).

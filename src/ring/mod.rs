@@ -13,8 +13,9 @@
 //! Other threads reach a worker only through its [`mailbox`]: a bounded queue of commands and an
 //! eventfd that wakes the worker. A command carries owned values (addresses, buffers), never a
 //! reference into another worker's state. Workers of one engine also share a [`lane`] per
-//! ordered pair, a byte ring their services write to each other through
-//! ([`WorkerCtx::lane_write`], [`Service::lane`]). A wake-up of a thread on the other core costs
+//! ordered pair, a byte ring that carries the *internal link* between the two: a link like any
+//! other to the service ([`LinkCtx::sibling`] says which worker is at its other end), made at
+//! start, whose records go through the lanes instead of a socket. A wake-up of a thread on the other core costs
 //! ~20 µs on our development VM (the task's machine notes), so hand-offs are for control and
 //! batches, never for single messages: a worker wakes another for its lane at most once a turn,
 //! and only if it said it would sleep.
@@ -26,7 +27,7 @@
 //!    links; receives feed handshakes and records (opened in place in the provided buffer);
 //!    send completions advance the send queues.
 //! 3. Fire due timers (handshake timeout, keepalive, idle timeout, rekey, send stall).
-//! 4. Hand the service what other workers wrote to this one ([`Service::lane`]), then let it act
+//! 4. Hand the internal links what other workers wrote to this one, then let the service act
 //!    ([`Service::tick`]).
 //! 5. Seal each touched link's pending record (every message written during the turn goes into
 //!    one record: batching) and start its send if none is in flight; wake the workers this turn
@@ -236,12 +237,6 @@ pub trait Service: 'static {
     fn tick(&mut self, _worker: &mut WorkerCtx<'_>) {}
     /// A command for the service from another thread ([`Command::Service`]).
     fn command(&mut self, _worker: &mut WorkerCtx<'_>, _command: Box<dyn std::any::Any + Send>) {}
-    /// Bytes another worker (`from`) wrote to this one through their lane
-    /// ([`WorkerCtx::lane_write`]), in order: returns how many it took; the rest is offered
-    /// again, before anything newer, at the next turn. A service that uses no lane gets none.
-    fn lane(&mut self, _worker: &mut WorkerCtx<'_>, _from: usize, bytes: &[u8]) -> usize {
-        bytes.len()
-    }
 }
 
 /// One link, as a service sees it: its transactions and the sink to send with.
@@ -261,6 +256,7 @@ pub struct LinkCtx<'a> {
     /// the link is freed, after every callback on it).
     fd: RawFd,
     meta: &'a mut LinkMeta,
+    sibling: Option<u16>,
 }
 
 impl LinkCtx<'_> {
@@ -283,6 +279,14 @@ impl LinkCtx<'_> {
     /// stop producing while this is high.
     pub fn queued_bytes(&self) -> usize {
         self.out.queued_bytes()
+    }
+
+    /// For an internal link, the worker at its other end: the link joins this worker's
+    /// service to that worker's (DESIGN 7c.3), its bytes carried by their lanes and sealed with
+    /// keys made for it at start, its peer this node's own key. `None` for a link to another
+    /// node.
+    pub fn sibling(&self) -> Option<usize> {
+        self.sibling.map(usize::from)
     }
 
     /// Whether this worker dialled the link (`false`: it accepted it). When two nodes dial each
@@ -413,7 +417,9 @@ impl Engine {
         let config = Arc::new(config);
         let factory = Arc::new(factory);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let mut lanes = worker::mesh(workers, limits::LANE_BYTES).into_iter();
+        let mut lanes = worker::mesh(workers, limits::LANE_BYTES)
+            .map_err(|e| StartError::Worker { index: 0, error: std::io::Error::other(e) })?
+            .into_iter();
         let mut threads = Vec::with_capacity(workers);
         let mailboxes: Arc<[Arc<Mailbox>]> = (0..workers)
             .map(|index| {

@@ -309,6 +309,7 @@ fn hostile() -> Snapshot {
         node: "aa\"bb\\cc\ndd\u{1b}c".into(),
         links: vec![LinkRow {
             link: 3,
+            worker: 0,
             peer: "bbbb\u{1b}[31m1111".into(),
             role: "router\u{7}".into(),
             spans_in: 1,

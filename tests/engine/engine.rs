@@ -168,7 +168,10 @@ struct FanoutClient {
 
 impl Service for FanoutClient {
     fn link_up(&mut self, link: &mut LinkCtx<'_>) {
-        let _ = self.report.send(Report::Up(link.id(), link.peer()));
+        // The internal link between the two workers is not one of the server's.
+        if link.sibling().is_none() {
+            let _ = self.report.send(Report::Up(link.id(), link.peer()));
+        }
     }
 
     fn received(&mut self, link: &mut LinkCtx<'_>, received: Received<'_>) {
@@ -182,7 +185,9 @@ impl Service for FanoutClient {
         let mut links = Vec::new();
         worker.links(&mut links);
         for id in links {
-            let Some(mut link) = worker.link(id) else { continue };
+            let Some(mut link) = worker.link(id).filter(|link| link.sibling().is_none()) else {
+                continue;
+            };
             for _ in 0..fanout.count {
                 link.txn.open(&mut link.out, None, REQUEST, b"x", Flags::DELETE).unwrap();
             }

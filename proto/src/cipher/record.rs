@@ -366,6 +366,31 @@ impl RecordOpener {
     }
 }
 
+/// Fresh random secrets for the two directions of an internal link between two workers of one
+/// process (DESIGN 7c.3): drawn from the operating system's generator each time, so no key
+/// repeats across links or runs. Each worker keys its sealer with the secret of its direction and
+/// its opener with the other's ([`record_layer_for_lane`]).
+pub fn lane_secrets() -> Result<[[u8; 32]; 2], Error> {
+    let mut secrets = [[0u8; 32]; 2];
+    for secret in &mut secrets {
+        aws_lc_rs::rand::fill(secret).map_err(|_| Error::Crypto("random source failed"))?;
+    }
+    Ok(secrets)
+}
+
+/// The record layer of one end of an internal link, keyed from [`lane_secrets`]: `send` for
+/// this end's direction, `receive` for the other's. The bytes never leave the process; they are
+/// sealed anyway so that an internal link is a link like any other to every layer above.
+pub fn record_layer_for_lane(
+    send: &[u8; 32],
+    receive: &[u8; 32],
+    now: Instant,
+) -> Result<(RecordSealer, RecordOpener), Error> {
+    const LANE: [u8; 32] = *b"ringspan/1 lane between workers!";
+    let limits = RekeyLimits::default();
+    Ok((RecordSealer::new(send, &LANE, limits, now)?, RecordOpener::new(receive, &LANE, limits)?))
+}
+
 /// A sealer and an opener keyed from raw secrets instead of a handshake, for fuzzing and
 /// benchmarks. **Dangerous**: keys that do not come from a fresh handshake may repeat across
 /// runs, and a repeated (key, nonce) pair breaks AES-GCM. Never use it on a network.

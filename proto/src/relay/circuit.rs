@@ -66,6 +66,8 @@ pub(super) struct Circuit {
     seen: Cell<u32>,
     /// Aborted by this node: it holds no share any more, and is not swept again.
     aborting: bool,
+    /// Its far end (b) has sent something back.
+    answered: bool,
 }
 
 impl Circuit {
@@ -417,9 +419,13 @@ impl Node {
                 }
             }
             Hop::Link { link: next, span, strip } => {
-                self.counters.relayed += 1;
-                let payload = &delivery.payload[strip..];
                 let state = self.links.get_mut(&next).ok_or(Misuse::UnknownLink(next))?;
+                // A circuit handed to another plane of this node is counted where it leaves
+                // the node (relayed) or ends in it (served), once (DESIGN 7c.3).
+                if state.peer != self.id {
+                    self.counters.relayed += 1;
+                }
+                let payload = &delivery.payload[strip..];
                 state.counters.circuits_out += 1;
                 let flags = delivery.flags & Flags::DELETE;
                 let open = Open { parent: span, command: delivery.command, flags, payload };
@@ -515,6 +521,7 @@ impl Node {
             out,
             seen: Cell::new(self.epoch),
             aborting: false,
+            answered: false,
         }) as u32;
         self.pool.insert(&mut Hooked(&mut self.circuits, 0), slot, holder);
         if let Some(link) = out
@@ -555,10 +562,18 @@ impl Node {
     /// Aborts every circuit that carried nothing for two whole epochs (the idle bound).
     pub(super) fn sweep_idle<L: LinkSet>(&mut self, links: &mut L) {
         let epoch = self.epoch;
+        let (links_state, id) = (&self.links, self.id);
+        // A circuit that came from another plane of this node is swept there, where it came
+        // into the node (its abort comes through here): counted once.
+        let from_plane = |holder: Holder| match holder {
+            Holder::Link(link) => links_state.get(&link).is_some_and(|s| s.peer == id),
+            Holder::Local => false,
+        };
         let idle: Vec<u32> = self
             .circuits
             .iter()
             .filter(|(_, c)| !c.aborting && epoch.wrapping_sub(c.seen.get()) >= 3)
+            .filter(|(_, c)| !from_plane(c.holder))
             .map(|(slot, _)| slot as u32)
             .collect();
         for slot in idle {
@@ -587,6 +602,26 @@ impl Node {
         if delivery.closes() && circuit.error == ErrorCode::NONE {
             circuit.error = delivery.error;
         }
+        if from == Side::B {
+            let answered = std::mem::replace(&mut circuit.answered, true);
+            let forced = delivery.flags.contains(Flags::ABORT | Flags::DELETE);
+            if forced && delivery.error == ErrorCode::LIMIT_REACHED {
+                // Another plane of this node refused or preempted it for its share there: the
+                // refusal is counted against the link it came in on, as one here would be
+                // (the node-wide count is that plane's).
+                let holder = circuit.holder;
+                if let (End::Link { link: next, .. }, Holder::Link(link)) = (circuit.b, holder)
+                    && self.links.get(&next).is_some_and(|s| s.peer == self.id)
+                    && let Some(state) = self.links.get_mut(&link)
+                {
+                    match answered {
+                        true => state.counters.circuits_preempted += 1,
+                        false => state.counters.circuits_limited += 1,
+                    }
+                }
+            }
+        }
+        let Some(circuit) = self.circuits.get_mut(slot as usize) else { return };
         let generation = circuit.generation;
         let to = from.other();
         let flags = delivery.flags & (Flags::DELETE | Flags::ABORT);

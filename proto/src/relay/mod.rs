@@ -173,6 +173,13 @@ pub enum LinkUp {
     },
 }
 
+/// Which of two links between the nodes `us` and `peer` both ends keep: the new one (`true`) or
+/// the old one, given which of them we dialled. The link the node with the smaller id dialled
+/// wins; of two links dialled the same way, the older one.
+pub fn keeps_new(us: NodeId, peer: NodeId, old_dialled: bool, new_dialled: bool) -> bool {
+    new_dialled != old_dialled && new_dialled == (us < peer)
+}
+
 /// Something the caller must do for the node, drained with [`Node::poll_notice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -365,10 +372,7 @@ impl Node {
             None => LinkUp::Up,
             Some(&old) => {
                 let old_dialled = self.links.get(&old).is_some_and(|s| s.dialled);
-                // Both ends keep the link the smaller id dialled; two links the same way: the
-                // older one.
-                let keep_new = dialled != old_dialled && dialled == (self.id < peer);
-                if keep_new {
+                if keeps_new(self.id, peer, old_dialled, dialled) {
                     LinkUp::Replaces { old }
                 } else {
                     LinkUp::Duplicate { keep: Some(old) }

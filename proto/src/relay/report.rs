@@ -5,6 +5,7 @@ use crate::ids::{LinkId, NodeId};
 use crate::span::{Role, SpanLink};
 
 use super::output::{self, LinkState};
+use super::share::Holder;
 use super::{LinkSet, Node};
 
 /// Counters of one link, as the relay sees it.
@@ -82,6 +83,8 @@ pub struct LinkInfo {
     pub spans_out: usize,
     /// Circuits and calls open on it that we opened.
     pub circuits_open: usize,
+    /// Circuits it holds in the node's table: those that came in on it.
+    pub circuits_held: usize,
     /// Counters.
     pub counters: LinkCounters,
 }
@@ -105,6 +108,7 @@ impl Node {
                 spans_in: span.spans_received(),
                 spans_out: span.spans_sent(),
                 circuits_open: state.pool.as_ref().map_or(0, |p| p.used()),
+                circuits_held: self.pool.count(Holder::Link(link)) as usize,
                 counters: self.link_counters(link, state, Some(span)),
             })
         })

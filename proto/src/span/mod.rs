@@ -248,6 +248,49 @@ struct Learned {
     /// The advertisement as heard, but for the mount (the entry's key): one per route of
     /// every mount, so 32 bytes fewer each.
     heard: Heard,
+    /// `from` is another plane of this node (DESIGN 7c.3): its metric is in [`Units`].
+    internal: bool,
+}
+
+/// A distance inside the table: [`HOP`] units per hop between nodes, one per hop between two
+/// planes of a node (DESIGN 7c.3). A node's neighbours hear whole hops (the units divided by
+/// [`HOP`]), so a node looks the same to them on one worker or many; its planes hear each
+/// other's units, so every hop, between nodes or planes, makes a distance strictly longer, as
+/// loop-free selection needs (RFC 8966 §3.5.1). A route is reachable below [`UNITS_MAX`]: what a
+/// plane's metric field can carry to another (4,095 hops and 15 plane hops).
+type Units = u32;
+
+/// Units per hop between nodes.
+const HOP: Units = 16;
+
+/// The first distance that is unreachable.
+const UNITS_MAX: Units = u16::MAX as Units;
+
+/// The longest route a table keeps, in hops (4,095): a neighbour's advertisement one hop
+/// shorter is the longest it takes.
+pub const METRIC_MAX: Metric = Metric(((UNITS_MAX - 1) / HOP) as u16);
+
+impl Learned {
+    /// The distance the neighbour reported.
+    fn reported(&self) -> Units {
+        let heard = Units::from(self.heard.metric.0);
+        if self.internal { heard } else { heard * HOP }
+    }
+
+    /// The route's distance here: as reported, plus the hop.
+    fn distance(&self) -> Units {
+        self.reported() + if self.internal { 1 } else { HOP }
+    }
+
+    fn reachable(&self) -> bool {
+        self.distance() < UNITS_MAX
+    }
+}
+
+/// What `neighbour` is told of a distance: whole hops, or units for another plane.
+fn metric_for(neighbour: &Neighbour, node: NodeId, distance: Units) -> Metric {
+    let units = if neighbour.node == node { distance } else { distance / HOP };
+    Metric(units.min(UNITS_MAX - 1) as u16)
 }
 
 /// An advertisement's fields other than its mount.
@@ -270,7 +313,7 @@ impl Heard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fd {
     seqno: Seqno,
-    metric: Metric,
+    metric: Units,
 }
 
 impl Entry {
@@ -296,7 +339,7 @@ impl Entry {
 }
 
 /// Whether an advertisement (seqno, metric) is feasible against `fd` (RFC 8966 §3.5.1).
-fn feasible(fd: Option<Fd>, seqno: Seqno, metric: Metric) -> bool {
+fn feasible(fd: Option<Fd>, seqno: Seqno, metric: Units) -> bool {
     match fd {
         None => true,
         Some(fd) => seqno.is_newer_than(fd.seqno) || (seqno == fd.seqno && metric < fd.metric),
@@ -304,7 +347,7 @@ fn feasible(fd: Option<Fd>, seqno: Seqno, metric: Metric) -> bool {
 }
 
 /// The feasibility distance after advertising (seqno, metric).
-fn fd_after(fd: Option<Fd>, seqno: Seqno, metric: Metric) -> Option<Fd> {
+fn fd_after(fd: Option<Fd>, seqno: Seqno, metric: Units) -> Option<Fd> {
     match fd {
         Some(fd) if fd.seqno.is_newer_than(seqno) => Some(fd),
         Some(fd) if fd.seqno == seqno && fd.metric <= metric => Some(fd),
@@ -411,7 +454,10 @@ impl Table {
             return Err(Misuse::ClientAdvert.into());
         }
         let known = neighbour.routes.contains_key(&key);
-        if !known && neighbour.routes.len() >= SPANS_PER_NEIGHBOUR_MAX {
+        // Another plane of this node carries the node's whole table, not a peer's share of it
+        // (each peer's share was checked where its link is).
+        let plane = neighbour.node == self.node;
+        if !known && !plane && neighbour.routes.len() >= SPANS_PER_NEIGHBOUR_MAX {
             return Err(Limit::NeighbourSpans(SPANS_PER_NEIGHBOUR_MAX).into());
         }
         if !self.live.contains(&key) && self.live.len() >= SPAN_MOUNTS_MAX {
@@ -422,7 +468,9 @@ impl Table {
             // Our own mount coming back around (or another node claiming it): we originate it.
             return Ok(());
         }
-        let learned = Learned { from, heard: Heard::of(advert) };
+        // A neighbour with our own id is another plane of this node.
+        let internal = neighbour.node == self.node;
+        let learned = Learned { from, heard: Heard::of(advert), internal };
         match entry.routes.iter_mut().find(|r| r.from == from) {
             Some(r) if r.heard == learned.heard => return Ok(()),
             Some(r) => *r = learned,
@@ -553,7 +601,7 @@ impl Table {
 
     /// The feasibility distance of a mount (seqno, metric), if this node ever advertised it.
     pub fn feasibility_distance(&self, mount: MountKey) -> Option<(Seqno, Metric)> {
-        self.mounts.get(&mount)?.fd.map(|fd| (fd.seqno, fd.metric))
+        self.mounts.get(&mount)?.fd.map(|fd| (fd.seqno, Metric((fd.metric / HOP) as u16)))
     }
 
     /// Every mount this table knows of (attached here or heard from a neighbour), with its
@@ -627,9 +675,9 @@ impl Table {
             entry.request = None;
             return;
         }
-        let next = entry.best.or_else(|| {
-            entry.routes.iter().min_by_key(|r| (r.heard.metric, r.from)).map(|r| r.from)
-        });
+        let next = entry
+            .best
+            .or_else(|| entry.routes.iter().min_by_key(|r| (r.distance(), r.from)).map(|r| r.from));
         if next == pending.via {
             return;
         }
@@ -693,14 +741,14 @@ fn tell(
     let wanted = desired(node, key, entry, id, neighbour);
     let sent = neighbour.sent.get(&key);
     match (wanted, sent) {
-        (Some(w), Some(s)) if Sent::of(&w) == *s => {}
-        (Some(w), previous) => {
+        (Some((w, _)), Some(s)) if Sent::of(&w) == *s => {}
+        (Some((w, distance)), previous) => {
             if previous.is_none() {
                 entry.advertised_to += 1;
             }
             // The originator too: after a detach, its FD (own seqno, 0) keeps it from taking a
             // neighbour's stale route back through itself.
-            entry.fd = fd_after(entry.fd, w.seqno, w.metric);
+            entry.fd = fd_after(entry.fd, w.seqno, distance);
             neighbour.sent.insert(key, Sent::of(&w));
             out.push_back((id, Outbound::Advert(w)));
         }
@@ -721,7 +769,7 @@ fn satisfied(entry: &Entry, seqno: Seqno) -> bool {
 fn to_route(r: &Learned) -> Route {
     Route {
         next_hop: NextHop::Neighbour(r.from),
-        metric: r.heard.metric.plus_hop(),
+        metric: Metric((r.distance() / HOP) as u16),
         seqno: r.heard.seqno,
         origin: r.heard.origin,
         kind: r.heard.kind,
@@ -737,22 +785,22 @@ fn select(entry: &mut Entry) {
     let best = entry
         .routes
         .iter()
-        .filter(|r| r.heard.metric.plus_hop().is_finite())
-        .filter(|r| feasible(fd, r.heard.seqno, r.heard.metric))
-        .min_by_key(|r| (r.heard.metric, r.from))
+        .filter(|r| r.reachable())
+        .filter(|r| feasible(fd, r.heard.seqno, r.reported()))
+        .min_by_key(|r| (r.distance(), r.from))
         .copied();
     entry.best = best.map(|b| b.from);
     entry.standby = best.and_then(|b| {
         // FD once the best route is advertised (metric one hop further). A standby feasible
         // against it, and not newer than the best one, leaves both feasible whatever is sent.
-        let after = fd_after(fd, b.heard.seqno, b.heard.metric.plus_hop());
+        let after = fd_after(fd, b.heard.seqno, b.distance());
         entry
             .routes
             .iter()
-            .filter(|r| r.from != b.from && r.heard.metric.plus_hop().is_finite())
+            .filter(|r| r.from != b.from && r.reachable())
             .filter(|r| !r.heard.seqno.is_newer_than(b.heard.seqno))
-            .filter(|r| feasible(after, r.heard.seqno, r.heard.metric))
-            .min_by_key(|r| (r.heard.metric, r.from))
+            .filter(|r| feasible(after, r.heard.seqno, r.reported()))
+            .min_by_key(|r| (r.distance(), r.from))
             .map(|r| r.from)
     });
 }
@@ -765,7 +813,7 @@ fn desired(
     entry: &Entry,
     id: NeighbourId,
     neighbour: &Neighbour,
-) -> Option<Advert> {
+) -> Option<(Advert, Units)> {
     if let Some(local) = entry.local.as_deref() {
         let advert = Advert {
             mount: key,
@@ -775,19 +823,21 @@ fn desired(
             seqno: entry.own_seqno.unwrap_or(Seqno(0)),
             metric: Metric::ZERO,
         };
-        return admit(neighbour, advert);
+        return admit(neighbour, advert).map(|advert| (advert, 0));
     }
     let route = [entry.best, entry.standby]
         .into_iter()
         .flatten()
         .filter_map(|from| entry.learned(from))
         .find(|r| r.from != id)?;
-    let metric = route.heard.metric.plus_hop();
-    if !metric.is_finite() {
+    if !route.reachable() {
         return None;
     }
+    let distance = route.distance();
+    let metric = metric_for(neighbour, node, distance);
     let Heard { origin, label, seqno, kind, .. } = route.heard;
-    admit(neighbour, Advert { mount: key, kind, label, origin, seqno, metric })
+    let advert = Advert { mount: key, kind, label, origin, seqno, metric };
+    admit(neighbour, advert).map(|advert| (advert, distance))
 }
 
 /// The advertisement if the neighbour's filters let it through.

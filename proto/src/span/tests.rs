@@ -497,16 +497,13 @@ fn misuse_is_reported() {
 #[test]
 fn a_route_at_the_largest_metric_is_unreachable() {
     let mut t = table_with(&[A, B]);
-    t.handle_advert(A, &advert(key(1), 1, Metric::INFINITY.0 - 1)).unwrap();
+    t.handle_advert(A, &advert(key(1), 1, METRIC_MAX.0)).unwrap();
     assert!(t.route(key(1)).is_none());
     assert!(!drain(&mut t).iter().any(|(_, o)| matches!(o, Outbound::Advert(_))));
-    t.handle_advert(A, &advert(key(1), 1, Metric::INFINITY.0 - 2)).unwrap();
-    assert_eq!(t.route(key(1)).unwrap().metric, Metric(Metric::INFINITY.0 - 1));
+    t.handle_advert(A, &advert(key(1), 1, METRIC_MAX.0 - 1)).unwrap();
+    assert_eq!(t.route(key(1)).unwrap().metric, METRIC_MAX);
     // Advertised on at that metric, which B (like us above) cannot use.
-    assert_eq!(
-        drain(&mut t),
-        vec![(B, Outbound::Advert(advert(key(1), 1, Metric::INFINITY.0 - 1)))]
-    );
+    assert_eq!(drain(&mut t), vec![(B, Outbound::Advert(advert(key(1), 1, METRIC_MAX.0)))]);
 }
 
 #[test]
@@ -522,4 +519,55 @@ fn a_detached_mount_is_not_routed_back_through_a_neighbour() {
     // Only a newer seqno (from a real originator) is feasible.
     t.handle_advert(A, &Advert { origin: NodeId(5), ..advert(key(1), 2, 1) }).unwrap();
     assert_eq!(hop(&t, key(1)), Some(A));
+}
+
+/// Two planes of one node (DESIGN 7c.3): a neighbour with the table's own node id.
+fn with_plane(ids: &[NeighbourId], plane: NeighbourId) -> Table {
+    let mut t = table_with(ids);
+    t.handle_neighbour_up(plane, ME, Role::Router, Wants::all()).unwrap();
+    drain(&mut t);
+    t
+}
+
+#[test]
+fn a_hop_between_planes_of_a_node_is_not_a_hop_to_its_neighbours() {
+    // P is another plane of this node; it attached mount 1 (metric 0 in its units) and reaches
+    // mount 2 in three hops (48 units).
+    const P: NeighbourId = NeighbourId(7);
+    let mut t = with_plane(&[A], P);
+    t.handle_advert(P, &advert(key(1), 1, 0)).unwrap();
+    t.handle_advert(P, &advert(key(2), 1, 3 * 16)).unwrap();
+    // Our neighbours hear what they would from the plane itself: the mount is this node's,
+    // and the other three hops away.
+    assert_eq!(t.route(key(1)).unwrap().metric, Metric(0));
+    assert_eq!(t.route(key(2)).unwrap().metric, Metric(3));
+    let out = drain(&mut t);
+    assert_eq!(
+        sent_to(&out, A),
+        vec![Outbound::Advert(advert(key(1), 1, 0)), Outbound::Advert(advert(key(2), 1, 3)),]
+    );
+    // The same route from a neighbour, as short in hops, is taken over the plane's: a circuit
+    // that can stay on its plane does.
+    t.handle_advert(A, &advert(key(2), 1, 2)).unwrap();
+    assert_eq!(hop(&t, key(2)), Some(A));
+    // The plane hears our distance in units: one plane hop more than it reported would not be
+    // shorter than its own, so it cannot loop back through us.
+    let out = drain(&mut t);
+    assert_eq!(sent_to(&out, P), vec![Outbound::Advert(advert(key(2), 1, 3 * 16))]);
+}
+
+#[test]
+fn a_plane_hears_the_units_of_a_route_and_neighbours_whole_hops() {
+    const P: NeighbourId = NeighbourId(7);
+    let mut t = with_plane(&[A, B], P);
+    // From A, two hops: three from here, in units to the plane.
+    t.handle_advert(A, &advert(key(1), 1, 2)).unwrap();
+    let out = drain(&mut t);
+    assert_eq!(sent_to(&out, P), vec![Outbound::Advert(advert(key(1), 1, 3 * 16))]);
+    assert_eq!(sent_to(&out, B), vec![Outbound::Advert(advert(key(1), 1, 3))]);
+    // A plane's own route, reported in units, with the same seqno and as long: not feasible
+    // against what we advertised (it would be a loop through us).
+    t.handle_advert(P, &advert(key(1), 1, 3 * 16)).unwrap();
+    t.handle_retract(A, key(1)).unwrap();
+    assert!(t.route(key(1)).is_none(), "no route through the plane that heard it from us");
 }

@@ -318,9 +318,9 @@ impl NodeConfig {
 
 impl NodeConfig {
     /// The settings a node runs with, its key pair `identity` read from [`NodeConfig::key`]:
-    /// everything the file says but the key file, the workers and all listen addresses but
-    /// the first (a node runs on one worker and one listener for now), and the control
-    /// socket beside the file when none is named.
+    /// everything the file says but the key file and all listen addresses but the first (a
+    /// node has one listener for now), the workers one per core when the file says none, and
+    /// the control socket beside the file when none is named.
     pub fn settings(&self, identity: Identity) -> Settings {
         Settings {
             role: self.role,
@@ -333,6 +333,7 @@ impl NodeConfig {
             limits: self.limits,
             control: Some(self.control_socket()),
             metrics: self.metrics,
+            workers: self.workers.unwrap_or_else(cores),
             ..Settings::new(identity)
         }
     }
@@ -341,6 +342,11 @@ impl NodeConfig {
     pub fn control_socket(&self) -> PathBuf {
         self.control.clone().unwrap_or_else(|| control::default_socket(&self.path))
     }
+}
+
+/// The cores this process may run on: the default number of workers.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

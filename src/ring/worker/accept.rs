@@ -228,7 +228,7 @@ mod tests {
         let mailboxes: Arc<[Arc<Mailbox>]> =
             (0..workers).map(|_| Arc::new(Mailbox::new().unwrap())).collect();
         let (mut listener, addr) = bind_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap();
-        let lanes = super::mesh(1, 64).pop().unwrap();
+        let lanes = super::mesh(1, 64).unwrap().pop().unwrap();
         let worker =
             Worker::new(0, Arc::new(config), cipher, mailboxes, listener.pop(), lanes).unwrap();
         (worker, addr)

@@ -142,6 +142,11 @@ impl Worker {
             if matches!(phase, Phase::Closing | Phase::Draining) {
                 continue;
             }
+            if self.conns[slot as usize].sibling.is_some() {
+                // The other worker shuts down too, and closes its end of the internal link.
+                self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
+                continue;
+            }
             if self.notify_close(slot, ErrorCode::SHUTDOWN) {
                 told.push(slot);
             } else {

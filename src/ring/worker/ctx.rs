@@ -45,15 +45,6 @@ impl WorkerCtx<'_> {
         conn.ctx(id, &self.worker.pool, now)
     }
 
-    /// Writes what fits of `bytes` into the lane to worker `to` (another worker of this engine;
-    /// none for this one or an unknown one): the bytes taken, in order. What does not fit stays
-    /// with the caller, which writes it later: the other worker is woken at the end of this turn
-    /// if it sleeps, and this one when the other makes room in a full lane. The other worker's
-    /// service gets them through [`Service::lane`].
-    pub fn lane_write(&mut self, to: usize, bytes: &[u8]) -> usize {
-        self.worker.lanes.write(to, bytes)
-    }
-
     /// Counters of a link.
     pub fn link_stats(&self, id: LinkId) -> Option<crate::ring::LinkStats> {
         let slot = self.worker.slot_of(id)?;

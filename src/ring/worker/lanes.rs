@@ -1,11 +1,11 @@
-//! A worker's lanes to and from each other worker of its engine (DESIGN 7c.3): what its service
-//! writes for another worker goes into the lane to it during the turn, and wakes that worker at
-//! the turn's end only if it said it would sleep; what other workers wrote is handed to the
-//! service at each turn ([`Service::lane`]).
+//! A worker's lanes to and from each other worker of its engine (DESIGN 7c.3): they carry the
+//! internal link between the two workers (`siblings.rs`). What the link sends goes into the lane
+//! during the turn, and wakes the other worker at the turn's end only if it said it would sleep.
 
 use std::sync::Arc;
 
 use super::*;
+use crate::cipher::record::lane_secrets;
 use crate::ring::lane::{LaneRx, LaneTx, Sleeper, lane};
 
 /// One worker's ends of the lanes between every pair of workers.
@@ -20,12 +20,17 @@ pub(crate) struct Lanes {
     written: Vec<bool>,
     /// Workers to wake at the end of the turn whatever they do: they found their lane to us full
     /// and we made room.
-    room: Vec<bool>,
+    pub(super) room: Vec<bool>,
+    /// The secrets of the internal link to each worker (ours to send with, theirs), until the
+    /// link is made.
+    pub(super) keys: Vec<Option<[[u8; 32]; 2]>>,
+    /// The internal link to each worker, once made (and until it closes).
+    pub(super) links: Vec<Option<LinkId>>,
 }
 
 /// The lanes of an engine of `workers` workers, each `capacity` bytes (none for one worker):
-/// each worker's ends, by worker index.
-pub(crate) fn mesh(workers: usize, capacity: usize) -> Vec<Lanes> {
+/// each worker's ends, by worker index, with fresh secrets for each pair's internal link.
+pub(crate) fn mesh(workers: usize, capacity: usize) -> Result<Vec<Lanes>, crate::Error> {
     let sleepers: Arc<[Sleeper]> = (0..workers).map(|_| Sleeper::default()).collect();
     let mut all: Vec<Lanes> = (0..workers)
         .map(|_| Lanes {
@@ -34,6 +39,8 @@ pub(crate) fn mesh(workers: usize, capacity: usize) -> Vec<Lanes> {
             sleepers: sleepers.clone(),
             written: vec![false; workers],
             room: vec![false; workers],
+            keys: vec![None; workers],
+            links: vec![None; workers],
         })
         .collect();
     for a in 0..workers {
@@ -41,9 +48,14 @@ pub(crate) fn mesh(workers: usize, capacity: usize) -> Vec<Lanes> {
             let (tx, rx) = lane(capacity);
             all[a].out[b] = Some(tx);
             all[b].from[a] = Some(rx);
+            if a < b {
+                let [ab, ba] = lane_secrets()?;
+                all[a].keys[b] = Some([ab, ba]);
+                all[b].keys[a] = Some([ba, ab]);
+            }
         }
     }
-    all
+    Ok(all)
 }
 
 impl Lanes {
@@ -58,9 +70,25 @@ impl Lanes {
         n
     }
 
+    /// The lane from worker `from`, taken out while its bytes are handled (put it back with
+    /// [`Lanes::put_from`]).
+    pub(super) fn take_from(&mut self, from: usize) -> Option<LaneRx> {
+        self.from.get_mut(from)?.take()
+    }
+
+    /// Puts back the lane taken with [`Lanes::take_from`].
+    pub(super) fn put_from(&mut self, from: usize, rx: LaneRx) {
+        self.from[from] = Some(rx);
+    }
+
+    /// Workers of the engine.
+    pub(super) fn workers(&self) -> usize {
+        self.from.len()
+    }
+
     /// Whether there are other workers to share lanes with (a lone worker has nothing to do
     /// for lanes, and does nothing).
-    fn meshed(&self) -> bool {
+    pub(super) fn meshed(&self) -> bool {
         self.from.len() > 1
     }
 
@@ -72,32 +100,6 @@ impl Lanes {
 }
 
 impl Worker {
-    /// Hands the service what other workers wrote to this one, lane by lane, as long as it takes
-    /// some; what it leaves stays for the next turn.
-    pub(super) fn deliver_lanes(&mut self, service: &mut impl Service) {
-        if !self.lanes.meshed() {
-            return;
-        }
-        for from in 0..self.lanes.from.len() {
-            let Some(mut rx) = self.lanes.from[from].take() else { continue };
-            loop {
-                let (bytes, _) = rx.peek();
-                if bytes.is_empty() {
-                    break;
-                }
-                let len = bytes.len();
-                let taken = service.lane(&mut WorkerCtx { worker: self }, from, bytes).min(len);
-                if rx.consume(taken) {
-                    self.lanes.room[from] = true;
-                }
-                if taken < len {
-                    break;
-                }
-            }
-            self.lanes.from[from] = Some(rx);
-        }
-    }
-
     /// At the end of a turn: wakes each worker written to that said it would sleep, and each
     /// that waits for room we made.
     pub(super) fn wake_lanes(&mut self) {

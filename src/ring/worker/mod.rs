@@ -16,7 +16,7 @@ use crate::cipher::{self, PublicKey, Session};
 use crate::error::Error;
 use crate::ids::LinkId;
 use crate::limits::{POOL_SMALL_RECORDS, SEND_VECS, SHUTDOWN_GRACE_MS};
-use crate::link::{Chunk, Deadline, Input, Lent, Link, Periods, Timeout};
+use crate::link::{Chunk, Deadline, Input, Lent, Link, Periods, RecordsIn, Timeout};
 use crate::txn;
 use crate::wire::ErrorCode;
 
@@ -37,6 +37,7 @@ mod close;
 mod ctx;
 mod deadlines;
 mod lanes;
+mod siblings;
 mod stats;
 mod wait;
 
@@ -162,10 +163,12 @@ impl Worker {
     pub(crate) fn run(&mut self, service: &mut impl Service) -> WorkerStats {
         self.arm_wake();
         self.arm_accept();
+        self.join_siblings(service);
         // One turn before waiting, so a service can start work (dial, attach) on its own.
         service.tick(&mut WorkerCtx { worker: self });
         self.report_dial_errors(service);
         self.flush_touched(service);
+        self.send_siblings();
         self.wake_lanes();
         loop {
             if let Err(error) = self.submit_and_wait() {
@@ -206,6 +209,7 @@ impl Worker {
             }
             self.report_dial_errors(service);
             self.flush_touched(service);
+            self.send_siblings();
             self.wake_lanes();
             self.rearm_receives();
             self.bufring.publish();
@@ -319,6 +323,7 @@ impl Worker {
             peer: None,
             dial: None,
             send_vec: None,
+            sibling: None,
         }) as u32
     }
 
@@ -425,54 +430,30 @@ impl Worker {
             return Ok(());
         }
         let id = self.link_id(slot);
-        let now = self.now;
-        let conn = &mut self.conns[slot as usize];
-        let Some(peer) = conn.peer else {
-            return Err(CloseReason::Internal("records on a link without a peer"));
-        };
-        let fd = conn.socket.as_raw_fd();
-        // Lift the link out of the slab while its records are handled, so the service can reach
-        // the worker's other links meanwhile (`Peers`: a relayed message goes straight to the
-        // link it continues on). Its place holds an empty link, which `Peers` does not lend.
-        let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
         let (bytes, mut lender) = self.bufring.lender(bid);
         let bytes = &mut bytes[start..len];
         // The buffer is lent to other links' sends, record by record, within the shares.
         let mut lending = Lending::new(lender.lent(), self.config.recv_buffers);
         let at = Lent { buffer: bid, offset: start as u32 };
-        let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
-        let worker = self.index;
-        let result =
-            link.handle_records(bytes, Some(at), pool, now, &self.periods, |parts, input| {
-                let mut ctx = LinkCtx {
-                    id,
-                    peer,
-                    txn: &mut *parts.txn,
-                    span: &mut *parts.span,
-                    out: parts.out.reborrow(),
-                    now,
-                    peers: Peers::new(conns, pool, touched, worker).lending(&mut lending),
-                    fd,
-                    meta: &mut *parts.meta,
-                };
-                match input {
-                    Input::Record(record) => service.record(&mut ctx, record),
-                    Input::Received(received) => {
-                        service.received(&mut ctx, received);
-                        None
-                    }
-                    Input::Event(event) => {
-                        service.event(&mut ctx, event);
-                        None
-                    }
-                }
-            });
-        self.conns[slot as usize].link = link;
+        let records = Records {
+            conns: &mut self.conns,
+            pool: &self.pool,
+            touched: &mut self.touched,
+            worker: self.index,
+            now: self.now,
+            periods: &self.periods,
+        };
+        let result = records.handle(service, slot, id, bytes, Some((at, &mut lending)));
         // Counted as lent now, before any of them can come back: a send completes, or a link
         // is released, only after the turn's receives are handled.
         lender.lend(lending.records);
         self.stats.records_in_place += u64::from(lending.records) + lending.moved;
-        let count = result?;
+        self.records_handled(slot, result?);
+        Ok(())
+    }
+
+    /// After a link's records were handled: the counters, its deadlines, its flush.
+    fn records_handled(&mut self, slot: u32, count: RecordsIn) {
         self.stats.messages_in += count.messages;
         self.stats.records_reassembled += count.reassembled;
         if let Some(at) = count.shed_at {
@@ -480,7 +461,6 @@ impl Worker {
         }
         self.arm_reassembly(slot);
         self.touch(slot);
-        Ok(())
     }
 
     /// The handshake finished: switch to records and tell the service.
@@ -515,6 +495,7 @@ impl Worker {
         let conn = &mut self.conns[slot as usize];
         let peer = conn.peer?;
         let fd = conn.socket.as_raw_fd();
+        let sibling = conn.sibling;
         let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
         let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
         let result = link.parts(pool).map(|parts| {
@@ -528,6 +509,7 @@ impl Worker {
                 peers: Peers::new(conns, pool, touched, self.index),
                 fd,
                 meta: parts.meta,
+                sibling,
             };
             f(&mut ctx)
         });
@@ -566,6 +548,9 @@ impl Worker {
         let conn = &mut self.conns[slot as usize];
         if conn.link.sending() || conn.phase == Phase::Closing {
             return;
+        }
+        if let Some(to) = conn.sibling {
+            return self.send_to_sibling(slot, usize::from(to));
         }
         let bufring = &self.bufring;
         let mut chunks = conn
@@ -612,10 +597,16 @@ impl Worker {
                 continue;
             };
             conn.touched = false;
+            // An internal link is not closed for its queue: what its lane cannot take yet waits
+            // in it (DESIGN 7c.3 says what bounds it, and what does not yet).
+            let queue_max = match conn.sibling {
+                Some(_) => usize::MAX,
+                None => self.config.send_queue_max_bytes,
+            };
             let end = conn.link.end_turn(
                 self.now,
                 self.config.keepalive_interval,
-                self.config.send_queue_max_bytes,
+                queue_max,
                 self.pool.get_mut(),
                 &self.periods,
             );
@@ -650,6 +641,78 @@ impl Worker {
                 self.arm_recv(slot);
             }
         }
+    }
+}
+
+/// What handling a link's received records needs of its worker besides the bytes: borrowed
+/// field by field, so the bytes can lie in the worker's receive buffers or in a lane.
+struct Records<'a> {
+    conns: &'a mut Slab<Conn>,
+    pool: &'a RefCell<Pool>,
+    touched: &'a mut Vec<u32>,
+    worker: usize,
+    now: Instant,
+    periods: &'a crate::link::Periods,
+}
+
+impl Records<'_> {
+    /// Hands the records in `bytes`, received on link `slot` (`id`), to `service`: each whole
+    /// first, then message by message. With `lent`, `bytes` start at that place of a receive
+    /// buffer, which may be lent to other links' sends within `Lending`'s shares.
+    fn handle(
+        self,
+        service: &mut impl Service,
+        slot: u32,
+        id: LinkId,
+        bytes: &mut [u8],
+        lent: Option<(Lent, &mut Lending)>,
+    ) -> Result<RecordsIn, CloseReason> {
+        let Records { conns, pool, touched, worker, now, periods } = self;
+        let conn = &mut conns[slot as usize];
+        let Some(peer) = conn.peer else {
+            return Err(CloseReason::Internal("records on a link without a peer"));
+        };
+        let fd = conn.socket.as_raw_fd();
+        let sibling = conn.sibling;
+        // Lift the link out of the slab while its records are handled, so the service can reach
+        // the worker's other links meanwhile (`Peers`: a relayed message goes straight to the
+        // link it continues on). Its place holds an empty link, which `Peers` does not lend.
+        let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
+        let (at, mut lending) = match lent {
+            Some((at, lending)) => (Some(at), Some(lending)),
+            None => (None, None),
+        };
+        let result = link.handle_records(bytes, at, pool, now, periods, |parts, input| {
+            let mut peers = Peers::new(conns, pool, touched, worker);
+            if let Some(lending) = lending.as_deref_mut() {
+                peers = peers.lending(lending);
+            }
+            let mut ctx = LinkCtx {
+                id,
+                peer,
+                txn: &mut *parts.txn,
+                span: &mut *parts.span,
+                out: parts.out.reborrow(),
+                now,
+                peers,
+                fd,
+                meta: &mut *parts.meta,
+                sibling,
+            };
+            match input {
+                Input::Record(record) => service.record(&mut ctx, record),
+                Input::Received(received) => {
+                    service.received(&mut ctx, received);
+                    None
+                }
+                Input::Event(event) => {
+                    service.event(&mut ctx, event);
+                    None
+                }
+            }
+        });
+        conns[slot as usize].link = link;
+        result
     }
 }
 

@@ -1,0 +1,141 @@
+//! Internal links (DESIGN 7c.3): each pair of workers of an engine is joined by a link made at
+//! start, whose records go through the pair's lanes instead of a socket. To the service it is a
+//! link like any other, to this node's own key ([`LinkCtx::sibling`] names the worker at its
+//! other end): a relay node takes it up as a link to another plane of itself. Its records are
+//! sealed with keys drawn for it at start (`cipher::record::lane_secrets`), so every layer above
+//! the socket handles it unchanged; what it sends is copied into the lane at the end of the turn
+//! (what does not fit stays queued, in order, until the other worker makes room and wakes this
+//! one), and what arrives is opened where it lies in the lane.
+//!
+//! An internal link has no keepalive or idle deadline (its other end is a thread of this
+//! process, not a peer that may vanish) and is closed only at shutdown.
+
+use socket2::{Domain, Type};
+
+use super::*;
+use crate::cipher::record::record_layer_for_lane;
+
+impl Worker {
+    /// Makes this worker's internal link to each other worker and tells the service each is up.
+    pub(super) fn join_siblings(&mut self, service: &mut impl Service) {
+        if !self.lanes.meshed() {
+            return;
+        }
+        let own = self.cipher.identity().public_key();
+        for to in 0..self.lanes.workers() {
+            let Some([send, receive]) = self.lanes.keys[to].take() else { continue };
+            let made = record_layer_for_lane(&send, &receive, self.now)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| {
+                    // A placeholder the link's code can name: never connected, never read.
+                    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None);
+                    Ok((keys, socket.map_err(|e| e.to_string())?))
+                });
+            let ((sealer, opener), socket) = match made {
+                Ok(made) => made,
+                Err(error) => {
+                    tracing::error!(worker = self.index, to, %error, "cannot make an internal link");
+                    continue;
+                }
+            };
+            let rekey_at = sealer.poll_timeout();
+            let slot =
+                self.new_conn(socket, Phase::Established, Crypto::Established { sealer, opener });
+            let conn = &mut self.conns[slot as usize];
+            conn.peer = Some(own);
+            conn.sibling = Some(to as u16);
+            self.lanes.links[to] = Some(self.link_id(slot));
+            if let Some(at) = rekey_at {
+                self.arm_timer(slot, TimerKind::Rekey, at);
+            }
+            self.with_link(slot, |ctx| service.link_up(ctx));
+            self.touch(slot);
+        }
+    }
+
+    /// Copies what internal link `slot` has to send into the lane to worker `to`, as much as
+    /// fits; the rest waits for room.
+    pub(super) fn send_to_sibling(&mut self, slot: u32, to: usize) {
+        let Worker { conns, lanes, bufring, pool, stats, .. } = self;
+        let conn = &mut conns[slot as usize];
+        let mut sent = 0;
+        for chunk in conn.link.transmit() {
+            let bytes = match chunk {
+                Chunk::Bytes(bytes) => bytes,
+                Chunk::Lent { buffer, offset, len } => bufring.lent_bytes(buffer, offset, len),
+            };
+            let n = lanes.write(to, bytes);
+            sent += n;
+            if n < bytes.len() {
+                break;
+            }
+        }
+        if sent > 0 {
+            conn.link.sent(sent, pool.get_mut(), &mut |at| bufring.unlend(at.buffer));
+            stats.bytes_out += sent as u64;
+        }
+    }
+
+    /// At the end of a turn: the internal links that still hold bytes (their lane was full)
+    /// try again.
+    pub(super) fn send_siblings(&mut self) {
+        for to in 0..self.lanes.workers() {
+            let Some(id) = self.lanes.links[to] else { continue };
+            let Some(slot) = self.slot_of(id) else { continue };
+            if !self.conns[slot as usize].link.is_idle() {
+                self.send_to_sibling(slot, to);
+            }
+        }
+    }
+
+    /// Hands each internal link what the worker at its other end wrote to this one: every byte
+    /// waiting, opened in place (a record cut where the lane wraps is put together as one cut
+    /// by a socket's buffers is).
+    pub(super) fn deliver_lanes(&mut self, service: &mut impl Service) {
+        if !self.lanes.meshed() {
+            return;
+        }
+        for from in 0..self.lanes.workers() {
+            let Some(mut rx) = self.lanes.take_from(from) else { continue };
+            let mut slot = self.lanes.links[from].and_then(|id| self.slot_of(id));
+            loop {
+                let bytes = rx.peek_mut();
+                let len = bytes.len();
+                if len == 0 {
+                    break;
+                }
+                // A closed link's bytes are dropped (only at shutdown).
+                let result = match slot {
+                    Some(slot) if self.conns[slot as usize].phase == Phase::Established => {
+                        let id = self.link_id(slot);
+                        self.conns[slot as usize].link.received_bytes(len, self.now);
+                        self.stats.bytes_in += len as u64;
+                        let records = Records {
+                            conns: &mut self.conns,
+                            pool: &self.pool,
+                            touched: &mut self.touched,
+                            worker: self.index,
+                            now: self.now,
+                            periods: &self.periods,
+                        };
+                        Some(records.handle(service, slot, id, bytes, None))
+                    }
+                    _ => None,
+                };
+                if rx.consume(len) {
+                    self.lanes.room[from] = true;
+                }
+                match (slot, result) {
+                    (Some(slot), Some(Ok(count))) => self.records_handled(slot, count),
+                    (Some(at), Some(Err(reason))) => {
+                        tracing::error!(worker = self.index, from, %reason, "internal link failed");
+                        self.close(service, at, reason);
+                        slot = None;
+                    }
+                    _ => {}
+                }
+            }
+            self.lanes.put_from(from, rx);
+        }
+    }
+}
