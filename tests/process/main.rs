@@ -20,5 +20,6 @@ mod hostile_links_flood;
 mod hostile_rights;
 mod hostile_shares;
 mod hostile_shares_spans;
+mod planes_process;
 mod rogue_smoke;
 mod satellite_process;
