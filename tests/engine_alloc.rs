@@ -3,14 +3,16 @@
 //! sizes (many records cut across receive buffers, some larger than a buffer); and three nodes
 //! (`daemon::Host`s on engines of their own) relay 100k such messages from a client through a
 //! relay to a mount, the relay forwarding records from where they lay (lent receive buffers,
-//! reassembly buffers) and as copies past its shares.
+//! reassembly buffers) and as copies past its shares — once with the relay on one worker, once
+//! on two with the client's link and the mount's on different workers, so that every message
+//! crosses the relay's internal link (DESIGN 7c.3).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
-use ringspan::daemon::{App, Host, HostState, MountService, MountSpec, PeerSpec, Settings};
+use ringspan::daemon::{App, Host, HostState, MountService, MountSpec, PeerSpec, Plane, Settings};
 use ringspan::ids::{ClusterId, LinkId, MountId, TxnId};
 use ringspan::link_load::{Counters, Sink};
 use ringspan::relay::{AppEvent, CallId};
@@ -262,8 +264,33 @@ fn node<A: App + Send>(settings: Settings, app: A) -> Engine {
     .unwrap()
 }
 
+/// Starts a relay node on `settings.workers` workers of one engine, a plane each.
+fn relay_node(settings: Settings) -> Engine {
+    let mut config = settings.engine_config();
+    config.shed_keys_after = KEEP_KEYS;
+    let cipher = Arc::new(settings.cipher_config().unwrap());
+    let planes = Plane::all(config.workers);
+    Engine::start(config, cipher, move |index| {
+        #[allow(clippy::disallowed_methods)] // the node's start time
+        Host::on_plane(&settings, Relay, std::time::Instant::now(), planes[index].clone())
+    })
+    .unwrap()
+}
+
 #[test]
 fn zero_allocations_per_relayed_message_on_a_relay_engine() {
+    relay_100k(1);
+}
+
+#[test]
+fn zero_allocations_per_relayed_message_across_a_relays_two_workers() {
+    relay_100k(2);
+}
+
+/// 100k messages from a client through a relay on `workers` workers to a mount. The relay dials
+/// the mount's node; on two workers it also dials the client, from its second worker (a node
+/// deals the peers it dials to its workers in turn), so the stream crosses between them.
+fn relay_100k(workers: usize) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let [sender_id, relay_id, receiver_id] = [(); 3].map(|_| Identity::generate().unwrap());
     let any = "127.0.0.1:0".parse().unwrap();
@@ -282,12 +309,27 @@ fn zero_allocations_per_relayed_message_on_a_relay_engine() {
     let receiver = node(receiver, Receiver(counters.clone()));
     let mut relay = Settings::new(relay_id.clone());
     relay.listen = Some(any);
+    relay.workers = workers;
     relay.peers = vec![PeerSpec::router(receiver.local_addr(), receiver_id.public_key())];
-    relay.allow = vec![(sender_id.public_key(), Role::Client)];
-    let relay = node(relay, Relay);
-    let mut sender = Settings::new(sender_id);
+    let mut sender = Settings::new(sender_id.clone());
     sender.role = Role::Client;
-    sender.peers = vec![PeerSpec::router(relay.local_addr(), relay_id.public_key())];
+    if workers > 1 {
+        // The relay dials the client, from its second worker; the client accepts it.
+        let port = std::net::TcpListener::bind(any).and_then(|l| l.local_addr()).ok();
+        sender.listen = port;
+        sender.peers = vec![PeerSpec::router(None, relay_id.public_key())];
+        relay.peers.push(PeerSpec {
+            address: port,
+            key: sender_id.public_key(),
+            role: Role::Client,
+        });
+    } else {
+        relay.allow = vec![(sender_id.public_key(), Role::Client)];
+    }
+    let relay = relay_node(relay);
+    if workers == 1 {
+        sender.peers = vec![PeerSpec::router(relay.local_addr(), relay_id.public_key())];
+    }
     let budget = Arc::new(AtomicU64::new(0));
     let streamer = Streamer {
         budget: budget.clone(),
@@ -304,13 +346,20 @@ fn zero_allocations_per_relayed_message_on_a_relay_engine() {
     let mut stats = Vec::new();
     for engine in [sender, relay, receiver] {
         engine.shutdown();
-        stats.push(engine.join()[0]);
+        stats.push(engine.join());
     }
-    let relay = stats[1];
+    let relay = &stats[1];
     println!("relay: {relay:?}");
+    assert_eq!(relay.len(), workers);
     assert!(bytes > 1_000_000_000, "the stream really carried large records ({bytes} bytes)");
-    assert!(relay.records_in_place > 0, "the relay forwarded records from where they lay");
-    assert_eq!(relay.lent_records, 0, "every lent record came back");
-    assert!(stats.iter().all(|s| s.pool_misses == 0), "every record pool was large enough");
+    if workers == 1 {
+        assert!(relay[0].records_in_place > 0, "the relay forwarded records from where they lay");
+    } else {
+        // Every message came in on one worker and left from the other.
+        assert!(relay.iter().all(|w| w.messages_in >= 100_000), "both workers handled each");
+    }
+    assert!(relay.iter().all(|w| w.lent_records == 0), "every lent record came back");
+    let all = stats.iter().flatten();
+    assert!(all.clone().all(|s| s.pool_misses == 0), "every record pool was large enough");
     assert_eq!(allocations, 0, "allocations at the three nodes while 100k messages were relayed");
 }
