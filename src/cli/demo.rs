@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// Idle clients on the satellite (with --satellites).
     #[arg(long, default_value_t = 2_000)]
     pub clients: u64,
+    /// Workers per node (each runs a plane of it, joined to the others by internal links). The
+    /// demo's nodes share this host's cores: one each by default.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 const MOUNT: &str = "0x1:0x10";
@@ -98,10 +102,18 @@ fn edges(n: usize) -> Vec<(usize, usize)> {
     edges
 }
 
-fn config_text(i: usize, members: &[Member], edges: &[(usize, usize)], client: &str) -> String {
+fn config_text(
+    i: usize,
+    members: &[Member],
+    edges: &[(usize, usize)],
+    client: &str,
+    workers: usize,
+) -> String {
     let m = &members[i];
-    let mut text =
-        format!("[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\n", m.name, m.port);
+    let mut text = format!(
+        "[node]\nkey = \"{}.key\"\nlisten = [\"127.0.0.1:{}\"]\nworkers = {workers}\n",
+        m.name, m.port
+    );
     if i == 0 {
         let _ = writeln!(text, "allow = [\"{client}\"]");
     }
@@ -181,13 +193,13 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let result = if args.satellites {
         super::demo_satellites::run(&dir, args.clients.max(1))
     } else {
-        demo(&dir, n, args.seconds.max(2))
+        demo(&dir, n, args.seconds.max(2), args.workers.max(1))
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
+fn demo(dir: &Path, n: usize, seconds: u64, workers: usize) -> Result<(), String> {
     let edges = edges(n);
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
@@ -196,12 +208,15 @@ fn demo(dir: &Path, n: usize, seconds: u64) -> Result<(), String> {
         members.push(Member { name, port: free_port()?, public, node: None });
     }
     let client_public = key(dir, "client")?;
-    println!("ringspan demo: {n} nodes on loopback, each with its own io_uring engine and key");
+    println!(
+        "ringspan demo: {n} nodes on loopback, each with its own io_uring engine ({workers} \
+         worker(s)) and key"
+    );
     let describe: Vec<String> = edges.iter().map(|(a, b)| format!("n{a}–n{b}")).collect();
     println!("  links (two parallel chains, one loop): {}", describe.join("  "));
     println!("  n{} holds an echo master mount {MOUNT}; a client node attaches at n0", n - 1);
     for i in 0..n {
-        let text = config_text(i, &members, &edges, &client_public);
+        let text = config_text(i, &members, &edges, &client_public, workers);
         members[i].node = Some(start_from(dir, &members[i].name, &text)?);
     }
     let client_text = format!(

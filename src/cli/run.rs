@@ -106,8 +106,9 @@ pub fn run(path: &Path) -> Result<(), String> {
     let listen = node.local_addr().map_or("nothing".into(), |a| a.to_string());
     let socket = config.control_socket();
     eprintln!(
-        "ringspan: node {} up, listening on {listen}, control socket {}",
+        "ringspan: node {} up on {} worker(s), listening on {listen}, control socket {}",
         node.id(),
+        node.workers(),
         socket.display()
     );
     node.run_until_signal().map_err(|e| e.to_string())

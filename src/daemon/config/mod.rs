@@ -23,7 +23,8 @@
 //! key = "node.key"
 //! # Addresses to accept links on: IP address and port, no host names. None: the node only dials.
 //! listen = ["127.0.0.1:7401", "[::1]:7401"]
-//! # Engine workers, 1 to 256. Absent: one per core.
+//! # Engine workers, 1 to 256, each running a plane of the node (DESIGN 7c.3). Absent: one per
+//! # core. A client, and a node with client_clusters, run on one for now.
 //! workers = 1
 //! # "router" (the default), "satellite" or "client".
 //! role = "router"
