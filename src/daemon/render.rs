@@ -115,7 +115,7 @@ fn dot_string(text: &str) -> String {
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
-    /// Links.
+    /// Links, configured peers, and the workers' load.
     Links,
     /// Routes.
     Routes,
@@ -134,8 +134,10 @@ pub fn render(s: &Snapshot, view: View) -> String {
     if matches!(view, View::Links | View::All) {
         let _ = writeln!(
             out,
-            "\nLINKS\n{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+            "\nLINKS\n{:>5}  {:>6}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  \
+             {:>8}  {:>8}",
             "link",
+            "worker",
             "peer",
             "role",
             "spans in",
@@ -150,8 +152,10 @@ pub fn render(s: &Snapshot, view: View) -> String {
         for l in &s.links {
             let _ = writeln!(
                 out,
-                "{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+                "{:>5}  {:>6}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  \
+                 {:>8}  {:>8}",
                 l.link,
+                l.worker,
                 printable(&l.peer),
                 printable(&l.role),
                 l.spans_in,
@@ -204,6 +208,43 @@ pub fn render(s: &Snapshot, view: View) -> String {
                     printable(&p.address),
                     printable(&p.peer),
                     printable(&p.state)
+                );
+            }
+        }
+        // Each worker's plane and its load (none from a node that does not say).
+        if !s.workers.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nWORKERS\n{:>6}  {:>6}  {:>7}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  \
+                 {:>8}  {:>11}",
+                "worker",
+                "links",
+                "clients",
+                "circuits",
+                "messages in",
+                "bytes in",
+                "bytes out",
+                "internal in",
+                "internal out",
+                "accepted",
+                "established"
+            );
+            for w in &s.workers {
+                let _ = writeln!(
+                    out,
+                    "{:>6}  {:>6}  {:>7}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  \
+                     {:>8}  {:>11}",
+                    w.worker,
+                    w.links,
+                    w.clients,
+                    w.circuits,
+                    w.messages_in,
+                    w.bytes_in,
+                    w.bytes_out,
+                    w.internal_bytes_in,
+                    w.internal_bytes_out,
+                    w.accepted,
+                    w.established
                 );
             }
         }
@@ -325,6 +366,7 @@ pub fn dot(s: &Snapshot) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::snapshot::WorkerRow;
     use super::super::{Counters, LinkRow, PeerRow, RouteRow};
     use super::*;
 
@@ -389,6 +431,28 @@ pub(crate) mod tests {
                 io: 25,
                 local: 26,
             },
+            workers: vec![
+                WorkerRow {
+                    worker: 0,
+                    links: 1,
+                    clients: 0,
+                    circuits: 7,
+                    messages_in: 29,
+                    bytes_in: 100,
+                    bytes_out: 200,
+                    accepted: 27,
+                    established: 1,
+                    internal_bytes_out: 30,
+                    internal_bytes_in: 31,
+                },
+                WorkerRow {
+                    worker: 1,
+                    circuits: 4,
+                    internal_bytes_out: 31,
+                    internal_bytes_in: 30,
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         }
     }
@@ -411,6 +475,48 @@ pub(crate) mod tests {
         ));
         let all = render(&s, View::All);
         assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
+        assert!(all.contains("WORKERS") && !routes.contains("WORKERS"));
+    }
+
+    /// The lines of `text`'s table headed `title`: its header, then its rows.
+    fn table<'a>(text: &'a str, title: &str) -> Vec<&'a str> {
+        let mut lines = text.lines().skip_while(|l| *l != title).skip(1);
+        lines.by_ref().take_while(|l| !l.is_empty()).collect()
+    }
+
+    #[test]
+    fn links_say_their_worker_and_workers_their_load() {
+        let s = snapshot();
+        let shown = render(&s, View::Links);
+        let links = table(&shown, "LINKS");
+        assert_eq!(
+            links,
+            [
+                " link  worker  peer                              role       \
+                 spans in       out      bytes in     bytes out   \
+                 circ in       out  abort in       out",
+                "    3       0  bbbb1111                          router            \
+                 1         2           100           200         \
+                 6         7         8         9",
+            ],
+            "{shown}"
+        );
+        let workers = table(&shown, "WORKERS");
+        assert_eq!(
+            workers,
+            [
+                "worker   links  clients  circuits   messages in      bytes i\
+                 n     bytes out   internal in  internal out  accepted  established",
+                "     0       1        0         7            29           10\
+                 0           200            31            30        27            1",
+                "     1       0        0         4             0             \
+                 0             0            30            31         0            0",
+            ],
+            "{shown}"
+        );
+        // A node that does not say its workers: no table.
+        let none = render(&Snapshot { workers: Vec::new(), ..s }, View::Links);
+        assert!(!none.contains("WORKERS"), "{none}");
     }
 
     #[test]
@@ -432,8 +538,8 @@ pub(crate) mod tests {
         s.counters.preempted = 5;
         let text = prometheus(&s);
         for line in [
-            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"circuits_preempted\"} 5",
-            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"spans_limited\"} 6",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",worker=\"0\",kind=\"circuits_preempted\"} 5",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",worker=\"0\",kind=\"spans_limited\"} 6",
             "ringspan_client_refusals_total{node=\"aaaa0000\",kind=\"spans_refused\"} 7",
             "ringspan_preempted_total{node=\"aaaa0000\"} 5",
         ] {

@@ -1,11 +1,12 @@
 //! The snapshot in the Prometheus text exposition format, for the metrics endpoint: node-wide
-//! gauges and counters, and series per link. Every label value is [`printable`], then escaped
-//! as the format says; each series has its `# HELP` and `# TYPE` lines, and every counter's
-//! name ends in `_total`.
+//! gauges and counters, and series per link and per worker. Every label value is
+//! [`printable`], then escaped as the format says; each series has its `# HELP` and `# TYPE`
+//! lines, and every counter's name ends in `_total`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use super::super::snapshot::WorkerRow;
 use super::super::{LinkRow, Refusals, Snapshot};
 use super::printable;
 
@@ -124,6 +125,10 @@ pub fn prometheus(s: &Snapshot) -> String {
         "counter",
         &by_reason,
     );
+    // A link's labels: its id, its peer and the worker it lives on.
+    let link_labels = |l: &LinkRow| {
+        format!(",link=\"{}\",peer=\"{}\",worker=\"{}\"", l.link, label_value(&l.peer), l.worker)
+    };
     type Field = fn(&LinkRow) -> u64;
     let per_link: [(&str, &str, Field); 8] = [
         ("link_bytes_in_total", "Bytes received on a link.", |l| l.bytes_in),
@@ -136,11 +141,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("link_aborts_out_total", "Forced closes sent on a link.", |l| l.aborts_out),
     ];
     for (name, help, field) in per_link {
-        let rows: Vec<(String, u64)> = s
-            .links
-            .iter()
-            .map(|l| (format!(",link=\"{}\",peer=\"{}\"", l.link, label_value(&l.peer)), field(l)))
-            .collect();
+        let rows: Vec<(String, u64)> = s.links.iter().map(|l| (link_labels(l), field(l))).collect();
         gauge(name, help, "counter", &rows);
     }
     // What each link's peer was refused for its share, and the client links' in all.
@@ -157,9 +158,7 @@ pub fn prometheus(s: &Snapshot) -> String {
     let mut rows = Vec::new();
     for l in &s.links {
         for (kind, value) in kinds(&l.refusals) {
-            let labels =
-                format!(",link=\"{}\",peer=\"{}\",kind=\"{kind}\"", l.link, label_value(&l.peer));
-            rows.push((labels, value));
+            rows.push((format!("{},kind=\"{kind}\"", link_labels(l)), value));
         }
     }
     gauge(
@@ -178,6 +177,55 @@ pub fn prometheus(s: &Snapshot) -> String {
         "counter",
         &rows,
     );
+    type WorkerField = fn(&WorkerRow) -> u64;
+    let per_worker: [(&str, &str, &str, WorkerField); 10] = [
+        ("worker_links", "Links on a worker, clients included.", "gauge", |w| w.links as u64),
+        ("worker_clients", "Client links on a worker.", "gauge", |w| w.clients as u64),
+        ("worker_circuits", "Circuits and calls a worker's plane holds.", "gauge", |w| {
+            w.circuits as u64
+        }),
+        (
+            "worker_messages_in_total",
+            "Messages received on a worker, from its sockets and from other workers.",
+            "counter",
+            |w| w.messages_in,
+        ),
+        ("worker_bytes_in_total", "Bytes received from sockets on a worker.", "counter", |w| {
+            w.bytes_in
+        }),
+        ("worker_bytes_out_total", "Bytes sent on sockets on a worker.", "counter", |w| {
+            w.bytes_out
+        }),
+        (
+            "worker_internal_bytes_in_total",
+            "Bytes other workers handed to a worker through internal links.",
+            "counter",
+            |w| w.internal_bytes_in,
+        ),
+        (
+            "worker_internal_bytes_out_total",
+            "Bytes a worker handed to other workers through internal links.",
+            "counter",
+            |w| w.internal_bytes_out,
+        ),
+        (
+            "worker_accepted_total",
+            "Accepted connections a worker admitted (handshakes started).",
+            "counter",
+            |w| w.accepted,
+        ),
+        (
+            "worker_established_total",
+            "Links that completed their handshake on a worker.",
+            "counter",
+            |w| w.established,
+        ),
+    ];
+    for (name, help, kind, field) in per_worker {
+        let rows: Vec<(String, u64)> =
+            s.workers.iter().map(|w| (format!(",worker=\"{}\"", w.worker), field(w))).collect();
+        gauge(name, help, kind, &rows);
+    }
     out
 }
 
@@ -216,7 +264,8 @@ mod tests {
         assert!(text.contains("ringspan_relayed_total{node=\"aaaa0000\"} 12"));
         assert!(text.contains("ringspan_circuits{node=\"aaaa0000\"} 11"));
         assert!(text.contains(
-            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\"} 9"
+            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",\
+             worker=\"0\"} 9"
         ));
         assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
         assert!(text.contains("ringspan_accepted_total{node=\"aaaa0000\"} 27"));
@@ -231,5 +280,60 @@ mod tests {
         assert!(
             text.contains("ringspan_links_closed_total{node=\"aaaa0000\",reason=\"local\"} 26")
         );
+    }
+
+    #[test]
+    fn each_worker_has_its_series() {
+        let text = prometheus(&snapshot());
+        let lines: Vec<&str> = text.lines().collect();
+        for (name, kind, values) in [
+            ("worker_links", "gauge", [1, 0]),
+            ("worker_clients", "gauge", [0, 0]),
+            ("worker_circuits", "gauge", [7, 4]),
+            ("worker_messages_in_total", "counter", [29, 0]),
+            ("worker_bytes_in_total", "counter", [100, 0]),
+            ("worker_bytes_out_total", "counter", [200, 0]),
+            ("worker_internal_bytes_in_total", "counter", [31, 30]),
+            ("worker_internal_bytes_out_total", "counter", [30, 31]),
+            ("worker_accepted_total", "counter", [27, 0]),
+            ("worker_established_total", "counter", [1, 0]),
+        ] {
+            // HELP, TYPE, then the series of each worker, in order.
+            let at = lines.iter().position(|l| *l == format!("# TYPE ringspan_{name} {kind}"));
+            let at = at.unwrap_or_else(|| panic!("no TYPE for {name} in\n{text}"));
+            assert!(lines[at - 1].starts_with(&format!("# HELP ringspan_{name} ")), "{name}");
+            for (worker, value) in values.into_iter().enumerate() {
+                let series =
+                    format!("ringspan_{name}{{node=\"aaaa0000\",worker=\"{worker}\"}} {value}");
+                assert_eq!(lines[at + 1 + worker], series, "{text}");
+            }
+        }
+    }
+
+    /// What promtool checks of the format here: each family's HELP, then its TYPE, then its
+    /// samples, once and together; counters' names end in `_total`, no other does.
+    #[test]
+    fn every_family_is_announced_once_and_kept_together() {
+        let text = prometheus(&snapshot());
+        let mut seen = std::collections::HashSet::new();
+        let mut family: Option<(String, String)> = None;
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let (name, _) = help.split_once(' ').unwrap();
+                assert!(seen.insert(name.to_owned()), "{name} announced twice");
+                let kind = lines.next().unwrap().strip_prefix(&format!("# TYPE {name} "));
+                let kind = kind.unwrap_or_else(|| panic!("no TYPE after HELP of {name}"));
+                assert!(matches!(kind, "gauge" | "counter"), "{name}: {kind}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+                family = Some((name.to_owned(), kind.to_owned()));
+            } else {
+                let (name, _) = family.as_ref().expect("a sample before any HELP");
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                assert!(series.starts_with(&format!("{name}{{")), "{line} is not of {name}");
+                assert!(value.parse::<u64>().is_ok(), "{line}");
+            }
+        }
+        assert!(seen.contains("ringspan_worker_internal_bytes_out_total"));
     }
 }
