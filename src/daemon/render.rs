@@ -1,6 +1,6 @@
 //! The views of a snapshot printed for operators: text tables ([`render`]), Graphviz
-//! ([`dot`]) and the Prometheus text format ([`prometheus`]), and the escaping they share with
-//! the control socket; re-exported from [`control`](super::control).
+//! ([`dot`]) and the Prometheus text format ([`prometheus`], in `render/exposition.rs`), and the
+//! escaping they share with the control socket; re-exported from [`control`](super::control).
 //!
 //! # What peers write reaches the operator escaped
 //!
@@ -14,6 +14,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::Snapshot;
+
+mod exposition;
+
+pub use exposition::prometheus;
 
 /// `text` as it may be shown on a terminal: each character that is not printable written as a
 /// visible escape — `\t`, `\n`, `\r`, `\xNN` for other ASCII controls and DEL, `\u{N}` for C1
@@ -90,29 +94,6 @@ pub(super) fn json_safe(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A Prometheus label value: [`printable`] (so that the text is safe on a terminal too), then
-/// `\`, `"` and line feeds escaped as the text exposition format says.
-fn label_value(text: &str) -> String {
-    exposition_escaped(&printable(text)).into_owned()
-}
-
-/// `\`, `"` and line feeds escaped as the text exposition format says for label values.
-fn exposition_escaped(text: &str) -> Cow<'_, str> {
-    if !text.contains(['\\', '"', '\n']) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
 /// `text` inside a Graphviz string: [`printable`], then `\` and `"` escaped, so Graphviz shows
 /// the escapes as they are and no quote ends the string.
 fn dot_text(text: &str) -> String {
@@ -131,182 +112,10 @@ fn dot_string(text: &str) -> String {
     format!("\"{}\"", dot_text(text))
 }
 
-/// The snapshot in Prometheus text exposition format. Label values are [`printable`], then
-/// escaped as the format says.
-pub fn prometheus(s: &Snapshot) -> String {
-    let mut out = String::new();
-    let node = label_value(&s.node);
-    let mut gauge = |name: &str, help: &str, kind: &str, rows: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP ringspan_{name} {help}\n# TYPE ringspan_{name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "ringspan_{name}{{node=\"{node}\"{labels}}} {value}");
-        }
-    };
-    gauge("circuits", "Circuits and calls open.", "gauge", &[(String::new(), s.circuits as u64)]);
-    gauge(
-        "links",
-        "Established links to routers and satellites.",
-        "gauge",
-        &[(String::new(), s.links.len() as u64)],
-    );
-    gauge("clients", "Established client links.", "gauge", &[(String::new(), s.clients as u64)]);
-    gauge("routes", "Mounts with a route.", "gauge", &[(String::new(), s.routes.len() as u64)]);
-    gauge(
-        "client_mounts",
-        "Clients' mounts held in the client directory.",
-        "gauge",
-        &[(String::new(), s.client_mounts as u64)],
-    );
-    gauge(
-        "handshaking",
-        "Links still connecting or handshaking, accepted or dialled.",
-        "gauge",
-        &[(String::new(), s.handshaking)],
-    );
-    gauge(
-        "lent_records",
-        "Records forwarded from the receive buffers they arrived in, their sends not complete.",
-        "gauge",
-        &[(String::new(), s.lent_records)],
-    );
-    gauge(
-        "recv_buffers_held",
-        "Receive buffers out of the kernel's hands (being handled, or holding lent records).",
-        "gauge",
-        &[(String::new(), s.recv_buffers_held)],
-    );
-    gauge(
-        "tombstones",
-        "Mounts that went away, remembered for their feasibility distance.",
-        "gauge",
-        &[(String::new(), s.tombstones as u64)],
-    );
-    let c = &s.counters;
-    for (name, help, value) in [
-        ("relayed_total", "Circuits relayed through this node.", c.relayed),
-        ("served_total", "Calls served by local mounts.", c.served),
-        ("opened_total", "Calls opened by local clients.", c.opened),
-        ("no_route_total", "Transactions refused for lack of a route.", c.no_route),
-        ("lost_total", "Circuit ends that lost a link.", c.lost),
-        ("refused_total", "Transactions refused by policy.", c.refused),
-        (
-            "whole_records_total",
-            "Received records forwarded whole (every message in them continued on one link).",
-            c.whole_records,
-        ),
-        (
-            "records_in_place_total",
-            "Of the records forwarded whole, those sent from where they lay (no copy).",
-            c.records_in_place,
-        ),
-        ("limited_total", "Circuits refused for a limit (a peer's share).", c.limited),
-        ("preempted_total", "Circuits aborted to make room for a peer holding fewer.", c.preempted),
-        ("idle_total", "Circuits aborted after carrying nothing for the idle bound.", c.idle),
-        ("duplicates_total", "Second links to an already linked node, closed.", c.duplicates),
-        ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
-        ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
-        (
-            "refused_max_links_total",
-            "Connections from untrusted addresses reset because strangers held all the links they may.",
-            s.refused_max_links,
-        ),
-        (
-            "refused_handshake_rate_total",
-            "Connections from untrusted addresses reset because max_handshakes_per_sec was used up.",
-            s.refused_handshake_rate,
-        ),
-        (
-            "trusted_accepted_total",
-            "Connections from trusted addresses admitted (also in accepted_total).",
-            s.trusted_accepted,
-        ),
-        (
-            "trusted_refused_total",
-            "Connections from trusted addresses reset (max_links, or both handshake buckets empty).",
-            s.trusted_refused,
-        ),
-    ] {
-        gauge(name, help, "counter", &[(String::new(), value)]);
-    }
-    let closes = &s.closes;
-    let by_reason: Vec<(String, u64)> = [
-        ("misbehaved", closes.misbehaved),
-        ("peer_closed", closes.peer_closed),
-        ("idle", closes.idle),
-        ("not_reading", closes.not_reading),
-        ("io", closes.io),
-        ("local", closes.local),
-    ]
-    .into_iter()
-    .map(|(reason, value)| (format!(",reason=\"{reason}\""), value))
-    .collect();
-    gauge(
-        "links_closed_total",
-        "Links that were up and went down, by cause.",
-        "counter",
-        &by_reason,
-    );
-    type Field = fn(&super::LinkRow) -> u64;
-    let per_link: [(&str, &str, Field); 8] = [
-        ("link_bytes_in_total", "Bytes received on a link.", |l| l.bytes_in),
-        ("link_bytes_out_total", "Bytes sent on a link.", |l| l.bytes_out),
-        ("link_records_in_total", "Records opened on a link.", |l| l.records_in),
-        ("link_records_out_total", "Records sealed on a link.", |l| l.records_out),
-        ("link_circuits_in_total", "Circuits the peer opened through a link.", |l| l.circuits_in),
-        ("link_circuits_out_total", "Circuits opened on a link.", |l| l.circuits_out),
-        ("link_aborts_in_total", "Forced closes received on a link.", |l| l.aborts_in),
-        ("link_aborts_out_total", "Forced closes sent on a link.", |l| l.aborts_out),
-    ];
-    for (name, help, field) in per_link {
-        let rows: Vec<(String, u64)> = s
-            .links
-            .iter()
-            .map(|l| (format!(",link=\"{}\",peer=\"{}\"", l.link, label_value(&l.peer)), field(l)))
-            .collect();
-        gauge(name, help, "counter", &rows);
-    }
-    // What each link's peer was refused for its share, and the client links' in all.
-    let kinds = |r: &super::Refusals| {
-        [
-            ("circuits_limited", r.circuits_limited),
-            ("circuits_preempted", r.circuits_preempted),
-            ("circuits_idle", r.circuits_idle),
-            ("spans_limited", r.spans_limited),
-            ("spans_refused", r.spans_refused),
-            ("seqno_delayed", r.seqno_delayed),
-        ]
-    };
-    let mut rows = Vec::new();
-    for l in &s.links {
-        for (kind, value) in kinds(&l.refusals) {
-            let labels =
-                format!(",link=\"{}\",peer=\"{}\",kind=\"{kind}\"", l.link, label_value(&l.peer));
-            rows.push((labels, value));
-        }
-    }
-    gauge(
-        "link_refusals_total",
-        "What a link's peer was refused or lost for exceeding its share, by kind.",
-        "counter",
-        &rows,
-    );
-    let rows: Vec<(String, u64)> = kinds(&s.client_refusals)
-        .into_iter()
-        .map(|(kind, value)| (format!(",kind=\"{kind}\""), value))
-        .collect();
-    gauge(
-        "client_refusals_total",
-        "What the client links were refused or lost for exceeding their shares, in all, by kind.",
-        "counter",
-        &rows,
-    );
-    out
-}
-
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
-    /// Links.
+    /// Links, configured peers, and the workers' load.
     Links,
     /// Routes.
     Routes,
@@ -325,8 +134,10 @@ pub fn render(s: &Snapshot, view: View) -> String {
     if matches!(view, View::Links | View::All) {
         let _ = writeln!(
             out,
-            "\nLINKS\n{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+            "\nLINKS\n{:>5}  {:>6}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  \
+             {:>8}  {:>8}",
             "link",
+            "worker",
             "peer",
             "role",
             "spans in",
@@ -341,8 +152,10 @@ pub fn render(s: &Snapshot, view: View) -> String {
         for l in &s.links {
             let _ = writeln!(
                 out,
-                "{:>5}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  {:>6}  {:>6}",
+                "{:>5}  {:>6}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  \
+                 {:>8}  {:>8}",
                 l.link,
+                l.worker,
                 printable(&l.peer),
                 printable(&l.role),
                 l.spans_in,
@@ -395,6 +208,43 @@ pub fn render(s: &Snapshot, view: View) -> String {
                     printable(&p.address),
                     printable(&p.peer),
                     printable(&p.state)
+                );
+            }
+        }
+        // Each worker's plane and its load (none from a node that does not say).
+        if !s.workers.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nWORKERS\n{:>6}  {:>6}  {:>7}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  \
+                 {:>8}  {:>11}",
+                "worker",
+                "links",
+                "clients",
+                "circuits",
+                "messages in",
+                "bytes in",
+                "bytes out",
+                "internal in",
+                "internal out",
+                "accepted",
+                "established"
+            );
+            for w in &s.workers {
+                let _ = writeln!(
+                    out,
+                    "{:>6}  {:>6}  {:>7}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  \
+                     {:>8}  {:>11}",
+                    w.worker,
+                    w.links,
+                    w.clients,
+                    w.circuits,
+                    w.messages_in,
+                    w.bytes_in,
+                    w.bytes_out,
+                    w.internal_bytes_in,
+                    w.internal_bytes_out,
+                    w.accepted,
+                    w.established
                 );
             }
         }
@@ -516,6 +366,7 @@ pub fn dot(s: &Snapshot) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::snapshot::WorkerRow;
     use super::super::{Counters, LinkRow, PeerRow, RouteRow};
     use super::*;
 
@@ -580,6 +431,28 @@ pub(crate) mod tests {
                 io: 25,
                 local: 26,
             },
+            workers: vec![
+                WorkerRow {
+                    worker: 0,
+                    links: 1,
+                    clients: 0,
+                    circuits: 7,
+                    messages_in: 29,
+                    bytes_in: 100,
+                    bytes_out: 200,
+                    accepted: 27,
+                    established: 1,
+                    internal_bytes_out: 30,
+                    internal_bytes_in: 31,
+                },
+                WorkerRow {
+                    worker: 1,
+                    circuits: 4,
+                    internal_bytes_out: 31,
+                    internal_bytes_in: 30,
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         }
     }
@@ -602,6 +475,48 @@ pub(crate) mod tests {
         ));
         let all = render(&s, View::All);
         assert!(all.contains("LINKS") && all.contains("ROUTES") && all.contains("CIRCUITS"));
+        assert!(all.contains("WORKERS") && !routes.contains("WORKERS"));
+    }
+
+    /// The lines of `text`'s table headed `title`: its header, then its rows.
+    fn table<'a>(text: &'a str, title: &str) -> Vec<&'a str> {
+        let mut lines = text.lines().skip_while(|l| *l != title).skip(1);
+        lines.by_ref().take_while(|l| !l.is_empty()).collect()
+    }
+
+    #[test]
+    fn links_say_their_worker_and_workers_their_load() {
+        let s = snapshot();
+        let shown = render(&s, View::Links);
+        let links = table(&shown, "LINKS");
+        assert_eq!(
+            links,
+            [
+                " link  worker  peer                              role       \
+                 spans in       out      bytes in     bytes out   \
+                 circ in       out  abort in       out",
+                "    3       0  bbbb1111                          router            \
+                 1         2           100           200         \
+                 6         7         8         9",
+            ],
+            "{shown}"
+        );
+        let workers = table(&shown, "WORKERS");
+        assert_eq!(
+            workers,
+            [
+                "worker   links  clients  circuits   messages in      bytes i\
+                 n     bytes out   internal in  internal out  accepted  established",
+                "     0       1        0         7            29           10\
+                 0           200            31            30        27            1",
+                "     1       0        0         4             0             \
+                 0             0            30            31         0            0",
+            ],
+            "{shown}"
+        );
+        // A node that does not say its workers: no table.
+        let none = render(&Snapshot { workers: Vec::new(), ..s }, View::Links);
+        assert!(!none.contains("WORKERS"), "{none}");
     }
 
     #[test]
@@ -614,30 +529,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn prometheus_text_has_counters_per_node_and_link() {
-        let text = prometheus(&snapshot());
-        assert!(text.contains("# TYPE ringspan_relayed_total counter"));
-        assert!(text.contains("ringspan_relayed_total{node=\"aaaa0000\"} 12"));
-        assert!(text.contains("ringspan_circuits{node=\"aaaa0000\"} 11"));
-        assert!(text.contains(
-            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\"} 9"
-        ));
-        assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));
-        assert!(text.contains("ringspan_accepted_total{node=\"aaaa0000\"} 27"));
-        assert!(text.contains("ringspan_whole_records_total{node=\"aaaa0000\"} 28"));
-        assert!(text.contains("ringspan_refused_max_links_total{node=\"aaaa0000\"} 19"));
-        assert!(text.contains("ringspan_refused_handshake_rate_total{node=\"aaaa0000\"} 20"));
-        assert!(
-            text.contains(
-                "ringspan_links_closed_total{node=\"aaaa0000\",reason=\"misbehaved\"} 21"
-            )
-        );
-        assert!(
-            text.contains("ringspan_links_closed_total{node=\"aaaa0000\",reason=\"local\"} 26")
-        );
-    }
-
-    #[test]
     fn refusals_are_shown_and_exported_per_link_and_for_the_clients() {
         let mut s = snapshot();
         s.links[0].refusals.circuits_preempted = 5;
@@ -647,8 +538,8 @@ pub(crate) mod tests {
         s.counters.preempted = 5;
         let text = prometheus(&s);
         for line in [
-            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"circuits_preempted\"} 5",
-            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",kind=\"spans_limited\"} 6",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",worker=\"0\",kind=\"circuits_preempted\"} 5",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",worker=\"0\",kind=\"spans_limited\"} 6",
             "ringspan_client_refusals_total{node=\"aaaa0000\",kind=\"spans_refused\"} 7",
             "ringspan_preempted_total{node=\"aaaa0000\"} 5",
         ] {

@@ -293,6 +293,64 @@ fn connections_past_the_bound_are_answered_503_at_once() {
     assert!(idle.iter_mut().all(still_waiting));
 }
 
+/// `s` with two workers: its link on worker 1, and what each carried.
+fn on_two_workers(mut s: Snapshot) -> Snapshot {
+    s.links[0].worker = 1;
+    // The rows' type is not named outside the crate: each is made from its default.
+    s.workers.resize_with(2, Default::default);
+    for (i, w) in s.workers.iter_mut().enumerate() {
+        let i = i as u64;
+        w.worker = i as usize;
+        w.links = i as usize;
+        w.circuits = 1 - i as usize;
+        w.messages_in = 10 + i;
+        w.bytes_in = 100 * i;
+        w.bytes_out = 200 * i;
+        w.established = i;
+        w.internal_bytes_out = 40 + i;
+        w.internal_bytes_in = 41 - i;
+    }
+    s
+}
+
+#[test]
+fn workers_reach_the_control_socket_and_the_metrics_endpoint() {
+    let mut s = on_two_workers(hostile());
+    s.node = "aaaa0000".into();
+    s.links[0].peer = "bbbb1111".into();
+    let shared = Arc::new(Shared::fixed(s));
+    // What `ringspan show --json` prints.
+    let dir = scratch("ctl-workers");
+    let _socket = serve_control(&dir.join("n.sock"), shared.clone()).unwrap();
+    let json = control::fetch(&dir.join("n.sock")).unwrap();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.links[0].worker, 1, "{json}");
+    let loads: Vec<_> = back.workers.iter().map(|w| (w.worker, w.links, w.bytes_in)).collect();
+    assert_eq!(loads, [(0, 0, 0), (1, 1, 100)], "{json}");
+    // What `ringspan show` prints of it.
+    let shown = render(&back, View::Links);
+    assert!(shown.contains("\nWORKERS\nworker   links  clients  circuits"), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("    3       1  bbbb1111")), "{shown}");
+    // What a scrape gets.
+    let addr = serve_metrics_with(SocketAddr::from(([127, 0, 0, 1], 0)), shared, patient());
+    let scrape = get(addr.unwrap(), "/metrics");
+    assert_eq!(scrape.status, "HTTP/1.0 200 OK");
+    let lines: Vec<&str> = scrape.body.lines().collect();
+    for line in [
+        "# TYPE ringspan_worker_links gauge",
+        r#"ringspan_worker_links{node="aaaa0000",worker="1"} 1"#,
+        r#"ringspan_worker_circuits{node="aaaa0000",worker="0"} 1"#,
+        r#"ringspan_worker_messages_in_total{node="aaaa0000",worker="1"} 11"#,
+        r#"ringspan_worker_bytes_out_total{node="aaaa0000",worker="1"} 200"#,
+        r#"ringspan_worker_internal_bytes_in_total{node="aaaa0000",worker="0"} 41"#,
+        r#"ringspan_worker_internal_bytes_out_total{node="aaaa0000",worker="0"} 40"#,
+        r#"ringspan_link_bytes_in_total{node="aaaa0000",link="3",peer="bbbb1111",worker="1"} 100"#,
+    ] {
+        assert!(lines.contains(&line), "{line} missing from\n{}", scrape.body);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A snapshot whose every string is hostile, with the labels of the issue.
 fn hostile() -> Snapshot {
     let route = |mount: &str, label: &str| RouteRow {
@@ -375,7 +433,7 @@ fn printable_shows_every_hidden_character_as_an_escape() {
 fn hostile_strings_are_escaped_in_every_text_view() {
     let s = hostile();
     for view in [View::Links, View::Routes, View::Circuits, View::Mounts, View::All] {
-        let text = render(&s, view);
+        let text = render(&on_two_workers(s.clone()), view);
         assert!(!text.chars().any(raw), "{view:?}: {text:?}");
         assert!(text.starts_with("node aa\"bb\\\\cc\\ndd\\x1bc\n"), "{view:?}: {text:?}");
     }
@@ -429,7 +487,7 @@ fn hostile_strings_are_escaped_in_dot() {
 
 #[test]
 fn hostile_strings_are_escaped_in_prometheus_labels() {
-    let text = prometheus(&hostile());
+    let text = prometheus(&on_two_workers(hostile()));
     assert!(!text.chars().any(raw), "{text}");
     for line in text.lines() {
         assert!(line.starts_with("# ") || line.starts_with("ringspan_"), "{line:?}");
@@ -438,7 +496,10 @@ fn hostile_strings_are_escaped_in_prometheus_labels() {
     let node = r#"node="aa\"bb\\\\cc\\ndd\\x1bc""#;
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.contains(&format!("ringspan_circuits{{{node}}} 1").as_str()), "{text}");
-    let link =
-        format!(r#"ringspan_link_bytes_in_total{{{node},link="3",peer="bbbb\\x1b[31m1111"}} 100"#);
+    let link = format!(
+        r#"ringspan_link_bytes_in_total{{{node},link="3",peer="bbbb\\x1b[31m1111",worker="1"}} 100"#
+    );
     assert!(lines.contains(&link.as_str()), "{text}");
+    let worker = format!(r#"ringspan_worker_links{{{node},worker="1"}} 1"#);
+    assert!(lines.contains(&worker.as_str()), "{text}");
 }
