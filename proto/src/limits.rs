@@ -181,6 +181,15 @@ pub const MAILBOX_COMMANDS: usize = 1024;
 /// the writer keeps the rest (DESIGN 7c.3).
 pub const LANE_BYTES: usize = 128 << 10;
 
+/// Bytes a worker's internal links may hold unsent (their lanes full: another worker does not
+/// keep up) before the worker stops reading its sockets; it reads them again once they hold
+/// less than [`LANE_QUEUE_RESUME_BYTES`]. So what a worker hands to another is bounded, and a
+/// slow worker slows the peers feeding it, as a slow reader slows a TCP sender (DESIGN 7c.3).
+pub const LANE_QUEUE_PAUSE_BYTES: usize = 4 << 20;
+
+/// See [`LANE_QUEUE_PAUSE_BYTES`].
+pub const LANE_QUEUE_RESUME_BYTES: usize = 1 << 20;
+
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 

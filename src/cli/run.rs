@@ -17,7 +17,7 @@ use ringspan::daemon::config::{NodeConfig, parse_mount};
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ShowWhat {
-    /// Links and configured peers.
+    /// Links, configured peers and workers.
     Links,
     /// Routes: each mount's best and standby first hop.
     Routes,

@@ -34,7 +34,7 @@ pub use app::DaemonApp;
 pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
 pub use host::{App, Host, HostState, Plane};
 pub use request::{LoadReport, Request, Shared};
-pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot};
+pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot, WorkerRow};
 
 use crate::span::{Label, MountKey, MountKind};
 use crate::wire::Command;

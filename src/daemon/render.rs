@@ -444,6 +444,7 @@ pub(crate) mod tests {
                     established: 1,
                     internal_bytes_out: 30,
                     internal_bytes_in: 31,
+                    lane_pauses: 32,
                 },
                 WorkerRow {
                     worker: 1,

@@ -103,6 +103,10 @@ pub struct WorkerRow {
     pub internal_bytes_out: u64,
     /// Bytes other workers handed to it.
     pub internal_bytes_in: u64,
+    /// Times it stopped reading its sockets because another worker lagged behind what it
+    /// handed it (DESIGN 7c.3).
+    #[serde(default)]
+    pub lane_pauses: u64,
 }
 
 impl Snapshot {
@@ -239,6 +243,7 @@ impl Snapshot {
             established: stats.established,
             internal_bytes_out,
             internal_bytes_in,
+            lane_pauses: stats.lane_pauses,
         }];
         Snapshot {
             node: node.id().to_string(),

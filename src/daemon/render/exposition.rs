@@ -178,7 +178,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         &rows,
     );
     type WorkerField = fn(&WorkerRow) -> u64;
-    let per_worker: [(&str, &str, &str, WorkerField); 10] = [
+    let per_worker: [(&str, &str, &str, WorkerField); 11] = [
         ("worker_links", "Links on a worker, clients included.", "gauge", |w| w.links as u64),
         ("worker_clients", "Client links on a worker.", "gauge", |w| w.clients as u64),
         ("worker_circuits", "Circuits and calls a worker's plane holds.", "gauge", |w| {
@@ -219,6 +219,12 @@ pub fn prometheus(s: &Snapshot) -> String {
             "Links that completed their handshake on a worker.",
             "counter",
             |w| w.established,
+        ),
+        (
+            "worker_lane_pauses_total",
+            "Times a worker stopped reading its sockets: another worker lagged behind its hand-offs.",
+            "counter",
+            |w| w.lane_pauses,
         ),
     ];
     for (name, help, kind, field) in per_worker {
@@ -297,6 +303,7 @@ mod tests {
             ("worker_internal_bytes_out_total", "counter", [30, 31]),
             ("worker_accepted_total", "counter", [27, 0]),
             ("worker_established_total", "counter", [1, 0]),
+            ("worker_lane_pauses_total", "counter", [32, 0]),
         ] {
             // HELP, TYPE, then the series of each worker, in order.
             let at = lines.iter().position(|l| *l == format!("# TYPE ringspan_{name} {kind}"));

@@ -26,6 +26,8 @@ pub(crate) struct Lanes {
     pub(super) keys: Vec<Option<[[u8; 32]; 2]>>,
     /// The internal link to each worker, once made (and until it closes).
     pub(super) links: Vec<Option<LinkId>>,
+    /// The worker stopped reading its sockets: its internal links hold too much unsent.
+    pub(super) paused: bool,
 }
 
 /// The lanes of an engine of `workers` workers, each `capacity` bytes (none for one worker):
@@ -41,6 +43,7 @@ pub(crate) fn mesh(workers: usize, capacity: usize) -> Result<Vec<Lanes>, crate:
             room: vec![false; workers],
             keys: vec![None; workers],
             links: vec![None; workers],
+            paused: false,
         })
         .collect();
     for a in 0..workers {

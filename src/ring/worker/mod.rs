@@ -210,6 +210,7 @@ impl Worker {
             self.report_dial_errors(service);
             self.flush_touched(service);
             self.send_siblings();
+            self.pace_sockets();
             self.wake_lanes();
             self.rearm_receives();
             self.bufring.publish();
@@ -390,6 +391,8 @@ impl Worker {
                 self.stats.recv_buffer_shortages += 1;
                 Ok(())
             }
+            // Cancelled while the worker does not read its sockets (`Worker::pace_sockets`).
+            (error, _) if error == -libc::ECANCELED => Ok(()),
             (error, _) if error < 0 => Err(CloseReason::Io(-error)),
             _ => Err(CloseReason::Internal("a receive reported data without a buffer")),
         };
@@ -629,6 +632,10 @@ impl Worker {
 
     /// Re-arms the receives that ended (out of buffers, or the kernel ended the multishot).
     fn rearm_receives(&mut self) {
+        if self.lanes.paused {
+            // Not while another worker cannot take what this one hands it: the receives wait.
+            return;
+        }
         while let Some((slot, generation)) = self.rearm.pop() {
             let Some(conn) = self.conns.get(slot as usize) else {
                 continue;

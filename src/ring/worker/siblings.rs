@@ -14,6 +14,7 @@ use socket2::{Domain, Type};
 
 use super::*;
 use crate::cipher::record::record_layer_for_lane;
+use crate::limits::{LANE_QUEUE_PAUSE_BYTES, LANE_QUEUE_RESUME_BYTES};
 
 impl Worker {
     /// Makes this worker's internal link to each other worker and tells the service each is up.
@@ -136,6 +137,57 @@ impl Worker {
                 }
             }
             self.lanes.put_from(from, rx);
+        }
+    }
+}
+
+impl Worker {
+    /// At the end of a turn: stops reading the worker's sockets if its internal links hold more
+    /// than `LANE_QUEUE_PAUSE_BYTES` unsent (another worker does not take what this one hands
+    /// it as fast as it comes), and reads them again once they hold less than
+    /// `LANE_QUEUE_RESUME_BYTES`. While stopped, what arrived stays in the kernel's socket
+    /// buffers and TCP slows the peers that send it; the lanes are still read, so the workers
+    /// cannot wait on each other.
+    pub(super) fn pace_sockets(&mut self) {
+        if !self.lanes.meshed() {
+            return;
+        }
+        let mut queued = 0;
+        for to in 0..self.lanes.workers() {
+            let Some(slot) = self.lanes.links[to].and_then(|id| self.slot_of(id)) else { continue };
+            queued += self.conns[slot as usize].link.queued_bytes();
+        }
+        self.stats.lane_queued_max = self.stats.lane_queued_max.max(queued as u64);
+        if !self.lanes.paused && queued > LANE_QUEUE_PAUSE_BYTES {
+            self.lanes.paused = true;
+            self.stats.lane_pauses += 1;
+            tracing::debug!(worker = self.index, queued, "another worker lags: sockets paused");
+            // Each armed receive of a link to another node is cancelled; its last completion
+            // (ECANCELED) leaves it waiting to be re-armed.
+            let armed: Vec<(u32, u32)> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.sibling.is_none() && c.recv_armed && c.phase == Phase::Established
+                })
+                .map(|(slot, c)| (slot as u32, c.generation))
+                .collect();
+            for (slot, generation) in armed {
+                let cancel = opcode::AsyncCancel::new(op::encode(op::RECV, slot, generation))
+                    .build()
+                    .user_data(op::encode(op::IGNORE, slot, 0));
+                self.push(cancel);
+            }
+        } else if self.lanes.paused && queued < LANE_QUEUE_RESUME_BYTES {
+            self.lanes.paused = false;
+            tracing::debug!(worker = self.index, queued, "sockets read again");
+            for (slot, conn) in self.conns.iter_mut() {
+                let idle = !conn.recv_armed && !conn.recv_rearm;
+                if conn.sibling.is_none() && conn.phase == Phase::Established && idle {
+                    conn.recv_rearm = true;
+                    self.rearm.push((slot as u32, conn.generation));
+                }
+            }
         }
     }
 }

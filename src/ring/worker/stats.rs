@@ -70,6 +70,11 @@ pub struct WorkerStats {
     pub busy_poll_misses: u64,
     /// Busy polls given up because another thread held the core (polling then pauses).
     pub busy_poll_contended: u64,
+    /// Times the worker stopped reading its sockets because its internal links held more than
+    /// `LANE_QUEUE_PAUSE_BYTES` unsent (another worker did not keep up).
+    pub lane_pauses: u64,
+    /// The most bytes its internal links held unsent at once (checked at the end of each turn).
+    pub lane_queued_max: u64,
 }
 
 impl WorkerStats {
