@@ -339,6 +339,23 @@ fn demo(dir: &Path, n: usize, seconds: u64, workers: usize) -> Result<(), String
         "  (each call: client → n0 → relays → n{} and back, encrypted on every link, 64 calls in flight)",
         n - 1
     );
+    if workers > 1 {
+        // Where each node's links landed, and how much crossed between its workers.
+        println!("\nWORKERS (each node a plane per worker; bytes handed between its workers)");
+        for member in &members {
+            let Some(node) = &member.node else { continue };
+            let rows = node.snapshot().workers;
+            let links: Vec<String> = rows.iter().map(|w| w.links.to_string()).collect();
+            let socket: u64 = rows.iter().map(|w| w.bytes_in).sum();
+            let crossed: u64 = rows.iter().map(|w| w.internal_bytes_in).sum();
+            let share = 100.0 * crossed as f64 / (socket + crossed).max(1) as f64;
+            println!(
+                "  {:<4} links per worker {:<8} crossed between workers {share:>5.1}% of bytes in",
+                member.name,
+                links.join("/")
+            );
+        }
+    }
     client.shutdown();
     for member in &mut members {
         if let Some(node) = member.node.take() {
