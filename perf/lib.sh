@@ -130,3 +130,34 @@ csv_ready() {
     exit 1
   fi
 }
+
+# CPU time (user + system, in clock ticks: getconf CLK_TCK a second) process $1 has used, all its
+# threads included: utime + stime from /proc/PID/stat, read after the command name (which may
+# hold spaces). Fails (status 1, no message) if the process is gone.
+proc_cpu_ticks() {
+  local stat
+  read -r stat 2>/dev/null < "/proc/$1/stat" || return 1
+  stat=${stat##*) }
+  awk '{ print $12 + $13 }' <<< "$stat"
+}
+
+# The CPU time of each thread of process $1, one "NAME TICKS" line each (NAME: the thread's
+# comm, e.g. ringspan-w0 for engine worker 0; TICKS as proc_cpu_ticks). Threads gone while it
+# reads are left out.
+thread_cpu_ticks() {
+  local task stat name
+  for task in "/proc/$1/task"/*; do
+    read -r name 2>/dev/null < "$task/comm" || continue
+    read -r stat 2>/dev/null < "$task/stat" || continue
+    stat=${stat##*) }
+    awk -v name="${name// /_}" '{ print name, $12 + $13 }' <<< "$stat"
+  done
+}
+
+# Whether process $1 is still running (not gone, not a zombie waiting to be reaped).
+running() {
+  local stat
+  read -r stat 2>/dev/null < "/proc/$1/stat" || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
