@@ -19,11 +19,13 @@
 # run (`ringspan show --json`), the bytes its workers handed each other through lanes over the
 # bytes they received from sockets, sum(internal_bytes_in) / sum(bytes_in). Each relayed record
 # arrives from a socket once and crosses to another worker at most once (one relay), so this is
-# the share of the relayed traffic, by wire bytes, that crossed a lane; records crossing are the
-# records that came in (forwarded whole), so it is also the share of messages to within the
-# keepalives, acknowledgements and span messages. 0 at one worker. Against one worker: the
-# throughput ratio, the efficiency against linear, rate_W / (W x rate_1), and the CPU per
-# message ratio, each a median of the rounds' own ratios.
+# the share of the relayed traffic, by wire bytes, that crossed a lane (0 at one worker); each
+# run's stderr line checks it by messages: what the workers received (sockets and lanes) beyond
+# what was sent, over what was sent. Against one worker: the throughput ratio, the efficiency
+# against linear, rate_W / (W x rate_1), and the CPU per message ratio, each a median of the
+# rounds' own ratios; and what a crossing message costs the relay beyond one that stays on its
+# worker: per round, (CPU per message at W - at 1) / cross-worker share, the median over the
+# rounds where 5% or more crossed.
 #
 # Handshakes: a router with W workers, `accept_unknown_keys = true`, no client_clusters (so it
 # runs on W planes), and K `ringspan-bench clients` loads opening --clients links in all, each
@@ -49,7 +51,8 @@
 # perf/results/cores.svg with gnuplot if it is there (installed with apt-get under CI=true or
 # --install). Progress and each run's figures go to stderr. Exits non-zero, saying why, when a
 # process fails: a relay or node that dies or reports fewer workers than configured, a flow that
-# delivers nothing or loses a message, a load that brings no link up. Needs python3.
+# delivers nothing or loses a message, a client load that ends before its links are up. Needs
+# python3.
 #
 #   perf/cores.sh [--quick] [--rounds R] [--max-workers N] [--workers "1 2 4"] [--flows F]
 #                 [--size B] [--seconds S] [--warmup S] [--busy-poll-us U] [--clients C]
@@ -376,7 +379,7 @@ EOF
   for ((i = 0; i < loads; i++)); do
     n=$((clients / loads + (i < clients % loads ? 1 : 0)))
     "${load_pin[@]}" "$bench" clients --connect "127.0.0.1:$nport" --peer-key "$relay_pub" \
-      --clients "$n" --rate "$((hs_rate / loads))" --keepalive-ms 15000 --hold 3 --json \
+      --clients "$n" --rate "$(((hs_rate + loads - 1) / loads))" --keepalive-ms 15000 --hold 3 --json \
       > "$dir/load$i.json" 2> "$dir/load$i.log" &
     tools+=($!)
     pids+=($!)
@@ -469,10 +472,15 @@ def by(part):
         if r["part"] == part:
             out.setdefault(int(r["workers"]), {})[int(r["round"])] = r
     return out
+def ratios(runs, w, f):
+    # f(run at w) / f(run at 1 worker), each round's own pair, by round.
+    return [f(runs[w][k]) / f(runs[1][k]) for k in sorted(runs[w])
+            if k in runs.get(1, {}) and f(runs[1][k])]
 def ratio(runs, w, f):
-    # f(run at w) / f(run at 1 worker) per round, then the median.
-    rs = [f(runs[w][k]) / f(runs[1][k]) for k in runs[w] if k in runs.get(1, {}) and f(runs[1][k])]
+    rs = ratios(runs, w, f)
     return med(rs) if rs else None
+def listed(xs):
+    return " ".join(f"{x:.2f}" for x in xs)
 def fmt(x, spec):
     return "-" if x is None else format(x, spec)
 verdicts = []
@@ -500,10 +508,30 @@ if relay:
                   f"{m_cpu:>12.3f} {fmt(c, '>9.2f')}x {m_cross:>12.1%}  {lo:,.0f}..{hi:,.0f}")
             linear = w * rate_1 if rate_1 is not None else "NaN"
             plot.write(f"{w} {m_rate} {m_cpu} {m_cross} {linear}\n")
+    # The cost of crossing: each round at W > 1 against the same round's 1 worker, CPU per
+    # message over the share that crossed (a straight line through the two points: what a
+    # message crossing costs the relay beyond one that does not). Rounds where under 5% crossed
+    # say too little and are left out.
+    if 1 in relay:
+        for w in sorted(relay):
+            if w == 1:
+                continue
+            pairs = [(float(relay[w][k]["cross_share"]), cpu(relay[w][k]), cpu(relay[1][k]))
+                     for k in sorted(relay[w]) if k in relay[1]]
+            print(f"  {w} workers, by round: cross-worker share and CPU per message / 1 worker's: "
+                  + ", ".join(f"{x:.0%} {c / c1:.2f}x" for x, c, c1 in pairs))
+            extra = [(c - c1) / x for x, c, c1 in pairs if x >= 0.05]
+            if extra:
+                base = med(c1 for _, _, c1 in pairs)
+                print(f"  {w} workers: a message crossing workers costs the relay "
+                      f"{med(extra) * 1e3:+.0f} ns of CPU beyond one that does not "
+                      f"({med(extra) / base:+.0%} of a message at 1 worker; median over "
+                      f"{len(extra)} round(s) with 5% or more crossing)")
     if 2 in relay and 1 in relay:
-        c = ratio(relay, 2, cpu)
+        rs = ratios(relay, 2, cpu)
+        c = med(rs)
         verdicts.append(f"relay CPU per message, 2 workers / 1: {c:.2f}x (target <= 1.10x: "
-                        f"{'met' if c <= 1.10 else 'NOT met'})")
+                        f"{'met' if c <= 1.10 else 'NOT met'}; rounds {listed(rs)})")
     print()
 hs = by("handshakes")
 if hs:
@@ -524,10 +552,11 @@ if hs:
               f"{med(per_cpu(r) for r in runs):>9,.0f} {med(capacity(r) for r in runs):>10,.0f} "
               f"{fmt(x, '>9.2f')}x {med(busiest(r) for r in runs):>15,.0f}  {runs[-1]['placement']}")
     if 2 in hs and 1 in hs:
-        x = ratio(hs, 2, capacity)
+        rs = ratios(hs, 2, capacity)
+        x = med(rs)
         b = ratio(hs, 2, busiest)
         verdicts.append(f"handshake capacity, 2 workers / 1: {x:.2f}x by node CPU per handshake "
-                        f"(target >= 1.8x: {'met' if x >= 1.8 else 'NOT met'}); "
+                        f"(target >= 1.8x: {'met' if x >= 1.8 else 'NOT met'}; rounds {listed(rs)}); "
                         f"{b:.2f}x bound by the busiest worker")
     failed = sum(int(r["failed"] or 0) for r in rows if r["part"] == "handshakes")
     if failed:
@@ -543,7 +572,7 @@ if relay and e["PIN"] != "1" and int(e["CORES"]) < max(relay) + 2 * int(e["FLOWS
 print(e["STAMP_TEXT"])
 PY
 
-if have gnuplot && [[ -s $work/plot.dat ]]; then
+if have gnuplot && [[ -s $work/plot.dat ]] && (($(wc -l < "$work/plot.dat") >= 2)); then
   gnuplot <<EOF
 set terminal svg size 960,420 font "sans,11"
 set output "perf/results/cores.svg"
@@ -553,10 +582,12 @@ set xtics 1
 set grid
 set key top left
 set ylabel "msgs/s"
+set format y "%.1s%c"
 set yrange [0:*]
 plot "$work/plot.dat" using 1:2 with linespoints lw 2 title "measured (median)", \
      "$work/plot.dat" using 1:5 with lines dt 2 title "linear from 1 worker"
 set ylabel "relay CPU-seconds per million messages"
+set format y "%g"
 set y2label "cross-worker share"
 set y2range [0:1]
 set y2tics
@@ -566,6 +597,10 @@ unset multiplot
 EOF
   echo "wrote $csv and perf/results/cores.svg"
 else
-  have gnuplot || echo "no gnuplot: no plot (--install, or CI=true, installs gnuplot-nox)" >&2
+  if ! have gnuplot; then
+    echo "no gnuplot: no plot (--install, or CI=true, installs gnuplot-nox)" >&2
+  elif [[ -s $work/plot.dat ]]; then
+    echo "one worker count: no plot" >&2
+  fi
   echo "wrote $csv"
 fi
