@@ -56,7 +56,7 @@
 #
 #   perf/cores.sh [--quick] [--rounds R] [--max-workers N] [--workers "1 2 4"] [--flows F]
 #                 [--size B] [--seconds S] [--warmup S] [--busy-poll-us U] [--clients C]
-#                 [--loads K] [--pin] [--no-relay] [--no-handshakes] [--install]
+#                 [--loads K] [--dial-rate R] [--pin] [--no-relay] [--no-handshakes] [--install]
 #
 #   --quick           1 round, 1 s per flow run after 0.3 s of warm-up, 1,500 clients
 #   --rounds R        rounds (default 3); each runs every worker count, in turn forwards and
@@ -69,8 +69,10 @@
 #   --busy-poll-us U  every process's busy poll (relay's and node's busy_poll_us, the bench's
 #                     --busy-poll-us): default 0, so that no CPU time is spinning; 100 is the
 #                     engine's default
-#   --clients C       client links per handshake run (default 6,000), dialled at 10,000/s in all
+#   --clients C       client links per handshake run (default 6,000)
 #   --loads K         client loads per handshake run (default N), C/K links each
+#   --dial-rate R     dials a second, all loads together (default 10,000: faster than the
+#                     loads complete handshakes here, so links queue at the node)
 #   --pin             relay on cores 0..W-1, every load generator on cores N..nproc-1
 #   --no-relay, --no-handshakes   leave that part out
 #   --install         install gnuplot (gnuplot-nox) with apt-get if missing (as CI=true does)
@@ -80,7 +82,7 @@ source perf/lib.sh
 
 usage() { echo "usage: see the header of $0" >&2; exit 2; }
 quick=0 rounds="" max_workers="" workers_list="" flows="" size=128 seconds="" warmup=""
-poll=0 clients="" loads="" pin=0 do_relay=1 do_hs=1 install=0
+poll=0 clients="" loads="" hs_rate=10000 pin=0 do_relay=1 do_hs=1 install=0
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
@@ -94,6 +96,7 @@ while (($#)); do
     --busy-poll-us) poll=${2-}; shift ;;
     --clients) clients=${2-}; shift ;;
     --loads) loads=${2-}; shift ;;
+    --dial-rate) hs_rate=${2-}; shift ;;
     --pin) pin=1 ;;
     --no-relay) do_relay=0 ;;
     --no-handshakes) do_hs=0 ;;
@@ -110,7 +113,6 @@ cores=$(nproc)
 max_workers=${max_workers:-$cores}
 flows=${flows:-$((2 * max_workers))}
 loads=${loads:-$max_workers}
-hs_rate=10000
 positive() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "$1 must be a positive integer (got \"$2\")" >&2; exit 2; }; }
 seconds_ok() { [[ $2 =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "$1 must be a number of seconds (got \"$2\")" >&2; exit 2; }; }
 positive --rounds "$rounds"
@@ -119,6 +121,7 @@ positive --flows "$flows"
 positive --size "$size"
 positive --clients "$clients"
 positive --loads "$loads"
+positive --dial-rate "$hs_rate"
 seconds_ok --seconds "$seconds"
 seconds_ok --warmup "$warmup"
 [[ $poll =~ ^[0-9]+$ ]] || { echo "--busy-poll-us must be 0 or more microseconds" >&2; exit 2; }
