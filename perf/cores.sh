@@ -177,7 +177,7 @@ bench=$release/ringspan-bench
 tck=$(getconf CLK_TCK)
 mkdir -p perf/results
 csv=perf/results/cores.csv
-echo "$stamp_header,part,round,workers,load,size,seconds,rate,flow_min,flow_max,count,node_cpu_s,worker_cpu_s,cpu_per_unit,unit,cross_share,placement,failed" > "$csv"
+echo "$stamp_header,part,round,workers,load,size,seconds,rate,flow_min,flow_max,count,node_cpu_s,worker_cpu_s,cpu_per_unit,unit,cross_share,lane_pauses,placement,failed" > "$csv"
 
 work=$(mktemp -d /tmp/ringspan-cores-XXXX)
 cleanup() {
@@ -339,15 +339,17 @@ cross = lane_in / socket_in if socket_in else 0.0
 # A check by messages: what the workers received (from sockets and lanes) beyond the messages
 # sent, over those sent: the crossing messages, plus acknowledgements, keepalives, span messages.
 beyond = (sum(w["messages_in"] for w in end["workers"]) - sent) / sent
+# Times a worker stopped reading its sockets because another lagged behind its hand-offs.
+pauses = sum(w.get("lane_pauses", 0) for w in end["workers"])
 rate = sum(rates)
 per_million = cpu / sent * 1e6
 print(f"{e['W']} workers: {rate:,.0f} msgs/s over {flows} flows ({min(rates):,.0f}..{max(rates):,.0f}), "
       f"relay CPU {cpu:.2f} s for {sent:,} messages = {per_million:.3f} s per million, "
       f"workers {per_worker} s, cross-worker {cross:.1%} by bytes ({beyond:.1%} more messages "
-      f"received than sent), links {e['PLACEMENT']}", file=sys.stderr)
+      f"received than sent), lane pauses {pauses}, links {e['PLACEMENT']}", file=sys.stderr)
 print(f"{e['STAMP']},relay,{e['ROUND']},{e['W']},{flows},{e['SIZE']},{e['SECONDS_']},{rate:.0f},"
       f"{min(rates):.0f},{max(rates):.0f},{sent},{cpu:.3f},{per_worker},{per_million:.4f},"
-      f"cpu_s_per_million_msgs,{cross:.4f},{e['PLACEMENT']},")
+      f"cpu_s_per_million_msgs,{cross:.4f},{pauses},{e['PLACEMENT']},")
 PY
 }
 
@@ -437,7 +439,7 @@ print(f"{w} workers: {established:,} handshakes, {rate:,.0f}/s by the loads, nod
       f"capacity on {w} cores {capacity:,.0f}/s, {busiest:,.0f}/s bound by the busiest worker), "
       f"workers {per_worker} s, split {split}, failed or lost {failed}", file=sys.stderr)
 print(f"{e['STAMP']},handshakes,{e['ROUND']},{w},{e['CLIENTS']},,,{rate:.0f},,,{established},"
-      f"{cpu:.3f},{per_worker},{us_per:.2f},cpu_us_per_handshake,,{split},{failed}")
+      f"{cpu:.3f},{per_worker},{us_per:.2f},cpu_us_per_handshake,,,{split},{failed}")
 PY
 }
 
