@@ -23,9 +23,9 @@
 # run's stderr line checks it by messages: what the workers received (sockets and lanes) beyond
 # what was sent, over what was sent. Against one worker: the throughput ratio, the efficiency
 # against linear, rate_W / (W x rate_1), and the CPU per message ratio, each a median of the
-# rounds' own ratios; and what a crossing message costs the relay beyond one that stays on its
-# worker: per round, (CPU per message at W - at 1) / cross-worker share, the median over the
-# rounds where 5% or more crossed.
+# rounds' own ratios; and, as the share crossing changes from run to run, a straight line
+# through the rounds' (share, CPU per message ratio): the ratio with nothing crossing and with
+# everything crossing (with 3 rounds or more whose shares spread over 0.2 or more).
 #
 # Handshakes: a router with W workers, `accept_unknown_keys = true`, no client_clusters (so it
 # runs on W planes), and K `ringspan-bench clients` loads opening --clients links in all, each
@@ -513,25 +513,31 @@ if relay:
                   f"{m_cpu:>12.3f} {fmt(c, '>9.2f')}x {m_cross:>12.1%}  {lo:,.0f}..{hi:,.0f}")
             linear = w * rate_1 if rate_1 is not None else "NaN"
             plot.write(f"{w} {m_rate} {m_cpu} {m_cross} {linear}\n")
-    # The cost of crossing: each round at W > 1 against the same round's 1 worker, CPU per
-    # message over the share that crossed (a straight line through the two points: what a
-    # message crossing costs the relay beyond one that does not). Rounds where under 5% crossed
-    # say too little and are left out.
+    # The cost of crossing, apart from that of running on W workers: the share that crosses
+    # changes from run to run (the kernel places the links), so over the rounds at W, a straight
+    # line by least squares through (cross-worker share, CPU per message / the same round's at
+    # 1 worker): its value at 0 is W workers with nothing crossing, at 1 everything crossing.
+    # Only with 3 rounds or more whose shares spread over 0.2 or more; noisy on a busy host.
     if 1 in relay:
         for w in sorted(relay):
             if w == 1:
                 continue
-            pairs = [(float(relay[w][k]["cross_share"]), cpu(relay[w][k]), cpu(relay[1][k]))
-                     for k in sorted(relay[w]) if k in relay[1]]
+            pts = [(float(relay[w][k]["cross_share"]), cpu(relay[w][k]) / cpu(relay[1][k]))
+                   for k in sorted(relay[w]) if k in relay[1] and cpu(relay[1][k])]
             print(f"  {w} workers, by round: cross-worker share and CPU per message / 1 worker's: "
-                  + ", ".join(f"{x:.0%} {c / c1:.2f}x" for x, c, c1 in pairs))
-            extra = [(c - c1) / x for x, c, c1 in pairs if x >= 0.05]
-            if extra:
-                base = med(c1 for _, _, c1 in pairs)
-                print(f"  {w} workers: a message crossing workers costs the relay "
-                      f"{med(extra) * 1e3:+.0f} ns of CPU beyond one that does not "
-                      f"({med(extra) / base:+.0%} of a message at 1 worker; median over "
-                      f"{len(extra)} round(s) with 5% or more crossing)")
+                  + ", ".join(f"{x:.0%} {y:.2f}x" for x, y in pts))
+            xs = [x for x, _ in pts]
+            if len(pts) >= 3 and max(xs) - min(xs) >= 0.2:
+                mx, my = statistics.fmean(xs), statistics.fmean(y for _, y in pts)
+                b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x in xs)
+                a = my - b * mx
+                print(f"  {w} workers, a line through those rounds: CPU per message / 1 worker's = "
+                      f"{a:.2f} + {b:.2f} x share ({a:.2f}x with nothing crossing, "
+                      f"{a + b:.2f}x with everything crossing)")
+            else:
+                print(f"  {w} workers: too few rounds, or shares too close, to tell the cost of "
+                      "crossing from that of the workers (3 rounds or more spread over 0.2 or "
+                      "more)")
     if 2 in relay and 1 in relay:
         rs = ratios(relay, 2, cpu)
         c = med(rs)
