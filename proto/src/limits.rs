@@ -190,6 +190,11 @@ pub const LANE_QUEUE_PAUSE_BYTES: usize = 4 << 20;
 /// See [`LANE_QUEUE_PAUSE_BYTES`].
 pub const LANE_QUEUE_RESUME_BYTES: usize = 1 << 20;
 
+/// Records an internal link's send queue holds without allocating (made at start): what
+/// [`LANE_QUEUE_PAUSE_BYTES`] and a turn's receives come to in records of a few KiB. A deeper
+/// queue grows it once.
+pub const LANE_QUEUE_RECORDS: usize = 4096;
+
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 

@@ -449,8 +449,15 @@ impl<A: App> Service for Host<A> {
             // address keep their capacity during a flood of strangers.
             s.trusted.push(addr.ip());
         }
-        // Another plane may hold a link to the same node: one link per adjacency, node-wide.
-        match s.plane.linked.claim(us, node, id, dialled, s.plane.index) {
+        // Another plane may hold a link to the same node: one link per adjacency, node-wide (a
+        // node on one worker has its own node's rule alone).
+        let planes = s.plane.of > 1;
+        let claim = if planes {
+            s.plane.linked.claim(us, node, id, dialled, s.plane.index)
+        } else {
+            Claim::Take
+        };
+        match claim {
             Claim::Take => {}
             Claim::Replaces { old } => {
                 s.duplicates += 1;
@@ -465,7 +472,12 @@ impl<A: App> Service for Host<A> {
                 return;
             }
         }
-        match s.node.link_up(id, node, granted, dialled, link) {
+        let outcome = s.node.link_up(id, node, granted, dialled, link);
+        if planes && matches!(outcome, Ok(LinkUp::Duplicate { .. }) | Err(_)) {
+            // Not taken up after all: the planes forget it (unless another link is the peer's).
+            s.plane.linked.gone(node, id);
+        }
+        match outcome {
             Ok(LinkUp::Up) => {
                 s.redial.up(&peer, id);
                 tracing::info!(%id, peer = %node, role = granted.name(), "link up");
@@ -481,7 +493,9 @@ impl<A: App> Service for Host<A> {
                 s.to_close.push((id, ErrorCode::DUPLICATE));
             }
             Ok(LinkUp::Replaces { old }) => {
-                s.plane.linked.kept(node, id, dialled);
+                if planes {
+                    s.plane.linked.kept(node, id, dialled);
+                }
                 s.redial.up(&peer, id);
                 tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
                 s.to_close.push((old, ErrorCode::DUPLICATE));
@@ -532,7 +546,9 @@ impl<A: App> Service for Host<A> {
         } else {
             s.closes.count(reason);
         }
-        if let Some((_, peer)) = s.node.peers().find(|&(l, _)| l == link) {
+        if s.plane.of > 1
+            && let Some(peer) = s.node.peer_of(link)
+        {
             // The planes whose redialler counted on this link redial the peer now.
             for plane in s.plane.linked.gone(peer, link) {
                 s.to_planes.push((plane, PlaneCommand::Gone { link }));

@@ -634,6 +634,12 @@ impl Link {
         Some(result)
     }
 
+    /// Makes room in the send queue for `chunks` records queued at once (an internal link, whose
+    /// queue runs deeper than a socket's while another worker lags).
+    pub fn reserve_send_queue(&mut self, chunks: usize) {
+        self.tx.reserve(chunks);
+    }
+
     /// Records queued in lent receive buffers, not yet sent.
     pub fn lent_chunks(&self) -> usize {
         self.tx.lent_chunks()

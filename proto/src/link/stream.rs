@@ -283,6 +283,12 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// Makes room for `chunks` queued behind the one being sent, so that a queue that long
+    /// allocates nothing.
+    pub fn reserve(&mut self, chunks: usize) {
+        self.queue.reserve(chunks);
+    }
+
     /// A sink writing into this link's pending record, sealing full records with `sealer`.
     pub fn sink<'a>(
         &'a mut self,

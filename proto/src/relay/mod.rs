@@ -679,6 +679,14 @@ impl Node {
         self.next_generation
     }
 
+    /// Makes room for `bytes` of payload in `messages` events waiting for the application at
+    /// once (between two drains of [`Node::poll_app`]), so that delivering a burst that large
+    /// allocates nothing. Both grow to the largest burst otherwise.
+    pub fn reserve_app(&mut self, bytes: usize, messages: usize) {
+        self.app_bytes.reserve(bytes);
+        self.app.reserve(messages);
+    }
+
     /// The next event for the local application.
     pub fn poll_app(&mut self) -> Option<AppEvent<'_>> {
         if self.app_consumed {

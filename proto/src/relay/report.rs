@@ -114,6 +114,11 @@ impl Node {
         })
     }
 
+    /// The node at the other end of `link`, if the node holds it (closing or not).
+    pub fn peer_of(&self, link: LinkId) -> Option<NodeId> {
+        self.links.get(&link).map(|s| s.peer)
+    }
+
     /// The links, and the node at the other end of each.
     pub fn peers(&self) -> impl Iterator<Item = (LinkId, NodeId)> + '_ {
         self.links.iter().filter(|(_, s)| !s.closing && !s.retired).map(|(&l, s)| (l, s.peer))

@@ -14,7 +14,7 @@ use socket2::{Domain, Type};
 
 use super::*;
 use crate::cipher::record::record_layer_for_lane;
-use crate::limits::{LANE_QUEUE_PAUSE_BYTES, LANE_QUEUE_RESUME_BYTES};
+use crate::limits::{LANE_QUEUE_PAUSE_BYTES, LANE_QUEUE_RECORDS, LANE_QUEUE_RESUME_BYTES};
 
 impl Worker {
     /// Makes this worker's internal link to each other worker and tells the service each is up.
@@ -45,6 +45,8 @@ impl Worker {
             let conn = &mut self.conns[slot as usize];
             conn.peer = Some(own);
             conn.sibling = Some(to as u16);
+            // Its queue runs deeper than a socket's while the other worker lags.
+            conn.link.reserve_send_queue(LANE_QUEUE_RECORDS);
             self.lanes.links[to] = Some(self.link_id(slot));
             if let Some(at) = rekey_at {
                 self.arm_timer(slot, TimerKind::Rekey, at);
