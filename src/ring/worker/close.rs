@@ -137,14 +137,15 @@ impl Worker {
         // (each far end ends its calls as on any link loss, alike whichever link went first).
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
         let mut told = Vec::with_capacity(slots.len());
+        let mut siblings = Vec::new();
         for slot in slots {
             let phase = self.conns[slot as usize].phase;
             if matches!(phase, Phase::Closing | Phase::Draining) {
                 continue;
             }
             if self.conns[slot as usize].sibling.is_some() {
-                // The other worker shuts down too, and closes its end of the internal link.
-                self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
+                // Closed once the others are told (below); the other worker shuts down too.
+                siblings.push(slot);
                 continue;
             }
             if self.notify_close(slot, ErrorCode::SHUTDOWN) {
@@ -155,6 +156,9 @@ impl Worker {
         }
         for slot in told {
             self.end_transactions(service, slot, ErrorCode::SHUTDOWN);
+        }
+        for slot in siblings {
+            self.close(service, slot, CloseReason::Local(ErrorCode::SHUTDOWN));
         }
     }
 }
