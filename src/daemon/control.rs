@@ -218,6 +218,9 @@ fn answer_control(mut stream: UnixStream, shared: &Shared) {
     }
     let request = String::from_utf8_lossy(&line);
     let answer = match request.trim() {
+        // The socket is served from before the engine starts (one node per socket is checked
+        // first): until its workers run, there is nothing to show.
+        "snapshot" if !shared.started() => error_json("the node is starting: ask again"),
         "snapshot" => serde_json::to_string(&shared.snapshot())
             .unwrap_or_else(|e| error_json(&format!("cannot encode the snapshot: {e}"))),
         other => error_json(&format!("unknown request \"{}\"", printable(other))),
@@ -275,6 +278,19 @@ mod tests {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("unknown request"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_node_not_yet_running_says_so_instead_of_an_empty_snapshot() {
+        let dir =
+            std::env::temp_dir().join(format!("ringspan-control-start-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.sock");
+        let _socket = serve_control(&path, Arc::new(Shared::default())).unwrap();
+        let text = fetch(&path).unwrap();
+        assert!(text.contains("the node is starting"), "{text}");
+        assert!(serde_json::from_str::<Snapshot>(&text).is_err(), "not a snapshot: {text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

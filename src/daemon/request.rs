@@ -146,6 +146,12 @@ impl Shared {
         Shared { node: OnceLock::new(), fixed: Some(snapshot) }
     }
 
+    /// Whether a node is connected (or a fixed snapshot stands in for one): before that, a
+    /// snapshot would be an empty one, which says nothing true of the node.
+    pub fn started(&self) -> bool {
+        self.node.get().is_some() || self.fixed.is_some()
+    }
+
     /// Connects the node's workers (one per plane), once they run.
     pub fn connect(&self, planes: Vec<Remote>) {
         let _ = self.node.set(planes);
