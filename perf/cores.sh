@@ -200,8 +200,8 @@ snapshot() {
   running "$1" || return 1
   "$bin" show --json --socket "$2" > "$3" 2>/dev/null
 }
-# Waits until node $1 (pid; log $3) answers on control socket $2 with its snapshot (the first
-# answers, before its planes are up, name no node and no worker), and checks it runs W = $4
+# Waits until node $1 (pid; log $3) answers on control socket $2 with its snapshot (until its
+# planes are up it answers that it is starting), and checks it runs W = $4
 # workers: a node that would run on fewer (a client-serving one) says so in its log and reports
 # fewer rows.
 node_ready() {
@@ -209,7 +209,7 @@ node_ready() {
   for _ in $(seq 100); do
     running "$pid" || fail "the node (pid $pid) exited at start$(echo; tail_of "$logf")"
     if snapshot "$pid" "$sock" "$work/ready.json"; then
-      got=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(len(s["workers"]) if s["node"] else "")' \
+      got=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(len(s.get("workers", [])) if s.get("node") else "")' \
         "$work/ready.json")
       [[ -n $got ]] && break
     fi
