@@ -180,11 +180,6 @@ impl Metric {
     pub fn is_finite(self) -> bool {
         self != Metric::INFINITY
     }
-
-    /// The metric one hop further (saturating at [`Metric::INFINITY`]).
-    pub fn plus_hop(self) -> Metric {
-        Metric(self.0.saturating_add(1))
-    }
 }
 
 /// What a neighbour is. A configuration names it as [`Role::name`] does.
