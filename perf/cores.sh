@@ -27,8 +27,8 @@
 # through the rounds' (share, CPU per message ratio): the ratio with nothing crossing and with
 # everything crossing (with 3 rounds or more whose shares spread over 0.2 or more).
 #
-# Handshakes: a router with W workers, `accept_unknown_keys = true`, no client_clusters (so it
-# runs on W planes), and K `ringspan-bench clients` loads opening --clients links in all, each
+# Handshakes: a satellite with W workers (role satellite, `accept_unknown_keys = true`,
+# `client_clusters`: its W planes keep one client directory), and K `ringspan-bench clients` loads opening --clients links in all, each
 # link under a key of its own, as fast as the node takes them (admission wide open), each link
 # one Noise XX handshake and a client's hello. Over the dialling (from before the loads start
 # until every load holds its links up): the node's CPU (process, and per worker thread), the
@@ -365,7 +365,9 @@ key = "$work/relay.key"
 listen = ["127.0.0.1:$nport"]
 workers = $w
 control = "$dir/node.sock"
+role = "satellite"
 accept_unknown_keys = true
+client_clusters = ["0x1"]
 
 [limits]
 keepalive_ms = 15000

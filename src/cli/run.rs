@@ -87,8 +87,8 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
     let settings = config.settings(identity);
     if settings.planes() < settings.workers && config.workers.is_some() {
         tracing::warn!(
-            "a client, and a node serving clients' mounts, run on one worker for now; \
-             `workers` above 1 is ignored"
+            "a client holds one link at a time and runs on one worker; `workers` above 1 is \
+             ignored"
         );
     }
     Handle::start(settings)

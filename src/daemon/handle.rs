@@ -95,11 +95,11 @@ impl Settings {
         }
     }
 
-    /// The workers the node runs on: `workers`, except that a client, and a node serving
-    /// clients' mounts (`client_clusters`), run on one for now — a call to a client's mount must
-    /// find the plane whose client directory holds it, which planes do not yet share.
+    /// The workers the node runs on: `workers`, except that a client runs on one. A client
+    /// holds one link at a time (to a satellite, failing over down its list), so a second
+    /// worker would only pass its traffic across; and its planes would each dial a satellite.
     pub fn planes(&self) -> usize {
-        if self.role == Role::Client || !self.client_clusters.is_empty() {
+        if self.role == Role::Client {
             1
         } else {
             self.workers.clamp(1, limits::CONFIG_WORKERS_MAX)

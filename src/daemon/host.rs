@@ -46,7 +46,7 @@ use crate::ids::{LinkId, NodeId};
 use crate::relay::redial::Redial;
 use crate::relay::{LinkUp, Node, Notice};
 use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
-use crate::span::{Hello, Role, Wants};
+use crate::span::{Hello, Role, SharedClients, Wants};
 use crate::txn::{Event, Received};
 use crate::wire::ErrorCode;
 
@@ -92,18 +92,23 @@ pub struct Plane {
     pub of: usize,
     /// Which link holds each linked peer, across the planes.
     linked: Arc<Linked>,
+    /// The clients' mounts, across the planes.
+    clients: Arc<SharedClients>,
 }
 
 impl Plane {
     /// The only plane of a node on one worker.
     pub fn one() -> Plane {
-        Plane { index: 0, of: 1, linked: Arc::default() }
+        Plane { index: 0, of: 1, linked: Arc::default(), clients: Arc::default() }
     }
 
     /// The planes of a node on `of` workers, by index, sharing what they must.
     pub fn all(of: usize) -> Vec<Plane> {
         let linked: Arc<Linked> = Arc::default();
-        (0..of.max(1)).map(|index| Plane { index, of, linked: linked.clone() }).collect()
+        let clients: Arc<SharedClients> = Arc::default();
+        (0..of.max(1))
+            .map(|index| Plane { index, of, linked: linked.clone(), clients: clients.clone() })
+            .collect()
     }
 
     /// Whether this plane dials the `n`th configured peer with an address: peers are dealt
@@ -187,6 +192,11 @@ impl HostState {
         }
         let mut node = Node::new(id, hello, now);
         node.serve_client_clusters(settings.client_clusters.iter().copied());
+        if plane.of > 1 {
+            // `Settings::planes` keeps a node to fewer workers than that.
+            let index = u16::try_from(plane.index).unwrap_or(u16::MAX);
+            node.share_clients(plane.clients.clone(), index);
+        }
         node.set_circuit_idle(settings.limits.circuit_idle);
         HostState {
             node,
@@ -425,7 +435,8 @@ impl<A: App> Service for Host<A> {
         s.node.handle_timeout(s.now, link);
         if let Some(other) = link.sibling() {
             // Another plane of this node: no rights to check, nothing to redial.
-            match s.node.sibling_up(id, link) {
+            let other_plane = u16::try_from(other).unwrap_or(u16::MAX);
+            match s.node.sibling_up(id, other_plane, link) {
                 Ok(()) => {
                     s.siblings.push(id);
                     tracing::debug!(%id, plane = s.plane.index, other, "internal link up");

@@ -14,8 +14,9 @@
 //! - [`Request`], [`Shared`] (`request.rs`): how other threads reach it; [`Snapshot`]
 //!   (`snapshot.rs`); the control socket and the metrics endpoint ([`control`]).
 //!
-//! A node runs on one worker: its links, span table and circuits share one core, so relaying
-//! never hands a message across cores (a hand-off costs ~20 µs on this machine).
+//! A node runs a plane per worker ([`Plane`]; DESIGN 7c.3): each plane's links, span table and
+//! circuits share one core, and planes hand each other what crosses through internal links,
+//! batched per turn, never per message (a wake-up costs ~20 µs on this machine).
 
 mod app;
 pub mod config;

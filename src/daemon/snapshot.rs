@@ -127,11 +127,11 @@ impl Snapshot {
             internal_bytes_out += stats.bytes_out;
         }
         // Circuits that came in from another plane: that plane counts them.
-        let mut from_planes = 0;
+        let from_planes = node.circuits_from_planes();
         // What each link's span state says is read from the link, on the worker.
         for info in node.link_info(worker) {
             if siblings.contains(&info.link) {
-                from_planes += info.circuits_held;
+                continue;
             } else if info.granted == Role::Client {
                 clients += 1;
                 client_refusals.add(Refusals::of(&info.counters));

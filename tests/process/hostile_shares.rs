@@ -230,6 +230,12 @@ fn strangers_together_cannot_starve_a_satellites_clients() {
         RELAY_CIRCUITS_PER_LINK_MAX
     );
     assert_eq!(snapshot.clients, ROGUES);
+    // On a satellite of several workers the strangers sit on all of them, and the share above
+    // held across them (DESIGN 7c.3: a circuit is held by the link it came into the node on).
+    if snapshot.workers.len() > 1 {
+        let on: Vec<usize> = snapshot.workers.iter().map(|w| w.clients).collect();
+        assert!(on.iter().all(|&n| n > 0), "strangers per worker: {on:?}");
+    }
 
     // An honest stranger of the satellite calls the master: every call gets through, taking
     // places from the biggest holders, and is refused nothing itself.

@@ -22,4 +22,5 @@ mod hostile_shares;
 mod hostile_shares_spans;
 mod planes_process;
 mod rogue_smoke;
+mod satellite_planes_process;
 mod satellite_process;

@@ -13,6 +13,7 @@ mod cipher;
 mod planes_sim;
 mod protocol_doc;
 mod relay_sim;
+mod satellite_planes_sim;
 mod satellite_sim;
 mod span_sim;
 mod txn_model;

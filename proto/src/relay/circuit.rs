@@ -5,14 +5,14 @@ use std::cell::Cell;
 
 use crate::error::{Error, Limit, Misuse};
 use crate::ids::{LinkId, MountId, MsgId, TxnId};
-use crate::limits::{CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX, RELAY_CIRCUITS_PER_LINK_MAX};
+use crate::limits::{CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX};
 use crate::link::RecordIn;
-use crate::span::{MountKey, NextHop, Role};
+use crate::span::{ClientHolder, MountKey, NextHop, Role};
 use crate::txn::{self, Delivery};
 use crate::wire::{ClientAddress, Command, ErrorCode, Flags, Message};
 
 use super::output::{LinkSet, Pending};
-use super::share::{Admission, Holder, Hook, Hooks, Pool};
+use super::share::{Holder, Hook};
 use super::{CLIENT_ADDRESS_LEN, CallId, Node, client_calls_left};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,32 +42,33 @@ pub(super) enum End {
 
 impl End {
     /// A link end nothing has been sent on yet.
-    fn link(link: LinkId, txn: Option<TxnId>) -> End {
+    pub(super) fn link(link: LinkId, txn: Option<TxnId>) -> End {
         End::Link { link, txn, closed: false, forced: false, ended: false }
     }
 }
 
 #[derive(Debug)]
 pub(super) struct Circuit {
-    generation: u32,
+    pub(super) generation: u32,
     /// The end that opened it (a link, or the application).
-    a: End,
+    pub(super) a: End,
     /// The end it goes to (a link, or a local mount).
-    b: End,
-    command: Command,
-    error: ErrorCode,
-    /// Who it counts against in the pools: the link it came in on, or the application.
-    holder: Holder,
+    pub(super) b: End,
+    pub(super) command: Command,
+    pub(super) error: ErrorCode,
+    /// Who it counts against in the pools: the link it came into the node on, or the
+    /// application (`holding.rs`).
+    pub(super) holder: Holder,
     /// Its place in the node's pool (0) and in its next link's (1).
-    hooks: [Hook; 2],
+    pub(super) hooks: [Hook; 2],
     /// Its next link, whose pool it is in.
-    out: Option<LinkId>,
+    pub(super) out: Option<LinkId>,
     /// The idle sweep's epoch in which it last carried something.
-    seen: Cell<u32>,
+    pub(super) seen: Cell<u32>,
     /// Aborted by this node: it holds no share any more, and is not swept again.
-    aborting: bool,
+    pub(super) aborting: bool,
     /// Its far end (b) has sent something back.
-    answered: bool,
+    pub(super) answered: bool,
 }
 
 impl Circuit {
@@ -83,16 +84,6 @@ impl Circuit {
 enum Hop {
     Local,
     Link { link: LinkId, span: TxnId, strip: usize },
-}
-
-/// The circuits' hooks for the node's pool (0) or a link's pool (1).
-struct Hooked<'a>(&'a mut slab::Slab<Circuit>, usize);
-
-impl Hooks for Hooked<'_> {
-    fn hook(&mut self, slot: u32) -> &mut Hook {
-        // Pools hold live slots only: they are removed before their circuit is.
-        &mut self.0[slot as usize].hooks[self.1]
-    }
 }
 
 impl Node {
@@ -126,9 +117,12 @@ impl Node {
         flags: Flags,
         links: &mut L,
     ) -> Result<CallId, Error> {
-        if self.is_our_aggregate(aggregate) {
-            let target = MountKey { cluster: aggregate.cluster, mount: client };
-            let holder = self.clients.holder(target).ok_or(Misuse::NoRoute)?;
+        let target = MountKey { cluster: aggregate.cluster, mount: client };
+        let holder = match self.is_our_aggregate(aggregate) {
+            true => Some(self.clients.holder(target).ok_or(Misuse::NoRoute)?),
+            false => None,
+        };
+        if let Some(ClientHolder::Here(holder)) = holder {
             let call = self.open_on(Self::link_of(holder), target, command, payload, flags, links);
             self.settle(links);
             return call;
@@ -136,7 +130,14 @@ impl Node {
         let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
         addressed.extend_from_slice(&ClientAddress { client }.emit());
         addressed.extend_from_slice(payload);
-        self.open(aggregate, command, &addressed, flags, links)
+        let Some(ClientHolder::Plane(plane)) = holder else {
+            return self.open(aggregate, command, &addressed, flags, links);
+        };
+        // Our client, on another plane of this node: to that plane, still addressed.
+        let link = self.plane_link(plane).ok_or(Misuse::NoRoute)?;
+        let call = self.open_on(link, aggregate, command, &addressed, flags, links);
+        self.settle(links);
+        call
     }
 
     /// Opens a call inside the span for `mount` that the peer on `link` advertises.
@@ -181,9 +182,18 @@ impl Node {
         links: &mut L,
     ) {
         let Open { parent, command, flags, payload } = open;
+        // Onto another plane of this node: first the note of who holds it (`holding.rs`).
+        let note = match self.is_plane_link(link) {
+            true => self.circuits.get(slot as usize).map(|c| c.holder.note()),
+            false => None,
+        };
         // An open ends nothing: no event of this write to handle.
-        let opened =
-            links.with(link, |txn, out| txn.open(out, Some(parent), command, payload, flags));
+        let opened = links.with(link, |txn, out| {
+            if let Some(note) = &note {
+                txn.send_oneway(out, Command::LINK_HOLDER, ErrorCode::NONE, note)?;
+            }
+            txn.open(out, Some(parent), command, payload, flags)
+        });
         match opened {
             Some(Ok(id)) => {
                 let c = &mut self.circuits[slot as usize];
@@ -383,7 +393,8 @@ impl Node {
             Hop::Local => None,
             Hop::Link { link: next, .. } => Some(next),
         };
-        if !self.admit(Holder::Link(link), next, links) {
+        let holder = self.holder_of_open(link);
+        if !self.admit(holder, next, links) {
             if let Some(state) = self.links.get_mut(&link) {
                 state.counters.circuits_limited += 1;
             }
@@ -395,7 +406,7 @@ impl Node {
             None => End::Local { closed: false },
             Some(next) => End::link(next, None),
         };
-        let (slot, generation) = self.new_circuit(a, b, delivery.command, Holder::Link(link), next);
+        let (slot, generation) = self.new_circuit(a, b, delivery.command, holder, next);
         self.by_txn.insert((link, delivery.txn), (slot, Side::A));
         if let Some(state) = self.links.get_mut(&link) {
             state.open_in += 1;
@@ -455,7 +466,15 @@ impl Node {
                 // A client never hears of aggregates; it may not reach another client.
                 return Err(ErrorCode::REFUSED);
             }
-            (Self::link_of(holder), target, CLIENT_ADDRESS_LEN)
+            match holder {
+                ClientHolder::Here(holder) => (Self::link_of(holder), target, CLIENT_ADDRESS_LEN),
+                // A client on another plane of this node: passed to that plane, still addressed
+                // to the aggregate, once (what came from a plane is never passed on again).
+                ClientHolder::Plane(plane) if !self.is_plane_link(from) => {
+                    (self.plane_link(plane).ok_or(ErrorCode::NO_ROUTE)?, mount, 0)
+                }
+                ClientHolder::Plane(_) => return Err(ErrorCode::NO_ROUTE),
+            }
         } else {
             let route = self.table.route(mount).ok_or(ErrorCode::NO_ROUTE)?;
             match route.next_hop {
@@ -472,120 +491,6 @@ impl Node {
         let span =
             links.span(link).and_then(|s| s.their_span(target)).ok_or(ErrorCode::NO_ROUTE)?;
         Ok(Hop::Link { link, span, strip })
-    }
-
-    /// Makes room for a circuit held by `holder` in the node's pool and, if it continues on
-    /// `next`, in that link's pool, aborting the biggest holders' oldest circuits if the pools
-    /// are full and `holder` holds fewer; `false` (nothing taken, nothing aborted beyond what
-    /// was due) if `holder` has its share.
-    fn admit<L: LinkSet>(&mut self, holder: Holder, next: Option<LinkId>, links: &mut L) -> bool {
-        // Each preemption frees a place in the pool it was found in, so each loop ends.
-        loop {
-            match self.pool.check(holder) {
-                Admission::Admit => break,
-                Admission::Refuse => return false,
-                Admission::Preempt(victim) => self.preempt(victim, links),
-            }
-        }
-        let Some(next) = next else { return true };
-        loop {
-            let Some(pool) = self.links.get(&next).and_then(|s| s.pool.as_deref()) else {
-                return true;
-            };
-            match pool.check(holder) {
-                Admission::Admit => return true,
-                Admission::Refuse => return false,
-                Admission::Preempt(victim) => self.preempt(victim, links),
-            }
-        }
-    }
-
-    /// A new circuit, in the node's pool and its next link's.
-    fn new_circuit(
-        &mut self,
-        a: End,
-        b: End,
-        command: Command,
-        holder: Holder,
-        out: Option<LinkId>,
-    ) -> (u32, u32) {
-        let generation = self.generation();
-        let slot = self.circuits.insert(Circuit {
-            generation,
-            a,
-            b,
-            command,
-            error: ErrorCode::NONE,
-            holder,
-            hooks: [Hook::default(); 2],
-            out,
-            seen: Cell::new(self.epoch),
-            aborting: false,
-            answered: false,
-        }) as u32;
-        self.pool.insert(&mut Hooked(&mut self.circuits, 0), slot, holder);
-        if let Some(link) = out
-            && let Some(state) = self.links.get_mut(&link)
-        {
-            let pool =
-                state.pool.get_or_insert_with(|| Box::new(Pool::new(RELAY_CIRCUITS_PER_LINK_MAX)));
-            pool.insert(&mut Hooked(&mut self.circuits, 1), slot, holder);
-        }
-        (slot, generation)
-    }
-
-    /// Takes a circuit out of the pools it is in.
-    fn release(&mut self, slot: u32) {
-        let Some(circuit) = self.circuits.get(slot as usize) else { return };
-        let (holder, out) = (circuit.holder, circuit.out);
-        self.pool.remove(&mut Hooked(&mut self.circuits, 0), slot, holder);
-        if let Some(link) = out
-            && let Some(pool) = self.links.get_mut(&link).and_then(|s| s.pool.as_deref_mut())
-        {
-            pool.remove(&mut Hooked(&mut self.circuits, 1), slot, holder);
-        }
-    }
-
-    /// Aborts a circuit to make room for a holder with fewer, counting it against its holder.
-    fn preempt<L: LinkSet>(&mut self, slot: u32, links: &mut L) {
-        let Some(circuit) = self.circuits.get(slot as usize) else { return };
-        if let Holder::Link(link) = circuit.holder
-            && let Some(state) = self.links.get_mut(&link)
-        {
-            state.counters.circuits_preempted += 1;
-        }
-        self.counters.preempted += 1;
-        self.abort_both(slot, ErrorCode::LIMIT_REACHED, links);
-        self.maybe_free(slot);
-    }
-
-    /// Aborts every circuit that carried nothing for two whole epochs (the idle bound).
-    pub(super) fn sweep_idle<L: LinkSet>(&mut self, links: &mut L) {
-        let epoch = self.epoch;
-        let (links_state, id) = (&self.links, self.id);
-        // A circuit that came from another plane of this node is swept there, where it came
-        // into the node (its abort comes through here): counted once.
-        let from_plane = |holder: Holder| match holder {
-            Holder::Link(link) => links_state.get(&link).is_some_and(|s| s.peer == id),
-            Holder::Local => false,
-        };
-        let idle: Vec<u32> = self
-            .circuits
-            .iter()
-            .filter(|(_, c)| !c.aborting && epoch.wrapping_sub(c.seen.get()) >= 3)
-            .filter(|(_, c)| !from_plane(c.holder))
-            .map(|(slot, _)| slot as u32)
-            .collect();
-        for slot in idle {
-            if let Holder::Link(link) = self.circuits[slot as usize].holder
-                && let Some(state) = self.links.get_mut(&link)
-            {
-                state.counters.circuits_idle += 1;
-            }
-            self.counters.idle += 1;
-            self.abort_both(slot, ErrorCode::IDLE, links);
-            self.maybe_free(slot);
-        }
     }
 
     /// Forwards a message that arrived on the circuit's `from` end to its other end: written

@@ -70,12 +70,14 @@ mod peer_tests;
 mod tests;
 
 mod circuit;
+mod holding;
 mod output;
 pub mod redial;
 mod report;
 mod share;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -90,14 +92,15 @@ use crate::limits::{
     PEER_TXNS_PER_LINK_MAX,
 };
 use crate::span::{
-    Clients, Hello, Label, MountKey, MountKind, Role, Route, SpanCtx, SpanLink, Table,
+    Clients, Hello, Label, MountKey, MountKind, Role, Route, SharedClients, SpanCtx, SpanLink,
+    Table,
 };
 use crate::txn::{self, Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
 
 use circuit::{Circuit, Side};
 use output::{LinkState, Pending};
-use share::Pool;
+use share::{Holder, Pool};
 
 /// Bytes that name the client at the start of a call to a satellite's aggregate; the format is
 /// [`crate::wire::client_address`].
@@ -223,6 +226,16 @@ pub struct NodeCounters {
     pub duplicates: u64,
 }
 
+/// An internal link to another plane of this node.
+#[derive(Debug)]
+struct PlaneLink {
+    /// The plane at its other end.
+    plane: u16,
+    link: LinkId,
+    /// Who holds the next circuit it opens, as that plane's last `LINK_HOLDER` note said.
+    note: Option<Holder>,
+}
+
 /// One node. See the module documentation.
 #[derive(Debug)]
 pub struct Node {
@@ -235,6 +248,8 @@ pub struct Node {
     links: Map<LinkId, Box<LinkState>>,
     /// The link kept to each linked node.
     by_peer: Map<NodeId, LinkId>,
+    /// The internal link to each other plane of this node.
+    planes: Vec<PlaneLink>,
     /// Links written to during the current input, whose events are handled before it returns.
     touched: Vec<LinkId>,
     circuits: Slab<Circuit>,
@@ -273,6 +288,7 @@ impl Node {
             clients: Clients::new([]),
             links: Map::default(),
             by_peer: Map::default(),
+            planes: Vec::new(),
             touched: Vec::new(),
             circuits: Slab::new(),
             by_txn: Map::default(),
@@ -295,6 +311,15 @@ impl Node {
     /// is all the core hears of them. Call before any client links.
     pub fn serve_client_clusters(&mut self, clusters: impl IntoIterator<Item = ClusterId>) {
         self.clients = Clients::new(clusters);
+    }
+
+    /// Keeps the client directory in `homes`, shared with the node's other planes, as plane
+    /// `plane` (DESIGN 7c.3; [`SharedClients`]): a client mount is then claimed node-wide, and a
+    /// call to an aggregate arriving here for a client on another plane is passed to that plane
+    /// over the internal link to it ([`Node::sibling_up`]). Call after
+    /// [`Node::serve_client_clusters`] and before any client links.
+    pub fn share_clients(&mut self, homes: Arc<SharedClients>, plane: u16) {
+        self.clients.share(homes, plane);
     }
 
     /// Aborts circuits that carry nothing for `idle` (after `idle` to 1.5 × `idle`; the default
@@ -327,6 +352,16 @@ impl Node {
     /// Circuits and calls open.
     pub fn circuits(&self) -> usize {
         self.circuits.len()
+    }
+
+    /// Of [`Node::circuits`], those that came into the node on another plane of it (DESIGN
+    /// 7c.3): that plane counts them.
+    pub fn circuits_from_planes(&self) -> usize {
+        self.pool.count_where(|holder| match holder {
+            Holder::Remote(_) => true,
+            Holder::Link(link) => self.is_plane_link(link),
+            Holder::Local => false,
+        })
     }
 
     /// The link a table neighbour stands for.
@@ -401,19 +436,42 @@ impl Node {
     /// A link to another plane of this node came up: an internal link between two of the
     /// node's workers (DESIGN 7c.3), which the node treats as a link to a router of its own id.
     /// Our hello goes out on it. It is never a duplicate (one node has many such links, all to
-    /// its own id), so it takes no part in the one-link-per-peer rule.
-    pub fn sibling_up<L: LinkSet>(&mut self, link: LinkId, links: &mut L) -> Result<(), Error> {
-        let result = self.sibling_up_inner(link, links);
+    /// its own id), so it takes no part in the one-link-per-peer rule. `plane` is the index of
+    /// the plane at its other end, as [`Node::share_clients`] names planes.
+    pub fn sibling_up<L: LinkSet>(
+        &mut self,
+        link: LinkId,
+        plane: u16,
+        links: &mut L,
+    ) -> Result<(), Error> {
+        let result = self.sibling_up_inner(link, plane, links);
         self.settle(links);
         result
     }
 
-    fn sibling_up_inner<L: LinkSet>(&mut self, link: LinkId, links: &mut L) -> Result<(), Error> {
+    fn sibling_up_inner<L: LinkSet>(
+        &mut self,
+        link: LinkId,
+        plane: u16,
+        links: &mut L,
+    ) -> Result<(), Error> {
         Self::bind_span(link, self.id, Role::Router, links)?;
         self.say_hello(link, Role::Router, links)?;
         let state = LinkState::new(self.id, false, false);
         self.links.insert(link, Box::new(state));
+        self.planes.retain(|p| p.plane != plane);
+        self.planes.push(PlaneLink { plane, link, note: None });
         Ok(())
+    }
+
+    /// The internal link to plane `plane` of this node, if it is up.
+    fn plane_link(&self, plane: u16) -> Option<LinkId> {
+        self.planes.iter().find(|p| p.plane == plane).map(|p| p.link)
+    }
+
+    /// Whether `link` is an internal link to another plane of this node.
+    fn is_plane_link(&self, link: LinkId) -> bool {
+        self.planes.iter().any(|p| p.link == link)
     }
 
     /// Binds `link`'s span state to it: the table's neighbour for the link, the node at its other
@@ -488,6 +546,10 @@ impl Node {
         received: Received<'_>,
     ) -> Result<(), Error> {
         let result = match received {
+            Received::OneWay { command: Command::LINK_HOLDER, payload, .. } => {
+                self.holder_note(link, payload);
+                Ok(())
+            }
             // One-way messages of other protocols are not ours to interpret.
             Received::OneWay { .. } => Ok(()),
             Received::Txn(delivery) => self.delivery(link, links, &delivery),
@@ -590,6 +652,7 @@ impl Node {
         if self.by_peer.get(&state.peer) == Some(&link) {
             self.by_peer.remove(&state.peer);
         }
+        self.planes.retain(|p| p.link != link);
         let span = links.span(link).map(|span| &*span);
         if span.is_some_and(|span| span.granted() == Role::Client) {
             let gone = self.link_counters(link, &state, span);
@@ -655,7 +718,7 @@ impl Node {
     }
 
     fn is_our_aggregate(&self, mount: MountKey) -> bool {
-        mount == self.aggregate_of(mount.cluster) && self.clients.has_aggregate(mount.cluster)
+        mount == self.aggregate_of(mount.cluster) && self.clients.answers_for(mount.cluster)
     }
 
     /// Attaches (or detaches) the aggregate of each cluster that gained its first (or lost its

@@ -11,7 +11,7 @@ use crate::ids::{ClusterId, LinkId, MountId, NodeId, TxnId};
 use crate::limits::{CLIENT_MOUNTS_PER_CLIENT, RELAY_CIRCUITS_PER_LINK_MAX};
 use crate::link::RecordIn;
 use crate::span::{
-    Advert, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, SpanLink, Wants,
+    Advert, ClientHolder, Hello, Label, Metric, MountKey, MountKind, Role, Seqno, SpanLink, Wants,
 };
 use crate::txn::{self, Event, Received};
 use crate::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
@@ -333,7 +333,7 @@ fn a_clients_mounts_are_refused_alone_outside_its_rights() {
     assert_eq!(b.forced(second, taken), [ErrorCode::REFUSED]);
     assert_eq!(
         b.node.clients().holder(key(1, 5)),
-        Some(crate::ids::NeighbourId(b.peers[first].link.0))
+        Some(ClientHolder::Here(crate::ids::NeighbourId(b.peers[first].link.0)))
     );
     // Its share of mounts: one more is refused with LIMIT_REACHED.
     let more: Vec<TxnId> = (0..CLIENT_MOUNTS_PER_CLIENT as u128)
@@ -371,7 +371,7 @@ fn a_clients_updates_keep_its_mount_and_only_client_kinds_pass() {
             .unwrap()
     });
     b.pump();
-    let holder = Some(crate::ids::NeighbourId(b.peers[client].link.0));
+    let holder = Some(ClientHolder::Here(crate::ids::NeighbourId(b.peers[client].link.0)));
     assert_eq!(b.node.clients().holder(mount), holder);
     let update = |b: &mut Bench, kind: MountKind, label: &[u8]| {
         let label = Label::new(label).unwrap();
@@ -730,11 +730,11 @@ fn links_to_sibling_planes_are_never_duplicates_but_a_link_to_our_own_key_is() {
     let mut b = Bench::new(Role::Router);
     let own = b.node.id();
     // Two planes beside this one (internal links): both up, both with our own id.
-    for _ in 0..2 {
+    for plane in 1..3 {
         let p = b.add_peer();
         let link = b.peers[p].link;
         let (node, mut ours) = b.node();
-        node.sibling_up(link, &mut ours).unwrap();
+        node.sibling_up(link, plane, &mut ours).unwrap();
         assert_eq!(b.peers[p].ours.span.granted(), Role::Router);
     }
     let infos = b.infos();
@@ -748,4 +748,36 @@ fn links_to_sibling_planes_are_never_duplicates_but_a_link_to_our_own_key_is() {
     let links = &mut super::OneLink::new(LinkId(12), &mut lone, &mut out);
     let up = b.node.link_up(LinkId(12), own, Role::Router, false, links).unwrap();
     assert_eq!(up, LinkUp::Duplicate { keep: None });
+}
+
+#[test]
+fn a_planes_note_names_who_holds_its_next_circuit_and_a_peers_is_dropped() {
+    let mut b = Bench::new(Role::Router);
+    b.advertising_server(key(1, 9));
+    // Another plane of this node on an internal link, and a router peer: each opens a call to
+    // the server's mount after a `LINK_HOLDER` note naming link 77 (on another plane).
+    let plane = b.add_peer();
+    let (link, peer) = (b.peers[plane].link, &mut b.peers[plane]);
+    let mut hello = [0u8; HELLO_LEN_MAX];
+    let n = Hello::new(Role::Router, Wants::all()).encode(&mut hello);
+    peer.txn.open(&mut peer.to_node, None, Command::LINK_CONN, &hello[..n], Flags::NONE).unwrap();
+    let (node, mut ours) = b.node();
+    node.sibling_up(link, 1, &mut ours).unwrap();
+    let router = b.connect(3, Role::Router, Role::Router);
+    b.pump();
+    for p in [plane, router] {
+        let span = b.peers[p].spans[&key(1, 9)];
+        b.send(p, |txn, out| {
+            txn.send_oneway(out, Command::LINK_HOLDER, ErrorCode::NONE, &77u64.to_le_bytes())
+                .unwrap();
+            txn.open(out, Some(span), CALL, b"call", Flags::NONE).unwrap()
+        });
+        b.pump();
+    }
+    // The plane's circuit is held by link 77, not by the internal link; the router's note was
+    // dropped, and its circuit is its own link's.
+    assert_eq!(b.node.circuits(), 2);
+    assert_eq!(b.node.circuits_from_planes(), 1);
+    assert_eq!(b.info(plane).circuits_held, 0);
+    assert_eq!(b.info(router).circuits_held, 1);
 }

@@ -30,6 +30,9 @@ pub(super) enum Holder {
     Local,
     /// The peer on this link.
     Link(LinkId),
+    /// A peer on a link of another plane of this node (DESIGN 7c.3), by that link's id: the
+    /// circuit came over the internal link from that plane (`holding.rs`).
+    Remote(LinkId),
 }
 
 /// A circuit's place in one pool: its neighbours on its holder's list.
@@ -94,6 +97,11 @@ impl Pool {
     /// Circuits `holder` has in the pool.
     pub(super) fn count(&self, holder: Holder) -> u32 {
         self.held.get(&holder).map_or(0, |h| h.count)
+    }
+
+    /// Circuits held by the holders `which` picks.
+    pub(super) fn count_where(&self, which: impl Fn(Holder) -> bool) -> usize {
+        self.held.iter().filter(|&(&h, _)| which(h)).map(|(_, held)| held.count as usize).sum()
     }
 
     /// Whether `holder` may add a circuit (see [`Admission`]). Changes nothing.

@@ -55,7 +55,7 @@ use crate::link::{
     CloseReason, Crypto, Deadline, Input, Link, LinkStats, Parts, Periods, RecordIn, Timeout,
 };
 use crate::relay::{AppEvent, CallId, LinkSet, LinkUp, Node, Notice};
-use crate::span::{Hello, Label, MountKey, MountKind, Role, Wants};
+use crate::span::{Hello, Label, MountKey, MountKind, Role, SharedClients, Wants};
 use crate::txn;
 use crate::wire::{Command, ErrorCode, Flags};
 
@@ -93,6 +93,10 @@ struct SimNode {
     role: Role,
     alive: bool,
     mounts: Vec<MountKey>,
+    /// Which plane of its node it is (0 for a node's first), and the client directory its
+    /// node's planes share, once the node has two.
+    plane: u16,
+    homes: Option<Arc<SharedClients>>,
     /// Calls this node's application opened and that have not ended.
     open_calls: BTreeMap<CallIdKey, OpenCall>,
     /// Calls to this node's mounts not yet ended.
@@ -275,7 +279,7 @@ impl Net {
         self.timing = timing;
         let now = self.now();
         for sim in self.nodes.iter_mut() {
-            *sim = SimNode::with_role(sim.id, sim.role, now, &timing);
+            *sim = sim.fresh(now, &timing);
         }
         self
     }
@@ -305,7 +309,19 @@ impl Net {
     /// planes of one node ([`Net::connect`]) come up as sibling links. Returns its index.
     pub fn add_plane(&mut self, of: usize) -> usize {
         let (id, role) = (self.nodes[of].id, self.nodes[of].role);
-        self.nodes.push(SimNode::with_role(id, role, self.now(), &self.timing));
+        let homes = match &self.nodes[of].homes {
+            Some(homes) => homes.clone(),
+            None => {
+                let homes = Arc::new(SharedClients::default());
+                self.nodes[of].homes = Some(homes.clone());
+                self.nodes[of].node.share_clients(homes.clone(), 0);
+                homes
+            }
+        };
+        let plane = self.nodes.iter().filter(|sim| sim.id == id).count() as u16;
+        let mut sim = SimNode::with_role(id, role, self.now(), &self.timing);
+        (sim.plane, sim.homes) = (plane, Some(homes));
+        self.nodes.push(sim.fresh(self.now(), &self.timing));
         self.keys.push(self.keys[of].clone());
         self.nodes.len() - 1
     }
@@ -490,8 +506,10 @@ impl Net {
             }
         }
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
-        let role = self.nodes[i].role;
-        self.nodes[i] = SimNode::with_role(self.nodes[i].id, role, self.now(), &self.timing);
+        if let Some(homes) = &self.nodes[i].homes {
+            homes.forget_plane(self.nodes[i].plane);
+        }
+        self.nodes[i] = self.nodes[i].fresh(self.now(), &self.timing);
         self.nodes[i].alive = false;
         self.nodes[i].mounts = mounts;
         Ok(())
@@ -500,8 +518,7 @@ impl Net {
     /// Restarts crashed node `i` with its mounts (not its links).
     pub fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let mounts = std::mem::take(&mut self.nodes[i].mounts);
-        let role = self.nodes[i].role;
-        self.nodes[i] = SimNode::with_role(self.nodes[i].id, role, self.now(), &self.timing);
+        self.nodes[i] = self.nodes[i].fresh(self.now(), &self.timing);
         for m in mounts {
             self.attach(i, m.mount.0)?;
         }
@@ -681,6 +698,17 @@ fn epoch() -> Instant {
 }
 
 impl SimNode {
+    /// A node started anew in this one's place: the same id, role and plane, sharing the same
+    /// client directory, nothing else.
+    fn fresh(&self, now: Instant, timing: &Timing) -> SimNode {
+        let mut sim = SimNode::with_role(self.id, self.role, now, timing);
+        if let Some(homes) = &self.homes {
+            sim.node.share_clients(homes.clone(), self.plane);
+        }
+        (sim.plane, sim.homes) = (self.plane, self.homes.clone());
+        sim
+    }
+
     fn with_role(id: NodeId, role: Role, now: Instant, timing: &Timing) -> SimNode {
         let mut hello = Hello::new(role, Wants::all());
         let idle_ms = timing.periods.idle_timeout.as_millis();
@@ -694,6 +722,8 @@ impl SimNode {
             role,
             alive: true,
             mounts: Vec::new(),
+            plane: 0,
+            homes: None,
             open_calls: BTreeMap::new(),
             served: BTreeSet::new(),
         }

@@ -96,7 +96,7 @@ pub use distance::METRIC_MAX;
 use distance::{Fd, HOP, Units, fd_after, feasible, metric_for};
 use small::SmallMap;
 
-pub use clients::{ClientRefusal, Clients};
+pub use clients::{ClientHolder, ClientRefusal, Clients, SharedClients};
 pub use codec::Hello;
 pub use link::{SpanCounters, SpanCtx, SpanLink};
 pub use types::{

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::Hello;
 use super::*;
+use super::{ClientHolder, Hello};
 use crate::error::{Malformed, Violation};
 use crate::ids::{ClusterId, MountId, NeighbourId, NodeId, TxnId};
 use crate::txn::{self, Event, Received};
@@ -233,7 +233,7 @@ fn a_client_link_hears_no_other_clients_and_its_spans_stop_at_its_node() {
     net.pump();
     // The satellite holds the client's mount in its client directory (never as a route); the
     // core and the other client never hear of it, the core hears of one aggregate at most.
-    assert_eq!(net.nodes[1].clients.holder(key(20)), Some(NeighbourId(1)));
+    assert_eq!(net.nodes[1].clients.holder(key(20)), Some(ClientHolder::Here(NeighbourId(1))));
     assert!(net.nodes[1].table.route(key(20)).is_none());
     assert!(net.nodes[0].table.route(key(20)).is_none());
     assert!(net.nodes[3].table.route(key(20)).is_none());

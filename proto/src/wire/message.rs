@@ -157,6 +157,10 @@ impl Command {
     /// Link protocol: a seqno request, sent inside a span in the reply direction (toward the
     /// mount's originator).
     pub const LINK_SPAN_REQUEST: Command = Command::new(0, 5);
+    /// Link protocol, between two planes of one node only (PROTOCOL.md 9.9): a one-way note
+    /// naming who holds the next circuit the sender opens on the link (the link it came into
+    /// the node on). Dropped when a peer sends it, like any one-way message.
+    pub const LINK_HOLDER: Command = Command::new(0, 6);
 }
 
 /// An error code carried in a message header: why a transaction ended or was refused.

@@ -43,8 +43,8 @@ use ringspan::error::Error;
 use ringspan::ids::{ClusterId, NeighbourId, NodeId, TxnId};
 use ringspan::limits::SPANS_PER_NEIGHBOUR_MAX;
 use ringspan::span::{
-    Advert, Clients, Hello, Label, Metric, MountKey, MountKind, NextHop, Outbound, Role, Seqno,
-    SpanCtx, SpanLink, Table, Wants,
+    Advert, ClientHolder, Clients, Hello, Label, Metric, MountKey, MountKind, NextHop, Outbound,
+    Role, Seqno, SpanCtx, SpanLink, Table, Wants,
 };
 use ringspan::txn::{self, Delivery, Event, Received};
 use ringspan::wire::{Command, ErrorCode, Flags, Messages, Repr, Sink};
@@ -386,7 +386,11 @@ impl World {
                 cluster: ClusterId(1 + n / 3),
                 mount: ringspan::ids::MountId(1 + n % 3),
             };
-            assert_ne!(self.clients.holder(mount), Some(id), "the directory still has {id:?}'s");
+            assert_ne!(
+                self.clients.holder(mount),
+                Some(ClientHolder::Here(id)),
+                "the directory still has {id:?}'s"
+            );
         }
         assert_eq!((conn.span.spans_received(), conn.span.spans_sent()), (0, 0));
         for (mount, route) in self.table.mounts() {
@@ -608,7 +612,7 @@ impl World {
                 cluster: ClusterId(1 + n / 3),
                 mount: ringspan::ids::MountId(1 + n % 3),
             };
-            if let Some(holder) = self.clients.holder(mount) {
+            if let Some(ClientHolder::Here(holder)) = self.clients.holder(mount) {
                 let conn = up.get(&holder).unwrap_or_else(|| panic!("held by {holder:?}, down"));
                 assert_eq!(conn.span.peer_role(), Some(Role::Client), "held by a non-client");
                 assert!(conn.span.their_span(mount).is_some(), "held without an open span");

@@ -276,9 +276,10 @@ impl Net {
             let links = &mut Lent::all_with(&mut self.links, &self.shared, node);
             let up = if peer == self.nodes[node].id {
                 // Two planes of one node: an internal link.
+                let plane = self.nodes[other].plane;
                 self.nodes[node]
                     .node
-                    .sibling_up(LinkId(l as u64), links)
+                    .sibling_up(LinkId(l as u64), plane, links)
                     .map(|()| LinkUp::Up)
                     .map_err(|e| fail(format!("sibling_up on node {node}: {e}")))?
             } else {
