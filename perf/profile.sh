@@ -25,7 +25,7 @@
 #   perf/profile.sh --callgrind --who sender the sender's (or --who receiver) instead of the relay's
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=one-way size=128 seconds=4 callgrind=0 count=200000 who=relay
+mode=one-way size=128 seconds=4 callgrind=0 count=200000 who=relay workers=1
 while (($#)); do
   case $1 in
     --mode) mode=$2; shift ;;
@@ -34,7 +34,8 @@ while (($#)); do
     --callgrind) callgrind=1 ;;
     --count) count=$2; shift ;;
     --who) who=$2; shift ;;
-    *) echo "usage: $0 [--mode one-way|rtt|rtt-stream] [--size N] [--seconds S] [--callgrind [--count N] [--who relay|sender|receiver]]" >&2; exit 2 ;;
+    --workers) workers=$2; shift ;;
+    *) echo "usage: $0 [--mode one-way|rtt|rtt-stream] [--size N] [--seconds S] [--workers W] [--callgrind [--count N] [--who relay|sender|receiver]]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -67,7 +68,7 @@ cat > "$work/relay.toml" <<EOF
 [node]
 key = "relay.key"
 listen = ["127.0.0.1:$rport"]
-workers = 1
+workers = $workers
 allow = ["$sender", { key = "$receiver", role = "router" }]
 EOF
 case $who in relay|sender|receiver) ;; *) echo "--who: relay, sender or receiver" >&2; exit 2 ;; esac
@@ -95,6 +96,7 @@ send() {
     --key "$work/sender.key" --mount "$mount" --mode "$mode" --size "$size" --wait 60 --json "$@"
 }
 name="profile-$mode-$size"
+((workers == 1)) || name+="-w$workers"
 [[ $who == relay ]] || name+="-$who"
 mkdir -p perf/results
 if ((callgrind)); then
@@ -172,7 +174,7 @@ wait "$send_pid"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "perf/results/$name.folded"
 inferno-flamegraph --title "ringspan relay: $mode $size B" < "perf/results/$name.folded" > "perf/results/$name.svg"
 {
-echo "# perf/profile.sh --mode $mode --size $size --seconds $seconds: cpu-clock samples of the relay"
+echo "# perf/profile.sh --mode $mode --size $size --seconds $seconds --workers $workers: cpu-clock samples of the relay"
 echo "# $(stamp_text "$commit")"
 echo "# (generated; the raw perf/results/$name.folded and .svg are not in git)"
 python3 - "perf/results/$name.folded" "$work/send.json" <<'PYEOF'
