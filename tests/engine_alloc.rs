@@ -367,13 +367,7 @@ fn relay_100k(workers: usize) {
     assert!(relay.iter().all(|w| w.lent_records == 0), "every lent record came back");
     let all = stats.iter().flatten();
     assert!(all.clone().all(|s| s.pool_misses == 0), "every record pool was large enough");
-    if workers == 1 {
-        assert_eq!(allocations, 0, "allocations at the three nodes while 100k were relayed");
-    } else {
-        // Nothing per message; but the hand-offs between the relay's workers come in batches of
-        // up to a lane, so a send queue behind them (the relay's link to the mount) can reach a
-        // new depth after the warm-up and grow its ring of chunks once (seen in 1 run of 4 to 8,
-        // always in `Tx::push`). A few such growths, never one per message.
-        assert!(allocations <= 4, "{allocations} allocations while 100k messages were relayed");
-    }
+    // On two workers, a link to a router takes what the other plane hands it in batches as
+    // deep as a lane's: its send queue is made that deep when the link comes up.
+    assert_eq!(allocations, 0, "allocations at the three nodes while 100k were relayed");
 }

@@ -43,6 +43,7 @@ use super::planes::{Claim, Linked, PlaneCommand};
 use super::{Closes, MountSpec, Settings};
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
+use crate::limits::LANE_QUEUE_RECORDS;
 use crate::relay::redial::Redial;
 use crate::relay::{LinkUp, Node, Notice};
 use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
@@ -491,6 +492,11 @@ impl<A: App> Service for Host<A> {
         match outcome {
             Ok(LinkUp::Up) => {
                 s.redial.up(&peer, id);
+                if planes && granted != Role::Client {
+                    // What other planes hand this link comes in batches as deep as a lane's:
+                    // room for that, made now rather than grown under load.
+                    link.reserve_send_queue(LANE_QUEUE_RECORDS);
+                }
                 tracing::info!(%id, peer = %node, role = granted.name(), "link up");
             }
             Ok(LinkUp::Duplicate { keep }) => {

@@ -281,6 +281,12 @@ impl LinkCtx<'_> {
         self.out.queued_bytes()
     }
 
+    /// Makes room in the link's send queue for `chunks` records behind the one being sent, so
+    /// that a queue that deep allocates nothing (it grows past that once, if ever).
+    pub fn reserve_send_queue(&mut self, chunks: usize) {
+        self.out.reserve(chunks);
+    }
+
     /// For an internal link, the worker at its other end: the link joins this worker's
     /// service to that worker's (DESIGN 7c.3), its bytes carried by their lanes and sealed with
     /// keys made for it at start, its peer this node's own key. `None` for a link to another

@@ -531,6 +531,11 @@ pub struct TxSink<'a> {
 }
 
 impl TxSink<'_> {
+    /// Makes room for `chunks` queued behind the one being sent ([`Tx::reserve`]).
+    pub fn reserve(&mut self, chunks: usize) {
+        self.tx.reserve(chunks);
+    }
+
     /// Bytes queued on the link: sealed and not yet sent, plus the record being built.
     pub fn queued_bytes(&self) -> usize {
         self.tx.queued_bytes + self.tx.building_len as usize
