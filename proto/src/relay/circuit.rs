@@ -363,6 +363,8 @@ impl Node {
         links: &mut L,
         delivery: &Delivery<'_>,
     ) -> Result<(), Error> {
+        // Taken first, so that a note is used up by the open it was sent for, refused or not.
+        let holder = self.holder_of_open(link);
         let span = links.span(link).ok_or(Misuse::UnknownLink(link))?;
         let mount = delivery.parent.and_then(|parent| span.our_span_mount(parent));
         let from_client = span.peer_role() == Some(Role::Client);
@@ -393,7 +395,6 @@ impl Node {
             Hop::Local => None,
             Hop::Link { link: next, .. } => Some(next),
         };
-        let holder = self.holder_of_open(link);
         if !self.admit(holder, next, links) {
             if let Some(state) = self.links.get_mut(&link) {
                 state.counters.circuits_limited += 1;
