@@ -10,7 +10,6 @@
 //! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test sim planes_sim::<name>`
 //! replays it.
 
-use ringspan::ids::LinkId;
 use ringspan::sim::net::Net;
 use ringspan::sim::rng::Rng;
 use ringspan::sim::topology::Topology;
@@ -76,20 +75,8 @@ impl Planes {
 
     /// What every plane forwarded onto its internal links.
     fn forwarded_internally(&mut self) -> u64 {
-        let mut total = 0;
-        for i in 0..self.base.len() {
-            let internal: Vec<LinkId> = (0..self.net.link_count())
-                .filter(|&l| self.is_internal(l) && self.net.ends(l).contains(&i))
-                .map(|l| LinkId(l as u64))
-                .collect();
-            let (node, mut links) = self.net.node_and_links(i);
-            total += node
-                .link_info(&mut links)
-                .filter(|info| internal.contains(&info.link))
-                .map(|info| info.counters.forwarded)
-                .sum::<u64>();
-        }
-        total
+        let groups = self.planes.clone();
+        groups.iter().map(|planes| self.net.forwarded_within(planes)).sum()
     }
 }
 

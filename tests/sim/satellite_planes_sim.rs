@@ -7,7 +7,7 @@
 //! A failure names its seed; `RINGSPAN_SEED=<seed> cargo test --test sim satellite_planes_sim::`
 //! replays it.
 
-use ringspan::ids::{ClusterId, LinkId, MountId};
+use ringspan::ids::{ClusterId, MountId};
 use ringspan::sim::net::Net;
 use ringspan::sim::rng::Rng;
 use ringspan::span::{ClientHolder, MountKey, MountKind, Role};
@@ -74,21 +74,7 @@ impl Cluster {
 
     /// What the satellite's planes passed to each other.
     fn forwarded_between_planes(&mut self) -> u64 {
-        let mut total = 0;
-        for &plane in &self.planes {
-            let internal: Vec<LinkId> = (0..self.net.link_count())
-                .filter(|&l| self.net.ends(l).iter().all(|end| self.planes.contains(end)))
-                .filter(|&l| self.net.ends(l).contains(&plane))
-                .map(|l| LinkId(l as u64))
-                .collect();
-            let (node, mut links) = self.net.node_and_links(plane);
-            total += node
-                .link_info(&mut links)
-                .filter(|info| internal.contains(&info.link))
-                .map(|info| info.counters.forwarded)
-                .sum::<u64>();
-        }
-        total
+        self.net.forwarded_within(&self.planes)
     }
 
     /// Calls from every client to the master and from the master to every client.

@@ -387,6 +387,26 @@ impl Net {
         (&mut self.nodes[i].node, Lent::all_with(&mut self.links, &self.shared, i))
     }
 
+    /// Messages the nodes of `group` forwarded onto links between two of them (for the planes
+    /// of one node: what they passed each other), each counted where it was sent.
+    pub fn forwarded_within(&mut self, group: &[usize]) -> u64 {
+        let mut total = 0;
+        for &i in group {
+            let inside: Vec<LinkId> = (0..self.links.len())
+                .filter(|&l| self.links[l].ends.iter().all(|end| group.contains(end)))
+                .filter(|&l| self.links[l].ends.contains(&i))
+                .map(|l| LinkId(l as u64))
+                .collect();
+            let (node, mut links) = self.node_and_links(i);
+            total += node
+                .link_info(&mut links)
+                .filter(|info| inside.contains(&info.link))
+                .map(|info| info.counters.forwarded)
+                .sum::<u64>();
+        }
+        total
+    }
+
     /// Records the nodes forwarded whole ([`Node::forward_record`]), crashed nodes' aside.
     pub fn whole_records(&self) -> u64 {
         self.nodes.iter().map(|sim| sim.node.counters().whole_records).sum()
