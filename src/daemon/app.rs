@@ -134,6 +134,7 @@ impl DaemonApp {
                             match error {
                                 ErrorCode::NONE => {
                                     load.report.completed += 1;
+                                    load.report.first_answered.get_or_insert(now);
                                     let us = now.saturating_duration_since(at).as_micros();
                                     load.report.rtt_us.push(us.min(u128::from(u32::MAX)) as u32);
                                 }

@@ -121,6 +121,9 @@ pub struct LoadReport {
     /// Round-trip times of answered calls, microseconds.
     #[serde(skip)]
     pub rtt_us: Vec<u32>,
+    /// When the first call was answered (the node's turn time).
+    #[serde(skip)]
+    pub first_answered: Option<std::time::Instant>,
 }
 
 /// How other threads (the control socket, the metrics endpoint, the mount API) reach a node for
