@@ -10,6 +10,7 @@ use ringspan::cipher::Identity;
 use ringspan::cipher::identity::read_key_file;
 use ringspan::daemon::control::{self, View};
 use ringspan::daemon::{Handle, LoadReport, Request};
+use ringspan::limits::MESSAGE_PAYLOAD_MAX;
 use ringspan::ring;
 
 use ringspan::daemon::config::{NodeConfig, parse_mount};
@@ -155,6 +156,12 @@ pub fn show(args: &ShowArgs) -> Result<(), String> {
 /// calls, prints the outcome as JSON (and p50/p99 round trips), and exits.
 pub fn call(args: &CallArgs) -> Result<(), String> {
     let mount = parse_mount(&args.mount)?;
+    if args.size > MESSAGE_PAYLOAD_MAX {
+        return Err(format!(
+            "--size {}: a call's payload is at most {MESSAGE_PAYLOAD_MAX} bytes",
+            args.size
+        ));
+    }
     let config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
     let node = start(&config)?;
     if !node.wait_for_route(mount, Duration::from_secs(args.wait)) {
@@ -194,7 +201,29 @@ pub fn call(args: &CallArgs) -> Result<(), String> {
         "calls_per_second": report.completed as f64 / elapsed.as_secs_f64().max(1e-9),
         "rtt_p50_us": pct(0.50),
         "rtt_p99_us": pct(0.99),
+        "open_error": report.open_error,
     });
     println!("{json}");
-    Ok(())
+    call_outcome(&report, args.calls)
+}
+
+/// `Ok` if every call of `calls` was answered; otherwise what went wrong, a line per error
+/// class (the exit status says it, the JSON on standard output still has the counts).
+fn call_outcome(report: &LoadReport, calls: u64) -> Result<(), String> {
+    if report.completed == calls && report.corrupted == 0 {
+        return Ok(());
+    }
+    let classes = [
+        (report.no_route, "refused for lack of a route (NO_ROUTE)"),
+        (report.lost_link, "ended by a lost link on the way (LOST_LINK)"),
+        (report.other, "ended with another error"),
+        (report.corrupted, "answered with a payload that differs from the request"),
+        (report.not_sent, "not sent: the load stops at the first call it cannot open"),
+    ];
+    let mut lines: Vec<String> =
+        classes.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("  {n} {what}")).collect();
+    if let Some(error) = &report.open_error {
+        lines.push(format!("  the call it could not open: {error}"));
+    }
+    Err(format!("{} of {calls} calls answered\n{}", report.completed, lines.join("\n")))
 }

@@ -14,6 +14,7 @@ use super::{
     App, CALL, CallEvent, HostState, Incoming, LoadReport, MountService, Request, Settings,
     Snapshot,
 };
+use crate::error::{Error, Misuse};
 use crate::relay::{AppEvent, CallId, LinkSet, Node};
 use crate::ring::WorkerCtx;
 use crate::span::MountKey;
@@ -171,8 +172,14 @@ impl DaemonApp {
                         load.in_flight += 1;
                         load.started.insert(call, (now, false));
                     }
-                    Err(_) => {
-                        load.report.no_route += 1;
+                    Err(error) => {
+                        match error {
+                            Error::Misuse(Misuse::NoRoute) => load.report.no_route += 1,
+                            error => {
+                                load.report.other += 1;
+                                load.report.open_error = Some(error.to_string());
+                            }
+                        }
                         load.report.not_sent += load.left;
                         load.left = 0;
                     }

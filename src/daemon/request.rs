@@ -115,12 +115,16 @@ pub struct LoadReport {
     pub other: u64,
     /// Answers whose payload differed from the request.
     pub corrupted: u64,
-    /// Calls not attempted: the load stops at the first call refused at open for lack of a
-    /// route (that one is counted in `no_route`).
+    /// Calls not attempted: the load stops at the first call it cannot open (that one is
+    /// counted in `no_route`, or in `other` with `open_error`).
     pub not_sent: u64,
     /// Round-trip times of answered calls, microseconds.
     #[serde(skip)]
     pub rtt_us: Vec<u32>,
+    /// Why the load stopped at a call it could not open, if it did for another reason than
+    /// no route (a payload too large, the node's share of circuits used up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_error: Option<String>,
     /// When the first call was answered (the node's turn time).
     #[serde(skip)]
     pub first_answered: Option<std::time::Instant>,

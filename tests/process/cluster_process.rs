@@ -62,13 +62,22 @@ fn call(config: &Path, calls: u64) -> Command {
     cmd
 }
 
+/// What `ringspan call` printed: its counts. It exits 0 only if every call was answered, and
+/// 1 with a line per error class otherwise.
 fn outcome(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "ringspan call failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("ringspan call failed: {stderr}"));
+    let failed: u64 = ["lost_link", "no_route", "other", "corrupted", "not_sent"]
+        .iter()
+        .map(|field| count(&v, field))
+        .sum();
+    assert_eq!(output.status.success(), failed == 0, "exit status against {v}: {stderr}");
+    if failed > 0 {
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("calls answered"), "says why: {stderr}");
+    }
+    v
 }
 
 fn count(v: &serde_json::Value, field: &str) -> u64 {

@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli_call;
 mod cli_keys;
 mod cluster_process;
 mod control_process;

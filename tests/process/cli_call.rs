@@ -1,0 +1,66 @@
+//! `ringspan call` as an operator runs it, against a real `ringspan run` node: it exits 0 only
+//! when every call was answered, and 1 otherwise with a line per error class on standard error
+//! (its counts still on standard output); a payload no message can carry is refused before
+//! anything starts, and named as such.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ringspan::ids::{ClusterId, MountId};
+use ringspan::limits::MESSAGE_PAYLOAD_MAX;
+use ringspan::span::MountKey;
+
+use crate::support::config;
+use crate::support::host::scratch;
+use crate::support::node::{Node, key_file};
+use crate::support::process::BIN;
+use crate::support::wait::wait_for;
+
+const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
+
+fn call(config: &Path, mount: &str, size: usize) -> Output {
+    Command::new(BIN)
+        .args(["call", "--config"])
+        .arg(config)
+        .args(["--mount", mount, "--calls", "200", "--concurrency", "8", "--wait", "2"])
+        .args(["--size", &size.to_string()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn call_exits_non_zero_and_says_why_when_calls_fail() {
+    let dir = scratch("cli-call");
+    let a = Node::new(&dir, "a");
+    let client_key = key_file(&dir, "client");
+    let allow = config::allow(&[(client_key.public_key().unwrap(), "client")]);
+    config::write(&a, &allow, "", &config::echo_mount(MASTER, "master", ""));
+    let client = dir.join("client.toml");
+    let text =
+        format!("[node]\nkey = \"client.key\"\nrole = \"client\"\n{}", config::peer(&a, true));
+    std::fs::write(&client, text).unwrap();
+    let _a = a.run();
+    wait_for("a to serve the master", std::time::Duration::from_secs(20), || {
+        a.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
+    });
+
+    // Every call answered: exit 0.
+    let ok = call(&client, "0x1:0x10", 100);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let counts: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(counts["completed"], 200, "{counts}");
+
+    // A payload no message can carry: refused before any node starts, as such (not as no route).
+    let big = call(&client, "0x1:0x10", MESSAGE_PAYLOAD_MAX + 1);
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert_eq!(big.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("at most 65504 bytes"), "{stderr}");
+    assert!(big.stdout.is_empty());
+
+    // A mount nobody serves: exit 1, and why.
+    let none = call(&client, "0x1:0x77", 100);
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no route to 0x1:0x77"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
