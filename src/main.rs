@@ -31,8 +31,11 @@ enum Command {
     },
     /// Shows a running node's links, routes, circuits or mounts (over its control socket).
     Show(cli::run::ShowArgs),
-    /// Sends calls to a mount through the cluster from a client node, and reports how they ended.
+    /// Sends calls to a mount through the cluster from a client node, and reports how they ended
+    /// (exit status 1, and why, if any failed).
     Call(cli::run::CallArgs),
+    /// Sends one request to a mount from a client node, and writes the reply to standard output.
+    Req(cli::req::ReqArgs),
     /// Generates a node's private key (base64 and a newline, like `wg genkey`).
     Keygen {
         /// Writes the key to this new file, mode 0600, instead of standard output. Refuses to
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Run { config } => report(cli::run::run(&config)),
         Command::Show(args) => report(cli::run::show(&args)),
         Command::Call(args) => report(cli::run::call(&args)),
+        Command::Req(args) => report(cli::req::req(&args)),
         Command::Keygen { out } => report(keygen(out)),
         Command::Pubkey { key } => report(pubkey(key)),
     }

@@ -2,4 +2,5 @@
 
 pub mod demo;
 pub mod demo_satellites;
+pub mod req;
 pub mod run;

@@ -1,7 +1,8 @@
-//! `ringspan call` as an operator runs it, against a real `ringspan run` node: it exits 0 only
-//! when every call was answered, and 1 otherwise with a line per error class on standard error
-//! (its counts still on standard output); a payload no message can carry is refused before
-//! anything starts, and named as such.
+//! `ringspan call` and `ringspan req` as an operator runs them, against a real `ringspan run`
+//! node. `call` exits 0 only when every call was answered, and 1 otherwise with a line per error
+//! class on standard error (its counts still on standard output); a payload no message can carry
+//! is refused before anything starts, and named as such. `req` writes the reply to one request
+//! to standard output, and exits 1 with the error code when the call fails.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -59,6 +60,63 @@ fn call_exits_non_zero_and_says_why_when_calls_fail() {
 
     // A mount nobody serves: exit 1, and why.
     let none = call(&client, "0x1:0x77", 100);
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no route to 0x1:0x77"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn req(config: &Path, mount: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["req", "--config"])
+        .arg(config)
+        .args(["--mount", mount, "--wait", "2"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn req_prints_the_reply_and_fails_with_the_calls_error() {
+    let dir = scratch("cli-req");
+    let a = Node::new(&dir, "a");
+    let client_key = key_file(&dir, "client");
+    let allow = config::allow(&[(client_key.public_key().unwrap(), "client")]);
+    // The echo master answers each request with its payload; mount 0x11, for an application
+    // that is not attached, refuses each.
+    let unserved = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x11\"\nkind = \"master\"\n";
+    config::write(&a, &allow, "", &(config::echo_mount(MASTER, "master", "") + unserved));
+    let client = dir.join("client.toml");
+    let text =
+        format!("[node]\nkey = \"client.key\"\nrole = \"client\"\n{}", config::peer(&a, true));
+    std::fs::write(&client, text).unwrap();
+    let _a = a.run();
+    wait_for("a to serve the master", std::time::Duration::from_secs(20), || {
+        a.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
+    });
+
+    let echo = req(&client, "0x1:0x10", &["--payload", "hello, master"]);
+    assert!(echo.status.success(), "{}", String::from_utf8_lossy(&echo.stderr));
+    assert_eq!(echo.stdout, b"hello, master");
+
+    let from_file = dir.join("request.bin");
+    std::fs::write(&from_file, [0u8, 1, 2, 255]).unwrap();
+    let raw = req(&client, "0x1:0x10", &["--payload-file", from_file.to_str().unwrap()]);
+    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    assert_eq!(raw.stdout, [0u8, 1, 2, 255]);
+
+    let bad = req(&client, "0x1:0x10", &["--command", "1:99999"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CODE (0–65535)"), "{stderr}");
+
+    let refused = req(&client, "0x1:0x11", &["--payload", "x"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ended with refused (code 3)"), "{stderr}");
+    assert!(refused.stdout.is_empty());
+
+    let none = req(&client, "0x1:0x77", &["--payload", "x"]);
     let stderr = String::from_utf8_lossy(&none.stderr);
     assert_eq!(none.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no route to 0x1:0x77"), "{stderr}");
