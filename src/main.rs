@@ -36,6 +36,8 @@ enum Command {
     Call(cli::run::CallArgs),
     /// Sends one request to a mount from a client node, and writes the reply to standard output.
     Req(cli::req::ReqArgs),
+    /// Times requests to a mount from a client node, one at a time.
+    Ping(cli::req::PingArgs),
     /// Generates a node's private key (base64 and a newline, like `wg genkey`).
     Keygen {
         /// Writes the key to this new file, mode 0600, instead of standard output. Refuses to
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Show(args) => report(cli::run::show(&args)),
         Command::Call(args) => report(cli::run::call(&args)),
         Command::Req(args) => report(cli::req::req(&args)),
+        Command::Ping(args) => report(cli::req::ping(&args)),
         Command::Keygen { out } => report(keygen(out)),
         Command::Pubkey { key } => report(pubkey(key)),
     }

@@ -1,8 +1,9 @@
-//! `ringspan req`: one request to a mount, its reply on standard output.
+//! `ringspan req`: one request to a mount, its reply on standard output; `ringspan ping`:
+//! requests one at a time, each timed.
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use ringspan::daemon::config::{NodeConfig, parse_mount};
@@ -114,4 +115,110 @@ fn parse_command(text: &str) -> Result<Command, String> {
         (Some(Ok(proto)), Some(Ok(code))) => Ok(Command::new(proto, code)),
         _ => Err(format!("--command {text}: PROTO (0–255) and CODE (0–65535)")),
     }
+}
+
+#[derive(Args)]
+pub struct PingArgs {
+    /// The client node's configuration file (as for `ringspan call`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The mount to ping: `CLUSTER:MOUNT`, each hex (0x…) or decimal. Its server must answer
+    /// each call (an echo mount does).
+    #[arg(long)]
+    pub mount: String,
+    /// Requests to send, one at a time.
+    #[arg(long, default_value_t = 5)]
+    pub count: u32,
+    /// Milliseconds between one answer and the next request.
+    #[arg(long, default_value_t = 200)]
+    pub interval_ms: u64,
+    /// Payload bytes per request.
+    #[arg(long, default_value_t = 16)]
+    pub size: usize,
+    /// How long to wait for a route, and for each answer, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub wait: u64,
+}
+
+/// Sends `count` requests one at a time, printing each one's round trip, then a summary. `Ok`
+/// if every request was answered.
+pub fn ping(args: &PingArgs) -> Result<(), String> {
+    let mount = parse_mount(&args.mount)?;
+    if args.size > MESSAGE_PAYLOAD_MAX {
+        return Err(format!("--size {}: at most {MESSAGE_PAYLOAD_MAX} bytes", args.size));
+    }
+    let config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let node = start(&config)?;
+    let result = ping_on(&node, mount, args);
+    node.shutdown();
+    result
+}
+
+fn ping_on(
+    node: &ringspan::daemon::Handle,
+    mount: ringspan::span::MountKey,
+    args: &PingArgs,
+) -> Result<(), String> {
+    let wait = Duration::from_secs(args.wait);
+    if !node.wait_for_route(mount, wait) {
+        return Err(format!("no route to {} after {} s", args.mount, args.wait));
+    }
+    let payload = vec![0x5a; args.size];
+    let mut times = Vec::new();
+    for seq in 1..=args.count {
+        if seq > 1 {
+            std::thread::sleep(Duration::from_millis(args.interval_ms));
+        }
+        let sent = now();
+        let ended = match node.open(mount, CALL, &payload, true) {
+            Ok(call) => loop {
+                match call.recv(wait) {
+                    Some(CallEvent::Ended(error)) => break Some(error),
+                    Some(CallEvent::Message { .. }) => {}
+                    None => break None,
+                }
+            },
+            Err(e) => {
+                println!("{}: seq={seq} not sent: {e}", args.mount);
+                continue;
+            }
+        };
+        let time = sent.elapsed();
+        match ended {
+            Some(ErrorCode::NONE) => {
+                println!("{}: seq={seq} time={:.1} µs", args.mount, time.as_secs_f64() * 1e6);
+                times.push(time);
+            }
+            Some(error) => println!("{}: seq={seq} {error} (code {})", args.mount, error.0),
+            None => println!("{}: seq={seq} no answer within {} s", args.mount, args.wait),
+        }
+    }
+    times.sort_unstable();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    print!("{} requests, {} answered", args.count, times.len());
+    if let (Some(min), Some(max)) = (times.first(), times.last()) {
+        let mean = times.iter().sum::<Duration>() / times.len() as u32;
+        let median = times[times.len() / 2];
+        print!(
+            "; round trip min/median/mean/max {:.1}/{:.1}/{:.1}/{:.1} µs",
+            us(*min),
+            us(median),
+            us(mean),
+            us(*max)
+        );
+    }
+    println!();
+    match times.len() as u32 == args.count {
+        true => Ok(()),
+        false => Err(format!(
+            "{} of {} requests unanswered",
+            args.count - times.len() as u32,
+            args.count
+        )),
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the command line tool times what it sends
+fn now() -> Instant {
+    Instant::now()
 }

@@ -2,7 +2,8 @@
 //! node. `call` exits 0 only when every call was answered, and 1 otherwise with a line per error
 //! class on standard error (its counts still on standard output); a payload no message can carry
 //! is refused before anything starts, and named as such. `req` writes the reply to one request
-//! to standard output, and exits 1 with the error code when the call fails.
+//! to standard output, and exits 1 with the error code when the call fails; `ping` times
+//! requests one at a time.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -115,6 +116,25 @@ fn req_prints_the_reply_and_fails_with_the_calls_error() {
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("ended with refused (code 3)"), "{stderr}");
     assert!(refused.stdout.is_empty());
+
+    // `ping`: each request timed, a summary, exit 0; exit 1 when a request is refused.
+    let ping = |mount: &str| {
+        Command::new(BIN)
+            .args(["ping", "--config"])
+            .arg(&client)
+            .args(["--mount", mount, "--count", "3", "--interval-ms", "0", "--wait", "2"])
+            .output()
+            .unwrap()
+    };
+    let pinged = ping("0x1:0x10");
+    let stdout = String::from_utf8_lossy(&pinged.stdout);
+    assert!(pinged.status.success(), "{stdout} {}", String::from_utf8_lossy(&pinged.stderr));
+    assert_eq!(stdout.matches(" time=").count(), 3, "{stdout}");
+    assert!(stdout.contains("3 requests, 3 answered; round trip min/median/mean/max"), "{stdout}");
+    let refused = ping("0x1:0x11");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.matches("refused (code 3)").count(), 3, "{stdout}");
 
     let none = req(&client, "0x1:0x77", &["--payload", "x"]);
     let stderr = String::from_utf8_lossy(&none.stderr);
