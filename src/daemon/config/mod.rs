@@ -15,78 +15,10 @@
 //!
 //! # Format
 //!
-//! ```toml
-//! # Only [node] and its `key` are required.
-//! [node]
-//! # The private key file (`ringspan keygen --out node.key`). Relative paths are taken from the
-//! # directory of this file, here and for `control`.
-//! key = "node.key"
-//! # Addresses to accept links on: IP address and port, no host names. None: the node only dials.
-//! listen = ["127.0.0.1:7401", "[::1]:7401"]
-//! # Engine workers, 1 to 256, each running a plane of the node (DESIGN 7c.3). Absent: one per
-//! # core. A client, and a node with client_clusters, run on one for now.
-//! workers = 1
-//! # "router" (the default), "satellite" or "client".
-//! role = "router"
-//! # A Unix socket for control commands. Absent: none.
-//! control = "node.sock"
-//! # Where to serve metrics in the Prometheus text format. Absent: nowhere.
-//! metrics = "127.0.0.1:9401"
-//! # Whether a node whose key is neither a peer's nor listed in `allow` may connect. Such a
-//! # key is always a client.
-//! accept_unknown_keys = false
-//! # Keys allowed to connect besides the peers' (base64, as `ringspan pubkey` prints them). A
-//! # bare key is a client; a table grants a role ("router", "satellite" or "client").
-//! allow = [
-//!     "BteBEaiYoKJNlrpUJ6jod75DMNzRJ8EISy9iPr5HIrs=",
-//!     { key = "K3cBnqCLpXXl5y+BUu2pHvD9UpRWfmVw2Ldz6OKq1mA=", role = "router" },
-//! ]
-//! # Clusters whose client mounts this node accepts from its clients (and advertises one
-//! # aggregate for, each). Ids as for mounts. None: clients may call, not advertise mounts.
-//! client_clusters = ["0x1"]
+//! `docs/CONFIG.md` gives every key with its default and its bounds, and a complete file;
+//! `tests/doc.rs` checks that page against this parser (every key taken has a row there, and
+//! its complete file parses with the defaults it shows). Checks beyond single values:
 //!
-//! # A neighbour, one table per peer. Without `address` the node accepts its links but never
-//! # dials it. `name` is for logs only. `role` is the most its hello may claim: "router" (the
-//! # default), "satellite" or "client".
-//! [[peer]]
-//! name = "b"
-//! address = "127.0.0.1:7402"
-//! key = "UTN4L3rO3PFCCDdgT33zWvJrYKCYE3R5v3pb0Mm4pSo="
-//! role = "router"
-//!
-//! # A mount this node serves. `cluster` and `id` are 128-bit numbers, written as a string:
-//! # hexadecimal with 0x ("0x1f"), decimal ("31") or a UUID
-//! # ("3f2504e0-4f89-11d3-9a0c-0305e82c3301"); a plain TOML integer (31) is taken too.
-//! [[mount]]
-//! cluster = "0x1"
-//! id = "0x10"
-//! # "master", "slave", "soft-master", "soft-slave", "cache" or "client".
-//! kind = "master"
-//! # At most 64 bytes. Absent: empty.
-//! label = "a/master"
-//! # "echo": the node answers every transaction by sending its payload back. "none" (the
-//! # default): an application attached through the mount API serves it.
-//! service = "echo"
-//!
-//! # Timers and bounds of every link. Each value is optional; these are the defaults.
-//! [limits]
-//! keepalive_ms = 1000             # sends a keepalive after this long without sending
-//! idle_timeout_ms = 5000          # closes a link after this long without receiving
-//! handshake_timeout_ms = 10000    # gives up on a handshake after this long
-//! send_queue_max_bytes = 8388608  # closes a link whose peer leaves this much unread
-//! redial_min_ms = 100             # first wait before dialling a lost peer again
-//! redial_max_ms = 5000            # longest wait between two dials of a lost peer
-//! max_links = 1048576             # links at once, dialled and handshaking ones included
-//! max_handshakes_per_sec = 2000   # handshakes started per second on accepted connections
-//! trusted_handshakes_per_sec = 250  # more per second for trusted addresses only
-//! reserved_links = 4096           # link slots only trusted addresses may take
-//! busy_poll_us = 100              # polls this long after moving data before sleeping (0: never)
-//! circuit_idle_ms = 300000        # aborts a circuit that carried nothing for this long
-//! ```
-//!
-//! # Rules
-//!
-//! - Unknown keys and tables are refused, so a misspelt key is never silently ignored.
 //! - Addresses are an IP address and a port; `listen` may not name one twice, and `metrics` and
 //!   the peers' addresses may not be one of the listen addresses.
 //! - Peer keys are 32-byte public keys in base64; no two peers share a key or a name, and at
@@ -101,22 +33,8 @@
 //! - Limits: every duration is at least 1 ms and at most a day ([`limits::CONFIG_MILLIS_MAX`]);
 //!   `idle_timeout_ms` is greater than `keepalive_ms`; `redial_min_ms` is at most
 //!   `redial_max_ms`; `send_queue_max_bytes` holds at least one full record
-//!   ([`limits::RECORD_WIRE_MAX`]).
-//! - Admission (checked when a connection is accepted, before any handshake work; a connection
-//!   past either bound is reset at once and counted in the node's snapshot; the node's own dials
-//!   are never refused): `max_links` is 1 to [`limits::MAX_LINKS_PER_WORKER`] links (accepted
-//!   and dialled, established or handshaking); `max_handshakes_per_sec` is 1 to 2^32 - 1, a
-//!   token bucket refilled continuously that holds one second's worth, so a burst of that many
-//!   is taken at once. A node runs on one worker, so both are the node's. Connections from
-//!   *trusted* addresses (the configured peers' addresses, and those a key named in the
-//!   configuration has linked from) may also take `reserved_links` slots strangers may not (at
-//!   most half of `max_links`; none is held back while no address is trusted), and
-//!   `trusted_handshakes_per_sec` more handshakes per second (1 to 2^32 - 1) when the common
-//!   bucket is empty: a flood of strangers does not keep configured peers out.
-//! - `busy_poll_us` is 0 to [`limits::BUSY_POLL_US_MAX`] microseconds: after a turn that moved
-//!   data the node polls for more that long instead of sleeping at once (yielding the core to
-//!   any other runnable thread between looks), which saves the ~20 µs a sleeping thread takes
-//!   to wake at the price of the cycles polled. 0 sleeps at once.
+//!   ([`limits::RECORD_WIRE_MAX`]); the admission bounds (`max_links`, the handshake rates,
+//!   `reserved_links`) are each worker's.
 //! - The control socket's path, once resolved, fits a Unix socket address
 //!   ([`limits::CONTROL_PATH_MAX`] bytes).
 

@@ -1,6 +1,7 @@
 //! The configuration file's tests: every field, every refusal with its line and reason. The
 //! lists' (`lists.rs`) and the `[limits]` table's (`limits_table.rs`) have files of their own.
 
+mod doc;
 mod limits_table;
 mod lists;
 
