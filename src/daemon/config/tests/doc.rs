@@ -1,16 +1,13 @@
-//! `docs/CONFIG.md` against the parser: its complete file parses, with the defaults it says it
-//! shows, and every key each table takes has a row in its table there.
-
-use std::path::Path;
-
-use crate::daemon::Limits;
+//! `docs/CONFIG.md` against the parser: every key each table takes has a row in its table there
+//! and is in its complete file (which `the_documented_example_parses_to_its_values` parses, with
+//! the defaults it shows).
 
 use super::parse;
 
 const DOC: &str = include_str!("../../../../docs/CONFIG.md");
 
 /// The page's first TOML block: the complete file.
-fn complete_file() -> &'static str {
+pub(super) fn complete_file() -> &'static str {
     let start = DOC.find("```toml\n").expect("a TOML block") + "```toml\n".len();
     let end = start + DOC[start..].find("```").expect("the block's end");
     &DOC[start..end]
@@ -22,13 +19,6 @@ fn keys_taken(file_with_unknown_key: &str) -> Vec<String> {
     let error = parse(file_with_unknown_key).expect_err("an unknown key is refused").reason;
     let expected = error.split("expected").nth(1).unwrap_or_else(|| panic!("{error}"));
     expected.split('`').skip(1).step_by(2).map(str::to_string).collect()
-}
-
-#[test]
-fn the_complete_file_parses_with_the_defaults_it_shows() {
-    let config = parse(complete_file()).unwrap_or_else(|e| panic!("docs/CONFIG.md: {e}"));
-    assert_eq!(config.limits, Limits::default(), "the [limits] shown are the defaults");
-    assert_eq!(config.key, Path::new("/etc/ringspan/node.key"));
 }
 
 #[test]

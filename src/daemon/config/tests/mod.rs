@@ -59,25 +59,9 @@ fn refused(text: &str, line: usize, reason: &str) -> ConfigError {
     error
 }
 
-/// The TOML example of the module documentation.
+/// The complete file of `docs/CONFIG.md`.
 fn doc_example() -> String {
-    let mut example = String::new();
-    let mut inside = false;
-    for line in include_str!("../mod.rs").lines().take_while(|l| l.starts_with("//!")) {
-        let line = line.strip_prefix("//!").unwrap_or(line);
-        let line = line.strip_prefix(' ').unwrap_or(line);
-        match (inside, line) {
-            (false, "```toml") => inside = true,
-            (true, "```") => break,
-            (true, _) => {
-                example.push_str(line);
-                example.push('\n');
-            }
-            (false, _) => {}
-        }
-    }
-    assert!(example.contains("[node]"), "no example found in the module documentation");
-    example
+    doc::complete_file().to_owned()
 }
 
 #[test]
@@ -86,8 +70,8 @@ fn the_documented_example_parses_to_its_values() {
     let expected = NodeConfig {
         path: PathBuf::from(CONFIG),
         key: PathBuf::from("/etc/ringspan/node.key"),
-        listen: vec!["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()],
-        workers: Some(1),
+        listen: vec!["127.0.0.1:7401".parse().unwrap()],
+        workers: Some(2),
         role: Role::Router,
         control: Some(PathBuf::from("/etc/ringspan/node.sock")),
         metrics: Some("127.0.0.1:9401".parse().unwrap()),
