@@ -5,7 +5,7 @@
 //! to standard output, and exits 1 with the error code when the call fails; `ping` times
 //! requests one at a time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ringspan::ids::{ClusterId, MountId};
@@ -15,7 +15,7 @@ use ringspan::span::MountKey;
 use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::{Node, key_file};
-use crate::support::process::BIN;
+use crate::support::process::{BIN, Proc};
 use crate::support::wait::wait_for;
 
 const MASTER: MountKey = MountKey { cluster: ClusterId(1), mount: MountId(0x10) };
@@ -30,21 +30,30 @@ fn call(config: &Path, mount: &str, size: usize) -> Output {
         .unwrap()
 }
 
-#[test]
-fn call_exits_non_zero_and_says_why_when_calls_fail() {
-    let dir = scratch("cli-call");
-    let a = Node::new(&dir, "a");
-    let client_key = key_file(&dir, "client");
+/// Node `a` running in `dir`, serving the echo master at 0x1:0x10 and, for an application that
+/// is not attached, mount 0x1:0x11 (whose calls it refuses); and the path of a client's
+/// configuration that links to it.
+fn node_and_client(dir: &Path) -> (Node, Proc, PathBuf) {
+    let a = Node::new(dir, "a");
+    let client_key = key_file(dir, "client");
     let allow = config::allow(&[(client_key.public_key().unwrap(), "client")]);
-    config::write(&a, &allow, "", &config::echo_mount(MASTER, "master", ""));
+    let unserved = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x11\"\nkind = \"master\"\n";
+    config::write(&a, &allow, "", &(config::echo_mount(MASTER, "master", "") + unserved));
     let client = dir.join("client.toml");
     let text =
         format!("[node]\nkey = \"client.key\"\nrole = \"client\"\n{}", config::peer(&a, true));
     std::fs::write(&client, text).unwrap();
-    let _a = a.run();
+    let proc = a.run();
     wait_for("a to serve the master", std::time::Duration::from_secs(20), || {
         a.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
     });
+    (a, proc, client)
+}
+
+#[test]
+fn call_exits_non_zero_and_says_why_when_calls_fail() {
+    let dir = scratch("cli-call");
+    let (_a, _proc, client) = node_and_client(&dir);
 
     // Every call answered: exit 0.
     let ok = call(&client, "0x1:0x10", 100);
@@ -80,21 +89,7 @@ fn req(config: &Path, mount: &str, extra: &[&str]) -> Output {
 #[test]
 fn req_prints_the_reply_and_fails_with_the_calls_error() {
     let dir = scratch("cli-req");
-    let a = Node::new(&dir, "a");
-    let client_key = key_file(&dir, "client");
-    let allow = config::allow(&[(client_key.public_key().unwrap(), "client")]);
-    // The echo master answers each request with its payload; mount 0x11, for an application
-    // that is not attached, refuses each.
-    let unserved = "\n[[mount]]\ncluster = \"0x1\"\nid = \"0x11\"\nkind = \"master\"\n";
-    config::write(&a, &allow, "", &(config::echo_mount(MASTER, "master", "") + unserved));
-    let client = dir.join("client.toml");
-    let text =
-        format!("[node]\nkey = \"client.key\"\nrole = \"client\"\n{}", config::peer(&a, true));
-    std::fs::write(&client, text).unwrap();
-    let _a = a.run();
-    wait_for("a to serve the master", std::time::Duration::from_secs(20), || {
-        a.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.mount == "10"))
-    });
+    let (_a, _proc, client) = node_and_client(&dir);
 
     let echo = req(&client, "0x1:0x10", &["--payload", "hello, master"]);
     assert!(echo.status.success(), "{}", String::from_utf8_lossy(&echo.stderr));
