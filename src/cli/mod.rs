@@ -2,5 +2,6 @@
 
 pub mod demo;
 pub mod demo_satellites;
+pub mod notify;
 pub mod req;
 pub mod run;

@@ -112,6 +112,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         node.workers(),
         socket.display()
     );
+    super::notify::when_ready(node.shared(), &config);
     node.run_until_signal().map_err(|e| e.to_string())
 }
 

@@ -348,6 +348,11 @@ impl Handle {
         self.engine.local_addr()
     }
 
+    /// What other threads reach the node through for its snapshot, as its control socket does.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// A snapshot of it now.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()

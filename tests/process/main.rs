@@ -25,3 +25,4 @@ mod planes_process;
 mod rogue_smoke;
 mod satellite_planes_process;
 mod satellite_process;
+mod service_process;
