@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::control::ACCEPT_RETRY_MS;
-use super::render::prometheus;
+use super::render::{process_series, prometheus};
 
 /// Metrics connections served at once. Each holds a thread for at most [`METRICS_TIMEOUT_MS`]
 /// while it sends its request, so a few Prometheus servers and health checkers fit with room
@@ -201,7 +201,7 @@ fn serve_http(mut stream: TcpStream, shared: &Shared, limits: &MetricsLimits) {
         Ok(Target::Metrics) => response(
             Status::Ok,
             "text/plain; version=0.0.4; charset=utf-8",
-            &prometheus(&shared.snapshot()),
+            &(prometheus(&shared.snapshot()) + &process_series()),
         ),
         Ok(Target::Health) => response(Status::Ok, "text/plain; charset=utf-8", "ok\n"),
         Err(status) => status.answer(),

@@ -16,8 +16,10 @@ use std::fmt::Write as _;
 use super::Snapshot;
 
 mod exposition;
+mod process;
 
 pub use exposition::prometheus;
+pub use process::process_series;
 
 /// `text` as it may be shown on a terminal: each character that is not printable written as a
 /// visible escape — `\t`, `\n`, `\r`, `\xNN` for other ASCII controls and DEL, `\u{N}` for C1

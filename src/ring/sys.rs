@@ -78,3 +78,25 @@ mod tests {
         assert_eq!(fix_mmap_threshold(), cfg!(target_env = "gnu"));
     }
 }
+
+/// CPU time this process has used, user and system, all threads: what `getrusage` says.
+pub fn cpu_time() -> io::Result<std::time::Duration> {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into the valid, exclusively borrowed `usage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let time = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Ok(time(usage.ru_utime) + time(usage.ru_stime))
+}
+
+/// Clock ticks per second, the unit of the times in `/proc` (`sysconf(_SC_CLK_TCK)`).
+pub fn clock_ticks_per_sec() -> Option<u64> {
+    // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0)
+}

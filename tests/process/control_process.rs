@@ -145,6 +145,10 @@ fn a_peers_label_reaches_show_escaped_and_metrics_answer() {
     assert_eq!(status, "HTTP/1.0 200 OK");
     let node = b.public().node_id().to_string();
     assert!(body.contains(&format!("ringspan_routes{{node=\"{node}\"}} 1\n")), "{body}");
+    // The process series beside the node's, the node's own resident memory among them.
+    let rss = body.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes "));
+    assert!(rss.and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0), "{body}");
+    assert!(body.contains("# TYPE process_cpu_seconds_total counter\n"), "{body}");
     assert_eq!(get(metrics, "/").unwrap().0, "HTTP/1.0 404 Not Found");
     let _ = std::fs::remove_dir_all(&dir);
 }
