@@ -275,12 +275,8 @@ impl HostState {
     /// redial it for `hold`.
     pub fn cut(&mut self, peer: NodeId, hold: Duration, worker: &mut WorkerCtx<'_>) {
         let until = worker.now() + hold;
-        let keys: Vec<PublicKey> = self
-            .redial
-            .peers()
-            .filter(|(_, key, _)| key.node_id() == peer)
-            .map(|(_, key, _)| key)
-            .collect();
+        let keys: Vec<PublicKey> =
+            self.redial.peers().filter(|p| p.key.node_id() == peer).map(|p| p.key).collect();
         for key in keys {
             self.redial.hold(&key, until);
         }
@@ -299,7 +295,7 @@ impl HostState {
                 tracing::info!(%link, "closing a link another worker's link to the same node replaced");
                 worker.close_with_notice(link, ErrorCode::DUPLICATE);
             }
-            PlaneCommand::Gone { link } => self.redial.down(link, self.now),
+            PlaneCommand::Gone { link, reason } => self.redial.down(link, reason, self.now),
         }
     }
 
@@ -478,7 +474,7 @@ impl<A: App> Service for Host<A> {
             }
             Claim::Keep { keep } => {
                 s.duplicates += 1;
-                s.redial.up(&peer, keep);
+                s.redial.up(&peer, keep, s.now);
                 tracing::warn!(%id, %keep, peer = %node, "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
                 s.to_close.push((id, ErrorCode::DUPLICATE));
                 return;
@@ -491,7 +487,7 @@ impl<A: App> Service for Host<A> {
         }
         match outcome {
             Ok(LinkUp::Up) => {
-                s.redial.up(&peer, id);
+                s.redial.up(&peer, id, s.now);
                 if planes && granted != Role::Client {
                     // What other planes hand this link comes in batches as deep as a lane's:
                     // room for that, made now rather than grown under load.
@@ -502,7 +498,7 @@ impl<A: App> Service for Host<A> {
             Ok(LinkUp::Duplicate { keep }) => {
                 match keep {
                     Some(keep) => {
-                        s.redial.up(&peer, keep);
+                        s.redial.up(&peer, keep, s.now);
                         tracing::warn!(%id, %keep, peer = %peer.node_id(), "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
                     }
                     None => tracing::warn!(%id, "a link to this node itself: closed"),
@@ -513,7 +509,7 @@ impl<A: App> Service for Host<A> {
                 if planes {
                     s.plane.linked.kept(node, id, dialled);
                 }
-                s.redial.up(&peer, id);
+                s.redial.up(&peer, id, s.now);
                 tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
                 s.to_close.push((old, ErrorCode::DUPLICATE));
             }
@@ -568,25 +564,19 @@ impl<A: App> Service for Host<A> {
         {
             // The planes whose redialler counted on this link redial the peer now.
             for plane in s.plane.linked.gone(peer, link) {
-                s.to_planes.push((plane, PlaneCommand::Gone { link }));
+                s.to_planes.push((plane, PlaneCommand::Gone { link, reason }));
             }
         }
         s.node.link_down(link, worker);
-        match reason {
-            // The peer refused the link (a duplicate of one it keeps, or its hello): dialling
-            // it again at once would be refused again.
-            CloseReason::PeerSaid(ErrorCode::DUPLICATE | ErrorCode::REFUSED) => {
-                s.redial.refused(link, s.now)
-            }
-            _ => s.redial.down(link, s.now),
-        }
+        // A link the peer refused, or that went down before it was stable, backs off.
+        s.redial.down(link, reason, s.now);
         self.app.link_down(link, reason);
     }
 
     fn dial_failed(&mut self, _link: Option<LinkId>, addr: SocketAddr, reason: CloseReason) {
         tracing::debug!(%addr, %reason, "dial failed");
         self.state.dial_failures += 1;
-        self.state.redial.failed(addr, self.state.now);
+        self.state.redial.failed(addr, reason, self.state.now);
     }
 
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
