@@ -267,6 +267,15 @@ pub const REDIAL_MAX_MS: u64 = 5_000;
 /// `redial_max_ms`).
 pub const REDIAL_STABLE_MS: u64 = 2_000;
 
+/// Shortest time between two log lines about links refused for one reason (a key not allowed,
+/// a key not the one dialled, a hello claiming more than its key's role, the application's
+/// refusal, another protocol error): each line names the peer's key and address and how many
+/// refusals for that reason went unlogged since the previous one. A node refusing a flood of
+/// strangers (every handshake from a key it does not allow) writes one line a second per
+/// reason, five at most, instead of one per connection; an operator still sees at once that
+/// refusals happen, whose, and how many. Kept per worker, in a fixed array of five slots.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
+
 /// Source addresses a worker trusts at run time beyond the configured ones
 /// (`ring::WorkerCtx::trust_source`, called when a link from there proved an authorized key);
 /// past it the least recently trusted is forgotten. Authorized keys are the configured peers'

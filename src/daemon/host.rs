@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::planes::{Claim, Linked, PlaneCommand};
+use super::refusals::{Refusal, RefusalLog};
 use super::{Closes, MountSpec, Settings};
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
@@ -159,6 +160,8 @@ pub struct HostState {
     to_planes: Vec<(usize, PlaneCommand)>,
     closes: Closes,
     dial_failures: u64,
+    /// Links refused for who the peer is or what it said, logged within a budget.
+    refusals: RefusalLog,
     /// The time of the latest callback that told it (the engine's turn time).
     now: Instant,
 }
@@ -216,6 +219,7 @@ impl HostState {
             to_planes: Vec::new(),
             closes: Closes::default(),
             dial_failures: 0,
+            refusals: RefusalLog::default(),
             now,
         }
     }
@@ -262,13 +266,17 @@ impl HostState {
     }
 
     /// Closes `link` at the end of the turn for `error` of its peer's (a refusal, counted as
-    /// misbehaviour if the error closes links).
-    fn refuse(&mut self, link: LinkId, error: crate::Error) {
-        tracing::warn!(%link, %error, "closing link: protocol error");
+    /// misbehaviour if the error closes links), logged with the peer's key and address within
+    /// the refusal log's budget.
+    fn refuse(&mut self, link: &LinkCtx<'_>, error: crate::Error) {
+        let id = link.id();
+        tracing::debug!(link = %id, %error, "closing link: protocol error");
+        let reason = Refusal::of(&error);
+        self.refusals.log(reason, &link.peer(), link.remote_addr(), Some(&error), self.now);
         if error.closes_link() {
-            self.misbehaving.insert(link);
+            self.misbehaving.insert(id);
         }
-        self.to_close.push((link, ErrorCode::REFUSED));
+        self.to_close.push((id, ErrorCode::REFUSED));
     }
 
     /// Cuts the links to the node `peer` now (no notice: as a failure looks) and does not
@@ -443,7 +451,8 @@ impl<A: App> Service for Host<A> {
             return;
         }
         if !self.app.link_up(id, &peer) {
-            tracing::warn!(%id, peer = %peer.node_id(), "link refused by the application");
+            tracing::debug!(%id, peer = %peer.node_id(), "link refused by the application");
+            s.refusals.log(Refusal::Application, &peer, link.remote_addr(), None, s.now);
             s.to_close.push((id, ErrorCode::REFUSED));
             return;
         }
@@ -513,7 +522,7 @@ impl<A: App> Service for Host<A> {
                 tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
                 s.to_close.push((old, ErrorCode::DUPLICATE));
             }
-            Err(error) => s.refuse(id, error),
+            Err(error) => s.refuse(link, error),
         }
     }
 
@@ -529,7 +538,7 @@ impl<A: App> Service for Host<A> {
         s.now = link.now();
         s.node.handle_timeout(s.now, link);
         if let Err(error) = s.node.received(id, link, received) {
-            s.refuse(id, error);
+            s.refuse(link, error);
         }
         s.notices();
     }
@@ -540,7 +549,7 @@ impl<A: App> Service for Host<A> {
         s.now = link.now();
         s.node.handle_timeout(s.now, link);
         if let Err(error) = s.node.event(id, link, event) {
-            s.refuse(id, error);
+            s.refuse(link, error);
         }
         s.notices();
     }
@@ -577,6 +586,22 @@ impl<A: App> Service for Host<A> {
         tracing::debug!(%addr, %reason, "dial failed");
         self.state.dial_failures += 1;
         self.state.redial.failed(addr, reason, self.state.now);
+    }
+
+    fn key_refused(
+        &mut self,
+        worker: &mut WorkerCtx<'_>,
+        key: PublicKey,
+        addr: Option<SocketAddr>,
+        reason: CloseReason,
+    ) {
+        let s = &mut self.state;
+        s.now = worker.now();
+        let refusal = match reason {
+            CloseReason::Protocol(error) => Refusal::of(&error),
+            _ => Refusal::Protocol,
+        };
+        s.refusals.log(refusal, &key, addr, None, s.now);
     }
 
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {
