@@ -245,13 +245,36 @@ pub const RESERVED_LINKS: usize = CONFIG_PEERS_MAX;
 /// Default first wait before a node dials a lost peer again (a configuration's
 /// `redial_min_ms`). `relay::redial` doubles the wait after each failure in a row, up to
 /// [`REDIAL_MAX_MS`], and jitters each wait down by up to half, so peers that failed together
-/// do not retry together; a link that was up and went down is redialled after this first step.
+/// do not retry together; a link that was up for [`REDIAL_STABLE_MS`] and went down is
+/// redialled after this first step.
 pub const REDIAL_MIN_MS: u64 = 100;
 
 /// Default longest wait between two dials of a lost peer (a configuration's `redial_max_ms`):
 /// a peer that stays down costs one dial every few seconds, and one that comes back is
 /// linked again within this long.
 pub const REDIAL_MAX_MS: u64 = 5_000;
+
+/// How long a link to a configured peer must stay up before its loss clears the redial
+/// backoff (`relay::redial`); a link that goes down sooner counts as a failed dial, and the
+/// next dial waits the next step. A peer that refuses us does so within a round trip or two of
+/// the handshake: a node that does not allow our key closes the connection on reading the
+/// handshake's last message, and one that refuses our hello answers it with `REFUSED`. Two
+/// seconds is ten round trips of 200 ms (a link across the world) with room for a loaded
+/// peer, and short beside the life of a working link, so a link that was of use and is lost is
+/// still redialled after the first step. It is a constant rather than derived from
+/// `redial_max_ms`: how fast a refusal arrives depends on the network, not on how patient the
+/// node is configured to be; a working link lost within it only waits one step longer (at most
+/// `redial_max_ms`).
+pub const REDIAL_STABLE_MS: u64 = 2_000;
+
+/// Shortest time between two log lines about links refused for one reason (a key not allowed,
+/// a key not the one dialled, a hello claiming more than its key's role, the application's
+/// refusal, another protocol error): each line names the peer's key and address and how many
+/// refusals for that reason went unlogged since the previous one. A node refusing a flood of
+/// strangers (every handshake from a key it does not allow) writes one line a second per
+/// reason, five at most, instead of one per connection; an operator still sees at once that
+/// refusals happen, whose, and how many. Kept per worker, in a fixed array of five slots.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
 
 /// Source addresses a worker trusts at run time beyond the configured ones
 /// (`ring::WorkerCtx::trust_source`, called when a link from there proved an authorized key);

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::planes::{Claim, Linked, PlaneCommand};
+use super::refusals::{Refusal, RefusalLog};
 use super::{Closes, MountSpec, Settings};
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
@@ -159,6 +160,8 @@ pub struct HostState {
     to_planes: Vec<(usize, PlaneCommand)>,
     closes: Closes,
     dial_failures: u64,
+    /// Links refused for who the peer is or what it said, logged within a budget.
+    refusals: RefusalLog,
     /// The time of the latest callback that told it (the engine's turn time).
     now: Instant,
 }
@@ -216,6 +219,7 @@ impl HostState {
             to_planes: Vec::new(),
             closes: Closes::default(),
             dial_failures: 0,
+            refusals: RefusalLog::default(),
             now,
         }
     }
@@ -262,25 +266,25 @@ impl HostState {
     }
 
     /// Closes `link` at the end of the turn for `error` of its peer's (a refusal, counted as
-    /// misbehaviour if the error closes links).
-    fn refuse(&mut self, link: LinkId, error: crate::Error) {
-        tracing::warn!(%link, %error, "closing link: protocol error");
+    /// misbehaviour if the error closes links), logged with the peer's key and address within
+    /// the refusal log's budget.
+    fn refuse(&mut self, link: &LinkCtx<'_>, error: crate::Error) {
+        let id = link.id();
+        tracing::debug!(link = %id, %error, "closing link: protocol error");
+        let reason = Refusal::of(&error);
+        self.refusals.log(reason, &link.peer(), link.remote_addr(), Some(&error), self.now);
         if error.closes_link() {
-            self.misbehaving.insert(link);
+            self.misbehaving.insert(id);
         }
-        self.to_close.push((link, ErrorCode::REFUSED));
+        self.to_close.push((id, ErrorCode::REFUSED));
     }
 
     /// Cuts the links to the node `peer` now (no notice: as a failure looks) and does not
     /// redial it for `hold`.
     pub fn cut(&mut self, peer: NodeId, hold: Duration, worker: &mut WorkerCtx<'_>) {
         let until = worker.now() + hold;
-        let keys: Vec<PublicKey> = self
-            .redial
-            .peers()
-            .filter(|(_, key, _)| key.node_id() == peer)
-            .map(|(_, key, _)| key)
-            .collect();
+        let keys: Vec<PublicKey> =
+            self.redial.peers().filter(|p| p.key.node_id() == peer).map(|p| p.key).collect();
         for key in keys {
             self.redial.hold(&key, until);
         }
@@ -299,7 +303,7 @@ impl HostState {
                 tracing::info!(%link, "closing a link another worker's link to the same node replaced");
                 worker.close_with_notice(link, ErrorCode::DUPLICATE);
             }
-            PlaneCommand::Gone { link } => self.redial.down(link, self.now),
+            PlaneCommand::Gone { link, reason } => self.redial.down(link, reason, self.now),
         }
     }
 
@@ -447,7 +451,8 @@ impl<A: App> Service for Host<A> {
             return;
         }
         if !self.app.link_up(id, &peer) {
-            tracing::warn!(%id, peer = %peer.node_id(), "link refused by the application");
+            tracing::debug!(%id, peer = %peer.node_id(), "link refused by the application");
+            s.refusals.log(Refusal::Application, &peer, link.remote_addr(), None, s.now);
             s.to_close.push((id, ErrorCode::REFUSED));
             return;
         }
@@ -478,7 +483,7 @@ impl<A: App> Service for Host<A> {
             }
             Claim::Keep { keep } => {
                 s.duplicates += 1;
-                s.redial.up(&peer, keep);
+                s.redial.up(&peer, keep, s.now);
                 tracing::warn!(%id, %keep, peer = %node, "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
                 s.to_close.push((id, ErrorCode::DUPLICATE));
                 return;
@@ -491,7 +496,7 @@ impl<A: App> Service for Host<A> {
         }
         match outcome {
             Ok(LinkUp::Up) => {
-                s.redial.up(&peer, id);
+                s.redial.up(&peer, id, s.now);
                 if planes && granted != Role::Client {
                     // What other planes hand this link comes in batches as deep as a lane's:
                     // room for that, made now rather than grown under load.
@@ -502,7 +507,7 @@ impl<A: App> Service for Host<A> {
             Ok(LinkUp::Duplicate { keep }) => {
                 match keep {
                     Some(keep) => {
-                        s.redial.up(&peer, keep);
+                        s.redial.up(&peer, keep, s.now);
                         tracing::warn!(%id, %keep, peer = %peer.node_id(), "a second link to a linked node: closed (if the node is not dialling us itself, its key is used by two nodes)");
                     }
                     None => tracing::warn!(%id, "a link to this node itself: closed"),
@@ -513,11 +518,11 @@ impl<A: App> Service for Host<A> {
                 if planes {
                     s.plane.linked.kept(node, id, dialled);
                 }
-                s.redial.up(&peer, id);
+                s.redial.up(&peer, id, s.now);
                 tracing::info!(%id, %old, peer = %peer.node_id(), "link up, replacing a duplicate");
                 s.to_close.push((old, ErrorCode::DUPLICATE));
             }
-            Err(error) => s.refuse(id, error),
+            Err(error) => s.refuse(link, error),
         }
     }
 
@@ -533,7 +538,7 @@ impl<A: App> Service for Host<A> {
         s.now = link.now();
         s.node.handle_timeout(s.now, link);
         if let Err(error) = s.node.received(id, link, received) {
-            s.refuse(id, error);
+            s.refuse(link, error);
         }
         s.notices();
     }
@@ -544,7 +549,7 @@ impl<A: App> Service for Host<A> {
         s.now = link.now();
         s.node.handle_timeout(s.now, link);
         if let Err(error) = s.node.event(id, link, event) {
-            s.refuse(id, error);
+            s.refuse(link, error);
         }
         s.notices();
     }
@@ -568,25 +573,35 @@ impl<A: App> Service for Host<A> {
         {
             // The planes whose redialler counted on this link redial the peer now.
             for plane in s.plane.linked.gone(peer, link) {
-                s.to_planes.push((plane, PlaneCommand::Gone { link }));
+                s.to_planes.push((plane, PlaneCommand::Gone { link, reason }));
             }
         }
         s.node.link_down(link, worker);
-        match reason {
-            // The peer refused the link (a duplicate of one it keeps, or its hello): dialling
-            // it again at once would be refused again.
-            CloseReason::PeerSaid(ErrorCode::DUPLICATE | ErrorCode::REFUSED) => {
-                s.redial.refused(link, s.now)
-            }
-            _ => s.redial.down(link, s.now),
-        }
+        // A link the peer refused, or that went down before it was stable, backs off.
+        s.redial.down(link, reason, s.now);
         self.app.link_down(link, reason);
     }
 
     fn dial_failed(&mut self, _link: Option<LinkId>, addr: SocketAddr, reason: CloseReason) {
         tracing::debug!(%addr, %reason, "dial failed");
         self.state.dial_failures += 1;
-        self.state.redial.failed(addr, self.state.now);
+        self.state.redial.failed(addr, reason, self.state.now);
+    }
+
+    fn key_refused(
+        &mut self,
+        worker: &mut WorkerCtx<'_>,
+        key: PublicKey,
+        addr: Option<SocketAddr>,
+        reason: CloseReason,
+    ) {
+        let s = &mut self.state;
+        s.now = worker.now();
+        let refusal = match reason {
+            CloseReason::Protocol(error) => Refusal::of(&error),
+            _ => Refusal::Protocol,
+        };
+        s.refusals.log(refusal, &key, addr, None, s.now);
     }
 
     fn tick(&mut self, worker: &mut WorkerCtx<'_>) {

@@ -25,6 +25,7 @@ mod handle;
 mod host;
 mod metrics;
 mod planes;
+mod refusals;
 mod render;
 mod request;
 mod snapshot;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::ids::{LinkId, NodeId};
+use crate::link::CloseReason;
 use crate::relay::keeps_new;
 
 /// Which link holds each linked peer node, across the planes of one node.
@@ -114,6 +115,8 @@ pub enum PlaneCommand {
     Gone {
         /// The link.
         link: LinkId,
+        /// Why it went down.
+        reason: CloseReason,
     },
 }
 

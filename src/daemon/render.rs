@@ -204,13 +204,24 @@ pub fn render(s: &Snapshot, view: View) -> String {
         if !s.peers.is_empty() {
             let _ = writeln!(out, "\nPEERS");
             for p in &s.peers {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "  {:<22} {}  {}",
                     printable(&p.address),
                     printable(&p.peer),
                     printable(&p.state)
                 );
+                if let Some(next) = p.next_dial_ms {
+                    let _ = write!(
+                        out,
+                        "  next dial in {next} ms (backoff {} ms, {} failures in a row)",
+                        p.backoff_ms, p.failures
+                    );
+                }
+                let _ = writeln!(out);
+                if let (Some(error), Some(ago)) = (&p.last_error, p.last_error_ago_ms) {
+                    let _ = writeln!(out, "    last error {ago} ms ago: {}", printable(error));
+                }
             }
         }
         // Each worker's plane and its load (none from a node that does not say).
@@ -404,11 +415,25 @@ pub(crate) mod tests {
                 via: "link 3 (bbbb1111)".into(),
                 standby: Some("link 4 (dddd2222)".into()),
             }],
-            peers: vec![PeerRow {
-                address: "127.0.0.1:1".into(),
-                peer: "bbbb1111".into(),
-                state: "up (link 3)".into(),
-            }],
+            peers: vec![
+                PeerRow {
+                    address: "127.0.0.1:1".into(),
+                    peer: "bbbb1111".into(),
+                    state: "up (link 3)".into(),
+                    ..Default::default()
+                },
+                PeerRow {
+                    address: "127.0.0.1:2".into(),
+                    peer: "eeee3333".into(),
+                    state: "refused".into(),
+                    next_dial_ms: Some(1200),
+                    backoff_ms: 1500,
+                    failures: 4,
+                    last_error: Some("link down 2 ms after its handshake: peer closed".into()),
+                    last_error_ago_ms: Some(300),
+                    ..Default::default()
+                },
+            ],
             circuits: 11,
             counters: Counters {
                 relayed: 12,
@@ -465,6 +490,10 @@ pub(crate) mod tests {
         let s = snapshot();
         let links = render(&s, View::Links);
         assert!(links.contains("bbbb1111") && links.contains("up (link 3)"));
+        assert!(links.contains(
+            "eeee3333  refused  next dial in 1200 ms (backoff 1500 ms, 4 failures in a row)\n    \
+             last error 300 ms ago: link down 2 ms after its handshake: peer closed\n"
+        ));
         assert!(!links.contains("ROUTES"));
         let routes = render(&s, View::Routes);
         assert!(routes.contains("e/master") && routes.contains("link 4 (dddd2222)"));

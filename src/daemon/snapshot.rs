@@ -2,11 +2,13 @@
 //! metrics endpoint exports, sent over the control socket as JSON (so each type is read back as
 //! well as written).
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 use super::HostState;
 use crate::ids::LinkId;
-use crate::relay::redial::PeerState;
+use crate::relay::redial::{LastError, PeerState, PeerStatus};
 use crate::relay::{LinkInfo, Node, NodeCounters};
 use crate::ring::{CloseReason, WorkerCtx};
 use crate::span::{NextHop, Role};
@@ -202,20 +204,8 @@ impl Snapshot {
             })
             .collect();
         routes.sort_by(|a, b| (&a.cluster, &a.mount).cmp(&(&b.cluster, &b.mount)));
-        let peers = host
-            .redial()
-            .peers()
-            .map(|(addr, key, state)| PeerRow {
-                address: addr.to_string(),
-                peer: key.node_id().to_string(),
-                state: match state {
-                    PeerState::Up(link) => format!("up ({link})"),
-                    PeerState::Dialling => "dialling".into(),
-                    PeerState::Waiting(_) => "waiting".into(),
-                    PeerState::Standby => "standby".into(),
-                },
-            })
-            .collect();
+        let now = worker.now();
+        let peers = host.redial().peers().map(|p| PeerRow::of(&p, now)).collect();
         let NodeCounters {
             relayed,
             served,
@@ -543,14 +533,86 @@ pub struct RouteRow {
 }
 
 /// One configured peer, as shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PeerRow {
     /// Its address.
     pub address: String,
     /// Its node id.
     pub peer: String,
-    /// "up (link N)", "dialling", or "waiting".
+    /// "up (link N)" (linked), "dialling", "waiting" (for the next dial), "refused" (waiting,
+    /// after the peer refused the link or ended it before it was stable, as a node that does
+    /// not allow this node's key does), or "standby" (failover mode: another peer is in use).
     pub state: String,
+    /// Its key, base64 (as `ringspan pubkey` prints it).
+    #[serde(default)]
+    pub key: String,
+    /// While waiting (or refused): how long until its next dial, in milliseconds.
+    #[serde(default)]
+    pub next_dial_ms: Option<u64>,
+    /// The latest wait scheduled before dialling it, in milliseconds: the backoff step for
+    /// its failures in a row, jittered down by up to half.
+    #[serde(default)]
+    pub backoff_ms: u64,
+    /// Dials and links that failed in a row (a link counts when the peer refused it or it went
+    /// down before it was stable).
+    #[serde(default)]
+    pub failures: u32,
+    /// How its latest dial or link ended, if one has.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// How long ago that was, in milliseconds.
+    #[serde(default)]
+    pub last_error_ago_ms: Option<u64>,
+}
+
+impl PeerRow {
+    /// The row of a configured peer as its redialler sees it at `now`.
+    fn of(p: &PeerStatus, now: Instant) -> PeerRow {
+        let refused = p.last_error.is_some_and(|e| e.is_refusal());
+        let (state, next_dial_ms) = match p.state {
+            PeerState::Up(link) => (format!("up ({link})"), None),
+            PeerState::Dialling => ("dialling".into(), None),
+            PeerState::Waiting(at) => {
+                let state = if refused { "refused" } else { "waiting" };
+                (state.into(), Some(millis(at.saturating_duration_since(now))))
+            }
+            PeerState::Standby => ("standby".into(), None),
+        };
+        PeerRow {
+            address: p.addr.to_string(),
+            peer: p.key.node_id().to_string(),
+            state,
+            key: p.key.to_base64(),
+            next_dial_ms,
+            backoff_ms: millis(p.wait),
+            failures: p.failures,
+            last_error: p.last_error.map(|e| describe(&e)),
+            last_error_ago_ms: p.last_error.map(|e| millis(now.saturating_duration_since(e.at))),
+        }
+    }
+}
+
+/// A peer's latest error in words: the reason, whether it was a dial or a link, and for a link
+/// ended by the peer before it was stable, what that usually means.
+fn describe(e: &LastError) -> String {
+    let reason = e.reason;
+    match e.lived {
+        None => format!("dial failed: {reason}"),
+        Some(lived) => {
+            let lived = millis(lived);
+            let hint = match reason {
+                CloseReason::PeerClosed | CloseReason::Io(_) if e.is_refusal() => {
+                    " (the peer may not allow this node's key)"
+                }
+                _ => "",
+            };
+            format!("link down {lived} ms after its handshake: {reason}{hint}")
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -558,6 +620,69 @@ mod tests {
     use super::*;
     use crate::error::{Limit, Malformed, Misuse, Violation};
     use crate::wire::ErrorCode;
+
+    #[test]
+    fn peer_rows_say_state_backoff_and_last_error() {
+        use crate::cipher::PublicKey;
+        use crate::relay::redial::PeerStatus;
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let refused = PeerStatus {
+            addr: "127.0.0.1:7".parse().unwrap(),
+            key: PublicKey([1; 32]),
+            state: PeerState::Waiting(now + ms(900)),
+            failures: 3,
+            wait: ms(1100),
+            last_error: Some(LastError {
+                reason: CloseReason::PeerClosed,
+                at: now - ms(200),
+                lived: Some(ms(4)),
+            }),
+        };
+        let row = PeerRow::of(&refused, now);
+        assert_eq!(row.state, "refused");
+        assert_eq!(row.key, PublicKey([1; 32]).to_base64());
+        assert_eq!((row.next_dial_ms, row.backoff_ms, row.failures), (Some(900), 1100, 3));
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some(
+                "link down 4 ms after its handshake: peer closed the connection (the peer may \
+                 not allow this node's key)"
+            )
+        );
+        assert_eq!(row.last_error_ago_ms, Some(200));
+        // A dial refused by the kernel: waiting, not refused by the peer.
+        let failed = PeerStatus {
+            last_error: Some(LastError { reason: CloseReason::Io(111), at: now, lived: None }),
+            ..refused
+        };
+        let row = PeerRow::of(&failed, now);
+        assert_eq!(row.state, "waiting");
+        assert!(
+            row.last_error.unwrap().starts_with("dial failed: socket error: Connection refused")
+        );
+        // The peer said REFUSED after a long while: still a refusal.
+        let told = PeerStatus {
+            last_error: Some(LastError {
+                reason: CloseReason::PeerSaid(ErrorCode::REFUSED),
+                at: now,
+                lived: Some(ms(60_000)),
+            }),
+            ..refused
+        };
+        assert_eq!(PeerRow::of(&told, now).state, "refused");
+        let up = PeerStatus { state: PeerState::Up(LinkId(3)), last_error: None, ..refused };
+        let row = PeerRow::of(&up, now);
+        assert_eq!((row.state.as_str(), row.next_dial_ms), ("up (link 0:3.0)", None));
+    }
+
+    #[test]
+    fn a_peer_row_from_an_older_node_reads_with_defaults() {
+        let old = r#"{"address":"127.0.0.1:1","peer":"bbbb1111","state":"waiting"}"#;
+        let row: PeerRow = serde_json::from_str(old).unwrap();
+        assert_eq!((row.state.as_str(), row.failures, row.last_error), ("waiting", 0, None));
+    }
 
     #[test]
     fn closes_are_counted_by_whose_fault_they_are() {

@@ -233,6 +233,19 @@ pub trait Service: 'static {
     /// wrong key...): `link` is the id the dial returned, or `None` for a dial that could not
     /// start (and returned none). No `link_up` or `link_down` is called for it.
     fn dial_failed(&mut self, _link: Option<LinkId>, _addr: SocketAddr, _reason: CloseReason) {}
+    /// A handshake failed because of the key the peer proved, `key`: not allowed here
+    /// (`Handshake::UnknownKey`, as a responder or a dialler without an expected key), or not
+    /// the one a dial expected (`Handshake::WrongKey`). `addr` is the other end's address, if
+    /// known. Called before [`Service::dial_failed`] for a dialled link; no `link_up` or
+    /// `link_down` is called for it.
+    fn key_refused(
+        &mut self,
+        _worker: &mut WorkerCtx<'_>,
+        _key: PublicKey,
+        _addr: Option<SocketAddr>,
+        _reason: CloseReason,
+    ) {
+    }
     /// Once per turn of the worker's loop, after completions and timers.
     fn tick(&mut self, _worker: &mut WorkerCtx<'_>) {}
     /// A command for the service from another thread ([`Command::Service`]).

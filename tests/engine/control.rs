@@ -397,6 +397,7 @@ fn hostile() -> Snapshot {
             address: "127.0.0.1:1\u{1b}[A".into(),
             peer: "bbbb\u{85}1111".into(),
             state: "up\u{2028}(link 3)".into(),
+            ..Default::default()
         }],
         circuits: 1,
         counters: Counters::default(),

@@ -13,6 +13,7 @@ mod cli_call;
 mod cli_keys;
 mod cluster_process;
 mod control_process;
+mod diagnose_process;
 mod engine_process;
 mod hops_process;
 mod hostile_buffers;

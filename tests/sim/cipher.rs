@@ -155,6 +155,8 @@ fn wrong_key_refused_by_the_initiator() {
     assert_eq!(i.handle_handshake_bytes(&[0], now), Err(Handshake::WrongKey.into()));
     assert_eq!(i.seal(&mut [0; 64], 32), Err(Handshake::WrongKey.into()));
     assert!(Error::from(Handshake::WrongKey).closes_link());
+    // The refusal can name the key it refused; none was accepted.
+    assert_eq!((i.proven_peer(), i.peer()), (Some(impostor.key()), None));
 }
 
 #[test]
@@ -167,6 +169,7 @@ fn unknown_key_refused_by_the_responder() {
     assert_eq!(drive(&mut i, &mut r, now), Err((false, Handshake::UnknownKey.into())));
     assert!(!r.is_established());
     assert_eq!(r.peer(), None);
+    assert_eq!(r.proven_peer(), Some(stranger.key()), "the key refused, for the log line");
 }
 
 #[test]

@@ -91,6 +91,8 @@ pub struct Session {
     deadline: Option<Instant>,
     expected_peer: Option<PublicKey>,
     peer: Option<PublicKey>,
+    /// The key the peer proved, accepted or not (see [`Session::proven_peer`]).
+    proven: Option<PublicKey>,
     incoming: [u8; HANDSHAKE_FRAME_MAX],
     incoming_len: usize,
     /// The header of the frame arriving, once its 4 bytes have arrived and passed the checks.
@@ -189,6 +191,7 @@ impl Session {
             state,
             expected_peer,
             peer: None,
+            proven: None,
             incoming: [0; HANDSHAKE_FRAME_MAX],
             incoming_len: 0,
             incoming_header: None,
@@ -292,6 +295,14 @@ impl Session {
         self.peer
     }
 
+    /// The static key the peer proved, as soon as the handshake message carrying it
+    /// authenticated, whether it was then accepted or refused ([`Handshake::UnknownKey`],
+    /// [`Handshake::WrongKey`]): a refusal can name the key it refused. [`Session::peer`] is
+    /// the key accepted.
+    pub fn proven_peer(&self) -> Option<PublicKey> {
+        self.proven
+    }
+
     /// Seals one record in place: see [`RecordSealer::seal`].
     pub fn seal(&mut self, buf: &mut [u8], plaintext_len: usize) -> Result<usize, Error> {
         match &mut self.state {
@@ -355,6 +366,7 @@ impl Session {
             State::ExpectResponderHello(mut hs) => {
                 hs.read_message(message, &mut payload).map_err(|_| Handshake::Garbage(step))?;
                 let peer = remote_static(&hs)?;
+                self.proven = Some(peer);
                 self.config.authorize(&peer, self.expected_peer.as_ref())?;
                 self.write_frame(&mut hs, 3)?;
                 self.establish(hs, peer, now)?;
@@ -362,6 +374,7 @@ impl Session {
             State::ExpectInitiatorIdentity(mut hs) => {
                 hs.read_message(message, &mut payload).map_err(|_| Handshake::Garbage(step))?;
                 let peer = remote_static(&hs)?;
+                self.proven = Some(peer);
                 self.config.authorize(&peer, None)?;
                 self.establish(hs, peer, now)?;
             }

@@ -348,6 +348,16 @@ impl Link {
         self.poll_handshake(pool);
     }
 
+    /// The key the peer proved in the handshake, accepted or not, while the link is
+    /// handshaking or after its handshake failed ([`Session::proven_peer`]): what a refusal of
+    /// the key names. `None` before the message carrying it, and once established.
+    pub fn handshake_key(&self) -> Option<PublicKey> {
+        match &self.crypto {
+            Crypto::Handshake(session) => session.proven_peer(),
+            _ => None,
+        }
+    }
+
     /// Queues whatever handshake frames the session has to send.
     pub fn poll_handshake(&mut self, pool: &mut Pool) {
         let Crypto::Handshake(session) = &mut self.crypto else { return };

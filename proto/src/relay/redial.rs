@@ -1,11 +1,25 @@
-//! Redialling configured peers: exponential backoff with jitter, reset once a link is up.
+//! Redialling configured peers: exponential backoff with jitter, reset only once a link has
+//! stayed up for [`REDIAL_STABLE_MS`](crate::limits::REDIAL_STABLE_MS).
 //! Sans-IO: time is a parameter and the jitter comes from a seeded generator.
+//!
+//! Each configured peer is waiting (until an instant), dialling, linked, or on standby (failover
+//! mode). A dial that fails, a link the peer refuses (it says `REFUSED` or `DUPLICATE`), and a
+//! link that goes down before it was up for the stable period each count as one failure in a
+//! row: the next dial waits `min` doubled per failure, up to `max`. A link that was up for the
+//! stable period and then went down clears the failures: the peer is redialled after the first
+//! step. So a peer that refuses us right after each handshake (a node that does not allow our
+//! key closes the connection as soon as it reads it) is dialled ever less often, down to once
+//! per `max`, instead of at the first step forever.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::cipher::PublicKey;
+use crate::error::{Error, Handshake};
 use crate::ids::LinkId;
+use crate::limits::REDIAL_STABLE_MS;
+use crate::link::CloseReason;
+use crate::wire::ErrorCode;
 
 /// One configured peer's dialling state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +34,58 @@ pub enum PeerState {
     Standby,
 }
 
+/// How a peer's latest dial or link ended, as the redialler was told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastError {
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// When.
+    pub at: Instant,
+    /// How long its link had been up; `None` for a dial that failed before its handshake
+    /// completed.
+    pub lived: Option<Duration>,
+}
+
+impl LastError {
+    /// Whether it was a refusal: the peer's `REFUSED` or `DUPLICATE` notice, our own refusal of
+    /// the link, a handshake that showed a key not accepted at one end, or the peer ending the
+    /// connection (end of stream or a socket error) before the link was stable, which is what a
+    /// node that does not allow our key does as soon as it reads it.
+    pub fn is_refusal(&self) -> bool {
+        match self.reason {
+            CloseReason::PeerSaid(code) => {
+                code == ErrorCode::REFUSED || code == ErrorCode::DUPLICATE
+            }
+            CloseReason::Local(code) => code == ErrorCode::REFUSED,
+            CloseReason::Protocol(Error::Handshake(
+                Handshake::WrongKey | Handshake::UnknownKey,
+            )) => true,
+            CloseReason::PeerClosed | CloseReason::Io(_) => {
+                self.lived.is_some_and(|lived| lived < Duration::from_millis(REDIAL_STABLE_MS))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One configured peer as the redialler sees it ([`Redial::peers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Where it is dialled.
+    pub addr: SocketAddr,
+    /// The key it must show.
+    pub key: PublicKey,
+    /// Where its dialling is.
+    pub state: PeerState,
+    /// Failures in a row (dials, refusals, links that went down before they were stable).
+    pub failures: u32,
+    /// The latest wait scheduled before dialling it (jitter and any hold included); zero
+    /// before the first.
+    pub wait: Duration,
+    /// How its latest dial or link ended, if one has.
+    pub last_error: Option<LastError>,
+}
+
 #[derive(Clone, Debug)]
 struct Peer {
     addr: SocketAddr,
@@ -28,6 +94,10 @@ struct Peer {
     failures: u32,
     /// No dial before this (an operator's cut).
     held_until: Option<Instant>,
+    /// When its link came up, while it is up.
+    up_since: Option<Instant>,
+    wait: Duration,
+    last_error: Option<LastError>,
 }
 
 /// The peers a node keeps links to. See the module documentation.
@@ -36,6 +106,8 @@ pub struct Redial {
     peers: Vec<Peer>,
     min: Duration,
     max: Duration,
+    /// How long a link must stay up before its going down clears the failures.
+    stable: Duration,
     rng: u64,
     /// Failover mode: keep a link to one peer at a time, moving to the next when it fails.
     one_of: bool,
@@ -59,9 +131,19 @@ impl Redial {
                 state: PeerState::Waiting(now),
                 failures: 0,
                 held_until: None,
+                up_since: None,
+                wait: Duration::ZERO,
+                last_error: None,
             })
             .collect();
-        Redial { peers, min, max: max.max(min), rng: seed | 1, one_of: false }
+        Redial {
+            peers,
+            min,
+            max: max.max(min),
+            stable: Duration::from_millis(REDIAL_STABLE_MS),
+            rng: seed | 1,
+            one_of: false,
+        }
     }
 
     /// Failover mode (a client listing several satellites): a link to one peer at a time, the
@@ -96,20 +178,37 @@ impl Redial {
             .min()
     }
 
-    /// A link to the peer with `key` is up (dialled by us or by it). The backoff is reset when
-    /// it goes down ([`Redial::down`]), not now: a link the peer refuses at once
-    /// ([`Redial::refused`]) keeps backing off.
-    pub fn up(&mut self, key: &PublicKey, link: LinkId) {
-        if let Some(peer) = self.peers.iter_mut().find(|p| p.key == *key) {
+    /// A link to the peer with `key` is up at `now` (dialled by us or by it). The failures are
+    /// not cleared now but when the link goes down, and only if it was up for the stable period
+    /// by then ([`Redial::down`]): a link the peer drops at once keeps backing off.
+    pub fn up(&mut self, key: &PublicKey, link: LinkId, now: Instant) {
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.key == *key)
+            && peer.state != PeerState::Up(link)
+        {
             peer.state = PeerState::Up(link);
+            peer.up_since = Some(now);
         }
     }
 
-    /// A link went down: if it was a peer's, redial after the first backoff step.
-    pub fn down(&mut self, link: LinkId, now: Instant) {
+    /// A link went down at `now` for `reason`. If it was a peer's: a link up for the stable
+    /// period clears the failures and the peer is redialled after the first backoff step; a
+    /// shorter-lived one, or one the peer refused (it said `REFUSED` or `DUPLICATE`, whenever),
+    /// counts as a failed dial and waits the next step (a node whose key another node also
+    /// uses, or whose key or hello the peer refuses, would otherwise redial at the shortest wait
+    /// forever).
+    pub fn down(&mut self, link: LinkId, reason: CloseReason, now: Instant) {
         let Some(i) = self.peers.iter().position(|p| p.state == PeerState::Up(link)) else {
             return;
         };
+        let peer = &mut self.peers[i];
+        let lived = peer.up_since.take().map(|since| now.saturating_duration_since(since));
+        peer.last_error = Some(LastError { reason, at: now, lived });
+        let refused =
+            matches!(reason, CloseReason::PeerSaid(ErrorCode::REFUSED | ErrorCode::DUPLICATE));
+        if refused || lived.is_none_or(|lived| lived < self.stable) {
+            self.fail(i, now);
+            return;
+        }
         self.peers[i].failures = 0;
         if self.one_of && self.peers.len() > 1 {
             self.peers[i].state = PeerState::Standby;
@@ -121,36 +220,15 @@ impl Redial {
         }
     }
 
-    /// A link that was up was closed by the peer with a refusal (it said `REFUSED` or
-    /// `DUPLICATE`): back off as after a failed dial, growing with each one in a row, instead of
-    /// dialling again at once (a node whose key another node also uses, or whose hello the peer
-    /// refuses, would otherwise redial at the shortest wait forever).
-    pub fn refused(&mut self, link: LinkId, now: Instant) {
-        let Some(i) = self.peers.iter().position(|p| p.state == PeerState::Up(link)) else {
-            return;
-        };
-        self.peers[i].state = PeerState::Dialling;
-        let addr = self.peers[i].addr;
-        self.failed(addr, now);
-    }
-
-    /// A dial to `addr` failed before its handshake completed: back off.
-    pub fn failed(&mut self, addr: SocketAddr, now: Instant) {
+    /// A dial to `addr` failed at `now` for `reason`, before its handshake completed: back off.
+    pub fn failed(&mut self, addr: SocketAddr, reason: CloseReason, now: Instant) {
         let Some(i) =
             self.peers.iter().position(|p| p.addr == addr && p.state == PeerState::Dialling)
         else {
             return;
         };
-        let failures = self.peers[i].failures.saturating_add(1);
-        if self.one_of && self.peers.len() > 1 {
-            self.peers[i].state = PeerState::Standby;
-            let next = (i + 1) % self.peers.len();
-            self.peers[next].failures = failures;
-            self.schedule(next, now);
-        } else {
-            self.peers[i].failures = failures;
-            self.schedule(i, now);
-        }
+        self.peers[i].last_error = Some(LastError { reason, at: now, lived: None });
+        self.fail(i, now);
     }
 
     /// Holds off dialling the peer with `key` until `until` (its link is being cut on purpose).
@@ -163,6 +241,33 @@ impl Redial {
         }
     }
 
+    /// Each configured peer, as the redialler sees it.
+    pub fn peers(&self) -> impl Iterator<Item = PeerStatus> + '_ {
+        self.peers.iter().map(|p| PeerStatus {
+            addr: p.addr,
+            key: p.key,
+            state: p.state,
+            failures: p.failures,
+            wait: p.wait,
+            last_error: p.last_error,
+        })
+    }
+
+    /// Peer `i`'s dial or link failed: one more failure in a row, and the next dial (of it, or
+    /// in failover mode of the next peer) after the backoff for that many.
+    fn fail(&mut self, i: usize, now: Instant) {
+        let failures = self.peers[i].failures.saturating_add(1);
+        if self.one_of && self.peers.len() > 1 {
+            self.peers[i].state = PeerState::Standby;
+            let next = (i + 1) % self.peers.len();
+            self.peers[next].failures = failures;
+            self.schedule(next, now);
+        } else {
+            self.peers[i].failures = failures;
+            self.schedule(i, now);
+        }
+    }
+
     fn schedule(&mut self, i: usize, now: Instant) {
         let doubling = self.peers[i].failures.min(16);
         let wait = self.min.saturating_mul(1 << doubling).min(self.max);
@@ -172,14 +277,10 @@ impl Redial {
         self.rng ^= self.rng << 17;
         let half = wait / 2;
         let jitter = Duration::from_nanos(self.rng % (half.as_nanos() as u64).max(1));
-        let at = now + half + jitter;
-        self.peers[i].state =
-            PeerState::Waiting(self.peers[i].held_until.map_or(at, |h| at.max(h)));
-    }
-
-    /// Each peer's address, key and state.
-    pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, PublicKey, PeerState)> + '_ {
-        self.peers.iter().map(|p| (p.addr, p.key, p.state))
+        let at =
+            self.peers[i].held_until.map_or(now + half + jitter, |h| (now + half + jitter).max(h));
+        self.peers[i].wait = at.saturating_duration_since(now);
+        self.peers[i].state = PeerState::Waiting(at);
     }
 }
 
@@ -191,44 +292,105 @@ mod tests {
         PublicKey([b; 32])
     }
 
+    const LOST: CloseReason = CloseReason::PeerSaid(ErrorCode::LOST_LINK);
+    const REFUSED: CloseReason = CloseReason::PeerSaid(ErrorCode::REFUSED);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Each wait against the full step it was jittered from: within `[full / 2, full]`.
+    fn assert_steps(waits: &[Duration], full: &[u64]) {
+        assert_eq!(waits.len(), full.len());
+        for (wait, full) in waits.iter().zip(full) {
+            let full = ms(*full);
+            assert!(*wait >= full / 2 && *wait <= full, "{wait:?} vs {full:?} in {waits:?}");
+        }
+    }
+
     #[test]
-    fn backs_off_doubling_with_jitter_and_resets_when_up() {
+    fn backs_off_doubling_with_jitter_and_resets_after_a_stable_link() {
         #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
         let t0 = Instant::now();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let min = Duration::from_millis(100);
-        let max = Duration::from_millis(1600);
+        let (min, max) = (ms(100), ms(1600));
         let mut r = Redial::new([(addr, key(1))], min, max, 7, t0);
         assert_eq!(r.poll_dial(t0), Some((addr, key(1))));
         assert_eq!(r.poll_dial(t0), None, "one dial at a time");
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..6 {
-            r.failed(addr, now);
+            r.failed(addr, CloseReason::Io(111), now);
             let at = r.next_deadline().unwrap();
             waits.push(at - now);
-            assert_eq!(r.poll_dial(at - Duration::from_millis(1)), None);
+            assert_eq!(r.peers().next().unwrap().wait, at - now);
+            assert_eq!(r.poll_dial(at - ms(1)), None);
             assert!(r.poll_dial(at).is_some());
             now = at;
         }
         // 200, 400, 800, 1600, 1600, 1600 ms, each jittered into [half, full].
-        let full = [200, 400, 800, 1600, 1600, 1600];
-        for (wait, full) in waits.iter().zip(full) {
-            let full = Duration::from_millis(full);
-            assert!(*wait >= full / 2 && *wait <= full, "{wait:?} vs {full:?}");
-        }
-        r.up(&key(1), LinkId(5));
+        assert_steps(&waits, &[200, 400, 800, 1600, 1600, 1600]);
+        let last = r.peers().next().unwrap().last_error.unwrap();
+        assert_eq!((last.reason, last.lived), (CloseReason::Io(111), None));
+        r.up(&key(1), LinkId(5), now);
         assert_eq!(r.next_deadline(), None);
         // A hold outlives the link it cuts.
+        now += ms(REDIAL_STABLE_MS);
         r.hold(&key(1), now + Duration::from_secs(60));
-        r.down(LinkId(5), now);
+        r.down(LinkId(5), LOST, now);
         assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(60)));
-        r.poll_dial(now + Duration::from_secs(60)).unwrap();
-        r.up(&key(1), LinkId(5));
+        now += Duration::from_secs(60);
+        r.poll_dial(now).unwrap();
+        r.up(&key(1), LinkId(5), now);
         r.hold(&key(1), now);
-        r.down(LinkId(5), now);
+        now += ms(REDIAL_STABLE_MS);
+        r.down(LinkId(5), LOST, now);
         let wait = r.next_deadline().unwrap() - now;
-        assert!(wait >= min / 2 && wait <= min, "first step again after a link was up: {wait:?}");
+        assert!(wait >= min / 2 && wait <= min, "first step after a stable link: {wait:?}");
+        assert_eq!(r.peers().next().unwrap().failures, 0);
+    }
+
+    #[test]
+    fn links_dropped_right_after_the_handshake_back_off_to_the_longest_wait() {
+        // A node that does not allow our key ends each connection as soon as it reads our key:
+        // our end saw its handshake complete, and the link goes down a moment later.
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut r = Redial::new([(addr, key(1))], ms(100), ms(1600), 11, t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for link in 0..7 {
+            r.poll_dial(now).unwrap();
+            r.up(&key(1), LinkId(link), now);
+            now += ms(3);
+            r.down(LinkId(link), CloseReason::PeerClosed, now);
+            let at = r.next_deadline().unwrap();
+            waits.push(at - now);
+            now = at;
+        }
+        assert_steps(&waits, &[200, 400, 800, 1600, 1600, 1600, 1600]);
+        let peer = r.peers().next().unwrap();
+        assert_eq!(peer.failures, 7);
+        let last = peer.last_error.unwrap();
+        assert_eq!((last.reason, last.lived), (CloseReason::PeerClosed, Some(ms(3))));
+        assert!(last.is_refusal(), "a link the peer ended before it was stable");
+        // A link just short of the stable period is one more failure.
+        r.poll_dial(now).unwrap();
+        r.up(&key(1), LinkId(10), now);
+        now += ms(REDIAL_STABLE_MS - 1);
+        r.down(LinkId(10), CloseReason::Io(104), now);
+        assert_eq!(r.peers().next().unwrap().failures, 8);
+        // One that lived past it clears them: the next wait is the first step again.
+        now = r.next_deadline().unwrap();
+        r.poll_dial(now).unwrap();
+        r.up(&key(1), LinkId(11), now);
+        now += ms(REDIAL_STABLE_MS);
+        r.down(LinkId(11), CloseReason::PeerClosed, now);
+        let peer = r.peers().next().unwrap();
+        assert_eq!(peer.failures, 0);
+        assert!(peer.wait >= ms(50) && peer.wait <= ms(100), "{:?}", peer.wait);
+        assert!(!peer.last_error.unwrap().is_refusal(), "a stable link that was lost");
     }
 
     #[test]
@@ -236,26 +398,25 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
         let t0 = Instant::now();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let (min, max) = (Duration::from_millis(100), Duration::from_millis(1600));
+        let (min, max) = (ms(100), ms(1600));
         let mut r = Redial::new([(addr, key(1))], min, max, 9, t0);
         let mut now = t0;
         let mut waits = Vec::new();
         for link in 0..5 {
             r.poll_dial(now).unwrap();
-            r.up(&key(1), LinkId(link));
-            r.refused(LinkId(link), now);
+            r.up(&key(1), LinkId(link), now);
+            // Refused however long the link lived: the peer said why.
+            now += ms(REDIAL_STABLE_MS * 2);
+            r.down(LinkId(link), REFUSED, now);
             let at = r.next_deadline().unwrap();
             waits.push(at - now);
             now = at;
         }
-        // 200, 400, 800, 1600, 1600 ms at most, each at least half of that: growing, where a
-        // plain `down` would wait the first step every time.
-        for (wait, full) in waits.iter().zip([200, 400, 800, 1600, 1600]) {
-            let full = Duration::from_millis(full);
-            assert!(*wait >= full / 2 && *wait <= full, "{wait:?} vs {full:?}");
-        }
-        // A refusal of a link that is not the peer's changes nothing.
-        r.refused(LinkId(99), now);
+        // Growing, where a stable link's loss would wait the first step every time.
+        assert_steps(&waits, &[200, 400, 800, 1600, 1600]);
+        assert!(r.peers().next().unwrap().last_error.unwrap().is_refusal());
+        // A link that is not the peer's changes nothing.
+        r.down(LinkId(99), REFUSED, now);
         assert_eq!(r.next_deadline(), Some(now));
     }
 
@@ -265,21 +426,22 @@ mod tests {
         let t0 = Instant::now();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let ms = Duration::from_millis;
         let mut r =
             Redial::new([(a, key(1)), (b, key(2))], ms(100), ms(800), 3, t0).one_at_a_time();
         assert_eq!(r.poll_dial(t0), Some((a, key(1))));
         assert_eq!(r.poll_dial(t0), None, "only the first satellite is dialled");
-        r.up(&key(1), LinkId(1));
-        // The satellite dies: the next one is dialled, not the dead one.
-        r.down(LinkId(1), t0);
+        r.up(&key(1), LinkId(1), t0);
+        // The satellite dies after a stable while: the next one is dialled, not the dead one.
+        let t1 = t0 + ms(REDIAL_STABLE_MS);
+        r.down(LinkId(1), LOST, t1);
         let at = r.next_deadline().unwrap();
+        assert!(at - t1 <= ms(100), "{:?}", at - t1);
         assert_eq!(r.poll_dial(at), Some((b, key(2))));
         // It refuses: back to the first, after a longer wait.
-        r.failed(b, at);
+        r.failed(b, CloseReason::Io(111), at);
         let again = r.next_deadline().unwrap();
         assert!(again - at >= ms(100), "{:?}", again - at);
         assert_eq!(r.poll_dial(again), Some((a, key(1))));
-        assert_eq!(r.peers().filter(|(.., s)| *s == PeerState::Standby).count(), 1);
+        assert_eq!(r.peers().filter(|p| p.state == PeerState::Standby).count(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! Closing links: at once, with a notice (draining), and every link at shutdown.
 
 use super::*;
+use crate::error::Handshake;
 
 impl Worker {
     /// Closes a link: ends its transactions (the service sees each end), stops its operations,
@@ -34,7 +35,19 @@ impl Worker {
         } else {
             self.stats.handshake_failures += 1;
             tracing::info!(link = id.0, %reason, "link failed before its handshake completed");
-            if let Some(addr) = conn.dial.as_ref().and_then(|dial| dial.addr.as_socket()) {
+            let dialled = conn.dial.as_ref().and_then(|dial| dial.addr.as_socket());
+            let refused = matches!(
+                reason,
+                CloseReason::Protocol(crate::Error::Handshake(
+                    Handshake::UnknownKey | Handshake::WrongKey
+                ))
+            );
+            if refused && let Some(key) = conn.link.handshake_key() {
+                // An accepted link's address is asked of the kernel: the socket is still open.
+                let addr = dialled.or_else(|| conn.socket.peer_addr().ok()?.as_socket());
+                service.key_refused(&mut WorkerCtx { worker: self }, key, addr, reason);
+            }
+            if let Some(addr) = dialled {
                 service.dial_failed(Some(id), addr, reason);
             }
         }
