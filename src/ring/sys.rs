@@ -59,26 +59,6 @@ pub fn fix_mmap_threshold() -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_soft_limit_never_goes_down() {
-        let (soft, hard) = nofile_limit().unwrap();
-        assert!(soft <= hard);
-        assert_eq!(raise_nofile_limit(soft.min(64)).unwrap(), soft);
-        let raised = raise_nofile_limit(soft.saturating_add(1).min(hard)).unwrap();
-        assert!(raised >= soft);
-        assert_eq!(nofile_limit().unwrap().0, raised);
-    }
-
-    #[test]
-    fn glibc_takes_the_fixed_mmap_threshold() {
-        assert_eq!(fix_mmap_threshold(), cfg!(target_env = "gnu"));
-    }
-}
-
 /// CPU time this process has used, user and system, all threads: what `getrusage` says.
 pub fn cpu_time() -> io::Result<std::time::Duration> {
     // SAFETY: an all-zero rusage is a valid value of the plain C struct.
@@ -99,4 +79,24 @@ pub fn clock_ticks_per_sec() -> Option<u64> {
     // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).ok().filter(|&t| t > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_limit_never_goes_down() {
+        let (soft, hard) = nofile_limit().unwrap();
+        assert!(soft <= hard);
+        assert_eq!(raise_nofile_limit(soft.min(64)).unwrap(), soft);
+        let raised = raise_nofile_limit(soft.saturating_add(1).min(hard)).unwrap();
+        assert!(raised >= soft);
+        assert_eq!(nofile_limit().unwrap().0, raised);
+    }
+
+    #[test]
+    fn glibc_takes_the_fixed_mmap_threshold() {
+        assert_eq!(fix_mmap_threshold(), cfg!(target_env = "gnu"));
+    }
 }
