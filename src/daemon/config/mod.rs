@@ -51,6 +51,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::cipher::{Identity, PublicKey};
 use crate::daemon::{Limits, MountSpec, PeerSpec, Settings, control};
@@ -94,6 +95,45 @@ pub struct NodeConfig {
     pub mounts: Vec<MountSpec>,
     /// Link timers and bounds.
     pub limits: Limits,
+    /// How the node's log lines are written. `None`: as the command line says (text by
+    /// default).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Lines for people to read: coloured on a terminal, plain anywhere else.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
+impl LogFormat {
+    /// Every format's name, as the configuration and `--log-format` take it.
+    pub const NAMES: [&str; 2] = ["text", "json"];
+
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    /// `"text"` or `"json"`; anything else is refused with the names accepted.
+    fn from_str(name: &str) -> Result<LogFormat, String> {
+        match name {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log_format must be \"text\" or \"json\", not {other:?}")),
+        }
+    }
 }
 
 /// A neighbour: a node this one links to, as the node takes it, and the name the file gives it.
@@ -216,6 +256,10 @@ impl NodeConfig {
         let client_clusters = source.client_clusters(&node.client_clusters)?;
         let mounts = source.mounts(&raw.mount)?;
         let limits = source.limits(raw.limits.as_ref())?;
+        let log_format = match &node.log_format {
+            None => None,
+            Some(text) => Some(source.log_format(text)?),
+        };
 
         Ok(NodeConfig {
             path: path.to_path_buf(),
@@ -231,6 +275,7 @@ impl NodeConfig {
             peers,
             mounts,
             limits,
+            log_format,
         })
     }
 }

@@ -39,6 +39,7 @@ pub(super) struct RawNode {
     pub(super) allow: Vec<Spanned<RawAllow>>,
     #[serde(default)]
     pub(super) client_clusters: Vec<Spanned<IdText>>,
+    pub(super) log_format: Option<Spanned<String>>,
 }
 
 /// An `allow` entry: a bare key (a client), or `{ key = "...", role = "..." }`.

@@ -11,9 +11,9 @@ use crate::error::KeyFile;
 use crate::limits;
 use toml::Spanned;
 
-use super::ConfigError;
 use super::parse_id;
 use super::raw::IdText;
+use super::{ConfigError, LogFormat};
 
 /// The text being checked, for turning spans into error positions.
 pub(super) struct Source<'a> {
@@ -124,6 +124,10 @@ impl Source<'_> {
                 ),
             )),
         }
+    }
+
+    pub(super) fn log_format(&self, text: &Spanned<String>) -> Result<LogFormat, ConfigError> {
+        text.get_ref().parse().map_err(|why| self.error(text.span(), format!("[node] {why}")))
     }
 
     pub(super) fn public_key(

@@ -17,7 +17,7 @@ use crate::span::{Label, MountKey, MountKind, Role};
 use proptest::prelude::*;
 
 use super::source::line_column;
-use super::{ConfigError, NodeConfig, Peer};
+use super::{ConfigError, LogFormat, NodeConfig, Peer};
 
 /// Where the test configs claim to live.
 const CONFIG: &str = "/etc/ringspan/node.toml";
@@ -103,6 +103,7 @@ fn the_documented_example_parses_to_its_values() {
             service: MountService::Echo,
         }],
         limits: Limits::default(),
+        log_format: Some(LogFormat::Text),
     };
     assert_eq!(config, expected);
 }
@@ -243,6 +244,7 @@ fn a_minimal_config_gets_the_defaults() {
             peers: vec![],
             mounts: vec![],
             limits: Limits::default(),
+            log_format: None,
         }
     );
     assert_eq!(
@@ -458,6 +460,21 @@ fn workers_are_between_1_and_256() {
     refused(&workers(257), 3, "not 257");
     refused(&workers(-1), 3, "not -1");
     refused(&workers(i64::MIN), 3, "between 1 and 256");
+}
+
+#[test]
+fn the_log_format_is_text_or_json() {
+    let format = |name: &str| format!("[node]\nkey = \"k\"\nlog_format = \"{name}\"\n");
+    assert_eq!(parse(&format("text")).unwrap().log_format, Some(LogFormat::Text));
+    assert_eq!(parse(&format("json")).unwrap().log_format, Some(LogFormat::Json));
+    for name in LogFormat::NAMES {
+        assert_eq!(name.parse::<LogFormat>().unwrap().name(), name);
+    }
+    let error =
+        refused(&format("JSON"), 3, "[node] log_format must be \"text\" or \"json\", not \"JSON\"");
+    assert_eq!(error.column, Some(14));
+    refused(&format(""), 3, "not \"\"");
+    refused("[node]\nkey = \"k\"\nlog_format = 1\n", 3, "invalid type: integer");
 }
 
 #[test]
