@@ -5,11 +5,14 @@ use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Parser, Subcommand};
 
 mod cli;
+use cli::log;
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::{read_key_file, write_new_key_file};
+use ringspan::daemon::config::LogFormat;
 
 /// A relay engine for cluster messaging on Linux io_uring.
 #[derive(Parser)]
@@ -17,6 +20,17 @@ use ringspan::cipher::identity::{read_key_file, write_new_key_file};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to standard error: "text" (coloured only on a terminal) or
+    /// "json" (one JSON object per line). Default: the configuration's `log_format`, else text.
+    /// Which lines: RUST_LOG (default: warnings and errors).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        value_parser = PossibleValuesParser::new(LogFormat::NAMES)
+            .try_map(|name| name.parse::<LogFormat>())
+    )]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -56,26 +70,36 @@ enum Command {
 
 fn main() -> ExitCode {
     ringspan::ring::sys::fix_mmap_threshold();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match Cli::parse().command {
-        Command::Demo(args) => report(cli::demo::run(&args)),
-        Command::Run { config } => report(cli::run::run(&config)),
-        Command::Show(args) => report(cli::run::show(&args)),
-        Command::Call(args) => report(cli::run::call(&args)),
-        Command::Req(args) => report(cli::req::req(&args)),
-        Command::Ping(args) => report(cli::req::ping(&args)),
-        Command::Keygen { out } => report(keygen(out)),
-        Command::Pubkey { key } => report(pubkey(key)),
-    }
-}
-
-fn report(result: Result<(), String>) -> ExitCode {
+    let Cli { command, log_format } = Cli::parse();
+    // The commands that read a node's configuration install the log subscriber once they have
+    // read it, in the format it names unless the command line names one; the others at once.
+    let init = || log::init(log_format.unwrap_or_default());
+    let result = match command {
+        Command::Run { config } => cli::run::run(&config, log_format),
+        Command::Call(args) => cli::run::call(&args, log_format),
+        Command::Req(args) => cli::req::req(&args, log_format),
+        Command::Ping(args) => cli::req::ping(&args, log_format),
+        Command::Demo(args) => {
+            init();
+            cli::demo::run(&args)
+        }
+        Command::Show(args) => {
+            init();
+            cli::run::show(&args)
+        }
+        Command::Keygen { out } => {
+            init();
+            keygen(out)
+        }
+        Command::Pubkey { key } => {
+            init();
+            pubkey(key)
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("ringspan: {message}");
+            log::fatal(&message, log_format.unwrap_or_default());
             ExitCode::FAILURE
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod demo_satellites;
+pub mod log;
 pub mod notify;
 pub mod req;
 pub mod run;

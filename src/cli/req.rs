@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ringspan::daemon::config::{NodeConfig, parse_mount};
+use ringspan::daemon::config::{LogFormat, parse_mount};
 use ringspan::daemon::{CALL, CallEvent};
 use ringspan::limits::MESSAGE_PAYLOAD_MAX;
 use ringspan::wire::{Command, ErrorCode};
 
-use super::run::start;
+use super::run::{load, start};
 
 #[derive(Args)]
 pub struct ReqArgs {
@@ -38,7 +38,7 @@ pub struct ReqArgs {
 /// Sends one request (the whole payload in the call's one message) and writes each message of
 /// the reply's payload to standard output as it comes. `Ok` when the call ended without an
 /// error; otherwise the error code, and whether any reply came first.
-pub fn req(args: &ReqArgs) -> Result<(), String> {
+pub fn req(args: &ReqArgs, log_format: Option<LogFormat>) -> Result<(), String> {
     let mount = parse_mount(&args.mount)?;
     let payload = match &args.payload_file {
         Some(path) if path.as_os_str() == "-" => {
@@ -60,7 +60,7 @@ pub fn req(args: &ReqArgs) -> Result<(), String> {
         Some(text) => parse_command(text)?,
         None => CALL,
     };
-    let config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let config = load(&args.config, log_format)?;
     let node = start(&config)?;
     let wait = Duration::from_secs(args.wait);
     let result = ask(&node, mount, command, &payload, wait, &args.mount);
@@ -142,12 +142,12 @@ pub struct PingArgs {
 
 /// Sends `count` requests one at a time, printing each one's round trip, then a summary. `Ok`
 /// if every request was answered.
-pub fn ping(args: &PingArgs) -> Result<(), String> {
+pub fn ping(args: &PingArgs, log_format: Option<LogFormat>) -> Result<(), String> {
     let mount = parse_mount(&args.mount)?;
     if args.size > MESSAGE_PAYLOAD_MAX {
         return Err(format!("--size {}: at most {MESSAGE_PAYLOAD_MAX} bytes", args.size));
     }
-    let config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let config = load(&args.config, log_format)?;
     let node = start(&config)?;
     let result = ping_on(&node, mount, args);
     node.shutdown();

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use ringspan::cipher::Identity;
 use ringspan::cipher::identity::read_key_file;
+use ringspan::daemon::config::{LogFormat, NodeConfig, parse_mount};
 use ringspan::daemon::control::{self, View};
-use ringspan::daemon::{Handle, LoadReport, Request};
+use ringspan::daemon::{Handle, LoadReport, Request, Settings};
 use ringspan::limits::MESSAGE_PAYLOAD_MAX;
 use ringspan::ring;
 
-use ringspan::daemon::config::{NodeConfig, parse_mount};
+use super::log;
 
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,8 +75,18 @@ pub struct CallArgs {
     pub wait: u64,
 }
 
-/// Starts the node a configuration describes.
-pub fn start(config: &NodeConfig) -> Result<Handle, String> {
+/// Reads and checks the configuration file at `path`, then installs the log subscriber in the
+/// format `log_format` (the command line's) or else the file's names.
+pub fn load(path: &Path, log_format: Option<LogFormat>) -> Result<NodeConfig, String> {
+    let config = NodeConfig::load(path).map_err(|e| e.to_string())?;
+    log::init(log_format.or(config.log_format).unwrap_or_default());
+    Ok(config)
+}
+
+/// Everything `ringspan run` checks before it starts the engine, beyond the file itself: reads
+/// the key file, builds the node's settings and its handshake configuration, and refuses what
+/// the node cannot do yet. Opens no socket. `ringspan check` stops here.
+pub fn settings(config: &NodeConfig) -> Result<Settings, String> {
     let key = read_key_file(&config.key).map_err(|e| format!("{}: {e}", config.key.display()))?;
     let identity = Identity::new(key).map_err(|e| e.to_string())?;
     if config.listen.len() > 1 {
@@ -86,13 +97,20 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
         ));
     }
     let settings = config.settings(identity);
+    // The node builds it again when it starts; here it is only checked.
+    settings.cipher_config()?;
     if settings.planes() < settings.workers && config.workers.is_some() {
         tracing::warn!(
             "a client holds one link at a time and runs on one worker; `workers` above 1 is \
              ignored"
         );
     }
-    Handle::start(settings)
+    Ok(settings)
+}
+
+/// Starts the node a configuration describes.
+pub fn start(config: &NodeConfig) -> Result<Handle, String> {
+    Handle::start(settings(config)?)
 }
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock
@@ -100,18 +118,18 @@ fn now() -> Instant {
     Instant::now()
 }
 
-/// `ringspan run --config FILE`.
-pub fn run(path: &Path) -> Result<(), String> {
-    let config = NodeConfig::load(path).map_err(|e| e.to_string())?;
+/// `ringspan run --config FILE`, logging in `log_format` (else as the file says).
+pub fn run(path: &Path, log_format: Option<LogFormat>) -> Result<(), String> {
+    let config = load(path, log_format)?;
     let node = start(&config)?;
     let listen = node.local_addr().map_or("nothing".into(), |a| a.to_string());
     let socket = config.control_socket();
-    eprintln!(
-        "ringspan: node {} up on {} worker(s), listening on {listen}, control socket {}",
+    log::notice(&format!(
+        "node {} up on {} worker(s), listening on {listen}, control socket {}",
         node.id(),
         node.workers(),
         socket.display()
-    );
+    ));
     super::notify::when_ready(node.shared(), &config);
     node.run_until_signal().map_err(|e| e.to_string())
 }
@@ -154,8 +172,9 @@ pub fn show(args: &ShowArgs) -> Result<(), String> {
 }
 
 /// `ringspan call`: starts a node from the config, waits for a route to the mount, makes the
-/// calls, prints the outcome as JSON (and p50/p99 round trips), and exits.
-pub fn call(args: &CallArgs) -> Result<(), String> {
+/// calls, prints the outcome as JSON (and p50/p99 round trips), and exits. Logs in
+/// `log_format` (else as the file says).
+pub fn call(args: &CallArgs, log_format: Option<LogFormat>) -> Result<(), String> {
     let mount = parse_mount(&args.mount)?;
     if args.size > MESSAGE_PAYLOAD_MAX {
         return Err(format!(
@@ -163,7 +182,7 @@ pub fn call(args: &CallArgs) -> Result<(), String> {
             args.size
         ));
     }
-    let config = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let config = load(&args.config, log_format)?;
     let node = start(&config)?;
     if !node.wait_for_route(mount, Duration::from_secs(args.wait)) {
         node.shutdown();

@@ -1,0 +1,84 @@
+//! Where the binary's log lines go and how they look: standard error, filtered by `RUST_LOG`
+//! (default: warnings and errors), as text or as JSON.
+//!
+//! Text is coloured only when standard error is a terminal and `NO_COLOR` is unset or empty, so
+//! a log redirected to a file or a pipe holds no escape codes. JSON is one object per line
+//! (tracing-subscriber's formatter, the event's fields at the top level beside `timestamp`,
+//! `level` and `target`). In JSON the binary's own lines, the node's start-up line and the error
+//! it exits with, are JSON objects too, whatever `RUST_LOG` says, so that every line a log
+//! collector reads parses.
+
+use std::io::IsTerminal as _;
+use std::sync::OnceLock;
+
+use ringspan::daemon::config::LogFormat;
+use tracing::Dispatch;
+use tracing_subscriber::EnvFilter;
+
+/// The format chosen by [`init`].
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// A JSON subscriber without a filter, for the binary's own lines in JSON.
+static UNFILTERED: OnceLock<Dispatch> = OnceLock::new();
+
+/// Installs the process's log subscriber, writing `format` to standard error. The first call
+/// decides; later ones do nothing.
+pub fn init(format: LogFormat) {
+    if FORMAT.set(format).is_err() {
+        return;
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(colour()).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).try_init(),
+    };
+    if let Err(error) = installed {
+        eprintln!("ringspan: logs: {error}");
+    }
+}
+
+/// Whether text lines are coloured: on a terminal, unless `NO_COLOR` says otherwise
+/// (<https://no-color.org>).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The format in use: [`init`]'s, or `fallback` before it.
+fn format(fallback: LogFormat) -> LogFormat {
+    FORMAT.get().copied().unwrap_or(fallback)
+}
+
+/// Prints a line of the binary's own to standard error (`ringspan: message` in text, an INFO
+/// event in JSON), whatever the filter.
+pub fn notice(message: &str) {
+    match format(LogFormat::Text) {
+        LogFormat::Text => eprintln!("ringspan: {message}"),
+        LogFormat::Json => unfiltered(|| tracing::info!(target: "ringspan", "{message}")),
+    }
+}
+
+/// Prints the error the binary exits with (`ringspan: message` in text, an ERROR event in
+/// JSON), whatever the filter. `fallback` is the format when [`init`] was not called yet (the
+/// command line's choice).
+pub fn fatal(message: &str, fallback: LogFormat) {
+    match format(fallback) {
+        LogFormat::Text => eprintln!("ringspan: {message}"),
+        LogFormat::Json => unfiltered(|| tracing::error!(target: "ringspan", "{message}")),
+    }
+}
+
+/// Runs `emit` with the unfiltered JSON subscriber as the thread's default.
+fn unfiltered(emit: impl FnOnce()) {
+    let dispatch = UNFILTERED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::TRACE)
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .finish();
+        Dispatch::new(subscriber)
+    });
+    tracing::dispatcher::with_default(dispatch, emit);
+}
