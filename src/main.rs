@@ -43,6 +43,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Checks a node's configuration and key file as `run` would, and prints what the node would
+    /// run as, without starting it. Exits non-zero with `run`'s error if it would not start.
+    Check {
+        /// The node's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Shows a running node's links, routes, circuits or mounts (over its control socket).
     Show(cli::run::ShowArgs),
     /// Sends calls to a mount through the cluster from a client node, and reports how they ended
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
     let init = || log::init(log_format.unwrap_or_default());
     let result = match command {
         Command::Run { config } => cli::run::run(&config, log_format),
+        Command::Check { config } => cli::check::check(&config, log_format),
         Command::Call(args) => cli::run::call(&args, log_format),
         Command::Req(args) => cli::req::req(&args, log_format),
         Command::Ping(args) => cli::req::ping(&args, log_format),

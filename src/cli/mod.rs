@@ -1,5 +1,6 @@
 //! The `ringspan` binary's subcommands beyond key handling.
 
+pub mod check;
 pub mod demo;
 pub mod demo_satellites;
 pub mod log;

@@ -1,7 +1,7 @@
 //! Tests that run the real binaries as processes: `ringspan run` nodes (clusters, satellites,
 //! relays killed and restarted), `ringspan-bench serve`, `hops` and `call` loads, the rogue peer
-//! kit against live nodes (`hostile_*`), the operator's surfaces of a running node, and the
-//! key commands.
+//! kit against live nodes (`hostile_*`), the operator's surfaces of a running node, the key
+//! commands, and `--version`, `check` and the log formats.
 //!
 //! One test binary; each file is a module of it: `cargo test --test process hostile_links::`.
 //! The two tests at ten thousand clients are in `tests/scale/`.
@@ -11,6 +11,7 @@ mod support;
 
 mod cli_call;
 mod cli_keys;
+mod cli_ops;
 mod cluster_process;
 mod control_process;
 mod diagnose_process;

@@ -1,0 +1,125 @@
+//! What an operator installing a node meets, through the real binary: `ringspan check` on good
+//! and bad configurations.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ringspan::cipher::PrivateKey;
+use ringspan::cipher::identity::read_key_file;
+
+use crate::support::host::scratch;
+use crate::support::node::key_file;
+use crate::support::process::{BIN, free_port};
+
+fn ringspan(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The key in `<dir>/<name>.key`, made if there is none.
+fn key(dir: &Path, name: &str) -> PrivateKey {
+    let path = dir.join(format!("{name}.key"));
+    if path.exists() { read_key_file(&path).unwrap() } else { key_file(dir, name) }
+}
+
+/// `<dir>/a.toml`: node a (key `a.key`) listening on `listen`, allowing key c, then `extra` on
+/// line 5 of `[node]`; peer b (a satellite) dialled at `peer`, and an echo mount.
+fn config(dir: &Path, listen: u16, peer: u16, extra: &str) -> PathBuf {
+    key(dir, "a");
+    let b = key(dir, "b").public_key().unwrap().to_base64();
+    let c = key(dir, "c").public_key().unwrap().to_base64();
+    let path = dir.join("a.toml");
+    let text = format!(
+        "[node]\nkey = \"a.key\"\nlisten = [\"127.0.0.1:{listen}\"]\nallow = [\"{c}\"]\n{extra}\n\
+         [[peer]]\nname = \"b\"\naddress = \"127.0.0.1:{peer}\"\nkey = \"{b}\"\nrole = \"satellite\"\n\
+         [[mount]]\ncluster = \"0x1\"\nid = \"0x10\"\nkind = \"master\"\nservice = \"echo\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_summarizes_a_good_config_without_starting_the_node() {
+    let dir = scratch("cli-check-good");
+    // The node's listen address, held here: a check that bound it would fail.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let path = config(&dir, port, free_port(), "");
+    let id = key(&dir, "a").public_key().unwrap().node_id().to_string();
+    let out = ringspan(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    for expected in [
+        format!("node     {id}"),
+        "role     router".to_owned(),
+        format!("listen   127.0.0.1:{port}"),
+        "peers    1".to_owned(),
+        "  b  127.0.0.1:".to_owned(),
+        "satellite".to_owned(),
+        "mounts   1".to_owned(),
+        "0x1:0x10  master".to_owned(),
+        "allow    1 key(s)".to_owned(),
+    ] {
+        assert!(summary.contains(&expected), "no {expected:?} in:\n{summary}");
+    }
+    assert!(!dir.join("a.sock").exists(), "check made the control socket");
+    drop(held);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_and_run_refuse_a_bad_config_with_the_same_position() {
+    let dir = scratch("cli-check-bad");
+    let path = config(&dir, free_port(), free_port(), "workers = 0");
+    let path_str = path.to_str().unwrap();
+    let expected = format!("{path_str}:5:11: [node] workers must be between 1 and");
+    let check = ringspan(&["check", "--config", path_str]);
+    assert!(!check.status.success());
+    assert!(text(&check.stderr).contains(&expected), "{}", text(&check.stderr));
+    assert!(check.stdout.is_empty(), "{}", text(&check.stdout));
+    // `run` says the same, and starts nothing.
+    let run = ringspan(&["run", "--config", path_str]);
+    assert!(!run.status.success());
+    assert_eq!(text(&run.stderr), text(&check.stderr));
+
+    // In JSON the error is a JSON object.
+    let out = ringspan(&["check", "--config", path_str, "--log-format", "json"]);
+    assert!(!out.status.success());
+    let error = json_lines(&text(&out.stderr));
+    assert_eq!(error.len(), 1, "{}", text(&out.stderr));
+    assert_eq!(error[0]["level"], "ERROR");
+    assert!(error[0]["message"].as_str().unwrap().contains(&expected), "{:?}", error[0]);
+
+    // A bad value of the log format is refused at its place too, and the key file is read.
+    let path = config(&dir, free_port(), free_port(), "log_format = \"xml\"");
+    let out = ringspan(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let expected = format!("{}:5:14: [node] log_format must be", path.display());
+    assert!(text(&out.stderr).contains(&expected), "{}", text(&out.stderr));
+    let path = config(&dir, free_port(), free_port(), "");
+    std::fs::remove_file(dir.join("a.key")).unwrap();
+    let out = ringspan(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("{}", dir.join("a.key").display())),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Each line of `log` parsed as a JSON object; panics at one that is not.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nin:\n{log}"));
+            assert!(value.is_object(), "not an object: {line:?}");
+            value
+        })
+        .collect()
+}
