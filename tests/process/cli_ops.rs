@@ -1,16 +1,22 @@
 //! What an operator installing a node meets, through the real binary: `ringspan check` on good
-//! and bad configurations.
+//! and bad configurations, and the log a node writes when its standard error is a file (plain
+//! text, or one JSON object per line).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::read_key_file;
 
 use crate::support::host::scratch;
 use crate::support::node::key_file;
-use crate::support::process::{BIN, free_port};
+use crate::support::process::{BIN, Proc, exit_of, free_port, signal};
+use crate::support::wait::wait_for;
+
+/// Long enough for a node to start and log on a busy machine; only a failure waits this long.
+const WAIT: Duration = Duration::from_secs(60);
 
 fn ringspan(args: &[&str]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap()
@@ -122,4 +128,62 @@ fn json_lines(log: &str) -> Vec<serde_json::Value> {
             value
         })
         .collect()
+}
+
+/// Runs the node of `config` with RUST_LOG=info and `args`, its standard error a file; waits
+/// for its start-up line and a log event of the engine's (its dials to the peer, which is not
+/// there, fail), stops it with SIGTERM, and returns the log once it has exited.
+fn log_of_a_run(config: &Path, args: &[&str]) -> String {
+    let log_path = config.with_extension("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut node = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let read = || std::fs::read_to_string(&log_path).unwrap();
+    wait_for("the node's start-up line and a dial failure", WAIT, || {
+        let log = read();
+        log.contains(" up on ") && log.contains("link failed before its handshake completed")
+    });
+    signal(&node.0, libc::SIGTERM);
+    let status = exit_of(&mut node, "the node to stop", WAIT);
+    assert!(status.success(), "{status:?}\n{}", read());
+    read()
+}
+
+#[test]
+fn a_log_to_a_file_is_plain_text_or_json_lines() {
+    let dir = scratch("cli-log-formats");
+    let path = config(&dir, free_port(), free_port(), "");
+
+    let log = log_of_a_run(&path, &[]);
+    assert!(!log.as_bytes().contains(&0x1b), "escape codes in a log to a file:\n{log:?}");
+    assert!(log.contains(" INFO ") && log.contains("shutting down"), "{log}");
+
+    // --log-format json, and `log_format = "json"` in the file: every line an object.
+    let json = log_of_a_run(&path, &["--log-format", "json"]);
+    let path = config(&dir, free_port(), free_port(), "log_format = \"json\"");
+    let from_file = log_of_a_run(&path, &[]);
+    for log in [&json, &from_file] {
+        let lines = json_lines(log);
+        for line in &lines {
+            assert!(line["timestamp"].is_string() && line["level"].is_string(), "{line}");
+        }
+        let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+        assert!(messages.iter().any(|m| m.contains(" up on ")), "{log}");
+        assert!(messages.contains(&"shutting down"), "{log}");
+    }
+
+    // The command line wins over the file.
+    let text = log_of_a_run(&path, &["--log-format", "text"]);
+    assert!(text.lines().all(|line| !line.starts_with('{')), "{text}");
+    assert!(text.contains("ringspan: node "), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
