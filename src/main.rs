@@ -14,9 +14,12 @@ use ringspan::cipher::PrivateKey;
 use ringspan::cipher::identity::{read_key_file, write_new_key_file};
 use ringspan::daemon::config::LogFormat;
 
+/// The version `--version` prints: the package's, and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("RINGSPAN_COMMIT"), ")");
+
 /// A relay engine for cluster messaging on Linux io_uring.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,6 +1,6 @@
-//! What an operator installing a node meets, through the real binary: `ringspan check` on good
-//! and bad configurations, and the log a node writes when its standard error is a file (plain
-//! text, or one JSON object per line).
+//! What an operator installing a node meets, through the real binary: `ringspan --version` with
+//! its commit, `ringspan check` on good and bad configurations, and the log a node writes when
+//! its standard error is a file (plain text, or one JSON object per line).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,35 @@ fn ringspan(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn version_names_the_commit_built() {
+    let out = ringspan(&["--version"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = stdout.trim_end();
+    let commit = line
+        .strip_prefix(&format!("ringspan {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `ringspan VERSION (commit C)`: {line:?}"));
+    if commit == "unknown" {
+        return;
+    }
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(
+        hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "not a short hash: {commit:?}"
+    );
+    // Where git can say, it is the commit checked out (the binary was built for this run).
+    let head = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success());
+    if let Some(head) = head {
+        assert!(text(&head.stdout).starts_with(hash), "{hash} is not HEAD {}", text(&head.stdout));
+    }
 }
 
 /// The key in `<dir>/<name>.key`, made if there is none.
