@@ -24,10 +24,13 @@ mod hops;
 mod link;
 mod nats;
 
+/// The version `--version` prints: the package's, and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("RINGSPAN_COMMIT"), ")");
+
 /// ringspan's benchmarks: an engine link against plain TCP, many idle clients, messages through
 /// relays, and the NATS and TCP baselines (see perf/README.md).
 #[derive(Parser)]
-#[command(name = "ringspan-bench", version)]
+#[command(name = "ringspan-bench", version = VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: BenchCommand,
