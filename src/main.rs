@@ -23,9 +23,10 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("RING
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How log lines are written to standard error: "text" (coloured only on a terminal) or
-    /// "json" (one JSON object per line). Default: the configuration's `log_format`, else text.
-    /// Which lines: RUST_LOG (default: warnings and errors).
+    /// Log lines as "text" (coloured only on a terminal) or "json" (one object per line).
+    ///
+    /// Default: the configuration's `log_format`, else text. Which lines are written:
+    /// RUST_LOG (default: warnings and errors).
     #[arg(
         long,
         global = true,
@@ -46,8 +47,10 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Checks a node's configuration and key file as `run` would, and prints what the node would
-    /// run as, without starting it. Exits non-zero with `run`'s error if it would not start.
+    /// Checks a node's configuration and key file as `run` would, without starting the node.
+    ///
+    /// Prints what the node would run as and exits 0, or prints the error `run` would give and
+    /// exits non-zero.
     Check {
         /// The node's TOML configuration.
         #[arg(long, short)]
