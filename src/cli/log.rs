@@ -18,7 +18,10 @@ use tracing_subscriber::EnvFilter;
 /// The format chosen by [`init`].
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
-/// A JSON subscriber without a filter, for the binary's own lines in JSON.
+/// The target of the binary's own lines, which no event of the library has.
+const OWN: &str = "ringspan::cli";
+
+/// A JSON subscriber for the binary's own lines in JSON, whatever `RUST_LOG` says.
 static UNFILTERED: OnceLock<Dispatch> = OnceLock::new();
 
 /// Installs the process's log subscriber, writing `format` to standard error. The first call
@@ -54,7 +57,7 @@ fn format(fallback: LogFormat) -> LogFormat {
 pub fn notice(message: &str) {
     match format(LogFormat::Text) {
         LogFormat::Text => eprintln!("ringspan: {message}"),
-        LogFormat::Json => unfiltered(|| tracing::info!(target: "ringspan", "{message}")),
+        LogFormat::Json => unfiltered(|| tracing::info!(target: OWN, "{message}")),
     }
 }
 
@@ -64,16 +67,18 @@ pub fn notice(message: &str) {
 pub fn fatal(message: &str, fallback: LogFormat) {
     match format(fallback) {
         LogFormat::Text => eprintln!("ringspan: {message}"),
-        LogFormat::Json => unfiltered(|| tracing::error!(target: "ringspan", "{message}")),
+        LogFormat::Json => unfiltered(|| tracing::error!(target: OWN, "{message}")),
     }
 }
 
-/// Runs `emit` with the unfiltered JSON subscriber as the thread's default.
+/// Runs `emit` with the JSON subscriber of the binary's own lines as the thread's default. It
+/// takes only their target, so the library's events keep the interest the process's filter
+/// gives them (a `debug!` stays a no-op when `RUST_LOG` does not ask for it).
 fn unfiltered(emit: impl FnOnce()) {
     let dispatch = UNFILTERED.get_or_init(|| {
         let subscriber = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(EnvFilter::new(format!("{OWN}=info")))
             .json()
             .flatten_event(true)
             .with_ansi(false)
