@@ -1,5 +1,5 @@
 //! Redialling configured peers: exponential backoff with jitter, reset only once a link has
-//! stayed up for [`REDIAL_STABLE_MS`](crate::limits::REDIAL_STABLE_MS).
+//! stayed up for [`REDIAL_STABLE_MS`].
 //! Sans-IO: time is a parameter and the jitter comes from a seeded generator.
 //!
 //! Each configured peer is waiting (until an instant), dialling, linked, or on standby (failover
