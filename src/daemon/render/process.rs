@@ -1,5 +1,5 @@
-//! The standard `process_*` series of the Prometheus client libraries, for the metrics
-//! endpoint: the node process's CPU time, memory, descriptors and start time, read from the
+//! The standard `process_*` series of the Prometheus client libraries, and the build's, for the
+//! metrics endpoint: the node process's CPU time, memory, descriptors and start time, read from the
 //! kernel at each scrape (`/proc/self`, `getrusage`). A value the kernel does not give is left
 //! out, never made up.
 
@@ -7,9 +7,18 @@ use std::fmt::Write as _;
 
 use crate::ring::sys;
 
-/// The process series in the Prometheus text format, each family with its HELP and TYPE.
+/// The process series in the Prometheus text format, each family with its HELP and TYPE, and
+/// `ringspan_build_info` (the version and the commit built, as `ringspan --version` says them).
 pub fn process_series() -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP ringspan_build_info The version and commit of the build, as labels.\n\
+         # TYPE ringspan_build_info gauge\n\
+         ringspan_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        env!("RINGSPAN_COMMIT")
+    );
     let mut family = |name: &str, help: &str, kind: &str, value: Option<f64>| {
         if let Some(value) = value {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -67,6 +76,8 @@ mod tests {
         assert!(value("process_open_fds") >= 3.0, "stdin, stdout, stderr at least");
         assert!(value("process_max_fds") >= value("process_open_fds"));
         assert!(value("process_cpu_seconds_total") > 0.0);
+        let build = text.lines().find(|l| l.starts_with("ringspan_build_info{")).unwrap();
+        assert!(build.starts_with("ringspan_build_info{version=\"") && build.ends_with("\"} 1"));
         #[allow(clippy::disallowed_methods)] // compared with the wall clock's now
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         let started = value("process_start_time_seconds");
