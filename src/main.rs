@@ -41,7 +41,8 @@ struct Cli {
 enum Command {
     /// Runs a local cluster that shows relaying, rerouting and figures.
     Demo(cli::demo::DemoArgs),
-    /// Runs a node from its configuration file until SIGINT or SIGTERM.
+    /// Runs a node from its configuration file until SIGINT or SIGTERM (then drains it for up
+    /// to `drain_grace_ms` and stops).
     Run {
         /// The node's TOML configuration.
         #[arg(long, short)]
@@ -58,6 +59,9 @@ enum Command {
     },
     /// Shows a running node's links, routes, circuits or mounts (over its control socket).
     Show(cli::run::ShowArgs),
+    /// Drains a running node and waits until it stops: its neighbours route around it, its
+    /// calls run to their end (over its control socket; as SIGTERM does).
+    Drain(cli::drain::DrainArgs),
     /// Sends calls to a mount through the cluster from a client node, and reports how they ended
     /// (exit status 1, and why, if any failed).
     Call(cli::run::CallArgs),
@@ -96,6 +100,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             init();
             cli::demo::run(&args)
+        }
+        Command::Drain(args) => {
+            init();
+            cli::drain::drain(&args)
         }
         Command::Show(args) => {
             init();

@@ -431,6 +431,14 @@ pub const RELAY_CIRCUITS_PER_LINK_MAX: usize = LOCAL_TXNS_PER_LINK_MAX - SPAN_MO
 /// accumulate. A node checks every half of it, so a circuit goes after 1 to 1.5 times this.
 pub const CIRCUIT_IDLE_MS: u64 = 300_000;
 
+/// Default milliseconds a node drains before it stops on SIGTERM (a configuration's
+/// `drain_grace_ms`; `ringspan drain`): its neighbours hear every span withdrawn and route new
+/// circuits around it, and the circuits it carries go on until they end or this is over. Ten
+/// seconds: a withdrawal is answered within a round trip or two, and request-reply calls end in
+/// milliseconds; a streamed call longer than this ends with `SHUTDOWN` as before. Within
+/// systemd's default stop timeout (90 s; `contrib/ringspan.service` sets 30).
+pub const DRAIN_GRACE_MS: u64 = 10_000;
+
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod demo;
 pub mod demo_satellites;
+pub mod drain;
 pub mod log;
 pub mod notify;
 pub mod req;

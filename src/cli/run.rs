@@ -131,7 +131,7 @@ pub fn run(path: &Path, log_format: Option<LogFormat>) -> Result<(), String> {
         socket.display()
     ));
     super::notify::when_ready(node.shared(), &config);
-    node.run_until_signal().map_err(|e| e.to_string())
+    node.run_until_signal(config.limits.drain_grace).map_err(|e| e.to_string())
 }
 
 /// `ringspan show`.

@@ -253,6 +253,10 @@ impl App for DaemonApp {
                 let _ = reply.send(result);
             }
             Request::Cut { peer, hold } => host.cut(peer, hold, worker),
+            Request::Drain => {
+                tracing::info!(plane = host.plane().index, "draining: spans withdrawn");
+                host.node.drain(worker);
+            }
             Request::Snapshot { reply } => {
                 let _ = reply.send(Snapshot::of(host, worker));
             }

@@ -223,6 +223,10 @@ fn answer_control(mut stream: UnixStream, shared: &Shared) {
         "snapshot" if !shared.started() => error_json("the node is starting: ask again"),
         "snapshot" => serde_json::to_string(&shared.snapshot())
             .unwrap_or_else(|e| error_json(&format!("cannot encode the snapshot: {e}"))),
+        "drain" if !shared.started() => error_json("the node is starting: ask again"),
+        "drain" => {
+            serde_json::json!({ "draining": true, "stopping": shared.drain_and_stop() }).to_string()
+        }
         other => error_json(&format!("unknown request \"{}\"", printable(other))),
     };
     let _ = stream.write_all(json_safe(&answer).as_bytes());
@@ -235,6 +239,12 @@ fn error_json(message: &str) -> String {
 /// Asks the node at `path` for its snapshot, as JSON text (control and invisible characters in
 /// it written as `\u` escapes, so it is safe to print).
 pub fn fetch(path: &Path) -> Result<String, String> {
+    ask(path, "snapshot")
+}
+
+/// Sends `request` (`snapshot`, or `drain`: the node drains and, run by `ringspan run`, stops)
+/// to the node at `path`; its answer, as JSON text safe to print.
+pub fn ask(path: &Path, request: &str) -> Result<String, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the node's control socket {}: {e} (is `ringspan run` up?)",
@@ -242,7 +252,7 @@ pub fn fetch(path: &Path) -> Result<String, String> {
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    stream.write_all(b"snapshot\n").map_err(|e| e.to_string())?;
+    stream.write_all(format!("{request}\n").as_bytes()).map_err(|e| e.to_string())?;
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(|e| e.to_string())?;
     Ok(json_safe(&text).into_owned())

@@ -143,6 +143,9 @@ pub struct Limits {
     pub busy_poll: Duration,
     /// A circuit carrying nothing for this long is aborted.
     pub circuit_idle: Duration,
+    /// On SIGTERM, how long the node drains before it stops ([`Handle::run_until_signal`]);
+    /// zero: it stops at once.
+    pub drain_grace: Duration,
 }
 
 impl Default for Limits {
@@ -160,6 +163,7 @@ impl Default for Limits {
             reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
             circuit_idle: Duration::from_millis(limits::CIRCUIT_IDLE_MS),
+            drain_grace: Duration::from_millis(limits::DRAIN_GRACE_MS),
         }
     }
 }
@@ -487,11 +491,46 @@ impl Handle {
         drop(self.control);
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops.
-    pub fn run_until_signal(self) -> std::io::Result<()> {
-        let control = self.control;
-        self.engine.run_until_signal()?;
-        drop(control);
+    /// Runs until SIGINT or SIGTERM, then drains for up to `grace` ([`Handle::drain`]; zero: not
+    /// at all) and stops. A second signal while it drains stops it at once.
+    pub fn run_until_signal(self, grace: Duration) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        self.shared.stop_on_signal();
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "shutting down");
+        }
+        if !grace.is_zero() {
+            let drained = self.drain(grace, || signals.pending().next().is_some());
+            tracing::info!(drained, "stopping after the drain");
+        }
+        self.shutdown();
         Ok(())
+    }
+
+    /// Drains the node (DESIGN 7c.5): every plane withdraws its spans from its neighbours, so
+    /// that new circuits go around it, and carries the circuits it has to their end. Waits
+    /// until every plane is drained (no circuit left, every withdrawal answered), `grace` is
+    /// over, or `stop` says so (looked at every 10 ms); whether it drained. The node runs on:
+    /// [`Handle::shutdown`] stops it.
+    pub fn drain(&self, grace: Duration, mut stop: impl FnMut() -> bool) -> bool {
+        self.shared.drain();
+        #[allow(clippy::disallowed_methods)] // a thread outside the protocol layers
+        let deadline = std::time::Instant::now() + grace;
+        loop {
+            let snapshot = self.shared.snapshot();
+            if snapshot.drained {
+                return true;
+            }
+            #[allow(clippy::disallowed_methods)]
+            if stop() || std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    circuits = snapshot.circuits,
+                    "stopping before the drain ended: these circuits end with SHUTDOWN"
+                );
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -82,6 +82,9 @@ pub enum Request {
         /// How long to leave it cut.
         hold: Duration,
     },
+    /// Start draining the node: withdraw its spans, carry its circuits to their end
+    /// (`relay::Node::drain`).
+    Drain,
     /// Build a snapshot of the node and send it back.
     Snapshot {
         /// Where it goes.
@@ -138,6 +141,9 @@ pub struct Shared {
     node: OnceLock<Vec<Remote>>,
     /// What it answers when no node is connected (tests of the surfaces).
     fixed: Option<Snapshot>,
+    /// The node's process stops on SIGTERM after draining (`Handle::run_until_signal`): a drain
+    /// asked over the control socket is that signal.
+    stops_on_signal: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -150,13 +156,37 @@ impl Shared {
     /// Answers `snapshot` with this until a node is connected: for testing what the control
     /// socket and the metrics endpoint make of a snapshot.
     pub fn fixed(snapshot: Snapshot) -> Shared {
-        Shared { node: OnceLock::new(), fixed: Some(snapshot) }
+        Shared { fixed: Some(snapshot), ..Shared::default() }
     }
 
     /// Whether a node is connected (or a fixed snapshot stands in for one): before that, a
     /// snapshot would be an empty one, which says nothing true of the node.
     pub fn started(&self) -> bool {
         self.node.get().is_some() || self.fixed.is_some()
+    }
+
+    /// Tells every plane to drain (`relay::Node::drain`).
+    pub fn drain(&self) {
+        for plane in self.node.get().into_iter().flatten() {
+            let _ = plane.send(crate::ring::Command::Service(Box::new(Request::Drain)));
+        }
+    }
+
+    /// Says that the node's process drains and stops on SIGTERM ([`Shared::drain_and_stop`]).
+    pub fn stop_on_signal(&self) {
+        self.stops_on_signal.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Asks the node to drain and then stop, as SIGTERM does, when its process stops on that
+    /// signal; otherwise (a node inside an application) only to drain. Whether it will stop.
+    pub fn drain_and_stop(&self) -> bool {
+        if self.stops_on_signal.load(std::sync::atomic::Ordering::Relaxed) {
+            // The signal's own path: the thread waiting for it drains, then stops the node.
+            signal_hook::low_level::raise(signal_hook::consts::SIGTERM).is_ok()
+        } else {
+            self.drain();
+            false
+        }
     }
 
     /// Connects the node's workers (one per plane), once they run.

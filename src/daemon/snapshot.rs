@@ -60,6 +60,13 @@ pub struct Snapshot {
     /// Clients' mounts held in the client directory.
     #[serde(default)]
     pub client_mounts: usize,
+    /// Draining (`ringspan drain`, or SIGTERM with `drain_grace_ms`): every span withdrawn
+    /// from its neighbours, circuits carried to their end (DESIGN 7c.5).
+    #[serde(default)]
+    pub draining: bool,
+    /// Draining and done: no circuit open, and every neighbour has answered the withdrawal.
+    #[serde(default)]
+    pub drained: bool,
     /// Mounts that went away, remembered for their feasibility distance.
     #[serde(default)]
     pub tombstones: usize,
@@ -265,6 +272,8 @@ impl Snapshot {
             closes: host.closes().clone(),
             client_refusals,
             client_mounts: node.clients().len(),
+            draining: table.is_draining(),
+            drained: node.drained(worker),
             tombstones: table.tombstones(),
             handshaking: stats.handshaking(),
             lent_records: stats.lent_records,
@@ -284,6 +293,8 @@ impl Snapshot {
         }
         let mut all = Snapshot { node: planes[0].node.clone(), ..Snapshot::default() };
         let mut routes: Vec<RouteRow> = Vec::new();
+        all.drained = planes.iter().all(|p| p.drained);
+        all.draining = planes.iter().any(|p| p.draining);
         for plane in planes {
             all.links.extend(plane.links);
             all.peers.extend(plane.peers);

@@ -18,18 +18,18 @@
 //!            D
 //! ```
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringspan::cipher::Identity;
-use ringspan::daemon::{CALL, Call, CallEvent, Handle, Settings};
+use ringspan::daemon::{CALL, Call, CallEvent};
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, MountKind, Role};
 use ringspan::wire::ErrorCode;
 
+use crate::support::calls::{StopOnDrop, app, load};
 use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::{Node, key_file};
@@ -90,44 +90,6 @@ fn via(node: &Node, mount: &str) -> String {
     s.routes.iter().find(|r| r.mount == mount).map(|r| r.via.clone()).unwrap_or_default()
 }
 
-/// How the calls of [`load`] ended.
-#[derive(Debug, Default)]
-struct Tally {
-    /// Calls opened.
-    opened: u64,
-    completed: u64,
-    lost_link: u64,
-    no_route: u64,
-    other: u64,
-    /// Answers whose payload differed from the request.
-    corrupted: u64,
-    /// Opens the node refused at once (no route at that moment); not calls.
-    refused_at_open: u64,
-}
-
-/// Sets its flag when dropped, also when a panic unwinds.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A node in the test's process (the mount API, which `ringspan call` also runs on) with
-/// `role`, linked to `peer`, whose allowlist holds `identity`'s key.
-fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
-    let mut settings = Settings::new(identity);
-    settings.role = role;
-    settings.peers = vec![peer.peer()];
-    settings.recv_buffers = 8;
-    settings.limits.keepalive = Duration::from_millis(200);
-    settings.limits.idle_timeout = Duration::from_millis(1000);
-    settings.limits.redial_min = Duration::from_millis(50);
-    settings.limits.redial_max = Duration::from_millis(500);
-    Handle::start(settings).unwrap()
-}
-
 /// How `call` ends: its next events are at most a forced close, then its end.
 fn end_of(call: &Call) -> ErrorCode {
     loop {
@@ -135,57 +97,6 @@ fn end_of(call: &Call) -> ErrorCode {
             Some(CallEvent::Message { abort: true, last: true, .. }) => {}
             Some(CallEvent::Ended(error)) => return error,
             event => panic!("a held call: {event:?} instead of its end"),
-        }
-    }
-}
-
-/// One-shot calls to the master, [`CONCURRENCY`] in flight, until `stop` is set; then the last
-/// ones are waited for. Every call must end exactly once within [`WAIT`]. Each answered call
-/// counts in `completed`, as it ends.
-fn load(handle: &Handle, stop: &AtomicBool, completed: &AtomicU64) -> Tally {
-    let mut tally = Tally::default();
-    let mut in_flight: VecDeque<(Call, Vec<u8>)> = VecDeque::new();
-    loop {
-        while !stop.load(Ordering::Relaxed) && in_flight.len() < CONCURRENCY {
-            let payload = format!("{:0100}", tally.opened + tally.refused_at_open).into_bytes();
-            match handle.open(MASTER, CALL, &payload, true) {
-                Ok(call) => {
-                    tally.opened += 1;
-                    in_flight.push_back((call, payload));
-                }
-                Err(_) => {
-                    tally.refused_at_open += 1;
-                    break;
-                }
-            }
-        }
-        let Some((call, payload)) = in_flight.pop_front() else {
-            if stop.load(Ordering::Relaxed) {
-                return tally;
-            }
-            // Every open was refused: the client has no route this instant. Try again soon.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let error = loop {
-            match call.recv(WAIT) {
-                Some(CallEvent::Message { payload: answer, abort: false, .. }) => {
-                    tally.corrupted += u64::from(answer != payload);
-                }
-                Some(CallEvent::Message { .. }) => {}
-                Some(CallEvent::Ended(error)) => break error,
-                None => panic!("a call hangs: not ended after {WAIT:?} ({tally:?})"),
-            }
-        };
-        assert!(call.recv(Duration::ZERO).is_none(), "a call goes on after it ended");
-        match error {
-            ErrorCode::NONE => {
-                tally.completed += 1;
-                completed.fetch_add(1, Ordering::Relaxed);
-            }
-            ErrorCode::LOST_LINK => tally.lost_link += 1,
-            ErrorCode::NO_ROUTE => tally.no_route += 1,
-            _ => tally.other += 1,
         }
     }
 }
@@ -283,7 +194,8 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     let (stop, completed) = (&stop, &completed);
     let (second, caller) = std::thread::scope(|scope| {
         // The handle goes to the load's thread (it is not shared) and comes back with its tally.
-        let running = scope.spawn(move || (load(&caller, stop, completed), caller));
+        let running =
+            scope.spawn(move || (load(&caller, MASTER, CONCURRENCY, stop, completed), caller));
         // Should a wait below fail, the load still stops (the scope waits for it).
         let _stop = StopOnDrop(stop);
         wait_for("the load to flow through the relay", WAIT, || {

@@ -15,6 +15,7 @@ mod cli_ops;
 mod cluster_process;
 mod control_process;
 mod diagnose_process;
+mod drain_process;
 mod engine_process;
 mod hops_process;
 mod hostile_buffers;

@@ -5,6 +5,7 @@
 // Each binary uses the part of it that it needs.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod config;
 pub mod counting;
 pub mod engines;

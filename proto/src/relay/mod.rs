@@ -72,12 +72,12 @@ mod tests;
 mod circuit;
 mod holding;
 mod output;
+mod planes;
 pub mod redial;
 mod report;
 mod share;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -92,15 +92,15 @@ use crate::limits::{
     PEER_TXNS_PER_LINK_MAX,
 };
 use crate::span::{
-    Clients, Hello, Label, MountKey, MountKind, Role, Route, SharedClients, SpanCtx, SpanLink,
-    Table,
+    Clients, Hello, Label, MountKey, MountKind, Role, Route, SpanCtx, SpanLink, Table,
 };
 use crate::txn::{self, Event, Received};
 use crate::wire::{Command, ErrorCode, Flags};
 
 use circuit::{Circuit, Side};
 use output::{LinkState, Pending};
-use share::{Holder, Pool};
+use planes::PlaneLink;
+use share::Pool;
 
 /// Bytes that name the client at the start of a call to a satellite's aggregate; the format is
 /// [`crate::wire::client_address`].
@@ -226,16 +226,6 @@ pub struct NodeCounters {
     pub duplicates: u64,
 }
 
-/// An internal link to another plane of this node.
-#[derive(Debug)]
-struct PlaneLink {
-    /// The plane at its other end.
-    plane: u16,
-    link: LinkId,
-    /// Who holds the next circuit it opens, as that plane's last `LINK_HOLDER` note said.
-    note: Option<Holder>,
-}
-
 /// One node. See the module documentation.
 #[derive(Debug)]
 pub struct Node {
@@ -313,15 +303,6 @@ impl Node {
         self.clients = Clients::new(clusters);
     }
 
-    /// Keeps the client directory in `homes`, shared with the node's other planes, as plane
-    /// `plane` (DESIGN 7c.3; [`SharedClients`]): a client mount is then claimed node-wide, and a
-    /// call to an aggregate arriving here for a client on another plane is passed to that plane
-    /// over the internal link to it ([`Node::sibling_up`]). Call after
-    /// [`Node::serve_client_clusters`] and before any client links.
-    pub fn share_clients(&mut self, homes: Arc<SharedClients>, plane: u16) {
-        self.clients.share(homes, plane);
-    }
-
     /// Aborts circuits that carry nothing for `idle` (after `idle` to 1.5 × `idle`; the default
     /// is [`CIRCUIT_IDLE_MS`]).
     pub fn set_circuit_idle(&mut self, idle: Duration) {
@@ -352,16 +333,6 @@ impl Node {
     /// Circuits and calls open.
     pub fn circuits(&self) -> usize {
         self.circuits.len()
-    }
-
-    /// Of [`Node::circuits`], those that came into the node on another plane of it (DESIGN
-    /// 7c.3): that plane counts them.
-    pub fn circuits_from_planes(&self) -> usize {
-        self.pool.count_where(|holder| match holder {
-            Holder::Remote(_) => true,
-            Holder::Link(link) => self.is_plane_link(link),
-            Holder::Local => false,
-        })
     }
 
     /// The link a table neighbour stands for.
@@ -433,47 +404,6 @@ impl Node {
         Ok(outcome)
     }
 
-    /// A link to another plane of this node came up: an internal link between two of the
-    /// node's workers (DESIGN 7c.3), which the node treats as a link to a router of its own id.
-    /// Our hello goes out on it. It is never a duplicate (one node has many such links, all to
-    /// its own id), so it takes no part in the one-link-per-peer rule. `plane` is the index of
-    /// the plane at its other end, as [`Node::share_clients`] names planes.
-    pub fn sibling_up<L: LinkSet>(
-        &mut self,
-        link: LinkId,
-        plane: u16,
-        links: &mut L,
-    ) -> Result<(), Error> {
-        let result = self.sibling_up_inner(link, plane, links);
-        self.settle(links);
-        result
-    }
-
-    fn sibling_up_inner<L: LinkSet>(
-        &mut self,
-        link: LinkId,
-        plane: u16,
-        links: &mut L,
-    ) -> Result<(), Error> {
-        Self::bind_span(link, self.id, Role::Router, links)?;
-        self.say_hello(link, Role::Router, links)?;
-        let state = LinkState::new(self.id, false, false);
-        self.links.insert(link, Box::new(state));
-        self.planes.retain(|p| p.plane != plane);
-        self.planes.push(PlaneLink { plane, link, note: None });
-        Ok(())
-    }
-
-    /// The internal link to plane `plane` of this node, if it is up.
-    fn plane_link(&self, plane: u16) -> Option<LinkId> {
-        self.planes.iter().find(|p| p.plane == plane).map(|p| p.link)
-    }
-
-    /// Whether `link` is an internal link to another plane of this node.
-    fn is_plane_link(&self, link: LinkId) -> bool {
-        self.planes.iter().any(|p| p.link == link)
-    }
-
     /// Binds `link`'s span state to it: the table's neighbour for the link, the node at its other
     /// end, and the role that node's key was granted.
     fn bind_span<L: LinkSet>(
@@ -514,6 +444,27 @@ impl Node {
         state.retired = true;
         self.span_down(old, links);
         self.update_aggregates(links);
+    }
+
+    /// Starts draining the node (DESIGN 7c.5): every neighbour but the node's own planes hears
+    /// all its spans retracted, so that new circuits go around it; circuits already open, and
+    /// those on their way here before a neighbour heard, are carried as ever.
+    /// [`Node::drained`] says when it is done.
+    pub fn drain<L: LinkSet>(&mut self, links: &mut L) {
+        self.table.drain();
+        self.route_table_output(links);
+        self.settle(links);
+    }
+
+    /// Whether a draining node is done: no circuit or call open, and every neighbour has
+    /// answered the retraction of every span it heard from this one (so none sends a new
+    /// circuit here). Internal links to the node's other planes are not waited for.
+    pub fn drained<L: LinkSet>(&self, links: &mut L) -> bool {
+        self.table.is_draining()
+            && self.circuits.is_empty()
+            && self.links.iter().all(|(&link, state)| {
+                state.peer == self.id || links.span(link).is_none_or(|s| s.spans_unsettled() == 0)
+            })
     }
 
     /// Attaches a local mount (advertised to every neighbour that wants it).

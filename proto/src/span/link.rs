@@ -194,6 +194,12 @@ impl SpanLink {
         self.ours.len()
     }
 
+    /// Our span transactions that have not ended: open, or retracted and not yet answered by
+    /// the peer's own close. None left after a retraction: the peer has heard it.
+    pub fn spans_unsettled(&self) -> usize {
+        self.ours_by_txn.len()
+    }
+
     /// Opens our `LINK_CONN` with `hello`. Call once, when the handshake is done.
     pub fn start(
         &mut self,

@@ -75,6 +75,7 @@
 
 #![forbid(unsafe_code)]
 
+mod advertise;
 mod clients;
 mod codec;
 mod departed;
@@ -92,8 +93,9 @@ mod wire_tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
+use advertise::tell;
 pub use distance::METRIC_MAX;
-use distance::{Fd, HOP, Units, fd_after, feasible, metric_for};
+use distance::{Fd, HOP, fd_after, feasible};
 use small::SmallMap;
 
 pub use clients::{ClientHolder, ClientRefusal, Clients, SharedClients};
@@ -138,6 +140,8 @@ pub struct Table {
     /// Deadlines: a neighbour's waiting seqno requests, an originator's next raise.
     timers: BTreeSet<(Instant, Timer)>,
     out: VecDeque<(NeighbourId, Outbound)>,
+    /// Advertising nothing to other nodes any more ([`Table::drain`]).
+    draining: bool,
 }
 
 /// What a deadline in [`Table::timers`] is for.
@@ -307,7 +311,25 @@ impl Table {
             departed_seq: 0,
             timers: BTreeSet::new(),
             out: VecDeque::new(),
+            draining: false,
         }
+    }
+
+    /// From now on, tells other nodes of no mount: each neighbour that is not one of this
+    /// node's planes hears every span retracted, and none advertised again. What they
+    /// advertise is still taken, and routes still chosen, so circuits already on their way here
+    /// go on. For a node about to stop: its neighbours route around it before it goes.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        let keys: Vec<MountKey> = self.mounts.keys().copied().collect();
+        for key in keys {
+            self.advertise(key, None);
+        }
+    }
+
+    /// Whether [`Table::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The node this table belongs to.
@@ -650,53 +672,20 @@ impl Table {
             // Gone, and nobody holds it: nothing to walk.
             return;
         }
-        let node = self.node;
+        let (node, draining) = (self.node, self.draining);
         let out = &mut self.out;
         match only {
             Some(id) => {
                 if let Some(neighbour) = self.neighbours.get_mut(&id) {
-                    tell(node, key, entry, id, neighbour, out);
+                    tell(node, draining, key, entry, id, neighbour, out);
                 }
             }
             None => {
                 for (&id, neighbour) in self.neighbours.iter_mut() {
-                    tell(node, key, entry, id, neighbour, out);
+                    tell(node, draining, key, entry, id, neighbour, out);
                 }
             }
         }
-    }
-}
-
-/// Sends one neighbour what it should now hear about a mount, if that changed, and updates the
-/// mount's FD and advertisement count.
-fn tell(
-    node: NodeId,
-    key: MountKey,
-    entry: &mut Entry,
-    id: NeighbourId,
-    neighbour: &mut Neighbour,
-    out: &mut VecDeque<(NeighbourId, Outbound)>,
-) {
-    let wanted = desired(node, key, entry, id, neighbour);
-    let sent = neighbour.sent.get(&key);
-    match (wanted, sent) {
-        (Some((w, _)), Some(s)) if Sent::of(&w) == *s => {}
-        (Some((w, distance)), previous) => {
-            if previous.is_none() {
-                entry.advertised_to += 1;
-            }
-            // The originator too: after a detach, its FD (own seqno, 0) keeps it from taking a
-            // neighbour's stale route back through itself.
-            entry.fd = fd_after(entry.fd, w.seqno, distance);
-            neighbour.sent.insert(key, Sent::of(&w));
-            out.push_back((id, Outbound::Advert(w)));
-        }
-        (None, Some(_)) => {
-            entry.advertised_to = entry.advertised_to.saturating_sub(1);
-            neighbour.sent.remove(&key);
-            out.push_back((id, Outbound::Retract(key)));
-        }
-        (None, None) => {}
     }
 }
 
@@ -742,48 +731,4 @@ fn select(entry: &mut Entry) {
             .min_by_key(|r| (r.distance(), r.from))
             .map(|r| r.from)
     });
-}
-
-/// What `id` should hear about a mount: the local mount, or the best route not learned from it,
-/// if its filters admit the mount.
-fn desired(
-    node: NodeId,
-    key: MountKey,
-    entry: &Entry,
-    id: NeighbourId,
-    neighbour: &Neighbour,
-) -> Option<(Advert, Units)> {
-    if let Some(local) = entry.local.as_deref() {
-        let advert = Advert {
-            mount: key,
-            kind: local.kind,
-            label: local.label,
-            origin: node,
-            seqno: entry.own_seqno.unwrap_or(Seqno(0)),
-            metric: Metric::ZERO,
-        };
-        return admit(neighbour, advert).map(|advert| (advert, 0));
-    }
-    let route = [entry.best, entry.standby]
-        .into_iter()
-        .flatten()
-        .filter_map(|from| entry.learned(from))
-        .find(|r| r.from != id)?;
-    if !route.reachable() {
-        return None;
-    }
-    let distance = route.distance();
-    let metric = metric_for(neighbour, node, distance);
-    let Heard { origin, label, seqno, kind, .. } = route.heard;
-    let advert = Advert { mount: key, kind, label, origin, seqno, metric };
-    admit(neighbour, advert).map(|advert| (advert, distance))
-}
-
-/// The advertisement if the neighbour's filters let it through.
-fn admit(neighbour: &Neighbour, advert: Advert) -> Option<Advert> {
-    let client_span = matches!(advert.kind, MountKind::Client | MountKind::Aggregate);
-    if neighbour.role == Role::Client && client_span {
-        return None;
-    }
-    neighbour.wants.admits(advert.kind, advert.mount.cluster).then_some(advert)
 }

@@ -71,6 +71,11 @@ impl Source<'_> {
         if let Some(value) = &raw.circuit_idle_ms {
             limits.circuit_idle = self.millis(value, "circuit_idle_ms")?;
         }
+        if let Some(value) = &raw.drain_grace_ms {
+            // 0: no drain, the node stops at once.
+            let ms = self.count(value, "drain_grace_ms", 0..=limits::CONFIG_MILLIS_MAX)?;
+            limits.drain_grace = Duration::from_millis(ms);
+        }
 
         // A limit's value for a message, marked when it is the default.
         let shown = |value: Duration, given: &Option<Spanned<i64>>| match given {

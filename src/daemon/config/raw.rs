@@ -124,6 +124,7 @@ pub(super) struct RawLimits {
     pub(super) reserved_links: Option<Spanned<i64>>,
     pub(super) busy_poll_us: Option<Spanned<i64>>,
     pub(super) circuit_idle_ms: Option<Spanned<i64>>,
+    pub(super) drain_grace_ms: Option<Spanned<i64>>,
 }
 
 /// A 128-bit id as written: a TOML integer, or a string parsed by [`super::parse_id`].

@@ -156,6 +156,7 @@ trusted_handshakes_per_sec = 20
 reserved_links = 0
 busy_poll_us = 0
 circuit_idle_ms = 60000
+drain_grace_ms = 0
 "#,
         k1 = b64(1),
         k2 = b64(2),
@@ -221,6 +222,7 @@ circuit_idle_ms = 60000
             reserved_links: 0,
             busy_poll: Duration::ZERO,
             circuit_idle: ms(60_000),
+            drain_grace: Duration::ZERO,
         }
     );
 }
@@ -262,6 +264,7 @@ fn a_minimal_config_gets_the_defaults() {
             reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
             circuit_idle: ms(limits::CIRCUIT_IDLE_MS),
+            drain_grace: ms(limits::DRAIN_GRACE_MS),
         }
     );
     // An empty [limits] table is the defaults too.
