@@ -194,8 +194,9 @@ fn five_processes_relay_survive_a_killed_relay_and_take_it_back() {
     let (stop, completed) = (&stop, &completed);
     let (second, caller) = std::thread::scope(|scope| {
         // The handle goes to the load's thread (it is not shared) and comes back with its tally.
-        let running =
-            scope.spawn(move || (load(&caller, MASTER, CONCURRENCY, stop, completed), caller));
+        let running = scope.spawn(move || {
+            (load(&caller, &[MASTER], CONCURRENCY, stop, std::slice::from_ref(completed)), caller)
+        });
         // Should a wait below fail, the load still stops (the scope waits for it).
         let _stop = StopOnDrop(stop);
         wait_for("the load to flow through the relay", WAIT, || {

@@ -70,7 +70,8 @@ fn a_rolling_restart_of_both_relays_under_load_loses_no_call() {
     let completed = AtomicU64::new(0);
     let (stop, completed) = (&stop, &completed);
     let tally = std::thread::scope(|scope| {
-        let running = scope.spawn(move || load(&caller, MASTER, 16, stop, completed));
+        let running = scope
+            .spawn(move || load(&caller, &[MASTER], 16, stop, std::slice::from_ref(completed)));
         let _stop = StopOnDrop(stop);
         let progress = |what: &str| {
             let from = completed.load(Ordering::Relaxed);

@@ -24,6 +24,7 @@ use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{MountKey, Role};
 use ringspan::wire::ErrorCode;
 
+use crate::support::calls::load;
 use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
@@ -43,67 +44,6 @@ const CONCURRENCY: usize = 32;
 const HELD: usize = 4;
 const LIMITS: &str =
     "keepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
-
-/// How the load's calls ended.
-#[derive(Debug, Default)]
-struct Tally {
-    opened: u64,
-    completed: u64,
-    lost_link: u64,
-    no_route: u64,
-    other: u64,
-    corrupted: u64,
-}
-
-/// One-shot calls to both mounts in turn, [`CONCURRENCY`] in flight, until `stop`; each
-/// answered one counts in `completed[mount]` as it ends. Every call must end exactly once.
-fn load(caller: &Handle, stop: &AtomicBool, completed: &[AtomicU64; 2]) -> Tally {
-    let mut tally = Tally::default();
-    let mut in_flight: std::collections::VecDeque<(Call, Vec<u8>, usize)> = Default::default();
-    let mut next = 0;
-    loop {
-        while !stop.load(Ordering::Relaxed) && in_flight.len() < CONCURRENCY {
-            let which = next % 2;
-            next += 1;
-            let payload = format!("{:064}", tally.opened).into_bytes();
-            match caller.open(MOUNTS[which], CALL, &payload, true) {
-                Ok(call) => {
-                    tally.opened += 1;
-                    in_flight.push_back((call, payload, which));
-                }
-                // No route to that mount this instant (its server is down): the other's next.
-                Err(_) => break,
-            }
-        }
-        let Some((call, payload, which)) = in_flight.pop_front() else {
-            if stop.load(Ordering::Relaxed) {
-                return tally;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        };
-        let error = loop {
-            match call.recv(WAIT) {
-                Some(CallEvent::Message { payload: answer, abort: false, .. }) => {
-                    tally.corrupted += u64::from(answer != payload);
-                }
-                Some(CallEvent::Message { .. }) => {}
-                Some(CallEvent::Ended(error)) => break error,
-                None => panic!("a call hangs: not ended after {WAIT:?} ({tally:?})"),
-            }
-        };
-        assert!(call.recv(Duration::ZERO).is_none(), "a call goes on after it ended");
-        match error {
-            ErrorCode::NONE => {
-                tally.completed += 1;
-                completed[which].fetch_add(1, Ordering::Relaxed);
-            }
-            ErrorCode::LOST_LINK => tally.lost_link += 1,
-            ErrorCode::NO_ROUTE => tally.no_route += 1,
-            _ => tally.other += 1,
-        }
-    }
-}
 
 /// Calls to `mount` the server answers but the caller keeps open: held through the relay until
 /// the caller finishes them or the path under them goes.
@@ -193,7 +133,8 @@ fn calls_cross_a_relays_workers_and_survive_a_link_killed_on_either() {
     let (tally, caller) = std::thread::scope(|scope| {
         let mut held: Vec<Vec<Call>> = MOUNTS.iter().map(|&m| hold(&holder, m)).collect();
         // The handle goes to the load's thread (it is not shared) and comes back with its tally.
-        let running = scope.spawn(move || (load(&caller, stop, completed), caller));
+        let running =
+            scope.spawn(move || (load(&caller, &MOUNTS, CONCURRENCY, stop, completed), caller));
         // Calls flow to both, and some cross between the relay's workers.
         wait_for("calls answered by both servers", WAIT, || {
             answered(0) >= 500 && answered(1) >= 500

@@ -53,25 +53,28 @@ pub fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
     Handle::start(settings).unwrap()
 }
 
-/// One-shot calls to `mount`, `concurrency` in flight, until `stop` is set; then the last
-/// ones are waited for. Every call must end exactly once within [`WAIT`]. Each answered call
-/// counts in `completed`, as it ends.
+/// One-shot calls to `mounts` in turn, `concurrency` in flight, until `stop` is set; then the
+/// last ones are waited for. Every call must end exactly once within [`WAIT`]. Each answered
+/// call counts in `completed[i]` for `mounts[i]`, as it ends.
 pub fn load(
     handle: &Handle,
-    mount: MountKey,
+    mounts: &[MountKey],
     concurrency: usize,
     stop: &AtomicBool,
-    completed: &AtomicU64,
+    completed: &[AtomicU64],
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut in_flight: VecDeque<(Call, Vec<u8>)> = VecDeque::new();
+    let mut in_flight: VecDeque<(Call, Vec<u8>, usize)> = VecDeque::new();
+    let mut next = 0;
     loop {
         while !stop.load(Ordering::Relaxed) && in_flight.len() < concurrency {
+            let which = next % mounts.len();
+            next += 1;
             let payload = format!("{:0100}", tally.opened + tally.refused_at_open).into_bytes();
-            match handle.open(mount, CALL, &payload, true) {
+            match handle.open(mounts[which], CALL, &payload, true) {
                 Ok(call) => {
                     tally.opened += 1;
-                    in_flight.push_back((call, payload));
+                    in_flight.push_back((call, payload, which));
                 }
                 Err(_) => {
                     tally.refused_at_open += 1;
@@ -79,11 +82,11 @@ pub fn load(
                 }
             }
         }
-        let Some((call, payload)) = in_flight.pop_front() else {
+        let Some((call, payload, which)) = in_flight.pop_front() else {
             if stop.load(Ordering::Relaxed) {
                 return tally;
             }
-            // Every open was refused: the client has no route this instant. Try again soon.
+            // Every open was refused: no route this instant. Try again soon.
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
@@ -101,7 +104,7 @@ pub fn load(
         match error {
             ErrorCode::NONE => {
                 tally.completed += 1;
-                completed.fetch_add(1, Ordering::Relaxed);
+                completed[which].fetch_add(1, Ordering::Relaxed);
             }
             ErrorCode::LOST_LINK => tally.lost_link += 1,
             ErrorCode::NO_ROUTE => tally.no_route += 1,
