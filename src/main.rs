@@ -76,6 +76,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Prints a shell's completions for ringspan (e.g. `ringspan completions bash >
+    /// /etc/bash_completion.d/ringspan`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints ringspan's man page (roff: `ringspan man > ringspan.1; man ./ringspan.1`).
+    Man,
     /// Prints the public key (base64) of a private key read from standard input or a file.
     Pubkey {
         /// Reads the private key from this file, which must not be accessible by group or
@@ -100,6 +109,19 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             init();
             cli::demo::run(&args)
+        }
+        Command::Completions { shell } => {
+            init();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ringspan", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            init();
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|e| format!("writing the man page: {e}"))
         }
         Command::Drain(args) => {
             init();

@@ -1,6 +1,7 @@
 //! What an operator installing a node meets, through the real binary: `ringspan --version` with
-//! its commit, `ringspan check` on good and bad configurations, and the log a node writes when
-//! its standard error is a file (plain text, or one JSON object per line).
+//! its commit, `ringspan check` on good and bad configurations, the log a node writes when its
+//! standard error is a file (plain text, or one JSON object per line), shell completions and
+//! the man page.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -220,4 +221,23 @@ fn a_log_to_a_file_is_plain_text_or_json_lines() {
     assert!(text.lines().all(|line| !line.starts_with('{')), "{text}");
     assert!(text.contains("ringspan: node "), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = ringspan(&["completions", shell]);
+        let script = text(&out.stdout);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        // Every subcommand is completed, the newest too.
+        for sub in ["run", "check", "drain", "req", "ping"] {
+            assert!(script.contains(sub), "{shell} completes no `{sub}`");
+        }
+    }
+    assert!(!ringspan(&["completions", "tcsh"]).status.success(), "an unknown shell is refused");
+    let man = ringspan(&["man"]);
+    let page = text(&man.stdout);
+    assert!(man.status.success());
+    assert!(page.contains(".TH ringspan 1") && page.contains(".SH NAME"), "{page}");
+    assert!(page.contains("drain"), "the subcommands are listed: {page}");
 }
