@@ -91,6 +91,10 @@ enum Command {
         /// others, instead of standard input.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Prints the node id instead (32 hex digits, as `show`, the logs and the metrics name
+        /// the node).
+        #[arg(long)]
+        id: bool,
     },
 }
 
@@ -135,9 +139,9 @@ fn main() -> ExitCode {
             init();
             keygen(out)
         }
-        Command::Pubkey { key } => {
+        Command::Pubkey { key, id } => {
             init();
-            pubkey(key)
+            pubkey(key, id)
         }
     };
     match result {
@@ -161,7 +165,7 @@ fn keygen(out: Option<PathBuf>) -> Result<(), String> {
     }
 }
 
-fn pubkey(path: Option<PathBuf>) -> Result<(), String> {
+fn pubkey(path: Option<PathBuf>, id: bool) -> Result<(), String> {
     let private = match path {
         Some(path) => read_key_file(&path).map_err(|e| format!("{}: {e}", path.display()))?,
         None => {
@@ -175,6 +179,9 @@ fn pubkey(path: Option<PathBuf>) -> Result<(), String> {
         }
     };
     let public = private.public_key().map_err(|e| e.to_string())?;
-    println!("{public}");
+    match id {
+        true => println!("{}", public.node_id()),
+        false => println!("{public}"),
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::Snapshot;
+use crate::ids::LinkId;
 
 mod exposition;
 mod process;
@@ -134,10 +135,32 @@ pub fn render(s: &Snapshot, view: View) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "node {}", printable(&s.node));
     if matches!(view, View::Links | View::All) {
-        let _ = writeln!(
-            out,
-            "\nLINKS\n{:>5}  {:>6}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  \
-             {:>8}  {:>8}",
+        let _ = writeln!(out, "\nLINKS");
+        let rows: Vec<Vec<String>> = s
+            .links
+            .iter()
+            .map(|l| {
+                let counts = [
+                    l.spans_in as u64,
+                    l.spans_out as u64,
+                    l.bytes_in,
+                    l.bytes_out,
+                    l.circuits_in,
+                    l.circuits_out,
+                    l.aborts_in,
+                    l.aborts_out,
+                ];
+                let mut row = vec![
+                    link_text(l.link),
+                    l.worker.to_string(),
+                    printable(&l.peer).into_owned(),
+                    printable(&l.role).into_owned(),
+                ];
+                row.extend(counts.iter().map(u64::to_string));
+                row
+            })
+            .collect();
+        let header = [
             "link",
             "worker",
             "peer",
@@ -149,27 +172,9 @@ pub fn render(s: &Snapshot, view: View) -> String {
             "circ in",
             "out",
             "abort in",
-            "out"
-        );
-        for l in &s.links {
-            let _ = writeln!(
-                out,
-                "{:>5}  {:>6}  {:<32}  {:<9}  {:>8}  {:>8}  {:>12}  {:>12}  {:>8}  {:>8}  \
-                 {:>8}  {:>8}",
-                l.link,
-                l.worker,
-                printable(&l.peer),
-                printable(&l.role),
-                l.spans_in,
-                l.spans_out,
-                l.bytes_in,
-                l.bytes_out,
-                l.circuits_in,
-                l.circuits_out,
-                l.aborts_in,
-                l.aborts_out
-            );
-        }
+            "out",
+        ];
+        write_table(&mut out, &header, &[0, 2, 3], &rows);
         // What each peer was refused for its share; only links that were refused anything.
         let refused = |r: &super::Refusals| {
             format!(
@@ -186,8 +191,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
         for l in s.links.iter().filter(|l| l.refusals != super::Refusals::default()) {
             let _ = writeln!(
                 out,
-                "{:>5}  granted {}: {}",
-                l.link,
+                "{}  granted {}: {}",
+                link_text(l.link),
                 printable(&l.granted),
                 refused(&l.refusals)
             );
@@ -226,10 +231,28 @@ pub fn render(s: &Snapshot, view: View) -> String {
         }
         // Each worker's plane and its load (none from a node that does not say).
         if !s.workers.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nWORKERS\n{:>6}  {:>6}  {:>7}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  \
-                 {:>8}  {:>11}",
+            let _ = writeln!(out, "\nWORKERS");
+            let rows: Vec<Vec<String>> = s
+                .workers
+                .iter()
+                .map(|w| {
+                    let counts = [
+                        w.worker as u64,
+                        w.links as u64,
+                        w.clients as u64,
+                        w.circuits as u64,
+                        w.messages_in,
+                        w.bytes_in,
+                        w.bytes_out,
+                        w.internal_bytes_in,
+                        w.internal_bytes_out,
+                        w.accepted,
+                        w.established,
+                    ];
+                    counts.iter().map(u64::to_string).collect()
+                })
+                .collect();
+            let header = [
                 "worker",
                 "links",
                 "clients",
@@ -240,51 +263,34 @@ pub fn render(s: &Snapshot, view: View) -> String {
                 "internal in",
                 "internal out",
                 "accepted",
-                "established"
-            );
-            for w in &s.workers {
-                let _ = writeln!(
-                    out,
-                    "{:>6}  {:>6}  {:>7}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  \
-                     {:>8}  {:>11}",
-                    w.worker,
-                    w.links,
-                    w.clients,
-                    w.circuits,
-                    w.messages_in,
-                    w.bytes_in,
-                    w.bytes_out,
-                    w.internal_bytes_in,
-                    w.internal_bytes_out,
-                    w.accepted,
-                    w.established
-                );
-            }
+                "established",
+            ];
+            write_table(&mut out, &header, &[], &rows);
         }
     }
     if matches!(view, View::Routes | View::Mounts | View::All) {
-        let _ = writeln!(
-            out,
-            "\nROUTES\n{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  standby",
-            "cluster", "mount", "kind", "label", "metric", "via"
-        );
+        let _ = writeln!(out, "\nROUTES");
         let mut routes: Vec<_> = s.routes.iter().collect();
         if view == View::Mounts {
             routes.sort_by(|a, b| (&a.origin, &a.mount).cmp(&(&b.origin, &b.mount)));
         }
-        for r in routes {
-            let _ = writeln!(
-                out,
-                "{:<8} {:<8} {:<11} {:<16} {:>6}  {:<48}  {}",
-                printable(&r.cluster),
-                printable(&r.mount),
-                printable(&r.kind),
-                printable(&r.label),
-                r.metric,
-                printable(&r.via),
-                printable(r.standby.as_deref().unwrap_or("-"))
-            );
-        }
+        // Ids as the commands take them back (`ringspan call --mount 0x1:0x10`).
+        let rows: Vec<Vec<String>> = routes
+            .iter()
+            .map(|r| {
+                vec![
+                    format!("0x{}", printable(&r.cluster)),
+                    format!("0x{}", printable(&r.mount)),
+                    printable(&r.kind).into_owned(),
+                    printable(&r.label).into_owned(),
+                    r.metric.to_string(),
+                    printable(&r.via).into_owned(),
+                    printable(r.standby.as_deref().unwrap_or("-")).into_owned(),
+                ]
+            })
+            .collect();
+        let header = ["cluster", "mount", "kind", "label", "metric", "via", "standby"];
+        write_table(&mut out, &header, &[0, 1, 2, 3, 5, 6], &rows);
     }
     if matches!(view, View::Circuits | View::All) {
         let c = &s.counters;
@@ -334,6 +340,45 @@ pub fn render(s: &Snapshot, view: View) -> String {
     out
 }
 
+/// A link id as everything the node prints it: `worker:slot.generation` (`LinkId`'s form, which
+/// sentences prefix with "link").
+pub(super) fn link_text(id: u64) -> String {
+    let text = LinkId(id).to_string();
+    text.strip_prefix("link ").map_or_else(|| text.clone(), str::to_owned)
+}
+
+/// A table whose columns are as wide as their widest cell: two spaces between columns, numbers
+/// right-aligned, the columns in `left` left-aligned (the last one not padded).
+fn write_table(out: &mut String, header: &[&str], left: &[usize], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if left.contains(&i) {
+                text.push_str(cell);
+                text.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                text.extend(std::iter::repeat_n(' ', pad));
+                text.push_str(cell);
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+}
+
 /// The topology around a node as Graphviz: the node, its links to peers, and for each mount the
 /// active path (solid) and standby (dashed) first hops. Every string in it is [`printable`] and
 /// quoted: a label shows its escapes, and nothing in it ends a Graphviz string.
@@ -343,14 +388,18 @@ pub fn dot(s: &Snapshot) -> String {
     let node = short(&s.node);
     let _ = writeln!(out, "  {node} [shape=box, style=bold];");
     for l in &s.links {
-        let _ =
-            writeln!(out, "  {node} -> {} [dir=none, label=\"link {}\"];", short(&l.peer), l.link);
+        let _ = writeln!(
+            out,
+            "  {node} -> {} [dir=none, label=\"link {}\"];",
+            short(&l.peer),
+            link_text(l.link)
+        );
     }
     let via_peer = |via: &str| {
         via.split_once('(').map_or_else(|| node.clone(), |(_, p)| short(p.trim_end_matches(')')))
     };
     for r in &s.routes {
-        let name = format!("{}:{} ({})", r.cluster, r.mount, r.kind);
+        let name = format!("0x{}:0x{} ({})", r.cluster, r.mount, r.kind);
         let mount = dot_string(&name);
         if r.label.is_empty() {
             let _ = writeln!(out, "  {mount} [shape=ellipse];");
@@ -521,15 +570,18 @@ pub(crate) mod tests {
         let s = snapshot();
         let shown = render(&s, View::Links);
         let links = table(&shown, "LINKS");
+        // Columns as wide as their content; the link id in the form every table and log uses.
         assert_eq!(
             links,
             [
-                " link  worker  peer                              role       \
-                 spans in       out      bytes in     bytes out   \
-                 circ in       out  abort in       out",
-                "    3       0  bbbb1111                          router            \
-                 1         2           100           200         \
-                 6         7         8         9",
+                concat!(
+                    "link   worker  peer      role    spans in  out  bytes in  bytes out  ",
+                    "circ in  out  abort in  out"
+                ),
+                concat!(
+                    "0:3.0       0  bbbb1111  router         1    2       100        200  ",
+                    "      6    7         8    9"
+                ),
             ],
             "{shown}"
         );
@@ -537,12 +589,18 @@ pub(crate) mod tests {
         assert_eq!(
             workers,
             [
-                "worker   links  clients  circuits   messages in      bytes i\
-                 n     bytes out   internal in  internal out  accepted  established",
-                "     0       1        0         7            29           10\
-                 0           200            31            30        27            1",
-                "     1       0        0         4             0             \
-                 0             0            30            31         0            0",
+                concat!(
+                    "worker  links  clients  circuits  messages in  bytes in  bytes out  ",
+                    "internal in  internal out  accepted  established"
+                ),
+                concat!(
+                    "     0      1        0         7           29       100        200  ",
+                    "         31            30        27            1"
+                ),
+                concat!(
+                    "     1      0        0         4            0         0          0  ",
+                    "         30            31         0            0"
+                ),
             ],
             "{shown}"
         );
@@ -555,9 +613,10 @@ pub(crate) mod tests {
     fn dot_draws_active_and_standby_first_hops() {
         let dot = dot(&snapshot());
         assert!(dot.starts_with("digraph ringspan {"));
-        assert!(dot.contains("\"aaaa0000\" -> \"bbbb1111\" [dir=none, label=\"link 3\"]"));
-        assert!(dot.contains("\"bbbb1111\" -> \"1:10 (master)\" [label=\"active, 2 hops\"]"));
-        assert!(dot.contains("\"dddd2222\" -> \"1:10 (master)\" [style=dashed"));
+        assert!(dot.contains("\"aaaa0000\" -> \"bbbb1111\" [dir=none, label=\"link 0:3.0\"]"));
+        let active = "\"bbbb1111\" -> \"0x1:0x10 (master)\" [label=\"active, 2 hops\"]";
+        assert!(dot.contains(active), "{dot}");
+        assert!(dot.contains("\"dddd2222\" -> \"0x1:0x10 (master)\" [style=dashed"));
     }
 
     #[test]
@@ -570,8 +629,8 @@ pub(crate) mod tests {
         s.counters.preempted = 5;
         let text = prometheus(&s);
         for line in [
-            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",worker=\"0\",kind=\"circuits_preempted\"} 5",
-            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",worker=\"0\",kind=\"spans_limited\"} 6",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"0:3.0\",peer=\"bbbb1111\",worker=\"0\",kind=\"circuits_preempted\"} 5",
+            "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"0:3.0\",peer=\"bbbb1111\",worker=\"0\",kind=\"spans_limited\"} 6",
             "ringspan_client_refusals_total{node=\"aaaa0000\",kind=\"spans_refused\"} 7",
             "ringspan_preempted_total{node=\"aaaa0000\"} 5",
         ] {

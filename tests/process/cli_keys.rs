@@ -69,6 +69,11 @@ fn pubkey_prints_the_right_key_from_stdin_and_from_a_file() {
     let out = ringspan(&["pubkey", "--key", path.to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), ALICE_PUBLIC);
+    // --id: the node id, as `show`, the logs and the metrics name the node.
+    let out = ringspan(&["pubkey", "--id", "--key", path.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = ringspan::cipher::PublicKey::from_base64(ALICE_PUBLIC.trim().as_bytes()).unwrap();
+    assert_eq!(text(&out.stdout), format!("{}\n", public.node_id()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -127,7 +127,8 @@ pub fn prometheus(s: &Snapshot) -> String {
     );
     // A link's labels: its id, its peer and the worker it lives on.
     let link_labels = |l: &LinkRow| {
-        format!(",link=\"{}\",peer=\"{}\",worker=\"{}\"", l.link, label_value(&l.peer), l.worker)
+        let link = super::link_text(l.link);
+        format!(",link=\"{link}\",peer=\"{}\",worker=\"{}\"", label_value(&l.peer), l.worker)
     };
     type Field = fn(&LinkRow) -> u64;
     let per_link: [(&str, &str, Field); 8] = [
@@ -270,7 +271,7 @@ mod tests {
         assert!(text.contains("ringspan_relayed_total{node=\"aaaa0000\"} 12"));
         assert!(text.contains("ringspan_circuits{node=\"aaaa0000\"} 11"));
         assert!(text.contains(
-            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"3\",peer=\"bbbb1111\",\
+            "ringspan_link_aborts_out_total{node=\"aaaa0000\",link=\"0:3.0\",peer=\"bbbb1111\",\
              worker=\"0\"} 9"
         ));
         assert!(text.contains("ringspan_handshake_failures_total{node=\"aaaa0000\"} 17"));

@@ -5,7 +5,7 @@ use crate::ids::ClusterId;
 use crate::limits;
 use crate::span::Role;
 
-use super::super::parse_id;
+use super::super::{parse_id, parse_mount};
 use super::{MINIMAL, b64, key, parse, refused};
 
 #[test]
@@ -119,6 +119,22 @@ fn too_many_peers_are_refused() {
     assert_eq!(parse(&text).unwrap().peers.len(), limits::CONFIG_PEERS_MAX);
     text.push_str(&format!("[[peer]]\nkey = \"{}\"\n", b64(0xff)));
     refused(&text, 3 + 2 * limits::CONFIG_PEERS_MAX, "more than 4096 peers");
+}
+
+#[test]
+fn a_mount_on_the_command_line_is_written_as_in_the_file_and_as_show_prints_it() {
+    let key = |cluster: u128, mount: u128| crate::span::MountKey {
+        cluster: crate::ids::ClusterId(cluster),
+        mount: crate::ids::MountId(mount),
+    };
+    // `show` prints 0x1 and 0x10: typed back, the same mount.
+    assert_eq!(parse_mount("0x1:0x10"), Ok(key(1, 0x10)));
+    assert_eq!(parse_mount("1:16"), Ok(key(1, 0x10)));
+    assert_eq!(
+        parse_mount("3f2504e0-4f89-11d3-9a0c-0305e82c3301:0x10"),
+        Ok(key(0x3f2504e0_4f89_11d3_9a0c_0305e82c3301, 0x10))
+    );
+    assert!(parse_mount("0x1").unwrap_err().contains("CLUSTER:MOUNT"));
 }
 
 #[test]
