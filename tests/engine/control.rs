@@ -332,8 +332,8 @@ fn workers_reach_the_control_socket_and_the_metrics_endpoint() {
     assert_eq!(loads, [(0, 0, 0), (1, 1, 100)], "{json}");
     // What `ringspan show` prints of it.
     let shown = render(&back, View::Links);
-    assert!(shown.contains("\nWORKERS\nworker   links  clients  circuits"), "{shown}");
-    assert!(shown.lines().any(|l| l.starts_with("    3       1  bbbb1111")), "{shown}");
+    assert!(shown.contains("\nWORKERS\nworker  links  clients  circuits"), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("0:3.0       1  bbbb1111")), "{shown}");
     // What a scrape gets.
     let addr = serve_metrics_with(SocketAddr::from(([127, 0, 0, 1], 0)), shared, patient());
     let scrape = get(addr.unwrap(), "/metrics");
@@ -347,7 +347,7 @@ fn workers_reach_the_control_socket_and_the_metrics_endpoint() {
         r#"ringspan_worker_bytes_out_total{node="aaaa0000",worker="1"} 200"#,
         r#"ringspan_worker_internal_bytes_in_total{node="aaaa0000",worker="0"} 41"#,
         r#"ringspan_worker_internal_bytes_out_total{node="aaaa0000",worker="0"} 40"#,
-        r#"ringspan_link_bytes_in_total{node="aaaa0000",link="3",peer="bbbb1111",worker="1"} 100"#,
+        r#"ringspan_link_bytes_in_total{node="aaaa0000",link="0:3.0",peer="bbbb1111",worker="1"} 100"#,
     ] {
         assert!(lines.contains(&line), "{line} missing from\n{}", scrape.body);
     }
@@ -479,11 +479,11 @@ fn hostile_strings_are_escaped_in_dot() {
     let lines: Vec<&str> = text.lines().collect();
     for expected in [
         r#"  "aa\"bb\\\\cc" [shape=box, style=bold];"#,
-        r#"  "1:10 (master)" [shape=ellipse, label="1:10 (master)\n\\x1b[2J\\x1b]0;pwned\\x07"];"#,
-        r#"  "1:11 (master)" [shape=ellipse, label="1:11 (master)\na\"b\\\\c\\nd"];"#,
-        r#"  "1:12 (master)" [shape=ellipse, label="1:12 (master)\n\\u{9b}31m"];"#,
-        r#"  "bbbb\\x1b[31" -> "1:10 (master)" [label="active, 2 hops"];"#,
-        r#"  "dd\\u{9b}2J\"22" -> "1:11 (master)" [style=dashed, label="standby"];"#,
+        r#"  "0x1:0x10 (master)" [shape=ellipse, label="0x1:0x10 (master)\n\\x1b[2J\\x1b]0;pwned\\x07"];"#,
+        r#"  "0x1:0x11 (master)" [shape=ellipse, label="0x1:0x11 (master)\na\"b\\\\c\\nd"];"#,
+        r#"  "0x1:0x12 (master)" [shape=ellipse, label="0x1:0x12 (master)\n\\u{9b}31m"];"#,
+        r#"  "bbbb\\x1b[31" -> "0x1:0x10 (master)" [label="active, 2 hops"];"#,
+        r#"  "dd\\u{9b}2J\"22" -> "0x1:0x11 (master)" [style=dashed, label="standby"];"#,
     ] {
         assert!(lines.contains(&expected), "{expected}\nnot in\n{text}");
     }
@@ -501,7 +501,7 @@ fn hostile_strings_are_escaped_in_prometheus_labels() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.contains(&format!("ringspan_circuits{{{node}}} 1").as_str()), "{text}");
     let link = format!(
-        r#"ringspan_link_bytes_in_total{{{node},link="3",peer="bbbb\\x1b[31m1111",worker="1"}} 100"#
+        r#"ringspan_link_bytes_in_total{{{node},link="0:3.0",peer="bbbb\\x1b[31m1111",worker="1"}} 100"#
     );
     assert!(lines.contains(&link.as_str()), "{text}");
     let worker = format!(r#"ringspan_worker_links{{{node},worker="1"}} 1"#);
