@@ -73,6 +73,9 @@ pub struct Settings {
     /// Workers to run on (DESIGN 7c.3), one plane of the node each; see
     /// [`Settings::planes`] for when fewer are used.
     pub workers: usize,
+    /// The names the configuration gives peers' keys (`[[peer]] name`), shown beside their
+    /// node ids in `show`, the logs and the metrics.
+    pub names: Vec<(PublicKey, String)>,
 }
 
 impl Settings {
@@ -92,6 +95,7 @@ impl Settings {
             metrics: None,
             recv_buffers: limits::RECV_BUFFERS,
             workers: 1,
+            names: Vec::new(),
         }
     }
 

@@ -135,6 +135,8 @@ pub struct HostState {
     /// The role each known key is granted (the most its hello may claim); any other key that
     /// gets in is a client.
     rights: HashMap<PublicKey, Role>,
+    /// The configuration's names of peers, by node id.
+    names: HashMap<NodeId, String>,
     /// The node's own keepalive interval (a peer with a short idle timeout gets more).
     keepalive: Duration,
     /// Mounts attached at the first tick.
@@ -206,6 +208,7 @@ impl HostState {
             node,
             redial,
             rights,
+            names: settings.names.iter().map(|(key, name)| (key.node_id(), name.clone())).collect(),
             keepalive: settings.limits.keepalive,
             mounts: if plane.is_first() { settings.mounts.clone() } else { Vec::new() },
             started: false,
@@ -227,6 +230,11 @@ impl HostState {
     /// The time of the latest input (the engine's turn time).
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The configuration's name of the peer `node`, if it gives one.
+    pub fn name_of(&self, node: NodeId) -> Option<&str> {
+        self.names.get(&node).map(String::as_str)
     }
 
     /// Which plane of its node this host runs.
@@ -502,7 +510,8 @@ impl<A: App> Service for Host<A> {
                     // room for that, made now rather than grown under load.
                     link.reserve_send_queue(LANE_QUEUE_RECORDS);
                 }
-                tracing::info!(%id, peer = %node, role = granted.name(), "link up");
+                let name = s.name_of(node).unwrap_or("-");
+                tracing::info!(%id, peer = %node, name, role = granted.name(), "link up");
             }
             Ok(LinkUp::Duplicate { keep }) => {
                 match keep {

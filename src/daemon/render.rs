@@ -154,6 +154,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
                     link_text(l.link),
                     l.worker.to_string(),
                     printable(&l.peer).into_owned(),
+                    printable(l.name.as_deref().unwrap_or("-")).into_owned(),
                     printable(&l.role).into_owned(),
                 ];
                 row.extend(counts.iter().map(u64::to_string));
@@ -164,6 +165,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
             "link",
             "worker",
             "peer",
+            "name",
             "role",
             "spans in",
             "out",
@@ -174,7 +176,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
             "abort in",
             "out",
         ];
-        write_table(&mut out, &header, &[0, 2, 3], &rows);
+        write_table(&mut out, &header, &[0, 2, 3, 4], &rows);
         // What each peer was refused for its share; only links that were refused anything.
         let refused = |r: &super::Refusals| {
             format!(
@@ -211,8 +213,9 @@ pub fn render(s: &Snapshot, view: View) -> String {
             for p in &s.peers {
                 let _ = write!(
                     out,
-                    "  {:<22} {}  {}",
+                    "  {:<22} {}  {}  {}",
                     printable(&p.address),
+                    printable(p.name.as_deref().unwrap_or("-")),
                     printable(&p.peer),
                     printable(&p.state)
                 );
@@ -439,6 +442,7 @@ pub(crate) mod tests {
                 link: 3,
                 worker: 0,
                 peer: "bbbb1111".into(),
+                name: Some("b".into()),
                 role: "router".into(),
                 spans_in: 1,
                 spans_out: 2,
@@ -467,6 +471,7 @@ pub(crate) mod tests {
             peers: vec![
                 PeerRow {
                     address: "127.0.0.1:1".into(),
+                    name: Some("b".into()),
                     peer: "bbbb1111".into(),
                     state: "up (link 3)".into(),
                     ..Default::default()
@@ -539,6 +544,7 @@ pub(crate) mod tests {
         let s = snapshot();
         let links = render(&s, View::Links);
         assert!(links.contains("bbbb1111") && links.contains("up (link 3)"));
+        assert!(links.contains("  b  bbbb1111  up (link 3)"), "the peer's name: {links}");
         assert!(links.contains(
             "eeee3333  refused  next dial in 1200 ms (backoff 1500 ms, 4 failures in a row)\n    \
              last error 300 ms ago: link down 2 ms after its handshake: peer closed\n"
@@ -575,11 +581,11 @@ pub(crate) mod tests {
             links,
             [
                 concat!(
-                    "link   worker  peer      role    spans in  out  bytes in  bytes out  ",
+                    "link   worker  peer      name  role    spans in  out  bytes in  bytes out  ",
                     "circ in  out  abort in  out"
                 ),
                 concat!(
-                    "0:3.0       0  bbbb1111  router         1    2       100        200  ",
+                    "0:3.0       0  bbbb1111  b     router         1    2       100        200  ",
                     "      6    7         8    9"
                 ),
             ],
@@ -633,6 +639,8 @@ pub(crate) mod tests {
             "ringspan_link_refusals_total{node=\"aaaa0000\",link=\"0:3.0\",peer=\"bbbb1111\",worker=\"0\",kind=\"spans_limited\"} 6",
             "ringspan_client_refusals_total{node=\"aaaa0000\",kind=\"spans_refused\"} 7",
             "ringspan_preempted_total{node=\"aaaa0000\"} 5",
+            "ringspan_peer_up{node=\"aaaa0000\",peer=\"bbbb1111\",name=\"b\",address=\"127.0.0.1:1\"} 1",
+            "ringspan_peer_up{node=\"aaaa0000\",peer=\"eeee3333\",name=\"\",address=\"127.0.0.1:2\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }

@@ -156,6 +156,7 @@ impl Snapshot {
                     link: info.link.0,
                     worker: info.link.worker(),
                     peer: info.peer.to_string(),
+                    name: host.name_of(info.peer).map(str::to_owned),
                     role: info.role.map_or("-", Role::name).to_owned(),
                     granted: info.granted.name().to_owned(),
                     spans_in: info.spans_in,
@@ -212,7 +213,15 @@ impl Snapshot {
             .collect();
         routes.sort_by(|a, b| (&a.cluster, &a.mount).cmp(&(&b.cluster, &b.mount)));
         let now = worker.now();
-        let peers = host.redial().peers().map(|p| PeerRow::of(&p, now)).collect();
+        let peers = host
+            .redial()
+            .peers()
+            .map(|p| {
+                let mut row = PeerRow::of(&p, now);
+                row.name = host.name_of(p.key.node_id()).map(str::to_owned);
+                row
+            })
+            .collect();
         let NodeCounters {
             relayed,
             served,
@@ -489,6 +498,9 @@ pub struct LinkRow {
     pub worker: usize,
     /// The peer's node id.
     pub peer: String,
+    /// The configuration's name for the peer, if it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// What the peer said it is.
     pub role: String,
     /// What the peer's key is granted (the most it may say it is).
@@ -548,6 +560,9 @@ pub struct RouteRow {
 pub struct PeerRow {
     /// Its address.
     pub address: String,
+    /// The configuration's name for it, if it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Its node id.
     pub peer: String,
     /// "up (link N)" (linked), "dialling", "waiting" (for the next dial), "refused" (waiting,
@@ -591,6 +606,7 @@ impl PeerRow {
         };
         PeerRow {
             address: p.addr.to_string(),
+            name: None,
             peer: p.key.node_id().to_string(),
             state,
             key: p.key.to_base64(),

@@ -134,6 +134,11 @@ fn a_peers_label_reaches_show_escaped_and_metrics_answer() {
     assert!(json.contains(r#""label":"\u001b[2J\u001b]0;pwned\u0007\u009b31m""#), "{json}");
     let fetched = control::fetch(&b.config.with_extension("sock")).unwrap();
     assert_eq!(fetched.trim_end(), json.trim_end());
+    // The configuration's name for the peer, beside its id, in show and the metrics.
+    let links = String::from_utf8(show(&b.config, &["links"]).stdout).unwrap();
+    let a_id = a.public().node_id().to_string();
+    assert!(links.lines().any(|l| l.contains(&format!("{a_id}  a "))), "{links}");
+    assert!(links.contains(&format!("  a  {a_id}  up (link ")), "the peer row: {links}");
 
     let mut health = None;
     wait_for("b's metrics endpoint", PATIENCE, || {
@@ -145,6 +150,9 @@ fn a_peers_label_reaches_show_escaped_and_metrics_answer() {
     assert_eq!(status, "HTTP/1.0 200 OK");
     let node = b.public().node_id().to_string();
     assert!(body.contains(&format!("ringspan_routes{{node=\"{node}\"}} 1\n")), "{body}");
+    let up =
+        format!("ringspan_peer_up{{node=\"{node}\",peer=\"{}\",name=\"a\",", a.public().node_id());
+    assert!(body.lines().any(|l| l.starts_with(&up) && l.ends_with("} 1")), "{body}");
     // The process series beside the node's, the node's own resident memory among them.
     let rss = body.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes "));
     assert!(rss.and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0), "{body}");

@@ -298,6 +298,7 @@ impl NodeConfig {
             control: Some(self.control_socket()),
             metrics: self.metrics,
             workers: self.workers.unwrap_or_else(cores),
+            names: self.peers.iter().filter_map(|p| Some((p.spec.key, p.name.clone()?))).collect(),
             ..Settings::new(identity)
         }
     }

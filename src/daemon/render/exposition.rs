@@ -233,6 +233,23 @@ pub fn prometheus(s: &Snapshot) -> String {
             s.workers.iter().map(|w| (format!(",worker=\"{}\"", w.worker), field(w))).collect();
         gauge(name, help, kind, &rows);
     }
+    // Each configured peer the node dials: linked or not, by id, name and address.
+    if !s.peers.is_empty() {
+        let rows: Vec<(String, u64)> = s
+            .peers
+            .iter()
+            .map(|p| {
+                let labels = format!(
+                    ",peer=\"{}\",name=\"{}\",address=\"{}\"",
+                    label_value(&p.peer),
+                    label_value(p.name.as_deref().unwrap_or("")),
+                    label_value(&p.address)
+                );
+                (labels, u64::from(p.state.starts_with("up")))
+            })
+            .collect();
+        gauge("peer_up", "Whether a peer the node dials is linked (1) or not (0).", "gauge", &rows);
+    }
     out
 }
 
