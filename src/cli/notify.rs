@@ -50,9 +50,15 @@ pub fn when_ready(shared: Arc<Shared>, config: &NodeConfig) {
     let listening = config.listen.first().map_or("nothing".to_owned(), |a| a.to_string());
     notifier.send(&format!("STATUS=listening on {listening}, waiting for a peer to link"));
     std::thread::spawn(move || {
-        // Looked at every 50 ms: the node's snapshot is a round trip to its workers.
-        while dials && shared.snapshot().links.is_empty() {
-            std::thread::sleep(Duration::from_millis(50));
+        // Looked at every 50 ms, or every ten times as long as a snapshot took (it is a round
+        // trip to the workers, which walk every link).
+        loop {
+            #[allow(clippy::disallowed_methods)] // a thread outside the protocol layers
+            let asked = std::time::Instant::now();
+            if !dials || !shared.snapshot().links.is_empty() {
+                break;
+            }
+            std::thread::sleep((asked.elapsed() * 10).max(Duration::from_millis(50)));
         }
         notifier.send("READY=1\nSTATUS=running");
     });

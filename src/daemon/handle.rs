@@ -515,14 +515,18 @@ impl Handle {
     /// Drains the node (DESIGN 7c.5): every plane withdraws its spans from its neighbours, so
     /// that new circuits go around it, and carries the circuits it has to their end. Waits
     /// until every plane is drained (no circuit left, every withdrawal answered), `grace` is
-    /// over, or `stop` says so (looked at every 10 ms); whether it drained. The node runs on:
-    /// [`Handle::shutdown`] stops it.
+    /// over, or `stop` says so; whether it drained. The node runs on: [`Handle::shutdown`] stops
+    /// it. It looks every 10 ms, or every ten times as long as a snapshot took (a snapshot
+    /// walks every link: a satellite of very many clients is not kept busy building them).
     pub fn drain(&self, grace: Duration, mut stop: impl FnMut() -> bool) -> bool {
         self.shared.drain();
         #[allow(clippy::disallowed_methods)] // a thread outside the protocol layers
         let deadline = std::time::Instant::now() + grace;
         loop {
+            #[allow(clippy::disallowed_methods)]
+            let asked = std::time::Instant::now();
             let snapshot = self.shared.snapshot();
+            let took = asked.elapsed();
             if snapshot.drained {
                 return true;
             }
@@ -534,7 +538,7 @@ impl Handle {
                 );
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep((took * 10).max(Duration::from_millis(10)));
         }
     }
 }
