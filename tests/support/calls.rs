@@ -40,14 +40,26 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// A node in the test's process (the mount API, which `ringspan call` also runs on) with
-/// `role`, linked to `peer`, whose allowlist holds `identity`'s key.
+/// `role`, linked to `peer`, whose allowlist holds `identity`'s key: keepalives every 200 ms, idle
+/// after 1 s.
 pub fn app(identity: Identity, role: Role, peer: &Node) -> Handle {
+    app_timed(identity, role, peer, Duration::from_millis(200), Duration::from_millis(1000))
+}
+
+/// [`app`] with its own keepalive interval and idle timeout.
+pub fn app_timed(
+    identity: Identity,
+    role: Role,
+    peer: &Node,
+    keepalive: Duration,
+    idle_timeout: Duration,
+) -> Handle {
     let mut settings = Settings::new(identity);
     settings.role = role;
     settings.peers = vec![peer.peer()];
     settings.recv_buffers = 8;
-    settings.limits.keepalive = Duration::from_millis(200);
-    settings.limits.idle_timeout = Duration::from_millis(1000);
+    settings.limits.keepalive = keepalive;
+    settings.limits.idle_timeout = idle_timeout;
     settings.limits.redial_min = Duration::from_millis(50);
     settings.limits.redial_max = Duration::from_millis(500);
     Handle::start(settings).unwrap()

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ringspan::cipher::Identity;
-use ringspan::daemon::{CALL, Handle, LinkRow, LoadReport, Request, Settings, Snapshot};
+use ringspan::daemon::{CALL, Handle, LinkRow, LoadReport, Request, Snapshot};
 use ringspan::ids::{ClusterId, MountId, NodeId, TxnId};
 use ringspan::ring;
 use ringspan::span::{MountKey, Role, Wants};
@@ -37,15 +37,8 @@ pub fn configure(node: &Node, role: &str, node_extra: &str, limits_extra: &str, 
 
 /// An honest application: a node of its own linked to `at`, saying it is `role`.
 pub fn honest(identity: Identity, role: Role, at: &Node) -> Handle {
-    let mut settings = Settings::new(identity);
-    settings.role = role;
-    settings.peers = vec![at.peer()];
-    settings.recv_buffers = 8;
-    settings.limits.keepalive = Duration::from_millis(1_000);
-    settings.limits.idle_timeout = Duration::from_millis(30_000);
-    settings.limits.redial_min = Duration::from_millis(50);
-    settings.limits.redial_max = Duration::from_millis(500);
-    Handle::start(settings).unwrap()
+    let (keepalive, idle) = (Duration::from_millis(1_000), Duration::from_millis(30_000));
+    super::calls::app_timed(identity, role, at, keepalive, idle)
 }
 
 /// Runs `calls` one-shot calls of 64 bytes to `mount` from `app`, `concurrency` at a time,
