@@ -2,11 +2,13 @@
 //! stops (as on SIGTERM with `drain_grace_ms`).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use ringspan::daemon::config::NodeConfig;
 use ringspan::daemon::control;
+
+use super::run::now;
 
 #[derive(Args)]
 pub struct DrainArgs {
@@ -52,9 +54,4 @@ pub fn drain(args: &DrainArgs) -> Result<(), String> {
     }
     println!("stopped");
     Ok(())
-}
-
-#[allow(clippy::disallowed_methods)] // the command line tool waits on the wall clock
-fn now() -> Instant {
-    Instant::now()
 }

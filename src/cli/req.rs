@@ -3,15 +3,15 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
-use ringspan::daemon::config::{LogFormat, parse_mount};
+use ringspan::daemon::config::{LogFormat, parse_id, parse_mount};
 use ringspan::daemon::{CALL, CallEvent};
 use ringspan::limits::MESSAGE_PAYLOAD_MAX;
 use ringspan::wire::{Command, ErrorCode};
 
-use super::run::{load, start};
+use super::run::{load, now, start};
 
 #[derive(Args)]
 pub struct ReqArgs {
@@ -104,15 +104,11 @@ fn ask(
     }
 }
 
-/// `PROTO:CODE`, each decimal or 0x-hex.
+/// `PROTO:CODE`, each written as an id is (decimal or 0x-hex, `parse_id`).
 fn parse_command(text: &str) -> Result<Command, String> {
-    let number = |s: &str| match s.strip_prefix("0x") {
-        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    };
     let (proto, code) = text.split_once(':').ok_or("--command: PROTO:CODE")?;
-    match (number(proto).map(u8::try_from), number(code).map(u16::try_from)) {
-        (Some(Ok(proto)), Some(Ok(code))) => Ok(Command::new(proto, code)),
+    match (parse_id(proto).map(u8::try_from), parse_id(code).map(u16::try_from)) {
+        (Ok(Ok(proto)), Ok(Ok(code))) => Ok(Command::new(proto, code)),
         _ => Err(format!("--command {text}: PROTO (0–255) and CODE (0–65535)")),
     }
 }
@@ -216,9 +212,4 @@ fn ping_on(
             args.count
         )),
     }
-}
-
-#[allow(clippy::disallowed_methods)] // the command line tool times what it sends
-fn now() -> Instant {
-    Instant::now()
 }

@@ -114,7 +114,7 @@ pub fn start(config: &NodeConfig) -> Result<Handle, String> {
 }
 
 #[allow(clippy::disallowed_methods)] // the binary owns the clock
-fn now() -> Instant {
+pub(super) fn now() -> Instant {
     Instant::now()
 }
 
