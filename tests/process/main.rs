@@ -25,6 +25,7 @@ mod hostile_rights;
 mod hostile_shares;
 mod hostile_shares_spans;
 mod planes_process;
+mod reload_process;
 mod rogue_smoke;
 mod satellite_planes_process;
 mod satellite_process;

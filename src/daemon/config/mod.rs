@@ -98,6 +98,9 @@ pub struct NodeConfig {
     /// How the node's log lines are written. `None`: as the command line says (text by
     /// default).
     pub log_format: Option<LogFormat>,
+    /// Which log lines are written: a `RUST_LOG`-style filter, checked. `None`: as `RUST_LOG`
+    /// says (warnings and errors by default). A reload changes it.
+    pub log_level: Option<String>,
 }
 
 /// How log lines are written to standard error.
@@ -260,6 +263,10 @@ impl NodeConfig {
             None => None,
             Some(text) => Some(source.log_format(text)?),
         };
+        let log_level = match &node.log_level {
+            None => None,
+            Some(text) => Some(source.log_level(text)?),
+        };
 
         Ok(NodeConfig {
             path: path.to_path_buf(),
@@ -276,6 +283,7 @@ impl NodeConfig {
             mounts,
             limits,
             log_format,
+            log_level,
         })
     }
 }

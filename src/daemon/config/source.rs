@@ -130,6 +130,22 @@ impl Source<'_> {
         text.get_ref().parse().map_err(|why| self.error(text.span(), format!("[node] {why}")))
     }
 
+    /// A `RUST_LOG`-style filter (`"info"`, `"warn,ringspan::daemon=debug"`), checked as the
+    /// log subscriber will take it.
+    pub(super) fn log_level(&self, text: &Spanned<String>) -> Result<String, ConfigError> {
+        let filter = text.get_ref();
+        if filter.trim().is_empty() {
+            return Err(self.error(text.span(), "[node] log_level is empty"));
+        }
+        match tracing_subscriber::EnvFilter::builder().parse(filter) {
+            Ok(_) => Ok(filter.clone()),
+            Err(e) => Err(self.error(
+                text.span(),
+                format!("[node] log_level {filter:?}: not a filter such as \"info\" or \"warn,ringspan=debug\" ({e})"),
+            )),
+        }
+    }
+
     pub(super) fn public_key(
         &self,
         text: &Spanned<String>,
