@@ -200,3 +200,55 @@ fn a_relay_under_load_takes_new_peers_mounts_limits_and_log_level_without_droppi
     assert_eq!(tally.completed, tally.opened);
     assert!(log_of(&a).contains("reloaded on SIGHUP"), "SIGHUP's reload is logged");
 }
+
+#[test]
+fn a_reload_lets_a_key_in_changes_its_role_and_shuts_it_out() {
+    let dir = scratch("reload-rights");
+    let a = Node::new(&dir, "a");
+    let a_node = a.public().node_id().to_string();
+    let c_id = Identity::generate().unwrap();
+    let c_key = c_id.public_key();
+    let c_node = c_key.node_id().to_string();
+    let mount = config::echo_mount(M1, "master", "a/m1");
+    let a_allowing = |allow: &str| config::write(&a, allow, LIMITS, &mount);
+    a_allowing("");
+    let _a = a.run();
+    // c dials a, whose configuration does not know its key yet.
+    let c = app(c_id, Role::Client, &a);
+    let c_view = c.shared();
+    let peer_state = || {
+        let snapshot = c_view.snapshot();
+        let peer = snapshot.peers.into_iter().find(|p| p.peer == a_node)?;
+        Some((peer.state, peer.last_error.unwrap_or_default()))
+    };
+    wait_for("c to be refused", WAIT, || peer_state().is_some_and(|(s, _)| s == "refused"));
+    assert!(a.snapshot().links.is_empty());
+
+    // Allowed as a client: c links at its next dial, and calls.
+    a_allowing(&config::allow(&[(c_key, "client")]));
+    let said = reloaded(&a);
+    assert!(said.contains(&format!("key {c_node} allowed as client")), "{said}");
+    assert!(c.wait_for_route(M1, WAIT), "c reaches a's mount once allowed");
+    let first = link_to(&c_view.snapshot(), &a_node).expect("c's link to a");
+
+    // Granted router instead: its link, up as a client's, is closed, and it links again as
+    // the router its key now may be (it still says it is a client).
+    a_allowing(&config::allow(&[(c_key, "router")]));
+    let said = reloaded(&a);
+    assert!(said.contains("closed: its key is now granted router (it was client)"), "{said}");
+    wait_for("c's link again, granted router", WAIT, || {
+        a.try_snapshot()
+            .is_some_and(|s| s.links.iter().any(|l| l.peer == c_node && l.granted == "router"))
+    });
+    let second = link_to(&c_view.snapshot(), &a_node);
+    assert!(second.is_some() && second != Some(first), "a new link");
+
+    // Shut out: its link closed, and refused from then on.
+    a_allowing("");
+    let said = reloaded(&a);
+    assert!(said.contains("closed: its key is no longer allowed"), "{said}");
+    wait_for("c refused again", WAIT, || {
+        peer_state().is_some_and(|(state, _)| state == "refused")
+            && a.try_snapshot().is_some_and(|s| s.links.is_empty())
+    });
+}
