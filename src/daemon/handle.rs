@@ -76,6 +76,10 @@ pub struct Settings {
     /// The names the configuration gives peers' keys (`[[peer]] name`), shown beside their
     /// node ids in `show`, the logs and the metrics.
     pub names: Vec<(PublicKey, String)>,
+    /// The name the node announces in its hellos (`[node] name`; at most
+    /// [`limits::NODE_NAME_MAX`] bytes of printable UTF-8), which neighbours show where their
+    /// configuration names it not.
+    pub name: Option<String>,
 }
 
 impl Settings {
@@ -96,6 +100,7 @@ impl Settings {
             recv_buffers: limits::RECV_BUFFERS,
             workers: 1,
             names: Vec::new(),
+            name: None,
         }
     }
 

@@ -48,7 +48,7 @@ use crate::limits::LANE_QUEUE_RECORDS;
 use crate::relay::redial::Redial;
 use crate::relay::{LinkUp, Node, Notice};
 use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
-use crate::span::{Hello, Role, SharedClients, Wants};
+use crate::span::{Hello, Label, Role, SharedClients, Wants};
 use crate::txn::{Event, Received};
 use crate::wire::ErrorCode;
 
@@ -140,6 +140,9 @@ pub struct HostState {
     rights: Rights,
     /// The configuration's names of peers, by node id.
     names: HashMap<NodeId, String>,
+    /// The names the peers of this plane's links announced in their hellos (keys granted more
+    /// than a client only), while their links are up.
+    announced: HashMap<LinkId, Label, Hasher>,
     /// The node's own keepalive interval (a peer with a short idle timeout gets more).
     keepalive: Duration,
     /// The configured mounts: attached at the first tick (the first plane's only), then kept
@@ -178,6 +181,12 @@ impl HostState {
         let mut hello = Hello::new(settings.role, Wants::all());
         hello.idle_timeout_ms =
             u32::try_from(settings.limits.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+        if let Some(name) = &settings.name {
+            match hello.clone().named(name) {
+                Ok(named) => hello = named,
+                Err(error) => tracing::warn!(%error, "the node's name is not announced"),
+            }
+        }
         let plan = dial_plan(&settings.peers, plane.of, None);
         let mut redial = Redial::new(
             dials(settings, &plan, plane.index),
@@ -203,6 +212,7 @@ impl HostState {
             redial,
             rights: Rights::of(settings),
             names: names(settings),
+            announced: HashMap::default(),
             keepalive: settings.limits.keepalive,
             mounts: if plane.is_first() { settings.mounts.clone() } else { Vec::new() },
             started: false,
@@ -229,6 +239,13 @@ impl HostState {
     /// The configuration's name of the peer `node`, if it gives one.
     pub fn name_of(&self, node: NodeId) -> Option<&str> {
         self.names.get(&node).map(String::as_str)
+    }
+
+    /// The name the peer on `link` announced in its hello, if it did (and its key is granted
+    /// more than a client). Said by the peer, not proven: the configuration's name wins.
+    pub fn announced_name(&self, link: LinkId) -> Option<&str> {
+        let name = self.announced.get(&link)?;
+        std::str::from_utf8(name.as_bytes()).ok()
     }
 
     /// Which plane of its node this host runs.
@@ -330,6 +347,13 @@ impl HostState {
                         }
                         self.keepalives.push((link, needed));
                     }
+                }
+                Notice::PeerName { link, name } => {
+                    let node = self.node.peer_of(link).unwrap_or_default();
+                    let announced = String::from_utf8_lossy(name.as_bytes());
+                    let configured = self.name_of(node).unwrap_or("-");
+                    tracing::info!(%link, peer = %node, configured, "the peer announces its name: {announced:?}");
+                    self.announced.insert(link, name);
                 }
             }
         }
@@ -572,6 +596,7 @@ impl<A: App> Service for Host<A> {
             return;
         }
         tracing::info!(%link, %reason, "link down");
+        s.announced.remove(&link);
         if s.misbehaving.remove(&link) {
             s.closes.misbehaved += 1;
         } else {

@@ -172,6 +172,7 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     };
     check(old.identity.public_key() != new.identity.public_key(), "the node's key ([node] key)");
     check(old.role != new.role, "[node] role");
+    check(old.name != new.name, "[node] name");
     check(old.listen != new.listen, "[node] listen");
     check(old.planes() != new.planes(), "[node] workers");
     check(old.client_clusters != new.client_clusters, "[node] client_clusters");

@@ -101,6 +101,8 @@ pub struct NodeConfig {
     /// Which log lines are written: a `RUST_LOG`-style filter, checked. `None`: as `RUST_LOG`
     /// says (warnings and errors by default). A reload changes it.
     pub log_level: Option<String>,
+    /// The name the node announces to its neighbours, if any.
+    pub name: Option<String>,
 }
 
 /// How log lines are written to standard error.
@@ -267,6 +269,10 @@ impl NodeConfig {
             None => None,
             Some(text) => Some(source.log_level(text)?),
         };
+        let name = match &node.name {
+            None => None,
+            Some(text) => Some(source.node_name(text)?),
+        };
 
         Ok(NodeConfig {
             path: path.to_path_buf(),
@@ -284,6 +290,7 @@ impl NodeConfig {
             limits,
             log_format,
             log_level,
+            name,
         })
     }
 }
@@ -307,6 +314,7 @@ impl NodeConfig {
             metrics: self.metrics,
             workers: self.workers.unwrap_or_else(cores),
             names: self.peers.iter().filter_map(|p| Some((p.spec.key, p.name.clone()?))).collect(),
+            name: self.name.clone(),
             ..Settings::new(identity)
         }
     }
