@@ -211,6 +211,16 @@ fn changes(old: &Settings, new: &Settings) -> Vec<String> {
                         address(peer)
                     ));
                 }
+                let named = |names: &[(PublicKey, String)]| {
+                    names.iter().find(|(k, _)| *k == peer.key).map(|(_, n)| n.clone())
+                };
+                let (was_named, named_now) = (named(&old.names), named(&new.names));
+                if was_named != named_now {
+                    lines.push(format!(
+                        "peer {name}: renamed from {}",
+                        was_named.as_deref().unwrap_or("no name")
+                    ));
+                }
                 if was.role != peer.role {
                     lines.push(format!(
                         "peer {name}: role {} -> {}",
@@ -248,9 +258,16 @@ fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     for mount in &new.mounts {
         match old.mounts.iter().find(|m| m.key == mount.key) {
             None => lines.push(format!("mount {} attached", mount_text(mount))),
-            Some(was) if was != mount => {
-                lines.push(format!("mount {} changed (attached anew)", mount_text(mount)))
-            }
+            Some(was) if (was.kind, was.label) != (mount.kind, mount.label) => lines.push(format!(
+                "mount {}: kind or label changed (attached anew)",
+                mount_text(mount)
+            )),
+            Some(was) if was.service != mount.service => lines.push(format!(
+                "mount {}: service {:?} -> {:?}",
+                mount_text(mount),
+                was.service,
+                mount.service
+            )),
             Some(_) => {}
         }
     }
