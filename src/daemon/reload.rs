@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::{PlaneReload, mount_text};
 use super::planes::dial_plan;
-use super::{Limits, PeerSpec, Settings, Shared};
+use super::{Limits, MountService, PeerSpec, Settings, Shared};
 use crate::cipher::PublicKey;
 use crate::ring;
 use crate::span::Role;
@@ -263,10 +263,10 @@ fn changes(old: &Settings, new: &Settings) -> Vec<String> {
                 mount_text(mount)
             )),
             Some(was) if was.service != mount.service => lines.push(format!(
-                "mount {}: service {:?} -> {:?}",
+                "mount {}: service {} -> {}",
                 mount_text(mount),
-                was.service,
-                mount.service
+                service(was.service),
+                service(mount.service)
             )),
             Some(_) => {}
         }
@@ -276,6 +276,14 @@ fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     }
     lines.extend(limit_changes(&old.limits, &new.limits));
     lines
+}
+
+/// A mount's service as the configuration names it.
+fn service(service: MountService) -> &'static str {
+    match service {
+        MountService::Echo => "echo",
+        MountService::App => "none",
+    }
 }
 
 /// Each limit `new` changes, as `[limits] key old -> new`.
