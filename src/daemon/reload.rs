@@ -1,4 +1,5 @@
-//! Live reload (DESIGN 7c.5, "Live reload"): a running node takes new [`Settings`] without a restart.
+//! Live reload (DESIGN 7c.5, "Live reload"): a running node takes new [`Settings`] without a
+//! restart.
 //!
 //! [`Shared::reload`] compares them with the node's: a change to anything the node holds from
 //! its start only (its key, role, listener, workers, client clusters, control socket, metrics
