@@ -50,8 +50,9 @@ pub struct Settings {
     pub identity: Identity,
     /// What it tells its neighbours it is.
     pub role: Role,
-    /// Where to accept links (`None`: dial only).
-    pub listen: Option<SocketAddr>,
+    /// Where to accept links, each address a listening socket every worker accepts on
+    /// (`ring::Config::listen`); empty: dial only.
+    pub listen: Vec<SocketAddr>,
     /// Its neighbours.
     pub peers: Vec<PeerSpec>,
     /// Other keys allowed to connect, each with the most its hello may claim to be.
@@ -84,7 +85,7 @@ impl Settings {
         Settings {
             identity,
             role: Role::Router,
-            listen: None,
+            listen: Vec::new(),
             peers: Vec::new(),
             allow: Vec::new(),
             accept_unknown_keys: false,
@@ -294,7 +295,7 @@ impl Settings {
             workers: self.planes(),
             // Several nodes may share a host: let the scheduler place them.
             pin_workers: false,
-            listen: self.listen,
+            listen: self.listen.clone(),
             keepalive_interval: self.limits.keepalive,
             idle_timeout: self.limits.idle_timeout,
             send_queue_max_bytes: self.limits.send_queue_max_bytes,
@@ -351,7 +352,13 @@ impl Handle {
         self.id
     }
 
-    /// Where it accepts links (with the real port if 0 was asked for).
+    /// Where it accepts links, in the order of [`Settings::listen`] (with the real port where
+    /// 0 was asked for); empty if it only dials.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.engine.local_addrs()
+    }
+
+    /// The first of [`Handle::local_addrs`], if it listens at all.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.engine.local_addr()
     }

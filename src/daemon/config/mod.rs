@@ -282,14 +282,13 @@ impl NodeConfig {
 
 impl NodeConfig {
     /// The settings a node runs with, its key pair `identity` read from [`NodeConfig::key`]:
-    /// everything the file says but the key file and all listen addresses but the first (a
-    /// node has one listener for now), the workers one per core when the file says none, and
-    /// the control socket beside the file when none is named.
+    /// everything the file says but the key file, the workers one per core when the file says
+    /// none, and the control socket beside the file when none is named.
     pub fn settings(&self, identity: Identity) -> Settings {
         Settings {
             role: self.role,
-            listen: self.listen.first().copied(),
-            peers: self.peers.iter().map(|peer| peer.spec).collect(),
+            listen: self.listen.clone(),
+            peers: self.peers.iter().map(|peer| peer.spec.clone()).collect(),
             allow: self.allow.clone(),
             accept_unknown_keys: self.accept_unknown_keys,
             client_clusters: self.client_clusters.clone(),
