@@ -325,7 +325,7 @@ fn relay_100k(workers: usize) {
         sender.listen = port.into_iter().collect();
         sender.peers = vec![PeerSpec::router(None, relay_id.public_key())];
         relay.peers.push(PeerSpec {
-            address: port,
+            address: port.map(Into::into),
             key: sender_id.public_key(),
             role: Role::Client,
         });

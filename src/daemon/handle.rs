@@ -21,15 +21,17 @@ use crate::error::Misuse;
 use crate::ids::{ClusterId, NodeId};
 use crate::limits;
 use crate::relay::CallId;
+use crate::relay::redial::PeerAddr;
 use crate::ring::{self, Engine, Remote};
 use crate::span::{Label, MountKey, MountKind, Role};
 use crate::wire::{Command, ErrorCode, Flags};
 
 /// A neighbour to link to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSpec {
-    /// Where to dial it; `None`: only accept it.
-    pub address: Option<SocketAddr>,
+    /// Where to dial it: an IP address and port, or a host name and port resolved anew before
+    /// each dial (`daemon::resolve`); `None`: only accept it.
+    pub address: Option<PeerAddr>,
     /// Its public key.
     pub key: PublicKey,
     /// The most its hello may claim to be.
@@ -39,7 +41,7 @@ pub struct PeerSpec {
 impl PeerSpec {
     /// A router peer at `address` with `key`.
     pub fn router(address: Option<SocketAddr>, key: PublicKey) -> PeerSpec {
-        PeerSpec { address, key, role: Role::Router }
+        PeerSpec { address: address.map(PeerAddr::Ip), key, role: Role::Router }
     }
 }
 
@@ -262,10 +264,11 @@ pub struct Handle {
     control: Option<control::ControlSocket>,
 }
 
-/// The configured peers' addresses, each once.
+/// The configured peers' IP addresses, each once (a peer given by name is trusted from the
+/// addresses its name resolves to, as they are learned: `daemon::resolve`).
 fn trusted_sources(peers: &[PeerSpec]) -> Vec<std::net::IpAddr> {
     let mut ips: Vec<std::net::IpAddr> =
-        peers.iter().filter_map(|p| Some(p.address?.ip())).collect();
+        peers.iter().filter_map(|p| Some(p.address.as_ref()?.ip()?.ip())).collect();
     ips.sort_unstable();
     ips.dedup();
     ips

@@ -28,6 +28,7 @@ mod planes;
 mod refusals;
 mod render;
 mod request;
+mod resolve;
 mod snapshot;
 #[cfg(test)]
 mod tests;
