@@ -98,8 +98,9 @@ impl Resolver {
             return true;
         }
         let shared = self.shared.clone();
-        let spawned =
-            std::thread::Builder::new().name("ringspan-resolve".into()).spawn(move || work(&shared));
+        let spawned = std::thread::Builder::new()
+            .name("ringspan-resolve".into())
+            .spawn(move || work(&shared));
         match spawned {
             Ok(_) => {
                 queue.threads += 1;
@@ -167,7 +168,8 @@ fn work(shared: &Shared) {
 /// `host:port`'s addresses (the system's resolver, blocking), at most [`RESOLVED_ADDRS_MAX`],
 /// each once; or why there are none.
 fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let found = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let found =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?;
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(RESOLVED_ADDRS_MAX);
     for addr in found {
         if !addrs.contains(&addr) {

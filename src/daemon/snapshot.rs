@@ -745,7 +745,10 @@ mod tests {
             ..unresolved
         };
         let row = PeerRow::of(&resolving, now);
-        assert_eq!((row.state.as_str(), row.resolved.as_deref()), ("resolving", Some("127.0.0.1:7")));
+        assert_eq!(
+            (row.state.as_str(), row.resolved.as_deref()),
+            ("resolving", Some("127.0.0.1:7"))
+        );
         let up = PeerStatus { state: PeerState::Up(LinkId(3)), last_error: None, ..refused };
         let row = PeerRow::of(&up, now);
         assert_eq!((row.state.as_str(), row.next_dial_ms), ("up (link 0:3.0)", None));

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
-use ringspan::ids::LinkId;
 use ringspan::cipher::PublicKey;
+use ringspan::ids::LinkId;
 use ringspan::ring::{Engine, LinkCtx, Service, StartError};
 use ringspan::txn::Received;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -145,7 +145,10 @@ fn one_port_on_ipv4_and_ipv6_at_once() {
     let client =
         Engine::start(config(1, None), client_cipher, move |_| Up { up: client_tx.clone() })
             .unwrap();
-    for addr in [SocketAddr::from(([127, 0, 0, 1], port)), SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))] {
+    for addr in [
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
+    ] {
         client.connect(addr, Some(server_key));
         client_rx.recv_timeout(Duration::from_secs(20)).expect("the client's link up");
         server_rx.recv_timeout(Duration::from_secs(20)).expect("the server's link up");

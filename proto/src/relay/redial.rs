@@ -453,7 +453,10 @@ mod tests {
         let peer = r.peers().next().unwrap();
         assert_eq!(peer.failures, 7);
         let last = peer.last_error.unwrap();
-        assert_eq!((&last.reason, last.lived), (&Failure::Closed(CloseReason::PeerClosed), Some(ms(3))));
+        assert_eq!(
+            (&last.reason, last.lived),
+            (&Failure::Closed(CloseReason::PeerClosed), Some(ms(3)))
+        );
         assert!(last.is_refusal(), "a link the peer ended before it was stable");
         // A link just short of the stable period is one more failure.
         r.poll_dial(now).unwrap();
@@ -506,9 +509,8 @@ mod tests {
         let t0 = Instant::now();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let mut r =
-            Redial::new([(a.into(), key(1)), (b.into(), key(2))], ms(100), ms(800), 3, t0)
-                .one_at_a_time();
+        let mut r = Redial::new([(a.into(), key(1)), (b.into(), key(2))], ms(100), ms(800), 3, t0)
+            .one_at_a_time();
         assert_eq!(r.poll_dial(t0), Some((a.into(), key(1))));
         assert_eq!(r.poll_dial(t0), None, "only the first satellite is dialled");
         r.up(&key(1), LinkId(1), t0);
@@ -532,8 +534,10 @@ mod tests {
         let t0 = Instant::now();
         let name: PeerAddr = "b.example:7402".parse().unwrap();
         let ip: SocketAddr = "127.0.0.1:7403".parse().unwrap();
-        let found: [SocketAddr; 2] = ["[::1]:7402".parse().unwrap(), "127.0.0.1:7402".parse().unwrap()];
-        let mut r = Redial::new([(name.clone(), key(1)), (ip.into(), key(2))], ms(100), ms(800), 5, t0);
+        let found: [SocketAddr; 2] =
+            ["[::1]:7402".parse().unwrap(), "127.0.0.1:7402".parse().unwrap()];
+        let mut r =
+            Redial::new([(name.clone(), key(1)), (ip.into(), key(2))], ms(100), ms(800), 5, t0);
         // The name is handed out to resolve, the address to dial.
         assert_eq!(r.poll_dial(t0), Some((name.clone(), key(1))));
         assert_eq!(r.poll_dial(t0), Some((ip.into(), key(2))));
@@ -550,10 +554,14 @@ mod tests {
         r.failed(found[0], CloseReason::Io(111), t0);
         assert_eq!(r.peers().next().unwrap().failures, 1);
         // Resolved anew at the next dial: after a failure, the next address.
-        let mut now = r.peers().next().map(|p| match p.state {
-            PeerState::Waiting(at) => at,
-            other => panic!("{other:?}"),
-        }).unwrap();
+        let mut now = r
+            .peers()
+            .next()
+            .map(|p| match p.state {
+                PeerState::Waiting(at) => at,
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
         assert_eq!(r.poll_dial(now), Some((name.clone(), key(1))));
         assert_eq!(r.resolved(&key(1), &found), Some(found[1]));
         r.failed(found[1], CloseReason::Io(111), now);

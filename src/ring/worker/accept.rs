@@ -22,7 +22,12 @@ pub(crate) struct Listener {
 impl Listener {
     /// This worker's handle `socket` to a listening socket, no accept armed yet.
     pub(crate) fn new(socket: Socket) -> Listener {
-        Listener { socket: Some(socket), generation: 0, accepted_in_turn: false, paused_until: None }
+        Listener {
+            socket: Some(socket),
+            generation: 0,
+            accepted_in_turn: false,
+            paused_until: None,
+        }
     }
 }
 

@@ -182,9 +182,18 @@ mod tests {
             (":7401", Name("the host name is empty")),
             ("a..b:7401", Name("the host name has an empty label (two dots)")),
             ("-a.b:7401", Name("a label of the host name starts or ends with '-'")),
-            ("a b:7401", Name("the host name has a character other than letters, digits, '-', '_' and '.'")),
-            ("1.2.3:7401", Name("not an IP address, and a host name's last label is not all digits")),
-            ("300.1.1.1:7401", Name("not an IP address, and a host name's last label is not all digits")),
+            (
+                "a b:7401",
+                Name("the host name has a character other than letters, digits, '-', '_' and '.'"),
+            ),
+            (
+                "1.2.3:7401",
+                Name("not an IP address, and a host name's last label is not all digits"),
+            ),
+            (
+                "300.1.1.1:7401",
+                Name("not an IP address, and a host name's last label is not all digits"),
+            ),
             (long_label.as_str(), Name("a label of the host name is over 63 characters")),
             (long_name.as_str(), Name("the host name is longer than 253 characters")),
         ];

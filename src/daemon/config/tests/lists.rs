@@ -49,7 +49,10 @@ fn two_peers_may_not_share_a_key_or_a_name() {
 #[test]
 fn a_peer_address_is_an_ip_address_or_a_host_name_with_a_port() {
     let peer = |address: &str| {
-        format!("[node]\nkey = \"k\"\nlisten = [\"127.0.0.1:7401\"]\n[[peer]]\nkey = \"{}\"\naddress = \"{address}\"\n", b64(1))
+        format!(
+            "[node]\nkey = \"k\"\nlisten = [\"127.0.0.1:7401\"]\n[[peer]]\nkey = \"{}\"\naddress = \"{address}\"\n",
+            b64(1)
+        )
     };
     let address = |text: &str| parse(&peer(text)).unwrap().peers[0].spec.address.clone().unwrap();
     let name = |host: &str, port| PeerAddr::Name { host: host.to_owned(), port };
@@ -81,8 +84,16 @@ fn a_peer_address_is_an_ip_address_or_a_host_name_with_a_port() {
         assert!(shown.starts_with("/etc/ringspan/node.toml:6:11: peer address: "), "{shown}");
     }
     // Listen and metrics addresses stay IP addresses.
-    refused("[node]\nkey = \"k\"\nlisten = [\"localhost:7401\"]\n", 3, "host names are not taken here");
-    refused("[node]\nkey = \"k\"\nmetrics = \"localhost:9401\"\n", 3, "host names are not taken here");
+    refused(
+        "[node]\nkey = \"k\"\nlisten = [\"localhost:7401\"]\n",
+        3,
+        "host names are not taken here",
+    );
+    refused(
+        "[node]\nkey = \"k\"\nmetrics = \"localhost:9401\"\n",
+        3,
+        "host names are not taken here",
+    );
 }
 
 #[test]

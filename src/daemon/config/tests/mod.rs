@@ -306,7 +306,8 @@ fn the_settings_carry_what_the_file_says() {
     let settings = config.settings(Identity::generate().unwrap());
     assert_eq!(settings.role, Role::Router);
     // Every listen address.
-    let listen: [SocketAddr; 2] = ["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()];
+    let listen: [SocketAddr; 2] =
+        ["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()];
     assert_eq!(settings.listen, listen);
     assert_eq!(settings.peers, [config.peers[0].spec.clone()]);
     assert_eq!(settings.allow, config.allow);
