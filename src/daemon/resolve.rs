@@ -40,11 +40,22 @@ pub struct Resolver {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     state: Mutex<Queue>,
     /// Signalled when a name is queued, and when the resolver is dropped.
     wake: Condvar,
+    /// How a name is resolved: [`resolve`], but in tests.
+    lookup: Lookup,
+}
+
+/// A blocking resolution of `host:port`: its addresses, or why there are none.
+type Lookup = fn(&str, u16) -> Result<Vec<SocketAddr>, String>;
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared { state: Mutex::default(), wake: Condvar::new(), lookup: resolve }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -84,15 +95,18 @@ pub struct Resolved {
 
 impl Resolver {
     /// Queues `host:port`, the name of the peer with `key`, its answer to go to `reply`;
-    /// starts a thread if none is idle and fewer than [`RESOLVER_THREADS_MAX`] run. `false` if
-    /// [`RESOLVE_QUEUE_MAX`] names wait already, or no thread can be started to take it.
+    /// starts a thread if more names wait than idle threads will take and fewer than
+    /// [`RESOLVER_THREADS_MAX`] run. `false` if [`RESOLVE_QUEUE_MAX`] names wait already, or no
+    /// thread can be started to take it.
     fn submit(&self, host: &str, port: u16, key: PublicKey, reply: Remote) -> bool {
         let mut queue = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.jobs.len() >= RESOLVE_QUEUE_MAX {
             return false;
         }
         queue.jobs.push_back(Job { host: host.to_owned(), port, key, reply });
-        if queue.idle > 0 || queue.threads >= RESOLVER_THREADS_MAX {
+        // Idle threads woken for earlier names still count as idle until they run: a thread is
+        // started whenever more names wait than idle threads will take.
+        if queue.jobs.len() <= queue.idle || queue.threads >= RESOLVER_THREADS_MAX {
             // An idle thread takes it, or the next thread to finish.
             self.shared.wake.notify_one();
             return true;
@@ -155,7 +169,7 @@ fn work(shared: &Shared) {
                 }
             }
         };
-        let addrs = resolve(&job.host, job.port);
+        let addrs = (shared.lookup)(&job.host, job.port);
         let answer = Resolved { key: job.key, addrs };
         // A worker that is gone, or stuck with a full mailbox for 2 s, loses the answer: its
         // peer's dial times out instead.
@@ -316,7 +330,101 @@ impl Lookups {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
+    use crate::cipher::{self, Identity};
+    use crate::ring::{Engine, LinkCtx, Service};
+    use crate::txn::Received;
+
+    /// Hands the resolutions its worker is sent to the test.
+    struct Forward(mpsc::Sender<Resolved>);
+
+    impl Service for Forward {
+        fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
+
+        fn command(&mut self, _worker: &mut WorkerCtx<'_>, command: Box<dyn std::any::Any + Send>) {
+            if let Ok(resolved) = command.downcast::<Resolved>() {
+                let _ = self.0.send(*resolved);
+            }
+        }
+    }
+
+    /// Names starting with "slow" block until [`open_gate`]; the rest resolve to 127.0.0.1.
+    fn gated(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        if host.starts_with("slow") {
+            let (open, changed) = &GATE;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = changed.wait(open).unwrap();
+            }
+        }
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }
+
+    static GATE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+    fn open_gate() {
+        *GATE.0.lock().unwrap() = true;
+        GATE.1.notify_all();
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's own deadline
+    fn slow_names_hold_a_thread_each_and_the_queue_is_bounded() {
+        let (tx, answers) = mpsc::channel();
+        let identity = Identity::generate().unwrap();
+        let config = ring::Config {
+            workers: 1,
+            pin_workers: false,
+            recv_buffers: 8,
+            ..ring::Config::default()
+        };
+        let engine =
+            Engine::start(config, Arc::new(cipher::Config::new(identity).unwrap()), move |_| {
+                Forward(tx.clone())
+            })
+            .unwrap();
+        let reply = engine.remote(0).unwrap();
+        let shared = Shared { lookup: gated, ..Shared::default() };
+        let resolver = Resolver { shared: Arc::new(shared) };
+        let key = |n: u16| PublicKey([(n % 256) as u8; 32]);
+        let wait = Duration::from_secs(20);
+        // A slow name holds a thread: with one left, a quick name still gets through.
+        let slow_threads = RESOLVER_THREADS_MAX as u16;
+        for n in 0..slow_threads - 1 {
+            assert!(resolver.submit("slow.example", n, key(n), reply.clone()));
+        }
+        assert!(resolver.submit("quick.example", 7401, key(999), reply.clone()));
+        let quick = answers.recv_timeout(wait).expect("the quick name answered");
+        let expected = Ok(vec![SocketAddr::from(([127, 0, 0, 1], 7401))]);
+        assert_eq!((quick.key, quick.addrs), (key(999), expected));
+        // One more holds the last thread (once it has taken it from the queue).
+        assert!(resolver.submit("slow.example", slow_threads, key(slow_threads), reply.clone()));
+        let deadline = std::time::Instant::now() + wait;
+        while !resolver.shared.state.lock().unwrap().jobs.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no thread took the last slow name");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // With every thread held, names wait in the queue, up to its bound.
+        let mut queued = 0;
+        while resolver.submit("slow.example", 1000 + queued as u16, key(1000), reply.clone()) {
+            queued += 1;
+            assert!(queued <= RESOLVE_QUEUE_MAX, "the queue takes more than its bound");
+        }
+        assert_eq!(queued, RESOLVE_QUEUE_MAX);
+        let threads = resolver.shared.state.lock().unwrap().threads;
+        assert_eq!(threads, RESOLVER_THREADS_MAX);
+        // Once the slow names answer, every name queued does.
+        open_gate();
+        for _ in 0..RESOLVER_THREADS_MAX + RESOLVE_QUEUE_MAX {
+            let answer = answers.recv_timeout(wait).expect("every name answered");
+            assert!(answer.addrs.is_ok());
+        }
+        drop(resolver);
+        engine.shutdown();
+        engine.join();
+    }
 
     #[test]
     fn localhost_resolves_and_an_invalid_name_says_why() {

@@ -1,5 +1,5 @@
-//! Accepting and dialling: admission of accepted connections, dials, and the handshakes they
-//! start.
+//! Accepting and dialling: a worker's handles to the listening sockets and the accept on each,
+//! admission of accepted connections, dials, and the handshakes they start.
 
 use super::*;
 
