@@ -42,7 +42,7 @@ enum Command {
     /// Runs a local cluster that shows relaying, rerouting and figures.
     Demo(cli::demo::DemoArgs),
     /// Runs a node from its configuration file until SIGINT or SIGTERM (then drains it for up
-    /// to `drain_grace_ms` and stops).
+    /// to `drain_grace_ms` and stops); SIGHUP reloads the file.
     Run {
         /// The node's TOML configuration.
         #[arg(long, short)]
@@ -62,6 +62,9 @@ enum Command {
     /// Drains a running node and waits until it stops: its neighbours route around it, its
     /// calls run to their end (over its control socket; as SIGTERM does).
     Drain(cli::drain::DrainArgs),
+    /// Has a running node re-read its configuration file and take it without a restart (as
+    /// SIGHUP does), and prints what changed; a file it refuses changes nothing.
+    Reload(cli::drain::ReloadArgs),
     /// Sends calls to a mount through the cluster from a client node, and reports how they ended
     /// (exit status 1, and why, if any failed).
     Call(cli::run::CallArgs),
@@ -130,6 +133,10 @@ fn main() -> ExitCode {
         Command::Drain(args) => {
             init();
             cli::drain::drain(&args)
+        }
+        Command::Reload(args) => {
+            init();
+            cli::drain::reload(&args)
         }
         Command::Show(args) => {
             init();

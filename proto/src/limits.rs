@@ -434,6 +434,11 @@ pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
 /// Bytes of a mount's label (HAMMER2's `pfs_label`, a human-readable name).
 pub const SPAN_LABEL_MAX: usize = 64;
 
+/// Bytes of the name a node announces in its hello (`[node] name`): a name for people, shown
+/// beside its node id by neighbours whose configuration gives it none. Short: it rides in every
+/// hello, and a neighbour keeps it per link (not for clients).
+pub const NODE_NAME_MAX: usize = 32;
+
 /// Circuits (relayed transaction pairs) and local calls open in one node at once. Each costs a
 /// slab entry and two index entries (~100 bytes), so a full table is ~100 MiB. Shared max-min
 /// fairly among the links circuits come in on (and the local application), like

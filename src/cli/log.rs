@@ -1,5 +1,6 @@
-//! Where the binary's log lines go and how they look: standard error, filtered by `RUST_LOG`
-//! (default: warnings and errors), as text or as JSON.
+//! Where the binary's log lines go and how they look: standard error, filtered by the
+//! configuration's `log_level`, else `RUST_LOG` (default: warnings and errors), as text or as
+//! JSON. A reload changes the filter ([`set_level`]).
 //!
 //! Text is coloured only when standard error is a terminal and `NO_COLOR` is unset or empty, so
 //! a log redirected to a file or a pipe holds no escape codes. JSON is one object per line
@@ -24,20 +25,62 @@ const OWN: &str = "ringspan::cli";
 /// A JSON subscriber for the binary's own lines in JSON, whatever `RUST_LOG` says.
 static UNFILTERED: OnceLock<Dispatch> = OnceLock::new();
 
+/// Replaces the installed subscriber's filter.
+type Refilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// How [`set_level`] reaches the subscriber [`init`] installed.
+static REFILTER: OnceLock<Refilter> = OnceLock::new();
+
+/// The filter for `level` (a configuration's `log_level`), else `RUST_LOG`'s, else warnings
+/// and errors.
+fn filter(level: Option<&str>) -> EnvFilter {
+    match level {
+        // The configuration checked it; a filter it could not take would only drop directives.
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    }
+}
+
 /// Installs the process's log subscriber, writing `format` to standard error. The first call
 /// decides; later ones do nothing.
 pub fn init(format: LogFormat) {
+    init_with(format, None);
+}
+
+/// [`init`], the lines written as `level` says (a configuration's `log_level`; `None`: as
+/// `RUST_LOG` says).
+pub fn init_with(format: LogFormat, level: Option<&str>) {
     if FORMAT.set(format).is_err() {
         return;
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter(level)).with_writer(std::io::stderr);
     let installed = match format {
-        LogFormat::Text => builder.with_ansi(colour()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).try_init(),
+        LogFormat::Text => {
+            let builder = builder.with_ansi(colour()).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = REFILTER.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+            builder.try_init()
+        }
+        LogFormat::Json => {
+            let builder =
+                builder.json().flatten_event(true).with_ansi(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = REFILTER.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+            builder.try_init()
+        }
     };
     if let Err(error) = installed {
         eprintln!("ringspan: logs: {error}");
+    }
+}
+
+/// Writes the lines `level` says from now on (a reloaded `log_level`; `None`: as `RUST_LOG`
+/// says). Nothing happens before [`init`].
+pub fn set_level(level: Option<&str>) -> Result<(), String> {
+    match REFILTER.get() {
+        Some(refilter) => refilter(filter(level)),
+        None => Ok(()),
     }
 }
 

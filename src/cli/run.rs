@@ -79,7 +79,10 @@ pub struct CallArgs {
 /// format `log_format` (the command line's) or else the file's names.
 pub fn load(path: &Path, log_format: Option<LogFormat>) -> Result<NodeConfig, String> {
     let config = NodeConfig::load(path).map_err(|e| e.to_string())?;
-    log::init(log_format.or(config.log_format).unwrap_or_default());
+    log::init_with(
+        log_format.or(config.log_format).unwrap_or_default(),
+        config.log_level.as_deref(),
+    );
     Ok(config)
 }
 
@@ -124,7 +127,35 @@ pub fn run(path: &Path, log_format: Option<LogFormat>) -> Result<(), String> {
         socket.display()
     ));
     super::notify::when_ready(node.shared(), &config);
-    node.run_until_signal(config.limits.drain_grace).map_err(|e| e.to_string())
+    node.shared().set_reload_source(reload_source(config));
+    node.run_until_signal().map_err(|e| e.to_string())
+}
+
+/// How `ringspan run` reloads (SIGHUP, `ringspan reload`): re-reads the file it started from,
+/// checks it and the key file whole as at start (a file refused changes nothing, and its error
+/// names the file, line and column), has the node take the settings, then the log level.
+fn reload_source(started: NodeConfig) -> ringspan::daemon::ReloadSource {
+    let mut running = started;
+    Box::new(move |shared| {
+        let path = running.path.clone();
+        let config = NodeConfig::load(&path).map_err(|e| e.to_string())?;
+        if config.log_format != running.log_format {
+            return Err(format!(
+                "{}: log_format changes only when the node restarts; the node runs on as it was",
+                path.display()
+            ));
+        }
+        let new = settings(&config)?;
+        let mut report = shared.reload(new).map_err(|e| format!("{}: {e}", path.display()))?;
+        if config.log_level != running.log_level {
+            log::set_level(config.log_level.as_deref())?;
+            let level = config.log_level.as_deref().unwrap_or("as RUST_LOG says");
+            report.changes.push(format!("log_level {level}"));
+        }
+        log::notice(&format!("reloaded {}: {} change(s)", path.display(), report.changes.len()));
+        running = config;
+        Ok(report)
+    })
 }
 
 /// The addresses a node listens on, for people: `127.0.0.1:7401 and [::1]:7401`, or
@@ -140,14 +171,7 @@ pub(super) fn listening(addrs: &[std::net::SocketAddr]) -> String {
 
 /// `ringspan show`.
 pub fn show(args: &ShowArgs) -> Result<(), String> {
-    let socket = match (&args.socket, &args.config) {
-        (Some(socket), _) => socket.clone(),
-        (None, Some(config)) => {
-            let config = NodeConfig::load(config).map_err(|e| e.to_string())?;
-            config.control_socket()
-        }
-        (None, None) => return Err("show needs --config FILE or --socket PATH".into()),
-    };
+    let socket = super::drain::socket_of(args.socket.as_deref(), args.config.as_deref(), "show")?;
     let text = control::fetch(&socket)?;
     if args.json {
         println!("{text}");

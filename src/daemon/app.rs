@@ -44,17 +44,18 @@ pub struct DaemonApp {
 }
 
 impl DaemonApp {
+    /// The echo mounts of `settings`.
+    fn echo_mounts(settings: &Settings) -> HashSet<MountKey, Hasher> {
+        let echo = settings.mounts.iter().filter(|m| m.service == MountService::Echo);
+        echo.map(|m| m.key).collect()
+    }
+
     /// The application of a node run with `settings` (its echo mounts are those of
     /// `settings.mounts` marked so); calls to mounts a [`Handle`](super::Handle)'s user attaches
     /// go to `incoming`.
     pub fn new(settings: &Settings, incoming: Option<Sender<Incoming>>) -> DaemonApp {
         DaemonApp {
-            echo: settings
-                .mounts
-                .iter()
-                .filter(|m| m.service == MountService::Echo)
-                .map(|m| m.key)
-                .collect(),
+            echo: DaemonApp::echo_mounts(settings),
             app_mounts: HashSet::default(),
             incoming,
             calls: HashMap::default(),
@@ -199,6 +200,11 @@ impl DaemonApp {
 }
 
 impl App for DaemonApp {
+    fn reload(&mut self, settings: &Settings) {
+        // A configured mount's service may change; what the mount API attached stays.
+        self.echo = DaemonApp::echo_mounts(settings);
+    }
+
     fn tick(&mut self, host: &mut HostState, worker: &mut WorkerCtx<'_>) {
         let now = worker.now();
         self.answer(&mut host.node, now, worker);

@@ -223,6 +223,13 @@ fn answer_control(mut stream: UnixStream, shared: &Shared) {
         "snapshot" if !shared.started() => error_json("the node is starting: ask again"),
         "snapshot" => serde_json::to_string(&shared.snapshot())
             .unwrap_or_else(|e| error_json(&format!("cannot encode the snapshot: {e}"))),
+        "reload" if !shared.started() => error_json("the node is starting: ask again"),
+        "reload" => match shared.reload_from_source() {
+            Ok(report) => {
+                serde_json::json!({ "reloaded": true, "changes": report.changes }).to_string()
+            }
+            Err(error) => error_json(&error),
+        },
         "drain" if !shared.started() => error_json("the node is starting: ask again"),
         "drain" => {
             serde_json::json!({ "draining": true, "stopping": shared.drain_and_stop() }).to_string()
@@ -242,7 +249,8 @@ pub fn fetch(path: &Path) -> Result<String, String> {
     ask(path, "snapshot")
 }
 
-/// Sends `request` (`snapshot`, or `drain`: the node drains and, run by `ringspan run`, stops)
+/// Sends `request` (`snapshot`; `drain`: the node drains and, run by `ringspan run`, stops;
+/// `reload`: the node re-reads its configuration file)
 /// to the node at `path`; its answer, as JSON text safe to print.
 pub fn ask(path: &Path, request: &str) -> Result<String, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| {

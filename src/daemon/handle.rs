@@ -79,6 +79,10 @@ pub struct Settings {
     /// The names the configuration gives peers' keys (`[[peer]] name`), shown beside their
     /// node ids in `show`, the logs and the metrics.
     pub names: Vec<(PublicKey, String)>,
+    /// The name the node announces in its hellos (`[node] name`; at most
+    /// [`limits::NODE_NAME_MAX`] bytes of printable UTF-8), which neighbours show where their
+    /// configuration names it not.
+    pub name: Option<String>,
 }
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
             recv_buffers: limits::RECV_BUFFERS,
             workers: 1,
             names: Vec::new(),
+            name: None,
         }
     }
 
@@ -335,6 +340,7 @@ impl Handle {
                 .map_err(|e| format!("metrics address {addr}: {e}"))?;
         }
         let (incoming_tx, incoming) = mpsc::channel();
+        shared.set_running(settings.clone(), engine_config.workers);
         let planes = Plane::all(engine_config.workers);
         let engine = Engine::start(engine_config, Arc::new(cipher), move |index| {
             let plane = planes[index].clone();
@@ -505,15 +511,32 @@ impl Handle {
         drop(self.control);
     }
 
-    /// Runs until SIGINT or SIGTERM, then drains for up to `grace` ([`Handle::drain`]; zero: not
-    /// at all) and stops. A second signal while it drains stops it at once.
-    pub fn run_until_signal(self, grace: Duration) -> std::io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    /// Runs the node with `settings` from now on, without a restart ([`Shared::reload`]): what
+    /// changed, or why nothing did.
+    pub fn reload(&self, settings: Settings) -> Result<super::ReloadReport, String> {
+        self.shared.reload(settings)
+    }
+
+    /// Runs until SIGINT or SIGTERM, then drains for up to the settings' `drain_grace` (as a
+    /// reload left it; [`Handle::drain`]; zero: not at all) and stops. A second signal while it
+    /// drains stops it at once. SIGHUP reloads the node's settings from their source
+    /// ([`Shared::reload_from_source`]) and runs on, whether they were taken or refused (the
+    /// log says which).
+    pub fn run_until_signal(self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         self.shared.stop_on_signal();
-        if let Some(signal) = signals.forever().next() {
-            tracing::info!(signal, "shutting down");
+        for signal in signals.forever() {
+            if signal != SIGHUP {
+                tracing::info!(signal, "shutting down");
+                break;
+            }
+            // Refused or not, the reload logs what it did.
+            if let Ok(report) = self.shared.reload_from_source() {
+                tracing::info!(changes = report.changes.len(), "reloaded on SIGHUP");
+            }
         }
+        let grace = self.shared.drain_grace().unwrap_or_default();
         if !grace.is_zero() {
             let drained = self.drain(grace, || signals.pending().next().is_some());
             tracing::info!(drained, "stopping after the drain");

@@ -40,7 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::planes::{Claim, Linked, PlaneCommand};
+use super::planes::{Claim, Linked, PlaneCommand, dial_plan};
 use super::refusals::{Refusal, RefusalLog};
 use super::resolve::{Lookups, Resolved, Resolver};
 use super::{Closes, MountSpec, Settings};
@@ -50,9 +50,14 @@ use crate::limits::LANE_QUEUE_RECORDS;
 use crate::relay::redial::Redial;
 use crate::relay::{LinkUp, Node, Notice};
 use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
-use crate::span::{Hello, Role, SharedClients, Wants};
+use crate::span::{Hello, Label, Role, SharedClients, Wants};
 use crate::txn::{Event, Received};
 use crate::wire::ErrorCode;
+
+mod reload;
+
+pub(super) use reload::{PlaneReload, mount_text};
+use reload::{Rights, dials, names};
 
 /// The hasher of the maps consulted per message (as in `relay`): seeded per process, and several
 /// times cheaper than the standard library's SipHash on these small keys.
@@ -71,6 +76,10 @@ pub trait App: 'static {
 
     /// A link that was up is gone (after the node has handled its loss).
     fn link_down(&mut self, _link: LinkId, _reason: CloseReason) {}
+
+    /// The node's settings were reloaded ([`Shared::reload`](super::Shared::reload)), after
+    /// the host took them: take what the application keeps of them.
+    fn reload(&mut self, _settings: &Settings) {}
 
     /// Once per turn of the worker, after the node's timers, the dials and the configured
     /// mounts, and after each command: drain `host.node.poll_app()` and move the work on.
@@ -130,12 +139,6 @@ impl Plane {
             .collect()
     }
 
-    /// Whether this plane dials the `n`th configured peer with an address: peers are dealt
-    /// round robin, so each is dialled by one plane and the dials are balanced.
-    pub fn dials(&self, n: usize) -> bool {
-        n % self.of.max(1) == self.index
-    }
-
     /// Whether this is the plane that attaches the configured mounts and runs the
     /// application's work (plane 0).
     pub fn is_first(&self) -> bool {
@@ -151,14 +154,18 @@ pub struct HostState {
     redial: Redial,
     /// The named peers' resolutions.
     lookups: Lookups,
-    /// The role each known key is granted (the most its hello may claim); any other key that
-    /// gets in is a client.
-    rights: HashMap<PublicKey, Role>,
+    /// The role each known key is granted (the most its hello may claim), and whether any
+    /// other key may get in (as a client).
+    rights: Rights,
     /// The configuration's names of peers, by node id.
     names: HashMap<NodeId, String>,
+    /// The names the peers of this plane's links announced in their hellos (keys granted more
+    /// than a client only), while their links are up.
+    announced: HashMap<LinkId, Label, Hasher>,
     /// The node's own keepalive interval (a peer with a short idle timeout gets more).
     keepalive: Duration,
-    /// Mounts attached at the first tick.
+    /// The configured mounts: attached at the first tick (the first plane's only), then kept
+    /// to tell what a reload changes.
     mounts: Vec<MountSpec>,
     started: bool,
     /// Links to close at the end of the turn, with why.
@@ -193,19 +200,15 @@ impl HostState {
         let mut hello = Hello::new(settings.role, Wants::all());
         hello.idle_timeout_ms =
             u32::try_from(settings.limits.idle_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
-        // Rights are bound to keys: a peer's role, an allowed key's role; anyone else (let in by
-        // `accept_unknown_keys`) is a client.
-        let mut rights = HashMap::new();
-        rights.extend(settings.allow.iter().copied());
-        rights.extend(settings.peers.iter().map(|p| (p.key, p.role)));
+        if let Some(name) = &settings.name {
+            match hello.clone().named(name) {
+                Ok(named) => hello = named,
+                Err(error) => tracing::warn!(%error, "the node's name is not announced"),
+            }
+        }
+        let plan = dial_plan(&settings.peers, plane.of, None);
         let mut redial = Redial::new(
-            settings
-                .peers
-                .iter()
-                .filter_map(|p| Some((p.address.clone()?, p.key)))
-                .enumerate()
-                .filter(|&(n, _)| plane.dials(n))
-                .map(|(_, peer)| peer),
+            dials(settings, &plan, plane.index),
             settings.limits.redial_min,
             settings.limits.redial_max,
             id.0 as u64,
@@ -227,8 +230,9 @@ impl HostState {
             node,
             redial,
             lookups: Lookups::new(plane.resolver.clone()),
-            rights,
-            names: settings.names.iter().map(|(key, name)| (key.node_id(), name.clone())).collect(),
+            rights: Rights::of(settings),
+            names: names(settings),
+            announced: HashMap::default(),
             keepalive: settings.limits.keepalive,
             mounts: if plane.is_first() { settings.mounts.clone() } else { Vec::new() },
             started: false,
@@ -255,6 +259,13 @@ impl HostState {
     /// The configuration's name of the peer `node`, if it gives one.
     pub fn name_of(&self, node: NodeId) -> Option<&str> {
         self.names.get(&node).map(String::as_str)
+    }
+
+    /// The name the peer on `link` announced in its hello, if it did (and its key is granted
+    /// more than a client). Said by the peer, not proven: the configuration's name wins.
+    pub fn announced_name(&self, link: LinkId) -> Option<&str> {
+        let name = self.announced.get(&link)?;
+        std::str::from_utf8(name.as_bytes()).ok()
     }
 
     /// Which plane of its node this host runs.
@@ -290,7 +301,7 @@ impl HostState {
     /// The role a peer's key is granted: its configured one, or client for a key let in only
     /// by `accept_unknown_keys`.
     pub fn granted(&self, key: &PublicKey) -> Role {
-        self.rights.get(key).copied().unwrap_or(Role::Client)
+        self.rights.of_key(key).unwrap_or(Role::Client)
     }
 
     /// Closes `link` at the end of the turn for `error` of its peer's (a refusal, counted as
@@ -357,6 +368,13 @@ impl HostState {
                         self.keepalives.push((link, needed));
                     }
                 }
+                Notice::PeerName { link, name } => {
+                    let node = self.node.peer_of(link).unwrap_or_default();
+                    let announced = String::from_utf8_lossy(name.as_bytes());
+                    let configured = self.name_of(node).unwrap_or("-");
+                    tracing::info!(%link, peer = %node, configured, "the peer announces its name: {announced:?}");
+                    self.announced.insert(link, name);
+                }
             }
         }
     }
@@ -376,7 +394,7 @@ impl HostState {
         }
         if !self.started {
             self.started = true;
-            for spec in std::mem::take(&mut self.mounts) {
+            for spec in &self.mounts {
                 if let Err(error) = self.node.attach(spec.key, spec.kind, spec.label, worker) {
                     tracing::error!(%error, "cannot attach a configured mount");
                 }
@@ -481,10 +499,16 @@ impl<A: App> Service for Host<A> {
             s.to_close.push((id, ErrorCode::REFUSED));
             return;
         }
-        let granted = s.granted(&peer);
+        let Some(granted) = s.rights.of_key(&peer) else {
+            // Its handshake began before a reload took its key off the allow list.
+            tracing::debug!(%id, peer = %peer.node_id(), "link refused: its key is no longer allowed");
+            s.refusals.log(Refusal::KeyNotAllowed, &peer, link.remote_addr(), None, s.now);
+            s.to_close.push((id, ErrorCode::REFUSED));
+            return;
+        };
         let dialled = link.dialled();
         let (us, node) = (s.node.id(), peer.node_id());
-        if s.rights.contains_key(&peer)
+        if s.rights.configured(&peer)
             && let Some(addr) = link.remote_addr()
         {
             // A key the configuration names proved itself from there: connections from that
@@ -589,6 +613,7 @@ impl<A: App> Service for Host<A> {
             return;
         }
         tracing::info!(%link, %reason, "link down");
+        s.announced.remove(&link);
         if s.misbehaving.remove(&link) {
             s.closes.misbehaved += 1;
         } else {
@@ -637,15 +662,28 @@ impl<A: App> Service for Host<A> {
     }
 
     fn command(&mut self, worker: &mut WorkerCtx<'_>, command: Box<dyn Any + Send>) {
-        match command.downcast::<PlaneCommand>() {
-            Ok(command) => self.state.plane_command(*command, worker),
-            Err(command) => match command.downcast::<Resolved>() {
-                Ok(resolved) => {
-                    let s = &mut self.state;
-                    s.lookups.answer(*resolved, &mut s.redial, worker);
-                }
-                Err(command) => self.app.command(&mut self.state, worker, command),
-            },
+        let command = match command.downcast::<PlaneCommand>() {
+            Ok(command) => {
+                self.state.plane_command(*command, worker);
+                return self.tick(worker);
+            }
+            Err(command) => command,
+        };
+        let command = match command.downcast::<Resolved>() {
+            Ok(resolved) => {
+                let s = &mut self.state;
+                s.lookups.answer(*resolved, &mut s.redial, worker);
+                return self.tick(worker);
+            }
+            Err(command) => command,
+        };
+        match command.downcast::<PlaneReload>() {
+            Ok(reload) => {
+                let changes = self.state.reload(&reload, worker);
+                self.app.reload(&reload.settings);
+                let _ = reload.reply.send(changes);
+            }
+            Err(command) => self.app.command(&mut self.state, worker, command),
         }
         self.tick(worker);
     }

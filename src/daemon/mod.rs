@@ -26,6 +26,7 @@ mod host;
 mod metrics;
 mod planes;
 mod refusals;
+mod reload;
 mod render;
 mod request;
 mod resolve;
@@ -36,6 +37,7 @@ mod tests;
 pub use app::DaemonApp;
 pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
 pub use host::{App, Host, HostState, Plane};
+pub use reload::{ReloadReport, ReloadSource};
 pub use request::{LoadReport, Request, Shared};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot, WorkerRow};
 

@@ -10,9 +10,45 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::PeerSpec;
+use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
 use crate::link::CloseReason;
 use crate::relay::keeps_new;
+
+/// Which plane dials each configured peer with an address, by key, on a node of `planes`
+/// planes. At start (no `previous` plan) the peers are dealt round robin in file order, so the
+/// dials are balanced. After a reload a peer dialled before keeps its plane (its link, if up,
+/// is not moved), and a new one goes to the plane dialling fewest (the lowest first on a tie).
+pub fn dial_plan(
+    peers: &[PeerSpec],
+    planes: usize,
+    previous: Option<&HashMap<PublicKey, usize>>,
+) -> HashMap<PublicKey, usize> {
+    let planes = planes.max(1);
+    let dialled = peers.iter().filter(|p| p.address.is_some()).map(|p| p.key);
+    let Some(previous) = previous else {
+        return dialled.enumerate().map(|(n, key)| (key, n % planes)).collect();
+    };
+    let mut plan: HashMap<PublicKey, usize> = HashMap::new();
+    let mut load = vec![0usize; planes];
+    let mut new = Vec::new();
+    for key in dialled {
+        match previous.get(&key) {
+            Some(&plane) if plane < planes => {
+                plan.insert(key, plane);
+                load[plane] += 1;
+            }
+            _ => new.push(key),
+        }
+    }
+    for key in new {
+        let (plane, _) = load.iter().enumerate().min_by_key(|&(i, n)| (*n, i)).unwrap_or((0, &0));
+        load[plane] += 1;
+        plan.insert(key, plane);
+    }
+    plan
+}
 
 /// Which link holds each linked peer node, across the planes of one node.
 #[derive(Debug, Default)]
@@ -156,6 +192,28 @@ mod tests {
         assert_eq!(linked.claim(US, SMALLER, link(0, 3), false, 0), Claim::Take);
         linked.kept(SMALLER, link(0, 2), false);
         assert_eq!(linked.gone(SMALLER, link(0, 2)), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn peers_keep_their_plane_across_a_reload_and_new_ones_fill_the_emptiest() {
+        let peer = |b: u8, dial: bool| {
+            let key = PublicKey([b; 32]);
+            let address = dial.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+            PeerSpec::router(address, key)
+        };
+        let start = [peer(1, true), peer(2, false), peer(3, true), peer(4, true)];
+        let plan = dial_plan(&start, 2, None);
+        let plane =
+            |plan: &HashMap<PublicKey, usize>, b: u8| plan.get(&PublicKey([b; 32])).copied();
+        assert_eq!([1, 2, 3, 4].map(|b| plane(&plan, b)), [Some(0), None, Some(1), Some(0)]);
+        // Peer 1 goes, 5 and 6 come, listed first: the kept ones stay where they were.
+        let after = [peer(5, true), peer(6, true), peer(3, true), peer(4, true)];
+        let plan = dial_plan(&after, 2, Some(&plan));
+        assert_eq!([3, 4].map(|b| plane(&plan, b)), [Some(1), Some(0)]);
+        let mut new = [plane(&plan, 5).unwrap(), plane(&plan, 6).unwrap()];
+        new.sort_unstable();
+        assert_eq!(new, [0, 1], "one each: the planes were even");
+        assert_eq!(plane(&plan, 1), None);
     }
 
     #[test]

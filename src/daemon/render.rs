@@ -115,6 +115,16 @@ fn dot_string(text: &str) -> String {
     format!("\"{}\"", dot_text(text))
 }
 
+/// A link's name in the LINKS table: the configuration's, else the one its peer announced
+/// marked `~` (said by the peer, not proven), else `-`; [`printable`] either way.
+fn link_name(link: &super::LinkRow) -> String {
+    match (&link.name, &link.announced) {
+        (Some(name), _) => printable(name).into_owned(),
+        (None, Some(announced)) => format!("~{}", printable(announced)),
+        (None, None) => "-".to_owned(),
+    }
+}
+
 /// What `ringspan show` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -154,7 +164,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
                     link_text(l.link),
                     l.worker.to_string(),
                     printable(&l.peer).into_owned(),
-                    printable(l.name.as_deref().unwrap_or("-")).into_owned(),
+                    link_name(l),
                     printable(&l.role).into_owned(),
                 ];
                 row.extend(counts.iter().map(u64::to_string));
@@ -448,6 +458,7 @@ pub(crate) mod tests {
                 worker: 0,
                 peer: "bbbb1111".into(),
                 name: Some("b".into()),
+                announced: Some("not-b".into()),
                 role: "router".into(),
                 spans_in: 1,
                 spans_out: 2,
@@ -652,5 +663,17 @@ pub(crate) mod tests {
         let shown = render(&s, View::Links);
         assert!(shown.contains("granted router: circuits limited 0  preempted 5"), "{shown}");
         assert!(shown.contains("2 client links, 0 client mounts; refused in all"), "{shown}");
+    }
+
+    #[test]
+    fn a_link_is_named_by_the_configuration_else_by_its_peer_marked_so() {
+        let mut link = snapshot().links.remove(0);
+        assert_eq!(link_name(&link), "b", "the configuration's name wins");
+        link.name = None;
+        assert_eq!(link_name(&link), "~not-b");
+        link.announced = Some("\u{202e}evil".into());
+        assert!(link_name(&link).starts_with("~\\u{202e}"), "{}", link_name(&link));
+        link.announced = None;
+        assert_eq!(link_name(&link), "-");
     }
 }

@@ -138,7 +138,11 @@ pub struct LoadReport {
 #[derive(Default)]
 pub struct Shared {
     /// The worker of each plane of the node.
-    node: OnceLock<Vec<Remote>>,
+    pub(super) node: OnceLock<Vec<Remote>>,
+    /// The settings it runs with, for a reload to compare (`reload.rs`).
+    pub(super) running: std::sync::Mutex<Option<super::reload::Running>>,
+    /// Where a reload re-reads them from (`ringspan run`'s file).
+    pub(super) reload_source: std::sync::Mutex<Option<super::ReloadSource>>,
     /// What it answers when no node is connected (tests of the surfaces).
     fixed: Option<Snapshot>,
     /// The node's process stops on SIGTERM after draining (`Handle::run_until_signal`): a drain

@@ -157,6 +157,7 @@ impl Snapshot {
                     worker: info.link.worker(),
                     peer: info.peer.to_string(),
                     name: host.name_of(info.peer).map(str::to_owned),
+                    announced: host.announced_name(info.link).map(str::to_owned),
                     role: info.role.map_or("-", Role::name).to_owned(),
                     granted: info.granted.name().to_owned(),
                     spans_in: info.spans_in,
@@ -501,6 +502,10 @@ pub struct LinkRow {
     /// The configuration's name for the peer, if it gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The name the peer announced in its hello, if it did (a key granted more than a client):
+    /// said by the peer, not proven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<String>,
     /// What the peer said it is.
     pub role: String,
     /// What the peer's key is granted (the most it may say it is).

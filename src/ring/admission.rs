@@ -99,6 +99,20 @@ impl Admission {
         true
     }
 
+    /// Takes `config`'s bounds and configured sources (a reload): the links and rates from
+    /// now on, each bucket keeping the tokens it holds up to its new size, the configured
+    /// sources replaced, those vouched for at run time kept.
+    pub(crate) fn reconfigure(&mut self, config: &Config) {
+        self.max_links = config.max_links;
+        self.max_stranger_links = config.max_stranger_links();
+        self.common.resize(config.max_handshakes_per_sec);
+        self.reserve.resize(config.trusted_handshakes_per_sec);
+        self.trusted.fixed.clear();
+        for &ip in &config.trusted_sources {
+            self.trusted.fix(ip);
+        }
+    }
+
     /// Trusts `ip` from now on (see [`TrustedSources::trust`]).
     pub(crate) fn trust(&mut self, ip: IpAddr) {
         self.trusted.trust(ip);
@@ -116,6 +130,13 @@ impl Bucket {
     fn full(rate: u32, now: Instant) -> Bucket {
         let rate = f64::from(rate);
         Bucket { rate, tokens: rate, at: now }
+    }
+
+    /// Refills at `rate` from now on, holding at most that many: the tokens it holds are kept
+    /// up to the new size.
+    fn resize(&mut self, rate: u32) {
+        self.rate = f64::from(rate);
+        self.tokens = self.tokens.min(self.rate);
     }
 
     /// Takes a token if there is one.
@@ -232,6 +253,28 @@ mod tests {
             trusted_sources: vec![ip(1)],
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn a_reload_takes_new_bounds_and_sources_and_keeps_those_vouched_for() {
+        let t0 = epoch();
+        let mut admission = Admission::new(&config(4, 0, 100, 3), t0);
+        let mut stats = WorkerStats::default();
+        admission.trust(ip(7));
+        // Four links held: a fifth is refused to all.
+        assert!(!admission.admit(t0, Some(ip(1)), 4, &mut stats));
+        let mut bigger = config(8, 2, 2, 3);
+        bigger.trusted_sources = vec![ip(2)];
+        admission.reconfigure(&bigger);
+        // More room now, of which two slots are only the trusted sources'.
+        assert!(admission.admit(t0, Some(ip(9)), 5, &mut stats), "a stranger below 6 links");
+        assert!(!admission.admit(t0, Some(ip(9)), 6, &mut stats), "not a stranger at 6");
+        assert!(admission.admit(t0, Some(ip(2)), 6, &mut stats), "the new configured source");
+        assert!(!admission.admit(t0, Some(ip(1)), 6, &mut stats), "the old one is not trusted");
+        assert!(admission.admit(t0, Some(ip(7)), 7, &mut stats), "one vouched for is kept");
+        // The common bucket shrank to two tokens a second, both taken above; the trusted
+        // sources had theirs from the reserve.
+        assert!(!admission.admit(t0, Some(ip(9)), 0, &mut stats), "the common bucket is empty");
     }
 
     #[test]

@@ -370,6 +370,7 @@ fn hostile() -> Snapshot {
         node: "aa\"bb\\cc\ndd\u{1b}c".into(),
         links: vec![LinkRow {
             name: Some("b\u{1b}]0;x\u{7}".into()),
+            announced: Some("b\u{1b}[2J".into()),
             link: 3,
             worker: 0,
             peer: "bbbb\u{1b}[31m1111".into(),

@@ -160,3 +160,43 @@ fn a_peers_label_reaches_show_escaped_and_metrics_answer() {
     assert_eq!(get(metrics, "/").unwrap().0, "HTTP/1.0 404 Not Found");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_name_a_node_announces_is_shown_marked_where_the_configuration_gives_none() {
+    let dir = scratch("ctlp-announced");
+    let [a, b] = ["a", "b"].map(|n| Node::new(&dir, n));
+    config::write(&a, "name = \"alpha\"\n", "", &config::peer(&b, false));
+    // b lists a's key with no name.
+    let unnamed =
+        format!("\n[[peer]]\nkey = \"{}\"\naddress = \"{}\"\n", a.public().to_base64(), a.addr());
+    let c_id = ringspan::cipher::Identity::generate().unwrap();
+    let c_allow = config::allow(&[(c_id.public_key(), "client")]);
+    let key = ringspan::span::MountKey {
+        cluster: ringspan::ids::ClusterId(1),
+        mount: ringspan::ids::MountId(0x10),
+    };
+    config::write(&b, &c_allow, "", &(unnamed + &config::echo_mount(key, "master", "")));
+    let _a = a.run();
+    let _b = b.run();
+    // A client announcing a name: not kept (a satellite may hold very many).
+    let mut settings = ringspan::daemon::Settings::new(c_id);
+    settings.role = ringspan::span::Role::Client;
+    settings.peers = vec![b.peer()];
+    settings.name = Some("client-c".into());
+    let c = ringspan::daemon::Handle::start(settings).unwrap();
+    let a_id = a.public().node_id().to_string();
+    wait_for("b to hear a's name", PATIENCE, || {
+        b.try_snapshot().is_some_and(|s| {
+            s.links.iter().any(|l| l.peer == a_id && l.announced.as_deref() == Some("alpha"))
+        })
+    });
+    let links = String::from_utf8(show(&b.config, &["links"]).stdout).unwrap();
+    assert!(links.lines().any(|l| l.contains(&format!("{a_id}  ~alpha "))), "{links}");
+    // b advertises to c once it has c's hello (which says what c wants).
+    assert!(c.wait_for_route(key, PATIENCE), "c hears b's mount");
+    let log = std::fs::read_to_string(b.config.with_extension("log")).unwrap();
+    assert!(log.contains("announces its name: \"alpha\""), "{log}");
+    assert!(!log.contains("client-c"), "a client's name is not kept: {log}");
+    c.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -26,6 +26,7 @@ mod hostile_shares;
 mod hostile_shares_spans;
 mod listen_process;
 mod planes_process;
+mod reload_process;
 mod rogue_smoke;
 mod satellite_planes_process;
 mod satellite_process;

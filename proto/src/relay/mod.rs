@@ -197,6 +197,14 @@ pub enum Notice {
         /// operator's misconfiguration).
         granted: Role,
     },
+    /// The peer on `link`, whose key is granted more than a client, announced `name` in its
+    /// hello: a name for people, shown where the configuration gives its key none.
+    PeerName {
+        /// The link.
+        link: LinkId,
+        /// The name it announced: printable UTF-8, at most `NODE_NAME_MAX` bytes.
+        name: Label,
+    },
 }
 
 /// Node-wide counters.
@@ -564,7 +572,12 @@ impl Node {
         if delivery.is_forced_close() {
             state.counters.aborts_in += 1;
         }
-        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
+        let mut ctx = SpanCtx {
+            table: &mut self.table,
+            clients: &mut self.clients,
+            now: self.now,
+            announced: None,
+        };
         // What the span link writes here ends transactions of this link only, whose events the
         // caller hands over after this message, as it does for every message of the link.
         let handled = links.with_span(link, |span, txn, out| {
@@ -579,6 +592,9 @@ impl Node {
         if let Some((ms, granted)) = idle {
             let idle_timeout = Duration::from_millis(u64::from(ms));
             self.notices.push_back(Notice::PeerIdleTimeout { link, idle_timeout, granted });
+        }
+        if let Some(name) = ctx.announced {
+            self.notices.push_back(Notice::PeerName { link, name });
         }
         self.update_aggregates(links);
         if handled? {
@@ -619,7 +635,12 @@ impl Node {
     /// mounts leave the directory: through the link's span state, which the set must still hold
     /// (see [`LinkSet::span`]). If it does not, the table forgets the neighbour all the same.
     fn span_down<L: LinkSet>(&mut self, link: LinkId, links: &mut L) {
-        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
+        let mut ctx = SpanCtx {
+            table: &mut self.table,
+            clients: &mut self.clients,
+            now: self.now,
+            announced: None,
+        };
         match links.span(link) {
             Some(span) => {
                 let _ = span.link_down(&mut ctx);

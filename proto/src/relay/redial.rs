@@ -125,6 +125,9 @@ pub struct PeerStatus {
 #[derive(Clone, Debug)]
 struct Peer {
     addr: PeerAddr,
+    /// The address of its latest dial, if it was dialled (its failure is reported by address;
+    /// a name resolves to another address at each dial, and a reload may have moved the peer
+    /// since).
     dialled: Option<SocketAddr>,
     key: PublicKey,
     state: PeerState,
@@ -135,6 +138,23 @@ struct Peer {
     up_since: Option<Instant>,
     wait: Duration,
     last_error: Option<LastError>,
+}
+
+impl Peer {
+    /// A peer never dialled, due at `now`.
+    fn due(addr: PeerAddr, key: PublicKey, now: Instant) -> Peer {
+        Peer {
+            addr,
+            dialled: None,
+            key,
+            state: PeerState::Waiting(now),
+            failures: 0,
+            held_until: None,
+            up_since: None,
+            wait: Duration::ZERO,
+            last_error: None,
+        }
+    }
 }
 
 /// The peers a node keeps links to. See the module documentation.
@@ -160,20 +180,7 @@ impl Redial {
         seed: u64,
         now: Instant,
     ) -> Redial {
-        let peers = peers
-            .into_iter()
-            .map(|(addr, key)| Peer {
-                addr,
-                dialled: None,
-                key,
-                state: PeerState::Waiting(now),
-                failures: 0,
-                held_until: None,
-                up_since: None,
-                wait: Duration::ZERO,
-                last_error: None,
-            })
-            .collect();
+        let peers = peers.into_iter().map(|(addr, key)| Peer::due(addr, key, now)).collect();
         Redial {
             peers,
             min,
@@ -317,6 +324,44 @@ impl Redial {
             if let PeerState::Waiting(at) = &mut peer.state {
                 *at = (*at).max(until);
             }
+        }
+    }
+
+    /// Takes a new list of peers `(address, key)` and backoff bounds at `now` (a reload). A
+    /// peer already listed, known by its key, keeps its state, failures and last error, and is
+    /// dialled at its new address from its next dial on (a dial under way still reports as
+    /// its, and a resolution under way still dials what its name gave). A new one is due at once, or, in failover mode, on standby while another is in
+    /// use. One no longer listed is forgotten: its link, if up, is the caller's to keep or
+    /// close. In failover mode the list's order is the new one, and if the peer in use is gone,
+    /// the first is due at once.
+    pub fn reconfigure(
+        &mut self,
+        peers: impl IntoIterator<Item = (PeerAddr, PublicKey)>,
+        min: Duration,
+        max: Duration,
+        now: Instant,
+    ) {
+        let mut old = std::mem::take(&mut self.peers);
+        for (addr, key) in peers {
+            let peer = match old.iter().position(|p| p.key == key) {
+                Some(i) => Peer { addr, ..old.swap_remove(i) },
+                None => {
+                    let mut peer = Peer::due(addr, key, now);
+                    if self.one_of {
+                        peer.state = PeerState::Standby;
+                    }
+                    peer
+                }
+            };
+            self.peers.push(peer);
+        }
+        self.min = min;
+        self.max = max.max(min);
+        if self.one_of
+            && !self.peers.is_empty()
+            && self.peers.iter().all(|p| p.state == PeerState::Standby)
+        {
+            self.peers[0].state = PeerState::Waiting(now);
         }
     }
 
@@ -501,6 +546,55 @@ mod tests {
         // A link that is not the peer's changes nothing.
         r.down(LinkId(99), REFUSED, now);
         assert_eq!(r.next_deadline(), Some(now));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_peers_it_lists_adds_new_ones_and_forgets_the_rest() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let moved: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:4".parse().unwrap();
+        let mut r = Redial::new([(a.into(), key(1)), (b.into(), key(2))], ms(100), ms(800), 5, t0);
+        r.poll_dial(t0).unwrap();
+        r.up(&key(1), LinkId(1), t0);
+        r.poll_dial(t0).unwrap();
+        // Peer 2 moves while its dial to the old address is under way; peer 3 is new; peer 1
+        // is no longer listed.
+        r.reconfigure([(moved.into(), key(2)), (c.into(), key(3))], ms(50), ms(400), t0);
+        let peers: Vec<PeerStatus> = r.peers().collect();
+        assert_eq!(peers.len(), 2);
+        assert_eq!((&peers[0].addr, peers[0].state), (&moved.into(), PeerState::Dialling));
+        assert_eq!((&peers[1].addr, peers[1].state), (&c.into(), PeerState::Waiting(t0)));
+        // The old dial fails: it is still peer 2's, which waits the new first step.
+        r.failed(b, CloseReason::Io(111), t0);
+        let wait = r.peers().next().unwrap().wait;
+        assert!(wait >= ms(50) && wait <= ms(100), "{wait:?}");
+        // Its next dial goes to the new address; the link of the forgotten peer changes nothing.
+        assert_eq!(r.poll_dial(t0), Some((c.into(), key(3))));
+        assert_eq!(r.poll_dial(t0 + ms(100)), Some((moved.into(), key(2))));
+        r.down(LinkId(1), LOST, t0 + ms(100));
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_reload_in_failover_mode_keeps_the_peer_in_use_or_starts_over() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut r = Redial::new([(a.into(), key(1))], ms(100), ms(800), 3, t0).one_at_a_time();
+        r.poll_dial(t0).unwrap();
+        r.up(&key(1), LinkId(1), t0);
+        // A second satellite listed first: the one in use stays in use, the new one waits.
+        r.reconfigure([(b.into(), key(2)), (a.into(), key(1))], ms(100), ms(800), t0);
+        let states: Vec<PeerState> = r.peers().map(|p| p.state).collect();
+        assert_eq!(states, [PeerState::Standby, PeerState::Up(LinkId(1))]);
+        assert_eq!(r.poll_dial(t0), None);
+        // The one in use is dropped from the list: the first listed is dialled at once.
+        r.reconfigure([(b.into(), key(2))], ms(100), ms(800), t0);
+        assert_eq!(r.poll_dial(t0), Some((b.into(), key(2))));
     }
 
     #[test]

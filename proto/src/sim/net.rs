@@ -567,7 +567,8 @@ impl Net {
     /// short hears from us at least every third of it.
     fn notices(&mut self, i: usize) {
         while let Some(notice) = self.nodes[i].node.poll_notice() {
-            let Notice::PeerIdleTimeout { link, idle_timeout, .. } = notice;
+            // A name is for people: the simulator has none to show.
+            let Notice::PeerIdleTimeout { link, idle_timeout, .. } = notice else { continue };
             let needed = idle_timeout / 3;
             let Some(sim) = usize::try_from(link.0).ok().and_then(|l| self.links.get_mut(l)) else {
                 continue;

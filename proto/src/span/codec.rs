@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Malformed};
 use crate::ids::ClusterId;
-use crate::limits::IDLE_TIMEOUT_MS;
+use crate::limits::{IDLE_TIMEOUT_MS, NODE_NAME_MAX};
 use crate::wire::advert::{self, ADVERT_LEN_MAX, AdvertPayload, AdvertRepr};
 use crate::wire::hello::{self, HELLO_LEN_MAX, HelloPayload, HelloRepr};
 use crate::wire::seqno_request::{SEQNO_REQUEST_LEN, SeqnoRequest};
@@ -29,13 +29,36 @@ pub struct Hello {
     /// The sender's idle timeout: it closes the link when it has received nothing for this many
     /// milliseconds, so the receiver must send something (a keepalive at least) more often.
     pub idle_timeout_ms: u32,
+    /// The name it announces (`[node] name`): at most [`NODE_NAME_MAX`] bytes of printable
+    /// UTF-8, empty for none. Said by the sender, not proven: a name for people.
+    pub name: Label,
 }
 
 impl Hello {
     /// A hello with the default idle timeout ([`IDLE_TIMEOUT_MS`]).
     pub fn new(role: Role, wants: Wants) -> Hello {
         // The default fits: a const assertion in `limits` ties it below u32::MAX.
-        Hello { role, wants, idle_timeout_ms: IDLE_TIMEOUT_MS as u32 }
+        Hello { role, wants, idle_timeout_ms: IDLE_TIMEOUT_MS as u32, name: Label::EMPTY }
+    }
+
+    /// The name to announce, if `name` is one: at most [`NODE_NAME_MAX`] bytes of printable
+    /// UTF-8 (what a neighbour takes).
+    pub fn named(mut self, name: &str) -> Result<Hello, Error> {
+        if name.len() > NODE_NAME_MAX || name.chars().any(char::is_control) {
+            return Err(Malformed::LinkPayload {
+                what: "LINK_CONN hello",
+                reason: "a name that is not printable UTF-8 of at most 32 bytes",
+            }
+            .into());
+        }
+        self.name = Label::new(name.as_bytes())?;
+        Ok(self)
+    }
+
+    /// The name it announces, empty for none.
+    pub fn name(&self) -> &str {
+        // Only printable UTF-8 gets in (`named`, `decode`).
+        std::str::from_utf8(self.name.as_bytes()).unwrap_or_default()
     }
 
     /// Writes the hello into `buf`, returning its length.
@@ -50,6 +73,7 @@ impl Hello {
             all_clusters,
             clusters,
             idle_timeout_ms: self.idle_timeout_ms,
+            name: self.name(),
         }
         .emit(buf)
     }
@@ -70,6 +94,7 @@ impl Hello {
             role,
             wants: Wants::new(kinds, clusters)?,
             idle_timeout_ms: hello.idle_timeout_ms(),
+            name: Label::new(hello.name().as_bytes())?,
         })
     }
 }
@@ -194,7 +219,7 @@ mod tests {
             Clusters::Only(vec![ClusterId(7), ClusterId(9)]),
         )
         .unwrap();
-        let hello = Hello { role: Role::Client, wants: only, idle_timeout_ms: 5_000 };
+        let hello = Hello { idle_timeout_ms: 5_000, ..Hello::new(Role::Client, only) };
         let mut buf = [0u8; HELLO_LEN_MAX];
         let n = hello.encode(&mut buf);
         let mut want = vec![2, 0b01_0001, 0, 0, 2, 0, 0, 0, 0x88, 0x13, 0, 0, 0, 0, 0, 0];
@@ -203,7 +228,7 @@ mod tests {
         assert_eq!(&buf[..n], &want[..]);
         assert_eq!(Hello::decode(&want), Ok(hello));
 
-        let all = Hello { role: Role::Router, wants: Wants::all(), idle_timeout_ms: 0x0102_0304 };
+        let all = Hello { idle_timeout_ms: 0x0102_0304, ..Hello::new(Role::Router, Wants::all()) };
         let n = all.encode(&mut buf);
         assert_eq!(&buf[..n], &[0, 0b111_1111, 1, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
         assert_eq!(Hello::decode(&buf[..n]), Ok(all));
@@ -214,6 +239,18 @@ mod tests {
             Hello::decode(&buf[..n]),
             Err(Error::Malformed(Malformed::LinkPayload { reason: "unknown role", .. }))
         ));
+    }
+
+    #[test]
+    fn a_named_hello_carries_its_name_and_a_bad_one_is_refused_before_it_is_sent() {
+        let named = Hello::new(Role::Router, Wants::all()).named("core-1").unwrap();
+        let mut buf = [0u8; HELLO_LEN_MAX];
+        let n = named.encode(&mut buf);
+        assert_eq!((n, &buf[16..n]), (22, &b"core-1"[..]));
+        assert_eq!(Hello::decode(&buf[..n]).unwrap().name(), "core-1");
+        for bad in ["a-name-longer-than-thirty-two-bytes", "tab\there"] {
+            assert!(Hello::new(Role::Router, Wants::all()).named(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

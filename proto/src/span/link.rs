@@ -54,7 +54,7 @@ use crate::wire::{Command, ErrorCode, Flags, Sink};
 use super::Hello;
 use super::clients::{ClientRefusal, Clients};
 use super::small::SmallMap;
-use super::{Advert, MountKey, Outbound, Role, Seqno, Table};
+use super::{Advert, Label, MountKey, Outbound, Role, Seqno, Table};
 use crate::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 
 /// What the span protocol of a link works on: the node's table and client directory, and the
@@ -66,6 +66,9 @@ pub struct SpanCtx<'a> {
     pub clients: &'a mut Clients,
     /// The time the input arrived.
     pub now: Instant,
+    /// Set by a hello that announced a name, from a key granted more than a client (a client's
+    /// is not kept: a satellite may hold very many): the name, for the caller to keep.
+    pub announced: Option<Label>,
 }
 
 /// What a link's span protocol refused or delayed, for `show` and the metrics.
@@ -403,6 +406,9 @@ impl SpanLink {
         ctx.table.handle_neighbour_up(self.neighbour, self.peer_node, hello.role, hello.wants)?;
         self.peer = Some((delivery.txn, hello.role));
         self.peer_idle_timeout_ms = Some(hello.idle_timeout_ms);
+        if self.granted != Role::Client && !hello.name.as_bytes().is_empty() {
+            ctx.announced = Some(hello.name);
+        }
         Ok(())
     }
 

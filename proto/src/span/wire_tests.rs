@@ -85,7 +85,7 @@ impl Net {
         for node in [a, b] {
             let Node { table, clients, ends } = &mut self.nodes[node];
             let mut end = ends.remove(&l).unwrap();
-            let mut ctx = SpanCtx { table, clients, now };
+            let mut ctx = SpanCtx { table, clients, now, announced: None };
             // One end is told first; the other learns from the synthesized closes alone.
             if node == a {
                 end.span.link_down(&mut ctx).unwrap();
@@ -149,7 +149,7 @@ fn drain_events(ctx: &mut SpanCtx<'_>, end: &mut End) -> Result<(), crate::Error
 
 fn deliver(node: &mut Node, l: usize, bytes: &[u8], now: Instant) -> Result<usize, crate::Error> {
     let Node { table, clients, ends } = node;
-    let mut ctx = SpanCtx { table, clients, now };
+    let mut ctx = SpanCtx { table, clients, now, announced: None };
     let end = ends.get_mut(&l).unwrap();
     let mut n = 0;
     for message in Messages::new(bytes) {
@@ -591,7 +591,7 @@ fn a_peer_forcing_its_own_hello_closed_leaves_nothing_in_the_table() {
     assert!(node.table.route(key(1)).is_some());
     let Node { table, clients, ends } = &mut node;
     let end = ends.get_mut(&0).unwrap();
-    let mut ctx = SpanCtx { table, clients, now: t0() };
+    let mut ctx = SpanCtx { table, clients, now: t0(), announced: None };
     end.txn.handle_link_down(ErrorCode::LOST_LINK);
     drain_events(&mut ctx, end).unwrap();
     end.span.link_down(&mut ctx).unwrap();

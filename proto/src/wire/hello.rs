@@ -2,21 +2,22 @@
 //!
 //! ```text
 //!  0    1     2     3     4       6       8          12      16
-//!  +----+-----+-----+-----+-------+-------+----------+-------+---------------------------+
-//!  |role|kinds|flags|rsvd | count | rsvd  | idle ms  | rsvd  | clusters (16 × count)     |
-//!  +----+-----+-----+-----+-------+-------+----------+-------+---------------------------+
-//!   u8   u8    u8    zero  u16 LE  zero    u32 LE     zero    u128 LE each
+//!  +----+-----+-----+-----+-------+-------+----------+-------+------------------------+------+
+//!  |role|kinds|flags|nlen | count | rsvd  | idle ms  | rsvd  | clusters (16 × count)  | name |
+//!  +----+-----+-----+-----+-------+-------+----------+-------+------------------------+------+
+//!   u8   u8    u8    u8    u16 LE  zero    u32 LE     zero    u128 LE each             nlen
 //! ```
 //!
 //! The view checks every byte the layout defines: known role and kind bits, flag bit 0
 //! ([`FLAG_ALL_CLUSTERS`]) alone, reserved bytes zero, a non-zero idle timeout, at most
-//! [`SPAN_WANTED_CLUSTERS_MAX`] clusters, an exact length, and no list beside
+//! [`SPAN_WANTED_CLUSTERS_MAX`] clusters, a name of at most [`NODE_NAME_MAX`] bytes of
+//! printable UTF-8 (no control character), an exact length, and no list beside
 //! `ALL_CLUSTERS`. What the values mean (roles, kinds, wants) is `span`'s: `span::Hello`
 //! converts to and from these raw fields. Anything refused is [`Malformed::LinkPayload`].
 
 use crate::error::{Error, Malformed};
 use crate::ids::ClusterId;
-use crate::limits::SPAN_WANTED_CLUSTERS_MAX;
+use crate::limits::{NODE_NAME_MAX, SPAN_WANTED_CLUSTERS_MAX};
 
 use super::{get_u16, get_u32, get_u128};
 
@@ -26,7 +27,7 @@ mod field {
     pub const ROLE: usize = 0;
     pub const KINDS: usize = 1;
     pub const FLAGS: usize = 2;
-    pub const RESERVED_3: usize = 3;
+    pub const NAME_LEN: usize = 3;
     pub const COUNT: Range<usize> = 4..6;
     pub const RESERVED_6: Range<usize> = 6..8;
     pub const IDLE_TIMEOUT: Range<usize> = 8..12;
@@ -38,8 +39,9 @@ mod field {
 pub const HELLO_HEADER_LEN: usize = field::CLUSTERS;
 /// Bytes of one listed cluster.
 pub const HELLO_CLUSTER_LEN: usize = 16;
-/// The longest hello: the fixed part and every wanted cluster.
-pub const HELLO_LEN_MAX: usize = HELLO_HEADER_LEN + HELLO_CLUSTER_LEN * SPAN_WANTED_CLUSTERS_MAX;
+/// The longest hello: the fixed part, every wanted cluster and the longest name.
+pub const HELLO_LEN_MAX: usize =
+    HELLO_HEADER_LEN + HELLO_CLUSTER_LEN * SPAN_WANTED_CLUSTERS_MAX + NODE_NAME_MAX;
 
 /// Role byte: a router.
 pub const ROLE_ROUTER: u8 = 0;
@@ -78,7 +80,6 @@ impl<T: AsRef<[u8]>> HelloPayload<T> {
             return Err(malformed("unknown mount kind bit"));
         }
         if bytes[field::FLAGS] & !FLAG_ALL_CLUSTERS != 0
-            || bytes[field::RESERVED_3] != 0
             || bytes[field::RESERVED_6].iter().any(|&b| b != 0)
             || bytes[field::RESERVED_12].iter().any(|&b| b != 0)
         {
@@ -91,8 +92,16 @@ impl<T: AsRef<[u8]>> HelloPayload<T> {
         if count > SPAN_WANTED_CLUSTERS_MAX {
             return Err(malformed("more wanted clusters than the protocol allows"));
         }
-        if bytes.len() != HELLO_HEADER_LEN + HELLO_CLUSTER_LEN * count {
-            return Err(malformed("length does not match its cluster count"));
+        let name_len = usize::from(bytes[field::NAME_LEN]);
+        if name_len > NODE_NAME_MAX {
+            return Err(malformed("a name longer than the protocol allows"));
+        }
+        if bytes.len() != HELLO_HEADER_LEN + HELLO_CLUSTER_LEN * count + name_len {
+            return Err(malformed("length does not match its cluster count and name length"));
+        }
+        let name = &bytes[bytes.len() - name_len..];
+        if !std::str::from_utf8(name).is_ok_and(|name| !name.chars().any(char::is_control)) {
+            return Err(malformed("a name that is not printable UTF-8"));
         }
         if bytes[field::FLAGS] & FLAG_ALL_CLUSTERS != 0 && count != 0 {
             return Err(malformed("lists clusters but also wants all of them"));
@@ -122,9 +131,19 @@ impl<T: AsRef<[u8]>> HelloPayload<T> {
 
     /// The listed clusters, at most [`SPAN_WANTED_CLUSTERS_MAX`].
     pub fn clusters(&self) -> impl ExactSizeIterator<Item = ClusterId> + '_ {
-        self.buffer.as_ref()[field::CLUSTERS..]
+        let bytes = self.buffer.as_ref();
+        bytes[field::CLUSTERS..bytes.len() - usize::from(bytes[field::NAME_LEN])]
             .chunks_exact(HELLO_CLUSTER_LEN)
             .map(|raw| ClusterId(get_u128(raw, 0)))
+    }
+
+    /// The name the sender announces: at most [`NODE_NAME_MAX`] bytes of printable UTF-8,
+    /// empty if it gives none.
+    pub fn name(&self) -> &str {
+        let bytes = self.buffer.as_ref();
+        let name = &bytes[bytes.len() - usize::from(bytes[field::NAME_LEN])..];
+        // Checked by `new_checked`.
+        std::str::from_utf8(name).unwrap_or_default()
     }
 
     /// Gives the buffer back.
@@ -146,16 +165,21 @@ pub struct HelloRepr<'a> {
     pub clusters: &'a [ClusterId],
     /// The sender's idle timeout in milliseconds, not zero.
     pub idle_timeout_ms: u32,
+    /// The name it announces, at most [`NODE_NAME_MAX`] bytes of printable UTF-8 (empty:
+    /// none).
+    pub name: &'a str,
 }
 
 impl HelloRepr<'_> {
     /// Writes the hello into `buf`, returning its length.
     ///
     /// # Panics
-    /// If more clusters are listed than [`SPAN_WANTED_CLUSTERS_MAX`]: a local bug, never peer
-    /// input (`span::Wants` holds no more).
+    /// If more clusters are listed than [`SPAN_WANTED_CLUSTERS_MAX`], or the name is longer
+    /// than [`NODE_NAME_MAX`]: a local bug, never peer input (`span::Wants` and `span::Hello`
+    /// hold no more).
     pub fn emit(&self, buf: &mut [u8; HELLO_LEN_MAX]) -> usize {
         assert!(self.clusters.len() <= SPAN_WANTED_CLUSTERS_MAX, "too many wanted clusters");
+        assert!(self.name.len() <= NODE_NAME_MAX, "a name too long");
         debug_assert!(self.role <= ROLE_CLIENT && self.kinds & !KINDS_ALL == 0);
         debug_assert!(!self.all_clusters || self.clusters.is_empty());
         debug_assert!(self.idle_timeout_ms != 0);
@@ -166,12 +190,15 @@ impl HelloRepr<'_> {
         // At most SPAN_WANTED_CLUSTERS_MAX (64), asserted above.
         buf[field::COUNT].copy_from_slice(&(self.clusters.len() as u16).to_le_bytes());
         buf[field::IDLE_TIMEOUT].copy_from_slice(&self.idle_timeout_ms.to_le_bytes());
+        // At most NODE_NAME_MAX (32), asserted above.
+        buf[field::NAME_LEN] = self.name.len() as u8;
         let mut at = field::CLUSTERS;
         for cluster in self.clusters {
             buf[at..at + HELLO_CLUSTER_LEN].copy_from_slice(&cluster.0.to_le_bytes());
             at += HELLO_CLUSTER_LEN;
         }
-        at
+        buf[at..at + self.name.len()].copy_from_slice(self.name.as_bytes());
+        at + self.name.len()
     }
 }
 
@@ -231,6 +258,7 @@ mod tests {
             all_clusters: false,
             clusters: &[ClusterId(7), ClusterId(9)],
             idle_timeout_ms: 5_000,
+            name: "",
         };
         assert_eq!(client.emit(&mut buf), 48);
         assert_eq!(buf[..48], CLIENT);
@@ -241,6 +269,7 @@ mod tests {
             all_clusters: true,
             clusters: &[],
             idle_timeout_ms: 0x0102_0304,
+            name: "",
         };
         assert_eq!(router.emit(&mut buf), 16);
         assert_eq!(buf[..16], ROUTER);
@@ -260,7 +289,8 @@ mod tests {
         assert!(reason(&with(0, 3)).contains("role"));
         assert!(reason(&with(1, 0x80)).contains("kind"));
         assert!(reason(&with(2, 2)).contains("reserved"));
-        assert!(reason(&with(3, 1)).contains("reserved"));
+        assert!(reason(&with(3, 1)).contains("length"), "a name's length, and no name");
+        assert!(reason(&with(3, 33)).contains("name longer"));
         assert!(reason(&with(6, 1)).contains("reserved"));
         assert!(reason(&with(7, 1)).contains("reserved"));
         assert!(reason(&with(12, 1)).contains("reserved"));
@@ -282,6 +312,45 @@ mod tests {
         assert!(reason(&CLIENT[..47]).contains("length"));
     }
 
+    /// PROTOCOL.md 8.2's named router: every kind, every cluster, idle 5 s, named `core-1`.
+    static NAMED: [u8; 22] = [
+        0, 0x7f, 1, 6, 0, 0, 0, 0, 0x88, 0x13, 0, 0, 0, 0, 0, 0, b'c', b'o', b'r', b'e', b'-', b'1',
+    ];
+
+    #[test]
+    fn a_name_follows_the_clusters() {
+        let hello = HelloPayload::new_checked(&NAMED[..]).unwrap();
+        assert_eq!((hello.name(), hello.clusters().len()), ("core-1", 0));
+        let repr = HelloRepr {
+            role: ROLE_ROUTER,
+            kinds: KINDS_ALL,
+            all_clusters: true,
+            clusters: &[],
+            idle_timeout_ms: 5_000,
+            name: "core-1",
+        };
+        let mut buf = [0u8; HELLO_LEN_MAX];
+        let n = repr.emit(&mut buf);
+        assert_eq!(buf[..n], NAMED);
+        // After listed clusters too.
+        let mut listed = CLIENT.to_vec();
+        listed[3] = 2;
+        listed.extend(b"c1");
+        let hello = HelloPayload::new_checked(&listed[..]).unwrap();
+        assert_eq!((hello.name(), hello.clusters().len()), ("c1", 2));
+        // Not printable UTF-8: refused, whatever it would show.
+        for bad in [&b"\xff\xfe"[..], b"a\nb", b"\x1b[", b"\x7f"] {
+            let mut named = ROUTER.to_vec();
+            named[3] = bad.len() as u8;
+            named.extend(bad);
+            assert!(reason(&named).contains("printable"), "{bad:?}");
+        }
+        let mut unicode = ROUTER.to_vec();
+        unicode[3] = "núcleo".len() as u8;
+        unicode.extend("núcleo".as_bytes());
+        assert_eq!(HelloPayload::new_checked(&unicode[..]).unwrap().name(), "núcleo");
+    }
+
     #[test]
     fn the_longest_hello_fits() {
         let clusters: Vec<ClusterId> =
@@ -292,6 +361,7 @@ mod tests {
             all_clusters: false,
             clusters: &clusters,
             idle_timeout_ms: 1,
+            name: "a-name-as-long-as-they-come-0123",
         };
         let mut buf = [0u8; HELLO_LEN_MAX];
         assert_eq!(repr.emit(&mut buf), HELLO_LEN_MAX);
@@ -310,6 +380,7 @@ mod tests {
                     all_clusters: hello.all_clusters(),
                     clusters: &clusters,
                     idle_timeout_ms: hello.idle_timeout_ms(),
+                    name: hello.name(),
                 };
                 let mut buf = [0u8; HELLO_LEN_MAX];
                 let n = repr.emit(&mut buf);

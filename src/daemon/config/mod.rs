@@ -99,6 +99,11 @@ pub struct NodeConfig {
     /// How the node's log lines are written. `None`: as the command line says (text by
     /// default).
     pub log_format: Option<LogFormat>,
+    /// Which log lines are written: a `RUST_LOG`-style filter, checked. `None`: as `RUST_LOG`
+    /// says (warnings and errors by default). A reload changes it.
+    pub log_level: Option<String>,
+    /// The name the node announces to its neighbours, if any.
+    pub name: Option<String>,
 }
 
 /// How log lines are written to standard error.
@@ -261,6 +266,14 @@ impl NodeConfig {
             None => None,
             Some(text) => Some(source.log_format(text)?),
         };
+        let log_level = match &node.log_level {
+            None => None,
+            Some(text) => Some(source.log_level(text)?),
+        };
+        let name = match &node.name {
+            None => None,
+            Some(text) => Some(source.node_name(text)?),
+        };
 
         Ok(NodeConfig {
             path: path.to_path_buf(),
@@ -277,6 +290,8 @@ impl NodeConfig {
             mounts,
             limits,
             log_format,
+            log_level,
+            name,
         })
     }
 }
@@ -299,6 +314,7 @@ impl NodeConfig {
             metrics: self.metrics,
             workers: self.workers.unwrap_or_else(cores),
             names: self.peers.iter().filter_map(|p| Some((p.spec.key, p.name.clone()?))).collect(),
+            name: self.name.clone(),
             ..Settings::new(identity)
         }
     }

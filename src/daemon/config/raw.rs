@@ -40,6 +40,8 @@ pub(super) struct RawNode {
     #[serde(default)]
     pub(super) client_clusters: Vec<Spanned<IdText>>,
     pub(super) log_format: Option<Spanned<String>>,
+    pub(super) log_level: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
 }
 
 /// An `allow` entry: a bare key (a client), or `{ key = "...", role = "..." }`.

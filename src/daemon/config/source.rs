@@ -147,6 +147,37 @@ impl Source<'_> {
         text.get_ref().parse().map_err(|why| self.error(text.span(), format!("[node] {why}")))
     }
 
+    /// The name the node announces: printable UTF-8, at most [`limits::NODE_NAME_MAX`] bytes.
+    pub(super) fn node_name(&self, text: &Spanned<String>) -> Result<String, ConfigError> {
+        let name = text.get_ref();
+        let why = if name.is_empty() {
+            "is empty"
+        } else if name.len() > limits::NODE_NAME_MAX {
+            "is longer than 32 bytes"
+        } else if name.chars().any(char::is_control) {
+            "holds a control character"
+        } else {
+            return Ok(name.clone());
+        };
+        Err(self.error(text.span(), format!("[node] name {why}: it is announced to neighbours")))
+    }
+
+    /// A `RUST_LOG`-style filter (`"info"`, `"warn,ringspan::daemon=debug"`), checked as the
+    /// log subscriber will take it.
+    pub(super) fn log_level(&self, text: &Spanned<String>) -> Result<String, ConfigError> {
+        let filter = text.get_ref();
+        if filter.trim().is_empty() {
+            return Err(self.error(text.span(), "[node] log_level is empty"));
+        }
+        match tracing_subscriber::EnvFilter::builder().parse(filter) {
+            Ok(_) => Ok(filter.clone()),
+            Err(e) => Err(self.error(
+                text.span(),
+                format!("[node] log_level {filter:?}: not a filter such as \"info\" or \"warn,ringspan=debug\" ({e})"),
+            )),
+        }
+    }
+
     pub(super) fn public_key(
         &self,
         text: &Spanned<String>,

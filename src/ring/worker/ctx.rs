@@ -163,6 +163,42 @@ impl WorkerCtx<'_> {
     pub fn stats(&self) -> WorkerStats {
         self.worker.current_stats()
     }
+
+    /// The key the peer of an established link proved in its handshake.
+    pub fn peer_key(&self, id: LinkId) -> Option<PublicKey> {
+        let slot = self.worker.slot_of(id)?;
+        let conn = &self.worker.conns[slot as usize];
+        if conn.phase != Phase::Established {
+            return None;
+        }
+        conn.peer
+    }
+
+    /// Handshakes started from now on use `cipher` (a reloaded allow list or handshake
+    /// timeout); those under way finish with the configuration they started with, so the
+    /// service checks the key of every link it is offered against its own rights as well.
+    pub fn set_cipher(&mut self, cipher: Arc<cipher::Config>) {
+        self.worker.cipher = cipher;
+    }
+
+    /// Takes the bounds of `config` that can change while the engine runs: the send queue
+    /// bound, busy polling, and admission's (link slots, handshake rates, reserved slots and the
+    /// configured trusted sources, which replace the old ones; sources trusted at run time are
+    /// kept). Everything else in it (workers, listener, buffers, link timers) is the engine's
+    /// from its start and ignored here. The buckets keep the tokens they hold, up to their new
+    /// size.
+    pub fn reconfigure(&mut self, config: &Config) {
+        let mut own = (*self.worker.config).clone();
+        own.send_queue_max_bytes = config.send_queue_max_bytes;
+        own.busy_poll = config.busy_poll;
+        own.max_links = config.max_links;
+        own.max_handshakes_per_sec = config.max_handshakes_per_sec;
+        own.trusted_handshakes_per_sec = config.trusted_handshakes_per_sec;
+        own.reserved_links = config.reserved_links;
+        own.trusted_sources.clone_from(&config.trusted_sources);
+        self.worker.admission.reconfigure(&own);
+        self.worker.config = Arc::new(own);
+    }
 }
 
 /// The other links of a worker, lent to a service while it handles a message received on one

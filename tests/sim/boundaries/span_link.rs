@@ -248,7 +248,12 @@ impl World {
     /// The node handles one delivery on link `c` (a message, or a synthesized close).
     fn x_delivery(&mut self, c: usize, delivery: &Delivery<'_>) -> Result<(), Error> {
         let conn = &mut self.conns[c];
-        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now: self.now };
+        let mut ctx = SpanCtx {
+            table: &mut self.table,
+            clients: &mut self.clients,
+            now: self.now,
+            announced: None,
+        };
         let handled = conn.span.handle(&mut conn.x, &mut conn.x_out, &mut ctx, delivery)?;
         if !handled && delivery.opens() && !conn.x.is_down() {
             // Not the span protocol's: the node's application refuses it, as a relay refuses
@@ -370,14 +375,20 @@ impl World {
         let now = self.now;
         if input.bool() {
             let conn = &mut self.conns[c];
-            let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now };
+            let mut ctx = SpanCtx {
+                table: &mut self.table,
+                clients: &mut self.clients,
+                now,
+                announced: None,
+            };
             conn.span.link_down(&mut ctx).expect("link down");
         }
         if let Err(error) = self.x_events(c) {
             panic!("a synthesized close was refused: {error}");
         }
         let conn = &mut self.conns[c];
-        let mut ctx = SpanCtx { table: &mut self.table, clients: &mut self.clients, now };
+        let mut ctx =
+            SpanCtx { table: &mut self.table, clients: &mut self.clients, now, announced: None };
         conn.span.link_down(&mut ctx).expect("link down is idempotent");
         assert!(conn.x.is_empty());
         assert!(!self.table.has_neighbour(id), "the table still has {id:?}");

@@ -351,24 +351,23 @@ fn example_advert() -> Advert {
 
 fn span_payloads() -> Vec<(&'static str, Vec<u8>)> {
     let masters_and_caches = KindSet::NONE.with(MountKind::Master).with(MountKind::Cache);
-    let client = Hello {
-        role: Role::Client,
-        wants: Wants::new(masters_and_caches, Clusters::Only(vec![ClusterId(7), ClusterId(9)]))
-            .unwrap(),
-        idle_timeout_ms: 5_000,
-    };
-    let router = Hello { role: Role::Router, wants: Wants::all(), idle_timeout_ms: 0x0102_0304 };
+    let wanted = Wants::new(masters_and_caches, Clusters::Only(vec![ClusterId(7), ClusterId(9)]));
+    let client = Hello { idle_timeout_ms: 5_000, ..Hello::new(Role::Client, wanted.unwrap()) };
+    let all = Hello::new(Role::Router, Wants::all());
+    let router = Hello { idle_timeout_ms: 0x0102_0304, ..all.clone() };
+    let named = all.named("core-1").unwrap();
     let mut hello = [0u8; HELLO_LEN_MAX];
     let mut encoded = |h: &Hello| {
         let len = h.encode(&mut hello);
         hello[..len].to_vec()
     };
-    let (client, router) = (encoded(&client), encoded(&router));
+    let (client, router, named) = (encoded(&client), encoded(&router), encoded(&named));
     let mut advert = [0u8; ADVERT_LEN_MAX];
     let len = example_advert().encode(&mut advert);
     vec![
         ("hello-client", client),
         ("hello-router", router),
+        ("hello-named", named),
         ("advert-example", advert[..len].to_vec()),
         ("seqno-request-example", Seqno(0x1235).encode_request().to_vec()),
     ]

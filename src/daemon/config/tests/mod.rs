@@ -104,6 +104,8 @@ fn the_documented_example_parses_to_its_values() {
         }],
         limits: Limits::default(),
         log_format: Some(LogFormat::Text),
+        log_level: Some("warn".to_owned()),
+        name: Some("a".to_owned()),
     };
     assert_eq!(config, expected);
 }
@@ -247,6 +249,8 @@ fn a_minimal_config_gets_the_defaults() {
             mounts: vec![],
             limits: Limits::default(),
             log_format: None,
+            log_level: None,
+            name: None,
         }
     );
     assert_eq!(
@@ -480,6 +484,29 @@ fn the_log_format_is_text_or_json() {
     assert_eq!(error.column, Some(14));
     refused(&format(""), 3, "not \"\"");
     refused("[node]\nkey = \"k\"\nlog_format = 1\n", 3, "invalid type: integer");
+}
+
+#[test]
+fn the_log_level_is_a_filter_the_subscriber_takes() {
+    let level = |filter: &str| format!("[node]\nkey = \"k\"\nlog_level = \"{filter}\"\n");
+    assert_eq!(parse(&level("info")).unwrap().log_level.as_deref(), Some("info"));
+    let both = "warn,ringspan::daemon=debug";
+    assert_eq!(parse(&level(both)).unwrap().log_level.as_deref(), Some(both));
+    let error =
+        refused(&level("ringspan=loud"), 3, "[node] log_level \"ringspan=loud\": not a filter");
+    assert_eq!(error.column, Some(13));
+    refused(&level(" "), 3, "[node] log_level is empty");
+}
+
+#[test]
+fn the_node_name_is_short_printable_text() {
+    let named = |name: &str| format!("[node]\nkey = \"k\"\nname = \"{name}\"\n");
+    assert_eq!(parse(&named("core-1")).unwrap().name.as_deref(), Some("core-1"));
+    assert_eq!(parse(&named(&"n".repeat(32))).unwrap().name.map(|n| n.len()), Some(32));
+    let error = refused(&named(&"n".repeat(33)), 3, "[node] name is longer than 32 bytes");
+    assert_eq!(error.column, Some(8));
+    refused(&named(""), 3, "[node] name is empty");
+    refused(&named("a\\tb"), 3, "[node] name holds a control character");
 }
 
 #[test]
