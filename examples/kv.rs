@@ -33,7 +33,8 @@ fn start(
 ) -> Handle {
     let mut settings = Settings::new(identity.clone());
     settings.role = role;
-    settings.listen = listen.then(|| "127.0.0.1:0".parse().expect("an address"));
+    settings.listen =
+        listen.then(|| "127.0.0.1:0".parse().expect("an address")).into_iter().collect();
     settings.peers = peers;
     // Each allowed key with the most it may be: a router's mounts reach the whole cluster.
     settings.allow = allow.iter().map(|(i, role)| (i.public_key(), *role)).collect();

@@ -65,7 +65,7 @@ fn pair(busy_poll: Duration, core: Option<usize>) -> Pair {
         workers: 1,
         pin_workers: core.is_some(),
         first_core: core.unwrap_or(0),
-        listen,
+        listen: listen.into_iter().collect(),
         busy_poll,
         busy_poll_backoff: Duration::ZERO,
         ..ring::Config::default()

@@ -136,7 +136,7 @@ fn zero_allocations_per_message_on_an_encrypted_engine_link() {
         ring::Config {
             workers: 1,
             pin_workers: false,
-            listen: Some("127.0.0.1:0".parse().unwrap()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
             shed_keys_after: KEEP_KEYS,
             ..Default::default()
         },
@@ -303,7 +303,7 @@ fn relay_100k(workers: usize) {
     // The receiver serves the mount and accepts the relay; the relay dials it and accepts the
     // sender, a client.
     let mut receiver = Settings::new(receiver_id.clone());
-    receiver.listen = Some(any);
+    receiver.listen = vec![any];
     receiver.peers = vec![PeerSpec::router(None, relay_id.public_key())];
     receiver.mounts = vec![MountSpec {
         key: STREAM_MOUNT,
@@ -314,7 +314,7 @@ fn relay_100k(workers: usize) {
     let counters = Arc::new(Counters::default());
     let receiver = node(receiver, Receiver(counters.clone(), false));
     let mut relay = Settings::new(relay_id.clone());
-    relay.listen = Some(any);
+    relay.listen = vec![any];
     relay.workers = workers;
     relay.peers = vec![PeerSpec::router(receiver.local_addr(), receiver_id.public_key())];
     let mut sender = Settings::new(sender_id.clone());
@@ -322,10 +322,10 @@ fn relay_100k(workers: usize) {
     if workers > 1 {
         // The relay dials the client, from its second worker; the client accepts it.
         let port = std::net::TcpListener::bind(any).and_then(|l| l.local_addr()).ok();
-        sender.listen = port;
+        sender.listen = port.into_iter().collect();
         sender.peers = vec![PeerSpec::router(None, relay_id.public_key())];
         relay.peers.push(PeerSpec {
-            address: port,
+            address: port.map(Into::into),
             key: sender_id.public_key(),
             role: Role::Client,
         });

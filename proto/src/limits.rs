@@ -267,6 +267,37 @@ pub const REDIAL_MAX_MS: u64 = 5_000;
 /// `redial_max_ms`).
 pub const REDIAL_STABLE_MS: u64 = 2_000;
 
+/// Host names of configured peers (`[[peer]] address = "host:port"`) waiting for a resolver
+/// thread, per node (`daemon::resolve`). Each peer has at most one resolution in flight, so this
+/// many is reached only by a node with more named peers than that dialling at once (and
+/// resolutions that hang: an unresponsive DNS server). A dial whose name finds the queue full
+/// fails at once ("resolver busy") and backs off like any failed dial, so the rest get their
+/// turn; 256 is more named peers than a node dials at once, and under 100 KiB when full.
+pub const RESOLVE_QUEUE_MAX: usize = 256;
+
+/// Resolver threads per node at most: resolutions under way at once. A resolution blocks its
+/// thread (`getaddrinfo`), for up to tens of seconds against an unresponsive DNS server (glibc
+/// waits 5 s per server and attempt by default), so one slow name holds one thread while the
+/// others go on. Four serve a node's named peers without a thread per name; idle threads end
+/// after [`RESOLVER_IDLE_MS`].
+pub const RESOLVER_THREADS_MAX: usize = 4;
+
+/// How long a dial waits for its peer's name to resolve before it counts as failed ("cannot
+/// resolve NAME: no answer within ..."), backing off as any failed dial. The resolution itself
+/// cannot be cancelled: the peer waits for it (one in flight per peer) and takes its answer at
+/// its next dial if it is still wanted then. Ten seconds lets glibc's default two attempts of
+/// 5 s at the first DNS server end, as the handshake timeout lets a slow peer answer.
+pub const RESOLVE_TIMEOUT_MS: u64 = 10_000;
+
+/// Addresses kept of one resolution of a peer's name: dialled in turn across failed dials, and
+/// trusted by admission. Eight covers a name's IPv4 and IPv6 addresses on several interfaces; a
+/// name with more (round-robin DNS over a farm) is not one node.
+pub const RESOLVED_ADDRS_MAX: usize = 8;
+
+/// How long a resolver thread with nothing to resolve waits before it ends: a node with named
+/// peers that are all linked keeps no resolver thread.
+pub const RESOLVER_IDLE_MS: u64 = 10_000;
+
 /// Shortest time between two log lines about links refused for one reason (a key not allowed,
 /// a key not the one dialled, a hello claiming more than its key's role, the application's
 /// refusal, another protocol error): each line names the peer's key and address and how many

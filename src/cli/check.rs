@@ -46,8 +46,11 @@ fn summary(config: &NodeConfig, settings: &Settings) -> String {
     line(format!("metrics  {}", config.metrics.map_or("none".to_owned(), |a| a.to_string())));
     line(format!("peers    {}", config.peers.len()));
     for peer in &config.peers {
-        let address =
-            peer.spec.address.map_or("(accepted, never dialled)".into(), |a| a.to_string());
+        let address = peer
+            .spec
+            .address
+            .as_ref()
+            .map_or("(accepted, never dialled)".into(), |a| a.to_string());
         line(format!(
             "  {}  {address}  {}  {}",
             peer.name.as_deref().unwrap_or("(unnamed)"),

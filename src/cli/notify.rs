@@ -47,7 +47,7 @@ impl Notifier {
 pub fn when_ready(shared: Arc<Shared>, config: &NodeConfig) {
     let Some(notifier) = Notifier::from_env() else { return };
     let dials = config.peers.iter().any(|p| p.spec.address.is_some());
-    let listening = config.listen.first().map_or("nothing".to_owned(), |a| a.to_string());
+    let listening = super::run::listening(&config.listen);
     notifier.send(&format!("STATUS=listening on {listening}, waiting for a peer to link"));
     std::thread::spawn(move || {
         // Looked at every 50 ms, or every ten times as long as a snapshot took (it is a round

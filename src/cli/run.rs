@@ -87,18 +87,11 @@ pub fn load(path: &Path, log_format: Option<LogFormat>) -> Result<NodeConfig, St
 }
 
 /// Everything `ringspan run` checks before it starts the engine, beyond the file itself: reads
-/// the key file, builds the node's settings and its handshake configuration, and refuses what
-/// the node cannot do yet. Opens no socket. `ringspan check` stops here.
+/// the key file, builds the node's settings and its handshake configuration. Opens no socket
+/// and resolves no name. `ringspan check` stops here.
 pub fn settings(config: &NodeConfig) -> Result<Settings, String> {
     let key = read_key_file(&config.key).map_err(|e| format!("{}: {e}", config.key.display()))?;
     let identity = Identity::new(key).map_err(|e| e.to_string())?;
-    if config.listen.len() > 1 {
-        return Err(format!(
-            "{}: listen: one address for now ({} given)",
-            config.path.display(),
-            config.listen.len()
-        ));
-    }
     let settings = config.settings(identity);
     // The node builds it again when it starts; here it is only checked.
     settings.cipher_config()?;
@@ -125,7 +118,7 @@ pub(super) fn now() -> Instant {
 pub fn run(path: &Path, log_format: Option<LogFormat>) -> Result<(), String> {
     let config = load(path, log_format)?;
     let node = start(&config)?;
-    let listen = node.local_addr().map_or("nothing".into(), |a| a.to_string());
+    let listen = listening(node.local_addrs());
     let socket = config.control_socket();
     log::notice(&format!(
         "node {} up on {} worker(s), listening on {listen}, control socket {}",
@@ -163,6 +156,17 @@ fn reload_source(started: NodeConfig) -> ringspan::daemon::ReloadSource {
         running = config;
         Ok(report)
     })
+}
+
+/// The addresses a node listens on, for people: `127.0.0.1:7401 and [::1]:7401`, or
+/// `nothing`.
+pub(super) fn listening(addrs: &[std::net::SocketAddr]) -> String {
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    match addrs.as_slice() {
+        [] => "nothing".to_owned(),
+        [one] => one.clone(),
+        [first @ .., last] => format!("{} and {last}", first.join(", ")),
+    }
 }
 
 /// `ringspan show`.

@@ -21,15 +21,17 @@ use crate::error::Misuse;
 use crate::ids::{ClusterId, NodeId};
 use crate::limits;
 use crate::relay::CallId;
+use crate::relay::redial::PeerAddr;
 use crate::ring::{self, Engine, Remote};
 use crate::span::{Label, MountKey, MountKind, Role};
 use crate::wire::{Command, ErrorCode, Flags};
 
 /// A neighbour to link to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSpec {
-    /// Where to dial it; `None`: only accept it.
-    pub address: Option<SocketAddr>,
+    /// Where to dial it: an IP address and port, or a host name and port resolved anew before
+    /// each dial (`daemon::resolve`); `None`: only accept it.
+    pub address: Option<PeerAddr>,
     /// Its public key.
     pub key: PublicKey,
     /// The most its hello may claim to be.
@@ -39,7 +41,7 @@ pub struct PeerSpec {
 impl PeerSpec {
     /// A router peer at `address` with `key`.
     pub fn router(address: Option<SocketAddr>, key: PublicKey) -> PeerSpec {
-        PeerSpec { address, key, role: Role::Router }
+        PeerSpec { address: address.map(PeerAddr::Ip), key, role: Role::Router }
     }
 }
 
@@ -50,8 +52,9 @@ pub struct Settings {
     pub identity: Identity,
     /// What it tells its neighbours it is.
     pub role: Role,
-    /// Where to accept links (`None`: dial only).
-    pub listen: Option<SocketAddr>,
+    /// Where to accept links, each address a listening socket every worker accepts on
+    /// (`ring::Config::listen`); empty: dial only.
+    pub listen: Vec<SocketAddr>,
     /// Its neighbours.
     pub peers: Vec<PeerSpec>,
     /// Other keys allowed to connect, each with the most its hello may claim to be.
@@ -88,7 +91,7 @@ impl Settings {
         Settings {
             identity,
             role: Role::Router,
-            listen: None,
+            listen: Vec::new(),
             peers: Vec::new(),
             allow: Vec::new(),
             accept_unknown_keys: false,
@@ -266,10 +269,11 @@ pub struct Handle {
     control: Option<control::ControlSocket>,
 }
 
-/// The configured peers' addresses, each once.
+/// The configured peers' IP addresses, each once (a peer given by name is trusted from the
+/// addresses its name resolves to, as they are learned: `daemon::resolve`).
 fn trusted_sources(peers: &[PeerSpec]) -> Vec<std::net::IpAddr> {
     let mut ips: Vec<std::net::IpAddr> =
-        peers.iter().filter_map(|p| Some(p.address?.ip())).collect();
+        peers.iter().filter_map(|p| Some(p.address.as_ref()?.ip()?.ip())).collect();
     ips.sort_unstable();
     ips.dedup();
     ips
@@ -299,7 +303,7 @@ impl Settings {
             workers: self.planes(),
             // Several nodes may share a host: let the scheduler place them.
             pin_workers: false,
-            listen: self.listen,
+            listen: self.listen.clone(),
             keepalive_interval: self.limits.keepalive,
             idle_timeout: self.limits.idle_timeout,
             send_queue_max_bytes: self.limits.send_queue_max_bytes,
@@ -357,7 +361,13 @@ impl Handle {
         self.id
     }
 
-    /// Where it accepts links (with the real port if 0 was asked for).
+    /// Where it accepts links, in the order of [`Settings::listen`] (with the real port where
+    /// 0 was asked for); empty if it only dials.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.engine.local_addrs()
+    }
+
+    /// The first of [`Handle::local_addrs`], if it listens at all.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.engine.local_addr()
     }

@@ -6,6 +6,7 @@
 //!
 //! - the configured peers dialled and redialled ([`Redial`]; a client keeps one at a time and
 //!   fails over down its list), told when links come up, go down, are refused or fail to dial;
+//!   peers given by host name resolved before each dial, off the worker (`resolve.rs`);
 //! - the rights bound to keys: each link's granted role is its key's configured one (a peer's
 //!   `role`, an `allow` entry's), or client for a key let in by `accept_unknown_keys`; the
 //!   addresses a configured key linked from, handed to the engine's admission as trusted;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use super::planes::{Claim, Linked, PlaneCommand, dial_plan};
 use super::refusals::{Refusal, RefusalLog};
+use super::resolve::{Lookups, Resolved, Resolver};
 use super::{Closes, MountSpec, Settings};
 use crate::cipher::PublicKey;
 use crate::ids::{LinkId, NodeId};
@@ -105,20 +107,35 @@ pub struct Plane {
     linked: Arc<Linked>,
     /// The clients' mounts, across the planes.
     clients: Arc<SharedClients>,
+    /// The node's resolver of peers' host names, across the planes.
+    resolver: Arc<Resolver>,
 }
 
 impl Plane {
     /// The only plane of a node on one worker.
     pub fn one() -> Plane {
-        Plane { index: 0, of: 1, linked: Arc::default(), clients: Arc::default() }
+        Plane {
+            index: 0,
+            of: 1,
+            linked: Arc::default(),
+            clients: Arc::default(),
+            resolver: Arc::default(),
+        }
     }
 
     /// The planes of a node on `of` workers, by index, sharing what they must.
     pub fn all(of: usize) -> Vec<Plane> {
         let linked: Arc<Linked> = Arc::default();
         let clients: Arc<SharedClients> = Arc::default();
+        let resolver: Arc<Resolver> = Arc::default();
         (0..of.max(1))
-            .map(|index| Plane { index, of, linked: linked.clone(), clients: clients.clone() })
+            .map(|index| Plane {
+                index,
+                of,
+                linked: linked.clone(),
+                clients: clients.clone(),
+                resolver: resolver.clone(),
+            })
             .collect()
     }
 
@@ -135,6 +152,8 @@ pub struct HostState {
     /// The relay node.
     pub node: Node,
     redial: Redial,
+    /// The named peers' resolutions.
+    lookups: Lookups,
     /// The role each known key is granted (the most its hello may claim), and whether any
     /// other key may get in (as a client).
     rights: Rights,
@@ -210,6 +229,7 @@ impl HostState {
         HostState {
             node,
             redial,
+            lookups: Lookups::new(plane.resolver.clone()),
             rights: Rights::of(settings),
             names: names(settings),
             announced: HashMap::default(),
@@ -380,10 +400,7 @@ impl HostState {
                 }
             }
         }
-        while let Some((addr, key)) = self.redial.poll_dial(now) {
-            tracing::debug!(%addr, "dialling");
-            worker.connect(addr, Some(key));
-        }
+        self.lookups.dial(&mut self.redial, worker);
         if let Some(at) = self.redial.next_deadline() {
             worker.wake_at(at);
         }
@@ -648,6 +665,14 @@ impl<A: App> Service for Host<A> {
         let command = match command.downcast::<PlaneCommand>() {
             Ok(command) => {
                 self.state.plane_command(*command, worker);
+                return self.tick(worker);
+            }
+            Err(command) => command,
+        };
+        let command = match command.downcast::<Resolved>() {
+            Ok(resolved) => {
+                let s = &mut self.state;
+                s.lookups.answer(*resolved, &mut s.redial, worker);
                 return self.tick(worker);
             }
             Err(command) => command,

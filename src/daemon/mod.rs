@@ -29,6 +29,7 @@ mod refusals;
 mod reload;
 mod render;
 mod request;
+mod resolve;
 mod snapshot;
 #[cfg(test)]
 mod tests;

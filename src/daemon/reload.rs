@@ -2,7 +2,7 @@
 //! restart.
 //!
 //! [`Shared::reload`] compares them with the node's: a change to anything the node holds from
-//! its start only (its key, role, listener, workers, client clusters, control socket, metrics
+//! its start only (its key, role, listeners, workers, client clusters, control socket, metrics
 //! address, receive buffers, and the link timers its neighbours were told in their hellos) is
 //! refused whole, naming each such key, and the node runs on as it was. Otherwise every plane is
 //! sent the new settings ([`PlaneReload`]) and takes them in one turn of its worker: peers,
@@ -194,7 +194,7 @@ fn who(key: &PublicKey, names: &[(PublicKey, String)]) -> String {
 }
 
 fn address(peer: &PeerSpec) -> String {
-    peer.address.map_or("none (accepted only)".into(), |a| a.to_string())
+    peer.address.as_ref().map_or("none (accepted only)".into(), |a| a.to_string())
 }
 
 /// What `new` changes of `old`'s peers, allow list, mounts and limits, a line each.
@@ -339,7 +339,7 @@ mod tests {
         let old = settings();
         let mut new = old.clone();
         assert!(restart_only(&old, &new).is_empty());
-        new.listen = Some("127.0.0.1:1".parse().unwrap());
+        new.listen = vec!["127.0.0.1:1".parse().unwrap()];
         new.limits.keepalive *= 2;
         new.limits.redial_max *= 2;
         assert_eq!(restart_only(&old, &new), ["[node] listen", "[limits] keepalive_ms"]);

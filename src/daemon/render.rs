@@ -221,10 +221,15 @@ pub fn render(s: &Snapshot, view: View) -> String {
         if !s.peers.is_empty() {
             let _ = writeln!(out, "\nPEERS");
             for p in &s.peers {
+                // A name with the address its latest dial went to.
+                let address = match &p.resolved {
+                    Some(resolved) => format!("{} ({resolved})", p.address),
+                    None => p.address.clone(),
+                };
                 let _ = write!(
                     out,
                     "  {:<22} {}  {}  {}",
-                    printable(&p.address),
+                    printable(&address),
                     printable(p.name.as_deref().unwrap_or("-")),
                     printable(&p.peer),
                     printable(&p.state)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HostState;
 use crate::ids::LinkId;
-use crate::relay::redial::{LastError, PeerState, PeerStatus};
+use crate::relay::redial::{Failure, LastError, PeerAddr, PeerState, PeerStatus};
 use crate::relay::{LinkInfo, Node, NodeCounters};
 use crate::ring::{CloseReason, WorkerCtx};
 use crate::span::{NextHop, Role};
@@ -563,16 +563,21 @@ pub struct RouteRow {
 /// One configured peer, as shown.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PeerRow {
-    /// Its address.
+    /// Its address, as configured: an IP address and port, or a host name and port.
     pub address: String,
+    /// For a peer given by host name, the address its latest dial went to (what the name
+    /// resolved to then); `None` before its name first resolved, and for an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
     /// The configuration's name for it, if it gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Its node id.
     pub peer: String,
-    /// "up (link N)" (linked), "dialling", "waiting" (for the next dial), "refused" (waiting,
-    /// after the peer refused the link or ended it before it was stable, as a node that does
-    /// not allow this node's key does), or "standby" (failover mode: another peer is in use).
+    /// "up (link N)" (linked), "resolving" (its host name, for a dial), "dialling", "waiting"
+    /// (for the next dial), "refused" (waiting, after the peer refused the link or ended it
+    /// before it was stable, as a node that does not allow this node's key does), or "standby"
+    /// (failover mode: another peer is in use).
     pub state: String,
     /// Its key, base64 (as `ringspan pubkey` prints it).
     #[serde(default)]
@@ -599,9 +604,10 @@ pub struct PeerRow {
 impl PeerRow {
     /// The row of a configured peer as its redialler sees it at `now`.
     fn of(p: &PeerStatus, now: Instant) -> PeerRow {
-        let refused = p.last_error.is_some_and(|e| e.is_refusal());
+        let refused = p.last_error.as_ref().is_some_and(LastError::is_refusal);
         let (state, next_dial_ms) = match p.state {
             PeerState::Up(link) => (format!("up ({link})"), None),
+            PeerState::Resolving => ("resolving".into(), None),
             PeerState::Dialling => ("dialling".into(), None),
             PeerState::Waiting(at) => {
                 let state = if refused { "refused" } else { "waiting" };
@@ -609,8 +615,13 @@ impl PeerRow {
             }
             PeerState::Standby => ("standby".into(), None),
         };
+        let resolved = match p.addr {
+            PeerAddr::Name { .. } => p.dialled.map(|addr| addr.to_string()),
+            PeerAddr::Ip(_) => None,
+        };
         PeerRow {
             address: p.addr.to_string(),
+            resolved,
             name: None,
             peer: p.key.node_id().to_string(),
             state,
@@ -618,16 +629,23 @@ impl PeerRow {
             next_dial_ms,
             backoff_ms: millis(p.wait),
             failures: p.failures,
-            last_error: p.last_error.map(|e| describe(&e)),
-            last_error_ago_ms: p.last_error.map(|e| millis(now.saturating_duration_since(e.at))),
+            last_error: p.last_error.as_ref().map(describe),
+            last_error_ago_ms: p
+                .last_error
+                .as_ref()
+                .map(|e| millis(now.saturating_duration_since(e.at))),
         }
     }
 }
 
 /// A peer's latest error in words: the reason, whether it was a dial or a link, and for a link
-/// ended by the peer before it was stable, what that usually means.
+/// ended by the peer before it was stable, what that usually means. A name that did not
+/// resolve says so itself (`cannot resolve NAME: ...`).
 fn describe(e: &LastError) -> String {
-    let reason = e.reason;
+    let reason = match &e.reason {
+        Failure::Closed(reason) => *reason,
+        Failure::Unresolved(why) => return why.clone(),
+    };
     match e.lived {
         None => format!("dial failed: {reason}"),
         Some(lived) => {
@@ -662,12 +680,13 @@ mod tests {
         let ms = Duration::from_millis;
         let refused = PeerStatus {
             addr: "127.0.0.1:7".parse().unwrap(),
+            dialled: Some("127.0.0.1:7".parse().unwrap()),
             key: PublicKey([1; 32]),
             state: PeerState::Waiting(now + ms(900)),
             failures: 3,
             wait: ms(1100),
             last_error: Some(LastError {
-                reason: CloseReason::PeerClosed,
+                reason: Failure::Closed(CloseReason::PeerClosed),
                 at: now - ms(200),
                 lived: Some(ms(4)),
             }),
@@ -684,10 +703,15 @@ mod tests {
             )
         );
         assert_eq!(row.last_error_ago_ms, Some(200));
+        assert_eq!((row.address.as_str(), row.resolved), ("127.0.0.1:7", None));
         // A dial refused by the kernel: waiting, not refused by the peer.
         let failed = PeerStatus {
-            last_error: Some(LastError { reason: CloseReason::Io(111), at: now, lived: None }),
-            ..refused
+            last_error: Some(LastError {
+                reason: Failure::Closed(CloseReason::Io(111)),
+                at: now,
+                lived: None,
+            }),
+            ..refused.clone()
         };
         let row = PeerRow::of(&failed, now);
         assert_eq!(row.state, "waiting");
@@ -697,13 +721,39 @@ mod tests {
         // The peer said REFUSED after a long while: still a refusal.
         let told = PeerStatus {
             last_error: Some(LastError {
-                reason: CloseReason::PeerSaid(ErrorCode::REFUSED),
+                reason: Failure::Closed(CloseReason::PeerSaid(ErrorCode::REFUSED)),
                 at: now,
                 lived: Some(ms(60_000)),
             }),
-            ..refused
+            ..refused.clone()
         };
         assert_eq!(PeerRow::of(&told, now).state, "refused");
+        // A name that did not resolve: waiting, the resolver's reason as the last error.
+        let unresolved = PeerStatus {
+            addr: "b.invalid:7".parse().unwrap(),
+            dialled: None,
+            last_error: Some(LastError {
+                reason: Failure::Unresolved("cannot resolve b.invalid: no such name".into()),
+                at: now,
+                lived: None,
+            }),
+            ..refused.clone()
+        };
+        let row = PeerRow::of(&unresolved, now);
+        assert_eq!((row.address.as_str(), row.state.as_str()), ("b.invalid:7", "waiting"));
+        assert_eq!(row.last_error.as_deref(), Some("cannot resolve b.invalid: no such name"));
+        assert_eq!(row.resolved, None);
+        // A name that resolved: where its dial went.
+        let resolving = PeerStatus {
+            state: PeerState::Resolving,
+            dialled: Some("127.0.0.1:7".parse().unwrap()),
+            ..unresolved
+        };
+        let row = PeerRow::of(&resolving, now);
+        assert_eq!(
+            (row.state.as_str(), row.resolved.as_deref()),
+            ("resolving", Some("127.0.0.1:7"))
+        );
         let up = PeerStatus { state: PeerState::Up(LinkId(3)), last_error: None, ..refused };
         let row = PeerRow::of(&up, now);
         assert_eq!((row.state.as_str(), row.next_dial_ms), ("up (link 0:3.0)", None));

@@ -5,10 +5,11 @@
 //! One worker thread per core, pinned. Each owns one io_uring (SINGLE_ISSUER, DEFER_TASKRUN,
 //! COOP_TASKRUN), its links, a provided-buffer ring for receives, a pool of record buffers, a
 //! timer heap and a [`Service`] instance. Workers share nothing. A link lives on the worker that
-//! accepted or dialled it for its whole life. The engine binds one listening socket (no
-//! SO_REUSEPORT, so no other process can share the port) and every worker keeps an accept in
-//! flight on its own handle to it, so incoming connections go to whichever worker is ready;
-//! [`Engine::connect`] deals outgoing ones round robin.
+//! accepted or dialled it for its whole life. The engine binds a listening socket per listen
+//! address (no SO_REUSEPORT, so no other process can share the port) and every worker keeps an
+//! accept in flight on its own handle to each, so incoming connections go to whichever worker
+//! is ready, admitted alike whichever address they came to; [`Engine::connect`] deals outgoing
+//! ones round robin.
 //!
 //! Other threads reach a worker only through its [`mailbox`]: a bounded queue of commands and an
 //! eventfd that wakes the worker. A command carries owned values (addresses, buffers), never a
@@ -77,8 +78,12 @@ pub struct Config {
     pub pin_workers: bool,
     /// Worker `i` is pinned to core `first_core + i` (modulo the cores there are).
     pub first_core: usize,
-    /// Where to accept links, if anywhere.
-    pub listen: Option<SocketAddr>,
+    /// Where to accept links: a listening socket for each address, every worker accepting on
+    /// each (none: the engine only dials). When the list holds an IPv4 address, its IPv6 ones
+    /// take IPv6 connections only (IPV6_V6ONLY), so `0.0.0.0:P` and `[::]:P` can both be
+    /// listed; an IPv6 address alone keeps the system's default (on Linux, `[::]` takes IPv4
+    /// connections too).
+    pub listen: Vec<SocketAddr>,
     /// Submission queue entries per worker.
     pub ring_entries: u32,
     /// Provided receive buffers per worker (a power of two).
@@ -149,7 +154,7 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin_workers: true,
             first_core: 0,
-            listen: None,
+            listen: Vec::new(),
             ring_entries: limits::RING_ENTRIES,
             recv_buffers: limits::RECV_BUFFERS,
             recv_buffer_size: limits::RECV_BUFFER_SIZE,
@@ -407,13 +412,14 @@ impl Remote {
 pub struct Engine {
     threads: Vec<JoinHandle<WorkerStats>>,
     mailboxes: Arc<[Arc<Mailbox>]>,
-    local_addr: Option<SocketAddr>,
+    local_addrs: Vec<SocketAddr>,
     next_worker: AtomicUsize,
 }
 
 impl Engine {
-    /// Probes io_uring, binds the listening socket, and starts `config.workers` workers, each
-    /// running the service `factory(index)` makes on its thread.
+    /// Probes io_uring, binds a listening socket per listen address, and starts
+    /// `config.workers` workers, each running the service `factory(index)` makes on its thread
+    /// and accepting on every listening socket.
     pub fn start<S, F>(
         config: Config,
         cipher: Arc<cipher::Config>,
@@ -425,14 +431,19 @@ impl Engine {
     {
         probe::diagnose(&probe::probe(), config.locked_bytes())?;
         let workers = config.workers.max(1);
-        let (listeners, local_addr) = match config.listen {
-            Some(addr) => {
-                let (sockets, local) = worker::bind_listener(addr, workers)
-                    .map_err(|error| StartError::Listen { addr, error })?;
-                (sockets.into_iter().map(Some).collect(), Some(local))
+        // Each worker's handles, one per listen address in the configuration's order.
+        let mut listeners: Vec<Vec<socket2::Socket>> =
+            (0..workers).map(|_| Vec::with_capacity(config.listen.len())).collect();
+        let mut local_addrs = Vec::with_capacity(config.listen.len());
+        let only_v6 = config.listen.iter().any(SocketAddr::is_ipv4);
+        for &addr in &config.listen {
+            let (sockets, local) = worker::bind_listener(addr, workers, only_v6)
+                .map_err(|error| StartError::Listen { addr, error })?;
+            for (handles, socket) in listeners.iter_mut().zip(sockets) {
+                handles.push(socket);
             }
-            None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
-        };
+            local_addrs.push(local);
+        }
         let config = Arc::new(config);
         let factory = Arc::new(factory);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -475,7 +486,7 @@ impl Engine {
             threads.push(thread);
         }
         drop(ready_tx);
-        let engine = Engine { threads, mailboxes, local_addr, next_worker: AtomicUsize::new(0) };
+        let engine = Engine { threads, mailboxes, local_addrs, next_worker: AtomicUsize::new(0) };
         for _ in 0..workers {
             if let Ok(Err((index, error))) = ready_rx.recv() {
                 engine.shutdown();
@@ -486,9 +497,15 @@ impl Engine {
         Ok(engine)
     }
 
-    /// The address the engine accepts links on (with the real port if 0 was asked for).
+    /// The addresses the engine accepts links on, in the order of [`Config::listen`] (with the
+    /// real port where 0 was asked for); empty if it only dials.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The first of [`Engine::local_addrs`], if it listens at all.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+        self.local_addrs.first().copied()
     }
 
     /// Workers running.

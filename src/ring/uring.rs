@@ -20,7 +20,9 @@ pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
 
 /// Binds one listening socket to `addr` and returns a handle to it for each of `workers`
 /// workers (duplicated descriptors of the same socket: each worker keeps its own accept in
-/// flight on it), with the bound address (the real port if 0 was asked for).
+/// flight on it), with the bound address (the real port if 0 was asked for). With `only_v6`,
+/// an IPv6 socket takes IPv6 connections only (IPV6_V6ONLY), leaving the port's IPv4 side to
+/// another socket; without it, the system's default (on Linux, `[::]` takes both).
 ///
 /// No SO_REUSEPORT: with it, any other process of the same user could bind the same port and
 /// be dealt a share of the connections. Without it, a second bind fails, here or there.
@@ -28,9 +30,13 @@ pub(crate) fn new_ring(entries: u32) -> io::Result<IoUring> {
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     workers: usize,
+    only_v6: bool,
 ) -> io::Result<(Vec<Socket>, SocketAddr)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if only_v6 && addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.bind(&SockAddr::from(addr)).map_err(in_use)?;
     socket.listen(crate::limits::LISTEN_BACKLOG).map_err(in_use)?;
     let bound = socket.local_addr()?.as_socket().unwrap_or(addr);

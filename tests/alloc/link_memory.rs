@@ -88,7 +88,7 @@ fn an_idle_established_link_costs_the_engine_about_one_kib() {
         ring::Config {
             workers: 1,
             pin_workers: false,
-            listen: Some("127.0.0.1:0".parse().unwrap()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
             keepalive_interval: KEEPALIVE,
             shed_keys_after: SHED_AFTER,
             ..ring::Config::default()

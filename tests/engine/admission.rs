@@ -135,7 +135,7 @@ fn a_connection_storm_is_refused_at_accept_and_established_links_lose_nothing() 
         ring::Config {
             workers: 1,
             pin_workers: false,
-            listen: Some("127.0.0.1:0".parse().unwrap()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
             max_links: MAX_LINKS,
             max_handshakes_per_sec: RATE,
             ..ring::Config::default()
@@ -359,7 +359,7 @@ fn flood(trust: Trust) -> Flooded {
         ring::Config {
             workers: 1,
             pin_workers: false,
-            listen: Some("127.0.0.1:0".parse().unwrap()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
             max_links: FLOOD_MAX_LINKS,
             reserved_links: FLOOD_RESERVED_LINKS,
             max_handshakes_per_sec: FLOOD_RATE,

@@ -75,7 +75,7 @@ fn a_record_left_unfinished_in_a_full_size_buffer_closes_the_link() {
     let config = ring::Config {
         workers: 1,
         pin_workers: false,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
         // Only the reassembly deadline may close the link in this test.
         keepalive_interval: Duration::from_secs(600),
         idle_timeout: Duration::from_secs(600),

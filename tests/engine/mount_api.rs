@@ -26,7 +26,7 @@ fn start(
 ) -> Handle {
     let mut settings = Settings::new(id.clone());
     settings.role = role;
-    settings.listen = listen.then(|| "127.0.0.1:0".parse().unwrap());
+    settings.listen = listen.then(|| "127.0.0.1:0".parse().unwrap()).into_iter().collect();
     settings.peers = peers;
     settings.allow = allow.iter().map(|(i, role)| (i.public_key(), *role)).collect();
     settings.recv_buffers = 8;

@@ -24,6 +24,7 @@ mod hostile_links_flood;
 mod hostile_rights;
 mod hostile_shares;
 mod hostile_shares_spans;
+mod listen_process;
 mod planes_process;
 mod reload_process;
 mod rogue_smoke;

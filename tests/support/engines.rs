@@ -13,7 +13,12 @@ use ringspan::wire::{ErrorCode, Flags};
 /// An engine of `workers` workers, listening on `listen` if given. Workers are not pinned:
 /// the tests of a binary share the machine's cores.
 pub fn config(workers: usize, listen: Option<SocketAddr>) -> ring::Config {
-    ring::Config { workers, pin_workers: false, listen, ..ring::Config::default() }
+    ring::Config {
+        workers,
+        pin_workers: false,
+        listen: listen.into_iter().collect(),
+        ..ring::Config::default()
+    }
 }
 
 /// Answers every transaction opened to it with its payload, with the request's command: in

@@ -63,7 +63,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     cipher.accept_unknown_keys = true;
     let mut config = ring::Config {
         workers: args.workers,
-        listen: Some(args.listen),
+        listen: vec![args.listen],
         ..ring::Config::default()
     };
     if let Some(ms) = args.keepalive_ms {
@@ -211,7 +211,7 @@ fn engine_pair(mode: Mode, size: usize) -> Result<EnginePair, String> {
         ring::Config {
             workers: 1,
             first_core: 0,
-            listen: Some("127.0.0.1:0".parse().map_err(|_| "address")?),
+            listen: vec!["127.0.0.1:0".parse().map_err(|_| "address")?],
             ..ring::Config::default()
         },
         Arc::new(server_cipher),

@@ -10,7 +10,19 @@
 //! step. So a peer that refuses us right after each handshake (a node that does not allow our
 //! key closes the connection as soon as it reads it) is dialled ever less often, down to once
 //! per `max`, instead of at the first step forever.
+//!
+//! A peer may be given by host name ([`PeerAddr::Name`]): each dial then starts with a
+//! resolution, which the caller makes ([`Redial::poll_dial`] hands it the name, the peer is
+//! [`PeerState::Resolving`]) and reports: the addresses found ([`Redial::resolved`], which
+//! picks the one to dial, in turn across failures in a row, so a name with an address that
+//! does not answer is dialled at its others), or why there are none ([`Redial::unresolved`]),
+//! which counts as a failed dial.
 
+mod addr;
+
+pub use addr::{PeerAddr, PeerAddrError};
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -26,6 +38,8 @@ use crate::wire::ErrorCode;
 pub enum PeerState {
     /// Waiting until the instant to dial.
     Waiting(Instant),
+    /// Its host name is being resolved, for a dial.
+    Resolving,
     /// A dial is under way.
     Dialling,
     /// A link to it is up.
@@ -34,11 +48,29 @@ pub enum PeerState {
     Standby,
 }
 
+/// Why a peer's dial or link ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The dial or the link ended for this reason.
+    Closed(CloseReason),
+    /// Its host name gave no address to dial: why, in words (`cannot resolve NAME: ...`).
+    Unresolved(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Closed(reason) => write!(f, "{reason}"),
+            Failure::Unresolved(why) => f.write_str(why),
+        }
+    }
+}
+
 /// How a peer's latest dial or link ended, as the redialler was told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastError {
     /// Why it ended.
-    pub reason: CloseReason,
+    pub reason: Failure,
     /// When.
     pub at: Instant,
     /// How long its link had been up; `None` for a dial that failed before its handshake
@@ -52,7 +84,8 @@ impl LastError {
     /// connection (end of stream or a socket error) before the link was stable, which is what a
     /// node that does not allow our key does as soon as it reads it.
     pub fn is_refusal(&self) -> bool {
-        match self.reason {
+        let Failure::Closed(reason) = self.reason else { return false };
+        match reason {
             CloseReason::PeerSaid(code) => {
                 code == ErrorCode::REFUSED || code == ErrorCode::DUPLICATE
             }
@@ -69,10 +102,13 @@ impl LastError {
 }
 
 /// One configured peer as the redialler sees it ([`Redial::peers`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
-    /// Where it is dialled.
-    pub addr: SocketAddr,
+    /// Where it is dialled, as configured.
+    pub addr: PeerAddr,
+    /// The address its latest dial went to (for a name, what it resolved to then), if it was
+    /// dialled.
+    pub dialled: Option<SocketAddr>,
     /// The key it must show.
     pub key: PublicKey,
     /// Where its dialling is.
@@ -88,10 +124,11 @@ pub struct PeerStatus {
 
 #[derive(Clone, Debug)]
 struct Peer {
-    addr: SocketAddr,
-    /// The address of its latest dial (its failure is reported by address, and a reload may
-    /// have moved the peer since).
-    dialled: SocketAddr,
+    addr: PeerAddr,
+    /// The address of its latest dial, if it was dialled (its failure is reported by address;
+    /// a name resolves to another address at each dial, and a reload may have moved the peer
+    /// since).
+    dialled: Option<SocketAddr>,
     key: PublicKey,
     state: PeerState,
     failures: u32,
@@ -105,10 +142,10 @@ struct Peer {
 
 impl Peer {
     /// A peer never dialled, due at `now`.
-    fn due(addr: SocketAddr, key: PublicKey, now: Instant) -> Peer {
+    fn due(addr: PeerAddr, key: PublicKey, now: Instant) -> Peer {
         Peer {
             addr,
-            dialled: addr,
+            dialled: None,
             key,
             state: PeerState::Waiting(now),
             failures: 0,
@@ -137,7 +174,7 @@ impl Redial {
     /// Peers `(address, key)`, all due at `now`; backoff from `min` doubling to `max`, each wait
     /// jittered down by up to half (so peers that failed together do not retry together).
     pub fn new(
-        peers: impl IntoIterator<Item = (SocketAddr, PublicKey)>,
+        peers: impl IntoIterator<Item = (PeerAddr, PublicKey)>,
         min: Duration,
         max: Duration,
         seed: u64,
@@ -165,15 +202,52 @@ impl Redial {
         self
     }
 
-    /// The next peer due for a dial at `now` (marked as dialling).
-    pub fn poll_dial(&mut self, now: Instant) -> Option<(SocketAddr, PublicKey)> {
+    /// The next peer due for a dial at `now`: one given by address is marked as dialling (dial
+    /// it); one given by name as resolving (resolve the name, then tell [`Redial::resolved`] or
+    /// [`Redial::unresolved`]).
+    pub fn poll_dial(&mut self, now: Instant) -> Option<(PeerAddr, PublicKey)> {
         let peer = self
             .peers
             .iter_mut()
             .find(|p| matches!(p.state, PeerState::Waiting(at) if at <= now))?;
+        match &peer.addr {
+            PeerAddr::Ip(addr) => {
+                peer.state = PeerState::Dialling;
+                peer.dialled = Some(*addr);
+            }
+            PeerAddr::Name { .. } => peer.state = PeerState::Resolving,
+        }
+        Some((peer.addr.clone(), peer.key))
+    }
+
+    /// The name of the peer with `key`, being resolved, gave `addrs`: the one to dial, now
+    /// dialling (reported as any dial, [`Redial::failed`]). The addresses are taken in turn
+    /// across failures in a row: the first while its dials work, the next after one failed.
+    /// `None` if the peer is not resolving (its answer came late: it timed out, or the peer
+    /// linked meanwhile) or `addrs` is empty (tell [`Redial::unresolved`] instead).
+    pub fn resolved(&mut self, key: &PublicKey, addrs: &[SocketAddr]) -> Option<SocketAddr> {
+        let peer = self.peers.iter_mut().find(|p| p.key == *key)?;
+        if peer.state != PeerState::Resolving || addrs.is_empty() {
+            return None;
+        }
+        let addr = addrs[peer.failures as usize % addrs.len()];
         peer.state = PeerState::Dialling;
-        peer.dialled = peer.addr;
-        Some((peer.addr, peer.key))
+        peer.dialled = Some(addr);
+        Some(addr)
+    }
+
+    /// The name of the peer with `key`, being resolved, gave no address at `now`: `why`, in
+    /// words (`cannot resolve NAME: ...`, shown as its last error). Counts as a failed dial.
+    /// Nothing if the peer is not resolving.
+    pub fn unresolved(&mut self, key: &PublicKey, why: String, now: Instant) {
+        let Some(i) =
+            self.peers.iter().position(|p| p.key == *key && p.state == PeerState::Resolving)
+        else {
+            return;
+        };
+        self.peers[i].last_error =
+            Some(LastError { reason: Failure::Unresolved(why), at: now, lived: None });
+        self.fail(i, now);
     }
 
     /// When the next dial is due, if one is waiting.
@@ -211,7 +285,7 @@ impl Redial {
         };
         let peer = &mut self.peers[i];
         let lived = peer.up_since.take().map(|since| now.saturating_duration_since(since));
-        peer.last_error = Some(LastError { reason, at: now, lived });
+        peer.last_error = Some(LastError { reason: Failure::Closed(reason), at: now, lived });
         let refused =
             matches!(reason, CloseReason::PeerSaid(ErrorCode::REFUSED | ErrorCode::DUPLICATE));
         if refused || lived.is_none_or(|lived| lived < self.stable) {
@@ -231,11 +305,14 @@ impl Redial {
 
     /// A dial to `addr` failed at `now` for `reason`, before its handshake completed: back off.
     pub fn failed(&mut self, addr: SocketAddr, reason: CloseReason, now: Instant) {
-        let Some(i) =
-            self.peers.iter().position(|p| p.dialled == addr && p.state == PeerState::Dialling)
+        let Some(i) = self
+            .peers
+            .iter()
+            .position(|p| p.dialled == Some(addr) && p.state == PeerState::Dialling)
         else {
             return;
         };
+        let reason = Failure::Closed(reason);
         self.peers[i].last_error = Some(LastError { reason, at: now, lived: None });
         self.fail(i, now);
     }
@@ -253,13 +330,13 @@ impl Redial {
     /// Takes a new list of peers `(address, key)` and backoff bounds at `now` (a reload). A
     /// peer already listed, known by its key, keeps its state, failures and last error, and is
     /// dialled at its new address from its next dial on (a dial under way still reports as
-    /// its). A new one is due at once, or, in failover mode, on standby while another is in
+    /// its, and a resolution under way still dials what its name gave). A new one is due at once, or, in failover mode, on standby while another is in
     /// use. One no longer listed is forgotten: its link, if up, is the caller's to keep or
     /// close. In failover mode the list's order is the new one, and if the peer in use is gone,
     /// the first is due at once.
     pub fn reconfigure(
         &mut self,
-        peers: impl IntoIterator<Item = (SocketAddr, PublicKey)>,
+        peers: impl IntoIterator<Item = (PeerAddr, PublicKey)>,
         min: Duration,
         max: Duration,
         now: Instant,
@@ -291,12 +368,13 @@ impl Redial {
     /// Each configured peer, as the redialler sees it.
     pub fn peers(&self) -> impl Iterator<Item = PeerStatus> + '_ {
         self.peers.iter().map(|p| PeerStatus {
-            addr: p.addr,
+            addr: p.addr.clone(),
+            dialled: p.dialled,
             key: p.key,
             state: p.state,
             failures: p.failures,
             wait: p.wait,
-            last_error: p.last_error,
+            last_error: p.last_error.clone(),
         })
     }
 
@@ -361,8 +439,8 @@ mod tests {
         let t0 = Instant::now();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (min, max) = (ms(100), ms(1600));
-        let mut r = Redial::new([(addr, key(1))], min, max, 7, t0);
-        assert_eq!(r.poll_dial(t0), Some((addr, key(1))));
+        let mut r = Redial::new([(addr.into(), key(1))], min, max, 7, t0);
+        assert_eq!(r.poll_dial(t0), Some((addr.into(), key(1))));
         assert_eq!(r.poll_dial(t0), None, "one dial at a time");
         let mut now = t0;
         let mut waits = Vec::new();
@@ -378,7 +456,7 @@ mod tests {
         // 200, 400, 800, 1600, 1600, 1600 ms, each jittered into [half, full].
         assert_steps(&waits, &[200, 400, 800, 1600, 1600, 1600]);
         let last = r.peers().next().unwrap().last_error.unwrap();
-        assert_eq!((last.reason, last.lived), (CloseReason::Io(111), None));
+        assert_eq!((last.reason, last.lived), (Failure::Closed(CloseReason::Io(111)), None));
         r.up(&key(1), LinkId(5), now);
         assert_eq!(r.next_deadline(), None);
         // A hold outlives the link it cuts.
@@ -404,7 +482,7 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
         let t0 = Instant::now();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let mut r = Redial::new([(addr, key(1))], ms(100), ms(1600), 11, t0);
+        let mut r = Redial::new([(addr.into(), key(1))], ms(100), ms(1600), 11, t0);
         let mut now = t0;
         let mut waits = Vec::new();
         for link in 0..7 {
@@ -420,7 +498,10 @@ mod tests {
         let peer = r.peers().next().unwrap();
         assert_eq!(peer.failures, 7);
         let last = peer.last_error.unwrap();
-        assert_eq!((last.reason, last.lived), (CloseReason::PeerClosed, Some(ms(3))));
+        assert_eq!(
+            (&last.reason, last.lived),
+            (&Failure::Closed(CloseReason::PeerClosed), Some(ms(3)))
+        );
         assert!(last.is_refusal(), "a link the peer ended before it was stable");
         // A link just short of the stable period is one more failure.
         r.poll_dial(now).unwrap();
@@ -446,7 +527,7 @@ mod tests {
         let t0 = Instant::now();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (min, max) = (ms(100), ms(1600));
-        let mut r = Redial::new([(addr, key(1))], min, max, 9, t0);
+        let mut r = Redial::new([(addr.into(), key(1))], min, max, 9, t0);
         let mut now = t0;
         let mut waits = Vec::new();
         for link in 0..5 {
@@ -475,24 +556,24 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let moved: SocketAddr = "127.0.0.1:3".parse().unwrap();
         let c: SocketAddr = "127.0.0.1:4".parse().unwrap();
-        let mut r = Redial::new([(a, key(1)), (b, key(2))], ms(100), ms(800), 5, t0);
+        let mut r = Redial::new([(a.into(), key(1)), (b.into(), key(2))], ms(100), ms(800), 5, t0);
         r.poll_dial(t0).unwrap();
         r.up(&key(1), LinkId(1), t0);
         r.poll_dial(t0).unwrap();
         // Peer 2 moves while its dial to the old address is under way; peer 3 is new; peer 1
         // is no longer listed.
-        r.reconfigure([(moved, key(2)), (c, key(3))], ms(50), ms(400), t0);
+        r.reconfigure([(moved.into(), key(2)), (c.into(), key(3))], ms(50), ms(400), t0);
         let peers: Vec<PeerStatus> = r.peers().collect();
         assert_eq!(peers.len(), 2);
-        assert_eq!((peers[0].addr, peers[0].state), (moved, PeerState::Dialling));
-        assert_eq!((peers[1].addr, peers[1].state), (c, PeerState::Waiting(t0)));
+        assert_eq!((&peers[0].addr, peers[0].state), (&moved.into(), PeerState::Dialling));
+        assert_eq!((&peers[1].addr, peers[1].state), (&c.into(), PeerState::Waiting(t0)));
         // The old dial fails: it is still peer 2's, which waits the new first step.
         r.failed(b, CloseReason::Io(111), t0);
         let wait = r.peers().next().unwrap().wait;
         assert!(wait >= ms(50) && wait <= ms(100), "{wait:?}");
         // Its next dial goes to the new address; the link of the forgotten peer changes nothing.
-        assert_eq!(r.poll_dial(t0), Some((c, key(3))));
-        assert_eq!(r.poll_dial(t0 + ms(100)), Some((moved, key(2))));
+        assert_eq!(r.poll_dial(t0), Some((c.into(), key(3))));
+        assert_eq!(r.poll_dial(t0 + ms(100)), Some((moved.into(), key(2))));
         r.down(LinkId(1), LOST, t0 + ms(100));
         assert_eq!(r.next_deadline(), None);
     }
@@ -503,17 +584,17 @@ mod tests {
         let t0 = Instant::now();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let mut r = Redial::new([(a, key(1))], ms(100), ms(800), 3, t0).one_at_a_time();
+        let mut r = Redial::new([(a.into(), key(1))], ms(100), ms(800), 3, t0).one_at_a_time();
         r.poll_dial(t0).unwrap();
         r.up(&key(1), LinkId(1), t0);
         // A second satellite listed first: the one in use stays in use, the new one waits.
-        r.reconfigure([(b, key(2)), (a, key(1))], ms(100), ms(800), t0);
+        r.reconfigure([(b.into(), key(2)), (a.into(), key(1))], ms(100), ms(800), t0);
         let states: Vec<PeerState> = r.peers().map(|p| p.state).collect();
         assert_eq!(states, [PeerState::Standby, PeerState::Up(LinkId(1))]);
         assert_eq!(r.poll_dial(t0), None);
         // The one in use is dropped from the list: the first listed is dialled at once.
-        r.reconfigure([(b, key(2))], ms(100), ms(800), t0);
-        assert_eq!(r.poll_dial(t0), Some((b, key(2))));
+        r.reconfigure([(b.into(), key(2))], ms(100), ms(800), t0);
+        assert_eq!(r.poll_dial(t0), Some((b.into(), key(2))));
     }
 
     #[test]
@@ -522,9 +603,9 @@ mod tests {
         let t0 = Instant::now();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let mut r =
-            Redial::new([(a, key(1)), (b, key(2))], ms(100), ms(800), 3, t0).one_at_a_time();
-        assert_eq!(r.poll_dial(t0), Some((a, key(1))));
+        let mut r = Redial::new([(a.into(), key(1)), (b.into(), key(2))], ms(100), ms(800), 3, t0)
+            .one_at_a_time();
+        assert_eq!(r.poll_dial(t0), Some((a.into(), key(1))));
         assert_eq!(r.poll_dial(t0), None, "only the first satellite is dialled");
         r.up(&key(1), LinkId(1), t0);
         // The satellite dies after a stable while: the next one is dialled, not the dead one.
@@ -532,12 +613,72 @@ mod tests {
         r.down(LinkId(1), LOST, t1);
         let at = r.next_deadline().unwrap();
         assert!(at - t1 <= ms(100), "{:?}", at - t1);
-        assert_eq!(r.poll_dial(at), Some((b, key(2))));
+        assert_eq!(r.poll_dial(at), Some((b.into(), key(2))));
         // It refuses: back to the first, after a longer wait.
         r.failed(b, CloseReason::Io(111), at);
         let again = r.next_deadline().unwrap();
         assert!(again - at >= ms(100), "{:?}", again - at);
-        assert_eq!(r.poll_dial(again), Some((a, key(1))));
+        assert_eq!(r.poll_dial(again), Some((a.into(), key(1))));
         assert_eq!(r.peers().filter(|p| p.state == PeerState::Standby).count(), 1);
+    }
+
+    #[test]
+    fn a_name_is_resolved_before_each_dial_and_its_addresses_taken_in_turn() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin; nothing here reads the clock again
+        let t0 = Instant::now();
+        let name: PeerAddr = "b.example:7402".parse().unwrap();
+        let ip: SocketAddr = "127.0.0.1:7403".parse().unwrap();
+        let found: [SocketAddr; 2] =
+            ["[::1]:7402".parse().unwrap(), "127.0.0.1:7402".parse().unwrap()];
+        let mut r =
+            Redial::new([(name.clone(), key(1)), (ip.into(), key(2))], ms(100), ms(800), 5, t0);
+        // The name is handed out to resolve, the address to dial.
+        assert_eq!(r.poll_dial(t0), Some((name.clone(), key(1))));
+        assert_eq!(r.poll_dial(t0), Some((ip.into(), key(2))));
+        let states: Vec<PeerState> = r.peers().map(|p| p.state).collect();
+        assert_eq!(states, [PeerState::Resolving, PeerState::Dialling]);
+        // A dial to an address the name has not resolved to is not its.
+        r.failed(found[0], CloseReason::Io(111), t0);
+        assert_eq!(r.peers().next().unwrap().state, PeerState::Resolving);
+        // Resolved: the first address is dialled; its failure backs off as any dial's.
+        assert_eq!(r.resolved(&key(1), &found), Some(found[0]));
+        assert_eq!(r.resolved(&key(1), &found), None, "dialling already");
+        let peer = r.peers().next().unwrap();
+        assert_eq!((peer.state, peer.dialled), (PeerState::Dialling, Some(found[0])));
+        r.failed(found[0], CloseReason::Io(111), t0);
+        assert_eq!(r.peers().next().unwrap().failures, 1);
+        // Resolved anew at the next dial: after a failure, the next address.
+        let mut now = r
+            .peers()
+            .next()
+            .map(|p| match p.state {
+                PeerState::Waiting(at) => at,
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        assert_eq!(r.poll_dial(now), Some((name.clone(), key(1))));
+        assert_eq!(r.resolved(&key(1), &found), Some(found[1]));
+        r.failed(found[1], CloseReason::Io(111), now);
+        // A name that gives nothing counts as a failed dial, its reason in words.
+        now += ms(800);
+        assert_eq!(r.poll_dial(now), Some((name.clone(), key(1))));
+        assert_eq!(r.resolved(&key(1), &[]), None);
+        r.unresolved(&key(1), "cannot resolve b.example: no such name".into(), now);
+        let peer = r.peers().next().unwrap();
+        assert_eq!(peer.failures, 3);
+        assert!(matches!(peer.state, PeerState::Waiting(at) if at > now));
+        let last = peer.last_error.unwrap();
+        assert_eq!(last.reason.to_string(), "cannot resolve b.example: no such name");
+        assert!(!last.is_refusal());
+        // An answer that comes when the peer is no longer resolving (it timed out, or the peer
+        // linked meanwhile) dials nothing.
+        assert_eq!(r.resolved(&key(1), &found), None);
+        r.unresolved(&key(1), "late".into(), now);
+        assert_eq!(r.peers().next().unwrap().failures, 3);
+        now += ms(800);
+        assert_eq!(r.poll_dial(now), Some((name, key(1))));
+        r.up(&key(1), LinkId(1), now);
+        assert_eq!(r.resolved(&key(1), &found), None);
+        assert_eq!(r.peers().next().unwrap().state, PeerState::Up(LinkId(1)));
     }
 }

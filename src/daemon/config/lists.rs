@@ -69,12 +69,15 @@ impl Source<'_> {
             let address = match &peer.address {
                 None => None,
                 Some(text) => {
-                    let address = self.address(text, "peer address")?;
-                    if listen.contains(&address) {
+                    let address = self.peer_address(text)?;
+                    // Only an IP address can be compared: a name is resolved at each dial.
+                    if let Some(ip) = address.ip()
+                        && listen.contains(&ip)
+                    {
                         return Err(self.error(
                             text.span(),
                             format!(
-                                "peer address {address} is one of this node's listen \
+                                "peer address {ip} is one of this node's listen \
                                  addresses: the node would dial itself"
                             ),
                         ));

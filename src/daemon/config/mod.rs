@@ -19,8 +19,9 @@
 //! `tests/doc.rs` checks that page against this parser (every key taken has a row there, and
 //! its complete file parses with the defaults it shows). Checks beyond single values:
 //!
-//! - Addresses are an IP address and a port; `listen` may not name one twice, and `metrics` and
-//!   the peers' addresses may not be one of the listen addresses.
+//! - Addresses are an IP address and a port, but a peer's, which may also be a host name and a
+//!   port (`PeerAddr`; resolved at each dial, never here); `listen` may not name one twice, and
+//!   `metrics` and the peers' IP addresses may not be one of the listen addresses.
 //! - Peer keys are 32-byte public keys in base64; no two peers share a key or a name, and at
 //!   most [`limits::CONFIG_PEERS_MAX`] peers are listed. Keys in `allow` are listed once, and
 //!   a key both allowed and a peer's must not be granted two different roles.
@@ -297,14 +298,13 @@ impl NodeConfig {
 
 impl NodeConfig {
     /// The settings a node runs with, its key pair `identity` read from [`NodeConfig::key`]:
-    /// everything the file says but the key file and all listen addresses but the first (a
-    /// node has one listener for now), the workers one per core when the file says none, and
-    /// the control socket beside the file when none is named.
+    /// everything the file says but the key file, the workers one per core when the file says
+    /// none, and the control socket beside the file when none is named.
     pub fn settings(&self, identity: Identity) -> Settings {
         Settings {
             role: self.role,
-            listen: self.listen.first().copied(),
-            peers: self.peers.iter().map(|peer| peer.spec).collect(),
+            listen: self.listen.clone(),
+            peers: self.peers.iter().map(|peer| peer.spec.clone()).collect(),
             allow: self.allow.clone(),
             accept_unknown_keys: self.accept_unknown_keys,
             client_clusters: self.client_clusters.clone(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::cipher::PublicKey;
 use crate::error::KeyFile;
 use crate::limits;
+use crate::relay::redial::PeerAddr;
 use toml::Spanned;
 
 use super::parse_id;
@@ -75,7 +76,23 @@ impl Source<'_> {
                 text.span(),
                 format!(
                     "{field}: {:?} is not an IP address and port (e.g. \"127.0.0.1:7401\" or \
-                     \"[::1]:7401\"; host names are not resolved)",
+                     \"[::1]:7401\"; host names are not taken here)",
+                    text.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// A peer's address: an IP address and port, or a host name and port (resolved when the
+    /// node dials, never here).
+    pub(super) fn peer_address(&self, text: &Spanned<String>) -> Result<PeerAddr, ConfigError> {
+        text.get_ref().parse().map_err(|why| {
+            self.error(
+                text.span(),
+                format!(
+                    "peer address: {:?} is neither an IP address and port nor a host name and \
+                     port ({why}; e.g. \"127.0.0.1:7401\", \"[::1]:7401\" or \
+                     \"node-b.example:7401\")",
                     text.get_ref()
                 ),
             )

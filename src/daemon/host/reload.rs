@@ -6,8 +6,8 @@
 //! role is bound to a link when it comes up; the peer links again under the new one); every
 //! other link, and the calls on it, is untouched.
 
+use crate::relay::redial::PeerAddr;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
@@ -68,9 +68,13 @@ pub(super) fn dials<'a>(
     settings: &'a Settings,
     plan: &'a HashMap<PublicKey, usize>,
     index: usize,
-) -> impl Iterator<Item = (SocketAddr, PublicKey)> + 'a {
+) -> impl Iterator<Item = (PeerAddr, PublicKey)> + 'a {
     let ours = move |key: &PublicKey| plan.get(key) == Some(&index);
-    settings.peers.iter().filter(move |p| ours(&p.key)).filter_map(|p| Some((p.address?, p.key)))
+    settings
+        .peers
+        .iter()
+        .filter(move |p| ours(&p.key))
+        .filter_map(|p| Some((p.address.clone()?, p.key)))
 }
 
 /// The configuration's names of peers, by node id.

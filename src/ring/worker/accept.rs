@@ -1,12 +1,41 @@
-//! Accepting and dialling: admission of accepted connections, dials, and the handshakes they
-//! start.
+//! Accepting and dialling: a worker's handles to the listening sockets and the accept on each,
+//! admission of accepted connections, dials, and the handshakes they start.
 
 use super::*;
 
+/// One listening socket as a worker accepts on it: the worker's own handle to the socket
+/// (every worker has one), the accept in flight on it and its state. A worker has one per
+/// listen address ([`Config::listen`]), at the index its accepts carry in their `user_data`.
+pub(crate) struct Listener {
+    /// This worker's handle to the socket; `None` once accepting on it has ended (shutdown).
+    socket: Option<Socket>,
+    /// The generation of the accept in flight (in its `user_data`): completions of earlier
+    /// ones, cancelled to move this worker to the back of the socket's queue, re-arm nothing;
+    /// only the cancelled one's last completion arms the next (`Worker::accepted`).
+    generation: u32,
+    /// A connection was accepted on it this turn (see `Worker::rotate_accept`).
+    accepted_in_turn: bool,
+    /// Accepting on it resumes then, after a failure such as running out of descriptors.
+    paused_until: Option<Instant>,
+}
+
+impl Listener {
+    /// This worker's handle `socket` to a listening socket, no accept armed yet.
+    pub(crate) fn new(socket: Socket) -> Listener {
+        Listener {
+            socket: Some(socket),
+            generation: 0,
+            accepted_in_turn: false,
+            paused_until: None,
+        }
+    }
+}
+
 impl Worker {
-    pub(super) fn accepted(&mut self, result: i32, flags: u32, generation: u32) {
+    pub(super) fn accepted(&mut self, index: u32, result: i32, flags: u32, generation: u32) {
+        let Some(listener) = self.listeners.get_mut(index as usize) else { return };
         if result >= 0 {
-            self.accepted_in_turn = true;
+            listener.accepted_in_turn = true;
             // SAFETY: a successful accept returns a new descriptor that nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(result) };
             if self.shutdown_deadline.is_some() {
@@ -25,43 +54,77 @@ impl Worker {
             // Out of descriptors or memory: pause accepting briefly instead of spinning.
             tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
             if !cqueue::more(flags) {
-                self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                self.listeners[index as usize].paused_until = Some(self.now + ACCEPT_PAUSE);
             }
         }
         // The last completion of the accept in flight (cancelled by `rotate_accept` or at
         // shutdown, or ended by the kernel): the next one is armed only now, once the kernel
         // has let go of this one.
-        let current = generation == self.accept_generation & 0xff_ffff;
-        if current && !cqueue::more(flags) && self.listener.is_some() {
+        let listener = &mut self.listeners[index as usize];
+        let current = generation == listener.generation & 0xff_ffff;
+        if current && !cqueue::more(flags) && listener.socket.is_some() {
             if self.shutdown_deadline.is_some() {
-                self.listener = None;
-            } else if self.accept_paused_until.is_none() {
-                self.arm_accept();
+                listener.socket = None;
+            } else if listener.paused_until.is_none() {
+                self.arm_accept(index);
             }
         }
     }
 
-    /// Arms a multishot accept on this worker's handle to the listening socket, under a new
-    /// generation.
-    pub(super) fn arm_accept(&mut self) {
-        if let Some(listener) = &self.listener {
-            self.accept_generation = self.accept_generation.wrapping_add(1);
-            let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+    /// Arms an accept on every listening socket this worker has (at start).
+    pub(super) fn arm_accepts(&mut self) {
+        for index in 0..self.listeners.len() {
+            self.arm_accept(index as u32);
+        }
+    }
+
+    /// Arms a multishot accept on this worker's handle to listening socket `index`, under a
+    /// new generation.
+    pub(super) fn arm_accept(&mut self, index: u32) {
+        let Some(listener) = self.listeners.get_mut(index as usize) else { return };
+        if let Some(socket) = &listener.socket {
+            listener.generation = listener.generation.wrapping_add(1);
+            let entry = opcode::AcceptMulti::new(Fd(socket.as_raw_fd()))
                 .build()
-                .user_data(op::encode(op::ACCEPT, 0, self.accept_generation));
+                .user_data(op::encode(op::ACCEPT, index, listener.generation));
             self.push(entry);
         }
     }
 
-    /// After a turn that accepted connections, moves this worker to the back of the
-    /// listening socket's queue of waiting accepts, so the next connections go to the other
-    /// workers. The kernel wakes one waiting accept per connection, always the first in its
-    /// queue, and a multishot accept keeps its place: without this, one worker would take every
-    /// connection. The accept in flight is cancelled, and the next one (a new generation) is
-    /// armed by [`Worker::accepted`] when the cancelled one's last completion arrives: it queues
-    /// behind the others, and first takes whatever connections are already waiting. One
-    /// submission per turn that accepted, however many connections it took, and one more when
-    /// the cancellation completes. A lone worker has nowhere to move to, and does nothing.
+    /// Resumes accepting on the listening sockets whose pause is over.
+    pub(super) fn resume_accepts(&mut self) {
+        for index in 0..self.listeners.len() {
+            let listener = &mut self.listeners[index];
+            if listener.paused_until.is_some_and(|until| self.now >= until) {
+                listener.paused_until = None;
+                if self.shutdown_deadline.is_none() {
+                    self.arm_accept(index as u32);
+                }
+            }
+        }
+    }
+
+    /// When accepting on a paused listening socket resumes, the earliest if several are.
+    pub(super) fn accept_resumes_at(&self) -> Option<Instant> {
+        self.listeners.iter().filter_map(|l| l.paused_until).min()
+    }
+
+    /// Whether this worker accepts on no listening socket any more (or never did).
+    pub(super) fn listeners_closed(&self) -> bool {
+        self.listeners.iter().all(|l| l.socket.is_none())
+    }
+
+    /// After a turn that accepted connections, moves this worker to the back of each listening
+    /// socket's queue of waiting accepts it accepted on, so the next connections go to the
+    /// other workers. The kernel wakes one waiting accept per connection, always the first in
+    /// its queue, and a multishot accept keeps its place: without this, one worker would take
+    /// every connection. The accept in flight is cancelled, and the next one (a new
+    /// generation) is armed by [`Worker::accepted`] when the cancelled one's last completion
+    /// arrives: it queues behind the others, and first takes whatever connections are already
+    /// waiting. One submission per socket and turn that accepted on it, however many
+    /// connections it took, and one more when the cancellation completes. A lone worker has
+    /// nowhere to move to, and does nothing. Each listening socket has its own queue, rotated
+    /// alone.
     ///
     /// Never a new accept beside the cancelled one: with `DEFER_TASKRUN` the cancelled accept
     /// leaves the socket's wait queue only when the worker next waits in the kernel, and until
@@ -74,18 +137,43 @@ impl Worker {
     /// other 60 connections queued in its backlog (`ss`: Recv-Q 60) until the clients'
     /// handshakes timed out.
     pub(super) fn rotate_accept(&mut self) {
-        if !std::mem::take(&mut self.accepted_in_turn)
-            || self.mailboxes.len() < 2
-            || self.listener.is_none()
-            || self.shutdown_deadline.is_some()
-            || self.accept_paused_until.is_some()
-        {
-            return;
+        let rotates = self.mailboxes.len() >= 2 && self.shutdown_deadline.is_none();
+        for index in 0..self.listeners.len() {
+            let listener = &mut self.listeners[index];
+            if !std::mem::take(&mut listener.accepted_in_turn)
+                || !rotates
+                || listener.socket.is_none()
+                || listener.paused_until.is_some()
+            {
+                continue;
+            }
+            let accept = op::encode(op::ACCEPT, index as u32, listener.generation);
+            let cancel =
+                opcode::AsyncCancel::new(accept).build().user_data(op::encode(op::IGNORE, 0, 0));
+            self.push(cancel);
         }
-        let cancel = opcode::AsyncCancel::new(op::encode(op::ACCEPT, 0, self.accept_generation))
-            .build()
-            .user_data(op::encode(op::IGNORE, 0, 0));
-        self.push(cancel);
+    }
+
+    /// At shutdown: ends accepting on every listening socket. A paused one's handle is dropped
+    /// at once (no accept is in flight to complete); otherwise the accept in flight is
+    /// cancelled, and its last completion drops the handle. The sockets are shared by every
+    /// worker (each closes with its last handle), so they are not shut down: the other workers
+    /// accept until their own shutdown.
+    pub(super) fn stop_accepting(&mut self) {
+        for index in 0..self.listeners.len() {
+            let listener = &mut self.listeners[index];
+            if listener.socket.is_none() {
+                continue;
+            }
+            if listener.paused_until.take().is_some() {
+                listener.socket = None;
+                continue;
+            }
+            let accept = op::encode(op::ACCEPT, index as u32, listener.generation);
+            let cancel =
+                opcode::AsyncCancel::new(accept).build().user_data(op::encode(op::IGNORE, 0, 0));
+            self.push(cancel);
+        }
     }
 
     /// Whether an accepted connection may start a handshake, by its source address (one
@@ -219,19 +307,24 @@ mod tests {
         fn received(&mut self, _link: &mut LinkCtx<'_>, _received: Received<'_>) {}
     }
 
-    /// The first worker of an engine of `workers`, listening, not running: the test takes its
-    /// turns.
-    fn worker(workers: usize) -> (Worker, SocketAddr) {
+    /// The first worker of an engine of `workers`, listening on each of `listen`, not running:
+    /// the test takes its turns. The addresses bound, in order.
+    fn worker(workers: usize, listen: &[&str]) -> (Worker, Vec<SocketAddr>) {
         let config = Config { workers, pin_workers: false, recv_buffers: 64, ..Config::default() };
         let identity = Identity::generate().unwrap();
         let cipher = Arc::new(cipher::Config::new(identity).unwrap());
         let mailboxes: Arc<[Arc<Mailbox>]> =
             (0..workers).map(|_| Arc::new(Mailbox::new().unwrap())).collect();
-        let (mut listener, addr) = bind_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for addr in listen {
+            let (mut socket, addr) = bind_listener(addr.parse().unwrap(), 1, false).unwrap();
+            listeners.append(&mut socket);
+            addrs.push(addr);
+        }
         let lanes = super::mesh(1, 64).unwrap().pop().unwrap();
-        let worker =
-            Worker::new(0, Arc::new(config), cipher, mailboxes, listener.pop(), lanes).unwrap();
-        (worker, addr)
+        let worker = Worker::new(0, Arc::new(config), cipher, mailboxes, listeners, lanes).unwrap();
+        (worker, addrs)
     }
 
     /// One turn, as `Worker::run` takes it as far as accepting goes: waits (a little) for
@@ -261,8 +354,9 @@ mod tests {
     #[test]
     fn a_connection_that_arrives_while_the_accept_rotates_is_accepted() {
         // One of two workers, so it rotates its accept.
-        let (mut worker, addr) = worker(2);
-        worker.arm_accept();
+        let (mut worker, addrs) = worker(2, &["127.0.0.1:0"]);
+        let addr = addrs[0];
+        worker.arm_accepts();
         let _first = TcpStream::connect(addr).unwrap();
         accept_until(&mut worker, 1);
         // The turn that accepted it rotated the accept. Its submissions reach the kernel, and
@@ -277,13 +371,39 @@ mod tests {
 
     #[test]
     fn a_lone_worker_keeps_its_accept() {
-        let (mut worker, addr) = worker(1);
-        worker.arm_accept();
-        let generation = worker.accept_generation;
+        let (mut worker, addrs) = worker(1, &["127.0.0.1:0"]);
+        let addr = addrs[0];
+        worker.arm_accepts();
+        let generation = worker.listeners[0].generation;
         let _first = TcpStream::connect(addr).unwrap();
         accept_until(&mut worker, 1);
         let _second = TcpStream::connect(addr).unwrap();
         accept_until(&mut worker, 2);
-        assert_eq!(worker.accept_generation, generation, "the same accept took both");
+        assert_eq!(worker.listeners[0].generation, generation, "the same accept took both");
+    }
+
+    #[test]
+    fn a_worker_accepts_on_each_listening_socket_and_rotates_each_alone() {
+        // One of two workers, so it rotates; two sockets, IPv4 and IPv6.
+        let (mut worker, addrs) = worker(2, &["127.0.0.1:0", "[::1]:0"]);
+        worker.arm_accepts();
+        let before: Vec<u32> = worker.listeners.iter().map(|l| l.generation).collect();
+        let _v6 = TcpStream::connect(addrs[1]).unwrap();
+        accept_until(&mut worker, 1);
+        // The IPv6 socket's accept is rotated (a new generation once the cancelled one ended);
+        // the IPv4 socket's, which took nothing, is left where it is.
+        let deadline = now() + Duration::from_secs(20);
+        while worker.listeners[1].generation == before[1] {
+            assert!(now() < deadline, "the accept on the second socket was never rotated");
+            turn(&mut worker);
+        }
+        assert_eq!(worker.listeners[0].generation, before[0]);
+        let _v4 = TcpStream::connect(addrs[0]).unwrap();
+        accept_until(&mut worker, 2);
+        let _v6_again = TcpStream::connect(addrs[1]).unwrap();
+        accept_until(&mut worker, 3);
+        // Admission took each, whichever socket it came to.
+        assert_eq!(worker.stats.refused_handshake_rate + worker.stats.refused_max_links, 0);
+        assert_eq!(worker.live_links, 3);
     }
 }

@@ -128,23 +128,7 @@ impl Worker {
             return;
         }
         self.shutdown_deadline = Some(self.now + Duration::from_millis(SHUTDOWN_GRACE_MS));
-        if self.listener.is_some() {
-            if self.accept_paused_until.take().is_some() {
-                // No accept is in flight: nothing will complete to drop the handle.
-                self.listener = None;
-            } else {
-                // Ends this worker's multishot accept; its last completion drops the handle.
-                // The socket is shared by every worker (and closes with the last handle), so
-                // it is not shut down: the others accept until their own shutdown.
-                let accept = op::encode(op::ACCEPT, 0, self.accept_generation);
-                let cancel = opcode::AsyncCancel::new(accept).build().user_data(op::encode(
-                    op::IGNORE,
-                    0,
-                    0,
-                ));
-                self.push(cancel);
-            }
-        }
+        self.stop_accepting();
         // Every link is told first, and only then are their transactions ended: a circuit end
         // forced closed on one link is not forwarded onto another link that is closing too
         // (each far end ends its calls as on any link loss, alike whichever link went first).

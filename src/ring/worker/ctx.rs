@@ -66,6 +66,12 @@ impl WorkerCtx<'_> {
         }
     }
 
+    /// A handle to this worker's mailbox that another thread can keep, to send it commands
+    /// (a thread doing blocking work for the service, say, hands its answers back this way).
+    pub fn remote(&self) -> crate::ring::Remote {
+        crate::ring::Remote { mailbox: self.worker.mailboxes[self.worker.index].clone() }
+    }
+
     /// Dials `addr` from this worker.
     pub fn connect(&mut self, addr: SocketAddr, peer: Option<PublicKey>) {
         self.worker.connect(addr, None, peer, None);

@@ -30,6 +30,7 @@ pub(crate) use super::uring::{bind_listener, new_ring};
 use super::{Config, LinkCtx, Service};
 use crate::link::pool::Pool;
 use crate::link::stream::TxSink;
+use accept::Listener;
 use ctx::Lending;
 
 mod accept;
@@ -63,7 +64,8 @@ pub(crate) struct Worker {
     mailboxes: Arc<[Arc<Mailbox>]>,
     /// The eventfd read lands here (boxed: the kernel writes it while the worker moves).
     wake_buf: Box<u64>,
-    listener: Option<Socket>,
+    /// Its handle to each listening socket, in the order of `Config::listen`.
+    listeners: Vec<Listener>,
     conns: Slab<Conn>,
     next_generation: u32,
     timers: Timers,
@@ -91,14 +93,6 @@ pub(crate) struct Worker {
     admission: Admission,
     now: Instant,
     shutdown_deadline: Option<Instant>,
-    /// Accepting resumes then, after a failure such as running out of descriptors.
-    accept_paused_until: Option<Instant>,
-    /// The generation of the accept in flight (in its `user_data`): completions of earlier
-    /// ones, cancelled to move this worker to the back of the listener's queue, re-arm nothing;
-    /// only the cancelled one's last completion arms the next (`Worker::accepted`).
-    accept_generation: u32,
-    /// A connection was accepted this turn (see `Worker::rotate_accept`).
-    accepted_in_turn: bool,
     /// When the service asked to be ticked ([`WorkerCtx::wake_at`]).
     service_wake: Option<Instant>,
     /// When a turn last moved data (see `Config::busy_poll`).
@@ -116,7 +110,7 @@ impl Worker {
         config: Arc<Config>,
         cipher: Arc<cipher::Config>,
         mailboxes: Arc<[Arc<Mailbox>]>,
-        listener: Option<Socket>,
+        listeners: Vec<Socket>,
         lanes: Lanes,
     ) -> io::Result<Worker> {
         let ring = new_ring(config.ring_entries)?;
@@ -133,7 +127,7 @@ impl Worker {
             cipher,
             mailboxes,
             wake_buf: Box::new(0),
-            listener,
+            listeners: listeners.into_iter().map(Listener::new).collect(),
             conns: Slab::new(),
             next_generation: 0,
             timers: Timers::new(now, 1024),
@@ -148,9 +142,6 @@ impl Worker {
             admission,
             now,
             shutdown_deadline: None,
-            accept_paused_until: None,
-            accept_generation: 0,
-            accepted_in_turn: false,
             service_wake: None,
             busy_at: now,
             poll_backoff_until: None,
@@ -162,7 +153,7 @@ impl Worker {
     /// Runs until shut down; returns the worker's counters.
     pub(crate) fn run(&mut self, service: &mut impl Service) -> WorkerStats {
         self.arm_wake();
-        self.arm_accept();
+        self.arm_accepts();
         self.join_siblings(service);
         // One turn before waiting, so a service can start work (dial, attach) on its own.
         service.tick(&mut WorkerCtx { worker: self });
@@ -186,12 +177,7 @@ impl Worker {
             }
             self.rotate_accept();
             self.fire_timers(service);
-            if self.accept_paused_until.is_some_and(|until| self.now >= until) {
-                self.accept_paused_until = None;
-                if self.shutdown_deadline.is_none() {
-                    self.arm_accept();
-                }
-            }
+            self.resume_accepts();
             if self.service_wake.is_some_and(|at| self.now >= at) {
                 self.service_wake = None;
             }
@@ -215,7 +201,7 @@ impl Worker {
             self.rearm_receives();
             self.bufring.publish();
             if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() && self.listener.is_none() {
+                if self.conns.is_empty() && self.listeners_closed() {
                     break;
                 }
                 if self.now >= deadline {
@@ -272,7 +258,7 @@ impl Worker {
                 }
                 self.arm_wake();
             }
-            op::ACCEPT => self.accepted(result, flags, generation),
+            op::ACCEPT => self.accepted(slot, result, flags, generation),
             op::CONNECT | op::RECV | op::SEND => {
                 // A receive's buffer is ours whatever happened to its link.
                 let buffer = cqueue::buffer_select(flags)

@@ -28,7 +28,7 @@ impl Worker {
         let next = [
             self.timers.next(),
             self.shutdown_deadline,
-            self.accept_paused_until,
+            self.accept_resumes_at(),
             self.service_wake,
         ]
         .into_iter()

@@ -1,6 +1,6 @@
 //! `docs/CONFIG.md` against the parser: every key each table takes has a row in its table there
 //! and is in its complete file (which `the_documented_example_parses_to_its_values` parses, with
-//! the defaults it shows).
+//! the defaults it shows), and every other example on the page parses.
 
 use super::parse;
 
@@ -43,4 +43,26 @@ fn every_key_the_parser_takes_has_a_row_and_is_in_the_complete_file() {
         assert!(complete_file().contains(&format!("[{table}]")), "[{table}]: not in CONFIG.md");
     }
     assert!(checked >= 25, "only {checked} keys found: has the error message changed?");
+}
+
+/// Every TOML block of the page, in order.
+fn toml_blocks() -> Vec<&'static str> {
+    DOC.split("```toml\n").skip(1).map(|rest| &rest[..rest.find("```").expect("its end")]).collect()
+}
+
+#[test]
+fn every_example_on_the_page_parses() {
+    let blocks = toml_blocks();
+    assert!(blocks.len() >= 2, "the complete file and the addresses' example");
+    for block in &blocks {
+        if let Err(error) = parse(block) {
+            panic!("CONFIG.md's example is refused: {error}\n{block}");
+        }
+    }
+    // The addresses' example: two listen addresses on one port, a peer by name.
+    let example = blocks.iter().find(|b| b.contains("[::]:7401")).expect("the example");
+    let config = parse(example).unwrap();
+    assert_eq!(config.listen.len(), 2);
+    let by_name = config.peers[0].spec.address.as_ref().and_then(|a| a.host());
+    assert_eq!(by_name, Some("node-b.example.org"));
 }

@@ -3,6 +3,7 @@
 use crate::cipher::PublicKey;
 use crate::ids::ClusterId;
 use crate::limits;
+use crate::relay::redial::PeerAddr;
 use crate::span::Role;
 
 use super::super::{parse_id, parse_mount};
@@ -43,6 +44,56 @@ fn two_peers_may_not_share_a_key_or_a_name() {
         b64(2)
     );
     refused(&text, 7, "peer name \"b\" is also the name of the peer on line 4");
+}
+
+#[test]
+fn a_peer_address_is_an_ip_address_or_a_host_name_with_a_port() {
+    let peer = |address: &str| {
+        format!(
+            "[node]\nkey = \"k\"\nlisten = [\"127.0.0.1:7401\"]\n[[peer]]\nkey = \"{}\"\naddress = \"{address}\"\n",
+            b64(1)
+        )
+    };
+    let address = |text: &str| parse(&peer(text)).unwrap().peers[0].spec.address.clone().unwrap();
+    let name = |host: &str, port| PeerAddr::Name { host: host.to_owned(), port };
+    assert_eq!(address("10.0.0.2:7402"), PeerAddr::Ip("10.0.0.2:7402".parse().unwrap()));
+    assert_eq!(address("[fd00::2]:7402"), PeerAddr::Ip("[fd00::2]:7402".parse().unwrap()));
+    assert_eq!(address("localhost:7402"), name("localhost", 7402));
+    assert_eq!(address("node-b.example.org:7401"), name("node-b.example.org", 7401));
+    // A name is not compared with the listen addresses: it is resolved at each dial, never here
+    // (a name for this node is dialled, and refused as a link to itself).
+    assert_eq!(address("localhost:7401"), name("localhost", 7401));
+    // An IP address is.
+    refused(&peer("127.0.0.1:7401"), 6, "would dial itself");
+    // The file's line and column, and the reason.
+    for (text, reason) in [
+        ("node-b", "no port (write HOST:PORT)"),
+        ("node-b:", "no port"),
+        ("node-b:http", "the port is not a number from 0 to 65535"),
+        ("::1:7402", "an IPv6 address goes in brackets"),
+        ("node..b:7402", "an empty label"),
+        ("node b:7402", "a character other than letters, digits"),
+        ("10.0.2:7402", "last label is not all digits"),
+        ("-b.example:7402", "starts or ends with '-'"),
+    ] {
+        let error = refused(&peer(text), 6, &format!("peer address: \"{text}\" is neither"));
+        assert!(error.reason.contains(reason), "{text}: {error}");
+        assert!(error.reason.contains("node-b.example:7401"), "an example: {error}");
+        assert_eq!(error.column, Some(11), "{error}");
+        let shown = error.to_string();
+        assert!(shown.starts_with("/etc/ringspan/node.toml:6:11: peer address: "), "{shown}");
+    }
+    // Listen and metrics addresses stay IP addresses.
+    refused(
+        "[node]\nkey = \"k\"\nlisten = [\"localhost:7401\"]\n",
+        3,
+        "host names are not taken here",
+    );
+    refused(
+        "[node]\nkey = \"k\"\nmetrics = \"localhost:9401\"\n",
+        3,
+        "host names are not taken here",
+    );
 }
 
 #[test]

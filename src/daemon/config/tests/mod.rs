@@ -70,7 +70,7 @@ fn the_documented_example_parses_to_its_values() {
     let expected = NodeConfig {
         path: PathBuf::from(CONFIG),
         key: PathBuf::from("/etc/ringspan/node.key"),
-        listen: vec!["127.0.0.1:7401".parse().unwrap()],
+        listen: vec!["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()],
         workers: Some(2),
         role: Role::Router,
         control: Some(PathBuf::from("/etc/ringspan/node.sock")),
@@ -309,9 +309,11 @@ fn the_settings_carry_what_the_file_says() {
     let config = parse(&doc_example()).unwrap();
     let settings = config.settings(Identity::generate().unwrap());
     assert_eq!(settings.role, Role::Router);
-    // One listener for now: the first address.
-    assert_eq!(settings.listen, Some("127.0.0.1:7401".parse().unwrap()));
-    assert_eq!(settings.peers, [config.peers[0].spec]);
+    // Every listen address.
+    let listen: [SocketAddr; 2] =
+        ["127.0.0.1:7401".parse().unwrap(), "[::1]:7401".parse().unwrap()];
+    assert_eq!(settings.listen, listen);
+    assert_eq!(settings.peers, [config.peers[0].spec.clone()]);
     assert_eq!(settings.allow, config.allow);
     assert!(!settings.accept_unknown_keys);
     assert_eq!(settings.client_clusters, [ClusterId(1)]);
@@ -326,7 +328,7 @@ fn the_settings_carry_what_the_file_says() {
     let settings = config.settings(Identity::generate().unwrap());
     assert_eq!(settings.control, Some(control::default_socket(Path::new(CONFIG))));
     assert_eq!(config.control_socket(), control::default_socket(Path::new(CONFIG)));
-    assert_eq!((settings.role, settings.listen), (Role::Client, None));
+    assert_eq!((settings.role, settings.listen), (Role::Client, vec![]));
     assert!(settings.accept_unknown_keys);
 }
 
