@@ -235,6 +235,7 @@ impl Snapshot {
             preempted,
             idle,
             duplicates: _,
+            traced,
         } = node.counters();
         let duplicates = host.duplicates();
         let stats = worker.stats();
@@ -271,6 +272,7 @@ impl Snapshot {
                 preempted,
                 idle,
                 duplicates,
+                traced,
             },
             handshake_failures: stats.handshake_failures,
             clients,
@@ -470,6 +472,10 @@ pub struct Counters {
     /// Second links to an already linked node, closed.
     #[serde(default)]
     pub duplicates: u64,
+    /// Traces this node reported on (`ringspan trace`, PROTOCOL.md 8.10): passed on, or ended
+    /// here.
+    #[serde(default)]
+    pub traced: u64,
 }
 
 impl Counters {
@@ -486,6 +492,7 @@ impl Counters {
         self.preempted += other.preempted;
         self.idle += other.idle;
         self.duplicates += other.duplicates;
+        self.traced += other.traced;
     }
 }
 
