@@ -186,6 +186,11 @@ impl Snapshot {
                 format!("{link} ({})", peer_of(link))
             }
         };
+        // The node a path goes to first, as its own field (`show cluster` draws it).
+        let first = |next: NextHop| match next {
+            NextHop::Local => None,
+            NextHop::Neighbour(n) => Some(peer_of(Node::link_of(n))).filter(|p| !p.is_empty()),
+        };
         // A path through an internal link is another plane's path, shown by that plane.
         let outside = |next: &NextHop| match next {
             NextHop::Local => true,
@@ -200,15 +205,20 @@ impl Snapshot {
                     .flatten()
                     .filter(|path| outside(&path.next_hop));
                 let best = paths.next()?;
+                let standby = paths.next();
                 Some(RouteRow {
                     cluster: format!("{:x}", key.cluster.0),
                     mount: format!("{:x}", key.mount.0),
                     kind: format!("{:?}", best.kind).to_lowercase(),
                     label: String::from_utf8_lossy(best.label.as_bytes()).into_owned(),
                     origin: best.origin.to_string(),
+                    origin_name: host.name_of(best.origin).map(str::to_owned),
                     metric: best.metric.0,
                     via: hop(best.next_hop),
-                    standby: paths.next().map(|s| hop(s.next_hop)),
+                    via_node: first(best.next_hop),
+                    standby: standby.map(|s| hop(s.next_hop)),
+                    standby_node: standby.and_then(|s| first(s.next_hop)),
+                    standby_metric: standby.map(|s| s.metric.0),
                 })
             })
             .collect();
@@ -343,6 +353,8 @@ impl Snapshot {
                 Some(last) if (&last.cluster, &last.mount) == (&row.cluster, &row.mount) => {
                     if last.standby.is_none() && row.via != last.via {
                         last.standby = Some(row.via);
+                        last.standby_node = row.via_node;
+                        last.standby_metric = Some(row.metric);
                     }
                 }
                 _ => all.routes.push(row),
@@ -547,7 +559,7 @@ pub struct LinkRow {
 }
 
 /// One mount, as shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RouteRow {
     /// Cluster id, hex.
     pub cluster: String,
@@ -559,12 +571,24 @@ pub struct RouteRow {
     pub label: String,
     /// Originating node.
     pub origin: String,
+    /// The configuration's name for the originating node, if it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_name: Option<String>,
     /// Hops.
     pub metric: u16,
     /// "local" or the link id and peer of the best path.
     pub via: String,
+    /// The node the best path goes to first (none if the mount is attached here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_node: Option<String>,
     /// The standby path's link and peer, if any.
     pub standby: Option<String>,
+    /// The node the standby path goes to first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_node: Option<String>,
+    /// The standby path's hops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_metric: Option<u16>,
 }
 
 /// One configured peer, as shown.

@@ -363,8 +363,12 @@ fn hostile() -> Snapshot {
         label: label.into(),
         origin: "\u{1b}[5morigin".into(),
         metric: 2,
+        origin_name: Some("o\u{1b}[1m\"rigin".into()),
         via: "link 3 (bbbb\u{1b}[31m1111)".into(),
+        via_node: Some("bbbb\u{1b}[31m1111".into()),
         standby: Some("link 4 (dd\u{9b}2J\"2222)".into()),
+        standby_node: Some("dd\u{9b}2J\"2222".into()),
+        standby_metric: Some(2),
     };
     Snapshot {
         node: "aa\"bb\\cc\ndd\u{1b}c".into(),
