@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ringspan::daemon::config::{LogFormat, parse_mount};
+use ringspan::daemon::control::printable;
 use ringspan::daemon::{Handle, Request, TraceEvent};
 use ringspan::ids::{ClusterId, MountId, NodeId};
 use ringspan::limits::TRACE_HOPS_MAX;
@@ -226,12 +227,13 @@ fn trace_on(node: &Handle, mount: MountKey, args: &TraceArgs) -> Result<(), Stri
 
 fn print_path(node: &Handle, mount: &str, max_hops: u8, rows: &[Row]) {
     println!("trace from {} to {mount}, at most {max_hops} hops", node.id());
-    let name_width = rows.iter().map(|r| r.name.as_deref().map_or(1, str::len)).max().unwrap_or(1);
+    let names = rows.iter().map(|r| r.name.as_deref().map_or(1, |n| printable(n).chars().count()));
+    let name_width = names.max().unwrap_or(0).max(4);
     let node_width = rows.iter().map(|r| r.node.len()).max().unwrap_or(4).max(4);
     println!("hop  {:<node_width$}  {:<name_width$}  round trips (ms)", "node", "name");
     for row in rows {
         let hop = row.hop.map_or("?".to_string(), |h| h.to_string());
-        let name = ringspan::daemon::control::printable(row.name.as_deref().unwrap_or("-"));
+        let name = printable(row.name.as_deref().unwrap_or("-"));
         let rtts: Vec<String> = row.rtts.iter().map(|t| t.map_or("*".to_string(), ms)).collect();
         println!(
             "{hop:>3}  {:<node_width$}  {:<name_width$}  {}  {}",

@@ -313,6 +313,9 @@ impl Snapshot {
         if planes.len() <= 1 {
             return planes.pop().unwrap_or_default();
         }
+        // In plane order, whatever order they answered in: of two paths as long, the lower
+        // plane's is shown as the active one, the same at every asking.
+        planes.sort_by_key(|p| p.workers.first().map(|w| w.worker));
         let mut all = Snapshot { node: planes[0].node.clone(), ..Snapshot::default() };
         let mut routes: Vec<RouteRow> = Vec::new();
         all.drained = planes.iter().all(|p| p.drained);
