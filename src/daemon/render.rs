@@ -322,7 +322,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
             "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}\n\
              handshakes in progress {}  failed {}\n\
              records forwarded whole {} (from where they arrived {}; lent now {}, at most {})\n\
-             refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
+             refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}\n\
+             traces reported on {}",
             s.circuits,
             c.relayed,
             c.served,
@@ -339,7 +340,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
             c.preempted,
             c.idle,
             c.duplicates,
-            s.tombstones
+            s.tombstones,
+            c.traced
         );
         let d = &s.closes;
         let _ = writeln!(
