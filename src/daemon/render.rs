@@ -323,7 +323,7 @@ pub fn render(s: &Snapshot, view: View) -> String {
              handshakes in progress {}  failed {}\n\
              records forwarded whole {} (from where they arrived {}; lent now {}, at most {})\n\
              refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}\n\
-             traces reported on {}",
+             traces ended here {}",
             s.circuits,
             c.relayed,
             c.served,

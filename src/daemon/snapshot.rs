@@ -487,8 +487,8 @@ pub struct Counters {
     /// Second links to an already linked node, closed.
     #[serde(default)]
     pub duplicates: u64,
-    /// Traces this node reported on (`ringspan trace`, PROTOCOL.md 8.10): passed on, or ended
-    /// here.
+    /// Traces this node ended itself with its report (`ringspan trace`, PROTOCOL.md 8.10): it
+    /// holds the mount, is the target, or is at the hop limit (a trace passed on is relayed).
     #[serde(default)]
     pub traced: u64,
 }

@@ -148,10 +148,10 @@ fn trace_names_every_hop_of_the_active_path_in_order_and_ping_finds_nodes_on_it(
         assert!(rtts.windows(2).all(|w| w[0] <= w[1]), "in hop order: {json}");
     }
     assert_eq!(json["reached"], true);
-    // Each node answered for itself: the relays and the holder counted the traces.
-    for node in [&d.r1, &d.h] {
-        assert!(node.snapshot().counters.traced >= 2, "{}", node.name);
-    }
+    // Each node answered for itself: the holder counted the traces it ended, r1 those it passed
+    // on, as calls.
+    assert!(d.h.snapshot().counters.traced >= 2);
+    assert!(d.r1.snapshot().counters.relayed >= 2);
 
     // The same as text: one line per hop, in order, with the holder last.
     let out = ringspan(&["trace", "--mount", mount, "--count", "1", "--wait", "30"], &d.client);

@@ -240,7 +240,9 @@ pub struct NodeCounters {
     pub idle: u64,
     /// Second links to an already linked node, closed.
     pub duplicates: u64,
-    /// Traces this node reported on (PROTOCOL.md 8.10): passed on, or ended here.
+    /// Traces this node ended itself with its report (PROTOCOL.md 8.10): it holds the mount,
+    /// is the target, or is at the hop limit. (A trace it passes on is counted in `relayed`, one
+    /// with no route onward in `no_route`, as any circuit.)
     pub traced: u64,
 }
 

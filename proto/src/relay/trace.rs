@@ -83,14 +83,11 @@ impl Node {
                     payload: &onward,
                     report: Some(&relayed),
                 };
-                if self.carry(link, links, delivery, carry)? {
-                    self.counters.traced += 1;
-                }
-                Ok(())
+                // Counted as relayed, as any circuit carried on.
+                self.carry(link, links, delivery, carry).map(|_| ())
             }
             Err(ErrorCode::NO_ROUTE) => {
                 self.counters.no_route += 1;
-                self.counters.traced += 1;
                 let (id, command, status) = (delivery.txn, delivery.command, TraceStatus::NoRoute);
                 let _ = links.with(link, |txn, out| {
                     txn.send(out, id, command, &report(status), Flags::NONE, ErrorCode::NONE)
@@ -105,7 +102,8 @@ impl Node {
     }
 
     /// Ends a trace here: our report, with our DELETE (the caller's came with its CREATE, so the
-    /// transaction ends; no circuit is made).
+    /// transaction ends; no circuit is made). Counted as traced: each circuit that comes in is
+    /// counted once, as relayed, served, refused for no route, a policy or a limit, or traced.
     fn answer_trace<L: LinkSet>(
         &mut self,
         link: LinkId,
