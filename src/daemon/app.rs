@@ -73,6 +73,12 @@ impl DaemonApp {
         self.echo.insert(mount);
     }
 
+    /// Its traces (a test opens and flushes them by hand).
+    #[cfg(test)]
+    pub(super) fn traces_mut(&mut self) -> &mut Traces {
+        &mut self.traces
+    }
+
     /// The node's application events: echo mounts answer, the application's calls get theirs,
     /// loads book their calls.
     pub(super) fn answer<L: LinkSet>(&mut self, node: &mut Node, now: Instant, links: &mut L) {
