@@ -57,6 +57,14 @@ fn nodes(s: &Snapshot) -> BTreeMap<String, Known> {
             nodes.entry(hop).or_default();
         }
     }
+    // Where the configuration names a neighbour not, the name it announced, marked `~` (said by
+    // the peer, not proven), as the LINKS table shows it.
+    for l in &s.links {
+        let known = nodes.entry(l.peer.clone()).or_default();
+        if known.name.is_none() {
+            known.name = l.announced.as_ref().map(|name| format!("~{name}"));
+        }
+    }
     nodes
 }
 
@@ -192,12 +200,17 @@ mod tests {
     fn text_lists_nodes_and_each_mounts_paths() {
         let mut s = snapshot();
         s.routes[0].origin_name = Some("c".into());
+        // The configuration's name wins over the announced one; without it, the announced one.
+        let mut unnamed = s.links[0].clone();
+        (unnamed.link, unnamed.peer, unnamed.name) = (4, "dddd2222".into(), None);
+        unnamed.announced = Some("d".into());
+        s.links.push(unnamed);
         let shown = render(&s, View::Cluster);
         let lines: Vec<&str> = shown.lines().collect();
         assert!(lines.contains(&"aaaa0000  -     this node"), "{shown}");
         assert!(lines.contains(&"bbbb1111  b     neighbour (link 0:3.0)"), "{shown}");
         assert!(lines.contains(&"cccc      c     1 mount attached"), "{shown}");
-        assert!(lines.contains(&"dddd2222  -     on a path"), "{shown}");
+        assert!(lines.contains(&"dddd2222  ~d    neighbour (link 0:4.0)"), "{shown}");
         let mount = lines.iter().find(|l| l.starts_with("0x1:0x10")).unwrap();
         assert_eq!(
             *mount,
