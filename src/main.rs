@@ -70,8 +70,12 @@ enum Command {
     Call(cli::run::CallArgs),
     /// Sends one request to a mount from a client node, and writes the reply to standard output.
     Req(cli::req::ReqArgs),
-    /// Times requests to a mount from a client node, one at a time.
+    /// Times requests to a mount, or to a node on the path to one, from a client node, one at
+    /// a time.
     Ping(cli::req::PingArgs),
+    /// Shows the path a call to a mount takes from a client node: each node on it, with its
+    /// round trips (every node answers for itself).
+    Trace(cli::trace::TraceArgs),
     /// Generates a node's private key (base64 and a newline, like `wg genkey`).
     Keygen {
         /// Writes the key to this new file, mode 0600, instead of standard output. Refuses to
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Call(args) => cli::run::call(&args, log_format),
         Command::Req(args) => cli::req::req(&args, log_format),
         Command::Ping(args) => cli::req::ping(&args, log_format),
+        Command::Trace(args) => cli::trace::trace(&args, log_format),
         Command::Demo(args) => {
             init();
             cli::demo::run(&args)

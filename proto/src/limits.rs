@@ -475,6 +475,13 @@ pub const CIRCUIT_IDLE_MS: u64 = 300_000;
 /// systemd's default stop timeout (90 s; `contrib/ringspan.service` sets 30).
 pub const DRAIN_GRACE_MS: u64 = 10_000;
 
+/// The most hops a trace (`LINK_TRACE`, PROTOCOL.md 8.10) goes: a request's hop limit is at most
+/// this, and so is a report's hop number. Each node on a trace's path sends one report back, so
+/// the caller's link carries at most 64 of them (64 × 56 bytes) for one 56-byte request; a
+/// tracer keeps at most this many reports of one trace and aborts a trace that sends more.
+/// Paths are loop-free and far shorter in practice (traceroute's default is 30).
+pub const TRACE_HOPS_MAX: usize = 64;
+
 const _: () = assert!(MESSAGE_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(MESSAGE_ALIGN));
 const _: () = assert!(RECORD_PLAINTEXT_MAX.is_multiple_of(MESSAGE_ALIGN));

@@ -8,3 +8,4 @@ pub mod log;
 pub mod notify;
 pub mod req;
 pub mod run;
+pub mod trace;

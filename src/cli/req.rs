@@ -1,5 +1,5 @@
 //! `ringspan req`: one request to a mount, its reply on standard output; `ringspan ping`:
-//! requests one at a time, each timed.
+//! requests one at a time, each timed (to a node: traces, `trace.rs`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -114,21 +114,27 @@ fn parse_command(text: &str) -> Result<Command, String> {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["mount", "node"])))]
 pub struct PingArgs {
     /// The client node's configuration file (as for `ringspan call`).
     #[arg(long, short)]
     pub config: PathBuf,
     /// The mount to ping: `CLUSTER:MOUNT`, each hex (0x…) or decimal. Its server must answer
-    /// each call (an echo mount does).
+    /// each call (an echo mount does). Timed on this thread, from the call's open to its end.
     #[arg(long)]
-    pub mount: String,
+    pub mount: Option<String>,
+    /// The node to ping instead: its id, as `ringspan show` and `ringspan pubkey --id` print
+    /// it. It must be on the path to some mount this node routes: each request is a trace
+    /// (`ringspan trace`) that ends there, timed on this node's worker.
+    #[arg(long)]
+    pub node: Option<String>,
     /// Requests to send, one at a time.
     #[arg(long, default_value_t = 5)]
     pub count: u32,
     /// Milliseconds between one answer and the next request.
     #[arg(long, default_value_t = 200)]
     pub interval_ms: u64,
-    /// Payload bytes per request.
+    /// Payload bytes per request to a mount (a node's requests are traces, 24 bytes).
     #[arg(long, default_value_t = 16)]
     pub size: usize,
     /// How long to wait for a route, and for each answer, in seconds.
@@ -139,25 +145,33 @@ pub struct PingArgs {
 /// Sends `count` requests one at a time, printing each one's round trip, then a summary. `Ok`
 /// if every request was answered.
 pub fn ping(args: &PingArgs, log_format: Option<LogFormat>) -> Result<(), String> {
-    let mount = parse_mount(&args.mount)?;
+    let target = match (&args.mount, &args.node) {
+        (Some(mount), _) => Ok((mount.as_str(), parse_mount(mount)?)),
+        (None, Some(node)) => Err(super::trace::parse_node_id(node)?),
+        (None, None) => return Err("ping needs --mount or --node".into()),
+    };
     if args.size > MESSAGE_PAYLOAD_MAX {
         return Err(format!("--size {}: at most {MESSAGE_PAYLOAD_MAX} bytes", args.size));
     }
     let config = load(&args.config, log_format)?;
     let node = start(&config)?;
-    let result = ping_on(&node, mount, args);
+    let result = match target {
+        Ok((name, mount)) => ping_on(&node, name, mount, args),
+        Err(id) => super::trace::ping_node(&node, id, args),
+    };
     node.shutdown();
     result
 }
 
 fn ping_on(
     node: &ringspan::daemon::Handle,
+    name: &str,
     mount: ringspan::span::MountKey,
     args: &PingArgs,
 ) -> Result<(), String> {
     let wait = Duration::from_secs(args.wait);
     if !node.wait_for_route(mount, wait) {
-        return Err(format!("no route to {} after {} s", args.mount, args.wait));
+        return Err(format!("no route to {name} after {} s", args.wait));
     }
     let payload = vec![0x5a; args.size];
     let mut times = Vec::new();
@@ -175,23 +189,29 @@ fn ping_on(
                 }
             },
             Err(e) => {
-                println!("{}: seq={seq} not sent: {e}", args.mount);
+                println!("{name}: seq={seq} not sent: {e}");
                 continue;
             }
         };
         let time = sent.elapsed();
         match ended {
             Some(ErrorCode::NONE) => {
-                println!("{}: seq={seq} time={:.1} µs", args.mount, time.as_secs_f64() * 1e6);
+                println!("{name}: seq={seq} time={:.1} µs", time.as_secs_f64() * 1e6);
                 times.push(time);
             }
-            Some(error) => println!("{}: seq={seq} {error} (code {})", args.mount, error.0),
-            None => println!("{}: seq={seq} no answer within {} s", args.mount, args.wait),
+            Some(error) => println!("{name}: seq={seq} {error} (code {})", error.0),
+            None => println!("{name}: seq={seq} no answer within {} s", args.wait),
         }
     }
+    summarize(args.count, times)
+}
+
+/// Prints the summary line of `count` requests of which those timed in `times` were answered:
+/// `Ok` if all were.
+pub(super) fn summarize(count: u32, mut times: Vec<Duration>) -> Result<(), String> {
     times.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    print!("{} requests, {} answered", args.count, times.len());
+    print!("{count} requests, {} answered", times.len());
     if let (Some(min), Some(max)) = (times.first(), times.last()) {
         let mean = times.iter().sum::<Duration>() / times.len() as u32;
         let median = times[times.len() / 2];
@@ -204,12 +224,8 @@ fn ping_on(
         );
     }
     println!();
-    match times.len() as u32 == args.count {
+    match times.len() as u32 == count {
         true => Ok(()),
-        false => Err(format!(
-            "{} of {} requests unanswered",
-            args.count - times.len() as u32,
-            args.count
-        )),
+        false => Err(format!("{} of {count} requests unanswered", count - times.len() as u32)),
     }
 }

@@ -27,6 +27,9 @@ pub enum ShowWhat {
     Circuits,
     /// Mounts, grouped by the node they are attached to.
     Mounts,
+    /// The cluster as the node knows it: its neighbours, the nodes mounts are attached to, and
+    /// each mount's active and standby paths (with --dot: as a graph).
+    Cluster,
     /// All of it.
     All,
 }
@@ -185,7 +188,10 @@ pub fn show(args: &ShowArgs) -> Result<(), String> {
     let snapshot: ringspan::daemon::Snapshot =
         serde_json::from_value(snapshot).map_err(|e| format!("unreadable snapshot: {e}"))?;
     if args.dot {
-        print!("{}", control::dot(&snapshot));
+        match args.what {
+            ShowWhat::Cluster => print!("{}", control::cluster_dot(&snapshot)),
+            _ => print!("{}", control::dot(&snapshot)),
+        }
         return Ok(());
     }
     let view = match args.what {
@@ -193,6 +199,7 @@ pub fn show(args: &ShowArgs) -> Result<(), String> {
         ShowWhat::Routes => View::Routes,
         ShowWhat::Circuits => View::Circuits,
         ShowWhat::Mounts => View::Mounts,
+        ShowWhat::Cluster => View::Cluster,
         ShowWhat::All => View::All,
     };
     print!("{}", control::render(&snapshot, view));

@@ -1,8 +1,8 @@
 //! The daemon's application ([`DaemonApp`]), what a [`Host`](super::Host) runs for
 //! `ringspan run`, the demo and the mount API: the built-in echo mounts, the calls of a
 //! [`Handle`](super::Handle)'s user (handed over on channels: [`Incoming`], [`CallEvent`]),
-//! call loads ([`Request::Load`]), and the other [`Request`]s: attach, detach, open, send, cut,
-//! snapshot.
+//! call loads ([`Request::Load`]), traces ([`Request::Trace`], `trace.rs`), and the other
+//! [`Request`]s: attach, detach, open, send, cut, snapshot.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -10,6 +10,7 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use super::host::Hasher;
+use super::trace::Traces;
 use super::{
     App, CALL, CallEvent, HostState, Incoming, LoadReport, MountService, Request, Settings,
     Snapshot,
@@ -41,6 +42,8 @@ pub struct DaemonApp {
     /// The application's calls (opened by it, or to its mounts) and where their events go.
     calls: HashMap<CallId, Sender<CallEvent>, Hasher>,
     loads: Vec<Load>,
+    /// The traces opened by [`Request::Trace`].
+    traces: Traces,
 }
 
 impl DaemonApp {
@@ -60,6 +63,7 @@ impl DaemonApp {
             incoming,
             calls: HashMap::default(),
             loads: Vec::new(),
+            traces: Traces::default(),
         }
     }
 
@@ -67,6 +71,12 @@ impl DaemonApp {
     #[cfg(test)]
     pub(super) fn echo(&mut self, mount: MountKey) {
         self.echo.insert(mount);
+    }
+
+    /// Its traces (a test opens and flushes them by hand).
+    #[cfg(test)]
+    pub(super) fn traces_mut(&mut self) -> &mut Traces {
+        &mut self.traces
     }
 
     /// The node's application events: echo mounts answer, the application's calls get theirs,
@@ -77,6 +87,12 @@ impl DaemonApp {
         let mut answers: Vec<(CallId, Command, Option<Vec<u8>>)> = Vec::new();
         while let Some(event) = node.poll_app() {
             match event {
+                AppEvent::Message { call, payload, .. } if self.traces.has(call) => {
+                    self.traces.message(call, payload, now);
+                }
+                AppEvent::Ended { call, error } if self.traces.has(call) => {
+                    self.traces.ended(call, error);
+                }
                 AppEvent::Opened { call, mount, command, flags, payload } => {
                     if self.app_mounts.contains(&mount)
                         && let Some(incoming) = &self.incoming
@@ -150,6 +166,7 @@ impl DaemonApp {
                 }
             }
         }
+        self.traces.abort_excess(node, links);
         for (call, command, echo) in answers {
             let _ = match echo {
                 Some(payload) => {
@@ -210,6 +227,7 @@ impl App for DaemonApp {
         self.answer(&mut host.node, now, worker);
         self.drive_loads(&mut host.node, now, worker);
         self.answer(&mut host.node, now, worker);
+        self.traces.flush(host);
     }
 
     fn command(
@@ -265,6 +283,9 @@ impl App for DaemonApp {
             }
             Request::Snapshot { reply } => {
                 let _ = reply.send(Snapshot::of(host, worker));
+            }
+            request @ Request::Trace { .. } => {
+                self.traces.open(node, worker.now(), request, worker);
             }
             Request::Send { call, command, payload, flags, error } => {
                 if let Err(e) = node.send(call, command, &payload, flags, error, worker) {

@@ -17,7 +17,7 @@ pub use super::metrics::{
     METRICS_CONNECTIONS_MAX, METRICS_REQUEST_MAX_BYTES, METRICS_TIMEOUT_MS, MetricsLimits,
     serve_metrics, serve_metrics_with,
 };
-pub use super::render::{View, dot, printable, prometheus, render};
+pub use super::render::{View, cluster_dot, dot, printable, prometheus, render};
 
 use std::io::{self, BufRead as _, BufReader, Read, Write};
 use std::net::Shutdown;

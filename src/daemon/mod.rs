@@ -33,6 +33,7 @@ mod resolve;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use app::DaemonApp;
 pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
@@ -40,6 +41,7 @@ pub use host::{App, Host, HostState, Plane};
 pub use reload::{ReloadReport, ReloadSource};
 pub use request::{LoadReport, Request, Shared};
 pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot, WorkerRow};
+pub use trace::TraceEvent;
 
 use crate::span::{Label, MountKey, MountKind};
 use crate::wire::Command;

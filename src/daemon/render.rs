@@ -1,5 +1,6 @@
 //! The views of a snapshot printed for operators: text tables ([`render`]), Graphviz
-//! ([`dot`]) and the Prometheus text format ([`prometheus`], in `render/exposition.rs`), and the
+//! ([`dot`], and the whole cluster's, [`cluster_dot`], in `render/cluster.rs`) and the
+//! Prometheus text format ([`prometheus`], in `render/exposition.rs`), and the
 //! escaping they share with the control socket; re-exported from [`control`](super::control).
 //!
 //! # What peers write reaches the operator escaped
@@ -16,9 +17,11 @@ use std::fmt::Write as _;
 use super::Snapshot;
 use crate::ids::LinkId;
 
+mod cluster;
 mod exposition;
 mod process;
 
+pub use cluster::cluster_dot;
 pub use exposition::prometheus;
 pub use process::process_series;
 
@@ -136,6 +139,8 @@ pub enum View {
     Circuits,
     /// Mounts (routes grouped by origin).
     Mounts,
+    /// The cluster as this node knows it: nodes, and each mount's active and standby paths.
+    Cluster,
     /// Everything.
     All,
 }
@@ -317,7 +322,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
             "\nCIRCUITS\nopen {}  relayed {}  served {}  opened {}  no route {}  lost {}\n\
              handshakes in progress {}  failed {}\n\
              records forwarded whole {} (from where they arrived {}; lent now {}, at most {})\n\
-             refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}",
+             refused for a share {}  preempted {}  idle {}  duplicate links closed {}  tombstones {}\n\
+             traces ended here {}",
             s.circuits,
             c.relayed,
             c.served,
@@ -334,7 +340,8 @@ pub fn render(s: &Snapshot, view: View) -> String {
             c.preempted,
             c.idle,
             c.duplicates,
-            s.tombstones
+            s.tombstones,
+            c.traced
         );
         let d = &s.closes;
         let _ = writeln!(
@@ -354,6 +361,9 @@ pub fn render(s: &Snapshot, view: View) -> String {
             s.refused_handshake_rate,
             s.trusted_refused
         );
+    }
+    if view == View::Cluster {
+        cluster::text(&mut out, s);
     }
     out
 }
@@ -482,7 +492,11 @@ pub(crate) mod tests {
                 origin: "cccc".into(),
                 metric: 2,
                 via: "link 3 (bbbb1111)".into(),
+                via_node: Some("bbbb1111".into()),
                 standby: Some("link 4 (dddd2222)".into()),
+                standby_node: Some("dddd2222".into()),
+                standby_metric: Some(3),
+                ..Default::default()
             }],
             peers: vec![
                 PeerRow {

@@ -17,7 +17,7 @@ use crate::wire::{Command, ErrorCode, Flags};
 
 #[cfg(doc)]
 use super::Incoming;
-use super::{CallEvent, Snapshot};
+use super::{CallEvent, Snapshot, TraceEvent};
 
 /// How long a thread asking for a snapshot waits for the node's worker.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
@@ -89,6 +89,18 @@ pub enum Request {
     Snapshot {
         /// Where it goes.
         reply: Sender<Snapshot>,
+    },
+    /// Trace the path a call to `mount` takes (PROTOCOL.md 8.10): each node on it reports,
+    /// timed from the open; the reports and the trace's end go to `events` as they come.
+    Trace {
+        /// The mount.
+        mount: MountKey,
+        /// A node at which to end the trace if it is on the path (`None`: at the mount's holder).
+        target: Option<NodeId>,
+        /// The hop at which the trace ends at the latest (1 to `TRACE_HOPS_MAX`).
+        limit: u8,
+        /// Where its reports and its end go.
+        events: Sender<TraceEvent>,
     },
     /// Send on an application's call.
     Send {

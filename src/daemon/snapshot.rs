@@ -186,6 +186,11 @@ impl Snapshot {
                 format!("{link} ({})", peer_of(link))
             }
         };
+        // The node a path goes to first, as its own field (`show cluster` draws it).
+        let first = |next: NextHop| match next {
+            NextHop::Local => None,
+            NextHop::Neighbour(n) => Some(peer_of(Node::link_of(n))).filter(|p| !p.is_empty()),
+        };
         // A path through an internal link is another plane's path, shown by that plane.
         let outside = |next: &NextHop| match next {
             NextHop::Local => true,
@@ -200,15 +205,20 @@ impl Snapshot {
                     .flatten()
                     .filter(|path| outside(&path.next_hop));
                 let best = paths.next()?;
+                let standby = paths.next();
                 Some(RouteRow {
                     cluster: format!("{:x}", key.cluster.0),
                     mount: format!("{:x}", key.mount.0),
                     kind: format!("{:?}", best.kind).to_lowercase(),
                     label: String::from_utf8_lossy(best.label.as_bytes()).into_owned(),
                     origin: best.origin.to_string(),
+                    origin_name: host.name_of(best.origin).map(str::to_owned),
                     metric: best.metric.0,
                     via: hop(best.next_hop),
-                    standby: paths.next().map(|s| hop(s.next_hop)),
+                    via_node: first(best.next_hop),
+                    standby: standby.map(|s| hop(s.next_hop)),
+                    standby_node: standby.and_then(|s| first(s.next_hop)),
+                    standby_metric: standby.map(|s| s.metric.0),
                 })
             })
             .collect();
@@ -235,6 +245,7 @@ impl Snapshot {
             preempted,
             idle,
             duplicates: _,
+            traced,
         } = node.counters();
         let duplicates = host.duplicates();
         let stats = worker.stats();
@@ -271,6 +282,7 @@ impl Snapshot {
                 preempted,
                 idle,
                 duplicates,
+                traced,
             },
             handshake_failures: stats.handshake_failures,
             clients,
@@ -301,6 +313,9 @@ impl Snapshot {
         if planes.len() <= 1 {
             return planes.pop().unwrap_or_default();
         }
+        // In plane order, whatever order they answered in: of two paths as long, the lower
+        // plane's is shown as the active one, the same at every asking.
+        planes.sort_by_key(|p| p.workers.first().map(|w| w.worker));
         let mut all = Snapshot { node: planes[0].node.clone(), ..Snapshot::default() };
         let mut routes: Vec<RouteRow> = Vec::new();
         all.drained = planes.iter().all(|p| p.drained);
@@ -341,6 +356,8 @@ impl Snapshot {
                 Some(last) if (&last.cluster, &last.mount) == (&row.cluster, &row.mount) => {
                     if last.standby.is_none() && row.via != last.via {
                         last.standby = Some(row.via);
+                        last.standby_node = row.via_node;
+                        last.standby_metric = Some(row.metric);
                     }
                 }
                 _ => all.routes.push(row),
@@ -470,6 +487,10 @@ pub struct Counters {
     /// Second links to an already linked node, closed.
     #[serde(default)]
     pub duplicates: u64,
+    /// Traces this node ended itself with its report (`ringspan trace`, PROTOCOL.md 8.10): it
+    /// holds the mount, is the target, or is at the hop limit (a trace passed on is relayed).
+    #[serde(default)]
+    pub traced: u64,
 }
 
 impl Counters {
@@ -486,6 +507,7 @@ impl Counters {
         self.preempted += other.preempted;
         self.idle += other.idle;
         self.duplicates += other.duplicates;
+        self.traced += other.traced;
     }
 }
 
@@ -540,7 +562,7 @@ pub struct LinkRow {
 }
 
 /// One mount, as shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RouteRow {
     /// Cluster id, hex.
     pub cluster: String,
@@ -552,12 +574,24 @@ pub struct RouteRow {
     pub label: String,
     /// Originating node.
     pub origin: String,
+    /// The configuration's name for the originating node, if it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_name: Option<String>,
     /// Hops.
     pub metric: u16,
     /// "local" or the link id and peer of the best path.
     pub via: String,
+    /// The node the best path goes to first (none if the mount is attached here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_node: Option<String>,
     /// The standby path's link and peer, if any.
     pub standby: Option<String>,
+    /// The node the standby path goes to first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_node: Option<String>,
+    /// The standby path's hops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_metric: Option<u16>,
 }
 
 /// One configured peer, as shown.

@@ -154,3 +154,76 @@ fn echo_mounts_and_unserved_mounts_answer_with_the_calls_own_command() {
         }]
     );
 }
+
+#[test]
+fn a_trace_whose_path_sends_more_reports_than_its_limit_is_aborted() {
+    use super::{Request, TraceEvent};
+    use crate::wire::{TraceReport, TraceStatus};
+    let now = {
+        #[allow(clippy::disallowed_methods)] // the test's time starts here
+        Instant::now()
+    };
+    // The configuration names one node: its report comes with the name.
+    let named = Identity::generate().unwrap().public_key();
+    let mut settings = Settings::new(Identity::generate().unwrap());
+    settings.names = vec![(named, "far".to_string())];
+    let mut svc = Host::new(&settings, DaemonApp::new(&settings, None), now);
+    let mut peer = connect(&mut svc);
+    // The peer advertises a mount, and the node traces it with a hop limit of 2.
+    let mount = key(9);
+    let advert = Advert {
+        mount,
+        kind: MountKind::Master,
+        label: Label::EMPTY,
+        origin: NodeId(2),
+        seqno: crate::span::Seqno(1),
+        metric: crate::span::Metric(0),
+    };
+    let mut buf = [0u8; crate::wire::ADVERT_LEN_MAX];
+    let len = advert.encode(&mut buf);
+    peer.txn.open(&mut peer.to_node, None, Command::LINK_SPAN, &buf[..len], Flags::NONE).unwrap();
+    pump(&mut svc, &mut peer);
+    let (events, heard) = std::sync::mpsc::channel();
+    let (state, app) = svc.parts_mut();
+    let links = &mut OneLink::new(LINK, &mut peer.ours, &mut peer.to_peer);
+    let request = Request::Trace { mount, target: None, limit: 2, events };
+    app.traces_mut().open(&mut state.node, now, request, links);
+    pump(&mut svc, &mut peer);
+    let trace = peer
+        .answers
+        .iter()
+        .find(|(_, seen)| seen[0].command == Command::LINK_TRACE)
+        .map(|(&txn, _)| txn)
+        .expect("the trace reached the peer");
+    // A hostile path: three reports for a limit of two.
+    for hop in 1..=3 {
+        let node = if hop == 2 { named.node_id() } else { NodeId(u128::from(hop)) };
+        let report = TraceReport { hop, status: TraceStatus::Relayed, node };
+        let payload = report.emit();
+        peer.txn
+            .send(
+                &mut peer.to_node,
+                trace,
+                Command::LINK_TRACE,
+                &payload,
+                Flags::NONE,
+                ErrorCode::NONE,
+            )
+            .unwrap();
+    }
+    pump(&mut svc, &mut peer);
+    let (state, app) = svc.parts_mut();
+    app.traces_mut().flush(state);
+    let heard: Vec<TraceEvent> = heard.try_iter().collect();
+    assert_eq!(heard.len(), 3, "{heard:?}");
+    for (at, event) in heard[..2].iter().enumerate() {
+        let TraceEvent::Hop { report: Ok(report), name, .. } = event else { panic!("{event:?}") };
+        assert_eq!(usize::from(report.hop), at + 1);
+        assert_eq!(name.as_deref(), (at == 1).then_some("far"), "named as configured");
+    }
+    assert_eq!(heard[2], TraceEvent::Ended(ErrorCode::ABORTED));
+    let aborted = peer.answers[&trace]
+        .iter()
+        .any(|a| a.flags.contains(Flags::ABORT | Flags::DELETE) && a.error == ErrorCode::ABORTED);
+    assert!(aborted, "the node aborted the trace: {:?}", peer.answers[&trace]);
+}

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringspan::daemon::control::{
-    self, METRICS_CONNECTIONS_MAX, METRICS_REQUEST_MAX_BYTES, MetricsLimits, View, dot, printable,
-    prometheus, render, serve_control, serve_metrics_with,
+    self, METRICS_CONNECTIONS_MAX, METRICS_REQUEST_MAX_BYTES, MetricsLimits, View, cluster_dot,
+    dot, printable, prometheus, render, serve_control, serve_metrics_with,
 };
 use ringspan::daemon::{Closes, Counters, LinkRow, PeerRow, RouteRow, Shared, Snapshot};
 
@@ -363,8 +363,12 @@ fn hostile() -> Snapshot {
         label: label.into(),
         origin: "\u{1b}[5morigin".into(),
         metric: 2,
+        origin_name: Some("o\u{1b}[1m\"rigin".into()),
         via: "link 3 (bbbb\u{1b}[31m1111)".into(),
+        via_node: Some("bbbb\u{1b}[31m1111".into()),
         standby: Some("link 4 (dd\u{9b}2J\"2222)".into()),
+        standby_node: Some("dd\u{9b}2J\"2222".into()),
+        standby_metric: Some(2),
     };
     Snapshot {
         node: "aa\"bb\\cc\ndd\u{1b}c".into(),
@@ -438,7 +442,8 @@ fn printable_shows_every_hidden_character_as_an_escape() {
 #[test]
 fn hostile_strings_are_escaped_in_every_text_view() {
     let s = hostile();
-    for view in [View::Links, View::Routes, View::Circuits, View::Mounts, View::All] {
+    for view in [View::Links, View::Routes, View::Circuits, View::Mounts, View::All, View::Cluster]
+    {
         let text = render(&on_two_workers(s.clone()), view);
         assert!(!text.chars().any(raw), "{view:?}: {text:?}");
         assert!(text.starts_with("node aa\"bb\\\\cc\\ndd\\x1bc\n"), "{view:?}: {text:?}");
@@ -454,6 +459,9 @@ fn hostile_strings_are_escaped_in_every_text_view() {
     assert!(links.contains(r"bbbb\x1b[31m1111") && links.contains(r"router\x07"));
     assert!(links.contains(r"127.0.0.1:1\x1b[A") && links.contains(r"bbbb\u{85}1111"));
     assert!(links.contains(r"up\u{2028}(link 3)"));
+    let cluster = render(&s, View::Cluster);
+    assert!(cluster.contains(r#"\x1b[5morigin (o\x1b[1m"rigin)"#), "{cluster}");
+    assert!(cluster.contains(r#"dd\u{9b}2J"2222 (2 hops)"#), "{cluster}");
 }
 
 /// Whether every line's Graphviz strings are closed by its end: no quote left unescaped.
@@ -486,6 +494,23 @@ fn hostile_strings_are_escaped_in_dot() {
         r#"  "0x1:0x12 (master)" [shape=ellipse, label="0x1:0x12 (master)\n\\u{9b}31m"];"#,
         r#"  "bbbb\\x1b[31" -> "0x1:0x10 (master)" [label="active, 2 hops"];"#,
         r#"  "dd\\u{9b}2J\"22" -> "0x1:0x11 (master)" [style=dashed, label="standby"];"#,
+    ] {
+        assert!(lines.contains(&expected), "{expected}\nnot in\n{text}");
+    }
+}
+
+#[test]
+fn hostile_strings_are_escaped_in_the_clusters_dot() {
+    let text = cluster_dot(&hostile());
+    assert!(!text.chars().any(raw), "{text}");
+    for line in text.lines() {
+        assert!(quotes_balanced(line), "{line}");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for expected in [
+        r#"  "\\x1b[5morigin" [label="\\x1b[5morig\no\\x1b[1m\"rigin"];"#,
+        r#"  "bbbb\\x1b[31m1111" [label="bbbb\\x1b[31\nb\\x1b]0;x\\x07"];"#,
+        r#"  "aa\"bb\\\\cc\\ndd\\x1bc" -> "dd\\u{9b}2J\"2222" [style=dashed, label="0x1:0x10 standby, 2 hops"];"#,
     ] {
         assert!(lines.contains(&expected), "{expected}\nnot in\n{text}");
     }

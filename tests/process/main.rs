@@ -31,3 +31,4 @@ mod rogue_smoke;
 mod satellite_planes_process;
 mod satellite_process;
 mod service_process;
+mod trace_process;

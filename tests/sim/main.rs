@@ -16,6 +16,7 @@ mod relay_sim;
 mod satellite_planes_sim;
 mod satellite_sim;
 mod span_sim;
+mod trace_sim;
 mod txn_model;
 
 // The boundary drivers name their helpers `crate::input` and `crate::say`, as the fuzz targets

@@ -145,6 +145,38 @@ fn what_the_node_does_with_everything_else() {
     assert!(closed.is_err());
 }
 
+/// Section 8.10: a trace of a mount the node holds is answered by the node itself, with its
+/// report and its DELETE in one message; its application never hears of it. A malformed one is
+/// refused alone with `MALFORMED`.
+#[test]
+fn the_node_answers_a_trace_of_its_mount_itself() {
+    use ringspan::ids::NodeId;
+    use ringspan::wire::{Command, ErrorCode, Flags, TraceReport, TraceRequest, TraceStatus};
+    let (mut peer, seen) = rules::Peer::new();
+    let span = rules::span_of(&seen);
+    let request = TraceRequest { hops: 0, limit: 30, target: None }.emit();
+    let (trace, seen) = peer.open_with(span, Command::LINK_TRACE, &request, Flags::DELETE);
+    let seen = seen.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let answer = &seen[0];
+    assert_eq!(
+        (answer.txn, answer.command, answer.error),
+        (trace, Command::LINK_TRACE, ErrorCode::NONE)
+    );
+    assert_eq!(answer.flags, Flags::REPLY | Flags::CREATE | Flags::DELETE);
+    let report = TraceReport { hop: 1, status: TraceStatus::Holder, node: NodeId(1) };
+    assert_eq!(answer.payload, report.emit());
+    assert_eq!(peer.opened(), [], "the application never hears of it");
+    let (bad, seen) = peer.open_with(span, Command::LINK_TRACE, &request[..8], Flags::DELETE);
+    let seen = seen.unwrap();
+    assert!(seen.iter().any(|s| s.txn == bad
+        && s.flags == Flags::REPLY | Flags::CREATE | Flags::ABORT | Flags::DELETE
+        && s.error == ErrorCode::MALFORMED));
+    // The link carries on.
+    let (_, seen) = peer.open_with(span, Command::LINK_TRACE, &request, Flags::DELETE);
+    assert_eq!(seen.unwrap().len(), 1);
+}
+
 #[test]
 fn the_parser_refuses_what_it_cannot_check() {
     let ok = "```hex name=a\n# comment\n00: 01 02  03 # three\n03: 04\n```\n";

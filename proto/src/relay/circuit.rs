@@ -81,7 +81,7 @@ impl Circuit {
 }
 
 /// Where a circuit goes next.
-enum Hop {
+pub(super) enum Hop {
     Local,
     Link { link: LinkId, span: TxnId, strip: usize },
 }
@@ -380,6 +380,9 @@ impl Node {
             self.counters.limited += 1;
             return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED);
         }
+        if delivery.command == Command::LINK_TRACE {
+            return self.trace(link, links, delivery, mount, from_client, holder);
+        }
         let hop = match self.resolve(link, from_client, mount, delivery.payload, links) {
             Ok(hop) => hop,
             Err(code) => {
@@ -391,6 +394,26 @@ impl Node {
                 return self.refuse(link, links, delivery, code);
             }
         };
+        let payload = match hop {
+            Hop::Local => delivery.payload,
+            Hop::Link { strip, .. } => &delivery.payload[strip..],
+        };
+        let carry = Carry { mount, holder, hop, payload, report: None };
+        self.carry(link, links, delivery, carry).map(|_| ())
+    }
+
+    /// Makes the circuit a transaction the peer opened on `link` starts, if its holder has room
+    /// in the pools (refused with `LIMIT_REACHED` otherwise): delivered to the application, or
+    /// opened on the next link with `carry.payload`, after `carry.report` has been written back
+    /// on `link` if there is one. Whether it was admitted.
+    pub(super) fn carry<L: LinkSet>(
+        &mut self,
+        link: LinkId,
+        links: &mut L,
+        delivery: &Delivery<'_>,
+        carry: Carry<'_>,
+    ) -> Result<bool, Error> {
+        let Carry { mount, holder, hop, payload, report } = carry;
         let next = match hop {
             Hop::Local => None,
             Hop::Link { link: next, .. } => Some(next),
@@ -400,7 +423,7 @@ impl Node {
                 state.counters.circuits_limited += 1;
             }
             self.counters.limited += 1;
-            return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED);
+            return self.refuse(link, links, delivery, ErrorCode::LIMIT_REACHED).map(|()| false);
         }
         let a = End::link(link, Some(delivery.txn));
         let b = match next {
@@ -417,41 +440,48 @@ impl Node {
                 self.counters.served += 1;
                 let call = CallId { slot, generation };
                 let at = self.app_bytes.len();
-                self.app_bytes.extend_from_slice(delivery.payload);
+                self.app_bytes.extend_from_slice(payload);
                 self.app.push_back(Pending::Opened {
                     call,
                     mount,
                     command: delivery.command,
                     flags: delivery.flags,
                     at,
-                    len: delivery.payload.len(),
+                    len: payload.len(),
                 });
                 if delivery.closes() {
                     self.circuits[slot as usize].error = delivery.error;
                 }
             }
-            Hop::Link { link: next, span, strip } => {
+            Hop::Link { link: next, span, .. } => {
                 let state = self.links.get_mut(&next).ok_or(Misuse::UnknownLink(next))?;
                 // A circuit handed to another plane of this node is counted where it leaves
                 // the node (relayed) or ends in it (served), once (DESIGN 7c.3).
                 if state.peer != self.id {
                     self.counters.relayed += 1;
                 }
-                let payload = &delivery.payload[strip..];
                 state.counters.circuits_out += 1;
+                if let Some(report) = report {
+                    // Back toward the caller, before the circuit goes on: no DELETE, so it ends
+                    // nothing and has no event to handle.
+                    let (id, command) = (delivery.txn, delivery.command);
+                    let _ = links.with(link, |txn, out| {
+                        txn.send(out, id, command, report, Flags::NONE, ErrorCode::NONE)
+                    });
+                }
                 let flags = delivery.flags & Flags::DELETE;
                 let open = Open { parent: span, command: delivery.command, flags, payload };
                 self.open_end(slot, Side::B, next, open, links);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Where a circuit to `mount` arriving on `from` (a client's link if `from_client`) goes
     /// next. A circuit to one of our aggregates names the client in its first 16 payload bytes
     /// (stripped here), and goes to the client holding that mount in the client directory,
     /// never anywhere else.
-    fn resolve<L: LinkSet>(
+    pub(super) fn resolve<L: LinkSet>(
         &self,
         from: LinkId,
         from_client: bool,
@@ -695,6 +725,21 @@ fn check_payload(payload: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// How a circuit arriving on a link goes on ([`Node::carry`]).
+pub(super) struct Carry<'a> {
+    /// The mount it is for.
+    pub(super) mount: MountKey,
+    /// Who holds it in the pools.
+    pub(super) holder: Holder,
+    /// Where it goes next.
+    pub(super) hop: Hop,
+    /// Its first payload there.
+    pub(super) payload: &'a [u8],
+    /// A message written back on the link it came on first, if it goes on to a next link (a
+    /// trace's report).
+    pub(super) report: Option<&'a [u8]>,
+}
+
 /// What opening a circuit's end on its link sends.
 struct Open<'a> {
     parent: TxnId,
@@ -707,7 +752,7 @@ impl Node {
     /// Force-closes a transaction the peer opened on `link` that we will not carry. If the
     /// transaction layer already forced it (it was opened under a transaction we had forced:
     /// PROTOCOL.md 6.5), there is nothing more to send.
-    fn refuse<L: LinkSet>(
+    pub(super) fn refuse<L: LinkSet>(
         &mut self,
         link: LinkId,
         links: &mut L,

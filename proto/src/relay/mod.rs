@@ -32,6 +32,13 @@
 //! nothing for [`Node::set_circuit_idle`] is aborted. Each refusal is counted on the link it
 //! concerns ([`LinkCounters`]).
 //!
+//! # Traces
+//!
+//! A circuit opened with `LINK_TRACE` is answered by every node on its path for itself, one
+//! small report each, instead of being carried to an application (`trace.rs`, PROTOCOL.md
+//! 8.10): what a trace costs a node is bounded as a call's is, and it holds a circuit only
+//! while it goes on.
+//!
 //! # One link per adjacency
 //!
 //! A second link to a node already linked is resolved the same way at both ends: the link
@@ -76,6 +83,7 @@ mod planes;
 pub mod redial;
 mod report;
 mod share;
+mod trace;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -232,6 +240,10 @@ pub struct NodeCounters {
     pub idle: u64,
     /// Second links to an already linked node, closed.
     pub duplicates: u64,
+    /// Traces this node ended itself with its report (PROTOCOL.md 8.10): it holds the mount,
+    /// is the target, or is at the hop limit. (A trace it passes on is counted in `relayed`, one
+    /// with no route onward in `no_route`, as any circuit.)
+    pub traced: u64,
 }
 
 /// One node. See the module documentation.

@@ -19,6 +19,9 @@ use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 const CALL: Command = Command::new(1, 1);
 
+// Traces through the node (`trace.rs`).
+mod trace;
+
 /// A message a scripted peer received, owned.
 #[derive(Clone, Debug)]
 struct Got {
@@ -26,6 +29,7 @@ struct Got {
     parent: Option<TxnId>,
     flags: Flags,
     error: ErrorCode,
+    payload: Vec<u8>,
 }
 
 struct Peer {
@@ -267,7 +271,13 @@ impl Bench {
                     let advert = Advert::decode(d.payload).unwrap();
                     peer.spans.insert(advert.mount, d.txn);
                 }
-                peer.got.push(Got { txn: d.txn, parent: d.parent, flags: d.flags, error: d.error });
+                peer.got.push(Got {
+                    txn: d.txn,
+                    parent: d.parent,
+                    flags: d.flags,
+                    error: d.error,
+                    payload: d.payload.to_vec(),
+                });
             }
             while let Some(event) = peer.txn.poll_event() {
                 if let Event::Delivery(d) = event {
@@ -276,6 +286,7 @@ impl Bench {
                         parent: d.parent,
                         flags: d.flags,
                         error: d.error,
+                        payload: d.payload.to_vec(),
                     });
                 }
             }

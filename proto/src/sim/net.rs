@@ -64,9 +64,11 @@ use super::lend::{Lend, Lent};
 use super::rng::Rng;
 use super::{never_lent, own_bytes};
 
+mod traces;
 mod wires;
 
 use crate::span::SpanLink;
+pub use traces::Traced;
 use wires::{NodeKey, POOL_LARGE, POOL_SMALL, Shared, SimLink, Timers, node_key};
 
 /// The command the harness's calls use.
@@ -101,6 +103,9 @@ struct SimNode {
     open_calls: BTreeMap<CallIdKey, OpenCall>,
     /// Calls to this node's mounts not yet ended.
     served: BTreeSet<CallIdKey>,
+    /// Traces this node's application opened ([`Net::trace`]) and not yet ended: the mount, and
+    /// the reports so far.
+    traces: traces::Open,
 }
 
 /// A call the application opened: what it sends, how many messages it sent and how many echoes
@@ -190,6 +195,8 @@ pub struct Net {
     pub steps: u64,
     /// Calls open on nodes when they crashed (they end nowhere).
     pub crashed_calls: u64,
+    /// Traces that ended ([`Net::trace`]), in the order they did.
+    pub traced: Vec<Traced>,
     /// Links closed by one of their ends, with the reason: a node refused what came on them,
     /// or the link layer closed them (see [`Net::closes`]).
     pub refusals: Vec<String>,
@@ -236,6 +243,7 @@ impl Net {
             opened: 0,
             steps: 0,
             crashed_calls: 0,
+            traced: Vec::new(),
             refusals: Vec::new(),
             closes: Vec::new(),
             epoch,
@@ -519,7 +527,7 @@ impl Net {
     /// (a dead process's calls end nowhere).
     pub fn crash(&mut self, i: usize) -> Result<(), Failure> {
         self.nodes[i].alive = false;
-        self.crashed_calls += self.nodes[i].open_calls.len() as u64;
+        self.crashed_calls += (self.nodes[i].open_calls.len() + self.nodes[i].traces.len()) as u64;
         for l in 0..self.links.len() {
             if self.links[l].up && self.links[l].ends.contains(&i) {
                 self.cut(l)?;
@@ -600,6 +608,14 @@ impl Net {
         let mut answers: Vec<(CallId, Vec<u8>, bool)> = Vec::new();
         while let Some(event) = sim.node.poll_app() {
             match event {
+                AppEvent::Message { call, payload, .. }
+                    if sim.traces.contains_key(&key_of(call)) =>
+                {
+                    traces::report(&mut sim.traces, i, call, payload)?;
+                }
+                AppEvent::Ended { call, error } if sim.traces.contains_key(&key_of(call)) => {
+                    self.traced.push(traces::ended(&mut sim.traces, i, call, error));
+                }
                 AppEvent::Opened { call, payload, flags, .. } => {
                     if !sim.served.insert(key_of(call)) {
                         return Err(fail(format!("node {i}: call {call:?} opened twice")));
@@ -670,11 +686,12 @@ impl Net {
             if !sim.alive {
                 continue;
             }
-            if !sim.open_calls.is_empty() || !sim.served.is_empty() {
+            if !sim.open_calls.is_empty() || !sim.served.is_empty() || !sim.traces.is_empty() {
                 return Err(fail(format!(
-                    "node {i}: {} calls and {} served calls never ended",
+                    "node {i}: {} calls, {} served calls and {} traces never ended",
                     sim.open_calls.len(),
-                    sim.served.len()
+                    sim.served.len(),
+                    sim.traces.len()
                 )));
             }
             if sim.node.circuits() != 0 {
@@ -747,6 +764,7 @@ impl SimNode {
             homes: None,
             open_calls: BTreeMap::new(),
             served: BTreeSet::new(),
+            traces: BTreeMap::new(),
         }
     }
 }

@@ -161,6 +161,10 @@ impl Command {
     /// naming who holds the next circuit the sender opens on the link (the link it came into
     /// the node on). Dropped when a peer sends it, like any one-way message.
     pub const LINK_HOLDER: Command = Command::new(0, 6);
+    /// Link protocol: a trace (PROTOCOL.md 8.10), a circuit opened inside a span like a call,
+    /// which every node on its path answers for itself with a report instead of carrying it to
+    /// an application.
+    pub const LINK_TRACE: Command = Command::new(0, 7);
 }
 
 /// An error code carried in a message header: why a transaction ended or was refused.
@@ -187,6 +191,8 @@ impl ErrorCode {
     pub const DUPLICATE: ErrorCode = ErrorCode(7);
     /// The circuit carried nothing for longer than the node's idle bound.
     pub const IDLE: ErrorCode = ErrorCode(8);
+    /// A request the node answers itself (a `LINK_TRACE`) was malformed: refused alone.
+    pub const MALFORMED: ErrorCode = ErrorCode(9);
     /// Codes from here on belong to applications.
     pub const APPLICATION_BASE: u32 = 0x1_0000;
 
@@ -208,6 +214,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::SHUTDOWN => f.write_str("shutting down"),
             ErrorCode::DUPLICATE => f.write_str("duplicate link"),
             ErrorCode::IDLE => f.write_str("idle"),
+            ErrorCode::MALFORMED => f.write_str("malformed request"),
             ErrorCode(code) => write!(f, "error {code:#x}"),
         }
     }

@@ -4,12 +4,13 @@
 //! A link's byte stream starts with three [`handshake`] frames, then is a sequence of
 //! [`record`]s; a record's plaintext is a sequence of [`message`]s. The span protocol's messages
 //! carry a [`hello`] (`LINK_CONN`), an [`advert`]isement (`LINK_SPAN`) or a [`seqno_request`]
-//! (`LINK_SPAN_REQUEST`); a call to a satellite's aggregate starts with a [`client_address`].
+//! (`LINK_SPAN_REQUEST`); a call to a satellite's aggregate starts with a [`client_address`];
+//! a [`trace`] circuit carries a request and, back, a report from each node on its path.
 //! Views (`Record<T>`, `Message<T>`, `HelloPayload<T>`, `AdvertPayload<T>`) wrap a caller's
 //! buffer and read or write fields in place; `new_checked` validates untrusted input once, after
 //! which accessors cannot fail. Fixed-size parts (`RecordHeader`, `HandshakeHeader`,
-//! `SeqnoRequest`, `ClientAddress`) are parsed and emitted whole. `Repr` values hold field
-//! combinations and emit them. Nothing here allocates or keeps state, or knows what a value
+//! `SeqnoRequest`, `ClientAddress`, `TraceRequest`, `TraceReport`) are parsed and emitted
+//! whole. `Repr` values hold field combinations and emit them. Nothing here allocates or keeps state, or knows what a value
 //! means to the layers above (`span` turns the span payloads' raw fields into its roles, kinds
 //! and wants). `docs/PROTOCOL.md` describes every byte.
 
@@ -22,6 +23,7 @@ pub mod hello;
 pub mod message;
 pub mod record;
 pub mod seqno_request;
+pub mod trace;
 
 pub use advert::{ADVERT_LEN_MAX, AdvertPayload, AdvertRepr};
 pub use client_address::{CLIENT_ADDRESS_LEN, ClientAddress};
@@ -30,6 +32,7 @@ pub use hello::{HELLO_LEN_MAX, HelloPayload, HelloRepr};
 pub use message::{Command, ErrorCode, Flags, Message, Messages, Repr, Sink};
 pub use record::{Record, RecordHeader};
 pub use seqno_request::{SEQNO_REQUEST_LEN, SeqnoRequest};
+pub use trace::{TRACE_LEN, TraceReport, TraceRequest, TraceStatus};
 
 /// Reads a little-endian `u16` at `at`. The caller has checked the length.
 #[inline]

@@ -82,6 +82,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         ("preempted_total", "Circuits aborted to make room for a peer holding fewer.", c.preempted),
         ("idle_total", "Circuits aborted after carrying nothing for the idle bound.", c.idle),
         ("duplicates_total", "Second links to an already linked node, closed.", c.duplicates),
+        ("traced_total", "Traces this node ended with its report (held, target, limit).", c.traced),
         ("handshake_failures_total", "Handshakes that failed.", s.handshake_failures),
         ("accepted_total", "Accepted connections admitted (handshakes started).", s.accepted),
         (

@@ -175,8 +175,18 @@ impl World {
                 }
                 payload.extend_from_slice(&input.vec(24));
                 let flags = if input.one_in(4) { Flags::NONE } else { Flags::DELETE };
-                let command =
-                    if input.one_in(8) { Command::new(input.u8(), input.u16()) } else { ECHO };
+                let command = match input.below(8) {
+                    0 => Command::new(input.u8(), input.u16()),
+                    1 => {
+                        // A trace: a request of any hop count, limit and target (an honest
+                        // node, or none), or bytes as they come.
+                        if input.bool() {
+                            payload = say::trace_request(input, &origins).to_vec();
+                        }
+                        Command::LINK_TRACE
+                    }
+                    _ => ECHO,
+                };
                 if let Ok(t) = txn.open(out, parent, command, &payload, flags) {
                     z.live.push(t);
                 }

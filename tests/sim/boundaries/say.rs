@@ -9,7 +9,7 @@ use ringspan::ids::{ClusterId, MountId, NodeId};
 use ringspan::span::{
     Advert, Clusters, Hello, KindSet, Label, Metric, MountKey, MountKind, Role, Seqno, Wants,
 };
-use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
+use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX, TRACE_LEN, TraceRequest};
 
 use crate::input::Input;
 
@@ -117,4 +117,20 @@ pub fn seqno_payload(input: &mut Input<'_>) -> Vec<u8> {
         return input.vec(12);
     }
     Seqno::encode_request(Seqno(input.pick(&[0, 1, 2, 4, 0x8000, 0xffff]))).to_vec()
+}
+
+/// A trace request's bytes (`LINK_TRACE`): a hop count and limit from a few values, valid or not
+/// (a limit of 0 or past 64, hops at the limit), a target among `origins` or none, and now and
+/// then a reserved byte set.
+pub fn trace_request(input: &mut Input<'_>, origins: &[NodeId]) -> [u8; TRACE_LEN] {
+    let hops = input.pick(&[0u8, 0, 1, 2, 63, 64]);
+    let limit = input.pick(&[1u8, 2, 3, 30, 64, 0, 65]);
+    let target = if input.bool() { Some(input.pick(origins)) } else { None };
+    // Emitted raw: `TraceRequest` holds only valid values, and these need not be.
+    let mut bytes = TraceRequest { hops: 0, limit: 1, target }.emit();
+    (bytes[0], bytes[1]) = (hops, limit);
+    if input.one_in(16) {
+        bytes[2 + input.below(6)] = input.u8() | 1;
+    }
+    bytes
 }

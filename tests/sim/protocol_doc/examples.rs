@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ringspan::cipher::record::record_nonce;
 use ringspan::cipher::{Config, Identity, PrivateKey, Session};
-use ringspan::ids::{ClusterId, MountId, MsgId, NodeId};
+use ringspan::ids::{ClusterId, MountId, MsgId, NodeId, TxnId};
 use ringspan::limits::{HANDSHAKE_FRAME_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
 use ringspan::span::{
     Advert, Clusters, Hello, KindSet, Label, Metric, MountKey, MountKind, Role, Seqno, Wants,
@@ -14,6 +14,7 @@ use ringspan::span::{
 use ringspan::txn::{self, Received};
 use ringspan::wire::{ADVERT_LEN_MAX, HELLO_LEN_MAX};
 use ringspan::wire::{Command, ErrorCode, Flags, Message, Messages, Repr};
+use ringspan::wire::{TraceReport, TraceRequest, TraceStatus};
 
 // One real instant to offset virtual time from.
 use crate::support::wait::now as t0;
@@ -274,6 +275,10 @@ pub fn all(input: &Input<'_>) -> Vec<(String, Vec<u8>)> {
     for (name, example) in call() {
         put(name, example);
     }
+    // Section 8.10: a trace's payloads, and a trace answered by the mount's holder.
+    for (name, example) in trace() {
+        put(name, example);
+    }
     out
 }
 
@@ -377,6 +382,19 @@ fn span_payloads() -> Vec<(&'static str, Vec<u8>)> {
 /// in a span, P calls it with "ping" (ringspan's call command, a one-shot request), and N's
 /// application answers "ping".
 fn call() -> Vec<(&'static str, Vec<u8>)> {
+    let (mut n, mut p, span, at_p) = spanned();
+    let mut create = Vec::new();
+    p.open(&mut create, Some(at_p), CALL, b"ping", Flags::DELETE).unwrap();
+    let call = deliver(&mut n, &create)[0];
+    let mut reply = Vec::new();
+    n.send(&mut reply, call, CALL, b"ping", Flags::DELETE, ErrorCode::NONE).unwrap();
+    deliver(&mut p, &reply);
+    vec![("call-span", span), ("call-create", create), ("call-reply", reply)]
+}
+
+/// N and P with their hellos exchanged, and N's span for the mount of section 8.3 open: the two
+/// links, the span's CREATE, and the span as P's link names it.
+fn spanned() -> (txn::Link, txn::Link, Vec<u8>, TxnId) {
     let (mut n, mut p) = (txn::Link::new(), txn::Link::new());
     let hello = Hello::new(Role::Router, Wants::all());
     deliver(&mut p, &hello_message(&mut n, &hello));
@@ -386,13 +404,30 @@ fn call() -> Vec<(&'static str, Vec<u8>)> {
     let mut span = Vec::new();
     n.open(&mut span, None, Command::LINK_SPAN, &advert[..len], Flags::NONE).unwrap();
     let at_p = deliver(&mut p, &span)[0];
+    (n, p, span, at_p)
+}
+
+/// Section 8.10: a trace request and a report; then, as in section 8.8, P traces the mount,
+/// and N, holding it (its id the advertisement's origin, 0xfeed), answers with its report.
+fn trace() -> Vec<(&'static str, Vec<u8>)> {
+    let request = TraceRequest { hops: 1, limit: 64, target: Some(NodeId(0x0a0b)) };
+    let report = TraceReport { hop: 2, status: TraceStatus::Relayed, node: NodeId(0xfeed) };
+    let (mut n, mut p, _, at_p) = spanned();
+    let asked = TraceRequest { hops: 0, limit: 30, target: None }.emit();
     let mut create = Vec::new();
-    p.open(&mut create, Some(at_p), CALL, b"ping", Flags::DELETE).unwrap();
-    let call = deliver(&mut n, &create)[0];
+    p.open(&mut create, Some(at_p), Command::LINK_TRACE, &asked, Flags::DELETE).unwrap();
+    let trace = deliver(&mut n, &create)[0];
+    let holder = TraceReport { hop: 1, status: TraceStatus::Holder, node: NodeId(0xfeed) };
     let mut reply = Vec::new();
-    n.send(&mut reply, call, CALL, b"ping", Flags::DELETE, ErrorCode::NONE).unwrap();
+    n.send(&mut reply, trace, Command::LINK_TRACE, &holder.emit(), Flags::DELETE, ErrorCode::NONE)
+        .unwrap();
     deliver(&mut p, &reply);
-    vec![("call-span", span), ("call-create", create), ("call-reply", reply)]
+    vec![
+        ("trace-request-example", request.emit().to_vec()),
+        ("trace-report-example", report.emit().to_vec()),
+        ("trace-create", create),
+        ("trace-holder-reply", reply),
+    ]
 }
 
 /// The document's handshake frames are snow's own messages (its pure-Rust resolver, not the

@@ -109,6 +109,19 @@ impl Peer {
         (txn, self.send_to_node(&bytes))
     }
 
+    /// P opens a transaction inside `parent` with `payload`, and sends it to the node.
+    pub fn open_with(
+        &mut self,
+        parent: TxnId,
+        command: Command,
+        payload: &[u8],
+        flags: Flags,
+    ) -> (TxnId, Result<Vec<Seen>, Error>) {
+        let mut bytes = Vec::new();
+        let txn = self.p.open(&mut bytes, Some(parent), command, payload, flags).unwrap();
+        (txn, self.send_to_node(&bytes))
+    }
+
     /// P sends a one-way message with `command`.
     pub fn oneway(&mut self, command: Command) -> Result<Vec<Seen>, Error> {
         let mut bytes = Vec::new();
