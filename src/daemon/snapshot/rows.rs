@@ -51,7 +51,7 @@ impl Refusals {
 }
 
 /// Links that were up and went down, by cause, since the node started. Links that fail before
-/// their handshake completes are in [`Snapshot::handshake_failures`] instead.
+/// their handshake completes are in [`Snapshot::handshake_failures`](super::Snapshot::handshake_failures) instead.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closes {
     /// The peer's fault, found by the engine or by the node: bytes that do not parse, a record
