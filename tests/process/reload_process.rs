@@ -243,6 +243,8 @@ fn a_reload_lets_a_key_in_changes_its_role_and_shuts_it_out() {
         Some((peer.state, peer.last_error.unwrap_or_default()))
     };
     wait_for("c to be refused", WAIT, || peer_state().is_some_and(|(s, _)| s == "refused"));
+    // Its workers may refuse c before the node takes requests on its control socket.
+    snapshot_of(&a);
 
     // Allowed as a client: c links at its next dial, and calls.
     a_allowing(&config::allow(&[(c_key, "client")]));
