@@ -434,6 +434,10 @@ pub const SPAN_WANTED_CLUSTERS_MAX: usize = 64;
 /// Bytes of a mount's label (HAMMER2's `pfs_label`, a human-readable name).
 pub const SPAN_LABEL_MAX: usize = 64;
 
+/// Mounts one application attaches through its local link (`LINK_ATTACH`, PROTOCOL.md 8.11):
+/// its share of the node's table ([`SPAN_MOUNTS_MAX`]), so that no one application fills it.
+pub const ATTACH_MOUNTS_PER_LINK_MAX: usize = 1024;
+
 /// Bytes of the name a node announces in its hello (`[node] name`): a name for people, shown
 /// beside its node id by neighbours whose configuration gives it none. Short: it rides in every
 /// hello, and a neighbour keeps it per link (not for clients).

@@ -365,6 +365,15 @@ impl Node {
     ) -> Result<(), Error> {
         // Taken first, so that a note is used up by the open it was sent for, refused or not.
         let holder = self.holder_of_open(link);
+        if delivery.command == Command::LINK_ATTACH {
+            return match delivery.parent {
+                None => self.attach_open(link, links, delivery),
+                Some(_) => {
+                    self.counters.refused += 1;
+                    self.refuse(link, links, delivery, ErrorCode::MALFORMED)
+                }
+            };
+        }
         let span = links.span(link).ok_or(Misuse::UnknownLink(link))?;
         let mount = delivery.parent.and_then(|parent| span.our_span_mount(parent));
         let from_client = span.peer_role() == Some(Role::Client);
@@ -508,9 +517,14 @@ impl Node {
             }
         } else {
             let route = self.table.route(mount).ok_or(ErrorCode::NO_ROUTE)?;
-            match route.next_hop {
-                NextHop::Local => return Ok(Hop::Local),
-                NextHop::Neighbour(n) => (Self::link_of(n), mount, 0),
+            match (route.next_hop, self.attached_to(mount)) {
+                // A mount a local link attached: to the application, inside its LINK_ATTACH.
+                (NextHop::Local, Some((app, span))) if app != from => {
+                    return Ok(Hop::Link { link: app, span, strip: 0 });
+                }
+                (NextHop::Local, Some(_)) => return Err(ErrorCode::NO_ROUTE),
+                (NextHop::Local, None) => return Ok(Hop::Local),
+                (NextHop::Neighbour(n), _) => (Self::link_of(n), mount, 0),
             }
         };
         if link == from {

@@ -76,6 +76,7 @@ mod peer_tests;
 #[cfg(test)]
 mod tests;
 
+mod attach;
 mod circuit;
 mod holding;
 mod output;
@@ -284,6 +285,8 @@ pub struct Node {
     /// something in.
     epoch: u32,
     next_sweep: Instant,
+    /// The mounts local links attached (`attach.rs`).
+    attached: attach::Attached,
 }
 
 impl Node {
@@ -314,6 +317,7 @@ impl Node {
             circuit_idle,
             epoch: 0,
             next_sweep: now + circuit_idle / 2,
+            attached: attach::Attached::default(),
         }
     }
 
@@ -555,6 +559,7 @@ impl Node {
                 {
                     span.ended(id);
                 }
+                self.detach_attached(link, id, links);
                 if let Some((slot, side)) = self.by_txn.remove(&(link, id)) {
                     if side == Side::A
                         && let Some(state) = self.links.get_mut(&link)
@@ -616,6 +621,9 @@ impl Node {
             self.forward(slot, side, links, delivery);
             return Ok(());
         }
+        if self.is_attach(link, delivery.txn) {
+            return self.attach_message(link, links, delivery);
+        }
         if delivery.opens() {
             self.incoming(link, links, delivery)?;
         }
@@ -637,6 +645,7 @@ impl Node {
             let gone = self.link_counters(link, &state, span);
             self.clients_gone.add(&gone);
         }
+        self.attached_link_down(link, links);
         self.span_down(link, links);
         self.update_aggregates(links);
         self.circuits_link_down(link, links);

@@ -19,6 +19,8 @@ use crate::wire::{Command, ErrorCode, Flags, Messages};
 
 const CALL: Command = Command::new(1, 1);
 
+// Mounts applications attach through local links (`attach.rs`).
+mod attach;
 // Traces through the node (`trace.rs`).
 mod trace;
 

@@ -56,7 +56,8 @@ impl Node {
         if request.target == Some(self.id) {
             return self.answer_trace(link, links, delivery, &report(TraceStatus::Target));
         }
-        if self.is_our_aggregate(mount) {
+        if self.is_our_aggregate(mount) || self.attached_to(mount).is_some() {
+            // An application's mount: the node holds it (the application answers calls only).
             return self.answer_trace(link, links, delivery, &report(TraceStatus::Holder));
         }
         match self.resolve(link, from_client, mount, delivery.payload, links) {

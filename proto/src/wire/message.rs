@@ -165,6 +165,10 @@ impl Command {
     /// which every node on its path answers for itself with a report instead of carrying it to
     /// an application.
     pub const LINK_TRACE: Command = Command::new(0, 7);
+    /// Link protocol, on a local link only (PROTOCOL.md 8.11): an application attaches a
+    /// mount as the node's own. The transaction stays open while the mount is attached; calls
+    /// to the mount open inside it, toward the application; its close detaches the mount.
+    pub const LINK_ATTACH: Command = Command::new(0, 8);
 }
 
 /// An error code carried in a message header: why a transaction ended or was refused.
@@ -191,7 +195,8 @@ impl ErrorCode {
     pub const DUPLICATE: ErrorCode = ErrorCode(7);
     /// The circuit carried nothing for longer than the node's idle bound.
     pub const IDLE: ErrorCode = ErrorCode(8);
-    /// A request the node answers itself (a `LINK_TRACE`) was malformed: refused alone.
+    /// A request the node answers itself (a `LINK_TRACE`, a `LINK_ATTACH`) was malformed:
+    /// refused alone.
     pub const MALFORMED: ErrorCode = ErrorCode(9);
     /// Codes from here on belong to applications.
     pub const APPLICATION_BASE: u32 = 0x1_0000;

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod advert;
+pub mod attach;
 pub mod client_address;
 pub mod handshake;
 pub mod hello;
@@ -26,6 +27,7 @@ pub mod seqno_request;
 pub mod trace;
 
 pub use advert::{ADVERT_LEN_MAX, AdvertPayload, AdvertRepr};
+pub use attach::{ATTACH_LEN_MAX, AttachRequest};
 pub use client_address::{CLIENT_ADDRESS_LEN, ClientAddress};
 pub use handshake::HandshakeHeader;
 pub use hello::{HELLO_LEN_MAX, HelloPayload, HelloRepr};
