@@ -837,8 +837,9 @@ class Client:
         except (OSError, ValueError) as e:
             with self._cv:
                 self._lose(TransactionError(LOST_LINK, "link failed: %s" % e))
-        except TransactionError:
-            pass   # raised by a send that found the link gone: already recorded
+        except TransactionError as e:
+            with self._cv:   # normally raised by a send that found the link gone
+                self._lose(e)
         except Exception as e:   # a bug here must not leave waiters hanging
             with self._cv:
                 self._lose(ProtocolError("internal error on input: %r" % e))
@@ -931,8 +932,8 @@ class Client:
         txn.role, txn.mount = "served", parent.mount
         if parent.state != "attached" or parent.sent_delete:
             self._force_locked(txn, REFUSED)   # detached: as a mount with no application
-        elif m.flags & ABORT:
-            pass                               # forced closed at once: nothing to serve
+        elif m.flags & ABORT and m.flags & DELETE:
+            pass                               # forced closed at once: answered, not served
         elif len(self._incoming) >= self._max_pending:
             self._force_locked(txn, LIMIT_REACHED)
         else:

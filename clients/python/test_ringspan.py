@@ -278,8 +278,8 @@ def advert(cluster, mount, label=b"m", seqno=1, kind=0):
     return rs.encode_advert(rs.Advert(cluster, mount, 0xFEED, seqno, 0, kind, label))
 
 
-class Flows(unittest.TestCase):
-    """Message flows at the transaction level, against a fake node."""
+class FakeNodeTest(unittest.TestCase):
+    """A client connected to a fake node whose hello (its msgid 1) has been sent."""
 
     def setUp(self):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -301,6 +301,10 @@ class Flows(unittest.TestCase):
         self.assertEqual((m.flags, (m.proto, m.command), m.msgid, m.parent),
                          (CREATE, rs.LINK_CONN, 1, 0))
         return rs.decode_hello(m.payload)
+
+
+class Flows(FakeNodeTest):
+    """Message flows at the transaction level, against a fake node."""
 
     def test_hello(self):
         sent = self.hello_sent()
@@ -475,6 +479,40 @@ class Flows(unittest.TestCase):
         finally:
             client.close()
             theirs.close()
+
+
+class KvMaster(FakeNodeTest):
+    """kv.py's master behind the fake node: the node opens calls in its LINK_ATTACH."""
+
+    def test_put_get_scan(self):
+        import kv
+        self.hello_sent()
+        attached = self.later(self.client.attach, kv.CLUSTER, kv.MOUNT, "master", b"kv/master")
+        self.node.recv()
+        self.node.send(Message(REPLY | CREATE, 0, 8, 2, 0, 0, b""))
+        attached.result(5)
+        serving = self.later(self.client.serve, kv.Store().handle)
+
+        def ask(command, text):
+            msgid = self.node.open(command, text, CREATE | DELETE | REV_PARENT, parent=2)
+            out = []
+            while True:
+                m = self.node.recv()
+                self.assertEqual((m.msgid, (m.proto, m.command), m.error),
+                                 (msgid, command, 0))
+                out.append(m.payload)
+                if m.flags & DELETE:
+                    return out
+        self.assertEqual(ask(kv.PUT, b"fruit/kiwi=green"), [b"ok"])
+        self.assertEqual(ask(kv.PUT, b"fruit/apple=red"), [b"ok"])
+        self.assertEqual(ask(kv.GET, b"fruit/kiwi"), [b"green"])
+        self.assertEqual(ask(kv.SCAN, b"fruit/"), [b"fruit/apple=red", b"fruit/kiwi=green", b""])
+        msgid = self.node.open((2, 9), b"", CREATE | DELETE | REV_PARENT, parent=2)
+        m = self.node.recv()
+        self.assertEqual((m.flags, m.msgid, m.error),
+                         (REPLY | CREATE | ABORT | DELETE, msgid, rs.REFUSED))
+        self.client.close()
+        self.assertIsNone(serving.result(5))
 
 
 class Violations(unittest.TestCase):
