@@ -10,8 +10,10 @@ reads them for the Rust code), so the client and the document cannot drift apart
 import concurrent.futures
 import os
 import re
+import select
 import socket
 import struct
+import threading
 import time
 import unittest
 
@@ -513,6 +515,90 @@ class KvMaster(FakeNodeTest):
                          (REPLY | CREATE | ABORT | DELETE, msgid, rs.REFUSED))
         self.client.close()
         self.assertIsNone(serving.result(5))
+
+
+class FakeRelay(threading.Thread):
+    """A fake node with two local links, enough to carry kv.py end to end: it answers
+    attaches, advertises each attached mount on the other link, and relays calls opened in
+    those spans into the attaching link's LINK_ATTACH transaction, and the replies back."""
+
+    def __init__(self, socks):
+        super().__init__(daemon=True)
+        self.links = [FakeNode(s) for s in socks]
+        self.mounts = {}     # (cluster, mount) -> (link index, its LINK_ATTACH msgid)
+        self.spans = {}      # (link index, span msgid) -> (cluster, mount)
+        self.circuits = {}   # (link index, msgid, replying) -> (link index, msgid, replying)
+        self.replied = set()
+
+    def run(self):
+        for link in self.links:
+            link.open(rs.LINK_CONN, hello())
+        socks = [link.sock for link in self.links]
+        while True:
+            for s in select.select(socks, [], [])[0]:
+                i = socks.index(s)
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for plain in self.links[i].reader.feed(data):
+                    for m in rs.decode_messages(plain):
+                        self.on_message(i, m)
+
+    def on_message(self, i, m):
+        link = self.links[i]
+        if (m.proto, m.command) == rs.LINK_ATTACH and m.flags & CREATE:
+            key = rs.decode_attach(m.payload)[:2]
+            self.mounts[key] = (i, m.msgid)
+            link.send(Message(REPLY | CREATE, 0, 8, m.msgid, 0, 0, b""))
+            other = self.links[1 - i]
+            self.spans[(1 - i, other.open(rs.LINK_SPAN, advert(key[0], key[1], b"kv")))] = key
+        elif m.flags & CREATE and m.flags & REV_PARENT and (i, m.parent) in self.spans:
+            j, attach = self.mounts[self.spans[(i, m.parent)]]
+            msgid = self.links[j].open((m.proto, m.command), m.payload,
+                                       CREATE | REV_PARENT | (m.flags & DELETE), attach)
+            self.circuits[(j, msgid, True)] = (i, m.msgid)
+        elif m.flags & REPLY and (i, m.msgid, True) in self.circuits:
+            j, msgid = self.circuits[(i, m.msgid, True)]
+            flags = REPLY | (m.flags & (DELETE | ABORT))
+            if (j, msgid) not in self.replied:
+                self.replied.add((j, msgid))
+                flags |= CREATE
+            self.links[j].send(Message(flags, m.proto, m.command, msgid, 0, m.error, m.payload))
+
+
+class EndToEnd(unittest.TestCase):
+    def test_kv_master_and_client_through_a_relay(self):
+        import kv
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+        relay = FakeRelay([theirs for _, theirs in pairs])
+        relay.start()
+        master = rs.Client.connect(pairs[0][0])
+        user = rs.Client.connect(pairs[1][0])
+        try:
+            master.attach(kv.CLUSTER, kv.MOUNT, "master", b"kv/master")
+            serving = threading.Thread(target=master.serve, args=(kv.Store().handle,))
+            serving.start()
+            self.assertTrue(user.wait_for_route(kv.CLUSTER, kv.MOUNT, 5))
+            self.assertEqual(user.routes(), [rs.Route(kv.CLUSTER, kv.MOUNT, 0, b"kv")])
+            for pair in ["fruit/apple=red", "fruit/kiwi=green", "veg/leek=white"]:
+                self.assertEqual(kv.ask(user, kv.PUT, pair), ["ok"])
+            self.assertEqual(kv.ask(user, kv.GET, "fruit/kiwi"), ["green"])
+            self.assertEqual(kv.ask(user, kv.GET, "nothing"), [])
+            self.assertEqual(kv.ask(user, kv.SCAN, "fruit/"), ["fruit/apple=red",
+                                                               "fruit/kiwi=green"])
+            with self.assertRaises(rs.TransactionError) as caught:
+                user.call(kv.CLUSTER, kv.MOUNT, b"", 5, (2, 99))
+            self.assertEqual(caught.exception.name, "REFUSED")
+        finally:
+            user.close()
+            master.close()
+            for ours, theirs in pairs:
+                theirs.close()
+        serving.join(5)
+        self.assertFalse(serving.is_alive())
 
 
 class Violations(unittest.TestCase):
