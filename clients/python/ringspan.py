@@ -24,6 +24,7 @@ Usage::
 """
 
 import collections
+import os
 import select
 import socket
 import struct
@@ -475,7 +476,7 @@ class Client:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
             try:
-                sock.connect(path)
+                sock.connect(os.fspath(path))
             except OSError:
                 sock.close()
                 raise
