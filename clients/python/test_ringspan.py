@@ -483,6 +483,84 @@ class Flows(FakeNodeTest):
             theirs.close()
 
 
+class Edges(FakeNodeTest):
+    """Crossings and bounds."""
+
+    def attach(self, **options):
+        self.hello_sent()
+        attached = self.later(self.client.attach, 7, 1)
+        self.node.recv()
+        self.node.send(Message(REPLY | CREATE, 0, 8, 2, 0, 0, b""))
+        attached.result(5)
+
+    def test_a_call_crossing_our_detach_is_refused(self):
+        self.attach()
+        detached = self.later(self.client.detach, 7, 1)
+        self.assertEqual(self.node.recv().flags, DELETE)
+        # The node opened a call before it saw our DELETE; then it answers the DELETE.
+        call = self.node.open((1, 1), b"x", CREATE | DELETE | REV_PARENT, parent=2)
+        self.node.send(Message(REPLY | DELETE, 0, 8, 2, 0, 0, b""))
+        m = self.node.recv()
+        self.assertEqual((m.flags, m.msgid, m.error),
+                         (REPLY | CREATE | ABORT | DELETE, call, rs.REFUSED))
+        detached.result(5)
+
+    def test_calls_waiting_for_serve_are_bounded(self):
+        self.client._max_pending = 2
+        self.attach()
+        calls = [self.node.open((1, 1), b"%d" % i, CREATE | DELETE | REV_PARENT, parent=2)
+                 for i in range(3)]
+        m = self.node.recv()
+        self.assertEqual((m.flags, m.msgid, m.error),
+                         (REPLY | CREATE | ABORT | DELETE, calls[2], rs.LIMIT_REACHED))
+        self.client.serve(lambda c: c.payload, timeout=0.2)
+        self.assertEqual([self.node.recv().payload for _ in range(2)], [b"0", b"1"])
+
+    def test_a_caller_forcing_the_call_while_the_handler_works(self):
+        self.attach()
+        call = self.node.open((1, 1), b"x", CREATE | REV_PARENT, parent=2)
+        self.node.send(Message(ABORT | DELETE, 1, 1, call, 0, rs.ABORTED, b""))
+        # The client answers at once (6.5), before any handler runs.
+        m = self.node.recv()
+        self.assertEqual((m.flags, m.msgid, m.error),
+                         (REPLY | CREATE | DELETE, call, rs.ABORTED))
+        handled = []
+        self.client.serve(handled.append, timeout=0.2)
+        self.assertEqual(handled, [], "a call already over is not handed to the handler")
+        self.node.sock.settimeout(0.3)
+        with self.assertRaises((TimeoutError, socket.timeout)):
+            self.node.recv(timeout=0.3)
+
+    def test_long_payloads_go_as_several_messages(self):
+        self.hello_sent()
+        span = self.node.open(rs.LINK_SPAN, advert(7, 1))
+        self.assertTrue(self.client.wait_for_route(7, 1, 2))
+        big = bytes(range(256)) * 300          # 76,800 bytes: two messages
+        reply = self.later(self.client.call, 7, 1, big, 5)
+        first, second = self.node.recv(), self.node.recv()
+        self.assertEqual((first.flags, first.parent, len(first.payload)),
+                         (CREATE | REV_PARENT, span, rs.MESSAGE_PAYLOAD_MAX))
+        self.assertEqual((second.flags, second.parent), (DELETE, 0))
+        self.assertEqual(first.payload + second.payload, big)
+        self.node.send(Message(REPLY | CREATE | DELETE, 1, 1, first.msgid, 0, 0, b"ok"))
+        self.assertEqual(reply.result(5), b"ok")
+
+    def test_replies_are_bounded(self):
+        self.client._max_reply = 10
+        self.hello_sent()
+        self.node.open(rs.LINK_SPAN, advert(7, 1))
+        self.assertTrue(self.client.wait_for_route(7, 1, 2))
+        reply = self.later(self.client.call, 7, 1, b"x", 5)
+        m = self.node.recv()
+        self.node.send(Message(REPLY | CREATE, 1, 1, m.msgid, 0, 0, b"0123456789abc"))
+        forced = self.node.recv()
+        self.assertEqual((forced.flags, forced.error), (ABORT | DELETE, rs.LIMIT_REACHED))
+        self.node.send(Message(REPLY | DELETE, 1, 1, m.msgid, 0, rs.LIMIT_REACHED, b""))
+        with self.assertRaises(rs.TransactionError) as caught:
+            reply.result(5)
+        self.assertEqual(caught.exception.code, rs.LIMIT_REACHED)
+
+
 class KvMaster(FakeNodeTest):
     """kv.py's master behind the fake node: the node opens calls in its LINK_ATTACH."""
 
