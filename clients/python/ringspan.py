@@ -25,7 +25,7 @@ Usage::
 
 import collections
 import os
-import select
+import selectors
 import socket
 import struct
 import threading
@@ -817,9 +817,12 @@ class Client:
 
     def _run(self):
         """Reads records until the link ends; keeps it alive meanwhile."""
+        # A selector, not select(): an application may hold descriptors past FD_SETSIZE.
+        selector = selectors.DefaultSelector()
         try:
+            selector.register(self._sock, selectors.EVENT_READ)
             while self._closed is None:
-                ready, _, _ = select.select([self._sock], [], [], self._tick())
+                ready = selector.select(self._tick())
                 if self._closed is not None:
                     return
                 if not ready:
@@ -849,6 +852,8 @@ class Client:
         except Exception as e:   # a bug here must not leave waiters hanging
             with self._cv:
                 self._lose(ProtocolError("internal error on input: %r" % e))
+        finally:
+            selector.close()
 
     def _tick(self):
         """Sends a keepalive when due (5.4); enforces our idle timeout if we set one; returns
