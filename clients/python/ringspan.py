@@ -854,6 +854,7 @@ class Client:
                 self._lose(ProtocolError("internal error on input: %r" % e))
         finally:
             selector.close()
+            self._sock.close()
 
     def _tick(self):
         """Sends a keepalive when due (5.4); enforces our idle timeout if we set one; returns
@@ -1055,10 +1056,11 @@ class Client:
         self._peers.clear()
         self._spans.clear()
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)   # wakes the reader, which closes it
         except OSError:
             pass
-        self._sock.close()
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:
+            self._sock.close()
         self._cv.notify_all()
 
 
