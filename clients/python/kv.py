@@ -110,8 +110,8 @@ def main(argv):
                     print("\n".join(ask(client, SCAN, args[0])))
         else:
             sys.exit(__doc__)
-    except ringspan.RingspanError as e:
-        sys.exit("kv: %s" % e)
+    except (ringspan.RingspanError, OSError) as e:
+        sys.exit("kv: %s: %s" % (path, e))
 
 
 if __name__ == "__main__":
