@@ -207,7 +207,7 @@ class Payloads(unittest.TestCase):
                 rs.decode_advert(data)
 
     def test_attach_request(self):
-        # PROTOCOL 8.11 has no byte example (a gap, see README): these bytes are written from
+        # PROTOCOL 8.11 has no byte example (SPEC-GAPS.md, 5): these bytes are written from
         # its table, for cluster 1, mount 0x10, master, label "kv" (the values of the Rust unit
         # test in proto/src/wire/attach.rs).
         expected = bytes.fromhex(
