@@ -32,12 +32,23 @@ pub struct AttachConfig {
     pub uids: Vec<u32>,
     /// Group ids whose processes may attach (the process's effective gid): see `uids`.
     pub gids: Vec<u32>,
+    /// Local links held at once; a connection beyond is closed at once, counted in
+    /// [`WorkerStats::attach_refused_max`](super::WorkerStats::attach_refused_max). Default
+    /// [`ATTACH_LINKS_MAX`](crate::limits::ATTACH_LINKS_MAX), never more (a test shrinks it).
+    pub max_links: usize,
 }
 
 impl AttachConfig {
-    /// An attach socket at `path`, mode 0600 (the node's user only), any uid or gid.
+    /// An attach socket at `path`, mode 0600 (the node's user only), any uid or gid, at most
+    /// [`ATTACH_LINKS_MAX`](crate::limits::ATTACH_LINKS_MAX) local links.
     pub fn new(path: impl Into<PathBuf>) -> AttachConfig {
-        AttachConfig { path: path.into(), mode: 0o600, uids: Vec::new(), gids: Vec::new() }
+        AttachConfig {
+            path: path.into(),
+            mode: 0o600,
+            uids: Vec::new(),
+            gids: Vec::new(),
+            max_links: crate::limits::ATTACH_LINKS_MAX,
+        }
     }
 
     /// Whether a process with credentials `cred` may attach.
@@ -95,7 +106,8 @@ pub(crate) fn bind(config: &AttachConfig) -> io::Result<(Socket, AttachFile)> {
         io::ErrorKind::AddrInUse => in_use(path, "attach"),
         _ => e,
     })?;
-    let file = AttachFile { path: path.clone(), file: FileId::of(&std::fs::symlink_metadata(path)?) };
+    let file =
+        AttachFile { path: path.clone(), file: FileId::of(&std::fs::symlink_metadata(path)?) };
     // From here an error drops `file`, which removes the socket file. The mode is set after
     // bind, so the umask does not matter; until then the file has the umask's mode, which is
     // never wider than the process's default, and nothing is accepted before `listen`.
@@ -151,7 +163,8 @@ pub(crate) fn in_use(path: &Path, what: &str) -> io::Error {
     )
 }
 
-/// Makes `path` free to bind a Unix socket at, or says why it is not: nothing there is free; a
+/// Makes `path` free to bind a Unix socket at (the attach socket, the daemon's control socket),
+/// or says why it is not: nothing there is free; a
 /// socket something answers on is refused (`AddrInUse`) and left alone; a socket whose
 /// connections are refused (its process is gone) is removed; anything else (a file, a
 /// directory, a symbolic link) is refused (`AlreadyExists`) and left alone. `what` names the

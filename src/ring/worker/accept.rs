@@ -334,7 +334,8 @@ mod tests {
             addrs.push(addr);
         }
         let lanes = super::mesh(1, 64).unwrap().pop().unwrap();
-        let worker = Worker::new(0, Arc::new(config), cipher, mailboxes, listeners, None, lanes).unwrap();
+        let worker =
+            Worker::new(0, Arc::new(config), cipher, mailboxes, listeners, None, lanes).unwrap();
         (worker, addrs)
     }
 

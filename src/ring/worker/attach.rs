@@ -11,7 +11,7 @@ use crate::ring::attach::peer_cred;
 impl Worker {
     /// Makes a local link of a connection accepted on the attach socket, if its process may
     /// attach and the engine holds fewer than `ATTACH_LINKS_MAX` local links; closes it at once
-    /// otherwise, counted.
+    /// otherwise, counted (`AttachConfig::max_links`).
     pub(super) fn adopt_attached(&mut self, service: &mut impl Service, socket: Socket) {
         let cred = match peer_cred(&socket) {
             Ok(cred) => cred,
@@ -21,14 +21,16 @@ impl Worker {
                 return;
             }
         };
-        let allowed = self.config.attach.as_ref().is_some_and(|attach| attach.allows(&cred));
+        let Some(attach) = self.config.attach.as_ref() else { return };
+        let allowed = attach.allows(&cred);
+        let max_links = attach.max_links.min(ATTACH_LINKS_MAX);
         if !allowed {
             tracing::info!(pid = cred.pid, uid = cred.uid, gid = cred.gid, "attach: refused");
             self.stats.attach_refused_cred += 1;
             return;
         }
-        if self.attached_links >= ATTACH_LINKS_MAX {
-            tracing::warn!(pid = cred.pid, uid = cred.uid, "attach: refused, at ATTACH_LINKS_MAX");
+        if self.attached_links >= max_links {
+            tracing::warn!(pid = cred.pid, uid = cred.uid, "attach: refused, at the bound");
             self.stats.attach_refused_max += 1;
             return;
         }
