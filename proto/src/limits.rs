@@ -432,6 +432,11 @@ pub const CONFIG_MILLIS_MAX: u64 = 86_400_000;
 /// holds 108 bytes with the terminating NUL.
 pub const CONTROL_PATH_MAX: usize = 107;
 
+/// User ids, and group ids, a configuration may list as allowed to attach (`attach_uids`,
+/// `attach_gids`): each list is searched at every attach, and a host has few accounts that
+/// should reach a node. 64 of each is more than any sensible file.
+pub const ATTACH_IDS_MAX: usize = 64;
+
 /// Clusters a node may serve clients of (`client_clusters` in its configuration): each is one
 /// aggregate span the core carries for the node, whatever its clients name. 64 is more than the
 /// clusters one satellite serves.

@@ -142,7 +142,7 @@ impl Snapshot {
         for info in node.link_info(worker) {
             if siblings.contains(&info.link) {
                 continue;
-            } else if info.granted == Role::Client {
+            } else if info.granted == Role::Client && host.attached(info.link).is_none() {
                 clients += 1;
                 client_refusals.add(Refusals::of(&info.counters));
             } else {
@@ -173,6 +173,7 @@ impl Snapshot {
                     aborts_out: info.counters.aborts_out,
                     circuits_open: info.circuits_open,
                     refusals: Refusals::of(&info.counters),
+                    attached: host.attached(info.link).map(|cred| cred.pid),
                 }
             })
             .collect();
