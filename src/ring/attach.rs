@@ -1,4 +1,4 @@
-//! The attach socket (DESIGN 7e): a Unix-domain stream socket through which an application on
+//! The attach socket (DESIGN 7g): a Unix-domain stream socket through which an application on
 //! the node's host attaches to the running node. A connection accepted on it is a *local link*:
 //! no handshake, records framed and counted but not encrypted (a zero tag,
 //! [`cipher::record::record_layer_for_attach`](crate::cipher::record::record_layer_for_attach)),
@@ -164,11 +164,10 @@ pub(crate) fn in_use(path: &Path, what: &str) -> io::Error {
 }
 
 /// Makes `path` free to bind a Unix socket at (the attach socket, the daemon's control socket),
-/// or says why it is not: nothing there is free; a
-/// socket something answers on is refused (`AddrInUse`) and left alone; a socket whose
-/// connections are refused (its process is gone) is removed; anything else (a file, a
-/// directory, a symbolic link) is refused (`AlreadyExists`) and left alone. `what` names the
-/// socket in errors.
+/// or says why it is not: nothing there is free; a socket something answers on is refused
+/// (`AddrInUse`) and left alone; a socket whose connections are refused (its process is gone)
+/// is removed; anything else (a file, a directory, a symbolic link) is refused
+/// (`AlreadyExists`) and left alone. `what` names the socket in errors.
 pub(crate) fn claim(path: &Path, what: &str) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,

@@ -414,7 +414,7 @@ pub fn record_layer_for_lane(
 }
 
 /// The record layer of the node's end of a local link (an application attached through the
-/// node's attach socket, DESIGN 7e): records framed and counted exactly as on any link, with a
+/// node's attach socket, DESIGN 7g): records framed and counted exactly as on any link, with a
 /// zero tag and no encryption, and no rekeying by age or volume (the key phase stays 0 on our
 /// side and follows the other end's on its). The bytes never leave the host: the socket file's
 /// mode and the peer's credentials are what is trusted. Never use it for bytes that leave the

@@ -1,4 +1,4 @@
-//! Local links (an application attached through the node's attach socket, DESIGN 7e) as the
+//! Local links (an application attached through the node's attach socket, DESIGN 7g) as the
 //! host takes them up: granted the configured `attach_role` (their keys are made up per link,
 //! so nothing is looked up by key), outside the node-wide one-link-per-adjacency claim (each
 //! is a node of its own to the relay, on one plane), never redialled, their address (there is

@@ -1,4 +1,4 @@
-//! Local links (DESIGN 7e): a connection accepted on the attach socket becomes a link at once,
+//! Local links (DESIGN 7g): a connection accepted on the attach socket becomes a link at once,
 //! with no handshake, its records framed and counted but not encrypted, and a peer key made up
 //! for it. It has no keepalive or idle deadline: the application's death is seen as the end of
 //! its connection (EOF or reset). Its send queue is bounded like any link's.
