@@ -368,6 +368,13 @@ pub fn render(s: &Snapshot, view: View) -> String {
             s.refused_handshake_rate,
             s.trusted_refused
         );
+        if s.attached + s.attach_refused > 0 {
+            let _ = writeln!(
+                out,
+                "applications attached {}, refused at the attach socket {}",
+                s.attached, s.attach_refused
+            );
+        }
     }
     if view == View::Cluster {
         cluster::text(&mut out, s);

@@ -11,13 +11,13 @@ use ringspan::cipher::Identity;
 use ringspan::daemon::CALL;
 use ringspan::ids::{ClusterId, MountId};
 use ringspan::span::{Metric, MountKey, MountKind, Role, Wants};
-use ringspan::wire::Flags;
+use ringspan::wire::{ErrorCode, Flags};
 
 use crate::support::config;
 use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
-use crate::support::rogue::{Rogue, pump_all_until};
+use crate::support::rogue::{CloseSeen, Rogue, pump_all_until};
 use crate::support::wait::wait_for;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -102,8 +102,18 @@ fn an_attached_application_calls_the_echo_master_and_its_death_harms_no_one() {
     // Another application attaches, as a new link.
     let mut again = attached(&dir);
     again.echo_call(MASTER, CALL, b"a second application", WAIT);
-    let snapshot = node.snapshot();
-    assert_eq!(snapshot.closes.misbehaved, 0);
-    assert_eq!(snapshot.clients, 1, "the TCP client is counted; the attached one is listed");
+    // An application that claims more than `attach_role` (client) is refused, as any peer.
+    let mut greedy = Rogue::attach(&dir.join("echo-attach.sock"), &Identity::generate().unwrap())
+        .expect("the attach socket takes a connection");
+    greedy.hello(Role::Router, Wants::all());
+    greedy.pump_until(WAIT, |r| r.closed().is_some()).unwrap();
+    assert_eq!(greedy.closed(), Some(CloseSeen::Notice(ErrorCode::REFUSED)));
+    again.echo_call(MASTER, CALL, b"after the greedy one", WAIT);
+
+    // Three attached, none refused at the socket; the TCP client is counted among the clients,
+    // the attached ones are listed instead (the snapshot is refreshed every 200 ms).
+    wait_for("the node to count the attached applications", WAIT, || {
+        node.try_snapshot().is_some_and(|s| (s.attached, s.attach_refused, s.clients) == (3, 0, 1))
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
