@@ -216,6 +216,15 @@ pub const SHED_KEYS_AFTER_MS: u64 = 1_000;
 /// lower, descriptors run out first and accepting pauses instead (DESIGN 7.8).
 pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 
+/// Local links (applications attached through the node's attach socket, `ring::Config::attach`)
+/// an engine holds at once; one more connection is closed at once, counted. Only processes the
+/// socket file's mode and the allowed uids/gids let in can connect, so this is not a defence
+/// against strangers but a ceiling on what a runaway local client (one that reconnects in a
+/// loop without closing) can pin: each local link is a link like any other (~3.2 KiB idle, see
+/// [`MAX_LINKS_PER_WORKER`]) plus what its transactions hold within their shares. 1,024 is far
+/// more applications than one host runs beside a node, and still a few MiB at most.
+pub const ATTACH_LINKS_MAX: usize = 1_024;
+
 /// Default handshakes a worker starts per second on accepted connections
 /// (`ring::Config::max_handshakes_per_sec`), a token bucket refilled continuously with a burst
 /// of one second's worth; a connection accepted with no token is closed at once. An accepted
@@ -422,6 +431,11 @@ pub const CONFIG_MILLIS_MAX: u64 = 86_400_000;
 /// Bytes of the longest control socket path a configuration may give: a Unix socket address
 /// holds 108 bytes with the terminating NUL.
 pub const CONTROL_PATH_MAX: usize = 107;
+
+/// User ids, and group ids, a configuration may list as allowed to attach (`attach_uids`,
+/// `attach_gids`): each list is searched at every attach, and a host has few accounts that
+/// should reach a node. 64 of each is more than any sensible file.
+pub const ATTACH_IDS_MAX: usize = 64;
 
 /// Clusters a node may serve clients of (`client_clusters` in its configuration): each is one
 /// aggregate span the core carries for the node, whatever its clients name. 64 is more than the

@@ -19,8 +19,8 @@ pub fn check(path: &Path, log_format: Option<LogFormat>) -> Result<(), String> {
     Ok(())
 }
 
-/// What the node would run as: its id, role, workers, addresses, peers, mounts and keys
-/// allowed, one item a line.
+/// What the node would run as: its id, role, workers, addresses, attach socket, peers, mounts
+/// and keys allowed, one item a line.
 fn summary(config: &NodeConfig, settings: &Settings) -> String {
     let mut out = String::new();
     let mut line = |text: String| {
@@ -44,6 +44,29 @@ fn summary(config: &NodeConfig, settings: &Settings) -> String {
     ));
     line(format!("control  {}", config.control_socket().display()));
     line(format!("metrics  {}", config.metrics.map_or("none".to_owned(), |a| a.to_string())));
+    line(match &config.attach {
+        None => "attach   none".to_owned(),
+        Some(attach) => {
+            let ids = |ids: &[u32]| {
+                if ids.is_empty() {
+                    "any".to_owned()
+                } else {
+                    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                }
+            };
+            let who = if attach.uids.is_empty() && attach.gids.is_empty() {
+                "any process that can open it".to_owned()
+            } else {
+                format!("uids {}, gids {}", ids(&attach.uids), ids(&attach.gids))
+            };
+            format!(
+                "attach   {}  mode {:04o}  {who}  as {}",
+                attach.path.display(),
+                attach.mode,
+                config.attach_role.name()
+            )
+        }
+    });
     line(format!("peers    {}", config.peers.len()));
     for peer in &config.peers {
         let address = peer

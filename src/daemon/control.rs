@@ -21,17 +21,18 @@ pub use super::render::{View, cluster_dot, dot, printable, prometheus, render};
 
 use std::io::{self, BufRead as _, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::SockRef;
 
 use super::Shared;
 use super::render::json_safe;
+use crate::ring::attach::{FileId, claim, in_use, remove_if};
 
 /// Bytes of a control request: `snapshot` and a newline, with room.
 const CONTROL_REQUEST_MAX_BYTES: u64 = 64;
@@ -51,10 +52,10 @@ pub(super) const ACCEPT_RETRY_MS: u64 = 10;
 /// whose connections are refused (its process is gone) is replaced; anything else (a file, a
 /// directory, a symbolic link) is refused (`AlreadyExists`) and left alone.
 pub fn serve_control(path: &Path, shared: Arc<Shared>) -> io::Result<ControlSocket> {
-    claim(path)?;
+    claim(path, "control")?;
     let listener = UnixListener::bind(path).map_err(|e| match e.kind() {
         // Another node bound it between our look and our bind.
-        io::ErrorKind::AddrInUse => another_node(path),
+        io::ErrorKind::AddrInUse => in_use(path, "control"),
         _ => e,
     })?;
     let file = FileId::of(&std::fs::symlink_metadata(path)?);
@@ -118,78 +119,6 @@ impl ControlSocket {
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         self.release();
-    }
-}
-
-/// Which file a path names: what tells our socket file from another created at the same path
-/// since. The birth time guards against a file system that reuses a freed inode number at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    born: Option<SystemTime>,
-}
-
-impl FileId {
-    fn of(meta: &std::fs::Metadata) -> FileId {
-        FileId { dev: meta.dev(), ino: meta.ino(), born: meta.created().ok() }
-    }
-}
-
-/// Removes the file at `path` if it is `file`; says whether it did. (Between the look and the
-/// removal another process could replace the file: a window of two system calls.)
-fn remove_if(path: &Path, file: FileId) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if FileId::of(&meta) == file => std::fs::remove_file(path).is_ok(),
-        _ => false,
-    }
-}
-
-fn another_node(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::AddrInUse,
-        format!("another node is running with control socket {}", path.display()),
-    )
-}
-
-/// Makes `path` free to bind, or says why it is not: see [`serve_control`].
-fn claim(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket; not replacing it", path.display()),
-        ));
-    }
-    // Non-blocking, so that a live node with a full backlog answers "busy" (EAGAIN) instead of
-    // keeping us waiting.
-    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    probe.set_nonblocking(true)?;
-    match probe.connect(&SockAddr::unix(path)?) {
-        Ok(()) => Err(another_node(path)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(another_node(path)),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Err(another_node(path)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            // Stale. Remove the file we probed, not one another node has bound since.
-            if remove_if(path, FileId::of(&meta)) || !path.exists() {
-                Ok(())
-            } else {
-                Err(another_node(path))
-            }
-        }
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!(
-                "cannot tell whether a node is running with control socket {}: {e}; not \
-                 replacing it",
-                path.display()
-            ),
-        )),
     }
 }
 

@@ -83,6 +83,12 @@ pub struct Settings {
     /// [`limits::NODE_NAME_MAX`] bytes of printable UTF-8), which neighbours show where their
     /// configuration names it not.
     pub name: Option<String>,
+    /// The attach socket, through which applications on this host attach as local links
+    /// (`ring::Config::attach`; `[node] attach`).
+    pub attach: Option<ring::AttachConfig>,
+    /// The most an attached application's hello may claim to be (`[node] attach_role`):
+    /// granted to every local link, whatever its (made-up) key.
+    pub attach_role: Role,
 }
 
 impl Settings {
@@ -104,6 +110,8 @@ impl Settings {
             workers: 1,
             names: Vec::new(),
             name: None,
+            attach: None,
+            attach_role: Role::Client,
         }
     }
 
@@ -316,6 +324,7 @@ impl Settings {
             trusted_handshakes_per_sec: self.limits.trusted_handshakes_per_sec,
             reserved_links: self.limits.reserved_links,
             busy_poll: self.limits.busy_poll,
+            attach: self.attach.clone(),
             ..ring::Config::default()
         }
     }

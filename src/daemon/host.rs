@@ -49,11 +49,12 @@ use crate::ids::{LinkId, NodeId};
 use crate::limits::LANE_QUEUE_RECORDS;
 use crate::relay::redial::Redial;
 use crate::relay::{LinkUp, Node, Notice};
-use crate::ring::{CloseReason, LinkCtx, RecordIn, Service, WorkerCtx};
+use crate::ring::{CloseReason, LinkCtx, PeerCred, RecordIn, Service, WorkerCtx};
 use crate::span::{Hello, Label, Role, SharedClients, Wants};
 use crate::txn::{Event, Received};
 use crate::wire::ErrorCode;
 
+mod attach;
 mod reload;
 
 pub(super) use reload::{PlaneReload, mount_text};
@@ -192,6 +193,11 @@ pub struct HostState {
     refusals: RefusalLog,
     /// The time of the latest callback that told it (the engine's turn time).
     now: Instant,
+    /// The role granted to local links (`Settings::attach_role`).
+    attach_role: Role,
+    /// The local links up (applications attached through the attach socket), with their
+    /// processes' credentials. At most `ATTACH_LINKS_MAX` (the engine's bound).
+    attached: HashMap<LinkId, PeerCred, Hasher>,
 }
 
 impl HostState {
@@ -248,6 +254,8 @@ impl HostState {
             dial_failures: 0,
             refusals: RefusalLog::default(),
             now,
+            attach_role: settings.attach_role,
+            attached: HashMap::default(),
         }
     }
 
@@ -499,6 +507,9 @@ impl<A: App> Service for Host<A> {
             s.to_close.push((id, ErrorCode::REFUSED));
             return;
         }
+        if let Some(cred) = link.attached() {
+            return s.attached_up(link, cred);
+        }
         let Some(granted) = s.rights.of_key(&peer) else {
             // Its handshake began before a reload took its key off the allow list.
             tracing::debug!(%id, peer = %peer.node_id(), "link refused: its key is no longer allowed");
@@ -614,6 +625,7 @@ impl<A: App> Service for Host<A> {
         }
         tracing::info!(%link, %reason, "link down");
         s.announced.remove(&link);
+        let attached = s.attached.remove(&link).is_some();
         if s.misbehaving.remove(&link) {
             s.closes.misbehaved += 1;
         } else {
@@ -628,8 +640,11 @@ impl<A: App> Service for Host<A> {
             }
         }
         s.node.link_down(link, worker);
-        // A link the peer refused, or that went down before it was stable, backs off.
-        s.redial.down(link, reason, s.now);
+        // A link the peer refused, or that went down before it was stable, backs off. (A local
+        // link is not redialled: the application comes back if it wants to.)
+        if !attached {
+            s.redial.down(link, reason, s.now);
+        }
         self.app.link_down(link, reason);
     }
 

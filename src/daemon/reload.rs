@@ -3,11 +3,11 @@
 //!
 //! [`Shared::reload`] compares them with the node's: a change to anything the node holds from
 //! its start only (its key, role, listeners, workers, client clusters, control socket, metrics
-//! address, receive buffers, and the link timers its neighbours were told in their hellos) is
-//! refused whole, naming each such key, and the node runs on as it was. Otherwise every plane is
-//! sent the new settings ([`PlaneReload`]) and takes them in one turn of its worker: peers,
-//! allow list and roles, names, the configured mounts, and every other limit. What the reload
-//! changed comes back as a [`ReloadReport`], a line each.
+//! address, attach socket, receive buffers, and the link timers its neighbours were told in
+//! their hellos) is refused whole, naming each such key, and the node runs on as it was.
+//! Otherwise every plane is sent the new settings ([`PlaneReload`]) and takes them in one turn
+//! of its worker: peers, allow list and roles, names, the configured mounts, and every other
+//! limit. What the reload changed comes back as a [`ReloadReport`], a line each.
 //!
 //! `ringspan run` re-reads its file on SIGHUP or a `reload` on the control socket
 //! ([`Shared::reload_from_source`]); a file that does not parse is refused there, with its
@@ -179,6 +179,8 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check(old.client_clusters != new.client_clusters, "[node] client_clusters");
     check(old.control != new.control, "[node] control");
     check(old.metrics != new.metrics, "[node] metrics");
+    check(old.attach != new.attach, "[node] attach (its path, mode, uids and gids)");
+    check(old.attach_role != new.attach_role, "[node] attach_role");
     check(old.recv_buffers != new.recv_buffers, "the receive buffers");
     check(old.limits.keepalive != new.limits.keepalive, "[limits] keepalive_ms");
     check(old.limits.idle_timeout != new.limits.idle_timeout, "[limits] idle_timeout_ms");

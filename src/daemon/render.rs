@@ -119,8 +119,15 @@ fn dot_string(text: &str) -> String {
 }
 
 /// A link's name in the LINKS table: the configuration's, else the one its peer announced
-/// marked `~` (said by the peer, not proven), else `-`; [`printable`] either way.
+/// marked `~` (said by the peer, not proven), else `-`; [`printable`] either way. A local link
+/// is `attached pid N` (its application's process), with the announced name after it.
 fn link_name(link: &super::LinkRow) -> String {
+    if let Some(pid) = link.attached {
+        return match &link.announced {
+            Some(announced) => format!("attached pid {pid} ~{}", printable(announced)),
+            None => format!("attached pid {pid}"),
+        };
+    }
     match (&link.name, &link.announced) {
         (Some(name), _) => printable(name).into_owned(),
         (None, Some(announced)) => format!("~{}", printable(announced)),
@@ -361,6 +368,13 @@ pub fn render(s: &Snapshot, view: View) -> String {
             s.refused_handshake_rate,
             s.trusted_refused
         );
+        if s.attached + s.attach_refused > 0 {
+            let _ = writeln!(
+                out,
+                "applications attached {}, refused at the attach socket {}",
+                s.attached, s.attach_refused
+            );
+        }
     }
     if view == View::Cluster {
         cluster::text(&mut out, s);
@@ -483,6 +497,7 @@ pub(crate) mod tests {
                 granted: "router".into(),
                 circuits_open: 0,
                 refusals: Default::default(),
+                attached: None,
             }],
             routes: vec![RouteRow {
                 cluster: "1".into(),
@@ -689,5 +704,10 @@ pub(crate) mod tests {
         assert!(link_name(&link).starts_with("~\\u{202e}"), "{}", link_name(&link));
         link.announced = None;
         assert_eq!(link_name(&link), "-");
+        // A local link says whose process it is.
+        link.attached = Some(4242);
+        assert_eq!(link_name(&link), "attached pid 4242");
+        link.announced = Some("app".into());
+        assert_eq!(link_name(&link), "attached pid 4242 ~app");
     }
 }

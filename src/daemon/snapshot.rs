@@ -52,6 +52,13 @@ pub struct Snapshot {
     /// buckets empty.
     #[serde(default)]
     pub trusted_refused: u64,
+    /// Local links accepted on the attach socket (applications attached; DESIGN 7g).
+    #[serde(default)]
+    pub attached: u64,
+    /// Connections to the attach socket closed at once: the process's uid and gid not allowed,
+    /// or `ATTACH_LINKS_MAX` local links held.
+    #[serde(default)]
+    pub attach_refused: u64,
     /// Why links that were up went down, client links included.
     #[serde(default)]
     pub closes: Closes,
@@ -142,7 +149,7 @@ impl Snapshot {
         for info in node.link_info(worker) {
             if siblings.contains(&info.link) {
                 continue;
-            } else if info.granted == Role::Client {
+            } else if info.granted == Role::Client && host.attached(info.link).is_none() {
                 clients += 1;
                 client_refusals.add(Refusals::of(&info.counters));
             } else {
@@ -173,6 +180,7 @@ impl Snapshot {
                     aborts_out: info.counters.aborts_out,
                     circuits_open: info.circuits_open,
                     refusals: Refusals::of(&info.counters),
+                    attached: host.attached(info.link).map(|cred| cred.pid),
                 }
             })
             .collect();
@@ -292,6 +300,8 @@ impl Snapshot {
             refused_handshake_rate: stats.refused_handshake_rate,
             trusted_accepted: stats.trusted_accepted,
             trusted_refused: stats.trusted_refused_max_links + stats.trusted_refused_handshake_rate,
+            attached: stats.attached,
+            attach_refused: stats.attach_refused_cred + stats.attach_refused_max,
             closes: host.closes().clone(),
             client_refusals,
             client_mounts: node.clients().len(),
@@ -335,6 +345,8 @@ impl Snapshot {
             all.refused_handshake_rate += plane.refused_handshake_rate;
             all.trusted_accepted += plane.trusted_accepted;
             all.trusted_refused += plane.trusted_refused;
+            all.attached += plane.attached;
+            all.attach_refused += plane.attach_refused;
             all.closes.add(&plane.closes);
             all.client_refusals.add(plane.client_refusals);
             all.client_mounts += plane.client_mounts;

@@ -52,6 +52,8 @@ pub struct Conn {
     /// For an internal link (DESIGN 7c.3): the worker at its other end, whose lanes carry its
     /// bytes instead of the socket (a placeholder, never connected).
     pub sibling: Option<u16>,
+    /// For a local link (the attach socket): its peer's credentials. Boxed: few links have one.
+    pub attached: Option<Box<super::PeerCred>>,
 }
 
 /// Where a link is in its life.
@@ -91,6 +93,7 @@ impl Conn {
             fd,
             meta: parts.meta,
             sibling: self.sibling,
+            attached: self.attached.as_deref().copied(),
         })
     }
 }

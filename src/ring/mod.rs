@@ -39,6 +39,7 @@
 //! completion for a link that has since been replaced is recognised and ignored.
 
 mod admission;
+pub mod attach;
 pub mod bufring;
 mod conn;
 pub mod lane;
@@ -64,6 +65,7 @@ use crate::txn::{self, Event, Received};
 
 pub use crate::link::RecordIn;
 pub use crate::link::stream::TxSink;
+pub use attach::{AttachConfig, PeerCred};
 use conn::LinkMeta;
 pub use conn::{CloseReason, LinkStats};
 pub use mailbox::{Command, Mailbox};
@@ -146,6 +148,11 @@ pub struct Config {
     /// while polling (it sleeps at once instead, and so is woken, preempting that thread, when
     /// data comes).
     pub busy_poll_backoff: Duration,
+    /// Where to accept local links, if anywhere: a Unix-domain stream socket through which an
+    /// application on this host attaches (see [`attach`]). Worker 0 alone accepts on it, so
+    /// [`limits::ATTACH_LINKS_MAX`] is counted in one place without shared state; the
+    /// application's traffic reaches the other workers over the internal links.
+    pub attach: Option<AttachConfig>,
 }
 
 impl Default for Config {
@@ -172,6 +179,7 @@ impl Default for Config {
             reserved_links: limits::RESERVED_LINKS,
             busy_poll: Duration::from_micros(limits::BUSY_POLL_US),
             busy_poll_backoff: Duration::from_millis(limits::BUSY_POLL_BACKOFF_MS),
+            attach: None,
         }
     }
 }
@@ -275,6 +283,7 @@ pub struct LinkCtx<'a> {
     fd: RawFd,
     meta: &'a mut LinkMeta,
     sibling: Option<u16>,
+    attached: Option<PeerCred>,
 }
 
 impl LinkCtx<'_> {
@@ -311,6 +320,14 @@ impl LinkCtx<'_> {
     /// node.
     pub fn sibling(&self) -> Option<usize> {
         self.sibling.map(usize::from)
+    }
+
+    /// For a local link (an application attached through the attach socket,
+    /// [`Config::attach`]), the credentials of the process at its other end: the link had no
+    /// handshake, its records are not encrypted, and its peer key ([`LinkCtx::peer`]) is made
+    /// up for it, unique to it. `None` for any other link.
+    pub fn attached(&self) -> Option<PeerCred> {
+        self.attached
     }
 
     /// Whether this worker dialled the link (`false`: it accepted it). When two nodes dial each
@@ -363,6 +380,14 @@ pub enum StartError {
     /// io_uring cannot be used here.
     #[error(transparent)]
     Unavailable(#[from] probe::Unavailable),
+    /// The attach socket could not be set up.
+    #[error("cannot serve the attach socket {}: {error}", path.display())]
+    Attach {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
     /// A socket could not be set up.
     #[error("cannot listen on {addr}: {error}")]
     Listen {
@@ -414,6 +439,9 @@ pub struct Engine {
     mailboxes: Arc<[Arc<Mailbox>]>,
     local_addrs: Vec<SocketAddr>,
     next_worker: AtomicUsize,
+    /// The attach socket's file, removed (if still ours) when the engine is dropped or joined,
+    /// after its workers have exited.
+    _attach_file: Option<attach::AttachFile>,
 }
 
 impl Engine {
@@ -444,6 +472,14 @@ impl Engine {
             }
             local_addrs.push(local);
         }
+        let (mut attach_socket, attach_file) = match &config.attach {
+            Some(attach) => {
+                let (socket, file) = attach::bind(attach)
+                    .map_err(|error| StartError::Attach { path: attach.path.clone(), error })?;
+                (Some(socket), Some(file))
+            }
+            None => (None, None),
+        };
         let config = Arc::new(config);
         let factory = Arc::new(factory);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -464,13 +500,16 @@ impl Engine {
             let core = (config.pin_workers && !cores.is_empty())
                 .then(|| cores[(config.first_core + index) % cores.len()]);
             let ready = ready_tx.clone();
+            let attach = if index == 0 { attach_socket.take() } else { None };
             let thread = std::thread::Builder::new()
                 .name(format!("ringspan-w{index}"))
                 .spawn(move || {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    match worker::Worker::new(index, config, cipher, mailboxes, listener, lanes) {
+                    match worker::Worker::new(
+                        index, config, cipher, mailboxes, listener, attach, lanes,
+                    ) {
                         Ok(mut worker) => {
                             let _ = ready.send(Ok(()));
                             let mut service = factory(index);
@@ -486,7 +525,13 @@ impl Engine {
             threads.push(thread);
         }
         drop(ready_tx);
-        let engine = Engine { threads, mailboxes, local_addrs, next_worker: AtomicUsize::new(0) };
+        let engine = Engine {
+            threads,
+            mailboxes,
+            local_addrs,
+            next_worker: AtomicUsize::new(0),
+            _attach_file: attach_file,
+        };
         for _ in 0..workers {
             if let Ok(Err((index, error))) = ready_rx.recv() {
                 engine.shutdown();

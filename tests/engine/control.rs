@@ -392,6 +392,7 @@ fn hostile() -> Snapshot {
             granted: "router".into(),
             circuits_open: 0,
             refusals: Default::default(),
+            attached: None,
         }],
         routes: vec![
             route("10", "\u{1b}[2J\u{1b}]0;pwned\u{7}"),

@@ -9,6 +9,7 @@
 mod support;
 
 mod admission;
+mod attach;
 mod control;
 mod dial;
 mod engine;

@@ -104,6 +104,7 @@ fn check_summarizes_a_good_config_without_starting_the_node() {
         "mounts   1".to_owned(),
         "0x1:0x10  master".to_owned(),
         "allow    1 key(s)".to_owned(),
+        "attach   none".to_owned(),
     ] {
         assert!(summary.contains(&expected), "no {expected:?} in:\n{summary}");
     }

@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attach_process;
 mod cli_call;
 mod cli_keys;
 mod cli_ops;

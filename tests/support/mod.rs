@@ -12,6 +12,7 @@ pub mod engines;
 pub mod host;
 pub mod keys;
 pub mod node;
+pub mod plain;
 pub mod process;
 pub mod rogue;
 pub mod seeds;

@@ -41,8 +41,12 @@ use ringspan::wire::{
 
 use super::wait::now;
 
+// TCP or the attach socket.
+mod stream;
 // Reading and handling what the node sends; sealing and writing.
 mod traffic;
+
+use stream::Stream;
 
 /// How long [`Rogue::connect`] waits for the TCP connection and the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,7 +179,7 @@ enum Withheld {
 
 /// One link to a node, as a test-controlled peer. See the module documentation.
 pub struct Rogue {
-    stream: TcpStream,
+    stream: Stream,
     identity: Identity,
     peer: PublicKey,
     sealer: RecordSealer,
@@ -284,6 +288,30 @@ impl Rogue {
         let peer = session.peer().ok_or_else(|| invalid("established without a peer key"))?;
         let (sealer, opener) =
             session.into_record_layer().ok_or_else(|| invalid("established without keys"))?;
+        Ok(Rogue::over(Stream::Tcp(stream), identity, peer, (sealer, opener), &rx))
+    }
+
+    /// Connects to the node's attach socket at `path`: a local link (PROTOCOL 10), no
+    /// handshake, records framed as on any link but plain (a zero tag, no encryption). Nothing
+    /// is sent: [`Rogue::hello`] is the test's move. `identity` only names the rogue's own
+    /// mounts' origin (the node knows the link by a key it made up); the node's key is not
+    /// proven on a local link, so [`Rogue::peer`] is all zeros.
+    pub fn attach(path: &std::path::Path, identity: &Identity) -> io::Result<Rogue> {
+        let stream = std::os::unix::net::UnixStream::connect(path)?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let layer = cipher::record::record_layer_for_attach(now()).map_err(invalid)?;
+        Ok(Rogue::over(Stream::Unix(stream), identity, PublicKey([0; 32]), layer, &[]))
+    }
+
+    /// A rogue over `stream`, its records sealed and opened by `layer`; `rx` holds bytes that
+    /// arrived after the handshake.
+    fn over(
+        stream: Stream,
+        identity: &Identity,
+        peer: PublicKey,
+        (sealer, opener): (RecordSealer, RecordOpener),
+        rx: &[u8],
+    ) -> Rogue {
         let mut rogue = Rogue {
             stream,
             identity: identity.clone(),
@@ -307,8 +335,8 @@ impl Rogue {
             closed: None,
             last_sent: now(),
         };
-        rogue.received(&rx);
-        Ok(rogue)
+        rogue.received(rx);
+        rogue
     }
 
     /// The node's static key, as its handshake proved it.

@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use aws_lc_rs::hkdf;
 
+use super::PublicKey;
 use super::aead::{Backend, Key, NonceBytes};
 use crate::error::{Error, Limit, Misuse};
 use crate::limits::{
@@ -412,6 +413,39 @@ pub fn record_layer_for_lane(
     Ok((sealer, opener))
 }
 
+/// The record layer of the node's end of a local link (an application attached through the
+/// node's attach socket, DESIGN 7g): records framed and counted exactly as on any link, with a
+/// zero tag and no encryption, and no rekeying by age or volume (the key phase stays 0 on our
+/// side and follows the other end's on its). The bytes never leave the host: the socket file's
+/// mode and the peer's credentials are what is trusted. Never use it for bytes that leave the
+/// host.
+pub fn record_layer_for_attach(now: Instant) -> Result<(RecordSealer, RecordOpener), Error> {
+    const ATTACH: [u8; 32] = *b"ringspan/1 attach: local links!!";
+    let limits = RekeyLimits {
+        records_per_key: u64::MAX,
+        rekey_after: Duration::MAX,
+        reject_after_records: u64::MAX,
+    };
+    let mut sealer = RecordSealer::new(&ATTACH, &ATTACH, limits, now)?;
+    let mut opener = RecordOpener::new(&ATTACH, &ATTACH, limits)?;
+    sealer.plain = true;
+    opener.plain = true;
+    Ok((sealer, opener))
+}
+
+/// The key a local link's peer is known by: SHA-256 over a domain string, the node's own key
+/// and `counter` (one number per local link the engine made), so each local link has a key of
+/// its own, whose private key no one knows (so no handshake can prove it).
+pub fn attach_peer_key(node: &PublicKey, counter: u64) -> PublicKey {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"ringspan/1 attached application");
+    ctx.update(&node.0);
+    ctx.update(&counter.to_le_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    PublicKey(key)
+}
+
 /// A sealer and an opener keyed from raw secrets instead of a handshake, for fuzzing and
 /// benchmarks. **Dangerous**: keys that do not come from a fresh handshake may repeat across
 /// runs, and a repeated (key, nonce) pair breaks AES-GCM. Never use it on a network.
@@ -672,6 +706,35 @@ mod tests {
         );
         // The counter did not move: the intact record still opens.
         assert_eq!(opener.open(&mut rec).unwrap(), &[3; 32][..]);
+    }
+
+    #[test]
+    fn a_local_links_records_carry_a_zero_tag_and_never_rekey() {
+        let now = start();
+        let (mut sealer, mut opener) = record_layer_for_attach(now).unwrap();
+        assert_eq!(sealer.poll_timeout(), None, "no rekey by age");
+        let mut first = record(&mut sealer, 5);
+        // The header says 32 + 16 bytes, key phase 0; the plaintext lies as it is; the tag is 0.
+        assert_eq!(&first[..8], &[48, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&first[8..40], &[5; 32][..]);
+        assert_eq!(&first[40..], &[0; 16][..]);
+        assert_eq!(opener.open(&mut first).unwrap(), &[5; 32][..]);
+        // A record built by hand with the other key phase opens too: the opener follows it.
+        let mut by_hand = vec![48, 0, 0, 0, 1, 0, 0, 0];
+        by_hand.extend_from_slice(&[6; 32]);
+        by_hand.extend_from_slice(&[0; 16]);
+        assert_eq!(opener.open(&mut by_hand).unwrap(), &[6; 32][..]);
+        sealer.handle_timeout(now + Duration::from_secs(1 << 30)).unwrap();
+        assert!(!sealer.key_phase());
+    }
+
+    #[test]
+    fn each_local_link_has_a_key_of_its_own() {
+        let node = PublicKey([7; 32]);
+        let a = attach_peer_key(&node, 0);
+        assert_ne!(a, attach_peer_key(&node, 1));
+        assert_ne!(a, attach_peer_key(&PublicKey([8; 32]), 0));
+        assert_eq!(a, attach_peer_key(&node, 0));
     }
 
     #[test]

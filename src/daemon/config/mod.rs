@@ -37,8 +37,12 @@
 //!   ([`limits::RECORD_WIRE_MAX`]); the admission bounds (`max_links`, the handshake rates,
 //!   `reserved_links`) are each worker's.
 //! - The control socket's path, once resolved, fits a Unix socket address
-//!   ([`limits::CONTROL_PATH_MAX`] bytes).
+//!   ([`limits::CONTROL_PATH_MAX`] bytes); so does the attach socket's. `attach_mode` is an
+//!   octal string of permission bits; `attach_uids` and `attach_gids` hold at most
+//!   [`limits::ATTACH_IDS_MAX`] ids each, each once; `attach_mode`, `attach_uids`,
+//!   `attach_gids` and `attach_role` need `attach`.
 
+mod attach;
 mod ids;
 mod limits_table;
 mod lists;
@@ -59,6 +63,7 @@ use crate::daemon::{Limits, MountSpec, PeerSpec, Settings, control};
 use crate::ids::ClusterId;
 #[cfg(doc)]
 use crate::limits;
+use crate::ring::AttachConfig;
 use crate::span::Role;
 
 use raw::RawFile;
@@ -104,6 +109,12 @@ pub struct NodeConfig {
     pub log_level: Option<String>,
     /// The name the node announces to its neighbours, if any.
     pub name: Option<String>,
+    /// The attach socket, if any (`attach`, relative paths resolved against the config
+    /// directory; `attach_mode`, 0600 by default; `attach_uids`, `attach_gids`).
+    pub attach: Option<AttachConfig>,
+    /// The most an attached application's hello may claim to be (`attach_role`, client by
+    /// default).
+    pub attach_role: Role,
 }
 
 /// How log lines are written to standard error.
@@ -275,6 +286,8 @@ impl NodeConfig {
             Some(text) => Some(source.node_name(text)?),
         };
 
+        let (attach, attach_role) = source.attach(&node)?;
+
         Ok(NodeConfig {
             path: path.to_path_buf(),
             key,
@@ -292,6 +305,8 @@ impl NodeConfig {
             log_format,
             log_level,
             name,
+            attach,
+            attach_role,
         })
     }
 }
@@ -315,6 +330,8 @@ impl NodeConfig {
             workers: self.workers.unwrap_or_else(cores),
             names: self.peers.iter().filter_map(|p| Some((p.spec.key, p.name.clone()?))).collect(),
             name: self.name.clone(),
+            attach: self.attach.clone(),
+            attach_role: self.attach_role,
             ..Settings::new(identity)
         }
     }

@@ -42,6 +42,13 @@ pub(super) struct RawNode {
     pub(super) log_format: Option<Spanned<String>>,
     pub(super) log_level: Option<Spanned<String>>,
     pub(super) name: Option<Spanned<String>>,
+    pub(super) attach: Option<Spanned<String>>,
+    pub(super) attach_mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) attach_uids: Vec<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) attach_gids: Vec<Spanned<i64>>,
+    pub(super) attach_role: Option<Spanned<Role>>,
 }
 
 /// An `allow` entry: a bare key (a client), or `{ key = "...", role = "..." }`.

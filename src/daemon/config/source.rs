@@ -113,13 +113,23 @@ impl Source<'_> {
     }
 
     pub(super) fn control(&self, text: &Spanned<String>) -> Result<PathBuf, ConfigError> {
-        let path = self.path(text, "[node] control")?;
+        self.socket_path(text, "[node] control")
+    }
+
+    /// A Unix socket's path: a path ([`Source::path`]) that fits a socket address once
+    /// resolved.
+    pub(super) fn socket_path(
+        &self,
+        text: &Spanned<String>,
+        field: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        let path = self.path(text, field)?;
         let len = path.as_os_str().as_bytes().len();
         if len > limits::CONTROL_PATH_MAX {
             return Err(self.error(
                 text.span(),
                 format!(
-                    "[node] control: the socket path {} is {len} bytes; a Unix socket path \
+                    "{field}: the socket path {} is {len} bytes; a Unix socket path \
                      holds at most {}",
                     path.display(),
                     limits::CONTROL_PATH_MAX

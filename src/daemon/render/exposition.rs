@@ -105,6 +105,16 @@ pub fn prometheus(s: &Snapshot) -> String {
             "Connections from trusted addresses reset (max_links, or both handshake buckets empty).",
             s.trusted_refused,
         ),
+        (
+            "attached_total",
+            "Applications attached through the attach socket (local links).",
+            s.attached,
+        ),
+        (
+            "attach_refused_total",
+            "Connections to the attach socket closed: uid/gid not allowed, or ATTACH_LINKS_MAX held.",
+            s.attach_refused,
+        ),
     ] {
         gauge(name, help, "counter", &[(String::new(), value)]);
     }

@@ -201,6 +201,11 @@ pub struct LinkRow {
     /// What its peer was refused or lost for exceeding its share.
     #[serde(default)]
     pub refusals: Refusals,
+    /// For a local link (an application attached through the attach socket), the process id
+    /// of the application, as the kernel gave it at connect. Listed whatever its role (other
+    /// client links are only counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<u32>,
 }
 
 /// One mount, as shown.

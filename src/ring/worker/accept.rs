@@ -32,7 +32,14 @@ impl Listener {
 }
 
 impl Worker {
-    pub(super) fn accepted(&mut self, index: u32, result: i32, flags: u32, generation: u32) {
+    pub(super) fn accepted(
+        &mut self,
+        service: &mut impl Service,
+        index: u32,
+        result: i32,
+        flags: u32,
+        generation: u32,
+    ) {
         let Some(listener) = self.listeners.get_mut(index as usize) else { return };
         if result >= 0 {
             listener.accepted_in_turn = true;
@@ -41,6 +48,8 @@ impl Worker {
             if self.shutdown_deadline.is_some() {
                 // Shutting down: a connection that raced the end of accepting is dropped.
                 drop(socket);
+            } else if self.attach_index == Some(index) {
+                self.adopt_attached(service, socket);
             } else if self.admit(&socket) {
                 let _ = socket.set_tcp_nodelay(true);
                 self.adopt(socket);
@@ -140,8 +149,10 @@ impl Worker {
         let rotates = self.mailboxes.len() >= 2 && self.shutdown_deadline.is_none();
         for index in 0..self.listeners.len() {
             let listener = &mut self.listeners[index];
+            // The attach socket has one worker accepting on it: nowhere to rotate to.
             if !std::mem::take(&mut listener.accepted_in_turn)
                 || !rotates
+                || self.attach_index == Some(index as u32)
                 || listener.socket.is_none()
                 || listener.paused_until.is_some()
             {
@@ -323,7 +334,8 @@ mod tests {
             addrs.push(addr);
         }
         let lanes = super::mesh(1, 64).unwrap().pop().unwrap();
-        let worker = Worker::new(0, Arc::new(config), cipher, mailboxes, listeners, lanes).unwrap();
+        let worker =
+            Worker::new(0, Arc::new(config), cipher, mailboxes, listeners, None, lanes).unwrap();
         (worker, addrs)
     }
 

@@ -19,6 +19,9 @@ impl Worker {
         let connecting = conn.phase == Phase::Connecting;
         conn.phase = Phase::Closing;
         self.live_links -= 1;
+        if conn.attached.is_some() {
+            self.attached_links -= 1;
+        }
         if was_up {
             let code = match reason {
                 CloseReason::Local(code) => code,

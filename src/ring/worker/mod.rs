@@ -34,6 +34,7 @@ use accept::Listener;
 use ctx::Lending;
 
 mod accept;
+mod attach;
 mod close;
 mod ctx;
 mod deadlines;
@@ -64,8 +65,15 @@ pub(crate) struct Worker {
     mailboxes: Arc<[Arc<Mailbox>]>,
     /// The eventfd read lands here (boxed: the kernel writes it while the worker moves).
     wake_buf: Box<u64>,
-    /// Its handle to each listening socket, in the order of `Config::listen`.
+    /// Its handle to each listening socket, in the order of `Config::listen`, then the attach
+    /// socket's if this worker accepts on it (`attach_index`).
     listeners: Vec<Listener>,
+    /// The index in `listeners` of the attach socket, on the worker that accepts on it.
+    attach_index: Option<u32>,
+    /// Local links open (from the attach socket), against `ATTACH_LINKS_MAX`.
+    attached_links: usize,
+    /// Local links made so far: the counter their peer keys are derived from.
+    attach_counter: u64,
     conns: Slab<Conn>,
     next_generation: u32,
     timers: Timers,
@@ -111,12 +119,14 @@ impl Worker {
         cipher: Arc<cipher::Config>,
         mailboxes: Arc<[Arc<Mailbox>]>,
         listeners: Vec<Socket>,
+        attach: Option<Socket>,
         lanes: Lanes,
     ) -> io::Result<Worker> {
         let ring = new_ring(config.ring_entries)?;
         let bufring = BufRing::new(&ring, 0, config.recv_buffers, config.recv_buffer_size)?;
         let now = now();
         let admission = Admission::new(&config, now);
+        let attach_index = attach.is_some().then_some(listeners.len() as u32);
         Ok(Worker {
             bufring,
             ring,
@@ -127,7 +137,10 @@ impl Worker {
             cipher,
             mailboxes,
             wake_buf: Box::new(0),
-            listeners: listeners.into_iter().map(Listener::new).collect(),
+            listeners: listeners.into_iter().chain(attach).map(Listener::new).collect(),
+            attach_index,
+            attached_links: 0,
+            attach_counter: 0,
             conns: Slab::new(),
             next_generation: 0,
             timers: Timers::new(now, 1024),
@@ -258,7 +271,7 @@ impl Worker {
                 }
                 self.arm_wake();
             }
-            op::ACCEPT => self.accepted(slot, result, flags, generation),
+            op::ACCEPT => self.accepted(service, slot, result, flags, generation),
             op::CONNECT | op::RECV | op::SEND => {
                 // A receive's buffer is ours whatever happened to its link.
                 let buffer = cqueue::buffer_select(flags)
@@ -311,6 +324,7 @@ impl Worker {
             dial: None,
             send_vec: None,
             sibling: None,
+            attached: None,
         }) as u32
     }
 
@@ -485,6 +499,7 @@ impl Worker {
         let peer = conn.peer?;
         let fd = conn.socket.as_raw_fd();
         let sibling = conn.sibling;
+        let attached = conn.attached.as_deref().copied();
         let mut link = std::mem::replace(&mut conn.link, Link::new(Crypto::None, now));
         let (pool, conns, touched) = (&self.pool, &mut self.conns, &mut self.touched);
         let result = link.parts(pool).map(|parts| {
@@ -499,6 +514,7 @@ impl Worker {
                 fd,
                 meta: parts.meta,
                 sibling,
+                attached,
             };
             f(&mut ctx)
         });
@@ -667,6 +683,7 @@ impl Records<'_> {
         };
         let fd = conn.socket.as_raw_fd();
         let sibling = conn.sibling;
+        let attached = conn.attached.as_deref().copied();
         // Lift the link out of the slab while its records are handled, so the service can reach
         // the worker's other links meanwhile (`Peers`: a relayed message goes straight to the
         // link it continues on). Its place holds an empty link, which `Peers` does not lend.
@@ -691,6 +708,7 @@ impl Records<'_> {
                 fd,
                 meta: &mut *parts.meta,
                 sibling,
+                attached,
             };
             match input {
                 Input::Record(record) => service.record(&mut ctx, record),

@@ -35,6 +35,14 @@ pub struct WorkerStats {
     /// Accepted connections from trusted sources closed at once because both the common
     /// handshake bucket and the trusted sources' own were empty.
     pub trusted_refused_handshake_rate: u64,
+    /// Local links accepted on the attach socket (`Config::attach`); not counted in `accepted`.
+    pub attached: u64,
+    /// Connections to the attach socket closed at once because the process's uid and gid were
+    /// not allowed (`AttachConfig::uids`, `gids`), or its credentials could not be read.
+    pub attach_refused_cred: u64,
+    /// Connections to the attach socket closed at once because the engine held
+    /// `ATTACH_LINKS_MAX` local links.
+    pub attach_refused_max: u64,
     /// Links closed (for any reason).
     pub closed: u64,
     /// Bytes received and sent.

@@ -262,6 +262,14 @@ pub fn all(input: &Input<'_>) -> Vec<(String, Vec<u8>)> {
         put(name, record);
     }
     put("nonce-5", record_nonce(5).to_vec());
+    // Section 10: a keepalive on a local link, as the node frames it (no encryption, zero tag).
+    let (mut plain, _) = ringspan::cipher::record::record_layer_for_attach(t0()).unwrap();
+    let keepalive = &plaintexts[2];
+    let mut local = vec![0xa5; 8 + keepalive.len() + 16];
+    local[8..8 + keepalive.len()].copy_from_slice(keepalive);
+    let len = plain.seal(&mut local, keepalive.len()).unwrap();
+    assert_eq!(len, local.len());
+    put("local-record", local);
 
     // Sections 5.9 and 5.10: messages.
     for (name, example) in messages() {

@@ -13,6 +13,7 @@ use crate::cipher::{Identity, PublicKey};
 use crate::daemon::{Limits, MountService, MountSpec, PeerSpec, control};
 use crate::ids::{ClusterId, MountId};
 use crate::limits;
+use crate::ring::AttachConfig;
 use crate::span::{Label, MountKey, MountKind, Role};
 use proptest::prelude::*;
 
@@ -106,6 +107,11 @@ fn the_documented_example_parses_to_its_values() {
         log_format: Some(LogFormat::Text),
         log_level: Some("warn".to_owned()),
         name: Some("a".to_owned()),
+        attach: Some(AttachConfig {
+            uids: vec![1000],
+            ..AttachConfig::new("/etc/ringspan/attach.sock")
+        }),
+        attach_role: Role::Client,
     };
     assert_eq!(config, expected);
 }
@@ -251,6 +257,8 @@ fn a_minimal_config_gets_the_defaults() {
             log_format: None,
             log_level: None,
             name: None,
+            attach: None,
+            attach_role: Role::Client,
         }
     );
     assert_eq!(
