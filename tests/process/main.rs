@@ -9,7 +9,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attach_mounts_process;
 mod attach_process;
+mod attach_python_process;
 mod cli_call;
 mod cli_keys;
 mod cli_ops;

@@ -17,6 +17,8 @@ impl HostState {
         let granted = self.attach_role;
         match self.node.link_up(id, node, granted, false, link) {
             Ok(LinkUp::Up) => {
+                // Its application may attach mounts as the node's own (LINK_ATTACH).
+                self.node.set_local(id);
                 self.attached.insert(id, cred);
                 tracing::info!(
                     %id,
