@@ -33,13 +33,10 @@ use std::time::{Duration, Instant};
 
 use ringspan_proto::cipher::record::{RecordOpener, RecordSealer, record_layer_for_attach};
 use ringspan_proto::ids::{ClusterId, MountId, TxnId};
-use ringspan_proto::limits::{
-    MESSAGE_HEADER_LEN, MESSAGE_PAYLOAD_MAX, RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX,
-    RECORD_TAG_LEN,
-};
+use ringspan_proto::limits::{MESSAGE_PAYLOAD_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
 use ringspan_proto::span::{Advert, Hello, MountKey, Role, Wants};
 use ringspan_proto::txn::{self, Delivery, Event, Received};
-use ringspan_proto::wire::record::peek_wire_len;
+use ringspan_proto::wire::record::{peek_wire_len, record_plaintexts};
 use ringspan_proto::wire::{
     ATTACH_LEN_MAX, AttachRequest, Command, ErrorCode, Flags, HELLO_LEN_MAX, Message, Messages,
 };
@@ -544,16 +541,9 @@ impl Client {
         }
         let outbox = std::mem::take(&mut self.outbox);
         let mut wire = Vec::with_capacity(outbox.len() + 64);
-        let (mut start, mut at) = (0, 0);
-        while at < outbox.len() {
-            let len = message_len(&outbox[at..]);
-            if at > start && at + len - start > RECORD_PLAINTEXT_MAX {
-                self.frame(&outbox[start..at], &mut wire)?;
-                start = at;
-            }
-            at += len;
+        for plaintext in record_plaintexts(&outbox) {
+            self.frame(plaintext, &mut wire)?;
         }
-        self.frame(&outbox[start..], &mut wire)?;
         if let Err(error) = self.stream.write_all(&wire) {
             self.lost(error.to_string());
             return Err(error.into());
@@ -571,12 +561,4 @@ impl Client {
             .map(|_| ())
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
-}
-
-/// Bytes the message at the start of `bytes` takes, as its header says (what is left if less).
-fn message_len(bytes: &[u8]) -> usize {
-    if bytes.len() < MESSAGE_HEADER_LEN {
-        return bytes.len();
-    }
-    Message::new_unchecked(bytes).wire_len().min(bytes.len())
 }

@@ -94,6 +94,34 @@ pub fn peek_wire_len(stream: &[u8]) -> Result<Option<usize>, Error> {
     RecordHeader::parse(stream).map(|header| Some(header.wire_len()))
 }
 
+/// The plaintexts of the records that carry `messages` (whole messages, as a transaction layer
+/// writes them), in order: each cut between two messages, as long as it may be
+/// ([`RECORD_PLAINTEXT_MAX`]); a message is never split. Its length comes from its header; a
+/// header that is short or runs past the end ends the last plaintext there.
+pub fn record_plaintexts(messages: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = messages;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        while end < rest.len() {
+            let len = if rest.len() - end < MESSAGE_HEADER_LEN {
+                rest.len() - end
+            } else {
+                super::Message::new_unchecked(&rest[end..]).wire_len().min(rest.len() - end)
+            };
+            if end > 0 && end + len > RECORD_PLAINTEXT_MAX {
+                break;
+            }
+            end += len.max(1);
+        }
+        let (plaintext, after) = rest.split_at(end);
+        rest = after;
+        Some(plaintext)
+    })
+}
+
 /// A view of one record in a buffer (which may hold more bytes after it).
 #[derive(Debug, Clone)]
 pub struct Record<T: AsRef<[u8]>> {
@@ -258,5 +286,33 @@ mod tests {
                 "byte {at} bit {value:#x}"
             );
         }
+    }
+
+    #[test]
+    fn messages_are_cut_into_records_between_messages_never_inside_one() {
+        use crate::ids::MsgId;
+        use crate::wire::{Command, ErrorCode, Flags, Repr};
+        // Three messages of half a record's payload each: two records, the cut between the
+        // second and third.
+        let half = vec![7u8; RECORD_PLAINTEXT_MAX / 2 - MESSAGE_HEADER_LEN];
+        let mut messages = Vec::new();
+        for msgid in 1..=3 {
+            let repr = Repr {
+                flags: Flags::CREATE,
+                command: Command::new(1, 1),
+                msgid: MsgId(msgid),
+                parent: MsgId::ROOT,
+                error: ErrorCode::NONE,
+                payload_len: half.len() as u32,
+            };
+            let at = messages.len();
+            messages.resize(at + repr.wire_len(), 0);
+            repr.emit(&half, &mut messages[at..]);
+        }
+        let cuts: Vec<usize> = record_plaintexts(&messages).map(<[u8]>::len).collect();
+        assert_eq!(cuts, [RECORD_PLAINTEXT_MAX, messages.len() - RECORD_PLAINTEXT_MAX]);
+        assert_eq!(record_plaintexts(&[]).count(), 0);
+        // A header running past the end: the rest is one last plaintext.
+        assert_eq!(record_plaintexts(&messages[..40]).map(<[u8]>::len).collect::<Vec<_>>(), [40]);
     }
 }

@@ -5,12 +5,10 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use ringspan::limits::{
-    MESSAGE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_PLAINTEXT_MAX, RECORD_TAG_LEN,
-};
+use ringspan::limits::{RECORD_HEADER_LEN, RECORD_TAG_LEN};
 use ringspan::span::{Advert, Hello};
 use ringspan::txn::{Delivery, Event, Received};
-use ringspan::wire::record::peek_wire_len;
+use ringspan::wire::record::{peek_wire_len, record_plaintexts};
 use ringspan::wire::{Command, ErrorCode, Message, Messages};
 
 use super::{CloseSeen, Delivered, POLL_WAIT, Rogue, Seen, Withheld, now};
@@ -225,16 +223,9 @@ impl Rogue {
         }
         let outbox = std::mem::take(&mut self.outbox);
         let mut wire = Vec::with_capacity(outbox.len() + 64);
-        let (mut start, mut at) = (0, 0);
-        while at < outbox.len() {
-            let len = message_len(&outbox[at..]);
-            if at > start && at + len - start > RECORD_PLAINTEXT_MAX {
-                self.seal_into(&outbox[start..at], &mut wire);
-                start = at;
-            }
-            at += len;
+        for plaintext in record_plaintexts(&outbox) {
+            self.seal_into(plaintext, &mut wire);
         }
-        self.seal_into(&outbox[start..], &mut wire);
         self.write(&wire);
     }
 
@@ -258,13 +249,4 @@ impl Rogue {
             Err(error) => self.lost(CloseSeen::Io(error.kind())),
         }
     }
-}
-
-/// Bytes the message at the start of `bytes` takes (header, payload, padding), as its header
-/// says; whatever is left if that is less than a header or runs past the end.
-fn message_len(bytes: &[u8]) -> usize {
-    if bytes.len() < MESSAGE_HEADER_LEN {
-        return bytes.len();
-    }
-    Message::new_unchecked(bytes).wire_len().min(bytes.len())
 }
