@@ -11,7 +11,7 @@
 //! applications never share one. Each local link attaches at most
 //! [`ATTACH_MOUNTS_PER_LINK_MAX`] mounts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::error::Error;
 use crate::ids::{LinkId, TxnId};
@@ -20,20 +20,21 @@ use crate::span::{Label, MountKey, MountKind, NextHop};
 use crate::txn::Delivery;
 use crate::wire::{AttachRequest, Command, ErrorCode, Flags};
 
-use super::Node;
 use super::output::LinkSet;
+use super::{Map, Node};
 
 /// The mounts local links attached, both ways.
 #[derive(Debug, Default)]
 pub(super) struct Attached {
     /// The links that may attach.
-    local: HashSet<LinkId>,
+    local: HashSet<LinkId, foldhash::fast::RandomState>,
     /// Each attached mount's link and `LINK_ATTACH` transaction.
-    by_mount: HashMap<MountKey, (LinkId, TxnId)>,
-    /// Each `LINK_ATTACH` transaction's mount.
-    by_txn: HashMap<(LinkId, TxnId), MountKey>,
+    by_mount: Map<MountKey, (LinkId, TxnId)>,
+    /// Each `LINK_ATTACH` transaction's mount (looked up as every transaction ends: empty on a
+    /// node no application attached to, which costs that lookup nothing).
+    by_txn: Map<(LinkId, TxnId), MountKey>,
     /// Mounts attached per link.
-    per_link: HashMap<LinkId, usize>,
+    per_link: Map<LinkId, usize>,
 }
 
 impl Node {
@@ -48,12 +49,15 @@ impl Node {
     /// Where a call to `mount`, which the table routes here, goes: the local link that
     /// attached it and its `LINK_ATTACH` transaction, if one did.
     pub(super) fn attached_to(&self, mount: MountKey) -> Option<(LinkId, TxnId)> {
+        if self.attached.by_mount.is_empty() {
+            return None;
+        }
         self.attached.by_mount.get(&mount).copied()
     }
 
     /// Whether `link`'s transaction `txn` is a `LINK_ATTACH` the node took.
     pub(super) fn is_attach(&self, link: LinkId, txn: TxnId) -> bool {
-        self.attached.by_txn.contains_key(&(link, txn))
+        !self.attached.by_txn.is_empty() && self.attached.by_txn.contains_key(&(link, txn))
     }
 
     /// A `LINK_ATTACH` the peer on `link` opened: the mount attached and the transaction
@@ -137,6 +141,9 @@ impl Node {
 
     /// `link`'s transaction `txn` ended: if it was a `LINK_ATTACH`, its mount is detached.
     pub(super) fn detach_attached<L: LinkSet>(&mut self, link: LinkId, txn: TxnId, links: &mut L) {
+        if self.attached.by_txn.is_empty() {
+            return;
+        }
         let Some(mount) = self.attached.by_txn.remove(&(link, txn)) else { return };
         self.attached.by_mount.remove(&mount);
         if let Some(count) = self.attached.per_link.get_mut(&link) {
