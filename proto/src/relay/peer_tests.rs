@@ -34,6 +34,18 @@ struct Got {
     payload: Vec<u8>,
 }
 
+impl Got {
+    fn of(d: &txn::Delivery<'_>) -> Got {
+        Got {
+            txn: d.txn,
+            parent: d.parent,
+            flags: d.flags,
+            error: d.error,
+            payload: d.payload.to_vec(),
+        }
+    }
+}
+
 struct Peer {
     link: LinkId,
     /// The peer's transactions.
@@ -273,23 +285,11 @@ impl Bench {
                     let advert = Advert::decode(d.payload).unwrap();
                     peer.spans.insert(advert.mount, d.txn);
                 }
-                peer.got.push(Got {
-                    txn: d.txn,
-                    parent: d.parent,
-                    flags: d.flags,
-                    error: d.error,
-                    payload: d.payload.to_vec(),
-                });
+                peer.got.push(Got::of(&d));
             }
             while let Some(event) = peer.txn.poll_event() {
                 if let Event::Delivery(d) = event {
-                    peer.got.push(Got {
-                        txn: d.txn,
-                        parent: d.parent,
-                        flags: d.flags,
-                        error: d.error,
-                        payload: d.payload.to_vec(),
-                    });
+                    peer.got.push(Got::of(&d));
                 }
             }
         }
