@@ -272,6 +272,9 @@ pub enum Misuse {
     /// Detach of a mount that is not attached here.
     #[error("mount is not attached here")]
     NotAttached,
+    /// Attach of a mount an application holds through its local link (`LINK_ATTACH`).
+    #[error("an application attached to the node holds the mount")]
+    HeldByApplication,
     /// The relay was given a link it does not know (never up, or already down).
     #[error("{0} is not up in this node")]
     UnknownLink(crate::ids::LinkId),

@@ -4,8 +4,8 @@
 use std::cell::Cell;
 
 use crate::error::{Error, Limit, Misuse};
-use crate::ids::{LinkId, MountId, MsgId, TxnId};
-use crate::limits::{CIRCUITS_MAX, MESSAGE_PAYLOAD_MAX};
+use crate::ids::{LinkId, MsgId, TxnId};
+use crate::limits::MESSAGE_PAYLOAD_MAX;
 use crate::link::RecordIn;
 use crate::span::{ClientHolder, MountKey, NextHop, Role};
 use crate::txn::{self, Delivery};
@@ -87,93 +87,10 @@ pub(super) enum Hop {
 }
 
 impl Node {
-    /// Opens a call to `mount` along its route. `flags` may hold DELETE (a one-shot request).
-    /// No route: [`Misuse::NoRoute`] and nothing is opened. The application's calls count
-    /// against the node's circuits and the next link's like a peer's.
-    pub fn open<L: LinkSet>(
-        &mut self,
-        mount: MountKey,
-        command: Command,
-        payload: &[u8],
-        flags: Flags,
-        links: &mut L,
-    ) -> Result<CallId, Error> {
-        let route = self.table.route(mount).ok_or(Misuse::NoRoute)?;
-        let NextHop::Neighbour(n) = route.next_hop else { return Err(Misuse::NoRoute.into()) };
-        let call = self.open_on(Self::link_of(n), mount, command, payload, flags, links);
-        self.settle(links);
-        call
-    }
-
-    /// Opens a call to the client mount `client` behind the node whose aggregate is
-    /// `aggregate` (a satellite): the call goes to the aggregate, and the satellite passes it to
-    /// its client. Otherwise as [`Node::open`].
-    pub fn open_client<L: LinkSet>(
-        &mut self,
-        aggregate: MountKey,
-        client: MountId,
-        command: Command,
-        payload: &[u8],
-        flags: Flags,
-        links: &mut L,
-    ) -> Result<CallId, Error> {
-        let target = MountKey { cluster: aggregate.cluster, mount: client };
-        let holder = match self.is_our_aggregate(aggregate) {
-            true => Some(self.clients.holder(target).ok_or(Misuse::NoRoute)?),
-            false => None,
-        };
-        if let Some(ClientHolder::Here(holder)) = holder {
-            let call = self.open_on(Self::link_of(holder), target, command, payload, flags, links);
-            self.settle(links);
-            return call;
-        }
-        let mut addressed = Vec::with_capacity(CLIENT_ADDRESS_LEN + payload.len());
-        addressed.extend_from_slice(&ClientAddress { client }.emit());
-        addressed.extend_from_slice(payload);
-        let Some(ClientHolder::Plane(plane)) = holder else {
-            return self.open(aggregate, command, &addressed, flags, links);
-        };
-        // Our client, on another plane of this node: to that plane, still addressed.
-        let link = self.plane_link(plane).ok_or(Misuse::NoRoute)?;
-        let call = self.open_on(link, aggregate, command, &addressed, flags, links);
-        self.settle(links);
-        call
-    }
-
-    /// Opens a call inside the span for `mount` that the peer on `link` advertises.
-    fn open_on<L: LinkSet>(
-        &mut self,
-        link: LinkId,
-        mount: MountKey,
-        command: Command,
-        payload: &[u8],
-        flags: Flags,
-        links: &mut L,
-    ) -> Result<CallId, Error> {
-        check_payload(payload)?;
-        if !self.links.contains_key(&link) {
-            return Err(Misuse::NoRoute.into());
-        }
-        let span = links.span(link).and_then(|s| s.their_span(mount)).ok_or(Misuse::NoRoute)?;
-        if !self.admit(Holder::Local, Some(link), links) {
-            self.counters.limited += 1;
-            return Err(Limit::Circuits(CIRCUITS_MAX).into());
-        }
-        let b = End::link(link, None);
-        let local = End::Local { closed: flags.contains(Flags::DELETE) };
-        let (slot, generation) = self.new_circuit(local, b, command, Holder::Local, Some(link));
-        self.counters.opened += 1;
-        let state = self.links.get_mut(&link).ok_or(Misuse::UnknownLink(link))?;
-        state.counters.circuits_out += 1;
-        let open = Open { parent: span, command, flags: flags & Flags::DELETE, payload };
-        self.open_end(slot, Side::B, link, open, links);
-        Ok(CallId { slot, generation })
-    }
-
     /// Opens the circuit's `side` end on `link` (inside the span `open.parent`). If the link
     /// refuses (the span closed meanwhile, or a limit) the circuit cannot go on: it is aborted
     /// back.
-    fn open_end<L: LinkSet>(
+    pub(super) fn open_end<L: LinkSet>(
         &mut self,
         slot: u32,
         side: Side,
@@ -732,7 +649,7 @@ fn may_send(closed: bool, forced: bool, forcing: bool) -> bool {
 }
 
 /// Refuses a payload no message can carry, before anything is opened or queued.
-fn check_payload(payload: &[u8]) -> Result<(), Error> {
+pub(super) fn check_payload(payload: &[u8]) -> Result<(), Error> {
     if payload.len() > MESSAGE_PAYLOAD_MAX {
         return Err(Limit::PayloadTooLarge(payload.len()).into());
     }
@@ -755,11 +672,11 @@ pub(super) struct Carry<'a> {
 }
 
 /// What opening a circuit's end on its link sends.
-struct Open<'a> {
-    parent: TxnId,
-    command: Command,
-    flags: Flags,
-    payload: &'a [u8],
+pub(super) struct Open<'a> {
+    pub(super) parent: TxnId,
+    pub(super) command: Command,
+    pub(super) flags: Flags,
+    pub(super) payload: &'a [u8],
 }
 
 impl Node {

@@ -77,6 +77,7 @@ mod peer_tests;
 mod tests;
 
 mod attach;
+mod calls;
 mod circuit;
 mod holding;
 mod output;
@@ -491,7 +492,8 @@ impl Node {
             })
     }
 
-    /// Attaches a local mount (advertised to every neighbour that wants it).
+    /// Attaches a local mount (advertised to every neighbour that wants it). A mount an
+    /// application holds through its local link is refused ([`Misuse::HeldByApplication`]).
     pub fn attach<L: LinkSet>(
         &mut self,
         mount: MountKey,
@@ -499,6 +501,9 @@ impl Node {
         label: Label,
         links: &mut L,
     ) -> Result<(), Error> {
+        if self.attached_to(mount).is_some() {
+            return Err(Misuse::HeldByApplication.into());
+        }
         self.table.attach(mount, kind, label)?;
         self.route_table_output(links);
         self.settle(links);
@@ -507,6 +512,9 @@ impl Node {
 
     /// Detaches a local mount (retracted everywhere). Calls already open to it go on.
     pub fn detach<L: LinkSet>(&mut self, mount: MountKey, links: &mut L) -> Result<(), Error> {
+        if self.attached_to(mount).is_some() {
+            return Err(Misuse::HeldByApplication.into());
+        }
         self.table.detach(mount)?;
         self.route_table_output(links);
         self.settle(links);

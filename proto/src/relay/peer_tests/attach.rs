@@ -166,3 +166,35 @@ fn a_close_detaches_and_a_lost_application_ends_its_calls_once() {
     let txn = b.attach(again, &request(m2), Flags::NONE);
     assert!(b.forced(again, txn).is_empty());
 }
+
+#[test]
+fn the_nodes_own_application_calls_an_attached_mount_inside_its_attach() {
+    let mount = key(1, 0x10);
+    let mut b = Bench::new(Role::Router);
+    let app = b.application(4);
+    let attach = b.attach(app, &request(mount), Flags::NONE);
+    let (node, mut ours) = b.node();
+    // The node's own application may call it, not take it or drop it.
+    let held = crate::Error::from(crate::error::Misuse::HeldByApplication);
+    let label = crate::span::Label::EMPTY;
+    assert_eq!(node.attach(mount, crate::span::MountKind::Master, label, &mut ours), Err(held));
+    assert_eq!(node.detach(mount, &mut ours), Err(held));
+    let call = node.open(mount, CALL, b"ping", Flags::DELETE, &mut ours).unwrap();
+    b.pump();
+    let opened = b.peers[app].got.iter().find(|g| g.parent == Some(attach)).unwrap().clone();
+    assert_eq!(opened.payload, b"ping");
+    b.send(app, |txn, out| {
+        txn.send(out, opened.txn, CALL, b"pong", Flags::DELETE, ErrorCode::NONE)
+    })
+    .unwrap();
+    b.pump();
+    let mut answer = None;
+    while let Some(event) = b.node.poll_app() {
+        if let crate::relay::AppEvent::Message { call: c, payload, .. } = event
+            && c == call
+        {
+            answer = Some(payload.to_vec());
+        }
+    }
+    assert_eq!(answer.as_deref(), Some(&b"pong"[..]));
+}
