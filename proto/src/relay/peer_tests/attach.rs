@@ -37,6 +37,18 @@ impl Bench {
         txn
     }
 
+    /// Application `p` answers the call the node opened inside its `attach` (whose first
+    /// payload must be `asked`) with `answer`, and everything moves.
+    fn answer_inside(&mut self, p: usize, attach: TxnId, asked: &[u8], answer: &[u8]) {
+        let opened = self.peers[p].got.iter().find(|g| g.parent == Some(attach)).unwrap().clone();
+        assert_eq!(opened.payload, asked);
+        self.send(p, |txn, out| {
+            txn.send(out, opened.txn, CALL, answer, Flags::DELETE, ErrorCode::NONE)
+        })
+        .unwrap();
+        self.pump();
+    }
+
     /// Whether peer `p` heard the node retract the span of `mount` it had advertised.
     fn retracted(&self, p: usize, mount: MountKey) -> bool {
         let span = self.peers[p].spans[&mount];
@@ -65,13 +77,7 @@ fn an_attached_mount_is_advertised_as_the_nodes_and_its_calls_go_to_the_applicat
     let call =
         b.send(caller, |txn, out| txn.open(out, Some(span), CALL, b"ping", Flags::DELETE).unwrap());
     b.pump();
-    let opened = b.peers[app].got.iter().find(|g| g.parent == Some(attach)).unwrap().clone();
-    assert_eq!(opened.payload, b"ping");
-    b.send(app, |txn, out| {
-        txn.send(out, opened.txn, CALL, b"pong", Flags::DELETE, ErrorCode::NONE)
-    })
-    .unwrap();
-    b.pump();
+    b.answer_inside(app, attach, b"ping", b"pong");
     let answered = b.peers[caller].got.iter().find(|g| g.txn == call).unwrap();
     assert_eq!(
         (answered.payload.as_slice(), answered.flags.contains(Flags::DELETE)),
@@ -181,13 +187,7 @@ fn the_nodes_own_application_calls_an_attached_mount_inside_its_attach() {
     assert_eq!(node.detach(mount, &mut ours), Err(held));
     let call = node.open(mount, CALL, b"ping", Flags::DELETE, &mut ours).unwrap();
     b.pump();
-    let opened = b.peers[app].got.iter().find(|g| g.parent == Some(attach)).unwrap().clone();
-    assert_eq!(opened.payload, b"ping");
-    b.send(app, |txn, out| {
-        txn.send(out, opened.txn, CALL, b"pong", Flags::DELETE, ErrorCode::NONE)
-    })
-    .unwrap();
-    b.pump();
+    b.answer_inside(app, attach, b"ping", b"pong");
     let mut answer = None;
     while let Some(event) = b.node.poll_app() {
         if let crate::relay::AppEvent::Message { call: c, payload, .. } = event
