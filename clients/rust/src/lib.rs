@@ -74,7 +74,7 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Io(error) => write!(f, "the link to the node: {error}"),
             ClientError::Protocol(why) => write!(f, "the node broke the protocol: {why}"),
-            ClientError::Refused(code) => write!(f, "refused by the node: {}", code_name(*code)),
+            ClientError::Refused(code) => write!(f, "refused by the node: {code}"),
             ClientError::TimedOut => write!(f, "no answer in time"),
         }
     }
@@ -84,24 +84,6 @@ impl From<io::Error> for ClientError {
     fn from(error: io::Error) -> ClientError {
         ClientError::Io(error)
     }
-}
-
-/// The name of an error code (PROTOCOL.md 5.7).
-pub fn code_name(code: ErrorCode) -> String {
-    let name = match code {
-        ErrorCode::NONE => "NONE",
-        ErrorCode::LOST_LINK => "LOST_LINK",
-        ErrorCode::NO_ROUTE => "NO_ROUTE",
-        ErrorCode::REFUSED => "REFUSED",
-        ErrorCode::LIMIT_REACHED => "LIMIT_REACHED",
-        ErrorCode::ABORTED => "ABORTED",
-        ErrorCode::SHUTDOWN => "SHUTDOWN",
-        ErrorCode::DUPLICATE => "DUPLICATE",
-        ErrorCode::IDLE => "IDLE",
-        ErrorCode::MALFORMED => "MALFORMED",
-        other => return format!("{:#x}", other.0),
-    };
-    name.to_string()
 }
 
 /// A mount the node can reach, as it advertised it.
@@ -160,6 +142,8 @@ pub struct Client {
     link: txn::Link,
     /// Bytes received, not yet a whole record.
     rx: Vec<u8>,
+    /// Where one read lands (kept: not allocated per call).
+    read_buf: Vec<u8>,
     /// Messages written and not yet sent.
     outbox: Vec<u8>,
     /// The node's spans: where calls to each mount open.
@@ -192,6 +176,7 @@ impl Client {
             opener,
             link: txn::Link::new(),
             rx: Vec::new(),
+            read_buf: vec![0; 64 * 1024],
             outbox: Vec::new(),
             spans: HashMap::new(),
             span_mounts: HashMap::new(),
@@ -341,7 +326,19 @@ impl Client {
         mut done: impl FnMut(&Client) -> bool,
     ) -> Result<(), ClientError> {
         let deadline = now() + timeout;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let result = self.pump_into(&mut buf, deadline, &mut done);
+        self.read_buf = buf;
+        result
+    }
+
+    /// [`Client::pump_until`]'s loop, reading into `buf`.
+    fn pump_into(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Instant,
+        done: &mut impl FnMut(&Client) -> bool,
+    ) -> Result<(), ClientError> {
         loop {
             if done(self) {
                 return Ok(());
@@ -357,7 +354,7 @@ impl Client {
                 return Err(ClientError::TimedOut);
             }
             self.stream.set_read_timeout(Some(left))?;
-            match self.stream.read(&mut buf) {
+            match self.stream.read(buf) {
                 Ok(0) => self.lost("the node closed the socket".into()),
                 Ok(len) => self.received(&buf[..len])?,
                 Err(e)
@@ -422,7 +419,7 @@ impl Client {
         self.outbox.extend_from_slice(&answers);
         match received {
             Some(Received::OneWay { command, error, .. }) if command == Command::LINK_CLOSE => {
-                self.lost(format!("the node closed the link: {}", code_name(error)));
+                self.lost(format!("the node closed the link: {error}"));
             }
             // Keepalives and other one-way messages: nothing answers them.
             Some(Received::OneWay { .. }) | None => {}
