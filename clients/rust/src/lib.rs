@@ -386,8 +386,7 @@ impl Client {
             };
             match self.opener.open(&mut rx[at..at + len]) {
                 Ok(plaintext) => {
-                    let plaintext = plaintext.to_vec();
-                    if let Err(error) = self.handle_plaintext(&plaintext) {
+                    if let Err(error) = self.handle_plaintext(plaintext) {
                         failed = Some(error);
                     }
                 }
