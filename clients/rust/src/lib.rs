@@ -17,28 +17,35 @@
 //! # Ok::<(), ringspan_attach::ClientError>(())
 //! ```
 //!
-//! One thread drives a client: each method reads and handles what the node sent until what it
-//! waits for has come (or its time is up), answering what the protocol asks on the way. Calls
-//! opened to attached mounts that arrive meanwhile wait for [`Client::accept`].
+//! One thread drives a client: each method that waits reads and handles what the node sent until
+//! what it waits for has come (or its time is up), answering what the protocol asks on the way.
+//! Calls opened to attached mounts that arrive meanwhile wait for [`Client::accept`].
+//!
+//! **Several calls in flight.** [`Client::open`] only queues a call; [`Client::next_ended`] (or
+//! [`Client::wait`]) sends everything queued in one write, then reads. A caller that keeps many
+//! calls open therefore pays one write and one read per batch, not per call. A server does the
+//! same: [`Client::reply`] sends at once only when no other request already waits for
+//! [`Client::accept`], so the answers to one read's requests leave in one write.
 //!
 //! The link is the node's local link: records framed as on any link (PROTOCOL.md section 4),
 //! their plaintext sent as it is and their tag zero; transactions, hellos and spans as on any
 //! link (sections 5, 6, 8).
 
+mod link;
+
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringspan_proto::cipher::record::{RecordOpener, RecordSealer, record_layer_for_attach};
 use ringspan_proto::ids::{ClusterId, MountId, TxnId};
-use ringspan_proto::limits::{MESSAGE_PAYLOAD_MAX, RECORD_HEADER_LEN, RECORD_TAG_LEN};
+use ringspan_proto::limits::MESSAGE_PAYLOAD_MAX;
 use ringspan_proto::span::{Advert, Hello, MountKey, Role, Wants};
-use ringspan_proto::txn::{self, Delivery, Event, Received};
-use ringspan_proto::wire::record::{peek_wire_len, record_plaintexts};
+use ringspan_proto::txn;
 use ringspan_proto::wire::{
-    ATTACH_LEN_MAX, AttachRequest, Command, ErrorCode, Flags, HELLO_LEN_MAX, Message, Messages,
+    ATTACH_LEN_MAX, AttachRequest, Command, ErrorCode, Flags, HELLO_LEN_MAX,
 };
 
 pub use ringspan_proto::span::MountKind as Kind;
@@ -105,24 +112,43 @@ pub struct Attachment {
     txn: TxnId,
 }
 
-/// A call opened to one of this client's mounts, from [`Client::accept`].
+/// A call opened to one of this client's mounts, or a further message of one, from
+/// [`Client::accept`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     /// The mount called.
     pub mount: Mount,
-    /// The call's command.
+    /// The message's command.
     pub command: Command,
-    /// Its first payload.
+    /// Its payload.
     pub payload: Vec<u8>,
-    /// Whether the caller closed its direction with it (a one-shot request).
+    /// Whether this message opened the call (later ones stream more of the request).
+    pub first: bool,
+    /// Whether the caller closed its direction with it: nothing more of the request comes.
     pub last: bool,
+    /// The error code it carried: not `NONE` only when the caller (or the link to it) ended
+    /// the call by force, and then the call is over and answers are refused.
+    pub error: ErrorCode,
     txn: TxnId,
+}
+
+/// A call this client opened with [`Client::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallId(TxnId);
+
+/// A call that ended, from [`Client::next_ended`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// The call.
+    pub call: CallId,
+    /// The messages of its answer, in order, or the error code it ended with.
+    pub result: Result<Vec<Vec<u8>>, ErrorCode>,
 }
 
 /// A call this client opened, until it ends.
 #[derive(Debug, Default)]
 struct Outgoing {
-    reply: Vec<u8>,
+    parts: Vec<Vec<u8>>,
     ended: Option<ErrorCode>,
 }
 
@@ -146,6 +172,8 @@ pub struct Client {
     read_buf: Vec<u8>,
     /// Messages written and not yet sent.
     outbox: Vec<u8>,
+    /// Records framed from the outbox, for one write (kept: not allocated per batch).
+    wire: Vec<u8>,
     /// The node's spans: where calls to each mount open.
     spans: HashMap<MountKey, (TxnId, Advert)>,
     span_mounts: HashMap<TxnId, MountKey>,
@@ -154,6 +182,8 @@ pub struct Client {
     /// Calls opened to our mounts, by their transaction: the mount.
     serving: HashMap<TxnId, MountKey>,
     calls: HashMap<TxnId, Outgoing>,
+    /// Our calls that ended and were not yet taken, in the order they ended.
+    ended: VecDeque<TxnId>,
     closed: Option<String>,
 }
 
@@ -178,12 +208,14 @@ impl Client {
             rx: Vec::new(),
             read_buf: vec![0; 64 * 1024],
             outbox: Vec::new(),
+            wire: Vec::new(),
             spans: HashMap::new(),
             span_mounts: HashMap::new(),
             attaches: HashMap::new(),
             requests: VecDeque::new(),
             serving: HashMap::new(),
             calls: HashMap::new(),
+            ended: VecDeque::new(),
             closed: None,
         };
         let mut hello = [0u8; HELLO_LEN_MAX];
@@ -191,6 +223,7 @@ impl Client {
         client.write_with(|link, out| {
             link.open(out, None, Command::LINK_CONN, &hello[..len], Flags::NONE).map(|_| ())
         })?;
+        client.flush()?;
         Ok(client)
     }
 
@@ -252,11 +285,12 @@ impl Client {
 
     /// Detaches a mount: the node retracts it; calls open to it run on to their end.
     pub fn detach(&mut self, attachment: Attachment) -> Result<(), ClientError> {
-        self.write_with(|link, out| link.close(out, attachment.txn, ErrorCode::NONE))
+        self.write_with(|link, out| link.close(out, attachment.txn, ErrorCode::NONE))?;
+        self.flush()
     }
 
-    /// The next call opened to one of this client's mounts, waiting up to `timeout`; `None`
-    /// if none came.
+    /// The next message of a call to one of this client's mounts (the call's first, or a
+    /// further one it streams), waiting up to `timeout`; `None` if none came.
     pub fn accept(&mut self, timeout: Duration) -> Result<Option<Request>, ClientError> {
         match self.pump_until(timeout, |c| !c.requests.is_empty()) {
             Ok(()) => Ok(self.requests.pop_front()),
@@ -265,296 +299,118 @@ impl Client {
         }
     }
 
-    /// Answers `request` with `payload` and ends our side of the call.
+    /// Answers `request`'s call with `payload` and ends our side of it. Sent at once, unless
+    /// another request already waits for [`Client::accept`]: then with the answers to it.
     pub fn reply(&mut self, request: &Request, payload: &[u8]) -> Result<(), ClientError> {
-        if payload.len() > MESSAGE_PAYLOAD_MAX {
-            return Err(ClientError::Refused(ErrorCode::LIMIT_REACHED));
-        }
-        let (txn, command) = (request.txn, request.command);
+        self.answer(request, request.command, payload, true)
+    }
+
+    /// Sends one message of a streamed answer to `request`'s call, with `command`; the call
+    /// stays open for more ([`Client::reply`] ends it). Sent as [`Client::reply`] is.
+    pub fn stream(
+        &mut self,
+        request: &Request,
+        command: Command,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        self.answer(request, command, payload, false)
+    }
+
+    /// Opens a call to `mount` with `command` and `payload`; `last` closes our direction with
+    /// it (a one-shot request). Queued: it is sent by the next method that waits, or
+    /// [`Client::flush`]. Its end comes from [`Client::wait`] or [`Client::next_ended`].
+    pub fn open(
+        &mut self,
+        mount: Mount,
+        command: Command,
+        payload: &[u8],
+        last: bool,
+    ) -> Result<CallId, ClientError> {
+        let span = match self.spans.get(&mount) {
+            Some(&(span, _)) => span,
+            None => return Err(ClientError::Refused(ErrorCode::NO_ROUTE)),
+        };
+        check_payload(payload)?;
+        let flags = if last { Flags::DELETE } else { Flags::NONE };
+        let txn =
+            self.write_with(|link, out| link.open(out, Some(span), command, payload, flags))?;
+        self.calls.insert(txn, Outgoing::default());
+        Ok(CallId(txn))
+    }
+
+    /// Sends one more message of `call`'s request; `last` closes our direction. Queued as
+    /// [`Client::open`] is.
+    pub fn send(
+        &mut self,
+        call: CallId,
+        command: Command,
+        payload: &[u8],
+        last: bool,
+    ) -> Result<(), ClientError> {
+        check_payload(payload)?;
+        let flags = if last { Flags::DELETE } else { Flags::NONE };
         self.write_with(|link, out| {
-            link.send(out, txn, command, payload, Flags::DELETE, ErrorCode::NONE)
+            link.send(out, call.0, command, payload, flags, ErrorCode::NONE)
         })
     }
 
+    /// Waits up to `timeout` for `call` to end: the messages of its answer, in order, or the
+    /// error code it ended with.
+    pub fn wait(&mut self, call: CallId, timeout: Duration) -> Result<Vec<Vec<u8>>, ClientError> {
+        let txn = call.0;
+        self.pump_until(timeout, |c| c.calls.get(&txn).is_none_or(|call| call.ended.is_some()))?;
+        self.ended.retain(|&t| t != txn);
+        match self.take_ended(txn) {
+            Some(result) => result.map_err(ClientError::Refused),
+            None => Err(ClientError::Refused(ErrorCode::LOST_LINK)),
+        }
+    }
+
+    /// The next of this client's calls to end (in the order they end), waiting up to
+    /// `timeout`; `None` if none ended. Sends what [`Client::open`] queued first.
+    pub fn next_ended(&mut self, timeout: Duration) -> Result<Option<Ended>, ClientError> {
+        loop {
+            while let Some(txn) = self.ended.pop_front() {
+                if let Some(result) = self.take_ended(txn) {
+                    return Ok(Some(Ended { call: CallId(txn), result }));
+                }
+            }
+            match self.pump_until(timeout, |c| !c.ended.is_empty()) {
+                Ok(()) => {}
+                Err(ClientError::TimedOut) => return Ok(None),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Calls `mount` with `payload` (a one-shot request), waiting up to `timeout` for its end:
-    /// the reply's payload, or the error code it ended with.
+    /// the messages of its answer joined, or the error code it ended with.
     pub fn call(
         &mut self,
         mount: Mount,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
-        let span = match self.spans.get(&mount) {
-            Some(&(span, _)) => span,
-            None => return Err(ClientError::Refused(ErrorCode::NO_ROUTE)),
-        };
-        if payload.len() > MESSAGE_PAYLOAD_MAX {
-            return Err(ClientError::Refused(ErrorCode::LIMIT_REACHED));
-        }
-        let txn =
-            self.write_with(|link, out| link.open(out, Some(span), CALL, payload, Flags::DELETE))?;
-        self.calls.insert(txn, Outgoing::default());
-        self.pump_until(timeout, |c| c.calls.get(&txn).is_none_or(|call| call.ended.is_some()))?;
-        let call = self.calls.remove(&txn).unwrap_or_default();
-        match call.ended {
-            Some(ErrorCode::NONE) => Ok(call.reply),
-            Some(code) => Err(ClientError::Refused(code)),
-            None => Err(ClientError::Refused(ErrorCode::LOST_LINK)),
-        }
+        let call = self.open(mount, CALL, payload, true)?;
+        Ok(self.wait(call, timeout)?.concat())
     }
 
-    /// Writes with the transaction layer, then sends.
-    fn write_with<R>(
-        &mut self,
-        f: impl FnOnce(&mut txn::Link, &mut Vec<u8>) -> Result<R, ringspan_proto::Error>,
-    ) -> Result<R, ClientError> {
-        if let Some(why) = &self.closed {
-            return Err(ClientError::Io(io::Error::new(io::ErrorKind::NotConnected, why.clone())));
-        }
-        let mut out = std::mem::take(&mut self.outbox);
-        let result = f(&mut self.link, &mut out);
-        self.outbox = out;
-        self.events();
-        self.flush()?;
-        result.map_err(|e| ClientError::Protocol(e.to_string()))
+    /// Sends everything queued now.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.send_outbox()
     }
+}
 
-    /// Reads and handles what the node sends until `done` holds or `timeout` passes.
-    fn pump_until(
-        &mut self,
-        timeout: Duration,
-        mut done: impl FnMut(&Client) -> bool,
-    ) -> Result<(), ClientError> {
-        let deadline = now() + timeout;
-        let mut buf = std::mem::take(&mut self.read_buf);
-        let result = self.pump_into(&mut buf, deadline, &mut done);
-        self.read_buf = buf;
-        result
+impl Drop for Client {
+    /// What was queued still goes: an answer queued behind a request never accepted.
+    fn drop(&mut self) {
+        let _ = self.send_outbox();
     }
+}
 
-    /// [`Client::pump_until`]'s loop, reading into `buf`.
-    fn pump_into(
-        &mut self,
-        buf: &mut [u8],
-        deadline: Instant,
-        done: &mut impl FnMut(&Client) -> bool,
-    ) -> Result<(), ClientError> {
-        loop {
-            if done(self) {
-                return Ok(());
-            }
-            if let Some(why) = &self.closed {
-                return Err(ClientError::Io(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    why.clone(),
-                )));
-            }
-            let left = deadline.saturating_duration_since(now());
-            if left.is_zero() {
-                return Err(ClientError::TimedOut);
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            match self.stream.read(buf) {
-                Ok(0) => self.lost("the node closed the socket".into()),
-                Ok(len) => self.received(&buf[..len])?,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => self.lost(e.to_string()),
-            }
-        }
+fn check_payload(payload: &[u8]) -> Result<(), ClientError> {
+    if payload.len() > MESSAGE_PAYLOAD_MAX {
+        return Err(ClientError::Refused(ErrorCode::LIMIT_REACHED));
     }
-
-    /// Handles every whole record in what arrived, then sends the answers.
-    fn received(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let mut rx = std::mem::take(&mut self.rx);
-        rx.extend_from_slice(bytes);
-        let mut at = 0;
-        let mut failed = None;
-        while failed.is_none() {
-            let len = match peek_wire_len(&rx[at..]) {
-                Ok(Some(len)) if rx.len() - at >= len => len,
-                Ok(_) => break,
-                Err(error) => {
-                    failed = Some(error.to_string());
-                    break;
-                }
-            };
-            match self.opener.open(&mut rx[at..at + len]) {
-                Ok(plaintext) => {
-                    if let Err(error) = self.handle_plaintext(plaintext) {
-                        failed = Some(error);
-                    }
-                }
-                Err(error) => failed = Some(error.to_string()),
-            }
-            at += len;
-        }
-        rx.drain(..at);
-        self.rx = rx;
-        if let Some(why) = failed {
-            self.lost(why.clone());
-            return Err(ClientError::Protocol(why));
-        }
-        self.flush()
-    }
-
-    fn handle_plaintext(&mut self, plaintext: &[u8]) -> Result<(), String> {
-        for message in Messages::new(plaintext) {
-            let message = message.map_err(|e| e.to_string())?;
-            self.handle_message(&message)?;
-        }
-        Ok(())
-    }
-
-    fn handle_message(&mut self, message: &Message<&[u8]>) -> Result<(), String> {
-        let mut answers = Vec::new();
-        let received =
-            self.link.handle_message(&mut answers, message).map_err(|e| e.to_string())?;
-        self.outbox.extend_from_slice(&answers);
-        match received {
-            Some(Received::OneWay { command, error, .. }) if command == Command::LINK_CLOSE => {
-                self.lost(format!("the node closed the link: {error}"));
-            }
-            // Keepalives and other one-way messages: nothing answers them.
-            Some(Received::OneWay { .. }) | None => {}
-            Some(Received::Txn(delivery)) => self.delivery(&delivery)?,
-        }
-        self.events();
-        Ok(())
-    }
-
-    /// What a delivery means to the client: the node's hello and spans, answers to its
-    /// attaches and calls, calls to its mounts.
-    fn delivery(&mut self, d: &Delivery<'_>) -> Result<(), String> {
-        let txn = d.txn;
-        if d.parent.is_none() && d.opens() && d.command == Command::LINK_SPAN {
-            let advert = Advert::decode(d.payload).map_err(|e| e.to_string())?;
-            self.spans.insert(advert.mount, (txn, advert));
-            self.span_mounts.insert(txn, advert.mount);
-            return Ok(());
-        }
-        if let Some(&mount) = self.span_mounts.get(&txn) {
-            if d.closes() {
-                self.spans.retain(|_, (span, _)| *span != txn);
-                if !d.is_forced_close() {
-                    // The node retracted the span: our close answers it.
-                    let mut out = std::mem::take(&mut self.outbox);
-                    let _ = self.link.close(&mut out, txn, ErrorCode::NONE);
-                    self.outbox = out;
-                }
-            } else if d.command == Command::LINK_SPAN
-                && let Ok(advert) = Advert::decode(d.payload)
-                && advert.mount == mount
-            {
-                self.spans.insert(mount, (txn, advert));
-            }
-            return Ok(());
-        }
-        if let Some((_, state)) = self.attaches.get_mut(&txn) {
-            if d.closes() {
-                // A refusal says why; a plain close after it was attached is a detach.
-                *state = AttachState::Ended(d.error);
-            } else if *state == AttachState::Asked {
-                *state = AttachState::Attached;
-            }
-            return Ok(());
-        }
-        if let Some(parent) = d.parent
-            && d.opens()
-            && let Some(&(mount, _)) = self.attaches.get(&parent)
-        {
-            self.serving.insert(txn, mount);
-            self.requests.push_back(Request {
-                mount,
-                command: d.command,
-                payload: d.payload.to_vec(),
-                last: d.flags.contains(Flags::DELETE),
-                txn,
-            });
-            return Ok(());
-        }
-        if let Some(call) = self.calls.get_mut(&txn)
-            && !d.flags.contains(Flags::ABORT)
-        {
-            call.reply.extend_from_slice(d.payload);
-        }
-        Ok(())
-    }
-
-    /// Transactions that ended: our calls' outcomes, our attaches', the node's spans.
-    fn events(&mut self) {
-        while let Some(event) = self.link.poll_event() {
-            match event {
-                Event::Ended { txn, error } => {
-                    if let Some(call) = self.calls.get_mut(&txn) {
-                        call.ended = Some(error);
-                    }
-                    match self.attaches.get(&txn).map(|&(_, state)| state) {
-                        // Ended before any answer: refused, or the link went.
-                        Some(AttachState::Asked) => {
-                            if let Some((_, state)) = self.attaches.get_mut(&txn) {
-                                *state = AttachState::Ended(error);
-                            }
-                        }
-                        // Detached.
-                        Some(AttachState::Attached) => {
-                            self.attaches.remove(&txn);
-                        }
-                        // Kept for `attach` to read.
-                        Some(AttachState::Ended(_)) | None => {}
-                    }
-                    self.serving.remove(&txn);
-                    if let Some(mount) = self.span_mounts.remove(&txn) {
-                        self.spans.retain(|m, (span, _)| !(*m == mount && *span == txn));
-                    }
-                }
-                Event::Delivery(d) => {
-                    let _ = self.delivery(&d);
-                }
-            }
-        }
-    }
-
-    fn lost(&mut self, why: String) {
-        if self.closed.is_none() {
-            self.closed = Some(why);
-        }
-        self.link.handle_link_down(ErrorCode::LOST_LINK);
-        self.spans.clear();
-        self.outbox.clear();
-        self.events();
-    }
-
-    /// Frames what waits in the outbox into records and writes them.
-    fn flush(&mut self) -> Result<(), ClientError> {
-        if self.outbox.is_empty() || self.closed.is_some() {
-            return Ok(());
-        }
-        let outbox = std::mem::take(&mut self.outbox);
-        let mut wire = Vec::with_capacity(outbox.len() + 64);
-        for plaintext in record_plaintexts(&outbox) {
-            self.frame(plaintext, &mut wire)?;
-        }
-        if let Err(error) = self.stream.write_all(&wire) {
-            self.lost(error.to_string());
-            return Err(error.into());
-        }
-        Ok(())
-    }
-
-    fn frame(&mut self, plaintext: &[u8], wire: &mut Vec<u8>) -> Result<(), ClientError> {
-        let start = wire.len();
-        wire.resize(start + RECORD_HEADER_LEN, 0);
-        wire.extend_from_slice(plaintext);
-        wire.resize(wire.len() + RECORD_TAG_LEN, 0);
-        self.sealer
-            .seal(&mut wire[start..], plaintext.len())
-            .map(|_| ())
-            .map_err(|e| ClientError::Protocol(e.to_string()))
-    }
+    Ok(())
 }
