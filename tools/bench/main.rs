@@ -7,6 +7,7 @@
 //!   relay node on one engine worker.
 //! - `nats` ([`nats`]): the baselines ringspan is compared with: a NATS client, plain TCP round
 //!   trips, and bulk TCP direct or through a relay.
+//! - `attach` ([`attach`]): echo calls through a running node's attach socket.
 //!
 //! The perf/*.sh scripts drive it (perf/README.md). The services that load one engine link
 //! (`Sink`, `Source`) are the library's `ringspan::link_load`, which the engine's tests use too.
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+mod attach;
 mod clients;
 mod direct;
 mod hops;
@@ -53,6 +55,9 @@ enum BenchCommand {
     /// Messages through `ringspan run` relays: a receiver attached beyond the last relay, and a
     /// sender measuring one-way messages/s or round trips through them (see perf/hops.sh).
     Hops(hops::HopsArgs),
+    /// Echo calls through a running node's attach socket, as an application makes them:
+    /// `serve` attaches an echo mount, `call` measures calls/s and round trips (perf/attach.sh).
+    Attach(attach::AttachArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         BenchCommand::Clients(args) => clients::run(args),
         BenchCommand::Nats(args) => nats::command(args),
         BenchCommand::Hops(args) => hops::run(args),
+        BenchCommand::Attach(args) => attach::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -145,6 +145,15 @@ pub struct Ended {
     pub result: Result<Vec<Vec<u8>>, ErrorCode>,
 }
 
+/// What a client did on its socket so far: how well it batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Reads that returned bytes.
+    pub reads: u64,
+    /// Writes (each sends everything queued).
+    pub writes: u64,
+}
+
 /// A call this client opened, until it ends.
 #[derive(Debug, Default)]
 struct Outgoing {
@@ -184,6 +193,7 @@ pub struct Client {
     calls: HashMap<TxnId, Outgoing>,
     /// Our calls that ended and were not yet taken, in the order they ended.
     ended: VecDeque<TxnId>,
+    counters: Counters,
     closed: Option<String>,
 }
 
@@ -197,6 +207,8 @@ impl Client {
     /// span (the node grants what its configuration's `attach_role` says).
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path)?;
+        // Non-blocking: the client waits in poll(2), not in a read (link.rs).
+        stream.set_nonblocking(true)?;
         // Framed, not sealed: the keys are not used (PROTOCOL.md 8.11's local links).
         let (sealer, opener) =
             record_layer_for_attach(now()).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -216,6 +228,7 @@ impl Client {
             serving: HashMap::new(),
             calls: HashMap::new(),
             ended: VecDeque::new(),
+            counters: Counters::default(),
             closed: None,
         };
         let mut hello = [0u8; HELLO_LEN_MAX];
@@ -393,6 +406,11 @@ impl Client {
     ) -> Result<Vec<u8>, ClientError> {
         let call = self.open(mount, CALL, payload, true)?;
         Ok(self.wait(call, timeout)?.concat())
+    }
+
+    /// Reads and writes on the socket so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// Sends everything queued now.

@@ -2,7 +2,9 @@
 //! write per batch; what it reads is handled record by record, where it was read.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use ringspan_proto::ids::TxnId;
 use ringspan_proto::limits::{RECORD_HEADER_LEN, RECORD_TAG_LEN};
@@ -59,7 +61,7 @@ impl Client {
     /// `timeout` passes.
     pub(crate) fn pump_until(
         &mut self,
-        timeout: std::time::Duration,
+        timeout: Duration,
         mut done: impl FnMut(&Client) -> bool,
     ) -> Result<(), ClientError> {
         let deadline = now() + timeout;
@@ -87,23 +89,37 @@ impl Client {
                 )));
             }
             self.send_outbox()?;
-            let left = deadline.saturating_duration_since(now());
-            if left.is_zero() {
-                return Err(ClientError::TimedOut);
-            }
-            self.stream.set_read_timeout(Some(left))?;
+            // Read first: under load the answers are often there already. Only an empty
+            // socket costs a poll.
             match self.stream.read(buf) {
                 Ok(0) => self.lost("the node closed the socket".into()),
-                Ok(len) => self.received(&buf[..len])?,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Ok(len) => {
+                    self.counters.reads += 1;
+                    self.received(&buf[..len])?
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(now());
+                    if left.is_zero() {
+                        return Err(ClientError::TimedOut);
+                    }
+                    self.wait_for(PollFlags::IN, Some(left))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.lost(e.to_string()),
             }
+        }
+    }
+
+    /// Waits until the socket is ready for `events`, or `timeout` passes.
+    fn wait_for(&self, events: PollFlags, timeout: Option<Duration>) -> Result<(), ClientError> {
+        let timeout = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: t.subsec_nanos().into(),
+        });
+        let mut fds = [PollFd::new(&self.stream, events)];
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(errno) => Err(ClientError::Io(errno.into())),
         }
     }
 
@@ -288,11 +304,28 @@ impl Client {
         }
         self.outbox = outbox;
         self.outbox.clear();
-        let written = framed.and_then(|()| self.stream.write_all(&wire).map_err(ClientError::Io));
+        self.counters.writes += 1;
+        let written = framed.and_then(|()| self.write_all(&wire));
         self.wire = wire;
         if let Err(error) = written {
             self.lost(error.to_string());
             return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Writes all of `wire` on the non-blocking socket, waiting while the node's side is full.
+    fn write_all(&mut self, mut wire: &[u8]) -> Result<(), ClientError> {
+        while !wire.is_empty() {
+            match self.stream.write(wire) {
+                Ok(0) => return Err(ClientError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(len) => wire = &wire[len..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_for(PollFlags::OUT, None)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ClientError::Io(e)),
+            }
         }
         Ok(())
     }
