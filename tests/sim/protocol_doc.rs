@@ -11,7 +11,8 @@
 //! - builds each named example with the node's code — the wire encoders (`wire::Repr`),
 //!   `txn::Link`, the span payloads (`span::Hello`, `span::Advert`, over `wire`), and
 //!   `cipher::Session` for the handshake and sealed records (with fixed ephemeral keys, feature
-//!   `test-vectors`) — and compares it byte for byte;
+//!   `test-vectors`), a real `relay::Node` for the node's side of an attach (section 8.11), and
+//!   `record_layer_for_attach` for the records of local links — and compares it byte for byte;
 //! - checks the handshake and key-schedule vectors once more against independent code: snow's
 //!   pure-Rust resolver (curve25519-dalek, RustCrypto AES-GCM) for the handshake, and `ring`'s
 //!   HMAC and AES-GCM for the HKDF chain and the records.
@@ -23,6 +24,7 @@
 //! The vectors' inputs (the four private keys) are read from the document too. On a mismatch
 //! the test prints the block as it should read; `PROTOCOL_DOC_PRINT=1` prints every block.
 
+mod attach;
 mod examples;
 mod parse;
 mod rules;
