@@ -62,7 +62,10 @@ def block(name):
 class DocumentBlocks(unittest.TestCase):
     def test_the_document_has_the_blocks_we_use(self):
         for name in ["record-i2r-0-plaintext", "record-i2r-0", "record-i2r-1",
-                     "message-forced-reply", "hello-client", "advert-example", "call-create"]:
+                     "message-forced-reply", "hello-client", "advert-example", "call-create",
+                     "local-record", "attach-create", "attach-answer", "attach-call-create",
+                     "attach-call-reply", "attach-detach", "attach-detach-answer",
+                     "attach-record"]:
             self.assertIn(name, BLOCKS)
 
 
@@ -79,6 +82,13 @@ class Records(unittest.TestCase):
             self.assertEqual(record[8:-16], block(plain))
             self.assertEqual(record[-16:], bytes(16))
             self.assertEqual(rs.RecordReader().feed(record), [block(plain)])
+
+    def test_local_records_are_the_documents(self):
+        # Section 10: a local link's records, plaintext as it is and a zero tag.
+        for plain, record in [("message-ping", "local-record"),
+                              ("attach-create", "attach-record")]:
+            self.assertEqual(rs.encode_record(block(plain)), block(record), record)
+            self.assertEqual(rs.RecordReader().feed(block(record)), [block(plain)], record)
 
     def test_smallest_record_is_56_bytes(self):
         self.assertEqual(len(rs.encode_record(block("message-ping"))), 56)
@@ -123,6 +133,11 @@ class Messages(unittest.TestCase):
         "message-close-shutdown": Message(0, 0, 2, 0, 0, rs.SHUTDOWN, b""),
         "call-create": Message(CREATE | DELETE | REV_PARENT, 1, 1, 2, 2, 0, b"ping"),
         "call-reply": Message(REPLY | CREATE | DELETE, 1, 1, 2, 0, 0, b"ping"),
+        "attach-answer": Message(REPLY | CREATE, 0, 8, 2, 0, 0, b""),
+        "attach-call-create": Message(CREATE | DELETE | REV_PARENT, 1, 1, 3, 2, 0, b"ping"),
+        "attach-call-reply": Message(REPLY | CREATE | DELETE, 1, 1, 3, 0, 0, b"ping"),
+        "attach-detach": Message(DELETE, 0, 8, 2, 0, 0, b""),
+        "attach-detach-answer": Message(REPLY | DELETE, 0, 8, 2, 0, 0, b""),
     }
 
     def test_examples_encode_and_decode(self):
@@ -207,18 +222,17 @@ class Payloads(unittest.TestCase):
                 rs.decode_advert(data)
 
     def test_attach_request(self):
-        # PROTOCOL 8.11 has no byte example (SPEC-GAPS.md, 5): these bytes are written from
-        # its table, for cluster 1, mount 0x10, master, label "kv" (the values of the Rust unit
-        # test in proto/src/wire/attach.rs).
-        expected = bytes.fromhex(
-            "01000000000000000000000000000000"     # cluster 1
-            "10000000000000000000000000000000"     # mount 0x10
-            "0002000000000000"                     # kind 0 (master), label length 2, reserved
-            "6b76")                                # "kv"
-        self.assertEqual(rs.encode_attach(1, 0x10, "master", b"kv"), expected)
-        self.assertEqual(rs.decode_attach(expected), (1, 0x10, 0, b"kv"))
-        for at, value in [(32, 5), (33, 65), (33, 3), (37, 1)]:
-            data = bytearray(expected)
+        # Section 8.11's attach-create: the mount of 8.3 (cluster 0x0102, mount 0x0a0b,
+        # soft-master, label "pfs"), the application's msgid 2.
+        (m,) = rs.decode_messages(block("attach-create"))
+        self.assertEqual((m.flags, (m.proto, m.command), m.msgid, m.parent, m.error),
+                         (CREATE, rs.LINK_ATTACH, 2, 0, 0))
+        payload = m.payload
+        self.assertEqual(rs.encode_attach(0x0102, 0x0A0B, "soft-master", b"pfs"), payload)
+        self.assertEqual(rs.decode_attach(payload), (0x0102, 0x0A0B, 2, b"pfs"))
+        # A client kind, a label too long, a label length not the payload's, a reserved byte.
+        for at, value in [(32, 5), (33, 65), (33, 2), (33, 4), (37, 1)]:
+            data = bytearray(payload)
             data[at] = value
             with self.assertRaises(rs.ProtocolError, msg=at):
                 rs.decode_attach(bytes(data))
@@ -339,6 +353,31 @@ class Flows(FakeNodeTest):
         self.assertEqual(rs.encode_message(self.node.recv()), block("call-create"))
         self.node.sock.sendall(rs.encode_record(block("call-reply")))
         self.assertEqual(reply.result(5), b"ping")
+
+    def test_attach_is_the_documents(self):
+        # Section 8.11's example, the client in A's place: its hello is its msgid 1, so its
+        # attach is msgid 2; the node's span for the mount is its msgid 2, its call msgid 3.
+        self.hello_sent()
+        attached = self.later(self.client.attach, 0x0102, 0x0A0B, "soft-master", b"pfs")
+        self.assertEqual(rs.encode_message(self.node.recv()), block("attach-create"))
+        span = self.node.open(rs.LINK_SPAN, advert(0x0102, 0x0A0B, b"pfs", kind=2))
+        self.node.sock.sendall(rs.encode_record(block("attach-answer")))
+        attached.result(5)
+        self.assertEqual(self.client.attached(), [(0x0102, 0x0A0B)])
+        self.node.sock.sendall(rs.encode_record(block("attach-call-create")))
+        self.client.serve(lambda c: c.payload, timeout=0.3)
+        self.assertEqual(rs.encode_message(self.node.recv()), block("attach-call-reply"))
+        detached = self.later(self.client.detach, 0x0102, 0x0A0B)
+        self.assertEqual(rs.encode_message(self.node.recv()), block("attach-detach"))
+        # The node retracts its span, then answers; the client answers the retraction.
+        self.node.send(Message(DELETE, 0, 4, span, 0, 0, b""))
+        self.node.sock.sendall(rs.encode_record(block("attach-detach-answer")))
+        detached.result(5)
+        m = self.node.recv()
+        self.assertEqual((m.flags, m.msgid, (m.proto, m.command)),
+                         (REPLY | CREATE | DELETE, span, rs.LINK_SPAN))
+        self.assertEqual(self.client.attached(), [])
+        self.assertEqual(self.client.routes(), [])
 
     def test_attach_serve_detach(self):
         self.hello_sent()

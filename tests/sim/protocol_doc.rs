@@ -11,7 +11,8 @@
 //! - builds each named example with the node's code — the wire encoders (`wire::Repr`),
 //!   `txn::Link`, the span payloads (`span::Hello`, `span::Advert`, over `wire`), and
 //!   `cipher::Session` for the handshake and sealed records (with fixed ephemeral keys, feature
-//!   `test-vectors`) — and compares it byte for byte;
+//!   `test-vectors`), a real `relay::Node` for the node's side of an attach (section 8.11), and
+//!   `record_layer_for_attach` for the records of local links — and compares it byte for byte;
 //! - checks the handshake and key-schedule vectors once more against independent code: snow's
 //!   pure-Rust resolver (curve25519-dalek, RustCrypto AES-GCM) for the handshake, and `ring`'s
 //!   HMAC and AES-GCM for the HKDF chain and the records.
@@ -23,6 +24,7 @@
 //! The vectors' inputs (the four private keys) are read from the document too. On a mismatch
 //! the test prints the block as it should read; `PROTOCOL_DOC_PRINT=1` prints every block.
 
+mod attach;
 mod examples;
 mod parse;
 mod rules;
@@ -155,7 +157,7 @@ fn the_node_answers_a_trace_of_its_mount_itself() {
     let (mut peer, seen) = rules::Peer::new();
     let span = rules::span_of(&seen);
     let request = TraceRequest { hops: 0, limit: 30, target: None }.emit();
-    let (trace, seen) = peer.open_with(span, Command::LINK_TRACE, &request, Flags::DELETE);
+    let (trace, seen) = peer.open_with(Some(span), Command::LINK_TRACE, &request, Flags::DELETE);
     let seen = seen.unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let answer = &seen[0];
@@ -167,14 +169,41 @@ fn the_node_answers_a_trace_of_its_mount_itself() {
     let report = TraceReport { hop: 1, status: TraceStatus::Holder, node: NodeId(1) };
     assert_eq!(answer.payload, report.emit());
     assert_eq!(peer.opened(), [], "the application never hears of it");
-    let (bad, seen) = peer.open_with(span, Command::LINK_TRACE, &request[..8], Flags::DELETE);
+    let (bad, seen) = peer.open_with(Some(span), Command::LINK_TRACE, &request[..8], Flags::DELETE);
     let seen = seen.unwrap();
     assert!(seen.iter().any(|s| s.txn == bad
         && s.flags == Flags::REPLY | Flags::CREATE | Flags::ABORT | Flags::DELETE
         && s.error == ErrorCode::MALFORMED));
     // The link carries on.
-    let (_, seen) = peer.open_with(span, Command::LINK_TRACE, &request, Flags::DELETE);
+    let (_, seen) = peer.open_with(Some(span), Command::LINK_TRACE, &request, Flags::DELETE);
     assert_eq!(seen.unwrap().len(), 1);
+}
+
+/// Sections 8.2 and 8.3: a hello listing clusters beside `ALL_CLUSTERS`, and an advertisement of
+/// kind 7 or more, are malformed payloads: errors that close the link (the host sends
+/// `LINK_CLOSE` with `REFUSED` for every error the node returns, section 3.5).
+#[test]
+fn the_node_refuses_what_sections_8_2_and_8_3_refuse() {
+    use ringspan::error::{Error, Malformed};
+    use ringspan::wire::{Command, Flags};
+    let named = doc_blocks();
+    let malformed = |result: Result<_, Error>, why: &str| match result {
+        Err(error @ Error::Malformed(Malformed::LinkPayload { reason, .. })) => {
+            assert!(reason.contains(why), "{reason}");
+            assert!(error.closes_link());
+        }
+        other => panic!("expected a malformed payload, got {other:?}"),
+    };
+    // hello-router wants every cluster; list one beside it.
+    let mut hello = named["hello-router"].bytes.clone();
+    hello[4] = 1;
+    hello.extend_from_slice(&[7; 16]);
+    malformed(rules::Peer::saying(&hello).1, "lists clusters");
+    // advert-example is of kind 2; make it 7.
+    let mut advert = named["advert-example"].bytes.clone();
+    advert[52] = 7;
+    let (mut peer, _) = rules::Peer::new();
+    malformed(peer.open_with(None, Command::LINK_SPAN, &advert, Flags::NONE).1, "kind");
 }
 
 #[test]

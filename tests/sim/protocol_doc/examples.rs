@@ -23,7 +23,7 @@ use crate::support::wait::now as t0;
 pub type Input<'a> = dyn Fn(&str) -> Vec<u8> + 'a;
 
 /// The command ringspan's calls use (`daemon::CALL`).
-const CALL: Command = ringspan::daemon::CALL;
+pub const CALL: Command = ringspan::daemon::CALL;
 
 fn key32(bytes: Vec<u8>) -> [u8; 32] {
     bytes.try_into().expect("a 32-byte key")
@@ -156,7 +156,7 @@ fn chain(hash: &[u8; 32], split: &[u8; 32]) -> [[u8; 32]; 4] {
     [s0, expand(&s0, b"ringspan/1 record key"), s1, expand(&s1, b"ringspan/1 record key")]
 }
 
-fn hello_message(link: &mut txn::Link, hello: &Hello) -> Vec<u8> {
+pub fn hello_message(link: &mut txn::Link, hello: &Hello) -> Vec<u8> {
     let mut payload = [0u8; HELLO_LEN_MAX];
     let len = hello.encode(&mut payload);
     let mut out = Vec::new();
@@ -285,6 +285,10 @@ pub fn all(input: &Input<'_>) -> Vec<(String, Vec<u8>)> {
     }
     // Section 8.10: a trace's payloads, and a trace answered by the mount's holder.
     for (name, example) in trace() {
+        put(name, example);
+    }
+    // Section 8.11: a mount attached through a local link, called, and detached.
+    for (name, example) in super::attach::examples() {
         put(name, example);
     }
     out

@@ -39,20 +39,31 @@ impl Peer {
     /// N up with `MOUNT` attached, P's hello exchanged; returns what P saw (N's hello and span).
     pub fn new() -> (Peer, Vec<Seen>) {
         let hello = Hello::new(Role::Router, Wants::all());
-        let mut node = Node::new(NodeId(1), hello.clone(), t0());
+        let mut payload = [0u8; HELLO_LEN_MAX];
+        let len = hello.encode(&mut payload);
+        let (peer, seen) = Peer::saying(&payload[..len]);
+        (peer, seen.unwrap())
+    }
+
+    /// N up with `MOUNT` attached, and P's hello `payload` sent to it: what P saw, or what N
+    /// made of the hello.
+    pub fn saying(payload: &[u8]) -> (Peer, Result<Vec<Seen>, Error>) {
+        let hello = Hello::new(Role::Router, Wants::all());
+        let mut node = Node::new(NodeId(1), hello, t0());
         node.attach(MOUNT, MountKind::Master, Label::new(b"m").unwrap(), &mut NoLinks).unwrap();
         let (mut n, mut p) = (BareLink::default(), txn::Link::new());
         let mut to_p = Vec::new();
         let links = &mut OneLink::new(LINK, &mut n, &mut to_p);
         node.link_up(LINK, NodeId(2), Role::Router, false, links).unwrap();
-        let mut payload = [0u8; HELLO_LEN_MAX];
-        let len = hello.encode(&mut payload);
         let mut bytes = Vec::new();
-        let mine = p.open(&mut bytes, None, Command::LINK_CONN, &payload[..len], Flags::NONE);
+        let mine = p.open(&mut bytes, None, Command::LINK_CONN, payload, Flags::NONE);
         let mut peer = Peer { node, n, p, hello: mine.unwrap() };
         let mut seen = peer.send_to_peer(&to_p);
-        seen.extend(peer.send_to_node(&bytes).unwrap());
-        (peer, seen)
+        let more = peer.send_to_node(&bytes).map(|more| {
+            seen.extend(more);
+            seen
+        });
+        (peer, more)
     }
 
     /// Hands P's bytes to the node's link, then everything the node writes back to P.
@@ -109,16 +120,17 @@ impl Peer {
         (txn, self.send_to_node(&bytes))
     }
 
-    /// P opens a transaction inside `parent` with `payload`, and sends it to the node.
+    /// P opens a transaction (inside `parent` if given) with `payload`, and sends it to the
+    /// node.
     pub fn open_with(
         &mut self,
-        parent: TxnId,
+        parent: Option<TxnId>,
         command: Command,
         payload: &[u8],
         flags: Flags,
     ) -> (TxnId, Result<Vec<Seen>, Error>) {
         let mut bytes = Vec::new();
-        let txn = self.p.open(&mut bytes, Some(parent), command, payload, flags).unwrap();
+        let txn = self.p.open(&mut bytes, parent, command, payload, flags).unwrap();
         (txn, self.send_to_node(&bytes))
     }
 
