@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attach_kill_process;
 mod attach_mounts_process;
 mod attach_process;
 mod attach_python_process;

@@ -15,9 +15,8 @@
 //! ```
 //!
 //! Protocol 2: PUT 1 ("key=value" -> "ok"), GET 2 ("key" -> the value, empty if none), SCAN 3
-//! ("prefix" -> one "key=value" message per entry, then an empty last message). kv.py refuses
-//! anything else with REFUSED; this client cannot answer with an error code, so it answers
-//! with an empty message instead.
+//! ("prefix" -> one "key=value" message per entry, then an empty last message). Anything else
+//! is refused (REFUSED).
 //!
 //! A client prints the answer's non-empty messages (PUT and GET on one line, SCAN one per
 //! line). Errors go to stderr with exit status 1, e.g. `kv: no route to 7:1 (is a master
@@ -28,8 +27,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use ringspan_attach::{Client, ClientError, Kind, Mount, Request, mount};
-use ringspan_proto::wire::{Command, ErrorCode};
+use ringspan_attach::{Client, ClientError, Command, ErrorCode, Kind, Mount, Request, mount};
 
 const PUT: Command = Command::new(2, 1);
 const GET: Command = Command::new(2, 2);
@@ -91,8 +89,7 @@ impl Store {
                 }
                 node.reply(request, b"")
             }
-            // kv.py refuses with REFUSED; Client has no way to end a call with an error code.
-            _ => node.reply(request, b""),
+            _ => node.refuse(request, ErrorCode::REFUSED),
         }
     }
 }

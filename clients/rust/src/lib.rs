@@ -44,11 +44,10 @@ use ringspan_proto::ids::{ClusterId, MountId, TxnId};
 use ringspan_proto::limits::MESSAGE_PAYLOAD_MAX;
 use ringspan_proto::span::{Advert, Hello, MountKey, Role, Wants};
 use ringspan_proto::txn;
-use ringspan_proto::wire::{
-    ATTACH_LEN_MAX, AttachRequest, Command, ErrorCode, Flags, HELLO_LEN_MAX,
-};
+use ringspan_proto::wire::{ATTACH_LEN_MAX, AttachRequest, Flags, HELLO_LEN_MAX};
 
 pub use ringspan_proto::span::MountKind as Kind;
+pub use ringspan_proto::wire::{Command, ErrorCode};
 
 /// The command of the calls this client opens (ringspan's own: `ringspan call`'s).
 pub const CALL: Command = Command::new(1, 1);
@@ -257,6 +256,15 @@ impl Client {
         self.pump_until(timeout, |c| c.spans.contains_key(&mount))
     }
 
+    /// Waits up to `timeout` until the node can no longer reach `mount` (its last path went).
+    pub fn wait_for_no_route(
+        &mut self,
+        mount: Mount,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.pump_until(timeout, |c| !c.spans.contains_key(&mount))
+    }
+
     /// Attaches `mount` as the node's own, of `kind`, labelled `label` (at most 64 bytes): the
     /// node advertises it to the cluster and sends its calls here ([`Client::accept`]).
     /// Refused if the node already holds the mount.
@@ -327,6 +335,23 @@ impl Client {
         payload: &[u8],
     ) -> Result<(), ClientError> {
         self.answer(request, command, payload, false)
+    }
+
+    /// Refuses `request`'s call, or ends it early: a forced close carrying `code` (e.g.
+    /// `ErrorCode::REFUSED` for a command this application does not serve). Sent as
+    /// [`Client::reply`] is.
+    pub fn refuse(&mut self, request: &Request, code: ErrorCode) -> Result<(), ClientError> {
+        self.force_close(request.txn, code)
+    }
+
+    /// Ends `call` by force, with `code`: the node passes the close on to the mount's holder
+    /// and the call ends here at once ([`Client::next_ended`] gives `code`). Sent at once.
+    pub fn abort(&mut self, call: CallId, code: ErrorCode) -> Result<(), ClientError> {
+        if !self.calls.contains_key(&call.0) {
+            return Err(ClientError::Refused(ErrorCode::LOST_LINK));
+        }
+        self.write_with(|link, out| link.abort(out, call.0, code))?;
+        self.flush()
     }
 
     /// Opens a call to `mount` with `command` and `payload`; `last` closes our direction with

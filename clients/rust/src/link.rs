@@ -50,6 +50,15 @@ impl Client {
         if self.requests.is_empty() { self.send_outbox() } else { Ok(()) }
     }
 
+    /// A forced close of a call to one of our mounts: sent as an answer is.
+    pub(crate) fn force_close(&mut self, txn: TxnId, code: ErrorCode) -> Result<(), ClientError> {
+        if !self.serving.contains_key(&txn) {
+            return Err(ClientError::Refused(ErrorCode::LOST_LINK));
+        }
+        self.write_with(|link, out| link.abort(out, txn, code))?;
+        if self.requests.is_empty() { self.send_outbox() } else { Ok(()) }
+    }
+
     /// A call's outcome, taken: the messages of its answer, or the code it ended with.
     pub(crate) fn take_ended(&mut self, txn: TxnId) -> Option<Result<Vec<Vec<u8>>, ErrorCode>> {
         let code = self.calls.get(&txn)?.ended?;
@@ -280,9 +289,13 @@ impl Client {
         }
     }
 
+    /// The link is over: the socket is shut down (the node then ends this link's calls and
+    /// detaches its mounts at once, not when the client is dropped), and so is every
+    /// transaction on it.
     pub(crate) fn lost(&mut self, why: String) {
         if self.closed.is_none() {
             self.closed = Some(why);
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
         }
         self.link.handle_link_down(ErrorCode::LOST_LINK);
         self.spans.clear();
