@@ -111,10 +111,15 @@ impl HostState {
     }
 
     /// Closes the links whose key may no longer link, or is now granted another role than the
-    /// one its link came up with.
+    /// one its link came up with; never a local link.
     fn close_unentitled(&mut self, worker: &mut WorkerCtx<'_>) -> Vec<String> {
-        let links: Vec<(LinkId, NodeId)> =
-            self.node.peers().filter(|(link, _)| !self.siblings.contains(link)).collect();
+        // Local links (applications on the attach socket) are granted `attach_role`, which only
+        // a restart changes, and their keys are made up per link: no configuration names them.
+        let links: Vec<(LinkId, NodeId)> = self
+            .node
+            .peers()
+            .filter(|(link, _)| !self.siblings.contains(link) && !self.attached.contains_key(link))
+            .collect();
         let mut changes = Vec::new();
         for (link, node) in links {
             let (Some(key), Some(had)) =
