@@ -12,6 +12,7 @@ mod support;
 mod attach_mounts_process;
 mod attach_process;
 mod attach_python_process;
+mod attach_reload_process;
 mod cli_call;
 mod cli_keys;
 mod cli_ops;
