@@ -165,8 +165,9 @@ pub struct HostState {
     announced: HashMap<LinkId, Label, Hasher>,
     /// The node's own keepalive interval (a peer with a short idle timeout gets more).
     keepalive: Duration,
-    /// The configured mounts: attached at the first tick (the first plane's only), then kept
-    /// to tell what a reload changes.
+    /// The configured mounts: attached at the first tick (the first plane's only); from then
+    /// on those the node attached (not one an application held at a reload), kept to tell what
+    /// a reload changes.
     mounts: Vec<MountSpec>,
     started: bool,
     /// Links to close at the end of the turn, with why.
@@ -402,9 +403,11 @@ impl HostState {
         }
         if !self.started {
             self.started = true;
-            for spec in &self.mounts {
-                if let Err(error) = self.node.attach(spec.key, spec.kind, spec.label, worker) {
-                    tracing::error!(%error, "cannot attach a configured mount");
+            // Only those attached count as attached (a reload tries the others again).
+            for spec in std::mem::take(&mut self.mounts) {
+                match self.node.attach(spec.key, spec.kind, spec.label, worker) {
+                    Ok(()) => self.mounts.push(spec),
+                    Err(error) => tracing::error!(%error, "cannot attach a configured mount"),
                 }
             }
         }

@@ -40,7 +40,9 @@ pub use handle::{Call, CallEvent, Handle, Incoming, Limits, PeerSpec, Settings};
 pub use host::{App, Host, HostState, Plane};
 pub use reload::{ReloadReport, ReloadSource};
 pub use request::{LoadReport, Request, Shared};
-pub use snapshot::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow, Snapshot, WorkerRow};
+pub use snapshot::{
+    Closes, Counters, Holder, LinkRow, PeerRow, Refusals, RouteRow, Snapshot, WorkerRow,
+};
 pub use trace::TraceEvent;
 
 use crate::span::{Label, MountKey, MountKind};

@@ -258,24 +258,19 @@ fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     if old.accept_unknown_keys != new.accept_unknown_keys {
         lines.push(format!("accept_unknown_keys {}", new.accept_unknown_keys));
     }
+    // Which mounts were attached, detached or attached anew the first plane says: it knows
+    // which an application holds (not attached), and which it attached before.
     for mount in &new.mounts {
-        match old.mounts.iter().find(|m| m.key == mount.key) {
-            None => lines.push(format!("mount {} attached", mount_text(mount))),
-            Some(was) if (was.kind, was.label) != (mount.kind, mount.label) => lines.push(format!(
-                "mount {}: kind or label changed (attached anew)",
-                mount_text(mount)
-            )),
-            Some(was) if was.service != mount.service => lines.push(format!(
+        if let Some(was) = old.mounts.iter().find(|m| m.key == mount.key)
+            && was.service != mount.service
+        {
+            lines.push(format!(
                 "mount {}: service {} -> {}",
                 mount_text(mount),
                 service(was.service),
                 service(mount.service)
-            )),
-            Some(_) => {}
+            ));
         }
-    }
-    for mount in old.mounts.iter().filter(|m| !new.mounts.iter().any(|n| n.key == m.key)) {
-        lines.push(format!("mount {} detached", mount_text(mount)));
     }
     lines.extend(limit_changes(&old.limits, &new.limits));
     lines

@@ -304,11 +304,13 @@ pub fn render(s: &Snapshot, view: View) -> String {
         if view == View::Mounts {
             routes.sort_by(|a, b| (&a.origin, &a.mount).cmp(&(&b.origin, &b.mount)));
         }
+        // A column naming the application that holds each, when an application holds any.
+        let held = routes.iter().any(|r| r.held_by.is_some());
         // Ids as the commands take them back (`ringspan call --mount 0x1:0x10`).
         let rows: Vec<Vec<String>> = routes
             .iter()
             .map(|r| {
-                vec![
+                let mut row = vec![
                     format!("0x{}", printable(&r.cluster)),
                     format!("0x{}", printable(&r.mount)),
                     printable(&r.kind).into_owned(),
@@ -316,11 +318,18 @@ pub fn render(s: &Snapshot, view: View) -> String {
                     r.metric.to_string(),
                     printable(&r.via).into_owned(),
                     printable(r.standby.as_deref().unwrap_or("-")).into_owned(),
-                ]
+                ];
+                if held {
+                    row.push(r.held_by.map_or_else(|| "-".to_owned(), holder_text));
+                }
+                row
             })
             .collect();
-        let header = ["cluster", "mount", "kind", "label", "metric", "via", "standby"];
-        write_table(&mut out, &header, &[0, 1, 2, 3, 5, 6], &rows);
+        let mut header = vec!["cluster", "mount", "kind", "label", "metric", "via", "standby"];
+        if held {
+            header.push("held by");
+        }
+        write_table(&mut out, &header, &[0, 1, 2, 3, 5, 6, 7], &rows);
     }
     if matches!(view, View::Circuits | View::All) {
         let c = &s.counters;
@@ -380,6 +389,11 @@ pub fn render(s: &Snapshot, view: View) -> String {
         cluster::text(&mut out, s);
     }
     out
+}
+
+/// The application holding a mount as `show` names it: `app pid 4242 (link 0:3.1)`.
+fn holder_text(holder: super::Holder) -> String {
+    format!("app pid {} (link {})", holder.pid, link_text(holder.link))
 }
 
 /// A link id as everything the node prints it: `worker:slot.generation` (`LinkId`'s form, which
@@ -709,5 +723,38 @@ pub(crate) mod tests {
         assert_eq!(link_name(&link), "attached pid 4242");
         link.announced = Some("app".into());
         assert_eq!(link_name(&link), "attached pid 4242 ~app");
+    }
+
+    #[test]
+    fn a_mount_an_application_holds_names_its_pid_and_link() {
+        let mut s = snapshot();
+        let configured = render(&s, View::Mounts);
+        assert!(!configured.contains("held by"), "no column when no application holds one");
+        let link = (1 << 32) | 3; // link 0:3.1
+        s.routes.push(RouteRow {
+            cluster: "1".into(),
+            mount: "7".into(),
+            kind: "master".into(),
+            label: "kv".into(),
+            origin: "aaaa0000".into(),
+            via: "local".into(),
+            held_by: Some(super::super::Holder { pid: 4242, link }),
+            ..Default::default()
+        });
+        let shown = render(&s, View::Mounts);
+        let rows = table(&shown, "ROUTES");
+        assert!(rows[0].starts_with("cluster") && rows[0].ends_with("  held by"), "{shown}");
+        let held = rows.iter().find(|r| r.contains("0x7")).unwrap();
+        assert!(
+            held.contains(" local ") && held.ends_with("  app pid 4242 (link 0:3.1)"),
+            "{shown}"
+        );
+        let other = rows.iter().find(|r| r.contains("0x10")).unwrap();
+        assert!(other.ends_with("  -"), "{shown}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(&format!("\"held_by\":{{\"pid\":4242,\"link\":{link}}}")), "{json}");
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.routes[1].held_by, s.routes[1].held_by);
+        assert_eq!(back.routes[0].held_by, None);
     }
 }

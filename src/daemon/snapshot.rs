@@ -12,7 +12,7 @@ use crate::span::{NextHop, Role};
 
 mod rows;
 
-pub use rows::{Closes, Counters, LinkRow, PeerRow, Refusals, RouteRow};
+pub use rows::{Closes, Counters, Holder, LinkRow, PeerRow, Refusals, RouteRow};
 
 /// What `ringspan show` and the metrics endpoint see, built by the node's worker when asked.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -205,6 +205,12 @@ impl Snapshot {
             NextHop::Local => true,
             NextHop::Neighbour(n) => !siblings.contains(&Node::link_of(*n)),
         };
+        // The application holding a mount of this node, if a local link attached it.
+        let holder = |key| {
+            let link = node.attached_by(key)?;
+            let cred = host.attached(link)?;
+            Some(Holder { pid: cred.pid, link: link.0 })
+        };
         let table = node.table();
         let mut routes: Vec<RouteRow> = table
             .mounts()
@@ -228,6 +234,7 @@ impl Snapshot {
                     standby: standby.map(|s| hop(s.next_hop)),
                     standby_node: standby.and_then(|s| first(s.next_hop)),
                     standby_metric: standby.map(|s| s.metric.0),
+                    held_by: holder(key),
                 })
             })
             .collect();

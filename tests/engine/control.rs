@@ -369,6 +369,7 @@ fn hostile() -> Snapshot {
         standby: Some("link 4 (dd\u{9b}2J\"2222)".into()),
         standby_node: Some("dd\u{9b}2J\"2222".into()),
         standby_metric: Some(2),
+        held_by: None,
     };
     Snapshot {
         node: "aa\"bb\\cc\ndd\u{1b}c".into(),

@@ -13,6 +13,7 @@ mod attach_kill_process;
 mod attach_mounts_process;
 mod attach_process;
 mod attach_python_process;
+mod attach_reload_process;
 mod cli_call;
 mod cli_keys;
 mod cli_ops;

@@ -55,6 +55,12 @@ impl Node {
         self.attached.by_mount.get(&mount).copied()
     }
 
+    /// The local link whose application holds `mount` (attached it with a `LINK_ATTACH` still
+    /// open), if one does: what the host shows and a reload leaves alone. Read-only.
+    pub fn attached_by(&self, mount: MountKey) -> Option<LinkId> {
+        self.attached_to(mount).map(|(link, _)| link)
+    }
+
     /// Whether `link`'s transaction `txn` is a `LINK_ATTACH` the node took.
     pub(super) fn is_attach(&self, link: LinkId, txn: TxnId) -> bool {
         !self.attached.by_txn.is_empty() && self.attached.by_txn.contains_key(&(link, txn))

@@ -31,7 +31,8 @@ pub(in crate::daemon) struct PlaneReload {
     /// Which plane dials each configured peer (`planes::dial_plan`).
     pub plan: Arc<HashMap<PublicKey, usize>>,
     /// Where the plane says what it changed beyond the settings themselves, a line each: the
-    /// links it closed, the mounts it could not attach.
+    /// links it closed; on the first plane, the configured mounts it attached, detached, left
+    /// to the application holding them, or could not attach.
     pub reply: Sender<Vec<String>>,
 }
 
@@ -84,7 +85,7 @@ pub(super) fn names(settings: &Settings) -> HashMap<NodeId, String> {
 
 impl HostState {
     /// Takes `reload`'s settings on this plane (see the module documentation); a line for each
-    /// link closed and each mount that could not be attached or detached.
+    /// link closed and each configured mount attached, detached, held or refused.
     pub(super) fn reload(
         &mut self,
         reload: &PlaneReload,
@@ -110,10 +111,15 @@ impl HostState {
     }
 
     /// Closes the links whose key may no longer link, or is now granted another role than the
-    /// one its link came up with.
+    /// one its link came up with; never a local link.
     fn close_unentitled(&mut self, worker: &mut WorkerCtx<'_>) -> Vec<String> {
-        let links: Vec<(LinkId, NodeId)> =
-            self.node.peers().filter(|(link, _)| !self.siblings.contains(link)).collect();
+        // Local links (applications on the attach socket) are granted `attach_role`, which only
+        // a restart changes, and their keys are made up per link: no configuration names them.
+        let links: Vec<(LinkId, NodeId)> = self
+            .node
+            .peers()
+            .filter(|(link, _)| !self.siblings.contains(link) && !self.attached.contains_key(link))
+            .collect();
         let mut changes = Vec::new();
         for (link, node) in links {
             let (Some(key), Some(had)) =
@@ -137,33 +143,82 @@ impl HostState {
     }
 
     /// Attaches the configured mounts `mounts` lists and the node does not, and detaches those
-    /// it no longer lists; a mount whose kind or label changed is attached anew. Before the
-    /// first tick, they are only noted (attached then).
+    /// it no longer lists; a mount whose kind or label changed is attached anew. A mount an
+    /// application holds through the attach socket is left to it, and said so: not attached,
+    /// and not counted as attached, so a later reload that still lists it attaches it if the
+    /// application let it go. Before the first tick, they are only noted (attached then). A
+    /// line for each mount attached, detached, held or refused.
     fn remount(&mut self, mounts: &[MountSpec], worker: &mut WorkerCtx<'_>) -> Vec<String> {
-        let old = std::mem::replace(&mut self.mounts, mounts.to_vec());
-        if !self.started {
-            return Vec::new();
-        }
+        // What the node attached of the configuration it ran with.
+        let old = std::mem::take(&mut self.mounts);
         let same = |a: &MountSpec, b: &MountSpec| (a.kind, &a.label) == (b.kind, &b.label);
+        let listed = |list: &[MountSpec], spec: &MountSpec| list.iter().any(|m| m.key == spec.key);
         let mut changes = Vec::new();
+        if !self.started {
+            for spec in old.iter().filter(|spec| !listed(mounts, spec)) {
+                changes.push(format!("mount {} detached", mount_text(spec)));
+            }
+            for spec in mounts.iter().filter(|spec| !listed(&old, spec)) {
+                changes.push(format!("mount {} attached", mount_text(spec)));
+            }
+            self.mounts = mounts.to_vec();
+            return changes;
+        }
         for spec in &old {
             if mounts.iter().any(|m| m.key == spec.key && same(m, spec)) {
                 continue;
             }
-            if let Err(error) = self.node.detach(spec.key, worker) {
-                changes.push(format!("mount {}: not detached: {error}", mount_text(spec)));
+            match self.node.detach(spec.key, worker) {
+                // Attached anew below, and said so there.
+                Ok(()) if listed(mounts, spec) => {}
+                Ok(()) => changes.push(format!("mount {} detached", mount_text(spec))),
+                Err(error) => {
+                    changes.push(format!("mount {}: not detached: {error}", mount_text(spec)));
+                }
             }
         }
         for spec in mounts {
             if old.iter().any(|m| m.key == spec.key && same(m, spec)) {
+                // Its service may have changed (the application's part).
+                self.mounts.push(spec.clone());
                 continue;
             }
-            if let Err(error) = self.node.attach(spec.key, spec.kind, spec.label, worker) {
-                tracing::error!(%error, mount = mount_text(spec), "reload: cannot attach a configured mount");
-                changes.push(format!("mount {}: not attached: {error}", mount_text(spec)));
+            if let Some(holder) = self.holder(spec.key) {
+                let mount = mount_text(spec);
+                tracing::warn!(
+                    mount,
+                    "reload: a configured mount is held by {holder}; not attached"
+                );
+                changes.push(format!("mount {mount} is held by {holder}; not attached"));
+                continue;
+            }
+            let text = if listed(&old, spec) {
+                format!("mount {}: kind or label changed (attached anew)", mount_text(spec))
+            } else {
+                format!("mount {} attached", mount_text(spec))
+            };
+            match self.node.attach(spec.key, spec.kind, spec.label, worker) {
+                Ok(()) => {
+                    self.mounts.push(spec.clone());
+                    changes.push(text);
+                }
+                Err(error) => {
+                    tracing::error!(%error, mount = mount_text(spec), "reload: cannot attach a configured mount");
+                    changes.push(format!("mount {}: not attached: {error}", mount_text(spec)));
+                }
             }
         }
         changes
+    }
+
+    /// The application holding `mount` through its local link, as the reload names it:
+    /// `application pid 4242 (link 0:3.1)`.
+    fn holder(&self, mount: crate::span::MountKey) -> Option<String> {
+        let link = self.node.attached_by(mount)?;
+        Some(match self.attached(link) {
+            Some(cred) => format!("application pid {} ({link})", cred.pid),
+            None => format!("an application ({link})"),
+        })
     }
 }
 

@@ -239,6 +239,20 @@ pub struct RouteRow {
     /// The standby path's hops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby_metric: Option<u16>,
+    /// For a mount of this node an application attached through the attach socket, the
+    /// application holding it (DESIGN 7c.7); none for a configured mount, one the mount API
+    /// attached, or another node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<Holder>,
+}
+
+/// The application holding a mount: its process and its local link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The application's process id, as the kernel gave it when it connected.
+    pub pid: u32,
+    /// Its local link (its row in `links`).
+    pub link: u64,
 }
 
 /// One configured peer, as shown.

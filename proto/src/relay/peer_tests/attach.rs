@@ -198,3 +198,34 @@ fn the_nodes_own_application_calls_an_attached_mount_inside_its_attach() {
     }
     assert_eq!(answer.as_deref(), Some(&b"pong"[..]));
 }
+
+#[test]
+fn the_link_holding_an_attached_mount_is_known_until_it_detaches() {
+    let (m1, m2) = (key(1, 0x10), key(1, 0x11));
+    let mut b = Bench::new(Role::Router);
+    let app = b.application(4);
+    let other = b.application(5);
+    assert_eq!(b.node.attached_by(m1), None);
+    let attach = b.attach(app, &request(m1), Flags::NONE);
+    b.attach(other, &request(m2), Flags::NONE);
+    let (app_link, other_link) = (b.peers[app].link, b.peers[other].link);
+    assert_eq!(b.node.attached_by(m1), Some(app_link));
+    assert_eq!(b.node.attached_by(m2), Some(other_link));
+    // A mount the node's own application attached is not held by a link.
+    let (node, mut ours) = b.node();
+    let m3 = key(1, 0x12);
+    node.attach(m3, crate::span::MountKind::Master, crate::span::Label::EMPTY, &mut ours).unwrap();
+    assert_eq!(b.node.attached_by(m3), None);
+    // The application closes its attach: the mount is no one's; the other stays held.
+    b.send(app, |txn, out| {
+        txn.send(out, attach, Command::LINK_ATTACH, &[], Flags::DELETE, ErrorCode::NONE)
+    })
+    .unwrap();
+    b.pump();
+    assert_eq!(b.node.attached_by(m1), None);
+    assert_eq!(b.node.attached_by(m2), Some(other_link));
+    // Its link lost: none.
+    b.link_lost(other, Violation::LinkProtocol("gone").into());
+    b.pump();
+    assert_eq!(b.node.attached_by(m2), None);
+}
