@@ -225,6 +225,14 @@ pub const MAX_LINKS_PER_WORKER: usize = 1 << 20;
 /// more applications than one host runs beside a node, and still a few MiB at most.
 pub const ATTACH_LINKS_MAX: usize = 1_024;
 
+/// Local links the processes of one uid hold at once: the share of [`ATTACH_LINKS_MAX`] one
+/// local principal may take. The node tells its attached applications apart by the uid the
+/// kernel gives (`SO_PEERCRED`), not by pid: processes of one uid can already signal and trace
+/// each other, and a pid is had for a fork. A quarter, so that no one uid (a runaway service
+/// reconnecting in a loop, or a compromised one) can keep the applications of other users out.
+/// One more connection from that uid is closed at once, counted.
+pub const ATTACH_LINKS_PER_UID_MAX: usize = ATTACH_LINKS_MAX / 4;
+
 /// Default handshakes a worker starts per second on accepted connections
 /// (`ring::Config::max_handshakes_per_sec`), a token bucket refilled continuously with a burst
 /// of one second's worth; a connection accepted with no token is closed at once. An accepted

@@ -308,7 +308,9 @@ impl Snapshot {
             trusted_accepted: stats.trusted_accepted,
             trusted_refused: stats.trusted_refused_max_links + stats.trusted_refused_handshake_rate,
             attached: stats.attached,
-            attach_refused: stats.attach_refused_cred + stats.attach_refused_max,
+            attach_refused: stats.attach_refused_cred
+                + stats.attach_refused_max
+                + stats.attach_refused_share,
             closes: host.closes().clone(),
             client_refusals,
             client_mounts: node.clients().len(),

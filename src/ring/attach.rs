@@ -36,11 +36,17 @@ pub struct AttachConfig {
     /// [`WorkerStats::attach_refused_max`](super::WorkerStats::attach_refused_max). Default
     /// [`ATTACH_LINKS_MAX`](crate::limits::ATTACH_LINKS_MAX), never more (a test shrinks it).
     pub max_links: usize,
+    /// Local links the processes of one uid hold at once; a connection beyond is closed at
+    /// once, counted in
+    /// [`WorkerStats::attach_refused_share`](super::WorkerStats::attach_refused_share). Default
+    /// [`ATTACH_LINKS_PER_UID_MAX`](crate::limits::ATTACH_LINKS_PER_UID_MAX), never more.
+    pub max_links_per_uid: usize,
 }
 
 impl AttachConfig {
     /// An attach socket at `path`, mode 0600 (the node's user only), any uid or gid, at most
-    /// [`ATTACH_LINKS_MAX`](crate::limits::ATTACH_LINKS_MAX) local links.
+    /// [`ATTACH_LINKS_MAX`](crate::limits::ATTACH_LINKS_MAX) local links,
+    /// [`ATTACH_LINKS_PER_UID_MAX`](crate::limits::ATTACH_LINKS_PER_UID_MAX) of one uid.
     pub fn new(path: impl Into<PathBuf>) -> AttachConfig {
         AttachConfig {
             path: path.into(),
@@ -48,6 +54,7 @@ impl AttachConfig {
             uids: Vec::new(),
             gids: Vec::new(),
             max_links: crate::limits::ATTACH_LINKS_MAX,
+            max_links_per_uid: crate::limits::ATTACH_LINKS_PER_UID_MAX,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::support::engines::{self, Echo};
 use crate::support::host::scratch;
 use crate::support::keys;
 use crate::support::plain::{Deframer, plain_record};
+use crate::support::process::Proc;
 
 const REQUEST: Command = Command::new(16, 1);
 const WAIT: Duration = Duration::from_secs(30);
@@ -235,6 +236,60 @@ fn local_links_beyond_the_bound_are_refused_until_one_closes() {
     engine.shutdown();
     let stats = engine.join();
     assert_eq!((stats[0].attached, stats[0].attach_refused_max), (3, 1));
+}
+
+/// A process of user `uid` holding a connection to the attach socket at `path` until killed.
+fn connect_as(uid: u32, path: &Path) -> Proc {
+    use std::os::unix::process::CommandExt as _;
+    let hold = "import socket, sys\n\
+                s = socket.socket(socket.AF_UNIX)\n\
+                s.connect(sys.argv[1])\n\
+                s.recv(1)\n";
+    let child = std::process::Command::new("python3")
+        .args(["-c", hold])
+        .arg(path)
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .expect("python3 runs as another user");
+    Proc(child)
+}
+
+#[test]
+fn the_processes_of_one_uid_hold_their_share_of_local_links_and_no_more() {
+    let dir = scratch("attach-share");
+    let path = dir.join("attach.sock");
+    let (own_uid, _) = own_ids();
+    assert_eq!(own_uid, 0, "this test runs as root, to connect as another user too");
+    let attach = AttachConfig {
+        max_links: 5,
+        max_links_per_uid: 2,
+        mode: 0o777,
+        ..AttachConfig::new(&path)
+    };
+    let (engine, seen) = start(1, attach);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _first = connect(&path);
+    next_attached(&seen);
+    let _second = connect(&path);
+    next_attached(&seen);
+    // The third of the same uid is beyond its share, though the bound has room.
+    let mut third = connect(&path);
+    assert!(closed_by_node(&mut third), "a third local link of one uid is beyond its share");
+
+    // Another user's processes have a share of their own.
+    let nobody = 65534;
+    let _others = [connect_as(nobody, &path), connect_as(nobody, &path)];
+    for _ in 0..2 {
+        let (_, _, cred) = next_attached(&seen);
+        assert_eq!(cred.uid, nobody);
+    }
+    let mut mine = connect(&path);
+    assert!(closed_by_node(&mut mine), "still at root's share, though the bound has room");
+    engine.shutdown();
+    let stats = engine.join();
+    assert_eq!((stats[0].attached, stats[0].attach_refused_share), (4, 2));
+    assert_eq!(stats[0].attach_refused_max, 0);
 }
 
 #[test]

@@ -19,8 +19,14 @@ impl Worker {
         let connecting = conn.phase == Phase::Connecting;
         conn.phase = Phase::Closing;
         self.live_links -= 1;
-        if conn.attached.is_some() {
+        if let Some(cred) = &conn.attached {
             self.attached_links -= 1;
+            if let Some(held) = self.attached_by_uid.get_mut(&cred.uid) {
+                *held -= 1;
+                if *held == 0 {
+                    self.attached_by_uid.remove(&cred.uid);
+                }
+            }
         }
         if was_up {
             let code = match reason {

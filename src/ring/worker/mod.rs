@@ -72,6 +72,9 @@ pub(crate) struct Worker {
     attach_index: Option<u32>,
     /// Local links open (from the attach socket), against `ATTACH_LINKS_MAX`.
     attached_links: usize,
+    /// Local links open by uid, against `ATTACH_LINKS_PER_UID_MAX`; at most one entry per
+    /// local link.
+    attached_by_uid: std::collections::HashMap<u32, usize>,
     /// Local links made so far: the counter their peer keys are derived from.
     attach_counter: u64,
     conns: Slab<Conn>,
@@ -140,6 +143,7 @@ impl Worker {
             listeners: listeners.into_iter().chain(attach).map(Listener::new).collect(),
             attach_index,
             attached_links: 0,
+            attached_by_uid: std::collections::HashMap::new(),
             attach_counter: 0,
             conns: Slab::new(),
             next_generation: 0,

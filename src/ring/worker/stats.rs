@@ -43,6 +43,9 @@ pub struct WorkerStats {
     /// Connections to the attach socket closed at once because the engine held
     /// `ATTACH_LINKS_MAX` local links.
     pub attach_refused_max: u64,
+    /// Connections to the attach socket closed at once because the processes of their uid held
+    /// `ATTACH_LINKS_PER_UID_MAX` local links.
+    pub attach_refused_share: u64,
     /// Links closed (for any reason).
     pub closed: u64,
     /// Bytes received and sent.
