@@ -4,6 +4,8 @@
 //! second application asking for the same mount is refused; when the application goes mid-call
 //! (its socket closed, as the kernel closes a dead process's), the call ends once with
 //! `LOST_LINK`, the mount is withdrawn from the cluster, and another application attaches it.
+//! A second test streams one call both ways between two applications on one node, and refuses
+//! another with a code.
 //!
 //! ```text
 //! app ~ a — b — caller
@@ -105,4 +107,60 @@ fn an_application_attaches_a_mount_the_cluster_calls_and_its_death_ends_its_call
     let mut rival = Client::connect(&socket).unwrap();
     rival.attach(kv, Kind::Master, "rival", WAIT).unwrap();
     assert!(caller.wait_for_route(kv, WAIT));
+}
+
+#[test]
+fn a_call_streams_both_ways_between_two_applications_and_a_refusal_carries_its_code() {
+    let dir = scratch("attach-stream");
+    let a = Node::new(&dir, "a");
+    let socket = dir.join("a-attach.sock");
+    config::write(&a, &format!("attach = \"{}\"\n", socket.display()), LIMITS, "");
+    let _a = a.run();
+    wait_for("a's attach socket", WAIT, || socket.exists());
+    let echo = mount(1, 0x40);
+    let (part, other) = (ringspan::wire::Command::new(3, 1), ringspan::wire::Command::new(3, 2));
+
+    // The server: gathers a call's request parts until the caller's last, then answers with
+    // each part reversed, one message each, and ends with their count; refuses command 3:2.
+    let mut server = Client::connect(&socket).unwrap();
+    server.attach(echo, Kind::Master, "stream", WAIT).unwrap();
+    let serving = std::thread::spawn(move || {
+        let mut parts = Vec::new();
+        for _ in 0..2 {
+            loop {
+                let request = server.accept(WAIT).unwrap().expect("the call's parts come");
+                if request.command == other {
+                    server.refuse(&request, ErrorCode::REFUSED).unwrap();
+                    break;
+                }
+                assert_eq!(request.first, parts.is_empty());
+                parts.push(request.payload.clone());
+                if request.last {
+                    for p in &parts {
+                        let reversed: Vec<u8> = p.iter().rev().copied().collect();
+                        server.stream(&request, part, &reversed).unwrap();
+                    }
+                    server.reply(&request, format!("{} parts", parts.len()).as_bytes()).unwrap();
+                    break;
+                }
+            }
+        }
+        server
+    });
+
+    let mut caller = Client::connect(&socket).unwrap();
+    caller.wait_for_route(echo, WAIT).unwrap();
+    let call = caller.open(echo, part, b"abc", false).unwrap();
+    caller.send(call, part, b"de", false).unwrap();
+    caller.send(call, part, b"f", true).unwrap();
+    let answer = caller.wait(call, WAIT).unwrap();
+    let want: [&[u8]; 4] = [b"cba", b"ed", b"f", b"3 parts"];
+    assert_eq!(answer, want.map(<[u8]>::to_vec));
+
+    let refused = caller.open(echo, other, b"?", true).unwrap();
+    match caller.wait(refused, WAIT) {
+        Err(ClientError::Refused(code)) => assert_eq!(code, ErrorCode::REFUSED),
+        other => panic!("a refused call: {other:?}"),
+    }
+    drop(serving.join().unwrap());
 }
