@@ -30,6 +30,21 @@ pub struct Tally {
     pub refused_at_open: u64,
 }
 
+impl Tally {
+    /// Asserts that some calls were made and every one was answered, none refused or lost:
+    /// what `what` (printed with the tally) promises.
+    pub fn assert_every_call_answered(&self, what: &str) {
+        eprintln!("{what}: {self:?}");
+        assert!(self.completed > 0, "{what}: no call completed");
+        assert_eq!(
+            (self.lost_link, self.no_route, self.other, self.corrupted, self.refused_at_open),
+            (0, 0, 0, 0, 0),
+            "{what}: {self:?}"
+        );
+        assert_eq!(self.completed, self.opened, "{what}: {self:?}");
+    }
+}
+
 /// Sets its flag when dropped, also when a panic unwinds.
 pub struct StopOnDrop<'a>(pub &'a AtomicBool);
 
