@@ -2,8 +2,8 @@
 //! processes on both ends: the application is `ringspan-bench attach serve --hold`, a process of
 //! its own on the `ringspan-attach` client, serving an echo mount through `a`'s attach socket;
 //! the caller is another application, at `b`'s attach socket, with several calls in flight.
-//! SIGKILL takes the server while it holds calls: each held call ends exactly once, with
-//! `LOST_LINK`; the calls it had answered stay answered; the cluster forgets the mount; a new
+//! A call the caller gives up on is ended by force and forgotten. SIGKILL takes the server
+//! while it holds calls: each held call ends exactly once, with `LOST_LINK`; the calls it had answered stay answered; the cluster forgets the mount; a new
 //! process attaches it again and is called.
 //!
 //! ```text
@@ -87,6 +87,11 @@ fn an_application_killed_mid_call_ends_each_held_call_once() {
     }
     for _ in 0..5 {
         expect_line(&lines, "holding");
+    }
+    // A call given up on is ended by force and forgotten: it never comes out of next_ended.
+    match caller.call(echo, b"hold", Duration::from_millis(100)) {
+        Err(ClientError::TimedOut) => {}
+        other => panic!("a call held past its timeout: {other:?}"),
     }
 
     // SIGKILL while it holds five calls: each ends once, with LOST_LINK, and nothing else does.

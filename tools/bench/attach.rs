@@ -102,7 +102,7 @@ fn serve(socket: &str, mount: &str, hold: bool) -> Result<(), String> {
         else {
             continue;
         };
-        if !request.first {
+        if !request.first || request.forced {
             continue;
         }
         calls += 1;

@@ -69,7 +69,7 @@ struct Store(BTreeMap<String, String>);
 impl Store {
     fn handle(&mut self, node: &mut Client, request: &Request) -> Result<(), ClientError> {
         // Each call here is one message; a call its caller already ended needs no answer.
-        if !request.first || request.error != ErrorCode::NONE {
+        if !request.first || request.forced {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&request.payload);

@@ -10,9 +10,18 @@
 //! let mut node = Client::connect("/run/ringspan/attach.sock")?;
 //! let kv = mount(1, 0x10);
 //! node.attach(kv, ringspan_attach::Kind::Master, "kv", Duration::from_secs(5))?;
+//! // Serves until a minute passes with no call.
 //! while let Some(request) = node.accept(Duration::from_secs(60))? {
+//!     // A call's first message only (a caller may stream more, or end it by force).
+//!     if !request.first || request.forced {
+//!         continue;
+//!     }
 //!     let answer = request.payload.clone();
-//!     node.reply(&request, &answer)?;
+//!     match node.reply(&request, &answer) {
+//!         // The caller ended the call meanwhile: nothing to answer.
+//!         Ok(()) | Err(ringspan_attach::ClientError::Refused(_)) => {}
+//!         Err(error) => return Err(error),
+//!     }
 //! }
 //! # Ok::<(), ringspan_attach::ClientError>(())
 //! ```
@@ -69,6 +78,9 @@ pub enum ClientError {
     Protocol(String),
     /// The node refused or ended the request with this error code (PROTOCOL.md 5.7).
     Refused(ErrorCode),
+    /// The application asked for what the protocol forbids (a message after its own last one,
+    /// say); nothing was sent and the link carries on.
+    Misuse(String),
     /// Nothing came in time.
     TimedOut,
 }
@@ -81,6 +93,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Io(error) => write!(f, "the link to the node: {error}"),
             ClientError::Protocol(why) => write!(f, "the node broke the protocol: {why}"),
             ClientError::Refused(code) => write!(f, "refused by the node: {code}"),
+            ClientError::Misuse(why) => write!(f, "not allowed by the protocol: {why}"),
             ClientError::TimedOut => write!(f, "no answer in time"),
         }
     }
@@ -125,8 +138,10 @@ pub struct Request {
     pub first: bool,
     /// Whether the caller closed its direction with it: nothing more of the request comes.
     pub last: bool,
-    /// The error code it carried: not `NONE` only when the caller (or the link to it) ended
-    /// the call by force, and then the call is over and answers are refused.
+    /// Whether it ended the call by force (ABORT|DELETE: the caller, or a lost link on the
+    /// way, gave up on it): the call is over, and answers to it are refused.
+    pub forced: bool,
+    /// The error code it carried (`NONE` for most; a forced close says why).
     pub error: ErrorCode,
     txn: TxnId,
 }
@@ -291,9 +306,16 @@ impl Client {
             link.open(out, None, Command::LINK_ATTACH, &buf[..len], Flags::NONE)
         })?;
         self.attaches.insert(txn, (mount, AttachState::Asked));
-        self.pump_until(timeout, |c| {
+        let answered = self.pump_until(timeout, |c| {
             c.attaches.get(&txn).is_none_or(|(_, s)| *s != AttachState::Asked)
-        })?;
+        });
+        if let Err(error) = answered {
+            // Given up on: withdrawn, so that the mount is not attached with nobody to detach it.
+            self.attaches.remove(&txn);
+            let _ = self.write_with(|link, out| link.abort(out, txn, ErrorCode::ABORTED));
+            let _ = self.flush();
+            return Err(error);
+        }
         match self.attaches.get(&txn).map(|&(_, state)| state) {
             Some(AttachState::Attached) => Ok(Attachment { mount, txn }),
             Some(AttachState::Ended(code)) => {
@@ -344,14 +366,19 @@ impl Client {
         self.force_close(request.txn, code)
     }
 
-    /// Ends `call` by force, with `code`: the node passes the close on to the mount's holder
-    /// and the call ends here at once ([`Client::next_ended`] gives `code`). Sent at once.
+    /// Ends `call` by force, with `code`: the node passes the close on to the mount's holder,
+    /// and the call ends when the node answers it ([`Client::next_ended`] and [`Client::wait`]
+    /// then give `code`, or what the call ended with first if its end was already on the way).
+    /// Sent at once. A call that already ended is left as it is.
     pub fn abort(&mut self, call: CallId, code: ErrorCode) -> Result<(), ClientError> {
-        if !self.calls.contains_key(&call.0) {
-            return Err(ClientError::Refused(ErrorCode::LOST_LINK));
+        match self.calls.get(&call.0) {
+            None => Err(ClientError::Refused(ErrorCode::LOST_LINK)),
+            Some(outgoing) if outgoing.ended.is_some() => Ok(()),
+            Some(_) => {
+                self.write_with(|link, out| link.abort(out, call.0, code))?;
+                self.flush()
+            }
         }
-        self.write_with(|link, out| link.abort(out, call.0, code))?;
-        self.flush()
     }
 
     /// Opens a call to `mount` with `command` and `payload`; `last` closes our direction with
@@ -386,6 +413,15 @@ impl Client {
         last: bool,
     ) -> Result<(), ClientError> {
         check_payload(payload)?;
+        match self.calls.get(&call.0) {
+            None => return Err(ClientError::Refused(ErrorCode::LOST_LINK)),
+            // Over (its end waits for `wait` or `next_ended`): nothing more can go on it.
+            Some(Outgoing { ended: Some(code), .. }) => {
+                let code = if *code == ErrorCode::NONE { ErrorCode::REFUSED } else { *code };
+                return Err(ClientError::Refused(code));
+            }
+            Some(_) => {}
+        }
         let flags = if last { Flags::DELETE } else { Flags::NONE };
         self.write_with(|link, out| {
             link.send(out, call.0, command, payload, flags, ErrorCode::NONE)
@@ -430,7 +466,16 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
         let call = self.open(mount, CALL, payload, true)?;
-        Ok(self.wait(call, timeout)?.concat())
+        match self.wait(call, timeout) {
+            Ok(parts) => Ok(parts.concat()),
+            Err(ClientError::TimedOut) => {
+                // Given up on: ended by force, so that no answer comes for a call nobody holds.
+                let _ = self.abort(call, ErrorCode::ABORTED);
+                self.forget(call.0);
+                Err(ClientError::TimedOut)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads and writes on the socket so far.

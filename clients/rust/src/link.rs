@@ -28,7 +28,13 @@ impl Client {
         let result = f(&mut self.link, &mut out);
         self.outbox = out;
         self.events();
-        result.map_err(|e| ClientError::Protocol(e.to_string()))
+        result.map_err(|error| match error {
+            ringspan_proto::Error::Misuse(misuse) => ClientError::Misuse(misuse.to_string()),
+            ringspan_proto::Error::LimitReached(_) => {
+                ClientError::Refused(ErrorCode::LIMIT_REACHED)
+            }
+            other => ClientError::Protocol(other.to_string()),
+        })
     }
 
     /// A message on a call to one of our mounts: sent at once unless more requests wait.
@@ -59,6 +65,12 @@ impl Client {
         if self.requests.is_empty() { self.send_outbox() } else { Ok(()) }
     }
 
+    /// Forgets a call given up on: its end, when the node answers the abort, reaches no one.
+    pub(crate) fn forget(&mut self, txn: TxnId) {
+        self.calls.remove(&txn);
+        self.ended.retain(|&t| t != txn);
+    }
+
     /// A call's outcome, taken: the messages of its answer, or the code it ended with.
     pub(crate) fn take_ended(&mut self, txn: TxnId) -> Option<Result<Vec<Vec<u8>>, ErrorCode>> {
         let code = self.calls.get(&txn)?.ended?;
@@ -73,7 +85,8 @@ impl Client {
         timeout: Duration,
         mut done: impl FnMut(&Client) -> bool,
     ) -> Result<(), ClientError> {
-        let deadline = now() + timeout;
+        // A timeout too long to add is no deadline at all.
+        let deadline = now().checked_add(timeout);
         let mut buf = std::mem::take(&mut self.read_buf);
         let result = self.pump_into(&mut buf, deadline, &mut done);
         self.read_buf = buf;
@@ -84,13 +97,21 @@ impl Client {
     fn pump_into(
         &mut self,
         buf: &mut [u8],
-        deadline: Instant,
+        deadline: Option<Instant>,
         done: &mut impl FnMut(&Client) -> bool,
     ) -> Result<(), ClientError> {
+        let left = || deadline.map(|d| d.saturating_duration_since(now()));
+        let mut first = true;
         loop {
             if done(self) {
                 return Ok(());
             }
+            // Checked on every turn, not only when the socket is empty: a stream of other
+            // traffic (calls to our mounts while we wait for an answer) must not hold us past it.
+            if !first && left().is_some_and(|l| l.is_zero()) {
+                return Err(ClientError::TimedOut);
+            }
+            first = false;
             if let Some(why) = &self.closed {
                 return Err(ClientError::Io(io::Error::new(
                     io::ErrorKind::ConnectionReset,
@@ -107,11 +128,10 @@ impl Client {
                     self.received(&buf[..len])?
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left = deadline.saturating_duration_since(now());
-                    if left.is_zero() {
+                    if left().is_some_and(|l| l.is_zero()) {
                         return Err(ClientError::TimedOut);
                     }
-                    self.wait_for(PollFlags::IN, Some(left))?;
+                    self.wait_for(PollFlags::IN, left())?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.lost(e.to_string()),
@@ -139,7 +159,8 @@ impl Client {
         rx.extend_from_slice(bytes);
         let mut at = 0;
         let mut failed = None;
-        while failed.is_none() {
+        // Nothing after the node's close (or a fault) is read.
+        while failed.is_none() && self.closed.is_none() {
             let len = match peek_wire_len(&rx[at..]) {
                 Ok(Some(len)) if rx.len() - at >= len => len,
                 Ok(_) => break,
@@ -169,6 +190,9 @@ impl Client {
 
     fn handle_plaintext(&mut self, plaintext: &[u8]) -> Result<(), String> {
         for message in Messages::new(plaintext) {
+            if self.closed.is_some() {
+                break;
+            }
             let message = message.map_err(|e| e.to_string())?;
             self.handle_message(&message)?;
         }
@@ -219,12 +243,13 @@ impl Client {
             return Ok(());
         }
         if let Some((_, state)) = self.attaches.get_mut(&txn) {
-            if d.closes() {
-                // A refusal says why; a plain close after it was attached is a detach.
-                *state = AttachState::Ended(d.error);
-            } else if *state == AttachState::Asked {
-                *state = AttachState::Attached;
+            if *state == AttachState::Asked {
+                // Closed before it was attached: refused, and the code says why (kept for
+                // `attach` to read). Otherwise the answer: attached.
+                *state =
+                    if d.closes() { AttachState::Ended(d.error) } else { AttachState::Attached };
             }
+            // After that, a close is the detach's end: the entry goes when the transaction ends.
             return Ok(());
         }
         let served = match (d.parent, d.opens()) {
@@ -240,6 +265,7 @@ impl Client {
                 payload: d.payload.to_vec(),
                 first: d.opens(),
                 last: d.closes(),
+                forced: d.is_forced_close(),
                 error: d.error,
                 txn,
             });
