@@ -56,7 +56,7 @@ start_node() {
 key = "$name.key"
 listen = ["127.0.0.1:$port"]
 workers = 1
-attach = "$name.sock"
+attach = "$name-attach.sock"
 allow = ["$c_pub"]
 
 [limits]
@@ -73,8 +73,8 @@ TOML
   "$bin" run --config "$work/$name.toml" 2>"$work/$name.log" &
   pids+=($!)
   node_pid[$name]=$!
-  for _ in $(seq 100); do [[ -S $work/$name.sock ]] && break; sleep 0.1; done
-  "$bench" attach serve --socket "$work/$name.sock" --mount 0x1:0x20 >"$work/$name-serve.out" 2>&1 &
+  for _ in $(seq 100); do [[ -S $work/$name-attach.sock ]] && break; sleep 0.1; done
+  "$bench" attach serve --socket "$work/$name-attach.sock" --mount 0x1:0x20 >"$work/$name-serve.out" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q attached "$work/$name-serve.out" 2>/dev/null && break; sleep 0.1; done
   grep -q attached "$work/$name-serve.out" || {
@@ -108,7 +108,7 @@ for ((round = 1; round <= rounds; round++)); do
           read -r t0 w0 < <(node_usage "$name")
           if [[ $caller == socket ]]; then
             stats=(); [[ $server == socket ]] && stats=(--server-stats)
-            out=$("$bench" attach call --socket "$work/$name.sock" --mount "$mount" \
+            out=$("$bench" attach call --socket "$work/$name-attach.sock" --mount "$mount" \
               --calls "$calls" --concurrency "$conc" --size 16 "${stats[@]}")
           else
             # The calling node's handshake and route wait fall outside its timed calls but

@@ -287,6 +287,23 @@ impl NodeConfig {
         };
 
         let (attach, attach_role) = source.attach(&node)?;
+        if let (Some(attach), Some(text)) = (&attach, &node.attach) {
+            let control_socket = control.clone().unwrap_or_else(|| control::default_socket(path));
+            if attach.path == control_socket {
+                let whose = if control.is_some() {
+                    "[node] control"
+                } else {
+                    "the default control socket (the file's name with .sock)"
+                };
+                return Err(source.error(
+                    text.span(),
+                    format!(
+                        "[node] attach {} is also {whose}: give them different paths",
+                        attach.path.display()
+                    ),
+                ));
+            }
+        }
 
         Ok(NodeConfig {
             path: path.to_path_buf(),

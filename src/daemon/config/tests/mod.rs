@@ -531,6 +531,24 @@ fn the_control_path_must_fit_a_socket_address() {
 }
 
 #[test]
+fn the_attach_socket_is_not_the_control_socket() {
+    // CONFIG is /etc/ringspan/node.toml: its default control socket is node.sock beside it.
+    refused(
+        "[node]\nkey = \"k\"\nattach = \"node.sock\"\n",
+        3,
+        "[node] attach /etc/ringspan/node.sock is also the default control socket",
+    );
+    refused(
+        "[node]\nkey = \"k\"\ncontrol = \"a.sock\"\nattach = \"a.sock\"\n",
+        4,
+        "is also [node] control",
+    );
+    let text = "[node]\nkey = \"k\"\ncontrol = \"node.sock\"\nattach = \"attach.sock\"\n";
+    assert!(parse(text).is_ok());
+    assert!(parse("[node]\nkey = \"k\"\nattach = \"attach.sock\"\n").is_ok());
+}
+
+#[test]
 fn errors_display_as_path_line_column_reason() {
     let error = ConfigError {
         path: PathBuf::from("node.toml"),
