@@ -8,6 +8,9 @@
 //! ```text
 //! kv.py master ~ a — r — c ~ kv.py put/get/scan
 //! ```
+//!
+//! A second test runs the Rust client's kv example (`clients/rust/examples/kv.rs`, included
+//! here as a module) against kv.py over the same cluster: each serves the other's clients.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,6 +21,11 @@ use crate::support::host::scratch;
 use crate::support::node::Node;
 use crate::support::process::Proc;
 use crate::support::wait::wait_for;
+
+/// The Rust twin of kv.py, its functions called as its `main` calls them.
+#[allow(dead_code)] // its `main`, usage and demo are the example's own
+#[path = "../../clients/rust/examples/kv.rs"]
+mod rust_kv;
 
 const LIMITS: &str =
     "keepalive_ms = 200\nidle_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 500\n";
@@ -59,17 +67,23 @@ fn routes_kv(node: &Node) -> bool {
     node.try_snapshot().is_some_and(|s| s.routes.iter().any(|r| r.cluster == "7" && r.mount == "1"))
 }
 
-#[test]
-fn a_python_master_serves_python_clients_two_relays_away_and_its_death_is_seen() {
-    let dir = scratch("attach-python");
-    let [a, r, c] = ["a", "r", "c"].map(|n| Node::new(&dir, n));
+/// `a — r — c`, `a` and `c` with attach sockets: the nodes (running), and the sockets.
+fn cluster(dir: &Path) -> ([Node; 3], [Proc; 3], PathBuf, PathBuf) {
+    let [a, r, c] = ["a", "r", "c"].map(|n| Node::new(dir, n));
     let (a_sock, c_sock) = (dir.join("a-attach.sock"), dir.join("c-attach.sock"));
     let attach = |socket: &Path| format!("attach = \"{}\"\n", socket.display());
     config::write(&a, &attach(&a_sock), LIMITS, &config::peer(&r, true));
     config::write(&r, "", LIMITS, &(config::peer(&a, false) + &config::peer(&c, false)));
     config::write(&c, &attach(&c_sock), LIMITS, &config::peer(&r, true));
-    let _nodes = [a.run(), r.run(), c.run()];
+    let procs = [a.run(), r.run(), c.run()];
     wait_for("the attach sockets", WAIT, || a_sock.exists() && c_sock.exists());
+    ([a, r, c], procs, a_sock, c_sock)
+}
+
+#[test]
+fn a_python_master_serves_python_clients_two_relays_away_and_its_death_is_seen() {
+    let dir = scratch("attach-python");
+    let ([_a, _r, c], _procs, a_sock, c_sock) = cluster(&dir);
 
     let mut kv_master = master(&a_sock);
     wait_for("c to route the kv mount", WAIT, || routes_kv(&c));
@@ -92,4 +106,50 @@ fn a_python_master_serves_python_clients_two_relays_away_and_its_death_is_seen()
     let _again = master(&a_sock);
     wait_for("c to route the kv mount again", WAIT, || routes_kv(&c));
     assert_eq!(kv_ok(&["get", c_sock, "fruit/kiwi"]).trim(), "");
+}
+
+/// A call with a command the kv master does not serve is refused with `REFUSED`.
+fn assert_refuses_unknown_commands(client: &mut ringspan_attach::Client) {
+    let unknown = ringspan_attach::Command::new(2, 9);
+    let call = client.open(ringspan_attach::mount(7, 1), unknown, b"", true).unwrap();
+    match client.wait(call, WAIT) {
+        Err(ringspan_attach::ClientError::Refused(code)) => {
+            assert_eq!(code, ringspan::wire::ErrorCode::REFUSED)
+        }
+        other => panic!("an unknown command: {other:?}"),
+    }
+}
+
+#[test]
+fn the_rust_kv_example_and_kv_py_serve_each_other_two_relays_away() {
+    let dir = scratch("attach-kv-rust");
+    let ([_a, _r, c], _procs, a_sock, c_sock) = cluster(&dir);
+    let (a_path, c_path) = (a_sock.to_str().unwrap(), c_sock.to_str().unwrap());
+
+    // kv.py's master, the Rust example's client.
+    let mut py_master = master(&a_sock);
+    wait_for("c to route the kv mount", WAIT, || routes_kv(&c));
+    let mut client = rust_kv::connect_client(c_path).unwrap();
+    let ask = |client: &mut _, command, text: &str| rust_kv::ask(client, command, text).unwrap();
+    assert_eq!(ask(&mut client, rust_kv::PUT, "fruit/apple=red"), ["ok"]);
+    assert_eq!(ask(&mut client, rust_kv::PUT, "fruit/kiwi=green"), ["ok"]);
+    assert_eq!(ask(&mut client, rust_kv::GET, "fruit/kiwi"), ["green"]);
+    let scan = ask(&mut client, rust_kv::SCAN, "fruit/");
+    assert_eq!(scan, ["fruit/apple=red", "fruit/kiwi=green"]);
+    // An unknown command: kv.py refuses it, as the Rust master does below.
+    assert_refuses_unknown_commands(&mut client);
+    py_master.0.kill().unwrap();
+    py_master.0.wait().unwrap();
+    wait_for("c to forget the kv mount", WAIT, || !routes_kv(&c));
+
+    // The Rust example's master, kv.py's clients; and an unknown command refused the same way.
+    let mut rust_master = rust_kv::attach_master(a_path).unwrap();
+    std::thread::spawn(move || rust_kv::serve(&mut rust_master));
+    wait_for("c to route the Rust master's mount", WAIT, || routes_kv(&c));
+    assert_eq!(kv_ok(&["put", c_path, "veg/leek", "white"]).trim(), "ok");
+    assert_eq!(kv_ok(&["put", c_path, "veg/kale", "dark"]).trim(), "ok");
+    assert_eq!(kv_ok(&["get", c_path, "veg/leek"]).trim(), "white");
+    assert_eq!(kv_ok(&["scan", c_path, "veg/"]).trim(), "veg/kale=dark\nveg/leek=white");
+    let mut client = rust_kv::connect_client(c_path).unwrap();
+    assert_refuses_unknown_commands(&mut client);
 }

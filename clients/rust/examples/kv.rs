@@ -29,9 +29,11 @@ use std::time::Duration;
 
 use ringspan_attach::{Client, ClientError, Command, ErrorCode, Kind, Mount, Request, mount};
 
-const PUT: Command = Command::new(2, 1);
-const GET: Command = Command::new(2, 2);
-const SCAN: Command = Command::new(2, 3);
+// The items a test uses are `pub`: tests/process/attach_python_process.rs includes this file
+// to run it against real nodes and kv.py.
+pub const PUT: Command = Command::new(2, 1);
+pub const GET: Command = Command::new(2, 2);
+pub const SCAN: Command = Command::new(2, 3);
 const CLUSTER: u128 = 7;
 const MOUNT: u128 = 1;
 const WAIT: Duration = Duration::from_secs(5);
@@ -50,7 +52,8 @@ fn kv() -> Mount {
 }
 
 /// Why kv stops early; each exits with status 1.
-enum Failure {
+#[derive(Debug)]
+pub enum Failure {
     Usage,
     NoRoute,
     Client(ClientError),
@@ -95,7 +98,7 @@ impl Store {
 }
 
 /// Serves the store's mount on `node` until the link fails; returns why it did.
-fn serve(node: &mut Client) -> ClientError {
+pub fn serve(node: &mut Client) -> ClientError {
     let mut store = Store::default();
     loop {
         match node.accept(Duration::from_secs(3600)) {
@@ -110,7 +113,7 @@ fn serve(node: &mut Client) -> ClientError {
     }
 }
 
-fn attach_master(path: &str) -> Result<Client, Failure> {
+pub fn attach_master(path: &str) -> Result<Client, Failure> {
     let mut node = Client::connect(path)?;
     node.attach(kv(), Kind::Master, "kv/master", WAIT)?;
     Ok(node)
@@ -122,7 +125,7 @@ fn master(path: &str) -> Result<(), Failure> {
     Err(serve(&mut node).into())
 }
 
-fn connect_client(path: &str) -> Result<Client, Failure> {
+pub fn connect_client(path: &str) -> Result<Client, Failure> {
     let mut client = Client::connect(path)?;
     match client.wait_for_route(kv(), WAIT) {
         Ok(()) => Ok(client),
@@ -132,7 +135,7 @@ fn connect_client(path: &str) -> Result<Client, Failure> {
 }
 
 /// One call to the store; the answer's non-empty messages, as strings.
-fn ask(client: &mut Client, command: Command, text: &str) -> Result<Vec<String>, ClientError> {
+pub fn ask(client: &mut Client, command: Command, text: &str) -> Result<Vec<String>, ClientError> {
     let call = client.open(kv(), command, text.as_bytes(), true)?;
     let answer = client.wait(call, WAIT)?;
     Ok(answer
