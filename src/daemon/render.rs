@@ -756,5 +756,10 @@ pub(crate) mod tests {
         let back: Snapshot = serde_json::from_str(&json).unwrap();
         assert_eq!(back.routes[1].held_by, s.routes[1].held_by);
         assert_eq!(back.routes[0].held_by, None);
+        // And the metrics count it.
+        let metrics = exposition::prometheus(&s);
+        assert!(metrics.contains("ringspan_attached_mounts{node=\"aaaa0000\"} 1"), "{metrics}");
+        let none = exposition::prometheus(&snapshot());
+        assert!(none.contains("ringspan_attached_mounts{node=\"aaaa0000\"} 0"), "{none}");
     }
 }

@@ -55,6 +55,12 @@ pub fn prometheus(s: &Snapshot) -> String {
         &[(String::new(), s.recv_buffers_held)],
     );
     gauge(
+        "attached_mounts",
+        "Mounts this node holds for applications attached through its attach socket.",
+        "gauge",
+        &[(String::new(), s.routes.iter().filter(|r| r.held_by.is_some()).count() as u64)],
+    );
+    gauge(
         "tombstones",
         "Mounts that went away, remembered for their feasibility distance.",
         "gauge",
@@ -112,7 +118,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         ),
         (
             "attach_refused_total",
-            "Connections to the attach socket closed: uid/gid not allowed, or ATTACH_LINKS_MAX held.",
+            "Connections to the attach socket closed: uid/gid not allowed, ATTACH_LINKS_MAX held, or their uid's share.",
             s.attach_refused,
         ),
     ] {
