@@ -260,7 +260,6 @@ fn the_processes_of_one_uid_hold_their_share_of_local_links_and_no_more() {
     let dir = scratch("attach-share");
     let path = dir.join("attach.sock");
     let (own_uid, _) = own_ids();
-    assert_eq!(own_uid, 0, "this test runs as root, to connect as another user too");
     let attach = AttachConfig {
         max_links: 5,
         max_links_per_uid: 2,
@@ -277,18 +276,26 @@ fn the_processes_of_one_uid_hold_their_share_of_local_links_and_no_more() {
     let mut third = connect(&path);
     assert!(closed_by_node(&mut third), "a third local link of one uid is beyond its share");
 
-    // Another user's processes have a share of their own.
-    let nobody = 65534;
-    let _others = [connect_as(nobody, &path), connect_as(nobody, &path)];
-    for _ in 0..2 {
-        let (_, _, cred) = next_attached(&seen);
-        assert_eq!(cred.uid, nobody);
-    }
-    let mut mine = connect(&path);
-    assert!(closed_by_node(&mut mine), "still at root's share, though the bound has room");
+    // Another user's processes have a share of their own: run as `nobody`, which only root
+    // may do (CI runs as root; elsewhere this half is left out, and says so).
+    let others = if own_uid == 0 {
+        let nobody = 65534;
+        let _others = [connect_as(nobody, &path), connect_as(nobody, &path)];
+        for _ in 0..2 {
+            let (_, _, cred) = next_attached(&seen);
+            assert_eq!(cred.uid, nobody);
+        }
+        let mut mine = connect(&path);
+        assert!(closed_by_node(&mut mine), "still at root's share, though the bound has room");
+        2
+    } else {
+        eprintln!("not root: another user's share is not tried");
+        0
+    };
     engine.shutdown();
     let stats = engine.join();
-    assert_eq!((stats[0].attached, stats[0].attach_refused_share), (4, 2));
+    let refused = if others > 0 { 2 } else { 1 };
+    assert_eq!((stats[0].attached, stats[0].attach_refused_share), (2 + others, refused));
     assert_eq!(stats[0].attach_refused_max, 0);
 }
 
