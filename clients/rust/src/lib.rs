@@ -1,5 +1,5 @@
-//! A client of a running ringspan node's attach socket (PROTOCOL.md 8.11 and the local links of
-//! section 4): no engine, no key. An application connects, learns the mounts the node can reach,
+//! A client of a running ringspan node's attach socket (PROTOCOL.md 8.11, and the local links of
+//! section 10): no engine, no key. An application connects, learns the mounts the node can reach,
 //! attaches mounts of its own as the node's, serves the calls opened to them, and calls any
 //! mount of the cluster.
 //!
@@ -223,7 +223,7 @@ impl Client {
         let stream = UnixStream::connect(path)?;
         // Non-blocking: the client waits in poll(2), not in a read (link.rs).
         stream.set_nonblocking(true)?;
-        // Framed, not sealed: the keys are not used (PROTOCOL.md 8.11's local links).
+        // Framed, not sealed: the keys are not used (PROTOCOL.md section 10's local links).
         let (sealer, opener) =
             record_layer_for_attach(now()).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut client = Client {
