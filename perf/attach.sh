@@ -86,7 +86,7 @@ start_node nobusy 0
 # Node $1's CPU ticks and its threads' voluntary context switches so far.
 node_usage() {
   local pid=${node_pid[$1]} ticks switches=0 s
-  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  ticks=$(proc_cpu_ticks "$pid")
   for s in /proc/"$pid"/task/*/status; do
     switches=$((switches + $(awk '/^voluntary_ctxt_switches/ {print $2}' "$s")))
   done
